@@ -1,0 +1,29 @@
+@{
+    RootModule           = 'PtqTools.dll'
+    ModuleVersion        = '0.1.0'
+    CompatiblePSEditions = @('Core')
+    GUID                 = '5d0f3c7e-8a41-4f0e-9b7a-2f6c1d9e4a11'
+    Author               = 'PtqTools developers'
+    CompanyName          = 'PtqTools'
+    Copyright            = '(c) PtqTools developers. MIT licence.'
+    Description          = 'Post-training quantization of ONNX models (int8 QDQ) from PowerShell: inspect, calibrate, quantize and evaluate.'
+    PowerShellVersion    = '7.4'
+    FormatsToProcess     = @('PtqTools.Format.ps1xml')
+    CmdletsToExport      = @(
+        'Get-OnnxModel'
+        'Get-ModelLayer'
+        'New-PtqDataSet'
+        'Measure-ActivationRange'
+        'Invoke-Quantization'
+        'Test-QuantizedModel'
+    )
+    FunctionsToExport    = @()
+    VariablesToExport    = @()
+    AliasesToExport      = @()
+    PrivateData          = @{
+        PSData = @{
+            Tags       = @('onnx', 'quantization', 'int8', 'ptq', 'machine-learning', 'Linux')
+            LicenseUri = 'https://opensource.org/licenses/MIT'
+        }
+    }
+}
