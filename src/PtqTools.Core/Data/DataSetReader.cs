@@ -1,0 +1,285 @@
+using Microsoft.ML.OnnxRuntime;
+using SkiaSharp;
+
+namespace PtqTools.Core.Data;
+
+/// <summary>Creates data set descriptions and reads their samples, prepared the way the description says.</summary>
+public static class DataSetReader
+{
+    public static readonly string[] ImageExtensions = { ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp" };
+
+    /// <summary>Describes the images under a folder. Sub-folders are classes (their sorted names give the labels).</summary>
+    public static PtqDataSet FromImageFolder(string folder, PtqDataSet options)
+    {
+        if (!Directory.Exists(folder))
+            throw new PtqException("DataSetNotFound", PtqErrorKind.ObjectNotFound, $"The folder '{folder}' does not exist.", folder);
+        var files = Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories)
+            .Where(f => !Path.GetFileName(f).StartsWith('.'))
+            .OrderBy(f => f, StringComparer.Ordinal).ToList();
+        var notImages = files.Where(f => !ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant())).ToList();
+        if (notImages.Count > 0)
+            throw new PtqException("DataSetFileNotImage", PtqErrorKind.InvalidData,
+                $"'{notImages[0]}' in the image folder is not an image ({string.Join(", ", ImageExtensions)}); {notImages.Count} such file(s). Remove them or point at a folder of images only.", notImages[0]);
+        var classes = Directory.GetDirectories(folder).Select(Path.GetFileName).OrderBy(n => n, StringComparer.Ordinal).ToArray();
+        var ds = Copy(options, "ImageFolder", Path.GetFileName(Path.TrimEndingDirectorySeparator(folder)));
+        ds.Paths = files.Select(Path.GetFullPath).ToArray();
+        ds.Classes = classes!;
+        ds.HasLabels = classes.Length > 0 && files.All(f => Path.GetDirectoryName(f) != Path.TrimEndingDirectorySeparator(folder));
+        return Finish(ds, files.Count);
+    }
+
+    public static PtqDataSet FromIdx(string imagesPath, string? labelsPath, PtqDataSet options)
+    {
+        if (!File.Exists(imagesPath))
+            throw new PtqException("DataSetNotFound", PtqErrorKind.ObjectNotFound, $"The file '{imagesPath}' does not exist.", imagesPath);
+        labelsPath ??= GuessIdxLabels(imagesPath);
+        var (_, shape) = IdxFile.Read(imagesPath);
+        if (shape.Length != 3) throw new PtqException("IdxNotReadable", PtqErrorKind.InvalidData, $"'{imagesPath}' does not hold images (rank {shape.Length}, expected 3).", imagesPath);
+        var ds = Copy(options, "Idx", Path.GetFileName(imagesPath));
+        ds.Paths = new[] { Path.GetFullPath(imagesPath) };
+        if (labelsPath is not null && File.Exists(labelsPath))
+        {
+            var (_, lshape) = IdxFile.Read(labelsPath);
+            if (lshape.Length != 1 || lshape[0] != shape[0])
+                throw new PtqException("IdxLabelsMismatch", PtqErrorKind.InvalidData, $"'{labelsPath}' holds {lshape[0]} labels for {shape[0]} images.", labelsPath);
+            ds.LabelPath = Path.GetFullPath(labelsPath);
+            ds.HasLabels = true;
+        }
+        return Finish(ds, shape[0]);
+    }
+
+    public static PtqDataSet FromNpy(IReadOnlyList<string> files, PtqDataSet options)
+    {
+        int count = 0;
+        foreach (var f in files)
+        {
+            if (!File.Exists(f)) throw new PtqException("DataSetNotFound", PtqErrorKind.ObjectNotFound, $"The file '{f}' does not exist.", f);
+            var (_, shape) = NpyFile.Read(f);
+            if (shape.Length == 0) throw new PtqException("NpyNotReadable", PtqErrorKind.InvalidData, $"'{f}' holds a scalar; the first axis must count samples.", f);
+            count += shape[0];
+        }
+        var ds = Copy(options, "Npy", files.Count == 1 ? Path.GetFileName(files[0]) : $"{files.Count} .npy files");
+        ds.Paths = files.Select(Path.GetFullPath).ToArray();
+        return Finish(ds, count);
+    }
+
+    public static PtqDataSet FromArrays(float[][] samples, int[] shape, int[]? labels, PtqDataSet options)
+    {
+        long size = shape.Aggregate(1L, (a, d) => a * d);
+        for (int i = 0; i < samples.Length; i++)
+            if (samples[i].Length != size)
+                throw new PtqException("DataShapeMismatch", PtqErrorKind.InvalidArgument,
+                    $"Sample {i} has {samples[i].Length} values; shape [{string.Join(",", shape)}] needs {size}.", i);
+        if (labels is not null && labels.Length != samples.Length)
+            throw new PtqException("DataLabelsMismatch", PtqErrorKind.InvalidArgument, $"{labels.Length} labels were given for {samples.Length} samples.", labels);
+        var ds = Copy(options, "Array", $"{samples.Length} arrays");
+        ds.Data = samples;
+        ds.Labels = labels;
+        ds.HasLabels = labels is not null;
+        ds.SampleShape = shape;
+        return Finish(ds, samples.Length);
+    }
+
+    static PtqDataSet Finish(PtqDataSet ds, int total)
+    {
+        if (ds.Skip < 0) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, "Skip cannot be negative.", ds.Skip);
+        int available = Math.Max(0, total - ds.Skip);
+        ds.Count = ds.Count > 0 ? Math.Min(ds.Count, available) : available;
+        if (ds.Count == 0)
+            throw new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, $"The data set '{ds.Name}' has no samples (found {total}, skipping {ds.Skip}).", ds.Name);
+        if (ds.Mean.Length > 0 && ds.Mean.Length != 1 && ds.Mean.Length != ds.Channels || ds.Std.Length > 0 && ds.Std.Length != 1 && ds.Std.Length != ds.Channels)
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Mean and Std need 1 or {ds.Channels} values.", ds.Mean);
+        if (ds.Std.Any(s => s == 0 || !float.IsFinite(s)))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, "Std values must be finite and non-zero.", ds.Std);
+        // The shape of a prepared sample, found by preparing the first one.
+        using var reader = new SampleReader(ds);
+        var first = reader.Read(CancellationToken.None).First();
+        ds.SampleShape = first.Shape;
+        return ds;
+    }
+
+    static PtqDataSet Copy(PtqDataSet o, string kind, string name) => new()
+    {
+        Kind = kind, Name = name, Skip = o.Skip, Count = o.Count, Resize = o.Resize, Channels = o.Channels, Layout = o.Layout,
+        ChannelOrder = o.ChannelOrder, Scale = o.Scale, Mean = o.Mean, Std = o.Std,
+        PreprocessModel = o.PreprocessModel is null ? null : Path.GetFullPath(o.PreprocessModel),
+    };
+
+    static string? GuessIdxLabels(string imagesPath)
+    {
+        var name = Path.GetFileName(imagesPath);
+        if (!name.Contains("images-idx3", StringComparison.Ordinal)) return null;
+        var candidate = Path.Combine(Path.GetDirectoryName(imagesPath)!, name.Replace("images-idx3", "labels-idx1", StringComparison.Ordinal));
+        return File.Exists(candidate) ? candidate : null;
+    }
+}
+
+/// <summary>Streams the prepared samples of a data set, one at a time (nothing but the current sample is held,
+/// apart from an IDX file's bytes).</summary>
+public sealed class SampleReader : IDisposable
+{
+    readonly PtqDataSet _ds;
+    InferenceSession? _preprocess;
+    string? _preprocessInput;
+
+    public SampleReader(PtqDataSet ds)
+    {
+        _ds = ds;
+        if (ds.Layout is not ("NCHW" or "NHWC"))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Layout must be NCHW or NHWC, not '{ds.Layout}'.", ds.Layout);
+        if (ds.ChannelOrder is not ("RGB" or "BGR"))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"ChannelOrder must be RGB or BGR, not '{ds.ChannelOrder}'.", ds.ChannelOrder);
+        if (ds.Channels is not (1 or 3))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Channels must be 1 or 3, not {ds.Channels}.", ds.Channels);
+    }
+
+    public IEnumerable<Sample> Read(CancellationToken cancel)
+    {
+        int end = _ds.Skip + _ds.Count;
+        switch (_ds.Kind)
+        {
+            case "ImageFolder":
+                for (int i = _ds.Skip; i < end; i++)
+                {
+                    cancel.ThrowIfCancellationRequested();
+                    var path = _ds.Paths[i];
+                    int label = _ds.HasLabels ? Array.IndexOf(_ds.Classes, Path.GetFileName(Path.GetDirectoryName(path))) : -1;
+                    using var bitmap = Decode(path);
+                    yield return Finish(i, path, FromBitmap(bitmap), label);
+                }
+                break;
+            case "Idx":
+                {
+                    var (pixels, shape) = IdxFile.Read(_ds.Paths[0]);
+                    byte[]? labels = _ds.LabelPath is null ? null : IdxFile.Read(_ds.LabelPath).Data;
+                    int h = shape[1], w = shape[2];
+                    for (int i = _ds.Skip; i < end; i++)
+                    {
+                        cancel.ThrowIfCancellationRequested();
+                        using var bitmap = new SKBitmap(new SKImageInfo(w, h, SKColorType.Gray8, SKAlphaType.Opaque));
+                        System.Runtime.InteropServices.Marshal.Copy(pixels, i * h * w, bitmap.GetPixels(), h * w);
+                        yield return Finish(i, $"{Path.GetFileName(_ds.Paths[0])}[{i}]", FromBitmap(bitmap), labels?[i] ?? -1);
+                    }
+                    break;
+                }
+            case "Npy":
+                {
+                    int index = 0;
+                    foreach (var file in _ds.Paths)
+                    {
+                        var (data, shape) = NpyFile.Read(file);
+                        int per = shape.Skip(1).Aggregate(1, (a, d) => a * d);
+                        for (int k = 0; k < shape[0]; k++, index++)
+                        {
+                            if (index < _ds.Skip) continue;
+                            if (index >= end) yield break;
+                            cancel.ThrowIfCancellationRequested();
+                            var sample = data.AsSpan(k * per, per).ToArray();
+                            yield return Finish(index, $"{Path.GetFileName(file)}[{k}]", (sample, shape[1..]), -1, raw: true);
+                        }
+                    }
+                    break;
+                }
+            case "Array":
+                for (int i = _ds.Skip; i < end; i++)
+                {
+                    cancel.ThrowIfCancellationRequested();
+                    yield return Finish(i, $"array[{i}]", ((float[])_ds.Data![i].Clone(), _ds.SampleShape), _ds.Labels?[i] ?? -1, raw: true);
+                }
+                break;
+            default:
+                throw new PtqException("InvalidDataSet", PtqErrorKind.InvalidArgument, $"Unknown data set kind '{_ds.Kind}'.", _ds.Kind);
+        }
+    }
+
+    static SKBitmap Decode(string path)
+    {
+        SKBitmap? bitmap = null;
+        try { bitmap = SKBitmap.Decode(path); }
+        catch (Exception ex) when (ex is IOException or ArgumentException) { }
+        return bitmap ?? throw new PtqException("ImageNotDecodable", PtqErrorKind.InvalidData, $"'{path}' cannot be decoded as an image.", path);
+    }
+
+    /// <summary>Resizes, then lays out pixel values (0..255) x Scale, minus Mean, over Std, in the chosen channel
+    /// order and layout.</summary>
+    (float[] Data, int[] Shape) FromBitmap(SKBitmap source)
+    {
+        SKBitmap bitmap = source;
+        SKBitmap? resized = null;
+        if (_ds.Resize > 0 && (source.Width != _ds.Resize || source.Height != _ds.Resize))
+        {
+            resized = source.Resize(new SKImageInfo(_ds.Resize, _ds.Resize, SKColorType.Rgba8888, SKAlphaType.Unpremul),
+                new SKSamplingOptions(SKFilterMode.Linear, SKMipmapMode.None))
+                ?? throw new PtqException("ImageNotDecodable", PtqErrorKind.InvalidData, "The image could not be resized.", null);
+            bitmap = resized;
+        }
+        try
+        {
+            int w = bitmap.Width, h = bitmap.Height, c = _ds.Channels;
+            var data = new float[c * h * w];
+            bool nchw = _ds.Layout == "NCHW", bgr = _ds.ChannelOrder == "BGR";
+            Span<float> rgb = stackalloc float[3];
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                {
+                    var px = bitmap.GetPixel(x, y);
+                    if (c == 1) rgb[0] = 0.299f * px.Red + 0.587f * px.Green + 0.114f * px.Blue;
+                    else if (bgr) { rgb[0] = px.Blue; rgb[1] = px.Green; rgb[2] = px.Red; }
+                    else { rgb[0] = px.Red; rgb[1] = px.Green; rgb[2] = px.Blue; }
+                    for (int ch = 0; ch < c; ch++)
+                    {
+                        float v = rgb[ch] * _ds.Scale;
+                        if (_ds.Mean.Length > 0) v -= _ds.Mean[_ds.Mean.Length == 1 ? 0 : ch];
+                        if (_ds.Std.Length > 0) v /= _ds.Std[_ds.Std.Length == 1 ? 0 : ch];
+                        data[nchw ? (ch * h + y) * w + x : (y * w + x) * c + ch] = v;
+                    }
+                }
+            return (data, nchw ? new[] { c, h, w } : new[] { h, w, c });
+        }
+        finally
+        {
+            resized?.Dispose();
+        }
+    }
+
+    Sample Finish(int index, string id, (float[] Data, int[] Shape) sample, int label, bool raw = false)
+    {
+        var (data, shape) = sample;
+        foreach (var v in data)
+            if (!float.IsFinite(v))
+                throw new PtqException("SampleNotFinite", PtqErrorKind.InvalidData, $"Sample '{id}' holds NaN or infinity.", id);
+        if (_ds.PreprocessModel is not null && !raw) (data, shape) = Preprocess(data, shape);
+        return new Sample(index, id, data, shape, label);
+    }
+
+    (float[], int[]) Preprocess(float[] data, int[] shape)
+    {
+        if (_preprocess is null)
+        {
+            if (!File.Exists(_ds.PreprocessModel))
+                throw new PtqException("ModelNotFound", PtqErrorKind.ObjectNotFound, $"The preprocessing model '{_ds.PreprocessModel}' does not exist.", _ds.PreprocessModel);
+            using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR, IntraOpNumThreads = 1 };
+            try { _preprocess = new InferenceSession(_ds.PreprocessModel, options); }
+            catch (OnnxRuntimeException ex)
+            {
+                throw new PtqException("ModelRejectedByRuntime", PtqErrorKind.InvalidData, $"ONNX Runtime cannot load the preprocessing model '{_ds.PreprocessModel}': {ex.Message}", _ds.PreprocessModel, ex);
+            }
+            _preprocessInput = _preprocess.InputNames[0];
+        }
+        var batched = new long[] { 1 }.Concat(shape.Select(d => (long)d)).ToArray();
+        using var input = OrtValue.CreateTensorValueFromMemory(data, batched);
+        try
+        {
+            using var outputs = _preprocess.Run(new RunOptions(), new[] { _preprocessInput! }, new[] { input }, _preprocess.OutputNames);
+            var outShape = outputs[0].GetTensorTypeAndShape().Shape;
+            return (outputs[0].GetTensorDataAsSpan<float>().ToArray(), outShape.Skip(1).Select(d => (int)d).ToArray());
+        }
+        catch (OnnxRuntimeException ex)
+        {
+            throw new PtqException("DataShapeMismatch", PtqErrorKind.InvalidData,
+                $"The preprocessing model '{_ds.PreprocessModel}' rejects samples of shape [{string.Join(",", shape)}]: {ex.Message}", _ds.PreprocessModel, ex);
+        }
+    }
+
+    public void Dispose() => _preprocess?.Dispose();
+}

@@ -1,0 +1,36 @@
+namespace PtqTools.Core.Data;
+
+/// <summary>
+/// A description of a data set: where the samples are and how to prepare them. Plain data (it survives
+/// Export-Clixml, ConvertTo-Json and remoting); <see cref="DataSetReader"/> reads the samples when they are needed.
+/// </summary>
+public sealed class PtqDataSet
+{
+    /// <summary>ImageFolder, Idx, Npy or Array.</summary>
+    public string Kind { get; set; } = "";
+    public string Name { get; set; } = "";
+    public string[] Paths { get; set; } = Array.Empty<string>();
+    public string? LabelPath { get; set; }
+    /// <summary>Class names of an image folder with one sub-folder per class.</summary>
+    public string[] Classes { get; set; } = Array.Empty<string>();
+    public int Count { get; set; }
+    /// <summary>Shape of one sample as the model receives it (without the batch dimension).</summary>
+    public int[] SampleShape { get; set; } = Array.Empty<int>();
+    public bool HasLabels { get; set; }
+    public int Skip { get; set; }
+    public int Resize { get; set; }
+    public int Channels { get; set; } = 3;
+    public string Layout { get; set; } = "NCHW";
+    public string ChannelOrder { get; set; } = "RGB";
+    public float Scale { get; set; } = 1f / 255f;
+    public float[] Mean { get; set; } = Array.Empty<float>();
+    public float[] Std { get; set; } = Array.Empty<float>();
+    /// <summary>An ONNX model applied to each prepared sample (the way a model's own preprocessing graph is shipped).</summary>
+    public string? PreprocessModel { get; set; }
+    /// <summary>Samples given from PowerShell (Kind Array), each flat in row-major order.</summary>
+    public float[][]? Data { get; set; }
+    public int[]? Labels { get; set; }
+}
+
+/// <summary>One prepared sample.</summary>
+public sealed record Sample(int Index, string Id, float[] Data, int[] Shape, int Label);

@@ -1,0 +1,121 @@
+using PtqTools.Core.Calibration;
+using PtqTools.Core.Data;
+using PtqTools.Core.Model;
+
+namespace PtqTools.Core.Evaluation;
+
+/// <summary>Runs a float and a quantized model on the same samples and measures how far apart they are,
+/// how accurate each is when labels are known, and how fast each runs in ONNX Runtime.</summary>
+public static class ModelComparer
+{
+    public static AccuracyReport Compare(string floatPath, string quantizedPath, PtqDataSet data, int threads, int latencyRuns,
+        IProgress<RunProgress>? progress, CancellationToken cancel)
+    {
+        using var floatRunner = OrtRunner.FromFile(floatPath, threads);
+        using var quantRunner = OrtRunner.FromFile(quantizedPath, threads);
+        if (!floatRunner.OutputNames.SequenceEqual(quantRunner.OutputNames))
+            throw new PtqException("OutputsDiffer", PtqErrorKind.InvalidData,
+                $"The models' outputs differ: [{string.Join(", ", floatRunner.OutputNames)}] vs [{string.Join(", ", quantRunner.OutputNames)}].", quantizedPath);
+        int outputs = floatRunner.OutputNames.Length;
+        var stats = Enumerable.Range(0, outputs).Select(_ => new OutputStats()).ToArray();
+        int floatCorrect = 0, quantCorrect = 0, labelled = 0, n = 0;
+        Sample? first = null;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using (var reader = new SampleReader(data))
+        {
+            foreach (var sample in reader.Read(cancel))
+            {
+                first ??= sample;
+                var f = floatRunner.Run(sample, cancel);
+                var q = quantRunner.Run(sample, cancel);
+                for (int k = 0; k < outputs; k++) stats[k].Add(f[k], q[k]);
+                if (sample.Label >= 0 && f[0].Length > 1)
+                {
+                    labelled++;
+                    if (ArgMax(f[0]) == sample.Label) floatCorrect++;
+                    if (ArgMax(q[0]) == sample.Label) quantCorrect++;
+                }
+                n++;
+                progress?.Report(new RunProgress(n, data.Count, n / Math.Max(1e-9, clock.Elapsed.TotalSeconds), sample.Id));
+            }
+        }
+        if (first is null)
+            throw new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, $"The data set '{data.Name}' has no samples.", data.Name);
+        // Class scores: labels are known and fit the output, or the output is a vector of per-class values.
+        bool scores = labelled > 0;
+        var comparisons = floatRunner.OutputNames.Select((name, k) => stats[k].Result(name, scores)).ToArray();
+
+        var (floatMs, _) = latencyRuns > 0 ? floatRunner.MeasureLatency(first, latencyRuns, Math.Min(5, latencyRuns), cancel) : (0, 0);
+        var (quantMs, _) = latencyRuns > 0 ? quantRunner.MeasureLatency(first, latencyRuns, Math.Min(5, latencyRuns), cancel) : (0, 0);
+        long floatSize = new FileInfo(floatPath).Length, quantSize = new FileInfo(quantizedPath).Length;
+        return new AccuracyReport
+        {
+            FloatModel = Path.GetFullPath(floatPath),
+            QuantizedModel = Path.GetFullPath(quantizedPath),
+            DataSet = data.Name,
+            SampleCount = n,
+            Cosine = comparisons[0].Cosine,
+            SqnrDb = comparisons[0].SqnrDb,
+            MaxAbsError = comparisons[0].MaxAbsError,
+            Top1Agreement = comparisons[0].Top1Agreement,
+            Outputs = comparisons,
+            FloatAccuracy = labelled > 0 ? Math.Round((double)floatCorrect / labelled, 6) : null,
+            QuantizedAccuracy = labelled > 0 ? Math.Round((double)quantCorrect / labelled, 6) : null,
+            Threads = threads,
+            FloatLatencyMs = Math.Round(floatMs, 3),
+            QuantizedLatencyMs = Math.Round(quantMs, 3),
+            Speedup = quantMs > 0 ? Math.Round(floatMs / quantMs, 3) : 0,
+            FloatSizeBytes = floatSize,
+            QuantizedSizeBytes = quantSize,
+            SizeRatio = Math.Round((double)quantSize / floatSize, 4),
+        };
+    }
+
+    internal static int ArgMax(ReadOnlySpan<float> values)
+    {
+        int best = 0;
+        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
+        return best;
+    }
+
+    /// <summary>Running error figures of one output over all samples.</summary>
+    internal sealed class OutputStats
+    {
+        double _cosineSum, _minCosine = 1, _signal, _noise, _absSum, _maxAbs;
+        long _elements;
+        int _samples, _agree;
+
+        public void Add(ReadOnlySpan<float> reference, ReadOnlySpan<float> test)
+        {
+            if (reference.Length != test.Length)
+                throw new PtqException("OutputsDiffer", PtqErrorKind.InvalidData, $"Output sizes differ ({reference.Length} vs {test.Length}).", null);
+            double dot = 0, rr = 0, tt = 0;
+            for (int i = 0; i < reference.Length; i++)
+            {
+                double r = reference[i], t = test[i], e = r - t;
+                dot += r * t; rr += r * r; tt += t * t;
+                _signal += r * r; _noise += e * e;
+                double a = Math.Abs(e);
+                _absSum += a;
+                if (a > _maxAbs) _maxAbs = a;
+            }
+            double cosine = rr == 0 && tt == 0 ? 1 : rr == 0 || tt == 0 ? 0 : dot / Math.Sqrt(rr * tt);
+            _cosineSum += cosine;
+            _minCosine = Math.Min(_minCosine, cosine);
+            _elements += reference.Length;
+            _samples++;
+            if (reference.Length > 1 && ArgMax(reference) == ArgMax(test)) _agree++;
+        }
+
+        public OutputComparison Result(string name, bool scores) => new()
+        {
+            Output = name,
+            Cosine = Math.Round(_cosineSum / Math.Max(1, _samples), 6),
+            MinCosine = Math.Round(_minCosine, 6),
+            SqnrDb = Math.Round(_noise == 0 ? double.PositiveInfinity : 10 * Math.Log10(_signal / _noise), 3),
+            MaxAbsError = _maxAbs,
+            MeanAbsError = _absSum / Math.Max(1, _elements),
+            Top1Agreement = scores ? Math.Round((double)_agree / Math.Max(1, _samples), 6) : null,
+        };
+    }
+}

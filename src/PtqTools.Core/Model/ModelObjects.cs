@@ -1,0 +1,99 @@
+namespace PtqTools.Core.Model;
+
+/// <summary>Summary of a model file (Get-OnnxModel).</summary>
+public sealed class ModelSummary
+{
+    public string Name { get; set; } = "";
+    public string Path { get; set; } = "";
+    public string Sha256 { get; set; } = "";
+    public long IrVersion { get; set; }
+    public int Opset { get; set; }
+    public string[] OpsetImports { get; set; } = Array.Empty<string>();
+    public string Producer { get; set; } = "";
+    public string[] Inputs { get; set; } = Array.Empty<string>();
+    public string[] Outputs { get; set; } = Array.Empty<string>();
+    public int NodeCount { get; set; }
+    public string[] OpTypes { get; set; } = Array.Empty<string>();
+    public long ParameterCount { get; set; }
+    public long SizeBytes { get; set; }
+    /// <summary>Set on models this tool wrote: the source's SHA-256 and the options used.</summary>
+    public string? QuantizedFrom { get; set; }
+    public string? QuantizationOptions { get; set; }
+}
+
+/// <summary>One layer (node) of a model as it is quantized (Get-ModelLayer).</summary>
+public sealed class ModelLayer
+{
+    public string ModelPath { get; set; } = "";
+    public string ModelSha256 { get; set; } = "";
+    public int Index { get; set; }
+    public string Name { get; set; } = "";
+    public string OpType { get; set; } = "";
+    public string Domain { get; set; } = "";
+    /// <summary>Path of the subgraph holding the layer; empty for the main graph.</summary>
+    public string Scope { get; set; } = "";
+    public string[] Inputs { get; set; } = Array.Empty<string>();
+    public string[] Outputs { get; set; } = Array.Empty<string>();
+    public string? WeightName { get; set; }
+    public long[] WeightShape { get; set; } = Array.Empty<long>();
+    public long ParameterCount { get; set; }
+    public bool Quantizable { get; set; }
+    public string Reason { get; set; } = "";
+}
+
+/// <summary>What Invoke-Quantization did to one model.</summary>
+public sealed class QuantizationResult
+{
+    public string SourcePath { get; set; } = "";
+    public string SourceSha256 { get; set; } = "";
+    public string OutputPath { get; set; } = "";
+    public string OutputSha256 { get; set; } = "";
+    public string Mode { get; set; } = "Static";
+    public string Format { get; set; } = "QDQ";
+    public string Options { get; set; } = "";
+    public long SourceSizeBytes { get; set; }
+    public long OutputSizeBytes { get; set; }
+    public double SizeRatio { get; set; }
+    public int QuantizedLayerCount { get; set; }
+    public int FloatLayerCount { get; set; }
+    public string[] QuantizedLayers { get; set; } = Array.Empty<string>();
+    /// <summary>Every layer's decision as "name (OpType): reason".</summary>
+    public string[] Decisions { get; set; } = Array.Empty<string>();
+}
+
+/// <summary>Fidelity of one output of the quantized model against the float model.</summary>
+public sealed class OutputComparison
+{
+    public string Output { get; set; } = "";
+    public double Cosine { get; set; }
+    public double MinCosine { get; set; }
+    public double SqnrDb { get; set; }
+    public double MaxAbsError { get; set; }
+    public double MeanAbsError { get; set; }
+    /// <summary>Share of samples whose arg-max agrees; set when the output holds class scores.</summary>
+    public double? Top1Agreement { get; set; }
+}
+
+/// <summary>The float and the quantized model on the same evaluation data (Test-QuantizedModel).</summary>
+public sealed class AccuracyReport
+{
+    public string FloatModel { get; set; } = "";
+    public string QuantizedModel { get; set; } = "";
+    public string DataSet { get; set; } = "";
+    public int SampleCount { get; set; }
+    /// <summary>The first output's figures, repeated at the top for sorting and tables.</summary>
+    public double Cosine { get; set; }
+    public double SqnrDb { get; set; }
+    public double MaxAbsError { get; set; }
+    public double? Top1Agreement { get; set; }
+    public OutputComparison[] Outputs { get; set; } = Array.Empty<OutputComparison>();
+    public double? FloatAccuracy { get; set; }
+    public double? QuantizedAccuracy { get; set; }
+    public int Threads { get; set; }
+    public double FloatLatencyMs { get; set; }
+    public double QuantizedLatencyMs { get; set; }
+    public double Speedup { get; set; }
+    public long FloatSizeBytes { get; set; }
+    public long QuantizedSizeBytes { get; set; }
+    public double SizeRatio { get; set; }
+}

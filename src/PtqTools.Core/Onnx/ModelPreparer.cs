@@ -1,0 +1,130 @@
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using Onnx;
+
+namespace PtqTools.Core.Onnx;
+
+/// <summary>A float model made ready for calibration and quantization, with the file it came from.</summary>
+public sealed record PreparedModel(string SourcePath, string SourceSha256, string PreparedPath, ModelProto Model, bool OpsetRaised);
+
+/// <summary>
+/// Turns a float model into the graph that is calibrated and quantized: every node named, IR 3 quirks removed,
+/// BatchNormalization folded into the preceding Conv by ONNX Runtime's own basic graph optimizer (saved through
+/// SessionOptions.OptimizedModelFilePath), and the opset raised to 13 where that keeps every op's meaning.
+/// The result is cached by the source's SHA-256, so calibration and quantization see the same graph.
+/// </summary>
+public static class ModelPreparer
+{
+    /// <summary>Bump when preparation changes, so old cache entries are not reused.</summary>
+    const string CacheVersion = "p1";
+
+    public static string CacheFolder
+    {
+        get
+        {
+            var env = Environment.GetEnvironmentVariable("PTQTOOLS_CACHE");
+            if (!string.IsNullOrEmpty(env)) return env;
+            var xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
+            var root = string.IsNullOrEmpty(xdg) ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache") : xdg;
+            return Path.Combine(root, "PtqTools", "prepared");
+        }
+    }
+
+    public static PreparedModel Prepare(string sourcePath)
+    {
+        var bytes = OnnxModelIO.ReadFile(sourcePath);
+        var sha = OnnxModelIO.Sha256(bytes);
+        var cached = Path.Combine(CacheFolder, $"{sha}.{CacheVersion}.onnx");
+        if (File.Exists(cached))
+        {
+            try
+            {
+                var model = OnnxModelIO.Parse(File.ReadAllBytes(cached), cached, validate: false);
+                var raised = model.MetadataProps.Any(p => p.Key == "ptq.opset_raised" && p.Value == "true");
+                return new PreparedModel(sourcePath, sha, cached, model, raised);
+            }
+            catch (PtqException)
+            {
+                // A damaged cache entry is rebuilt below.
+            }
+        }
+        var source = OnnxModelIO.Parse(bytes, sourcePath);
+        var prepared = PrepareModel(source, sourcePath, out var opsetRaised);
+        Directory.CreateDirectory(CacheFolder);
+        OnnxModelIO.Save(prepared, cached);
+        return new PreparedModel(sourcePath, sha, cached, prepared, opsetRaised);
+    }
+
+    internal static ModelProto PrepareModel(ModelProto source, string sourcePath, out bool opsetRaised)
+    {
+        var model = source.Clone();
+        NameNodes(model.Graph);
+        RemoveInitializersFromInputs(model);
+        var optimized = OptimizeWithRuntime(model, sourcePath);
+        opsetRaised = OpsetUpgrader.UpgradeTo13(optimized);
+        optimized.MetadataProps.Add(new StringStringEntryProto { Key = "ptq.opset_raised", Value = opsetRaised ? "true" : "false" });
+        return optimized;
+    }
+
+    /// <summary>Layers are addressed by node name, so every node gets one (kept when present).</summary>
+    internal static void NameNodes(GraphProto graph)
+    {
+        var scope = new NameScope(graph);
+        for (int i = 0; i < graph.Node.Count; i++)
+        {
+            var node = graph.Node[i];
+            if (node.Name.Length == 0) node.Name = scope.Fresh($"{node.OpType}_{i}");
+            foreach (var attr in node.Attribute)
+            {
+                if (attr.G is not null) NameNodes(attr.G);
+                foreach (var g in attr.Graphs) NameNodes(g);
+            }
+        }
+    }
+
+    /// <summary>IR 3 listed initializers as graph inputs; ONNX Runtime treats those as overridable and will not fold
+    /// them. They are constants in every model this tool handles.</summary>
+    internal static void RemoveInitializersFromInputs(ModelProto model)
+    {
+        var inits = model.Graph.Initializer.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        var keep = model.Graph.Input.Where(i => !inits.Contains(i.Name)).ToList();
+        if (keep.Count != model.Graph.Input.Count)
+        {
+            model.Graph.Input.Clear();
+            model.Graph.Input.AddRange(keep);
+        }
+        if (model.IrVersion < 4) model.IrVersion = 4;
+    }
+
+    static ModelProto OptimizeWithRuntime(ModelProto model, string sourcePath)
+    {
+        var temp = Path.Combine(Path.GetTempPath(), $"ptq-opt-{Environment.ProcessId}-{Guid.NewGuid():N}.onnx");
+        try
+        {
+            using (var options = new SessionOptions())
+            {
+                options.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC;
+                options.OptimizedModelFilePath = temp;
+                options.IntraOpNumThreads = 1;
+                options.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
+                try
+                {
+                    using var session = new InferenceSession(model.ToByteArray(), options);
+                }
+                catch (OnnxRuntimeException ex)
+                {
+                    throw new PtqException("ModelRejectedByRuntime", PtqErrorKind.InvalidData,
+                        $"ONNX Runtime cannot load '{sourcePath}': {ex.Message}", sourcePath, ex);
+                }
+            }
+            var optimized = OnnxModelIO.Parse(File.ReadAllBytes(temp), sourcePath, validate: false);
+            // ONNX Runtime keeps names and metadata; carry over what it may drop.
+            if (optimized.MetadataProps.Count == 0) optimized.MetadataProps.Add(model.MetadataProps);
+            return optimized;
+        }
+        finally
+        {
+            try { File.Delete(temp); } catch (IOException) { }
+        }
+    }
+}

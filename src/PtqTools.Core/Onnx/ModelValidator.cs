@@ -1,0 +1,133 @@
+using Onnx;
+
+namespace PtqTools.Core.Onnx;
+
+/// <summary>
+/// Structural checks made before ONNX Runtime or the quantizer sees a model, so that a broken or hostile file ends
+/// in an error naming the problem rather than in a crash deep inside native code.
+/// </summary>
+public static class ModelValidator
+{
+    public const int MaxIrVersion = 11;
+
+    public static void Validate(ModelProto model, string source)
+    {
+        if (model.IrVersion > MaxIrVersion)
+            throw Invalid("UnsupportedIrVersion", $"'{source}' has IR version {model.IrVersion}; versions up to {MaxIrVersion} are supported.", source);
+        ValidateGraph(model.Graph, new HashSet<string>(StringComparer.Ordinal), source, "");
+    }
+
+    static void ValidateGraph(GraphProto graph, HashSet<string> outer, string source, string scope)
+    {
+        var known = new HashSet<string>(outer, StringComparer.Ordinal);
+        foreach (var init in graph.Initializer)
+        {
+            CheckTensor(init, source);
+            known.Add(init.Name);
+        }
+        foreach (var sparse in graph.SparseInitializer)
+            if (sparse.Values is not null) known.Add(sparse.Values.Name);
+        foreach (var input in graph.Input)
+        {
+            CheckValueInfo(input, source);
+            known.Add(input.Name);
+        }
+        foreach (var vi in graph.ValueInfo) CheckValueInfo(vi, source);
+
+        // Every tensor has one producer.
+        var producedBy = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < graph.Node.Count; i++)
+        {
+            foreach (var output in graph.Node[i].Output)
+            {
+                if (output.Length == 0) continue;
+                if (!producedBy.TryAdd(output, i) || graph.Initializer.Any(t => t.Name == output))
+                    throw Invalid("DuplicateTensorName", $"Tensor '{scope}{output}' in '{source}' is produced more than once.", output);
+            }
+        }
+
+        // Inputs resolve, and the graph has no cycle (Kahn's algorithm over node dependencies).
+        var indegree = new int[graph.Node.Count];
+        var dependents = new List<int>[graph.Node.Count];
+        for (int i = 0; i < graph.Node.Count; i++)
+        {
+            var node = graph.Node[i];
+            foreach (var input in node.Input)
+            {
+                if (input.Length == 0) continue;
+                if (producedBy.TryGetValue(input, out var p))
+                {
+                    indegree[i]++;
+                    (dependents[p] ??= new List<int>()).Add(i);
+                }
+                else if (!known.Contains(input))
+                {
+                    throw Invalid("DanglingNodeInput",
+                        $"Node '{scope}{NodeLabel(node, i)}' in '{source}' reads tensor '{input}', which no node, input or initializer provides.", input);
+                }
+            }
+        }
+        var queue = new Queue<int>(Enumerable.Range(0, graph.Node.Count).Where(i => indegree[i] == 0));
+        int visited = 0;
+        while (queue.Count > 0)
+        {
+            var n = queue.Dequeue();
+            visited++;
+            if (dependents[n] is null) continue;
+            foreach (var d in dependents[n])
+                if (--indegree[d] == 0) queue.Enqueue(d);
+        }
+        if (visited != graph.Node.Count)
+        {
+            var stuck = Enumerable.Range(0, graph.Node.Count).First(i => indegree[i] > 0);
+            throw Invalid("GraphCycle", $"The graph of '{source}' has a cycle through node '{scope}{NodeLabel(graph.Node[stuck], stuck)}'.", NodeLabel(graph.Node[stuck], stuck));
+        }
+
+        foreach (var output in graph.Output)
+        {
+            CheckValueInfo(output, source);
+            if (!producedBy.ContainsKey(output.Name) && !known.Contains(output.Name))
+                throw Invalid("DanglingGraphOutput", $"Graph output '{scope}{output.Name}' of '{source}' is produced by nothing.", output.Name);
+        }
+
+        // Subgraphs (If/Loop/Scan bodies) see every name of this scope.
+        var inner = new HashSet<string>(known, StringComparer.Ordinal);
+        inner.UnionWith(producedBy.Keys);
+        for (int i = 0; i < graph.Node.Count; i++)
+            foreach (var attr in graph.Node[i].Attribute)
+            {
+                if (attr.G is not null) ValidateGraph(attr.G, inner, source, $"{scope}{NodeLabel(graph.Node[i], i)}/{attr.Name}/");
+                foreach (var g in attr.Graphs) ValidateGraph(g, inner, source, $"{scope}{NodeLabel(graph.Node[i], i)}/{attr.Name}/");
+            }
+    }
+
+    static void CheckTensor(TensorProto t, string source)
+    {
+        foreach (var d in t.Dims)
+            if (d < 0) throw Invalid("InvalidDimension", $"Initializer '{t.Name}' in '{source}' has a negative dimension ({d}).", t.Name);
+        long expected;
+        try { expected = TensorData.ElementCount(t.Dims); }
+        catch (OverflowException)
+        {
+            throw Invalid("InvalidDimension", $"Initializer '{t.Name}' in '{source}' has dimensions whose product overflows.", t.Name);
+        }
+        if (t.DataLocation == TensorProto.Types.DataLocation.External) return;
+        var stored = TensorData.StoredElementCount(t);
+        if (stored == -2 || stored >= 0 && stored != expected && !(stored == 0 && expected == 0))
+            throw Invalid("TensorDataSizeMismatch",
+                $"Initializer '{t.Name}' in '{source}' has shape [{string.Join(",", t.Dims)}] ({expected} elements) but holds {(stored < 0 ? "a partial element" : stored + " elements")}.", t.Name);
+    }
+
+    static void CheckValueInfo(ValueInfoProto vi, string source)
+    {
+        var shape = vi.Type?.TensorType?.Shape;
+        if (shape is null) return;
+        foreach (var dim in shape.Dim)
+            if (dim.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && dim.DimValue < 0)
+                throw Invalid("InvalidDimension", $"Tensor '{vi.Name}' in '{source}' declares a negative dimension ({dim.DimValue}).", vi.Name);
+    }
+
+    internal static string NodeLabel(NodeProto node, int index) => node.Name.Length > 0 ? node.Name : $"{node.OpType}#{index}";
+
+    static PtqException Invalid(string id, string message, object target) => new(id, PtqErrorKind.InvalidData, message, target);
+}

@@ -1,0 +1,91 @@
+namespace PtqTools.Core.Quantization;
+
+/// <summary>Integer type of a quantized tensor.</summary>
+public enum QuantType { UInt8, Int8 }
+
+/// <summary>Scale and zero point of an affine mapping: real = scale * (q - zeroPoint).</summary>
+public readonly record struct QuantParams(float Scale, int ZeroPoint);
+
+/// <summary>The affine quantization math, in scalar form (the reference the rest of the engine is held to).</summary>
+public static class QuantMath
+{
+    public static (int Min, int Max) Limits(QuantType type, bool symmetric = false) => type switch
+    {
+        QuantType.UInt8 => (0, 255),
+        // Symmetric int8 uses [-127, 127] so that the range is centred on zero (as ONNX Runtime does).
+        QuantType.Int8 => symmetric ? (-127, 127) : (-128, 127),
+        _ => throw new ArgumentOutOfRangeException(nameof(type)),
+    };
+
+    /// <summary>Parameters that map [min, max] (widened to include 0, so zero is exact) onto the type's range.</summary>
+    public static QuantParams FromRange(float min, float max, QuantType type, bool symmetric)
+    {
+        if (!float.IsFinite(min) || !float.IsFinite(max) || min > max)
+            throw new PtqException("RangeNotFinite", PtqErrorKind.InvalidData, $"The range [{min}, {max}] cannot be quantized.", new[] { min, max });
+        double rmin = Math.Min(min, 0f), rmax = Math.Max(max, 0f);
+        var (qmin, qmax) = Limits(type, symmetric);
+        if (symmetric)
+        {
+            double absMax = Math.Max(-rmin, rmax);
+            if (absMax == 0) return new QuantParams(1f, type == QuantType.UInt8 ? 128 : 0);
+            float scale = (float)(2 * absMax / (qmax - qmin));
+            return new QuantParams(scale, type == QuantType.UInt8 ? 128 : 0);
+        }
+        if (rmax == rmin) return new QuantParams(1f, type == QuantType.UInt8 ? 0 : 0);
+        float s = (float)((rmax - rmin) / (qmax - qmin));
+        int zp = (int)Math.Round(qmin - rmin / s, MidpointRounding.ToEven);
+        return new QuantParams(s, Math.Clamp(zp, qmin, qmax));
+    }
+
+    /// <summary>q = saturate(round_half_even(x / scale) + zeroPoint), as ONNX QuantizeLinear defines it.</summary>
+    public static int Quantize(float x, QuantParams p, int qmin, int qmax)
+    {
+        float v = MathF.Round(x / p.Scale, MidpointRounding.ToEven) + p.ZeroPoint;
+        if (float.IsNaN(v)) return Math.Clamp(p.ZeroPoint, qmin, qmax);
+        return (int)Math.Clamp(v, qmin, qmax);
+    }
+
+    public static float Dequantize(int q, QuantParams p) => (q - p.ZeroPoint) * p.Scale;
+
+    /// <summary>Symmetric int8 weights, one scale per slice along <paramref name="axis"/> (or one for all when null).</summary>
+    public static (sbyte[] Values, float[] Scales) QuantizeWeights(ReadOnlySpan<float> w, long[] dims, int? axis)
+    {
+        int channels = axis is int a ? checked((int)dims[a]) : 1;
+        long inner = 1;
+        if (axis is int ax) for (int d = ax + 1; d < dims.Length; d++) inner *= dims[d];
+        else inner = w.Length;
+        var scales = new float[channels];
+        var absMax = new float[channels];
+        for (int i = 0; i < w.Length; i++)
+        {
+            int c = (int)(i / inner % channels);
+            float v = Math.Abs(w[i]);
+            if (!float.IsFinite(v))
+                throw new PtqException("WeightNotFinite", PtqErrorKind.InvalidData, "A weight tensor holds NaN or infinity.", i);
+            if (v > absMax[c]) absMax[c] = v;
+        }
+        for (int c = 0; c < channels; c++) scales[c] = absMax[c] == 0 ? 1f : absMax[c] / 127f;
+        var q = new sbyte[w.Length];
+        for (int i = 0; i < w.Length; i++)
+        {
+            int c = (int)(i / inner % channels);
+            q[i] = (sbyte)Quantize(w[i], new QuantParams(scales[c], 0), -127, 127);
+        }
+        return (q, scales);
+    }
+
+    /// <summary>int32 bias with scale = input scale x weight scale (per output channel), zero point 0.</summary>
+    public static (int[] Values, float[] Scales) QuantizeBias(ReadOnlySpan<float> bias, float inputScale, float[] weightScales)
+    {
+        var values = new int[bias.Length];
+        var scales = new float[bias.Length];
+        for (int c = 0; c < bias.Length; c++)
+        {
+            float s = inputScale * weightScales[weightScales.Length == 1 ? 0 : c];
+            scales[c] = s;
+            double v = Math.Round(bias[c] / (double)s, MidpointRounding.ToEven);
+            values[c] = (int)Math.Clamp(v, int.MinValue, int.MaxValue);
+        }
+        return (values, scales);
+    }
+}

@@ -1,0 +1,73 @@
+using Google.Protobuf;
+using Onnx;
+using PtqTools.Core.Model;
+using PtqTools.Core.Onnx;
+
+namespace PtqTools.Core.Quantization;
+
+/// <summary>Static quantization of one model from its calibration statistics, written to a file.</summary>
+public static class Quantizer
+{
+    public static readonly string ToolVersion = typeof(Quantizer).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+
+    /// <summary>Checks everything that can be checked before work starts: the statistics belong to this model,
+    /// are finite, and cover every tensor the selected layers need.</summary>
+    public static (QuantizationPlan Plan, Dictionary<string, TensorRange> Ranges) Plan(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics)
+    {
+        var foreign = statistics.FirstOrDefault(s => !string.Equals(s.ModelSha256, prepared.SourceSha256, StringComparison.OrdinalIgnoreCase));
+        if (foreign is not null)
+            throw new PtqException("StatisticsModelMismatch", PtqErrorKind.InvalidData,
+                $"The statistics of tensor '{foreign.Tensor}' were measured on a model with SHA-256 {foreign.ModelSha256}, not on '{prepared.SourcePath}' ({prepared.SourceSha256}).", foreign.Tensor);
+        var ranges = new Dictionary<string, TensorRange>(StringComparer.Ordinal);
+        foreach (var s in statistics)
+        {
+            if (!float.IsFinite(s.RangeMin) || !float.IsFinite(s.RangeMax) || s.RangeMin > s.RangeMax)
+                throw new PtqException("RangeNotFinite", PtqErrorKind.InvalidData, $"Tensor '{s.Tensor}' has an unusable range [{s.RangeMin}, {s.RangeMax}].", s.Tensor);
+            ranges[s.Tensor] = new TensorRange(s.RangeMin, s.RangeMax);
+        }
+        var selected = statistics.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal);
+        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), selected);
+        return (plan, ranges);
+    }
+
+    public static QuantizationResult Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
+        string outputPath, CancellationToken cancel)
+    {
+        options.Validate();
+        var (plan, ranges) = Plan(prepared, statistics);
+        if (plan.QuantizedLayers.Count == 0)
+            throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
+        var model = QdqQuantizer.Quantize(prepared.Model, plan, ranges, options, cancel);
+        SetMetadata(model, "ptq.source_sha256", prepared.SourceSha256);
+        SetMetadata(model, "ptq.options", options.ToString());
+        SetMetadata(model, "ptq.tool", $"PtqTools {ToolVersion}");
+        model.ProducerName = "PtqTools";
+        model.ProducerVersion = ToolVersion;
+        var bytes = model.ToByteArray();
+        cancel.ThrowIfCancellationRequested();
+        OnnxModelIO.WriteAtomically(outputPath, bytes);
+        var sourceSize = new FileInfo(prepared.SourcePath).Length;
+        return new QuantizationResult
+        {
+            SourcePath = Path.GetFullPath(prepared.SourcePath),
+            SourceSha256 = prepared.SourceSha256,
+            OutputPath = Path.GetFullPath(outputPath),
+            OutputSha256 = OnnxModelIO.Sha256(bytes),
+            Options = options.ToString(),
+            SourceSizeBytes = sourceSize,
+            OutputSizeBytes = bytes.LongLength,
+            SizeRatio = Math.Round((double)bytes.LongLength / sourceSize, 4),
+            QuantizedLayerCount = plan.QuantizedLayers.Count,
+            FloatLayerCount = plan.Decisions.Count(d => !d.Quantized),
+            QuantizedLayers = plan.Decisions.Where(d => d.Quantized).Select(d => d.Layer).ToArray(),
+            Decisions = plan.Decisions.Select(d => $"{d.Layer} ({d.OpType}): {d.Reason}").ToArray(),
+        };
+    }
+
+    static void SetMetadata(ModelProto model, string key, string value)
+    {
+        var entry = model.MetadataProps.FirstOrDefault(p => p.Key == key);
+        if (entry is null) model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
+        else entry.Value = value;
+    }
+}
