@@ -25,6 +25,7 @@ public static class DataSetReader
         ds.Paths = files.Select(Path.GetFullPath).ToArray();
         ds.Classes = classes!;
         ds.HasLabels = classes.Length > 0 && files.All(f => Path.GetDirectoryName(f) != Path.TrimEndingDirectorySeparator(folder));
+        ds.ClassCount = ds.HasLabels ? classes.Length : 0;
         return Finish(ds, files.Count);
     }
 
@@ -39,11 +40,12 @@ public static class DataSetReader
         ds.Paths = new[] { Path.GetFullPath(imagesPath) };
         if (labelsPath is not null && File.Exists(labelsPath))
         {
-            var (_, lshape) = IdxFile.Read(labelsPath);
+            var (labels, lshape) = IdxFile.Read(labelsPath);
             if (lshape.Length != 1 || lshape[0] != shape[0])
                 throw new PtqException("IdxLabelsMismatch", PtqErrorKind.InvalidData, $"'{labelsPath}' holds {lshape[0]} labels for {shape[0]} images.", labelsPath);
             ds.LabelPath = Path.GetFullPath(labelsPath);
             ds.HasLabels = true;
+            ds.ClassCount = labels.Length == 0 ? 0 : labels.Max() + 1;
         }
         return Finish(ds, shape[0]);
     }
@@ -76,6 +78,7 @@ public static class DataSetReader
         ds.Data = samples;
         ds.Labels = labels;
         ds.HasLabels = labels is not null;
+        ds.ClassCount = labels is null || labels.Length == 0 ? 0 : labels.Max() + 1;
         ds.SampleShape = shape;
         return Finish(ds, samples.Length);
     }

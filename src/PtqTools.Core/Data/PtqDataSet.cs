@@ -17,6 +17,9 @@ public sealed class PtqDataSet
     /// <summary>Shape of one sample as the model receives it (without the batch dimension).</summary>
     public int[] SampleShape { get; set; } = Array.Empty<int>();
     public bool HasLabels { get; set; }
+    /// <summary>Number of classes the labels name (0 without labels): an output of this many values per sample
+    /// is read as class scores.</summary>
+    public int ClassCount { get; set; }
     public int Skip { get; set; }
     public int Resize { get; set; }
     public int Channels { get; set; } = 3;

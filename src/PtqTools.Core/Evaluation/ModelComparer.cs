@@ -8,8 +8,10 @@ namespace PtqTools.Core.Evaluation;
 /// how accurate each is when labels are known, and how fast each runs in ONNX Runtime.</summary>
 public static class ModelComparer
 {
+    /// <param name="classScores">Whether the first output holds class scores; null decides from the data set: an
+    /// output with one value per labelled class is read as scores.</param>
     public static AccuracyReport Compare(string floatPath, string quantizedPath, PtqDataSet data, int threads, int latencyRuns,
-        IProgress<RunProgress>? progress, CancellationToken cancel)
+        bool? classScores, IProgress<RunProgress>? progress, CancellationToken cancel)
     {
         using var floatRunner = OrtRunner.FromFile(floatPath, threads);
         using var quantRunner = OrtRunner.FromFile(quantizedPath, threads);
@@ -19,6 +21,7 @@ public static class ModelComparer
         int outputs = floatRunner.OutputNames.Length;
         var stats = Enumerable.Range(0, outputs).Select(_ => new OutputStats()).ToArray();
         int floatCorrect = 0, quantCorrect = 0, labelled = 0, n = 0;
+        bool? scores = null;
         Sample? first = null;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using (var reader = new SampleReader(data))
@@ -29,7 +32,8 @@ public static class ModelComparer
                 var f = floatRunner.Run(sample, cancel);
                 var q = quantRunner.Run(sample, cancel);
                 for (int k = 0; k < outputs; k++) stats[k].Add(f[k], q[k]);
-                if (sample.Label >= 0 && f[0].Length > 1)
+                scores ??= classScores ?? (data.ClassCount > 1 && f[0].Length == data.ClassCount);
+                if (scores.Value && sample.Label >= 0)
                 {
                     labelled++;
                     if (ArgMax(f[0]) == sample.Label) floatCorrect++;
@@ -41,9 +45,7 @@ public static class ModelComparer
         }
         if (first is null)
             throw new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, $"The data set '{data.Name}' has no samples.", data.Name);
-        // Class scores: labels are known and fit the output, or the output is a vector of per-class values.
-        bool scores = labelled > 0;
-        var comparisons = floatRunner.OutputNames.Select((name, k) => stats[k].Result(name, scores)).ToArray();
+        var comparisons = floatRunner.OutputNames.Select((name, k) => stats[k].Result(name, k == 0 && scores == true)).ToArray();
 
         var (floatMs, _) = latencyRuns > 0 ? floatRunner.MeasureLatency(first, latencyRuns, Math.Min(5, latencyRuns), cancel) : (0, 0);
         var (quantMs, _) = latencyRuns > 0 ? quantRunner.MeasureLatency(first, latencyRuns, Math.Min(5, latencyRuns), cancel) : (0, 0);

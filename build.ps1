@@ -1,0 +1,121 @@
+#Requires -Version 7.4
+<#
+.SYNOPSIS
+    The one front door of the PtqTools build.
+.DESCRIPTION
+    Build    publishes the module folder out/PtqTools (manifest, format file, help, assemblies, native ONNX Runtime).
+    Test     builds, runs the xunit engine tests, then Pester against the built module in a fresh pwsh, and ends with
+             the line "N passed, N failed". Exits non-zero when either runner fails.
+    Demo     builds, then quantizes the pretrained ResNet18 and reports size, fidelity and latency.
+    Install  builds and copies the module into the user's module path.
+    Bench    builds and runs the benchmarks (docs/benchmarks.md records the figures).
+.EXAMPLE
+    dotnet tool restore && dotnet pwsh ./build.ps1 -Task Test
+#>
+[CmdletBinding()]
+param(
+    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Bench')]
+    [string] $Task = 'Build',
+    [ValidateSet('Debug', 'Release')]
+    [string] $Configuration = 'Release'
+)
+
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+$env:DOTNET_CLI_TELEMETRY_OPTOUT = '1'
+$env:DOTNET_NOLOGO = '1'
+
+$root = $PSScriptRoot
+$out = Join-Path $root 'out'
+$moduleDir = Join-Path $out 'PtqTools'
+$manifest = Import-PowerShellDataFile (Join-Path $root 'PtqTools.psd1')
+$nuget = if ($env:NUGET_PACKAGES) { $env:NUGET_PACKAGES } else { Join-Path ([Environment]::GetFolderPath('UserProfile')) '.nuget/packages' }
+
+function Invoke-Native {
+    param([string] $File, [string[]] $Arguments)
+    & $File @Arguments
+    if ($LASTEXITCODE -ne 0) { throw "$File $($Arguments -join ' ') failed with exit code $LASTEXITCODE" }
+}
+
+function Invoke-Build {
+    Write-Host "== Build PtqTools $($manifest.ModuleVersion) ($Configuration)"
+    # Packages used by the build and tests but not compiled against: Pester, and the pretrained ResNet18.
+    Invoke-Native dotnet @('restore', (Join-Path $root 'tools/tools.proj'), '--verbosity', 'quiet')
+    $publish = Join-Path $out 'publish'
+    if (Test-Path $publish) { Remove-Item $publish -Recurse -Force }
+    Invoke-Native dotnet @('publish', (Join-Path $root 'src/PtqTools/PtqTools.csproj'), '-c', $Configuration, '-r', 'linux-x64',
+        '--self-contained', 'false', '-o', $publish, '--verbosity', 'quiet', '-p:ErrorOnDuplicatePublishOutputFiles=false')
+
+    if (Test-Path $moduleDir) { Remove-Item $moduleDir -Recurse -Force }
+    $null = New-Item -ItemType Directory -Path $moduleDir, (Join-Path $moduleDir 'en-US')
+    Copy-Item (Join-Path $root 'PtqTools.psd1') $moduleDir
+    Copy-Item (Join-Path $root 'module/*.ps1xml') $moduleDir
+    # The engine, its managed dependencies and the linux-x64 natives; pwsh brings its own PowerShell assemblies.
+    Get-ChildItem $publish -File |
+        Where-Object { $_.Extension -in '.dll', '.so' -and $_.Name -notlike 'System.Management.Automation*' -and $_.Name -notlike '*.Tests.dll' } |
+        Copy-Item -Destination $moduleDir
+    if (Test-Path (Join-Path $publish 'PtqTools.pdb')) { Copy-Item (Join-Path $publish 'Ptq*.pdb') $moduleDir }
+
+    Import-Module (Join-Path $root 'tools/HelpBuilder.psm1') -Force
+    $null = ConvertTo-MamlHelp -SourcePath (Join-Path $root 'docs/en-US') -OutputPath (Join-Path $moduleDir 'en-US/PtqTools.dll-Help.xml')
+    $null = ConvertTo-AboutHelp -SourcePath (Join-Path $root 'docs/en-US') -OutputFolder (Join-Path $moduleDir 'en-US')
+    Write-Host "Module folder: $moduleDir"
+}
+
+function Get-TrxCounts([string] $Path) {
+    [xml] $trx = Get-Content -Raw $Path
+    $c = $trx.TestRun.ResultSummary.Counters
+    [pscustomobject]@{ Passed = [int]$c.passed; Failed = [int]$c.failed + [int]$c.error + [int]$c.timeout + [int]$c.aborted }
+}
+
+function Invoke-Test {
+    Invoke-Build
+    $results = Join-Path $out 'test-results'
+    if (Test-Path $results) { Remove-Item $results -Recurse -Force }
+    $null = New-Item -ItemType Directory $results
+
+    Write-Host '== xunit (engine)'
+    & dotnet test (Join-Path $root 'tests/PtqTools.Core.Tests/PtqTools.Core.Tests.csproj') -c $Configuration `
+        --logger 'trx;LogFileName=xunit.trx' --logger 'console;verbosity=normal' --results-directory $results
+    $xunitExit = $LASTEXITCODE
+    $trxFile = Join-Path $results 'xunit.trx'
+    $xunit = if (Test-Path $trxFile) { Get-TrxCounts $trxFile } else { [pscustomobject]@{ Passed = 0; Failed = 1 } }
+
+    Write-Host '== Pester (built module, fresh pwsh)'
+    $pesterJson = Join-Path $results 'pester.json'
+    $pwsh = (Get-Process -Id $PID).Path
+    & $pwsh -NoProfile -NonInteractive -File (Join-Path $root 'tests/Pester/Invoke-PesterSuite.ps1') `
+        -ModulePath (Join-Path $moduleDir 'PtqTools.psd1') -PesterPath (Join-Path $nuget 'pester/5.7.1/tools/Pester.psd1') -ResultPath $pesterJson
+    $pesterExit = $LASTEXITCODE
+    $pester = if (Test-Path $pesterJson) { Get-Content -Raw $pesterJson | ConvertFrom-Json } else { [pscustomobject]@{ Passed = 0; Failed = 1 } }
+
+    $passed = $xunit.Passed + $pester.Passed
+    $failed = $xunit.Failed + $pester.Failed
+    if ($failed -eq 0 -and ($xunitExit -ne 0 -or $pesterExit -ne 0)) { $failed = 1 }
+    Write-Host "xunit: $($xunit.Passed) passed, $($xunit.Failed) failed; Pester: $($pester.Passed) passed, $($pester.Failed) failed"
+    Write-Host "$passed passed, $failed failed"
+    if ($failed -gt 0) { exit 1 }
+}
+
+switch ($Task) {
+    'Build' { Invoke-Build }
+    'Test' { Invoke-Test }
+    'Demo' {
+        Invoke-Build
+        & (Join-Path $root 'docs/examples/Invoke-Demo.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1') -OutputFolder (Join-Path $out 'demo')
+    }
+    'Install' {
+        Invoke-Build
+        $userModules = ($env:PSModulePath -split [IO.Path]::PathSeparator | Where-Object { $_ -like "$([Environment]::GetFolderPath('UserProfile'))*" } | Select-Object -First 1)
+        if (-not $userModules) { $userModules = Join-Path ([Environment]::GetFolderPath('UserProfile')) '.local/share/powershell/Modules' }
+        $target = Join-Path $userModules "PtqTools/$($manifest.ModuleVersion)"
+        if (Test-Path $target) { Remove-Item $target -Recurse -Force }
+        $null = New-Item -ItemType Directory $target -Force
+        Copy-Item (Join-Path $moduleDir '*') $target -Recurse
+        Write-Host "Installed PtqTools $($manifest.ModuleVersion) to $target; run: Import-Module PtqTools"
+    }
+    'Bench' {
+        Invoke-Build
+        & (Join-Path $root 'tests/PtqTools.Benchmarks/Invoke-Benchmarks.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
+    }
+}

@@ -1,0 +1,67 @@
+using System.Management.Automation;
+using PtqTools.Core;
+using PtqTools.Core.Model;
+using PtqTools.Core.Onnx;
+
+namespace PtqTools.Commands;
+
+[Cmdlet(VerbsCommon.Get, "ModelLayer", DefaultParameterSetName = "Path")]
+[OutputType(typeof(ModelLayer))]
+public sealed class GetModelLayerCommand : PtqCmdlet
+{
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = "Path", ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [SupportsWildcards]
+    [ValidateNotNullOrEmpty]
+    public string[] Path { get; set; } = Array.Empty<string>();
+
+    [Parameter(Mandatory = true, ParameterSetName = "LiteralPath", ValueFromPipelineByPropertyName = true)]
+    [Alias("PSPath", "LP", "FullName")]
+    [ValidateNotNullOrEmpty]
+    public string[] LiteralPath { get; set; } = Array.Empty<string>();
+
+    /// <summary>Only layers whose name matches one of these wildcard patterns.</summary>
+    [Parameter(Position = 1)]
+    [SupportsWildcards]
+    public string[]? Name { get; set; }
+
+    /// <summary>Only layers of these op types.</summary>
+    [Parameter]
+    [ArgumentCompleter(typeof(OpTypeCompleter))]
+    public string[]? OpType { get; set; }
+
+    /// <summary>Only layers that can be quantized.</summary>
+    [Parameter]
+    public SwitchParameter Quantizable { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        bool literal = ParameterSetName == "LiteralPath";
+        var patterns = Name?.Select(n => new WildcardPattern(n, WildcardOptions.IgnoreCase)).ToArray();
+        foreach (var file in ResolveExisting(literal ? LiteralPath : Path, literal))
+        {
+            Try(() =>
+            {
+                WriteVerbose($"Preparing '{file}' (BatchNormalization folding, opset upgrade); cached in {ModelPreparer.CacheFolder}.");
+                var prepared = ModelPreparer.Prepare(file);
+                foreach (var layer in ModelInspector.Layers(prepared))
+                {
+                    if (patterns is not null && !patterns.Any(p => p.IsMatch(layer.Name))) continue;
+                    if (OpType is not null && !OpType.Contains(layer.OpType, StringComparer.OrdinalIgnoreCase)) continue;
+                    if (Quantizable && !layer.Quantizable) continue;
+                    WriteObject(layer);
+                }
+            }, file);
+        }
+    }
+}
+
+/// <summary>Completes op type names the quantizer has handlers for.</summary>
+public sealed class OpTypeCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete,
+        System.Management.Automation.Language.CommandAst commandAst, System.Collections.IDictionary fakeBoundParameters) =>
+        Core.Quantization.OpHandlers.OpTypes.Concat(new[] { "Relu", "BatchNormalization" })
+            .Where(t => t.StartsWith(wordToComplete.Trim('\'', '"'), StringComparison.OrdinalIgnoreCase))
+            .OrderBy(t => t, StringComparer.Ordinal)
+            .Select(t => new CompletionResult(t, t, CompletionResultType.ParameterValue, t));
+}

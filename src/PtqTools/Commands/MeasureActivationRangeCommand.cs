@@ -1,0 +1,102 @@
+using System.Management.Automation;
+using PtqTools.Core;
+using PtqTools.Core.Calibration;
+using PtqTools.Core.Data;
+using PtqTools.Core.Model;
+using PtqTools.Core.Onnx;
+using PtqTools.Core.Quantization;
+
+namespace PtqTools.Commands;
+
+[Cmdlet(VerbsDiagnostic.Measure, "ActivationRange", DefaultParameterSetName = "Layer")]
+[OutputType(typeof(TensorStatistics))]
+public sealed class MeasureActivationRangeCommand : PtqCmdlet
+{
+    /// <summary>Layers from Get-ModelLayer: the tensors these layers need are calibrated.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = "Layer", ValueFromPipeline = true)]
+    public PSObject[] InputObject { get; set; } = Array.Empty<PSObject>();
+
+    /// <summary>A model: every quantizable layer is calibrated.</summary>
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = "Path")]
+    [ValidateNotNullOrEmpty]
+    public string Path { get; set; } = "";
+
+    /// <summary>Representative data, from New-PtqDataSet.</summary>
+    [Parameter(Mandatory = true)]
+    [ValidateNotNull]
+    public PSObject DataSet { get; set; } = null!;
+
+    [Parameter]
+    [ValidateSet("MinMax")]
+    public string Method { get; set; } = "MinMax";
+
+    /// <summary>ONNX Runtime threads for the float model.</summary>
+    [Parameter]
+    [ValidateRange(1, 1024)]
+    public int ThreadCount { get; set; } = Environment.ProcessorCount;
+
+    readonly LayerCollector _layers = new();
+
+    protected override void ProcessRecord()
+    {
+        if (ParameterSetName != "Layer") return;
+        foreach (var o in InputObject)
+            if (!_layers.Add(o))
+                WriteError(PipelineObjects.Unexpected(o, "layers from Get-ModelLayer"));
+    }
+
+    protected override void EndProcessing()
+    {
+        var data = PipelineObjects.To<PtqDataSet>(DataSet);
+        var groups = ParameterSetName == "Path"
+            ? ResolveExisting(new[] { Path }, literal: false).Select(p => new LayerGroup(p, null, null)).ToList()
+            : _layers.Groups;
+        foreach (var group in groups)
+        {
+            Try(() =>
+            {
+                var prepared = group.Prepare();
+                var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), group.Selected);
+                foreach (var t in plan.Activations) WriteVerbose($"Observing '{t.Key}' for {string.Join(", ", t.Value)}.");
+                const string activity = "Measuring activation ranges";
+                var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, Progress(1, $"{activity} of {System.IO.Path.GetFileName(prepared.SourcePath)}"), Cancel);
+                CompleteProgress(1, activity);
+                WriteObject(stats, enumerateCollection: true);
+            }, group.ModelPath);
+        }
+    }
+}
+
+/// <summary>A model and the layers of it that reached the cmdlet (null: all of them).</summary>
+internal sealed record LayerGroup(string ModelPath, string? Sha256, HashSet<string>? Selected)
+{
+    public PreparedModel Prepare()
+    {
+        var prepared = ModelPreparer.Prepare(ModelPath);
+        if (Sha256 is not null && !string.Equals(prepared.SourceSha256, Sha256, StringComparison.OrdinalIgnoreCase))
+            throw new PtqException("ModelChanged", PtqErrorKind.InvalidData,
+                $"'{ModelPath}' changed since its layers were listed (SHA-256 {Sha256} then, {prepared.SourceSha256} now). List them again.", ModelPath);
+        return prepared;
+    }
+}
+
+/// <summary>Collects layer objects from the pipeline, grouped by model.</summary>
+internal sealed class LayerCollector
+{
+    readonly Dictionary<string, (string Sha, HashSet<string> Names)> _byModel = new(StringComparer.Ordinal);
+
+    public bool Add(PSObject o)
+    {
+        if (!PipelineObjects.Has(o, "ModelPath", "ModelSha256", "Name", "OpType"))
+            return false;
+        var layer = PipelineObjects.To<ModelLayer>(o);
+        if (!_byModel.TryGetValue(layer.ModelPath, out var entry))
+            _byModel[layer.ModelPath] = entry = (layer.ModelSha256, new HashSet<string>(StringComparer.Ordinal));
+        entry.Names.Add(layer.Name);
+        return true;
+    }
+
+    public int Count => _byModel.Count;
+
+    public List<LayerGroup> Groups => _byModel.Select(kv => new LayerGroup(kv.Key, kv.Value.Sha, kv.Value.Names)).ToList();
+}

@@ -1,0 +1,160 @@
+using System.Collections;
+using System.Management.Automation;
+using PtqTools.Core;
+using PtqTools.Core.Calibration;
+
+namespace PtqTools;
+
+/// <summary>
+/// Base of every PtqTools cmdlet: turns StopProcessing (Ctrl+C) into a cancellation token, maps engine errors to
+/// ErrorRecords with a stable id, category and target, resolves file-system paths, and reports progress.
+/// </summary>
+public abstract class PtqCmdlet : PSCmdlet
+{
+    readonly CancellationTokenSource _stop = new();
+
+    protected CancellationToken Cancel => _stop.Token;
+
+    protected override void StopProcessing() => _stop.Cancel();
+
+    /// <summary>Runs engine work; an expected failure becomes a non-terminating error for this input.</summary>
+    protected bool Try(Action action, object? target = null)
+    {
+        try
+        {
+            action();
+            return true;
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            throw new PipelineStoppedException();
+        }
+        catch (PtqException ex)
+        {
+            WriteError(ToErrorRecord(ex, target));
+            return false;
+        }
+    }
+
+    protected void Fail(PtqException ex, object? target = null) => ThrowTerminatingError(ToErrorRecord(ex, target));
+
+    internal static ErrorRecord ToErrorRecord(PtqException ex, object? target = null)
+    {
+        var category = ex.Kind switch
+        {
+            PtqErrorKind.InvalidData => ErrorCategory.InvalidData,
+            PtqErrorKind.InvalidArgument => ErrorCategory.InvalidArgument,
+            PtqErrorKind.ObjectNotFound => ErrorCategory.ObjectNotFound,
+            PtqErrorKind.NotSupported => ErrorCategory.NotImplemented,
+            PtqErrorKind.SecurityError => ErrorCategory.SecurityError,
+            PtqErrorKind.WriteError => ErrorCategory.WriteError,
+            PtqErrorKind.ResourceExists => ErrorCategory.ResourceExists,
+            PtqErrorKind.OperationStopped => ErrorCategory.OperationStopped,
+            _ => ErrorCategory.NotSpecified,
+        };
+        return new ErrorRecord(ex, ex.ErrorId, category, ex.Target ?? target);
+    }
+
+    /// <summary>Resolves -Path (wildcards) or -LiteralPath to existing file-system paths; anything else is an error.</summary>
+    protected List<string> ResolveExisting(IEnumerable<string> paths, bool literal)
+    {
+        var result = new List<string>();
+        foreach (var path in paths)
+        {
+            try
+            {
+                if (literal)
+                {
+                    var resolved = SessionState.Path.GetUnresolvedProviderPathFromPSPath(path, out var provider, out _);
+                    RequireFileSystem(provider, path);
+                    if (!File.Exists(resolved) && !Directory.Exists(resolved))
+                        throw new ItemNotFoundException($"Cannot find path '{resolved}' because it does not exist.");
+                    result.Add(resolved);
+                }
+                else
+                {
+                    var resolved = SessionState.Path.GetResolvedProviderPathFromPSPath(path, out var provider);
+                    RequireFileSystem(provider, path);
+                    if (resolved.Count == 0)
+                        throw new ItemNotFoundException($"Cannot find path '{path}' because it does not exist.");
+                    result.AddRange(resolved);
+                }
+            }
+            catch (ItemNotFoundException ex)
+            {
+                WriteError(new ErrorRecord(new PtqException("PathNotFound", PtqErrorKind.ObjectNotFound, ex.Message, path, ex),
+                    "PathNotFound", ErrorCategory.ObjectNotFound, path));
+            }
+            catch (PtqException ex)
+            {
+                WriteError(ToErrorRecord(ex, path));
+            }
+        }
+        return result;
+    }
+
+    /// <summary>A file-system path for a file that may not exist yet.</summary>
+    protected string ResolveOutput(string path)
+    {
+        var resolved = SessionState.Path.GetUnresolvedProviderPathFromPSPath(path, out var provider, out _);
+        RequireFileSystem(provider, path);
+        return resolved;
+    }
+
+    static void RequireFileSystem(ProviderInfo provider, string path)
+    {
+        if (provider.Name != "FileSystem")
+            throw new PtqException("NotFileSystemPath", PtqErrorKind.InvalidArgument,
+                $"'{path}' is on the {provider.Name} provider; PtqTools reads and writes files only.", path);
+    }
+
+    /// <summary>A progress sink that writes a progress record from the pipeline thread.</summary>
+    protected IProgress<RunProgress> Progress(int activityId, string activity) => new CmdletProgress(this, activityId, activity);
+
+    protected void CompleteProgress(int activityId, string activity) =>
+        WriteProgress(new ProgressRecord(activityId, activity, "Done") { RecordType = ProgressRecordType.Completed });
+
+    sealed class CmdletProgress(PtqCmdlet cmdlet, int id, string activity) : IProgress<RunProgress>
+    {
+        long _last;
+
+        public void Report(RunProgress p)
+        {
+            long now = Environment.TickCount64;
+            if (p.Done != p.Total && now - _last < 200) return;
+            _last = now;
+            cmdlet.WriteProgress(new ProgressRecord(id, activity, $"{p.Done} of {p.Total} samples, {p.SamplesPerSecond:F1}/s")
+            {
+                PercentComplete = p.Total > 0 ? Math.Min(100, 100 * p.Done / p.Total) : -1,
+                CurrentOperation = p.Current,
+                SecondsRemaining = p.SamplesPerSecond > 0 ? (int)((p.Total - p.Done) / p.SamplesPerSecond) : -1,
+            });
+        }
+    }
+}
+
+/// <summary>Turns pipeline objects, live or deserialized (Import-Clixml, ConvertFrom-Json, remoting), into engine objects.</summary>
+internal static class PipelineObjects
+{
+    public static ErrorRecord Unexpected(PSObject o, string expected) =>
+        PtqCmdlet.ToErrorRecord(new PtqException("UnexpectedInput", PtqErrorKind.InvalidArgument,
+            $"The pipeline gave a {o.TypeNames.FirstOrDefault() ?? "value"}; this cmdlet takes {expected}.", o), o);
+
+    public static bool Has(PSObject o, params string[] names) => names.All(n => o.Properties[n] is not null);
+
+    public static T To<T>(PSObject o) where T : new()
+    {
+        if (o.BaseObject is T live) return live;
+        var result = new T();
+        foreach (var prop in typeof(T).GetProperties().Where(p => p.CanWrite))
+        {
+            var value = o.Properties[prop.Name]?.Value;
+            if (value is null) continue;
+            if (value is PSObject pso) value = pso.BaseObject;
+            if (prop.PropertyType == typeof(float[][]) && value is IEnumerable rows and not string)
+                value = rows.Cast<object>().Select(r => LanguagePrimitives.ConvertTo<float[]>(r)).ToArray();
+            prop.SetValue(result, LanguagePrimitives.ConvertTo(value, prop.PropertyType));
+        }
+        return result;
+    }
+}
