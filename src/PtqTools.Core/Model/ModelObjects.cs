@@ -55,6 +55,8 @@ public sealed class QuantizationResult
     public long OutputSizeBytes { get; set; }
     public double SizeRatio { get; set; }
     public int QuantizedLayerCount { get; set; }
+    /// <summary>Layers folded into a quantized neighbour (a Relu into its producer's range).</summary>
+    public int FoldedLayerCount { get; set; }
     public int FloatLayerCount { get; set; }
     public string[] QuantizedLayers { get; set; } = Array.Empty<string>();
     /// <summary>Every layer's decision as "name (OpType): reason".</summary>

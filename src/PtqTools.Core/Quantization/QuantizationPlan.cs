@@ -9,6 +9,8 @@ public sealed class LayerDecision
     public string Layer { get; set; } = "";
     public string OpType { get; set; } = "";
     public bool Quantized { get; set; }
+    /// <summary>Folded into a quantized producer's range (a Relu): it runs in int8 without being quantized itself.</summary>
+    public bool Folded { get; set; }
     public string Reason { get; set; } = "";
 }
 
@@ -42,7 +44,10 @@ public sealed class QuantizationPlan
             {
                 decision.Reason = reason;
                 if (OpHandlers.FoldedActivations.Contains(node.OpType) && plan.Activations.ContainsKey(node.Output[0]))
+                {
                     decision.Reason = "folded into the quantized range of its producer";
+                    decision.Folded = true;
+                }
                 continue;
             }
             if (selected is not null && !selected.Contains(node.Name))

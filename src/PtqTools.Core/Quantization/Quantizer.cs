@@ -58,7 +58,8 @@ public static class Quantizer
             OutputSizeBytes = bytes.LongLength,
             SizeRatio = Math.Round((double)bytes.LongLength / sourceSize, 4),
             QuantizedLayerCount = plan.QuantizedLayers.Count,
-            FloatLayerCount = plan.Decisions.Count(d => !d.Quantized),
+            FoldedLayerCount = plan.Decisions.Count(d => d.Folded),
+            FloatLayerCount = plan.Decisions.Count(d => !d.Quantized && !d.Folded),
             QuantizedLayers = plan.Decisions.Where(d => d.Quantized).Select(d => d.Layer).ToArray(),
             Decisions = plan.Decisions.Select(d => $"{d.Layer} ({d.OpType}): {d.Reason}").ToArray(),
         };
