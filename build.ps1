@@ -83,8 +83,7 @@ function Invoke-Test {
 
     Write-Host '== Pester (built module, fresh pwsh)'
     $pesterJson = Join-Path $results 'pester.json'
-    $pwsh = (Get-Process -Id $PID).Path
-    & $pwsh -NoProfile -NonInteractive -File (Join-Path $root 'tests/Pester/Invoke-PesterSuite.ps1') `
+    & dotnet (Join-Path $PSHOME 'pwsh.dll') -NoProfile -NonInteractive -File (Join-Path $root 'tests/Pester/Invoke-PesterSuite.ps1') `
         -ModulePath (Join-Path $moduleDir 'PtqTools.psd1') -PesterPath (Join-Path $nuget 'pester/5.7.1/tools/Pester.psd1') -ResultPath $pesterJson
     $pesterExit = $LASTEXITCODE
     $pester = if (Test-Path $pesterJson) { Get-Content -Raw $pesterJson | ConvertFrom-Json } else { [pscustomobject]@{ Passed = 0; Failed = 1 } }

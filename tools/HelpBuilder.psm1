@@ -495,7 +495,7 @@ function Write-MamlParameter {
     $type = if ($Parameter.Type) { $Parameter.Type } else { 'Object' }
     $isSwitch = $type -match '^(?:System\.Management\.Automation\.)?SwitchParameter$'
     $pos = if ([string]::IsNullOrWhiteSpace($Position) -or $Position -match '^named$') { 'named' } else { $Position.Trim() }
-    $aliases = if ($Parameter.Aliases -and $Parameter.Aliases.Count) { $Parameter.Aliases -join ', ' } else { 'none' }
+    $aliases = if ($Parameter.Aliases -and @($Parameter.Aliases).Count) { $Parameter.Aliases -join ', ' } else { 'none' }
     $variableLength = if ($type.EndsWith('[]')) { 'true' } else { 'false' }
 
     $Writer.WriteStartElement('command', 'parameter', $script:NsCommand)
@@ -507,7 +507,7 @@ function Write-MamlParameter {
     $Writer.WriteAttributeString('aliases', $aliases)
     Write-MamlElement $Writer 'maml' 'name' $Parameter.Name
     Write-MamlDescription $Writer $Parameter.Description
-    if ($InSyntax -and $Parameter.AcceptedValues -and $Parameter.AcceptedValues.Count) {
+    if ($InSyntax -and $Parameter.AcceptedValues -and @($Parameter.AcceptedValues).Count) {
         $Writer.WriteStartElement('command', 'parameterValueGroup', $script:NsCommand)
         foreach ($v in $Parameter.AcceptedValues) {
             $Writer.WriteStartElement('command', 'parameterValue', $script:NsCommand)
@@ -581,7 +581,7 @@ function Write-MamlCommand {
             $position = if ($d) { $d.Position } elseif ($sp.Positional) { [string]([array]::IndexOf(@($set.Parameters | Where-Object Positional), $sp)) } else { 'named' }
             $effective = $p.Clone()
             if (-not $effective.Type) { $effective.Type = $sp.Type }
-            if ((-not $effective.AcceptedValues -or -not $effective.AcceptedValues.Count) -and $sp.AcceptedValues.Count) { $effective.AcceptedValues = $sp.AcceptedValues }
+            if ((-not $effective.AcceptedValues -or -not @($effective.AcceptedValues).Count) -and @($sp.AcceptedValues).Count) { $effective.AcceptedValues = $sp.AcceptedValues }
             if ($d) {
                 foreach ($k in 'PipelineInput', 'Globbing', 'DefaultValue', 'Aliases') { $effective[$k] = $d[$k] }
             }

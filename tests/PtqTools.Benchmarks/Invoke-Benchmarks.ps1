@@ -1,0 +1,60 @@
+<#
+.SYNOPSIS
+    Benchmarks run by build.ps1 -Task Bench: ResNet18 fp32 vs int8 latency in ONNX Runtime (both models in the same
+    process and run), calibration cost, and module import time. Prints a table and writes out/bench/results.json.
+#>
+[CmdletBinding()]
+param(
+    [Parameter(Mandatory)] [string] $ModulePath,
+    [int[]] $ThreadCounts = @(1, 2),
+    [int] $Rounds = 3,
+    [int] $RunsPerRound = 100
+)
+$ErrorActionPreference = 'Stop'
+$root = Resolve-Path (Join-Path $PSScriptRoot '../..')
+$outFolder = Join-Path $root 'out/bench'
+$null = New-Item -ItemType Directory -Force $outFolder
+
+# Import time, in fresh processes (median of 5).
+# pwsh from the local tool runs as 'dotnet pwsh.dll'.
+$importMs = 1..5 | ForEach-Object {
+    [double](& dotnet (Join-Path $PSHOME 'pwsh.dll') -NoProfile -NonInteractive -Command "(Measure-Command { Import-Module '$ModulePath' }).TotalMilliseconds")
+} | Sort-Object | Select-Object -Index 2
+
+Import-Module $ModulePath -Force
+. (Join-Path $root 'tests/Pester/TestData.ps1')
+$calibration = New-ResNetDataSet -Split train -Count 100
+$timing = New-ResNetDataSet -Split t10k -Count 1
+
+$clock = [Diagnostics.Stopwatch]::StartNew()
+$stats = Get-ModelLayer $ResNet18 | Measure-ActivationRange -DataSet $calibration -ThreadCount 2
+$calibrationSeconds = $clock.Elapsed.TotalSeconds
+$result = $stats | Invoke-Quantization -OutputPath (Join-Path $outFolder 'resnet18.int8.onnx') -Force
+
+$rows = foreach ($threads in $ThreadCounts) {
+    $reports = 1..$Rounds | ForEach-Object { $result | Test-QuantizedModel -DataSet $timing -ThreadCount $threads -LatencyRuns $RunsPerRound }
+    $fp32 = ($reports.FloatLatencyMs | Sort-Object)[[int][math]::Floor($Rounds / 2)]
+    $int8 = ($reports.QuantizedLatencyMs | Sort-Object)[[int][math]::Floor($Rounds / 2)]
+    [pscustomobject]@{
+        Model = 'ResNet18 b1'
+        Threads = $threads
+        'fp32 ms (ORT)' = [math]::Round($fp32, 2)
+        'int8 ms (PtqTools QDQ, ORT)' = [math]::Round($int8, 2)
+        Speedup = [math]::Round($fp32 / $int8, 2)
+    }
+}
+$rows | Format-Table -AutoSize | Out-Host
+$summary = [ordered]@{
+    Date = (Get-Date).ToString('u')
+    Cpu = ((Get-Content /proc/cpuinfo | Select-String 'model name' | Select-Object -First 1) -replace '.*:\s*', '')
+    OnnxRuntime = '1.31.1'
+    Latency = $rows
+    CalibrationImages = $calibration.Count
+    CalibrationSeconds = [math]::Round($calibrationSeconds, 2)
+    CalibrationImagesPerSecond = [math]::Round($calibration.Count / $calibrationSeconds, 1)
+    SizeRatio = $result.SizeRatio
+    ImportModuleMs = [math]::Round($importMs, 1)
+}
+"Calibration: {0} images in {1:N1} s ({2:N1} images/s, all tensors, 2 threads); int8 size {3:P1} of fp32; Import-Module {4:N0} ms" -f
+    $summary.CalibrationImages, $summary.CalibrationSeconds, $summary.CalibrationImagesPerSecond, $summary.SizeRatio, $summary.ImportModuleMs | Out-Host
+$summary | ConvertTo-Json -Depth 4 | Set-Content (Join-Path $outFolder 'results.json')
