@@ -16,6 +16,12 @@ public static partial class NpyFile
 
     public static (float[] Data, int[] Shape) Read(Stream stream, string source)
     {
+        try { return ReadCore(stream, source); }
+        catch (EndOfStreamException) { throw Bad(source, "it is truncated"); }
+    }
+
+    static (float[] Data, int[] Shape) ReadCore(Stream stream, string source)
+    {
         using var reader = new BinaryReader(stream, Encoding.ASCII, leaveOpen: true);
         var magic = reader.ReadBytes(6);
         if (magic.Length < 6 || magic[0] != 0x93 || Encoding.ASCII.GetString(magic, 1, 5) != "NUMPY")

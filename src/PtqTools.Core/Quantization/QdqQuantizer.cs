@@ -44,6 +44,8 @@ public static class QdqQuantizer
         {
             cancel.ThrowIfCancellationRequested();
             var handler = OpHandlers.Get(node)!;
+            // Asked before the weight input is renamed below: handlers look at the float weight initializer.
+            var biasInput = handler.Bias(node, view);
             float[]? weightScales = null;
             if (handler.Weight(node, view) is { } w)
             {
@@ -62,7 +64,7 @@ public static class QdqQuantizer
                 node.Input[w.Input] = done.Output;
                 weightScales = done.Scales;
             }
-            if (handler.Bias(node, view) is int b && weightScales is not null && qparams.TryGetValue(node.Input[0], out var inParams))
+            if (biasInput is int b && weightScales is not null && qparams.TryGetValue(node.Input[0], out var inParams))
             {
                 var bName = node.Input[b];
                 var bias = TensorData.ReadFloats(view.Initializers[bName]);
