@@ -151,9 +151,21 @@ internal static class PipelineObjects
             var value = o.Properties[prop.Name]?.Value;
             if (value is null) continue;
             if (value is PSObject pso) value = pso.BaseObject;
-            if (prop.PropertyType == typeof(float[][]) && value is IEnumerable rows and not string)
-                value = rows.Cast<object>().Select(r => LanguagePrimitives.ConvertTo<float[]>(r)).ToArray();
-            prop.SetValue(result, LanguagePrimitives.ConvertTo(value, prop.PropertyType));
+            try
+            {
+                if (prop.PropertyType == typeof(float[][]) && value is IEnumerable rows and not string)
+                    value = rows.Cast<object>().Select(r => LanguagePrimitives.ConvertTo<float[]>(r)).ToArray();
+                prop.SetValue(result, LanguagePrimitives.ConvertTo(value, prop.PropertyType));
+            }
+            catch (PSInvalidCastException) when (value is string && prop.PropertyType.IsArray)
+            {
+                // Export-Csv flattens arrays to their type name ("System.Int64[]"): that property is lost, not wrong.
+            }
+            catch (PSInvalidCastException ex)
+            {
+                throw new PtqException("UnexpectedInput", PtqErrorKind.InvalidArgument,
+                    $"Property '{prop.Name}' of a {o.TypeNames.FirstOrDefault()} cannot be read as {prop.PropertyType.Name}: {ex.Message}", o, ex);
+            }
         }
         return result;
     }

@@ -302,3 +302,45 @@ Describe 'Stopping' {
         Get-ChildItem $TestDrive -Filter '*.tmp' -Force | Should -BeNullOrEmpty
     }
 }
+
+Describe 'Pipeline binding of New-PtqDataSet and plain-data layers' {
+    It 'takes samples one per piped array' {
+        $samples = 1..4 | ForEach-Object { , [float[]](1..6) }
+        $ds = $samples | New-PtqDataSet -Shape 2, 3 -Label 0, 1, 0, 1
+        $ds.Count | Should -Be 4
+        $ds.ClassCount | Should -Be 2
+    }
+
+    It 'takes .npy files from Get-ChildItem' {
+        $folder = Join-Path $TestDrive 'npy'
+        $null = New-Item -ItemType Directory $folder -Force
+        foreach ($i in 1..2) {
+            # float32 .npy of 3 samples of 4 values each, written by hand: header padded to 64 bytes.
+            $header = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }"
+            $header = $header.PadRight(64 - 10 - 1) + "`n"
+            $bytes = [byte[]](0x93) + [Text.Encoding]::ASCII.GetBytes('NUMPY') + [byte[]](1, 0) + [BitConverter]::GetBytes([uint16]$header.Length) +
+                [Text.Encoding]::ASCII.GetBytes($header) + (1..12 | ForEach-Object { [BitConverter]::GetBytes([float]$_) })
+            [IO.File]::WriteAllBytes((Join-Path $folder "shard$i.npy"), $bytes)
+        }
+        $ds = Get-ChildItem $folder -Filter *.npy | New-PtqDataSet
+        $ds.Kind | Should -Be 'Npy'
+        $ds.Count | Should -Be 6
+        $ds.SampleShape | Should -Be @(4)
+    }
+
+    It 'calibrates from layers that went through Export-Csv' {
+        $csv = Join-Path $TestDrive 'layers.csv'
+        Get-ModelLayer $ResNet18 -Name Convolution249 | Export-Csv $csv
+        $stats = Import-Csv $csv | Measure-ActivationRange -DataSet (New-ResNetDataSet -Split train -Count 2)
+        $stats.Tensor | Should -Contain 'Input247'
+        $stats.Layers | Select-Object -Unique | Should -Be 'Convolution249'
+    }
+
+    It '-WhatIf neither calibrates nor writes' {
+        $target = Join-Path $TestDrive 'preview.onnx'
+        $clock = [Diagnostics.Stopwatch]::StartNew()
+        Invoke-Quantization -Path $ResNet18 -DataSet (New-ResNetDataSet -Split train -Count 50) -OutputPath $target -WhatIf
+        $clock.Elapsed.TotalSeconds | Should -BeLessThan 3     # calibrating 50 images takes longer than this
+        Test-Path $target | Should -BeFalse
+    }
+}

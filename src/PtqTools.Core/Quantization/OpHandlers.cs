@@ -143,7 +143,7 @@ public static class OpHandlers
     public static (bool Quantizable, string Reason) Assess(NodeProto node, GraphView graph)
     {
         if (FoldedActivations.Contains(node.OpType))
-            return (false, "folded into the range of the op before it");
+            return (false, "folded into the range of the op before it when that op is quantized");
         var handler = Get(node);
         if (handler is null) return (false, $"no int8 handler for {node.OpType}: kept in float");
         var why = handler.CannotQuantize(node, graph);

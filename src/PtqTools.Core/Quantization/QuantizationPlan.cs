@@ -32,7 +32,8 @@ public sealed class QuantizationPlan
     public HashSet<string> QuantizedLayers { get; } = new(StringComparer.Ordinal);
 
     /// <param name="selected">Layer names to quantize; null selects every quantizable layer.</param>
-    public static QuantizationPlan Create(GraphView graph, IReadOnlySet<string>? selected, Func<NodeProto, string?>? exclude = null)
+    /// <param name="perChannel">Whether weights get one scale per output channel (only changes the stated reasons).</param>
+    public static QuantizationPlan Create(GraphView graph, IReadOnlySet<string>? selected, Func<NodeProto, string?>? exclude = null, bool perChannel = true)
     {
         var plan = new QuantizationPlan();
         foreach (var node in graph.Graph.Node)
@@ -43,10 +44,10 @@ public sealed class QuantizationPlan
             if (!quantizable)
             {
                 decision.Reason = reason;
-                if (OpHandlers.FoldedActivations.Contains(node.OpType) && plan.Activations.ContainsKey(node.Output[0]))
+                if (OpHandlers.FoldedActivations.Contains(node.OpType))
                 {
-                    decision.Reason = "folded into the quantized range of its producer";
-                    decision.Folded = true;
+                    decision.Folded = plan.Activations.ContainsKey(node.Output[0]);
+                    decision.Reason = decision.Folded ? "folded into the quantized range of its producer" : "kept in float: its producer is not quantized";
                 }
                 continue;
             }
@@ -68,7 +69,7 @@ public sealed class QuantizationPlan
             plan.QuantizedLayers.Add(node.Name);
             decision.Quantized = true;
             decision.Reason = handler.Weight(node, graph) is { } w
-                ? $"int8: weights per channel (axis {w.Axis}){(handler.Bias(node, graph) is not null ? ", int32 bias" : "")}"
+                ? $"int8: weights {(perChannel ? $"per channel (axis {w.Axis})" : "per tensor")}{(handler.Bias(node, graph) is not null ? ", int32 bias" : "")}"
                 : handler.Output == OutputRule.SharesInput ? "int8: passes its input's scale through" : "int8";
         }
         return plan;

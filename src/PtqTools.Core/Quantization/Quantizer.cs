@@ -12,7 +12,8 @@ public static class Quantizer
 
     /// <summary>Checks everything that can be checked before work starts: the statistics belong to this model,
     /// are finite, and cover every tensor the selected layers need.</summary>
-    public static (QuantizationPlan Plan, Dictionary<string, TensorRange> Ranges) Plan(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics)
+    public static (QuantizationPlan Plan, Dictionary<string, TensorRange> Ranges) Plan(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics,
+        QuantizationOptions? options = null)
     {
         var foreign = statistics.FirstOrDefault(s => !string.Equals(s.ModelSha256, prepared.SourceSha256, StringComparison.OrdinalIgnoreCase));
         if (foreign is not null)
@@ -26,7 +27,7 @@ public static class Quantizer
             ranges[s.Tensor] = new TensorRange(s.RangeMin, s.RangeMax);
         }
         var selected = statistics.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal);
-        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), selected);
+        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), selected, perChannel: options?.PerChannel ?? true);
         return (plan, ranges);
     }
 
@@ -34,7 +35,7 @@ public static class Quantizer
         string outputPath, CancellationToken cancel)
     {
         options.Validate();
-        var (plan, ranges) = Plan(prepared, statistics);
+        var (plan, ranges) = Plan(prepared, statistics, options);
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
         var model = QdqQuantizer.Quantize(prepared.Model, plan, ranges, options, cancel);

@@ -60,7 +60,7 @@ public sealed class OpTypeCompleter : IArgumentCompleter
 {
     public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete,
         System.Management.Automation.Language.CommandAst commandAst, System.Collections.IDictionary fakeBoundParameters) =>
-        Core.Quantization.OpHandlers.OpTypes.Concat(new[] { "Relu", "BatchNormalization" })
+        Core.Quantization.OpHandlers.OpTypes.Concat(Core.Quantization.OpHandlers.FoldedActivations)
             .Where(t => t.StartsWith(wordToComplete.Trim('\'', '"'), StringComparison.OrdinalIgnoreCase))
             .OrderBy(t => t, StringComparer.Ordinal)
             .Select(t => new CompletionResult(t, t, CompletionResultType.ParameterValue, t));

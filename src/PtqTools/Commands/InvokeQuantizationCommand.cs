@@ -18,6 +18,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
 
     /// <summary>A float model to calibrate (with -DataSet) and quantize whole.</summary>
     [Parameter(Mandatory = true, Position = 0, ParameterSetName = "Path")]
+    [SupportsWildcards]
     [ValidateNotNullOrEmpty]
     public string Path { get; set; } = "";
 
@@ -42,6 +43,11 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [Parameter]
     public SwitchParameter PerTensor { get; set; }
 
+    /// <summary>ONNX Runtime threads for the calibration run when layers or a model path come in.</summary>
+    [Parameter]
+    [ValidateRange(1, 1024)]
+    public int ThreadCount { get; set; } = Environment.ProcessorCount;
+
     /// <summary>Overwrite an existing output file.</summary>
     [Parameter]
     public SwitchParameter Force { get; set; }
@@ -65,18 +71,20 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     protected override void ProcessRecord()
     {
         if (ParameterSetName != "Pipeline") return;
-        foreach (var o in InputObject)
+        foreach (var o in InputObject) Try(() => Collect(o), o);
+    }
+
+    void Collect(PSObject o)
+    {
+        if (PipelineObjects.Has(o, "Tensor", "RangeMin", "RangeMax", "ModelPath"))
         {
-            if (PipelineObjects.Has(o, "Tensor", "RangeMin", "RangeMax", "ModelPath"))
-            {
-                var s = PipelineObjects.To<TensorStatistics>(o);
-                if (!_stats.TryGetValue(s.ModelPath, out var list)) _stats[s.ModelPath] = list = new List<TensorStatistics>();
-                list.Add(s);
-            }
-            else if (!_layers.Add(o))
-            {
-                WriteError(PipelineObjects.Unexpected(o, "statistics from Measure-ActivationRange or layers from Get-ModelLayer"));
-            }
+            var s = PipelineObjects.To<TensorStatistics>(o);
+            if (!_stats.TryGetValue(s.ModelPath, out var list)) _stats[s.ModelPath] = list = new List<TensorStatistics>();
+            list.Add(s);
+        }
+        else if (!_layers.Add(o))
+        {
+            WriteError(PipelineObjects.Unexpected(o, "statistics from Measure-ActivationRange or layers from Get-ModelLayer"));
         }
     }
 
@@ -86,7 +94,13 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         if (ParameterSetName == "Path")
             work.AddRange(ResolveExisting(new[] { Path }, literal: false).Select(p => (new LayerGroup(p, null, null), (List<TensorStatistics>?)null)));
         work.AddRange(_stats.Select(kv => (new LayerGroup(kv.Key, kv.Value[0].ModelSha256, null), (List<TensorStatistics>?)kv.Value)));
-        work.AddRange(_layers.Groups.Where(g => !_stats.ContainsKey(g.ModelPath)).Select(g => (g, (List<TensorStatistics>?)null)));
+        foreach (var g in _layers.Groups)
+        {
+            if (_stats.ContainsKey(g.ModelPath))
+                WriteWarning($"Both statistics and layers of '{g.ModelPath}' came in; the statistics decide what is quantized and the layers are ignored.");
+            else
+                work.Add((g, null));
+        }
         if (work.Count == 0) return;
 
         var output = ResolveOutput(OutputPath);
@@ -113,20 +127,16 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             throw new PtqException("OutputExists", PtqErrorKind.ResourceExists, $"'{target}' exists; use -Force to overwrite it.", target);
         if (!Directory.Exists(System.IO.Path.GetDirectoryName(target)))
             throw new PtqException("OutputFolderNotFound", PtqErrorKind.ObjectNotFound, $"The folder of '{target}' does not exist.", target);
+        if (!ShouldProcess(target, $"Write the int8 QDQ model quantized from '{group.ModelPath}'")) return;
         var prepared = group.Prepare();
         if (stats is null)
         {
             var data = PipelineObjects.To<PtqDataSet>(DataSet!);
             var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), group.Selected);
             const string activity = "Calibrating";
-            stats = ActivationCalibrator.Run(prepared, plan.Activations, data, Environment.ProcessorCount, Progress(1, activity), Cancel);
+            stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, Progress(1, activity), Cancel);
             CompleteProgress(1, activity);
         }
-        else
-        {
-            Quantizer.Plan(prepared, stats);   // refuse a mismatch before asking to write
-        }
-        if (!ShouldProcess(target, $"Write the int8 QDQ model quantized from '{group.ModelPath}'")) return;
         var result = Quantizer.Run(prepared, stats, _options, target, Cancel);
         WriteVerbose($"{result.QuantizedLayerCount} layers quantized, {result.FloatLayerCount} kept in float; {result.OutputSizeBytes:N0} bytes ({result.SizeRatio:P1} of the source).");
         WriteObject(result);

@@ -18,6 +18,7 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
 
     /// <summary>A model: every quantizable layer is calibrated.</summary>
     [Parameter(Mandatory = true, Position = 0, ParameterSetName = "Path")]
+    [SupportsWildcards]
     [ValidateNotNullOrEmpty]
     public string Path { get; set; } = "";
 
@@ -41,13 +42,16 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
     {
         if (ParameterSetName != "Layer") return;
         foreach (var o in InputObject)
-            if (!_layers.Add(o))
-                WriteError(PipelineObjects.Unexpected(o, "layers from Get-ModelLayer"));
+            Try(() =>
+            {
+                if (!_layers.Add(o)) WriteError(PipelineObjects.Unexpected(o, "layers from Get-ModelLayer"));
+            }, o);
     }
 
     protected override void EndProcessing()
     {
-        var data = PipelineObjects.To<PtqDataSet>(DataSet);
+        PtqDataSet data = null!;
+        if (!Try(() => data = PipelineObjects.To<PtqDataSet>(DataSet), DataSet)) return;
         var groups = ParameterSetName == "Path"
             ? ResolveExisting(new[] { Path }, literal: false).Select(p => new LayerGroup(p, null, null)).ToList()
             : _layers.Groups;

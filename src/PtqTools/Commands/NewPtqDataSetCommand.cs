@@ -4,7 +4,7 @@ using PtqTools.Core.Data;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsCommon.New, "PtqDataSet", DefaultParameterSetName = "Path")]
+[Cmdlet(VerbsCommon.New, "PtqDataSet", DefaultParameterSetName = "LiteralPath")]
 [OutputType(typeof(PtqDataSet))]
 public sealed class NewPtqDataSetCommand : PtqCmdlet
 {
@@ -14,15 +14,18 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
     [ValidateNotNullOrEmpty]
     public string[] Path { get; set; } = Array.Empty<string>();
 
-    [Parameter(Mandatory = true, ParameterSetName = "LiteralPath")]
-    [Alias("PSPath", "LP")]
+    [Parameter(Mandatory = true, ParameterSetName = "LiteralPath", ValueFromPipelineByPropertyName = true)]
+    [Alias("PSPath", "LP", "FullName")]
     [ValidateNotNullOrEmpty]
     public string[] LiteralPath { get; set; } = Array.Empty<string>();
 
-    /// <summary>Samples from PowerShell: each one array of numbers in row-major order.</summary>
+    /// <summary>Samples from PowerShell, each one array of numbers in row-major order: piped one sample per
+    /// object, or given as an array of samples.</summary>
     [Parameter(Mandatory = true, ParameterSetName = "Array", ValueFromPipeline = true)]
     [AllowEmptyCollection]
-    public float[][] InputObject { get; set; } = Array.Empty<float[]>();
+    // System.Array rather than object[]: a FileInfo from Get-ChildItem must not bind here without coercion, so that
+    // it binds to -LiteralPath through its FullName.
+    public Array InputObject { get; set; } = Array.Empty<object>();
 
     /// <summary>Shape of one sample given with -InputObject (without the batch dimension).</summary>
     [Parameter(Mandatory = true, ParameterSetName = "Array")]
@@ -77,10 +80,42 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
     public int MaxSamples { get; set; }
 
     readonly List<float[]> _arrays = new();
+    readonly List<string> _paths = new();
 
     protected override void ProcessRecord()
     {
-        if (ParameterSetName == "Array") _arrays.AddRange(InputObject);
+        switch (ParameterSetName)
+        {
+            case "Array":
+                // A sample is a list of numbers; a list of such lists is several samples.
+                var items = InputObject.Cast<object?>().Select(Unwrap).ToList();
+                if (items.Count > 0 && items.All(i => i is System.Collections.IEnumerable and not string))
+                    foreach (var item in items) _arrays.Add(ToSample(item));
+                else
+                    _arrays.Add(ToSample(items));
+                break;
+            case "LiteralPath":
+                _paths.AddRange(ResolveExisting(LiteralPath, literal: true));
+                break;
+            default:
+                _paths.AddRange(ResolveExisting(Path, literal: false));
+                break;
+        }
+    }
+
+    static object? Unwrap(object? o) => o is PSObject p ? p.BaseObject : o;
+
+    float[] ToSample(object? value)
+    {
+        try
+        {
+            return LanguagePrimitives.ConvertTo<float[]>(value);
+        }
+        catch (PSInvalidCastException ex)
+        {
+            Fail(new PtqException("SampleNotNumeric", PtqErrorKind.InvalidArgument, $"A sample is not a list of numbers: {ex.Message}", value));
+            throw;
+        }
     }
 
     protected override void EndProcessing()
@@ -95,12 +130,14 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
         {
             if (_arrays.Count == 0)
                 Fail(new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, "No samples were given.", null));
+            WarnImageOptions();
             Try(() => WriteObject(DataSetReader.FromArrays(_arrays.ToArray(), Shape, Label, options)));
             return;
         }
-        bool literal = ParameterSetName == "LiteralPath";
-        var paths = ResolveExisting(literal ? LiteralPath : Path, literal);
+        var paths = _paths;
         if (paths.Count == 0) return;
+        if (LabelPath is not null && !File.Exists(ResolveOutput(LabelPath)))
+            Fail(new PtqException("PathNotFound", PtqErrorKind.ObjectNotFound, $"The labels file '{LabelPath}' does not exist.", LabelPath));
         Try(() =>
         {
             PtqDataSet ds;
@@ -113,9 +150,16 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
             else
                 throw new PtqException("DataSetKindUnknown", PtqErrorKind.InvalidArgument,
                     $"'{paths[0]}' is neither a folder of images, .npy files, nor an IDX images file.", paths[0]);
+            if (ds.Kind is "Npy") WarnImageOptions();
             WriteVerbose($"{ds.Kind} data set '{ds.Name}': {ds.Count} samples of shape [{string.Join(",", ds.SampleShape)}].");
             WriteObject(ds);
         }, paths[0]);
+    }
+
+    void WarnImageOptions()
+    {
+        if (MyInvocation.BoundParameters.Keys.Any(k => k is "Scale" or "Mean" or "Std" or "Resize" or "Channels" or "Layout" or "ChannelOrder" or "PreprocessModel"))
+            WriteWarning("Image preparation options (-Resize, -Scale, -Mean, -Std, -Channels, -Layout, -ChannelOrder, -PreprocessModel) apply to images only; .npy and array samples are used as given.");
     }
 
     static bool IsIdx(string path)

@@ -45,9 +45,12 @@ public sealed class TestQuantizedModelCommand : PtqCmdlet
     {
         var paths = ResolveExisting(new[] { FloatModel, QuantizedModel }, literal: true);
         if (paths.Count != 2) return;
-        var data = PipelineObjects.To<PtqDataSet>(DataSet);
         Try(() =>
         {
+            var data = PipelineObjects.To<PtqDataSet>(DataSet);
+            var from = Core.Onnx.ModelInspector.Summarize(paths[1]).QuantizedFrom;
+            if (from is not null && !string.Equals(from, Core.Onnx.OnnxModelIO.Sha256(paths[0]), StringComparison.OrdinalIgnoreCase))
+                WriteWarning($"'{paths[1]}' was quantized from a model with SHA-256 {from}, not from '{paths[0]}'.");
             const string activity = "Comparing the quantized model with the float model";
             var report = ModelComparer.Compare(paths[0], paths[1], data, ThreadCount, LatencyRuns, ClassScores ? true : null, Progress(2, activity), Cancel);
             CompleteProgress(2, activity);
