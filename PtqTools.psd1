@@ -22,8 +22,9 @@
     AliasesToExport      = @()
     PrivateData          = @{
         PSData = @{
-            Tags       = @('onnx', 'quantization', 'int8', 'ptq', 'machine-learning', 'Linux')
-            LicenseUri = 'https://opensource.org/licenses/MIT'
+            Tags         = @('onnx', 'quantization', 'int8', 'ptq', 'machine-learning', 'onnxruntime', 'Linux', 'PSEdition_Core')
+            LicenseUri   = 'https://opensource.org/licenses/MIT'
+            ReleaseNotes = 'See CHANGELOG.md; the packaged manifest carries the notes of its version.'
         }
     }
 }

@@ -8,13 +8,15 @@
              the line "N passed, N failed". Exits non-zero when either runner fails.
     Demo     builds, then quantizes the pretrained ResNet18 and reports size, fidelity and latency.
     Install  builds and copies the module into the user's module path.
+    Package  builds and writes out/package/PtqTools.<version>.nupkg, which Install-PSResource installs from a local
+             repository (a folder registered with Register-PSResourceRepository).
     Bench    builds and runs the benchmarks (docs/benchmarks.md records the figures).
 .EXAMPLE
     dotnet tool restore && dotnet pwsh ./build.ps1 -Task Test
 #>
 [CmdletBinding()]
 param(
-    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Bench')]
+    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Package', 'Bench')]
     [string] $Task = 'Build',
     [ValidateSet('Debug', 'Release')]
     [string] $Configuration = 'Release'
@@ -48,7 +50,7 @@ function Invoke-Build {
 
     if (Test-Path $moduleDir) { Remove-Item $moduleDir -Recurse -Force }
     $null = New-Item -ItemType Directory -Path $moduleDir, (Join-Path $moduleDir 'en-US')
-    Copy-Item (Join-Path $root 'PtqTools.psd1') $moduleDir
+    Copy-Item (Join-Path $root 'PtqTools.psd1'), (Join-Path $root 'LICENSE') $moduleDir
     Copy-Item (Join-Path $root 'module/*.ps1xml') $moduleDir
     # The engine, its managed dependencies and the linux-x64 natives; pwsh brings its own PowerShell assemblies.
     Get-ChildItem $publish -File |
@@ -62,6 +64,23 @@ function Invoke-Build {
     Write-Host "Module folder: $moduleDir"
 }
 
+function Invoke-Package {
+    # Release notes come from CHANGELOG.md (the section of this version), into the packaged manifest only.
+    $changelog = Get-Content -Raw (Join-Path $root 'CHANGELOG.md')
+    $pattern = '(?ms)^## ' + [regex]::Escape($manifest.ModuleVersion) + '\s*$(.*?)(?=^## |\z)'
+    $section = [regex]::Match($changelog, $pattern).Groups[1].Value.Trim()
+    if (-not $section) { throw "CHANGELOG.md has no section '## $($manifest.ModuleVersion)'." }
+    Update-ModuleManifest -Path (Join-Path $moduleDir 'PtqTools.psd1') -ReleaseNotes $section
+    $package = Join-Path $out 'package'
+    if (Test-Path $package) { Remove-Item $package -Recurse -Force }
+    $null = New-Item -ItemType Directory $package
+    $repoName = "PtqToolsBuild$PID"
+    Register-PSResourceRepository -Name $repoName -Uri $package -Trusted
+    try { Publish-PSResource -Path $moduleDir -Repository $repoName -SkipDependenciesCheck }
+    finally { Unregister-PSResourceRepository -Name $repoName }
+    Get-ChildItem $package -Filter *.nupkg | ForEach-Object { Write-Host "Package: $($_.FullName)" }
+}
+
 function Get-TrxCounts([string] $Path) {
     [xml] $trx = Get-Content -Raw $Path
     $c = $trx.TestRun.ResultSummary.Counters
@@ -70,6 +89,7 @@ function Get-TrxCounts([string] $Path) {
 
 function Invoke-Test {
     Invoke-Build
+    Invoke-Package   # the packaging test installs this nupkg
     $results = Join-Path $out 'test-results'
     if (Test-Path $results) { Remove-Item $results -Recurse -Force }
     $null = New-Item -ItemType Directory $results
@@ -113,6 +133,7 @@ switch ($Task) {
         Copy-Item (Join-Path $moduleDir '*') $target -Recurse
         Write-Host "Installed PtqTools $($manifest.ModuleVersion) to $target; run: Import-Module PtqTools"
     }
+    'Package' { Invoke-Build; Invoke-Package }
     'Bench' {
         Invoke-Build
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Invoke-Benchmarks.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
