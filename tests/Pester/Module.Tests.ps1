@@ -21,7 +21,7 @@ Describe 'Import' {
 }
 
 Describe 'Packaging' {
-    It 'builds a nupkg that Install-PSResource installs from a local repository' {
+    It 'builds a nupkg that Install-PSResource installs from a local repository, with release notes from CHANGELOG.md' {
         $nupkg = Get-ChildItem $packageDir -Filter 'PtqTools.*.nupkg'
         $nupkg | Should -HaveCount 1
         $fakeHome = Join-Path $TestDrive 'home'
@@ -32,7 +32,7 @@ Register-PSResourceRepository -Name PtqLocal -Uri '$packageDir' -Trusted
 Install-PSResource -Name PtqTools -Repository PtqLocal -Scope CurrentUser -TrustRepository
 Import-Module PtqTools
 `$m = Get-Module PtqTools
-"`$(`$m.ModuleBase)|`$(`$m.Version)|`$((Get-Command -Module PtqTools).Count)|`$(`$m.PrivateData.PSData.ReleaseNotes -ne `$null)"
+"`$(`$m.ModuleBase)|`$(`$m.Version)|`$((Get-Command -Module PtqTools).Count)|`$(`$m.PrivateData.PSData.ReleaseNotes -match 'static QDQ')"
 "@
         $out = Invoke-FreshPwsh $script -Environment @{ HOME = $fakeHome; XDG_DATA_HOME = $null; XDG_CONFIG_HOME = $null }
         $line = $out | Where-Object { $_ -like '*|*|*|*' } | Select-Object -Last 1
@@ -44,11 +44,31 @@ Import-Module PtqTools
         $notes | Should -Be 'True'
     }
 
-    It 'carries tags, licence and release notes in the manifest' {
+    It 'carries tags and licence in the manifest' {
         $data = Import-PowerShellDataFile $env:PTQTOOLS_MODULE
         $data.PrivateData.PSData.Tags | Should -Contain 'quantization'
         $data.PrivateData.PSData.LicenseUri | Should -Not -BeNullOrEmpty
-        $data.PrivateData.PSData.ReleaseNotes | Should -Match 'static'
         Test-Path (Join-Path $moduleDir 'LICENSE') | Should -BeTrue
+    }
+}
+
+Describe 'Tab completion' {
+    BeforeAll {
+        Import-Module $env:PTQTOOLS_MODULE -Force
+        . (Join-Path $PSScriptRoot 'TestData.ps1')
+        function Complete([string] $line) { (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText }
+    }
+
+    It 'completes -OpType with the op types the quantizer handles' {
+        Complete "Get-ModelLayer -Path '$ResNet18' -OpType Co" | Should -Be @('Concat', 'Conv')
+    }
+
+    It 'completes layer names read from the model' {
+        $names = Complete "Get-ModelLayer -Path '$ResNet18' -Name Convolution24"
+        $names | Should -Be @('Convolution249')
+    }
+
+    It 'completes the choices of -ActivationType' {
+        Complete 'Invoke-Quantization -ActivationType ' | Sort-Object | Should -Be @('Int8', 'UInt8')
     }
 }

@@ -208,7 +208,7 @@ public static class OpsetUpgrader
         return t;
     }
 
-    internal static IEnumerable<NodeProto> AllNodes(GraphProto graph)
+    public static IEnumerable<NodeProto> AllNodes(GraphProto graph)
     {
         foreach (var node in graph.Node)
         {

@@ -22,6 +22,7 @@ public sealed class GetModelLayerCommand : PtqCmdlet
     /// <summary>Only layers whose name matches one of these wildcard patterns.</summary>
     [Parameter(Position = 1)]
     [SupportsWildcards]
+    [ArgumentCompleter(typeof(LayerNameCompleter))]
     public string[]? Name { get; set; }
 
     /// <summary>Only layers of these op types.</summary>
