@@ -7,18 +7,8 @@ namespace PtqTools.Commands;
 
 [Cmdlet(VerbsCommon.Get, "ModelLayer", DefaultParameterSetName = "Path")]
 [OutputType(typeof(ModelLayer))]
-public sealed class GetModelLayerCommand : PtqCmdlet
+public sealed class GetModelLayerCommand : ModelPathCmdlet
 {
-    [Parameter(Mandatory = true, Position = 0, ParameterSetName = "Path", ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [SupportsWildcards]
-    [ValidateNotNullOrEmpty]
-    public string[] Path { get; set; } = Array.Empty<string>();
-
-    [Parameter(Mandatory = true, ParameterSetName = "LiteralPath", ValueFromPipelineByPropertyName = true)]
-    [Alias("PSPath", "LP", "FullName")]
-    [ValidateNotNullOrEmpty]
-    public string[] LiteralPath { get; set; } = Array.Empty<string>();
-
     /// <summary>Only layers whose name matches one of these wildcard patterns.</summary>
     [Parameter(Position = 1)]
     [SupportsWildcards]
@@ -36,9 +26,8 @@ public sealed class GetModelLayerCommand : PtqCmdlet
 
     protected override void ProcessRecord()
     {
-        bool literal = ParameterSetName == "LiteralPath";
         var patterns = Name?.Select(n => new WildcardPattern(n, WildcardOptions.IgnoreCase)).ToArray();
-        foreach (var file in ResolveExisting(literal ? LiteralPath : Path, literal))
+        foreach (var file in ResolveModelPaths())
         {
             Try(() =>
             {
