@@ -38,6 +38,8 @@ public class EngineNodeTests
     public void NodeTest_IsBitExact_OnEveryPath(string name)
     {
         var (model, inputs, outputs) = Load(name);
+        lock (typeof(KernelDispatch))
+        {
         var saved = KernelDispatch.Current;
         try
         {
@@ -62,6 +64,7 @@ public class EngineNodeTests
             }
         }
         finally { KernelDispatch.Current = saved; }
+        }
     }
 
     [Fact]
