@@ -107,8 +107,8 @@ internal static class EngineOps
         var y = new float[input.Length];
         switch (input.Data)
         {
-            case byte[] b: QuantizeKernels.Dequantize<byte>(b, s, z, inner, y); break;
-            case sbyte[] b: QuantizeKernels.Dequantize<sbyte>(b, s, z, inner, y); break;
+            case byte[] when input.IsUInt8: QuantizeKernels.Dequantize<byte>(input.Bytes, s, z, inner, y); break;
+            case sbyte[] when input.IsInt8: QuantizeKernels.Dequantize<sbyte>(input.SBytes, s, z, inner, y); break;
             case int[] b: QuantizeKernels.Dequantize<int>(b, s, z, inner, y); break;
             default: throw new ArgumentException($"DequantizeLinear of {input.Type} is not supported.");
         }
@@ -174,7 +174,7 @@ internal static class EngineOps
         {
             // Packed once per node for constant weights (the cache keeps the tensor the packing came from).
             if (cache.TryGetValue(n, out var o) && o is (EngineTensor from, PackedConvWeights p) && ReferenceEquals(from, w) && p.Shape == g) return p;
-            p = w.Data is byte[] b ? PackedConvWeights.Pack<byte>(b, wz, g) : PackedConvWeights.Pack<sbyte>(w.SBytes, wz, g);
+            p = w.IsUInt8 ? PackedConvWeights.Pack<byte>(w.Bytes, wz, g) : PackedConvWeights.Pack<sbyte>(w.SBytes, wz, g);
             cache[n] = (w, p);
             return p;
         }
@@ -186,7 +186,7 @@ internal static class EngineOps
         if (g.Channels / g.Group * g.KernelH * g.KernelW * g.OutChannels != w.Length) throw new ArgumentException("the weight shape does not match the input channels and group.");
         var packed = ConvWeights(n, w, wz, g, cache);
         var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
-        if (xt.Data is byte[] xb) QConv.Run<byte>(xb, xz, packed, acc);
+        if (xt.IsUInt8) QConv.Run<byte>(xt.Bytes, xz, packed, acc);
         else QConv.Run<sbyte>(xt.SBytes, xz, packed, acc);
         return acc;
     }
@@ -275,7 +275,7 @@ internal static class EngineOps
             else
             {
                 for (int i = 0; i < batchB; i++)
-                    packs[i] = b.Data is byte[] bb ? PackedWeights.Pack(bb.AsSpan(i * k * nCols, k * nCols), k, nCols, bz)
+                    packs[i] = b.IsUInt8 ? PackedWeights.Pack(b.Bytes.AsSpan(i * k * nCols, k * nCols), k, nCols, bz)
                         : PackedWeights.Pack(b.SBytes.AsSpan(i * k * nCols, k * nCols), k, nCols, bz);
                 cache[n] = (b, packs);
             }
@@ -284,7 +284,7 @@ internal static class EngineOps
         {
             var cs = c.AsSpan((int)(i * m * nCols), m * nCols);
             var pk = packs[batchB == 1 ? 0 : i];
-            if (a.Data is byte[] ab) QGemm.Multiply(ab.AsSpan((int)(i * m * k), m * k), az, m, pk, cs);
+            if (a.IsUInt8) QGemm.Multiply(a.Bytes.AsSpan((int)(i * m * k), m * k), az, m, pk, cs);
             else QGemm.Multiply(a.SBytes.AsSpan((int)(i * m * k), m * k), az, m, pk, cs);
         }
         cols = nCols;
@@ -344,8 +344,8 @@ internal static class EngineOps
             foreach (var kv in cache)
                 if (kv.Key.Name == key.Name && kv.Value is (EngineTensor from, EngineTensor t) && ReferenceEquals(from, b)) return t;
             int rows = (int)b.Dims[0], cols = (int)b.Dims[1];
-            Array data = b.Data is byte[] ? new byte[b.Length] : new sbyte[b.Length];
-            if (b.Data is byte[] ub) { var d = (byte[])data; for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) d[j * rows + i] = ub[i * cols + j]; }
+            Array data = b.IsUInt8 ? new byte[b.Length] : new sbyte[b.Length];
+            if (b.IsUInt8) { var ub = b.Bytes; var d = (byte[])data; for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) d[j * rows + i] = ub[i * cols + j]; }
             else { var sb = b.SBytes; var d = (sbyte[])data; for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) d[j * rows + i] = sb[i * cols + j]; }
             var tr = new EngineTensor(b.Type, new[] { (long)cols, rows }, data);
             cache[key] = (b, tr);
@@ -420,8 +420,8 @@ internal static class EngineOps
         long count = TensorData.ElementCount(dims);
         switch (t.Data)
         {
-            case byte[] b: { var y = new byte[count]; QElementwise.MaxPool<byte>(b, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
-            case sbyte[] b: { var y = new sbyte[count]; QElementwise.MaxPool<sbyte>(b, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case byte[] when t.IsUInt8: { var y = new byte[count]; QElementwise.MaxPool<byte>(t.Bytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case sbyte[] when t.IsInt8: { var y = new sbyte[count]; QElementwise.MaxPool<sbyte>(t.SBytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
             case float[] f:
             {
                 var y = new float[count];

@@ -13,6 +13,13 @@ public sealed class EngineTensor
     {
         long n = TensorData.ElementCount(dims);
         if (n != data.Length) throw new ArgumentException($"{data.Length} values do not fill the shape [{string.Join(",", dims)}].");
+        var expected = type switch
+        {
+            OnnxDataType.Float => typeof(float[]), OnnxDataType.UInt8 => typeof(byte[]), OnnxDataType.Int8 => typeof(sbyte[]),
+            OnnxDataType.Int32 => typeof(int[]), OnnxDataType.Int64 => typeof(long[]),
+            _ => throw new ArgumentException($"The engine does not compute with {type}."),
+        };
+        if (data.GetType() != expected) throw new ArgumentException($"A {type} tensor cannot hold {data.GetType().Name}.");
         Type = type; Dims = dims; Data = data;
     }
 
@@ -22,8 +29,11 @@ public sealed class EngineTensor
     public int Length => Data.Length;
 
     public float[] Floats => Data as float[] ?? throw Wrong(OnnxDataType.Float);
-    public byte[] Bytes => Data as byte[] ?? throw Wrong(OnnxDataType.UInt8);
-    public sbyte[] SBytes => Data as sbyte[] ?? throw Wrong(OnnxDataType.Int8);
+    // The CLR lets an sbyte[] pass as byte[] (and back) in type tests, so the element type is checked exactly.
+    public bool IsUInt8 => Data.GetType() == typeof(byte[]);
+    public bool IsInt8 => Data.GetType() == typeof(sbyte[]);
+    public byte[] Bytes => IsUInt8 ? (byte[])Data : throw Wrong(OnnxDataType.UInt8);
+    public sbyte[] SBytes => IsInt8 ? (sbyte[])Data : throw Wrong(OnnxDataType.Int8);
     public int[] Ints => Data as int[] ?? throw Wrong(OnnxDataType.Int32);
     public long[] Longs => Data as long[] ?? throw Wrong(OnnxDataType.Int64);
 
@@ -31,11 +41,12 @@ public sealed class EngineTensor
         $"A tensor of {OnnxDataTypes.Name((int)Type)} was used where {OnnxDataTypes.Name((int)wanted)} is needed.", Type);
 
     /// <summary>Element i as an int (integer types) — for zero points and small parameter tensors.</summary>
-    public int IntAt(int i) => Data switch
-    {
-        byte[] b => b[i], sbyte[] s => s[i], int[] v => v[i], long[] l => checked((int)l[i]),
-        _ => throw Wrong(OnnxDataType.Int32),
-    };
+    public int IntAt(int i) =>
+        IsUInt8 ? Bytes[i] : IsInt8 ? SBytes[i] : Data switch
+        {
+            int[] v => v[i], long[] l => checked((int)l[i]),
+            _ => throw Wrong(OnnxDataType.Int32),
+        };
 
     public float FloatAt(int i) => Data is float[] f ? f[i] : throw Wrong(OnnxDataType.Float);
 
@@ -69,19 +80,19 @@ public sealed class EngineTensor
         return new EngineTensor(type, dims, data);
     }
 
-    public TensorProto ToProto(string name) => Data switch
+    public TensorProto ToProto(string name) =>
+        IsUInt8 ? TensorData.FromUInt8(name, Bytes, Dims) : IsInt8 ? TensorData.FromInt8(name, SBytes, Dims) : Data switch
     {
         float[] f => TensorData.FromFloats(name, f, Dims),
-        byte[] b => TensorData.FromUInt8(name, b, Dims),
-        sbyte[] s => TensorData.FromInt8(name, s, Dims),
         int[] i => TensorData.FromInt32(name, i, Dims),
         _ => throw new NotSupportedException(Type.ToString()),
     };
 
     /// <summary>Values as float (integer types converted), for comparisons and reports.</summary>
-    public float[] ToFloats() => Data switch
+    public float[] ToFloats() =>
+        IsUInt8 ? Bytes.Select(v => (float)v).ToArray() : IsInt8 ? SBytes.Select(v => (float)v).ToArray() : Data switch
     {
-        float[] f => f, byte[] b => b.Select(v => (float)v).ToArray(), sbyte[] s => s.Select(v => (float)v).ToArray(),
+        float[] f => f,
         int[] i => i.Select(v => (float)v).ToArray(), long[] l => l.Select(v => (float)v).ToArray(),
         _ => throw new NotSupportedException(Type.ToString()),
     };

@@ -46,6 +46,15 @@ public sealed class IntegerEngine
 
     public Dictionary<string, EngineTensor> Run(IReadOnlyDictionary<string, EngineTensor> inputs, CancellationToken cancel = default)
     {
+        var values = RunAll(inputs, cancel);
+        return Outputs.ToDictionary(o => o, o => values.TryGetValue(o, out var v) ? v
+            : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The output '{o}' was not produced.", o));
+    }
+
+    /// <summary>Runs the graph and returns every tensor it computed (inputs and constants included): the captured
+    /// values layer replay and per-layer comparisons start from.</summary>
+    public Dictionary<string, EngineTensor> RunAll(IReadOnlyDictionary<string, EngineTensor> inputs, CancellationToken cancel = default)
+    {
         var values = new Dictionary<string, EngineTensor>(_constants, StringComparer.Ordinal);
         foreach (var name in Inputs)
         {
@@ -67,8 +76,7 @@ public sealed class IntegerEngine
             for (int i = 0; i < results.Length && i < node.Output.Count; i++)
                 if (node.Output[i].Length > 0) values[node.Output[i]] = results[i];
         }
-        return Outputs.ToDictionary(o => o, o => values.TryGetValue(o, out var v) ? v
-            : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The output '{o}' was not produced.", o));
+        return values;
     }
 
     /// <summary>Runs one node (layer replay) on the given inputs; missing inputs are taken from the model's constants.</summary>
@@ -80,4 +88,19 @@ public sealed class IntegerEngine
     }
 
     internal IReadOnlyDictionary<string, EngineTensor> Constants => _constants;
+
+    /// <summary>The quantization step of an output: the scale of the DequantizeLinear that produces it (through
+    /// shape-only ops), or 0 when it is not produced from quantized values.</summary>
+    public float OutputStep(string output)
+    {
+        var producers = Nodes.SelectMany(n => n.Output.Select(o => (o, n))).ToDictionary(p => p.o, p => p.n);
+        while (producers.TryGetValue(output, out var node))
+        {
+            if (node.OpType == "DequantizeLinear")
+                return _constants.TryGetValue(node.Input[1], out var s) && s.Length == 1 ? s.FloatAt(0) : 0f;
+            if (node.OpType is not ("Reshape" or "Flatten" or "Identity")) return 0f;
+            output = node.Input[0];
+        }
+        return 0f;
+    }
 }

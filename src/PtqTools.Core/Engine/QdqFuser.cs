@@ -38,6 +38,7 @@ internal static class QdqFuser
         static string In(NodeProto n, int i) => i < n.Input.Count ? n.Input[i] : "";
 
         var replaced = new Dictionary<NodeProto, NodeProto>();
+        var absorbed = new HashSet<NodeProto>();   // the QuantizeLinear (and Relu) each fusion takes in
         foreach (var op in nodes.ToList())
         {
             NodeProto? fused = null;
@@ -104,9 +105,18 @@ internal static class QdqFuser
                     break;
                 }
             }
-            if (fused is not null) replaced[op] = fused;
+            if (fused is not null)
+            {
+                replaced[op] = fused;
+                var (q2, relu2) = FollowingQ(op);
+                if (q2 is not null && fused.Output[0] == q2.Output[0])
+                {
+                    absorbed.Add(q2);
+                    if (relu2) absorbed.Add(SoleConsumer(op.Output[0])!);
+                }
+            }
         }
-        var result = nodes.Select(n => replaced.TryGetValue(n, out var f) ? f : n).ToList();
+        var result = nodes.Where(n => !absorbed.Contains(n)).Select(n => replaced.TryGetValue(n, out var f) ? f : n).ToList();
         return Prune(result, graphOutputs);
     }
 
