@@ -88,4 +88,55 @@ public static class QuantMath
         }
         return (values, scales);
     }
+
+    /// <summary>int32 accumulator to int8/uint8 with a float multiplier, as ONNX Runtime's MLAS requantizes:
+    /// q = saturate(round_half_even((float)acc * multiplier) + zeroPoint).</summary>
+    public static int Requantize(int acc, float multiplier, int zeroPoint, int qmin, int qmax)
+    {
+        float v = MathF.Round((float)acc * multiplier, MidpointRounding.ToEven) + zeroPoint;
+        return (int)Math.Clamp(v, qmin, qmax);
+    }
+
+    /// <summary>A real multiplier as a Q31 fixed-point value and a power-of-two exponent (TFLite/gemmlowp):
+    /// multiplier ~= fixed * 2^(shift - 31).</summary>
+    public static (int Fixed, int Shift) QuantizeMultiplier(double multiplier)
+    {
+        if (!(multiplier > 0) || !double.IsFinite(multiplier)) return (0, 0);
+        int shift = 0;
+        double q = multiplier;
+        // frexp: q in [0.5, 1).
+        while (q >= 1) { q /= 2; shift++; }
+        while (q < 0.5) { q *= 2; shift--; }
+        long qFixed = (long)Math.Round(q * (1L << 31), MidpointRounding.AwayFromZero);
+        if (qFixed == 1L << 31) { qFixed /= 2; shift++; }
+        if (shift < -31) return (0, 0);
+        if (shift > 30) { shift = 30; qFixed = int.MaxValue; }
+        return ((int)qFixed, shift);
+    }
+
+    /// <summary>gemmlowp's SaturatingRoundingDoublingHighMul: round(a * b / 2^31), saturating the one overflow.</summary>
+    public static int SaturatingRoundingDoublingHighMul(int a, int b)
+    {
+        if (a == int.MinValue && b == int.MinValue) return int.MaxValue;
+        long ab = (long)a * b;
+        long nudge = ab >= 0 ? 1L << 30 : 1 - (1L << 30);
+        return (int)((ab + nudge) / (1L << 31));
+    }
+
+    /// <summary>gemmlowp's RoundingDivideByPOT: x / 2^exponent rounded half away from zero.</summary>
+    public static int RoundingDivideByPOT(int x, int exponent)
+    {
+        int mask = (int)((1L << exponent) - 1);
+        int remainder = x & mask;
+        int threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+        return (x >> exponent) + (remainder > threshold ? 1 : 0);
+    }
+
+    /// <summary>int32 accumulator to int8/uint8 with a fixed-point multiplier and shift, as integer-only hardware does.</summary>
+    public static int RequantizeFixedPoint(int acc, int fixedMultiplier, int shift, int zeroPoint, int qmin, int qmax)
+    {
+        int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+        int v = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(unchecked(acc * (1 << left)), fixedMultiplier), right);
+        return Math.Clamp(v + zeroPoint, qmin, qmax);
+    }
 }

@@ -1,0 +1,564 @@
+using Onnx;
+using PtqTools.Core.Kernels;
+using PtqTools.Core.Onnx;
+using PtqTools.Core.Quantization;
+
+namespace PtqTools.Core.Engine;
+
+/// <summary>The one table from op type to the engine's implementation.</summary>
+internal static class EngineOps
+{
+    delegate EngineTensor[] Op(NodeProto node, EngineTensor?[] x, Dictionary<NodeProto, object> cache);
+
+    static readonly Dictionary<string, Op> Table = new(StringComparer.Ordinal)
+    {
+        ["QuantizeLinear"] = QuantizeLinear,
+        ["DequantizeLinear"] = DequantizeLinear,
+        ["DynamicQuantizeLinear"] = DynamicQuantizeLinear,
+        ["QLinearConv"] = QLinearConv,
+        ["ConvInteger"] = ConvInteger,
+        ["QLinearMatMul"] = QLinearMatMul,
+        ["MatMulInteger"] = MatMulInteger,
+        ["QGemm"] = QGemm_,
+        ["QLinearAdd"] = QLinearAdd,
+        ["QLinearAveragePool"] = QLinearAveragePool,
+        ["QLinearGlobalAveragePool"] = QLinearGlobalAveragePool,
+        ["Relu"] = Relu,
+        ["Clip"] = Clip,
+        ["MaxPool"] = MaxPool,
+        ["AveragePool"] = AveragePool,
+        ["GlobalAveragePool"] = GlobalAveragePool,
+        ["Flatten"] = Flatten,
+        ["Reshape"] = Reshape,
+        ["Concat"] = Concat,
+        ["Gemm"] = Gemm,
+        ["Identity"] = (n, x, c) => new[] { x[0]! },
+    };
+
+    public static IReadOnlySet<string> Supported { get; } = Table.Keys.ToHashSet();
+
+    /// <summary>Float ops the engine runs only once fused into a quantized op.</summary>
+    public static IReadOnlySet<string> OnlyQuantized { get; } = new HashSet<string> { "Conv", "MatMul", "Add" };
+
+    public static EngineTensor[] Run(NodeProto node, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        if (!Table.TryGetValue(node.OpType, out var op))
+            throw new PtqException("EngineOpNotSupported", PtqErrorKind.NotSupported, $"The PtqTools engine does not support {node.OpType}.", node.OpType);
+        return op(node, x, cache);
+    }
+
+    // ---- attributes and parameters ----
+    static long Int(NodeProto n, string name, long def) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.I : def;
+    static float Float(NodeProto n, string name, float def) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.F : def;
+    static long[]? Ints(NodeProto n, string name) => n.Attribute.FirstOrDefault(a => a.Name == name)?.Ints.ToArray();
+    static string Str(NodeProto n, string name, string def) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.S.ToStringUtf8() : def;
+
+    static EngineTensor Need(EngineTensor?[] x, int i, NodeProto n) =>
+        i < x.Length && x[i] is { } t ? t : throw new ArgumentException($"input {i} is missing.");
+    static EngineTensor? Opt(EngineTensor?[] x, int i) => i < x.Length ? x[i] : null;
+
+    static float[] Scales(EngineTensor t) => t.Floats;
+    static int[] Zeros(EngineTensor? t, int count)
+    {
+        if (t is null) return new int[1];
+        var z = new int[t.Length];
+        for (int i = 0; i < z.Length; i++) z[i] = t.IntAt(i);
+        return z;
+    }
+    static bool Signed(EngineTensor? zp) => zp?.Type == OnnxDataType.Int8;
+    static (int Min, int Max) Range(OnnxDataType t) => t == OnnxDataType.Int8 ? (-128, 127) : (0, 255);
+
+    static long Inner(long[] dims, int axis)
+    {
+        long inner = 1;
+        for (int d = axis + 1; d < dims.Length; d++) inner *= dims[d];
+        return inner;
+    }
+
+    static int Axis(NodeProto n, int rank, long def = 1)
+    {
+        long a = Int(n, "axis", def);
+        if (a < 0) a += rank;
+        if (a < 0 || a >= Math.Max(rank, 1)) throw new ArgumentException($"axis {a} is outside the rank {rank}.");
+        return (int)a;
+    }
+
+    // ---- quantize / dequantize ----
+    static EngineTensor[] QuantizeLinear(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var input = Need(x, 0, n); var scale = Need(x, 1, n); var zp = Opt(x, 2);
+        var s = Scales(scale); var z = Zeros(zp, s.Length);
+        long inner = s.Length == 1 ? input.Length : Inner(input.Dims, Axis(n, input.Dims.Length));
+        if (Signed(zp))
+        {
+            var y = new sbyte[input.Length];
+            QuantizeKernels.Quantize<sbyte>(input.Floats, s, z, inner, y);
+            return new[] { new EngineTensor(OnnxDataType.Int8, input.Dims, y) };
+        }
+        var u = new byte[input.Length];
+        QuantizeKernels.Quantize<byte>(input.Floats, s, z, inner, u);
+        return new[] { new EngineTensor(OnnxDataType.UInt8, input.Dims, u) };
+    }
+
+    static EngineTensor[] DequantizeLinear(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var input = Need(x, 0, n); var s = Scales(Need(x, 1, n)); var z = Zeros(Opt(x, 2), s.Length);
+        long inner = s.Length == 1 ? input.Length : Inner(input.Dims, Axis(n, input.Dims.Length));
+        var y = new float[input.Length];
+        switch (input.Data)
+        {
+            case byte[] when input.IsUInt8: QuantizeKernels.Dequantize<byte>(input.Bytes, s, z, inner, y); break;
+            case sbyte[] when input.IsInt8: QuantizeKernels.Dequantize<sbyte>(input.SBytes, s, z, inner, y); break;
+            case int[] b: QuantizeKernels.Dequantize<int>(b, s, z, inner, y); break;
+            default: throw new ArgumentException($"DequantizeLinear of {input.Type} is not supported.");
+        }
+        return new[] { EngineTensor.Float(y, input.Dims) };
+    }
+
+    static EngineTensor[] DynamicQuantizeLinear(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var input = Need(x, 0, n).Floats;
+        float min = 0, max = 0;
+        foreach (var v in input) { if (v < min) min = v; if (v > max) max = v; }
+        float scale = (max - min) / 255f;
+        int zp = scale == 0 ? 0 : (int)MathF.Round(Math.Clamp(0 - min / scale, 0f, 255f), MidpointRounding.ToEven);
+        var y = new byte[input.Length];
+        if (scale != 0) QuantizeKernels.Quantize<byte>(input, new[] { scale }, new[] { zp }, input.Length, y);
+        return new[]
+        {
+            new EngineTensor(OnnxDataType.UInt8, Need(x, 0, n).Dims, y),
+            EngineTensor.Float(new[] { scale }),
+            new EngineTensor(OnnxDataType.UInt8, Array.Empty<long>(), new[] { (byte)zp }),
+        };
+    }
+
+    // ---- convolution ----
+    static ConvGeometry Geometry(NodeProto n, long[] xDims, long[] wDims, bool pool, long[]? kernel = null)
+    {
+        int spatial = xDims.Length - 2;
+        if (spatial < 1 || spatial > 2) throw new ArgumentException($"only 1-D and 2-D windows are supported (input rank {xDims.Length}).");
+        long[] k = kernel ?? Ints(n, "kernel_shape") ?? wDims.Skip(2).ToArray();
+        long[] strides = Ints(n, "strides") ?? Enumerable.Repeat(1L, spatial).ToArray();
+        long[] dil = Ints(n, "dilations") ?? Enumerable.Repeat(1L, spatial).ToArray();
+        long[] pads = Ints(n, "pads") ?? new long[2 * spatial];
+        string autoPad = Str(n, "auto_pad", "NOTSET");
+        long[] inSp = xDims.Skip(2).ToArray();
+        if (autoPad is "SAME_UPPER" or "SAME_LOWER")
+        {
+            pads = new long[2 * spatial];
+            for (int d = 0; d < spatial; d++)
+            {
+                long outSize = (inSp[d] + strides[d] - 1) / strides[d];
+                long total = Math.Max(0, (outSize - 1) * strides[d] + dil[d] * (k[d] - 1) + 1 - inSp[d]);
+                pads[d] = autoPad == "SAME_UPPER" ? total / 2 : total - total / 2;
+                pads[d + spatial] = total - pads[d];
+            }
+        }
+        else if (autoPad == "VALID") pads = new long[2 * spatial];
+        if (Int(n, "ceil_mode", 0) != 0) throw new ArgumentException("ceil_mode is not supported.");
+        if (spatial == 1)
+            return new ConvGeometry((int)xDims[0], (int)xDims[1], 1, (int)xDims[2], pool ? (int)xDims[1] : (int)wDims[0], 1, (int)k[0],
+                1, (int)strides[0], 0, (int)pads[0], 0, (int)pads[1], 1, (int)dil[0], (int)Int(n, "group", 1));
+        return new ConvGeometry((int)xDims[0], (int)xDims[1], (int)xDims[2], (int)xDims[3], pool ? (int)xDims[1] : (int)wDims[0],
+            (int)k[0], (int)k[1], (int)strides[0], (int)strides[1], (int)pads[0], (int)pads[1], (int)pads[2], (int)pads[3],
+            (int)dil[0], (int)dil[1], (int)Int(n, "group", 1));
+    }
+
+    static long[] OutDims(ConvGeometry g, int rank) => rank == 3
+        ? new long[] { g.Batch, g.OutChannels, g.OutW }
+        : new long[] { g.Batch, g.OutChannels, g.OutH, g.OutW };
+
+    static PackedConvWeights ConvWeights(NodeProto n, EngineTensor w, int[] wz, ConvGeometry g, Dictionary<NodeProto, object> cache)
+    {
+        lock (cache)
+        {
+            // Packed once per node for constant weights (the cache keeps the tensor the packing came from).
+            if (cache.TryGetValue(n, out var o) && o is (EngineTensor from, PackedConvWeights p) && ReferenceEquals(from, w) && p.Shape == g) return p;
+            p = w.IsUInt8 ? PackedConvWeights.Pack<byte>(w.Bytes, wz, g) : PackedConvWeights.Pack<sbyte>(w.SBytes, wz, g);
+            cache[n] = (w, p);
+            return p;
+        }
+    }
+
+    static int[] ConvAccumulate(NodeProto n, EngineTensor xt, int xz, EngineTensor w, int[] wz, Dictionary<NodeProto, object> cache, out ConvGeometry g)
+    {
+        g = Geometry(n, xt.Dims, w.Dims, false);
+        if (g.Channels / g.Group * g.KernelH * g.KernelW * g.OutChannels != w.Length) throw new ArgumentException("the weight shape does not match the input channels and group.");
+        var packed = ConvWeights(n, w, wz, g, cache);
+        var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
+        if (xt.IsUInt8) QConv.Run<byte>(xt.Bytes, xz, packed, acc);
+        else QConv.Run<sbyte>(xt.SBytes, xz, packed, acc);
+        return acc;
+    }
+
+    static EngineTensor[] ConvInteger(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var xt = Need(x, 0, n); var w = Need(x, 1, n);
+        int xz = Opt(x, 2)?.IntAt(0) ?? 0;
+        var acc = ConvAccumulate(n, xt, xz, w, Zeros(Opt(x, 3), 1), cache, out var g);
+        return new[] { new EngineTensor(OnnxDataType.Int32, OutDims(g, xt.Dims.Length), acc) };
+    }
+
+    /// <summary>QLinearConv(x, xs, xz, w, ws, wz, ys, yz, [bias, [bias scale]]): the accumulator plus bias,
+    /// requantized per output channel with multiplier xs * ws[c] / ys. A bias whose scale is not xs * ws[c] (QDQ
+    /// models may store another) is rescaled to it first.</summary>
+    static EngineTensor[] QLinearConv(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var xt = Need(x, 0, n); float xs = Need(x, 1, n).FloatAt(0); int xz = Opt(x, 2)?.IntAt(0) ?? 0;
+        var w = Need(x, 3, n); var ws = Scales(Need(x, 4, n)); var wz = Zeros(Opt(x, 5), ws.Length);
+        float ys = Need(x, 6, n).FloatAt(0); var yzT = Opt(x, 7); int yz = yzT?.IntAt(0) ?? 0;
+        var acc = ConvAccumulate(n, xt, xz, w, wz, cache, out var g);
+        int pixels = g.OutH * g.OutW;
+        var mult = new float[g.OutChannels];
+        for (int c = 0; c < g.OutChannels; c++) mult[c] = xs * ws[ws.Length == 1 ? 0 : c] / ys;
+        if (Opt(x, 8) is { } bias) AddBias(acc, Bias(bias, Opt(x, 9), xs, ws, g.OutChannels), g.Batch, g.OutChannels, pixels);
+        return new[] { Requant(acc, mult, pixels, yz, yzT?.Type ?? xt.Type, OutDims(g, xt.Dims.Length), Int(n, "ptq_relu", 0) != 0) };
+    }
+
+    static int[] Bias(EngineTensor bias, EngineTensor? biasScale, float xs, float[] ws, int channels)
+    {
+        var b = bias.Ints;
+        if (b.Length != channels) throw new ArgumentException($"the bias has {b.Length} values for {channels} channels.");
+        if (biasScale is null) return b;
+        var bs = biasScale.Floats;
+        var r = new int[channels];
+        for (int c = 0; c < channels; c++)
+        {
+            float want = xs * ws[ws.Length == 1 ? 0 : c], have = bs[bs.Length == 1 ? 0 : c];
+            r[c] = want == have ? b[c] : (int)Math.Clamp(Math.Round((double)b[c] * have / want, MidpointRounding.ToEven), int.MinValue, int.MaxValue);
+        }
+        return r;
+    }
+
+    static void AddBias(int[] acc, int[] bias, int batch, int channels, int inner)
+    {
+        for (int nb = 0; nb < batch; nb++)
+            for (int c = 0; c < channels; c++)
+            {
+                int b = bias[c], o = (nb * channels + c) * inner;
+                for (int p = 0; p < inner; p++) acc[o + p] += b;
+            }
+    }
+
+    static EngineTensor Requant(int[] acc, float[] mult, long inner, int yz, OnnxDataType type, long[] dims, bool relu)
+    {
+        if (type == OnnxDataType.Int8)
+        {
+            var y = new sbyte[acc.Length];
+            QuantizeKernels.Requantize<sbyte>(acc, mult, yz, inner, y);
+            if (relu) for (int i = 0; i < y.Length; i++) if (y[i] < yz) y[i] = (sbyte)yz;
+            return new EngineTensor(type, dims, y);
+        }
+        var u = new byte[acc.Length];
+        QuantizeKernels.Requantize<byte>(acc, mult, yz, inner, u);
+        if (relu) for (int i = 0; i < u.Length; i++) if (u[i] < yz) u[i] = (byte)yz;
+        return new EngineTensor(OnnxDataType.UInt8, dims, u);
+    }
+
+    // ---- matrix products ----
+    /// <summary>A [..., M, K] x B [K, N] or [..., K, N] (same leading dims) in int32.</summary>
+    static int[] MatMulAccumulate(NodeProto n, EngineTensor a, int az, EngineTensor b, int[] bz, Dictionary<NodeProto, object> cache, out long[] dims, out int cols)
+    {
+        if (a.Dims.Length < 1 || b.Dims.Length < 2) throw new ArgumentException("MatMul needs A of rank >= 1 and B of rank >= 2.");
+        int k = (int)a.Dims[^1], kb = (int)b.Dims[^2], nCols = (int)b.Dims[^1];
+        if (k != kb) throw new ArgumentException($"A has {k} columns but B has {kb} rows.");
+        int m = a.Dims.Length >= 2 ? (int)a.Dims[^2] : 1;
+        long batchA = a.Length / ((long)m * k), batchB = b.Length / ((long)k * nCols);
+        if (batchB != 1 && batchB != batchA) throw new ArgumentException("the batch dimensions of A and B differ.");
+        var lead = (a.Dims.Length >= b.Dims.Length ? a.Dims : b.Dims)[..^2];
+        dims = a.Dims.Length == 1 ? new long[] { nCols } : lead.Concat(new long[] { m, nCols }).ToArray();
+        var c = new int[batchA * m * nCols];
+        var packs = new PackedWeights[batchB];
+        lock (cache)
+        {
+            if (cache.TryGetValue(n, out var o) && o is (EngineTensor from, PackedWeights[] p) && ReferenceEquals(from, b)) packs = p;
+            else
+            {
+                for (int i = 0; i < batchB; i++)
+                    packs[i] = b.IsUInt8 ? PackedWeights.Pack(b.Bytes.AsSpan(i * k * nCols, k * nCols), k, nCols, bz)
+                        : PackedWeights.Pack(b.SBytes.AsSpan(i * k * nCols, k * nCols), k, nCols, bz);
+                cache[n] = (b, packs);
+            }
+        }
+        for (long i = 0; i < batchA; i++)
+        {
+            var cs = c.AsSpan((int)(i * m * nCols), m * nCols);
+            var pk = packs[batchB == 1 ? 0 : i];
+            if (a.IsUInt8) QGemm.Multiply(a.Bytes.AsSpan((int)(i * m * k), m * k), az, m, pk, cs);
+            else QGemm.Multiply(a.SBytes.AsSpan((int)(i * m * k), m * k), az, m, pk, cs);
+        }
+        cols = nCols;
+        return c;
+    }
+
+    static EngineTensor[] MatMulInteger(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var a = Need(x, 0, n); var b = Need(x, 1, n);
+        var azT = Opt(x, 2);
+        if (azT is { Length: > 1 }) throw new ArgumentException("a per-row a_zero_point is not supported.");
+        var c = MatMulAccumulate(n, a, azT?.IntAt(0) ?? 0, b, Zeros(Opt(x, 3), 1), cache, out var dims, out _);
+        return new[] { new EngineTensor(OnnxDataType.Int32, dims, c) };
+    }
+
+    static EngineTensor[] QLinearMatMul(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var a = Need(x, 0, n); float sa = Need(x, 1, n).FloatAt(0); int az = Opt(x, 2)?.IntAt(0) ?? 0;
+        var b = Need(x, 3, n); var sb = Scales(Need(x, 4, n)); var bz = Zeros(Opt(x, 5), sb.Length);
+        float sy = Need(x, 6, n).FloatAt(0); var yzT = Opt(x, 7);
+        var c = MatMulAccumulate(n, a, az, b, bz, cache, out var dims, out int cols);
+        var mult = sb.Select(s => sa * s / sy).ToArray();
+        // Per-column multipliers: channel = index % N, i.e. "inner" 1 over N channels.
+        return new[] { Requant(c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0) };
+    }
+
+    /// <summary>QGemm(a, as, az, b, bs, bz, [c, cs], [ys, yz]) with transB; float output when ys is absent.</summary>
+    static EngineTensor[] QGemm_(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        if (Int(n, "transA", 0) != 0) throw new ArgumentException("transA is not supported.");
+        if (Float(n, "alpha", 1f) != 1f || Float(n, "beta", 1f) != 1f) throw new ArgumentException("alpha and beta other than 1 are not supported.");
+        var a = Need(x, 0, n); float sa = Need(x, 1, n).FloatAt(0); int az = Opt(x, 2)?.IntAt(0) ?? 0;
+        var b = Need(x, 3, n); var sb = Scales(Need(x, 4, n)); var bz = Zeros(Opt(x, 5), sb.Length);
+        if (Int(n, "transB", 0) != 0) b = Transposed(n, b, cache);
+        var c = MatMulAccumulate(n, a, az, b, bz, cache, out var dims, out int cols);
+        if (Opt(x, 6) is { } bias)
+        {
+            var bi = Bias(bias, Opt(x, 7), sa, sb, cols);
+            for (int i = 0; i < c.Length; i++) c[i] += bi[i % cols];
+        }
+        if (Opt(x, 8) is { } ysT)
+        {
+            var yzT = Opt(x, 9);
+            var mult = sb.Select(s => sa * s / ysT.FloatAt(0)).ToArray();
+            return new[] { Requant(c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0) };
+        }
+        var y = new float[c.Length];
+        for (int i = 0; i < c.Length; i++) y[i] = c[i] * (sa * sb[sb.Length == 1 ? 0 : i % cols]);
+        return new[] { EngineTensor.Float(y, dims) };
+    }
+
+    static EngineTensor Transposed(NodeProto n, EngineTensor b, Dictionary<NodeProto, object> cache)
+    {
+        var key = new NodeProto { Name = n.Name + "\u0000transposed" };
+        lock (cache)
+        {
+            foreach (var kv in cache)
+                if (kv.Key.Name == key.Name && kv.Value is (EngineTensor from, EngineTensor t) && ReferenceEquals(from, b)) return t;
+            int rows = (int)b.Dims[0], cols = (int)b.Dims[1];
+            Array data = b.IsUInt8 ? new byte[b.Length] : new sbyte[b.Length];
+            if (b.IsUInt8) { var ub = b.Bytes; var d = (byte[])data; for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) d[j * rows + i] = ub[i * cols + j]; }
+            else { var sb = b.SBytes; var d = (sbyte[])data; for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) d[j * rows + i] = sb[i * cols + j]; }
+            var tr = new EngineTensor(b.Type, new[] { (long)cols, rows }, data);
+            cache[key] = (b, tr);
+            return tr;
+        }
+    }
+
+    // ---- element-wise and pooling ----
+    static EngineTensor[] QLinearAdd(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var a = Need(x, 0, n); float sa = Need(x, 1, n).FloatAt(0); int za = Opt(x, 2)?.IntAt(0) ?? 0;
+        var b = Need(x, 3, n); float sb = Need(x, 4, n).FloatAt(0); int zb = Opt(x, 5)?.IntAt(0) ?? 0;
+        float sc = Need(x, 6, n).FloatAt(0); int zc = Opt(x, 7)?.IntAt(0) ?? 0;
+        if (b.Length > a.Length) (a, sa, za, b, sb, zb) = (b, sb, zb, a, sa, za);
+        if (b.Length != a.Length && b.Length != 1) throw new ArgumentException("only same-shape or scalar broadcasting is supported in QLinearAdd.");
+        bool relu = Int(n, "ptq_relu", 0) != 0;
+        if (a.Type == OnnxDataType.Int8)
+        {
+            var c = new sbyte[a.Length];
+            QElementwise.Add<sbyte>(a.SBytes, sa, za, b.SBytes, sb, zb, sc, zc, c);
+            if (relu) for (int i = 0; i < c.Length; i++) if (c[i] < zc) c[i] = (sbyte)zc;
+            return new[] { new EngineTensor(a.Type, a.Dims, c) };
+        }
+        var u = new byte[a.Length];
+        QElementwise.Add<byte>(a.Bytes, sa, za, b.Bytes, sb, zb, sc, zc, u);
+        if (relu) for (int i = 0; i < u.Length; i++) if (u[i] < zc) u[i] = (byte)zc;
+        return new[] { new EngineTensor(a.Type, a.Dims, u) };
+    }
+
+    static EngineTensor[] QLinearGlobalAveragePool(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var t = Need(x, 0, n); float sx = Need(x, 1, n).FloatAt(0); int zx = Opt(x, 2)?.IntAt(0) ?? 0;
+        float sy = Need(x, 3, n).FloatAt(0); var yzT = Opt(x, 4); int zy = yzT?.IntAt(0) ?? 0;
+        if (Int(n, "channels_last", 0) != 0) throw new ArgumentException("channels_last is not supported.");
+        int nc = (int)(t.Dims[0] * t.Dims[1]), spatial = (int)(t.Length / nc);
+        var dims = t.Dims.Select((d, i) => i < 2 ? d : 1L).ToArray();
+        if (t.Type == OnnxDataType.Int8)
+        {
+            var y = new sbyte[nc];
+            QElementwise.GlobalAveragePool<sbyte>(t.SBytes, sx, zx, nc, spatial, sy, zy, y);
+            return new[] { new EngineTensor(t.Type, dims, y) };
+        }
+        var u = new byte[nc];
+        QElementwise.GlobalAveragePool<byte>(t.Bytes, sx, zx, nc, spatial, sy, zy, u);
+        return new[] { new EngineTensor(t.Type, dims, u) };
+    }
+
+    static EngineTensor[] QLinearAveragePool(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var t = Need(x, 0, n); float sx = Need(x, 1, n).FloatAt(0); int zx = Opt(x, 2)?.IntAt(0) ?? 0;
+        float sy = Need(x, 3, n).FloatAt(0); int zy = Opt(x, 4)?.IntAt(0) ?? 0;
+        var g = Geometry(n, t.Dims, Array.Empty<long>(), true);
+        bool include = Int(n, "count_include_pad", 0) != 0;
+        var dims = OutDims(g, t.Dims.Length);
+        if (t.Type == OnnxDataType.Int8)
+        {
+            var y = new sbyte[TensorData.ElementCount(dims)];
+            QElementwise.AveragePool<sbyte>(t.SBytes, sx, zx, g, include, sy, zy, y);
+            return new[] { new EngineTensor(t.Type, dims, y) };
+        }
+        var u = new byte[TensorData.ElementCount(dims)];
+        QElementwise.AveragePool<byte>(t.Bytes, sx, zx, g, include, sy, zy, u);
+        return new[] { new EngineTensor(t.Type, dims, u) };
+    }
+
+    static EngineTensor[] MaxPool(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var t = Need(x, 0, n);
+        if (n.Output.Count > 1 && n.Output[1].Length > 0) throw new ArgumentException("the Indices output of MaxPool is not supported.");
+        var g = Geometry(n, t.Dims, Array.Empty<long>(), true);
+        var dims = OutDims(g, t.Dims.Length);
+        long count = TensorData.ElementCount(dims);
+        switch (t.Data)
+        {
+            case byte[] when t.IsUInt8: { var y = new byte[count]; QElementwise.MaxPool<byte>(t.Bytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case sbyte[] when t.IsInt8: { var y = new sbyte[count]; QElementwise.MaxPool<sbyte>(t.SBytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case float[] f:
+            {
+                var y = new float[count];
+                int oh = g.OutH, ow = g.OutW;
+                for (int nc = 0; nc < g.Batch * g.Channels; nc++)
+                    for (int i = 0; i < oh; i++)
+                        for (int j = 0; j < ow; j++)
+                        {
+                            float best = float.NegativeInfinity;
+                            for (int ki = 0; ki < g.KernelH; ki++)
+                                for (int kj = 0; kj < g.KernelW; kj++)
+                                {
+                                    int ih = i * g.StrideH - g.PadTop + ki * g.DilationH, iw = j * g.StrideW - g.PadLeft + kj * g.DilationW;
+                                    if (ih >= 0 && ih < g.Height && iw >= 0 && iw < g.Width) best = Math.Max(best, f[(nc * g.Height + ih) * g.Width + iw]);
+                                }
+                            y[(nc * oh + i) * ow + j] = best;
+                        }
+                return new[] { EngineTensor.Float(y, dims) };
+            }
+            default: throw new ArgumentException($"MaxPool of {t.Type} is not supported.");
+        }
+    }
+
+    static EngineTensor[] AveragePool(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var t = Need(x, 0, n); var f = t.Floats;
+        var g = Geometry(n, t.Dims, Array.Empty<long>(), true);
+        bool include = Int(n, "count_include_pad", 0) != 0;
+        var dims = OutDims(g, t.Dims.Length);
+        var y = new float[TensorData.ElementCount(dims)];
+        int oh = g.OutH, ow = g.OutW;
+        for (int nc = 0; nc < g.Batch * g.Channels; nc++)
+            for (int i = 0; i < oh; i++)
+                for (int j = 0; j < ow; j++)
+                {
+                    float sum = 0; int count = 0;
+                    for (int ki = 0; ki < g.KernelH; ki++)
+                        for (int kj = 0; kj < g.KernelW; kj++)
+                        {
+                            int ih = i * g.StrideH - g.PadTop + ki * g.DilationH, iw = j * g.StrideW - g.PadLeft + kj * g.DilationW;
+                            if (ih >= 0 && ih < g.Height && iw >= 0 && iw < g.Width) { sum += f[(nc * g.Height + ih) * g.Width + iw]; count++; }
+                            else if (include) count++;
+                        }
+                    y[(nc * oh + i) * ow + j] = sum / count;
+                }
+        return new[] { EngineTensor.Float(y, dims) };
+    }
+
+    static EngineTensor[] GlobalAveragePool(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var t = Need(x, 0, n); var f = t.Floats;
+        int nc = (int)(t.Dims[0] * t.Dims[1]), spatial = (int)(t.Length / nc);
+        var y = new float[nc];
+        for (int c = 0; c < nc; c++) { float s = 0; for (int p = 0; p < spatial; p++) s += f[c * spatial + p]; y[c] = s / spatial; }
+        return new[] { EngineTensor.Float(y, t.Dims.Select((d, i) => i < 2 ? d : 1L).ToArray()) };
+    }
+
+    static EngineTensor[] Relu(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var t = Need(x, 0, n);
+        var y = t.Floats.Select(v => v > 0 ? v : 0f).ToArray();
+        return new[] { EngineTensor.Float(y, t.Dims) };
+    }
+
+    static EngineTensor[] Clip(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var t = Need(x, 0, n);
+        float lo = Opt(x, 1)?.FloatAt(0) ?? Float(n, "min", float.MinValue), hi = Opt(x, 2)?.FloatAt(0) ?? Float(n, "max", float.MaxValue);
+        var y = t.Floats.Select(v => Math.Clamp(v, lo, hi)).ToArray();
+        return new[] { EngineTensor.Float(y, t.Dims) };
+    }
+
+    static EngineTensor[] Flatten(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var t = Need(x, 0, n);
+        int axis = (int)Int(n, "axis", 1);
+        if (axis < 0) axis += t.Dims.Length;
+        long outer = 1;
+        for (int d = 0; d < axis; d++) outer *= t.Dims[d];
+        return new[] { t.Reshaped(new[] { outer, outer == 0 ? 0 : t.Length / outer }) };
+    }
+
+    static EngineTensor[] Reshape(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var t = Need(x, 0, n); var shape = Need(x, 1, n).Longs.ToArray();
+        bool allowZero = Int(n, "allowzero", 0) != 0;
+        int minus = -1;
+        long known = 1;
+        for (int i = 0; i < shape.Length; i++)
+        {
+            if (shape[i] == 0 && !allowZero) shape[i] = t.Dims[i];
+            if (shape[i] == -1) { if (minus >= 0) throw new ArgumentException("Reshape has two -1 dimensions."); minus = i; }
+            else known *= shape[i];
+        }
+        if (minus >= 0) shape[minus] = known == 0 ? 0 : t.Length / known;
+        if (TensorData.ElementCount(shape) != t.Length) throw new ArgumentException($"cannot reshape {t.Length} values to [{string.Join(",", shape)}].");
+        return new[] { t.Reshaped(shape) };
+    }
+
+    static EngineTensor[] Concat(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var parts = x.Where(t => t is not null).Select(t => t!).ToArray();
+        var first = parts[0];
+        int axis = Axis(n, first.Dims.Length, 0);
+        if (parts.Any(p => p.Type != first.Type || p.Dims.Length != first.Dims.Length)) throw new ArgumentException("Concat inputs differ in type or rank.");
+        long outer = 1;
+        for (int d = 0; d < axis; d++) outer *= first.Dims[d];
+        var dims = (long[])first.Dims.Clone();
+        dims[axis] = parts.Sum(p => p.Dims[axis]);
+        var data = Array.CreateInstance(first.Data.GetType().GetElementType()!, TensorData.ElementCount(dims));
+        long offset = 0;
+        long rowOut = data.Length / Math.Max(outer, 1);
+        foreach (var p in parts)
+        {
+            long row = p.Length / Math.Max(outer, 1);
+            for (long o = 0; o < outer; o++) Array.Copy(p.Data, o * row, data, o * rowOut + offset, row);
+            offset += row;
+        }
+        return new[] { new EngineTensor(first.Type, dims, data) };
+    }
+
+    static EngineTensor[] Gemm(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var a = Need(x, 0, n); var b = Need(x, 1, n); var c = Opt(x, 2);
+        bool ta = Int(n, "transA", 0) != 0, tb = Int(n, "transB", 0) != 0;
+        float alpha = Float(n, "alpha", 1f), beta = Float(n, "beta", 1f);
+        int m = (int)(ta ? a.Dims[1] : a.Dims[0]), k = (int)(ta ? a.Dims[0] : a.Dims[1]), nn = (int)(tb ? b.Dims[0] : b.Dims[1]);
+        var af = a.Floats; var bf = b.Floats; var cf = c?.Floats;
+        var y = new float[m * nn];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < nn; j++)
+            {
+                float s = 0;
+                for (int kk = 0; kk < k; kk++) s += af[ta ? kk * m + i : i * k + kk] * bf[tb ? j * k + kk : kk * nn + j];
+                float bias = cf is null ? 0 : cf.Length == 1 ? cf[0] : cf.Length == nn ? cf[j] : cf[i * nn + j];
+                y[i * nn + j] = alpha * s + beta * bias;
+            }
+        return new[] { EngineTensor.Float(y, m, nn) };
+    }
+}

@@ -1,0 +1,54 @@
+using PtqTools.Core.Data;
+
+namespace PtqTools.Core.Engine;
+
+/// <summary>Running comparison of the engine's outputs with another runtime's (ONNX Runtime) on the same samples,
+/// in steps of the output's quantization scale (the scale of the DequantizeLinear that produces it).</summary>
+public sealed class EngineParity
+{
+    readonly float[] _steps;
+    readonly IntegerEngine _engine;
+
+    public EngineParity(IntegerEngine engine)
+    {
+        _engine = engine;
+        _steps = engine.Outputs.Select(engine.OutputStep).ToArray();
+    }
+
+    public int Samples { get; private set; }
+    public long Elements { get; private set; }
+    public long Exact { get; private set; }
+    public long WithinOne { get; private set; }
+    public double MaxSteps { get; private set; }
+    public double WithinOneStep => Elements == 0 ? 0 : (double)WithinOne / Elements;
+    public double ExactShare => Elements == 0 ? 0 : (double)Exact / Elements;
+
+    public static Dictionary<string, EngineTensor> Feed(IntegerEngine engine, Sample sample) => new()
+    {
+        [engine.Inputs[0]] = EngineTensor.Float(sample.Data, new long[] { 1 }.Concat(sample.Shape.Select(d => (long)d)).ToArray()),
+    };
+
+    public void Add(float[][] reference, IReadOnlyDictionary<string, EngineTensor> engine)
+    {
+        for (int o = 0; o < _engine.Outputs.Count; o++)
+        {
+            var mine = engine[_engine.Outputs[o]].ToFloats();
+            var theirs = reference[o];
+            if (mine.Length != theirs.Length)
+                throw new PtqException("EngineOutputShape", PtqErrorKind.InvalidData, $"Output '{_engine.Outputs[o]}' has {mine.Length} values on the engine and {theirs.Length} on the reference.", _engine.Outputs[o]);
+            float step = _steps[o] > 0 ? _steps[o] : 1f;
+            for (int i = 0; i < mine.Length; i++)
+            {
+                double d = Math.Abs(mine[i] - (double)theirs[i]) / step;
+                Elements++;
+                if (d < 1e-3) Exact++;
+                if (d <= 1 + 1e-3) WithinOne++;
+                MaxSteps = Math.Max(MaxSteps, d);
+            }
+        }
+        Samples++;
+    }
+
+    public override string ToString() =>
+        $"{Samples} samples, {Elements} elements: {ExactShare:P3} identical, {WithinOneStep:P3} within 1 step, max {MaxSteps:F2} steps";
+}

@@ -1,0 +1,106 @@
+using Onnx;
+using PtqTools.Core.Kernels;
+using PtqTools.Core.Onnx;
+using PtqTools.Core.Quantization;
+
+namespace PtqTools.Core.Engine;
+
+/// <summary>
+/// Executes quantized QDQ and QOperator models (CNNs and MLPs) with the engine's own int8 kernels. QDQ groups are
+/// fused into operator form first (<see cref="QdqFuser"/>); the graph is then run node by node in topological order.
+/// Ops outside <see cref="EngineOps.Supported"/> are refused up front, by name.
+/// </summary>
+public sealed class IntegerEngine
+{
+    readonly Dictionary<string, EngineTensor> _constants = new(StringComparer.Ordinal);
+    readonly Dictionary<NodeProto, object> _cache = new();
+
+    public IntegerEngine(ModelProto model, string source = "model")
+    {
+        var graph = model.Graph;
+        foreach (var t in graph.Initializer) _constants[t.Name] = EngineTensor.FromProto(t);
+        foreach (var n in graph.Node.Where(n => n.OpType == "Constant"))
+        {
+            var value = n.Attribute.FirstOrDefault(a => a.Name == "value")?.T
+                ?? throw new PtqException("EngineOpNotSupported", PtqErrorKind.NotSupported, $"Constant node '{n.Name}' has no tensor 'value'.", n.Name);
+            _constants[n.Output[0]] = EngineTensor.FromProto(value);
+        }
+        Inputs = graph.Input.Where(i => !_constants.ContainsKey(i.Name)).Select(i => i.Name).ToArray();
+        Outputs = graph.Output.Select(o => o.Name).ToArray();
+        Nodes = QdqFuser.Fuse(graph, _constants).Where(n => n.OpType != "Constant").ToList();
+        var unsupported = Nodes.Select(n => n.OpType).Where(op => !EngineOps.Supported.Contains(op)).Distinct().ToList();
+        if (unsupported.Count > 0)
+        {
+            var floatOps = unsupported.Where(EngineOps.OnlyQuantized.Contains).ToList();
+            var hint = floatOps.Count > 0 ? $" ({string.Join(", ", floatOps)} run only in quantized form: between DequantizeLinear and QuantizeLinear, or as QLinear ops)" : "";
+            throw new PtqException("EngineOpNotSupported", PtqErrorKind.NotSupported,
+                $"The PtqTools engine cannot run '{source}': it does not support {string.Join(", ", unsupported)}{hint}. Use -Engine OnnxRuntime.",
+                string.Join(",", unsupported));
+        }
+    }
+
+    public IReadOnlyList<string> Inputs { get; }
+    public IReadOnlyList<string> Outputs { get; }
+    /// <summary>The nodes as executed (after QDQ fusion).</summary>
+    public IReadOnlyList<NodeProto> Nodes { get; }
+
+    public Dictionary<string, EngineTensor> Run(IReadOnlyDictionary<string, EngineTensor> inputs, CancellationToken cancel = default)
+    {
+        var values = RunAll(inputs, cancel);
+        return Outputs.ToDictionary(o => o, o => values.TryGetValue(o, out var v) ? v
+            : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The output '{o}' was not produced.", o));
+    }
+
+    /// <summary>Runs the graph and returns every tensor it computed (inputs and constants included): the captured
+    /// values layer replay and per-layer comparisons start from.</summary>
+    public Dictionary<string, EngineTensor> RunAll(IReadOnlyDictionary<string, EngineTensor> inputs, CancellationToken cancel = default)
+    {
+        var values = new Dictionary<string, EngineTensor>(_constants, StringComparer.Ordinal);
+        foreach (var name in Inputs)
+        {
+            if (!inputs.TryGetValue(name, out var t))
+                throw new PtqException("EngineInputMissing", PtqErrorKind.InvalidArgument, $"The model input '{name}' was not given.", name);
+            values[name] = t;
+        }
+        foreach (var node in Nodes)
+        {
+            cancel.ThrowIfCancellationRequested();
+            var args = node.Input.Select(i => i.Length == 0 ? null : values.TryGetValue(i, out var v) ? v
+                : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) needs '{i}', which nothing produced.", i)).ToArray();
+            EngineTensor[] results;
+            try { results = EngineOps.Run(node, args, _cache); }
+            catch (ArgumentException ex)
+            {
+                throw new PtqException("EngineNodeFailed", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) failed: {ex.Message}", node.Name, ex);
+            }
+            for (int i = 0; i < results.Length && i < node.Output.Count; i++)
+                if (node.Output[i].Length > 0) values[node.Output[i]] = results[i];
+        }
+        return values;
+    }
+
+    /// <summary>Runs one node (layer replay) on the given inputs; missing inputs are taken from the model's constants.</summary>
+    public EngineTensor[] RunNode(NodeProto node, IReadOnlyDictionary<string, EngineTensor> inputs)
+    {
+        var args = node.Input.Select(i => i.Length == 0 ? null : inputs.TryGetValue(i, out var v) ? v : _constants.TryGetValue(i, out var c) ? c
+            : throw new PtqException("ReplayInputMissing", PtqErrorKind.InvalidArgument, $"Layer '{node.Name}' needs '{i}', which was not given.", i)).ToArray();
+        return EngineOps.Run(node, args, _cache);
+    }
+
+    internal IReadOnlyDictionary<string, EngineTensor> Constants => _constants;
+
+    /// <summary>The quantization step of an output: the scale of the DequantizeLinear that produces it (through
+    /// shape-only ops), or 0 when it is not produced from quantized values.</summary>
+    public float OutputStep(string output)
+    {
+        var producers = Nodes.SelectMany(n => n.Output.Select(o => (o, n))).ToDictionary(p => p.o, p => p.n);
+        while (producers.TryGetValue(output, out var node))
+        {
+            if (node.OpType == "DequantizeLinear")
+                return _constants.TryGetValue(node.Input[1], out var s) && s.Length == 1 ? s.FloatAt(0) : 0f;
+            if (node.OpType is not ("Reshape" or "Flatten" or "Identity")) return 0f;
+            output = node.Input[0];
+        }
+        return 0f;
+    }
+}

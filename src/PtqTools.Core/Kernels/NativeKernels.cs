@@ -1,0 +1,92 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+
+namespace PtqTools.Core.Kernels;
+
+/// <summary>
+/// The optional native library (src/native/ptqkernels.c, compiled by build.ps1 with gcc) that runs the AVX-512 VNNI
+/// GEMM .NET cannot emit. Loaded with NativeLibrary from beside this assembly (or $env:PTQTOOLS_NATIVE); when it is
+/// absent or the CPU lacks VNNI, the managed kernels run instead.
+/// </summary>
+public static unsafe class NativeKernels
+{
+    const string FileName = "libptqkernels.so";
+    static readonly delegate* unmanaged<int> HasVnniFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void> GemmFn;
+
+    static NativeKernels()
+    {
+        foreach (var candidate in Candidates())
+        {
+            if (!File.Exists(candidate) || !NativeLibrary.TryLoad(candidate, out var handle)) continue;
+            if (!NativeLibrary.TryGetExport(handle, "ptq_has_vnni", out var has) ||
+                !NativeLibrary.TryGetExport(handle, "ptq_gemm_u8s8_vnni", out var gemm)) continue;
+            HasVnniFn = (delegate* unmanaged<int>)has;
+            GemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void>)gemm;
+            LoadedFrom = candidate;
+            break;
+        }
+        Available = GemmFn != null;
+        HasVnni = Available && HasVnniFn() != 0;
+    }
+
+    static IEnumerable<string> Candidates()
+    {
+        if (Environment.GetEnvironmentVariable("PTQTOOLS_NATIVE") is { Length: > 0 } env) yield return env;
+        var dir = Path.GetDirectoryName(typeof(NativeKernels).Assembly.Location);
+        if (!string.IsNullOrEmpty(dir)) yield return Path.Combine(dir, FileName);
+        yield return Path.Combine(AppContext.BaseDirectory, FileName);
+    }
+
+    /// <summary>Whether the library was found and loaded.</summary>
+    public static bool Available { get; }
+    /// <summary>Whether this CPU runs the library's VNNI kernel.</summary>
+    public static bool HasVnni { get; }
+    /// <summary>The file the library was loaded from, or null.</summary>
+    public static string? LoadedFrom { get; }
+
+    /// <summary>C = (A - aZero)(B - bZero) through vpdpbusd: A is mapped to u8 (signed A + 128) and B to s8 (stored in
+    /// the quads), so the raw products are exact; the zero points are corrected with row and column sums.</summary>
+    internal static void Gemm(ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
+    {
+        if (!HasVnni) throw new InvalidOperationException("The native VNNI kernel is not available on this machine.");
+        int k = w.K, kq = (k + 3) / 4, lda = kq * 4, ldc = w.Blocks * PackedWeights.Block;
+        var a8 = new byte[(long)m * lda];
+        var rowSums = new int[m];
+        int za = aSigned ? aZero + 128 : aZero;
+        for (int i = 0; i < m; i++)
+        {
+            int s = 0;
+            for (int kk = 0; kk < k; kk++)
+            {
+                byte v = aSigned ? (byte)(a[i * k + kk] ^ 0x80) : a[i * k + kk];
+                a8[i * lda + kk] = v;
+                s += v;
+            }
+            rowSums[i] = s;
+        }
+        var raw = new int[(long)m * ldc];
+        int threads = KernelDispatch.ThreadsFor((long)m * w.N * k);
+        fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (int* pc = raw)
+        {
+            byte* ppa = pa; sbyte* ppq = pq; int* ppc = pc;
+            if (threads <= 1) GemmFn(ppa, 0, m, kq, ppq, w.Blocks, ppc, ldc);
+            else
+            {
+                int per = ((m + threads - 1) / threads + 3) / 4 * 4;
+                var pA = (nint)ppa; var pQ = (nint)ppq; var pC = (nint)ppc; int blocks = w.Blocks;
+                Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+                {
+                    int r0 = t * per, r1 = Math.Min(m, r0 + per);
+                    if (r0 < r1) GemmFn((byte*)pA, r0, r1, kq, (sbyte*)pQ, blocks, (int*)pC, ldc);
+                });
+            }
+        }
+        var colSums = w.QuadColumnSums!;
+        var zb = w.QuadZeroPoints!;
+        int n = w.N;
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                c[i * n + j] = unchecked(raw[(long)i * ldc + j] - za * colSums[j] - zb[j] * rowSums[i] + k * za * zb[j]);
+    }
+}

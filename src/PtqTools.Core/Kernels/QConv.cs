@@ -1,0 +1,190 @@
+using System.Runtime.InteropServices;
+
+namespace PtqTools.Core.Kernels;
+
+/// <summary>Geometry of a 2-D convolution or pooling window (1-D is H = 1). Pads are top, left, bottom, right.</summary>
+public sealed record ConvGeometry(int Batch, int Channels, int Height, int Width, int OutChannels, int KernelH, int KernelW,
+    int StrideH = 1, int StrideW = 1, int PadTop = 0, int PadLeft = 0, int PadBottom = 0, int PadRight = 0,
+    int DilationH = 1, int DilationW = 1, int Group = 1)
+{
+    public int OutH => (Height + PadTop + PadBottom - DilationH * (KernelH - 1) - 1) / StrideH + 1;
+    public int OutW => (Width + PadLeft + PadRight - DilationW * (KernelW - 1) - 1) / StrideW + 1;
+    public int GroupChannels => Channels / Group;
+    public int GroupOutChannels => OutChannels / Group;
+    public int PatchSize => GroupChannels * KernelH * KernelW;
+
+    public void Check()
+    {
+        if (Group <= 0 || Channels % Group != 0 || OutChannels % Group != 0)
+            throw new ArgumentException($"group {Group} does not divide {Channels} input and {OutChannels} output channels.");
+        if (OutH <= 0 || OutW <= 0) throw new ArgumentException($"The window does not fit the {Height}x{Width} input.");
+        if (StrideH <= 0 || StrideW <= 0 || DilationH <= 0 || DilationW <= 0) throw new ArgumentException("Strides and dilations must be positive.");
+    }
+}
+
+/// <summary>Convolution weights [OC, C/group, kh, kw] packed once per group as the right-hand GEMM matrix.</summary>
+public sealed class PackedConvWeights
+{
+    internal PackedWeights[] Groups { get; }
+    internal int[] Raw { get; }           // w - zero point, [OC][patch], for the depthwise path
+    public ConvGeometry Shape { get; }
+
+    PackedConvWeights(ConvGeometry g, PackedWeights[] groups, int[] raw) { Shape = g; Groups = groups; Raw = raw; }
+
+    public static PackedConvWeights Pack<T>(ReadOnlySpan<T> w, ReadOnlySpan<int> zeroPoints, ConvGeometry g) where T : unmanaged
+    {
+        g.Check();
+        int patch = g.PatchSize, ocg = g.GroupOutChannels;
+        if (w.Length != (long)g.OutChannels * patch) throw new ArgumentException($"The weights hold {w.Length} values; {g.OutChannels}x{patch} expected.");
+        if (zeroPoints.Length != 1 && zeroPoints.Length != g.OutChannels) throw new ArgumentException($"{zeroPoints.Length} weight zero points for {g.OutChannels} channels.");
+        var raw = new int[w.Length];
+        for (int oc = 0; oc < g.OutChannels; oc++)
+            for (int k = 0; k < patch; k++)
+                raw[oc * patch + k] = QGemm.ToInt(w[oc * patch + k]) - zeroPoints[zeroPoints.Length == 1 ? 0 : oc];
+        var groups = new PackedWeights[g.Group];
+        bool depthwise = g.GroupChannels == 1 && ocg == 1;
+        if (!depthwise)
+            for (int gi = 0; gi < g.Group; gi++)
+            {
+                var zp = new int[ocg];
+                for (int j = 0; j < ocg; j++) zp[j] = zeroPoints[zeroPoints.Length == 1 ? 0 : gi * ocg + j];
+                if (typeof(T) == typeof(byte))
+                {
+                    var b = new byte[patch * ocg];
+                    var src = MemoryMarshal.Cast<T, byte>(w);
+                    for (int k = 0; k < patch; k++) for (int j = 0; j < ocg; j++) b[k * ocg + j] = src[(gi * ocg + j) * patch + k];
+                    groups[gi] = PackedWeights.Pack(b, patch, ocg, zp);
+                }
+                else
+                {
+                    var b = new sbyte[patch * ocg];
+                    var src = MemoryMarshal.Cast<T, sbyte>(w);
+                    for (int k = 0; k < patch; k++) for (int j = 0; j < ocg; j++) b[k * ocg + j] = src[(gi * ocg + j) * patch + k];
+                    groups[gi] = PackedWeights.Pack(b, patch, ocg, zp);
+                }
+            }
+        return new PackedConvWeights(g, groups, raw);
+    }
+}
+
+/// <summary>Integer convolution: y[n, oc, oh, ow] = sum (x - xZero)(w - wZero[oc]) in int32, padding with xZero
+/// (ONNX ConvInteger/QLinearConv), grouped and depthwise, with strides, pads and dilations.</summary>
+public static class QConv
+{
+    /// <summary>The scalar reference: the definition, loop by loop.</summary>
+    public static void Reference<TX, TW>(ReadOnlySpan<TX> x, int xZero, ReadOnlySpan<TW> w, ReadOnlySpan<int> wZero, ConvGeometry g, Span<int> y)
+        where TX : unmanaged where TW : unmanaged
+    {
+        g.Check();
+        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, ocg = g.GroupOutChannels;
+        for (int n = 0; n < g.Batch; n++)
+            for (int oc = 0; oc < g.OutChannels; oc++)
+            {
+                int gi = oc / ocg, zw = wZero[wZero.Length == 1 ? 0 : oc];
+                for (int i = 0; i < oh; i++)
+                    for (int j = 0; j < ow; j++)
+                    {
+                        int acc = 0;
+                        for (int c = 0; c < cg; c++)
+                            for (int ki = 0; ki < g.KernelH; ki++)
+                                for (int kj = 0; kj < g.KernelW; kj++)
+                                {
+                                    int ih = i * g.StrideH - g.PadTop + ki * g.DilationH, iw = j * g.StrideW - g.PadLeft + kj * g.DilationW;
+                                    int xv = ih < 0 || ih >= g.Height || iw < 0 || iw >= g.Width ? xZero
+                                        : QGemm.ToInt(x[((n * g.Channels + gi * cg + c) * g.Height + ih) * g.Width + iw]);
+                                    int wv = QGemm.ToInt(w[((oc * cg + c) * g.KernelH + ki) * g.KernelW + kj]);
+                                    acc += (xv - xZero) * (wv - zw);
+                                }
+                        y[((n * g.OutChannels + oc) * oh + i) * ow + j] = acc;
+                    }
+            }
+    }
+
+    /// <summary>The fast form: im2col (int16, zero point subtracted) then the packed GEMM per group; depthwise
+    /// convolutions run a direct loop over the pre-subtracted weights.</summary>
+    public static void Run<TX>(ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, Span<int> y) where TX : unmanaged
+    {
+        var g = w.Shape;
+        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, ocg = g.GroupOutChannels, patch = g.PatchSize, pixels = oh * ow;
+        if (x.Length != (long)g.Batch * g.Channels * g.Height * g.Width) throw new ArgumentException("The input does not match the convolution shape.");
+        var path = KernelDispatch.Clamp(KernelDispatch.Current);
+        if (path == KernelPath.Scalar)
+        {
+            // The scalar path is the reference itself, over the pre-subtracted weights.
+            Direct(x, xZero, w, y, all: true);
+            return;
+        }
+        if (w.Groups[0] is null) { Direct(x, xZero, w, y, all: true); return; }
+        if (path == KernelPath.NativeVnni) path = KernelPath.Avx512BW; // the int16 im2col form feeds the managed GEMM
+        int kp2 = w.Groups[0].KPairs * 2;
+        var col = new short[(long)pixels * kp2];
+        var outBuf = new int[(long)pixels * ocg];
+        for (int n = 0; n < g.Batch; n++)
+            for (int gi = 0; gi < g.Group; gi++)
+            {
+                Im2Col(x, xZero, g, n, gi, col, kp2);
+                QGemm.MultiplyWide(col, pixels, w.Groups[gi], outBuf, path);
+                for (int j = 0; j < ocg; j++)
+                {
+                    var dst = y.Slice(((n * g.OutChannels + gi * ocg + j) * pixels), pixels);
+                    for (int p = 0; p < pixels; p++) dst[p] = outBuf[p * ocg + j];
+                }
+            }
+    }
+
+    static void Im2Col<TX>(ReadOnlySpan<TX> x, int xZero, ConvGeometry g, int n, int gi, short[] col, int kp2) where TX : unmanaged
+    {
+        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels;
+        Array.Clear(col);
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++)
+            {
+                int rowBase = (i * ow + j) * kp2, k = 0;
+                for (int c = 0; c < cg; c++)
+                {
+                    int plane = (n * g.Channels + gi * cg + c) * g.Height;
+                    for (int ki = 0; ki < g.KernelH; ki++)
+                    {
+                        int ih = i * g.StrideH - g.PadTop + ki * g.DilationH;
+                        for (int kj = 0; kj < g.KernelW; kj++, k++)
+                        {
+                            int iw = j * g.StrideW - g.PadLeft + kj * g.DilationW;
+                            if (ih >= 0 && ih < g.Height && iw >= 0 && iw < g.Width)
+                                col[rowBase + k] = (short)(QGemm.ToInt(x[(plane + ih) * g.Width + iw]) - xZero);
+                        }
+                    }
+                }
+            }
+    }
+
+    static void Direct<TX>(ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, Span<int> y, bool all) where TX : unmanaged
+    {
+        var g = w.Shape;
+        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, ocg = g.GroupOutChannels, patch = g.PatchSize;
+        for (int n = 0; n < g.Batch; n++)
+            for (int oc = 0; oc < g.OutChannels; oc++)
+            {
+                int gi = oc / ocg;
+                for (int i = 0; i < oh; i++)
+                    for (int j = 0; j < ow; j++)
+                    {
+                        int acc = 0, k = 0;
+                        for (int c = 0; c < cg; c++)
+                        {
+                            int plane = (n * g.Channels + gi * cg + c) * g.Height;
+                            for (int ki = 0; ki < g.KernelH; ki++)
+                            {
+                                int ih = i * g.StrideH - g.PadTop + ki * g.DilationH;
+                                for (int kj = 0; kj < g.KernelW; kj++, k++)
+                                {
+                                    int iw = j * g.StrideW - g.PadLeft + kj * g.DilationW;
+                                    if (ih >= 0 && ih < g.Height && iw >= 0 && iw < g.Width)
+                                        acc += (QGemm.ToInt(x[(plane + ih) * g.Width + iw]) - xZero) * w.Raw[oc * patch + k];
+                                }
+                            }
+                        }
+                        y[((n * g.OutChannels + oc) * oh + i) * ow + j] = acc;
+                    }
+            }
+    }
+}

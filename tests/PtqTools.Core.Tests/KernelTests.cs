@@ -1,0 +1,197 @@
+using PtqTools.Core.Kernels;
+using PtqTools.Core.Quantization;
+using Xunit;
+
+namespace PtqTools.Core.Tests;
+
+/// <summary>Every fast kernel, on every path this CPU (and the native library, when built) offers, held exactly to
+/// its scalar reference, on random data that includes the extremes of each type.</summary>
+public class KernelTests
+{
+    public static TheoryData<KernelPath> Paths()
+    {
+        var d = new TheoryData<KernelPath>();
+        foreach (var p in KernelDispatch.Supported()) d.Add(p);
+        return d;
+    }
+
+    static T OnPath<T>(KernelPath path, Func<T> f)
+    {
+        lock (typeof(KernelDispatch))
+        {
+            var saved = KernelDispatch.Current;
+            KernelDispatch.Current = path;
+            try { return f(); } finally { KernelDispatch.Current = saved; }
+        }
+    }
+
+    static byte[] U8(Random r, int n) { var a = new byte[n]; r.NextBytes(a); for (int i = 0; i < Math.Min(n, 4); i++) a[i] = (byte)(i % 2 == 0 ? 255 : 0); return a; }
+    static sbyte[] S8(Random r, int n) { var a = new sbyte[n]; for (int i = 0; i < n; i++) a[i] = (sbyte)r.Next(-128, 128); for (int i = 0; i < Math.Min(n, 4); i++) a[i] = (sbyte)(i % 2 == 0 ? -128 : 127); return a; }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Gemm_U8xS8_And_S8xS8_MatchTheReference(KernelPath path)
+    {
+        var r = new Random(1);
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 17, 5), (5, 33, 64), (8, 16, 7), (1, 70, 300), (13, 48, 129) })
+        {
+            var a = U8(r, m * k); var sa = S8(r, m * k); var b = S8(r, k * n); var ub = U8(r, k * n);
+            var zpCols = Enumerable.Range(0, n).Select(_ => r.Next(-128, 128)).ToArray();
+            int az = 255;   // the extremes: (0 - 255) * (127 - -128) stays exact
+            var expected = new int[m * n]; var actual = new int[m * n];
+            QGemm.Reference<byte, sbyte>(a, az, m, k, b, zpCols, n, expected);
+            OnPath(path, () => { QGemm.Multiply(a, az, m, PackedWeights.Pack(b, k, n, zpCols), actual); return 0; });
+            Assert.Equal(expected, actual);
+
+            QGemm.Reference<sbyte, sbyte>(sa, -128, m, k, b, new[] { 127 }, n, expected);
+            OnPath(path, () => { QGemm.Multiply(sa, -128, m, PackedWeights.Pack(b, k, n, new[] { 127 }), actual); return 0; });
+            Assert.Equal(expected, actual);
+
+            QGemm.Reference<byte, byte>(a, 3, m, k, ub, new[] { 200 }, n, expected);
+            OnPath(path, () => { QGemm.Multiply(a, 3, m, PackedWeights.Pack(ub, k, n, new[] { 200 }), actual); return 0; });
+            Assert.Equal(expected, actual);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Gemm_LargeShape_UsesThreadsAndMatchesTheReference(KernelPath path)
+    {
+        var r = new Random(2);
+        int m = 64, n = 96, k = 300;
+        var a = U8(r, m * k); var b = S8(r, k * n);
+        var expected = new int[m * n]; var actual = new int[m * n];
+        QGemm.Reference<byte, sbyte>(a, 128, m, k, b, new[] { 0 }, n, expected);
+        var saved = KernelDispatch.ParallelThreshold;
+        try
+        {
+            KernelDispatch.ParallelThreshold = 1 << 12;
+            OnPath(path, () => { QGemm.Multiply(a, 128, m, PackedWeights.Pack(b, k, n, new[] { 0 }), actual); return 0; });
+        }
+        finally { KernelDispatch.ParallelThreshold = saved; }
+        Assert.Equal(expected, actual);
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Conv_GroupedDepthwiseStridedPaddedDilated_MatchesTheReference(KernelPath path)
+    {
+        var r = new Random(3);
+        var shapes = new[]
+        {
+            new ConvGeometry(1, 3, 9, 11, 5, 3, 3),
+            new ConvGeometry(2, 4, 8, 8, 6, 3, 2, StrideH: 2, StrideW: 1, PadTop: 1, PadLeft: 2, PadBottom: 0, PadRight: 1),
+            new ConvGeometry(1, 6, 10, 10, 4, 3, 3, DilationH: 2, DilationW: 3, PadTop: 2, PadLeft: 2, PadBottom: 2, PadRight: 2, Group: 2),
+            new ConvGeometry(1, 8, 7, 7, 8, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, Group: 8),
+            new ConvGeometry(1, 4, 5, 9, 8, 1, 1),
+        };
+        foreach (var g in shapes)
+        {
+            var x = U8(r, g.Batch * g.Channels * g.Height * g.Width);
+            var w = S8(r, g.OutChannels * g.PatchSize);
+            var wz = Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-5, 5)).ToArray();
+            int outLen = g.Batch * g.OutChannels * g.OutH * g.OutW;
+            var expected = new int[outLen]; var actual = new int[outLen];
+            QConv.Reference<byte, sbyte>(x, 97, w, wz, g, expected);
+            OnPath(path, () => { QConv.Run<byte>(x, 97, PackedConvWeights.Pack<sbyte>(w, wz, g), actual); return 0; });
+            Assert.Equal(expected, actual);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void QuantizeDequantize_PerTensorAndPerChannel_MatchTheReference(KernelPath path)
+    {
+        var r = new Random(4);
+        var x = Check.RandomFloats(r, 2 * 3 * 7, 10f);
+        x[0] = float.NaN; x[1] = 1e9f; x[2] = -1e9f; x[3] = 0.5f; x[4] = -2.5f;
+        var scales = new[] { 0.1f, 0.05f, 1f }; var zp = new[] { 3, -7, 0 };
+        var e8 = new sbyte[x.Length]; var a8 = new sbyte[x.Length];
+        QuantizeKernels.QuantizeReference<sbyte>(x, scales, zp, 7, e8);
+        OnPath(path, () => { QuantizeKernels.Quantize<sbyte>(x, scales, zp, 7, a8); return 0; });
+        Assert.Equal(e8, a8);
+        var eu = new byte[x.Length]; var au = new byte[x.Length];
+        QuantizeKernels.QuantizeReference<byte>(x, new[] { 0.07f }, new[] { 128 }, x.Length, eu);
+        OnPath(path, () => { QuantizeKernels.Quantize<byte>(x, new[] { 0.07f }, new[] { 128 }, x.Length, au); return 0; });
+        Assert.Equal(eu, au);
+        // The reference is QuantMath itself.
+        Assert.Equal(QuantMath.Quantize(x[5], new QuantParams(0.07f, 128), 0, 255), eu[5]);
+
+        var fe = new float[x.Length]; var fa = new float[x.Length];
+        QuantizeKernels.DequantizeReference<sbyte>(e8, scales, zp, 7, fe);
+        OnPath(path, () => { QuantizeKernels.Dequantize<sbyte>(e8, scales, zp, 7, fa); return 0; });
+        Assert.Equal(fe, fa);
+        QuantizeKernels.DequantizeReference<byte>(eu, new[] { 0.07f }, new[] { 128 }, x.Length, fe);
+        OnPath(path, () => { QuantizeKernels.Dequantize<byte>(eu, new[] { 0.07f }, new[] { 128 }, x.Length, fa); return 0; });
+        Assert.Equal(fe, fa);
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Requantize_FloatAndFixedPoint_MatchTheReference(KernelPath path)
+    {
+        var r = new Random(5);
+        var acc = Enumerable.Range(0, 4 * 33).Select(_ => r.Next(-200000, 200000)).ToArray();
+        acc[0] = int.MaxValue; acc[1] = int.MinValue; acc[2] = 0; acc[3] = -1;
+        var mult = new[] { 0.0012f, 0.5f, 3.7e-5f, 1.25f };
+        var e = new sbyte[acc.Length]; var a = new sbyte[acc.Length];
+        QuantizeKernels.RequantizeReference<sbyte>(acc, mult, -3, 33, e);
+        OnPath(path, () => { QuantizeKernels.Requantize<sbyte>(acc, mult, -3, 33, a); return 0; });
+        Assert.Equal(e, a);
+
+        var q = mult.Select(m => QuantMath.QuantizeMultiplier(m)).ToArray();
+        var fixedM = q.Select(v => v.Fixed).ToArray(); var shifts = q.Select(v => v.Shift).ToArray();
+        var eu = new byte[acc.Length]; var au = new byte[acc.Length];
+        QuantizeKernels.RequantizeFixedPointReference<byte>(acc, fixedM, shifts, 120, 33, eu);
+        OnPath(path, () => { QuantizeKernels.RequantizeFixedPoint<byte>(acc, fixedM, shifts, 120, 33, au); return 0; });
+        Assert.Equal(eu, au);
+        // Fixed point agrees with the real multiplier to within one step away from the rounding ties.
+        for (int i = 4; i < acc.Length; i++)
+        {
+            double real = acc[i] * (double)mult[i / 33] + 120;
+            Assert.InRange(eu[i], Math.Clamp(Math.Floor(real), 0, 255), Math.Clamp(Math.Ceiling(real), 0, 255));
+        }
+    }
+
+    [Fact]
+    public void FixedPointMultiplier_KnownValues()
+    {
+        Assert.Equal((1 << 30, 0), QuantMath.QuantizeMultiplier(0.5));
+        Assert.Equal((1 << 30, -1), QuantMath.QuantizeMultiplier(0.25));
+        Assert.Equal(int.MaxValue, QuantMath.SaturatingRoundingDoublingHighMul(int.MinValue, int.MinValue));
+        Assert.Equal(3, QuantMath.RoundingDivideByPOT(5, 1));     // 2.5 rounds away from zero
+        Assert.Equal(-3, QuantMath.RoundingDivideByPOT(-5, 1));
+        Assert.Equal(50, QuantMath.RequantizeFixedPoint(100, 1 << 30, 0, 0, -128, 127));
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Add_MatchesTheReference(KernelPath path)
+    {
+        var r = new Random(6);
+        var a = U8(r, 103); var b = U8(r, 103);
+        var e = new byte[103]; var act = new byte[103];
+        QElementwise.AddReference<byte>(a, 0.02f, 120, b, 0.05f, 3, 0.06f, 7, e);
+        OnPath(path, () => { QElementwise.Add<byte>(a, 0.02f, 120, b, 0.05f, 3, 0.06f, 7, act); return 0; });
+        Assert.Equal(e, act);
+    }
+
+    [Fact]
+    public void Pools_AgreeWithFloatPooling()
+    {
+        var r = new Random(7);
+        var g = new ConvGeometry(1, 2, 6, 6, 2, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1);
+        var x = S8(r, 72);
+        var max = new sbyte[2 * g.OutH * g.OutW];
+        QElementwise.MaxPool<sbyte>(x, g, max);
+        Assert.Equal(x.Take(36).Max(), max.Take(9).Max());
+        var avg = new sbyte[max.Length];
+        QElementwise.AveragePool<sbyte>(x, 0.1f, 0, g, false, 0.1f, 0, avg);
+        // Top-left window covers rows 0..1, columns 0..1 (the padding is not counted).
+        double mean = (x[0] + x[1] + x[6] + x[7]) / 4.0;
+        Assert.Equal(Math.Round(mean, MidpointRounding.ToEven), avg[0]);
+        var gap = new sbyte[2];
+        QElementwise.GlobalAveragePool<sbyte>(x, 0.1f, 0, 2, 36, 0.1f, 0, gap);
+        Assert.Equal(Math.Round(x.Skip(36).Take(36).Average(v => (double)v), MidpointRounding.ToEven), gap[1]);
+    }
+}
