@@ -17,8 +17,15 @@ public readonly record struct RunProgress(int Done, int Total, double SamplesPer
 public static class ActivationCalibrator
 {
     public static List<TensorStatistics> Run(PreparedModel prepared, IReadOnlyDictionary<string, List<string>> tensors, PtqDataSet data,
-        int threads, IProgress<RunProgress>? progress, CancellationToken cancel)
+        int threads, IProgress<RunProgress>? progress, CancellationToken cancel) =>
+        Run(prepared, tensors, data, threads, new CalibrationOptions(), progress, cancel);
+
+    /// <summary>One pass over the data computes every method's range (<see cref="TensorObserver"/>); the statistics
+    /// carry them all, with the range of <paramref name="options"/>' method as RangeMin/RangeMax.</summary>
+    public static List<TensorStatistics> Run(PreparedModel prepared, IReadOnlyDictionary<string, List<string>> tensors, PtqDataSet data,
+        int threads, CalibrationOptions options, IProgress<RunProgress>? progress, CancellationToken cancel)
     {
+        options.Validate();
         if (tensors.Count == 0)
             throw new PtqException("NothingToCalibrate", PtqErrorKind.InvalidArgument, "None of the selected layers can be quantized, so there is nothing to calibrate.", prepared.SourcePath);
         var names = tensors.Keys.ToArray();
@@ -27,7 +34,7 @@ public static class ActivationCalibrator
         foreach (var t in names.Where(n => !existing.Contains(n)))
             augmented.Graph.Output.Add(new ValueInfoProto { Name = t, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
 
-        var observers = names.ToDictionary(n => n, _ => new MinMaxObserver(), StringComparer.Ordinal);
+        var observers = names.ToDictionary(n => n, _ => new TensorObserver(), StringComparer.Ordinal);
         using var runner = new OrtRunner(augmented.ToByteArray(), prepared.SourcePath, threads, names);
         using var reader = new SampleReader(data);
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -42,15 +49,7 @@ public static class ActivationCalibrator
             done++;
             progress?.Report(new RunProgress(done, data.Count, done / Math.Max(1e-9, clock.Elapsed.TotalSeconds), sample.Id));
         }
-        return names.Select(n =>
-        {
-            var o = observers[n];
-            return new TensorStatistics
-            {
-                ModelPath = prepared.SourcePath, ModelSha256 = prepared.SourceSha256, Tensor = n, Layers = tensors[n].ToArray(),
-                Method = "MinMax", Min = o.Min, Max = o.Max, Mean = o.Mean, Std = o.Std, SampleCount = o.Samples,
-                ElementCount = o.Count, RangeMin = o.Min, RangeMax = o.Max,
-            };
-        }).ToList();
+        cancel.ThrowIfCancellationRequested();
+        return names.Select(n => observers[n].ToStatistics(prepared.SourcePath, prepared.SourceSha256, n, tensors[n].ToArray(), options)).ToList();
     }
 }
