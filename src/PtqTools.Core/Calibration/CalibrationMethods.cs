@@ -139,8 +139,8 @@ sealed class PercentileRange : IRangeMethod
             }
             return RangeMethods.Finish(-t, t, o);
         }
-        // Asymmetric: cut (1 - p) of the values from each tail.
-        double tail = (1 - keep) * total, c = 0;
+        // Asymmetric: cut half of the (1 - p) share from each tail.
+        double tail = (1 - keep) / 2 * total, c = 0;
         double lo = s.Min, hi = s.Max;
         for (int i = 0; i < s.Counts.Length; i++)
         {
