@@ -23,7 +23,13 @@ public static class ActivationCalibrator
     /// <summary>One pass over the data computes every method's range (<see cref="TensorObserver"/>); the statistics
     /// carry them all, with the range of <paramref name="options"/>' method as RangeMin/RangeMax.</summary>
     public static List<TensorStatistics> Run(PreparedModel prepared, IReadOnlyDictionary<string, List<string>> tensors, PtqDataSet data,
-        int threads, CalibrationOptions options, IProgress<RunProgress>? progress, CancellationToken cancel)
+        int threads, CalibrationOptions options, IProgress<RunProgress>? progress, CancellationToken cancel) =>
+        Run(prepared, tensors, data, threads, options, null, progress, cancel);
+
+    /// <summary>As above; with <paramref name="onInvalid"/>, a sample the model rejects (wrong shape) or whose
+    /// activations hold NaN or infinity is skipped and reported to it instead of stopping the run.</summary>
+    public static List<TensorStatistics> Run(PreparedModel prepared, IReadOnlyDictionary<string, List<string>> tensors, PtqDataSet data,
+        int threads, CalibrationOptions options, Action<PtqException>? onInvalid, IProgress<RunProgress>? progress, CancellationToken cancel)
     {
         options.Validate();
         if (tensors.Count == 0)
@@ -41,7 +47,22 @@ public static class ActivationCalibrator
         int done = 0;
         foreach (var sample in reader.Read(cancel))
         {
-            var outputs = runner.Run(sample, cancel);
+            float[][] outputs;
+            try
+            {
+                outputs = runner.Run(sample, cancel);
+            }
+            catch (PtqException ex) when (onInvalid is not null && ex.ErrorId == "DataShapeMismatch")
+            {
+                onInvalid(ex);
+                continue;
+            }
+            if (onInvalid is not null && FirstNotFinite(outputs) is int bad)
+            {
+                // Checked before any observer sees the sample, so that a skipped sample leaves no trace.
+                onInvalid(new PtqException("ActivationNotFinite", PtqErrorKind.InvalidData, $"Tensor '{names[bad]}' holds NaN or infinity on sample '{sample.Id}'.", sample.Id));
+                continue;
+            }
             for (int i = 0; i < names.Length; i++)
                 if (!observers[names[i]].Observe(outputs[i]))
                     throw new PtqException("ActivationNotFinite", PtqErrorKind.InvalidData,
@@ -50,6 +71,16 @@ public static class ActivationCalibrator
             progress?.Report(new RunProgress(done, data.Count, done / Math.Max(1e-9, clock.Elapsed.TotalSeconds), sample.Id));
         }
         cancel.ThrowIfCancellationRequested();
-        return names.Select(n => observers[n].ToStatistics(prepared.SourcePath, prepared.SourceSha256, n, tensors[n].ToArray(), options)).ToList();
+        if (done == 0)
+            throw new PtqException("NoValidSamples", PtqErrorKind.InvalidData, $"None of the {data.Count} samples of '{data.Name}' could be used.", data.Name);
+        return names.Select(n => cancel.IsCancellationRequested ? throw new OperationCanceledException(cancel) : observers[n].ToStatistics(prepared.SourcePath, prepared.SourceSha256, n, tensors[n].ToArray(), options)).ToList();
+    }
+
+    static int? FirstNotFinite(float[][] outputs)
+    {
+        for (int i = 0; i < outputs.Length; i++)
+            foreach (var v in outputs[i])
+                if (!float.IsFinite(v)) return i;
+        return null;
     }
 }

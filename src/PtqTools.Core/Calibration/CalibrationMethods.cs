@@ -194,37 +194,32 @@ sealed class EntropyRange : IRangeMethod
     internal static int Search(double[] hist, int levels)
     {
         int n = hist.Length;
-        var suffix = new double[n + 1];
-        for (int j = n - 1; j >= 0; j--) suffix[j] = suffix[j + 1] + hist[j];
+        // Prefix sums of the counts and of the non-empty bins make each chunk's share O(1).
+        var sums = new double[n + 1];
+        var nonZero = new int[n + 1];
+        for (int j = 0; j < n; j++) { sums[j + 1] = sums[j] + hist[j]; nonZero[j + 1] = nonZero[j] + (hist[j] != 0 ? 1 : 0); }
+        double total = sums[n];
         int best = n;
         double bestKl = double.PositiveInfinity;
-        var p = new double[n];
-        var q = new double[n];
         for (int i = levels; i <= n; i++)
         {
-            Array.Copy(hist, p, i);
-            p[i - 1] += suffix[i];
-            double pSum = suffix[0];
-            // Quantize hist[0..i) into 'levels' chunks.
+            double qSum = sums[i];   // every chunk spreads all of its count over its non-empty bins
+            if (qSum == 0) continue;
+            double kl = 0;
             for (int b = 0; b < levels; b++)
             {
                 int start = (int)((long)b * i / levels), end = (int)((long)(b + 1) * i / levels);
-                double sum = 0; int nonZero = 0;
-                for (int j = start; j < end; j++) { sum += hist[j]; if (hist[j] != 0) nonZero++; }
-                double each = nonZero == 0 ? 0 : sum / nonZero;
-                for (int j = start; j < end; j++) q[j] = hist[j] != 0 ? each : 0;
-            }
-            double qSum = 0;
-            for (int j = 0; j < i; j++) qSum += q[j];
-            if (qSum == 0) continue;
-            double kl = 0;
-            for (int j = 0; j < i; j++)
-            {
-                if (p[j] == 0) continue;
-                double pj = p[j] / pSum;
-                // A bin P has and Q lacks (only the folded last bin can be one) gets a small smoothing mass.
-                double qj = q[j] == 0 ? 1e-4 / qSum : q[j] / qSum;
-                kl += pj * Math.Log(pj / qj);
+                int nz = nonZero[end] - nonZero[start];
+                double q = nz == 0 ? 0 : (sums[end] - sums[start]) / nz / qSum;
+                for (int j = start; j < end; j++)
+                {
+                    double pj = hist[j] + (j == i - 1 ? total - sums[i] : 0);
+                    if (pj == 0) continue;
+                    pj /= total;
+                    // A bin P has and Q lacks (only the folded last bin can be one) gets a small smoothing mass.
+                    double qj = hist[j] != 0 ? q : 1e-4 / qSum;
+                    kl += pj * Math.Log(pj / qj);
+                }
             }
             if (kl < bestKl) { bestKl = kl; best = i; }
         }

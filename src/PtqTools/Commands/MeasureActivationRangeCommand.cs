@@ -42,6 +42,10 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
     [ValidateRange(50.0001, 100.0)]
     public double Percentile { get; set; } = 99.99;
 
+    /// <summary>Skips (and counts) samples the model rejects or whose activations are not finite, instead of stopping.</summary>
+    [Parameter]
+    public SwitchParameter SkipInvalid { get; set; }
+
     /// <summary>ONNX Runtime threads for the float model.</summary>
     [Parameter]
     [ValidateRange(1, 1024)]
@@ -75,7 +79,10 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
                 foreach (var t in plan.Activations) WriteVerbose($"Observing '{t.Key}' for {string.Join(", ", t.Value)}.");
                 const string activity = "Measuring activation ranges";
                 var options = new CalibrationOptions(ActivationRangeStore.ParseMethod(Method), Symmetric.IsPresent, Percentile);
-                var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, options, Progress(1, $"{activity} of {System.IO.Path.GetFileName(prepared.SourcePath)}"), Cancel);
+                int skipped = 0;
+                Action<PtqException>? onInvalid = SkipInvalid ? ex => { skipped++; WriteVerbose($"Skipped: {ex.Message}"); } : null;
+                var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, options, onInvalid, Progress(1, $"{activity} of {System.IO.Path.GetFileName(prepared.SourcePath)}"), Cancel);
+                if (skipped > 0) WriteWarning($"{skipped} of {data.Count} samples were skipped as invalid (-Verbose names them).");
                 CompleteProgress(1, activity);
                 WriteObject(stats, enumerateCollection: true);
             }, group.ModelPath);
