@@ -235,3 +235,22 @@ public sealed class CalibrationMethodTests
         Assert.Equal("ActivationRangeFileInvalid", Assert.Throws<PtqException>(() => ActivationRangeStore.Load(dir.File("bad.json"), null)).ErrorId);
     }
 }
+
+public sealed class EntropySearchTests
+{
+    [Theory]
+    [InlineData(1, 300)]
+    [InlineData(2, 1000)]
+    [InlineData(3, 4096)]
+    public void FastSearchMatchesTheDirectForm(int seed, int bins)
+    {
+        var random = new Random(seed);
+        // A decaying distribution with empty bins and a sparse tail.
+        var hist = new double[bins];
+        for (int j = 0; j < bins; j++)
+            hist[j] = random.NextDouble() < 0.1 ? 0 : Math.Floor(1e5 * Math.Exp(-j * 8.0 / bins) * random.NextDouble());
+        int fast = EntropyRange.Search(hist, 127), direct = EntropyRange.SearchReference(hist, 127);
+        Assert.Equal(direct, fast);
+        Assert.InRange(fast, 127, bins - 1);
+    }
+}

@@ -193,6 +193,56 @@ sealed class EntropyRange : IRangeMethod
     /// folded into the last, Q those bins merged into <paramref name="levels"/> and spread back over their non-empty bins.</summary>
     internal static int Search(double[] hist, int levels)
     {
+        // KL(P||Q) = sum_j p_j/T (log p_j - log T - log q_j), T the total count. Inside a chunk every non-empty bin
+        // has the same q, so prefix sums of h and h log h make each chunk O(1) and each candidate O(levels); only the
+        // last bin, which holds the folded tail, is corrected on its own. SearchReference is the direct form.
+        int n = hist.Length;
+        var sums = new double[n + 1];
+        var hLogH = new double[n + 1];
+        var nonZero = new int[n + 1];
+        for (int j = 0; j < n; j++)
+        {
+            double h = hist[j];
+            sums[j + 1] = sums[j] + h;
+            hLogH[j + 1] = hLogH[j] + (h > 0 ? h * Math.Log(h) : 0);
+            nonZero[j + 1] = nonZero[j] + (h != 0 ? 1 : 0);
+        }
+        double total = sums[n], logTotal = Math.Log(total);
+        int best = n;
+        double bestKl = double.PositiveInfinity;
+        for (int i = levels; i <= n; i++)
+        {
+            double qSum = sums[i];
+            if (qSum == 0) continue;
+            double kl = 0, logQLast = 0;
+            for (int b = 0; b < levels; b++)
+            {
+                int start = (int)((long)b * i / levels), end = (int)((long)(b + 1) * i / levels);
+                int nz = nonZero[end] - nonZero[start];
+                if (nz == 0) continue;
+                double chunk = sums[end] - sums[start];
+                double logQ = Math.Log(chunk / nz / qSum);
+                kl += (hLogH[end] - hLogH[start]) - chunk * (logTotal + logQ);
+                if (end == i) logQLast = logQ;
+            }
+            // The last bin: replace its plain term with that of the bin holding the folded tail.
+            double last = hist[i - 1], tail = total - sums[i];
+            if (tail > 0)
+            {
+                if (last > 0) kl -= last * (Math.Log(last) - logTotal - logQLast);
+                double p = last + tail;
+                double logQ = last > 0 ? logQLast : Math.Log(1e-4 / qSum);
+                kl += p * (Math.Log(p) - logTotal - logQ);
+            }
+            kl /= total;
+            if (kl < bestKl) { bestKl = kl; best = i; }
+        }
+        return best;
+    }
+
+    /// <summary>The direct O(i) per candidate form of <see cref="Search"/> (the scalar reference it is tested against).</summary>
+    internal static int SearchReference(double[] hist, int levels)
+    {
         int n = hist.Length;
         // Prefix sums of the counts and of the non-empty bins make each chunk's share O(1).
         var sums = new double[n + 1];
