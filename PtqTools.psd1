@@ -16,6 +16,9 @@
         'Measure-ActivationRange'
         'Invoke-Quantization'
         'Test-QuantizedModel'
+        'Export-ActivationRange'
+        'Import-ActivationRange'
+        'Merge-ActivationRange'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

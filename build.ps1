@@ -137,5 +137,7 @@ switch ($Task) {
     'Bench' {
         Invoke-Build
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Invoke-Benchmarks.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
+        & (Join-Path $root 'tests/PtqTools.Benchmarks/Measure-CalibrationCost.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
+        & (Join-Path $root 'tests/PtqTools.Benchmarks/Compare-CalibrationMethods.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
     }
 }

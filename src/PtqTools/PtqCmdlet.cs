@@ -157,6 +157,10 @@ internal static class PipelineObjects
                     value = rows.Cast<object>().Select(r => LanguagePrimitives.ConvertTo<float[]>(r)).ToArray();
                 prop.SetValue(result, LanguagePrimitives.ConvertTo(value, prop.PropertyType));
             }
+            catch (PSInvalidCastException) when (prop.PropertyType == typeof(PtqTools.Core.Model.MethodRange[]))
+            {
+                // Deserialized per-method ranges: derived data that Merge-ActivationRange recomputes from the histogram.
+            }
             catch (PSInvalidCastException) when (value is string && prop.PropertyType.IsArray)
             {
                 // Export-Csv flattens arrays to their type name ("System.Int64[]"): that property is lost, not wrong.

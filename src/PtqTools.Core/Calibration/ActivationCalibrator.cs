@@ -17,8 +17,21 @@ public readonly record struct RunProgress(int Done, int Total, double SamplesPer
 public static class ActivationCalibrator
 {
     public static List<TensorStatistics> Run(PreparedModel prepared, IReadOnlyDictionary<string, List<string>> tensors, PtqDataSet data,
-        int threads, IProgress<RunProgress>? progress, CancellationToken cancel)
+        int threads, IProgress<RunProgress>? progress, CancellationToken cancel) =>
+        Run(prepared, tensors, data, threads, new CalibrationOptions(), progress, cancel);
+
+    /// <summary>One pass over the data computes every method's range (<see cref="TensorObserver"/>); the statistics
+    /// carry them all, with the range of <paramref name="options"/>' method as RangeMin/RangeMax.</summary>
+    public static List<TensorStatistics> Run(PreparedModel prepared, IReadOnlyDictionary<string, List<string>> tensors, PtqDataSet data,
+        int threads, CalibrationOptions options, IProgress<RunProgress>? progress, CancellationToken cancel) =>
+        Run(prepared, tensors, data, threads, options, null, progress, cancel);
+
+    /// <summary>As above; with <paramref name="onInvalid"/>, a sample the model rejects (wrong shape) or whose
+    /// activations hold NaN or infinity is skipped and reported to it instead of stopping the run.</summary>
+    public static List<TensorStatistics> Run(PreparedModel prepared, IReadOnlyDictionary<string, List<string>> tensors, PtqDataSet data,
+        int threads, CalibrationOptions options, Action<PtqException>? onInvalid, IProgress<RunProgress>? progress, CancellationToken cancel)
     {
+        options.Validate();
         if (tensors.Count == 0)
             throw new PtqException("NothingToCalibrate", PtqErrorKind.InvalidArgument, "None of the selected layers can be quantized, so there is nothing to calibrate.", prepared.SourcePath);
         var names = tensors.Keys.ToArray();
@@ -27,14 +40,29 @@ public static class ActivationCalibrator
         foreach (var t in names.Where(n => !existing.Contains(n)))
             augmented.Graph.Output.Add(new ValueInfoProto { Name = t, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
 
-        var observers = names.ToDictionary(n => n, _ => new MinMaxObserver(), StringComparer.Ordinal);
+        var observers = names.ToDictionary(n => n, _ => new TensorObserver(), StringComparer.Ordinal);
         using var runner = new OrtRunner(augmented.ToByteArray(), prepared.SourcePath, threads, names);
         using var reader = new SampleReader(data);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         int done = 0;
         foreach (var sample in reader.Read(cancel))
         {
-            var outputs = runner.Run(sample, cancel);
+            float[][] outputs;
+            try
+            {
+                outputs = runner.Run(sample, cancel);
+            }
+            catch (PtqException ex) when (onInvalid is not null && ex.ErrorId == "DataShapeMismatch")
+            {
+                onInvalid(ex);
+                continue;
+            }
+            if (onInvalid is not null && FirstNotFinite(outputs) is int bad)
+            {
+                // Checked before any observer sees the sample, so that a skipped sample leaves no trace.
+                onInvalid(new PtqException("ActivationNotFinite", PtqErrorKind.InvalidData, $"Tensor '{names[bad]}' holds NaN or infinity on sample '{sample.Id}'.", sample.Id));
+                continue;
+            }
             for (int i = 0; i < names.Length; i++)
                 if (!observers[names[i]].Observe(outputs[i]))
                     throw new PtqException("ActivationNotFinite", PtqErrorKind.InvalidData,
@@ -42,15 +70,17 @@ public static class ActivationCalibrator
             done++;
             progress?.Report(new RunProgress(done, data.Count, done / Math.Max(1e-9, clock.Elapsed.TotalSeconds), sample.Id));
         }
-        return names.Select(n =>
-        {
-            var o = observers[n];
-            return new TensorStatistics
-            {
-                ModelPath = prepared.SourcePath, ModelSha256 = prepared.SourceSha256, Tensor = n, Layers = tensors[n].ToArray(),
-                Method = "MinMax", Min = o.Min, Max = o.Max, Mean = o.Mean, Std = o.Std, SampleCount = o.Samples,
-                ElementCount = o.Count, RangeMin = o.Min, RangeMax = o.Max,
-            };
-        }).ToList();
+        cancel.ThrowIfCancellationRequested();
+        if (done == 0)
+            throw new PtqException("NoValidSamples", PtqErrorKind.InvalidData, $"None of the {data.Count} samples of '{data.Name}' could be used.", data.Name);
+        return names.Select(n => cancel.IsCancellationRequested ? throw new OperationCanceledException(cancel) : observers[n].ToStatistics(prepared.SourcePath, prepared.SourceSha256, n, tensors[n].ToArray(), options)).ToList();
+    }
+
+    static int? FirstNotFinite(float[][] outputs)
+    {
+        for (int i = 0; i < outputs.Length; i++)
+            foreach (var v in outputs[i])
+                if (!float.IsFinite(v)) return i;
+        return null;
     }
 }

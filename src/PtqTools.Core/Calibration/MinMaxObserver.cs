@@ -7,6 +7,9 @@ public sealed class MinMaxObserver
     public float Max { get; private set; } = float.NegativeInfinity;
     public long Count { get; private set; }
     public int Samples { get; private set; }
+    /// <summary>The extremes of the last sample observed.</summary>
+    public float LastMin { get; private set; }
+    public float LastMax { get; private set; }
     double _sum, _sumSquares;
 
     /// <summary>Adds one sample's values; returns false (and adds nothing) if any is NaN or infinite.</summary>
@@ -22,6 +25,8 @@ public sealed class MinMaxObserver
             sum += v;
             sumSquares += (double)v * v;
         }
+        LastMin = min;
+        LastMax = max;
         if (values.Length > 0)
         {
             Min = Math.Min(Min, min);
@@ -33,6 +38,10 @@ public sealed class MinMaxObserver
         Samples++;
         return true;
     }
+
+    /// <summary>Sums for merging shards (Mean and Std derive from them).</summary>
+    public double Sum => _sum;
+    public double SumSquares => _sumSquares;
 
     public double Mean => Count == 0 ? 0 : _sum / Count;
     public double Std => Count == 0 ? 0 : Math.Sqrt(Math.Max(0, _sumSquares / Count - Mean * Mean));

@@ -56,7 +56,7 @@ public static class DataSetReader
         foreach (var f in files)
         {
             if (!File.Exists(f)) throw new PtqException("DataSetNotFound", PtqErrorKind.ObjectNotFound, $"The file '{f}' does not exist.", f);
-            var (_, shape) = NpyFile.Read(f);
+            var (_, shape) = ArrayFiles.Read(f);
             if (shape.Length == 0) throw new PtqException("NpyNotReadable", PtqErrorKind.InvalidData, $"'{f}' holds a scalar; the first axis must count samples.", f);
             count += shape[0];
         }
@@ -170,7 +170,7 @@ public sealed class SampleReader : IDisposable
                     int index = 0;
                     foreach (var file in _ds.Paths)
                     {
-                        var (data, shape) = NpyFile.Read(file);
+                        var (data, shape) = ArrayFiles.Read(file);
                         int per = shape.Skip(1).Aggregate(1, (a, d) => a * d);
                         for (int k = 0; k < shape[0]; k++, index++)
                         {

@@ -18,4 +18,35 @@ public sealed class TensorStatistics
     /// <summary>The range the chosen method gives; quantization uses it.</summary>
     public float RangeMin { get; set; }
     public float RangeMax { get; set; }
+    /// <summary>Version of this object's layout in Export-ActivationRange files.</summary>
+    public int SchemaVersion { get; set; } = 1;
+    /// <summary>Whether the ranges were chosen symmetric around zero, and the percentile of the Percentile method.</summary>
+    public bool Symmetric { get; set; }
+    public double Percentile { get; set; } = 99.99;
+    /// <summary>For the Auto method: the method whose range it took.</summary>
+    public string SelectedMethod { get; set; } = "";
+    /// <summary>The range every method gives, and its simulated quantization error (mean squared, on the histogram).</summary>
+    public MethodRange[] Ranges { get; set; } = Array.Empty<MethodRange>();
+    /// <summary>Sums over the samples (for merging shards): values, squares, and each sample's minimum and maximum.</summary>
+    public double Sum { get; set; }
+    public double SumSquares { get; set; }
+    public double SampleMinSum { get; set; }
+    public double SampleMaxSum { get; set; }
+    /// <summary>Histogram: bin k covers [k, k+1) x 2^HistogramExponent; Histogram[i] counts bin HistogramStart + i.</summary>
+    public int HistogramExponent { get; set; }
+    public long HistogramStart { get; set; }
+    public long[] Histogram { get; set; } = Array.Empty<long>();
+    public double HistogramBinWidth => Math.ScaleB(1.0, HistogramExponent);
+}
+
+/// <summary>The range one calibration method gives a tensor.</summary>
+public sealed class MethodRange
+{
+    public string Method { get; set; } = "";
+    public float RangeMin { get; set; }
+    public float RangeMax { get; set; }
+    /// <summary>Mean squared error of quantizing the histogram's values to this range.</summary>
+    public double Error { get; set; }
+
+    public override string ToString() => $"{Method} [{RangeMin:G5}, {RangeMax:G5}]";
 }

@@ -27,9 +27,24 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
     [ValidateNotNull]
     public PSObject DataSet { get; set; } = null!;
 
+    /// <summary>The method whose range becomes RangeMin/RangeMax (every method's range is computed in the same pass
+    /// and kept in Ranges).</summary>
     [Parameter]
-    [ValidateSet("MinMax")]
+    [ValidateSet("MinMax", "MovingAverageMinMax", "Percentile", "Entropy", "Mse", "Auto")]
     public string Method { get; set; } = "MinMax";
+
+    /// <summary>Ranges symmetric around zero.</summary>
+    [Parameter]
+    public SwitchParameter Symmetric { get; set; }
+
+    /// <summary>The share of values (in percent) the Percentile method's range holds.</summary>
+    [Parameter]
+    [ValidateRange(50.0001, 100.0)]
+    public double Percentile { get; set; } = 99.99;
+
+    /// <summary>Skips (and counts) samples the model rejects or whose activations are not finite, instead of stopping.</summary>
+    [Parameter]
+    public SwitchParameter SkipInvalid { get; set; }
 
     /// <summary>ONNX Runtime threads for the float model.</summary>
     [Parameter]
@@ -63,7 +78,11 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
                 var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), group.Selected);
                 foreach (var t in plan.Activations) WriteVerbose($"Observing '{t.Key}' for {string.Join(", ", t.Value)}.");
                 const string activity = "Measuring activation ranges";
-                var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, Progress(1, $"{activity} of {System.IO.Path.GetFileName(prepared.SourcePath)}"), Cancel);
+                var options = new CalibrationOptions(ActivationRangeStore.ParseMethod(Method), Symmetric.IsPresent, Percentile);
+                int skipped = 0;
+                Action<PtqException>? onInvalid = SkipInvalid ? ex => { skipped++; WriteVerbose($"Skipped: {ex.Message}"); } : null;
+                var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, options, onInvalid, Progress(1, $"{activity} of {System.IO.Path.GetFileName(prepared.SourcePath)}"), Cancel);
+                if (skipped > 0) WriteWarning($"{skipped} of {data.Count} samples were skipped as invalid (-Verbose names them).");
                 CompleteProgress(1, activity);
                 WriteObject(stats, enumerateCollection: true);
             }, group.ModelPath);

@@ -143,13 +143,13 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
             PtqDataSet ds;
             if (paths.Count == 1 && Directory.Exists(paths[0]))
                 ds = DataSetReader.FromImageFolder(paths[0], options);
-            else if (paths.All(p => p.EndsWith(".npy", StringComparison.OrdinalIgnoreCase)))
+            else if (paths.All(ArrayFiles.IsArrayFile))
                 ds = DataSetReader.FromNpy(paths, options);
             else if (paths.Count == 1 && IsIdx(paths[0]))
                 ds = DataSetReader.FromIdx(paths[0], LabelPath is null ? null : ResolveOutput(LabelPath), options);
             else
                 throw new PtqException("DataSetKindUnknown", PtqErrorKind.InvalidArgument,
-                    $"'{paths[0]}' is neither a folder of images, .npy files, nor an IDX images file.", paths[0]);
+                    $"'{paths[0]}' is neither a folder of images, .npy/.npz/.csv files, nor an IDX images file.", paths[0]);
             if (ds.Kind is "Npy") WarnImageOptions();
             WriteVerbose($"{ds.Kind} data set '{ds.Name}': {ds.Count} samples of shape [{string.Join(",", ds.SampleShape)}].");
             WriteObject(ds);
