@@ -9,12 +9,14 @@
     Demo     builds, then quantizes the pretrained ResNet18 and reports size, fidelity and latency.
     Install  builds and copies the module into the user's module path.
     Bench    builds and runs the benchmarks (docs/benchmarks.md records the figures).
+    Corpus   walks Debian's libonnx-testdata conformance corpus (load, list layers, save, identical ORT outputs) and
+             writes the figures to docs/corpus.md.
 .EXAMPLE
     dotnet tool restore && dotnet pwsh ./build.ps1 -Task Test
 #>
 [CmdletBinding()]
 param(
-    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Bench')]
+    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Bench', 'Corpus')]
     [string] $Task = 'Build',
     [ValidateSet('Debug', 'Release')]
     [string] $Configuration = 'Release'
@@ -112,6 +114,14 @@ switch ($Task) {
         $null = New-Item -ItemType Directory $target -Force
         Copy-Item (Join-Path $moduleDir '*') $target -Recurse
         Write-Host "Installed PtqTools $($manifest.ModuleVersion) to $target; run: Import-Module PtqTools"
+    }
+    'Corpus' {
+        $env:PTQ_CORPUS_REPORT = Join-Path $root 'docs/corpus.md'
+        try {
+            Invoke-Native dotnet @('test', (Join-Path $root 'tests/PtqTools.Core.Tests/PtqTools.Core.Tests.csproj'), '-c', $Configuration,
+                '--filter', 'FullyQualifiedName~CorpusWalkTests', '--logger', 'console;verbosity=normal')
+        } finally { Remove-Item Env:PTQ_CORPUS_REPORT }
+        Write-Host "Figures written to $(Join-Path $root 'docs/corpus.md')"
     }
     'Bench' {
         Invoke-Build

@@ -19,6 +19,8 @@ public static class ActivationCalibrator
     public static List<TensorStatistics> Run(PreparedModel prepared, IReadOnlyDictionary<string, List<string>> tensors, PtqDataSet data,
         int threads, IProgress<RunProgress>? progress, CancellationToken cancel)
     {
+        if (ModelPreparer.OpsetBlocked(prepared.Model) is { } blocked)
+            throw new PtqException("OpsetUpgradeBlocked", PtqErrorKind.NotSupported, blocked, prepared.SourcePath);
         if (tensors.Count == 0)
             throw new PtqException("NothingToCalibrate", PtqErrorKind.InvalidArgument, "None of the selected layers can be quantized, so there is nothing to calibrate.", prepared.SourcePath);
         var names = tensors.Keys.ToArray();
