@@ -107,11 +107,19 @@ public static class CorpusWalk
             for (int k = 0; k < files.Count && k < graphInputs.Count; k++)
             {
                 var type = graphInputs[k].Type;
-                if (type?.TensorType is null)
-                    throw new NotSupportedException($"input '{graphInputs[k].Name}' is a {type?.ValueCase.ToString() ?? "untyped value"}, not a tensor");
-                var tensor = TensorProtoFile.Read(files[k]);
+                var bytesK = File.ReadAllBytes(files[k]);
+                OrtValue value;
+                if (type?.TensorType is not null) value = OrtTensors.FromTensorProto(TensorProtoFile.Read(files[k]));
+                else if (type?.SequenceType is not null) value = OrtTensors.FromValue(TensorProtoFile.ReadContainer(bytesK, files[k], optional: false)!);
+                else if (type?.OptionalType is not null)
+                {
+                    // ONNX Runtime takes an optional input as its element, and an absent one by leaving it out.
+                    if (TensorProtoFile.ReadContainer(bytesK, files[k], optional: true) is not { } element) continue;
+                    value = OrtTensors.FromValue(element);
+                }
+                else throw new NotSupportedException($"input '{graphInputs[k].Name}' is a {type?.ValueCase.ToString() ?? "untyped value"}, not a tensor, sequence or optional");
                 names.Add(graphInputs[k].Name);
-                values.Add(OrtTensors.FromTensorProto(tensor));
+                values.Add(value);
             }
             var outputs = session.OutputNames.ToArray();
             using var runOptions = new RunOptions();

@@ -121,4 +121,44 @@ public static class TensorProtoFile
         }
         return bytes;
     }
+
+    /// <summary>Reads a SequenceProto or OptionalProto (onnx.proto; the generated classes here predate them) through
+    /// the protobuf runtime's coded stream: a tensor, a sequence of values, or null for an empty optional.</summary>
+    public static OnnxValue? ReadContainer(byte[] bytes, string source, bool optional)
+    {
+        try
+        {
+            var input = new CodedInputStream(bytes);
+            var items = new List<OnnxValue?>();
+            OnnxValue? single = null;
+            uint tag;
+            while ((tag = input.ReadTag()) != 0)
+            {
+                int field = WireFormat.GetTagFieldNumber(tag);
+                if (field == 3 && WireFormat.GetTagWireType(tag) == WireFormat.WireType.LengthDelimited)
+                {
+                    var t = TensorProto.Parser.ParseFrom(input.ReadBytes());
+                    Check(t, source);
+                    var v = new OnnxValue(t, null);
+                    if (optional) single = v; else items.Add(v);
+                }
+                else if (field == 5 && WireFormat.GetTagWireType(tag) == WireFormat.WireType.LengthDelimited)
+                {
+                    var v = ReadContainer(input.ReadBytes().ToByteArray(), source, optional: false);
+                    if (optional) single = v; else items.Add(v);
+                }
+                else if (field is 4 or 6 or 7)
+                    throw new PtqException("TensorTypeNotSupported", PtqErrorKind.NotSupported, $"'{source}' holds sparse tensors, maps or nested optionals, which are not read here.", source);
+                else input.SkipLastField();
+            }
+            return optional ? single : new OnnxValue(null, items.Select(i => i!).ToList());
+        }
+        catch (InvalidProtocolBufferException ex)
+        {
+            throw new PtqException("TensorFileNotReadable", PtqErrorKind.InvalidData, $"'{source}' is not a serialized ONNX {(optional ? "OptionalProto" : "SequenceProto")}: {ex.Message}", source, ex);
+        }
+    }
 }
+
+/// <summary>A tensor, or a sequence of values.</summary>
+public sealed record OnnxValue(TensorProto? Tensor, IReadOnlyList<OnnxValue>? Sequence);

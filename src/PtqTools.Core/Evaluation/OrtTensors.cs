@@ -34,6 +34,23 @@ public static class OrtTensors
         return tensor;
     }
 
+    /// <summary>An ONNX Runtime value (tensor, or sequence of values) for a value read from a .pb file.</summary>
+    public static OrtValue FromValue(OnnxValue value)
+    {
+        if (value.Tensor is not null) return FromTensorProto(value.Tensor);
+        var items = new List<OrtValue>();
+        try
+        {
+            foreach (var item in value.Sequence!) items.Add(FromValue(item));
+            return OrtValue.CreateSequence(items);
+        }
+        finally
+        {
+            // The sequence holds its own references to the items.
+            foreach (var item in items) item.Dispose();
+        }
+    }
+
     /// <summary>A SHA-256 over an output's kind, element type, shape and exact bytes (sequences and optionals
     /// recursively): two values with the same fingerprint are bit-identical.</summary>
     public static string Fingerprint(OrtValue value)
