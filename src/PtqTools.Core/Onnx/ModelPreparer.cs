@@ -16,7 +16,7 @@ public sealed record PreparedModel(string SourcePath, string SourceSha256, strin
 public static class ModelPreparer
 {
     /// <summary>Bump when preparation changes, so old cache entries are not reused.</summary>
-    const string CacheVersion = "p2";
+    const string CacheVersion = "p3";
 
     public static string CacheFolder
     {
@@ -66,6 +66,8 @@ public static class ModelPreparer
         var model = source.Clone();
         NameNodes(model.Graph);
         RemoveInitializersFromInputs(model);
+        // ONNX Runtime turns dense Constant nodes into initializers; sparse ones are densified here first.
+        SparseTensors.Densify(model.Graph);
         var optimized = OptimizeWithRuntime(model, sourcePath);
         try
         {
