@@ -11,12 +11,14 @@
     Package  builds and writes out/package/PtqTools.<version>.nupkg, which Install-PSResource installs from a local
              repository (a folder registered with Register-PSResourceRepository).
     Bench    builds and runs the benchmarks (docs/benchmarks.md records the figures).
+    Corpus   walks Debian's libonnx-testdata conformance corpus (load, list layers, save, identical ORT outputs) and
+             writes the figures to docs/corpus.md.
 .EXAMPLE
     dotnet tool restore && dotnet pwsh ./build.ps1 -Task Test
 #>
 [CmdletBinding()]
 param(
-    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Package', 'Bench')]
+    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Package', 'Bench', 'Corpus')]
     [string] $Task = 'Build',
     [ValidateSet('Debug', 'Release')]
     [string] $Configuration = 'Release'
@@ -134,6 +136,14 @@ switch ($Task) {
         Write-Host "Installed PtqTools $($manifest.ModuleVersion) to $target; run: Import-Module PtqTools"
     }
     'Package' { Invoke-Build; Invoke-Package }
+    'Corpus' {
+        $env:PTQ_CORPUS_REPORT = Join-Path $root 'docs/corpus.md'
+        try {
+            Invoke-Native dotnet @('test', (Join-Path $root 'tests/PtqTools.Core.Tests/PtqTools.Core.Tests.csproj'), '-c', $Configuration,
+                '--filter', 'FullyQualifiedName~CorpusWalkTests', '--logger', 'console;verbosity=normal')
+        } finally { Remove-Item Env:PTQ_CORPUS_REPORT }
+        Write-Host "Figures written to $(Join-Path $root 'docs/corpus.md')"
+    }
     'Bench' {
         Invoke-Build
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Invoke-Benchmarks.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')

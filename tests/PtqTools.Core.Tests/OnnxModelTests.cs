@@ -169,6 +169,21 @@ public class ModelValidatorTests
     }
 
     [Fact]
+    public void ConstantTensorWithWrongDataSize_OrRepeatedGraphOutput_IsRefused()
+    {
+        var b = new ModelBuilder().Input("x", 1, 4);
+        var constant = new NodeProto { OpType = "Constant", Name = "c" };
+        constant.Output.Add("k");
+        constant.Attribute.Add(new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = TensorData.FromFloats("", new float[] { 1, 2, 3 }, 1, 4) });
+        b.Graph.Node.Add(constant);
+        b.Node("Add", new[] { "x", "k" }, new[] { "y" }, "add").Output("y", 1, 4);
+        Assert.Equal("c.value", Rejects("TensorDataSizeMismatch", b).Target);
+
+        var twice = Valid().Output("y", 1, 4);
+        Assert.Equal("y", Rejects("DuplicateTensorName", twice).Target);
+    }
+
+    [Fact]
     public void MissingFile_IsModelNotFound()
     {
         using var dir = new TempDir();

@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using Onnx;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Quantization;
 using Xunit;
 
 namespace PtqTools.Core.Tests;
@@ -65,6 +66,39 @@ public class OpsetUpgraderTests
     }
 
     [Fact]
+    public void Opset7SliceMaxMaxPool_AreRaised_WithTheSameOutputs()
+    {
+        var b = new ModelBuilder(7, 3, "slice7")
+            .Input("x", 1, 2, 4, 6)
+            .Node("Slice", new[] { "x" }, new[] { "s" }, "slice", ("starts", new long[] { 1, 0 }), ("ends", new long[] { 4, 1000 }), ("axes", new long[] { 2, 3 }))
+            .Node("Max", new[] { "s", "s" }, new[] { "m" }, "max")
+            .Node("MaxPool", new[] { "m" }, new[] { "y" }, "pool", ("kernel_shape", new long[] { 1, 2 }), ("strides", new long[] { 1, 2 }))
+            .Output("y", 1, 2, 3, 3);
+        Assert.Empty(OpsetUpgrader.Blockers(b.Model));
+        var (before, after, upgraded) = RunBeforeAndAfter(b, new long[] { 1, 2, 4, 6 }, 24);
+        Assert.Equal(18, before["y"].Length);
+        Assert.Equal(before["y"], after["y"]);
+        var slice = upgraded.Graph.Node.Single(n => n.OpType == "Slice");
+        Assert.Empty(slice.Attribute);
+        Assert.Equal(4, slice.Input.Count);
+    }
+
+    [Fact]
+    public void Opset10Scatter_BecomesScatterElements_WithTheSameOutputs()
+    {
+        var b = new ModelBuilder(10, 5, "scatter10").Input("x", 2, 3);
+        b.Graph.Initializer.Add(new TensorProto { Name = "idx", DataType = (int)OnnxDataType.Int64, Dims = { 1, 2 }, Int64Data = { 2, 0 } });
+        b.Init("upd", new[] { 5f, 7f }, 1, 2)
+            .Node("Scatter", new[] { "x", "idx", "upd" }, new[] { "y" }, "scatter", ("axis", 1))
+            .Output("y", 2, 3);
+        var (before, after, upgraded) = RunBeforeAndAfter(b, new long[] { 2, 3 }, 25);
+        Assert.Equal(before["y"], after["y"]);
+        Assert.Equal(5f, after["y"][2]);
+        Assert.Equal(7f, after["y"][0]);
+        Assert.Equal("ScatterElements", upgraded.Graph.Node.Single().OpType);
+    }
+
+    [Fact]
     public void Opset8ClipPadDropout_AreRewritten_WithTheSameOutputs()
     {
         var b = new ModelBuilder(8, 3, "rewrites")
@@ -109,14 +143,10 @@ public class OpsetUpgraderTests
 
     [Theory]
     [InlineData("Upsample")]
-    [InlineData("Slice")]
     public void OpWithoutAMeaningKeepingRewrite_BlocksTheUpgrade(string op)
     {
         var b = new ModelBuilder(8, 3, "blocked").Input("x", 1, 1, 2, 2);
-        if (op == "Upsample")
-            b.Node("Upsample", new[] { "x" }, new[] { "u" }, "up", ("scales", new[] { 1f, 1f, 2f, 2f }), ("mode", "nearest"));
-        else
-            b.Node("Slice", new[] { "x" }, new[] { "u" }, "slice", ("starts", new long[] { 0 }), ("ends", new long[] { 1 }), ("axes", new long[] { 3 }));
+        b.Node("Upsample", new[] { "x" }, new[] { "u" }, "up", ("scales", new[] { 1f, 1f, 2f, 2f }), ("mode", "nearest"));
         b.Node("Relu", new[] { "u" }, new[] { "y" }, "relu").Output("y");
         var original = b.Model.Clone();
 
@@ -126,9 +156,15 @@ public class OpsetUpgraderTests
         Assert.StartsWith(op, (string)ex.Target!);
         // Nothing was changed on the way to the error.
         Assert.Equal(original, b.Model);
-        // Preparation refuses the same way.
+        // Preparation keeps the model at its opset, so its layers are still listed, each with the reason; planning
+        // a quantization refuses the same way.
         using var dir = new TempDir();
         TestPaths.UseTempCache();
-        Assert.Contains(op, Check.Throws("OpsetUpgradeBlocked", () => ModelPreparer.Prepare(b.Save(dir.File("blocked.onnx")))).Message);
+        var prepared = ModelPreparer.Prepare(b.Save(dir.File("blocked.onnx")));
+        Assert.Equal(8, OpsetUpgrader.DefaultOpset(prepared.Model));
+        var layers = ModelInspector.Layers(prepared);
+        Assert.Contains(layers, l => l.OpType == op);
+        Assert.All(layers, l => Assert.False(l.Quantizable));
+        Assert.Contains(op, Check.Throws("OpsetUpgradeBlocked", () => Quantizer.Plan(prepared, Array.Empty<PtqTools.Core.Model.TensorStatistics>())).Message);
     }
 }

@@ -65,6 +65,47 @@ public static class DataSetReader
         return Finish(ds, count);
     }
 
+    /// <summary>
+    /// Describes samples stored as ONNX TensorProto files, the layout of the ONNX test data: a folder holding
+    /// test_data_set_N folders (each one sample), a folder holding input_K.pb files (one sample), or .pb files (one
+    /// single-input sample each). The K-th input file feeds the model's K-th input.
+    /// </summary>
+    public static PtqDataSet FromTensorProto(IReadOnlyList<string> paths, PtqDataSet options)
+    {
+        var samples = new List<string>();
+        foreach (var p in paths)
+        {
+            if (File.Exists(p)) { samples.Add(Path.GetFullPath(p)); continue; }
+            if (!Directory.Exists(p)) throw new PtqException("DataSetNotFound", PtqErrorKind.ObjectNotFound, $"'{p}' does not exist.", p);
+            if (InputFiles(p).Length > 0) { samples.Add(Path.GetFullPath(p)); continue; }
+            var sets = Directory.GetDirectories(p, "test_data_set_*").Where(d => InputFiles(d).Length > 0).OrderBy(d => d, StringComparer.Ordinal).ToList();
+            if (sets.Count == 0)
+                throw new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, $"'{p}' holds neither input_K.pb files nor test_data_set_N folders with them.", p);
+            samples.AddRange(sets.Select(Path.GetFullPath));
+        }
+        var first = ReadTensorSample(samples[0]);
+        var ds = Copy(options, "TensorProto", Path.GetFileName(Path.TrimEndingDirectorySeparator(paths[0])));
+        ds.Paths = samples.ToArray();
+        ds.SampleShape = first[0].Dims.Select(d => (int)d).ToArray();
+        return Finish(ds, samples.Count);
+    }
+
+    /// <summary>input_0.pb, input_1.pb, ... in index order.</summary>
+    internal static string[] InputFiles(string folder) =>
+        Directory.GetFiles(folder, "input_*.pb")
+            .Select(f => (File: f, Ok: int.TryParse(Path.GetFileNameWithoutExtension(f)[6..], out var k), K: k))
+            .Where(x => x.Ok).OrderBy(x => x.K).Select(x => x.File).ToArray();
+
+    /// <summary>The tensors of one TensorProto sample (a folder of input_K.pb, or one .pb file).</summary>
+    internal static List<global::Onnx.TensorProto> ReadTensorSample(string path)
+    {
+        var files = Directory.Exists(path) ? InputFiles(path) : new[] { path };
+        for (int k = 0; k < files.Length; k++)
+            if (Path.GetFileNameWithoutExtension(files[k]) != $"input_{k}" && files.Length > 1)
+                throw new PtqException("DataSetFileMissing", PtqErrorKind.InvalidData, $"'{path}' has no input_{k}.pb but has later inputs.", path);
+        return files.Select(TensorProtoFile.Read).ToList();
+    }
+
     public static PtqDataSet FromArrays(float[][] samples, int[] shape, int[]? labels, PtqDataSet options)
     {
         long size = shape.Aggregate(1L, (a, d) => a * d);
@@ -183,6 +224,14 @@ public sealed class SampleReader : IDisposable
                     }
                     break;
                 }
+            case "TensorProto":
+                for (int i = _ds.Skip; i < end; i++)
+                {
+                    cancel.ThrowIfCancellationRequested();
+                    var tensors = DataSetReader.ReadTensorSample(_ds.Paths[i]);
+                    yield return new Sample(i, _ds.Paths[i], Array.Empty<float>(), tensors[0].Dims.Select(d => (int)d).ToArray(), -1) { Inputs = tensors };
+                }
+                break;
             case "Array":
                 for (int i = _ds.Skip; i < end; i++)
                 {

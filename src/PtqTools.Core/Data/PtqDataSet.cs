@@ -6,7 +6,7 @@ namespace PtqTools.Core.Data;
 /// </summary>
 public sealed class PtqDataSet
 {
-    /// <summary>ImageFolder, Idx, Npy or Array.</summary>
+    /// <summary>ImageFolder, Idx, Npy, Array or TensorProto (each path one sample: a folder of input_K.pb files, or one .pb file).</summary>
     public string Kind { get; set; } = "";
     public string Name { get; set; } = "";
     public string[] Paths { get; set; } = Array.Empty<string>();
@@ -36,4 +36,10 @@ public sealed class PtqDataSet
 }
 
 /// <summary>One prepared sample.</summary>
-public sealed record Sample(int Index, string Id, float[] Data, int[] Shape, int Label);
+public sealed record Sample(int Index, string Id, float[] Data, int[] Shape, int Label)
+{
+    /// <summary>A sample of whole model inputs (TensorProto files): the K-th tensor feeds the model's K-th input,
+    /// with its own element type (int64 token ids, floats, ...) and its full shape, batch included. Null for the
+    /// single float input that <see cref="Data"/> holds.</summary>
+    public IReadOnlyList<global::Onnx.TensorProto>? Inputs { get; init; }
+}

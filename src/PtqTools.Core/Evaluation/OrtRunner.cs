@@ -3,12 +3,24 @@ using PtqTools.Core.Data;
 
 namespace PtqTools.Core.Evaluation;
 
-/// <summary>One ONNX Runtime session fed with data set samples (batch 1, one float input).</summary>
+/// <summary>One ONNX Runtime session fed with data set samples (batch 1: one float input, or whole input tensors of any type).</summary>
 public sealed class OrtRunner : IDisposable
 {
     readonly InferenceSession _session;
     readonly RunOptions _runOptions = new();
     readonly string _source;
+    readonly (string Name, NodeMetadata Meta)[] _inputs;
+
+    /// <summary>A sample of one float array feeds a model with one float input.</summary>
+    void RequireSingleFloatInput()
+    {
+        if (_inputs.Length != 1)
+            throw new PtqException("MultipleInputsNotSupported", PtqErrorKind.NotSupported,
+                $"'{_source}' has {_inputs.Length} inputs ({string.Join(", ", _inputs.Select(i => i.Name))}); feed it samples of whole inputs (a TensorProto data set: folders of input_K.pb).", _source);
+        if (_inputs[0].Meta.ElementType != typeof(float))
+            throw new PtqException("InputTypeNotSupported", PtqErrorKind.NotSupported,
+                $"Input '{_inputs[0].Name}' of '{_source}' is {_inputs[0].Meta.ElementType.Name}; feed it samples of whole inputs (a TensorProto data set: folders of input_K.pb).", _inputs[0].Name);
+    }
 
     public OrtRunner(byte[] model, string source, int threads = 1, IReadOnlyList<string>? outputs = null,
         GraphOptimizationLevel level = GraphOptimizationLevel.ORT_ENABLE_ALL)
@@ -33,19 +45,8 @@ public sealed class OrtRunner : IDisposable
             throw new PtqException("ModelRejectedByRuntime", PtqErrorKind.InvalidData, $"ONNX Runtime cannot load '{source}': {ex.Message}", source, ex);
         }
         var inputs = _session.InputMetadata;
-        if (inputs.Count != 1)
-        {
-            _session.Dispose();
-            throw new PtqException("MultipleInputsNotSupported", PtqErrorKind.NotSupported,
-                $"'{source}' has {inputs.Count} inputs ({string.Join(", ", inputs.Keys)}); data sets feed models with one input in this version.", source);
-        }
+        _inputs = inputs.Select(kv => (kv.Key, kv.Value)).ToArray();
         var (name, meta) = inputs.First();
-        if (meta.ElementType != typeof(float))
-        {
-            _session.Dispose();
-            throw new PtqException("InputTypeNotSupported", PtqErrorKind.NotSupported,
-                $"Input '{name}' of '{source}' is {meta.ElementType.Name}; data sets feed float32 inputs in this version.", name);
-        }
         InputName = name;
         InputShape = meta.Dimensions;
         OutputNames = outputs?.ToArray() ?? _session.OutputNames.ToArray();
@@ -72,13 +73,12 @@ public sealed class OrtRunner : IDisposable
     /// <summary>Runs one sample; returns the requested outputs as flat float arrays.</summary>
     public float[][] Run(Sample sample, CancellationToken cancel = default)
     {
-        CheckShape(sample.Shape, sample.Id);
-        var shape = new long[] { 1 }.Concat(sample.Shape.Select(d => (long)d)).ToArray();
-        using var input = OrtValue.CreateTensorValueFromMemory(sample.Data, shape);
+        var (names, values) = Feed(sample);
+        using var inputs = new DisposeAll(values);
         using var registration = cancel.Register(() => _runOptions.Terminate = true);
         try
         {
-            using var results = _session.Run(_runOptions, new[] { InputName }, new[] { input }, OutputNames);
+            using var results = _session.Run(_runOptions, names, values, OutputNames);
             var arrays = new float[results.Count][];
             for (int i = 0; i < results.Count; i++)
             {
@@ -94,10 +94,55 @@ public sealed class OrtRunner : IDisposable
         {
             throw new OperationCanceledException(cancel);
         }
-        catch (OnnxRuntimeException ex)
+        catch (OnnxRuntimeException ex) when (!cancel.IsCancellationRequested)
         {
             throw new PtqException("InferenceFailed", PtqErrorKind.InvalidData, $"ONNX Runtime failed on sample '{sample.Id}' of '{Path.GetFileName(_source)}': {ex.Message}", sample.Id, ex);
         }
+    }
+
+    sealed class DisposeAll(OrtValue[] values) : IDisposable
+    {
+        public void Dispose() { foreach (var v in values) v.Dispose(); }
+    }
+
+    /// <summary>The named input values of one sample, checked against the model's inputs.</summary>
+    (string[] Names, OrtValue[] Values) Feed(Sample sample)
+    {
+        if (sample.Inputs is null)
+        {
+            RequireSingleFloatInput();
+            CheckShape(sample.Shape, sample.Id);
+            var shape = new long[] { 1 }.Concat(sample.Shape.Select(d => (long)d)).ToArray();
+            return (new[] { InputName }, new[] { OrtValue.CreateTensorValueFromMemory(sample.Data, shape) });
+        }
+        if (sample.Inputs.Count > _inputs.Length || sample.Inputs.Count < _inputs.Length)
+            throw new PtqException("DataInputCountMismatch", PtqErrorKind.InvalidData,
+                $"Sample '{sample.Id}' has {sample.Inputs.Count} input tensor(s), but '{Path.GetFileName(_source)}' takes {_inputs.Length} ({string.Join(", ", _inputs.Select(i => i.Name))}).", sample.Id);
+        var values = new OrtValue[_inputs.Length];
+        try
+        {
+            for (int k = 0; k < _inputs.Length; k++)
+            {
+                var (name, meta) = _inputs[k];
+                var t = sample.Inputs[k];
+                if (meta.IsTensor && (int)meta.ElementDataType != t.DataType)
+                    throw new PtqException("DataTypeMismatch", PtqErrorKind.InvalidData,
+                        $"Input {k} of sample '{sample.Id}' is {Onnx.OnnxDataTypes.Name(t.DataType)}, but input '{name}' of '{Path.GetFileName(_source)}' takes {meta.ElementDataType}.", sample.Id);
+                var dims = meta.Dimensions;
+                bool fits = dims.Length == t.Dims.Count;
+                for (int d = 0; fits && d < dims.Length; d++) fits = dims[d] < 0 || dims[d] == t.Dims[d];
+                if (!fits)
+                    throw new PtqException("DataShapeMismatch", PtqErrorKind.InvalidData,
+                        $"Input {k} of sample '{sample.Id}' has shape [{string.Join(",", t.Dims)}], but input '{name}' of '{Path.GetFileName(_source)}' expects [{string.Join(",", dims.Select(d => d < 0 ? "?" : d.ToString()))}].", sample.Id);
+                values[k] = OrtTensors.FromTensorProto(t);
+            }
+        }
+        catch
+        {
+            foreach (var v in values) v?.Dispose();
+            throw;
+        }
+        return (_inputs.Select(i => i.Name).ToArray(), values);
     }
 
     /// <summary>Median and 90th percentile latency in milliseconds of one sample, after warm-up runs.</summary>

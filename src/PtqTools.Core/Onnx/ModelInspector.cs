@@ -40,6 +40,9 @@ public static class ModelInspector
     {
         var result = new List<ModelLayer>();
         Collect(prepared.Model.Graph, "", prepared, result);
+        if (ModelPreparer.OpsetBlocked(prepared.Model) is { } blocked)
+            foreach (var layer in result.Where(l => l.Quantizable))
+                (layer.Quantizable, layer.Reason) = (false, blocked);
         return result;
     }
 

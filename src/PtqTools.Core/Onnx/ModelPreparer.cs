@@ -16,7 +16,7 @@ public sealed record PreparedModel(string SourcePath, string SourceSha256, strin
 public static class ModelPreparer
 {
     /// <summary>Bump when preparation changes, so old cache entries are not reused.</summary>
-    const string CacheVersion = "p1";
+    const string CacheVersion = "p3";
 
     public static string CacheFolder
     {
@@ -29,6 +29,12 @@ public static class ModelPreparer
             return Path.Combine(root, "PtqTools", "prepared");
         }
     }
+
+    /// <summary>Metadata of a prepared model whose opset could not be raised: the reason, naming the blocking ops.</summary>
+    public const string OpsetBlockedKey = "ptq.opset_blocked";
+
+    /// <summary>Why this prepared model cannot be quantized at its opset, or null.</summary>
+    public static string? OpsetBlocked(ModelProto prepared) => prepared.MetadataProps.FirstOrDefault(p => p.Key == OpsetBlockedKey)?.Value;
 
     public static PreparedModel Prepare(string sourcePath)
     {
@@ -60,8 +66,19 @@ public static class ModelPreparer
         var model = source.Clone();
         NameNodes(model.Graph);
         RemoveInitializersFromInputs(model);
+        // ONNX Runtime turns dense Constant nodes into initializers; sparse ones are densified here first.
+        SparseTensors.Densify(model.Graph);
         var optimized = OptimizeWithRuntime(model, sourcePath);
-        opsetRaised = OpsetUpgrader.UpgradeTo13(optimized);
+        try
+        {
+            opsetRaised = OpsetUpgrader.UpgradeTo13(optimized);
+        }
+        catch (PtqException ex) when (ex.ErrorId == "OpsetUpgradeBlocked")
+        {
+            // The model is still listed and inspected at its own opset; quantization refuses it with this reason.
+            opsetRaised = false;
+            optimized.MetadataProps.Add(new StringStringEntryProto { Key = OpsetBlockedKey, Value = ex.Message });
+        }
         optimized.MetadataProps.Add(new StringStringEntryProto { Key = "ptq.opset_raised", Value = opsetRaised ? "true" : "false" });
         return optimized;
     }

@@ -22,7 +22,7 @@ public static class ModelValidator
         var known = new HashSet<string>(outer, StringComparer.Ordinal);
         foreach (var init in graph.Initializer)
         {
-            CheckTensor(init, source);
+            CheckTensor(init, source, init.Name);
             known.Add(init.Name);
         }
         foreach (var sparse in graph.SparseInitializer)
@@ -83,9 +83,12 @@ public static class ModelValidator
             throw Invalid("GraphCycle", $"The graph of '{source}' has a cycle through node '{scope}{NodeLabel(graph.Node[stuck], stuck)}'.", NodeLabel(graph.Node[stuck], stuck));
         }
 
+        var outputNames = new HashSet<string>(StringComparer.Ordinal);
         foreach (var output in graph.Output)
         {
             CheckValueInfo(output, source);
+            if (!outputNames.Add(output.Name))
+                throw Invalid("DuplicateTensorName", $"Graph output '{scope}{output.Name}' of '{source}' is listed more than once.", output.Name);
             if (!producedBy.ContainsKey(output.Name) && !known.Contains(output.Name))
                 throw Invalid("DanglingGraphOutput", $"Graph output '{scope}{output.Name}' of '{source}' is produced by nothing.", output.Name);
         }
@@ -96,26 +99,29 @@ public static class ModelValidator
         for (int i = 0; i < graph.Node.Count; i++)
             foreach (var attr in graph.Node[i].Attribute)
             {
+                // Tensors held by attributes (Constant's value and the like) are checked like initializers.
+                if (attr.T is not null) CheckTensor(attr.T, source, $"{scope}{NodeLabel(graph.Node[i], i)}.{attr.Name}");
+                foreach (var t in attr.Tensors) CheckTensor(t, source, $"{scope}{NodeLabel(graph.Node[i], i)}.{attr.Name}");
                 if (attr.G is not null) ValidateGraph(attr.G, inner, source, $"{scope}{NodeLabel(graph.Node[i], i)}/{attr.Name}/");
                 foreach (var g in attr.Graphs) ValidateGraph(g, inner, source, $"{scope}{NodeLabel(graph.Node[i], i)}/{attr.Name}/");
             }
     }
 
-    static void CheckTensor(TensorProto t, string source)
+    static void CheckTensor(TensorProto t, string source, string label)
     {
         foreach (var d in t.Dims)
-            if (d < 0) throw Invalid("InvalidDimension", $"Initializer '{t.Name}' in '{source}' has a negative dimension ({d}).", t.Name);
+            if (d < 0) throw Invalid("InvalidDimension", $"Tensor '{label}' in '{source}' has a negative dimension ({d}).", label);
         long expected;
         try { expected = TensorData.ElementCount(t.Dims); }
         catch (OverflowException)
         {
-            throw Invalid("InvalidDimension", $"Initializer '{t.Name}' in '{source}' has dimensions whose product overflows.", t.Name);
+            throw Invalid("InvalidDimension", $"Tensor '{label}' in '{source}' has dimensions whose product overflows.", label);
         }
         if (t.DataLocation == TensorProto.Types.DataLocation.External) return;
         var stored = TensorData.StoredElementCount(t);
         if (stored == -2 || stored >= 0 && stored != expected && !(stored == 0 && expected == 0))
             throw Invalid("TensorDataSizeMismatch",
-                $"Initializer '{t.Name}' in '{source}' has shape [{string.Join(",", t.Dims)}] ({expected} elements) but holds {(stored < 0 ? "a partial element" : stored + " elements")}.", t.Name);
+                $"Tensor '{label}' in '{source}' has shape [{string.Join(",", t.Dims)}] ({expected} elements) but holds {(stored < 0 ? "a partial element" : stored + " elements")}.", label);
     }
 
     static void CheckValueInfo(ValueInfoProto vi, string source)

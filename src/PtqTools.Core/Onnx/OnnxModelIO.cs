@@ -39,6 +39,14 @@ public static class OnnxModelIO
         if (model.Graph is null || model.IrVersion <= 0 || model.OpsetImport.Count == 0 && model.IrVersion >= 3)
             throw new PtqException("ModelNotOnnx", PtqErrorKind.InvalidData,
                 $"'{source}' is not an ONNX model: it has no graph, IR version or opset import.", source);
+        if (ExternalData.HasExternal(model))
+        {
+            // Side files are resolved next to the model file, and only inside its folder.
+            if (!File.Exists(source))
+                throw new PtqException("ExternalDataNotSupported", PtqErrorKind.NotSupported,
+                    $"'{source}' keeps tensors in external data files, which can only be read next to a model file.", source);
+            ExternalData.Load(model, Path.GetDirectoryName(Path.GetFullPath(source))!, source);
+        }
         if (validate) ModelValidator.Validate(model, source);
         return model;
     }
@@ -53,7 +61,12 @@ public static class OnnxModelIO
 
     /// <summary>Writes the model next to its destination first and renames it into place, so that a failure or
     /// a cancellation never leaves a partial file.</summary>
-    public static void Save(ModelProto model, string path) => WriteAtomically(path, model.ToByteArray());
+    public static void Save(ModelProto model, string path)
+    {
+        // A protobuf message cannot exceed 2 GB: larger models keep their tensors in a side file.
+        if (ExternalData.InlineTensorBytes(model) > MaxModelBytes - (64 << 20)) ExternalData.Save(model, path);
+        else WriteAtomically(path, model.ToByteArray());
+    }
 
     public static void WriteAtomically(string path, byte[] bytes)
     {

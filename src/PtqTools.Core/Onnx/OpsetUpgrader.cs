@@ -26,8 +26,8 @@ public static class OpsetUpgrader
         ["GlobalMaxPool"] = 1, ["Greater"] = 7, ["GreaterOrEqual"] = 12, ["HardSigmoid"] = 6, ["Identity"] = 1,
         ["If"] = 1, ["InstanceNormalization"] = 6, ["IsInf"] = 10, ["IsNaN"] = 9, ["LRN"] = 1, ["LSTM"] = 7,
         ["LeakyRelu"] = 6, ["Less"] = 7, ["LessOrEqual"] = 12, ["Log"] = 6, ["Loop"] = 1, ["LpNormalization"] = 1,
-        ["LpPool"] = 2, ["MatMul"] = 1, ["MatMulInteger"] = 10, ["Max"] = 8, ["MaxPool"] = 8, ["MaxRoiPool"] = 1,
-        ["MaxUnpool"] = 9, ["Mean"] = 8, ["MeanVarianceNormalization"] = 9, ["Min"] = 8, ["Mod"] = 10, ["Mul"] = 7,
+        ["LpPool"] = 2, ["MatMul"] = 1, ["MatMulInteger"] = 10, ["Max"] = 6, ["MaxPool"] = 1, ["MaxRoiPool"] = 1,
+        ["MaxUnpool"] = 9, ["Mean"] = 6, ["MeanVarianceNormalization"] = 9, ["Min"] = 6, ["Mod"] = 10, ["Mul"] = 7,
         ["Neg"] = 6, ["NonMaxSuppression"] = 10, ["NonZero"] = 9, ["Not"] = 1, ["OneHot"] = 9, ["Or"] = 7,
         ["PRelu"] = 7, ["Pow"] = 7, ["QLinearConv"] = 10, ["QLinearMatMul"] = 10, ["QuantizeLinear"] = 10,
         ["RNN"] = 7, ["Range"] = 11, ["Reciprocal"] = 6, ["ReduceL1"] = 1, ["ReduceL2"] = 1, ["ReduceLogSum"] = 1,
@@ -36,17 +36,17 @@ public static class OpsetUpgrader
         ["RoiAlign"] = 10, ["Round"] = 11, ["Scan"] = 9, ["ScatterElements"] = 11, ["ScatterND"] = 11, ["Selu"] = 6,
         ["SequenceAt"] = 11, ["SequenceConstruct"] = 11, ["SequenceEmpty"] = 11, ["SequenceErase"] = 11,
         ["SequenceInsert"] = 11, ["SequenceLength"] = 11, ["Shape"] = 1, ["Shrink"] = 9, ["Sigmoid"] = 6,
-        ["Sign"] = 9, ["Sin"] = 7, ["Sinh"] = 9, ["Size"] = 1, ["Slice"] = 10, ["Softplus"] = 1, ["Softsign"] = 1,
-        ["SpaceToDepth"] = 1, ["Sqrt"] = 6, ["StringNormalizer"] = 10, ["Sub"] = 7, ["Sum"] = 8, ["Tan"] = 7,
+        ["Sign"] = 9, ["Sin"] = 7, ["Sinh"] = 9, ["Size"] = 1, ["Slice"] = 10, ["SplitToSequence"] = 11, ["Softplus"] = 1, ["Softsign"] = 1,
+        ["SpaceToDepth"] = 1, ["Sqrt"] = 6, ["StringNormalizer"] = 10, ["Sub"] = 7, ["Sum"] = 6, ["Tan"] = 7,
         ["Tanh"] = 6, ["TfIdfVectorizer"] = 9, ["ThresholdedRelu"] = 10, ["Tile"] = 6, ["TopK"] = 10,
-        ["Transpose"] = 1, ["Where"] = 9, ["Xor"] = 7,
+        ["Transpose"] = 1, ["Unique"] = 11, ["Where"] = 9, ["Xor"] = 7,
     };
 
     /// <summary>Ops whose inputs or attributes moved on the way to opset 13; each has a rewrite that keeps its meaning.</summary>
     static readonly HashSet<string> Rewritten = new(StringComparer.Ordinal)
     {
         "BatchNormalization", "Clip", "Dropout", "Pad", "ReduceSum", "Split", "Squeeze", "Unsqueeze",
-        "Softmax", "LogSoftmax", "Hardmax",
+        "Softmax", "LogSoftmax", "Hardmax", "Scatter", "Slice",
     };
 
     public static int DefaultOpset(ModelProto model) =>
@@ -61,7 +61,7 @@ public static class OpsetUpgrader
         foreach (var node in AllNodes(model.Graph))
         {
             if (node.Domain is not ("" or "ai.onnx")) continue;
-            if (Rewritten.Contains(node.OpType))
+            if (Rewritten.Contains(node.OpType) && !(SameSince.TryGetValue(node.OpType, out var kept) && from >= kept))
             {
                 if (node.OpType is "Pad" or "Clip" && from < 2) blockers.Add($"{node.OpType} (opset {from} is older than any rewrite here)");
                 continue;
@@ -129,6 +129,16 @@ public static class OpsetUpgrader
                         node.Input.Add(AddScalar(graph, names.Fresh(node.Name + "_value"), value));
                         break;
                     }
+                case "Slice" when from < 10:
+                    // Opset 1 held starts, ends and axes as attributes; from 10 they are inputs with the same meaning.
+                    MoveIntsToInput(graph, node, "starts", 1, names);
+                    MoveIntsToInput(graph, node, "ends", 2, names);
+                    MoveIntsToInput(graph, node, "axes", 3, names);
+                    break;
+                case "Scatter":
+                    // Scatter (9, deprecated at 11) is ScatterElements under its old name: same inputs, axis and meaning.
+                    node.OpType = "ScatterElements";
+                    break;
                 case "Dropout":
                     // Inference ignores the ratio; from opset 12 it is an input with the same default meaning.
                     Take(node, "ratio");

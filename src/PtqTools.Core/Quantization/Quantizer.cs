@@ -15,6 +15,8 @@ public static class Quantizer
     public static (QuantizationPlan Plan, Dictionary<string, TensorRange> Ranges) Plan(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics,
         QuantizationOptions? options = null)
     {
+        if (ModelPreparer.OpsetBlocked(prepared.Model) is { } blocked)
+            throw new PtqException("OpsetUpgradeBlocked", PtqErrorKind.NotSupported, blocked, prepared.SourcePath);
         var foreign = statistics.FirstOrDefault(s => !string.Equals(s.ModelSha256, prepared.SourceSha256, StringComparison.OrdinalIgnoreCase));
         if (foreign is not null)
             throw new PtqException("StatisticsModelMismatch", PtqErrorKind.InvalidData,

@@ -141,7 +141,9 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
         Try(() =>
         {
             PtqDataSet ds;
-            if (paths.Count == 1 && Directory.Exists(paths[0]))
+            if (paths.All(IsTensorProtoSample))
+                ds = DataSetReader.FromTensorProto(paths, options);
+            else if (paths.Count == 1 && Directory.Exists(paths[0]))
                 ds = DataSetReader.FromImageFolder(paths[0], options);
             else if (paths.All(ArrayFiles.IsArrayFile))
                 ds = DataSetReader.FromNpy(paths, options);
@@ -149,12 +151,17 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
                 ds = DataSetReader.FromIdx(paths[0], LabelPath is null ? null : ResolveOutput(LabelPath), options);
             else
                 throw new PtqException("DataSetKindUnknown", PtqErrorKind.InvalidArgument,
-                    $"'{paths[0]}' is neither a folder of images, .npy/.npz/.csv files, nor an IDX images file.", paths[0]);
-            if (ds.Kind is "Npy") WarnImageOptions();
+                    $"'{paths[0]}' is neither a folder of images, .npy/.npz/.csv files, an IDX images file, nor ONNX TensorProto samples (.pb files, folders of input_K.pb).", paths[0]);
+            if (ds.Kind is "Npy" or "TensorProto") WarnImageOptions();
             WriteVerbose($"{ds.Kind} data set '{ds.Name}': {ds.Count} samples of shape [{string.Join(",", ds.SampleShape)}].");
             WriteObject(ds);
         }, paths[0]);
     }
+
+    /// <summary>A .pb file, a folder of input_K.pb files, or an ONNX test folder of test_data_set_N folders.</summary>
+    static bool IsTensorProtoSample(string path) =>
+        File.Exists(path) ? path.EndsWith(".pb", StringComparison.OrdinalIgnoreCase)
+        : Directory.Exists(path) && (Directory.EnumerateFiles(path, "input_*.pb").Any() || Directory.EnumerateDirectories(path, "test_data_set_*").Any());
 
     void WarnImageOptions()
     {

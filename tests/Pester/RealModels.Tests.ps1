@@ -1,0 +1,69 @@
+BeforeAll {
+    Import-Module $env:PTQTOOLS_MODULE -Force
+    . (Join-Path $PSScriptRoot 'TestData.ps1')
+    $script:Corpus = '/usr/share/libonnx-testdata/data'
+    if (-not (Test-Path $Corpus)) { throw "Test data missing: $Corpus (install Debian's libonnx-testdata; .ci/run does)." }
+}
+
+Describe 'ONNX TensorProto samples (the conformance corpus layout)' {
+    It 'builds a data set from a test folder and quantizes the model on its own input_K.pb data' {
+        $test = Join-Path $Corpus 'pytorch-converted/test_Conv2d'
+        $model = Join-Path $test 'model.onnx'
+        $ds = New-PtqDataSet -Path $test
+        $ds.Kind | Should -Be 'TensorProto'
+        $ds.Count | Should -Be 1
+        $out = Join-Path $TestDrive 'conv2d.int8.onnx'
+        $result = Get-ModelLayer $model | Invoke-Quantization -DataSet $ds -OutputPath $out
+        $result.QuantizedLayerCount | Should -BeGreaterThan 0
+        $report = $result | Test-QuantizedModel -DataSet $ds -LatencyRuns 1
+        $report.Cosine | Should -BeGreaterThan 0.99
+        $report.Cosine | Should -BeLessThan 1.0
+    }
+
+    It 'feeds a two-input model with an int64 input' {
+        $test = Join-Path $Corpus 'node/test_gather_0'
+        $ds = New-PtqDataSet -Path (Join-Path $test 'test_data_set_0')
+        $ds.Count | Should -Be 1
+        # Gather has nothing to quantize, so the comparison is the float model against itself: identical outputs.
+        $report = Test-QuantizedModel -FloatModel (Join-Path $test 'model.onnx') -QuantizedModel (Join-Path $test 'model.onnx') -DataSet $ds -LatencyRuns 1
+        $report.SampleCount | Should -Be 1
+        $report.MaxAbsError | Should -Be 0
+    }
+
+    It 'refuses a .pb file that is not a tensor, naming it' {
+        $junk = Join-Path $TestDrive 'junk.pb'
+        [IO.File]::WriteAllBytes($junk, [byte[]](255, 255, 255))
+        $e = Get-ErrorRecord { New-PtqDataSet -Path $junk -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'TensorFileNotReadable,*'
+        $e.Exception.Message | Should -BeLike '*junk.pb*'
+    }
+}
+
+Describe 'External data' {
+    BeforeAll {
+        # The engine writes the conformance Conv2d model with its weights in a side file.
+        $script:ExtFolder = Join-Path $TestDrive 'ext'
+        $null = New-Item -ItemType Directory $ExtFolder
+        $script:ExtModel = Join-Path $ExtFolder 'conv.onnx'
+        $m = [PtqTools.Core.Onnx.OnnxModelIO]::Load((Join-Path $Corpus 'pytorch-converted/test_Conv2d/model.onnx'), $true)
+        [PtqTools.Core.Onnx.ExternalData]::Save($m, $ExtModel, 16, [Threading.CancellationToken]::None)
+    }
+
+    It 'lists the layers of a model whose weights are in a side file' {
+        Test-Path "$ExtModel.data" | Should -BeTrue
+        $layers = Get-ModelLayer $ExtModel
+        ($layers | Where-Object OpType -eq 'Conv').WeightShape.Count | Should -Be 4
+    }
+
+    It 'refuses an external-data location outside the model folder as a SecurityError' {
+        $m = [Onnx.ModelProto]::Parser.ParseFrom([IO.File]::ReadAllBytes($ExtModel))
+        foreach ($t in $m.Graph.Initializer) {
+            foreach ($e in $t.ExternalData) { if ($e.Key -eq 'location') { $e.Value = '../conv.onnx.data' } }
+        }
+        $evil = Join-Path $ExtFolder 'evil.onnx'
+        [IO.File]::WriteAllBytes($evil, [Google.Protobuf.MessageExtensions]::ToByteArray($m))
+        $err = Get-ErrorRecord { Get-OnnxModel $evil -ErrorAction Stop }
+        $err.FullyQualifiedErrorId | Should -BeLike 'ExternalDataOutsideModelFolder,*'
+        $err.CategoryInfo.Category | Should -Be 'SecurityError'
+    }
+}
