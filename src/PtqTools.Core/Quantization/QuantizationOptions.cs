@@ -1,3 +1,6 @@
+using System.IO.Enumeration;
+using Onnx;
+
 namespace PtqTools.Core.Quantization;
 
 /// <summary>What is quantized ahead of time and what at run time.</summary>
@@ -20,8 +23,27 @@ public sealed class QuantizationOptions
     /// <summary>Block size along K of int4 weight-only weights.</summary>
     public int BlockSize { get; set; } = 32;
 
+    /// <summary>Layers kept in float whatever the pipeline says: layer names, wildcard patterns (* and ?) over
+    /// names, or op types (Conv, MatMul, ...), matched case-sensitively like ONNX names.</summary>
+    public string[] Exclude { get; set; } = Array.Empty<string>();
+
+    /// <summary>Why -Exclude keeps this layer in float, or null when it does not.</summary>
+    public string? ExcludeReason(NodeProto node)
+    {
+        foreach (var pattern in Exclude)
+        {
+            if (pattern == node.OpType) return $"excluded (-Exclude op type '{pattern}'): kept in float";
+            if (pattern == node.Name) return $"excluded (-Exclude '{pattern}'): kept in float";
+            if (pattern.IndexOfAny(new[] { '*', '?' }) >= 0 && FileSystemName.MatchesSimpleExpression(pattern, node.Name, ignoreCase: false))
+                return $"excluded (-Exclude pattern '{pattern}'): kept in float";
+        }
+        return null;
+    }
+
     public void Validate()
     {
+        if (Exclude.Any(string.IsNullOrWhiteSpace))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, "An -Exclude entry is empty.", Exclude);
         if (!Enum.IsDefined(Mode))
             throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Mode {Mode} is not supported.", Mode);
         if (Mode == QuantMode.Dynamic && ActivationType != QuantType.UInt8)
@@ -48,7 +70,9 @@ public sealed class QuantizationOptions
                 "Symmetric activations need a signed type: use -ActivationType Int8 with -SymmetricActivation (uint8 activations are asymmetric).", ActivationType);
     }
 
-    public override string ToString() => Mode switch
+    public override string ToString() => ModeText() + (Exclude.Length > 0 ? ";exclude=" + string.Join(",", Exclude) : "");
+
+    string ModeText() => Mode switch
     {
         QuantMode.Dynamic => $"mode=dynamic;format=MatMulInteger;activations=uint8,asymmetric,runtime-range;weights=int8,symmetric,{(PerChannel ? "per-channel" : "per-tensor")}",
         QuantMode.WeightOnly when WeightBits == 4 => $"mode=weight-only;format=MatMulNBits;activations=float32;weights=int4,asymmetric,block={BlockSize},rtn",

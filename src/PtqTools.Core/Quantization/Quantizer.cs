@@ -27,7 +27,7 @@ public static class Quantizer
             ranges[s.Tensor] = new TensorRange(s.RangeMin, s.RangeMax);
         }
         var selected = statistics.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal);
-        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), selected, perChannel: options?.PerChannel ?? true);
+        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), selected, options is null ? null : options.ExcludeReason, perChannel: options?.PerChannel ?? true);
         return (plan, ranges);
     }
 
@@ -50,7 +50,7 @@ public static class Quantizer
         options.Validate();
         if (options.Mode == QuantMode.Static)
             throw new PtqException("StatisticsRequired", PtqErrorKind.InvalidArgument, "Static quantization needs calibration statistics.", prepared.SourcePath);
-        var plan = WeightQuantizer.Plan(new GraphView(prepared.Model.Graph), selected, options);
+        var plan = WeightQuantizer.Plan(new GraphView(prepared.Model.Graph), selected, options, options.ExcludeReason);
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument,
                 $"None of the layers in the pipeline can be quantized in {options.Mode} mode in '{prepared.SourcePath}' (it quantizes MatMul layers with a constant 2-D weight).", prepared.SourcePath);
