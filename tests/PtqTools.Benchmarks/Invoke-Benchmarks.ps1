@@ -44,6 +44,10 @@ $rows = foreach ($threads in $ThreadCounts) {
     }
 }
 $rows | Format-Table -AutoSize | Out-Host
+
+# all-MiniLM-L6-v2: fp32 vs dynamic and weight-only models, in this same process (sessions interleaved per round).
+$miniLm = & (Join-Path $PSScriptRoot 'Invoke-MiniLmBenchmark.ps1') -ModulePath $ModulePath -OutputFolder (Join-Path $outFolder 'minilm') -Rounds $Rounds
+$miniLm | Format-Table -AutoSize | Out-String -Width 200 | Out-Host
 $summary = [ordered]@{
     Date = (Get-Date).ToString('u')
     Cpu = ((Get-Content /proc/cpuinfo | Select-String 'model name' | Select-Object -First 1) -replace '.*:\s*', '')
@@ -54,6 +58,7 @@ $summary = [ordered]@{
     CalibrationImagesPerSecond = [math]::Round($calibration.Count / $calibrationSeconds, 1)
     SizeRatio = $result.SizeRatio
     ImportModuleMs = [math]::Round($importMs, 1)
+    MiniLm = $miniLm
 }
 "Calibration: {0} images in {1:N1} s ({2:N1} images/s, all tensors, 2 threads); int8 size {3:P1} of fp32; Import-Module {4:N0} ms" -f
     $summary.CalibrationImages, $summary.CalibrationSeconds, $summary.CalibrationImagesPerSecond, $summary.SizeRatio, $summary.ImportModuleMs | Out-Host

