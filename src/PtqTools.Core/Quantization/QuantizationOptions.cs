@@ -6,6 +6,9 @@ namespace PtqTools.Core.Quantization;
 /// <summary>What is quantized ahead of time and what at run time.</summary>
 public enum QuantMode { Static, Dynamic, WeightOnly }
 
+/// <summary>How a static model is written.</summary>
+public enum QuantFormat { QDQ, QOperator }
+
 /// <summary>Options of a static QDQ quantization, checked as a whole before any work starts.</summary>
 public sealed class QuantizationOptions
 {
@@ -16,6 +19,9 @@ public sealed class QuantizationOptions
     /// <summary>Static (calibrated activations, QDQ), Dynamic (int8 weights, activation ranges at run time) or
     /// WeightOnly (int8 per channel or int4 block-wise weights, float activations).</summary>
     public QuantMode Mode { get; set; } = QuantMode.Static;
+
+    /// <summary>How a static model is written: QDQ pairs ONNX Runtime fuses, or its integer operators directly.</summary>
+    public QuantFormat Format { get; set; } = QuantFormat.QDQ;
 
     /// <summary>Bits of a weight-only weight: 8 (per channel, DequantizeLinear) or 4 (block-wise, MatMulNBits).</summary>
     public int WeightBits { get; set; } = 8;
@@ -46,6 +52,11 @@ public sealed class QuantizationOptions
             throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, "An -Exclude entry is empty.", Exclude);
         if (!Enum.IsDefined(Mode))
             throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Mode {Mode} is not supported.", Mode);
+        if (!Enum.IsDefined(Format))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Format {Format} is not supported.", Format);
+        if (Format == QuantFormat.QOperator && Mode != QuantMode.Static)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                $"-Format QOperator writes QLinear operators with calibrated output scales, which only Static mode has; {Mode} mode writes its own operators (MatMulInteger or MatMulNBits).", Format);
         if (Mode == QuantMode.Dynamic && ActivationType != QuantType.UInt8)
             throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
                 "Dynamic mode quantizes activations with DynamicQuantizeLinear, which ONNX Runtime defines for uint8 only: use -ActivationType UInt8.", ActivationType);
@@ -81,5 +92,5 @@ public sealed class QuantizationOptions
     };
 
     string StaticText() =>
-        $"format=QDQ;activations={ActivationType.ToString().ToLowerInvariant()}{(ActivationSymmetric ? ",symmetric" : ",asymmetric")};weights=int8,symmetric,{(PerChannel ? "per-channel" : "per-tensor")};bias=int32";
+        $"format={Format};activations={ActivationType.ToString().ToLowerInvariant()}{(ActivationSymmetric ? ",symmetric" : ",asymmetric")};weights=int8,symmetric,{(PerChannel ? "per-channel" : "per-tensor")};bias=int32";
 }

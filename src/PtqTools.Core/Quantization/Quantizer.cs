@@ -39,6 +39,7 @@ public static class Quantizer
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
         var model = QdqQuantizer.Quantize(prepared.Model, plan, ranges, options, cancel);
+        if (options.Format == QuantFormat.QOperator) model = QOperatorConverter.Convert(model, cancel);
         return Write(prepared, model, plan, options, outputPath, cancel);
     }
 
@@ -80,7 +81,7 @@ public static class Quantizer
             {
                 QuantMode.Dynamic => "MatMulInteger",
                 QuantMode.WeightOnly when options.WeightBits == 4 => "MatMulNBits",
-                _ => "QDQ",
+                _ => options.Format.ToString(),
             },
             Options = options.ToString(),
             SourceSizeBytes = sourceSize,
