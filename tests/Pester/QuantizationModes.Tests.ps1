@@ -63,6 +63,22 @@ Describe 'Invoke-Quantization -Mode' {
         Test-Path $target | Should -BeFalse
     }
 
+    It 'writes ResNet18 as QLinear operators with -Format QOperator' {
+        $data = New-ResNetDataSet -Split train -Count 4
+        $r = Invoke-Quantization -Path $ResNet18 -DataSet $data -Format QOperator -OutputPath (Join-Path $work 'qop.onnx')
+        $r.Format | Should -Be 'QOperator'
+        $r.Options | Should -BeLike 'format=QOperator;*'
+        $ops = (Get-OnnxModel $r.OutputPath).OpTypes
+        $ops | Should -Contain 'QLinearAdd:9'
+        $ops | Where-Object { $_ -like 'Conv:*' } | Should -BeNullOrEmpty
+        $r.SizeRatio | Should -BeLessOrEqual 0.255
+    }
+
+    It 'refuses QOperator outside Static mode' {
+        $e = Get-ErrorRecord { Invoke-Quantization -Path $MiniLm -Mode Dynamic -Format QOperator -OutputPath (Join-Path $work 'x.onnx') -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'InvalidOptionCombination,*'
+    }
+
     It 'still needs -DataSet in Static mode' {
         $e = Get-ErrorRecord { Invoke-Quantization -Path $ResNet18 -OutputPath (Join-Path $work 'r.onnx') -ErrorAction Stop }
         $e.FullyQualifiedErrorId | Should -BeLike 'DataSetRequired,*'

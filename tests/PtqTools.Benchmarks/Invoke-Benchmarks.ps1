@@ -30,17 +30,24 @@ $clock = [Diagnostics.Stopwatch]::StartNew()
 $stats = Get-ModelLayer $ResNet18 | Measure-ActivationRange -DataSet $calibration -ThreadCount 2
 $calibrationSeconds = $clock.Elapsed.TotalSeconds
 $result = $stats | Invoke-Quantization -OutputPath (Join-Path $outFolder 'resnet18.int8.onnx') -Force
+$qoperator = $stats | Invoke-Quantization -Format QOperator -OutputPath (Join-Path $outFolder 'resnet18.qop.onnx') -Force
 
 $rows = foreach ($threads in $ThreadCounts) {
     $reports = 1..$Rounds | ForEach-Object { $result | Test-QuantizedModel -DataSet $timing -ThreadCount $threads -LatencyRuns $RunsPerRound }
     $fp32 = ($reports.FloatLatencyMs | Sort-Object)[[int][math]::Floor($Rounds / 2)]
     $int8 = ($reports.QuantizedLatencyMs | Sort-Object)[[int][math]::Floor($Rounds / 2)]
+    # QOperator in the same rounds: fp32 is timed again beside it and the QDQ figures are from the same process.
+    $qop = 1..$Rounds | ForEach-Object { $qoperator | Test-QuantizedModel -DataSet $timing -ThreadCount $threads -LatencyRuns $RunsPerRound }
+    $qopMs = ($qop.QuantizedLatencyMs | Sort-Object)[[int][math]::Floor($Rounds / 2)]
     [pscustomobject]@{
         Model = 'ResNet18 b1'
         Threads = $threads
         'fp32 ms (ORT)' = [math]::Round($fp32, 2)
         'int8 ms (PtqTools QDQ, ORT)' = [math]::Round($int8, 2)
         Speedup = [math]::Round($fp32 / $int8, 2)
+        'int8 ms (QOperator)' = [math]::Round($qopMs, 2)
+        'QOperator speedup' = [math]::Round($fp32 / $qopMs, 2)
+        'QOperator cosine' = [math]::Round(($qop.Cosine | Measure-Object -Minimum).Minimum, 4)
     }
 }
 $rows | Format-Table -AutoSize | Out-Host
@@ -57,6 +64,7 @@ $summary = [ordered]@{
     CalibrationSeconds = [math]::Round($calibrationSeconds, 2)
     CalibrationImagesPerSecond = [math]::Round($calibration.Count / $calibrationSeconds, 1)
     SizeRatio = $result.SizeRatio
+    QOperatorSizeRatio = $qoperator.SizeRatio
     ImportModuleMs = [math]::Round($importMs, 1)
     MiniLm = $miniLm
 }

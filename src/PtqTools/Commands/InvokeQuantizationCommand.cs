@@ -53,6 +53,11 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [ValidateSet("Static", "Dynamic", "WeightOnly")]
     public string Mode { get; set; } = "Static";
 
+    /// <summary>How a static model is written: QDQ pairs, or ONNX Runtime's QLinear operators.</summary>
+    [Parameter]
+    [ValidateSet("QDQ", "QOperator")]
+    public string Format { get; set; } = "QDQ";
+
     /// <summary>Bits of weight-only weights: 8 (per column) or 4 (block-wise MatMulNBits).</summary>
     [Parameter]
     [ValidateSet("8", "4")]
@@ -84,6 +89,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             ActivationSymmetric = SymmetricActivation,
             PerChannel = !PerTensor,
             Mode = Enum.Parse<QuantMode>(Mode, ignoreCase: true),
+            Format = Enum.Parse<QuantFormat>(Format, ignoreCase: true),
             WeightBits = WeightBits,
             BlockSize = BlockSize,
             Exclude = Exclude,
@@ -156,7 +162,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         {
             QuantMode.Dynamic => "dynamic int8",
             QuantMode.WeightOnly => $"weight-only int{_options.WeightBits}",
-            _ => "int8 QDQ",
+            _ => $"int8 {_options.Format}",
         };
         if (!ShouldProcess(target, $"Write the {what} model quantized from '{group.ModelPath}'")) return;
         var prepared = group.Prepare();
