@@ -30,20 +30,31 @@ $clock = [Diagnostics.Stopwatch]::StartNew()
 $stats = Get-ModelLayer $ResNet18 | Measure-ActivationRange -DataSet $calibration -ThreadCount 2
 $calibrationSeconds = $clock.Elapsed.TotalSeconds
 $result = $stats | Invoke-Quantization -OutputPath (Join-Path $outFolder 'resnet18.int8.onnx') -Force
+$qoperator = $stats | Invoke-Quantization -Format QOperator -OutputPath (Join-Path $outFolder 'resnet18.qop.onnx') -Force
 
 $rows = foreach ($threads in $ThreadCounts) {
     $reports = 1..$Rounds | ForEach-Object { $result | Test-QuantizedModel -DataSet $timing -ThreadCount $threads -LatencyRuns $RunsPerRound }
     $fp32 = ($reports.FloatLatencyMs | Sort-Object)[[int][math]::Floor($Rounds / 2)]
     $int8 = ($reports.QuantizedLatencyMs | Sort-Object)[[int][math]::Floor($Rounds / 2)]
+    # QOperator in the same rounds: fp32 is timed again beside it and the QDQ figures are from the same process.
+    $qop = 1..$Rounds | ForEach-Object { $qoperator | Test-QuantizedModel -DataSet $timing -ThreadCount $threads -LatencyRuns $RunsPerRound }
+    $qopMs = ($qop.QuantizedLatencyMs | Sort-Object)[[int][math]::Floor($Rounds / 2)]
     [pscustomobject]@{
         Model = 'ResNet18 b1'
         Threads = $threads
         'fp32 ms (ORT)' = [math]::Round($fp32, 2)
         'int8 ms (PtqTools QDQ, ORT)' = [math]::Round($int8, 2)
         Speedup = [math]::Round($fp32 / $int8, 2)
+        'int8 ms (QOperator)' = [math]::Round($qopMs, 2)
+        'QOperator speedup' = [math]::Round($fp32 / $qopMs, 2)
+        'QOperator cosine' = [math]::Round(($qop.Cosine | Measure-Object -Minimum).Minimum, 4)
     }
 }
 $rows | Format-Table -AutoSize | Out-Host
+
+# all-MiniLM-L6-v2: fp32 vs dynamic and weight-only models, in this same process (sessions interleaved per round).
+$miniLm = & (Join-Path $PSScriptRoot 'Invoke-MiniLmBenchmark.ps1') -ModulePath $ModulePath -OutputFolder (Join-Path $outFolder 'minilm') -Rounds $Rounds
+$miniLm | Format-Table -AutoSize | Out-String -Width 200 | Out-Host
 $summary = [ordered]@{
     Date = (Get-Date).ToString('u')
     Cpu = ((Get-Content /proc/cpuinfo | Select-String 'model name' | Select-Object -First 1) -replace '.*:\s*', '')
@@ -53,7 +64,9 @@ $summary = [ordered]@{
     CalibrationSeconds = [math]::Round($calibrationSeconds, 2)
     CalibrationImagesPerSecond = [math]::Round($calibration.Count / $calibrationSeconds, 1)
     SizeRatio = $result.SizeRatio
+    QOperatorSizeRatio = $qoperator.SizeRatio
     ImportModuleMs = [math]::Round($importMs, 1)
+    MiniLm = $miniLm
 }
 "Calibration: {0} images in {1:N1} s ({2:N1} images/s, all tensors, 2 threads); int8 size {3:P1} of fp32; Import-Module {4:N0} ms" -f
     $summary.CalibrationImages, $summary.CalibrationSeconds, $summary.CalibrationImagesPerSecond, $summary.SizeRatio, $summary.ImportModuleMs | Out-Host

@@ -148,7 +148,7 @@ public static class QdqQuantizer
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 
-    static NodeProto Node(string op, string name, string[] inputs, string output)
+    internal static NodeProto Node(string op, string name, string[] inputs, string output)
     {
         var node = new NodeProto { OpType = op, Name = name };
         node.Input.AddRange(inputs);
@@ -156,7 +156,7 @@ public static class QdqQuantizer
         return node;
     }
 
-    static void RemoveUnusedInitializers(GraphProto graph)
+    internal static void RemoveUnusedInitializers(GraphProto graph)
     {
         var used = new HashSet<string>(StringComparer.Ordinal);
         foreach (var n in OpsetUpgrader.AllNodes(graph)) used.UnionWith(n.Input);

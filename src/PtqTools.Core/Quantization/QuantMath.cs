@@ -139,4 +139,73 @@ public static class QuantMath
         int v = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(unchecked(acc * (1 << left)), fixedMultiplier), right);
         return Math.Clamp(v + zeroPoint, qmin, qmax);
     }
+
+    /// <summary>
+    /// Block-wise asymmetric round-to-nearest of a [K, N] weight into <paramref name="bits"/>-bit codes, laid out
+    /// as com.microsoft MatMulNBits wants it: codes [N][blocks][blockSize * bits / 8] (low nibble first, K padded
+    /// with zeros to whole blocks), scales [N * blocks], zero points [N][ceil(blocks * bits / 8)] (low nibble first).
+    /// Each block's range is widened to include zero so that zero is exact.
+    /// </summary>
+    public static (byte[] Codes, float[] Scales, byte[] ZeroPoints) QuantizeBlockwise(ReadOnlySpan<float> w, int k, int n, int bits, int blockSize)
+    {
+        if (bits != 4) throw new ArgumentOutOfRangeException(nameof(bits), "Only 4-bit block-wise codes are written.");
+        if (w.Length != (long)k * n) throw new ArgumentException($"The weight has {w.Length} values, not {k}x{n}.", nameof(w));
+        int blocks = (k + blockSize - 1) / blockSize;
+        int blob = blockSize * bits / 8;
+        int zpRow = (blocks * bits + 7) / 8;
+        int levels = (1 << bits) - 1;
+        var codes = new byte[(long)n * blocks * blob];
+        var scales = new float[n * blocks];
+        var zps = new byte[n * zpRow];
+        for (int col = 0; col < n; col++)
+            for (int b = 0; b < blocks; b++)
+            {
+                float min = 0, max = 0;
+                int end = Math.Min(k, (b + 1) * blockSize);
+                for (int r = b * blockSize; r < end; r++)
+                {
+                    float v = w[r * n + col];
+                    if (!float.IsFinite(v))
+                        throw new PtqException("WeightNotFinite", PtqErrorKind.InvalidData, "A weight tensor holds NaN or infinity.", r * n + col);
+                    min = Math.Min(min, v);
+                    max = Math.Max(max, v);
+                }
+                float scale = max == min ? 1f : (max - min) / levels;
+                int zp = Math.Clamp((int)MathF.Round(-min / scale, MidpointRounding.ToEven), 0, levels);
+                scales[col * blocks + b] = scale;
+                zps[col * zpRow + b / 2] |= (byte)(b % 2 == 0 ? zp : zp << 4);
+                var p = new QuantParams(scale, zp);
+                for (int j = 0; j < blockSize; j++)
+                {
+                    int r = b * blockSize + j;
+                    int q = r < k ? Quantize(w[r * n + col], p, 0, levels) : zp;
+                    long at = ((long)col * blocks + b) * blob + j / 2;
+                    codes[at] |= (byte)(j % 2 == 0 ? q : q << 4);
+                }
+            }
+        return (codes, scales, zps);
+    }
+
+    /// <summary>The [K, N] float weight that MatMulNBits codes stand for (the reference its output is held to).</summary>
+    public static float[] DequantizeBlockwise(byte[] codes, float[] scales, byte[] zeroPoints, int k, int n, int bits, int blockSize)
+    {
+        int blocks = (k + blockSize - 1) / blockSize;
+        int blob = blockSize * bits / 8;
+        int zpRow = (blocks * bits + 7) / 8;
+        var w = new float[(long)k * n];
+        for (int col = 0; col < n; col++)
+            for (int b = 0; b < blocks; b++)
+            {
+                int zpByte = zeroPoints[col * zpRow + b / 2];
+                int zp = b % 2 == 0 ? zpByte & 0xF : zpByte >> 4;
+                float scale = scales[col * blocks + b];
+                for (int j = 0; j < blockSize && b * blockSize + j < k; j++)
+                {
+                    int c = codes[((long)col * blocks + b) * blob + j / 2];
+                    int q = j % 2 == 0 ? c & 0xF : c >> 4;
+                    w[(b * blockSize + j) * n + col] = (q - zp) * scale;
+                }
+            }
+        return w;
+    }
 }

@@ -1,4 +1,13 @@
+using System.IO.Enumeration;
+using Onnx;
+
 namespace PtqTools.Core.Quantization;
+
+/// <summary>What is quantized ahead of time and what at run time.</summary>
+public enum QuantMode { Static, Dynamic, WeightOnly }
+
+/// <summary>How a static model is written.</summary>
+public enum QuantFormat { QDQ, QOperator }
 
 /// <summary>Options of a static QDQ quantization, checked as a whole before any work starts.</summary>
 public sealed class QuantizationOptions
@@ -7,8 +16,64 @@ public sealed class QuantizationOptions
     public bool ActivationSymmetric { get; set; }
     public bool PerChannel { get; set; } = true;
 
+    /// <summary>Static (calibrated activations, QDQ), Dynamic (int8 weights, activation ranges at run time) or
+    /// WeightOnly (int8 per channel or int4 block-wise weights, float activations).</summary>
+    public QuantMode Mode { get; set; } = QuantMode.Static;
+
+    /// <summary>How a static model is written: QDQ pairs ONNX Runtime fuses, or its integer operators directly.</summary>
+    public QuantFormat Format { get; set; } = QuantFormat.QDQ;
+
+    /// <summary>Bits of a weight-only weight: 8 (per channel, DequantizeLinear) or 4 (block-wise, MatMulNBits).</summary>
+    public int WeightBits { get; set; } = 8;
+
+    /// <summary>Block size along K of int4 weight-only weights.</summary>
+    public int BlockSize { get; set; } = 32;
+
+    /// <summary>Layers kept in float whatever the pipeline says: layer names, wildcard patterns (* and ?) over
+    /// names, or op types (Conv, MatMul, ...), matched case-sensitively like ONNX names.</summary>
+    public string[] Exclude { get; set; } = Array.Empty<string>();
+
+    /// <summary>Why -Exclude keeps this layer in float, or null when it does not.</summary>
+    public string? ExcludeReason(NodeProto node)
+    {
+        foreach (var pattern in Exclude)
+        {
+            if (pattern == node.OpType) return $"excluded (-Exclude op type '{pattern}'): kept in float";
+            if (pattern == node.Name) return $"excluded (-Exclude '{pattern}'): kept in float";
+            if (pattern.IndexOfAny(new[] { '*', '?' }) >= 0 && FileSystemName.MatchesSimpleExpression(pattern, node.Name, ignoreCase: false))
+                return $"excluded (-Exclude pattern '{pattern}'): kept in float";
+        }
+        return null;
+    }
+
     public void Validate()
     {
+        if (Exclude.Any(string.IsNullOrWhiteSpace))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, "An -Exclude entry is empty.", Exclude);
+        if (!Enum.IsDefined(Mode))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Mode {Mode} is not supported.", Mode);
+        if (!Enum.IsDefined(Format))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Format {Format} is not supported.", Format);
+        if (Format == QuantFormat.QOperator && Mode != QuantMode.Static)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                $"-Format QOperator writes QLinear operators with calibrated output scales, which only Static mode has; {Mode} mode writes its own operators (MatMulInteger or MatMulNBits).", Format);
+        if (Mode == QuantMode.Dynamic && ActivationType != QuantType.UInt8)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                "Dynamic mode quantizes activations with DynamicQuantizeLinear, which ONNX Runtime defines for uint8 only: use -ActivationType UInt8.", ActivationType);
+        if (Mode == QuantMode.Dynamic && ActivationSymmetric)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                "Dynamic mode computes an asymmetric uint8 range at run time; -SymmetricActivation does not apply.", ActivationSymmetric);
+        if (WeightBits is not (4 or 8))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Weights can have 8 or 4 bits, not {WeightBits}.", WeightBits);
+        if (WeightBits == 4 && Mode != QuantMode.WeightOnly)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                "4-bit weights are written as com.microsoft MatMulNBits, which only -Mode WeightOnly produces; ONNX Runtime has no int4 kernel for static or dynamic activations.", WeightBits);
+        if (WeightBits == 4 && BlockSize is not (16 or 32 or 64 or 128 or 256))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument,
+                $"MatMulNBits needs a block size that is a power of two from 16 to 256 (32, 64 or 128 are usual), not {BlockSize}.", BlockSize);
+        if (WeightBits == 4 && !PerChannel)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                "4-bit weights are block-wise along K (one scale per block of each output column); -PerTensor does not apply.", PerChannel);
         if (!Enum.IsDefined(ActivationType))
             throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Activation type {ActivationType} is not supported.", ActivationType);
         if (ActivationSymmetric && ActivationType == QuantType.UInt8)
@@ -16,6 +81,16 @@ public sealed class QuantizationOptions
                 "Symmetric activations need a signed type: use -ActivationType Int8 with -SymmetricActivation (uint8 activations are asymmetric).", ActivationType);
     }
 
-    public override string ToString() =>
-        $"format=QDQ;activations={ActivationType.ToString().ToLowerInvariant()}{(ActivationSymmetric ? ",symmetric" : ",asymmetric")};weights=int8,symmetric,{(PerChannel ? "per-channel" : "per-tensor")};bias=int32";
+    public override string ToString() => ModeText() + (Exclude.Length > 0 ? ";exclude=" + string.Join(",", Exclude) : "");
+
+    string ModeText() => Mode switch
+    {
+        QuantMode.Dynamic => $"mode=dynamic;format=MatMulInteger;activations=uint8,asymmetric,runtime-range;weights=int8,symmetric,{(PerChannel ? "per-channel" : "per-tensor")}",
+        QuantMode.WeightOnly when WeightBits == 4 => $"mode=weight-only;format=MatMulNBits;activations=float32;weights=int4,asymmetric,block={BlockSize},rtn",
+        QuantMode.WeightOnly => $"mode=weight-only;format=QDQ;activations=float32;weights=int8,symmetric,{(PerChannel ? "per-channel" : "per-tensor")}",
+        _ => StaticText(),
+    };
+
+    string StaticText() =>
+        $"format={Format};activations={ActivationType.ToString().ToLowerInvariant()}{(ActivationSymmetric ? ",symmetric" : ",asymmetric")};weights=int8,symmetric,{(PerChannel ? "per-channel" : "per-tensor")};bias=int32";
 }

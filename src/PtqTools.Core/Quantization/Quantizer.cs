@@ -29,7 +29,7 @@ public static class Quantizer
             ranges[s.Tensor] = new TensorRange(s.RangeMin, s.RangeMax);
         }
         var selected = statistics.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal);
-        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), selected, perChannel: options?.PerChannel ?? true);
+        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), selected, options is null ? null : options.ExcludeReason, perChannel: options?.PerChannel ?? true);
         return (plan, ranges);
     }
 
@@ -41,6 +41,28 @@ public static class Quantizer
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
         var model = QdqQuantizer.Quantize(prepared.Model, plan, ranges, options, cancel);
+        if (options.Format == QuantFormat.QOperator) model = QOperatorConverter.Convert(model, cancel);
+        return Write(prepared, model, plan, options, outputPath, cancel);
+    }
+
+    /// <summary>Dynamic and weight-only quantization: no calibration statistics; <paramref name="selected"/> (null
+    /// for all) names the layers that came through the pipeline.</summary>
+    public static QuantizationResult RunWithoutCalibration(PreparedModel prepared, IReadOnlySet<string>? selected, QuantizationOptions options,
+        string outputPath, CancellationToken cancel)
+    {
+        options.Validate();
+        if (options.Mode == QuantMode.Static)
+            throw new PtqException("StatisticsRequired", PtqErrorKind.InvalidArgument, "Static quantization needs calibration statistics.", prepared.SourcePath);
+        var plan = WeightQuantizer.Plan(new GraphView(prepared.Model.Graph), selected, options, options.ExcludeReason);
+        if (plan.QuantizedLayers.Count == 0)
+            throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument,
+                $"None of the layers in the pipeline can be quantized in {options.Mode} mode in '{prepared.SourcePath}' (it quantizes MatMul layers with a constant 2-D weight).", prepared.SourcePath);
+        var model = WeightQuantizer.Quantize(prepared.Model, plan, options, cancel);
+        return Write(prepared, model, plan, options, outputPath, cancel);
+    }
+
+    static QuantizationResult Write(PreparedModel prepared, ModelProto model, QuantizationPlan plan, QuantizationOptions options, string outputPath, CancellationToken cancel)
+    {
         SetMetadata(model, "ptq.source_sha256", prepared.SourceSha256);
         SetMetadata(model, "ptq.options", options.ToString());
         SetMetadata(model, "ptq.tool", $"PtqTools {ToolVersion}");
@@ -56,6 +78,13 @@ public static class Quantizer
             SourceSha256 = prepared.SourceSha256,
             OutputPath = Path.GetFullPath(outputPath),
             OutputSha256 = OnnxModelIO.Sha256(bytes),
+            Mode = options.Mode.ToString(),
+            Format = options.Mode switch
+            {
+                QuantMode.Dynamic => "MatMulInteger",
+                QuantMode.WeightOnly when options.WeightBits == 4 => "MatMulNBits",
+                _ => options.Format.ToString(),
+            },
             Options = options.ToString(),
             SourceSizeBytes = sourceSize,
             OutputSizeBytes = bytes.LongLength,

@@ -24,7 +24,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
 
     /// <summary>Calibration data, needed when layers or a model path (not statistics) come in.</summary>
     [Parameter(ParameterSetName = "Pipeline")]
-    [Parameter(Mandatory = true, ParameterSetName = "Path")]
+    [Parameter(ParameterSetName = "Path")]
     public PSObject? DataSet { get; set; }
 
     /// <summary>The quantized model file, or an existing folder when several models come in.</summary>
@@ -48,6 +48,31 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [ValidateRange(1, 1024)]
     public int ThreadCount { get; set; } = Environment.ProcessorCount;
 
+    /// <summary>Static (calibrated QDQ), Dynamic (int8 weights, activation ranges at run time) or WeightOnly.</summary>
+    [Parameter]
+    [ValidateSet("Static", "Dynamic", "WeightOnly")]
+    public string Mode { get; set; } = "Static";
+
+    /// <summary>How a static model is written: QDQ pairs, or ONNX Runtime's QLinear operators.</summary>
+    [Parameter]
+    [ValidateSet("QDQ", "QOperator")]
+    public string Format { get; set; } = "QDQ";
+
+    /// <summary>Bits of weight-only weights: 8 (per column) or 4 (block-wise MatMulNBits).</summary>
+    [Parameter]
+    [ValidateSet("8", "4")]
+    public int WeightBits { get; set; } = 8;
+
+    /// <summary>Block size along K of 4-bit weights.</summary>
+    [Parameter]
+    public int BlockSize { get; set; } = 32;
+
+    /// <summary>Layers kept in float: names, wildcard patterns over names, or op types.</summary>
+    [Parameter]
+    [SupportsWildcards]
+    [ValidateNotNullOrEmpty]
+    public string[] Exclude { get; set; } = Array.Empty<string>();
+
     /// <summary>Overwrite an existing output file.</summary>
     [Parameter]
     public SwitchParameter Force { get; set; }
@@ -63,6 +88,11 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             ActivationType = Enum.Parse<QuantType>(ActivationType, ignoreCase: true),
             ActivationSymmetric = SymmetricActivation,
             PerChannel = !PerTensor,
+            Mode = Enum.Parse<QuantMode>(Mode, ignoreCase: true),
+            Format = Enum.Parse<QuantFormat>(Format, ignoreCase: true),
+            WeightBits = WeightBits,
+            BlockSize = BlockSize,
+            Exclude = Exclude,
         };
         try { _options.Validate(); }
         catch (PtqException ex) { Fail(ex); }
@@ -108,13 +138,14 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         if (work.Count > 1 && !folder)
             Fail(new PtqException("OutputPathNotFolder", PtqErrorKind.InvalidArgument,
                 $"{work.Count} models came in; -OutputPath must then be an existing folder, and '{output}' is not.", output));
-        if (work.Any(w => w.Stats is null) && DataSet is null)
+        if (_options.Mode == QuantMode.Static && work.Any(w => w.Stats is null) && DataSet is null)
             Fail(new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument,
                 "Layers or a model path came in without statistics: give -DataSet to calibrate them, or pipe in the output of Measure-ActivationRange.", null));
 
         foreach (var (group, stats) in work)
         {
-            var target = folder ? System.IO.Path.Combine(output, System.IO.Path.GetFileNameWithoutExtension(group.ModelPath) + ".int8.onnx") : output;
+            var suffix = _options.Mode == QuantMode.WeightOnly && _options.WeightBits == 4 ? ".int4.onnx" : ".int8.onnx";
+            var target = folder ? System.IO.Path.Combine(output, System.IO.Path.GetFileNameWithoutExtension(group.ModelPath) + suffix) : output;
             Try(() => Quantize(group, stats, target), group.ModelPath);
         }
     }
@@ -127,12 +158,28 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             throw new PtqException("OutputExists", PtqErrorKind.ResourceExists, $"'{target}' exists; use -Force to overwrite it.", target);
         if (!Directory.Exists(System.IO.Path.GetDirectoryName(target)))
             throw new PtqException("OutputFolderNotFound", PtqErrorKind.ObjectNotFound, $"The folder of '{target}' does not exist.", target);
-        if (!ShouldProcess(target, $"Write the int8 QDQ model quantized from '{group.ModelPath}'")) return;
+        var what = _options.Mode switch
+        {
+            QuantMode.Dynamic => "dynamic int8",
+            QuantMode.WeightOnly => $"weight-only int{_options.WeightBits}",
+            _ => $"int8 {_options.Format}",
+        };
+        if (!ShouldProcess(target, $"Write the {what} model quantized from '{group.ModelPath}'")) return;
         var prepared = group.Prepare();
+        if (_options.Mode != QuantMode.Static)
+        {
+            // No calibration: statistics, when they come in, only say which layers were selected.
+            var selected = stats is not null ? stats.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal) : group.Selected;
+            if (DataSet is not null) WriteWarning($"-DataSet is not used in {_options.Mode} mode: it needs no calibration.");
+            var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel);
+            WriteVerbose($"{weightResult.QuantizedLayerCount} layers quantized, {weightResult.FloatLayerCount} kept in float; {weightResult.OutputSizeBytes:N0} bytes ({weightResult.SizeRatio:P1} of the source).");
+            WriteObject(weightResult);
+            return;
+        }
         if (stats is null)
         {
             var data = PipelineObjects.To<PtqDataSet>(DataSet!);
-            var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), group.Selected);
+            var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), group.Selected, _options.ExcludeReason);
             const string activity = "Calibrating";
             stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, Progress(1, activity), Cancel);
             CompleteProgress(1, activity);

@@ -1,0 +1,160 @@
+using Onnx;
+using PtqTools.Core.Onnx;
+
+namespace PtqTools.Core.Quantization;
+
+/// <summary>
+/// Turns a static QDQ model into the QOperator format: every float op whose activation inputs all come from
+/// DequantizeLinear and whose output (past a folded Relu) goes only to a QuantizeLinear becomes its integer
+/// operator, reading and writing the quantized tensors directly: QLinearConv, QLinearMatMul, com.microsoft
+/// QLinearAdd, QLinearMul, QLinearConcat, QLinearAveragePool and QLinearGlobalAveragePool; MaxPool and the
+/// reshapes run on the integer tensor itself. The Q/DQ nodes left without readers are removed; ops that do not
+/// match stay float between their DequantizeLinear and QuantizeLinear, exactly as in QDQ.
+/// </summary>
+public static class QOperatorConverter
+{
+    const string Ms = "com.microsoft";
+
+    static readonly HashSet<string> IntegerPassThrough = new(StringComparer.Ordinal)
+        { "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze" };
+
+    public static ModelProto Convert(ModelProto qdq, CancellationToken cancel = default)
+    {
+        var model = qdq.Clone();
+        var graph = model.Graph;
+        var view = new GraphView(graph);
+        var dq = graph.Node.Where(n => n.OpType == "DequantizeLinear" && n.Domain is "" or "ai.onnx").ToDictionary(n => n.Output[0], StringComparer.Ordinal);
+        var remove = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance);
+        var added = new List<NodeProto>();
+        bool usesMs = false;
+        foreach (var node in graph.Node.ToList())
+        {
+            cancel.ThrowIfCancellationRequested();
+            if (node.Domain is not ("" or "ai.onnx") || remove.Contains(node)) continue;
+            var (output, relu) = QuantizedOutput(node, view);
+            if (output is null) continue;
+            NodeProto? replacement = node.OpType switch
+            {
+                "Conv" => Conv(node, dq, output, view),
+                "MatMul" => Binary(node, dq, output, "QLinearMatMul", ""),
+                "Add" => Binary(node, dq, output, "QLinearAdd", Ms),
+                "Mul" => Binary(node, dq, output, "QLinearMul", Ms),
+                "AveragePool" => Unary(node, dq, output, "QLinearAveragePool", copyAttributes: true),
+                "GlobalAveragePool" => Unary(node, dq, output, "QLinearGlobalAveragePool", copyAttributes: false),
+                "Concat" => Concat(node, dq, output),
+                var op when IntegerPassThrough.Contains(op) && relu is null => PassThrough(node, dq, output, view),
+                _ => null,
+            };
+            if (replacement is null) continue;
+            usesMs |= replacement.Domain == Ms;
+            added.Add(replacement);
+            remove.Add(node);
+            remove.Add(output);
+            if (relu is not null) remove.Add(relu);
+        }
+        var nodes = graph.Node.Where(n => !remove.Contains(n)).Concat(added).ToList();
+        // DequantizeLinear nodes nobody reads any more (weights, biases, activations now read as integers).
+        while (true)
+        {
+            var read = nodes.SelectMany(n => n.Input).Concat(graph.Output.Select(o => o.Name)).ToHashSet(StringComparer.Ordinal);
+            int before = nodes.Count;
+            nodes.RemoveAll(n => n.OpType is "DequantizeLinear" or "QuantizeLinear" && !read.Contains(n.Output[0]));
+            if (nodes.Count == before) break;
+        }
+        graph.Node.Clear();
+        graph.Node.AddRange(nodes);
+        if (usesMs && !model.OpsetImport.Any(o => o.Domain == Ms))
+            model.OpsetImport.Add(new OperatorSetIdProto { Domain = Ms, Version = 1 });
+        QdqQuantizer.RemoveUnusedInitializers(graph);
+        QdqQuantizer.SortTopologically(graph);
+        return model;
+    }
+
+    /// <summary>The QuantizeLinear that reads the node's output (or the output of the Relu that is its only reader,
+    /// when the quantized range starts at the type's minimum so saturation is the Relu), and that Relu.</summary>
+    static (NodeProto? Q, NodeProto? Relu) QuantizedOutput(NodeProto node, GraphView g)
+    {
+        if (node.Output.Count != 1 && !(node.OpType == "MaxPool" && node.Output.Skip(1).All(o => o.Length == 0))) return (null, null);
+        var tensor = node.Output[0];
+        NodeProto? relu = null;
+        var readers = g.ConsumersOf(tensor);
+        if (readers.Count == 1 && readers[0].OpType == "Relu" && !g.GraphOutputs.Contains(tensor))
+        {
+            relu = readers[0];
+            tensor = relu.Output[0];
+            readers = g.ConsumersOf(tensor);
+        }
+        if (readers.Count != 1 || readers[0].OpType != "QuantizeLinear" || g.GraphOutputs.Contains(tensor)) return (null, null);
+        var q = readers[0];
+        if (relu is not null)
+        {
+            // Saturation replaces the Relu only when the zero point is the type's minimum (range [0, max]).
+            if (q.Input.Count < 3 || !g.Initializers.TryGetValue(q.Input[2], out var zp)) return (null, null);
+            var z = TensorData.ReadFloats(zp);
+            float min = zp.DataType == (int)OnnxDataType.UInt8 ? 0 : -128;
+            if (z.Length != 1 || z[0] != min) return (null, null);
+        }
+        return (q, relu);
+    }
+
+    static IEnumerable<string>? Dequantized(string tensor, Dictionary<string, NodeProto> dq) =>
+        dq.TryGetValue(tensor, out var d) && d.Input.Count == 3 ? d.Input : null;
+
+    static NodeProto New(string op, string domain, string name, IEnumerable<string> inputs, string output, IEnumerable<AttributeProto>? attributes = null)
+    {
+        var n = new NodeProto { OpType = op, Domain = domain, Name = name };
+        n.Input.AddRange(inputs);
+        n.Output.Add(output);
+        if (attributes is not null) n.Attribute.AddRange(attributes.Select(a => a.Clone()));
+        return n;
+    }
+
+    static NodeProto? Conv(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q, GraphView g)
+    {
+        if (node.Input.Count < 2 || Dequantized(node.Input[0], dq) is not { } x || Dequantized(node.Input[1], dq) is not { } w) return null;
+        var inputs = x.Concat(w).Concat(q.Input.Skip(1)).ToList();
+        if (node.Input.Count > 2 && node.Input[2].Length > 0)
+        {
+            if (Dequantized(node.Input[2], dq) is not { } b || !g.Initializers.TryGetValue(b.First(), out var bias) || bias.DataType != (int)OnnxDataType.Int32) return null;
+            inputs.Add(b.First());
+        }
+        return New("QLinearConv", "", node.Name, inputs, q.Output[0], node.Attribute);
+    }
+
+    static NodeProto? Binary(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q, string op, string domain)
+    {
+        if (node.Input.Count != 2 || Dequantized(node.Input[0], dq) is not { } a || Dequantized(node.Input[1], dq) is not { } b) return null;
+        return New(op, domain, node.Name, a.Concat(b).Concat(q.Input.Skip(1)), q.Output[0]);
+    }
+
+    static NodeProto? Unary(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q, string op, bool copyAttributes)
+    {
+        if (Dequantized(node.Input[0], dq) is not { } x) return null;
+        var n = New(op, Ms, node.Name, x.Concat(q.Input.Skip(1)), q.Output[0], copyAttributes ? node.Attribute : null);
+        if (!copyAttributes) n.Attribute.Add(new AttributeProto { Name = "channels_last", I = 0, Type = AttributeProto.Types.AttributeType.Int });
+        return n;
+    }
+
+    static NodeProto? Concat(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q)
+    {
+        var inputs = new List<string>(q.Input.Skip(1));
+        foreach (var i in node.Input)
+        {
+            if (Dequantized(i, dq) is not { } x) return null;
+            inputs.AddRange(x);
+        }
+        return New("QLinearConcat", Ms, node.Name, inputs, q.Output[0], node.Attribute);
+    }
+
+    /// <summary>MaxPool and the reshapes on the integer tensor, when input and output share scale and zero point.</summary>
+    static NodeProto? PassThrough(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q, GraphView g)
+    {
+        if (!dq.TryGetValue(node.Input[0], out var d) || d.Input.Count != 3 || q.Input.Count != 3) return null;
+        // The QDQ writer gives a shared-scale output its own initializers with equal values.
+        if (!Same(d.Input[1], q.Input[1]) || !Same(d.Input[2], q.Input[2])) return null;
+        return New(node.OpType, node.Domain, node.Name, new[] { d.Input[0] }.Concat(node.Input.Skip(1)), q.Output[0], node.Attribute);
+
+        bool Same(string a, string b) => a == b || (g.Initializers.TryGetValue(a, out var ta) && g.Initializers.TryGetValue(b, out var tb)
+            && ta.DataType == tb.DataType && TensorData.ReadFloats(ta).SequenceEqual(TensorData.ReadFloats(tb)));
+    }
+}

@@ -1,0 +1,185 @@
+using Onnx;
+using PtqTools.Core.Onnx;
+
+namespace PtqTools.Core.Quantization;
+
+/// <summary>
+/// The modes that need no calibration: both quantize the constant weight of MatMul layers ahead of time.
+/// <list type="bullet">
+/// <item>Dynamic: int8 weights (per output column or per tensor) and, at run time, DynamicQuantizeLinear on the
+/// activation, MatMulInteger, Cast and Mul by input scale x weight scale: the exact pattern ONNX Runtime fuses into
+/// DynamicQuantizeMatMul (one DynamicQuantizeLinear per MatMul, so each matches the fusion on its own).</item>
+/// <item>WeightOnly 8-bit: int8 symmetric weights behind a per-axis DequantizeLinear; activations stay float.</item>
+/// <item>WeightOnly 4-bit: com.microsoft MatMulNBits with block-wise asymmetric round-to-nearest codes.</item>
+/// </list>
+/// Layer names are kept (the node that replaces a MatMul carries its name); the output is deterministic.
+/// </summary>
+public static class WeightQuantizer
+{
+    /// <summary>Which MatMul layers get quantized in a weight mode, with every layer's decision and reason.</summary>
+    public static QuantizationPlan Plan(GraphView graph, IReadOnlySet<string>? selected, QuantizationOptions options,
+        Func<NodeProto, string?>? exclude = null)
+    {
+        var plan = new QuantizationPlan();
+        string mode = options.Mode == QuantMode.Dynamic ? "dynamic" : "weight-only";
+        foreach (var node in graph.Graph.Node)
+        {
+            var decision = new LayerDecision { Layer = node.Name, OpType = node.OpType };
+            plan.Decisions.Add(decision);
+            if (node.OpType != "MatMul" || node.Domain is not ("" or "ai.onnx"))
+            {
+                decision.Reason = $"kept in float: {mode} mode quantizes MatMul layers with a constant weight";
+                continue;
+            }
+            if (CannotQuantize(node, graph, options) is { } why)
+            {
+                decision.Reason = $"kept in float: {why}";
+                continue;
+            }
+            if (selected is not null && !selected.Contains(node.Name))
+            {
+                decision.Reason = "not in the pipeline: kept in float";
+                continue;
+            }
+            if (exclude?.Invoke(node) is { } excluded)
+            {
+                decision.Reason = excluded;
+                continue;
+            }
+            plan.QuantizedLayers.Add(node.Name);
+            decision.Quantized = true;
+            decision.Reason = options.Mode == QuantMode.Dynamic
+                ? $"dynamic: int8 weights {(options.PerChannel ? "per column" : "per tensor")}, uint8 activations quantized at run time (MatMulInteger)"
+                : options.WeightBits == 4
+                    ? $"weight-only: int4 weights in blocks of {options.BlockSize} along K (MatMulNBits), float activations"
+                    : $"weight-only: int8 weights {(options.PerChannel ? "per column" : "per tensor")}, float activations";
+        }
+        return plan;
+    }
+
+    static string? CannotQuantize(NodeProto node, GraphView g, QuantizationOptions options)
+    {
+        if (node.Input.Count < 2 || !g.IsFloat(node.Input[0]) || g.IsInitializer(node.Input[0])) return "its A input is not a float32 activation";
+        if (!g.Initializers.TryGetValue(node.Input[1], out var w) || w.DataType != (int)OnnxDataType.Float || w.Dims.Count != 2)
+            return "its B input is not a 2-D float32 initializer";
+        if (w.Dims[0] == 0 || w.Dims[1] == 0) return "its weight is empty";
+        if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4 && w.Dims[0] < 16)
+            return $"K = {w.Dims[0]} is below MatMulNBits' smallest block";
+        return null;
+    }
+
+    public static ModelProto Quantize(ModelProto prepared, QuantizationPlan plan, QuantizationOptions options, CancellationToken cancel = default)
+    {
+        options.Validate();
+        if (options.Mode == QuantMode.Static)
+            throw new ArgumentException("Static mode is written by QdqQuantizer.", nameof(options));
+        var model = prepared.Clone();
+        var graph = model.Graph;
+        var view = new GraphView(graph);
+        var names = new NameScope(graph);
+        var done = new Dictionary<string, WeightTensors>(StringComparer.Ordinal);
+        var rewritten = new List<NodeProto>();
+        foreach (var node in graph.Node)
+        {
+            if (!plan.QuantizedLayers.Contains(node.Name))
+            {
+                rewritten.Add(node);
+                continue;
+            }
+            cancel.ThrowIfCancellationRequested();
+            var wName = node.Input[1];
+            if (!done.TryGetValue(wName, out var weight))
+                done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options);
+            switch (options.Mode)
+            {
+                case QuantMode.Dynamic: rewritten.AddRange(Dynamic(node, weight, names)); break;
+                case QuantMode.WeightOnly when options.WeightBits == 4: rewritten.Add(MatMulNBits(node, weight, options)); break;
+                default:
+                    var dq = QdqQuantizer.Node("DequantizeLinear", names.Fresh(wName + "_DequantizeLinear"),
+                        new[] { weight.Values, weight.Scale, weight.ZeroPoint }, names.Fresh(wName + "_DequantizeLinear_Output"));
+                    if (options.PerChannel) dq.Attribute.Add(IntAttr("axis", 1));
+                    node.Input[1] = dq.Output[0];
+                    rewritten.Add(dq);
+                    rewritten.Add(node);
+                    break;
+            }
+        }
+        graph.Node.Clear();
+        graph.Node.AddRange(rewritten);
+        if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4 && !model.OpsetImport.Any(o => o.Domain == "com.microsoft"))
+            model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
+        QdqQuantizer.RemoveUnusedInitializers(graph);
+        QdqQuantizer.SortTopologically(graph);
+        return model;
+    }
+
+    /// <summary>Names of the initializers that hold one quantized weight, and its shape.</summary>
+    sealed record WeightTensors(string Values, string Scale, string ZeroPoint, long K, long N);
+
+    static WeightTensors QuantizeWeight(GraphProto graph, NameScope names, TensorProto init, QuantizationOptions options)
+    {
+        var dims = init.Dims.ToArray();
+        long k = dims[0], n = dims[1];
+        var w = TensorData.ReadFloats(init);
+        var valuesName = names.Fresh(init.Name + "_quantized");
+        var scaleName = names.Fresh(init.Name + "_scale");
+        var zpName = names.Fresh(init.Name + "_zero_point");
+        if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4)
+        {
+            var (codes, scales, zps) = QuantMath.QuantizeBlockwise(w, checked((int)k), checked((int)n), 4, options.BlockSize);
+            int blocks = (int)((k + options.BlockSize - 1) / options.BlockSize);
+            graph.Initializer.Add(TensorData.FromUInt8(valuesName, codes, n, blocks, options.BlockSize / 2));
+            graph.Initializer.Add(TensorData.FromFloats(scaleName, scales, scales.Length));
+            graph.Initializer.Add(TensorData.FromUInt8(zpName, zps, zps.Length));
+            return new WeightTensors(valuesName, scaleName, zpName, k, n);
+        }
+        int? axis = options.PerChannel ? 1 : null;
+        var (values, weightScales) = QuantMath.QuantizeWeights(w, dims, axis);
+        graph.Initializer.Add(TensorData.FromInt8(valuesName, values, dims));
+        if (axis is null)
+        {
+            graph.Initializer.Add(TensorData.FromFloats(scaleName, weightScales));
+            graph.Initializer.Add(TensorData.FromInt8(zpName, new sbyte[1]));
+        }
+        else
+        {
+            graph.Initializer.Add(TensorData.FromFloats(scaleName, weightScales, weightScales.Length));
+            graph.Initializer.Add(TensorData.FromInt8(zpName, new sbyte[weightScales.Length], weightScales.Length));
+        }
+        return new WeightTensors(valuesName, scaleName, zpName, k, n);
+    }
+
+    /// <summary>DynamicQuantizeLinear → MatMulInteger → Cast → Mul(input scale × weight scale): the pattern of
+    /// ONNX Runtime's DynamicQuantizeMatMulFusion. The last Mul writes the MatMul's output and carries its name.</summary>
+    static IEnumerable<NodeProto> Dynamic(NodeProto node, WeightTensors w, NameScope names)
+    {
+        string x = node.Input[0], y = node.Output[0], baseName = node.Name;
+        var xq = names.Fresh(x + "_quantized_" + baseName);
+        var xs = names.Fresh(x + "_scale_" + baseName);
+        var xzp = names.Fresh(x + "_zero_point_" + baseName);
+        var dql = new NodeProto { OpType = "DynamicQuantizeLinear", Name = names.Fresh(baseName + "_DynamicQuantizeLinear") };
+        dql.Input.Add(x);
+        dql.Output.AddRange(new[] { xq, xs, xzp });
+        var integer = QdqQuantizer.Node("MatMulInteger", names.Fresh(baseName + "_MatMulInteger"),
+            new[] { xq, w.Values, xzp, w.ZeroPoint }, names.Fresh(baseName + "_MatMulInteger_Output"));
+        var scale = QdqQuantizer.Node("Mul", names.Fresh(baseName + "_scale_Mul"), new[] { xs, w.Scale }, names.Fresh(baseName + "_scale_Mul_Output"));
+        var cast = QdqQuantizer.Node("Cast", names.Fresh(baseName + "_Cast"), new[] { integer.Output[0] }, names.Fresh(baseName + "_Cast_Output"));
+        cast.Attribute.Add(IntAttr("to", (int)OnnxDataType.Float));
+        var output = QdqQuantizer.Node("Mul", baseName, new[] { cast.Output[0], scale.Output[0] }, y);
+        return new[] { dql, integer, scale, cast, output };
+    }
+
+    static NodeProto MatMulNBits(NodeProto node, WeightTensors w, QuantizationOptions options)
+    {
+        var q = QdqQuantizer.Node("MatMulNBits", node.Name, new[] { node.Input[0], w.Values, w.Scale, w.ZeroPoint }, node.Output[0]);
+        q.Domain = "com.microsoft";
+        q.Attribute.Add(IntAttr("K", w.K));
+        q.Attribute.Add(IntAttr("N", w.N));
+        q.Attribute.Add(IntAttr("bits", 4));
+        q.Attribute.Add(IntAttr("block_size", options.BlockSize));
+        return q;
+    }
+
+    static AttributeProto IntAttr(string name, long value) =>
+        new() { Name = name, I = value, Type = AttributeProto.Types.AttributeType.Int };
+}
