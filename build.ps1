@@ -9,12 +9,13 @@
     Demo     builds, then quantizes the pretrained ResNet18 and reports size, fidelity and latency.
     Install  builds and copies the module into the user's module path.
     Bench    builds and runs the benchmarks (docs/benchmarks.md records the figures).
+    Accuracy builds and runs the demo on 5,000 Fashion-MNIST test images, 2 threads (the kNN figure of docs/benchmarks.md).
 .EXAMPLE
     dotnet tool restore && dotnet pwsh ./build.ps1 -Task Test
 #>
 [CmdletBinding()]
 param(
-    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Bench')]
+    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Bench', 'Accuracy')]
     [string] $Task = 'Build',
     [ValidateSet('Debug', 'Release')]
     [string] $Configuration = 'Release'
@@ -112,6 +113,11 @@ switch ($Task) {
         $null = New-Item -ItemType Directory $target -Force
         Copy-Item (Join-Path $moduleDir '*') $target -Recurse
         Write-Host "Installed PtqTools $($manifest.ModuleVersion) to $target; run: Import-Module PtqTools"
+    }
+    'Accuracy' {
+        Invoke-Build
+        & (Join-Path $root 'docs/examples/Invoke-Demo.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1') -OutputFolder (Join-Path $out 'accuracy') `
+            -EvaluationImages 5000 -ThreadCount 2 -LatencyRuns 20
     }
     'Bench' {
         Invoke-Build

@@ -72,6 +72,8 @@ public sealed class OutputComparison
     public double SqnrDb { get; set; }
     public double MaxAbsError { get; set; }
     public double MeanAbsError { get; set; }
+    /// <summary>Mean squared error over all elements of all samples.</summary>
+    public double Mse { get; set; }
     /// <summary>Share of samples whose arg-max agrees; set when the output holds class scores.</summary>
     public double? Top1Agreement { get; set; }
 }
@@ -91,6 +93,16 @@ public sealed class AccuracyReport
     public OutputComparison[] Outputs { get; set; } = Array.Empty<OutputComparison>();
     public double? FloatAccuracy { get; set; }
     public double? QuantizedAccuracy { get; set; }
+    /// <summary>Share of labelled samples whose label is among the 5 highest scores (class scores, more than 5 classes).</summary>
+    public double? FloatTop5Accuracy { get; set; }
+    public double? QuantizedTop5Accuracy { get; set; }
+    /// <summary>Top-1 accuracy drop (float minus quantized) with its paired 95% interval and McNemar's p-value.</summary>
+    public Evaluation.PairedDifference? AccuracyDrop { get; set; }
+    /// <summary>The task metric given with -Metric: its name, its mean on each model, and the drop with its interval.</summary>
+    public string? MetricName { get; set; }
+    public double? FloatMetric { get; set; }
+    public double? QuantizedMetric { get; set; }
+    public Evaluation.PairedDifference? MetricDrop { get; set; }
     public int Threads { get; set; }
     public double FloatLatencyMs { get; set; }
     public double QuantizedLatencyMs { get; set; }
