@@ -2,6 +2,7 @@ using Google.Protobuf;
 using Onnx;
 using PtqTools.Core.Data;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Quantization;
 using PtqTools.Core.Evaluation;
 using PtqTools.Core.Model;
 using Xunit;
@@ -190,4 +191,85 @@ public class ModelComparerTests
     static int ArgMax(float[] v) => Array.IndexOf(v, v.Max());
 
     static int RankOf(float[] row, int label) => row.Where((v, i) => i != label && (v > row[label] || (v == row[label] && i < label))).Count();
+}
+
+public class LayerErrorTests
+{
+    /// <summary>The residual CNN with conv2 damaged: conv1's channel 0 is always 0 (zero weights, bias -1, Relu), and
+    /// conv2 gives that dead channel weights of 1000. They change nothing in float, but they set conv2's per-channel
+    /// weight scales so high that all its real weights round to zero in int8.</summary>
+    internal static ModelBuilder DamagedCnn()
+    {
+        var b = TinyModels.ResidualCnn(1);
+        var graph = b.Model.Graph;
+        void Edit(string name, Action<float[], long[]> edit)
+        {
+            var t = graph.Initializer.First(i => i.Name == name);
+            var values = TensorData.ReadFloats(t);
+            var dims = t.Dims.ToArray();
+            edit(values, dims);
+            graph.Initializer.Remove(t);
+            graph.Initializer.Add(TensorData.FromFloats(name, values, dims));
+        }
+        Edit("w1", (v, d) => { for (int i = 0; i < 27; i++) v[i] = 0; });
+        Edit("b1", (v, d) => v[0] = -1);
+        Edit("w2", (v, d) => { for (int o = 0; o < 8; o++) for (int k = 0; k < 9; k++) v[o * 72 + k] = 1000; });
+        return b;
+    }
+
+    static (PreparedModel, List<TensorStatistics>, PtqDataSet) Setup(TempDir dir, ModelBuilder builder)
+    {
+        TestPaths.UseTempCache();
+        var path = builder.Save(dir.File("m.onnx"));
+        var prepared = ModelPreparer.Prepare(path);
+        var random = new Random(2);
+        var samples = Enumerable.Range(0, 12).Select(_ => TinyModels.RandomInput(random)).ToArray();
+        var calibration = DataSetReader.FromArrays(samples[..8], new[] { 3, 8, 8 }, null, new PtqDataSet());
+        var evaluation = DataSetReader.FromArrays(samples[8..], new[] { 3, 8, 8 }, null, new PtqDataSet());
+        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null);
+        var stats = Calibration.ActivationCalibrator.Run(prepared, plan.Activations, calibration, 1, null, default);
+        return (prepared, stats, evaluation);
+    }
+
+    [Fact]
+    public void RanksTheDamagedLayerFirst()
+    {
+        using var dir = new TempDir();
+        var (prepared, stats, eval) = Setup(dir, DamagedCnn());
+        var errors = LayerErrorAnalyzer.Run(prepared, stats, new QuantizationOptions(), eval, 1, null, default);
+        Assert.Equal(new[] { "conv1", "conv2", "add", "gap", "flatten", "gemm" }.OrderBy(n => n), errors.Select(e => e.Layer).OrderBy(n => n));
+        Assert.Equal("conv2", errors[0].Layer);
+        Assert.Equal(1, errors[0].Rank);
+        Assert.True(errors[0].IsolatedSqnrDb < 3, $"conv2 isolated SQNR {errors[0].IsolatedSqnrDb}");
+        foreach (var e in errors.Skip(1)) Assert.True(e.IsolatedSqnrDb > 25, $"{e.Layer} isolated SQNR {e.IsolatedSqnrDb}");
+        // The classifier is fine by itself but inherits conv2's damage in the whole quantized model.
+        var gemm = errors.Single(e => e.Layer == "gemm");
+        Assert.True(gemm.AccumulatedSqnrDb < gemm.IsolatedSqnrDb - 15, $"gemm {gemm.AccumulatedSqnrDb} vs {gemm.IsolatedSqnrDb}");
+        // The weight SQNR alone misses it (the 1000s are exact and dominate the weight's energy): why isolated matters.
+        Assert.True(errors[0].WeightSqnrDb > 30);
+        Assert.Null(errors.Single(e => e.Layer == "add").WeightSqnrDb);
+        Assert.All(errors, e => Assert.NotNull(e.ActivationSqnrDb));
+        Assert.Equal(Enumerable.Range(1, errors.Count), errors.Select(e => e.Rank));
+    }
+
+    [Fact]
+    public void WeightAndActivationErrorsMatchAScalarRoundTrip()
+    {
+        using var dir = new TempDir();
+        var (prepared, stats, eval) = Setup(dir, TinyModels.ResidualCnn(1));
+        var errors = LayerErrorAnalyzer.Run(prepared, stats, new QuantizationOptions { PerChannel = false }, eval, 1, null, default);
+        // gemm's weight wg [8, 10], per tensor: scale = max|w| / 127, round half to even.
+        var wg = TensorData.ReadFloats(prepared.Model.Graph.Initializer.First(t => t.Name == "wg"));
+        double scale = wg.Max(Math.Abs) / 127.0, signal = 0, noise = 0;
+        foreach (var w in wg)
+        {
+            double dq = Math.Round(w / (float)scale, MidpointRounding.ToEven) * (float)scale;
+            signal += (double)w * w;
+            noise += (w - dq) * (w - dq);
+        }
+        Assert.Equal(10 * Math.Log10(signal / noise), errors.Single(e => e.Layer == "gemm").WeightSqnrDb!.Value, 1);
+        // Quantizing nothing but a pass-through layer changes nothing but its input's rounding: SQNR stays finite and high.
+        Assert.InRange(errors.Single(e => e.Layer == "flatten").IsolatedSqnrDb, 20, 200);
+        Assert.All(errors, e => Assert.True(e.AccumulatedSqnrDb <= e.IsolatedSqnrDb + 6, $"{e.Layer}: {e.AccumulatedSqnrDb} vs {e.IsolatedSqnrDb}"));
+    }
 }

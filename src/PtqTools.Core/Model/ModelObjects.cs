@@ -111,3 +111,28 @@ public sealed class AccuracyReport
     public long QuantizedSizeBytes { get; set; }
     public double SizeRatio { get; set; }
 }
+
+/// <summary>The quantization error of one layer's output against float (Measure-LayerError).</summary>
+public sealed class LayerError
+{
+    public string ModelPath { get; set; } = "";
+    public string ModelSha256 { get; set; } = "";
+    /// <summary>1 for the layer that hurts most by itself (lowest isolated SQNR).</summary>
+    public int Rank { get; set; }
+    public string Layer { get; set; } = "";
+    public string OpType { get; set; } = "";
+    /// <summary>The layer's output tensor that is compared.</summary>
+    public string Tensor { get; set; } = "";
+    /// <summary>Error of the output with only this layer quantized.</summary>
+    public double IsolatedSqnrDb { get; set; }
+    public double IsolatedMse { get; set; }
+    /// <summary>Error of the output with every layer of the plan quantized (what the layer inherits plus its own).</summary>
+    public double AccumulatedSqnrDb { get; set; }
+    public double AccumulatedMse { get; set; }
+    /// <summary>The weight against its int8 round trip; null for a layer without weight.</summary>
+    public double? WeightSqnrDb { get; set; }
+    /// <summary>The float input activations against their quantized round trip with the calibrated range.</summary>
+    public double? ActivationSqnrDb { get; set; }
+    public int SampleCount { get; set; }
+    public long ElementCount { get; set; }
+}
