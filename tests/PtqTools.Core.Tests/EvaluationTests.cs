@@ -273,3 +273,74 @@ public class LayerErrorTests
         Assert.All(errors, e => Assert.True(e.AccumulatedSqnrDb <= e.IsolatedSqnrDb + 6, $"{e.Layer}: {e.AccumulatedSqnrDb} vs {e.IsolatedSqnrDb}"));
     }
 }
+
+public class AccuracyAwareSearchTests
+{
+    /// <summary>The damaged CNN, calibration data, and evaluation data labelled with the float model's own answers
+    /// (so float accuracy is 100% and every drop is the quantization's).</summary>
+    static (PreparedModel, List<TensorStatistics>, PtqDataSet) Setup(TempDir dir)
+    {
+        TestPaths.UseTempCache();
+        // Without the class bias the answer depends on the input, so damage shows in the accuracy.
+        var builder = LayerErrorTests.DamagedCnn();
+        var bg = builder.Graph.Initializer.First(t => t.Name == "bg");
+        builder.Graph.Initializer.Remove(bg);
+        builder.Init("bg", new float[TinyModels.Classes], TinyModels.Classes);
+        var path = builder.Save(dir.File("m.onnx"));
+        var prepared = ModelPreparer.Prepare(path);
+        var random = new Random(7);
+        var samples = Enumerable.Range(0, 48).Select(_ => TinyModels.RandomInput(random)).ToArray();
+        var bytes = File.ReadAllBytes(path);
+        var labels = samples[8..].Select(s => { var y = Ort.Run(bytes, TinyModels.Input, s, TinyModels.InputShape)["y"]; return Array.IndexOf(y, y.Max()); }).ToArray();
+        var calibration = DataSetReader.FromArrays(samples[..8], new[] { 3, 8, 8 }, null, new PtqDataSet());
+        var evaluation = DataSetReader.FromArrays(samples[8..], new[] { 3, 8, 8 }, labels, new PtqDataSet());
+        evaluation.ClassCount = TinyModels.Classes;
+        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null);
+        var stats = Calibration.ActivationCalibrator.Run(prepared, plan.Activations, calibration, 1, null, default);
+        return (prepared, stats, evaluation);
+    }
+
+    [Fact]
+    public void KeepsTheDamagedLayerInFloatUntilTheGoalIsMet()
+    {
+        using var dir = new TempDir();
+        var (prepared, stats, eval) = Setup(dir);
+        var output = dir.File("out.onnx");
+        var plain = ModelComparer.Compare(prepared.SourcePath, Quantizer.Run(prepared, stats, new QuantizationOptions(), dir.File("plain.onnx"), default).OutputPath,
+            eval, 1, 0, null, null, default);
+        Assert.True(plain.AccuracyDrop!.Drop > 0.05, $"the plain int8 model should miss the goal: drop {plain.AccuracyDrop.Drop}");
+
+        var result = AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, eval, null, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
+        Assert.True(result.GoalMet, result.SearchSummary);
+        Assert.Contains("conv2", result.KeptInFloat);
+        Assert.True(result.KeptInFloat.Length < 6, string.Join(",", result.KeptInFloat));
+        Assert.True(result.QuantizedLayerCount > 0);
+        Assert.StartsWith("Goal met", result.SearchSummary);
+        // The written model really meets the goal, measured independently of the search.
+        var check = ModelComparer.Compare(prepared.SourcePath, output, eval, 1, 0, null, null, default);
+        Assert.True(check.AccuracyDrop!.Drop <= 0.05, $"drop {check.AccuracyDrop.Drop}");
+        Assert.Equal(result.AccuracyDrop!.Drop, check.AccuracyDrop.Drop, 6);
+        Assert.DoesNotContain(result.KeptInFloat, l => result.QuantizedLayers.Contains(l));
+    }
+
+    [Fact]
+    public void AGoalThatCannotBeMetInTimeReturnsTheBestModelAndSaysSo()
+    {
+        using var dir = new TempDir();
+        var (prepared, stats, eval) = Setup(dir);
+        var output = dir.File("out.onnx");
+        // A budget already spent: the fully quantized model is the only candidate.
+        var result = AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, eval, null, 0.0, TimeSpan.FromTicks(1), 1, null, default);
+        Assert.False(result.GoalMet);
+        Assert.StartsWith("GOAL MISSED", result.SearchSummary);
+        Assert.Contains("time budget", result.SearchSummary);
+        Assert.True(File.Exists(output));
+        Assert.Equal(1, result.CandidatesTried);
+        Check.Throws("InvalidOption", () => AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, eval, null, double.NaN, TimeSpan.FromMinutes(1), 1, null, default));
+        var unlabelled = eval.Clone();
+        unlabelled.Labels = null;
+        unlabelled.HasLabels = false;
+        unlabelled.ClassCount = 0;
+        Check.Throws("MetricRequired", () => AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, unlabelled, null, 0.01, TimeSpan.FromMinutes(1), 1, null, default));
+    }
+}

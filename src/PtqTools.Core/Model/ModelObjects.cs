@@ -61,6 +61,15 @@ public sealed class QuantizationResult
     public string[] QuantizedLayers { get; set; } = Array.Empty<string>();
     /// <summary>Every layer's decision as "name (OpType): reason".</summary>
     public string[] Decisions { get; set; } = Array.Empty<string>();
+    /// <summary>Accuracy-aware quantization (-MaxAccuracyDrop): the goal, the drop reached with its interval, whether
+    /// the goal was met, the layers kept in float for it, and a sentence that says so.</summary>
+    public double? MaxAccuracyDrop { get; set; }
+    public Evaluation.PairedDifference? AccuracyDrop { get; set; }
+    public bool? GoalMet { get; set; }
+    public string[] KeptInFloat { get; set; } = Array.Empty<string>();
+    public int CandidatesTried { get; set; }
+    public double SearchSeconds { get; set; }
+    public string? SearchSummary { get; set; }
 }
 
 /// <summary>Fidelity of one output of the quantized model against the float model.</summary>

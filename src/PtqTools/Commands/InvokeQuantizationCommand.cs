@@ -48,6 +48,24 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [ValidateRange(1, 1024)]
     public int ThreadCount { get; set; } = Environment.ProcessorCount;
 
+    /// <summary>Accuracy-aware quantization: the largest drop of the metric (float minus quantized, in the metric's
+    /// units: 0.01 is one point of accuracy) on -EvaluationDataSet; the most sensitive layers are kept in float until it holds.</summary>
+    [Parameter]
+    [ValidateRange(0.0, 1e300)]
+    public double? MaxAccuracyDrop { get; set; }
+
+    /// <summary>Labelled evaluation data for -MaxAccuracyDrop, apart from the calibration data.</summary>
+    [Parameter]
+    public PSObject? EvaluationDataSet { get; set; }
+
+    /// <summary>The task metric for -MaxAccuracyDrop, as for Test-QuantizedModel -Metric; top-1 accuracy by default.</summary>
+    [Parameter]
+    public ScriptBlock? Metric { get; set; }
+
+    /// <summary>How long the accuracy-aware search may take; the best model found by then is returned.</summary>
+    [Parameter]
+    public TimeSpan TimeBudget { get; set; } = TimeSpan.FromMinutes(10);
+
     /// <summary>Overwrite an existing output file.</summary>
     [Parameter]
     public SwitchParameter Force { get; set; }
@@ -66,6 +84,12 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         };
         try { _options.Validate(); }
         catch (PtqException ex) { Fail(ex); }
+        if (MaxAccuracyDrop is not null && EvaluationDataSet is null)
+            Fail(new PtqException("EvaluationDataSetRequired", PtqErrorKind.InvalidArgument, "-MaxAccuracyDrop needs -EvaluationDataSet: labelled data to measure the drop on.", null));
+        if (MaxAccuracyDrop is null && (EvaluationDataSet is not null || Metric is not null))
+            WriteWarning("-EvaluationDataSet and -Metric are used only with -MaxAccuracyDrop; they are ignored.");
+        if (TimeBudget <= TimeSpan.Zero)
+            Fail(new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"-TimeBudget must be positive, not {TimeBudget}.", TimeBudget));
     }
 
     protected override void ProcessRecord()
@@ -137,7 +161,20 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, Progress(1, activity), Cancel);
             CompleteProgress(1, activity);
         }
-        var result = Quantizer.Run(prepared, stats, _options, target, Cancel);
+        QuantizationResult result;
+        if (MaxAccuracyDrop is double maxDrop)
+        {
+            var evaluation = PipelineObjects.To<PtqDataSet>(EvaluationDataSet!);
+            const string search = "Accuracy-aware quantization";
+            result = Core.Evaluation.AccuracyAwareSearch.Run(prepared, stats, _options, target, evaluation,
+                Metric is null ? null : ScriptMetric.From(Metric, "Metric"), maxDrop, TimeBudget, ThreadCount, Progress(4, search), Cancel);
+            CompleteProgress(4, search);
+            if (result.GoalMet == true) WriteVerbose(result.SearchSummary); else WriteWarning(result.SearchSummary);
+        }
+        else
+        {
+            result = Quantizer.Run(prepared, stats, _options, target, Cancel);
+        }
         WriteVerbose($"{result.QuantizedLayerCount} layers quantized, {result.FloatLayerCount} kept in float; {result.OutputSizeBytes:N0} bytes ({result.SizeRatio:P1} of the source).");
         WriteObject(result);
     }
