@@ -17,6 +17,7 @@
         'Invoke-Quantization'
         'Test-QuantizedModel'
         'Measure-LayerError'
+        'Measure-ModelPerformance'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

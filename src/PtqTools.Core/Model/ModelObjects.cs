@@ -145,3 +145,26 @@ public sealed class LayerError
     public int SampleCount { get; set; }
     public long ElementCount { get; set; }
 }
+
+/// <summary>Speed and memory of one model (Measure-ModelPerformance).</summary>
+public sealed class ModelPerformance
+{
+    public string Model { get; set; } = "";
+    public string Engine { get; set; } = "OnnxRuntime";
+    public int Threads { get; set; }
+    public int BatchSize { get; set; }
+    public int WarmupRuns { get; set; }
+    public int Runs { get; set; }
+    /// <summary>Latency of one batch: median, 90th and 99th percentile, mean (milliseconds).</summary>
+    public double P50Ms { get; set; }
+    public double P90Ms { get; set; }
+    public double P99Ms { get; set; }
+    public double MeanMs { get; set; }
+    /// <summary>Samples per second over the timed runs (batch size x runs / total time).</summary>
+    public double SamplesPerSecond { get; set; }
+    /// <summary>Growth of the process's resident memory from before the session was created to its highest sample during the runs.</summary>
+    public long PeakMemoryBytes { get; set; }
+    public long SizeBytes { get; set; }
+    /// <summary>What was fed: a data set sample, or seeded random values.</summary>
+    public string Input { get; set; } = "";
+}

@@ -52,7 +52,9 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     /// units: 0.01 is one point of accuracy) on -EvaluationDataSet; the most sensitive layers are kept in float until it holds.</summary>
     [Parameter]
     [ValidateRange(0.0, 1e300)]
-    public double? MaxAccuracyDrop { get; set; }
+    public double MaxAccuracyDrop { get; set; }
+
+    bool AccuracyAware => MyInvocation.BoundParameters.ContainsKey(nameof(MaxAccuracyDrop));
 
     /// <summary>Labelled evaluation data for -MaxAccuracyDrop, apart from the calibration data.</summary>
     [Parameter]
@@ -84,9 +86,9 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         };
         try { _options.Validate(); }
         catch (PtqException ex) { Fail(ex); }
-        if (MaxAccuracyDrop is not null && EvaluationDataSet is null)
+        if (AccuracyAware && EvaluationDataSet is null)
             Fail(new PtqException("EvaluationDataSetRequired", PtqErrorKind.InvalidArgument, "-MaxAccuracyDrop needs -EvaluationDataSet: labelled data to measure the drop on.", null));
-        if (MaxAccuracyDrop is null && (EvaluationDataSet is not null || Metric is not null))
+        if (!AccuracyAware && (EvaluationDataSet is not null || Metric is not null))
             WriteWarning("-EvaluationDataSet and -Metric are used only with -MaxAccuracyDrop; they are ignored.");
         if (TimeBudget <= TimeSpan.Zero)
             Fail(new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"-TimeBudget must be positive, not {TimeBudget}.", TimeBudget));
@@ -162,8 +164,9 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             CompleteProgress(1, activity);
         }
         QuantizationResult result;
-        if (MaxAccuracyDrop is double maxDrop)
+        if (AccuracyAware)
         {
+            double maxDrop = MaxAccuracyDrop;
             var evaluation = PipelineObjects.To<PtqDataSet>(EvaluationDataSet!);
             const string search = "Accuracy-aware quantization";
             result = Core.Evaluation.AccuracyAwareSearch.Run(prepared, stats, _options, target, evaluation,
