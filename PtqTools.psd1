@@ -19,6 +19,8 @@
         'Export-ActivationRange'
         'Import-ActivationRange'
         'Merge-ActivationRange'
+        'Measure-LayerError'
+        'Measure-ModelPerformance'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

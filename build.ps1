@@ -13,12 +13,13 @@
     Bench    builds and runs the benchmarks (docs/benchmarks.md records the figures).
     Corpus   walks Debian's libonnx-testdata conformance corpus (load, list layers, save, identical ORT outputs) and
              writes the figures to docs/corpus.md.
+    Accuracy builds and runs the demo on 5,000 Fashion-MNIST test images, 2 threads (the kNN figure of docs/benchmarks.md).
 .EXAMPLE
     dotnet tool restore && dotnet pwsh ./build.ps1 -Task Test
 #>
 [CmdletBinding()]
 param(
-    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Package', 'Bench', 'Corpus')]
+    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Package', 'Bench', 'Corpus', 'Accuracy')]
     [string] $Task = 'Build',
     [ValidateSet('Debug', 'Release')]
     [string] $Configuration = 'Release'
@@ -143,6 +144,11 @@ switch ($Task) {
                 '--filter', 'FullyQualifiedName~CorpusWalkTests', '--logger', 'console;verbosity=normal')
         } finally { Remove-Item Env:PTQ_CORPUS_REPORT }
         Write-Host "Figures written to $(Join-Path $root 'docs/corpus.md')"
+    }
+    'Accuracy' {
+        Invoke-Build
+        & (Join-Path $root 'docs/examples/Invoke-Demo.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1') -OutputFolder (Join-Path $out 'accuracy') `
+            -EvaluationImages 5000 -ThreadCount 2 -LatencyRuns 20
     }
     'Bench' {
         Invoke-Build

@@ -33,6 +33,9 @@ public sealed class PtqDataSet
     /// <summary>Samples given from PowerShell (Kind Array), each flat in row-major order.</summary>
     public float[][]? Data { get; set; }
     public int[]? Labels { get; set; }
+
+    /// <summary>A shallow copy (to read a part of the same samples).</summary>
+    public PtqDataSet Clone() => (PtqDataSet)MemberwiseClone();
 }
 
 /// <summary>One prepared sample.</summary>

@@ -11,7 +11,7 @@ public static class ModelComparer
     /// <param name="classScores">Whether the first output holds class scores; null decides from the data set: an
     /// output with one value per labelled class is read as scores.</param>
     public static AccuracyReport Compare(string floatPath, string quantizedPath, PtqDataSet data, int threads, int latencyRuns,
-        bool? classScores, IProgress<RunProgress>? progress, CancellationToken cancel)
+        bool? classScores, IProgress<RunProgress>? progress, CancellationToken cancel, TaskMetric? metric = null, string metricName = "Metric")
     {
         using var floatRunner = OrtRunner.FromFile(floatPath, threads);
         using var quantRunner = OrtRunner.FromFile(quantizedPath, threads);
@@ -21,7 +21,12 @@ public static class ModelComparer
         int outputs = floatRunner.OutputNames.Length;
         var stats = Enumerable.Range(0, outputs).Select(_ => new OutputStats()).ToArray();
         int floatCorrect = 0, quantCorrect = 0, labelled = 0, n = 0;
+        // Per-sample correctness (paired intervals) and, for a task metric, every sample's first output and label.
+        List<double> f1 = new(), q1 = new(), f5 = new(), q5 = new();
+        List<float[]> floatRows = new(), quantRows = new();
+        List<int> labels = new();
         bool? scores = null;
+        int classes = 0;
         Sample? first = null;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using (var reader = new SampleReader(data))
@@ -33,11 +38,22 @@ public static class ModelComparer
                 var q = quantRunner.Run(sample, cancel);
                 for (int k = 0; k < outputs; k++) stats[k].Add(f[k], q[k]);
                 scores ??= classScores ?? (data.ClassCount > 1 && f[0].Length == data.ClassCount);
+                classes = f[0].Length;
                 if (scores.Value && sample.Label >= 0)
                 {
                     labelled++;
                     if (ArgMax(f[0]) == sample.Label) floatCorrect++;
                     if (ArgMax(q[0]) == sample.Label) quantCorrect++;
+                    f1.Add(ArgMax(f[0]) == sample.Label ? 1 : 0);
+                    q1.Add(ArgMax(q[0]) == sample.Label ? 1 : 0);
+                    f5.Add(TaskMetrics.InTopK(f[0], sample.Label, 5) ? 1 : 0);
+                    q5.Add(TaskMetrics.InTopK(q[0], sample.Label, 5) ? 1 : 0);
+                }
+                if (metric is not null)
+                {
+                    floatRows.Add(f[0]);
+                    quantRows.Add(q[0]);
+                    labels.Add(sample.Label);
                 }
                 n++;
                 progress?.Report(new RunProgress(n, data.Count, n / Math.Max(1e-9, clock.Elapsed.TotalSeconds), sample.Id));
@@ -50,6 +66,20 @@ public static class ModelComparer
         var (floatMs, _) = latencyRuns > 0 ? floatRunner.MeasureLatency(first, latencyRuns, Math.Min(5, latencyRuns), cancel) : (0, 0);
         var (quantMs, _) = latencyRuns > 0 ? quantRunner.MeasureLatency(first, latencyRuns, Math.Min(5, latencyRuns), cancel) : (0, 0);
         long floatSize = new FileInfo(floatPath).Length, quantSize = new FileInfo(quantizedPath).Length;
+        // Top-5 means something only with more than 5 classes: otherwise every label is in the top 5.
+        bool top5 = labelled > 0 && classes > 5;
+        PairedDifference? metricDrop = null;
+        if (metric is not null)
+        {
+            var labelArray = labels.ToArray();
+            var fm = metric(floatRows.ToArray(), labelArray);
+            cancel.ThrowIfCancellationRequested();
+            var qm = metric(quantRows.ToArray(), labelArray);
+            if (fm.Length != qm.Length || (fm.Length != n && fm.Length != 1))
+                throw new PtqException("MetricLengthMismatch", PtqErrorKind.InvalidData,
+                    $"The metric '{metricName}' must give one value per sample ({n}) or a single value; it gave {fm.Length} for the float model and {qm.Length} for the quantized one.", metricName);
+            metricDrop = PairedStatistics.Compare(metricName, fm, qm);
+        }
         return new AccuracyReport
         {
             FloatModel = Path.GetFullPath(floatPath),
@@ -63,6 +93,13 @@ public static class ModelComparer
             Outputs = comparisons,
             FloatAccuracy = labelled > 0 ? Math.Round((double)floatCorrect / labelled, 6) : null,
             QuantizedAccuracy = labelled > 0 ? Math.Round((double)quantCorrect / labelled, 6) : null,
+            FloatTop5Accuracy = top5 ? Math.Round(f5.Average(), 6) : null,
+            QuantizedTop5Accuracy = top5 ? Math.Round(q5.Average(), 6) : null,
+            AccuracyDrop = labelled > 0 ? PairedStatistics.Compare("Top1Accuracy", f1, q1) : null,
+            MetricName = metric is null ? null : metricName,
+            FloatMetric = metricDrop?.Float,
+            QuantizedMetric = metricDrop?.Quantized,
+            MetricDrop = metricDrop,
             Threads = threads,
             FloatLatencyMs = Math.Round(floatMs, 3),
             QuantizedLatencyMs = Math.Round(quantMs, 3),
@@ -117,6 +154,7 @@ public static class ModelComparer
             SqnrDb = Math.Round(_noise == 0 ? double.PositiveInfinity : 10 * Math.Log10(_signal / _noise), 3),
             MaxAbsError = _maxAbs,
             MeanAbsError = _absSum / Math.Max(1, _elements),
+            Mse = _noise / Math.Max(1, _elements),
             Top1Agreement = scores ? Math.Round((double)_agree / Math.Max(1, _samples), 6) : null,
         };
     }

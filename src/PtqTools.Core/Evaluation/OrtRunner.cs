@@ -145,6 +145,30 @@ public sealed class OrtRunner : IDisposable
         return (_inputs.Select(i => i.Name).ToArray(), values);
     }
 
+    /// <summary>Runs a batch of samples laid one after the other in <paramref name="data"/>; the outputs are dropped
+    /// (a timing run). The model's batch dimension must be dynamic or equal to the batch.</summary>
+    public void RunBatch(float[] data, int batch, int[] sampleShape, CancellationToken cancel = default)
+    {
+        if (InputShape.Length != sampleShape.Length + 1 || !(InputShape[0] < 0 || InputShape[0] == batch))
+            throw new PtqException("BatchSizeNotSupported", PtqErrorKind.InvalidArgument,
+                $"Input '{InputName}' of '{Path.GetFileName(_source)}' has the batch dimension {(InputShape.Length > 0 ? InputShape[0].ToString() : "none")}; it cannot take a batch of {batch}.", batch);
+        var shape = new long[] { batch }.Concat(sampleShape.Select(d => (long)d)).ToArray();
+        using var input = OrtValue.CreateTensorValueFromMemory(data, shape);
+        using var registration = cancel.Register(() => _runOptions.Terminate = true);
+        try
+        {
+            using var results = _session.Run(_runOptions, new[] { InputName }, new[] { input }, OutputNames);
+        }
+        catch (OnnxRuntimeException) when (cancel.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancel);
+        }
+        catch (OnnxRuntimeException ex)
+        {
+            throw new PtqException("InferenceFailed", PtqErrorKind.InvalidData, $"ONNX Runtime failed on a batch of {batch} for '{Path.GetFileName(_source)}': {ex.Message}", _source, ex);
+        }
+    }
+
     /// <summary>Median and 90th percentile latency in milliseconds of one sample, after warm-up runs.</summary>
     public (double Median, double P90) MeasureLatency(Sample sample, int runs, int warmup, CancellationToken cancel)
     {
@@ -160,7 +184,7 @@ public sealed class OrtRunner : IDisposable
         return (Percentile(times, 0.5), Percentile(times, 0.9));
     }
 
-    static double Percentile(double[] sorted, double q)
+    internal static double Percentile(double[] sorted, double q)
     {
         double pos = q * (sorted.Length - 1);
         int lo = (int)Math.Floor(pos), hi = (int)Math.Ceiling(pos);

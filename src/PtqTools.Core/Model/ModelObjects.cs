@@ -61,6 +61,15 @@ public sealed class QuantizationResult
     public string[] QuantizedLayers { get; set; } = Array.Empty<string>();
     /// <summary>Every layer's decision as "name (OpType): reason".</summary>
     public string[] Decisions { get; set; } = Array.Empty<string>();
+    /// <summary>Accuracy-aware quantization (-MaxAccuracyDrop): the goal, the drop reached with its interval, whether
+    /// the goal was met, the layers kept in float for it, and a sentence that says so.</summary>
+    public double? MaxAccuracyDrop { get; set; }
+    public Evaluation.PairedDifference? AccuracyDrop { get; set; }
+    public bool? GoalMet { get; set; }
+    public string[] KeptInFloat { get; set; } = Array.Empty<string>();
+    public int CandidatesTried { get; set; }
+    public double SearchSeconds { get; set; }
+    public string? SearchSummary { get; set; }
 }
 
 /// <summary>Fidelity of one output of the quantized model against the float model.</summary>
@@ -72,6 +81,8 @@ public sealed class OutputComparison
     public double SqnrDb { get; set; }
     public double MaxAbsError { get; set; }
     public double MeanAbsError { get; set; }
+    /// <summary>Mean squared error over all elements of all samples.</summary>
+    public double Mse { get; set; }
     /// <summary>Share of samples whose arg-max agrees; set when the output holds class scores.</summary>
     public double? Top1Agreement { get; set; }
 }
@@ -91,6 +102,16 @@ public sealed class AccuracyReport
     public OutputComparison[] Outputs { get; set; } = Array.Empty<OutputComparison>();
     public double? FloatAccuracy { get; set; }
     public double? QuantizedAccuracy { get; set; }
+    /// <summary>Share of labelled samples whose label is among the 5 highest scores (class scores, more than 5 classes).</summary>
+    public double? FloatTop5Accuracy { get; set; }
+    public double? QuantizedTop5Accuracy { get; set; }
+    /// <summary>Top-1 accuracy drop (float minus quantized) with its paired 95% interval and McNemar's p-value.</summary>
+    public Evaluation.PairedDifference? AccuracyDrop { get; set; }
+    /// <summary>The task metric given with -Metric: its name, its mean on each model, and the drop with its interval.</summary>
+    public string? MetricName { get; set; }
+    public double? FloatMetric { get; set; }
+    public double? QuantizedMetric { get; set; }
+    public Evaluation.PairedDifference? MetricDrop { get; set; }
     public int Threads { get; set; }
     public double FloatLatencyMs { get; set; }
     public double QuantizedLatencyMs { get; set; }
@@ -98,4 +119,52 @@ public sealed class AccuracyReport
     public long FloatSizeBytes { get; set; }
     public long QuantizedSizeBytes { get; set; }
     public double SizeRatio { get; set; }
+}
+
+/// <summary>The quantization error of one layer's output against float (Measure-LayerError).</summary>
+public sealed class LayerError
+{
+    public string ModelPath { get; set; } = "";
+    public string ModelSha256 { get; set; } = "";
+    /// <summary>1 for the layer that hurts most by itself (lowest isolated SQNR).</summary>
+    public int Rank { get; set; }
+    public string Layer { get; set; } = "";
+    public string OpType { get; set; } = "";
+    /// <summary>The layer's output tensor that is compared.</summary>
+    public string Tensor { get; set; } = "";
+    /// <summary>Error of the output with only this layer quantized.</summary>
+    public double IsolatedSqnrDb { get; set; }
+    public double IsolatedMse { get; set; }
+    /// <summary>Error of the output with every layer of the plan quantized (what the layer inherits plus its own).</summary>
+    public double AccumulatedSqnrDb { get; set; }
+    public double AccumulatedMse { get; set; }
+    /// <summary>The weight against its int8 round trip; null for a layer without weight.</summary>
+    public double? WeightSqnrDb { get; set; }
+    /// <summary>The float input activations against their quantized round trip with the calibrated range.</summary>
+    public double? ActivationSqnrDb { get; set; }
+    public int SampleCount { get; set; }
+    public long ElementCount { get; set; }
+}
+
+/// <summary>Speed and memory of one model (Measure-ModelPerformance).</summary>
+public sealed class ModelPerformance
+{
+    public string Model { get; set; } = "";
+    public string Engine { get; set; } = "OnnxRuntime";
+    public int Threads { get; set; }
+    public int BatchSize { get; set; }
+    public int WarmupRuns { get; set; }
+    public int Runs { get; set; }
+    /// <summary>Latency of one batch: median, 90th and 99th percentile, mean (milliseconds).</summary>
+    public double P50Ms { get; set; }
+    public double P90Ms { get; set; }
+    public double P99Ms { get; set; }
+    public double MeanMs { get; set; }
+    /// <summary>Samples per second over the timed runs (batch size x runs / total time).</summary>
+    public double SamplesPerSecond { get; set; }
+    /// <summary>Growth of the process's resident memory from before the session was created to its highest sample during the runs.</summary>
+    public long PeakMemoryBytes { get; set; }
+    public long SizeBytes { get; set; }
+    /// <summary>What was fed: a data set sample, or seeded random values.</summary>
+    public string Input { get; set; } = "";
 }

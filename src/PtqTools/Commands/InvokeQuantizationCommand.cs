@@ -73,6 +73,26 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [ValidateNotNullOrEmpty]
     public string[] Exclude { get; set; } = Array.Empty<string>();
 
+    /// <summary>Accuracy-aware quantization: the largest drop of the metric (float minus quantized, in the metric's
+    /// units: 0.01 is one point of accuracy) on -EvaluationDataSet; the most sensitive layers are kept in float until it holds.</summary>
+    [Parameter]
+    [ValidateRange(0.0, 1e300)]
+    public double MaxAccuracyDrop { get; set; }
+
+    bool AccuracyAware => MyInvocation.BoundParameters.ContainsKey(nameof(MaxAccuracyDrop));
+
+    /// <summary>Labelled evaluation data for -MaxAccuracyDrop, apart from the calibration data.</summary>
+    [Parameter]
+    public PSObject? EvaluationDataSet { get; set; }
+
+    /// <summary>The task metric for -MaxAccuracyDrop, as for Test-QuantizedModel -Metric; top-1 accuracy by default.</summary>
+    [Parameter]
+    public ScriptBlock? Metric { get; set; }
+
+    /// <summary>How long the accuracy-aware search may take; the best model found by then is returned.</summary>
+    [Parameter]
+    public TimeSpan TimeBudget { get; set; } = TimeSpan.FromMinutes(10);
+
     /// <summary>Overwrite an existing output file.</summary>
     [Parameter]
     public SwitchParameter Force { get; set; }
@@ -96,6 +116,14 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         };
         try { _options.Validate(); }
         catch (PtqException ex) { Fail(ex); }
+        if (AccuracyAware && EvaluationDataSet is null)
+            Fail(new PtqException("EvaluationDataSetRequired", PtqErrorKind.InvalidArgument, "-MaxAccuracyDrop needs -EvaluationDataSet: labelled data to measure the drop on.", null));
+        if (!AccuracyAware && (EvaluationDataSet is not null || Metric is not null))
+            WriteWarning("-EvaluationDataSet and -Metric are used only with -MaxAccuracyDrop; they are ignored.");
+        if (AccuracyAware && _options.Mode != QuantMode.Static)
+            Fail(new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument, $"-MaxAccuracyDrop searches over calibrated static models; it cannot be used with -Mode {Mode}.", Mode));
+        if (TimeBudget <= TimeSpan.Zero)
+            Fail(new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"-TimeBudget must be positive, not {TimeBudget}.", TimeBudget));
     }
 
     protected override void ProcessRecord()
@@ -184,7 +212,21 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, Progress(1, activity), Cancel);
             CompleteProgress(1, activity);
         }
-        var result = Quantizer.Run(prepared, stats, _options, target, Cancel);
+        QuantizationResult result;
+        if (AccuracyAware)
+        {
+            double maxDrop = MaxAccuracyDrop;
+            var evaluation = PipelineObjects.To<PtqDataSet>(EvaluationDataSet!);
+            const string search = "Accuracy-aware quantization";
+            result = Core.Evaluation.AccuracyAwareSearch.Run(prepared, stats, _options, target, evaluation,
+                Metric is null ? null : ScriptMetric.From(Metric, "Metric"), maxDrop, TimeBudget, ThreadCount, Progress(4, search), Cancel);
+            CompleteProgress(4, search);
+            if (result.GoalMet == true) WriteVerbose(result.SearchSummary); else WriteWarning(result.SearchSummary);
+        }
+        else
+        {
+            result = Quantizer.Run(prepared, stats, _options, target, Cancel);
+        }
         WriteVerbose($"{result.QuantizedLayerCount} layers quantized, {result.FloatLayerCount} kept in float; {result.OutputSizeBytes:N0} bytes ({result.SizeRatio:P1} of the source).");
         WriteObject(result);
     }

@@ -41,6 +41,16 @@ public sealed class TestQuantizedModelCommand : PtqCmdlet
     [Parameter]
     public SwitchParameter ClassScores { get; set; }
 
+    /// <summary>A task metric: called once per model with the first output of every sample (float[][]) and the labels
+    /// (int[], -1 where unknown); returns one score per sample (for a paired interval) or a single value.</summary>
+    [Parameter]
+    public ScriptBlock? Metric { get; set; }
+
+    /// <summary>The name the report gives the task metric.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string MetricName { get; set; } = "Metric";
+
     protected override void ProcessRecord()
     {
         var paths = ResolveExisting(new[] { FloatModel, QuantizedModel }, literal: true);
@@ -52,7 +62,8 @@ public sealed class TestQuantizedModelCommand : PtqCmdlet
             if (from is not null && !string.Equals(from, Core.Onnx.OnnxModelIO.Sha256(paths[0]), StringComparison.OrdinalIgnoreCase))
                 WriteWarning($"'{paths[1]}' was quantized from a model with SHA-256 {from}, not from '{paths[0]}'.");
             const string activity = "Comparing the quantized model with the float model";
-            var report = ModelComparer.Compare(paths[0], paths[1], data, ThreadCount, LatencyRuns, ClassScores ? true : null, Progress(2, activity), Cancel);
+            var report = ModelComparer.Compare(paths[0], paths[1], data, ThreadCount, LatencyRuns, ClassScores ? true : null, Progress(2, activity), Cancel,
+                Metric is null ? null : ScriptMetric.From(Metric, MetricName), MetricName);
             CompleteProgress(2, activity);
             WriteObject(report);
         }, paths[1]);

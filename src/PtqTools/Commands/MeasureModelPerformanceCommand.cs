@@ -1,0 +1,51 @@
+using System.Management.Automation;
+using PtqTools.Core.Data;
+using PtqTools.Core.Evaluation;
+using PtqTools.Core.Model;
+
+namespace PtqTools.Commands;
+
+[Cmdlet(VerbsDiagnostic.Measure, "ModelPerformance")]
+[OutputType(typeof(ModelPerformance))]
+public sealed class MeasureModelPerformanceCommand : PtqCmdlet
+{
+    /// <summary>Model files; FileInfo from Get-ChildItem and the OutputPath of a quantization result bind here.</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [Alias("FullName", "OutputPath")]
+    [ValidateNotNullOrEmpty]
+    public string[] Path { get; set; } = Array.Empty<string>();
+
+    /// <summary>Data whose first sample is fed; without it, seeded random values of the model's input shape.</summary>
+    [Parameter]
+    public PSObject? DataSet { get; set; }
+
+    [Parameter]
+    [ValidateRange(1, 1024)]
+    public int ThreadCount { get; set; } = 1;
+
+    [Parameter]
+    [ValidateRange(1, 4096)]
+    public int BatchSize { get; set; } = 1;
+
+    [Parameter]
+    [ValidateRange(0, 100000)]
+    public int WarmupRuns { get; set; } = 10;
+
+    [Parameter]
+    [ValidateRange(1, 1000000)]
+    public int Runs { get; set; } = 100;
+
+    protected override void ProcessRecord()
+    {
+        PtqDataSet? data = null;
+        if (DataSet is not null && !Try(() => data = PipelineObjects.To<PtqDataSet>(DataSet), DataSet)) return;
+        foreach (var path in ResolveExisting(Path, literal: false))
+            Try(() =>
+            {
+                var activity = $"Timing {System.IO.Path.GetFileName(path)}";
+                var result = PerformanceMeter.Measure(path, data, ThreadCount, BatchSize, WarmupRuns, Runs, Progress(5, activity), Cancel);
+                CompleteProgress(5, activity);
+                WriteObject(result);
+            }, path);
+    }
+}

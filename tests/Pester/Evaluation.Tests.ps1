@@ -1,0 +1,106 @@
+# Issue 7: task metrics with confidence intervals, per-layer error, accuracy-aware quantization, performance.
+BeforeAll {
+    Import-Module $env:PTQTOOLS_MODULE -Force
+    . (Join-Path $PSScriptRoot 'TestData.ps1')
+    $script:calib = New-ResNetDataSet -Split train -Count 8
+    $script:eval = New-ResNetDataSet -Split t10k -Count 24
+    $script:small = New-ResNetDataSet -Split t10k -Count 3
+    # Five layers only keep the runs short: the others stay float.
+    $script:layers = Get-ModelLayer $ResNet18 | Where-Object Quantizable | Select-Object -First 5
+    $script:stats = $layers | Measure-ActivationRange -DataSet $calib -ThreadCount 2
+    $script:int8 = $stats | Invoke-Quantization -OutputPath (Join-Path $TestDrive 'r18.int8.onnx')
+    $script:knn = { param($Outputs, $Labels) [PtqTools.Core.Evaluation.TaskMetrics]::KnnCorrect($Outputs, $Labels, 3) }
+}
+
+Describe 'Test-QuantizedModel -Metric' {
+    It 'reports a task metric on the features with a paired interval' {
+        $r = $int8 | Test-QuantizedModel -DataSet $eval -LatencyRuns 0 -ThreadCount 2 -Metric $knn -MetricName 'kNN-3'
+        $r.MetricName | Should -Be 'kNN-3'
+        $r.MetricDrop.SampleCount | Should -Be 24
+        $r.FloatMetric | Should -BeGreaterThan 0.15     # ten classes: chance is 0.1
+        $r.MetricDrop.Drop | Should -Be ($r.FloatMetric - $r.QuantizedMetric)
+        $r.MetricDrop.DropLow | Should -BeLessOrEqual $r.MetricDrop.Drop
+        $r.MetricDrop.DropHigh | Should -BeGreaterOrEqual $r.MetricDrop.Drop
+        $r.MetricDrop.McNemarPValue | Should -BeGreaterThan 0
+        $r.Outputs[0].Mse | Should -BeGreaterThan 0
+        # ResNet18 gives features, not class scores: no top-1 accuracy.
+        $r.AccuracyDrop | Should -BeNullOrEmpty
+        ($r | Format-List | Out-String) | Should -Match 'MetricDrop\s+: -?\d\.\d{4} \(95% CI'
+    }
+
+    It 'takes a metric that returns one value' {
+        $r = $int8 | Test-QuantizedModel -DataSet $small -LatencyRuns 0 -ThreadCount 2 -Metric { param($o) $o.Count }
+        $r.FloatMetric | Should -Be 3
+        $r.MetricDrop.DropLow | Should -BeNullOrEmpty
+    }
+
+    It 'reports a failing metric as MetricFailed' {
+        $e = Get-ErrorRecord { $int8 | Test-QuantizedModel -DataSet $small -LatencyRuns 0 -Metric { throw 'broken' } -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'MetricFailed,*'
+        $e.Exception.Message | Should -Match 'broken'
+    }
+}
+
+Describe 'Measure-LayerError' {
+    BeforeAll { $script:errors = $stats | Measure-LayerError -DataSet (New-ResNetDataSet -Split t10k -Count 2) -ThreadCount 2 }
+
+    It 'emits one ranked object per quantized layer' {
+        $errors.Count | Should -Be $int8.QuantizedLayerCount
+        $errors | ForEach-Object Rank | Should -Be (1..$errors.Count)   # not $errors.Rank: arrays have a Rank
+        $errors.Layer | Sort-Object | Should -Be ($int8.QuantizedLayers | Sort-Object)
+        $sorted = $errors | Sort-Object IsolatedSqnrDb
+        $sorted[0].Layer | Should -Be $errors[0].Layer
+        $errors | ForEach-Object { $_.IsolatedSqnrDb | Should -BeGreaterThan 10 }
+        ($errors | Where-Object OpType -eq 'Conv').WeightSqnrDb | ForEach-Object { $_ | Should -BeGreaterThan 20 }
+        (Get-FormatData -TypeName PtqTools.Core.Model.LayerError) | Should -Not -BeNullOrEmpty
+    }
+
+    It 'refuses objects that are not statistics' {
+        $e = Get-ErrorRecord { 'x' | Measure-LayerError -DataSet $eval -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'UnexpectedInput,*'
+    }
+}
+
+Describe 'Invoke-Quantization -MaxAccuracyDrop' {
+    It 'needs -EvaluationDataSet' {
+        $e = Get-ErrorRecord { $stats | Invoke-Quantization -OutputPath (Join-Path $TestDrive 'a.onnx') -MaxAccuracyDrop 0.01 -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'EvaluationDataSetRequired,*'
+    }
+
+    It 'writes the best model and says the goal was missed when time runs out' {
+        $out = Join-Path $TestDrive 'aware.onnx'
+        $r = $stats | Invoke-Quantization -OutputPath $out -MaxAccuracyDrop -0 -EvaluationDataSet $eval -Metric $knn `
+            -TimeBudget ([TimeSpan]::FromTicks(1)) -WarningVariable warn -WarningAction SilentlyContinue
+        Test-Path $out | Should -BeTrue
+        if ($r.GoalMet) {
+            $r.SearchSummary | Should -Match '^Goal met'
+        } else {
+            $r.SearchSummary | Should -Match '^GOAL MISSED: the time budget'
+            $warn | Should -Not -BeNullOrEmpty
+        }
+        $r.CandidatesTried | Should -Be 1
+        $r.AccuracyDrop.SampleCount | Should -Be 24
+    }
+}
+
+Describe 'Measure-ModelPerformance' {
+    It 'times fp32 and int8 with percentiles in order' {
+        $p = Measure-ModelPerformance $ResNet18, $int8.OutputPath -Runs 5 -WarmupRuns 1 -ThreadCount 2
+        $p.Count | Should -Be 2
+        foreach ($m in $p) {
+            $m.P50Ms | Should -BeGreaterThan 0
+            $m.P50Ms | Should -BeLessOrEqual $m.P90Ms
+            $m.P90Ms | Should -BeLessOrEqual $m.P99Ms
+            $m.SamplesPerSecond | Should -BeGreaterThan 0
+            $m.PeakMemoryBytes | Should -BeGreaterThan 1MB
+            $m.Threads | Should -Be 2
+            $m.Input | Should -Match 'random'
+        }
+        $p[0].SizeBytes | Should -Be (Get-Item $ResNet18).Length
+    }
+
+    It 'refuses a batch the model cannot take' {
+        $e = Get-ErrorRecord { Measure-ModelPerformance $ResNet18 -BatchSize 2 -Runs 1 -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'BatchSizeNotSupported,*'
+    }
+}
