@@ -51,7 +51,7 @@ public static class WeightQuantizer
             decision.Reason = options.Mode == QuantMode.Dynamic
                 ? $"dynamic: int8 weights {(options.PerChannel ? "per column" : "per tensor")}, uint8 activations quantized at run time (MatMulInteger)"
                 : options.WeightBits == 4
-                    ? $"weight-only: int4 weights in blocks of {options.BlockSize} along K (MatMulNBits), float activations"
+                    ? $"weight-only: int4 weights in blocks of {options.BlockSize} along K ({options.WeightMethod.ToString().ToUpperInvariant()}, MatMulNBits), float activations"
                     : $"weight-only: int8 weights {(options.PerChannel ? "per column" : "per tensor")}, float activations";
         }
         return plan;
@@ -126,7 +126,7 @@ public static class WeightQuantizer
         var zpName = names.Fresh(init.Name + "_zero_point");
         if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4)
         {
-            var (codes, scales, zps) = QuantMath.QuantizeBlockwise(w, checked((int)k), checked((int)n), 4, options.BlockSize);
+            var (codes, scales, zps) = QuantMath.QuantizeBlockwise(w, checked((int)k), checked((int)n), 4, options.BlockSize, options.WeightMethod == WeightMethod.Hqq);
             int blocks = (int)((k + options.BlockSize - 1) / options.BlockSize);
             graph.Initializer.Add(TensorData.FromUInt8(valuesName, codes, n, blocks, options.BlockSize / 2));
             graph.Initializer.Add(TensorData.FromFloats(scaleName, scales, scales.Length));

@@ -63,6 +63,11 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [ValidateSet("8", "4")]
     public int WeightBits { get; set; } = 8;
 
+    /// <summary>How 4-bit codes are chosen: RTN (round-to-nearest) or HQQ (error-minimizing).</summary>
+    [Parameter]
+    [ValidateSet("RTN", "HQQ")]
+    public string WeightMethod { get; set; } = "RTN";
+
     /// <summary>Block size along K of 4-bit weights.</summary>
     [Parameter]
     public int BlockSize { get; set; } = 32;
@@ -92,6 +97,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             Format = Enum.Parse<QuantFormat>(Format, ignoreCase: true),
             WeightBits = WeightBits,
             BlockSize = BlockSize,
+            WeightMethod = Enum.Parse<WeightMethod>(WeightMethod, ignoreCase: true),
             Exclude = Exclude,
         };
         try { _options.Validate(); }
