@@ -68,8 +68,11 @@ public static class WeightQuantizer
         return null;
     }
 
-    public static ModelProto Quantize(ModelProto prepared, QuantizationPlan plan, QuantizationOptions options, CancellationToken cancel = default)
+    public static ModelProto Quantize(ModelProto prepared, QuantizationPlan plan, QuantizationOptions options, CancellationToken cancel = default,
+        IProgress<Calibration.RunProgress>? progress = null)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        int doneLayers = 0;
         options.Validate();
         if (options.Mode == QuantMode.Static)
             throw new ArgumentException("Static mode is written by QdqQuantizer.", nameof(options));
@@ -87,6 +90,8 @@ public static class WeightQuantizer
                 continue;
             }
             cancel.ThrowIfCancellationRequested();
+            progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), node.Name));
+            doneLayers++;
             var wName = node.Input[1];
             if (!done.TryGetValue(wName, out var weight))
                 done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options);
@@ -104,6 +109,7 @@ public static class WeightQuantizer
                     break;
             }
         }
+        progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), ""));
         graph.Node.Clear();
         graph.Node.AddRange(rewritten);
         if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4 && !model.OpsetImport.Any(o => o.Domain == "com.microsoft"))

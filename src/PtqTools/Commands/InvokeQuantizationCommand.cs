@@ -177,7 +177,9 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             // No calibration: statistics, when they come in, only say which layers were selected.
             var selected = stats is not null ? stats.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal) : group.Selected;
             if (DataSet is not null) WriteWarning($"-DataSet is not used in {_options.Mode} mode: it needs no calibration.");
-            var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel);
+            const string quantizing = "Quantizing weights";
+            var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel, Progress(2, quantizing, "layers"));
+            CompleteProgress(2, quantizing);
             WriteVerbose($"{weightResult.QuantizedLayerCount} layers quantized, {weightResult.FloatLayerCount} kept in float; {weightResult.OutputSizeBytes:N0} bytes ({weightResult.SizeRatio:P1} of the source).");
             WriteObject(weightResult);
             return;
