@@ -109,12 +109,12 @@ public abstract class PtqCmdlet : PSCmdlet
     }
 
     /// <summary>A progress sink that writes a progress record from the pipeline thread.</summary>
-    protected IProgress<RunProgress> Progress(int activityId, string activity) => new CmdletProgress(this, activityId, activity);
+    protected IProgress<RunProgress> Progress(int activityId, string activity, string unit = "samples") => new CmdletProgress(this, activityId, activity, unit);
 
     protected void CompleteProgress(int activityId, string activity) =>
         WriteProgress(new ProgressRecord(activityId, activity, "Done") { RecordType = ProgressRecordType.Completed });
 
-    sealed class CmdletProgress(PtqCmdlet cmdlet, int id, string activity) : IProgress<RunProgress>
+    sealed class CmdletProgress(PtqCmdlet cmdlet, int id, string activity, string unit) : IProgress<RunProgress>
     {
         long _last;
 
@@ -123,7 +123,7 @@ public abstract class PtqCmdlet : PSCmdlet
             long now = Environment.TickCount64;
             if (p.Done != p.Total && now - _last < 200) return;
             _last = now;
-            cmdlet.WriteProgress(new ProgressRecord(id, activity, $"{p.Done} of {p.Total} samples, {p.SamplesPerSecond:F1}/s")
+            cmdlet.WriteProgress(new ProgressRecord(id, activity, $"{p.Done} of {p.Total} {unit}, {p.SamplesPerSecond:F1}/s")
             {
                 PercentComplete = p.Total > 0 ? Math.Min(100, 100 * p.Done / p.Total) : -1,
                 CurrentOperation = p.Current,

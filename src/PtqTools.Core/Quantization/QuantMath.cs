@@ -146,7 +146,10 @@ public static class QuantMath
     /// with zeros to whole blocks), scales [N * blocks], zero points [N][ceil(blocks * bits / 8)] (low nibble first).
     /// Each block's range is widened to include zero so that zero is exact.
     /// </summary>
-    public static (byte[] Codes, float[] Scales, byte[] ZeroPoints) QuantizeBlockwise(ReadOnlySpan<float> w, int k, int n, int bits, int blockSize)
+    /// <param name="hqq">Refine each block's zero point with HQQ's half-quadratic solver (Badri and Shaji, 2023),
+    /// which fits the codes to the weights under an lp (p &lt; 1) error that lets outliers go; the zero point stays
+    /// an integer, as MatMulNBits stores it. The block keeps whichever of RTN and HQQ has the smaller squared error.</param>
+    public static (byte[] Codes, float[] Scales, byte[] ZeroPoints) QuantizeBlockwise(ReadOnlySpan<float> w, int k, int n, int bits, int blockSize, bool hqq = false)
     {
         if (bits != 4) throw new ArgumentOutOfRangeException(nameof(bits), "Only 4-bit block-wise codes are written.");
         if (w.Length != (long)k * n) throw new ArgumentException($"The weight has {w.Length} values, not {k}x{n}.", nameof(w));
@@ -172,6 +175,12 @@ public static class QuantMath
                 }
                 float scale = max == min ? 1f : (max - min) / levels;
                 int zp = Math.Clamp((int)MathF.Round(-min / scale, MidpointRounding.ToEven), 0, levels);
+                if (hqq && max != min)
+                {
+                    var block = new float[end - b * blockSize];
+                    for (int r = b * blockSize; r < end; r++) block[r - b * blockSize] = w[r * n + col];
+                    (scale, zp) = HqqBlock(block, min, max, levels);
+                }
                 scales[col * blocks + b] = scale;
                 zps[col * zpRow + b / 2] |= (byte)(b % 2 == 0 ? zp : zp << 4);
                 var p = new QuantParams(scale, zp);
@@ -207,5 +216,63 @@ public static class QuantMath
                 }
             }
         return w;
+    }
+
+    /// <summary>Scale candidates from the full range down to 70% of it (clipping outliers), each with HQQ's zero point;
+    /// the pair with the smallest squared error wins (the full-range RTN pair is the first candidate).</summary>
+    internal static (float Scale, int Zero) HqqBlock(ReadOnlySpan<float> block, float min, float max, int levels)
+    {
+        float bestScale = (max - min) / levels;
+        int bestZero = Math.Clamp((int)MathF.Round(-min / bestScale, MidpointRounding.ToEven), 0, levels);
+        double best = SquaredError(block, bestScale, bestZero, levels);
+        for (int step = 0; step <= 6; step++)
+        {
+            float f = 1f - 0.05f * step;
+            float scale = (max - min) * f / levels;
+            int rtn = Math.Clamp((int)MathF.Round(-min * f / scale, MidpointRounding.ToEven), 0, levels);
+            int zero = HqqZeroPoint(block, scale, rtn, levels);
+            double e = SquaredError(block, scale, zero, levels);
+            if (e < best) (best, bestScale, bestZero) = (e, scale, zero);
+        }
+        return (bestScale, bestZero);
+    }
+
+    /// <summary>HQQ's alternating solver for one block with a fixed scale: W_e = shrink_p(W - dequant(Q(W))),
+    /// z = mean(Q - (W - W_e) / s), with beta growing by kappa; returns the integer zero point (of RTN's and the
+    /// solver's) with the smaller squared reconstruction error.</summary>
+    internal static int HqqZeroPoint(ReadOnlySpan<float> block, float scale, int rtnZero, int levels, int iterations = 20,
+        float p = 0.7f, float beta = 10f, float kappa = 1.01f)
+    {
+        double z = rtnZero;
+        var q = new int[block.Length];
+        for (int it = 0; it < iterations; it++)
+        {
+            double sum = 0;
+            for (int i = 0; i < block.Length; i++)
+            {
+                q[i] = Math.Clamp((int)Math.Round(block[i] / scale + z, MidpointRounding.ToEven), 0, levels);
+                double residual = block[i] - (q[i] - z) * scale;
+                // Generalized soft threshold of the lp norm (the shrinkage HQQ uses).
+                double a = Math.Abs(residual);
+                double shrunk = a <= 1e-12 ? 0 : Math.Sign(residual) * Math.Max(0, a - Math.Pow(a, p - 1) / beta);
+                sum += q[i] - (block[i] - shrunk) / scale;
+            }
+            z = sum / block.Length;
+            beta *= kappa;
+        }
+        int hqqZero = Math.Clamp((int)Math.Round(z, MidpointRounding.ToEven), 0, levels);
+        return SquaredError(block, scale, hqqZero, levels) < SquaredError(block, scale, rtnZero, levels) ? hqqZero : rtnZero;
+    }
+
+    static double SquaredError(ReadOnlySpan<float> block, float scale, int zero, int levels)
+    {
+        double e = 0;
+        var p = new QuantParams(scale, zero);
+        foreach (var v in block)
+        {
+            double d = v - Dequantize(Quantize(v, p, 0, levels), p);
+            e += d * d;
+        }
+        return e;
     }
 }

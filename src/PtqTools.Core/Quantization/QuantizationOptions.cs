@@ -6,6 +6,9 @@ namespace PtqTools.Core.Quantization;
 /// <summary>What is quantized ahead of time and what at run time.</summary>
 public enum QuantMode { Static, Dynamic, WeightOnly }
 
+/// <summary>How weight-only 4-bit codes are chosen.</summary>
+public enum WeightMethod { Rtn, Hqq }
+
 /// <summary>How a static model is written.</summary>
 public enum QuantFormat { QDQ, QOperator }
 
@@ -25,6 +28,9 @@ public sealed class QuantizationOptions
 
     /// <summary>Bits of a weight-only weight: 8 (per channel, DequantizeLinear) or 4 (block-wise, MatMulNBits).</summary>
     public int WeightBits { get; set; } = 8;
+
+    /// <summary>How 4-bit codes are chosen: round-to-nearest of each block's range, or HQQ (error-minimizing).</summary>
+    public WeightMethod WeightMethod { get; set; } = WeightMethod.Rtn;
 
     /// <summary>Block size along K of int4 weight-only weights.</summary>
     public int BlockSize { get; set; } = 32;
@@ -71,6 +77,9 @@ public sealed class QuantizationOptions
         if (WeightBits == 4 && BlockSize is not (16 or 32 or 64 or 128 or 256))
             throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument,
                 $"MatMulNBits needs a block size that is a power of two from 16 to 256 (32, 64 or 128 are usual), not {BlockSize}.", BlockSize);
+        if (WeightMethod != WeightMethod.Rtn && !(Mode == QuantMode.WeightOnly && WeightBits == 4))
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                $"-WeightMethod {WeightMethod} chooses 4-bit block codes; it needs -Mode WeightOnly -WeightBits 4.", WeightMethod);
         if (WeightBits == 4 && !PerChannel)
             throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
                 "4-bit weights are block-wise along K (one scale per block of each output column); -PerTensor does not apply.", PerChannel);
@@ -86,7 +95,7 @@ public sealed class QuantizationOptions
     string ModeText() => Mode switch
     {
         QuantMode.Dynamic => $"mode=dynamic;format=MatMulInteger;activations=uint8,asymmetric,runtime-range;weights=int8,symmetric,{(PerChannel ? "per-channel" : "per-tensor")}",
-        QuantMode.WeightOnly when WeightBits == 4 => $"mode=weight-only;format=MatMulNBits;activations=float32;weights=int4,asymmetric,block={BlockSize},rtn",
+        QuantMode.WeightOnly when WeightBits == 4 => $"mode=weight-only;format=MatMulNBits;activations=float32;weights=int4,asymmetric,block={BlockSize},{WeightMethod.ToString().ToLowerInvariant()}",
         QuantMode.WeightOnly => $"mode=weight-only;format=QDQ;activations=float32;weights=int8,symmetric,{(PerChannel ? "per-channel" : "per-tensor")}",
         _ => StaticText(),
     };

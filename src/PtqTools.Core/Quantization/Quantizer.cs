@@ -48,7 +48,7 @@ public static class Quantizer
     /// <summary>Dynamic and weight-only quantization: no calibration statistics; <paramref name="selected"/> (null
     /// for all) names the layers that came through the pipeline.</summary>
     public static QuantizationResult RunWithoutCalibration(PreparedModel prepared, IReadOnlySet<string>? selected, QuantizationOptions options,
-        string outputPath, CancellationToken cancel)
+        string outputPath, CancellationToken cancel, IProgress<Calibration.RunProgress>? progress = null)
     {
         options.Validate();
         if (options.Mode == QuantMode.Static)
@@ -57,7 +57,7 @@ public static class Quantizer
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument,
                 $"None of the layers in the pipeline can be quantized in {options.Mode} mode in '{prepared.SourcePath}' (it quantizes MatMul layers with a constant 2-D weight).", prepared.SourcePath);
-        var model = WeightQuantizer.Quantize(prepared.Model, plan, options, cancel);
+        var model = WeightQuantizer.Quantize(prepared.Model, plan, options, cancel, progress);
         return Write(prepared, model, plan, options, outputPath, cancel);
     }
 

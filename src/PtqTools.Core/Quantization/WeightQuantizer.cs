@@ -51,7 +51,7 @@ public static class WeightQuantizer
             decision.Reason = options.Mode == QuantMode.Dynamic
                 ? $"dynamic: int8 weights {(options.PerChannel ? "per column" : "per tensor")}, uint8 activations quantized at run time (MatMulInteger)"
                 : options.WeightBits == 4
-                    ? $"weight-only: int4 weights in blocks of {options.BlockSize} along K (MatMulNBits), float activations"
+                    ? $"weight-only: int4 weights in blocks of {options.BlockSize} along K ({options.WeightMethod.ToString().ToUpperInvariant()}, MatMulNBits), float activations"
                     : $"weight-only: int8 weights {(options.PerChannel ? "per column" : "per tensor")}, float activations";
         }
         return plan;
@@ -68,8 +68,11 @@ public static class WeightQuantizer
         return null;
     }
 
-    public static ModelProto Quantize(ModelProto prepared, QuantizationPlan plan, QuantizationOptions options, CancellationToken cancel = default)
+    public static ModelProto Quantize(ModelProto prepared, QuantizationPlan plan, QuantizationOptions options, CancellationToken cancel = default,
+        IProgress<Calibration.RunProgress>? progress = null)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        int doneLayers = 0;
         options.Validate();
         if (options.Mode == QuantMode.Static)
             throw new ArgumentException("Static mode is written by QdqQuantizer.", nameof(options));
@@ -87,6 +90,8 @@ public static class WeightQuantizer
                 continue;
             }
             cancel.ThrowIfCancellationRequested();
+            progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), node.Name));
+            doneLayers++;
             var wName = node.Input[1];
             if (!done.TryGetValue(wName, out var weight))
                 done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options);
@@ -104,6 +109,7 @@ public static class WeightQuantizer
                     break;
             }
         }
+        progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), ""));
         graph.Node.Clear();
         graph.Node.AddRange(rewritten);
         if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4 && !model.OpsetImport.Any(o => o.Domain == "com.microsoft"))
@@ -126,7 +132,7 @@ public static class WeightQuantizer
         var zpName = names.Fresh(init.Name + "_zero_point");
         if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4)
         {
-            var (codes, scales, zps) = QuantMath.QuantizeBlockwise(w, checked((int)k), checked((int)n), 4, options.BlockSize);
+            var (codes, scales, zps) = QuantMath.QuantizeBlockwise(w, checked((int)k), checked((int)n), 4, options.BlockSize, options.WeightMethod == WeightMethod.Hqq);
             int blocks = (int)((k + options.BlockSize - 1) / options.BlockSize);
             graph.Initializer.Add(TensorData.FromUInt8(valuesName, codes, n, blocks, options.BlockSize / 2));
             graph.Initializer.Add(TensorData.FromFloats(scaleName, scales, scales.Length));

@@ -63,6 +63,11 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [ValidateSet("8", "4")]
     public int WeightBits { get; set; } = 8;
 
+    /// <summary>How 4-bit codes are chosen: RTN (round-to-nearest) or HQQ (error-minimizing).</summary>
+    [Parameter]
+    [ValidateSet("RTN", "HQQ")]
+    public string WeightMethod { get; set; } = "RTN";
+
     /// <summary>Block size along K of 4-bit weights.</summary>
     [Parameter]
     public int BlockSize { get; set; } = 32;
@@ -112,6 +117,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             Format = Enum.Parse<QuantFormat>(Format, ignoreCase: true),
             WeightBits = WeightBits,
             BlockSize = BlockSize,
+            WeightMethod = Enum.Parse<WeightMethod>(WeightMethod, ignoreCase: true),
             Exclude = Exclude,
         };
         try { _options.Validate(); }
@@ -199,7 +205,9 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             // No calibration: statistics, when they come in, only say which layers were selected.
             var selected = stats is not null ? stats.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal) : group.Selected;
             if (DataSet is not null) WriteWarning($"-DataSet is not used in {_options.Mode} mode: it needs no calibration.");
-            var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel);
+            const string quantizing = "Quantizing weights";
+            var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel, Progress(2, quantizing, "layers"));
+            CompleteProgress(2, quantizing);
             WriteVerbose($"{weightResult.QuantizedLayerCount} layers quantized, {weightResult.FloatLayerCount} kept in float; {weightResult.OutputSizeBytes:N0} bytes ({weightResult.SizeRatio:P1} of the source).");
             WriteObject(weightResult);
             return;
