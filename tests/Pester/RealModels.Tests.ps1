@@ -39,6 +39,28 @@ Describe 'ONNX TensorProto samples (the conformance corpus layout)' {
     }
 }
 
+Describe 'Text data sets' {
+    It 'tokenizes one sentence a line with a WordPiece vocabulary' {
+        $vocab = Join-Path $TestDrive 'vocab.txt'
+        Set-Content $vocab -Value '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'free', 'software', 'is', 'good', '##ly', '.'
+        $text = Join-Path $TestDrive 'sentences.txt'
+        Set-Content $text -Value 'Free software is good.', '', 'Software is goodly free software.', 'Unknown words.'
+        $ds = New-PtqDataSet -Path $text -VocabPath $vocab
+        $ds.Kind | Should -Be 'Text'
+        $ds.Count | Should -Be 3                       # the empty line is skipped
+        $ds.SampleShape | Should -Be @(1, 7)           # [CLS] free software is good . [SEP]
+        $ds.MaxSequenceLength | Should -Be 128
+        (New-PtqDataSet -Path $text -VocabPath $vocab -MaxSequenceLength 4 -Skip 1).SampleShape | Should -Be @(1, 4)
+    }
+
+    It 'refuses a missing vocabulary, naming it' {
+        $text = Join-Path $TestDrive 'one.txt'
+        Set-Content $text -Value 'Hello.'
+        $e = Get-ErrorRecord { New-PtqDataSet -Path $text -VocabPath (Join-Path $TestDrive 'none.txt') -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'VocabNotFound,*'
+    }
+}
+
 Describe 'External data' {
     BeforeAll {
         # The engine writes the conformance Conv2d model with its weights in a side file.

@@ -42,11 +42,17 @@ public class TensorProtoDataSetTests
         var one = DataSetReader.FromTensorProto(new[] { Path.Combine(gather, "test_data_set_0", "input_0.pb") }, new PtqDataSet());
         using (var reader = new SampleReader(one))
             Check.Throws("DataInputCountMismatch", () => runner.Run(reader.Read(CancellationToken.None).Single()));
-        // Inputs in the wrong order: int64 where float is expected.
-        var swapped = new Sample(0, "swapped", Array.Empty<float>(), Array.Empty<int>(), -1)
-        {
-            Inputs = new[] { TensorProtoFile.Read(Path.Combine(gather, "test_data_set_0", "input_1.pb")), TensorProtoFile.Read(Path.Combine(gather, "test_data_set_0", "input_0.pb")) },
-        };
+        // Tensors named like the model's inputs feed them by name, whatever their order.
+        var data = TensorProtoFile.Read(Path.Combine(gather, "test_data_set_0", "input_0.pb"));
+        var indices = TensorProtoFile.Read(Path.Combine(gather, "test_data_set_0", "input_1.pb"));
+        Assert.Equal(new[] { "data", "indices" }, new[] { data.Name, indices.Name });
+        var byName = new Sample(0, "by-name", Array.Empty<float>(), Array.Empty<int>(), -1) { Inputs = new[] { indices, data } };
+        var expected = TensorData.ReadFloats(TensorProtoFile.Read(Path.Combine(gather, "test_data_set_0", "output_0.pb")));
+        Assert.Equal(expected, runner.Run(byName)[0]);
+        // Unnamed tensors feed the inputs in order: int64 where float is expected is refused.
+        var (d2, i2) = (data.Clone(), indices.Clone());
+        d2.Name = ""; i2.Name = "";
+        var swapped = new Sample(0, "swapped", Array.Empty<float>(), Array.Empty<int>(), -1) { Inputs = new[] { i2, d2 } };
         Check.Throws("DataTypeMismatch", () => runner.Run(swapped));
         // A float array sample for a two-input model.
         Check.Throws("MultipleInputsNotSupported", () => runner.Run(new Sample(0, "flat", new float[4], new[] { 4 }, -1)));

@@ -224,6 +224,9 @@ public sealed class SampleReader : IDisposable
                     }
                     break;
                 }
+            case "Text":
+                foreach (var sample in TextDataSet.Read(_ds, cancel)) yield return sample;
+                break;
             case "TensorProto":
                 for (int i = _ds.Skip; i < end; i++)
                 {

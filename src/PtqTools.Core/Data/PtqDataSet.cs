@@ -6,7 +6,7 @@ namespace PtqTools.Core.Data;
 /// </summary>
 public sealed class PtqDataSet
 {
-    /// <summary>ImageFolder, Idx, Npy, Array or TensorProto (each path one sample: a folder of input_K.pb files, or one .pb file).</summary>
+    /// <summary>ImageFolder, Idx, Npy, Array, Text (sentences + vocabulary) or TensorProto (each path one sample: a folder of input_K.pb files, or one .pb file).</summary>
     public string Kind { get; set; } = "";
     public string Name { get; set; } = "";
     public string[] Paths { get; set; } = Array.Empty<string>();
@@ -30,6 +30,10 @@ public sealed class PtqDataSet
     public float[] Std { get; set; } = Array.Empty<float>();
     /// <summary>An ONNX model applied to each prepared sample (the way a model's own preprocessing graph is shipped).</summary>
     public string? PreprocessModel { get; set; }
+    /// <summary>The WordPiece vocabulary of a Text data set (one token a line).</summary>
+    public string? VocabPath { get; set; }
+    /// <summary>Tokens per sentence of a Text data set, [CLS] and [SEP] included; longer sentences are truncated.</summary>
+    public int MaxSequenceLength { get; set; }
     /// <summary>Samples given from PowerShell (Kind Array), each flat in row-major order.</summary>
     public float[][]? Data { get; set; }
     public int[]? Labels { get; set; }

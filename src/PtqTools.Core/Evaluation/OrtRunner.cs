@@ -115,7 +115,11 @@ public sealed class OrtRunner : IDisposable
             var shape = new long[] { 1 }.Concat(sample.Shape.Select(d => (long)d)).ToArray();
             return (new[] { InputName }, new[] { OrtValue.CreateTensorValueFromMemory(sample.Data, shape) });
         }
-        if (sample.Inputs.Count > _inputs.Length || sample.Inputs.Count < _inputs.Length)
+        // Tensors named like every model input feed them by name (text samples carry more inputs than some models
+        // take); otherwise the K-th tensor feeds the K-th input.
+        var byName = sample.Inputs.Where(t => t.Name.Length > 0).GroupBy(t => t.Name).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+        var ordered = _inputs.All(i => byName.ContainsKey(i.Name)) ? _inputs.Select(i => byName[i.Name]).ToList() : sample.Inputs;
+        if (ordered.Count != _inputs.Length)
             throw new PtqException("DataInputCountMismatch", PtqErrorKind.InvalidData,
                 $"Sample '{sample.Id}' has {sample.Inputs.Count} input tensor(s), but '{Path.GetFileName(_source)}' takes {_inputs.Length} ({string.Join(", ", _inputs.Select(i => i.Name))}).", sample.Id);
         var values = new OrtValue[_inputs.Length];
@@ -124,7 +128,7 @@ public sealed class OrtRunner : IDisposable
             for (int k = 0; k < _inputs.Length; k++)
             {
                 var (name, meta) = _inputs[k];
-                var t = sample.Inputs[k];
+                var t = ordered[k];
                 if (meta.IsTensor && (int)meta.ElementDataType != t.DataType)
                     throw new PtqException("DataTypeMismatch", PtqErrorKind.InvalidData,
                         $"Input {k} of sample '{sample.Id}' is {Onnx.OnnxDataTypes.Name(t.DataType)}, but input '{name}' of '{Path.GetFileName(_source)}' takes {meta.ElementDataType}.", sample.Id);

@@ -41,6 +41,17 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
     [Parameter(ParameterSetName = "LiteralPath")]
     public string? LabelPath { get; set; }
 
+    /// <summary>A BERT WordPiece vocabulary: the paths are then text files, one sentence a line.</summary>
+    [Parameter(ParameterSetName = "Path")]
+    [Parameter(ParameterSetName = "LiteralPath")]
+    public string? VocabPath { get; set; }
+
+    /// <summary>Tokens per sentence of a text data set, [CLS] and [SEP] included.</summary>
+    [Parameter(ParameterSetName = "Path")]
+    [Parameter(ParameterSetName = "LiteralPath")]
+    [ValidateRange(3, 8192)]
+    public int MaxSequenceLength { get; set; } = 128;
+
     [Parameter]
     [ValidateRange(1, 8192)]
     public int Resize { get; set; }
@@ -141,7 +152,9 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
         Try(() =>
         {
             PtqDataSet ds;
-            if (paths.All(IsTensorProtoSample))
+            if (VocabPath is not null)
+                ds = TextDataSet.FromText(paths, ResolveOutput(VocabPath), new PtqDataSet { Skip = Skip, Count = MaxSamples, MaxSequenceLength = MaxSequenceLength });
+            else if (paths.All(IsTensorProtoSample))
                 ds = DataSetReader.FromTensorProto(paths, options);
             else if (paths.Count == 1 && Directory.Exists(paths[0]))
                 ds = DataSetReader.FromImageFolder(paths[0], options);
@@ -152,7 +165,7 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
             else
                 throw new PtqException("DataSetKindUnknown", PtqErrorKind.InvalidArgument,
                     $"'{paths[0]}' is neither a folder of images, .npy/.npz/.csv files, an IDX images file, nor ONNX TensorProto samples (.pb files, folders of input_K.pb).", paths[0]);
-            if (ds.Kind is "Npy" or "TensorProto") WarnImageOptions();
+            if (ds.Kind is "Npy" or "TensorProto" or "Text") WarnImageOptions();
             WriteVerbose($"{ds.Kind} data set '{ds.Name}': {ds.Count} samples of shape [{string.Join(",", ds.SampleShape)}].");
             WriteObject(ds);
         }, paths[0]);
