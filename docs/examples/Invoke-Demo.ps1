@@ -63,7 +63,7 @@ $report | Export-Clixml (Join-Path $OutputFolder 'report.clixml')
 
 $rows = @(
     [pscustomobject]@{ Measure = 'File size (MB)'; Fp32 = '{0:N1}' -f ($report.FloatSizeBytes / 1MB); Int8 = '{0:N1}' -f ($report.QuantizedSizeBytes / 1MB); Result = '{0:P1} of fp32' -f $report.SizeRatio }
-    [pscustomobject]@{ Measure = 'Latency, 1 thread (ms, median)'; Fp32 = '{0:N2}' -f $report.FloatLatencyMs; Int8 = '{0:N2}' -f $report.QuantizedLatencyMs; Result = '{0:N2}x faster' -f $report.Speedup }
+    [pscustomobject]@{ Measure = "Latency, $ThreadCount thread(s) (ms, median)"; Fp32 = '{0:N2}' -f $report.FloatLatencyMs; Int8 = '{0:N2}' -f $report.QuantizedLatencyMs; Result = '{0:N2}x faster' -f $report.Speedup }
     [pscustomobject]@{ Measure = 'Output cosine vs fp32 (mean)'; Fp32 = ''; Int8 = '{0:N4}' -f $report.Cosine; Result = "min {0:N4} over {1} images" -f $report.Outputs[0].MinCosine, $report.SampleCount }
     [pscustomobject]@{ Measure = 'Output SQNR (dB)'; Fp32 = ''; Int8 = '{0:N1}' -f $report.SqnrDb; Result = 'max abs error {0:N3}' -f $report.MaxAbsError }
     [pscustomobject]@{ Measure = "kNN-5 accuracy, $($report.SampleCount) images (%)"; Fp32 = '{0:N2}' -f (100 * $report.FloatMetric); Int8 = '{0:N2}' -f (100 * $report.QuantizedMetric)

@@ -18,7 +18,7 @@ Describe 'Test-QuantizedModel -Metric' {
         $r.MetricName | Should -Be 'kNN-3'
         $r.MetricDrop.SampleCount | Should -Be 24
         $r.FloatMetric | Should -BeGreaterThan 0.15     # ten classes: chance is 0.1
-        $r.MetricDrop.Drop | Should -Be ($r.FloatMetric - $r.QuantizedMetric)
+        [math]::Abs($r.MetricDrop.Drop - ($r.FloatMetric - $r.QuantizedMetric)) | Should -BeLessThan 1e-9
         $r.MetricDrop.DropLow | Should -BeLessOrEqual $r.MetricDrop.Drop
         $r.MetricDrop.DropHigh | Should -BeGreaterOrEqual $r.MetricDrop.Drop
         $r.MetricDrop.McNemarPValue | Should -BeGreaterThan 0
