@@ -18,6 +18,7 @@
         'Test-QuantizedModel'
         'Measure-LayerError'
         'Measure-ModelPerformance'
+        'Export-QuantizationReport'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()
