@@ -73,6 +73,10 @@ $rows | Format-Table -AutoSize | Out-Host
 Write-Host ("Evaluation of {0} images (both models, {1} thread(s)) took {2:N0} s; {3} images the int8 model alone classifies right, {4} the fp32 model alone." -f
     $report.SampleCount, $ThreadCount, $evaluationTime, $report.MetricDrop.QuantizedOnly, $report.MetricDrop.FloatOnly)
 $report | ConvertTo-Json -Depth 4 | Set-Content (Join-Path $OutputFolder 'report.json')
+# The HTML report: summary, per-layer SQNR (8 evaluation images) and the activation ranges, charts embedded.
+$layerErrors = $stats | Measure-LayerError -DataSet (New-PtqDataSet "$fashion/t10k-images-idx3-ubyte.gz" @prep -MaxSamples 8) -ThreadCount ([Environment]::ProcessorCount)
+$html = @($result; $report; $layerErrors; $stats) | Export-QuantizationReport (Join-Path $OutputFolder 'report.html') -Force
+Write-Host "Worst layer by itself: $($layerErrors[0].Layer) ($($layerErrors[0].OpType), isolated SQNR $($layerErrors[0].IsolatedSqnrDb) dB). HTML report: $($html.FullName)"
 $ok = $report.Cosine -ge 0.99 -and $report.SizeRatio -le 0.26
 Write-Host ("Verdict: {0}" -f $(if ($ok) { 'int8 model is within the fidelity goal (cosine >= 0.99) at <= 26% of the size.' } else { 'int8 model MISSES the goal.' }))
 if (-not $ok) { exit 1 }
