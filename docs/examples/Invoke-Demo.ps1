@@ -69,7 +69,8 @@ $rows = @(
     [pscustomobject]@{ Measure = "kNN-5 accuracy, $($report.SampleCount) images (%)"; Fp32 = '{0:N2}' -f (100 * $report.FloatMetric); Int8 = '{0:N2}' -f (100 * $report.QuantizedMetric)
         Result = 'drop {0:N2} points, 95% CI [{1:N2}, {2:N2}], McNemar p = {3:N3}' -f (100 * $report.MetricDrop.Drop), (100 * $report.MetricDrop.DropLow), (100 * $report.MetricDrop.DropHigh), $report.MetricDrop.McNemarPValue }
 )
-$rows | Format-Table -AutoSize | Out-Host
+$rows | Format-Table -AutoSize -Wrap | Out-Host
+Write-Host "Task accuracy: $($report.MetricDrop)"
 Write-Host ("Evaluation of {0} images (both models, {1} thread(s)) took {2:N0} s; {3} images the int8 model alone classifies right, {4} the fp32 model alone." -f
     $report.SampleCount, $ThreadCount, $evaluationTime, $report.MetricDrop.QuantizedOnly, $report.MetricDrop.FloatOnly)
 $report | ConvertTo-Json -Depth 4 | Set-Content (Join-Path $OutputFolder 'report.json')
