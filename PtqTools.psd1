@@ -21,6 +21,7 @@
         'Merge-ActivationRange'
         'Measure-LayerError'
         'Measure-ModelPerformance'
+        'Export-QuantizationReport'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

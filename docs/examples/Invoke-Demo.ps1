@@ -63,16 +63,21 @@ $report | Export-Clixml (Join-Path $OutputFolder 'report.clixml')
 
 $rows = @(
     [pscustomobject]@{ Measure = 'File size (MB)'; Fp32 = '{0:N1}' -f ($report.FloatSizeBytes / 1MB); Int8 = '{0:N1}' -f ($report.QuantizedSizeBytes / 1MB); Result = '{0:P1} of fp32' -f $report.SizeRatio }
-    [pscustomobject]@{ Measure = 'Latency, 1 thread (ms, median)'; Fp32 = '{0:N2}' -f $report.FloatLatencyMs; Int8 = '{0:N2}' -f $report.QuantizedLatencyMs; Result = '{0:N2}x faster' -f $report.Speedup }
+    [pscustomobject]@{ Measure = "Latency, $ThreadCount thread(s) (ms, median)"; Fp32 = '{0:N2}' -f $report.FloatLatencyMs; Int8 = '{0:N2}' -f $report.QuantizedLatencyMs; Result = '{0:N2}x faster' -f $report.Speedup }
     [pscustomobject]@{ Measure = 'Output cosine vs fp32 (mean)'; Fp32 = ''; Int8 = '{0:N4}' -f $report.Cosine; Result = "min {0:N4} over {1} images" -f $report.Outputs[0].MinCosine, $report.SampleCount }
     [pscustomobject]@{ Measure = 'Output SQNR (dB)'; Fp32 = ''; Int8 = '{0:N1}' -f $report.SqnrDb; Result = 'max abs error {0:N3}' -f $report.MaxAbsError }
     [pscustomobject]@{ Measure = "kNN-5 accuracy, $($report.SampleCount) images (%)"; Fp32 = '{0:N2}' -f (100 * $report.FloatMetric); Int8 = '{0:N2}' -f (100 * $report.QuantizedMetric)
         Result = 'drop {0:N2} points, 95% CI [{1:N2}, {2:N2}], McNemar p = {3:N3}' -f (100 * $report.MetricDrop.Drop), (100 * $report.MetricDrop.DropLow), (100 * $report.MetricDrop.DropHigh), $report.MetricDrop.McNemarPValue }
 )
-$rows | Format-Table -AutoSize | Out-Host
+$rows | Format-Table -AutoSize -Wrap | Out-Host
+Write-Host "Task accuracy: $($report.MetricDrop)"
 Write-Host ("Evaluation of {0} images (both models, {1} thread(s)) took {2:N0} s; {3} images the int8 model alone classifies right, {4} the fp32 model alone." -f
     $report.SampleCount, $ThreadCount, $evaluationTime, $report.MetricDrop.QuantizedOnly, $report.MetricDrop.FloatOnly)
 $report | ConvertTo-Json -Depth 4 | Set-Content (Join-Path $OutputFolder 'report.json')
+# The HTML report: summary, per-layer SQNR (8 evaluation images) and the activation ranges, charts embedded.
+$layerErrors = $stats | Measure-LayerError -DataSet (New-PtqDataSet "$fashion/t10k-images-idx3-ubyte.gz" @prep -MaxSamples 8) -ThreadCount ([Environment]::ProcessorCount)
+$html = @($result; $report; $layerErrors; $stats) | Export-QuantizationReport (Join-Path $OutputFolder 'report.html') -Force
+Write-Host "Worst layer by itself: $($layerErrors[0].Layer) ($($layerErrors[0].OpType), isolated SQNR $($layerErrors[0].IsolatedSqnrDb) dB). HTML report: $($html.FullName)"
 $ok = $report.Cosine -ge 0.99 -and $report.SizeRatio -le 0.26
 Write-Host ("Verdict: {0}" -f $(if ($ok) { 'int8 model is within the fidelity goal (cosine >= 0.99) at <= 26% of the size.' } else { 'int8 model MISSES the goal.' }))
 if (-not $ok) { exit 1 }
