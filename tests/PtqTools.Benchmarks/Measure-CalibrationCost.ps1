@@ -14,7 +14,8 @@ param(
     [int] $LargeCount = 2000,
     [int] $CostCount = 100,
     [int] $ThreadCount = 2,
-    [int] $Child = 0
+    [int] $Child = 0,
+    [switch] $SkipMemory
 )
 $ErrorActionPreference = 'Stop'
 $root = Resolve-Path (Join-Path $PSScriptRoot '../..')
@@ -53,6 +54,7 @@ $plainS = ($plain | Sort-Object)[1]; $calibS = ($calib | Sort-Object)[1]
 "Calibration cost, ResNet18, $CostCount samples, $ThreadCount threads (median of 3): plain fp32 inference {0:N1} s, Measure-ActivationRange (all methods) {1:N1} s, ratio {2:N2}" -f $plainS, $calibS, ($calibS / $plainS) | Out-Host
 
 # 2. Peak memory in fresh processes.
+if ($SkipMemory) { return }
 $memory = foreach ($count in $SmallCount, $LargeCount) {
     $json = & dotnet (Join-Path $PSHOME 'pwsh.dll') -NoProfile -NonInteractive -File $PSCommandPath -ModulePath $ModulePath -Child $count -ThreadCount $ThreadCount
     $json | Select-Object -Last 1 | ConvertFrom-Json

@@ -172,8 +172,8 @@ public sealed class CalibrationMethodTests
     public void EntropyFindsTheThresholdOfAKnownDistribution()
     {
         // Laplace(0, 1), 400k values (|x| max near 13): the KL threshold for 127 levels cuts the sparse tails well
-        // inside the range (near 9.4), not at the maximum (the collapse to MinMax) nor in the bulk. A ReLU'd normal
-        // calibrated asymmetrically (255 levels on the positive side) is cut near 2 sigma.
+        // inside the range (near 10), not at the maximum (the collapse to MinMax) nor in the bulk. A ReLU'd normal
+        // calibrated asymmetrically (255 levels on the positive side, the spike at zero left out) is cut near 4 sigma.
         var random = new Random(6);
         var laplace = new float[400000];
         var relu = new float[400000];
@@ -192,7 +192,7 @@ public sealed class CalibrationMethodTests
         observer.Observe(relu);
         stats = observer.ToStatistics("m", "AB", "t", Array.Empty<string>(), new CalibrationOptions(CalibrationMethod.Entropy));
         Assert.Equal(0f, stats.RangeMin);
-        Assert.InRange(stats.RangeMax, 1.5f, 3f);
+        Assert.InRange(stats.RangeMax, 3f, relu.Max() * 0.99f);
     }
 
     [Fact]
@@ -252,5 +252,35 @@ public sealed class EntropySearchTests
         int fast = EntropyRange.Search(hist, 127), direct = EntropyRange.SearchReference(hist, 127);
         Assert.Equal(direct, fast);
         Assert.InRange(fast, 127, bins - 1);
+    }
+}
+
+public sealed class SkipInvalidTests
+{
+    [Fact]
+    public void SamplesWithNonFiniteActivationsAreSkippedAndCountedOnlyWhenAsked()
+    {
+        TestPaths.UseTempCache();
+        using var dir = new TempDir();
+        var path = TinyModels.ResidualCnn().Save(dir.File("residual.onnx"));
+        var prepared = PtqTools.Core.Onnx.ModelPreparer.Prepare(path);
+        var plan = QuantizationPlan.Create(new PtqTools.Core.Onnx.GraphView(prepared.Model.Graph), null);
+        var random = new Random(3);
+        var huge = Enumerable.Repeat(float.MaxValue, 3 * 8 * 8).ToArray();   // overflows in the convolutions
+        var samples = new[] { TinyModels.RandomInput(random), huge, TinyModels.RandomInput(random) };
+        var data = PtqTools.Core.Data.DataSetReader.FromArrays(samples, new[] { 3, 8, 8 }, null, new PtqTools.Core.Data.PtqDataSet());
+        Check.Throws("ActivationNotFinite", () => ActivationCalibrator.Run(prepared, plan.Activations, data, 1, null, CancellationToken.None));
+        var skipped = new List<PtqException>();
+        var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 1, new CalibrationOptions(), skipped.Add, null, CancellationToken.None);
+        Assert.Equal("ActivationNotFinite", Assert.Single(skipped).ErrorId);
+        Assert.All(stats, s => Assert.Equal(2, s.SampleCount));
+        // The skipped sample left no trace: the statistics equal those of the two good samples alone.
+        var good = PtqTools.Core.Data.DataSetReader.FromArrays(new[] { samples[0], samples[2] }, new[] { 3, 8, 8 }, null, new PtqTools.Core.Data.PtqDataSet());
+        var reference = ActivationCalibrator.Run(prepared, plan.Activations, good, 1, null, CancellationToken.None);
+        for (int i = 0; i < stats.Count; i++)
+        {
+            Assert.Equal(reference[i].Histogram, stats[i].Histogram);
+            Assert.Equal(reference[i].Max, stats[i].Max);
+        }
     }
 }

@@ -173,6 +173,9 @@ sealed class EntropyRange : IRangeMethod
         bool positiveOnly = !o.Symmetric && s.Min >= 0, negativeOnly = !o.Symmetric && s.Max <= 0;
         int levels = positiveOnly || negativeOnly ? 255 : 127;
         var abs = RangeMethods.AbsHistogram(s);
+        // The bin at zero is left out: zero is exact on the quantized grid, and ReLU outputs pile half their values
+        // there, a spike that would make every chunk holding it look badly quantized and drive the threshold down.
+        if (abs.Length > 0) abs[0] = 0;
         double width = s.Width;
         while (abs.Length > MaxSearchBins)
         {
