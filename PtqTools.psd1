@@ -16,6 +16,7 @@
         'Measure-ActivationRange'
         'Invoke-Quantization'
         'Test-QuantizedModel'
+        'Invoke-ModelInference'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

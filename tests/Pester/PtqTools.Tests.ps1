@@ -10,7 +10,8 @@ Describe 'The module' {
     }
 
     It 'has a format view for the output type of <_>' -ForEach @(
-        'Get-OnnxModel', 'Get-ModelLayer', 'New-PtqDataSet', 'Measure-ActivationRange', 'Invoke-Quantization', 'Test-QuantizedModel'
+        'Get-OnnxModel', 'Get-ModelLayer', 'New-PtqDataSet', 'Measure-ActivationRange', 'Invoke-Quantization', 'Test-QuantizedModel',
+        'Invoke-ModelInference'
     ) {
         $type = (Get-Command $_).OutputType[0].Name
         $type | Should -Not -BeNullOrEmpty
