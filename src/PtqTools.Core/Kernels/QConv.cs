@@ -115,6 +115,26 @@ public static class QConv
             return;
         }
         if (w.Groups[0] is null) { Direct(x, xZero, w, y, all: true); return; }
+        if (path == KernelPath.NativeVnni && w.Groups[0].Quads is not null)
+        {
+            // Byte im2col (padding holds the zero point, so it contributes nothing) into the native VNNI GEMM.
+            bool signed = typeof(TX) == typeof(sbyte);
+            var colBytes = new byte[(long)pixels * patch];
+            var acc = new int[(long)pixels * ocg];
+            for (int n = 0; n < g.Batch; n++)
+                for (int gi = 0; gi < g.Group; gi++)
+                {
+                    Im2ColBytes(MemoryMarshal.AsBytes(x), (byte)xZero, g, n, gi, colBytes);
+                    if (signed) QGemm.Multiply(MemoryMarshal.Cast<byte, sbyte>(colBytes.AsSpan()), xZero, pixels, w.Groups[gi], acc);
+                    else QGemm.Multiply(colBytes, xZero, pixels, w.Groups[gi], acc);
+                    for (int j = 0; j < ocg; j++)
+                    {
+                        var dst = y.Slice((n * g.OutChannels + gi * ocg + j) * pixels, pixels);
+                        for (int p = 0; p < pixels; p++) dst[p] = acc[p * ocg + j];
+                    }
+                }
+            return;
+        }
         if (path == KernelPath.NativeVnni) path = KernelPath.Avx512BW; // the int16 im2col form feeds the managed GEMM
         int kp2 = w.Groups[0].KPairs * 2;
         var col = new short[(long)pixels * kp2];
@@ -128,6 +148,30 @@ public static class QConv
                 {
                     var dst = y.Slice(((n * g.OutChannels + gi * ocg + j) * pixels), pixels);
                     for (int p = 0; p < pixels; p++) dst[p] = outBuf[p * ocg + j];
+                }
+            }
+    }
+
+    static void Im2ColBytes(ReadOnlySpan<byte> x, byte zero, ConvGeometry g, int n, int gi, byte[] col)
+    {
+        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, patch = g.PatchSize;
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++)
+            {
+                int rowBase = (i * ow + j) * patch, k = 0;
+                for (int c = 0; c < cg; c++)
+                {
+                    int plane = (n * g.Channels + gi * cg + c) * g.Height;
+                    for (int ki = 0; ki < g.KernelH; ki++)
+                    {
+                        int ih = i * g.StrideH - g.PadTop + ki * g.DilationH;
+                        bool rowInside = ih >= 0 && ih < g.Height;
+                        for (int kj = 0; kj < g.KernelW; kj++, k++)
+                        {
+                            int iw = j * g.StrideW - g.PadLeft + kj * g.DilationW;
+                            col[rowBase + k] = rowInside && iw >= 0 && iw < g.Width ? x[(plane + ih) * g.Width + iw] : zero;
+                        }
+                    }
                 }
             }
     }

@@ -18,7 +18,7 @@ public static class Program
     {
         Console.WriteLine($"PtqTools kernel path: {KernelDispatch.Best} (native library: {NativeKernels.LoadedFrom ?? "absent"})");
         var config = DefaultConfig.Instance
-            .AddJob(Job.Default.WithWarmupCount(3).WithIterationCount(7).WithInvocationCount(0).WithUnrollFactor(1))
+            .AddJob(Job.Default.WithWarmupCount(3).WithIterationCount(7))
             .AddColumn(new GopsColumn())
             .WithOptions(ConfigOptions.JoinSummary);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
