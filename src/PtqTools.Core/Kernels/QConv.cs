@@ -152,28 +152,44 @@ public static class QConv
             }
     }
 
-    static void Im2ColBytes(ReadOnlySpan<byte> x, byte zero, ConvGeometry g, int n, int gi, byte[] col)
+    static unsafe void Im2ColBytes(ReadOnlySpan<byte> x, byte zero, ConvGeometry g, int n, int gi, byte[] col)
     {
         int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, patch = g.PatchSize;
-        for (int i = 0; i < oh; i++)
-            for (int j = 0; j < ow; j++)
-            {
-                int rowBase = (i * ow + j) * patch, k = 0;
-                for (int c = 0; c < cg; c++)
+        int kh = g.KernelH, kw = g.KernelW, sh = g.StrideH, sw = g.StrideW, dh = g.DilationH, dw = g.DilationW;
+        int height = g.Height, width = g.Width, padT = g.PadTop, padL = g.PadLeft;
+        fixed (byte* px = x) fixed (byte* pc = col)
+        {
+            for (int i = 0; i < oh; i++)
+                for (int j = 0; j < ow; j++)
                 {
-                    int plane = (n * g.Channels + gi * cg + c) * g.Height;
-                    for (int ki = 0; ki < g.KernelH; ki++)
+                    byte* dst = pc + (long)(i * ow + j) * patch;
+                    int ih0 = i * sh - padT, iw0 = j * sw - padL;
+                    bool inside = ih0 >= 0 && ih0 + (kh - 1) * dh < height && iw0 >= 0 && iw0 + (kw - 1) * dw < width;
+                    for (int c = 0; c < cg; c++)
                     {
-                        int ih = i * g.StrideH - g.PadTop + ki * g.DilationH;
-                        bool rowInside = ih >= 0 && ih < g.Height;
-                        for (int kj = 0; kj < g.KernelW; kj++, k++)
+                        byte* plane = px + (long)(n * g.Channels + gi * cg + c) * height * width;
+                        if (inside)
                         {
-                            int iw = j * g.StrideW - g.PadLeft + kj * g.DilationW;
-                            col[rowBase + k] = rowInside && iw >= 0 && iw < g.Width ? x[(plane + ih) * g.Width + iw] : zero;
+                            for (int ki = 0; ki < kh; ki++)
+                            {
+                                byte* src = plane + (ih0 + ki * dh) * width + iw0;
+                                for (int kj = 0; kj < kw; kj++) *dst++ = src[kj * dw];
+                            }
+                            continue;
+                        }
+                        for (int ki = 0; ki < kh; ki++)
+                        {
+                            int ih = ih0 + ki * dh;
+                            bool rowInside = ih >= 0 && ih < height;
+                            for (int kj = 0; kj < kw; kj++)
+                            {
+                                int iw = iw0 + kj * dw;
+                                *dst++ = rowInside && iw >= 0 && iw < width ? plane[ih * width + iw] : zero;
+                            }
                         }
                     }
                 }
-            }
+        }
     }
 
     static void Im2Col<TX>(ReadOnlySpan<TX> x, int xZero, ConvGeometry g, int n, int gi, short[] col, int kp2) where TX : unmanaged
