@@ -22,6 +22,7 @@
         'Measure-LayerError'
         'Measure-ModelPerformance'
         'Export-QuantizationReport'
+        'Invoke-ModelInference'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -155,5 +155,8 @@ switch ($Task) {
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Invoke-Benchmarks.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Measure-CalibrationCost.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Compare-CalibrationMethods.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
+        # Int8 kernels vs ONNX Runtime (BenchmarkDotNet; reports in out/bench/kernels/results).
+        Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
+            '--filter', '*', '--artifacts', (Join-Path $out 'bench/kernels'))
     }
 }

@@ -11,7 +11,7 @@ Describe 'The module' {
 
     It 'has a format view for the output type of <_>' -ForEach @(
         'Get-OnnxModel', 'Get-ModelLayer', 'New-PtqDataSet', 'Measure-ActivationRange', 'Invoke-Quantization', 'Test-QuantizedModel',
-        'Measure-LayerError', 'Measure-ModelPerformance', 'Export-QuantizationReport'
+        'Measure-LayerError', 'Measure-ModelPerformance', 'Export-QuantizationReport', 'Invoke-ModelInference'
     ) {
         $type = (Get-Command $_).OutputType[0].Name
         $type | Should -Not -BeNullOrEmpty

@@ -70,4 +70,36 @@ $summary = [ordered]@{
 }
 "Calibration: {0} images in {1:N1} s ({2:N1} images/s, all tensors, 2 threads); int8 size {3:P1} of fp32; Import-Module {4:N0} ms" -f
     $summary.CalibrationImages, $summary.CalibrationSeconds, $summary.CalibrationImagesPerSecond, $summary.SizeRatio, $summary.ImportModuleMs | Out-Host
+
+# The PtqTools integer engine on the same int8 model: parity with ONNX Runtime over 100 images (in steps of the
+# output's quantization scale) and one-thread latency side by side (median of the per-sample times, same run).
+$parityData = New-ResNetDataSet -Split t10k -Count 100 -Skip 200
+$int8Path = Join-Path $outFolder 'resnet18.int8.onnx'
+$ortRuns = @(Invoke-ModelInference -Path $int8Path -DataSet $parityData -Engine OnnxRuntime -ThreadCount 1)
+$ownRuns = @(Invoke-ModelInference -Path $int8Path -DataSet $parityData -Engine PtqTools -ThreadCount 1)
+$elements = 0; $within = 0; $identical = 0
+foreach ($i in 0..($ortRuns.Count - 1)) {
+    $a = [float[]]$ortRuns[$i].Outputs[0]; $b = [float[]]$ownRuns[$i].Outputs[0]
+    $sorted = [float[]]($a | Sort-Object -Unique)
+    $step = [double]::MaxValue
+    for ($k = 1; $k -lt $sorted.Count; $k++) { $step = [Math]::Min($step, $sorted[$k] - $sorted[$k - 1]) }
+    for ($k = 0; $k -lt $a.Count; $k++) {
+        $d = [Math]::Abs($a[$k] - $b[$k]) / $step
+        $elements++
+        if ($d -le 1.001) { $within++ }
+        if ($d -lt 0.001) { $identical++ }
+    }
+}
+$median = { param($xs) ($xs | Sort-Object)[[int][math]::Floor($xs.Count / 2)] }
+$engine = [ordered]@{
+    Images = $ortRuns.Count
+    WithinOneStep = [math]::Round($within / $elements, 5)
+    Identical = [math]::Round($identical / $elements, 5)
+    OrtInt8Ms = [math]::Round((& $median ($ortRuns | Select-Object -Skip 5).Milliseconds), 2)
+    PtqToolsInt8Ms = [math]::Round((& $median ($ownRuns | Select-Object -Skip 5).Milliseconds), 2)
+    KernelPath = $ownRuns[0].KernelPath
+}
+"PtqTools engine vs ONNX Runtime, int8 ResNet18, {0} images: {1:P2} of outputs within 1 step ({2:P2} identical); 1 thread: ORT {3} ms, PtqTools {4} ms ({5})" -f
+    $engine.Images, $engine.WithinOneStep, $engine.Identical, $engine.OrtInt8Ms, $engine.PtqToolsInt8Ms, $engine.KernelPath | Out-Host
+$summary.Engine = $engine
 $summary | ConvertTo-Json -Depth 4 | Set-Content (Join-Path $outFolder 'results.json')

@@ -1,5 +1,7 @@
 using System.Reflection;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace PtqTools.Core.Kernels;
 
@@ -56,18 +58,16 @@ public static unsafe class NativeKernels
         int za = aSigned ? aZero + 128 : aZero;
         for (int i = 0; i < m; i++)
         {
-            int s = 0;
-            for (int kk = 0; kk < k; kk++)
-            {
-                byte v = aSigned ? (byte)(a[i * k + kk] ^ 0x80) : a[i * k + kk];
-                a8[i * lda + kk] = v;
-                s += v;
-            }
-            rowSums[i] = s;
+            var row = a8.AsSpan(i * lda, k);
+            a.Slice(i * k, k).CopyTo(row);
+            if (aSigned) FlipSign(row);
+            rowSums[i] = SumBytes(row);
         }
-        var raw = new int[(long)m * ldc];
+        // When N fills whole blocks the kernel writes straight into C and the correction runs in place.
+        bool direct = ldc == w.N && c.Length >= (long)m * ldc;
+        var raw = direct ? null : new int[(long)m * ldc];
         int threads = KernelDispatch.ThreadsFor((long)m * w.N * k);
-        fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (int* pc = raw)
+        fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (int* pc = direct ? c : raw!.AsSpan())
         {
             byte* ppa = pa; sbyte* ppq = pq; int* ppc = pc;
             if (threads <= 1) GemmFn(ppa, 0, m, kq, ppq, w.Blocks, ppc, ldc);
@@ -85,8 +85,38 @@ public static unsafe class NativeKernels
         var colSums = w.QuadColumnSums!;
         var zb = w.QuadZeroPoints!;
         int n = w.N;
+        Span<int> colTerm = n <= 4096 ? stackalloc int[n] : new int[n];
+        for (int j = 0; j < n; j++) colTerm[j] = unchecked(k * za * zb[j] - za * colSums[j]);
         for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-                c[i * n + j] = unchecked(raw[(long)i * ldc + j] - za * colSums[j] - zb[j] * rowSums[i] + k * za * zb[j]);
+        {
+            int rs = rowSums[i];
+            ReadOnlySpan<int> src = direct ? c.Slice(i * n, n) : raw.AsSpan(i * ldc, n);
+            var dst = c.Slice(i * n, n);
+            for (int j = 0; j < n; j++) dst[j] = unchecked(src[j] + colTerm[j] - zb[j] * rs);
+        }
+    }
+
+    static void FlipSign(Span<byte> row)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i + 32 <= row.Length; i += 32)
+                (Vector256.Create<byte>(row.Slice(i, 32)) ^ Vector256.Create((byte)0x80)).CopyTo(row.Slice(i, 32));
+        for (; i < row.Length; i++) row[i] ^= 0x80;
+    }
+
+    static int SumBytes(ReadOnlySpan<byte> row)
+    {
+        long sum = 0;
+        int i = 0;
+        if (Avx2.IsSupported)
+        {
+            var acc = Vector256<ulong>.Zero;
+            for (; i + 32 <= row.Length; i += 32)
+                acc += Avx2.SumAbsoluteDifferences(Vector256.Create<byte>(row.Slice(i, 32)), Vector256<byte>.Zero).AsUInt64();
+            sum = (long)Vector256.Sum(acc);
+        }
+        for (; i < row.Length; i++) sum += row[i];
+        return (int)sum;
     }
 }

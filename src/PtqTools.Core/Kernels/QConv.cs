@@ -115,6 +115,26 @@ public static class QConv
             return;
         }
         if (w.Groups[0] is null) { Direct(x, xZero, w, y, all: true); return; }
+        if (path == KernelPath.NativeVnni && w.Groups[0].Quads is not null)
+        {
+            // Byte im2col (padding holds the zero point, so it contributes nothing) into the native VNNI GEMM.
+            bool signed = typeof(TX) == typeof(sbyte);
+            var colBytes = new byte[(long)pixels * patch];
+            var acc = new int[(long)pixels * ocg];
+            for (int n = 0; n < g.Batch; n++)
+                for (int gi = 0; gi < g.Group; gi++)
+                {
+                    Im2ColBytes(MemoryMarshal.AsBytes(x), (byte)xZero, g, n, gi, colBytes);
+                    if (signed) QGemm.Multiply(MemoryMarshal.Cast<byte, sbyte>(colBytes.AsSpan()), xZero, pixels, w.Groups[gi], acc);
+                    else QGemm.Multiply(colBytes, xZero, pixels, w.Groups[gi], acc);
+                    for (int j = 0; j < ocg; j++)
+                    {
+                        var dst = y.Slice((n * g.OutChannels + gi * ocg + j) * pixels, pixels);
+                        for (int p = 0; p < pixels; p++) dst[p] = acc[p * ocg + j];
+                    }
+                }
+            return;
+        }
         if (path == KernelPath.NativeVnni) path = KernelPath.Avx512BW; // the int16 im2col form feeds the managed GEMM
         int kp2 = w.Groups[0].KPairs * 2;
         var col = new short[(long)pixels * kp2];
@@ -130,6 +150,46 @@ public static class QConv
                     for (int p = 0; p < pixels; p++) dst[p] = outBuf[p * ocg + j];
                 }
             }
+    }
+
+    static unsafe void Im2ColBytes(ReadOnlySpan<byte> x, byte zero, ConvGeometry g, int n, int gi, byte[] col)
+    {
+        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, patch = g.PatchSize;
+        int kh = g.KernelH, kw = g.KernelW, sh = g.StrideH, sw = g.StrideW, dh = g.DilationH, dw = g.DilationW;
+        int height = g.Height, width = g.Width, padT = g.PadTop, padL = g.PadLeft;
+        fixed (byte* px = x) fixed (byte* pc = col)
+        {
+            for (int i = 0; i < oh; i++)
+                for (int j = 0; j < ow; j++)
+                {
+                    byte* dst = pc + (long)(i * ow + j) * patch;
+                    int ih0 = i * sh - padT, iw0 = j * sw - padL;
+                    bool inside = ih0 >= 0 && ih0 + (kh - 1) * dh < height && iw0 >= 0 && iw0 + (kw - 1) * dw < width;
+                    for (int c = 0; c < cg; c++)
+                    {
+                        byte* plane = px + (long)(n * g.Channels + gi * cg + c) * height * width;
+                        if (inside)
+                        {
+                            for (int ki = 0; ki < kh; ki++)
+                            {
+                                byte* src = plane + (ih0 + ki * dh) * width + iw0;
+                                for (int kj = 0; kj < kw; kj++) *dst++ = src[kj * dw];
+                            }
+                            continue;
+                        }
+                        for (int ki = 0; ki < kh; ki++)
+                        {
+                            int ih = ih0 + ki * dh;
+                            bool rowInside = ih >= 0 && ih < height;
+                            for (int kj = 0; kj < kw; kj++)
+                            {
+                                int iw = iw0 + kj * dw;
+                                *dst++ = rowInside && iw >= 0 && iw < width ? plane[ih * width + iw] : zero;
+                            }
+                        }
+                    }
+                }
+        }
     }
 
     static void Im2Col<TX>(ReadOnlySpan<TX> x, int xZero, ConvGeometry g, int n, int gi, short[] col, int kp2) where TX : unmanaged

@@ -40,6 +40,7 @@ public static class QuantizeKernels
         if (KernelDispatch.Current == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { QuantizeReference(x, scales, zeroPoints, inner, y); return; }
         var (qmin, qmax) = Limits<T>();
         long segment = scales.Length == 1 ? x.Length : inner;
+        Span<int> tmp = stackalloc int[4];
         for (long start = 0; start < x.Length; start += segment)
         {
             int c = Channel(start, scales.Length, inner);
@@ -50,7 +51,6 @@ public static class QuantizeKernels
             var ys = y.Slice((int)start, len);
             var vs = Vector128.Create(s); var vz = Vector128.Create((float)zp);
             var vmin = Vector128.Create((float)qmin); var vmax = Vector128.Create((float)qmax);
-            Span<int> tmp = stackalloc int[4];
             for (; i + 4 <= len; i += 4)
             {
                 var v = Vector128.Round(Vector128.LoadUnsafe(ref Unsafe.AsRef(in xs[i])) / vs) + vz;

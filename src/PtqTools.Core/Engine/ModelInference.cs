@@ -1,0 +1,94 @@
+using System.Diagnostics;
+using PtqTools.Core.Calibration;
+using PtqTools.Core.Data;
+using PtqTools.Core.Evaluation;
+using PtqTools.Core.Kernels;
+using PtqTools.Core.Onnx;
+
+namespace PtqTools.Core.Engine;
+
+/// <summary>Which runtime executes a model.</summary>
+public enum InferenceEngine { OnnxRuntime, PtqTools }
+
+/// <summary>One sample's outputs (plain data: names and float arrays), with the engine that computed them.</summary>
+public sealed class InferenceResult
+{
+    public string ModelPath { get; set; } = "";
+    public string Engine { get; set; } = "";
+    public int Index { get; set; }
+    public string SampleId { get; set; } = "";
+    public int Label { get; set; } = -1;
+    public string[] OutputNames { get; set; } = Array.Empty<string>();
+    public float[][] Outputs { get; set; } = Array.Empty<float[]>();
+    /// <summary>Index of the largest value of the first output.</summary>
+    public int Top { get; set; }
+    public double Milliseconds { get; set; }
+    /// <summary>The kernel path the PtqTools engine took (empty for ONNX Runtime).</summary>
+    public string KernelPath { get; set; } = "";
+}
+
+/// <summary>Runs a model over a data set on ONNX Runtime or on the PtqTools integer engine, one result per sample.</summary>
+public static class ModelInference
+{
+    public static IEnumerable<InferenceResult> Run(string modelPath, PtqDataSet data, InferenceEngine engine, int threads,
+        IProgress<RunProgress>? progress, CancellationToken cancel)
+    {
+        var clock = Stopwatch.StartNew();
+        using var reader = new SampleReader(data);
+        OrtRunner? ort = null;
+        IntegerEngine? own = null;
+        try
+        {
+            if (engine == InferenceEngine.OnnxRuntime) ort = OrtRunner.FromFile(modelPath, threads);
+            else
+            {
+                own = new IntegerEngine(OnnxModelIO.Load(modelPath), Path.GetFileName(modelPath));
+                if (own.Inputs.Count != 1)
+                    throw new PtqException("EngineInputCount", PtqErrorKind.NotSupported,
+                        $"'{Path.GetFileName(modelPath)}' has {own.Inputs.Count} inputs; a data set feeds one.", modelPath);
+                KernelDispatch.MaxThreads = threads;
+            }
+            int n = 0;
+            foreach (var sample in reader.Read(cancel))
+            {
+                cancel.ThrowIfCancellationRequested();
+                var one = Stopwatch.StartNew();
+                string[] names;
+                float[][] outputs;
+                if (ort is not null)
+                {
+                    outputs = ort.Run(sample, cancel);
+                    names = ort.OutputNames;
+                }
+                else
+                {
+                    var result = own!.Run(EngineParity.Feed(own, sample), cancel);
+                    names = own.Outputs.ToArray();
+                    outputs = names.Select(o => result[o].ToFloats()).ToArray();
+                }
+                one.Stop();
+                n++;
+                progress?.Report(new RunProgress(n, data.Count, n / Math.Max(1e-9, clock.Elapsed.TotalSeconds), sample.Id));
+                yield return new InferenceResult
+                {
+                    ModelPath = modelPath, Engine = engine.ToString(), Index = sample.Index, SampleId = sample.Id, Label = sample.Label,
+                    OutputNames = names, Outputs = outputs, Top = ArgMax(outputs.Length > 0 ? outputs[0] : Array.Empty<float>()),
+                    Milliseconds = one.Elapsed.TotalMilliseconds,
+                    KernelPath = own is null ? "" : KernelDispatch.Clamp(KernelDispatch.Current).ToString(),
+                };
+            }
+        }
+        finally
+        {
+            ort?.Dispose();
+            KernelDispatch.MaxThreads = Environment.ProcessorCount;
+        }
+    }
+
+    static int ArgMax(float[] v)
+    {
+        int best = 0;
+        for (int i = 1; i < v.Length; i++) if (v[i] > v[best]) best = i;
+        return v.Length == 0 ? -1 : best;
+    }
+}

@@ -1,0 +1,53 @@
+using System.Management.Automation;
+using PtqTools.Core.Data;
+using PtqTools.Core.Engine;
+
+namespace PtqTools.Commands;
+
+[Cmdlet(VerbsLifecycle.Invoke, "ModelInference", DefaultParameterSetName = "Path")]
+[OutputType(typeof(InferenceResult))]
+public sealed class InvokeModelInferenceCommand : PtqCmdlet
+{
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = "Path", ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [Alias("OutputPath")]
+    [SupportsWildcards]
+    [ValidateNotNullOrEmpty]
+    public string[] Path { get; set; } = Array.Empty<string>();
+
+    [Parameter(Mandatory = true, ParameterSetName = "LiteralPath", ValueFromPipelineByPropertyName = true)]
+    [Alias("PSPath", "LP", "FullName")]
+    [ValidateNotNullOrEmpty]
+    public string[] LiteralPath { get; set; } = Array.Empty<string>();
+
+    /// <summary>The samples, from New-PtqDataSet.</summary>
+    [Parameter(Mandatory = true, Position = 1)]
+    [ValidateNotNull]
+    public PSObject DataSet { get; set; } = null!;
+
+    /// <summary>OnnxRuntime (default) or PtqTools, the module's own integer engine.</summary>
+    [Parameter]
+    [ValidateSet("OnnxRuntime", "PtqTools")]
+    public string Engine { get; set; } = "OnnxRuntime";
+
+    /// <summary>Threads: ONNX Runtime's intra-op threads, or the cores the PtqTools kernels may use.</summary>
+    [Parameter]
+    [ValidateRange(1, 1024)]
+    public int ThreadCount { get; set; } = 1;
+
+    protected override void ProcessRecord()
+    {
+        bool literal = ParameterSetName == "LiteralPath";
+        var files = ResolveExisting(literal ? LiteralPath : Path, literal);
+        foreach (var file in files)
+        {
+            const string activity = "Running the model";
+            Try(() =>
+            {
+                var data = PipelineObjects.To<PtqDataSet>(DataSet);
+                foreach (var result in ModelInference.Run(file, data, Enum.Parse<InferenceEngine>(Engine, ignoreCase: true), ThreadCount, Progress(3, activity), Cancel))
+                    WriteObject(result);
+                CompleteProgress(3, activity);
+            }, file);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+BeforeAll {
+    Import-Module $env:PTQTOOLS_MODULE -Force
+    . (Join-Path $PSScriptRoot 'TestData.ps1')
+}
+
+Describe 'Invoke-ModelInference' {
+    BeforeAll {
+        # A small int8 ResNet18 made the way a user makes one: 8 calibration images, default options.
+        $calib = New-ResNetDataSet -Split train -Count 8
+        $script:int8 = Join-Path $TestDrive 'resnet18.int8.onnx'
+        $null = Invoke-Quantization -Path $ResNet18 -DataSet $calib -OutputPath $int8
+        $script:data = New-ResNetDataSet -Split t10k -Count 3 -Skip 50
+    }
+
+    It 'has a format view for its output type' {
+        $type = (Get-Command Invoke-ModelInference).OutputType[0].Name
+        Get-FormatData -TypeName $type | Should -Not -BeNullOrEmpty
+    }
+
+    It 'runs the int8 model on the PtqTools engine with the same outputs as ONNX Runtime' {
+        $ort = @(Invoke-ModelInference -Path $int8 -DataSet $data)
+        $own = @(Invoke-ModelInference -Path $int8 -DataSet $data -Engine PtqTools -ThreadCount 2)
+        $ort.Count | Should -Be 3
+        $own.Count | Should -Be 3
+        $ort[0].Engine | Should -Be 'OnnxRuntime'
+        $own[0].Engine | Should -Be 'PtqTools'
+        $own[0].KernelPath | Should -Not -BeNullOrEmpty
+        foreach ($i in 0..2) {
+            $own[$i].OutputNames | Should -Be $ort[$i].OutputNames
+            $a = [float[]]$ort[$i].Outputs[0]; $b = [float[]]$own[$i].Outputs[0]
+            $a.Count | Should -Be 512
+            # The output is dequantized int8: its values are a grid whose spacing (the smallest gap) is one step.
+            $sorted = $a | Sort-Object -Unique
+            $step = (1..($sorted.Count - 1) | ForEach-Object { $sorted[$_] - $sorted[$_ - 1] } | Measure-Object -Minimum).Minimum
+            $diff = 0..($a.Count - 1) | ForEach-Object { [Math]::Abs($a[$_] - $b[$_]) / $step }
+            Write-Host ("sample {0}: step {1}, identical {2} of 512, max {3:F2} steps" -f $i, $step, @($diff | Where-Object { $_ -lt 1e-3 }).Count, ($diff | Measure-Object -Maximum).Maximum)
+            ($diff | Measure-Object -Maximum).Maximum | Should -BeLessOrEqual 1.001
+            @($diff | Where-Object { $_ -lt 1e-3 }).Count | Should -BeGreaterThan 450
+        }
+    }
+
+    It 'takes the model from the pipeline and the result survives Export-Clixml' {
+        $r = Get-Item $int8 | Invoke-ModelInference -DataSet $data -Engine PtqTools | Select-Object -First 1
+        $file = Join-Path $TestDrive 'r.xml'
+        $r | Export-Clixml $file
+        $back = Import-Clixml $file
+        $back.Outputs[0].Count | Should -Be 512
+        $back.Top | Should -Be $r.Top
+        ($r | Format-Table | Out-String) | Should -Match 'PtqTools'
+    }
+
+    It 'names the ops the engine does not run' {
+        $err = Get-ErrorRecord { Invoke-ModelInference -Path $ResNet18 -DataSet $data -Engine PtqTools -ErrorAction Stop }
+        $err.FullyQualifiedErrorId | Should -BeLike 'EngineOpNotSupported*'
+        $err.Exception.Message | Should -Match 'Conv'
+        $err.CategoryInfo.Category | Should -Be 'NotImplemented'
+    }
+
+    It 'reports a missing model as a non-terminating error' {
+        $out = Invoke-ModelInference -Path (Join-Path $TestDrive 'none.onnx') -DataSet $data -ErrorAction SilentlyContinue -ErrorVariable e
+        $out | Should -BeNullOrEmpty
+        $e[0].FullyQualifiedErrorId | Should -BeLike 'PathNotFound*'
+    }
+}

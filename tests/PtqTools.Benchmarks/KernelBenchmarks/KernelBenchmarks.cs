@@ -1,0 +1,187 @@
+using BenchmarkDotNet.Attributes;
+using BenchmarkDotNet.Columns;
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Reports;
+using BenchmarkDotNet.Running;
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using Onnx;
+using PtqTools.Core.Kernels;
+using PtqTools.Core.Onnx;
+
+namespace PtqTools.Benchmarks;
+
+public static class Program
+{
+    public static void Main(string[] args)
+    {
+        Console.WriteLine($"PtqTools kernel path: {KernelDispatch.Best} (native library: {NativeKernels.LoadedFrom ?? "absent"})");
+        var config = DefaultConfig.Instance
+            .AddJob(Job.Default.WithWarmupCount(3).WithIterationCount(7))
+            .AddColumn(new GopsColumn())
+            .WithOptions(ConfigOptions.JoinSummary);
+        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
+    }
+}
+
+/// <summary>Giga integer operations per second (2 x M x N x K per run), from the mean.</summary>
+public sealed class GopsColumn : IColumn
+{
+    public string Id => "GOPS";
+    public string ColumnName => "GOPS";
+    public bool AlwaysShow => true;
+    public ColumnCategory Category => ColumnCategory.Custom;
+    public int PriorityInCategory => 0;
+    public bool IsNumeric => true;
+    public UnitType UnitType => UnitType.Dimensionless;
+    public string Legend => "2*M*N*K (or 2*OC*OH*OW*C*kh*kw) / mean time, 1e9 per second";
+    public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
+    public bool IsAvailable(Summary summary) => true;
+    public string GetValue(Summary summary, BenchmarkCase c) => GetValue(summary, c, SummaryStyle.Default);
+    public string GetValue(Summary summary, BenchmarkCase c, SummaryStyle style)
+    {
+        var report = summary[c];
+        if (report?.ResultStatistics is null) return "-";
+        var shape = (string)c.Parameters["Shape"];
+        double ops = shape == "conv64x56x56" ? 2.0 * 64 * 56 * 56 * 64 * 9 : shape.Split('x').Select(double.Parse).Aggregate(2.0, (a, b) => a * b);
+        return (ops / (report.ResultStatistics.Mean * 1e-9) / 1e9).ToString("F1");
+    }
+}
+
+internal static class Models
+{
+    public static ModelProto Single(NodeProto node, IEnumerable<ValueInfoProto> inputs, ValueInfoProto output, IEnumerable<TensorProto> initializers)
+    {
+        var m = new ModelProto { IrVersion = 8, Graph = new GraphProto { Name = "bench" } };
+        m.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 13 });
+        m.Graph.Node.Add(node);
+        m.Graph.Input.AddRange(inputs);
+        m.Graph.Output.Add(output);
+        m.Graph.Initializer.AddRange(initializers);
+        return m;
+    }
+
+    public static ValueInfoProto Value(string name, int elemType, params long[] dims)
+    {
+        var shape = new TensorShapeProto();
+        foreach (var d in dims) shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = d });
+        return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = elemType, Shape = shape } } };
+    }
+
+    public static InferenceSession Session(ModelProto m, int threads)
+    {
+        var o = new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
+        return new InferenceSession(m.ToByteArray(), o);
+    }
+}
+
+/// <summary>u8 x s8 -> s32 GEMM: ONNX Runtime MatMulInteger (weights a constant initializer, which it pre-packs)
+/// vs QGemm with pre-packed weights, 1 and 2 threads.</summary>
+[MemoryDiagnoser(false)]
+public class GemmBenchmarks
+{
+    [Params("1x768x768", "128x768x768", "128x3072x768", "512x1024x1024")] public string Shape = "";
+    [Params(1, 2)] public int Threads;
+
+    int _m, _n, _k;
+    byte[] _a = null!;
+    int[] _c = null!;
+    PackedWeights _packed = null!;
+    InferenceSession _session = null!;
+    OrtValue _input = null!;
+    RunOptions _run = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var d = Shape.Split('x').Select(int.Parse).ToArray();
+        (_m, _n, _k) = (d[0], d[1], d[2]);
+        var r = new Random(1);
+        _a = new byte[_m * _k]; r.NextBytes(_a);
+        var b = new sbyte[_k * _n]; for (int i = 0; i < b.Length; i++) b[i] = (sbyte)r.Next(-128, 128);
+        _packed = PackedWeights.Pack(b, _k, _n, new[] { 0 });
+        _c = new int[_m * _n];
+        KernelDispatch.MaxThreads = Threads;
+        var node = new NodeProto { OpType = "MatMulInteger", Name = "mm" };
+        node.Input.AddRange(new[] { "A", "B", "az", "bz" }); node.Output.Add("C");
+        var model = Models.Single(node, new[] { Models.Value("A", (int)OnnxDataType.UInt8, _m, _k) }, Models.Value("C", (int)OnnxDataType.Int32, _m, _n),
+            new[] { TensorData.FromInt8("B", b, _k, _n), TensorData.FromUInt8("az", new byte[] { 128 }), TensorData.FromInt8("bz", new sbyte[] { 0 }) });
+        _session = Models.Session(model, Threads);
+        _input = OrtValue.CreateTensorValueFromMemory(_a, new long[] { _m, _k });
+        _run = new RunOptions();
+    }
+
+    [Benchmark(Baseline = true)]
+    public void OnnxRuntime()
+    {
+        using var results = _session.Run(_run, new[] { "A" }, new[] { _input }, new[] { "C" });
+    }
+
+    [Benchmark]
+    public void PtqTools() => QGemm.Multiply(_a, 128, _m, _packed, _c);
+
+    [GlobalCleanup]
+    public void Cleanup() { _session.Dispose(); _input.Dispose(); _run.Dispose(); KernelDispatch.MaxThreads = Environment.ProcessorCount; }
+}
+
+/// <summary>3x3 convolution 64 -> 64 on 1x64x56x56 (pad 1), requantized per channel: ONNX Runtime QLinearConv vs
+/// QConv + Requantize.</summary>
+[MemoryDiagnoser(false)]
+public class ConvBenchmarks
+{
+    [Params("conv64x56x56")] public string Shape = "";
+    [Params(1, 2)] public int Threads;
+
+    byte[] _x = null!, _y = null!;
+    int[] _acc = null!;
+    float[] _mult = null!;
+    PackedConvWeights _packed = null!;
+    InferenceSession _session = null!;
+    OrtValue _input = null!;
+    RunOptions _run = null!;
+    readonly ConvGeometry _g = new(1, 64, 56, 56, 64, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1);
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var r = new Random(2);
+        _x = new byte[64 * 56 * 56]; r.NextBytes(_x);
+        var w = new sbyte[64 * 64 * 9]; for (int i = 0; i < w.Length; i++) w[i] = (sbyte)r.Next(-127, 128);
+        var ws = Enumerable.Range(0, 64).Select(i => 0.001f + i * 1e-5f).ToArray();
+        _packed = PackedConvWeights.Pack<sbyte>(w, new[] { 0 }, _g);
+        _acc = new int[64 * 56 * 56]; _y = new byte[_acc.Length];
+        _mult = ws.Select(s => 0.02f * s / 0.05f).ToArray();
+        KernelDispatch.MaxThreads = Threads;
+        var node = new NodeProto { OpType = "QLinearConv", Name = "conv" };
+        node.Input.AddRange(new[] { "x", "xs", "xz", "w", "ws", "wz", "ys", "yz" }); node.Output.Add("y");
+        node.Attribute.Add(new AttributeProto { Name = "pads", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 1, 1, 1, 1 } });
+        node.Attribute.Add(new AttributeProto { Name = "kernel_shape", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 3, 3 } });
+        var model = Models.Single(node, new[] { Models.Value("x", (int)OnnxDataType.UInt8, 1, 64, 56, 56) }, Models.Value("y", (int)OnnxDataType.UInt8, 1, 64, 56, 56),
+            new[]
+            {
+                TensorData.FromFloats("xs", new[] { 0.02f }), TensorData.FromUInt8("xz", new byte[] { 128 }),
+                TensorData.FromInt8("w", w, 64, 64, 3, 3), TensorData.FromFloats("ws", ws, 64), TensorData.FromInt8("wz", new sbyte[64], 64),
+                TensorData.FromFloats("ys", new[] { 0.05f }), TensorData.FromUInt8("yz", new byte[] { 128 }),
+            });
+        _session = Models.Session(model, Threads);
+        _input = OrtValue.CreateTensorValueFromMemory(_x, new long[] { 1, 64, 56, 56 });
+        _run = new RunOptions();
+    }
+
+    [Benchmark(Baseline = true)]
+    public void OnnxRuntime()
+    {
+        using var results = _session.Run(_run, new[] { "x" }, new[] { _input }, new[] { "y" });
+    }
+
+    [Benchmark]
+    public void PtqTools()
+    {
+        QConv.Run<byte>(_x, 128, _packed, _acc);
+        QuantizeKernels.Requantize<byte>(_acc, _mult, 128, 56 * 56, _y);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup() { _session.Dispose(); _input.Dispose(); _run.Dispose(); KernelDispatch.MaxThreads = Environment.ProcessorCount; }
+}
