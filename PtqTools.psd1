@@ -9,6 +9,7 @@
     Description          = 'Post-training quantization of ONNX models (int8 QDQ) from PowerShell: inspect, calibrate, quantize and evaluate.'
     PowerShellVersion    = '7.4'
     FormatsToProcess     = @('PtqTools.Format.ps1xml')
+    TypesToProcess       = @('PtqTools.Types.ps1xml')
     CmdletsToExport      = @(
         'Get-OnnxModel'
         'Get-ModelLayer'

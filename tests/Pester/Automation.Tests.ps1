@@ -30,13 +30,74 @@ Describe 'Objects survive serialization' {
         ($s | Where-Object Tensor -eq 'Input247').Min | Should -Be ($stats | Where-Object Tensor -eq 'Input247').Min
     }
 
-    It 'every output type has a view that fits in 120 columns' {
-        $objects = @((Get-OnnxModel $ResNet18), (Get-ModelLayer $ResNet18 | Select-Object -First 3), $calib, ($stats | Select-Object -First 3), $result)
+    It 'every output type of every cmdlet has a view, live and deserialized, that fits in 120 columns' {
+        $one = New-ResNetDataSet -Split t10k -Count 1
+        $conv = $stats | Where-Object { $_.Layers -contains 'Convolution249' }
+        $objects = @(
+            (Get-OnnxModel $ResNet18), (Get-ModelLayer $ResNet18 | Select-Object -First 3), $calib,
+            ($stats | Select-Object -First 3), $result,
+            ($result | Test-QuantizedModel -DataSet $one -LatencyRuns 0),
+            ($conv | Measure-LayerError -DataSet $one -ThreadCount 2),
+            (Measure-ModelPerformance -Path $result.OutputPath -DataSet $one -WarmupRuns 1 -Runs 3),
+            (Invoke-ModelInference -Path $result.OutputPath -DataSet $one))
+        $viewed = [Collections.Generic.HashSet[string]]::new()
         foreach ($o in $objects) {
-            $text = $o | Out-String -Width 120
-            ($text -split "`n" | Measure-Object -Maximum Length).Maximum | Should -BeLessOrEqual 120
-            $text.Trim() | Should -Not -BeNullOrEmpty
+            foreach ($form in $o, (Send-Across $o)) {
+                $type = @($form)[0].PSObject.TypeNames[0]
+                $null = $viewed.Add(($type -replace '^Deserialized\.'))
+                Get-FormatData -TypeName $type | Should -Not -BeNullOrEmpty -Because "$type needs a view"
+                $text = $form | Out-String -Width 120
+                ($text -split "`n" | Measure-Object -Maximum Length).Maximum | Should -BeLessOrEqual 120 -Because $type
+                $text.Trim() | Should -Not -BeNullOrEmpty
+            }
         }
+        # Every type a cmdlet declares it emits was looked at (files excepted: FileInfo has PowerShell's own view).
+        $declared = Get-Command -Module PtqTools | ForEach-Object { $_.OutputType.Type.FullName } |
+            Where-Object { $_ -and $_ -ne 'System.IO.FileInfo' } | Sort-Object -Unique
+        $declared | Where-Object { -not $viewed.Contains($_) } | Should -BeNullOrEmpty
+    }
+}
+
+Describe 'Remoting: objects through an out-of-process runspace (Start-Job, the protocol Invoke-Command uses)' {
+    BeforeAll {
+        # A job runs in a child pwsh and sends its output back through the remoting serializer, one level deep by
+        # default: exactly what a remote session does. Layers go in, statistics, a result, a report and inference
+        # outputs come back.
+        $script:fromJob = Start-Job -ArgumentList (, @(Get-ModelLayer $ResNet18)), $calib, $eval, $env:PTQTOOLS_MODULE, (Join-Path $TestDrive 'job.onnx') -ScriptBlock {
+            param($layers, $calibration, $evaluation, $module, $output)
+            $ErrorActionPreference = 'Stop'
+            Import-Module $module
+            $s = $layers | Measure-ActivationRange -DataSet $calibration
+            $r = $s | Invoke-Quantization -OutputPath $output
+            [pscustomobject]@{
+                Stats = $s
+                Result = $r
+                Report = $r | Test-QuantizedModel -DataSet $evaluation -LatencyRuns 0
+                Inference = Invoke-ModelInference -Path $output -DataSet $evaluation | Select-Object -First 1
+            }
+        } | Receive-Job -Wait -AutoRemoveJob
+    }
+
+    It 'calibrates deserialized layers in the child to the same statistics and the same model bytes' {
+        $fromJob.Result.OutputSha256 | Should -Be $result.OutputSha256
+        $fromJob.Stats | Should -HaveCount $stats.Count
+        $fromJob.Stats[0].PSObject.TypeNames[0] | Should -Be 'Deserialized.PtqTools.Core.Model.TensorStatistics'
+    }
+
+    It 'keeps nested data as data, not as strings' {
+        $first = $fromJob.Stats | Where-Object Tensor -eq 'Input247'
+        $local = $stats | Where-Object Tensor -eq 'Input247'
+        ($first.Ranges | Where-Object Method -eq 'Entropy').Max | Should -Be ($local.Ranges | Where-Object Method -eq 'Entropy').Max
+        $fromJob.Report.Outputs[0].Output | Should -Be 'Pooling395_Output_0'
+        $fromJob.Report.Outputs[0].SqnrDb | Should -BeGreaterThan 10
+        $fromJob.Inference.Outputs[0].Count | Should -Be 512
+        $fromJob.Inference.Outputs[0][0] | Should -BeOfType [single]
+    }
+
+    It 'feeds what came back into the local cmdlets' {
+        $again = $fromJob.Stats | Invoke-Quantization -OutputPath (Join-Path $TestDrive 'local-from-job.onnx')
+        $again.OutputSha256 | Should -Be $result.OutputSha256
+        ($fromJob.Result | Test-QuantizedModel -DataSet $eval -LatencyRuns 0).Cosine | Should -Be $fromJob.Report.Cosine
     }
 }
 
