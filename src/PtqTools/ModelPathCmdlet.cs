@@ -4,7 +4,8 @@ namespace PtqTools;
 
 /// <summary>
 /// Base of the cmdlets that read model files: -Path (wildcards, by value and by property name) and -LiteralPath
-/// (also FullName from Get-ChildItem), resolved to existing file-system paths.
+/// (also FullName from Get-ChildItem, and OutputPath from Invoke-Quantization's result), resolved to existing
+/// file-system paths.
 /// </summary>
 public abstract class ModelPathCmdlet : PtqCmdlet
 {
@@ -14,7 +15,7 @@ public abstract class ModelPathCmdlet : PtqCmdlet
     public string[] Path { get; set; } = Array.Empty<string>();
 
     [Parameter(Mandatory = true, ParameterSetName = "LiteralPath", ValueFromPipelineByPropertyName = true)]
-    [Alias("PSPath", "LP", "FullName")]
+    [Alias("PSPath", "LP", "FullName", "OutputPath")]
     [ValidateNotNullOrEmpty]
     public string[] LiteralPath { get; set; } = Array.Empty<string>();
 

@@ -71,4 +71,53 @@ Describe 'Tab completion' {
     It 'completes the choices of -ActivationType' {
         Complete 'Invoke-Quantization -ActivationType ' | Sort-Object | Should -Be @('Int8', 'UInt8')
     }
+
+    It 'completes -<Parameter> of <Command>' -ForEach @(
+        @{ Command = 'Measure-ActivationRange'; Parameter = 'Method'; Expected = 'Auto', 'Entropy', 'MinMax', 'MovingAverageMinMax', 'Mse', 'Percentile' }
+        @{ Command = 'Merge-ActivationRange'; Parameter = 'Method'; Expected = 'Auto', 'Entropy', 'MinMax', 'MovingAverageMinMax', 'Mse', 'Percentile' }
+        @{ Command = 'Invoke-Quantization'; Parameter = 'Mode'; Expected = 'Dynamic', 'Static', 'WeightOnly' }
+        @{ Command = 'Invoke-Quantization'; Parameter = 'Format'; Expected = 'QDQ', 'QOperator' }
+        @{ Command = 'Export-QuantizationReport'; Parameter = 'Format'; Expected = 'Html', 'Json', 'Markdown' }
+        @{ Command = 'Invoke-ModelInference'; Parameter = 'Engine'; Expected = 'OnnxRuntime', 'PtqTools' }
+    ) {
+        $offered = @(Complete "$Command -$Parameter ")
+        foreach ($choice in $Expected) { $offered | Should -Contain $choice }
+        # and narrows to what was typed
+        Complete "$Command -$Parameter $($Expected[0].Substring(0, 2))" | Should -Contain $Expected[0]
+    }
+}
+
+Describe 'Path binding' {
+    BeforeAll {
+        Import-Module $env:PTQTOOLS_MODULE -Force
+        . (Join-Path $PSScriptRoot 'TestData.ps1')
+        $script:folder = Join-Path $TestDrive 'models'
+        $null = New-Item -ItemType Directory $folder
+        Copy-Item -LiteralPath $ResNet18 -Destination (Join-Path $folder 'a[1].onnx')
+        Copy-Item -LiteralPath $ResNet18 -Destination (Join-Path $folder 'b.onnx')
+    }
+
+    It '-Path expands wildcards; -LiteralPath takes brackets as they are' {
+        (Get-OnnxModel -Path (Join-Path $folder '*.onnx')) | Should -HaveCount 2
+        (Get-OnnxModel -LiteralPath (Join-Path $folder 'a[1].onnx')).Path | Should -Be (Join-Path $folder 'a[1].onnx')
+        $e = Get-ErrorRecord { Get-OnnxModel -Path (Join-Path $folder 'none*.onnx') -ErrorAction Stop }
+        $e | Should -Not -BeNullOrEmpty
+    }
+
+    It 'binds FullName from Get-ChildItem *.onnx' {
+        $models = Get-ChildItem -LiteralPath $folder -Filter *.onnx | Get-OnnxModel
+        $models | Should -HaveCount 2
+        (Get-ChildItem -LiteralPath $folder -Filter 'b.onnx' | Get-ModelLayer | Select-Object -First 1).ModelPath | Should -Be (Join-Path $folder 'b.onnx')
+    }
+
+    It 'binds Path from a model summary and OutputPath from a quantization result' {
+        $summary = Get-OnnxModel -LiteralPath (Join-Path $folder 'b.onnx')
+        ($summary | Get-ModelLayer | Select-Object -First 1).ModelSha256 | Should -Be $summary.Sha256
+        $calib = New-ResNetDataSet -Split train -Count 2
+        $result = $summary | Get-ModelLayer | Measure-ActivationRange -DataSet $calib |
+            Invoke-Quantization -OutputPath (Join-Path $folder 'b.int8.onnx')
+        ($result | Get-OnnxModel).QuantizedFrom | Should -Be $summary.Sha256
+        ($result | Measure-ModelPerformance -DataSet $calib -WarmupRuns 1 -Runs 2).Model | Should -Be $result.OutputPath
+        @($result | Invoke-ModelInference -DataSet $calib) | Should -HaveCount 2
+    }
 }
