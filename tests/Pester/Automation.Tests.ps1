@@ -115,4 +115,32 @@ Describe 'ForEach-Object -Parallel' {
         $hashes | Should -HaveCount 4
         $hashes | Select-Object -Unique | Should -Be $result.OutputSha256
     }
+
+    It 'runs every model-reading cmdlet at once in parallel runspaces with the results of a serial run' {
+        $module = $env:PTQTOOLS_MODULE
+        $int8 = $result.OutputPath
+        $jobs = @{
+            Summary = { (Get-OnnxModel -LiteralPath $model).Sha256 }
+            Layers = { (Get-ModelLayer -LiteralPath $model | ForEach-Object { "$($_.Name):$($_.Quantizable)" }) -join ',' }
+            Ranges = { (Get-ModelLayer -LiteralPath $model -Name Convolution249 | Measure-ActivationRange -DataSet $calib | ForEach-Object { "$($_.Tensor)=$($_.RangeMin),$($_.RangeMax)" }) -join ',' }
+            Compare = { (Test-QuantizedModel -FloatModel $model -QuantizedModel $int8 -DataSet $eval -LatencyRuns 0).Cosine }
+            Engine = { (Invoke-ModelInference -Path $int8 -DataSet $eval -Engine PtqTools -ThreadCount 2 | ForEach-Object { [string]::Join(',', $_.Outputs[0]) }) -join ';' }
+            Ort = { (Invoke-ModelInference -Path $int8 -DataSet $eval | ForEach-Object { [string]::Join(',', $_.Outputs[0]) }) -join ';' }
+        }
+        $serial = @{}
+        foreach ($name in $jobs.Keys) {
+            $model = $ResNet18
+            $serial[$name] = & $jobs[$name]
+            $serial[$name] | Should -Not -BeNullOrEmpty -Because "$name gives a result"
+        }
+        # Each job twice, all twelve at once.
+        $work = foreach ($name in $jobs.Keys) { foreach ($copy in 1, 2) { [pscustomobject]@{ Name = $name; Code = $jobs[$name].ToString() } } }
+        $parallel = $work | ForEach-Object -ThrottleLimit 12 -Parallel {
+            Import-Module $using:module
+            $model = $using:ResNet18; $int8 = $using:int8; $calib = $using:calib; $eval = $using:eval
+            [pscustomobject]@{ Name = $_.Name; Value = & ([scriptblock]::Create($_.Code)) }
+        }
+        $parallel | Should -HaveCount 12
+        foreach ($p in $parallel) { $p.Value | Should -Be $serial[$p.Name] -Because $p.Name }
+    }
 }
