@@ -5,7 +5,7 @@
 #include <string.h>
 #include <immintrin.h>
 
-int ptq_version(void) { return 1; }
+int ptq_version(void) { return 2; }
 
 int ptq_has_vnni(void)
 {
@@ -62,6 +62,187 @@ void ptq_gemm_u8s8_vnni(const uint8_t *a, int r0, int r1, int kq, const int8_t *
             if (rows > 1) _mm512_storeu_si512(o + ldc, c1);
             if (rows > 2) _mm512_storeu_si512(o + 2 * ldc, c2);
             if (rows > 3) _mm512_storeu_si512(o + 3 * ldc, c3);
+        }
+    }
+}
+
+/* ---- Direct VNNI convolution ------------------------------------------------------------------------------------
+ * The input of one image and group is laid out once per call as channel quads, padded: [cq][hp][wp][4] u8 (pads
+ * and missing channels hold the zero point, plus 256 bytes of slack). A K "quad" q = (cq * kh + ki) * kw + kj is then
+ * 4 channels at one kernel tap, so 16 output pixels x 4 k values are one 64-byte vector: with stride 1 it is read
+ * straight from the packed input (pixels run over "wide" rows of wp columns, the pad columns computed and dropped);
+ * with other strides 64 pixels are gathered into a per-thread tile. vpdpbusd multiplies it by a broadcast weight
+ * quad, so each accumulator holds 16 pixels of one output channel: the NCHW row, requantized in the same pass. */
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+void ptq_conv_pack_input(const uint8_t *x, int channels, int h, int w, int pt, int pl, int hp, int wp,
+                         uint8_t fill, int flip, uint8_t *out)
+{
+    int cq = (channels + 3) / 4;
+    memset(out, fill, (size_t)cq * hp * wp * 4 + 256);
+    const __m128i f = _mm_set1_epi8((char)fill), sign = _mm_set1_epi8(flip ? (char)0x80 : 0);
+    for (int q = 0; q < cq; q++)
+        for (int r = 0; r < h; r++) {
+            const uint8_t *src[4];
+            int have[4];
+            for (int t = 0; t < 4; t++) {
+                int c = q * 4 + t;
+                have[t] = c < channels;
+                src[t] = have[t] ? x + ((int64_t)c * h + r) * w : 0;
+            }
+            uint8_t *dst = out + (((int64_t)q * hp + r + pt) * wp + pl) * 4;
+            for (int j = 0; j < w; j += 16) {
+                int n = w - j < 16 ? w - j : 16;
+                __mmask16 m = (__mmask16)((1u << n) - 1);
+                __m128i v[4];
+                for (int t = 0; t < 4; t++)
+                    v[t] = have[t] ? _mm_xor_si128(_mm_maskz_loadu_epi8(m, src[t] + j), sign) : f;
+                __m128i a = _mm_unpacklo_epi8(v[0], v[1]), b = _mm_unpacklo_epi8(v[2], v[3]);
+                __m128i c = _mm_unpackhi_epi8(v[0], v[1]), d = _mm_unpackhi_epi8(v[2], v[3]);
+                __m128i o[4] = { _mm_unpacklo_epi16(a, b), _mm_unpackhi_epi16(a, b), _mm_unpacklo_epi16(c, d), _mm_unpackhi_epi16(c, d) };
+                for (int s = 0; s < 4; s++) {
+                    int cnt = n - s * 4;
+                    if (cnt <= 0) break;
+                    __mmask16 sm = (__mmask16)(cnt >= 4 ? 0xFFFF : (1u << (cnt * 4)) - 1);
+                    _mm_mask_storeu_epi8(dst + (j + s * 4) * 4, sm, o[s]);
+                }
+            }
+        }
+}
+
+typedef struct {
+    const uint8_t *x;      /* packed input [cq][hp][wp][4] */
+    const int8_t *w;       /* weights [oc rounded up to 4][kq][4] */
+    const int32_t *corr;   /* per channel: bias - xz * sum(w) + K * xz * wz (wrapping int32) */
+    const int32_t *wzero;  /* per channel weight zero point (as stored), or null when all are 0 */
+    const float *mult;     /* per channel requantize multiplier, or null for int32 output */
+    void *y;               /* output planes [oc][oh * ow] of this image and group */
+    int kq, kh, kw, cq, hp, wp, sh, sw, dh, dw, oh, ow, oc;
+    float zp, qlo, qhi;
+    int out_signed;
+} ptq_conv_args;
+
+int ptq_conv_tiles(const ptq_conv_args *a)
+{
+    int span = a->sh == 1 && a->sw == 1 ? (a->oh - 1) * a->wp + a->ow : a->oh * a->ow;
+    return (span + 63) / 64;
+}
+
+/* Bytes of per-thread workspace ptq_conv_vnni needs. */
+int64_t ptq_conv_workspace(const ptq_conv_args *a) { return (int64_t)a->kq * (8 + 4 + 256) + 128; }
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static inline void conv_store(const ptq_conv_args *a, __m512i v, int o, int b, const __mmask16 *mask, const int *start, const __m512i *xsum)
+{
+    if (!mask[b]) return;
+    if (a->wzero) v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_set1_epi32(a->wzero[o]), xsum[b]));
+    v = _mm512_add_epi32(v, _mm512_set1_epi32(a->corr[o]));
+    int64_t plane = (int64_t)o * a->oh * a->ow + start[b];
+    if (!a->mult) { _mm512_mask_compressstoreu_epi32((int32_t *)a->y + plane, mask[b], v); return; }
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(a->mult[o]));
+    f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    f = _mm512_add_ps(f, _mm512_set1_ps(a->zp));
+    f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(a->qlo)), _mm512_set1_ps(a->qhi));
+    __m512i r = _mm512_maskz_compress_epi32(mask[b], _mm512_cvtps_epi32(f));
+    __m128i bytes = a->out_signed ? _mm512_cvtsepi32_epi8(r) : _mm512_cvtusepi32_epi8(r);
+    int cnt = __builtin_popcount(mask[b]);
+    _mm_mask_storeu_epi8((uint8_t *)a->y + plane, (__mmask16)((1u << cnt) - 1), bytes);
+}
+
+/* Output tiles [t0, t1) (64 pixels each) for channels [o0, o1) (o0 a multiple of 4). */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, int o1, uint8_t *ws)
+{
+    const int kq = a->kq, wide = a->sh == 1 && a->sw == 1;
+    const int pixels = a->oh * a->ow, span = wide ? (a->oh - 1) * a->wp + a->ow : pixels;
+    uint8_t *base = (uint8_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    uint8_t *tile = base;                                   /* kq * 256 bytes (gathered pixels) */
+    const uint8_t **xp = (const uint8_t **)(tile + (int64_t)kq * 256);
+    int32_t *qoff = (int32_t *)(xp + kq);
+    for (int cq = 0, q = 0; cq < a->cq; cq++)
+        for (int ki = 0; ki < a->kh; ki++)
+            for (int kj = 0; kj < a->kw; kj++, q++)
+                qoff[q] = ((cq * a->hp + ki * a->dh) * a->wp + kj * a->dw) * 4;
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i ones = _mm512_set1_epi32(0x01010101);
+    for (int t = t0; t < t1; t++) {
+        int l0 = t * 64;
+        __mmask16 mask[4];
+        int start[4];
+        for (int b = 0; b < 4; b++) {
+            int lb = l0 + b * 16;
+            mask[b] = 0; start[b] = 0;
+            int first = 1;
+            for (int i = 0; i < 16; i++) {
+                int l = lb + i;
+                if (l >= span) break;
+                int valid = wide ? l % a->wp < a->ow : 1;
+                if (!valid) continue;
+                if (first) { start[b] = wide ? l / a->wp * a->ow + l % a->wp : l; first = 0; }
+                mask[b] |= (__mmask16)(1u << i);
+            }
+        }
+        if (wide) {
+            for (int q = 0; q < kq; q++) xp[q] = a->x + qoff[q] + (int64_t)l0 * 4;
+        } else {
+            __m512i off[4];
+            for (int b = 0; b < 4; b++) {
+                __m512i p = _mm512_add_epi32(_mm512_set1_epi32(l0 + b * 16), lane);
+                __mmask16 in = _mm512_cmplt_epi32_mask(p, _mm512_set1_epi32(pixels));
+                /* p / ow by float division is exact here (p < 2^24), then rounded down. */
+                __m512i r = _mm512_cvttps_epi32(_mm512_div_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps((float)a->ow)));
+                __m512i c = _mm512_sub_epi32(p, _mm512_mullo_epi32(r, _mm512_set1_epi32(a->ow)));
+                /* correct a rounding up of the quotient */
+                __mmask16 neg = _mm512_cmplt_epi32_mask(c, _mm512_setzero_si512());
+                r = _mm512_mask_sub_epi32(r, neg, r, _mm512_set1_epi32(1));
+                c = _mm512_mask_add_epi32(c, neg, c, _mm512_set1_epi32(a->ow));
+                __m512i o = _mm512_add_epi32(_mm512_mullo_epi32(r, _mm512_set1_epi32(a->sh * a->wp)), _mm512_mullo_epi32(c, _mm512_set1_epi32(a->sw)));
+                off[b] = _mm512_maskz_mov_epi32(in, o);
+            }
+            for (int q = 0; q < kq; q++) {
+                const uint8_t *src = a->x + qoff[q];
+                for (int b = 0; b < 4; b++)
+                    _mm512_store_si512(tile + (int64_t)q * 256 + b * 64, _mm512_i32gather_epi32(off[b], src, 4));
+                xp[q] = tile + (int64_t)q * 256;
+            }
+        }
+        __m512i xsum[4] = { _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512() };
+        if (a->wzero)
+            for (int q = 0; q < kq; q++)
+                for (int b = 0; b < 4; b++) xsum[b] = _mm512_dpbusd_epi32(xsum[b], _mm512_loadu_si512(xp[q] + b * 64), ones);
+        for (int o = o0; o < o1; o += 4) {
+            const int32_t *w0 = (const int32_t *)(a->w + (int64_t)o * kq * 4), *w1 = w0 + kq, *w2 = w1 + kq, *w3 = w2 + kq;
+            __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00;
+            __m512i c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+            __m512i c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+            __m512i c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+            for (int q = 0; q < kq; q++) {
+                const uint8_t *p = xp[q];
+                __m512i x0 = _mm512_loadu_si512(p), x1 = _mm512_loadu_si512(p + 64);
+                __m512i x2 = _mm512_loadu_si512(p + 128), x3 = _mm512_loadu_si512(p + 192);
+                __m512i b = _mm512_set1_epi32(w0[q]);
+                c00 = _mm512_dpbusd_epi32(c00, x0, b); c01 = _mm512_dpbusd_epi32(c01, x1, b);
+                c02 = _mm512_dpbusd_epi32(c02, x2, b); c03 = _mm512_dpbusd_epi32(c03, x3, b);
+                b = _mm512_set1_epi32(w1[q]);
+                c10 = _mm512_dpbusd_epi32(c10, x0, b); c11 = _mm512_dpbusd_epi32(c11, x1, b);
+                c12 = _mm512_dpbusd_epi32(c12, x2, b); c13 = _mm512_dpbusd_epi32(c13, x3, b);
+                b = _mm512_set1_epi32(w2[q]);
+                c20 = _mm512_dpbusd_epi32(c20, x0, b); c21 = _mm512_dpbusd_epi32(c21, x1, b);
+                c22 = _mm512_dpbusd_epi32(c22, x2, b); c23 = _mm512_dpbusd_epi32(c23, x3, b);
+                b = _mm512_set1_epi32(w3[q]);
+                c30 = _mm512_dpbusd_epi32(c30, x0, b); c31 = _mm512_dpbusd_epi32(c31, x1, b);
+                c32 = _mm512_dpbusd_epi32(c32, x2, b); c33 = _mm512_dpbusd_epi32(c33, x3, b);
+            }
+            int n = o1 - o < 4 ? o1 - o : 4;
+            n = a->oc - o < n ? a->oc - o : n;
+            conv_store(a, c00, o, 0, mask, start, xsum); conv_store(a, c01, o, 1, mask, start, xsum);
+            conv_store(a, c02, o, 2, mask, start, xsum); conv_store(a, c03, o, 3, mask, start, xsum);
+            if (n > 1) { conv_store(a, c10, o + 1, 0, mask, start, xsum); conv_store(a, c11, o + 1, 1, mask, start, xsum);
+                         conv_store(a, c12, o + 1, 2, mask, start, xsum); conv_store(a, c13, o + 1, 3, mask, start, xsum); }
+            if (n > 2) { conv_store(a, c20, o + 2, 0, mask, start, xsum); conv_store(a, c21, o + 2, 1, mask, start, xsum);
+                         conv_store(a, c22, o + 2, 2, mask, start, xsum); conv_store(a, c23, o + 2, 3, mask, start, xsum); }
+            if (n > 3) { conv_store(a, c30, o + 3, 0, mask, start, xsum); conv_store(a, c31, o + 3, 1, mask, start, xsum);
+                         conv_store(a, c32, o + 3, 2, mask, start, xsum); conv_store(a, c33, o + 3, 3, mask, start, xsum); }
         }
     }
 }

@@ -98,6 +98,80 @@ public class KernelTests
         }
     }
 
+    /// <summary>Shapes that reach every branch of the native direct convolution: stride 1 over "wide" rows narrower
+    /// than a 16-pixel block, several 64-pixel tiles, strides (gathered tiles), dilations, groups, channels that do not
+    /// fill a quad, output channels that do not fill a group of 4, and a depthwise one (managed).</summary>
+    static readonly ConvGeometry[] FusedShapes =
+    {
+        new(1, 3, 19, 23, 5, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        new(2, 9, 5, 6, 7, 3, 3, PadTop: 1, PadLeft: 0, PadBottom: 2, PadRight: 1),
+        new(1, 16, 14, 14, 12, 1, 1),
+        new(1, 8, 15, 17, 6, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        new(1, 4, 12, 30, 4, 7, 7, StrideH: 2, StrideW: 3, PadTop: 3, PadLeft: 3, PadBottom: 3, PadRight: 3),
+        new(1, 8, 16, 16, 8, 1, 1, StrideH: 2, StrideW: 2),
+        new(1, 6, 10, 10, 10, 3, 3, DilationH: 2, DilationW: 3, PadTop: 2, PadLeft: 2, PadBottom: 2, PadRight: 2, Group: 2),
+        new(1, 6, 9, 9, 6, 3, 3, StrideH: 1, StrideW: 2, Group: 3),
+        new(1, 8, 7, 7, 8, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, Group: 8),
+    };
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Conv_FusedRequantize_MatchesTheReference(KernelPath path)
+    {
+        var r = new Random(31);
+        int i = 0;
+        foreach (var g in FusedShapes)
+        {
+            i++;
+            int inLen = g.Batch * g.Channels * g.Height * g.Width, outLen = g.Batch * g.OutChannels * g.OutH * g.OutW;
+            var bias = Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-20000, 20000)).ToArray();
+            var mult = Enumerable.Range(0, g.OutChannels).Select(_ => (float)(r.NextDouble() * 2e-3 + 1e-5)).ToArray();
+            var wz = Enumerable.Range(0, g.OutChannels).Select(_ => i % 2 == 0 ? r.Next(-5, 5) : 0).ToArray();
+            bool relu = i % 3 == 0;
+            // u8 input, s8 weights, u8 output (the QDQ form), per-channel multipliers.
+            var x = U8(r, inLen); var w = S8(r, g.OutChannels * g.PatchSize);
+            var e = new byte[outLen]; var a = new byte[outLen];
+            QConv.RequantizedReference<byte, sbyte, byte>(x, 131, w, wz, g, bias, mult, 77, relu, e);
+            OnPath(path, () => { QConv.RunRequantized<byte, byte>(x, 131, PackedConvWeights.Pack<sbyte>(w, wz, g), bias, mult, 77, relu, a); return 0; });
+            Assert.True(e.SequenceEqual(a), $"u8 shape {i} on {path}");
+            // s8 input, u8 weights, s8 output, one multiplier, no bias.
+            var sx = S8(r, inLen); var uw = U8(r, g.OutChannels * g.PatchSize);
+            var uwz = new[] { 119 };
+            var es = new sbyte[outLen]; var asx = new sbyte[outLen];
+            QConv.RequantizedReference<sbyte, byte, sbyte>(sx, -9, uw, uwz, g, default, new[] { 2.5e-4f }, 4, relu, es);
+            OnPath(path, () => { QConv.RunRequantized<sbyte, sbyte>(sx, -9, PackedConvWeights.Pack<byte>(uw, uwz, g), default, new[] { 2.5e-4f }, 4, relu, asx); return 0; });
+            Assert.True(es.SequenceEqual(asx), $"s8 shape {i} on {path}");
+            // The int32 accumulators of the same weights (ConvInteger).
+            var ei = new int[outLen]; var ai = new int[outLen];
+            QConv.Reference<sbyte, byte>(sx, -9, uw, uwz, g, ei);
+            OnPath(path, () => { QConv.Run<sbyte>(sx, -9, PackedConvWeights.Pack<byte>(uw, uwz, g), ai); return 0; });
+            Assert.True(ei.SequenceEqual(ai), $"int32 shape {i} on {path}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Conv_OnSeveralThreads_MatchesTheReference(KernelPath path)
+    {
+        var r = new Random(32);
+        var saved = KernelDispatch.ParallelThreshold;
+        try
+        {
+            KernelDispatch.ParallelThreshold = 1 << 10;
+            // Many tiles (split by tiles) and one tile with many channels (split by channels).
+            foreach (var g in new ConvGeometry[] { new(1, 8, 20, 20, 12, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1), new(1, 16, 5, 5, 40, 3, 3, StrideH: 2, StrideW: 2) })
+            {
+                var x = U8(r, g.Channels * g.Height * g.Width); var w = S8(r, g.OutChannels * g.PatchSize);
+                var mult = new[] { 1e-3f };
+                var e = new byte[g.OutChannels * g.OutH * g.OutW]; var a = new byte[e.Length];
+                QConv.RequantizedReference<byte, sbyte, byte>(x, 128, w, new[] { 0 }, g, default, mult, 128, false, e);
+                OnPath(path, () => { QConv.RunRequantized<byte, byte>(x, 128, PackedConvWeights.Pack<sbyte>(w, new[] { 0 }, g), default, mult, 128, false, a); return 0; });
+                Assert.Equal(e, a);
+            }
+        }
+        finally { KernelDispatch.ParallelThreshold = saved; }
+    }
+
     [Theory]
     [MemberData(nameof(Paths))]
     public void QuantizeDequantize_PerTensorAndPerChannel_MatchTheReference(KernelPath path)

@@ -15,6 +15,8 @@ public static unsafe class NativeKernels
     const string FileName = "libptqkernels.so";
     static readonly delegate* unmanaged<int> HasVnniFn;
     static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void> GemmFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void> ConvPackFn;
+    static readonly delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void> ConvFn;
 
     static NativeKernels()
     {
@@ -26,11 +28,21 @@ public static unsafe class NativeKernels
             HasVnniFn = (delegate* unmanaged<int>)has;
             GemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void>)gemm;
             LoadedFrom = candidate;
+            // The direct convolution came with version 2 of the library; an older build still serves the GEMM.
+            if (NativeLibrary.TryGetExport(handle, "ptq_conv_pack_input", out var pack) && NativeLibrary.TryGetExport(handle, "ptq_conv_vnni", out var conv))
+            {
+                ConvPackFn = (delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void>)pack;
+                ConvFn = (delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void>)conv;
+            }
             break;
         }
         Available = GemmFn != null;
         HasVnni = Available && HasVnniFn() != 0;
+        HasConv = HasVnni && ConvFn != null;
     }
+
+    /// <summary>Whether the library's direct VNNI convolution can run here.</summary>
+    public static bool HasConv { get; }
 
     static IEnumerable<string> Candidates()
     {
@@ -118,5 +130,60 @@ public static unsafe class NativeKernels
         }
         for (; i < row.Length; i++) sum += row[i];
         return (int)sum;
+    }
+
+    /// <summary>The arguments of ptq_conv_vnni (the C struct ptq_conv_args, field for field).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct ConvArgs
+    {
+        public byte* X; public sbyte* W; public int* Corr; public int* WZero; public float* Mult; public void* Y;
+        public int Kq, Kh, Kw, Cq, Hp, Wp, Sh, Sw, Dh, Dw, Oh, Ow, Oc;
+        public float Zp, QLo, QHi;
+        public int OutSigned;
+
+        public readonly bool Wide => Sh == 1 && Sw == 1;
+        public readonly int Tiles => ((Wide ? (Oh - 1) * Wp + Ow : Oh * Ow) + 63) / 64;
+        public readonly long Workspace => (long)Kq * (8 + 4 + 256) + 128;
+        public readonly long PackedInput => (long)Cq * Hp * Wp * 4 + 256;
+    }
+
+    [ThreadStatic] static byte[]? t_workspace;
+    [ThreadStatic] static byte[]? t_input;
+
+    static byte[] Buffer(ref byte[]? cache, long size)
+    {
+        if (cache is null || cache.Length < size) cache = GC.AllocateUninitializedArray<byte>((int)Math.Max(size, (cache?.Length ?? 0) * 3L / 2), pinned: true);
+        return cache;
+    }
+
+    /// <summary>One image and group of a convolution through ptq_conv_vnni: the input planes (channels of this group)
+    /// are packed into the calling thread's reusable buffer, then tiles or channel ranges run on up to
+    /// <paramref name="threads"/> threads, each with its own reusable workspace. Output planes at <paramref name="y"/>.</summary>
+    internal static void Conv(byte* x, int channels, int height, int width, int padTop, int padLeft, byte fill, bool flip, ConvArgs args, int threads)
+    {
+        var input = Buffer(ref t_input, args.PackedInput);
+        fixed (byte* pin = input)
+        {
+            ConvPackFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, fill, flip ? 1 : 0, pin);
+            args.X = pin;
+            int tiles = args.Tiles, oc = args.Oc, ocRounded = (oc + 3) / 4 * 4;
+            if (threads <= 1)
+            {
+                fixed (byte* ws = Buffer(ref t_workspace, args.Workspace)) ConvFn(&args, 0, tiles, 0, ocRounded, ws);
+                return;
+            }
+            var shared = args;
+            bool byTiles = tiles >= threads;
+            int per = byTiles ? (tiles + threads - 1) / threads : ((ocRounded / 4 + threads - 1) / threads) * 4;
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            {
+                var local = shared;
+                int lo = t * per, hi = Math.Min(byTiles ? tiles : ocRounded, lo + per);
+                if (lo >= hi) return;
+                fixed (byte* ws = Buffer(ref t_workspace, local.Workspace))
+                    if (byTiles) ConvFn(&local, lo, hi, 0, ocRounded, ws);
+                    else ConvFn(&local, 0, tiles, lo, hi, ws);
+            });
+        }
     }
 }
