@@ -207,12 +207,27 @@ internal static class EngineOps
         var xt = Need(x, 0, n); float xs = Need(x, 1, n).FloatAt(0); int xz = Opt(x, 2)?.IntAt(0) ?? 0;
         var w = Need(x, 3, n); var ws = Scales(Need(x, 4, n)); var wz = Zeros(Opt(x, 5), ws.Length);
         float ys = Need(x, 6, n).FloatAt(0); var yzT = Opt(x, 7); int yz = yzT?.IntAt(0) ?? 0;
-        var acc = ConvAccumulate(n, xt, xz, w, wz, cache, out var g);
-        int pixels = g.OutH * g.OutW;
+        var g = Geometry(n, xt.Dims, w.Dims, false);
+        if (g.Channels / g.Group * g.KernelH * g.KernelW * g.OutChannels != w.Length) throw new ArgumentException("the weight shape does not match the input channels and group.");
+        var packed = ConvWeights(n, w, wz, g, cache);
         var mult = new float[g.OutChannels];
         for (int c = 0; c < g.OutChannels; c++) mult[c] = xs * ws[ws.Length == 1 ? 0 : c] / ys;
-        if (Opt(x, 8) is { } bias) AddBias(acc, Bias(bias, Opt(x, 9), xs, ws, g.OutChannels), g.Batch, g.OutChannels, pixels);
-        return new[] { Requant(acc, mult, pixels, yz, yzT?.Type ?? xt.Type, OutDims(g, xt.Dims.Length), Int(n, "ptq_relu", 0) != 0) };
+        var bias = Opt(x, 8) is { } b ? Bias(b, Opt(x, 9), xs, ws, g.OutChannels) : null;
+        bool relu = Int(n, "ptq_relu", 0) != 0;
+        var dims = OutDims(g, xt.Dims.Length);
+        long count = (long)g.Batch * g.OutChannels * g.OutH * g.OutW;
+        // One fused pass: convolution, bias, requantization and ReLU (native VNNI when present).
+        if ((yzT?.Type ?? xt.Type) == OnnxDataType.Int8)
+        {
+            var y = new sbyte[count];
+            if (xt.IsUInt8) QConv.RunRequantized<byte, sbyte>(xt.Bytes, xz, packed, bias, mult, yz, relu, y);
+            else QConv.RunRequantized<sbyte, sbyte>(xt.SBytes, xz, packed, bias, mult, yz, relu, y);
+            return new[] { new EngineTensor(OnnxDataType.Int8, dims, y) };
+        }
+        var u = new byte[count];
+        if (xt.IsUInt8) QConv.RunRequantized<byte, byte>(xt.Bytes, xz, packed, bias, mult, yz, relu, u);
+        else QConv.RunRequantized<sbyte, byte>(xt.SBytes, xz, packed, bias, mult, yz, relu, u);
+        return new[] { new EngineTensor(OnnxDataType.UInt8, dims, u) };
     }
 
     static int[] Bias(EngineTensor bias, EngineTensor? biasScale, float xs, float[] ws, int channels)
