@@ -330,6 +330,8 @@ public class KernelTests
         {
             new(1, 3, 112, 112, 3, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
             new(2, 2, 9, 37, 2, 2, 3, StrideH: 1, StrideW: 2, PadTop: 1, PadLeft: 2, PadBottom: 0, PadRight: 2, DilationH: 2, DilationW: 1),
+            new(1, 2, 10, 40, 2, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            new(1, 2, 8, 50, 2, 2, 2, StrideH: 2, StrideW: 3, DilationW: 2),
         })
         {
             int inLen = g.Batch * g.Channels * g.Height * g.Width, outLen = g.Batch * g.Channels * g.OutH * g.OutW;

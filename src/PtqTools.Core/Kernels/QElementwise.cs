@@ -89,7 +89,12 @@ public static class QElementwise
     static unsafe void MaxPoolRows<T>(ReadOnlySpan<T> x, ConvGeometry g, Span<T> y) where T : unmanaged, INumber<T>, IMinMaxValue<T>
     {
         int oh = g.OutH, ow = g.OutW, h = g.Height, w = g.Width;
-        var row = new T[w];
+        int sw = g.StrideW, dw = g.DilationW, pl = g.PadLeft, kw = g.KernelW;
+        // Outputs [jLo, jHi) have every tap inside the row; with stride 1 or 2 (dilation 1) they take 16 at a time:
+        // tap kj of 16 outputs is 16 bytes at j*s - pl + kj, or the even bytes of 32 there (a narrowing).
+        int jLo = Math.Min(ow, (pl + sw - 1) / sw), jHi = Math.Max(jLo, Math.Min(ow, (w - 1 + pl - (kw - 1) * dw) / sw + 1));
+        bool vector = dw == 1 && (sw == 1 || sw == 2) && sizeof(T) == 1;
+        var row = new T[w + 64];
         fixed (T* px = x, py = y, pr = row)
             for (int nc = 0; nc < g.Batch * g.Channels; nc++)
                 for (int i = 0; i < oh; i++)
@@ -107,8 +112,23 @@ public static class QElementwise
                         for (; j < w; j++) pr[j] = T.Max(pr[j], src[j]);
                     }
                     T* dst = py + ((long)nc * oh + i) * ow;
+                    int jv = jLo;
+                    if (vector && any)
+                        for (; jv + 16 <= jHi; jv += 16)
+                        {
+                            byte* p = (byte*)pr + jv * sw - pl;
+                            Vector128<byte> best = default;
+                            for (int kj = 0; kj < kw; kj++)
+                            {
+                                var tap = sw == 1 ? Vector128.Load(p + kj)
+                                    : Vector128.Narrow(Vector128.Load((ushort*)(p + kj)), Vector128.Load((ushort*)(p + kj) + 8));
+                                best = kj == 0 ? tap : typeof(T) == typeof(sbyte) ? Vector128.Max(best.AsSByte(), tap.AsSByte()).AsByte() : Vector128.Max(best, tap);
+                            }
+                            best.Store((byte*)dst + jv);
+                        }
                     for (int j = 0; j < ow; j++)
                     {
+                        if (j == jLo && jv > jLo) { j = jv - 1; continue; }
                         T best = T.MinValue;
                         bool found = false;
                         for (int kj = 0; kj < g.KernelW; kj++)
