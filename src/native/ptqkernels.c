@@ -112,7 +112,7 @@ void ptq_conv_pack_input(const uint8_t *x, int channels, int h, int w, int pt, i
 
 typedef struct {
     const uint8_t *x;      /* packed input [cq][hp][wp][4] */
-    const int8_t *w;       /* weights [oc rounded up to 4][kq][4] */
+    const int8_t *w;       /* weights [oc rounded up to 8][kq][4] */
     const int32_t *corr;   /* per channel: bias - xz * sum(w) + K * xz * wz (wrapping int32) */
     const int32_t *wzero;  /* per channel weight zero point (as stored), or null when all are 0 */
     const float *mult;     /* per channel requantize multiplier, or null for int32 output */
@@ -122,19 +122,22 @@ typedef struct {
     int out_signed;
 } ptq_conv_args;
 
+#define CONV_TILE 48   /* pixels per tile: 3 blocks of 16 */
+#define CONV_ROWS 8    /* output channels per register block */
+
 int ptq_conv_tiles(const ptq_conv_args *a)
 {
     int span = a->sh == 1 && a->sw == 1 ? (a->oh - 1) * a->wp + a->ow : a->oh * a->ow;
-    return (span + 63) / 64;
+    return (span + CONV_TILE - 1) / CONV_TILE;
 }
 
 /* Bytes of per-thread workspace ptq_conv_vnni needs. */
-int64_t ptq_conv_workspace(const ptq_conv_args *a) { return (int64_t)a->kq * (8 + 4 + 256) + 128; }
+int64_t ptq_conv_workspace(const ptq_conv_args *a) { return (int64_t)a->kq * (8 + 4 + CONV_TILE * 4) + 128; }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 static inline void conv_store(const ptq_conv_args *a, __m512i v, int o, int b, const __mmask16 *mask, const int *start, const __m512i *xsum)
 {
-    if (!mask[b]) return;
+    if (!mask[b] || o >= a->oc) return;
     if (a->wzero) v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_set1_epi32(a->wzero[o]), xsum[b]));
     v = _mm512_add_epi32(v, _mm512_set1_epi32(a->corr[o]));
     int64_t plane = (int64_t)o * a->oh * a->ow + start[b];
@@ -149,15 +152,150 @@ static inline void conv_store(const ptq_conv_args *a, __m512i v, int o, int b, c
     _mm_mask_storeu_epi8((uint8_t *)a->y + plane, (__mmask16)((1u << cnt) - 1), bytes);
 }
 
-/* Output tiles [t0, t1) (64 pixels each) for channels [o0, o1) (o0 a multiple of 4). */
+/* 8 output channels from o x NB blocks of 16 pixels, accumulators in named registers (24 at most); written out
+ * for NB = 3, 2, 1 because gcc keeps an array of them in memory. */
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static void conv_rows8_3(const ptq_conv_args *a, const uint8_t *const *xp, int o, const __mmask16 *mask, const int *start, const __m512i *xsum)
+{
+    const int kq = a->kq;
+    const int32_t *w0 = (const int32_t *)(a->w + (int64_t)o * kq * 4);
+    const int32_t *w1 = w0 + kq;
+    const int32_t *w2 = w1 + kq;
+    const int32_t *w3 = w2 + kq;
+    const int32_t *w4 = w3 + kq;
+    const int32_t *w5 = w4 + kq;
+    const int32_t *w6 = w5 + kq;
+    const int32_t *w7 = w6 + kq;
+    const __m512i z = _mm512_setzero_si512();
+    __m512i c00 = z, c01 = z, c02 = z;
+    __m512i c10 = z, c11 = z, c12 = z;
+    __m512i c20 = z, c21 = z, c22 = z;
+    __m512i c30 = z, c31 = z, c32 = z;
+    __m512i c40 = z, c41 = z, c42 = z;
+    __m512i c50 = z, c51 = z, c52 = z;
+    __m512i c60 = z, c61 = z, c62 = z;
+    __m512i c70 = z, c71 = z, c72 = z;
+    for (int q = 0; q < kq; q++) {
+        const uint8_t *p = xp[q];
+        __m512i x0 = _mm512_loadu_si512(p + 0); __m512i x1 = _mm512_loadu_si512(p + 64); __m512i x2 = _mm512_loadu_si512(p + 128);
+        __m512i wv;
+        wv = _mm512_set1_epi32(w0[q]); c00 = _mm512_dpbusd_epi32(c00, x0, wv); c01 = _mm512_dpbusd_epi32(c01, x1, wv); c02 = _mm512_dpbusd_epi32(c02, x2, wv);
+        wv = _mm512_set1_epi32(w1[q]); c10 = _mm512_dpbusd_epi32(c10, x0, wv); c11 = _mm512_dpbusd_epi32(c11, x1, wv); c12 = _mm512_dpbusd_epi32(c12, x2, wv);
+        wv = _mm512_set1_epi32(w2[q]); c20 = _mm512_dpbusd_epi32(c20, x0, wv); c21 = _mm512_dpbusd_epi32(c21, x1, wv); c22 = _mm512_dpbusd_epi32(c22, x2, wv);
+        wv = _mm512_set1_epi32(w3[q]); c30 = _mm512_dpbusd_epi32(c30, x0, wv); c31 = _mm512_dpbusd_epi32(c31, x1, wv); c32 = _mm512_dpbusd_epi32(c32, x2, wv);
+        wv = _mm512_set1_epi32(w4[q]); c40 = _mm512_dpbusd_epi32(c40, x0, wv); c41 = _mm512_dpbusd_epi32(c41, x1, wv); c42 = _mm512_dpbusd_epi32(c42, x2, wv);
+        wv = _mm512_set1_epi32(w5[q]); c50 = _mm512_dpbusd_epi32(c50, x0, wv); c51 = _mm512_dpbusd_epi32(c51, x1, wv); c52 = _mm512_dpbusd_epi32(c52, x2, wv);
+        wv = _mm512_set1_epi32(w6[q]); c60 = _mm512_dpbusd_epi32(c60, x0, wv); c61 = _mm512_dpbusd_epi32(c61, x1, wv); c62 = _mm512_dpbusd_epi32(c62, x2, wv);
+        wv = _mm512_set1_epi32(w7[q]); c70 = _mm512_dpbusd_epi32(c70, x0, wv); c71 = _mm512_dpbusd_epi32(c71, x1, wv); c72 = _mm512_dpbusd_epi32(c72, x2, wv);
+    }
+    conv_store(a, c00, o + 0, 0, mask, start, xsum); conv_store(a, c01, o + 0, 1, mask, start, xsum); conv_store(a, c02, o + 0, 2, mask, start, xsum);
+    conv_store(a, c10, o + 1, 0, mask, start, xsum); conv_store(a, c11, o + 1, 1, mask, start, xsum); conv_store(a, c12, o + 1, 2, mask, start, xsum);
+    conv_store(a, c20, o + 2, 0, mask, start, xsum); conv_store(a, c21, o + 2, 1, mask, start, xsum); conv_store(a, c22, o + 2, 2, mask, start, xsum);
+    conv_store(a, c30, o + 3, 0, mask, start, xsum); conv_store(a, c31, o + 3, 1, mask, start, xsum); conv_store(a, c32, o + 3, 2, mask, start, xsum);
+    conv_store(a, c40, o + 4, 0, mask, start, xsum); conv_store(a, c41, o + 4, 1, mask, start, xsum); conv_store(a, c42, o + 4, 2, mask, start, xsum);
+    conv_store(a, c50, o + 5, 0, mask, start, xsum); conv_store(a, c51, o + 5, 1, mask, start, xsum); conv_store(a, c52, o + 5, 2, mask, start, xsum);
+    conv_store(a, c60, o + 6, 0, mask, start, xsum); conv_store(a, c61, o + 6, 1, mask, start, xsum); conv_store(a, c62, o + 6, 2, mask, start, xsum);
+    conv_store(a, c70, o + 7, 0, mask, start, xsum); conv_store(a, c71, o + 7, 1, mask, start, xsum); conv_store(a, c72, o + 7, 2, mask, start, xsum);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static void conv_rows8_2(const ptq_conv_args *a, const uint8_t *const *xp, int o, const __mmask16 *mask, const int *start, const __m512i *xsum)
+{
+    const int kq = a->kq;
+    const int32_t *w0 = (const int32_t *)(a->w + (int64_t)o * kq * 4);
+    const int32_t *w1 = w0 + kq;
+    const int32_t *w2 = w1 + kq;
+    const int32_t *w3 = w2 + kq;
+    const int32_t *w4 = w3 + kq;
+    const int32_t *w5 = w4 + kq;
+    const int32_t *w6 = w5 + kq;
+    const int32_t *w7 = w6 + kq;
+    const __m512i z = _mm512_setzero_si512();
+    __m512i c00 = z, c01 = z;
+    __m512i c10 = z, c11 = z;
+    __m512i c20 = z, c21 = z;
+    __m512i c30 = z, c31 = z;
+    __m512i c40 = z, c41 = z;
+    __m512i c50 = z, c51 = z;
+    __m512i c60 = z, c61 = z;
+    __m512i c70 = z, c71 = z;
+    for (int q = 0; q < kq; q++) {
+        const uint8_t *p = xp[q];
+        __m512i x0 = _mm512_loadu_si512(p + 0); __m512i x1 = _mm512_loadu_si512(p + 64);
+        __m512i wv;
+        wv = _mm512_set1_epi32(w0[q]); c00 = _mm512_dpbusd_epi32(c00, x0, wv); c01 = _mm512_dpbusd_epi32(c01, x1, wv);
+        wv = _mm512_set1_epi32(w1[q]); c10 = _mm512_dpbusd_epi32(c10, x0, wv); c11 = _mm512_dpbusd_epi32(c11, x1, wv);
+        wv = _mm512_set1_epi32(w2[q]); c20 = _mm512_dpbusd_epi32(c20, x0, wv); c21 = _mm512_dpbusd_epi32(c21, x1, wv);
+        wv = _mm512_set1_epi32(w3[q]); c30 = _mm512_dpbusd_epi32(c30, x0, wv); c31 = _mm512_dpbusd_epi32(c31, x1, wv);
+        wv = _mm512_set1_epi32(w4[q]); c40 = _mm512_dpbusd_epi32(c40, x0, wv); c41 = _mm512_dpbusd_epi32(c41, x1, wv);
+        wv = _mm512_set1_epi32(w5[q]); c50 = _mm512_dpbusd_epi32(c50, x0, wv); c51 = _mm512_dpbusd_epi32(c51, x1, wv);
+        wv = _mm512_set1_epi32(w6[q]); c60 = _mm512_dpbusd_epi32(c60, x0, wv); c61 = _mm512_dpbusd_epi32(c61, x1, wv);
+        wv = _mm512_set1_epi32(w7[q]); c70 = _mm512_dpbusd_epi32(c70, x0, wv); c71 = _mm512_dpbusd_epi32(c71, x1, wv);
+    }
+    conv_store(a, c00, o + 0, 0, mask, start, xsum); conv_store(a, c01, o + 0, 1, mask, start, xsum);
+    conv_store(a, c10, o + 1, 0, mask, start, xsum); conv_store(a, c11, o + 1, 1, mask, start, xsum);
+    conv_store(a, c20, o + 2, 0, mask, start, xsum); conv_store(a, c21, o + 2, 1, mask, start, xsum);
+    conv_store(a, c30, o + 3, 0, mask, start, xsum); conv_store(a, c31, o + 3, 1, mask, start, xsum);
+    conv_store(a, c40, o + 4, 0, mask, start, xsum); conv_store(a, c41, o + 4, 1, mask, start, xsum);
+    conv_store(a, c50, o + 5, 0, mask, start, xsum); conv_store(a, c51, o + 5, 1, mask, start, xsum);
+    conv_store(a, c60, o + 6, 0, mask, start, xsum); conv_store(a, c61, o + 6, 1, mask, start, xsum);
+    conv_store(a, c70, o + 7, 0, mask, start, xsum); conv_store(a, c71, o + 7, 1, mask, start, xsum);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static void conv_rows8_1(const ptq_conv_args *a, const uint8_t *const *xp, int o, const __mmask16 *mask, const int *start, const __m512i *xsum)
+{
+    const int kq = a->kq;
+    const int32_t *w0 = (const int32_t *)(a->w + (int64_t)o * kq * 4);
+    const int32_t *w1 = w0 + kq;
+    const int32_t *w2 = w1 + kq;
+    const int32_t *w3 = w2 + kq;
+    const int32_t *w4 = w3 + kq;
+    const int32_t *w5 = w4 + kq;
+    const int32_t *w6 = w5 + kq;
+    const int32_t *w7 = w6 + kq;
+    const __m512i z = _mm512_setzero_si512();
+    __m512i c00 = z;
+    __m512i c10 = z;
+    __m512i c20 = z;
+    __m512i c30 = z;
+    __m512i c40 = z;
+    __m512i c50 = z;
+    __m512i c60 = z;
+    __m512i c70 = z;
+    for (int q = 0; q < kq; q++) {
+        const uint8_t *p = xp[q];
+        __m512i x0 = _mm512_loadu_si512(p + 0);
+        __m512i wv;
+        wv = _mm512_set1_epi32(w0[q]); c00 = _mm512_dpbusd_epi32(c00, x0, wv);
+        wv = _mm512_set1_epi32(w1[q]); c10 = _mm512_dpbusd_epi32(c10, x0, wv);
+        wv = _mm512_set1_epi32(w2[q]); c20 = _mm512_dpbusd_epi32(c20, x0, wv);
+        wv = _mm512_set1_epi32(w3[q]); c30 = _mm512_dpbusd_epi32(c30, x0, wv);
+        wv = _mm512_set1_epi32(w4[q]); c40 = _mm512_dpbusd_epi32(c40, x0, wv);
+        wv = _mm512_set1_epi32(w5[q]); c50 = _mm512_dpbusd_epi32(c50, x0, wv);
+        wv = _mm512_set1_epi32(w6[q]); c60 = _mm512_dpbusd_epi32(c60, x0, wv);
+        wv = _mm512_set1_epi32(w7[q]); c70 = _mm512_dpbusd_epi32(c70, x0, wv);
+    }
+    conv_store(a, c00, o + 0, 0, mask, start, xsum);
+    conv_store(a, c10, o + 1, 0, mask, start, xsum);
+    conv_store(a, c20, o + 2, 0, mask, start, xsum);
+    conv_store(a, c30, o + 3, 0, mask, start, xsum);
+    conv_store(a, c40, o + 4, 0, mask, start, xsum);
+    conv_store(a, c50, o + 5, 0, mask, start, xsum);
+    conv_store(a, c60, o + 6, 0, mask, start, xsum);
+    conv_store(a, c70, o + 7, 0, mask, start, xsum);
+}
+
+/* Output tiles [t0, t1) (48 pixels each) for channels [o0, o1) (o0 a multiple of 8). */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, int o1, uint8_t *ws)
 {
     const int kq = a->kq, wide = a->sh == 1 && a->sw == 1;
     const int pixels = a->oh * a->ow, span = wide ? (a->oh - 1) * a->wp + a->ow : pixels;
     uint8_t *base = (uint8_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
-    uint8_t *tile = base;                                   /* kq * 256 bytes (gathered pixels) */
-    const uint8_t **xp = (const uint8_t **)(tile + (int64_t)kq * 256);
+    uint8_t *tile = base;                                   /* kq * 192 bytes (gathered pixels) */
+    const uint8_t **xp = (const uint8_t **)(tile + (int64_t)kq * CONV_TILE * 4);
     int32_t *qoff = (int32_t *)(xp + kq);
     for (int cq = 0, q = 0; cq < a->cq; cq++)
         for (int ki = 0; ki < a->kh; ki++)
@@ -166,18 +304,19 @@ void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, int o1, uint8
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512i ones = _mm512_set1_epi32(0x01010101);
     for (int t = t0; t < t1; t++) {
-        int l0 = t * 64;
-        __mmask16 mask[4];
-        int start[4];
-        for (int b = 0; b < 4; b++) {
+        int l0 = t * CONV_TILE;
+        int nb = (span - l0 + 15) / 16;
+        if (nb > 3) nb = 3;
+        __mmask16 mask[3];
+        int start[3];
+        for (int b = 0; b < 3; b++) {
             int lb = l0 + b * 16;
             mask[b] = 0; start[b] = 0;
             int first = 1;
-            for (int i = 0; i < 16; i++) {
+            for (int i = 0; i < 16 && b < nb; i++) {
                 int l = lb + i;
                 if (l >= span) break;
-                int valid = wide ? l % a->wp < a->ow : 1;
-                if (!valid) continue;
+                if (wide && l % a->wp >= a->ow) continue;
                 if (first) { start[b] = wide ? l / a->wp * a->ow + l % a->wp : l; first = 0; }
                 mask[b] |= (__mmask16)(1u << i);
             }
@@ -185,8 +324,8 @@ void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, int o1, uint8
         if (wide) {
             for (int q = 0; q < kq; q++) xp[q] = a->x + qoff[q] + (int64_t)l0 * 4;
         } else {
-            __m512i off[4];
-            for (int b = 0; b < 4; b++) {
+            __m512i off[3];
+            for (int b = 0; b < 3; b++) {
                 __m512i p = _mm512_add_epi32(_mm512_set1_epi32(l0 + b * 16), lane);
                 __mmask16 in = _mm512_cmplt_epi32_mask(p, _mm512_set1_epi32(pixels));
                 /* p / ow by float division is exact here (p < 2^24), then rounded down. */
@@ -201,48 +340,19 @@ void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, int o1, uint8
             }
             for (int q = 0; q < kq; q++) {
                 const uint8_t *src = a->x + qoff[q];
-                for (int b = 0; b < 4; b++)
-                    _mm512_store_si512(tile + (int64_t)q * 256 + b * 64, _mm512_i32gather_epi32(off[b], src, 4));
-                xp[q] = tile + (int64_t)q * 256;
+                for (int b = 0; b < nb; b++)
+                    _mm512_store_si512(tile + (int64_t)q * CONV_TILE * 4 + b * 64, _mm512_i32gather_epi32(off[b], src, 4));
+                xp[q] = tile + (int64_t)q * CONV_TILE * 4;
             }
         }
-        __m512i xsum[4] = { _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512() };
+        __m512i xsum[3] = { _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512() };
         if (a->wzero)
             for (int q = 0; q < kq; q++)
-                for (int b = 0; b < 4; b++) xsum[b] = _mm512_dpbusd_epi32(xsum[b], _mm512_loadu_si512(xp[q] + b * 64), ones);
-        for (int o = o0; o < o1; o += 4) {
-            const int32_t *w0 = (const int32_t *)(a->w + (int64_t)o * kq * 4), *w1 = w0 + kq, *w2 = w1 + kq, *w3 = w2 + kq;
-            __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00;
-            __m512i c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-            __m512i c20 = c00, c21 = c00, c22 = c00, c23 = c00;
-            __m512i c30 = c00, c31 = c00, c32 = c00, c33 = c00;
-            for (int q = 0; q < kq; q++) {
-                const uint8_t *p = xp[q];
-                __m512i x0 = _mm512_loadu_si512(p), x1 = _mm512_loadu_si512(p + 64);
-                __m512i x2 = _mm512_loadu_si512(p + 128), x3 = _mm512_loadu_si512(p + 192);
-                __m512i b = _mm512_set1_epi32(w0[q]);
-                c00 = _mm512_dpbusd_epi32(c00, x0, b); c01 = _mm512_dpbusd_epi32(c01, x1, b);
-                c02 = _mm512_dpbusd_epi32(c02, x2, b); c03 = _mm512_dpbusd_epi32(c03, x3, b);
-                b = _mm512_set1_epi32(w1[q]);
-                c10 = _mm512_dpbusd_epi32(c10, x0, b); c11 = _mm512_dpbusd_epi32(c11, x1, b);
-                c12 = _mm512_dpbusd_epi32(c12, x2, b); c13 = _mm512_dpbusd_epi32(c13, x3, b);
-                b = _mm512_set1_epi32(w2[q]);
-                c20 = _mm512_dpbusd_epi32(c20, x0, b); c21 = _mm512_dpbusd_epi32(c21, x1, b);
-                c22 = _mm512_dpbusd_epi32(c22, x2, b); c23 = _mm512_dpbusd_epi32(c23, x3, b);
-                b = _mm512_set1_epi32(w3[q]);
-                c30 = _mm512_dpbusd_epi32(c30, x0, b); c31 = _mm512_dpbusd_epi32(c31, x1, b);
-                c32 = _mm512_dpbusd_epi32(c32, x2, b); c33 = _mm512_dpbusd_epi32(c33, x3, b);
-            }
-            int n = o1 - o < 4 ? o1 - o : 4;
-            n = a->oc - o < n ? a->oc - o : n;
-            conv_store(a, c00, o, 0, mask, start, xsum); conv_store(a, c01, o, 1, mask, start, xsum);
-            conv_store(a, c02, o, 2, mask, start, xsum); conv_store(a, c03, o, 3, mask, start, xsum);
-            if (n > 1) { conv_store(a, c10, o + 1, 0, mask, start, xsum); conv_store(a, c11, o + 1, 1, mask, start, xsum);
-                         conv_store(a, c12, o + 1, 2, mask, start, xsum); conv_store(a, c13, o + 1, 3, mask, start, xsum); }
-            if (n > 2) { conv_store(a, c20, o + 2, 0, mask, start, xsum); conv_store(a, c21, o + 2, 1, mask, start, xsum);
-                         conv_store(a, c22, o + 2, 2, mask, start, xsum); conv_store(a, c23, o + 2, 3, mask, start, xsum); }
-            if (n > 3) { conv_store(a, c30, o + 3, 0, mask, start, xsum); conv_store(a, c31, o + 3, 1, mask, start, xsum);
-                         conv_store(a, c32, o + 3, 2, mask, start, xsum); conv_store(a, c33, o + 3, 3, mask, start, xsum); }
+                for (int b = 0; b < nb; b++) xsum[b] = _mm512_dpbusd_epi32(xsum[b], _mm512_loadu_si512(xp[q] + b * 64), ones);
+        for (int o = o0; o < o1; o += CONV_ROWS) {
+            if (nb == 3) conv_rows8_3(a, xp, o, mask, start, xsum);
+            else if (nb == 2) conv_rows8_2(a, xp, o, mask, start, xsum);
+            else conv_rows8_1(a, xp, o, mask, start, xsum);
         }
     }
 }

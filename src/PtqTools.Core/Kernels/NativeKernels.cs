@@ -142,8 +142,9 @@ public static unsafe class NativeKernels
         public int OutSigned;
 
         public readonly bool Wide => Sh == 1 && Sw == 1;
-        public readonly int Tiles => ((Wide ? (Oh - 1) * Wp + Ow : Oh * Ow) + 63) / 64;
-        public readonly long Workspace => (long)Kq * (8 + 4 + 256) + 128;
+        // Tiles of 48 pixels and blocks of 8 output channels (CONV_TILE and CONV_ROWS in ptqkernels.c).
+        public readonly int Tiles => ((Wide ? (Oh - 1) * Wp + Ow : Oh * Ow) + 47) / 48;
+        public readonly long Workspace => (long)Kq * (8 + 4 + 192) + 128;
         public readonly long PackedInput => (long)Cq * Hp * Wp * 4 + 256;
     }
 
@@ -166,7 +167,7 @@ public static unsafe class NativeKernels
         {
             ConvPackFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, fill, flip ? 1 : 0, pin);
             args.X = pin;
-            int tiles = args.Tiles, oc = args.Oc, ocRounded = (oc + 3) / 4 * 4;
+            int tiles = args.Tiles, oc = args.Oc, ocRounded = (oc + 7) / 8 * 8;
             if (threads <= 1)
             {
                 fixed (byte* ws = Buffer(ref t_workspace, args.Workspace)) ConvFn(&args, 0, tiles, 0, ocRounded, ws);
@@ -174,7 +175,7 @@ public static unsafe class NativeKernels
             }
             var shared = args;
             bool byTiles = tiles >= threads;
-            int per = byTiles ? (tiles + threads - 1) / threads : ((ocRounded / 4 + threads - 1) / threads) * 4;
+            int per = byTiles ? (tiles + threads - 1) / threads : ((ocRounded / 8 + threads - 1) / threads) * 8;
             Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
             {
                 var local = shared;

@@ -74,7 +74,7 @@ public sealed class PackedConvWeights
     }
 }
 
-/// <summary>One group's weights for the native direct convolution: signed bytes [OC/group rounded up to 4][kq][4],
+/// <summary>One group's weights for the native direct convolution: signed bytes [OC/group rounded up to 8][kq][4],
 /// where quad q = (channel quad * kh + ki) * kw + kj holds 4 input channels of one tap (unsigned weights stored minus
 /// 128). Missing channels hold the zero point, so they add nothing; the sums drive the zero-point correction.</summary>
 internal sealed class NativeConvWeights
@@ -94,7 +94,7 @@ internal sealed class NativeConvWeights
     public static NativeConvWeights Pack<T>(ReadOnlySpan<T> w, ReadOnlySpan<int> zeroPoints, ConvGeometry g, int gi) where T : unmanaged
     {
         int cg = g.GroupChannels, ocg = g.GroupOutChannels, kh = g.KernelH, kw = g.KernelW, patch = g.PatchSize;
-        int cq = (cg + 3) / 4, kq = cq * kh * kw, rows = (ocg + 3) / 4 * 4;
+        int cq = (cg + 3) / 4, kq = cq * kh * kw, rows = (ocg + 7) / 8 * 8;
         int shift = typeof(T) == typeof(byte) ? 128 : 0;
         var data = new sbyte[(long)rows * kq * 4];
         var sums = new int[ocg];
