@@ -13,55 +13,363 @@ int ptq_has_vnni(void)
     return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512f");
 }
 
+/* GEMM register tiles: R rows of A (4 bytes of each broadcast per k quad) x C blocks of 16 columns of B (one
+ * 64-byte vector each), R * C accumulators in named registers; written out per (R, C) because gcc keeps an array of
+ * them in memory. Per k quad: C vector loads and R broadcasts feed R * C vpdpbusd. */
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_8x3(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
+    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
+    const int32_t *a4 = (const int32_t *)(a + (int64_t)4 * lda);
+    const int32_t *a5 = (const int32_t *)(a + (int64_t)5 * lda);
+    const int32_t *a6 = (const int32_t *)(a + (int64_t)6 * lda);
+    const int32_t *a7 = (const int32_t *)(a + (int64_t)7 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    const int8_t *b2 = b + (int64_t)2 * kq * 64;
+    __m512i c00 = z, c01 = z, c02 = z;
+    __m512i c10 = z, c11 = z, c12 = z;
+    __m512i c20 = z, c21 = z, c22 = z;
+    __m512i c30 = z, c31 = z, c32 = z;
+    __m512i c40 = z, c41 = z, c42 = z;
+    __m512i c50 = z, c51 = z, c52 = z;
+    __m512i c60 = z, c61 = z, c62 = z;
+    __m512i c70 = z, c71 = z, c72 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64); __m512i y2 = _mm512_loadu_si512(b2 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1); c02 = _mm512_dpbusd_epi32(c02, x, y2);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1); c12 = _mm512_dpbusd_epi32(c12, x, y2);
+        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0); c21 = _mm512_dpbusd_epi32(c21, x, y1); c22 = _mm512_dpbusd_epi32(c22, x, y2);
+        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0); c31 = _mm512_dpbusd_epi32(c31, x, y1); c32 = _mm512_dpbusd_epi32(c32, x, y2);
+        x = _mm512_set1_epi32(a4[q]); c40 = _mm512_dpbusd_epi32(c40, x, y0); c41 = _mm512_dpbusd_epi32(c41, x, y1); c42 = _mm512_dpbusd_epi32(c42, x, y2);
+        x = _mm512_set1_epi32(a5[q]); c50 = _mm512_dpbusd_epi32(c50, x, y0); c51 = _mm512_dpbusd_epi32(c51, x, y1); c52 = _mm512_dpbusd_epi32(c52, x, y2);
+        x = _mm512_set1_epi32(a6[q]); c60 = _mm512_dpbusd_epi32(c60, x, y0); c61 = _mm512_dpbusd_epi32(c61, x, y1); c62 = _mm512_dpbusd_epi32(c62, x, y2);
+        x = _mm512_set1_epi32(a7[q]); c70 = _mm512_dpbusd_epi32(c70, x, y0); c71 = _mm512_dpbusd_epi32(c71, x, y1); c72 = _mm512_dpbusd_epi32(c72, x, y2);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01); _mm512_storeu_si512(c + (int64_t)0 * ldc + 32, c02);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11); _mm512_storeu_si512(c + (int64_t)1 * ldc + 32, c12);
+    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20); _mm512_storeu_si512(c + (int64_t)2 * ldc + 16, c21); _mm512_storeu_si512(c + (int64_t)2 * ldc + 32, c22);
+    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30); _mm512_storeu_si512(c + (int64_t)3 * ldc + 16, c31); _mm512_storeu_si512(c + (int64_t)3 * ldc + 32, c32);
+    _mm512_storeu_si512(c + (int64_t)4 * ldc + 0, c40); _mm512_storeu_si512(c + (int64_t)4 * ldc + 16, c41); _mm512_storeu_si512(c + (int64_t)4 * ldc + 32, c42);
+    _mm512_storeu_si512(c + (int64_t)5 * ldc + 0, c50); _mm512_storeu_si512(c + (int64_t)5 * ldc + 16, c51); _mm512_storeu_si512(c + (int64_t)5 * ldc + 32, c52);
+    _mm512_storeu_si512(c + (int64_t)6 * ldc + 0, c60); _mm512_storeu_si512(c + (int64_t)6 * ldc + 16, c61); _mm512_storeu_si512(c + (int64_t)6 * ldc + 32, c62);
+    _mm512_storeu_si512(c + (int64_t)7 * ldc + 0, c70); _mm512_storeu_si512(c + (int64_t)7 * ldc + 16, c71); _mm512_storeu_si512(c + (int64_t)7 * ldc + 32, c72);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_8x2(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
+    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
+    const int32_t *a4 = (const int32_t *)(a + (int64_t)4 * lda);
+    const int32_t *a5 = (const int32_t *)(a + (int64_t)5 * lda);
+    const int32_t *a6 = (const int32_t *)(a + (int64_t)6 * lda);
+    const int32_t *a7 = (const int32_t *)(a + (int64_t)7 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    __m512i c00 = z, c01 = z;
+    __m512i c10 = z, c11 = z;
+    __m512i c20 = z, c21 = z;
+    __m512i c30 = z, c31 = z;
+    __m512i c40 = z, c41 = z;
+    __m512i c50 = z, c51 = z;
+    __m512i c60 = z, c61 = z;
+    __m512i c70 = z, c71 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1);
+        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0); c21 = _mm512_dpbusd_epi32(c21, x, y1);
+        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0); c31 = _mm512_dpbusd_epi32(c31, x, y1);
+        x = _mm512_set1_epi32(a4[q]); c40 = _mm512_dpbusd_epi32(c40, x, y0); c41 = _mm512_dpbusd_epi32(c41, x, y1);
+        x = _mm512_set1_epi32(a5[q]); c50 = _mm512_dpbusd_epi32(c50, x, y0); c51 = _mm512_dpbusd_epi32(c51, x, y1);
+        x = _mm512_set1_epi32(a6[q]); c60 = _mm512_dpbusd_epi32(c60, x, y0); c61 = _mm512_dpbusd_epi32(c61, x, y1);
+        x = _mm512_set1_epi32(a7[q]); c70 = _mm512_dpbusd_epi32(c70, x, y0); c71 = _mm512_dpbusd_epi32(c71, x, y1);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11);
+    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20); _mm512_storeu_si512(c + (int64_t)2 * ldc + 16, c21);
+    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30); _mm512_storeu_si512(c + (int64_t)3 * ldc + 16, c31);
+    _mm512_storeu_si512(c + (int64_t)4 * ldc + 0, c40); _mm512_storeu_si512(c + (int64_t)4 * ldc + 16, c41);
+    _mm512_storeu_si512(c + (int64_t)5 * ldc + 0, c50); _mm512_storeu_si512(c + (int64_t)5 * ldc + 16, c51);
+    _mm512_storeu_si512(c + (int64_t)6 * ldc + 0, c60); _mm512_storeu_si512(c + (int64_t)6 * ldc + 16, c61);
+    _mm512_storeu_si512(c + (int64_t)7 * ldc + 0, c70); _mm512_storeu_si512(c + (int64_t)7 * ldc + 16, c71);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_8x1(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
+    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
+    const int32_t *a4 = (const int32_t *)(a + (int64_t)4 * lda);
+    const int32_t *a5 = (const int32_t *)(a + (int64_t)5 * lda);
+    const int32_t *a6 = (const int32_t *)(a + (int64_t)6 * lda);
+    const int32_t *a7 = (const int32_t *)(a + (int64_t)7 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    __m512i c00 = z;
+    __m512i c10 = z;
+    __m512i c20 = z;
+    __m512i c30 = z;
+    __m512i c40 = z;
+    __m512i c50 = z;
+    __m512i c60 = z;
+    __m512i c70 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0);
+        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0);
+        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0);
+        x = _mm512_set1_epi32(a4[q]); c40 = _mm512_dpbusd_epi32(c40, x, y0);
+        x = _mm512_set1_epi32(a5[q]); c50 = _mm512_dpbusd_epi32(c50, x, y0);
+        x = _mm512_set1_epi32(a6[q]); c60 = _mm512_dpbusd_epi32(c60, x, y0);
+        x = _mm512_set1_epi32(a7[q]); c70 = _mm512_dpbusd_epi32(c70, x, y0);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10);
+    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20);
+    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30);
+    _mm512_storeu_si512(c + (int64_t)4 * ldc + 0, c40);
+    _mm512_storeu_si512(c + (int64_t)5 * ldc + 0, c50);
+    _mm512_storeu_si512(c + (int64_t)6 * ldc + 0, c60);
+    _mm512_storeu_si512(c + (int64_t)7 * ldc + 0, c70);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_4x3(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
+    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    const int8_t *b2 = b + (int64_t)2 * kq * 64;
+    __m512i c00 = z, c01 = z, c02 = z;
+    __m512i c10 = z, c11 = z, c12 = z;
+    __m512i c20 = z, c21 = z, c22 = z;
+    __m512i c30 = z, c31 = z, c32 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64); __m512i y2 = _mm512_loadu_si512(b2 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1); c02 = _mm512_dpbusd_epi32(c02, x, y2);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1); c12 = _mm512_dpbusd_epi32(c12, x, y2);
+        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0); c21 = _mm512_dpbusd_epi32(c21, x, y1); c22 = _mm512_dpbusd_epi32(c22, x, y2);
+        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0); c31 = _mm512_dpbusd_epi32(c31, x, y1); c32 = _mm512_dpbusd_epi32(c32, x, y2);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01); _mm512_storeu_si512(c + (int64_t)0 * ldc + 32, c02);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11); _mm512_storeu_si512(c + (int64_t)1 * ldc + 32, c12);
+    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20); _mm512_storeu_si512(c + (int64_t)2 * ldc + 16, c21); _mm512_storeu_si512(c + (int64_t)2 * ldc + 32, c22);
+    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30); _mm512_storeu_si512(c + (int64_t)3 * ldc + 16, c31); _mm512_storeu_si512(c + (int64_t)3 * ldc + 32, c32);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_4x2(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
+    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    __m512i c00 = z, c01 = z;
+    __m512i c10 = z, c11 = z;
+    __m512i c20 = z, c21 = z;
+    __m512i c30 = z, c31 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1);
+        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0); c21 = _mm512_dpbusd_epi32(c21, x, y1);
+        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0); c31 = _mm512_dpbusd_epi32(c31, x, y1);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11);
+    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20); _mm512_storeu_si512(c + (int64_t)2 * ldc + 16, c21);
+    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30); _mm512_storeu_si512(c + (int64_t)3 * ldc + 16, c31);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_4x1(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
+    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    __m512i c00 = z;
+    __m512i c10 = z;
+    __m512i c20 = z;
+    __m512i c30 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0);
+        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0);
+        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10);
+    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20);
+    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_2x3(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    const int8_t *b2 = b + (int64_t)2 * kq * 64;
+    __m512i c00 = z, c01 = z, c02 = z;
+    __m512i c10 = z, c11 = z, c12 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64); __m512i y2 = _mm512_loadu_si512(b2 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1); c02 = _mm512_dpbusd_epi32(c02, x, y2);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1); c12 = _mm512_dpbusd_epi32(c12, x, y2);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01); _mm512_storeu_si512(c + (int64_t)0 * ldc + 32, c02);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11); _mm512_storeu_si512(c + (int64_t)1 * ldc + 32, c12);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_2x2(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    __m512i c00 = z, c01 = z;
+    __m512i c10 = z, c11 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_2x1(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    __m512i c00 = z;
+    __m512i c10 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_1x3(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    const int8_t *b2 = b + (int64_t)2 * kq * 64;
+    __m512i c00 = z, c01 = z, c02 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64); __m512i y2 = _mm512_loadu_si512(b2 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1); c02 = _mm512_dpbusd_epi32(c02, x, y2);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01); _mm512_storeu_si512(c + (int64_t)0 * ldc + 32, c02);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_1x2(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    __m512i c00 = z, c01 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_1x1(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    __m512i c00 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00);
+}
+
 /* a: rows r0..r1 of an m x (kq*4) u8 matrix (zero padded); quads: [blocks][kq][16][4] s8;
- * c: m x (blocks*16) int32, row stride ldc. */
+ * c: m x (blocks*16) int32, row stride ldc. Column panels of 3 blocks (a panel of B stays in L1/L2 while every row
+ * block streams past it), rows 8 at a time. */
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
 void ptq_gemm_u8s8_vnni(const uint8_t *a, int r0, int r1, int kq, const int8_t *quads, int blocks, int32_t *c, int ldc)
 {
     const int lda = kq * 4;
-    for (int i = r0; i < r1; i += 4) {
-        int rows = r1 - i < 4 ? r1 - i : 4;
-        const int32_t *a0 = (const int32_t *)(a + (int64_t)i * lda);
-        const int32_t *a1 = (const int32_t *)(a + (int64_t)(i + (rows > 1 ? 1 : 0)) * lda);
-        const int32_t *a2 = (const int32_t *)(a + (int64_t)(i + (rows > 2 ? 2 : 0)) * lda);
-        const int32_t *a3 = (const int32_t *)(a + (int64_t)(i + (rows > 3 ? 3 : 0)) * lda);
-        int nb = 0;
-        for (; nb + 1 < blocks; nb += 2) {
-            __m512i c00 = _mm512_setzero_si512(), c01 = _mm512_setzero_si512();
-            __m512i c10 = _mm512_setzero_si512(), c11 = _mm512_setzero_si512();
-            __m512i c20 = _mm512_setzero_si512(), c21 = _mm512_setzero_si512();
-            __m512i c30 = _mm512_setzero_si512(), c31 = _mm512_setzero_si512();
-            const int8_t *b0p = quads + (int64_t)nb * kq * 64, *b1p = b0p + (int64_t)kq * 64;
-            for (int q = 0; q < kq; q++) {
-                __m512i b0 = _mm512_loadu_si512(b0p + q * 64), b1 = _mm512_loadu_si512(b1p + q * 64);
-                __m512i x0 = _mm512_set1_epi32(a0[q]), x1 = _mm512_set1_epi32(a1[q]);
-                __m512i x2 = _mm512_set1_epi32(a2[q]), x3 = _mm512_set1_epi32(a3[q]);
-                c00 = _mm512_dpbusd_epi32(c00, x0, b0); c01 = _mm512_dpbusd_epi32(c01, x0, b1);
-                c10 = _mm512_dpbusd_epi32(c10, x1, b0); c11 = _mm512_dpbusd_epi32(c11, x1, b1);
-                c20 = _mm512_dpbusd_epi32(c20, x2, b0); c21 = _mm512_dpbusd_epi32(c21, x2, b1);
-                c30 = _mm512_dpbusd_epi32(c30, x3, b0); c31 = _mm512_dpbusd_epi32(c31, x3, b1);
+    for (int nb = 0; nb < blocks; nb += 3) {
+        int cols = blocks - nb < 3 ? blocks - nb : 3;
+        const int8_t *b = quads + (int64_t)nb * kq * 64;
+        for (int i = r0; i < r1;) {
+            int rows = r1 - i >= 8 ? 8 : r1 - i >= 4 ? 4 : r1 - i >= 2 ? 2 : 1;
+            const uint8_t *ap = a + (int64_t)i * lda;
+            int32_t *cp = c + (int64_t)i * ldc + nb * 16;
+            switch (rows * 4 + cols) {
+            case 35: gemm_tile_8x3(ap, lda, kq, b, cp, ldc); break;
+            case 34: gemm_tile_8x2(ap, lda, kq, b, cp, ldc); break;
+            case 33: gemm_tile_8x1(ap, lda, kq, b, cp, ldc); break;
+            case 19: gemm_tile_4x3(ap, lda, kq, b, cp, ldc); break;
+            case 18: gemm_tile_4x2(ap, lda, kq, b, cp, ldc); break;
+            case 17: gemm_tile_4x1(ap, lda, kq, b, cp, ldc); break;
+            case 11: gemm_tile_2x3(ap, lda, kq, b, cp, ldc); break;
+            case 10: gemm_tile_2x2(ap, lda, kq, b, cp, ldc); break;
+            case 9: gemm_tile_2x1(ap, lda, kq, b, cp, ldc); break;
+            case 7: gemm_tile_1x3(ap, lda, kq, b, cp, ldc); break;
+            case 6: gemm_tile_1x2(ap, lda, kq, b, cp, ldc); break;
+            case 5: gemm_tile_1x1(ap, lda, kq, b, cp, ldc); break;
             }
-            int32_t *o = c + (int64_t)i * ldc + nb * 16;
-            _mm512_storeu_si512(o, c00); _mm512_storeu_si512(o + 16, c01);
-            if (rows > 1) { _mm512_storeu_si512(o + ldc, c10); _mm512_storeu_si512(o + ldc + 16, c11); }
-            if (rows > 2) { _mm512_storeu_si512(o + 2 * ldc, c20); _mm512_storeu_si512(o + 2 * ldc + 16, c21); }
-            if (rows > 3) { _mm512_storeu_si512(o + 3 * ldc, c30); _mm512_storeu_si512(o + 3 * ldc + 16, c31); }
-        }
-        for (; nb < blocks; nb++) {
-            __m512i c0 = _mm512_setzero_si512(), c1 = _mm512_setzero_si512(), c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
-            const int8_t *bp = quads + (int64_t)nb * kq * 64;
-            for (int q = 0; q < kq; q++) {
-                __m512i b0 = _mm512_loadu_si512(bp + q * 64);
-                c0 = _mm512_dpbusd_epi32(c0, _mm512_set1_epi32(a0[q]), b0);
-                c1 = _mm512_dpbusd_epi32(c1, _mm512_set1_epi32(a1[q]), b0);
-                c2 = _mm512_dpbusd_epi32(c2, _mm512_set1_epi32(a2[q]), b0);
-                c3 = _mm512_dpbusd_epi32(c3, _mm512_set1_epi32(a3[q]), b0);
-            }
-            int32_t *o = c + (int64_t)i * ldc + nb * 16;
-            _mm512_storeu_si512(o, c0);
-            if (rows > 1) _mm512_storeu_si512(o + ldc, c1);
-            if (rows > 2) _mm512_storeu_si512(o + 2 * ldc, c2);
-            if (rows > 3) _mm512_storeu_si512(o + 3 * ldc, c3);
+            i += rows;
         }
     }
 }

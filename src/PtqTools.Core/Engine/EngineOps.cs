@@ -91,11 +91,11 @@ internal static class EngineOps
         long inner = s.Length == 1 ? input.Length : Inner(input.Dims, Axis(n, input.Dims.Length));
         if (Signed(zp))
         {
-            var y = new sbyte[input.Length];
+            var y = GC.AllocateUninitializedArray<sbyte>((int)(input.Length));
             QuantizeKernels.Quantize<sbyte>(input.Floats, s, z, inner, y);
             return new[] { new EngineTensor(OnnxDataType.Int8, input.Dims, y) };
         }
-        var u = new byte[input.Length];
+        var u = GC.AllocateUninitializedArray<byte>((int)(input.Length));
         QuantizeKernels.Quantize<byte>(input.Floats, s, z, inner, u);
         return new[] { new EngineTensor(OnnxDataType.UInt8, input.Dims, u) };
     }
@@ -219,12 +219,12 @@ internal static class EngineOps
         // One fused pass: convolution, bias, requantization and ReLU (native VNNI when present).
         if ((yzT?.Type ?? xt.Type) == OnnxDataType.Int8)
         {
-            var y = new sbyte[count];
+            var y = GC.AllocateUninitializedArray<sbyte>((int)(count));
             if (xt.IsUInt8) QConv.RunRequantized<byte, sbyte>(xt.Bytes, xz, packed, bias, mult, yz, relu, y);
             else QConv.RunRequantized<sbyte, sbyte>(xt.SBytes, xz, packed, bias, mult, yz, relu, y);
             return new[] { new EngineTensor(OnnxDataType.Int8, dims, y) };
         }
-        var u = new byte[count];
+        var u = GC.AllocateUninitializedArray<byte>((int)(count));
         if (xt.IsUInt8) QConv.RunRequantized<byte, byte>(xt.Bytes, xz, packed, bias, mult, yz, relu, u);
         else QConv.RunRequantized<sbyte, byte>(xt.SBytes, xz, packed, bias, mult, yz, relu, u);
         return new[] { new EngineTensor(OnnxDataType.UInt8, dims, u) };
@@ -379,12 +379,12 @@ internal static class EngineOps
         bool relu = Int(n, "ptq_relu", 0) != 0;
         if (a.Type == OnnxDataType.Int8)
         {
-            var c = new sbyte[a.Length];
+            var c = GC.AllocateUninitializedArray<sbyte>((int)(a.Length));
             QElementwise.Add<sbyte>(a.SBytes, sa, za, b.SBytes, sb, zb, sc, zc, c);
             if (relu) for (int i = 0; i < c.Length; i++) if (c[i] < zc) c[i] = (sbyte)zc;
             return new[] { new EngineTensor(a.Type, a.Dims, c) };
         }
-        var u = new byte[a.Length];
+        var u = GC.AllocateUninitializedArray<byte>((int)(a.Length));
         QElementwise.Add<byte>(a.Bytes, sa, za, b.Bytes, sb, zb, sc, zc, u);
         if (relu) for (int i = 0; i < u.Length; i++) if (u[i] < zc) u[i] = (byte)zc;
         return new[] { new EngineTensor(a.Type, a.Dims, u) };
@@ -435,8 +435,8 @@ internal static class EngineOps
         long count = TensorData.ElementCount(dims);
         switch (t.Data)
         {
-            case byte[] when t.IsUInt8: { var y = new byte[count]; QElementwise.MaxPool<byte>(t.Bytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
-            case sbyte[] when t.IsInt8: { var y = new sbyte[count]; QElementwise.MaxPool<sbyte>(t.SBytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case byte[] when t.IsUInt8: { var y = GC.AllocateUninitializedArray<byte>((int)count); QElementwise.MaxPool<byte>(t.Bytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case sbyte[] when t.IsInt8: { var y = GC.AllocateUninitializedArray<sbyte>((int)count); QElementwise.MaxPool<sbyte>(t.SBytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
             case float[] f:
             {
                 var y = new float[count];

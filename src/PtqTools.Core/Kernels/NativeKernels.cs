@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Reflection;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -65,19 +66,26 @@ public static unsafe class NativeKernels
     {
         if (!HasVnni) throw new InvalidOperationException("The native VNNI kernel is not available on this machine.");
         int k = w.K, kq = (k + 3) / 4, lda = kq * 4, ldc = w.Blocks * PackedWeights.Block;
-        var a8 = new byte[(long)m * lda];
-        var rowSums = new int[m];
+        // A is copied (sign flipped for s8, K padded to quads) once per call into the calling thread's reusable buffer.
+        var a8 = Buffer(ref t_gemmA, (long)m * lda);
+        Span<int> rowSums = m <= 1024 ? stackalloc int[m] : new int[m];
         int za = aSigned ? aZero + 128 : aZero;
         for (int i = 0; i < m; i++)
         {
             var row = a8.AsSpan(i * lda, k);
+            a8.AsSpan(i * lda + k, lda - k).Clear();
             a.Slice(i * k, k).CopyTo(row);
             if (aSigned) FlipSign(row);
             rowSums[i] = SumBytes(row);
         }
         // When N fills whole blocks the kernel writes straight into C and the correction runs in place.
         bool direct = ldc == w.N && c.Length >= (long)m * ldc;
-        var raw = direct ? null : new int[(long)m * ldc];
+        int[]? raw = null;
+        if (!direct)
+        {
+            if (t_gemmC is null || t_gemmC.Length < (long)m * ldc) t_gemmC = GC.AllocateUninitializedArray<int>(m * ldc, pinned: true);
+            raw = t_gemmC;
+        }
         int threads = KernelDispatch.ThreadsFor((long)m * w.N * k);
         fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (int* pc = direct ? c : raw!.AsSpan())
         {
@@ -85,7 +93,7 @@ public static unsafe class NativeKernels
             if (threads <= 1) GemmFn(ppa, 0, m, kq, ppq, w.Blocks, ppc, ldc);
             else
             {
-                int per = ((m + threads - 1) / threads + 3) / 4 * 4;
+                int per = ((m + threads - 1) / threads + 7) / 8 * 8;
                 var pA = (nint)ppa; var pQ = (nint)ppq; var pC = (nint)ppc; int blocks = w.Blocks;
                 Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
                 {
@@ -99,12 +107,24 @@ public static unsafe class NativeKernels
         int n = w.N;
         Span<int> colTerm = n <= 4096 ? stackalloc int[n] : new int[n];
         for (int j = 0; j < n; j++) colTerm[j] = unchecked(k * za * zb[j] - za * colSums[j]);
+        bool anyZb = false;
+        for (int j = 0; j < n; j++) anyZb |= zb[j] != 0;
+        int vn = Vector<int>.Count;
         for (int i = 0; i < m; i++)
         {
             int rs = rowSums[i];
             ReadOnlySpan<int> src = direct ? c.Slice(i * n, n) : raw.AsSpan(i * ldc, n);
             var dst = c.Slice(i * n, n);
-            for (int j = 0; j < n; j++) dst[j] = unchecked(src[j] + colTerm[j] - zb[j] * rs);
+            int j = 0;
+            if (!anyZb)
+                for (; j + vn <= n; j += vn) (new Vector<int>(src.Slice(j)) + new Vector<int>(colTerm.Slice(j))).CopyTo(dst.Slice(j));
+            else
+            {
+                var vrs = new Vector<int>(rs);
+                for (; j + vn <= n; j += vn)
+                    (new Vector<int>(src.Slice(j)) + new Vector<int>(colTerm.Slice(j)) - new Vector<int>(zb.AsSpan(j)) * vrs).CopyTo(dst.Slice(j));
+            }
+            for (; j < n; j++) dst[j] = unchecked(src[j] + colTerm[j] - zb[j] * rs);
         }
     }
 
@@ -149,6 +169,8 @@ public static unsafe class NativeKernels
     }
 
     [ThreadStatic] static byte[]? t_workspace;
+    [ThreadStatic] static byte[]? t_gemmA;
+    [ThreadStatic] static int[]? t_gemmC;
     [ThreadStatic] static byte[]? t_input;
 
     static byte[] Buffer(ref byte[]? cache, long size)
