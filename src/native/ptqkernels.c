@@ -5,7 +5,7 @@
 #include <string.h>
 #include <immintrin.h>
 
-int ptq_version(void) { return 1; }
+int ptq_version(void) { return 2; }
 
 int ptq_has_vnni(void)
 {
@@ -13,55 +13,654 @@ int ptq_has_vnni(void)
     return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512f");
 }
 
+/* GEMM register tiles: R rows of A (4 bytes of each broadcast per k quad) x C blocks of 16 columns of B (one
+ * 64-byte vector each), R * C accumulators in named registers; written out per (R, C) because gcc keeps an array of
+ * them in memory. Per k quad: C vector loads and R broadcasts feed R * C vpdpbusd. */
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_8x3(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
+    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
+    const int32_t *a4 = (const int32_t *)(a + (int64_t)4 * lda);
+    const int32_t *a5 = (const int32_t *)(a + (int64_t)5 * lda);
+    const int32_t *a6 = (const int32_t *)(a + (int64_t)6 * lda);
+    const int32_t *a7 = (const int32_t *)(a + (int64_t)7 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    const int8_t *b2 = b + (int64_t)2 * kq * 64;
+    __m512i c00 = z, c01 = z, c02 = z;
+    __m512i c10 = z, c11 = z, c12 = z;
+    __m512i c20 = z, c21 = z, c22 = z;
+    __m512i c30 = z, c31 = z, c32 = z;
+    __m512i c40 = z, c41 = z, c42 = z;
+    __m512i c50 = z, c51 = z, c52 = z;
+    __m512i c60 = z, c61 = z, c62 = z;
+    __m512i c70 = z, c71 = z, c72 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64); __m512i y2 = _mm512_loadu_si512(b2 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1); c02 = _mm512_dpbusd_epi32(c02, x, y2);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1); c12 = _mm512_dpbusd_epi32(c12, x, y2);
+        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0); c21 = _mm512_dpbusd_epi32(c21, x, y1); c22 = _mm512_dpbusd_epi32(c22, x, y2);
+        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0); c31 = _mm512_dpbusd_epi32(c31, x, y1); c32 = _mm512_dpbusd_epi32(c32, x, y2);
+        x = _mm512_set1_epi32(a4[q]); c40 = _mm512_dpbusd_epi32(c40, x, y0); c41 = _mm512_dpbusd_epi32(c41, x, y1); c42 = _mm512_dpbusd_epi32(c42, x, y2);
+        x = _mm512_set1_epi32(a5[q]); c50 = _mm512_dpbusd_epi32(c50, x, y0); c51 = _mm512_dpbusd_epi32(c51, x, y1); c52 = _mm512_dpbusd_epi32(c52, x, y2);
+        x = _mm512_set1_epi32(a6[q]); c60 = _mm512_dpbusd_epi32(c60, x, y0); c61 = _mm512_dpbusd_epi32(c61, x, y1); c62 = _mm512_dpbusd_epi32(c62, x, y2);
+        x = _mm512_set1_epi32(a7[q]); c70 = _mm512_dpbusd_epi32(c70, x, y0); c71 = _mm512_dpbusd_epi32(c71, x, y1); c72 = _mm512_dpbusd_epi32(c72, x, y2);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01); _mm512_storeu_si512(c + (int64_t)0 * ldc + 32, c02);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11); _mm512_storeu_si512(c + (int64_t)1 * ldc + 32, c12);
+    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20); _mm512_storeu_si512(c + (int64_t)2 * ldc + 16, c21); _mm512_storeu_si512(c + (int64_t)2 * ldc + 32, c22);
+    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30); _mm512_storeu_si512(c + (int64_t)3 * ldc + 16, c31); _mm512_storeu_si512(c + (int64_t)3 * ldc + 32, c32);
+    _mm512_storeu_si512(c + (int64_t)4 * ldc + 0, c40); _mm512_storeu_si512(c + (int64_t)4 * ldc + 16, c41); _mm512_storeu_si512(c + (int64_t)4 * ldc + 32, c42);
+    _mm512_storeu_si512(c + (int64_t)5 * ldc + 0, c50); _mm512_storeu_si512(c + (int64_t)5 * ldc + 16, c51); _mm512_storeu_si512(c + (int64_t)5 * ldc + 32, c52);
+    _mm512_storeu_si512(c + (int64_t)6 * ldc + 0, c60); _mm512_storeu_si512(c + (int64_t)6 * ldc + 16, c61); _mm512_storeu_si512(c + (int64_t)6 * ldc + 32, c62);
+    _mm512_storeu_si512(c + (int64_t)7 * ldc + 0, c70); _mm512_storeu_si512(c + (int64_t)7 * ldc + 16, c71); _mm512_storeu_si512(c + (int64_t)7 * ldc + 32, c72);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_8x2(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
+    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
+    const int32_t *a4 = (const int32_t *)(a + (int64_t)4 * lda);
+    const int32_t *a5 = (const int32_t *)(a + (int64_t)5 * lda);
+    const int32_t *a6 = (const int32_t *)(a + (int64_t)6 * lda);
+    const int32_t *a7 = (const int32_t *)(a + (int64_t)7 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    __m512i c00 = z, c01 = z;
+    __m512i c10 = z, c11 = z;
+    __m512i c20 = z, c21 = z;
+    __m512i c30 = z, c31 = z;
+    __m512i c40 = z, c41 = z;
+    __m512i c50 = z, c51 = z;
+    __m512i c60 = z, c61 = z;
+    __m512i c70 = z, c71 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1);
+        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0); c21 = _mm512_dpbusd_epi32(c21, x, y1);
+        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0); c31 = _mm512_dpbusd_epi32(c31, x, y1);
+        x = _mm512_set1_epi32(a4[q]); c40 = _mm512_dpbusd_epi32(c40, x, y0); c41 = _mm512_dpbusd_epi32(c41, x, y1);
+        x = _mm512_set1_epi32(a5[q]); c50 = _mm512_dpbusd_epi32(c50, x, y0); c51 = _mm512_dpbusd_epi32(c51, x, y1);
+        x = _mm512_set1_epi32(a6[q]); c60 = _mm512_dpbusd_epi32(c60, x, y0); c61 = _mm512_dpbusd_epi32(c61, x, y1);
+        x = _mm512_set1_epi32(a7[q]); c70 = _mm512_dpbusd_epi32(c70, x, y0); c71 = _mm512_dpbusd_epi32(c71, x, y1);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11);
+    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20); _mm512_storeu_si512(c + (int64_t)2 * ldc + 16, c21);
+    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30); _mm512_storeu_si512(c + (int64_t)3 * ldc + 16, c31);
+    _mm512_storeu_si512(c + (int64_t)4 * ldc + 0, c40); _mm512_storeu_si512(c + (int64_t)4 * ldc + 16, c41);
+    _mm512_storeu_si512(c + (int64_t)5 * ldc + 0, c50); _mm512_storeu_si512(c + (int64_t)5 * ldc + 16, c51);
+    _mm512_storeu_si512(c + (int64_t)6 * ldc + 0, c60); _mm512_storeu_si512(c + (int64_t)6 * ldc + 16, c61);
+    _mm512_storeu_si512(c + (int64_t)7 * ldc + 0, c70); _mm512_storeu_si512(c + (int64_t)7 * ldc + 16, c71);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_8x1(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
+    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
+    const int32_t *a4 = (const int32_t *)(a + (int64_t)4 * lda);
+    const int32_t *a5 = (const int32_t *)(a + (int64_t)5 * lda);
+    const int32_t *a6 = (const int32_t *)(a + (int64_t)6 * lda);
+    const int32_t *a7 = (const int32_t *)(a + (int64_t)7 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    __m512i c00 = z;
+    __m512i c10 = z;
+    __m512i c20 = z;
+    __m512i c30 = z;
+    __m512i c40 = z;
+    __m512i c50 = z;
+    __m512i c60 = z;
+    __m512i c70 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0);
+        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0);
+        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0);
+        x = _mm512_set1_epi32(a4[q]); c40 = _mm512_dpbusd_epi32(c40, x, y0);
+        x = _mm512_set1_epi32(a5[q]); c50 = _mm512_dpbusd_epi32(c50, x, y0);
+        x = _mm512_set1_epi32(a6[q]); c60 = _mm512_dpbusd_epi32(c60, x, y0);
+        x = _mm512_set1_epi32(a7[q]); c70 = _mm512_dpbusd_epi32(c70, x, y0);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10);
+    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20);
+    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30);
+    _mm512_storeu_si512(c + (int64_t)4 * ldc + 0, c40);
+    _mm512_storeu_si512(c + (int64_t)5 * ldc + 0, c50);
+    _mm512_storeu_si512(c + (int64_t)6 * ldc + 0, c60);
+    _mm512_storeu_si512(c + (int64_t)7 * ldc + 0, c70);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_4x3(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
+    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    const int8_t *b2 = b + (int64_t)2 * kq * 64;
+    __m512i c00 = z, c01 = z, c02 = z;
+    __m512i c10 = z, c11 = z, c12 = z;
+    __m512i c20 = z, c21 = z, c22 = z;
+    __m512i c30 = z, c31 = z, c32 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64); __m512i y2 = _mm512_loadu_si512(b2 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1); c02 = _mm512_dpbusd_epi32(c02, x, y2);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1); c12 = _mm512_dpbusd_epi32(c12, x, y2);
+        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0); c21 = _mm512_dpbusd_epi32(c21, x, y1); c22 = _mm512_dpbusd_epi32(c22, x, y2);
+        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0); c31 = _mm512_dpbusd_epi32(c31, x, y1); c32 = _mm512_dpbusd_epi32(c32, x, y2);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01); _mm512_storeu_si512(c + (int64_t)0 * ldc + 32, c02);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11); _mm512_storeu_si512(c + (int64_t)1 * ldc + 32, c12);
+    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20); _mm512_storeu_si512(c + (int64_t)2 * ldc + 16, c21); _mm512_storeu_si512(c + (int64_t)2 * ldc + 32, c22);
+    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30); _mm512_storeu_si512(c + (int64_t)3 * ldc + 16, c31); _mm512_storeu_si512(c + (int64_t)3 * ldc + 32, c32);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_4x2(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
+    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    __m512i c00 = z, c01 = z;
+    __m512i c10 = z, c11 = z;
+    __m512i c20 = z, c21 = z;
+    __m512i c30 = z, c31 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1);
+        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0); c21 = _mm512_dpbusd_epi32(c21, x, y1);
+        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0); c31 = _mm512_dpbusd_epi32(c31, x, y1);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11);
+    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20); _mm512_storeu_si512(c + (int64_t)2 * ldc + 16, c21);
+    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30); _mm512_storeu_si512(c + (int64_t)3 * ldc + 16, c31);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_4x1(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
+    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    __m512i c00 = z;
+    __m512i c10 = z;
+    __m512i c20 = z;
+    __m512i c30 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0);
+        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0);
+        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10);
+    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20);
+    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_2x3(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    const int8_t *b2 = b + (int64_t)2 * kq * 64;
+    __m512i c00 = z, c01 = z, c02 = z;
+    __m512i c10 = z, c11 = z, c12 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64); __m512i y2 = _mm512_loadu_si512(b2 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1); c02 = _mm512_dpbusd_epi32(c02, x, y2);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1); c12 = _mm512_dpbusd_epi32(c12, x, y2);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01); _mm512_storeu_si512(c + (int64_t)0 * ldc + 32, c02);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11); _mm512_storeu_si512(c + (int64_t)1 * ldc + 32, c12);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_2x2(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    __m512i c00 = z, c01 = z;
+    __m512i c10 = z, c11 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_2x1(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    __m512i c00 = z;
+    __m512i c10 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0);
+        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00);
+    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_1x3(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    const int8_t *b2 = b + (int64_t)2 * kq * 64;
+    __m512i c00 = z, c01 = z, c02 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64); __m512i y2 = _mm512_loadu_si512(b2 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1); c02 = _mm512_dpbusd_epi32(c02, x, y2);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01); _mm512_storeu_si512(c + (int64_t)0 * ldc + 32, c02);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_1x2(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    const int8_t *b1 = b + (int64_t)1 * kq * 64;
+    __m512i c00 = z, c01 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_tile_1x1(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
+    const int8_t *b0 = b + (int64_t)0 * kq * 64;
+    __m512i c00 = z;
+    for (int q = 0; q < kq; q++) {
+        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
+        __m512i x;
+        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0);
+    }
+    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00);
+}
+
 /* a: rows r0..r1 of an m x (kq*4) u8 matrix (zero padded); quads: [blocks][kq][16][4] s8;
- * c: m x (blocks*16) int32, row stride ldc. */
+ * c: m x (blocks*16) int32, row stride ldc. Column panels of 3 blocks (a panel of B stays in L1/L2 while every row
+ * block streams past it), rows 8 at a time. */
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
 void ptq_gemm_u8s8_vnni(const uint8_t *a, int r0, int r1, int kq, const int8_t *quads, int blocks, int32_t *c, int ldc)
 {
     const int lda = kq * 4;
-    for (int i = r0; i < r1; i += 4) {
-        int rows = r1 - i < 4 ? r1 - i : 4;
-        const int32_t *a0 = (const int32_t *)(a + (int64_t)i * lda);
-        const int32_t *a1 = (const int32_t *)(a + (int64_t)(i + (rows > 1 ? 1 : 0)) * lda);
-        const int32_t *a2 = (const int32_t *)(a + (int64_t)(i + (rows > 2 ? 2 : 0)) * lda);
-        const int32_t *a3 = (const int32_t *)(a + (int64_t)(i + (rows > 3 ? 3 : 0)) * lda);
-        int nb = 0;
-        for (; nb + 1 < blocks; nb += 2) {
-            __m512i c00 = _mm512_setzero_si512(), c01 = _mm512_setzero_si512();
-            __m512i c10 = _mm512_setzero_si512(), c11 = _mm512_setzero_si512();
-            __m512i c20 = _mm512_setzero_si512(), c21 = _mm512_setzero_si512();
-            __m512i c30 = _mm512_setzero_si512(), c31 = _mm512_setzero_si512();
-            const int8_t *b0p = quads + (int64_t)nb * kq * 64, *b1p = b0p + (int64_t)kq * 64;
-            for (int q = 0; q < kq; q++) {
-                __m512i b0 = _mm512_loadu_si512(b0p + q * 64), b1 = _mm512_loadu_si512(b1p + q * 64);
-                __m512i x0 = _mm512_set1_epi32(a0[q]), x1 = _mm512_set1_epi32(a1[q]);
-                __m512i x2 = _mm512_set1_epi32(a2[q]), x3 = _mm512_set1_epi32(a3[q]);
-                c00 = _mm512_dpbusd_epi32(c00, x0, b0); c01 = _mm512_dpbusd_epi32(c01, x0, b1);
-                c10 = _mm512_dpbusd_epi32(c10, x1, b0); c11 = _mm512_dpbusd_epi32(c11, x1, b1);
-                c20 = _mm512_dpbusd_epi32(c20, x2, b0); c21 = _mm512_dpbusd_epi32(c21, x2, b1);
-                c30 = _mm512_dpbusd_epi32(c30, x3, b0); c31 = _mm512_dpbusd_epi32(c31, x3, b1);
+    for (int nb = 0; nb < blocks; nb += 3) {
+        int cols = blocks - nb < 3 ? blocks - nb : 3;
+        const int8_t *b = quads + (int64_t)nb * kq * 64;
+        for (int i = r0; i < r1;) {
+            int rows = r1 - i >= 8 ? 8 : r1 - i >= 4 ? 4 : r1 - i >= 2 ? 2 : 1;
+            const uint8_t *ap = a + (int64_t)i * lda;
+            int32_t *cp = c + (int64_t)i * ldc + nb * 16;
+            switch (rows * 4 + cols) {
+            case 35: gemm_tile_8x3(ap, lda, kq, b, cp, ldc); break;
+            case 34: gemm_tile_8x2(ap, lda, kq, b, cp, ldc); break;
+            case 33: gemm_tile_8x1(ap, lda, kq, b, cp, ldc); break;
+            case 19: gemm_tile_4x3(ap, lda, kq, b, cp, ldc); break;
+            case 18: gemm_tile_4x2(ap, lda, kq, b, cp, ldc); break;
+            case 17: gemm_tile_4x1(ap, lda, kq, b, cp, ldc); break;
+            case 11: gemm_tile_2x3(ap, lda, kq, b, cp, ldc); break;
+            case 10: gemm_tile_2x2(ap, lda, kq, b, cp, ldc); break;
+            case 9: gemm_tile_2x1(ap, lda, kq, b, cp, ldc); break;
+            case 7: gemm_tile_1x3(ap, lda, kq, b, cp, ldc); break;
+            case 6: gemm_tile_1x2(ap, lda, kq, b, cp, ldc); break;
+            case 5: gemm_tile_1x1(ap, lda, kq, b, cp, ldc); break;
             }
-            int32_t *o = c + (int64_t)i * ldc + nb * 16;
-            _mm512_storeu_si512(o, c00); _mm512_storeu_si512(o + 16, c01);
-            if (rows > 1) { _mm512_storeu_si512(o + ldc, c10); _mm512_storeu_si512(o + ldc + 16, c11); }
-            if (rows > 2) { _mm512_storeu_si512(o + 2 * ldc, c20); _mm512_storeu_si512(o + 2 * ldc + 16, c21); }
-            if (rows > 3) { _mm512_storeu_si512(o + 3 * ldc, c30); _mm512_storeu_si512(o + 3 * ldc + 16, c31); }
+            i += rows;
         }
-        for (; nb < blocks; nb++) {
-            __m512i c0 = _mm512_setzero_si512(), c1 = _mm512_setzero_si512(), c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
-            const int8_t *bp = quads + (int64_t)nb * kq * 64;
-            for (int q = 0; q < kq; q++) {
-                __m512i b0 = _mm512_loadu_si512(bp + q * 64);
-                c0 = _mm512_dpbusd_epi32(c0, _mm512_set1_epi32(a0[q]), b0);
-                c1 = _mm512_dpbusd_epi32(c1, _mm512_set1_epi32(a1[q]), b0);
-                c2 = _mm512_dpbusd_epi32(c2, _mm512_set1_epi32(a2[q]), b0);
-                c3 = _mm512_dpbusd_epi32(c3, _mm512_set1_epi32(a3[q]), b0);
+    }
+}
+
+/* ---- Direct VNNI convolution ------------------------------------------------------------------------------------
+ * The input of one image and group is laid out once per call as channel quads, padded: [cq][hp][wp][4] u8 (pads
+ * and missing channels hold the zero point, plus 256 bytes of slack). A K "quad" q = (cq * kh + ki) * kw + kj is then
+ * 4 channels at one kernel tap, so 16 output pixels x 4 k values are one 64-byte vector: with stride 1 it is read
+ * straight from the packed input (pixels run over "wide" rows of wp columns, the pad columns computed and dropped);
+ * with other strides 64 pixels are gathered into a per-thread tile. vpdpbusd multiplies it by a broadcast weight
+ * quad, so each accumulator holds 16 pixels of one output channel: the NCHW row, requantized in the same pass. */
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+void ptq_conv_pack_input(const uint8_t *x, int channels, int h, int w, int pt, int pl, int hp, int wp,
+                         uint8_t fill, int flip, uint8_t *out)
+{
+    int cq = (channels + 3) / 4;
+    memset(out, fill, (size_t)cq * hp * wp * 4 + 256);
+    const __m128i f = _mm_set1_epi8((char)fill), sign = _mm_set1_epi8(flip ? (char)0x80 : 0);
+    for (int q = 0; q < cq; q++)
+        for (int r = 0; r < h; r++) {
+            const uint8_t *src[4];
+            int have[4];
+            for (int t = 0; t < 4; t++) {
+                int c = q * 4 + t;
+                have[t] = c < channels;
+                src[t] = have[t] ? x + ((int64_t)c * h + r) * w : 0;
             }
-            int32_t *o = c + (int64_t)i * ldc + nb * 16;
-            _mm512_storeu_si512(o, c0);
-            if (rows > 1) _mm512_storeu_si512(o + ldc, c1);
-            if (rows > 2) _mm512_storeu_si512(o + 2 * ldc, c2);
-            if (rows > 3) _mm512_storeu_si512(o + 3 * ldc, c3);
+            uint8_t *dst = out + (((int64_t)q * hp + r + pt) * wp + pl) * 4;
+            for (int j = 0; j < w; j += 16) {
+                int n = w - j < 16 ? w - j : 16;
+                __mmask16 m = (__mmask16)((1u << n) - 1);
+                __m128i v[4];
+                for (int t = 0; t < 4; t++)
+                    v[t] = have[t] ? _mm_xor_si128(_mm_maskz_loadu_epi8(m, src[t] + j), sign) : f;
+                __m128i a = _mm_unpacklo_epi8(v[0], v[1]), b = _mm_unpacklo_epi8(v[2], v[3]);
+                __m128i c = _mm_unpackhi_epi8(v[0], v[1]), d = _mm_unpackhi_epi8(v[2], v[3]);
+                __m128i o[4] = { _mm_unpacklo_epi16(a, b), _mm_unpackhi_epi16(a, b), _mm_unpacklo_epi16(c, d), _mm_unpackhi_epi16(c, d) };
+                for (int s = 0; s < 4; s++) {
+                    int cnt = n - s * 4;
+                    if (cnt <= 0) break;
+                    __mmask16 sm = (__mmask16)(cnt >= 4 ? 0xFFFF : (1u << (cnt * 4)) - 1);
+                    _mm_mask_storeu_epi8(dst + (j + s * 4) * 4, sm, o[s]);
+                }
+            }
+        }
+}
+
+typedef struct {
+    const uint8_t *x;      /* packed input [cq][hp][wp][4] */
+    const int8_t *w;       /* weights [oc rounded up to 8][kq][4] */
+    const int32_t *corr;   /* per channel: bias - xz * sum(w) + K * xz * wz (wrapping int32) */
+    const int32_t *wzero;  /* per channel weight zero point (as stored), or null when all are 0 */
+    const float *mult;     /* per channel requantize multiplier, or null for int32 output */
+    void *y;               /* output planes [oc][oh * ow] of this image and group */
+    int kq, kh, kw, cq, hp, wp, sh, sw, dh, dw, oh, ow, oc;
+    float zp, qlo, qhi;
+    int out_signed;
+} ptq_conv_args;
+
+#define CONV_TILE 48   /* pixels per tile: 3 blocks of 16 */
+#define CONV_ROWS 8    /* output channels per register block */
+
+int ptq_conv_tiles(const ptq_conv_args *a)
+{
+    int span = a->sh == 1 && a->sw == 1 ? (a->oh - 1) * a->wp + a->ow : a->oh * a->ow;
+    return (span + CONV_TILE - 1) / CONV_TILE;
+}
+
+/* Bytes of per-thread workspace ptq_conv_vnni needs. */
+int64_t ptq_conv_workspace(const ptq_conv_args *a) { return (int64_t)a->kq * (8 + 4 + CONV_TILE * 4) + 128; }
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static inline void conv_store(const ptq_conv_args *a, __m512i v, int o, int b, const __mmask16 *mask, const int *start, const __m512i *xsum)
+{
+    if (!mask[b] || o >= a->oc) return;
+    if (a->wzero) v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_set1_epi32(a->wzero[o]), xsum[b]));
+    v = _mm512_add_epi32(v, _mm512_set1_epi32(a->corr[o]));
+    int64_t plane = (int64_t)o * a->oh * a->ow + start[b];
+    if (!a->mult) { _mm512_mask_compressstoreu_epi32((int32_t *)a->y + plane, mask[b], v); return; }
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(a->mult[o]));
+    f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    f = _mm512_add_ps(f, _mm512_set1_ps(a->zp));
+    f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(a->qlo)), _mm512_set1_ps(a->qhi));
+    __m512i r = _mm512_maskz_compress_epi32(mask[b], _mm512_cvtps_epi32(f));
+    __m128i bytes = a->out_signed ? _mm512_cvtsepi32_epi8(r) : _mm512_cvtusepi32_epi8(r);
+    int cnt = __builtin_popcount(mask[b]);
+    _mm_mask_storeu_epi8((uint8_t *)a->y + plane, (__mmask16)((1u << cnt) - 1), bytes);
+}
+
+/* 8 output channels from o x NB blocks of 16 pixels, accumulators in named registers (24 at most); written out
+ * for NB = 3, 2, 1 because gcc keeps an array of them in memory. */
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static void conv_rows8_3(const ptq_conv_args *a, const uint8_t *const *xp, int o, const __mmask16 *mask, const int *start, const __m512i *xsum)
+{
+    const int kq = a->kq;
+    const int32_t *w0 = (const int32_t *)(a->w + (int64_t)o * kq * 4);
+    const int32_t *w1 = w0 + kq;
+    const int32_t *w2 = w1 + kq;
+    const int32_t *w3 = w2 + kq;
+    const int32_t *w4 = w3 + kq;
+    const int32_t *w5 = w4 + kq;
+    const int32_t *w6 = w5 + kq;
+    const int32_t *w7 = w6 + kq;
+    const __m512i z = _mm512_setzero_si512();
+    __m512i c00 = z, c01 = z, c02 = z;
+    __m512i c10 = z, c11 = z, c12 = z;
+    __m512i c20 = z, c21 = z, c22 = z;
+    __m512i c30 = z, c31 = z, c32 = z;
+    __m512i c40 = z, c41 = z, c42 = z;
+    __m512i c50 = z, c51 = z, c52 = z;
+    __m512i c60 = z, c61 = z, c62 = z;
+    __m512i c70 = z, c71 = z, c72 = z;
+    for (int q = 0; q < kq; q++) {
+        const uint8_t *p = xp[q];
+        __m512i x0 = _mm512_loadu_si512(p + 0); __m512i x1 = _mm512_loadu_si512(p + 64); __m512i x2 = _mm512_loadu_si512(p + 128);
+        __m512i wv;
+        wv = _mm512_set1_epi32(w0[q]); c00 = _mm512_dpbusd_epi32(c00, x0, wv); c01 = _mm512_dpbusd_epi32(c01, x1, wv); c02 = _mm512_dpbusd_epi32(c02, x2, wv);
+        wv = _mm512_set1_epi32(w1[q]); c10 = _mm512_dpbusd_epi32(c10, x0, wv); c11 = _mm512_dpbusd_epi32(c11, x1, wv); c12 = _mm512_dpbusd_epi32(c12, x2, wv);
+        wv = _mm512_set1_epi32(w2[q]); c20 = _mm512_dpbusd_epi32(c20, x0, wv); c21 = _mm512_dpbusd_epi32(c21, x1, wv); c22 = _mm512_dpbusd_epi32(c22, x2, wv);
+        wv = _mm512_set1_epi32(w3[q]); c30 = _mm512_dpbusd_epi32(c30, x0, wv); c31 = _mm512_dpbusd_epi32(c31, x1, wv); c32 = _mm512_dpbusd_epi32(c32, x2, wv);
+        wv = _mm512_set1_epi32(w4[q]); c40 = _mm512_dpbusd_epi32(c40, x0, wv); c41 = _mm512_dpbusd_epi32(c41, x1, wv); c42 = _mm512_dpbusd_epi32(c42, x2, wv);
+        wv = _mm512_set1_epi32(w5[q]); c50 = _mm512_dpbusd_epi32(c50, x0, wv); c51 = _mm512_dpbusd_epi32(c51, x1, wv); c52 = _mm512_dpbusd_epi32(c52, x2, wv);
+        wv = _mm512_set1_epi32(w6[q]); c60 = _mm512_dpbusd_epi32(c60, x0, wv); c61 = _mm512_dpbusd_epi32(c61, x1, wv); c62 = _mm512_dpbusd_epi32(c62, x2, wv);
+        wv = _mm512_set1_epi32(w7[q]); c70 = _mm512_dpbusd_epi32(c70, x0, wv); c71 = _mm512_dpbusd_epi32(c71, x1, wv); c72 = _mm512_dpbusd_epi32(c72, x2, wv);
+    }
+    conv_store(a, c00, o + 0, 0, mask, start, xsum); conv_store(a, c01, o + 0, 1, mask, start, xsum); conv_store(a, c02, o + 0, 2, mask, start, xsum);
+    conv_store(a, c10, o + 1, 0, mask, start, xsum); conv_store(a, c11, o + 1, 1, mask, start, xsum); conv_store(a, c12, o + 1, 2, mask, start, xsum);
+    conv_store(a, c20, o + 2, 0, mask, start, xsum); conv_store(a, c21, o + 2, 1, mask, start, xsum); conv_store(a, c22, o + 2, 2, mask, start, xsum);
+    conv_store(a, c30, o + 3, 0, mask, start, xsum); conv_store(a, c31, o + 3, 1, mask, start, xsum); conv_store(a, c32, o + 3, 2, mask, start, xsum);
+    conv_store(a, c40, o + 4, 0, mask, start, xsum); conv_store(a, c41, o + 4, 1, mask, start, xsum); conv_store(a, c42, o + 4, 2, mask, start, xsum);
+    conv_store(a, c50, o + 5, 0, mask, start, xsum); conv_store(a, c51, o + 5, 1, mask, start, xsum); conv_store(a, c52, o + 5, 2, mask, start, xsum);
+    conv_store(a, c60, o + 6, 0, mask, start, xsum); conv_store(a, c61, o + 6, 1, mask, start, xsum); conv_store(a, c62, o + 6, 2, mask, start, xsum);
+    conv_store(a, c70, o + 7, 0, mask, start, xsum); conv_store(a, c71, o + 7, 1, mask, start, xsum); conv_store(a, c72, o + 7, 2, mask, start, xsum);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static void conv_rows8_2(const ptq_conv_args *a, const uint8_t *const *xp, int o, const __mmask16 *mask, const int *start, const __m512i *xsum)
+{
+    const int kq = a->kq;
+    const int32_t *w0 = (const int32_t *)(a->w + (int64_t)o * kq * 4);
+    const int32_t *w1 = w0 + kq;
+    const int32_t *w2 = w1 + kq;
+    const int32_t *w3 = w2 + kq;
+    const int32_t *w4 = w3 + kq;
+    const int32_t *w5 = w4 + kq;
+    const int32_t *w6 = w5 + kq;
+    const int32_t *w7 = w6 + kq;
+    const __m512i z = _mm512_setzero_si512();
+    __m512i c00 = z, c01 = z;
+    __m512i c10 = z, c11 = z;
+    __m512i c20 = z, c21 = z;
+    __m512i c30 = z, c31 = z;
+    __m512i c40 = z, c41 = z;
+    __m512i c50 = z, c51 = z;
+    __m512i c60 = z, c61 = z;
+    __m512i c70 = z, c71 = z;
+    for (int q = 0; q < kq; q++) {
+        const uint8_t *p = xp[q];
+        __m512i x0 = _mm512_loadu_si512(p + 0); __m512i x1 = _mm512_loadu_si512(p + 64);
+        __m512i wv;
+        wv = _mm512_set1_epi32(w0[q]); c00 = _mm512_dpbusd_epi32(c00, x0, wv); c01 = _mm512_dpbusd_epi32(c01, x1, wv);
+        wv = _mm512_set1_epi32(w1[q]); c10 = _mm512_dpbusd_epi32(c10, x0, wv); c11 = _mm512_dpbusd_epi32(c11, x1, wv);
+        wv = _mm512_set1_epi32(w2[q]); c20 = _mm512_dpbusd_epi32(c20, x0, wv); c21 = _mm512_dpbusd_epi32(c21, x1, wv);
+        wv = _mm512_set1_epi32(w3[q]); c30 = _mm512_dpbusd_epi32(c30, x0, wv); c31 = _mm512_dpbusd_epi32(c31, x1, wv);
+        wv = _mm512_set1_epi32(w4[q]); c40 = _mm512_dpbusd_epi32(c40, x0, wv); c41 = _mm512_dpbusd_epi32(c41, x1, wv);
+        wv = _mm512_set1_epi32(w5[q]); c50 = _mm512_dpbusd_epi32(c50, x0, wv); c51 = _mm512_dpbusd_epi32(c51, x1, wv);
+        wv = _mm512_set1_epi32(w6[q]); c60 = _mm512_dpbusd_epi32(c60, x0, wv); c61 = _mm512_dpbusd_epi32(c61, x1, wv);
+        wv = _mm512_set1_epi32(w7[q]); c70 = _mm512_dpbusd_epi32(c70, x0, wv); c71 = _mm512_dpbusd_epi32(c71, x1, wv);
+    }
+    conv_store(a, c00, o + 0, 0, mask, start, xsum); conv_store(a, c01, o + 0, 1, mask, start, xsum);
+    conv_store(a, c10, o + 1, 0, mask, start, xsum); conv_store(a, c11, o + 1, 1, mask, start, xsum);
+    conv_store(a, c20, o + 2, 0, mask, start, xsum); conv_store(a, c21, o + 2, 1, mask, start, xsum);
+    conv_store(a, c30, o + 3, 0, mask, start, xsum); conv_store(a, c31, o + 3, 1, mask, start, xsum);
+    conv_store(a, c40, o + 4, 0, mask, start, xsum); conv_store(a, c41, o + 4, 1, mask, start, xsum);
+    conv_store(a, c50, o + 5, 0, mask, start, xsum); conv_store(a, c51, o + 5, 1, mask, start, xsum);
+    conv_store(a, c60, o + 6, 0, mask, start, xsum); conv_store(a, c61, o + 6, 1, mask, start, xsum);
+    conv_store(a, c70, o + 7, 0, mask, start, xsum); conv_store(a, c71, o + 7, 1, mask, start, xsum);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static void conv_rows8_1(const ptq_conv_args *a, const uint8_t *const *xp, int o, const __mmask16 *mask, const int *start, const __m512i *xsum)
+{
+    const int kq = a->kq;
+    const int32_t *w0 = (const int32_t *)(a->w + (int64_t)o * kq * 4);
+    const int32_t *w1 = w0 + kq;
+    const int32_t *w2 = w1 + kq;
+    const int32_t *w3 = w2 + kq;
+    const int32_t *w4 = w3 + kq;
+    const int32_t *w5 = w4 + kq;
+    const int32_t *w6 = w5 + kq;
+    const int32_t *w7 = w6 + kq;
+    const __m512i z = _mm512_setzero_si512();
+    __m512i c00 = z;
+    __m512i c10 = z;
+    __m512i c20 = z;
+    __m512i c30 = z;
+    __m512i c40 = z;
+    __m512i c50 = z;
+    __m512i c60 = z;
+    __m512i c70 = z;
+    for (int q = 0; q < kq; q++) {
+        const uint8_t *p = xp[q];
+        __m512i x0 = _mm512_loadu_si512(p + 0);
+        __m512i wv;
+        wv = _mm512_set1_epi32(w0[q]); c00 = _mm512_dpbusd_epi32(c00, x0, wv);
+        wv = _mm512_set1_epi32(w1[q]); c10 = _mm512_dpbusd_epi32(c10, x0, wv);
+        wv = _mm512_set1_epi32(w2[q]); c20 = _mm512_dpbusd_epi32(c20, x0, wv);
+        wv = _mm512_set1_epi32(w3[q]); c30 = _mm512_dpbusd_epi32(c30, x0, wv);
+        wv = _mm512_set1_epi32(w4[q]); c40 = _mm512_dpbusd_epi32(c40, x0, wv);
+        wv = _mm512_set1_epi32(w5[q]); c50 = _mm512_dpbusd_epi32(c50, x0, wv);
+        wv = _mm512_set1_epi32(w6[q]); c60 = _mm512_dpbusd_epi32(c60, x0, wv);
+        wv = _mm512_set1_epi32(w7[q]); c70 = _mm512_dpbusd_epi32(c70, x0, wv);
+    }
+    conv_store(a, c00, o + 0, 0, mask, start, xsum);
+    conv_store(a, c10, o + 1, 0, mask, start, xsum);
+    conv_store(a, c20, o + 2, 0, mask, start, xsum);
+    conv_store(a, c30, o + 3, 0, mask, start, xsum);
+    conv_store(a, c40, o + 4, 0, mask, start, xsum);
+    conv_store(a, c50, o + 5, 0, mask, start, xsum);
+    conv_store(a, c60, o + 6, 0, mask, start, xsum);
+    conv_store(a, c70, o + 7, 0, mask, start, xsum);
+}
+
+/* Output tiles [t0, t1) (48 pixels each) for channels [o0, o1) (o0 a multiple of 8). */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, int o1, uint8_t *ws)
+{
+    const int kq = a->kq, wide = a->sh == 1 && a->sw == 1;
+    const int pixels = a->oh * a->ow, span = wide ? (a->oh - 1) * a->wp + a->ow : pixels;
+    uint8_t *base = (uint8_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    uint8_t *tile = base;                                   /* kq * 192 bytes (gathered pixels) */
+    const uint8_t **xp = (const uint8_t **)(tile + (int64_t)kq * CONV_TILE * 4);
+    int32_t *qoff = (int32_t *)(xp + kq);
+    for (int cq = 0, q = 0; cq < a->cq; cq++)
+        for (int ki = 0; ki < a->kh; ki++)
+            for (int kj = 0; kj < a->kw; kj++, q++)
+                qoff[q] = ((cq * a->hp + ki * a->dh) * a->wp + kj * a->dw) * 4;
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i ones = _mm512_set1_epi32(0x01010101);
+    for (int t = t0; t < t1; t++) {
+        int l0 = t * CONV_TILE;
+        int nb = (span - l0 + 15) / 16;
+        if (nb > 3) nb = 3;
+        __mmask16 mask[3];
+        int start[3];
+        for (int b = 0; b < 3; b++) {
+            int lb = l0 + b * 16;
+            mask[b] = 0; start[b] = 0;
+            int first = 1;
+            for (int i = 0; i < 16 && b < nb; i++) {
+                int l = lb + i;
+                if (l >= span) break;
+                if (wide && l % a->wp >= a->ow) continue;
+                if (first) { start[b] = wide ? l / a->wp * a->ow + l % a->wp : l; first = 0; }
+                mask[b] |= (__mmask16)(1u << i);
+            }
+        }
+        if (wide) {
+            for (int q = 0; q < kq; q++) xp[q] = a->x + qoff[q] + (int64_t)l0 * 4;
+        } else {
+            __m512i off[3];
+            for (int b = 0; b < 3; b++) {
+                __m512i p = _mm512_add_epi32(_mm512_set1_epi32(l0 + b * 16), lane);
+                __mmask16 in = _mm512_cmplt_epi32_mask(p, _mm512_set1_epi32(pixels));
+                /* p / ow by float division is exact here (p < 2^24), then rounded down. */
+                __m512i r = _mm512_cvttps_epi32(_mm512_div_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps((float)a->ow)));
+                __m512i c = _mm512_sub_epi32(p, _mm512_mullo_epi32(r, _mm512_set1_epi32(a->ow)));
+                /* correct a rounding up of the quotient */
+                __mmask16 neg = _mm512_cmplt_epi32_mask(c, _mm512_setzero_si512());
+                r = _mm512_mask_sub_epi32(r, neg, r, _mm512_set1_epi32(1));
+                c = _mm512_mask_add_epi32(c, neg, c, _mm512_set1_epi32(a->ow));
+                __m512i o = _mm512_add_epi32(_mm512_mullo_epi32(r, _mm512_set1_epi32(a->sh * a->wp)), _mm512_mullo_epi32(c, _mm512_set1_epi32(a->sw)));
+                off[b] = _mm512_maskz_mov_epi32(in, o);
+            }
+            for (int q = 0; q < kq; q++) {
+                const uint8_t *src = a->x + qoff[q];
+                for (int b = 0; b < nb; b++)
+                    _mm512_store_si512(tile + (int64_t)q * CONV_TILE * 4 + b * 64, _mm512_i32gather_epi32(off[b], src, 4));
+                xp[q] = tile + (int64_t)q * CONV_TILE * 4;
+            }
+        }
+        __m512i xsum[3] = { _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512() };
+        if (a->wzero)
+            for (int q = 0; q < kq; q++)
+                for (int b = 0; b < nb; b++) xsum[b] = _mm512_dpbusd_epi32(xsum[b], _mm512_loadu_si512(xp[q] + b * 64), ones);
+        for (int o = o0; o < o1; o += CONV_ROWS) {
+            if (nb == 3) conv_rows8_3(a, xp, o, mask, start, xsum);
+            else if (nb == 2) conv_rows8_2(a, xp, o, mask, start, xsum);
+            else conv_rows8_1(a, xp, o, mask, start, xsum);
         }
     }
 }

@@ -33,7 +33,7 @@ public class KernelTests
     public void Gemm_U8xS8_And_S8xS8_MatchTheReference(KernelPath path)
     {
         var r = new Random(1);
-        foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 17, 5), (5, 33, 64), (8, 16, 7), (1, 70, 300), (13, 48, 129) })
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 17, 5), (5, 33, 64), (8, 16, 7), (1, 70, 300), (13, 48, 129), (11, 112, 40), (22, 40, 17) })
         {
             var a = U8(r, m * k); var sa = S8(r, m * k); var b = S8(r, k * n); var ub = U8(r, k * n);
             var zpCols = Enumerable.Range(0, n).Select(_ => r.Next(-128, 128)).ToArray();
@@ -96,6 +96,80 @@ public class KernelTests
             OnPath(path, () => { QConv.Run<byte>(x, 97, PackedConvWeights.Pack<sbyte>(w, wz, g), actual); return 0; });
             Assert.Equal(expected, actual);
         }
+    }
+
+    /// <summary>Shapes that reach every branch of the native direct convolution: stride 1 over "wide" rows narrower
+    /// than a 16-pixel block, several 64-pixel tiles, strides (gathered tiles), dilations, groups, channels that do not
+    /// fill a quad, output channels that do not fill a group of 4, and a depthwise one (managed).</summary>
+    static readonly ConvGeometry[] FusedShapes =
+    {
+        new(1, 3, 19, 23, 5, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        new(2, 9, 5, 6, 7, 3, 3, PadTop: 1, PadLeft: 0, PadBottom: 2, PadRight: 1),
+        new(1, 16, 14, 14, 12, 1, 1),
+        new(1, 8, 15, 17, 6, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        new(1, 4, 12, 30, 4, 7, 7, StrideH: 2, StrideW: 3, PadTop: 3, PadLeft: 3, PadBottom: 3, PadRight: 3),
+        new(1, 8, 16, 16, 8, 1, 1, StrideH: 2, StrideW: 2),
+        new(1, 6, 10, 10, 10, 3, 3, DilationH: 2, DilationW: 3, PadTop: 2, PadLeft: 2, PadBottom: 2, PadRight: 2, Group: 2),
+        new(1, 6, 9, 9, 6, 3, 3, StrideH: 1, StrideW: 2, Group: 3),
+        new(1, 8, 7, 7, 8, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, Group: 8),
+    };
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Conv_FusedRequantize_MatchesTheReference(KernelPath path)
+    {
+        var r = new Random(31);
+        int i = 0;
+        foreach (var g in FusedShapes)
+        {
+            i++;
+            int inLen = g.Batch * g.Channels * g.Height * g.Width, outLen = g.Batch * g.OutChannels * g.OutH * g.OutW;
+            var bias = Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-20000, 20000)).ToArray();
+            var mult = Enumerable.Range(0, g.OutChannels).Select(_ => (float)(r.NextDouble() * 2e-3 + 1e-5)).ToArray();
+            var wz = Enumerable.Range(0, g.OutChannels).Select(_ => i % 2 == 0 ? r.Next(-5, 5) : 0).ToArray();
+            bool relu = i % 3 == 0;
+            // u8 input, s8 weights, u8 output (the QDQ form), per-channel multipliers.
+            var x = U8(r, inLen); var w = S8(r, g.OutChannels * g.PatchSize);
+            var e = new byte[outLen]; var a = new byte[outLen];
+            QConv.RequantizedReference<byte, sbyte, byte>(x, 131, w, wz, g, bias, mult, 77, relu, e);
+            OnPath(path, () => { QConv.RunRequantized<byte, byte>(x, 131, PackedConvWeights.Pack<sbyte>(w, wz, g), bias, mult, 77, relu, a); return 0; });
+            Assert.True(e.SequenceEqual(a), $"u8 shape {i} on {path}");
+            // s8 input, u8 weights, s8 output, one multiplier, no bias.
+            var sx = S8(r, inLen); var uw = U8(r, g.OutChannels * g.PatchSize);
+            var uwz = new[] { 119 };
+            var es = new sbyte[outLen]; var asx = new sbyte[outLen];
+            QConv.RequantizedReference<sbyte, byte, sbyte>(sx, -9, uw, uwz, g, default, new[] { 2.5e-4f }, 4, relu, es);
+            OnPath(path, () => { QConv.RunRequantized<sbyte, sbyte>(sx, -9, PackedConvWeights.Pack<byte>(uw, uwz, g), default, new[] { 2.5e-4f }, 4, relu, asx); return 0; });
+            Assert.True(es.SequenceEqual(asx), $"s8 shape {i} on {path}");
+            // The int32 accumulators of the same weights (ConvInteger).
+            var ei = new int[outLen]; var ai = new int[outLen];
+            QConv.Reference<sbyte, byte>(sx, -9, uw, uwz, g, ei);
+            OnPath(path, () => { QConv.Run<sbyte>(sx, -9, PackedConvWeights.Pack<byte>(uw, uwz, g), ai); return 0; });
+            Assert.True(ei.SequenceEqual(ai), $"int32 shape {i} on {path}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Conv_OnSeveralThreads_MatchesTheReference(KernelPath path)
+    {
+        var r = new Random(32);
+        var saved = KernelDispatch.ParallelThreshold;
+        try
+        {
+            KernelDispatch.ParallelThreshold = 1 << 10;
+            // Many tiles (split by tiles) and one tile with many channels (split by channels).
+            foreach (var g in new ConvGeometry[] { new(1, 8, 20, 20, 12, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1), new(1, 16, 5, 5, 40, 3, 3, StrideH: 2, StrideW: 2) })
+            {
+                var x = U8(r, g.Channels * g.Height * g.Width); var w = S8(r, g.OutChannels * g.PatchSize);
+                var mult = new[] { 1e-3f };
+                var e = new byte[g.OutChannels * g.OutH * g.OutW]; var a = new byte[e.Length];
+                QConv.RequantizedReference<byte, sbyte, byte>(x, 128, w, new[] { 0 }, g, default, mult, 128, false, e);
+                OnPath(path, () => { QConv.RunRequantized<byte, byte>(x, 128, PackedConvWeights.Pack<sbyte>(w, new[] { 0 }, g), default, mult, 128, false, a); return 0; });
+                Assert.Equal(e, a);
+            }
+        }
+        finally { KernelDispatch.ParallelThreshold = saved; }
     }
 
     [Theory]
@@ -174,6 +248,101 @@ public class KernelTests
         QElementwise.AddReference<byte>(a, 0.02f, 120, b, 0.05f, 3, 0.06f, 7, e);
         OnPath(path, () => { QElementwise.Add<byte>(a, 0.02f, 120, b, 0.05f, 3, 0.06f, 7, act); return 0; });
         Assert.Equal(e, act);
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Add_BroadcastAndSigned_MatchTheReference(KernelPath path)
+    {
+        var r = new Random(8);
+        foreach (int n in new[] { 1, 31, 32, 200 })
+        {
+            var a = S8(r, n); var b = S8(r, n); var one = S8(r, 1);
+            var e = new sbyte[n]; var act = new sbyte[n];
+            QElementwise.AddReference<sbyte>(a, 0.031f, -3, b, 0.047f, 11, 0.052f, -7, e);
+            OnPath(path, () => { QElementwise.Add<sbyte>(a, 0.031f, -3, b, 0.047f, 11, 0.052f, -7, act); return 0; });
+            Assert.Equal(e, act);
+            QElementwise.AddReference<sbyte>(a, 0.031f, -3, one, 0.047f, 11, 0.052f, -7, e);
+            OnPath(path, () => { QElementwise.Add<sbyte>(a, 0.031f, -3, one, 0.047f, 11, 0.052f, -7, act); return 0; });
+            Assert.Equal(e, act);
+        }
+    }
+
+    /// <summary>QLinearAdd as ONNX Runtime computes it on x64 (the engine's parity with it rests on this): every pair of
+    /// u8 or s8 values under random scales and zero points, and a one-element B, through a single-node model, bit for
+    /// bit (the plain formula round(ra (a - za) + rb (b - zb) + zc) misses a few ties per million). ARM64 builds of ONNX Runtime use a
+    /// fixed-point kernel instead, so the comparison runs on x64 only.</summary>
+    [Fact]
+    public void Add_IsBitExactWithOnnxRuntime()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) return;
+        var r = new Random(10);
+        const int n = 65536;   // every (a, b) pair of byte values
+        for (int trial = 0; trial < 24; trial++)
+        {
+            bool signed = trial % 2 == 1, scalar = trial >= 20;
+            float sa = (float)(r.NextDouble() * 0.1 + 1e-3), sb = (float)(r.NextDouble() * 0.1 + 1e-3), sc = (float)(r.NextDouble() * 0.1 + 1e-2);
+            int za = r.Next(signed ? -128 : 0, signed ? 128 : 256), zb = r.Next(signed ? -128 : 0, signed ? 128 : 256), zc = r.Next(signed ? -128 : 0, signed ? 128 : 256);
+            int elem = signed ? 3 : 2, lenB = scalar ? 1 : n;
+            var node = new global::Onnx.NodeProto { OpType = "QLinearAdd", Domain = "com.microsoft" };
+            node.Input.AddRange(new[] { "a", "sa", "za", "b", "sb", "zb", "sc", "zc" }); node.Output.Add("c");
+            var m = new global::Onnx.ModelProto { IrVersion = 8, Graph = new global::Onnx.GraphProto { Name = "add" } };
+            m.OpsetImport.Add(new global::Onnx.OperatorSetIdProto { Domain = "", Version = 13 });
+            m.OpsetImport.Add(new global::Onnx.OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
+            m.Graph.Node.Add(node);
+            global::Onnx.ValueInfoProto V(string name, long len)
+            {
+                var shape = new global::Onnx.TensorShapeProto();
+                shape.Dim.Add(new global::Onnx.TensorShapeProto.Types.Dimension { DimValue = len });
+                return new global::Onnx.ValueInfoProto { Name = name, Type = new global::Onnx.TypeProto { TensorType = new global::Onnx.TypeProto.Types.Tensor { ElemType = elem, Shape = shape } } };
+            }
+            m.Graph.Input.Add(V("a", n)); m.Graph.Input.Add(V("b", lenB)); m.Graph.Output.Add(V("c", n));
+            global::Onnx.TensorProto Z(string name, int z) => signed ? PtqTools.Core.Onnx.TensorData.FromInt8(name, new[] { (sbyte)z }) : PtqTools.Core.Onnx.TensorData.FromUInt8(name, new[] { (byte)z });
+            m.Graph.Initializer.Add(PtqTools.Core.Onnx.TensorData.FromFloats("sa", new[] { sa })); m.Graph.Initializer.Add(Z("za", za));
+            m.Graph.Initializer.Add(PtqTools.Core.Onnx.TensorData.FromFloats("sb", new[] { sb })); m.Graph.Initializer.Add(Z("zb", zb));
+            m.Graph.Initializer.Add(PtqTools.Core.Onnx.TensorData.FromFloats("sc", new[] { sc })); m.Graph.Initializer.Add(Z("zc", zc));
+            using var options = new Microsoft.ML.OnnxRuntime.SessionOptions { IntraOpNumThreads = 1 };
+            using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(Google.Protobuf.MessageExtensions.ToByteArray(m), options);
+            var a = new byte[n]; var b = new byte[lenB];
+            for (int i = 0; i < n; i++) a[i] = (byte)(i >> 8);
+            if (scalar) b[0] = (byte)r.Next(256); else for (int i = 0; i < n; i++) b[i] = (byte)i;
+            using var ia = signed ? Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(Array.ConvertAll(a, v => (sbyte)v), new long[] { n })
+                : Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(a, new long[] { n });
+            using var ib = signed ? Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(Array.ConvertAll(b, v => (sbyte)v), new long[] { lenB })
+                : Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(b, new long[] { lenB });
+            using var run = new Microsoft.ML.OnnxRuntime.RunOptions();
+            using var result = session.Run(run, new[] { "a", "b" }, new[] { ia, ib }, new[] { "c" });
+            var ort = result[0].GetTensorDataAsSpan<byte>().ToArray();
+            var mine = new byte[n];
+            if (signed)
+                QElementwise.Add<sbyte>(Array.ConvertAll(a, v => (sbyte)v), sa, za, Array.ConvertAll(b, v => (sbyte)v), sb, zb, sc, zc, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(mine.AsSpan()));
+            else QElementwise.Add<byte>(a, sa, za, b, sb, zb, sc, zc, mine);
+            Assert.Equal(ort, mine);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void MaxPool_MatchesTheReference(KernelPath path)
+    {
+        var r = new Random(9);
+        foreach (var g in new ConvGeometry[]
+        {
+            new(1, 3, 112, 112, 3, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            new(2, 2, 9, 37, 2, 2, 3, StrideH: 1, StrideW: 2, PadTop: 1, PadLeft: 2, PadBottom: 0, PadRight: 2, DilationH: 2, DilationW: 1),
+            new(1, 2, 10, 40, 2, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            new(1, 2, 8, 50, 2, 2, 2, StrideH: 2, StrideW: 3, DilationW: 2),
+        })
+        {
+            int inLen = g.Batch * g.Channels * g.Height * g.Width, outLen = g.Batch * g.Channels * g.OutH * g.OutW;
+            var x = U8(r, inLen); var sx = S8(r, inLen);
+            var e = new byte[outLen]; var a = new byte[outLen]; var es = new sbyte[outLen]; var asx = new sbyte[outLen];
+            QElementwise.MaxPoolReference<byte>(x, g, e);
+            QElementwise.MaxPoolReference<sbyte>(sx, g, es);
+            OnPath(path, () => { QElementwise.MaxPool<byte>(x, g, a); QElementwise.MaxPool<sbyte>(sx, g, asx); return 0; });
+            Assert.Equal(e, a);
+            Assert.Equal(es, asx);
+        }
     }
 
     [Fact]

@@ -91,11 +91,11 @@ internal static class EngineOps
         long inner = s.Length == 1 ? input.Length : Inner(input.Dims, Axis(n, input.Dims.Length));
         if (Signed(zp))
         {
-            var y = new sbyte[input.Length];
+            var y = GC.AllocateUninitializedArray<sbyte>((int)(input.Length));
             QuantizeKernels.Quantize<sbyte>(input.Floats, s, z, inner, y);
             return new[] { new EngineTensor(OnnxDataType.Int8, input.Dims, y) };
         }
-        var u = new byte[input.Length];
+        var u = GC.AllocateUninitializedArray<byte>((int)(input.Length));
         QuantizeKernels.Quantize<byte>(input.Floats, s, z, inner, u);
         return new[] { new EngineTensor(OnnxDataType.UInt8, input.Dims, u) };
     }
@@ -207,12 +207,27 @@ internal static class EngineOps
         var xt = Need(x, 0, n); float xs = Need(x, 1, n).FloatAt(0); int xz = Opt(x, 2)?.IntAt(0) ?? 0;
         var w = Need(x, 3, n); var ws = Scales(Need(x, 4, n)); var wz = Zeros(Opt(x, 5), ws.Length);
         float ys = Need(x, 6, n).FloatAt(0); var yzT = Opt(x, 7); int yz = yzT?.IntAt(0) ?? 0;
-        var acc = ConvAccumulate(n, xt, xz, w, wz, cache, out var g);
-        int pixels = g.OutH * g.OutW;
+        var g = Geometry(n, xt.Dims, w.Dims, false);
+        if (g.Channels / g.Group * g.KernelH * g.KernelW * g.OutChannels != w.Length) throw new ArgumentException("the weight shape does not match the input channels and group.");
+        var packed = ConvWeights(n, w, wz, g, cache);
         var mult = new float[g.OutChannels];
         for (int c = 0; c < g.OutChannels; c++) mult[c] = xs * ws[ws.Length == 1 ? 0 : c] / ys;
-        if (Opt(x, 8) is { } bias) AddBias(acc, Bias(bias, Opt(x, 9), xs, ws, g.OutChannels), g.Batch, g.OutChannels, pixels);
-        return new[] { Requant(acc, mult, pixels, yz, yzT?.Type ?? xt.Type, OutDims(g, xt.Dims.Length), Int(n, "ptq_relu", 0) != 0) };
+        var bias = Opt(x, 8) is { } b ? Bias(b, Opt(x, 9), xs, ws, g.OutChannels) : null;
+        bool relu = Int(n, "ptq_relu", 0) != 0;
+        var dims = OutDims(g, xt.Dims.Length);
+        long count = (long)g.Batch * g.OutChannels * g.OutH * g.OutW;
+        // One fused pass: convolution, bias, requantization and ReLU (native VNNI when present).
+        if ((yzT?.Type ?? xt.Type) == OnnxDataType.Int8)
+        {
+            var y = GC.AllocateUninitializedArray<sbyte>((int)(count));
+            if (xt.IsUInt8) QConv.RunRequantized<byte, sbyte>(xt.Bytes, xz, packed, bias, mult, yz, relu, y);
+            else QConv.RunRequantized<sbyte, sbyte>(xt.SBytes, xz, packed, bias, mult, yz, relu, y);
+            return new[] { new EngineTensor(OnnxDataType.Int8, dims, y) };
+        }
+        var u = GC.AllocateUninitializedArray<byte>((int)(count));
+        if (xt.IsUInt8) QConv.RunRequantized<byte, byte>(xt.Bytes, xz, packed, bias, mult, yz, relu, u);
+        else QConv.RunRequantized<sbyte, byte>(xt.SBytes, xz, packed, bias, mult, yz, relu, u);
+        return new[] { new EngineTensor(OnnxDataType.UInt8, dims, u) };
     }
 
     static int[] Bias(EngineTensor bias, EngineTensor? biasScale, float xs, float[] ws, int channels)
@@ -364,12 +379,12 @@ internal static class EngineOps
         bool relu = Int(n, "ptq_relu", 0) != 0;
         if (a.Type == OnnxDataType.Int8)
         {
-            var c = new sbyte[a.Length];
+            var c = GC.AllocateUninitializedArray<sbyte>((int)(a.Length));
             QElementwise.Add<sbyte>(a.SBytes, sa, za, b.SBytes, sb, zb, sc, zc, c);
             if (relu) for (int i = 0; i < c.Length; i++) if (c[i] < zc) c[i] = (sbyte)zc;
             return new[] { new EngineTensor(a.Type, a.Dims, c) };
         }
-        var u = new byte[a.Length];
+        var u = GC.AllocateUninitializedArray<byte>((int)(a.Length));
         QElementwise.Add<byte>(a.Bytes, sa, za, b.Bytes, sb, zb, sc, zc, u);
         if (relu) for (int i = 0; i < u.Length; i++) if (u[i] < zc) u[i] = (byte)zc;
         return new[] { new EngineTensor(a.Type, a.Dims, u) };
@@ -420,8 +435,8 @@ internal static class EngineOps
         long count = TensorData.ElementCount(dims);
         switch (t.Data)
         {
-            case byte[] when t.IsUInt8: { var y = new byte[count]; QElementwise.MaxPool<byte>(t.Bytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
-            case sbyte[] when t.IsInt8: { var y = new sbyte[count]; QElementwise.MaxPool<sbyte>(t.SBytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case byte[] when t.IsUInt8: { var y = GC.AllocateUninitializedArray<byte>((int)count); QElementwise.MaxPool<byte>(t.Bytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case sbyte[] when t.IsInt8: { var y = GC.AllocateUninitializedArray<sbyte>((int)count); QElementwise.MaxPool<sbyte>(t.SBytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
             case float[] f:
             {
                 var y = new float[count];

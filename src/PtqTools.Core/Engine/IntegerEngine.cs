@@ -39,6 +39,9 @@ public sealed class IntegerEngine
         }
     }
 
+    /// <summary>When set, each run adds its calls and milliseconds per op type here (where the time goes).</summary>
+    public Dictionary<string, (int Count, double Milliseconds)>? Profile { get; set; }
+
     public IReadOnlyList<string> Inputs { get; }
     public IReadOnlyList<string> Outputs { get; }
     /// <summary>The nodes as executed (after QDQ fusion).</summary>
@@ -68,10 +71,17 @@ public sealed class IntegerEngine
             var args = node.Input.Select(i => i.Length == 0 ? null : values.TryGetValue(i, out var v) ? v
                 : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) needs '{i}', which nothing produced.", i)).ToArray();
             EngineTensor[] results;
+            long started = Profile is null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp();
             try { results = EngineOps.Run(node, args, _cache); }
             catch (ArgumentException ex)
             {
                 throw new PtqException("EngineNodeFailed", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) failed: {ex.Message}", node.Name, ex);
+            }
+            if (Profile is { } profile)
+            {
+                double ms = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+                profile.TryGetValue(node.OpType, out var seen);
+                profile[node.OpType] = (seen.Count + 1, seen.Milliseconds + ms);
             }
             for (int i = 0; i < results.Length && i < node.Output.Count; i++)
                 if (node.Output[i].Length > 0) values[node.Output[i]] = results[i];

@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Reflection;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -15,6 +16,8 @@ public static unsafe class NativeKernels
     const string FileName = "libptqkernels.so";
     static readonly delegate* unmanaged<int> HasVnniFn;
     static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void> GemmFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void> ConvPackFn;
+    static readonly delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void> ConvFn;
 
     static NativeKernels()
     {
@@ -26,11 +29,21 @@ public static unsafe class NativeKernels
             HasVnniFn = (delegate* unmanaged<int>)has;
             GemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void>)gemm;
             LoadedFrom = candidate;
+            // The direct convolution came with version 2 of the library; an older build still serves the GEMM.
+            if (NativeLibrary.TryGetExport(handle, "ptq_conv_pack_input", out var pack) && NativeLibrary.TryGetExport(handle, "ptq_conv_vnni", out var conv))
+            {
+                ConvPackFn = (delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void>)pack;
+                ConvFn = (delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void>)conv;
+            }
             break;
         }
         Available = GemmFn != null;
         HasVnni = Available && HasVnniFn() != 0;
+        HasConv = HasVnni && ConvFn != null;
     }
+
+    /// <summary>Whether the library's direct VNNI convolution can run here.</summary>
+    public static bool HasConv { get; }
 
     static IEnumerable<string> Candidates()
     {
@@ -53,19 +66,26 @@ public static unsafe class NativeKernels
     {
         if (!HasVnni) throw new InvalidOperationException("The native VNNI kernel is not available on this machine.");
         int k = w.K, kq = (k + 3) / 4, lda = kq * 4, ldc = w.Blocks * PackedWeights.Block;
-        var a8 = new byte[(long)m * lda];
-        var rowSums = new int[m];
+        // A is copied (sign flipped for s8, K padded to quads) once per call into the calling thread's reusable buffer.
+        var a8 = Buffer(ref t_gemmA, (long)m * lda);
+        Span<int> rowSums = m <= 1024 ? stackalloc int[m] : new int[m];
         int za = aSigned ? aZero + 128 : aZero;
         for (int i = 0; i < m; i++)
         {
             var row = a8.AsSpan(i * lda, k);
+            a8.AsSpan(i * lda + k, lda - k).Clear();
             a.Slice(i * k, k).CopyTo(row);
             if (aSigned) FlipSign(row);
             rowSums[i] = SumBytes(row);
         }
         // When N fills whole blocks the kernel writes straight into C and the correction runs in place.
         bool direct = ldc == w.N && c.Length >= (long)m * ldc;
-        var raw = direct ? null : new int[(long)m * ldc];
+        int[]? raw = null;
+        if (!direct)
+        {
+            if (t_gemmC is null || t_gemmC.Length < (long)m * ldc) t_gemmC = GC.AllocateUninitializedArray<int>(m * ldc, pinned: true);
+            raw = t_gemmC;
+        }
         int threads = KernelDispatch.ThreadsFor((long)m * w.N * k);
         fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (int* pc = direct ? c : raw!.AsSpan())
         {
@@ -73,7 +93,7 @@ public static unsafe class NativeKernels
             if (threads <= 1) GemmFn(ppa, 0, m, kq, ppq, w.Blocks, ppc, ldc);
             else
             {
-                int per = ((m + threads - 1) / threads + 3) / 4 * 4;
+                int per = ((m + threads - 1) / threads + 7) / 8 * 8;
                 var pA = (nint)ppa; var pQ = (nint)ppq; var pC = (nint)ppc; int blocks = w.Blocks;
                 Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
                 {
@@ -87,12 +107,24 @@ public static unsafe class NativeKernels
         int n = w.N;
         Span<int> colTerm = n <= 4096 ? stackalloc int[n] : new int[n];
         for (int j = 0; j < n; j++) colTerm[j] = unchecked(k * za * zb[j] - za * colSums[j]);
+        bool anyZb = false;
+        for (int j = 0; j < n; j++) anyZb |= zb[j] != 0;
+        int vn = Vector<int>.Count;
         for (int i = 0; i < m; i++)
         {
             int rs = rowSums[i];
             ReadOnlySpan<int> src = direct ? c.Slice(i * n, n) : raw.AsSpan(i * ldc, n);
             var dst = c.Slice(i * n, n);
-            for (int j = 0; j < n; j++) dst[j] = unchecked(src[j] + colTerm[j] - zb[j] * rs);
+            int j = 0;
+            if (!anyZb)
+                for (; j + vn <= n; j += vn) (new Vector<int>(src.Slice(j)) + new Vector<int>(colTerm.Slice(j))).CopyTo(dst.Slice(j));
+            else
+            {
+                var vrs = new Vector<int>(rs);
+                for (; j + vn <= n; j += vn)
+                    (new Vector<int>(src.Slice(j)) + new Vector<int>(colTerm.Slice(j)) - new Vector<int>(zb.AsSpan(j)) * vrs).CopyTo(dst.Slice(j));
+            }
+            for (; j < n; j++) dst[j] = unchecked(src[j] + colTerm[j] - zb[j] * rs);
         }
     }
 
@@ -118,5 +150,63 @@ public static unsafe class NativeKernels
         }
         for (; i < row.Length; i++) sum += row[i];
         return (int)sum;
+    }
+
+    /// <summary>The arguments of ptq_conv_vnni (the C struct ptq_conv_args, field for field).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct ConvArgs
+    {
+        public byte* X; public sbyte* W; public int* Corr; public int* WZero; public float* Mult; public void* Y;
+        public int Kq, Kh, Kw, Cq, Hp, Wp, Sh, Sw, Dh, Dw, Oh, Ow, Oc;
+        public float Zp, QLo, QHi;
+        public int OutSigned;
+
+        public readonly bool Wide => Sh == 1 && Sw == 1;
+        // Tiles of 48 pixels and blocks of 8 output channels (CONV_TILE and CONV_ROWS in ptqkernels.c).
+        public readonly int Tiles => ((Wide ? (Oh - 1) * Wp + Ow : Oh * Ow) + 47) / 48;
+        public readonly long Workspace => (long)Kq * (8 + 4 + 192) + 128;
+        public readonly long PackedInput => (long)Cq * Hp * Wp * 4 + 256;
+    }
+
+    [ThreadStatic] static byte[]? t_workspace;
+    [ThreadStatic] static byte[]? t_gemmA;
+    [ThreadStatic] static int[]? t_gemmC;
+    [ThreadStatic] static byte[]? t_input;
+
+    static byte[] Buffer(ref byte[]? cache, long size)
+    {
+        if (cache is null || cache.Length < size) cache = GC.AllocateUninitializedArray<byte>((int)Math.Max(size, (cache?.Length ?? 0) * 3L / 2), pinned: true);
+        return cache;
+    }
+
+    /// <summary>One image and group of a convolution through ptq_conv_vnni: the input planes (channels of this group)
+    /// are packed into the calling thread's reusable buffer, then tiles or channel ranges run on up to
+    /// <paramref name="threads"/> threads, each with its own reusable workspace. Output planes at <paramref name="y"/>.</summary>
+    internal static void Conv(byte* x, int channels, int height, int width, int padTop, int padLeft, byte fill, bool flip, ConvArgs args, int threads)
+    {
+        var input = Buffer(ref t_input, args.PackedInput);
+        fixed (byte* pin = input)
+        {
+            ConvPackFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, fill, flip ? 1 : 0, pin);
+            args.X = pin;
+            int tiles = args.Tiles, oc = args.Oc, ocRounded = (oc + 7) / 8 * 8;
+            if (threads <= 1)
+            {
+                fixed (byte* ws = Buffer(ref t_workspace, args.Workspace)) ConvFn(&args, 0, tiles, 0, ocRounded, ws);
+                return;
+            }
+            var shared = args;
+            bool byTiles = tiles >= threads;
+            int per = byTiles ? (tiles + threads - 1) / threads : ((ocRounded / 8 + threads - 1) / threads) * 8;
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            {
+                var local = shared;
+                int lo = t * per, hi = Math.Min(byTiles ? tiles : ocRounded, lo + per);
+                if (lo >= hi) return;
+                fixed (byte* ws = Buffer(ref t_workspace, local.Workspace))
+                    if (byTiles) ConvFn(&local, lo, hi, 0, ocRounded, ws);
+                    else ConvFn(&local, 0, tiles, lo, hi, ws);
+            });
+        }
     }
 }

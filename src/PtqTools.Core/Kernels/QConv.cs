@@ -27,9 +27,10 @@ public sealed class PackedConvWeights
 {
     internal PackedWeights[] Groups { get; }
     internal int[] Raw { get; }           // w - zero point, [OC][patch], for the depthwise path
+    internal NativeConvWeights[]? Native { get; }
     public ConvGeometry Shape { get; }
 
-    PackedConvWeights(ConvGeometry g, PackedWeights[] groups, int[] raw) { Shape = g; Groups = groups; Raw = raw; }
+    PackedConvWeights(ConvGeometry g, PackedWeights[] groups, int[] raw, NativeConvWeights[]? native) { Shape = g; Groups = groups; Raw = raw; Native = native; }
 
     public static PackedConvWeights Pack<T>(ReadOnlySpan<T> w, ReadOnlySpan<int> zeroPoints, ConvGeometry g) where T : unmanaged
     {
@@ -63,7 +64,58 @@ public sealed class PackedConvWeights
                     groups[gi] = PackedWeights.Pack(b, patch, ocg, zp);
                 }
             }
-        return new PackedConvWeights(g, groups, raw);
+        NativeConvWeights[]? native = null;
+        if (!depthwise && NativeKernels.HasConv)
+        {
+            native = new NativeConvWeights[g.Group];
+            for (int gi = 0; gi < g.Group; gi++) native[gi] = NativeConvWeights.Pack(w, zeroPoints, g, gi);
+        }
+        return new PackedConvWeights(g, groups, raw, native);
+    }
+}
+
+/// <summary>One group's weights for the native direct convolution: signed bytes [OC/group rounded up to 8][kq][4],
+/// where quad q = (channel quad * kh + ki) * kw + kj holds 4 input channels of one tap (unsigned weights stored minus
+/// 128). Missing channels hold the zero point, so they add nothing; the sums drive the zero-point correction.</summary>
+internal sealed class NativeConvWeights
+{
+    public int Kq { get; }
+    public int ChannelQuads { get; }
+    public sbyte[] Data { get; }
+    public int[] Sums { get; }
+    public int[] Zeros { get; }
+    public bool AnyZero { get; }
+
+    NativeConvWeights(int kq, int cq, sbyte[] data, int[] sums, int[] zeros)
+    {
+        Kq = kq; ChannelQuads = cq; Data = data; Sums = sums; Zeros = zeros; AnyZero = zeros.Any(z => z != 0);
+    }
+
+    public static NativeConvWeights Pack<T>(ReadOnlySpan<T> w, ReadOnlySpan<int> zeroPoints, ConvGeometry g, int gi) where T : unmanaged
+    {
+        int cg = g.GroupChannels, ocg = g.GroupOutChannels, kh = g.KernelH, kw = g.KernelW, patch = g.PatchSize;
+        int cq = (cg + 3) / 4, kq = cq * kh * kw, rows = (ocg + 7) / 8 * 8;
+        int shift = typeof(T) == typeof(byte) ? 128 : 0;
+        var data = new sbyte[(long)rows * kq * 4];
+        var sums = new int[ocg];
+        var zeros = new int[ocg];
+        for (int j = 0; j < ocg; j++)
+        {
+            int oc = gi * ocg + j, z = zeroPoints[zeroPoints.Length == 1 ? 0 : oc] - shift, sum = 0;
+            zeros[j] = z;
+            for (int c4 = 0, q = 0; c4 < cq; c4++)
+                for (int ki = 0; ki < kh; ki++)
+                    for (int kj = 0; kj < kw; kj++, q++)
+                        for (int t = 0; t < 4; t++)
+                        {
+                            int c = c4 * 4 + t;
+                            int v = c < cg ? QGemm.ToInt(w[oc * patch + (c * kh + ki) * kw + kj]) - shift : z;
+                            data[((long)j * kq + q) * 4 + t] = (sbyte)v;
+                            sum += v;
+                        }
+            sums[j] = sum;
+        }
+        return new NativeConvWeights(kq, cq, data, sums, zeros);
     }
 }
 
@@ -115,6 +167,12 @@ public static class QConv
             return;
         }
         if (w.Groups[0] is null) { Direct(x, xZero, w, y, all: true); return; }
+        if (path == KernelPath.NativeVnni && w.Native is not null)
+        {
+            if (y.Length < (long)g.Batch * g.OutChannels * pixels) throw new ArgumentException("The output is too small.");
+            unsafe { fixed (int* py = y) RunNative(x, xZero, w, default, default, 0, 0, 0, false, py, 4); }
+            return;
+        }
         if (path == KernelPath.NativeVnni && w.Groups[0].Quads is not null)
         {
             // Byte im2col (padding holds the zero point, so it contributes nothing) into the native VNNI GEMM.
@@ -149,6 +207,99 @@ public static class QConv
                     var dst = y.Slice(((n * g.OutChannels + gi * ocg + j) * pixels), pixels);
                     for (int p = 0; p < pixels; p++) dst[p] = outBuf[p * ocg + j];
                 }
+            }
+    }
+
+    /// <summary>Reference of the fused form: <see cref="Reference"/>, plus the int32 bias per output channel, then
+    /// <see cref="QuantizeKernels.RequantizeReference"/> with one multiplier per tensor or per channel, and ReLU
+    /// (values below the output zero point raised to it) when asked.</summary>
+    public static void RequantizedReference<TX, TW, TY>(ReadOnlySpan<TX> x, int xZero, ReadOnlySpan<TW> w, ReadOnlySpan<int> wZero, ConvGeometry g,
+        ReadOnlySpan<int> bias, ReadOnlySpan<float> multipliers, int yZero, bool relu, Span<TY> y)
+        where TX : unmanaged where TW : unmanaged where TY : unmanaged
+    {
+        var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
+        Reference(x, xZero, w, wZero, g, acc);
+        Finish(acc, g, bias, multipliers, yZero, relu, y, reference: true);
+    }
+
+    static void Finish<TY>(int[] acc, ConvGeometry g, ReadOnlySpan<int> bias, ReadOnlySpan<float> multipliers, int yZero, bool relu, Span<TY> y, bool reference) where TY : unmanaged
+    {
+        int pixels = g.OutH * g.OutW;
+        if (!bias.IsEmpty)
+            for (int n = 0; n < g.Batch; n++)
+                for (int c = 0; c < g.OutChannels; c++)
+                {
+                    int b = bias[c], o = (n * g.OutChannels + c) * pixels;
+                    for (int p = 0; p < pixels; p++) acc[o + p] = unchecked(acc[o + p] + b);
+                }
+        if (reference) QuantizeKernels.RequantizeReference(acc, multipliers, yZero, pixels, y);
+        else QuantizeKernels.Requantize(acc, multipliers, yZero, pixels, y);
+        if (!relu) return;
+        for (int i = 0; i < y.Length; i++) if (QGemm.ToInt(y[i]) < yZero) y[i] = QuantizeKernels.From<TY>(yZero);
+    }
+
+    /// <summary>The convolution with bias, requantization (to u8 or s8) and optional ReLU in one pass: on the native
+    /// path the accumulators never leave registers; elsewhere <see cref="Run"/> then requantize.</summary>
+    public static void RunRequantized<TX, TY>(ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, ReadOnlySpan<int> bias,
+        ReadOnlySpan<float> multipliers, int yZero, bool relu, Span<TY> y) where TX : unmanaged where TY : unmanaged
+    {
+        var g = w.Shape;
+        long outLen = (long)g.Batch * g.OutChannels * g.OutH * g.OutW;
+        if (y.Length != outLen) throw new ArgumentException($"The output holds {y.Length} values; {outLen} expected.");
+        if (multipliers.Length != 1 && multipliers.Length != g.OutChannels) throw new ArgumentException($"{multipliers.Length} multipliers for {g.OutChannels} channels.");
+        if (!bias.IsEmpty && bias.Length != g.OutChannels) throw new ArgumentException($"The bias has {bias.Length} values for {g.OutChannels} channels.");
+        var (qmin, qmax) = QuantizeKernels.Limits<TY>();
+        var path = KernelDispatch.Clamp(KernelDispatch.Current);
+        if (path == KernelPath.NativeVnni && w.Native is not null)
+        {
+            if (x.Length != (long)g.Batch * g.Channels * g.Height * g.Width) throw new ArgumentException("The input does not match the convolution shape.");
+            var mult = new float[g.OutChannels];
+            for (int c = 0; c < mult.Length; c++) mult[c] = multipliers[multipliers.Length == 1 ? 0 : c];
+            unsafe
+            {
+                fixed (TY* py = y) fixed (float* pm = mult)
+                    RunNative(x, xZero, w, bias, new ReadOnlySpan<float>(pm, mult.Length), yZero, relu ? Math.Max(qmin, yZero) : qmin, qmax, typeof(TY) == typeof(sbyte), py, 1);
+            }
+            return;
+        }
+        var acc = new int[outLen];
+        Run(x, xZero, w, acc);
+        Finish(acc, g, bias, multipliers, yZero, relu, y, reference: false);
+    }
+
+    /// <summary>ptq_conv_vnni per image and group; int32 output when <paramref name="mult"/> is empty.</summary>
+    static unsafe void RunNative<TX>(ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, ReadOnlySpan<int> bias, ReadOnlySpan<float> mult,
+        int yZero, int qlo, int qhi, bool outSigned, void* y, int elementSize) where TX : unmanaged
+    {
+        var g = w.Shape;
+        bool flip = typeof(TX) == typeof(sbyte);
+        int xz = flip ? xZero + 128 : xZero;
+        if (xz < 0 || xz > 255) throw new ArgumentException($"The input zero point {xZero} is outside the input type's range.");
+        int pixels = g.OutH * g.OutW, cg = g.GroupChannels, ocg = g.GroupOutChannels;
+        int threads = KernelDispatch.ThreadsFor((long)ocg * pixels * g.PatchSize);
+        var corr = new int[ocg];
+        fixed (byte* px = MemoryMarshal.AsBytes(x)) fixed (float* pm = mult)
+            for (int gi = 0; gi < g.Group; gi++)
+            {
+                var nw = w.Native![gi];
+                int kAll = nw.Kq * 4;
+                for (int j = 0; j < ocg; j++)
+                    corr[j] = unchecked((bias.IsEmpty ? 0 : bias[gi * ocg + j]) - xz * nw.Sums[j] + kAll * xz * nw.Zeros[j]);
+                fixed (sbyte* pw = nw.Data) fixed (int* pc = corr, pz = nw.Zeros)
+                    for (int n = 0; n < g.Batch; n++)
+                    {
+                        var args = new NativeKernels.ConvArgs
+                        {
+                            W = pw, Corr = pc, WZero = nw.AnyZero ? pz : null, Mult = mult.IsEmpty ? null : pm + gi * ocg,
+                            Y = (byte*)y + (long)(n * g.OutChannels + gi * ocg) * pixels * elementSize,
+                            Kq = nw.Kq, Kh = g.KernelH, Kw = g.KernelW, Cq = nw.ChannelQuads,
+                            Hp = g.Height + g.PadTop + g.PadBottom, Wp = g.Width + g.PadLeft + g.PadRight,
+                            Sh = g.StrideH, Sw = g.StrideW, Dh = g.DilationH, Dw = g.DilationW, Oh = g.OutH, Ow = g.OutW, Oc = ocg,
+                            Zp = yZero, QLo = qlo, QHi = qhi, OutSigned = outSigned ? 1 : 0,
+                        };
+                        NativeKernels.Conv(px + (long)(n * g.Channels + gi * cg) * g.Height * g.Width, cg, g.Height, g.Width,
+                            g.PadTop, g.PadLeft, (byte)xz, flip, args, threads);
+                    }
             }
     }
 

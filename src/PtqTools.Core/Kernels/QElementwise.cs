@@ -1,51 +1,151 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace PtqTools.Core.Kernels;
 
-/// <summary>Quantized add and pooling, with the arithmetic ONNX Runtime's MLAS uses (float scale ratios, round half
-/// to even), so that results agree with its QLinearAdd / QLinearAveragePool / QLinearGlobalAveragePool.</summary>
+/// <summary>Quantized add and pooling, with the arithmetic ONNX Runtime's MLAS uses (float scale ratios, fused
+/// multiply-adds where it uses them, round half to even), so that results agree with its QLinearAdd /
+/// QLinearAveragePool / QLinearGlobalAveragePool.</summary>
 public static class QElementwise
 {
-    /// <summary>Reference: c = saturate(round((a - za) * sa/sc + (b - zb) * sb/sc + zc)); b broadcast when it has
-    /// one element.</summary>
+    /// <summary>Reference, in the order of operations of ONNX Runtime's x64 kernel (MLAS qladd_avx2), so that results
+    /// agree bit for bit: with ratios ra = sa / sc and rb = sb / sc and the constant f = zc - (ra * za + rb * zb),
+    /// c = saturate(round_half_even(fma(a, ra, fma(b, rb, f)))); when b is one element, f absorbs f + b * rb
+    /// (unfused) and c = saturate(round_half_even(fma(a, ra, f))).</summary>
     public static void AddReference<T>(ReadOnlySpan<T> a, float sa, int za, ReadOnlySpan<T> b, float sb, int zb, float sc, int zc, Span<T> c) where T : unmanaged
     {
         var (qmin, qmax) = QuantizeKernels.Limits<T>();
         float ra = sa / sc, rb = sb / sc;
+        float f = zc - (ra * za + rb * zb);
+        bool scalarB = b.Length == 1 && c.Length != 1;
+        if (scalarB) f += QGemm.ToInt(b[0]) * rb;
         for (int i = 0; i < c.Length; i++)
         {
-            float va = ra * (QGemm.ToInt(a[a.Length == 1 ? 0 : i]) - za);
-            float vb = rb * (QGemm.ToInt(b[b.Length == 1 ? 0 : i]) - zb);
-            float v = MathF.Round(va + vb + zc, MidpointRounding.ToEven);
+            float t = scalarB ? f : MathF.FusedMultiplyAdd(QGemm.ToInt(b[i]), rb, f);
+            float v = MathF.Round(MathF.FusedMultiplyAdd(QGemm.ToInt(a[a.Length == 1 ? 0 : i]), ra, t), MidpointRounding.ToEven);
             c[i] = QuantizeKernels.From<T>((int)Math.Clamp(v, qmin, qmax));
         }
     }
 
-    public static void Add<T>(ReadOnlySpan<T> a, float sa, int za, ReadOnlySpan<T> b, float sb, int zb, float sc, int zc, Span<T> c) where T : unmanaged
+    public static unsafe void Add<T>(ReadOnlySpan<T> a, float sa, int za, ReadOnlySpan<T> b, float sb, int zb, float sc, int zc, Span<T> c) where T : unmanaged
     {
-        if (KernelDispatch.Current == KernelPath.Scalar || a.Length != c.Length || b.Length != c.Length) { AddReference(a, sa, za, b, sb, zb, sc, zc, c); return; }
+        if (KernelDispatch.Current == KernelPath.Scalar || !Fma.IsSupported || !Avx2.IsSupported || a.Length != c.Length || (b.Length != c.Length && b.Length != 1))
+        {
+            AddReference(a, sa, za, b, sb, zb, sc, zc, c);
+            return;
+        }
         var (qmin, qmax) = QuantizeKernels.Limits<T>();
         float ra = sa / sc, rb = sb / sc;
-        var vra = Vector128.Create(ra); var vrb = Vector128.Create(rb);
-        var vza = Vector128.Create(za); var vzb = Vector128.Create(zb); var vzc = Vector128.Create((float)zc);
-        var vmin = Vector128.Create((float)qmin); var vmax = Vector128.Create((float)qmax);
-        Span<int> ta = stackalloc int[4], tb = stackalloc int[4], tc = stackalloc int[4];
-        int i = 0;
-        for (; i + 4 <= c.Length; i += 4)
+        float f = zc - (ra * za + rb * zb);
+        bool scalarB = b.Length == 1 && c.Length != 1;
+        if (scalarB) f += QGemm.ToInt(b[0]) * rb;
+        bool signed = typeof(T) == typeof(sbyte);
+        var vra = Vector256.Create(ra); var vrb = Vector256.Create(rb); var vf = Vector256.Create(f);
+        var vmin = Vector256.Create((float)qmin); var vmax = Vector256.Create((float)qmax);
+        int i = 0, n = c.Length;
+        fixed (T* pa0 = a, pb0 = b, pc0 = c)
         {
-            for (int t = 0; t < 4; t++) { ta[t] = QGemm.ToInt(a[i + t]); tb[t] = QGemm.ToInt(b[i + t]); }
-            var va = vra * Vector128.ConvertToSingle(Vector128.Create<int>(ta) - vza);
-            var vb = vrb * Vector128.ConvertToSingle(Vector128.Create<int>(tb) - vzb);
-            var v = Vector128.Min(Vector128.Max(Vector128.Round(va + vb + vzc), vmin), vmax);
-            Vector128.ConvertToInt32(v).CopyTo(tc);
-            for (int t = 0; t < 4; t++) c[i + t] = QuantizeKernels.From<T>(tc[t]);
+            byte* pa = (byte*)pa0, pb = (byte*)pb0, pc = (byte*)pc0;
+            for (; i + 32 <= n; i += 32)
+            {
+                var q0 = One(pa + i, pb + i, scalarB, signed, vra, vrb, vf, vmin, vmax);
+                var q1 = One(pa + i + 8, pb + i + 8, scalarB, signed, vra, vrb, vf, vmin, vmax);
+                var q2 = One(pa + i + 16, pb + i + 16, scalarB, signed, vra, vrb, vf, vmin, vmax);
+                var q3 = One(pa + i + 24, pb + i + 24, scalarB, signed, vra, vrb, vf, vmin, vmax);
+                // In range after the clamp, so the truncating narrows keep each value's byte.
+                var bytes = Vector256.Narrow(Vector256.Narrow(q0, q1).AsUInt16(), Vector256.Narrow(q2, q3).AsUInt16());
+                bytes.Store(pc + i);
+            }
         }
-        if (i < c.Length) AddReference(a[i..], sa, za, b[i..], sb, zb, sc, zc, c[i..]);
+        if (i < n) AddReference(a[i..], sa, za, scalarB ? b : b[i..], sb, zb, sc, zc, c[i..]);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe Vector256<uint> One(byte* pa, byte* pb, bool scalarB, bool signed, Vector256<float> ra, Vector256<float> rb, Vector256<float> f,
+        Vector256<float> min, Vector256<float> max)
+    {
+        var t = scalarB ? f : Fma.MultiplyAdd(Widen(pb, signed), rb, f);
+        var v = Avx.RoundToNearestInteger(Fma.MultiplyAdd(Widen(pa, signed), ra, t));
+        return Avx.ConvertToVector256Int32(Vector256.Min(Vector256.Max(v, min), max)).AsUInt32();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe Vector256<float> Widen(byte* p, bool signed) =>
+        Avx.ConvertToVector256Single(signed ? Avx2.ConvertToVector256Int32((sbyte*)p) : Avx2.ConvertToVector256Int32(p));
+
+    /// <summary>Max pooling, fast form: per output row the window's input rows are reduced with vector maxima, then
+    /// each output takes the maximum over its columns of that row. Same result as <see cref="MaxPoolReference"/>.</summary>
+    public static unsafe void MaxPool<T>(ReadOnlySpan<T> x, ConvGeometry g, Span<T> y) where T : unmanaged
+    {
+        if (KernelDispatch.Current == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { MaxPoolReference(x, g, y); return; }
+        if (typeof(T) == typeof(sbyte)) { MaxPoolRows<sbyte>(MemoryMarshal.Cast<T, sbyte>(x), g, MemoryMarshal.Cast<T, sbyte>(y)); return; }
+        if (typeof(T) == typeof(byte)) { MaxPoolRows<byte>(MemoryMarshal.Cast<T, byte>(x), g, MemoryMarshal.Cast<T, byte>(y)); return; }
+        MaxPoolReference(x, g, y);
+    }
+
+    static unsafe void MaxPoolRows<T>(ReadOnlySpan<T> x, ConvGeometry g, Span<T> y) where T : unmanaged, INumber<T>, IMinMaxValue<T>
+    {
+        int oh = g.OutH, ow = g.OutW, h = g.Height, w = g.Width;
+        int sw = g.StrideW, dw = g.DilationW, pl = g.PadLeft, kw = g.KernelW;
+        // Outputs [jLo, jHi) have every tap inside the row; with stride 1 or 2 (dilation 1) they take 16 at a time:
+        // tap kj of 16 outputs is 16 bytes at j*s - pl + kj, or the even bytes of 32 there (a narrowing).
+        int jLo = Math.Min(ow, (pl + sw - 1) / sw), jHi = Math.Max(jLo, Math.Min(ow, (w - 1 + pl - (kw - 1) * dw) / sw + 1));
+        bool vector = dw == 1 && (sw == 1 || sw == 2) && sizeof(T) == 1;
+        var row = new T[w + 64];
+        fixed (T* px = x, py = y, pr = row)
+            for (int nc = 0; nc < g.Batch * g.Channels; nc++)
+                for (int i = 0; i < oh; i++)
+                {
+                    bool any = false;
+                    for (int ki = 0; ki < g.KernelH; ki++)
+                    {
+                        int ih = i * g.StrideH - g.PadTop + ki * g.DilationH;
+                        if (ih < 0 || ih >= h) continue;
+                        T* src = px + ((long)nc * h + ih) * w;
+                        if (!any) { new ReadOnlySpan<T>(src, w).CopyTo(row); any = true; continue; }
+                        int j = 0;
+                        for (; j + Vector128<T>.Count <= w; j += Vector128<T>.Count)
+                            Vector128.Max(Vector128.Load(pr + j), Vector128.Load(src + j)).Store(pr + j);
+                        for (; j < w; j++) pr[j] = T.Max(pr[j], src[j]);
+                    }
+                    T* dst = py + ((long)nc * oh + i) * ow;
+                    int jv = jLo;
+                    if (vector && any)
+                        for (; jv + 16 <= jHi; jv += 16)
+                        {
+                            byte* p = (byte*)pr + jv * sw - pl;
+                            Vector128<byte> best = default;
+                            for (int kj = 0; kj < kw; kj++)
+                            {
+                                var tap = sw == 1 ? Vector128.Load(p + kj)
+                                    : Vector128.Narrow(Vector128.Load((ushort*)(p + kj)), Vector128.Load((ushort*)(p + kj) + 8));
+                                best = kj == 0 ? tap : typeof(T) == typeof(sbyte) ? Vector128.Max(best.AsSByte(), tap.AsSByte()).AsByte() : Vector128.Max(best, tap);
+                            }
+                            best.Store((byte*)dst + jv);
+                        }
+                    for (int j = 0; j < ow; j++)
+                    {
+                        if (j == jLo && jv > jLo) { j = jv - 1; continue; }
+                        T best = T.MinValue;
+                        bool found = false;
+                        for (int kj = 0; kj < g.KernelW; kj++)
+                        {
+                            int iw = j * g.StrideW - g.PadLeft + kj * g.DilationW;
+                            if (iw < 0 || iw >= w) continue;
+                            best = found ? T.Max(best, pr[iw]) : pr[iw];
+                            found = true;
+                        }
+                        dst[j] = any && found ? best : T.Zero;   // an empty window: what the reference writes
+                    }
+                }
     }
 
     /// <summary>Max pooling of quantized values (exact: max commutes with the monotone affine map). Padding is
-    /// ignored, as in ONNX MaxPool.</summary>
-    public static void MaxPool<T>(ReadOnlySpan<T> x, ConvGeometry g, Span<T> y) where T : unmanaged
+    /// ignored, as in ONNX MaxPool. The reference.</summary>
+    public static void MaxPoolReference<T>(ReadOnlySpan<T> x, ConvGeometry g, Span<T> y) where T : unmanaged
     {
         int oh = g.OutH, ow = g.OutW;
         for (int nc = 0; nc < g.Batch * g.Channels; nc++)
