@@ -46,7 +46,9 @@ public static class Mutator
     public static FuzzCase Create(int seed, int index, IReadOnlyList<Seed> seeds, Seed? resnet, double resnetShare)
     {
         var random = new Random(unchecked(seed * 1_000_003 + index));
-        var source = resnet is not null && random.NextDouble() < resnetShare ? resnet : seeds[random.Next(seeds.Count)];
+        // The draw is made whether or not ResNet18 is there, so the other cases are the same either way.
+        double draw = random.NextDouble();
+        var source = resnet is not null && draw < resnetShare ? resnet : seeds[random.Next(seeds.Count)];
         var files = source.SideFiles.ToDictionary(kv => kv.Key, kv => kv.Value);
         var links = new Dictionary<string, string>();
         var mutations = new List<string>();

@@ -43,16 +43,21 @@ public sealed class Supervisor
     Process? _worker;
     readonly Queue<string> _stderr = new();
 
-    public FuzzSummary Run(int seed, int cases, IReadOnlyList<Seed> seeds, Seed? resnet, double resnetShare, int firstCase = 0)
+    public FuzzSummary Run(int seed, int cases, IReadOnlyList<Seed> seeds, Seed? resnet, double resnetShare, int firstCase = 0) =>
+        Run(seed, Enumerable.Range(firstCase, cases).ToList(), seeds, resnet, resnetShare);
+
+    /// <summary>Runs the cases of these indexes (a campaign, or the findings of one replayed).</summary>
+    public FuzzSummary Run(int seed, IReadOnlyList<int> indexes, IReadOnlyList<Seed> seeds, Seed? resnet, double resnetShare)
     {
-        var summary = new FuzzSummary { Seed = seed, Cases = cases };
+        var summary = new FuzzSummary { Seed = seed, Cases = indexes.Count };
         var work = Path.Combine(OutputFolder, "work");
         var findings = Path.Combine(OutputFolder, "findings");
         var clock = Stopwatch.StartNew();
         try
         {
-            for (int i = firstCase; i < firstCase + cases; i++)
+            for (int n = 0; n < indexes.Count; n++)
             {
+                int i = indexes[n];
                 var c = Mutator.Create(seed, i, seeds, resnet, resnetShare);
                 var folder = Path.Combine(work, "case");
                 c.WriteTo(folder);
@@ -77,8 +82,8 @@ public sealed class Supervisor
                     summary.Findings.Add($"case {i} ({c.Seed}; {string.Join(" | ", c.Mutations)}): {kind} {stage}: {detail}");
                     Log?.Invoke($"FINDING case {i}: {kind} {stage}: {detail} [{c.Seed}; {string.Join(" | ", c.Mutations)}]");
                 }
-                if ((i - firstCase + 1) % 500 == 0)
-                    Log?.Invoke($"{i - firstCase + 1} cases, {clock.Elapsed.TotalSeconds:F0} s: {summary.Valid} valid, {summary.Refused} refused, {summary.Unexpected} unexpected, {summary.Crashes} crashes, {summary.Hangs} hangs, {summary.MemoryBlowups} memory");
+                if ((n + 1) % 500 == 0)
+                    Log?.Invoke($"{n + 1} cases, {clock.Elapsed.TotalSeconds:F0} s: {summary.Valid} valid, {summary.Refused} refused, {summary.Unexpected} unexpected, {summary.Crashes} crashes, {summary.Hangs} hangs, {summary.MemoryBlowups} memory");
             }
         }
         finally

@@ -46,9 +46,13 @@ public sealed class OrtRunner : IDisposable
         }
         var inputs = _session.InputMetadata;
         _inputs = inputs.Select(kv => (kv.Key, kv.Value)).ToArray();
-        var (name, meta) = inputs.First();
-        InputName = name;
-        InputShape = meta.Dimensions;
+        // A model may take no input at all (everything constant): it then has no first input to describe.
+        if (_inputs.Length > 0)
+        {
+            InputName = _inputs[0].Name;
+            InputShape = _inputs[0].Meta.Dimensions;
+        }
+        else (InputName, InputShape) = ("", Array.Empty<int>());
         OutputNames = outputs?.ToArray() ?? _session.OutputNames.ToArray();
     }
 

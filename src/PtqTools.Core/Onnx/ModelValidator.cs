@@ -15,6 +15,15 @@ public static class ModelValidator
     /// allocate them (or be killed for it) before any data is seen. The same 2 GB bound as one stored tensor.</summary>
     public const long MaxConstantOutputBytes = int.MaxValue;
 
+    /// <summary>The largest dimension a value may declare: one tensor holds at most 2 GB, so no dimension of a real
+    /// tensor passes 2^31 - 1.</summary>
+    public const long MaxDeclaredDimension = int.MaxValue;
+
+    /// <summary>The longest declared shape-like input (the shape of Reshape, Expand, ConstantOfShape, the sizes of Resize, ...): ONNX
+    /// shape inference makes an output of that rank, and a declared length of 2^63 exhausted memory inside ONNX
+    /// Runtime's session creation (found by the fuzz harness). Real ranks are single digits.</summary>
+    public const long MaxDeclaredRank = 4096;
+
     public static void Validate(ModelProto model, string source)
     {
         if (model.IrVersion > MaxIrVersion)
@@ -136,11 +145,29 @@ public static class ModelValidator
     static void CheckConstantShapes(GraphProto graph, string source, string scope)
     {
         Dictionary<string, TensorProto>? constants = null;
+        Dictionary<string, ValueInfoProto>? declared = null;
         for (int i = 0; i < graph.Node.Count; i++)
         {
             var node = graph.Node[i];
+            if (node.Domain.Length > 0 && node.Domain != "ai.onnx") continue;
+            // Inputs whose length is a rank (a shape, sizes, scales, axes, pads, repeats): shape inference makes
+            // outputs of that many dimensions from the declared length alone.
+            int[] rankInputs = node.OpType switch
+            {
+                "ConstantOfShape" => new[] { 0 }, "Expand" or "Tile" or "Reshape" or "Upsample" or "Squeeze" or "Unsqueeze" or "Pad" => new[] { 1 },
+                "Resize" => new[] { 2, 3 }, "Slice" => new[] { 1, 2, 3, 4 }, _ => Array.Empty<int>(),
+            };
+            foreach (var k in rankInputs)
+            {
+                if (k >= node.Input.Count || node.Input[k].Length == 0) continue;
+                declared ??= graph.Input.Concat(graph.ValueInfo).Concat(graph.Output).GroupBy(v => v.Name).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+                if (declared.TryGetValue(node.Input[k], out var vi) && vi.Type?.TensorType?.Shape?.Dim is { Count: 1 } sd
+                    && sd[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && sd[0].DimValue > MaxDeclaredRank)
+                    throw Invalid("InvalidDimension",
+                        $"Tensor '{vi.Name}' in '{source}', input {k} of node '{scope}{NodeLabel(node, i)}' ({node.OpType}), declares {sd[0].DimValue:N0} values, one per dimension; at most {MaxDeclaredRank} dimensions are supported.", vi.Name);
+            }
             int shapeInput = node.OpType switch { "ConstantOfShape" => 0, "Expand" or "Tile" => 1, _ => -1 };
-            if (shapeInput < 0 || node.Domain.Length > 0 && node.Domain != "ai.onnx" || node.Input.Count <= shapeInput) continue;
+            if (shapeInput < 0 || node.Input.Count <= shapeInput) continue;
             constants ??= Constants(graph);
             if (!constants.TryGetValue(node.Input[shapeInput], out var shape) || shape.DataType != (int)OnnxDataType.Int64) continue;
             long[] values;
@@ -192,8 +219,12 @@ public static class ModelValidator
         var shape = vi.Type?.TensorType?.Shape;
         if (shape is null) return;
         foreach (var dim in shape.Dim)
+        {
             if (dim.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && dim.DimValue < 0)
                 throw Invalid("InvalidDimension", $"Tensor '{vi.Name}' in '{source}' declares a negative dimension ({dim.DimValue}).", vi.Name);
+            if (dim.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && dim.DimValue > MaxDeclaredDimension)
+                throw Invalid("InvalidDimension", $"Tensor '{vi.Name}' in '{source}' declares the dimension {dim.DimValue:N0}, above the {MaxDeclaredDimension:N0} a tensor can have.", vi.Name);
+        }
     }
 
     internal static string NodeLabel(NodeProto node, int index) => node.Name.Length > 0 ? node.Name : $"{node.OpType}#{index}";
