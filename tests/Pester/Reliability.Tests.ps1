@@ -257,7 +257,7 @@ Describe 'Cancellation at random points' {
         # A long run on the tiny model: many samples, so a stop lands anywhere in calibration, the quantizer or the
         # evaluation.
         $random = [Random]::new(9)
-        $script:LongData = New-PtqDataSet -InputObject (1..3000 | ForEach-Object { $a = [float[]]::new(3 * 16 * 16); for ($i = 0; $i -lt $a.Length; $i += 7) { $a[$i] = $random.NextDouble() }; , $a }) -Shape 3, 16, 16
+        $script:LongData = New-PtqDataSet -InputObject (1..8000 | ForEach-Object { $a = [float[]]::new(3 * 16 * 16); for ($i = 0; $i -lt $a.Length; $i += 29) { $a[$i] = $random.NextDouble() }; , $a }) -Shape 3, 16, 16
         $script:Int8 = Join-Path $TestDrive 'tiny.int8.onnx'
         $null = Invoke-Quantization -Path $Model -DataSet $ImageData -OutputPath $Int8
         $script:rs = [runspacefactory]::CreateRunspace()
@@ -288,11 +288,11 @@ Describe 'Cancellation at random points' {
     AfterAll { $rs.Dispose() }
 
     It 'stops <_> at random points; the session stays usable and no partial file is left' -ForEach 'Calibration', 'Quantization', 'Evaluation' {
-        $random = [Random]::new($_.GetHashCode() -band 0xFFFF)
+        $random = [Random]::new(@{ Calibration = 1; Quantization = 2; Evaluation = 3 }[$_])
         $target = Join-Path $stopFolder "$_.onnx"
         $stopped = 0
         foreach ($i in 1..6) {
-            $state = Invoke-Stopped $Runs[$_] @($Model, $LongData, $target, $Int8) ($random.Next(50, 700))
+            $state = Invoke-Stopped $Runs[$_] @($Model, $LongData, $target, $Int8) ($random.Next(20, 500))
             if ($state -eq 'Stopped') { $stopped++ }
             # A stopped quantization never leaves its output or a temporary file.
             if ($state -eq 'Stopped') { Test-Path $target | Should -BeFalse }
@@ -314,7 +314,7 @@ Describe 'Cancellation at random points' {
         $random = [Random]::new(100)
         $kinds = 'Calibration', 'Quantization', 'Evaluation'
         $target = Join-Path $stopFolder 'leak.onnx'
-        foreach ($i in 1..15) { $null = Invoke-Stopped $Runs[$kinds[$i % 3]] @($Model, $LongData, $target, $Int8) ($random.Next(20, 200)) }
+        foreach ($i in 1..40) { $null = Invoke-Stopped $Runs[$kinds[$i % 3]] @($Model, $LongData, $target, $Int8) ($random.Next(20, 200)) }
         $warm = Get-Rss
         $stopped = 0
         foreach ($i in 1..100) {
@@ -324,9 +324,10 @@ Describe 'Cancellation at random points' {
         $growth = ($after - $warm) / 1MB
         Write-Host ("RSS after warm-up {0:N1} MiB, after 100 cancelled runs {1:N1} MiB: {2:+0.0;-0.0} MiB ({3} stopped)" -f ($warm / 1MB), ($after / 1MB), $growth, $stopped)
         $stopped | Should -BeGreaterThan 80
-        # Tolerance: 32 MiB for 100 runs (a leaked ONNX Runtime session of this model alone is about 1 MiB; allocator
-        # arenas and the GC's own growth stay under the bound).
-        $growth | Should -BeLessThan 32
+        # Tolerance: 24 MiB over 100 runs, for allocator arenas and the GC's own growth (docs/reliability.md gives the
+        # measured figure). One ONNX Runtime session left behind per stop would pass it: 100 undisposed sessions of a
+        # conformance Conv model hold 33.6 MiB.
+        $growth | Should -BeLessThan 24
     }
 }
 
