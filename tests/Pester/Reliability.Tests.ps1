@@ -314,7 +314,7 @@ Describe 'Cancellation at random points' {
         $random = [Random]::new(100)
         $kinds = 'Calibration', 'Quantization', 'Evaluation'
         $target = Join-Path $stopFolder 'leak.onnx'
-        foreach ($i in 1..40) { $null = Invoke-Stopped $Runs[$kinds[$i % 3]] @($Model, $LongData, $target, $Int8) ($random.Next(20, 200)) }
+        foreach ($i in 1..100) { $null = Invoke-Stopped $Runs[$kinds[$i % 3]] @($Model, $LongData, $target, $Int8) ($random.Next(20, 200)) }
         $warm = Get-Rss
         $stopped = 0
         foreach ($i in 1..100) {

@@ -22,6 +22,8 @@ public sealed class FuzzSummary
     /// <summary>Cases per outcome kind, "stage: ErrorId" for refusals.</summary>
     public SortedDictionary<string, int> ByOutcome { get; set; } = new(StringComparer.Ordinal);
     public SortedDictionary<string, int> ByMutation { get; set; } = new(StringComparer.Ordinal);
+    /// <summary>Cases per seed family: the conformance corpus, each synthetic model, ResNet18.</summary>
+    public SortedDictionary<string, int> BySeed { get; set; } = new(StringComparer.Ordinal);
     public List<string> Findings { get; set; } = new();
 
     public bool Clean => Unexpected == 0 && Crashes == 0 && Hangs == 0 && MemoryBlowups == 0;
@@ -62,6 +64,7 @@ public sealed class Supervisor
                 var folder = Path.Combine(work, "case");
                 c.WriteTo(folder);
                 foreach (var m in c.Mutations) Count(summary.ByMutation, m.Split(' ')[0]);
+                Count(summary.BySeed, c.Seed == "resnet18" || c.Seed.StartsWith("synthetic/", StringComparison.Ordinal) ? c.Seed : "corpus");
                 var (kind, stage, detail) = RunOne(folder, c, summary);
                 string key;
                 switch (kind)
