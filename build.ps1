@@ -14,15 +14,20 @@
     Corpus   walks Debian's libonnx-testdata conformance corpus (load, list layers, save, identical ORT outputs) and
              writes the figures to docs/corpus.md.
     Accuracy builds and runs the demo on 5,000 Fashion-MNIST test images, 2 threads (the kNN figure of docs/benchmarks.md).
+    Fuzz     runs the fuzz harness (tests/PtqTools.Fuzz): 10,000 mutated models (-FuzzCases, -FuzzSeed) through every
+             model-reading path in a restarted worker process; exits non-zero on any crash, hang, memory blow-up or
+             exception other than a PtqException (docs/reliability.md).
 .EXAMPLE
     dotnet tool restore && dotnet pwsh ./build.ps1 -Task Test
 #>
 [CmdletBinding()]
 param(
-    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Package', 'Bench', 'Corpus', 'Accuracy')]
+    [ValidateSet('Build', 'Test', 'Demo', 'Install', 'Package', 'Bench', 'Corpus', 'Accuracy', 'Fuzz')]
     [string] $Task = 'Build',
     [ValidateSet('Debug', 'Release')]
-    [string] $Configuration = 'Release'
+    [string] $Configuration = 'Release',
+    [int] $FuzzSeed = 1,
+    [int] $FuzzCases = 10000
 )
 
 $ErrorActionPreference = 'Stop'
@@ -149,6 +154,13 @@ switch ($Task) {
         Invoke-Build
         & (Join-Path $root 'docs/examples/Invoke-Demo.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1') -OutputFolder (Join-Path $out 'accuracy') `
             -EvaluationImages 5000 -ThreadCount 2 -LatencyRuns 20
+    }
+    'Fuzz' {
+        Invoke-Native dotnet @('build', (Join-Path $root 'tests/PtqTools.Fuzz/PtqTools.Fuzz.csproj'), '-c', $Configuration, '--verbosity', 'quiet')
+        # ResNet18 (restored by the test project's PackageDownload) is 0.5% of the cases.
+        Invoke-Native dotnet @('restore', (Join-Path $root 'tests/PtqTools.Core.Tests/PtqTools.Core.Tests.csproj'), '--verbosity', 'quiet')
+        Invoke-Native dotnet @((Join-Path $root "tests/PtqTools.Fuzz/bin/$Configuration/net10.0/PtqTools.Fuzz.dll"), 'run', '--seed', $FuzzSeed,
+            '--cases', $FuzzCases, '--resnet', '0.005', '--out', (Join-Path $out 'fuzz'))
     }
     'Bench' {
         Invoke-Build

@@ -77,10 +77,17 @@ public static class RangeMethods
     }
 
     /// <summary>The histogram folded on |x|: abs bin j covers [j*w, (j+1)*w) of |x| exactly (bins are anchored at zero).</summary>
+    internal const long MaxAbsBins = 1 << 24;
+
     internal static double[] AbsHistogram(TensorSummary s)
     {
         long n = 0;
         for (int i = 0; i < s.Counts.Length; i++) { long k = s.Start + i; n = Math.Max(n, k >= 0 ? k + 1 : -k); }
+        // Bins sit at most 8,192 apart from Start, but Start itself is unbounded: values far from zero with a tiny
+        // spread (found by the fuzz harness) would ask for an array beyond what memory holds.
+        if (n > MaxAbsBins)
+            throw new PtqException("HistogramTooWide", PtqErrorKind.InvalidData,
+                $"An activation holds values in [{s.Min}, {s.Max}], far from zero for their spread: its |x| histogram would need {n:N0} bins of width {s.Width}. Exclude the layer, or use -Method MinMax.", s);
         var abs = new double[n];
         for (int i = 0; i < s.Counts.Length; i++) { long k = s.Start + i; abs[k >= 0 ? k : -k - 1] += s.Counts[i]; }
         return abs;

@@ -247,12 +247,27 @@ public sealed class SampleReader : IDisposable
         }
     }
 
+    /// <summary>Decodes an image whole. SKBitmap.Decode also accepts a truncated file (the rows it could not read
+    /// are left blank), which would calibrate on an image that is not there: only a complete decode is taken.</summary>
     static SKBitmap Decode(string path)
     {
-        SKBitmap? bitmap = null;
-        try { bitmap = SKBitmap.Decode(path); }
-        catch (Exception ex) when (ex is IOException or ArgumentException) { }
-        return bitmap ?? throw new PtqException("ImageNotDecodable", PtqErrorKind.InvalidData, $"'{path}' cannot be decoded as an image.", path);
+        using var stream = DataFiles.OpenRead(path);
+        using var codec = SKCodec.Create(stream, out var created);
+        if (codec is null)
+            throw new PtqException("ImageNotDecodable", PtqErrorKind.InvalidData, $"'{path}' cannot be decoded as an image ({created}).", path);
+        // As SKBitmap.Decode does: the codec's own colour type, premultiplied alpha, no colour space.
+        var info = codec.Info;
+        if (info.AlphaType == SKAlphaType.Unpremul) info.AlphaType = SKAlphaType.Premul;
+        info.ColorSpace = null;
+        var bitmap = new SKBitmap(info);
+        var result = codec.GetPixels(info, bitmap.GetPixels());
+        if (result != SKCodecResult.Success)
+        {
+            bitmap.Dispose();
+            throw new PtqException("ImageNotDecodable", PtqErrorKind.InvalidData,
+                $"'{path}' cannot be decoded as an image: {(result == SKCodecResult.IncompleteInput ? "it is truncated" : result.ToString())}.", path);
+        }
+        return bitmap;
     }
 
     /// <summary>Resizes, then lays out pixel values (0..255) x Scale, minus Mean, over Std, in the chosen channel
@@ -337,4 +352,23 @@ public sealed class SampleReader : IDisposable
     }
 
     public void Dispose() => _preprocess?.Dispose();
+}
+
+/// <summary>Opens the files of a data set, which may have changed since it was described.</summary>
+internal static class DataFiles
+{
+    public static FileStream OpenRead(string path)
+    {
+        try { return File.OpenRead(path); }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException) { throw Missing(path, ex); }
+    }
+
+    public static byte[] ReadAllBytes(string path)
+    {
+        try { return File.ReadAllBytes(path); }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException) { throw Missing(path, ex); }
+    }
+
+    static PtqException Missing(string path, Exception ex) => new("DataSetFileMissing", PtqErrorKind.ObjectNotFound,
+        $"'{path}' no longer exists: it was removed after the data set was described.", path, ex);
 }

@@ -10,7 +10,7 @@ public static partial class NpyFile
 {
     public static (float[] Data, int[] Shape) Read(string path)
     {
-        using var stream = File.OpenRead(path);
+        using var stream = DataFiles.OpenRead(path);
         return Read(stream, path);
     }
 
@@ -39,11 +39,15 @@ public static partial class NpyFile
         var shape = shapeMatch.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(s => int.TryParse(s, out var d) && d >= 0 ? d : throw Bad(source, $"its shape has an invalid dimension '{s}'")).ToArray();
         long count = 1;
-        foreach (var d in shape) count = checked(count * d);
+        try { foreach (var d in shape) count = checked(count * d); }
+        catch (OverflowException) { throw Bad(source, "its shape's element count overflows"); }
         var dtype = descr.Groups[1].Value;
         int size = dtype switch { "<f4" => 4, "<f8" => 8, "|u1" or "u1" => 1, "|i1" or "i1" => 1, "<i4" => 4, "<i8" => 8, _ => 0 };
         if (size == 0) throw new PtqException("NpyTypeNotSupported", PtqErrorKind.NotSupported, $"'{source}' holds dtype '{dtype}'; float32, float64, uint8, int8, int32 and int64 are read.", source);
         if (count * size > int.MaxValue) throw Bad(source, "it is larger than 2 GB");
+        // A header may claim more than the file holds: refused before the claimed size is allocated.
+        if (stream.CanSeek && count * size > stream.Length - stream.Position)
+            throw Bad(source, $"it is truncated ({stream.Length - stream.Position} of {count * size} data bytes)");
         var bytes = reader.ReadBytes((int)(count * size));
         if (bytes.Length != count * size) throw Bad(source, $"it is truncated ({bytes.Length} of {count * size} data bytes)");
         var data = new float[count];
@@ -93,7 +97,7 @@ public static class IdxFile
 {
     public static (byte[] Data, int[] Shape) Read(string path)
     {
-        using var file = File.OpenRead(path);
+        using var file = DataFiles.OpenRead(path);
         Stream stream = path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? new GZipStream(file, CompressionMode.Decompress) : file;
         using var _ = stream;
         var head = new byte[4];
@@ -114,8 +118,23 @@ public static class IdxFile
             long count = 1;
             foreach (var d in shape) count = checked(count * d);
             if (count > int.MaxValue) throw Bad(path, "it is larger than 2 GB");
-            var data = new byte[count];
-            stream.ReadExactly(data);
+            // A header may claim more than the file holds: check before allocating (a compressed file is read
+            // in pieces, so a short one never gets its claimed size allocated).
+            if (stream == file && count > file.Length - file.Position) throw Bad(path, "it is truncated");
+            byte[] data;
+            if (stream == file) { data = new byte[count]; stream.ReadExactly(data); }
+            else
+            {
+                using var buffer = new MemoryStream();
+                var chunk = new byte[1 << 20];
+                while (buffer.Length < count)
+                {
+                    int n = stream.Read(chunk, 0, (int)Math.Min(chunk.Length, count - buffer.Length));
+                    if (n == 0) throw new EndOfStreamException();
+                    buffer.Write(chunk, 0, n);
+                }
+                data = buffer.ToArray();
+            }
             return (data, shape);
         }
         catch (EndOfStreamException)

@@ -23,7 +23,7 @@ public static class TensorProtoFile
         TensorProto tensor;
         try
         {
-            tensor = TensorProto.Parser.ParseFrom(File.ReadAllBytes(path));
+            tensor = TensorProto.Parser.ParseFrom(DataFiles.ReadAllBytes(path));
         }
         catch (Exception ex) when (ex is InvalidProtocolBufferException or InvalidOperationException or ArgumentException)
         {

@@ -1,3 +1,4 @@
+using PtqTools.Core.Onnx;
 using PtqTools.Core.Data;
 
 namespace PtqTools.Core.Engine;
@@ -23,10 +24,22 @@ public sealed class EngineParity
     public double WithinOneStep => Elements == 0 ? 0 : (double)WithinOne / Elements;
     public double ExactShare => Elements == 0 ? 0 : (double)Exact / Elements;
 
-    public static Dictionary<string, EngineTensor> Feed(IntegerEngine engine, Sample sample) => new()
+    public static Dictionary<string, EngineTensor> Feed(IntegerEngine engine, Sample sample)
     {
-        [engine.Inputs[0]] = EngineTensor.Float(sample.Data, new long[] { 1 }.Concat(sample.Shape.Select(d => (long)d)).ToArray()),
-    };
+        // A sample of whole input tensors (TensorProto data sets) feeds them as they are, by position.
+        if (sample.Inputs is { } inputs)
+        {
+            if (inputs.Count != engine.Inputs.Count)
+                throw new PtqException("DataInputCountMismatch", PtqErrorKind.InvalidData,
+                    $"Sample '{sample.Id}' has {inputs.Count} input tensor(s), but the model takes {engine.Inputs.Count}.", sample.Id);
+            return engine.Inputs.Select((name, k) => (name, EngineTensor.FromProto(inputs[k]))).ToDictionary(p => p.name, p => p.Item2, StringComparer.Ordinal);
+        }
+        var dims = new long[] { 1 }.Concat(sample.Shape.Select(d => (long)d)).ToArray();
+        if (TensorData.ElementCount(dims) != sample.Data.Length)
+            throw new PtqException("DataShapeMismatch", PtqErrorKind.InvalidData,
+                $"Sample '{sample.Id}' has {sample.Data.Length} values, which do not fill its shape [{string.Join(",", sample.Shape)}].", sample.Id);
+        return new() { [engine.Inputs[0]] = EngineTensor.Float(sample.Data, dims) };
+    }
 
     public void Add(float[][] reference, IReadOnlyDictionary<string, EngineTensor> engine)
     {

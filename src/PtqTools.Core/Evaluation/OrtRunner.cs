@@ -46,13 +46,25 @@ public sealed class OrtRunner : IDisposable
         }
         var inputs = _session.InputMetadata;
         _inputs = inputs.Select(kv => (kv.Key, kv.Value)).ToArray();
-        var (name, meta) = inputs.First();
-        InputName = name;
-        InputShape = meta.Dimensions;
+        // A model may take no input at all (everything constant): it then has no first input to describe.
+        if (_inputs.Length > 0)
+        {
+            InputName = _inputs[0].Name;
+            InputShape = _inputs[0].Meta.Dimensions;
+        }
+        else (InputName, InputShape) = ("", Array.Empty<int>());
         OutputNames = outputs?.ToArray() ?? _session.OutputNames.ToArray();
     }
 
-    public static OrtRunner FromFile(string path, int threads = 1) => new(File.ReadAllBytes(path), path, threads);
+    /// <summary>A session on a model file, which is validated first (as every model is before ONNX Runtime sees it):
+    /// a damaged or hostile file ends in a PtqException, never inside native code. External data is read by the
+    /// engine, inside the model's folder only, and handed to ONNX Runtime inline.</summary>
+    public static OrtRunner FromFile(string path, int threads = 1)
+    {
+        var bytes = Onnx.OnnxModelIO.ReadFile(path);
+        var model = Onnx.OnnxModelIO.Parse(bytes, path);
+        return new(model.CalculateSize() == bytes.Length && !Onnx.ExternalData.HasExternal(model) ? bytes : Google.Protobuf.MessageExtensions.ToByteArray(model), path, threads);
+    }
 
     public string InputName { get; }
     public int[] InputShape { get; }

@@ -13,7 +13,7 @@ public static class PerformanceMeter
         if (runs < 1) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"At least one timed run is needed, not {runs}.", runs);
         if (batchSize < 1) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"The batch size must be at least 1, not {batchSize}.", batchSize);
         long baseline = ResidentBytes(), peak = baseline;
-        using var runner = new OrtRunner(File.ReadAllBytes(modelPath), modelPath, threads);
+        using var runner = OrtRunner.FromFile(modelPath, threads);
         peak = Math.Max(peak, ResidentBytes());
         var (sample, shape, source) = Input(runner, data, cancel);
         runner.CheckShape(shape, source);

@@ -16,7 +16,7 @@ public sealed record PreparedModel(string SourcePath, string SourceSha256, strin
 public static class ModelPreparer
 {
     /// <summary>Bump when preparation changes, so old cache entries are not reused.</summary>
-    const string CacheVersion = "p3";
+    const string CacheVersion = "p4";
 
     public static string CacheFolder
     {
@@ -69,6 +69,8 @@ public static class ModelPreparer
         // ONNX Runtime turns dense Constant nodes into initializers; sparse ones are densified here first.
         SparseTensors.Densify(model.Graph);
         var optimized = OptimizeWithRuntime(model, sourcePath);
+        // Nodes ONNX Runtime adds (inlined functions, fusions) come without names; layers are addressed by name.
+        NameNodes(optimized.Graph);
         try
         {
             opsetRaised = OpsetUpgrader.UpgradeTo13(optimized);
@@ -83,14 +85,20 @@ public static class ModelPreparer
         return optimized;
     }
 
-    /// <summary>Layers are addressed by node name, so every node gets one (kept when present).</summary>
+    /// <summary>Layers are addressed by node name, so every node gets one, unique in its graph (kept when present
+    /// and not already taken by an earlier node).</summary>
     internal static void NameNodes(GraphProto graph)
     {
         var scope = new NameScope(graph);
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < graph.Node.Count; i++)
         {
             var node = graph.Node[i];
-            if (node.Name.Length == 0) node.Name = scope.Fresh($"{node.OpType}_{i}");
+            if (node.Name.Length == 0 || !seen.Add(node.Name))
+            {
+                node.Name = scope.Fresh(node.Name.Length == 0 ? $"{node.OpType}_{i}" : node.Name);
+                seen.Add(node.Name);
+            }
             foreach (var attr in node.Attribute)
             {
                 if (attr.G is not null) NameNodes(attr.G);

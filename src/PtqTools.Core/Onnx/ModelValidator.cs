@@ -10,6 +10,20 @@ public static class ModelValidator
 {
     public const int MaxIrVersion = 11;
 
+    /// <summary>The largest tensor a node with constant shape inputs may ask for (ConstantOfShape, Expand, Tile):
+    /// ONNX Runtime folds such nodes while the model is prepared, so a model claiming terabytes would otherwise
+    /// allocate them (or be killed for it) before any data is seen. The same 2 GB bound as one stored tensor.</summary>
+    public const long MaxConstantOutputBytes = int.MaxValue;
+
+    /// <summary>The largest dimension a value may declare: one tensor holds at most 2 GB, so no dimension of a real
+    /// tensor passes 2^31 - 1.</summary>
+    public const long MaxDeclaredDimension = int.MaxValue;
+
+    /// <summary>The longest declared shape-like input (the shape of Reshape, Expand, ConstantOfShape, the sizes of Resize, ...): ONNX
+    /// shape inference makes an output of that rank, and a declared length of 2^63 exhausted memory inside ONNX
+    /// Runtime's session creation (found by the fuzz harness). Real ranks are single digits.</summary>
+    public const long MaxDeclaredRank = 4096;
+
     public static void Validate(ModelProto model, string source)
     {
         if (model.IrVersion > MaxIrVersion)
@@ -83,6 +97,8 @@ public static class ModelValidator
             throw Invalid("GraphCycle", $"The graph of '{source}' has a cycle through node '{scope}{NodeLabel(graph.Node[stuck], stuck)}'.", NodeLabel(graph.Node[stuck], stuck));
         }
 
+        CheckConstantShapes(graph, source, scope);
+
         var outputNames = new HashSet<string>(StringComparer.Ordinal);
         foreach (var output in graph.Output)
         {
@@ -124,13 +140,91 @@ public static class ModelValidator
                 $"Tensor '{label}' in '{source}' has shape [{string.Join(",", t.Dims)}] ({expected} elements) but holds {(stored < 0 ? "a partial element" : stored + " elements")}.", label);
     }
 
+    /// <summary>Refuses ConstantOfShape, Expand and Tile nodes whose constant shape (or repeats) asks for more than
+    /// <see cref="MaxConstantOutputBytes"/>, before anything is allocated.</summary>
+    static void CheckConstantShapes(GraphProto graph, string source, string scope)
+    {
+        Dictionary<string, TensorProto>? constants = null;
+        Dictionary<string, ValueInfoProto>? declared = null;
+        for (int i = 0; i < graph.Node.Count; i++)
+        {
+            var node = graph.Node[i];
+            if (node.Domain.Length > 0 && node.Domain != "ai.onnx") continue;
+            // Inputs whose length is a rank (a shape, sizes, scales, axes, pads, repeats): shape inference makes
+            // outputs of that many dimensions from the declared length alone.
+            int[] rankInputs = node.OpType switch
+            {
+                "ConstantOfShape" => new[] { 0 }, "Expand" or "Tile" or "Reshape" or "Upsample" or "Squeeze" or "Unsqueeze" or "Pad" => new[] { 1 },
+                "Resize" => new[] { 2, 3 }, "Slice" => new[] { 1, 2, 3, 4 }, _ => Array.Empty<int>(),
+            };
+            foreach (var k in rankInputs)
+            {
+                if (k >= node.Input.Count || node.Input[k].Length == 0) continue;
+                declared ??= graph.Input.Concat(graph.ValueInfo).Concat(graph.Output).GroupBy(v => v.Name).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+                if (declared.TryGetValue(node.Input[k], out var vi) && vi.Type?.TensorType?.Shape?.Dim is { Count: 1 } sd
+                    && sd[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && sd[0].DimValue > MaxDeclaredRank)
+                    throw Invalid("InvalidDimension",
+                        $"Tensor '{vi.Name}' in '{source}', input {k} of node '{scope}{NodeLabel(node, i)}' ({node.OpType}), declares {sd[0].DimValue:N0} values, one per dimension; at most {MaxDeclaredRank} dimensions are supported.", vi.Name);
+            }
+            int shapeInput = node.OpType switch { "ConstantOfShape" => 0, "Expand" or "Tile" => 1, _ => -1 };
+            if (shapeInput < 0 || node.Input.Count <= shapeInput) continue;
+            constants ??= Constants(graph);
+            if (!constants.TryGetValue(node.Input[shapeInput], out var shape) || shape.DataType != (int)OnnxDataType.Int64) continue;
+            long[] values;
+            try { values = Int64Values(shape); }
+            catch (PtqException) { continue; } // a size mismatch is reported by CheckTensor
+            long elements = 1;
+            try
+            {
+                if (node.OpType == "Tile")
+                {
+                    // The output is the input's shape times the repeats; the input's shape is known when it is constant.
+                    if (!constants.TryGetValue(node.Input[0], out var input) || input.Dims.Count != values.Length) continue;
+                    for (int d = 0; d < values.Length; d++) elements = checked(elements * Math.Max(0, input.Dims[d]) * Math.Max(0, values[d]));
+                }
+                else foreach (var v in values) elements = checked(elements * Math.Max(0, v));
+                if (checked(elements * 8) <= MaxConstantOutputBytes) continue;
+            }
+            catch (OverflowException) { }
+            var label = $"{scope}{NodeLabel(node, i)}";
+            throw new PtqException("TensorTooLarge", PtqErrorKind.NotSupported,
+                $"Node '{label}' ({node.OpType}) in '{source}' asks for a tensor of shape [{string.Join(",", values)}]{(node.OpType == "Tile" ? " (repeats)" : "")}, above the {MaxConstantOutputBytes:N0}-byte limit of one tensor.", label);
+        }
+    }
+
+    static Dictionary<string, TensorProto> Constants(GraphProto graph)
+    {
+        var d = new Dictionary<string, TensorProto>(StringComparer.Ordinal);
+        foreach (var t in graph.Initializer) d.TryAdd(t.Name, t);
+        foreach (var n in graph.Node)
+            if (n.OpType == "Constant" && n.Output.Count == 1 && n.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t)
+                d.TryAdd(n.Output[0], t);
+        return d;
+    }
+
+    static long[] Int64Values(TensorProto t)
+    {
+        if (t.DataLocation == TensorProto.Types.DataLocation.External) throw Invalid("ExternalDataInvalid", "external", t.Name);
+        if (!t.RawData.IsEmpty)
+        {
+            if (t.RawData.Length % 8 != 0 || t.RawData.Length > 8 * 64) throw Invalid("TensorDataSizeMismatch", "size", t.Name);
+            return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(t.RawData.Span).ToArray();
+        }
+        if (t.Int64Data.Count > 64) throw Invalid("TensorDataSizeMismatch", "size", t.Name);
+        return t.Int64Data.ToArray();
+    }
+
     static void CheckValueInfo(ValueInfoProto vi, string source)
     {
         var shape = vi.Type?.TensorType?.Shape;
         if (shape is null) return;
         foreach (var dim in shape.Dim)
+        {
             if (dim.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && dim.DimValue < 0)
                 throw Invalid("InvalidDimension", $"Tensor '{vi.Name}' in '{source}' declares a negative dimension ({dim.DimValue}).", vi.Name);
+            if (dim.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && dim.DimValue > MaxDeclaredDimension)
+                throw Invalid("InvalidDimension", $"Tensor '{vi.Name}' in '{source}' declares the dimension {dim.DimValue:N0}, above the {MaxDeclaredDimension:N0} a tensor can have.", vi.Name);
+        }
     }
 
     internal static string NodeLabel(NodeProto node, int index) => node.Name.Length > 0 ? node.Name : $"{node.OpType}#{index}";
