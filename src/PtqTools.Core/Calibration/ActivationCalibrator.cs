@@ -185,13 +185,18 @@ public sealed class CalibrationSession : IDisposable
         _cancel.ThrowIfCancellationRequested();
         if (Done == 0)
             throw new PtqException("NoValidSamples", PtqErrorKind.InvalidData, $"None of the {_seen} samples of '{_data.Name}' could be used.", _data.Name);
-        var result = new List<TensorStatistics>(_names.Length);
-        for (int t = 0; t < _names.Length; t++)
+        // Every method's range of every tensor (the Entropy search dominates): independent, so over the run's threads.
+        var result = new TensorStatistics[_names.Length];
+        try
         {
-            _cancel.ThrowIfCancellationRequested();
-            result.Add(_observers[t].ToStatistics(_prepared.SourcePath, _prepared.SourceSha256, _names[t], _tensors[_names[t]].ToArray(), _options));
+            Parallel.For(0, _names.Length, _parallel, t =>
+                result[t] = _observers[t].ToStatistics(_prepared.SourcePath, _prepared.SourceSha256, _names[t], _tensors[_names[t]].ToArray(), _options));
         }
-        return result;
+        catch (AggregateException ex) when (ex.InnerExceptions.Count == 1)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex.InnerExceptions[0]).Throw();
+        }
+        return result.ToList();
     }
 
     public void Dispose() => _runner.Dispose();

@@ -148,7 +148,7 @@ public static class DataSetReader
         string id = $"script[{index}]";
         if (data.Length != size)
             throw new PtqException("DataShapeMismatch", PtqErrorKind.InvalidData,
-                $"Sample {index} of the script has {data.Length} values; shape [{string.Join(",", ds.SampleShape)}] needs {size}.", id);
+                $"Sample {index} of the script has {data.Length} values; shape [{string.Join(",", ds.SampleShape)}] needs {size}. (Write each sample as one object: ,$sample or Write-Output -NoEnumerate $sample; PowerShell otherwise writes an array's numbers one by one.)", id);
         foreach (var v in data)
             if (!float.IsFinite(v))
                 throw new PtqException("SampleNotFinite", PtqErrorKind.InvalidData, $"Sample '{id}' holds NaN or infinity.", id);
