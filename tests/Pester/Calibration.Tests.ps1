@@ -68,6 +68,34 @@ Describe 'A calibration split across parallel runspaces and merged' {
         }
     }
 
+    It 'gives the same with thread jobs that save their shard to a file, as about_PtqTools_Calibration shows' {
+        # The page's example: each job calibrates its part and exports it; the files are imported and merged.
+        $folder = Join-Path $TestDrive 'shards'
+        $null = New-Item -ItemType Directory $folder
+        $jobs = 0..3 | ForEach-Object {
+            Start-ThreadJob -ThrottleLimit 2 -ArgumentList $_, $env:PTQTOOLS_MODULE, (Join-Path $PSScriptRoot 'TestData.ps1'), $folder -ScriptBlock {
+                param($shard, $module, $testData, $folder)
+                Import-Module $module
+                . $testData
+                $part = New-ResNetDataSet -Split train -Count 2 -Skip ($shard * 2)
+                Measure-ActivationRange -Path $ResNet18 -DataSet $part -Method Entropy -ThreadCount 1 |
+                    Export-ActivationRange -Path (Join-Path $folder "shard-$shard.json") -PassThru
+            }
+        }
+        $files = $jobs | Receive-Job -Wait -AutoRemoveJob
+        @($files).Count | Should -Be 4
+        $fromFiles = Import-ActivationRange -Path (Join-Path $folder 'shard-*.json') -ModelPath $ResNet18 | Merge-ActivationRange
+        $fromFiles.Count | Should -Be $single.Count
+        foreach ($one in $single) {
+            $m = $fromFiles | Where-Object Tensor -EQ $one.Tensor
+            $m.SampleCount | Should -Be 8
+            $m.Min | Should -Be $one.Min
+            $m.Max | Should -Be $one.Max
+            ($m.Histogram -join ',') | Should -Be ($one.Histogram -join ',')
+            "$($m.RangeMin) $($m.RangeMax)" | Should -Be "$($one.RangeMin) $($one.RangeMax)"
+        }
+    }
+
     It 'switches the method of merged statistics without running the model' {
         $mse = $shards | Merge-ActivationRange -Method Mse
         foreach ($m in $mse) {
