@@ -123,11 +123,13 @@ public abstract class PtqCmdlet : PSCmdlet
             long now = Environment.TickCount64;
             if (p.Done != p.Total && now - _last < 200) return;
             _last = now;
-            cmdlet.WriteProgress(new ProgressRecord(id, activity, $"{p.Done} of {p.Total} {unit}, {p.SamplesPerSecond:F1}/s")
+            // A script data source is not counted up front: then there is no total, only the count and the rate.
+            string status = p.Total > 0 ? $"{p.Done} of {p.Total} {unit}, {p.SamplesPerSecond:F1}/s" : $"{p.Done} {unit}, {p.SamplesPerSecond:F1}/s";
+            cmdlet.WriteProgress(new ProgressRecord(id, activity, status)
             {
                 PercentComplete = p.Total > 0 ? Math.Min(100, 100 * p.Done / p.Total) : -1,
                 CurrentOperation = p.Current,
-                SecondsRemaining = p.SamplesPerSecond > 0 ? (int)((p.Total - p.Done) / p.SamplesPerSecond) : -1,
+                SecondsRemaining = p.SamplesPerSecond > 0 && p.Total > 0 ? (int)((p.Total - p.Done) / p.SamplesPerSecond) : -1,
             });
         }
     }

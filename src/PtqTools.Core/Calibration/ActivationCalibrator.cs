@@ -31,58 +31,173 @@ public static class ActivationCalibrator
     public static List<TensorStatistics> Run(PreparedModel prepared, IReadOnlyDictionary<string, List<string>> tensors, PtqDataSet data,
         int threads, CalibrationOptions options, Action<PtqException>? onInvalid, IProgress<RunProgress>? progress, CancellationToken cancel)
     {
+        using var session = new CalibrationSession(prepared, tensors, data, threads, options, onInvalid, progress, cancel);
+        using var reader = new SampleReader(data);
+        foreach (var sample in reader.Read(cancel)) session.Add(sample);
+        return session.Finish();
+    }
+}
+
+/// <summary>
+/// One calibration run that samples are pushed into (<see cref="Add"/>), so that a source the engine cannot pull
+/// from (a PowerShell script on the pipeline thread) streams into it as well as a data set reader does. Samples
+/// are grouped into batches of the data set's BatchSize; each batch is one ONNX Runtime run of the model with the
+/// planned activation tensors exposed as extra outputs, read in place (no copy), one slice per sample.
+/// </summary>
+public sealed class CalibrationSession : IDisposable
+{
+    readonly PreparedModel _prepared;
+    readonly IReadOnlyDictionary<string, List<string>> _tensors;
+    readonly PtqDataSet _data;
+    readonly CalibrationOptions _options;
+    readonly Action<PtqException>? _onInvalid;
+    readonly IProgress<RunProgress>? _progress;
+    readonly CancellationToken _cancel;
+    readonly string[] _names;
+    readonly TensorObserver[] _observers;
+    readonly OrtRunner _runner;
+    readonly List<Sample> _pending = new();
+    readonly System.Diagnostics.Stopwatch _clock = System.Diagnostics.Stopwatch.StartNew();
+    readonly ParallelOptions _parallel;
+    int _seen;
+
+    public CalibrationSession(PreparedModel prepared, IReadOnlyDictionary<string, List<string>> tensors, PtqDataSet data,
+        int threads, CalibrationOptions options, Action<PtqException>? onInvalid, IProgress<RunProgress>? progress, CancellationToken cancel)
+    {
         options.Validate();
         if (ModelPreparer.OpsetBlocked(prepared.Model) is { } blocked)
             throw new PtqException("OpsetUpgradeBlocked", PtqErrorKind.NotSupported, blocked, prepared.SourcePath);
         if (tensors.Count == 0)
             throw new PtqException("NothingToCalibrate", PtqErrorKind.InvalidArgument, "None of the selected layers can be quantized, so there is nothing to calibrate.", prepared.SourcePath);
-        var names = tensors.Keys.ToArray();
+        if (data.BatchSize < 1)
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"BatchSize must be at least 1, not {data.BatchSize}.", data.BatchSize);
+        (_prepared, _tensors, _data, _options, _onInvalid, _progress, _cancel) = (prepared, tensors, data, options, onInvalid, progress, cancel);
+        _names = tensors.Keys.ToArray();
         var augmented = prepared.Model.Clone();
         var existing = augmented.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var t in names.Where(n => !existing.Contains(n)))
+        foreach (var t in _names.Where(n => !existing.Contains(n)))
             augmented.Graph.Output.Add(new ValueInfoProto { Name = t, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
-
-        var observers = names.ToDictionary(n => n, _ => new TensorObserver(), StringComparer.Ordinal);
-        using var runner = new OrtRunner(augmented.ToByteArray(), prepared.SourcePath, threads, names);
-        using var reader = new SampleReader(data);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        int done = 0;
-        foreach (var sample in reader.Read(cancel))
-        {
-            float[][] outputs;
-            try
-            {
-                outputs = runner.Run(sample, cancel);
-            }
-            catch (PtqException ex) when (onInvalid is not null && ex.ErrorId == "DataShapeMismatch")
-            {
-                onInvalid(ex);
-                continue;
-            }
-            if (onInvalid is not null && FirstNotFinite(outputs) is int bad)
-            {
-                // Checked before any observer sees the sample, so that a skipped sample leaves no trace.
-                onInvalid(new PtqException("ActivationNotFinite", PtqErrorKind.InvalidData, $"Tensor '{names[bad]}' holds NaN or infinity on sample '{sample.Id}'.", sample.Id));
-                continue;
-            }
-            for (int i = 0; i < names.Length; i++)
-                if (!observers[names[i]].Observe(outputs[i]))
-                    throw new PtqException("ActivationNotFinite", PtqErrorKind.InvalidData,
-                        $"Tensor '{names[i]}' holds NaN or infinity on sample '{sample.Id}'.", names[i]);
-            done++;
-            progress?.Report(new RunProgress(done, data.Count, done / Math.Max(1e-9, clock.Elapsed.TotalSeconds), sample.Id));
-        }
-        cancel.ThrowIfCancellationRequested();
-        if (done == 0)
-            throw new PtqException("NoValidSamples", PtqErrorKind.InvalidData, $"None of the {data.Count} samples of '{data.Name}' could be used.", data.Name);
-        return names.Select(n => cancel.IsCancellationRequested ? throw new OperationCanceledException(cancel) : observers[n].ToStatistics(prepared.SourcePath, prepared.SourceSha256, n, tensors[n].ToArray(), options)).ToList();
+        _observers = _names.Select(_ => new TensorObserver()).ToArray();
+        _runner = new OrtRunner(augmented.ToByteArray(), prepared.SourcePath, threads, _names);
+        _parallel = new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, threads), CancellationToken = cancel };
     }
 
-    static int? FirstNotFinite(float[][] outputs)
+    /// <summary>The tensors observed, in output order.</summary>
+    public IReadOnlyList<string> Tensors => _names;
+
+    /// <summary>Samples observed so far.</summary>
+    public int Done { get; private set; }
+
+    /// <summary>Samples skipped as invalid so far.</summary>
+    public int Skipped { get; private set; }
+
+    /// <summary>Takes one sample; a batch runs when it is full or the next sample cannot join it.</summary>
+    public void Add(Sample sample)
     {
-        for (int i = 0; i < outputs.Length; i++)
-            foreach (var v in outputs[i])
-                if (!float.IsFinite(v)) return i;
-        return null;
+        _cancel.ThrowIfCancellationRequested();
+        _seen++;
+        if (_pending.Count > 0 && (_pending.Count >= _data.BatchSize || !SampleBatcher.Compatible(_pending[0], sample))) Flush();
+        _pending.Add(sample);
+        if (_pending.Count >= _data.BatchSize) Flush();
     }
+
+    void Flush()
+    {
+        if (_pending.Count == 0) return;
+        var batch = _pending.ToArray();
+        _pending.Clear();
+        RunBatch(batch);
+        _progress?.Report(new RunProgress(Done + Skipped, _data.Count, (Done + Skipped) / Math.Max(1e-9, _clock.Elapsed.TotalSeconds), batch[^1].Id));
+    }
+
+    void RunBatch(Sample[] batch)
+    {
+        var combined = SampleBatcher.Combine(batch);
+        Microsoft.ML.OnnxRuntime.IDisposableReadOnlyCollection<Microsoft.ML.OnnxRuntime.OrtValue> results;
+        try
+        {
+            results = _runner.RunValues(combined, _cancel);
+        }
+        catch (PtqException ex) when (ex.ErrorId == "DataShapeMismatch" && batch.Length > 1)
+        {
+            // Find the sample the model rejects: each one on its own.
+            foreach (var s in batch) RunBatch(new[] { s });
+            return;
+        }
+        catch (PtqException ex) when (_onInvalid is not null && ex.ErrorId == "DataShapeMismatch")
+        {
+            _onInvalid(ex);
+            Skipped++;
+            return;
+        }
+        using (results)
+        {
+            int n = batch.Length;
+            // Every tensor's moments per sample first: a sample with a NaN or infinity anywhere leaves no trace.
+            var moments = new TensorMoments[_names.Length, n];
+            var bad = new int[n];
+            Array.Fill(bad, -1);
+            var pers = new int[_names.Length];
+            for (int t = 0; t < _names.Length; t++) pers[t] = PerSample(results[t], (int)results[t].GetTensorTypeAndShape().ElementCount, n, t);
+            // The tensors are independent: both passes spread them over the run's threads (each observer is only
+            // ever touched by one thread, so the result does not depend on the split).
+            Parallel.For(0, _names.Length, _parallel, t =>
+            {
+                var values = results[t].GetTensorDataAsSpan<float>();
+                for (int j = 0; j < n; j++) moments[t, j] = ObserverKernels.Moments(values.Slice(j * pers[t], pers[t]));
+            });
+            for (int t = 0; t < _names.Length; t++)
+                for (int j = 0; j < n; j++)
+                    if (!moments[t, j].Finite && bad[j] < 0) bad[j] = t;
+            for (int j = 0; j < n; j++)
+                if (bad[j] >= 0)
+                {
+                    var ex = new PtqException("ActivationNotFinite", PtqErrorKind.InvalidData, $"Tensor '{_names[bad[j]]}' holds NaN or infinity on sample '{batch[j].Id}'.", _onInvalid is null ? _names[bad[j]] : batch[j].Id);
+                    if (_onInvalid is null) throw ex;
+                    _onInvalid(ex);
+                    Skipped++;
+                }
+            Parallel.For(0, _names.Length, _parallel, t =>
+            {
+                var values = results[t].GetTensorDataAsSpan<float>();
+                for (int j = 0; j < n; j++)
+                    if (bad[j] < 0) _observers[t].Add(values.Slice(j * pers[t], pers[t]), moments[t, j]);
+            });
+            Done += bad.Count(b => b < 0);
+        }
+    }
+
+    /// <summary>Values per sample of a batched output: its first dimension must be the batch.</summary>
+    int PerSample(Microsoft.ML.OnnxRuntime.OrtValue value, int length, int n, int t)
+    {
+        if (n == 1) return length;
+        var shape = value.GetTensorTypeAndShape().Shape;
+        if (shape.Length == 0 || shape[0] != n || length % n != 0)
+            throw new PtqException("BatchSizeNotSupported", PtqErrorKind.NotSupported,
+                $"Tensor '{_names[t]}' has shape [{string.Join(",", shape)}] for a batch of {n}: its first dimension is not the batch, so its values cannot be told apart per sample. Use -BatchSize 1 with this model.", _names[t]);
+        return length / n;
+    }
+
+    /// <summary>Runs what is pending, then turns every observer into statistics (every method's range).</summary>
+    public List<TensorStatistics> Finish()
+    {
+        Flush();
+        _cancel.ThrowIfCancellationRequested();
+        if (Done == 0)
+            throw new PtqException("NoValidSamples", PtqErrorKind.InvalidData, $"None of the {_seen} samples of '{_data.Name}' could be used.", _data.Name);
+        // Every method's range of every tensor (the Entropy search dominates): independent, so over the run's threads.
+        var result = new TensorStatistics[_names.Length];
+        try
+        {
+            Parallel.For(0, _names.Length, _parallel, t =>
+                result[t] = _observers[t].ToStatistics(_prepared.SourcePath, _prepared.SourceSha256, _names[t], _tensors[_names[t]].ToArray(), _options));
+        }
+        catch (AggregateException ex) when (ex.InnerExceptions.Count == 1)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex.InnerExceptions[0]).Throw();
+        }
+        return result.ToList();
+    }
+
+    public void Dispose() => _runner.Dispose();
 }

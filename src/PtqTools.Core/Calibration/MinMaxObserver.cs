@@ -15,28 +15,26 @@ public sealed class MinMaxObserver
     /// <summary>Adds one sample's values; returns false (and adds nothing) if any is NaN or infinite.</summary>
     public bool Observe(ReadOnlySpan<float> values)
     {
-        float min = float.PositiveInfinity, max = float.NegativeInfinity;
-        double sum = 0, sumSquares = 0;
-        foreach (var v in values)
-        {
-            if (!float.IsFinite(v)) return false;
-            if (v < min) min = v;
-            if (v > max) max = v;
-            sum += v;
-            sumSquares += (double)v * v;
-        }
-        LastMin = min;
-        LastMax = max;
-        if (values.Length > 0)
-        {
-            Min = Math.Min(Min, min);
-            Max = Math.Max(Max, max);
-        }
-        _sum += sum;
-        _sumSquares += sumSquares;
-        Count += values.Length;
-        Samples++;
+        var m = ObserverKernels.Moments(values);
+        if (!m.Finite) return false;
+        Add(m);
         return true;
+    }
+
+    /// <summary>Adds one sample's moments (from <see cref="ObserverKernels.Moments"/>; all values finite).</summary>
+    public void Add(in TensorMoments m)
+    {
+        LastMin = m.Min;
+        LastMax = m.Max;
+        if (m.Length > 0)
+        {
+            Min = MathF.Min(Min, m.Min);
+            Max = MathF.Max(Max, m.Max);
+        }
+        _sum += m.Sum;
+        _sumSquares += m.SumSquares;
+        Count += m.Length;
+        Samples++;
     }
 
     /// <summary>Sums for merging shards (Mean and Std derive from them).</summary>

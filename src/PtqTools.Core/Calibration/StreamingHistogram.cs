@@ -44,11 +44,7 @@ public sealed class StreamingHistogram
     {
         if (values.Length == 0) return;
         Cover(min, max);
-        double inv = Math.ScaleB(1.0, -_exponent);
-        long origin = _origin;
-        var counts = _counts;
-        foreach (var v in values)
-            counts[(long)Math.Floor(v * inv) - origin]++;
+        ObserverKernels.Bin(values, Math.ScaleB(1.0, -_exponent), _origin, _counts, min, max);
         Total += values.Length;
     }
 

@@ -21,14 +21,23 @@ public sealed class TensorObserver
     /// <summary>Adds one sample's values; returns false (and adds nothing) if any is NaN or infinite.</summary>
     public bool Observe(ReadOnlySpan<float> values)
     {
-        if (!_minMax.Observe(values)) return false;
+        var m = ObserverKernels.Moments(values);
+        if (!m.Finite) return false;
+        Add(values, m);
+        return true;
+    }
+
+    /// <summary>Adds one sample's values whose moments the caller has found (all finite): this lets a caller check
+    /// every tensor of a sample before any observer takes one.</summary>
+    public void Add(ReadOnlySpan<float> values, in TensorMoments m)
+    {
+        _minMax.Add(m);
         if (values.Length > 0)
         {
-            _histogram.Add(values, _minMax.LastMin, _minMax.LastMax);
-            _sampleMinSum += _minMax.LastMin;
-            _sampleMaxSum += _minMax.LastMax;
+            _histogram.Add(values, m.Min, m.Max);
+            _sampleMinSum += m.Min;
+            _sampleMaxSum += m.Max;
         }
-        return true;
     }
 
     float Min => Math.Min(_min, _minMax.Min);

@@ -124,9 +124,70 @@ public static class DataSetReader
         return Finish(ds, samples.Length);
     }
 
-    static PtqDataSet Finish(PtqDataSet ds, int total)
+    /// <summary>A data set whose samples a PowerShell script block yields while a calibration runs (each a flat
+    /// array of <paramref name="shape"/>'s size). Nothing is read here: the script is not run up front.</summary>
+    public static PtqDataSet FromScript(string scriptText, int[] shape, PtqDataSet options)
+    {
+        if (options.Shuffle)
+            throw new PtqException("ShuffleNotSupported", PtqErrorKind.InvalidArgument,
+                "-Shuffle needs samples that can be read in any order; a script yields its samples in its own order (shuffle inside the script instead).", scriptText);
+        if (shape.Length == 0 || shape.Any(d => d < 1))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Shape must be positive dimensions, not [{string.Join(",", shape)}].", shape);
+        CheckCommon(options);
+        var ds = Copy(options, "Script", "script block");
+        ds.ScriptText = scriptText;
+        ds.SampleShape = shape;
+        ds.Count = options.Count;   // at most this many (0: all the script yields)
+        return ds;
+    }
+
+    /// <summary>One sample a script yielded, checked against the data set's shape.</summary>
+    public static Sample ScriptSample(PtqDataSet ds, int index, float[] data)
+    {
+        long size = ds.SampleShape.Aggregate(1L, (a, d) => a * d);
+        string id = $"script[{index}]";
+        if (data.Length != size)
+            throw new PtqException("DataShapeMismatch", PtqErrorKind.InvalidData,
+                $"Sample {index} of the script has {data.Length} values; shape [{string.Join(",", ds.SampleShape)}] needs {size}. (Write each sample as one object: ,$sample or Write-Output -NoEnumerate $sample; PowerShell otherwise writes an array's numbers one by one.)", id);
+        foreach (var v in data)
+            if (!float.IsFinite(v))
+                throw new PtqException("SampleNotFinite", PtqErrorKind.InvalidData, $"Sample '{id}' holds NaN or infinity.", id);
+        return new Sample(index, id, data, ds.SampleShape, -1);
+    }
+
+    static void CheckCommon(PtqDataSet ds)
     {
         if (ds.Skip < 0) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, "Skip cannot be negative.", ds.Skip);
+        if (ds.BatchSize < 1) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"BatchSize must be at least 1, not {ds.BatchSize}.", ds.BatchSize);
+    }
+
+    /// <summary>The indices of the samples a data set reads, in order: Skip.. Skip+Count-1, or with Shuffle the first
+    /// Count of a permutation (seeded by Seed, SplitMix64 with Fisher-Yates, so the same on every platform and .NET
+    /// version) of the samples after Skip.</summary>
+    public static int[] Indices(PtqDataSet ds)
+    {
+        if (!ds.Shuffle) return Enumerable.Range(ds.Skip, ds.Count).ToArray();
+        int available = Math.Max(0, ds.SourceCount - ds.Skip);
+        var order = Enumerable.Range(ds.Skip, available).ToArray();
+        ulong state = (ulong)(uint)ds.Seed;
+        int take = Math.Min(ds.Count, available);
+        for (int i = 0; i < take; i++)
+        {
+            // SplitMix64, then a multiply-shift into [i, available).
+            ulong z = state += 0x9E3779B97F4A7C15UL;
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            z ^= z >> 31;
+            int j = i + (int)(((UInt128)z * (ulong)(available - i)) >> 64);
+            (order[i], order[j]) = (order[j], order[i]);
+        }
+        return order[..take];
+    }
+
+    static PtqDataSet Finish(PtqDataSet ds, int total)
+    {
+        CheckCommon(ds);
+        ds.SourceCount = total;
         int available = Math.Max(0, total - ds.Skip);
         ds.Count = ds.Count > 0 ? Math.Min(ds.Count, available) : available;
         if (ds.Count == 0)
@@ -144,7 +205,8 @@ public static class DataSetReader
 
     static PtqDataSet Copy(PtqDataSet o, string kind, string name) => new()
     {
-        Kind = kind, Name = name, Skip = o.Skip, Count = o.Count, Resize = o.Resize, Channels = o.Channels, Layout = o.Layout,
+        Kind = kind, Name = name, Skip = o.Skip, Count = o.Count, Shuffle = o.Shuffle, Seed = o.Seed, BatchSize = o.BatchSize,
+        Resize = o.Resize, Channels = o.Channels, Layout = o.Layout,
         ChannelOrder = o.ChannelOrder, Scale = o.Scale, Mean = o.Mean, Std = o.Std,
         PreprocessModel = o.PreprocessModel is null ? null : Path.GetFullPath(o.PreprocessModel),
     };
@@ -179,11 +241,14 @@ public sealed class SampleReader : IDisposable
 
     public IEnumerable<Sample> Read(CancellationToken cancel)
     {
-        int end = _ds.Skip + _ds.Count;
+        if (_ds.Kind == "Script")
+            throw new PtqException("ScriptDataSetNotSupported", PtqErrorKind.NotSupported,
+                "A script data set is evaluated by Measure-ActivationRange while it calibrates; this command reads stored samples only. Collect the samples first (New-PtqDataSet -InputObject (& $script) -Shape ...).", _ds.Name);
+        var indices = DataSetReader.Indices(_ds);
         switch (_ds.Kind)
         {
             case "ImageFolder":
-                for (int i = _ds.Skip; i < end; i++)
+                foreach (int i in indices)
                 {
                     cancel.ThrowIfCancellationRequested();
                     var path = _ds.Paths[i];
@@ -197,7 +262,7 @@ public sealed class SampleReader : IDisposable
                     var (pixels, shape) = IdxFile.Read(_ds.Paths[0]);
                     byte[]? labels = _ds.LabelPath is null ? null : IdxFile.Read(_ds.LabelPath).Data;
                     int h = shape[1], w = shape[2];
-                    for (int i = _ds.Skip; i < end; i++)
+                    foreach (int i in indices)
                     {
                         cancel.ThrowIfCancellationRequested();
                         using var bitmap = new SKBitmap(new SKImageInfo(w, h, SKColorType.Gray8, SKAlphaType.Opaque));
@@ -208,27 +273,30 @@ public sealed class SampleReader : IDisposable
                 }
             case "Npy":
                 {
-                    int index = 0;
-                    foreach (var file in _ds.Paths)
+                    // Global index -> (file, row). In order, one file is held at a time; shuffled, each file read is kept.
+                    var offsets = new List<int> { 0 };
+                    foreach (var file in _ds.Paths) offsets.Add(offsets[^1] + ArrayFiles.Read(file).Shape[0]);
+                    var loaded = new Dictionary<int, (float[] Data, int[] Shape)>();
+                    foreach (int index in indices)
                     {
-                        var (data, shape) = ArrayFiles.Read(file);
-                        int per = shape.Skip(1).Aggregate(1, (a, d) => a * d);
-                        for (int k = 0; k < shape[0]; k++, index++)
+                        cancel.ThrowIfCancellationRequested();
+                        int f = offsets.FindLastIndex(o => o <= index);
+                        if (!loaded.TryGetValue(f, out var array))
                         {
-                            if (index < _ds.Skip) continue;
-                            if (index >= end) yield break;
-                            cancel.ThrowIfCancellationRequested();
-                            var sample = data.AsSpan(k * per, per).ToArray();
-                            yield return Finish(index, $"{Path.GetFileName(file)}[{k}]", (sample, shape[1..]), -1, raw: true);
+                            if (!_ds.Shuffle) loaded.Clear();
+                            loaded[f] = array = ArrayFiles.Read(_ds.Paths[f]);
                         }
+                        int k = index - offsets[f], per = array.Shape.Skip(1).Aggregate(1, (a, d) => a * d);
+                        var sample = array.Data.AsSpan(k * per, per).ToArray();
+                        yield return Finish(index, $"{Path.GetFileName(_ds.Paths[f])}[{k}]", (sample, array.Shape[1..]), -1, raw: true);
                     }
                     break;
                 }
             case "Text":
-                foreach (var sample in TextDataSet.Read(_ds, cancel)) yield return sample;
+                foreach (var sample in TextDataSet.Read(_ds, indices, cancel)) yield return sample;
                 break;
             case "TensorProto":
-                for (int i = _ds.Skip; i < end; i++)
+                foreach (int i in indices)
                 {
                     cancel.ThrowIfCancellationRequested();
                     var tensors = DataSetReader.ReadTensorSample(_ds.Paths[i]);
@@ -236,7 +304,7 @@ public sealed class SampleReader : IDisposable
                 }
                 break;
             case "Array":
-                for (int i = _ds.Skip; i < end; i++)
+                foreach (int i in indices)
                 {
                     cancel.ThrowIfCancellationRequested();
                     yield return Finish(i, $"array[{i}]", ((float[])_ds.Data![i].Clone(), _ds.SampleShape), _ds.Labels?[i] ?? -1, raw: true);

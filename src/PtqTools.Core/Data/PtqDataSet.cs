@@ -6,7 +6,8 @@ namespace PtqTools.Core.Data;
 /// </summary>
 public sealed class PtqDataSet
 {
-    /// <summary>ImageFolder, Idx, Npy, Array, Text (sentences + vocabulary) or TensorProto (each path one sample: a folder of input_K.pb files, or one .pb file).</summary>
+    /// <summary>ImageFolder, Idx, Npy, Array, Text (sentences + vocabulary), TensorProto (each path one sample: a folder
+    /// of input_K.pb files, or one .pb file) or Script (samples yielded by a PowerShell script block).</summary>
     public string Kind { get; set; } = "";
     public string Name { get; set; } = "";
     public string[] Paths { get; set; } = Array.Empty<string>();
@@ -37,6 +38,17 @@ public sealed class PtqDataSet
     /// <summary>Samples given from PowerShell (Kind Array), each flat in row-major order.</summary>
     public float[][]? Data { get; set; }
     public int[]? Labels { get; set; }
+    /// <summary>Samples in the source before Skip and Count apply (0 for a script, which is not counted up front).</summary>
+    public int SourceCount { get; set; }
+    /// <summary>Read the samples in a random order fixed by <see cref="Seed"/>: a permutation of the samples after
+    /// Skip, of which the first Count are used (so -MaxSamples takes a random subset).</summary>
+    public bool Shuffle { get; set; }
+    public int Seed { get; set; }
+    /// <summary>Samples fed to the model in one run where its batch dimension is dynamic (1: one at a time).</summary>
+    public int BatchSize { get; set; } = 1;
+    /// <summary>The text of the script block that yields the samples of a Script data set (evaluated while a
+    /// calibration runs, on the pipeline thread; never collected up front).</summary>
+    public string? ScriptText { get; set; }
 
     /// <summary>A shallow copy (to read a part of the same samples).</summary>
     public PtqDataSet Clone() => (PtqDataSet)MemberwiseClone();
@@ -49,4 +61,9 @@ public sealed record Sample(int Index, string Id, float[] Data, int[] Shape, int
     /// with its own element type (int64 token ids, floats, ...) and its full shape, batch included. Null for the
     /// single float input that <see cref="Data"/> holds.</summary>
     public IReadOnlyList<global::Onnx.TensorProto>? Inputs { get; init; }
+
+    /// <summary>How many samples this one holds (<see cref="SampleBatcher.Combine"/>): <see cref="Data"/> then holds
+    /// them one after the other, each of <see cref="Shape"/>, and each of <see cref="Inputs"/> has them along its first
+    /// dimension.</summary>
+    public int BatchCount { get; init; } = 1;
 }

@@ -28,7 +28,9 @@ public static class TextDataSet
         {
             Kind = "Text", Name = Path.GetFileName(files[0]), Paths = files.Select(Path.GetFullPath).ToArray(), VocabPath = Path.GetFullPath(vocabPath),
             MaxSequenceLength = options.MaxSequenceLength > 0 ? options.MaxSequenceLength : DefaultMaxSequenceLength, Skip = options.Skip, Count = options.Count,
+            Shuffle = options.Shuffle, Seed = options.Seed, BatchSize = options.BatchSize, SourceCount = lines,
         };
+        if (ds.BatchSize < 1) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"BatchSize must be at least 1, not {ds.BatchSize}.", ds.BatchSize);
         if (ds.MaxSequenceLength < 3)
             throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, "MaxSequenceLength must be at least 3 ([CLS], one token, [SEP]).", ds.MaxSequenceLength);
         var tokenizer = CreateTokenizer(ds.VocabPath);
@@ -37,7 +39,7 @@ public static class TextDataSet
         ds.Count = ds.Count > 0 ? Math.Min(ds.Count, available) : available;
         if (ds.Count == 0)
             throw new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, $"The text data set '{ds.Name}' has no sentences (found {lines}, skipping {ds.Skip}).", ds.Name);
-        var first = Tokenize(tokenizer, Lines(ds.Paths[0]).Concat(ds.Paths.Skip(1).SelectMany(Lines)).Skip(ds.Skip).First(), ds.MaxSequenceLength);
+        var first = Tokenize(tokenizer, ds.Paths.SelectMany(Lines).Skip(DataSetReader.Indices(ds)[0]).First(), ds.MaxSequenceLength);
         ds.SampleShape = new[] { 1, first.Length };
         return ds;
     }
@@ -70,23 +72,30 @@ public static class TextDataSet
         return result;
     }
 
-    /// <summary>The sentences of the data set as model inputs, one sample each.</summary>
-    internal static IEnumerable<Sample> Read(PtqDataSet ds, CancellationToken cancel)
+    /// <summary>The sentences of the data set as model inputs, one sample each, in the order of
+    /// <paramref name="indices"/> (sentence numbers over all files; read as a stream when in order, or all sentences
+    /// held when shuffled).</summary>
+    internal static IEnumerable<Sample> Read(PtqDataSet ds, IReadOnlyList<int> indices, CancellationToken cancel)
     {
         var tokenizer = CreateTokenizer(ds.VocabPath!);
-        int index = 0;
-        foreach (var file in ds.Paths)
-            foreach (var line in Lines(file))
+        var sentences = ds.Paths.SelectMany(f => Lines(f).Select(line => (File: f, Line: line)));
+        IEnumerable<(int Index, string File, string Line)> chosen;
+        if (ds.Shuffle)
+        {
+            var all = sentences.ToList();
+            chosen = indices.Select(i => (i, all[i].File, all[i].Line));
+        }
+        else
+            chosen = sentences.Select((s, i) => (i, s.File, s.Line)).Skip(ds.Skip).Take(ds.Count);
+        foreach (var (index, file, line) in chosen)
+        {
+            cancel.ThrowIfCancellationRequested();
+            var ids = Tokenize(tokenizer, line, ds.MaxSequenceLength);
+            yield return new Sample(index, $"{Path.GetFileName(file)}: {(line.Length > 60 ? line[..60] + "…" : line)}", Array.Empty<float>(), new[] { 1, ids.Length }, -1)
             {
-                if (index >= ds.Skip + ds.Count) yield break;
-                if (index++ < ds.Skip) continue;
-                cancel.ThrowIfCancellationRequested();
-                var ids = Tokenize(tokenizer, line, ds.MaxSequenceLength);
-                yield return new Sample(index - 1, $"{Path.GetFileName(file)}: {(line.Length > 60 ? line[..60] + "…" : line)}", Array.Empty<float>(), new[] { 1, ids.Length }, -1)
-                {
-                    Inputs = new[] { Int64("input_ids", ids), Int64("attention_mask", Enumerable.Repeat(1L, ids.Length)), Int64("token_type_ids", new long[ids.Length]) },
-                };
-            }
+                Inputs = new[] { Int64("input_ids", ids), Int64("attention_mask", Enumerable.Repeat(1L, ids.Length)), Int64("token_type_ids", new long[ids.Length]) },
+            };
+        }
     }
 
     static TensorProto Int64(string name, IEnumerable<long> values)

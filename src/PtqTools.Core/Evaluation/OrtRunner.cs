@@ -3,7 +3,8 @@ using PtqTools.Core.Data;
 
 namespace PtqTools.Core.Evaluation;
 
-/// <summary>One ONNX Runtime session fed with data set samples (batch 1: one float input, or whole input tensors of any type).</summary>
+/// <summary>One ONNX Runtime session fed with data set samples (one float input, or whole input tensors of any type;
+/// a sample of <see cref="Sample.BatchCount"/> > 1 is a batch that <see cref="SampleBatcher"/> combined).</summary>
 public sealed class OrtRunner : IDisposable
 {
     readonly InferenceSession _session;
@@ -71,9 +72,12 @@ public sealed class OrtRunner : IDisposable
     public string[] OutputNames { get; }
 
     /// <summary>Refuses a sample whose shape does not fit the model input (batch dimension first).</summary>
-    public void CheckShape(int[] sampleShape, string sampleId)
+    public void CheckShape(int[] sampleShape, string sampleId, int batch = 1)
     {
-        bool fits = InputShape.Length == sampleShape.Length + 1 && InputShape[0] is 1 or < 0;
+        if (batch > 1 && InputShape.Length > 0 && InputShape[0] >= 0 && InputShape[0] != batch)
+            throw new PtqException("BatchSizeNotSupported", PtqErrorKind.InvalidArgument,
+                $"Input '{InputName}' of '{Path.GetFileName(_source)}' has the fixed batch dimension {InputShape[0]}; it cannot take a batch of {batch} samples. Use -BatchSize 1 (the default) with this model.", batch);
+        bool fits = InputShape.Length == sampleShape.Length + 1 && (InputShape[0] < 0 || InputShape[0] == batch);
         for (int i = 0; fits && i < sampleShape.Length; i++)
             fits = InputShape[i + 1] < 0 || InputShape[i + 1] == sampleShape[i];
         if (!fits)
@@ -85,22 +89,33 @@ public sealed class OrtRunner : IDisposable
     /// <summary>Runs one sample; returns the requested outputs as flat float arrays.</summary>
     public float[][] Run(Sample sample, CancellationToken cancel = default)
     {
+        using var results = RunValues(sample, cancel);
+        var arrays = new float[results.Count][];
+        for (int i = 0; i < results.Count; i++) arrays[i] = results[i].GetTensorDataAsSpan<float>().ToArray();
+        return arrays;
+    }
+
+    /// <summary>Runs one sample (or a batch of them, <see cref="Sample.BatchCount"/>) and returns ONNX Runtime's
+    /// output values, each checked to be float32, for the caller to read in place and dispose.</summary>
+    public IDisposableReadOnlyCollection<OrtValue> RunValues(Sample sample, CancellationToken cancel = default)
+    {
         var (names, values) = Feed(sample);
         using var inputs = new DisposeAll(values);
         using var registration = cancel.Register(() => _runOptions.Terminate = true);
+        IDisposableReadOnlyCollection<OrtValue>? results = null;
         try
         {
-            using var results = _session.Run(_runOptions, names, values, OutputNames);
-            var arrays = new float[results.Count][];
+            results = _session.Run(_runOptions, names, values, OutputNames);
             for (int i = 0; i < results.Count; i++)
             {
                 var info = results[i].GetTensorTypeAndShape();
                 if (info.ElementDataType != Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float)
                     throw new PtqException("OutputTypeNotSupported", PtqErrorKind.NotSupported,
                         $"Output '{OutputNames[i]}' of '{Path.GetFileName(_source)}' is {info.ElementDataType}, not float32.", OutputNames[i]);
-                arrays[i] = results[i].GetTensorDataAsSpan<float>().ToArray();
             }
-            return arrays;
+            var done = results;
+            results = null;
+            return done;
         }
         catch (OnnxRuntimeException) when (cancel.IsCancellationRequested)
         {
@@ -109,6 +124,10 @@ public sealed class OrtRunner : IDisposable
         catch (OnnxRuntimeException ex) when (!cancel.IsCancellationRequested)
         {
             throw new PtqException("InferenceFailed", PtqErrorKind.InvalidData, $"ONNX Runtime failed on sample '{sample.Id}' of '{Path.GetFileName(_source)}': {ex.Message}", sample.Id, ex);
+        }
+        finally
+        {
+            results?.Dispose();
         }
     }
 
@@ -123,8 +142,8 @@ public sealed class OrtRunner : IDisposable
         if (sample.Inputs is null)
         {
             RequireSingleFloatInput();
-            CheckShape(sample.Shape, sample.Id);
-            var shape = new long[] { 1 }.Concat(sample.Shape.Select(d => (long)d)).ToArray();
+            CheckShape(sample.Shape, sample.Id, sample.BatchCount);
+            var shape = new long[] { sample.BatchCount }.Concat(sample.Shape.Select(d => (long)d)).ToArray();
             return (new[] { InputName }, new[] { OrtValue.CreateTensorValueFromMemory(sample.Data, shape) });
         }
         // Tensors named like every model input feed them by name (text samples carry more inputs than some models
@@ -145,6 +164,9 @@ public sealed class OrtRunner : IDisposable
                     throw new PtqException("DataTypeMismatch", PtqErrorKind.InvalidData,
                         $"Input {k} of sample '{sample.Id}' is {Onnx.OnnxDataTypes.Name(t.DataType)}, but input '{name}' of '{Path.GetFileName(_source)}' takes {meta.ElementDataType}.", sample.Id);
                 var dims = meta.Dimensions;
+                if (sample.BatchCount > 1 && dims.Length > 0 && dims[0] >= 0 && t.Dims.Count > 0 && dims[0] != t.Dims[0])
+                    throw new PtqException("BatchSizeNotSupported", PtqErrorKind.InvalidArgument,
+                        $"Input '{name}' of '{Path.GetFileName(_source)}' has the fixed batch dimension {dims[0]}; it cannot take a batch of {sample.BatchCount} samples. Use -BatchSize 1 (the default) with this model.", sample.BatchCount);
                 bool fits = dims.Length == t.Dims.Count;
                 for (int d = 0; fits && d < dims.Length; d++) fits = dims[d] < 0 || dims[d] == t.Dims[d];
                 if (!fits)

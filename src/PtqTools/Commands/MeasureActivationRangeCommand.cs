@@ -81,8 +81,19 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
                 var options = new CalibrationOptions(ActivationRangeStore.ParseMethod(Method), Symmetric.IsPresent, Percentile);
                 int skipped = 0;
                 Action<PtqException>? onInvalid = SkipInvalid ? ex => { skipped++; WriteVerbose($"Skipped: {ex.Message}"); } : null;
-                var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, options, onInvalid, Progress(1, $"{activity} of {System.IO.Path.GetFileName(prepared.SourcePath)}"), Cancel);
-                if (skipped > 0) WriteWarning($"{skipped} of {data.Count} samples were skipped as invalid (-Verbose names them).");
+                var progress = Progress(1, $"{activity} of {System.IO.Path.GetFileName(prepared.SourcePath)}");
+                List<TensorStatistics> stats;
+                int total = data.Count;
+                if (data.Kind == "Script")
+                {
+                    // The script runs here, on the pipeline thread; each sample it writes goes straight into the run.
+                    using var session = new CalibrationSession(prepared, plan.Activations, data, ThreadCount, options, onInvalid, progress, Cancel);
+                    total = ScriptDataSources.Run(this, data, session.Add, onInvalid, Cancel);
+                    stats = session.Finish();
+                }
+                else
+                    stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, options, onInvalid, progress, Cancel);
+                if (skipped > 0) WriteWarning($"{skipped} of {total} samples were skipped as invalid (-Verbose names them).");
                 CompleteProgress(1, activity);
                 WriteObject(stats, enumerateCollection: true);
             }, group.ModelPath);

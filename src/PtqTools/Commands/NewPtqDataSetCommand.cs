@@ -27,8 +27,16 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
     // it binds to -LiteralPath through its FullName.
     public Array InputObject { get; set; } = Array.Empty<object>();
 
-    /// <summary>Shape of one sample given with -InputObject (without the batch dimension).</summary>
+    /// <summary>A script block that yields the samples (each one array of numbers of -Shape's size). It is not run
+    /// here: Measure-ActivationRange runs it on the pipeline thread while it calibrates, and takes each sample as the
+    /// script writes it, so the samples are never all held at once.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = "Script")]
+    [ValidateNotNull]
+    public ScriptBlock ScriptBlock { get; set; } = null!;
+
+    /// <summary>Shape of one sample given with -InputObject or yielded by -ScriptBlock (without the batch dimension).</summary>
     [Parameter(Mandatory = true, ParameterSetName = "Array")]
+    [Parameter(Mandatory = true, ParameterSetName = "Script")]
     [ValidateCount(1, 8)]
     public int[] Shape { get; set; } = Array.Empty<int>();
 
@@ -90,6 +98,26 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
     [ValidateRange(1, int.MaxValue)]
     public int MaxSamples { get; set; }
 
+    /// <summary>Reads the samples in a random order (a permutation of the samples after -Skip, fixed by -Seed);
+    /// with -MaxSamples, a random subset.</summary>
+    [Parameter(ParameterSetName = "Path")]
+    [Parameter(ParameterSetName = "LiteralPath")]
+    [Parameter(ParameterSetName = "Array")]
+    public SwitchParameter Shuffle { get; set; }
+
+    /// <summary>The seed of -Shuffle's order (the same seed gives the same order everywhere). Without it a seed is
+    /// drawn and recorded in the data set's Seed property.</summary>
+    [Parameter(ParameterSetName = "Path")]
+    [Parameter(ParameterSetName = "LiteralPath")]
+    [Parameter(ParameterSetName = "Array")]
+    public int Seed { get; set; }
+
+    /// <summary>Samples fed to the model in one run by Measure-ActivationRange, where the model's batch dimension is
+    /// dynamic. Samples are batched only with samples of the same shape (nothing is padded).</summary>
+    [Parameter]
+    [ValidateRange(1, 65536)]
+    public int BatchSize { get; set; } = 1;
+
     readonly List<float[]> _arrays = new();
     readonly List<string> _paths = new();
 
@@ -134,9 +162,23 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
         var options = new PtqDataSet
         {
             Resize = Resize, Channels = Channels, Layout = Layout, ChannelOrder = ChannelOrder, Scale = Scale, Mean = Mean, Std = Std,
-            Skip = Skip, Count = MaxSamples,
+            Skip = Skip, Count = MaxSamples, Shuffle = Shuffle.IsPresent, BatchSize = BatchSize,
+            Seed = MyInvocation.BoundParameters.ContainsKey(nameof(Seed)) ? Seed : Random.Shared.Next(),
             PreprocessModel = PreprocessModel is null ? null : ResolveOutput(PreprocessModel),
         };
+        if (MyInvocation.BoundParameters.ContainsKey(nameof(Seed)) && !Shuffle)
+            WriteWarning("-Seed has no effect without -Shuffle.");
+        if (ParameterSetName == "Script")
+        {
+            WarnImageOptions();
+            Try(() =>
+            {
+                var script = DataSetReader.FromScript(ScriptBlock.ToString(), Shape, options);
+                ScriptDataSources.Attach(script, ScriptBlock);
+                WriteObject(script);
+            }, ScriptBlock);
+            return;
+        }
         if (ParameterSetName == "Array")
         {
             if (_arrays.Count == 0)
@@ -153,7 +195,7 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
         {
             PtqDataSet ds;
             if (VocabPath is not null)
-                ds = TextDataSet.FromText(paths, ResolveOutput(VocabPath), new PtqDataSet { Skip = Skip, Count = MaxSamples, MaxSequenceLength = MaxSequenceLength });
+                ds = TextDataSet.FromText(paths, ResolveOutput(VocabPath), new PtqDataSet { Skip = Skip, Count = MaxSamples, MaxSequenceLength = MaxSequenceLength, Shuffle = options.Shuffle, Seed = options.Seed, BatchSize = BatchSize });
             else if (paths.All(IsTensorProtoSample))
                 ds = DataSetReader.FromTensorProto(paths, options);
             else if (paths.Count == 1 && Directory.Exists(paths[0]))
@@ -166,7 +208,7 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
                 throw new PtqException("DataSetKindUnknown", PtqErrorKind.InvalidArgument,
                     $"'{paths[0]}' is neither a folder of images, .npy/.npz/.csv files, an IDX images file, nor ONNX TensorProto samples (.pb files, folders of input_K.pb).", paths[0]);
             if (ds.Kind is "Npy" or "TensorProto" or "Text") WarnImageOptions();
-            WriteVerbose($"{ds.Kind} data set '{ds.Name}': {ds.Count} samples of shape [{string.Join(",", ds.SampleShape)}].");
+            WriteVerbose($"{ds.Kind} data set '{ds.Name}': {ds.Count} samples of shape [{string.Join(",", ds.SampleShape)}]{(ds.Shuffle ? $", shuffled with seed {ds.Seed}" : "")}{(ds.BatchSize > 1 ? $", batches of {ds.BatchSize}" : "")}.");
             WriteObject(ds);
         }, paths[0]);
     }
