@@ -120,7 +120,9 @@ public static class QdqQuantizer
             {
                 // The graph output keeps its name: the producer writes a renamed tensor, and DQ writes the output.
                 source = names.Fresh(tensor + "_float");
-                if (view.Producers.TryGetValue(tensor, out var producer))
+                // Looked up now, not in the view: a rewrite above (Gather) may have given the tensor a new producer.
+                var producer = graph.Node.Concat(newNodes).FirstOrDefault(n => n.Output.Contains(tensor));
+                if (producer is not null)
                     for (int k = 0; k < producer.Output.Count; k++) if (producer.Output[k] == tensor) producer.Output[k] = source;
                 foreach (var consumer in view.ConsumersOf(tensor))
                     for (int k = 0; k < consumer.Input.Count; k++) if (consumer.Input[k] == tensor) consumer.Input[k] = source;
