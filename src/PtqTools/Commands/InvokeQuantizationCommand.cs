@@ -173,7 +173,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             {
                 System.Collections.IDictionary d => d.Keys.Cast<object>().Select(k => (LanguagePrimitives.ConvertTo<string>(k), d[k])),
                 null => throw Bad("is empty: give a hashtable of Type, Min and Max, or Scale and ZeroPoint."),
-                _ => PSObject.AsPSObject(entry.Value).Properties.Select(p => (p.Name, p.Value)),
+                _ => PSObject.AsPSObject(entry.Value).Properties.Select(p => (p.Name, (object?)p.Value)),
             };
             foreach (var (name, raw) in fields)
             {
