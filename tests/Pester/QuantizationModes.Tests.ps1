@@ -16,7 +16,8 @@ Describe 'Invoke-Quantization -Mode' {
         $r = Invoke-Quantization -Path $MiniLm -Mode Dynamic -OutputPath (Join-Path $work 'dyn.onnx')
         $r.Mode | Should -Be 'Dynamic'
         $r.Format | Should -Be 'MatMulInteger'
-        $r.QuantizedLayerCount | Should -Be 36
+        $r.QuantizedLayerCount | Should -Be 39   # 36 MatMul and the 3 embedding tables
+        $r.Decisions | Where-Object { $_ -like '*(Gather): dynamic: 8-bit table*' } | Should -HaveCount 3
         $r.Decisions.Count | Should -Be ($r.QuantizedLayerCount + $r.FloatLayerCount + $r.FoldedLayerCount)
         $r.Decisions | Where-Object { $_ -like '*dynamic: int8 weights per column*' } | Should -HaveCount 36
         $m = Get-OnnxModel (Join-Path $work 'dyn.onnx')
@@ -41,7 +42,7 @@ Describe 'Invoke-Quantization -Mode' {
         $r.Decisions | Where-Object { $_ -like "MatMul_2* (MatMul): excluded (-Exclude pattern 'MatMul_2*')*" } | Should -Not -BeNullOrEmpty
         $r.QuantizedLayers | Should -Not -Contain 'MatMul_122'
         $r.Options | Should -BeLike '*;exclude=MatMul_122,MatMul_2*'
-        $none = Get-ErrorRecord { Invoke-Quantization -Path $MiniLm -Mode Dynamic -Exclude 'MatMul' -OutputPath (Join-Path $work 'none.onnx') -ErrorAction Stop }
+        $none = Get-ErrorRecord { Invoke-Quantization -Path $MiniLm -Mode Dynamic -Exclude 'MatMul', 'Gather' -OutputPath (Join-Path $work 'none.onnx') -ErrorAction Stop }
         $none.FullyQualifiedErrorId | Should -BeLike 'NothingToQuantize,*'
     }
 
@@ -55,6 +56,11 @@ Describe 'Invoke-Quantization -Mode' {
         @{ Name = 'static int4'; Options = @{ WeightBits = 4 } }
         @{ Name = 'int4 per tensor'; Options = @{ Mode = 'WeightOnly'; WeightBits = 4; PerTensor = $true } }
         @{ Name = 'an odd block size'; Options = @{ Mode = 'WeightOnly'; WeightBits = 4; BlockSize = 48 } }
+        @{ Name = '16-bit QOperator'; Options = @{ ActivationType = 'UInt16'; Format = 'QOperator' } }
+        @{ Name = 'reduce-range int4'; Options = @{ Mode = 'WeightOnly'; WeightBits = 4; ReduceRange = $true } }
+        @{ Name = 'uint8 int4'; Options = @{ Mode = 'WeightOnly'; WeightBits = 4; WeightType = 'UInt8' } }
+        @{ Name = 'int8 activations with uint8 QOperator weights'; Options = @{ ActivationType = 'Int8'; WeightType = 'UInt8'; Format = 'QOperator' } }
+        @{ Name = 'overrides in Dynamic mode'; Options = @{ Mode = 'Dynamic'; TensorOverride = @{ x = @{ Min = 0; Max = 1 } } } }
     ) {
         $target = Join-Path $work 'refused.onnx'
         $e = Get-ErrorRecord { Invoke-Quantization -Path $MiniLm -OutputPath $target @Options -ErrorAction Stop }
@@ -72,6 +78,31 @@ Describe 'Invoke-Quantization -Mode' {
         $ops | Should -Contain 'QLinearAdd:9'
         $ops | Where-Object { $_ -like 'Conv:*' } | Should -BeNullOrEmpty
         $r.SizeRatio | Should -BeLessOrEqual 0.255
+    }
+
+    It 'writes uint8 asymmetric reduce-range weights in Dynamic mode' {
+        $r = Invoke-Quantization -Path $MiniLm -Mode Dynamic -WeightType UInt8 -WeightSymmetry Asymmetric -ReduceRange -OutputPath (Join-Path $work 'dyn-u8.onnx')
+        $r.Options | Should -BeLike '*weights=uint8,asymmetric,per-channel,reduce-range*'
+        $r.Decisions | Where-Object { $_ -like '*dynamic: uint8 weights per column*' } | Should -HaveCount 36
+        (Get-OnnxModel $r.OutputPath).OpTypes | Should -Contain 'MatMulInteger:36'
+    }
+
+    It 'applies -TensorOverride to named tensors, and refuses a bad one before any work' {
+        $data = New-ResNetDataSet -Split train -Count 2
+        $r = Invoke-Quantization -Path $ResNet18 -DataSet $data -TensorOverride @{ Input247 = @{ Type = 'UInt16' }; ReLU385_Output_0 = @{ Min = 0; Max = 8 } } -OutputPath (Join-Path $work 'ovr.onnx')
+        $r.Options | Should -BeLike '*;overrides=Input247:{type=uint16},ReLU385_Output_0:{range=`[0,8`]}'
+        (Get-OnnxModel $r.OutputPath).QuantizationOptions | Should -Be $r.Options
+        foreach ($case in @(
+                @{ Id = 'OverrideTensorNotQuantized'; Override = @{ nothere = @{ Min = 0; Max = 1 } } }
+                @{ Id = 'InvalidTensorOverride'; Override = @{ Input247 = @{ Mn = 0 } } }
+                @{ Id = 'InvalidTensorOverride'; Override = @{ Input247 = @{ Scale = 'big' } } }
+                @{ Id = 'InvalidTensorOverride'; Override = @{ Input247 = @{ Scale = 0.1; ZeroPoint = 999 } } })) {
+            $target = Join-Path $work 'ovr-bad.onnx'
+            $e = Get-ErrorRecord { Invoke-Quantization -Path $ResNet18 -DataSet $data -TensorOverride $case.Override -OutputPath $target -ErrorAction Stop }
+            $e.FullyQualifiedErrorId | Should -BeLike "$($case.Id),*"
+            $e.CategoryInfo.Category | Should -Be 'InvalidArgument'
+            Test-Path $target | Should -BeFalse
+        }
     }
 
     It 'refuses QOperator outside Static mode' {

@@ -230,13 +230,19 @@ public sealed class WeightQuantizerTests
             ("dynamic-excl", new QuantizationOptions { Mode = QuantMode.Dynamic, Exclude = new[] { "MatMul_122" } }, 0.99, 0.99),
             ("w8", new QuantizationOptions { Mode = QuantMode.WeightOnly }, 0.995, 0.995),
             ("w4b32", new QuantizationOptions { Mode = QuantMode.WeightOnly, WeightBits = 4, BlockSize = 32 }, 0.0, 0.97),
+            // Symmetric blocks without zero points: 0.625 bytes per weight, 15.6% of fp32, but an embedding cosine of
+            // 0.965 (the outlier blocks are one-sided, so a symmetric block spends half its codes on the empty side).
+            ("w4b32sym", new QuantizationOptions { Mode = QuantMode.WeightOnly, WeightBits = 4, BlockSize = 32, WeightSymmetric = true, WeightMethod = WeightMethod.Hqq }, 0.0, 0.96),
         };
+        var opTypes = prepared.Model.Graph.Node.ToDictionary(n => n.Name, n => n.OpType);
         foreach (var (name, options, minHidden, minEmbedding) in cases)
         {
             var path = dir.File(name + ".onnx");
             var result = Quantizer.RunWithoutCalibration(prepared, null, options, path, default);
-            // 6 layers x (Q, K, V, attention output, FFN in, FFN out), less the excluded one
-            Assert.Equal(36 - options.Exclude.Length, result.QuantizedLayerCount);
+            // 6 layers x (Q, K, V, attention output, FFN in, FFN out), less the excluded one; and the word, position
+            // and token-type embedding tables
+            Assert.Equal(36 - options.Exclude.Length, result.QuantizedLayers.Count(l => opTypes[l] == "MatMul"));
+            Assert.Equal(3, result.QuantizedLayers.Count(l => opTypes[l] == "Gather"));
             using var session = MiniLm.Session(path);
             for (int i = 0; i < inputs.Length; i++)
             {
@@ -256,7 +262,7 @@ public sealed class WeightQuantizerTests
                 _out.WriteLine($"{name}: MatMul weights {bytes:N0} bytes, {share:P1} of fp32 {fpMatMulBytes:N0}");
                 // Block 32 with a float scale and a 4-bit zero point per block: 0.640625 bytes per weight, 16.02% of
                 // fp32 (the issue asks <= 16%; block 64 is 14.3% but its embedding cosine is 0.95: see docs/benchmarks.md).
-                Assert.True(share <= 0.1603, $"{name}: MatMul weights take {share:P2} of their fp32 bytes");
+                Assert.True(share <= (options.Int4Symmetric ? 0.16 : 0.1603), $"{name}: MatMul weights take {share:P2} of their fp32 bytes");
             }
             if (name == "w4b32")
             {

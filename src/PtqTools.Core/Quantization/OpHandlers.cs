@@ -10,6 +10,8 @@ public enum OutputRule
     Own,
     /// <summary>The output reuses the input's scale and zero point (max pooling, reshapes): int8 passes through.</summary>
     SharesInput,
+    /// <summary>The op runs on a quantized constant and its output is dequantized to float (Gather of an embedding table).</summary>
+    Dequantized,
 }
 
 /// <summary>
@@ -37,6 +39,9 @@ public abstract class OpHandler
     /// <summary>Constant inputs quantized per tensor with the activation type (the constant operand of Add/Mul).</summary>
     public virtual IEnumerable<int> ConstantInputs(NodeProto node, GraphView graph) => Array.Empty<int>();
 
+    /// <summary>The decision's reason when the node is quantized, or null for the plan's generic one.</summary>
+    public virtual string? Describe(NodeProto node, GraphView graph, bool perChannel) => null;
+
     protected static long Attr(NodeProto node, string name, long fallback) =>
         node.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? fallback;
 
@@ -53,6 +58,39 @@ sealed class ConvHandler : OpHandler
         base.CannotQuantize(node, g) ?? (IsFloatInitializer(g, node, 1) ? null : "its weight is not a float32 initializer");
     public override (int Input, int Axis)? Weight(NodeProto node, GraphView g) => (1, 0);
     public override int? Bias(NodeProto node, GraphView g) => IsFloatInitializer(g, node, 2) ? 2 : null;
+}
+
+/// <summary>ConvTranspose: weight [C_in, C_out / group, kH, kW], so output channels are axis 1; the int32 bias
+/// needs one weight scale per output channel, which only group 1 gives.</summary>
+sealed class ConvTransposeHandler : OpHandler
+{
+    public override string? CannotQuantize(NodeProto node, GraphView g) =>
+        base.CannotQuantize(node, g) ?? (IsFloatInitializer(g, node, 1) && g.Initializers[node.Input[1]].Dims.Count >= 3 ? null : "its weight is not a float32 initializer");
+    public override (int Input, int Axis)? Weight(NodeProto node, GraphView g) => (1, 1);
+    public override int? Bias(NodeProto node, GraphView g) => IsFloatInitializer(g, node, 2) && Attr(node, "group", 1) == 1 ? 2 : null;
+}
+
+/// <summary>Softmax: its input and output are calibrated like any op with its own output range; ONNX Runtime fuses
+/// DQ → Softmax → Q into QLinearSoftmax.</summary>
+sealed class SoftmaxHandler : OpHandler { }
+
+/// <summary>Gather from a constant table (embeddings): the table is stored quantized, the rows are gathered as
+/// integers and only they are dequantized (see <see cref="EmbeddingQuantizer"/>).</summary>
+sealed class GatherHandler : OpHandler
+{
+    public override OutputRule Output => OutputRule.Dequantized;
+    public override string? CannotQuantize(NodeProto node, GraphView g) =>
+        node.Input.Count == 2 && IsFloatInitializer(g, node, 0) && !g.IsFloat(node.Input[1]) ? null : "its data input is not a float32 initializer (a table)";
+    public override IEnumerable<int> ActivationInputs(NodeProto node, GraphView g) => Array.Empty<int>();
+    public override string? Describe(NodeProto node, GraphView g, bool perChannel) => EmbeddingQuantizer.Describe(node, g, perChannel);
+}
+
+/// <summary>An op the table knows but keeps in float, with the reason (Q/DQ stay at its boundary).</summary>
+sealed class KeepFloatHandler : OpHandler
+{
+    readonly string _reason;
+    public KeepFloatHandler(string reason) => _reason = reason;
+    public override string? CannotQuantize(NodeProto node, GraphView g) => _reason;
 }
 
 sealed class GemmHandler : OpHandler
@@ -129,10 +167,38 @@ public static class OpHandlers
         ["Transpose"] = new PassThroughHandler(),
         ["Squeeze"] = new PassThroughHandler(),
         ["Unsqueeze"] = new PassThroughHandler(),
+        ["ConvTranspose"] = new ConvTransposeHandler(),
+        // Resize moves and blends values within the input's range: ONNX Runtime drops equal Q/DQ around it.
+        ["Resize"] = new PassThroughHandler(),
+        ["Softmax"] = new SoftmaxHandler(),
+        ["Gather"] = new GatherHandler(),
+        ["LSTM"] = new KeepFloatHandler("ONNX Runtime's only quantized recurrent kernel is com.microsoft DynamicQuantizeLSTM (LSTM in dynamic mode), which this version does not write; its weights stay float"),
+        ["GRU"] = new KeepFloatHandler("ONNX Runtime has no quantized GRU kernel; its weights stay float"),
     };
 
     /// <summary>Ops folded into their producer's range rather than quantized themselves.</summary>
-    public static readonly IReadOnlySet<string> FoldedActivations = new HashSet<string>(StringComparer.Ordinal) { "Relu" };
+    public static readonly IReadOnlySet<string> FoldedActivations = new HashSet<string>(StringComparer.Ordinal) { "Relu", "Clip" };
+
+    /// <summary>The bounds of a folded activation (Relu [0, inf); Clip its constant min and max), or null when they
+    /// are not constants (such a Clip is not folded).</summary>
+    public static (float Min, float Max)? FoldedBounds(NodeProto node, GraphView graph)
+    {
+        if (node.Domain is not ("" or "ai.onnx")) return null;
+        if (node.OpType == "Relu") return (0f, float.PositiveInfinity);
+        if (node.OpType != "Clip") return null;
+        float min = float.NegativeInfinity, max = float.PositiveInfinity;
+        if (node.Attribute.FirstOrDefault(a => a.Name == "min") is { } amin) min = amin.F;
+        if (node.Attribute.FirstOrDefault(a => a.Name == "max") is { } amax) max = amax.F;
+        for (int i = 1; i <= 2 && i < node.Input.Count; i++)
+        {
+            if (node.Input[i].Length == 0) continue;
+            if (!graph.Initializers.TryGetValue(node.Input[i], out var t)) return null;
+            var v = TensorData.ReadFloats(t);
+            if (v.Length != 1) return null;
+            if (i == 1) min = v[0]; else max = v[0];
+        }
+        return (min, max);
+    }
 
     public static IReadOnlyCollection<string> OpTypes => Table.Keys;
 
@@ -143,7 +209,9 @@ public static class OpHandlers
     public static (bool Quantizable, string Reason) Assess(NodeProto node, GraphView graph)
     {
         if (FoldedActivations.Contains(node.OpType))
-            return (false, "folded into the range of the op before it when that op is quantized");
+            return (false, FoldedBounds(node, graph) is null
+                ? "kept in float: its bounds are not constants, so it cannot be folded into its producer's range"
+                : "folded into the range of the op before it when that op is quantized");
         var handler = Get(node);
         if (handler is null) return (false, $"no int8 handler for {node.OpType}: kept in float");
         var why = handler.CannotQuantize(node, graph);

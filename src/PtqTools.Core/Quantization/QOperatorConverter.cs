@@ -16,7 +16,7 @@ public static class QOperatorConverter
     const string Ms = "com.microsoft";
 
     static readonly HashSet<string> IntegerPassThrough = new(StringComparer.Ordinal)
-        { "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze" };
+        { "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Resize" };
 
     public static ModelProto Convert(ModelProto qdq, CancellationToken cancel = default)
     {
@@ -42,6 +42,7 @@ public static class QOperatorConverter
                 "AveragePool" => Unary(node, dq, output, "QLinearAveragePool", copyAttributes: true),
                 "GlobalAveragePool" => Unary(node, dq, output, "QLinearGlobalAveragePool", copyAttributes: false),
                 "Concat" => Concat(node, dq, output),
+                "Softmax" when relu is null => Softmax(node, dq, output, model),
                 var op when IntegerPassThrough.Contains(op) && relu is null => PassThrough(node, dq, output, view),
                 _ => null,
             };
@@ -78,7 +79,7 @@ public static class QOperatorConverter
         var tensor = node.Output[0];
         NodeProto? relu = null;
         var readers = g.ConsumersOf(tensor);
-        if (readers.Count == 1 && readers[0].OpType == "Relu" && !g.GraphOutputs.Contains(tensor))
+        if (readers.Count == 1 && OpHandlers.FoldedBounds(readers[0], g) is not null && !g.GraphOutputs.Contains(tensor))
         {
             relu = readers[0];
             tensor = relu.Output[0];
@@ -88,11 +89,16 @@ public static class QOperatorConverter
         var q = readers[0];
         if (relu is not null)
         {
-            // Saturation replaces the Relu only when the zero point is the type's minimum (range [0, max]).
-            if (q.Input.Count < 3 || !g.Initializers.TryGetValue(q.Input[2], out var zp)) return (null, null);
+            // Saturation replaces the Relu or Clip only when the representable range lies inside its bounds: for a
+            // Relu, a zero point at the type's minimum (range [0, max]).
+            if (q.Input.Count < 3 || !g.Initializers.TryGetValue(q.Input[2], out var zp) || !g.Initializers.TryGetValue(q.Input[1], out var sc)) return (null, null);
             var z = TensorData.ReadFloats(zp);
-            float min = zp.DataType == (int)OnnxDataType.UInt8 ? 0 : -128;
-            if (z.Length != 1 || z[0] != min) return (null, null);
+            var s = TensorData.ReadFloats(sc);
+            if (z.Length != 1 || s.Length != 1 || zp.DataType is not ((int)OnnxDataType.UInt8 or (int)OnnxDataType.Int8)) return (null, null);
+            var (qmin, qmax) = zp.DataType == (int)OnnxDataType.UInt8 ? (0, 255) : (-128, 127);
+            var (lo, hi) = OpHandlers.FoldedBounds(relu, g)!.Value;
+            double low = (double)s[0] * (qmin - z[0]), high = (double)s[0] * (qmax - z[0]);
+            if (low < lo || high > hi + 1e-5 * Math.Abs(hi)) return (null, null);
         }
         return (q, relu);
     }
@@ -132,6 +138,17 @@ public static class QOperatorConverter
         if (Dequantized(node.Input[0], dq) is not { } x) return null;
         var n = New(op, Ms, node.Name, x.Concat(q.Input.Skip(1)), q.Output[0], copyAttributes ? node.Attribute : null);
         if (!copyAttributes) n.Attribute.Add(new AttributeProto { Name = "channels_last", I = 0, Type = AttributeProto.Types.AttributeType.Int });
+        return n;
+    }
+
+    /// <summary>com.microsoft QLinearSoftmax (a lookup table over the 256 input codes), with the opset the
+    /// Softmax was written in (its axis meaning changed at 13).</summary>
+    static NodeProto? Softmax(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q, ModelProto model)
+    {
+        if (Dequantized(node.Input[0], dq) is not { } x) return null;
+        var n = New("QLinearSoftmax", Ms, node.Name, x.Concat(q.Input.Skip(1)), q.Output[0], node.Attribute);
+        long opset = model.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 13;
+        n.Attribute.Add(new AttributeProto { Name = "opset", I = opset, Type = AttributeProto.Types.AttributeType.Int });
         return n;
     }
 

@@ -17,8 +17,9 @@ public static class QdqQuantizer
         QuantizationOptions options, CancellationToken cancel = default)
     {
         options.Validate();
+        TensorOverrides.Check(plan, options);
         foreach (var (tensor, layers) in plan.Activations)
-            if (!ranges.ContainsKey(tensor))
+            if (!ranges.ContainsKey(tensor) && !(options.Overrides.TryGetValue(tensor, out var o) && !o.NeedsCalibration))
                 throw new PtqException("MissingActivationRange", PtqErrorKind.InvalidData,
                     $"No calibrated range for tensor '{tensor}', which layer '{layers[0]}' needs. Calibrate the layers you quantize with Measure-ActivationRange.", tensor);
 
@@ -27,16 +28,25 @@ public static class QdqQuantizer
         var view = new GraphView(graph);
         var names = new NameScope(graph);
         var actType = options.ActivationType;
-        var zpType = actType == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
+        var zpType = OnnxType(actType);
         var (qmin, qmax) = QuantMath.Limits(actType, options.ActivationSymmetric);
 
         // Activation parameters, in graph order so pass-through outputs find their input's parameters.
         var qparams = new Dictionary<string, QuantParams>(StringComparer.Ordinal);
+        var qtypes = new Dictionary<string, QuantType>(StringComparer.Ordinal);
         foreach (var (tensor, _) in plan.Activations)
-            qparams[tensor] = QuantMath.FromRange(ranges[tensor].Min, ranges[tensor].Max, actType, options.ActivationSymmetric);
+        {
+            qtypes[tensor] = options.TypeOf(tensor);
+            qparams[tensor] = options.Overrides.TryGetValue(tensor, out var o)
+                ? o.Params(ranges.GetValueOrDefault(tensor), qtypes[tensor], options.ActivationSymmetric)
+                : QuantMath.FromRange(ranges[tensor].Min, ranges[tensor].Max, qtypes[tensor], options.ActivationSymmetric);
+        }
         foreach (var node in graph.Node)
             if (plan.SharedOutputs.TryGetValue(node.Output.FirstOrDefault() ?? "", out var input) && qparams.TryGetValue(input, out var p))
+            {
                 qparams[node.Output[0]] = p;
+                qtypes[node.Output[0]] = qtypes[input];
+            }
 
         var newNodes = new List<NodeProto>();
         var quantizedWeights = new Dictionary<(string, int?), (string Output, float[] Scales)>();
@@ -44,6 +54,11 @@ public static class QdqQuantizer
         {
             cancel.ThrowIfCancellationRequested();
             var handler = OpHandlers.Get(node)!;
+            if (handler is GatherHandler)
+            {
+                EmbeddingQuantizer.Rewrite(graph, view, node, newNodes, names, options);
+                continue;
+            }
             // Asked before the weight input is renamed below: handlers look at the float weight initializer.
             var biasInput = handler.Bias(node, view);
             float[]? weightScales = null;
@@ -55,10 +70,12 @@ public static class QdqQuantizer
                 {
                     var init = view.Initializers[wName];
                     var dims = init.Dims.ToArray();
-                    var (values, scales) = QuantMath.QuantizeWeights(TensorData.ReadFloats(init), dims, axis);
+                    var spec = options.Weights;
+                    var (values, scales, zeroPoints) = QuantMath.QuantizeWeights(TensorData.ReadFloats(init), dims, axis, spec);
                     var qName = names.Fresh(wName + "_quantized");
-                    graph.Initializer.Add(TensorData.FromInt8(qName, values, dims));
-                    var dq = AddDequantize(graph, newNodes, names, wName, qName, scales, new sbyte[scales.Length], OnnxDataType.Int8, axis);
+                    var wType = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
+                    graph.Initializer.Add(QuantizedTensor(qName, values, wType, dims));
+                    var dq = AddDequantize(graph, newNodes, names, wName, qName, scales, zeroPoints, wType, axis, zeroPoints[0]);
                     quantizedWeights[(wName, axis)] = done = (dq, scales);
                 }
                 node.Input[w.Input] = done.Output;
@@ -71,7 +88,7 @@ public static class QdqQuantizer
                 var (values, scales) = QuantMath.QuantizeBias(bias, inParams.Scale, weightScales);
                 var qName = names.Fresh(bName + "_quantized");
                 graph.Initializer.Add(TensorData.FromInt32(qName, values, bias.Length));
-                node.Input[b] = AddDequantize(graph, newNodes, names, bName, qName, scales, new int[scales.Length], OnnxDataType.Int32, 0);
+                node.Input[b] = AddDequantize(graph, newNodes, names, bName, qName, scales, null, OnnxDataType.Int32, 0);
             }
             foreach (var c in handler.ConstantInputs(node, view))
             {
@@ -93,8 +110,9 @@ public static class QdqQuantizer
             cancel.ThrowIfCancellationRequested();
             var scaleName = names.Fresh(tensor + "_scale");
             var zpName = names.Fresh(tensor + "_zero_point");
+            var type = qtypes[tensor];
             graph.Initializer.Add(TensorData.FromFloats(scaleName, new[] { p.Scale }));
-            graph.Initializer.Add(QuantizedTensor(zpName, new[] { p.ZeroPoint }, zpType));
+            graph.Initializer.Add(QuantizedTensor(zpName, new[] { p.ZeroPoint }, OnnxType(type)));
             var quantized = names.Fresh(tensor + "_QuantizeLinear_Output");
             bool isGraphOutput = view.GraphOutputs.Contains(tensor);
             string source = tensor, dequantized;
@@ -102,7 +120,9 @@ public static class QdqQuantizer
             {
                 // The graph output keeps its name: the producer writes a renamed tensor, and DQ writes the output.
                 source = names.Fresh(tensor + "_float");
-                if (view.Producers.TryGetValue(tensor, out var producer))
+                // Looked up now, not in the view: a rewrite above (Gather) may have given the tensor a new producer.
+                var producer = graph.Node.Concat(newNodes).FirstOrDefault(n => n.Output.Contains(tensor));
+                if (producer is not null)
                     for (int k = 0; k < producer.Output.Count; k++) if (producer.Output[k] == tensor) producer.Output[k] = source;
                 foreach (var consumer in view.ConsumersOf(tensor))
                     for (int k = 0; k < consumer.Input.Count; k++) if (consumer.Input[k] == tensor) consumer.Input[k] = source;
@@ -114,43 +134,70 @@ public static class QdqQuantizer
                 foreach (var consumer in view.ConsumersOf(tensor))
                     for (int k = 0; k < consumer.Input.Count; k++) if (consumer.Input[k] == tensor) consumer.Input[k] = dequantized;
             }
-            newNodes.Add(Node("QuantizeLinear", names.Fresh(tensor + "_QuantizeLinear"), new[] { source, scaleName, zpName }, quantized));
-            newNodes.Add(Node("DequantizeLinear", names.Fresh(tensor + "_DequantizeLinear"), new[] { quantized, scaleName, zpName }, dequantized));
+            // 16-bit Q/DQ are ONNX Runtime's com.microsoft operators (ai.onnx has them only from opset 21).
+            string domain = QuantMath.Is16Bit(type) ? MsDomain : "";
+            newNodes.Add(Node("QuantizeLinear", names.Fresh(tensor + "_QuantizeLinear"), new[] { source, scaleName, zpName }, quantized, domain));
+            newNodes.Add(Node("DequantizeLinear", names.Fresh(tensor + "_DequantizeLinear"), new[] { quantized, scaleName, zpName }, dequantized, domain));
         }
 
         graph.Node.AddRange(newNodes);
+        if (newNodes.Any(n => n.Domain == MsDomain) && !model.OpsetImport.Any(o => o.Domain == MsDomain))
+            model.OpsetImport.Add(new OperatorSetIdProto { Domain = MsDomain, Version = 1 });
         RemoveUnusedInitializers(graph);
         SortTopologically(graph);
         return model;
     }
 
-    static string AddDequantize(GraphProto graph, List<NodeProto> nodes, NameScope names, string baseName, string quantized,
-        float[] scales, Array? zeroPoints, OnnxDataType zpType, int? axis, int scalarZeroPoint = 0)
+    const string MsDomain = "com.microsoft";
+
+    internal static OnnxDataType OnnxType(QuantType type) => type switch
+    {
+        QuantType.UInt8 => OnnxDataType.UInt8,
+        QuantType.Int8 => OnnxDataType.Int8,
+        QuantType.UInt16 => OnnxDataType.UInt16,
+        QuantType.Int16 => OnnxDataType.Int16,
+        _ => throw new ArgumentOutOfRangeException(nameof(type)),
+    };
+
+    /// <summary>A DequantizeLinear of a quantized initializer; <paramref name="zeroPoints"/> per axis (zeros when null).</summary>
+    internal static string AddDequantize(GraphProto graph, List<NodeProto> nodes, NameScope names, string baseName, string quantized,
+        float[] scales, int[]? zeroPoints, OnnxDataType zpType, int? axis, int scalarZeroPoint = 0)
     {
         bool perAxis = axis is not null;
         var scaleName = names.Fresh(baseName + "_scale");
         var zpName = names.Fresh(baseName + "_zero_point");
         graph.Initializer.Add(perAxis ? TensorData.FromFloats(scaleName, scales, scales.Length) : TensorData.FromFloats(scaleName, scales[..1]));
-        var zps = perAxis ? Enumerable.Repeat(0, scales.Length) : new[] { scalarZeroPoint };
+        var zps = perAxis ? (IEnumerable<int>?)zeroPoints ?? Enumerable.Repeat(0, scales.Length) : new[] { scalarZeroPoint };
         graph.Initializer.Add(perAxis ? QuantizedTensor(zpName, zps, zpType, scales.Length) : QuantizedTensor(zpName, zps, zpType));
         var output = names.Fresh(baseName + "_DequantizeLinear_Output");
-        var dq = Node("DequantizeLinear", names.Fresh(baseName + "_DequantizeLinear"), new[] { quantized, scaleName, zpName }, output);
+        var dq = Node("DequantizeLinear", names.Fresh(baseName + "_DequantizeLinear"), new[] { quantized, scaleName, zpName }, output,
+            zpType is OnnxDataType.UInt16 or OnnxDataType.Int16 ? MsDomain : "");
         if (perAxis) dq.Attribute.Add(new AttributeProto { Name = "axis", I = axis!.Value, Type = AttributeProto.Types.AttributeType.Int });
         nodes.Add(dq);
         return output;
     }
 
-    static TensorProto QuantizedTensor(string name, IEnumerable<int> values, OnnxDataType type, params long[] dims) => type switch
+    internal static TensorProto QuantizedTensor(string name, IEnumerable<int> values, OnnxDataType type, params long[] dims) => type switch
     {
+        OnnxDataType.UInt16 or OnnxDataType.Int16 => Typed16(name, values, type, dims),
         OnnxDataType.UInt8 => TensorData.FromUInt8(name, values.Select(v => (byte)v).ToArray(), dims),
         OnnxDataType.Int8 => TensorData.FromInt8(name, values.Select(v => (sbyte)v).ToArray(), dims),
         OnnxDataType.Int32 => TensorData.FromInt32(name, values.ToArray(), dims),
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 
-    internal static NodeProto Node(string op, string name, string[] inputs, string output)
+    /// <summary>16-bit values in int32_data (ONNX's field for them), which every reader takes.</summary>
+    static TensorProto Typed16(string name, IEnumerable<int> values, OnnxDataType type, long[] dims)
     {
-        var node = new NodeProto { OpType = op, Name = name };
+        var t = new TensorProto { Name = name, DataType = (int)type };
+        t.Dims.AddRange(dims);
+        t.Int32Data.AddRange(values);
+        return t;
+    }
+
+    internal static NodeProto Node(string op, string name, string[] inputs, string output, string domain = "")
+    {
+        var node = new NodeProto { OpType = op, Name = name, Domain = domain };
         node.Input.AddRange(inputs);
         node.Output.Add(output);
         return node;

@@ -1,7 +1,14 @@
 namespace PtqTools.Core.Quantization;
 
 /// <summary>Integer type of a quantized tensor.</summary>
-public enum QuantType { UInt8, Int8 }
+public enum QuantType { UInt8, Int8, UInt16, Int16 }
+
+/// <summary>How weights are quantized: type, symmetry, and ONNX Runtime's reduce-range (7 bits, for CPUs
+/// without VNNI whose u8 x s8 pair sums saturate in 16 bits).</summary>
+public readonly record struct WeightSpec(QuantType Type = QuantType.Int8, bool Symmetric = true, bool ReduceRange = false)
+{
+    public (int Min, int Max) Limits => QuantMath.WeightLimits(this);
+}
 
 /// <summary>Scale and zero point of an affine mapping: real = scale * (q - zeroPoint).</summary>
 public readonly record struct QuantParams(float Scale, int ZeroPoint);
@@ -14,9 +21,30 @@ public static class QuantMath
         QuantType.UInt8 => (0, 255),
         // Symmetric int8 uses [-127, 127] so that the range is centred on zero (as ONNX Runtime does).
         QuantType.Int8 => symmetric ? (-127, 127) : (-128, 127),
+        QuantType.UInt16 => (0, 65535),
+        QuantType.Int16 => symmetric ? (-32767, 32767) : (-32768, 32767),
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 
+    /// <summary>The zero point of a symmetric range: the middle of an unsigned type, 0 for a signed one.</summary>
+    public static int SymmetricZero(QuantType type) => type switch
+    {
+        QuantType.UInt8 => 128,
+        QuantType.UInt16 => 32768,
+        _ => 0,
+    };
+
+    public static bool Is16Bit(QuantType type) => type is QuantType.UInt16 or QuantType.Int16;
+
+    /// <summary>Weight code limits as ONNX Runtime's quantizer sets them: int8 symmetric [-127, 127], reduce-range
+    /// int8 [-64, 64] and uint8 [0, 127] (7 bits).</summary>
+    public static (int Min, int Max) WeightLimits(WeightSpec spec) => (spec.Type, spec.ReduceRange) switch
+    {
+        (QuantType.Int8, true) => (-64, 64),
+        (QuantType.UInt8, true) => (0, 127),
+        (QuantType.Int8 or QuantType.UInt8, false) => Limits(spec.Type, spec.Symmetric),
+        _ => throw new ArgumentOutOfRangeException(nameof(spec), $"Weights are int8 or uint8, not {spec.Type}."),
+    };
     /// <summary>Parameters that map [min, max] (widened to include 0, so zero is exact) onto the type's range.</summary>
     public static QuantParams FromRange(float min, float max, QuantType type, bool symmetric)
     {
@@ -27,11 +55,11 @@ public static class QuantMath
         if (symmetric)
         {
             double absMax = Math.Max(-rmin, rmax);
-            if (absMax == 0) return new QuantParams(1f, type == QuantType.UInt8 ? 128 : 0);
+            if (absMax == 0) return new QuantParams(1f, SymmetricZero(type));
             float scale = (float)(2 * absMax / (qmax - qmin));
-            return new QuantParams(scale, type == QuantType.UInt8 ? 128 : 0);
+            return new QuantParams(scale, SymmetricZero(type));
         }
-        if (rmax == rmin) return new QuantParams(1f, type == QuantType.UInt8 ? 0 : 0);
+        if (rmax == rmin) return new QuantParams(1f, 0);
         float s = (float)((rmax - rmin) / (qmax - qmin));
         int zp = (int)Math.Round(qmin - rmin / s, MidpointRounding.ToEven);
         return new QuantParams(s, Math.Clamp(zp, qmin, qmax));
@@ -72,6 +100,49 @@ public static class QuantMath
             q[i] = (sbyte)Quantize(w[i], new QuantParams(scales[c], 0), -127, 127);
         }
         return (q, scales);
+    }
+
+    /// <summary>Weights of any <see cref="WeightSpec"/>, one scale and zero point per slice along
+    /// <paramref name="axis"/> (or one for all when null). Symmetric: scale = max|w| / ((qmax - qmin) / 2) and the
+    /// type's middle as zero point; asymmetric: the slice's [min, max] widened to include 0 over [qmin, qmax].</summary>
+    public static (int[] Values, float[] Scales, int[] ZeroPoints) QuantizeWeights(ReadOnlySpan<float> w, long[] dims, int? axis, WeightSpec spec)
+    {
+        int channels = axis is int a ? checked((int)dims[a]) : 1;
+        long inner = 1;
+        if (axis is int ax) for (int d = ax + 1; d < dims.Length; d++) inner *= dims[d];
+        else inner = w.Length;
+        var min = new float[channels];
+        var max = new float[channels];
+        for (int i = 0; i < w.Length; i++)
+        {
+            int c = (int)(i / inner % channels);
+            float v = w[i];
+            if (!float.IsFinite(v))
+                throw new PtqException("WeightNotFinite", PtqErrorKind.InvalidData, "A weight tensor holds NaN or infinity.", i);
+            if (v < min[c]) min[c] = v;
+            if (v > max[c]) max[c] = v;
+        }
+        var (qmin, qmax) = spec.Limits;
+        var p = new QuantParams[channels];
+        for (int c = 0; c < channels; c++)
+        {
+            if (spec.Symmetric)
+            {
+                float absMax = Math.Max(-min[c], max[c]);
+                int zero = spec.Type == QuantType.UInt8 ? (qmin + qmax + 1) / 2 : 0;
+                // In float, as the int8 entry point above computes absMax / 127f.
+                p[c] = new QuantParams(absMax == 0 ? 1f : absMax / ((qmax - qmin) / 2f), zero);
+            }
+            else if (max[c] == min[c]) p[c] = new QuantParams(1f, Math.Clamp(0, qmin, qmax));
+            else
+            {
+                float s = (float)(((double)max[c] - min[c]) / (qmax - qmin));
+                p[c] = new QuantParams(s, Math.Clamp((int)Math.Round(qmin - min[c] / (double)s, MidpointRounding.ToEven), qmin, qmax));
+            }
+        }
+        var q = new int[w.Length];
+        for (int i = 0; i < w.Length; i++) q[i] = Quantize(w[i], p[(int)(i / inner % channels)], qmin, qmax);
+        return (q, p.Select(x => x.Scale).ToArray(), p.Select(x => x.ZeroPoint).ToArray());
     }
 
     /// <summary>int32 bias with scale = input scale x weight scale (per output channel), zero point 0.</summary>
@@ -149,7 +220,12 @@ public static class QuantMath
     /// <param name="hqq">Refine each block's zero point with HQQ's half-quadratic solver (Badri and Shaji, 2023),
     /// which fits the codes to the weights under an lp (p &lt; 1) error that lets outliers go; the zero point stays
     /// an integer, as MatMulNBits stores it. The block keeps whichever of RTN and HQQ has the smaller squared error.</param>
-    public static (byte[] Codes, float[] Scales, byte[] ZeroPoints) QuantizeBlockwise(ReadOnlySpan<float> w, int k, int n, int bits, int blockSize, bool hqq = false)
+    /// <param name="symmetric">Symmetric blocks without zero points (MatMulNBits then uses 8): as ONNX Runtime's own
+    /// quantizer, the block's largest-magnitude value maps to code 0 (scale = value / -8), so the other side reaches
+    /// 7/8 of it; with <paramref name="hqq"/> a search over smaller scales keeps the lowest squared error.
+    /// ZeroPoints is null.</param>
+    public static (byte[] Codes, float[] Scales, byte[]? ZeroPoints) QuantizeBlockwise(ReadOnlySpan<float> w, int k, int n, int bits, int blockSize, bool hqq = false,
+        bool symmetric = false)
     {
         if (bits != 4) throw new ArgumentOutOfRangeException(nameof(bits), "Only 4-bit block-wise codes are written.");
         if (w.Length != (long)k * n) throw new ArgumentException($"The weight has {w.Length} values, not {k}x{n}.", nameof(w));
@@ -175,7 +251,13 @@ public static class QuantMath
                 }
                 float scale = max == min ? 1f : (max - min) / levels;
                 int zp = Math.Clamp((int)MathF.Round(-min / scale, MidpointRounding.ToEven), 0, levels);
-                if (hqq && max != min)
+                if (symmetric)
+                {
+                    var block = new float[end - b * blockSize];
+                    for (int r = b * blockSize; r < end; r++) block[r - b * blockSize] = w[r * n + col];
+                    (scale, zp) = (SymmetricBlockScale(block, levels, hqq), (levels + 1) / 2);
+                }
+                else if (hqq && max != min)
                 {
                     var block = new float[end - b * blockSize];
                     for (int r = b * blockSize; r < end; r++) block[r - b * blockSize] = w[r * n + col];
@@ -192,11 +274,33 @@ public static class QuantMath
                     codes[at] |= (byte)(j % 2 == 0 ? q : q << 4);
                 }
             }
-        return (codes, scales, zps);
+        return (codes, scales, symmetric ? null : zps);
+    }
+
+    /// <summary>Scale of a symmetric block with zero point (levels + 1) / 2: the largest-magnitude value over -8
+    /// (negative when that value is positive), or with <paramref name="search"/> the best of 1.0 .. 0.7 times it.
+    /// (A finer search with least-squares refits lowered the weights' squared error but not MiniLM's error: the
+    /// large weights matter more than their share of the squared error.)</summary>
+    internal static float SymmetricBlockScale(ReadOnlySpan<float> block, int levels, bool search)
+    {
+        float peak = 0;
+        foreach (var v in block) if (Math.Abs(v) > Math.Abs(peak)) peak = v;
+        int zero = (levels + 1) / 2;
+        if (peak == 0) return 1f;
+        float best = peak / -zero;
+        if (!search) return best;
+        double bestError = SquaredError(block, best, zero, levels);
+        for (int step = 1; step <= 6; step++)
+        {
+            float scale = peak * (1f - 0.05f * step) / -zero;
+            double e = SquaredError(block, scale, zero, levels);
+            if (e < bestError) (bestError, best) = (e, scale);
+        }
+        return best;
     }
 
     /// <summary>The [K, N] float weight that MatMulNBits codes stand for (the reference its output is held to).</summary>
-    public static float[] DequantizeBlockwise(byte[] codes, float[] scales, byte[] zeroPoints, int k, int n, int bits, int blockSize)
+    public static float[] DequantizeBlockwise(byte[] codes, float[] scales, byte[]? zeroPoints, int k, int n, int bits, int blockSize)
     {
         int blocks = (k + blockSize - 1) / blockSize;
         int blob = blockSize * bits / 8;
@@ -205,8 +309,12 @@ public static class QuantMath
         for (int col = 0; col < n; col++)
             for (int b = 0; b < blocks; b++)
             {
-                int zpByte = zeroPoints[col * zpRow + b / 2];
-                int zp = b % 2 == 0 ? zpByte & 0xF : zpByte >> 4;
+                int zp = 1 << (bits - 1);
+                if (zeroPoints is not null)
+                {
+                    int zpByte = zeroPoints[col * zpRow + b / 2];
+                    zp = b % 2 == 0 ? zpByte & 0xF : zpByte >> 4;
+                }
                 float scale = scales[col * blocks + b];
                 for (int j = 0; j < blockSize && b * blockSize + j < k; j++)
                 {

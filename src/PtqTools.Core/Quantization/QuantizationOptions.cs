@@ -35,6 +35,30 @@ public sealed class QuantizationOptions
     /// <summary>Block size along K of int4 weight-only weights.</summary>
     public int BlockSize { get; set; } = 32;
 
+    /// <summary>Type of 8-bit weights: Int8 (default) or UInt8.</summary>
+    public QuantType WeightType { get; set; } = QuantType.Int8;
+
+    /// <summary>Symmetric weights (zero point at the type's middle) or asymmetric (each slice's [min, max]); null
+    /// is the mode's default: symmetric 8-bit weights, asymmetric 4-bit blocks (symmetric 4-bit blocks are written
+    /// without zero points).</summary>
+    public bool? WeightSymmetric { get; set; }
+
+    /// <summary>7-bit weights ([-64, 64] int8, [0, 127] uint8), as ONNX Runtime's reduce_range, for CPUs without
+    /// VNNI whose u8 x s8 pair sums saturate in 16 bits.</summary>
+    public bool ReduceRange { get; set; }
+
+    /// <summary>Per-tensor overrides of activation tensors (Static mode): type, range, or scale and zero point.</summary>
+    public Dictionary<string, TensorOverride> Overrides { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>How 8-bit weights are quantized.</summary>
+    public WeightSpec Weights => new(WeightType, WeightSymmetric ?? true, ReduceRange);
+
+    /// <summary>Whether 4-bit blocks are symmetric (no zero points, MatMulNBits' default 8).</summary>
+    public bool Int4Symmetric => WeightSymmetric ?? false;
+
+    /// <summary>The activation type of one tensor, after its override.</summary>
+    public QuantType TypeOf(string tensor) => Overrides.TryGetValue(tensor, out var o) && o.Type is { } t ? t : ActivationType;
+
     /// <summary>Layers kept in float whatever the pipeline says: layer names, wildcard patterns (* and ?) over
     /// names, or op types (Conv, MatMul, ...), matched case-sensitively like ONNX names.</summary>
     public string[] Exclude { get; set; } = Array.Empty<string>();
@@ -85,21 +109,49 @@ public sealed class QuantizationOptions
                 "4-bit weights are block-wise along K (one scale per block of each output column); -PerTensor does not apply.", PerChannel);
         if (!Enum.IsDefined(ActivationType))
             throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Activation type {ActivationType} is not supported.", ActivationType);
-        if (ActivationSymmetric && ActivationType == QuantType.UInt8)
+        if (ActivationSymmetric && ActivationType is QuantType.UInt8 or QuantType.UInt16)
             throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
-                "Symmetric activations need a signed type: use -ActivationType Int8 with -SymmetricActivation (uint8 activations are asymmetric).", ActivationType);
+                $"Symmetric activations need a signed type: use -ActivationType {(ActivationType == QuantType.UInt8 ? "Int8" : "Int16")} with -SymmetricActivation (unsigned activations are asymmetric).", ActivationType);
+        if (QuantMath.Is16Bit(ActivationType) && Format == QuantFormat.QOperator)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                $"-ActivationType {ActivationType} has no QLinear operators in ONNX Runtime; 16-bit activations are written as QDQ (com.microsoft QuantizeLinear/DequantizeLinear): use -Format QDQ.", ActivationType);
+        if (!Enum.IsDefined(WeightType) || QuantMath.Is16Bit(WeightType))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument,
+                $"Weights can be Int8 or UInt8, not {WeightType}: ONNX Runtime's integer kernels take 8-bit weights (16-bit activations use int8 weights).", WeightType);
+        if (WeightBits == 4 && WeightType != QuantType.Int8)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                "-WeightType applies to 8-bit weights; 4-bit blocks are MatMulNBits' own unsigned codes.", WeightType);
+        if (WeightBits == 4 && ReduceRange)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                "-ReduceRange limits 8-bit weights to 7 bits; it does not apply to 4-bit blocks.", ReduceRange);
+        if (Format == QuantFormat.QOperator && ActivationType == QuantType.Int8 && WeightType == QuantType.UInt8)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                "ONNX Runtime has no QLinearConv kernel for int8 activations with uint8 weights (the session fails with NotImplemented): use -WeightType Int8, or uint8 activations. (In QDQ such a model runs, but ONNX Runtime fuses nothing and it runs in float.)", WeightType);
+        if (Overrides.Count > 0 && Mode != QuantMode.Static)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                $"Tensor overrides set the type, range or scale of calibrated activations, which only Static mode has; {Mode} mode quantizes no activation ahead of time.", Overrides.Keys.First());
+        foreach (var (tensor, o) in Overrides)
+        {
+            if (string.IsNullOrWhiteSpace(tensor))
+                throw new PtqException("InvalidTensorOverride", PtqErrorKind.InvalidArgument, "A tensor override has an empty tensor name.", tensor);
+            o.Validate(tensor, this);
+        }
     }
 
-    public override string ToString() => ModeText() + (Exclude.Length > 0 ? ";exclude=" + string.Join(",", Exclude) : "");
+    public override string ToString() => ModeText() + (Exclude.Length > 0 ? ";exclude=" + string.Join(",", Exclude) : "")
+        + (Overrides.Count > 0 ? ";overrides=" + string.Join(",", Overrides.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}:{{{kv.Value}}}")) : "");
+
+    string WeightText() =>
+        $"weights={WeightType.ToString().ToLowerInvariant()},{(Weights.Symmetric ? "symmetric" : "asymmetric")},{(PerChannel ? "per-channel" : "per-tensor")}{(ReduceRange ? ",reduce-range" : "")}";
 
     string ModeText() => Mode switch
     {
-        QuantMode.Dynamic => $"mode=dynamic;format=MatMulInteger;activations=uint8,asymmetric,runtime-range;weights=int8,symmetric,{(PerChannel ? "per-channel" : "per-tensor")}",
-        QuantMode.WeightOnly when WeightBits == 4 => $"mode=weight-only;format=MatMulNBits;activations=float32;weights=int4,asymmetric,block={BlockSize},{WeightMethod.ToString().ToLowerInvariant()}",
-        QuantMode.WeightOnly => $"mode=weight-only;format=QDQ;activations=float32;weights=int8,symmetric,{(PerChannel ? "per-channel" : "per-tensor")}",
+        QuantMode.Dynamic => $"mode=dynamic;format=MatMulInteger;activations=uint8,asymmetric,runtime-range;{WeightText()}",
+        QuantMode.WeightOnly when WeightBits == 4 => $"mode=weight-only;format=MatMulNBits;activations=float32;weights=int4,{(Int4Symmetric ? "symmetric" : "asymmetric")},block={BlockSize},{WeightMethod.ToString().ToLowerInvariant()}",
+        QuantMode.WeightOnly => $"mode=weight-only;format=QDQ;activations=float32;{WeightText()}",
         _ => StaticText(),
     };
 
     string StaticText() =>
-        $"format={Format};activations={ActivationType.ToString().ToLowerInvariant()}{(ActivationSymmetric ? ",symmetric" : ",asymmetric")};weights=int8,symmetric,{(PerChannel ? "per-channel" : "per-tensor")};bias=int32";
+        $"format={Format};activations={ActivationType.ToString().ToLowerInvariant()}{(ActivationSymmetric ? ",symmetric" : ",asymmetric")};{WeightText()};bias=int32";
 }

@@ -44,7 +44,7 @@ public sealed class QuantizationPlan
             if (!quantizable)
             {
                 decision.Reason = reason;
-                if (OpHandlers.FoldedActivations.Contains(node.OpType))
+                if (OpHandlers.FoldedActivations.Contains(node.OpType) && OpHandlers.FoldedBounds(node, graph) is not null)
                 {
                     decision.Folded = plan.Activations.ContainsKey(node.Output[0]);
                     decision.Reason = decision.Folded ? "folded into the quantized range of its producer" : "kept in float: its producer is not quantized";
@@ -65,12 +65,12 @@ public sealed class QuantizationPlan
             foreach (var i in handler.ActivationInputs(node, graph))
                 plan.Need(node.Input[i], node.Name);
             if (handler.Output == OutputRule.Own) plan.Need(FoldedOutput(node, graph), node.Name);
-            else plan.SharedOutputs[node.Output[0]] = node.Input[0];
+            else if (handler.Output == OutputRule.SharesInput) plan.SharedOutputs[node.Output[0]] = node.Input[0];
             plan.QuantizedLayers.Add(node.Name);
             decision.Quantized = true;
-            decision.Reason = handler.Weight(node, graph) is { } w
+            decision.Reason = handler.Describe(node, graph, perChannel) ?? (handler.Weight(node, graph) is { } w
                 ? $"int8: weights {(perChannel ? $"per channel (axis {w.Axis})" : "per tensor")}{(handler.Bias(node, graph) is not null ? ", int32 bias" : "")}"
-                : handler.Output == OutputRule.SharesInput ? "int8: passes its input's scale through" : "int8";
+                : handler.Output == OutputRule.SharesInput ? "int8: passes its input's scale through" : "int8");
         }
         return plan;
     }
@@ -82,7 +82,7 @@ public sealed class QuantizationPlan
         var output = node.Output[0];
         if (graph.GraphOutputs.Contains(output)) return output;
         var consumers = graph.ConsumersOf(output);
-        return consumers.Count == 1 && OpHandlers.FoldedActivations.Contains(consumers[0].OpType) && consumers[0].Domain is "" or "ai.onnx"
+        return consumers.Count == 1 && OpHandlers.FoldedBounds(consumers[0], graph) is not null
             ? consumers[0].Output[0]
             : output;
     }

@@ -26,12 +26,13 @@ public static class WeightQuantizer
         {
             var decision = new LayerDecision { Layer = node.Name, OpType = node.OpType };
             plan.Decisions.Add(decision);
-            if (node.OpType != "MatMul" || node.Domain is not ("" or "ai.onnx"))
+            bool gather = node.OpType == "Gather" && node.Domain is "" or "ai.onnx";
+            if (node.OpType != "MatMul" && !gather || node.Domain is not ("" or "ai.onnx"))
             {
-                decision.Reason = $"kept in float: {mode} mode quantizes MatMul layers with a constant weight";
+                decision.Reason = $"kept in float: {mode} mode quantizes MatMul layers with a constant weight and Gather from a constant table";
                 continue;
             }
-            if (CannotQuantize(node, graph, options) is { } why)
+            if ((gather ? OpHandlers.Get(node)!.CannotQuantize(node, graph) : CannotQuantize(node, graph, options)) is { } why)
             {
                 decision.Reason = $"kept in float: {why}";
                 continue;
@@ -48,11 +49,12 @@ public static class WeightQuantizer
             }
             plan.QuantizedLayers.Add(node.Name);
             decision.Quantized = true;
-            decision.Reason = options.Mode == QuantMode.Dynamic
-                ? $"dynamic: int8 weights {(options.PerChannel ? "per column" : "per tensor")}, uint8 activations quantized at run time (MatMulInteger)"
+            decision.Reason = gather ? $"{mode}: {EmbeddingQuantizer.Describe(node, graph, options.PerChannel)}"
+                : options.Mode == QuantMode.Dynamic
+                ? $"dynamic: {options.WeightType.ToString().ToLowerInvariant()} weights {(options.PerChannel ? "per column" : "per tensor")}, uint8 activations quantized at run time (MatMulInteger)"
                 : options.WeightBits == 4
                     ? $"weight-only: int4 weights in blocks of {options.BlockSize} along K ({options.WeightMethod.ToString().ToUpperInvariant()}, MatMulNBits), float activations"
-                    : $"weight-only: int8 weights {(options.PerChannel ? "per column" : "per tensor")}, float activations";
+                    : $"weight-only: {options.WeightType.ToString().ToLowerInvariant()} weights {(options.PerChannel ? "per column" : "per tensor")}, float activations";
         }
         return plan;
     }
@@ -92,6 +94,12 @@ public static class WeightQuantizer
             cancel.ThrowIfCancellationRequested();
             progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), node.Name));
             doneLayers++;
+            if (node.OpType == "Gather")
+            {
+                rewritten.Add(node);
+                EmbeddingQuantizer.Rewrite(graph, view, node, rewritten, names, options);
+                continue;
+            }
             var wName = node.Input[1];
             if (!done.TryGetValue(wName, out var weight))
                 done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options);
@@ -132,25 +140,29 @@ public static class WeightQuantizer
         var zpName = names.Fresh(init.Name + "_zero_point");
         if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4)
         {
-            var (codes, scales, zps) = QuantMath.QuantizeBlockwise(w, checked((int)k), checked((int)n), 4, options.BlockSize, options.WeightMethod == WeightMethod.Hqq);
+            var (codes, scales, zps) = QuantMath.QuantizeBlockwise(w, checked((int)k), checked((int)n), 4, options.BlockSize, options.WeightMethod == WeightMethod.Hqq,
+                options.Int4Symmetric);
             int blocks = (int)((k + options.BlockSize - 1) / options.BlockSize);
             graph.Initializer.Add(TensorData.FromUInt8(valuesName, codes, n, blocks, options.BlockSize / 2));
             graph.Initializer.Add(TensorData.FromFloats(scaleName, scales, scales.Length));
-            graph.Initializer.Add(TensorData.FromUInt8(zpName, zps, zps.Length));
-            return new WeightTensors(valuesName, scaleName, zpName, k, n);
+            // Symmetric blocks have no zero points: MatMulNBits then uses 8, the middle of the 4-bit codes.
+            if (zps is not null) graph.Initializer.Add(TensorData.FromUInt8(zpName, zps, zps.Length));
+            return new WeightTensors(valuesName, scaleName, zps is null ? "" : zpName, k, n);
         }
         int? axis = options.PerChannel ? 1 : null;
-        var (values, weightScales) = QuantMath.QuantizeWeights(w, dims, axis);
-        graph.Initializer.Add(TensorData.FromInt8(valuesName, values, dims));
+        var spec = options.Weights;
+        var (values, weightScales, zeroPoints) = QuantMath.QuantizeWeights(w, dims, axis, spec);
+        var type = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
+        graph.Initializer.Add(QdqQuantizer.QuantizedTensor(valuesName, values, type, dims));
         if (axis is null)
         {
             graph.Initializer.Add(TensorData.FromFloats(scaleName, weightScales));
-            graph.Initializer.Add(TensorData.FromInt8(zpName, new sbyte[1]));
+            graph.Initializer.Add(QdqQuantizer.QuantizedTensor(zpName, zeroPoints, type));
         }
         else
         {
             graph.Initializer.Add(TensorData.FromFloats(scaleName, weightScales, weightScales.Length));
-            graph.Initializer.Add(TensorData.FromInt8(zpName, new sbyte[weightScales.Length], weightScales.Length));
+            graph.Initializer.Add(QdqQuantizer.QuantizedTensor(zpName, zeroPoints, type, weightScales.Length));
         }
         return new WeightTensors(valuesName, scaleName, zpName, k, n);
     }
@@ -177,7 +189,8 @@ public static class WeightQuantizer
 
     static NodeProto MatMulNBits(NodeProto node, WeightTensors w, QuantizationOptions options)
     {
-        var q = QdqQuantizer.Node("MatMulNBits", node.Name, new[] { node.Input[0], w.Values, w.Scale, w.ZeroPoint }, node.Output[0]);
+        var inputs = w.ZeroPoint.Length == 0 ? new[] { node.Input[0], w.Values, w.Scale } : new[] { node.Input[0], w.Values, w.Scale, w.ZeroPoint };
+        var q = QdqQuantizer.Node("MatMulNBits", node.Name, inputs, node.Output[0]);
         q.Domain = "com.microsoft";
         q.Attribute.Add(IntAttr("K", w.K));
         q.Attribute.Add(IntAttr("N", w.N));

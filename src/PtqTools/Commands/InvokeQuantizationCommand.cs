@@ -33,8 +33,26 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     public string OutputPath { get; set; } = "";
 
     [Parameter]
-    [ValidateSet("UInt8", "Int8")]
+    [ValidateSet("UInt8", "Int8", "UInt16", "Int16")]
     public string ActivationType { get; set; } = "UInt8";
+
+    /// <summary>Type of 8-bit weights.</summary>
+    [Parameter]
+    [ValidateSet("Int8", "UInt8")]
+    public string WeightType { get; set; } = "Int8";
+
+    /// <summary>Symmetric or asymmetric weights; by default symmetric 8-bit weights and asymmetric 4-bit blocks.</summary>
+    [Parameter]
+    [ValidateSet("Symmetric", "Asymmetric")]
+    public string? WeightSymmetry { get; set; }
+
+    /// <summary>7-bit weights, for CPUs without VNNI.</summary>
+    [Parameter]
+    public SwitchParameter ReduceRange { get; set; }
+
+    /// <summary>Per-tensor overrides: tensor name to a hashtable of Type, Min and Max, or Scale and ZeroPoint.</summary>
+    [Parameter]
+    public System.Collections.Hashtable? TensorOverride { get; set; }
 
     [Parameter]
     public SwitchParameter SymmetricActivation { get; set; }
@@ -119,8 +137,15 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             BlockSize = BlockSize,
             WeightMethod = Enum.Parse<WeightMethod>(WeightMethod, ignoreCase: true),
             Exclude = Exclude,
+            WeightType = Enum.Parse<QuantType>(WeightType, ignoreCase: true),
+            WeightSymmetric = WeightSymmetry is null ? null : string.Equals(WeightSymmetry, "Symmetric", StringComparison.OrdinalIgnoreCase),
+            ReduceRange = ReduceRange,
         };
-        try { _options.Validate(); }
+        try
+        {
+            if (TensorOverride is not null) _options.Overrides = ReadOverrides(TensorOverride);
+            _options.Validate();
+        }
         catch (PtqException ex) { Fail(ex); }
         if (AccuracyAware && EvaluationDataSet is null)
             Fail(new PtqException("EvaluationDataSetRequired", PtqErrorKind.InvalidArgument, "-MaxAccuracyDrop needs -EvaluationDataSet: labelled data to measure the drop on.", null));
@@ -130,6 +155,49 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             Fail(new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument, $"-MaxAccuracyDrop searches over calibrated static models; it cannot be used with -Mode {Mode}.", Mode));
         if (TimeBudget <= TimeSpan.Zero)
             Fail(new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"-TimeBudget must be positive, not {TimeBudget}.", TimeBudget));
+    }
+
+    static readonly string[] OverrideKeys = { "Type", "Min", "Max", "Scale", "ZeroPoint" };
+
+    /// <summary>The -TensorOverride hashtable as overrides; an unknown key or a value of the wrong kind is refused.</summary>
+    static Dictionary<string, Core.Quantization.TensorOverride> ReadOverrides(System.Collections.Hashtable table)
+    {
+        var result = new Dictionary<string, Core.Quantization.TensorOverride>(StringComparer.Ordinal);
+        foreach (System.Collections.DictionaryEntry entry in table)
+        {
+            var tensor = LanguagePrimitives.ConvertTo<string>(entry.Key);
+            PtqException Bad(string why) => new("InvalidTensorOverride", PtqErrorKind.InvalidArgument, $"The override of tensor '{tensor}' {why}", tensor);
+            var o = new Core.Quantization.TensorOverride();
+            var value = entry.Value is PSObject ps ? ps.BaseObject : entry.Value;
+            IEnumerable<(string Name, object? Value)> fields = value switch
+            {
+                System.Collections.IDictionary d => d.Keys.Cast<object>().Select(k => (LanguagePrimitives.ConvertTo<string>(k), d[k])),
+                null => throw Bad("is empty: give a hashtable of Type, Min and Max, or Scale and ZeroPoint."),
+                _ => PSObject.AsPSObject(entry.Value).Properties.Select(p => (p.Name, (object?)p.Value)),
+            };
+            foreach (var (name, raw) in fields)
+            {
+                var key = OverrideKeys.FirstOrDefault(k => string.Equals(k, name, StringComparison.OrdinalIgnoreCase))
+                    ?? throw Bad($"has an unknown key '{name}'; the keys are {string.Join(", ", OverrideKeys)}.");
+                try
+                {
+                    switch (key)
+                    {
+                        case "Type": o.Type = Enum.Parse<QuantType>(LanguagePrimitives.ConvertTo<string>(raw), ignoreCase: true); break;
+                        case "Min": o.Min = LanguagePrimitives.ConvertTo<float>(raw); break;
+                        case "Max": o.Max = LanguagePrimitives.ConvertTo<float>(raw); break;
+                        case "Scale": o.Scale = LanguagePrimitives.ConvertTo<float>(raw); break;
+                        case "ZeroPoint": o.ZeroPoint = LanguagePrimitives.ConvertTo<int>(raw); break;
+                    }
+                }
+                catch (Exception ex) when (ex is PSInvalidCastException or ArgumentException)
+                {
+                    throw Bad($"has {key} = '{raw}', which is not {(key == "Type" ? "one of UInt8, Int8, UInt16, Int16" : "a number")}.");
+                }
+            }
+            result[tensor] = o;
+        }
+        return result;
     }
 
     protected override void ProcessRecord()
@@ -216,6 +284,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         {
             var data = PipelineObjects.To<PtqDataSet>(DataSet!);
             var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), group.Selected, _options.ExcludeReason);
+            TensorOverrides.Check(plan, _options);   // before the calibration run
             const string activity = "Calibrating";
             stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, Progress(1, activity), Cancel);
             CompleteProgress(1, activity);
