@@ -253,6 +253,32 @@ public class LayerErrorTests
     }
 
     [Fact]
+    public void AFloatConvBetweenQuantizedNeighboursStaysFloatInAnOptimizedSession()
+    {
+        // conv2 kept in float between quantized conv1 and add: ONNX Runtime's WeightBiasQuantization would quantize its
+        // weight per tensor (which zeroes its real weights here) if it read the shared per-tensor DequantizeLinear.
+        using var dir = new TempDir();
+        var (prepared, stats, eval) = Setup(dir, DamagedCnn());
+        var withoutConv2 = stats.Select(s => { s.Layers = s.Layers.Where(l => l != "conv2").ToArray(); return s; }).Where(s => s.Layers.Length > 0).ToList();
+        var result = Quantizer.Run(prepared, withoutConv2, new QuantizationOptions(), dir.File("q.onnx"), default);
+        Assert.DoesNotContain("conv2", result.QuantizedLayers);
+        Assert.Contains("conv1", result.QuantizedLayers);
+        Assert.Contains("add", result.QuantizedLayers);
+        var bytes = File.ReadAllBytes(result.OutputPath);
+        var floatBytes = File.ReadAllBytes(prepared.PreparedPath);
+        using var reader = new SampleReader(eval);
+        foreach (var sample in reader.Read(default))
+        {
+            var asWritten = Ort.Run(bytes, TinyModels.Input, sample.Data, TinyModels.InputShape)["y"];
+            var optimized = Ort.Run(bytes, TinyModels.Input, sample.Data, TinyModels.InputShape, Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_ALL)["y"];
+            var fp32 = Ort.Run(floatBytes, TinyModels.Input, sample.Data, TinyModels.InputShape)["y"];
+            // The optimized session computes what the ONNX semantics of the file say, and stays close to float.
+            Assert.True(Check.Cosine(asWritten, optimized) > 0.9999, $"optimized vs as written: {Check.Cosine(asWritten, optimized)}");
+            Assert.True(Check.Cosine(fp32, optimized) > 0.99, $"optimized vs float: {Check.Cosine(fp32, optimized)}");
+        }
+    }
+
+    [Fact]
     public void WeightAndActivationErrorsMatchAScalarRoundTrip()
     {
         using var dir = new TempDir();
@@ -313,7 +339,7 @@ public class AccuracyAwareSearchTests
         var result = AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, eval, null, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
         Assert.True(result.GoalMet, result.SearchSummary);
         Assert.Contains("conv2", result.KeptInFloat);
-        Assert.True(result.KeptInFloat.Length < 6, string.Join(",", result.KeptInFloat));
+        Assert.True(result.KeptInFloat.Length < 6, string.Join(",", result.KeptInFloat) + " / " + string.Join("; ", result.Candidates.Select(c => c.ToString() + " " + string.Join(",", c.KeptInFloat))));
         Assert.True(result.QuantizedLayerCount > 0);
         Assert.StartsWith("Goal met", result.SearchSummary);
         // The written model really meets the goal, measured independently of the search.
@@ -321,6 +347,15 @@ public class AccuracyAwareSearchTests
         Assert.True(check.AccuracyDrop!.Drop <= 0.05, $"drop {check.AccuracyDrop.Drop}");
         Assert.Equal(result.AccuracyDrop!.Drop, check.AccuracyDrop.Drop, 6);
         Assert.DoesNotContain(result.KeptInFloat, l => result.QuantizedLayers.Contains(l));
+        // Every candidate is on record; the chosen one is among those that meet the goal, and none of those that meet it
+        // keeps fewer layers in float unless it was measured slower.
+        Assert.Equal(result.CandidatesTried, result.Candidates.Length);
+        Assert.False(result.Candidates[0].MeetsGoal);
+        Assert.Empty(result.Candidates[0].KeptInFloat);
+        var chosen = result.Candidates.Single(c => c.MeetsGoal && c.KeptInFloat.SequenceEqual(result.KeptInFloat));
+        Assert.All(result.Candidates.Where(c => c.MeetsGoal && c.FloatLayerCount < chosen.FloatLayerCount), c => Assert.True(c.LatencyMs > chosen.LatencyMs));
+        Assert.All(result.Candidates, c => Assert.Null(c.Error));
+        Assert.Equal(5 * 60, result.TimeBudgetSeconds);
     }
 
     [Fact]
