@@ -100,6 +100,48 @@ public class TaskMetricsTests
     }
 
     [Fact]
+    public void EmbeddingMetricsMatchDirectComputations()
+    {
+        // Two samples of 3 and 2 tokens of width 2.
+        var hidden = new[] { new float[] { 1, 2, 3, 4, 5, 6 }, new float[] { -1, 0, 1, 2 } };
+        var pooled = TaskMetrics.MeanPooled(hidden, 2);
+        Assert.Equal(new float[] { 3, 4 }, pooled[0]);
+        Assert.Equal(new float[] { 0, 1 }, pooled[1]);
+        Check.Throws("MetricLengthMismatch", () => TaskMetrics.MeanPooled(new[] { new float[] { 1, 2, 3 } }, 2));
+        // Cosine to a reference: (3,4) vs (4,3) is 24/25; (0,1) vs (0,2) is 1.
+        var cos = TaskMetrics.CosineToReference(hidden, new[] { new float[] { 4, 3 }, new float[] { 0, 2 } }, 2);
+        Assert.Equal(24.0 / 25, cos[0], 6);
+        Assert.Equal(1.0, cos[1], 6);
+
+        var random = new Random(5);
+        var a = Enumerable.Range(0, 12).Select(_ => Enumerable.Range(0, 8).Select(_ => (float)random.NextDouble() - 0.5f).ToArray()).ToArray();
+        var noisy = a.Select(r => r.Select(v => v + (float)(random.NextDouble() - 0.5) * 0.3f).ToArray()).ToArray();
+        // Same embeddings, and embeddings scaled per sample (cosines unchanged): the same order of all pairs.
+        Assert.Equal(1.0, TaskMetrics.PairwiseSpearman(a, a), 9);
+        Assert.Equal(1.0, TaskMetrics.PairwiseSpearman(a.Select((r, i) => r.Select(v => v * (i + 1)).ToArray()).ToArray(), a), 9);
+        // Against the textbook formula 1 - 6 sum d^2 / (n (n^2 - 1)), exact without ties.
+        static double[] Sims(float[][] e)
+        {
+            var list = new List<double>();
+            for (int i = 0; i < e.Length; i++)
+                for (int j = i + 1; j < e.Length; j++)
+                {
+                    double dot = 0, x = 0, y = 0;
+                    for (int k = 0; k < e[i].Length; k++) { dot += e[i][k] * e[j][k]; x += e[i][k] * e[i][k]; y += e[j][k] * e[j][k]; }
+                    list.Add(dot / Math.Sqrt(x * y));
+                }
+            return list.ToArray();
+        }
+        var sa = Sims(noisy); var sb = Sims(a);
+        var ra = sa.Select(v => sa.Count(w => w < v) + 1.0).ToArray();
+        var rb = sb.Select(v => sb.Count(w => w < v) + 1.0).ToArray();
+        double n = sa.Length, d2 = ra.Zip(rb, (x, y) => (x - y) * (x - y)).Sum();
+        double expected = 1 - 6 * d2 / (n * (n * n - 1));
+        Assert.Equal(expected, TaskMetrics.PairwiseSpearman(noisy, a), 3);
+        Assert.InRange(expected, 0.3, 0.999);
+    }
+
+    [Fact]
     public void TopKCountsTiesAgainstTheLabel()
     {
         var scores = new[] { new[] { 0.1f, 0.9f, 0.5f, 0.3f }, new[] { 1f, 1f, 0f, 0f } };
