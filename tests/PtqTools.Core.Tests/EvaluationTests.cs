@@ -401,6 +401,35 @@ public class AccuracyAwareSearchTests
     }
 
     [Fact]
+    public void ACandidateThatFailsIsRecordedAndTheSearchGoesOn()
+    {
+        using var dir = new TempDir();
+        var (prepared, stats, eval) = Setup(dir);
+        // Calls: 1 the float model, 2 the fully quantized one, 3 the first candidate (conv2 in float), which fails.
+        int calls = 0;
+        TaskMetric failingOnce = (outputs, labels) => ++calls == 3 ? throw new InvalidOperationException("metric broke") : TaskMetrics.TopKCorrect(outputs, labels, 1);
+        var result = AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), dir.File("a.onnx"), eval, failingOnce, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
+        Assert.True(result.GoalMet, result.SearchSummary);
+        Assert.Contains("failed: metric broke", result.Candidates[1].Error);
+        Assert.Null(result.Candidates[1].Drop);
+        Assert.Equal(2, result.KeptInFloat.Length);
+        Assert.Equal("conv2", result.KeptInFloat[0]);
+
+        // Every quantized candidate after the fully quantized one fails: only the float model itself (every layer in
+        // float, drop 0 by definition, no metric call) meets the goal, and it is what is written, unchanged.
+        calls = 0;
+        TaskMetric failingAfterTwo = (outputs, labels) => ++calls > 2 ? throw new InvalidOperationException("metric broke") : TaskMetrics.TopKCorrect(outputs, labels, 1);
+        var output = dir.File("b.onnx");
+        var floatOnly = AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, eval, failingAfterTwo, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
+        Assert.True(floatOnly.GoalMet, floatOnly.SearchSummary);
+        Assert.Equal(6, floatOnly.KeptInFloat.Length);
+        Assert.Equal("Float", floatOnly.Mode);
+        Assert.Equal(File.ReadAllBytes(prepared.SourcePath), File.ReadAllBytes(output));
+        Assert.Equal(0, floatOnly.AccuracyDrop!.Drop);
+        Assert.All(floatOnly.Candidates.Skip(1).Where(c => c.FloatLayerCount < 6), c => Assert.StartsWith("failed", c.Error));
+    }
+
+    [Fact]
     public void AGoalThatCannotBeMetInTimeReturnsTheBestModelAndSaysSo()
     {
         using var dir = new TempDir();
