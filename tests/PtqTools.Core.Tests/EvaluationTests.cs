@@ -292,6 +292,13 @@ public class LayerErrorTests
         Assert.Null(errors.Single(e => e.Layer == "add").WeightSqnrDb);
         Assert.All(errors, e => Assert.NotNull(e.ActivationSqnrDb));
         Assert.Equal(Enumerable.Range(1, errors.Count), errors.Select(e => e.Rank));
+        // What conv2 alone costs the model's output is also the worst: the order the accuracy-aware search uses.
+        Assert.Equal("conv2", errors.OrderBy(e => e.IsolatedOutputSqnrDb).First().Layer);
+        Assert.True(errors[0].IsolatedOutputSqnrDb < 10, $"conv2 alone at the output: {errors[0].IsolatedOutputSqnrDb} dB");
+        foreach (var e in errors.Skip(1)) Assert.True(e.IsolatedOutputSqnrDb > errors[0].IsolatedOutputSqnrDb + 15, $"{e.Layer} alone at the output: {e.IsolatedOutputSqnrDb} dB");
+        // gemm's output is the model's output: both views compare the same tensor.
+        var g = errors.Single(e => e.Layer == "gemm");
+        Assert.Equal(g.IsolatedSqnrDb, g.IsolatedOutputSqnrDb, 6);
     }
 
     [Fact]

@@ -196,7 +196,7 @@ public static class QuantizationReport
                 d.Performance.Select(p => new[] { Path.GetFileName(p.Model), p.Threads.ToString(), p.BatchSize.ToString(), F(p.P50Ms, "0.00"), F(p.P90Ms, "0.00"),
                     F(p.P99Ms, "0.00"), F(p.SamplesPerSecond, "0.0"), F(p.PeakMemoryBytes / 1048576.0, "0.0") }));
         if (d.Layers.Count > 0)
-            yield return ("Layers", new[] { "rank", "layer", "op", "isolated SQNR (dB)", "accumulated SQNR (dB)", "weight SQNR (dB)", "activation SQNR (dB)" },
-                d.Layers.OrderBy(l => l.Rank).Select(l => new[] { l.Rank.ToString(), l.Layer, l.OpType, F(l.IsolatedSqnrDb, "0.0"), F(l.AccumulatedSqnrDb, "0.0"), F(l.WeightSqnrDb, "0.0"), F(l.ActivationSqnrDb, "0.0") }));
+            yield return ("Layers", new[] { "rank", "layer", "op", "isolated SQNR (dB)", "model output, layer alone (dB)", "accumulated SQNR (dB)", "weight SQNR (dB)", "activation SQNR (dB)" },
+                d.Layers.OrderBy(l => l.Rank).Select(l => new[] { l.Rank.ToString(), l.Layer, l.OpType, F(l.IsolatedSqnrDb, "0.0"), F(l.IsolatedOutputSqnrDb, "0.0"), F(l.AccumulatedSqnrDb, "0.0"), F(l.WeightSqnrDb, "0.0"), F(l.ActivationSqnrDb, "0.0") }));
     }
 }
