@@ -167,6 +167,9 @@ switch ($Task) {
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Invoke-Benchmarks.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Measure-CalibrationCost.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Compare-CalibrationMethods.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
+        # Evaluation (issue 7): accuracy-aware MiniLM, and latency/memory over threads, batches and engines.
+        & (Join-Path $root 'tests/PtqTools.Benchmarks/Invoke-MiniLmAccuracyAware.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1') -OutputFolder (Join-Path $out 'bench/minilm-aware')
+        & (Join-Path $root 'tests/PtqTools.Benchmarks/Measure-ModelPerformance.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1') -OutputFolder (Join-Path $out 'bench/performance')
         # Int8 kernels vs ONNX Runtime (BenchmarkDotNet; reports in out/bench/kernels/results).
         Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
             '--filter', '*', '--artifacts', (Join-Path $out 'bench/kernels'))

@@ -101,6 +101,42 @@ Describe 'Measure-ModelPerformance' {
         ($p | Measure-Object PeakMemoryBytes -Sum).Sum | Should -BeGreaterThan 0
     }
 
+    It 'times an int8 model on the PtqTools engine beside ONNX Runtime, with the peak memory' {
+        $full = Invoke-Quantization -Path $ResNet18 -DataSet $calib -OutputPath (Join-Path $TestDrive 'r18.full.int8.onnx')
+        $ort = Measure-ModelPerformance $full.OutputPath -Runs 3 -WarmupRuns 1 -ThreadCount 2
+        $own = Measure-ModelPerformance $full.OutputPath -Engine PtqTools -Runs 3 -WarmupRuns 1 -ThreadCount 2
+        $ort.Engine | Should -Be 'OnnxRuntime'
+        $own.Engine | Should -Be 'PtqTools'
+        $own.KernelPath | Should -Not -BeNullOrEmpty
+        foreach ($m in $ort, $own) {
+            $m.P50Ms | Should -BeGreaterThan 0
+            $m.P50Ms | Should -BeLessOrEqual $m.P99Ms
+            # The peak is the whole process's (pwsh, the module, the model), so it is above what the model added.
+            $m.PeakMemoryBytes | Should -BeGreaterThan 100MB
+            $m.PeakMemoryBytes | Should -BeGreaterOrEqual $m.MemoryGrowthBytes
+            $m.PeakMemoryMethod | Should -Be 'VmHWM'
+        }
+        # The float model has float Convs, which the engine runs only in quantized form.
+        $e = Get-ErrorRecord { Measure-ModelPerformance $ResNet18 -Engine PtqTools -Runs 1 -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'EngineOpNotSupported,*'
+    }
+
+    It 'times batches of text samples (several int64 inputs) on a model with a dynamic batch' {
+        . (Join-Path $PSScriptRoot 'MiniLm.ps1')
+        $model = Get-MiniLmModel (Join-Path $TestDrive 'minilm')
+        $text = Join-Path $TestDrive 'perf.txt'
+        Set-Content $text -Value 'Free software is software that gives you the user the freedom to share it.'
+        $data = New-PtqDataSet -Path $text -VocabPath (Join-Path $TestDrive 'minilm/vocab.txt')
+        $p = foreach ($b in 1, 4) { Measure-ModelPerformance $model -DataSet $data -BatchSize $b -Runs 3 -WarmupRuns 1 -ThreadCount 2 }
+        $p.BatchSize | Should -Be 1, 4
+        foreach ($m in $p) {
+            $m.Input | Should -Match 'perf.txt'
+            # Throughput is samples per second of the timed runs: batch x runs / total time.
+            ($m.SamplesPerSecond * $m.MeanMs / 1000) | Should -BeGreaterThan ($m.BatchSize * 0.99)
+            ($m.SamplesPerSecond * $m.MeanMs / 1000) | Should -BeLessThan ($m.BatchSize * 1.01)
+        }
+    }
+
     It 'refuses a batch the model cannot take' {
         $e = Get-ErrorRecord { Measure-ModelPerformance $ResNet18 -BatchSize 2 -Runs 1 -ErrorAction Stop }
         $e.FullyQualifiedErrorId | Should -BeLike 'BatchSizeNotSupported,*'
@@ -127,8 +163,15 @@ Describe 'Export-QuantizationReport' {
         $null = New-Item -ItemType Directory $profile
         $dom = & $chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking `
             --disable-component-update --disable-sync "--user-data-dir=$profile" --virtual-time-budget=5000 --dump-dom "file://$html" 2>$null | Out-String
-        # Set by the page's script after load, from the images the browser decoded.
-        $dom | Should -Match 'data-charts-rendered="2/2"'
+        # Set by the page's script after load, from the images the browser decoded: the SQNR chart, the range chart
+        # and one histogram per calibrated tensor (at most 24; these 5 layers have fewer tensors).
+        $tensors = @($stats | Where-Object { $_.Histogram.Count -gt 0 })
+        $tensors.Count | Should -BeGreaterThan 0
+        $tensors.Count | Should -BeLessOrEqual 24
+        $dom | Should -Match "data-histograms-rendered=`"$($tensors.Count)/$($tensors.Count)`""
+        $dom | Should -Match "data-charts-rendered=`"$(2 + $tensors.Count)/$(2 + $tensors.Count)`""
+        $dom | Should -Match 'Activation histograms'
+        foreach ($t in $tensors) { $dom | Should -Match ('<figcaption>' + [regex]::Escape([Net.WebUtility]::HtmlEncode($t.Tensor)) + ':') }
         $dom | Should -Match 'Per-layer SQNR'
         $dom | Should -Match 'kNN-1'
         foreach ($l in $layerErrors) { $dom | Should -Match ([regex]::Escape($l.Layer)) }

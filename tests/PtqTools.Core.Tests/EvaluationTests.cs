@@ -100,6 +100,48 @@ public class TaskMetricsTests
     }
 
     [Fact]
+    public void EmbeddingMetricsMatchDirectComputations()
+    {
+        // Two samples of 3 and 2 tokens of width 2.
+        var hidden = new[] { new float[] { 1, 2, 3, 4, 5, 6 }, new float[] { -1, 0, 1, 2 } };
+        var pooled = TaskMetrics.MeanPooled(hidden, 2);
+        Assert.Equal(new float[] { 3, 4 }, pooled[0]);
+        Assert.Equal(new float[] { 0, 1 }, pooled[1]);
+        Check.Throws("MetricLengthMismatch", () => TaskMetrics.MeanPooled(new[] { new float[] { 1, 2, 3 } }, 2));
+        // Cosine to a reference: (3,4) vs (4,3) is 24/25; (0,1) vs (0,2) is 1.
+        var cos = TaskMetrics.CosineToReference(hidden, new[] { new float[] { 4, 3 }, new float[] { 0, 2 } }, 2);
+        Assert.Equal(24.0 / 25, cos[0], 6);
+        Assert.Equal(1.0, cos[1], 6);
+
+        var random = new Random(5);
+        var a = Enumerable.Range(0, 12).Select(_ => Enumerable.Range(0, 8).Select(_ => (float)random.NextDouble() - 0.5f).ToArray()).ToArray();
+        var noisy = a.Select(r => r.Select(v => v + (float)(random.NextDouble() - 0.5) * 0.3f).ToArray()).ToArray();
+        // Same embeddings, and embeddings scaled per sample (cosines unchanged): the same order of all pairs.
+        Assert.Equal(1.0, TaskMetrics.PairwiseSpearman(a, a), 9);
+        Assert.Equal(1.0, TaskMetrics.PairwiseSpearman(a.Select((r, i) => r.Select(v => v * (i + 1)).ToArray()).ToArray(), a), 9);
+        // Against the textbook formula 1 - 6 sum d^2 / (n (n^2 - 1)), exact without ties.
+        static double[] Sims(float[][] e)
+        {
+            var list = new List<double>();
+            for (int i = 0; i < e.Length; i++)
+                for (int j = i + 1; j < e.Length; j++)
+                {
+                    double dot = 0, x = 0, y = 0;
+                    for (int k = 0; k < e[i].Length; k++) { dot += e[i][k] * e[j][k]; x += e[i][k] * e[i][k]; y += e[j][k] * e[j][k]; }
+                    list.Add(dot / Math.Sqrt(x * y));
+                }
+            return list.ToArray();
+        }
+        var sa = Sims(noisy); var sb = Sims(a);
+        var ra = sa.Select(v => sa.Count(w => w < v) + 1.0).ToArray();
+        var rb = sb.Select(v => sb.Count(w => w < v) + 1.0).ToArray();
+        double n = sa.Length, d2 = ra.Zip(rb, (x, y) => (x - y) * (x - y)).Sum();
+        double expected = 1 - 6 * d2 / (n * (n * n - 1));
+        Assert.Equal(expected, TaskMetrics.PairwiseSpearman(noisy, a), 3);
+        Assert.InRange(expected, 0.3, 0.999);
+    }
+
+    [Fact]
     public void TopKCountsTiesAgainstTheLabel()
     {
         var scores = new[] { new[] { 0.1f, 0.9f, 0.5f, 0.3f }, new[] { 1f, 1f, 0f, 0f } };
@@ -250,6 +292,39 @@ public class LayerErrorTests
         Assert.Null(errors.Single(e => e.Layer == "add").WeightSqnrDb);
         Assert.All(errors, e => Assert.NotNull(e.ActivationSqnrDb));
         Assert.Equal(Enumerable.Range(1, errors.Count), errors.Select(e => e.Rank));
+        // What conv2 alone costs the model's output is also the worst: the order the accuracy-aware search uses.
+        Assert.Equal("conv2", errors.OrderBy(e => e.IsolatedOutputSqnrDb).First().Layer);
+        Assert.True(errors[0].IsolatedOutputSqnrDb < 10, $"conv2 alone at the output: {errors[0].IsolatedOutputSqnrDb} dB");
+        foreach (var e in errors.Skip(1)) Assert.True(e.IsolatedOutputSqnrDb > errors[0].IsolatedOutputSqnrDb + 15, $"{e.Layer} alone at the output: {e.IsolatedOutputSqnrDb} dB");
+        // gemm's output is the model's output: both views compare the same tensor.
+        var g = errors.Single(e => e.Layer == "gemm");
+        Assert.Equal(g.IsolatedSqnrDb, g.IsolatedOutputSqnrDb, 6);
+    }
+
+    [Fact]
+    public void AFloatConvBetweenQuantizedNeighboursStaysFloatInAnOptimizedSession()
+    {
+        // conv2 kept in float between quantized conv1 and add: ONNX Runtime's WeightBiasQuantization would quantize its
+        // weight per tensor (which zeroes its real weights here) if it read the shared per-tensor DequantizeLinear.
+        using var dir = new TempDir();
+        var (prepared, stats, eval) = Setup(dir, DamagedCnn());
+        var withoutConv2 = stats.Select(s => { s.Layers = s.Layers.Where(l => l != "conv2").ToArray(); return s; }).Where(s => s.Layers.Length > 0).ToList();
+        var result = Quantizer.Run(prepared, withoutConv2, new QuantizationOptions(), dir.File("q.onnx"), default);
+        Assert.DoesNotContain("conv2", result.QuantizedLayers);
+        Assert.Contains("conv1", result.QuantizedLayers);
+        Assert.Contains("add", result.QuantizedLayers);
+        var bytes = File.ReadAllBytes(result.OutputPath);
+        var floatBytes = File.ReadAllBytes(prepared.PreparedPath);
+        using var reader = new SampleReader(eval);
+        foreach (var sample in reader.Read(default))
+        {
+            var asWritten = Ort.Run(bytes, TinyModels.Input, sample.Data, TinyModels.InputShape)["y"];
+            var optimized = Ort.Run(bytes, TinyModels.Input, sample.Data, TinyModels.InputShape, Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_ALL)["y"];
+            var fp32 = Ort.Run(floatBytes, TinyModels.Input, sample.Data, TinyModels.InputShape)["y"];
+            // The optimized session computes what the ONNX semantics of the file say, and stays close to float.
+            Assert.True(Check.Cosine(asWritten, optimized) > 0.9999, $"optimized vs as written: {Check.Cosine(asWritten, optimized)}");
+            Assert.True(Check.Cosine(fp32, optimized) > 0.99, $"optimized vs float: {Check.Cosine(fp32, optimized)}");
+        }
     }
 
     [Fact]
@@ -313,7 +388,7 @@ public class AccuracyAwareSearchTests
         var result = AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, eval, null, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
         Assert.True(result.GoalMet, result.SearchSummary);
         Assert.Contains("conv2", result.KeptInFloat);
-        Assert.True(result.KeptInFloat.Length < 6, string.Join(",", result.KeptInFloat));
+        Assert.True(result.KeptInFloat.Length < 6, string.Join(",", result.KeptInFloat) + " / " + string.Join("; ", result.Candidates.Select(c => c.ToString() + " " + string.Join(",", c.KeptInFloat))));
         Assert.True(result.QuantizedLayerCount > 0);
         Assert.StartsWith("Goal met", result.SearchSummary);
         // The written model really meets the goal, measured independently of the search.
@@ -321,6 +396,44 @@ public class AccuracyAwareSearchTests
         Assert.True(check.AccuracyDrop!.Drop <= 0.05, $"drop {check.AccuracyDrop.Drop}");
         Assert.Equal(result.AccuracyDrop!.Drop, check.AccuracyDrop.Drop, 6);
         Assert.DoesNotContain(result.KeptInFloat, l => result.QuantizedLayers.Contains(l));
+        // Every candidate is on record; the chosen one is among those that meet the goal, and none of those that meet it
+        // keeps fewer layers in float unless it was measured slower.
+        Assert.Equal(result.CandidatesTried, result.Candidates.Length);
+        Assert.False(result.Candidates[0].MeetsGoal);
+        Assert.Empty(result.Candidates[0].KeptInFloat);
+        var chosen = result.Candidates.Single(c => c.MeetsGoal && c.KeptInFloat.SequenceEqual(result.KeptInFloat));
+        Assert.All(result.Candidates.Where(c => c.MeetsGoal && c.FloatLayerCount < chosen.FloatLayerCount), c => Assert.True(c.LatencyMs > chosen.LatencyMs));
+        Assert.All(result.Candidates, c => Assert.Null(c.Error));
+        Assert.Equal(5 * 60, result.TimeBudgetSeconds);
+    }
+
+    [Fact]
+    public void ACandidateThatFailsIsRecordedAndTheSearchGoesOn()
+    {
+        using var dir = new TempDir();
+        var (prepared, stats, eval) = Setup(dir);
+        // Calls: 1 the float model, 2 the fully quantized one, 3 the first candidate (conv2 in float), which fails.
+        int calls = 0;
+        TaskMetric failingOnce = (outputs, labels) => ++calls == 3 ? throw new InvalidOperationException("metric broke") : TaskMetrics.TopKCorrect(outputs, labels, 1);
+        var result = AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), dir.File("a.onnx"), eval, failingOnce, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
+        Assert.True(result.GoalMet, result.SearchSummary);
+        Assert.Contains("failed: metric broke", result.Candidates[1].Error);
+        Assert.Null(result.Candidates[1].Drop);
+        Assert.Equal(2, result.KeptInFloat.Length);
+        Assert.Equal("conv2", result.KeptInFloat[0]);
+
+        // Every quantized candidate after the fully quantized one fails: only the float model itself (every layer in
+        // float, drop 0 by definition, no metric call) meets the goal, and it is what is written, unchanged.
+        calls = 0;
+        TaskMetric failingAfterTwo = (outputs, labels) => ++calls > 2 ? throw new InvalidOperationException("metric broke") : TaskMetrics.TopKCorrect(outputs, labels, 1);
+        var output = dir.File("b.onnx");
+        var floatOnly = AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, eval, failingAfterTwo, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
+        Assert.True(floatOnly.GoalMet, floatOnly.SearchSummary);
+        Assert.Equal(6, floatOnly.KeptInFloat.Length);
+        Assert.Equal("Float", floatOnly.Mode);
+        Assert.Equal(File.ReadAllBytes(prepared.SourcePath), File.ReadAllBytes(output));
+        Assert.Equal(0, floatOnly.AccuracyDrop!.Drop);
+        Assert.All(floatOnly.Candidates.Skip(1).Where(c => c.FloatLayerCount < 6), c => Assert.StartsWith("failed", c.Error));
     }
 
     [Fact]

@@ -6,17 +6,47 @@ using PtqTools.Core.Quantization;
 
 namespace PtqTools.Core.Evaluation;
 
+/// <summary>One model the accuracy-aware search measured.</summary>
+public sealed class SearchCandidate
+{
+    /// <summary>Order in which it was measured (0 is the fully quantized model).</summary>
+    public int Round { get; set; }
+    public int FloatLayerCount { get; set; }
+    public string[] KeptInFloat { get; set; } = Array.Empty<string>();
+    /// <summary>Float metric minus this model's (null when the candidate could not be measured).</summary>
+    public double? Drop { get; set; }
+    public double? DropLow { get; set; }
+    public double? DropHigh { get; set; }
+    public bool MeetsGoal { get; set; }
+    /// <summary>Median latency of one evaluation sample, measured when several candidates meet the goal.</summary>
+    public double? LatencyMs { get; set; }
+    /// <summary>Why the candidate has no measurement (it failed, or the time budget interrupted it).</summary>
+    public string? Error { get; set; }
+
+    public override string ToString() => $"{FloatLayerCount} in float: " + (Drop is double d ? $"drop {d:0.####}{(MeetsGoal ? " (meets the goal)" : "")}" : Error);
+}
+
 /// <summary>
 /// Accuracy-aware quantization: quantizes everything, and when the task metric drops by more than the goal, keeps the
 /// layers that hurt most by themselves (LayerErrorAnalyzer's ranking) in float, more of them each round (1, 2, 4, ...
-/// then a bisection back down), until the goal is met or the time budget is spent. Returns the model that meets the
-/// goal with the fewest layers in float (the fastest), or else the best one found with GoalMet false and the reason.
-/// Every candidate is measured in ONNX Runtime with all optimizations, as it will be deployed.
+/// then a bisection back down), until the goal is met or the time budget is spent. Of the candidates that meet the
+/// goal it returns the fastest (measured, when there are several), else the best one found with GoalMet false and the
+/// reason. Every candidate is measured in ONNX Runtime with all optimizations, as it will be deployed, and the model
+/// written is the very file that was measured.
+/// The float model and the fully quantized one are always measured (nothing can be said without them); every later
+/// step runs under the time budget and is interrupted when it runs out, so the search ends at the budget plus the
+/// copy of the chosen file. A candidate that fails is recorded and skipped: the search itself never fails at the end.
 /// </summary>
 public static class AccuracyAwareSearch
 {
     /// <summary>Samples of the evaluation set used for the layer ranking (the ranking runs one model per layer).</summary>
     public const int RankingSamples = 16;
+
+    /// <summary>Latency runs per candidate when several meet the goal (after 3 warm-up runs).</summary>
+    const int LatencyRuns = 30;
+
+    /// <summary>How much faster (a fraction) a candidate with more layers in float must be to be preferred.</summary>
+    const double ClearlyFaster = 0.10;
 
     public static QuantizationResult Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
         string outputPath, PtqDataSet evaluation, TaskMetric? metric, double maxDrop, TimeSpan timeBudget, int threads,
@@ -25,7 +55,12 @@ public static class AccuracyAwareSearch
         options.Validate();
         if (!(maxDrop >= 0) || double.IsInfinity(maxDrop))
             throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"The maximum accuracy drop must be a finite number >= 0, not {maxDrop}.", maxDrop);
+        if (timeBudget <= TimeSpan.Zero)
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"The time budget must be positive, not {timeBudget}.", timeBudget);
         var clock = System.Diagnostics.Stopwatch.StartNew();
+        // The budget as a token: it interrupts a ranking or a candidate midway, not only between steps.
+        using var budget = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        budget.CancelAfter(timeBudget > TimeSpan.FromDays(24) ? TimeSpan.FromDays(24) : timeBudget);
         var (plan, _) = Quantizer.Plan(prepared, statistics, options);
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
@@ -46,80 +81,173 @@ public static class AccuracyAwareSearch
         Directory.CreateDirectory(tempFolder);
         try
         {
-            var tried = new Dictionary<int, (PairedDifference Drop, string[] Kept)>();
-            int round = 0;
-            PairedDifference Evaluate(string[] kept)
+            var candidates = new List<SearchCandidate>();
+            var drops = new Dictionary<SearchCandidate, PairedDifference>();
+            // Files of the candidates still in the running: those that meet the goal, and the best miss so far.
+            var files = new Dictionary<SearchCandidate, (string Path, QuantizationResult? Result)>();
+            bool OutOfTime() => budget.IsCancellationRequested || clock.Elapsed >= timeBudget;
+            bool Met(SearchCandidate c) => c.Drop is double d && d <= maxDrop;
+            SearchCandidate? Evaluate(string[] kept, CancellationToken token)
             {
-                cancel.ThrowIfCancellationRequested();
-                var path = Path.Combine(tempFolder, $"candidate-{round++}.onnx");
-                Quantizer.Run(prepared, Without(statistics, kept), options, path, cancel);
-                float[][] q;
-                using (var runner = OrtRunner.FromFile(path, threads))
-                    q = samples.Select(s => runner.Run(s, cancel)[0]).ToArray();
-                File.Delete(path);
-                var d = PairedStatistics.Compare("metric", floatScores, metric(q, labels));
-                progress?.Report(new RunProgress(round, 0, 0, $"{kept.Length} layer(s) in float: drop {d.Drop:0.####}"));
-                return d;
+                var c = new SearchCandidate { Round = candidates.Count, FloatLayerCount = kept.Length, KeptInFloat = kept };
+                candidates.Add(c);
+                var path = Path.Combine(tempFolder, $"candidate-{c.Round}.onnx");
+                QuantizationResult? result = null;
+                try
+                {
+                    PairedDifference d;
+                    if (kept.Length >= plan.QuantizedLayers.Count)
+                    {
+                        // Nothing left to quantize: the float model itself, whose drop is zero by definition.
+                        File.Copy(prepared.SourcePath, path);
+                        d = PairedStatistics.Compare("metric", floatScores, floatScores);
+                    }
+                    else
+                    {
+                        result = Quantizer.Run(prepared, Without(statistics, kept), options, path, token);
+                        float[][] q;
+                        using (var runner = OrtRunner.FromFile(path, threads))
+                            q = samples.Select(s => runner.Run(s, token)[0]).ToArray();
+                        d = PairedStatistics.Compare("metric", floatScores, metric(q, labels));
+                    }
+                    c.Drop = d.Drop; c.DropLow = d.DropLow; c.DropHigh = d.DropHigh;
+                    c.MeetsGoal = Met(c);
+                    files[c] = (path, result);
+                    // Keep every file that meets the goal (the fastest is chosen at the end) and the best miss only.
+                    foreach (var loser in files.Keys.Where(o => !o.MeetsGoal && o != Best(files.Keys)).ToList())
+                    {
+                        File.Delete(files[loser].Path);
+                        files.Remove(loser);
+                    }
+                    progress?.Report(new RunProgress(candidates.Count, 0, 0, $"{kept.Length} layer(s) in float: drop {d.Drop:0.####}"));
+                    drops[c] = d;
+                    return c;
+                }
+                catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
+                {
+                    c.Error = "interrupted by the time budget";
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    c.Error = $"failed: {ex.Message}";
+                }
+                try { File.Delete(path); } catch (IOException) { }
+                return null;
             }
-            bool Met(PairedDifference d) => d.Drop <= maxDrop;
-            bool OutOfTime() => clock.Elapsed >= timeBudget;
 
-            tried[0] = (Evaluate(Array.Empty<string>()), Array.Empty<string>());
-            string[] ranking = Array.Empty<string>();
             string? stopReason = null;
-            if (!Met(tried[0].Drop))
+            // The fully quantized model is measured whatever the budget: without it nothing can be said.
+            var plain = Evaluate(Array.Empty<string>(), cancel);
+            if (plain is null) stopReason = "the fully quantized model could not be measured (" + candidates[0].Error + ")";
+            if (plain is null || !Met(plain))
             {
-                if (OutOfTime()) stopReason = "the time budget was spent on the fully quantized model";
+                string[]? ranking = null;
+                if (OutOfTime()) stopReason ??= "the time budget was spent on the fully quantized model";
                 else
                 {
-                    var rankingData = Subset(evaluation, samples.Count);
-                    ranking = LayerErrorAnalyzer.Run(prepared, statistics, options, rankingData, threads, null, cancel).Select(e => e.Layer).ToArray();
+                    try
+                    {
+                        ranking = LayerErrorAnalyzer.Run(prepared, statistics, options, Subset(evaluation, samples.Count), threads, null, budget.Token)
+                            .OrderBy(e => e.IsolatedOutputSqnrDb).ThenBy(e => e.Rank).Select(e => e.Layer).ToArray();
+                    }
+                    catch (OperationCanceledException) when (!cancel.IsCancellationRequested) { stopReason = "the time budget ran out during the layer ranking"; }
+                    catch (Exception ex) when (ex is not OperationCanceledException) { stopReason = $"the layer ranking failed: {ex.Message}"; }
+                }
+                if (ranking is not null)
+                {
                     // Grow the float set 1, 2, 4, ... until the goal is met, then bisect between the last miss and the hit.
                     int miss = 0, hit = -1;
-                    for (int k = 1; hit < 0; k = Math.Min(k * 2, ranking.Length))
+                    for (int k = Math.Min(1, ranking.Length); k > 0 && hit < 0; k = Math.Min(k * 2, ranking.Length))
                     {
                         if (OutOfTime()) { stopReason = "the time budget ran out"; break; }
-                        var kept = ranking[..k];
-                        tried[k] = (Evaluate(kept), kept);
-                        if (Met(tried[k].Drop)) hit = k;
-                        else miss = k;
+                        var c = Evaluate(ranking[..k], budget.Token);
+                        if (c is not null && Met(c)) hit = k; else miss = k;
                         if (k == ranking.Length) break;
                     }
                     while (hit > 0 && hit - miss > 1)
                     {
                         if (OutOfTime()) { stopReason = "the time budget ran out during the bisection"; break; }
                         int k = (miss + hit) / 2;
-                        tried[k] = (Evaluate(ranking[..k]), ranking[..k]);
-                        if (Met(tried[k].Drop)) hit = k; else miss = k;
+                        var c = Evaluate(ranking[..k], budget.Token);
+                        if (c is not null && Met(c)) hit = k; else miss = k;
                     }
-                    if (hit < 0 && stopReason is null) stopReason = "even with every ranked layer in float the drop exceeds the goal";
+                    if (hit < 0 && stopReason is null)
+                        stopReason = candidates.Any(c => c.Error is not null)
+                            ? "candidates failed: " + string.Join("; ", candidates.Where(c => c.Error is not null).Select(c => c.ToString()))
+                            : "even with every ranked layer in float the drop exceeds the goal";
                 }
             }
 
-            var meeting = tried.Where(t => Met(t.Value.Drop)).OrderBy(t => t.Key).ToList();
-            var best = meeting.Count > 0 ? meeting[0] : tried.OrderBy(t => t.Value.Drop.Drop).ThenBy(t => t.Key).First();
-            bool goalMet = meeting.Count > 0;
-            QuantizationResult result;
-            if (best.Value.Kept.Length == plan.QuantizedLayers.Count)
+            var meeting = files.Keys.Where(c => c.MeetsGoal).OrderBy(c => c.FloatLayerCount).ToList();
+            SearchCandidate? best;
+            string choice = "";
+            if (meeting.Count > 1 && !OutOfTime())
             {
-                // Nothing left to quantize: the float model is the answer; write it as it is.
-                OnnxModelIO.WriteAtomically(outputPath, File.ReadAllBytes(prepared.SourcePath));
-                result = new QuantizationResult { SourcePath = Path.GetFullPath(prepared.SourcePath), SourceSha256 = prepared.SourceSha256, OutputPath = Path.GetFullPath(outputPath), OutputSha256 = prepared.SourceSha256, Mode = "Float", SizeRatio = 1 };
+                // Fewest layers in float is usually the fastest, but not always (a lone int8 layer among float ones
+                // pays for its Q/DQ): time them, interleaved, and keep the fastest.
+                try
+                {
+                    var runners = meeting.Select(c => OrtRunner.FromFile(files[c].Path, threads)).ToList();
+                    try
+                    {
+                        var times = meeting.Select(_ => new List<double>()).ToList();
+                        for (int round = 0; round < 3; round++)
+                            for (int i = 0; i < meeting.Count; i++)
+                                times[i].Add(runners[i].MeasureLatency(samples[0], LatencyRuns / 3 + 1, round == 0 ? 3 : 0, budget.Token).Median);
+                        for (int i = 0; i < meeting.Count; i++) meeting[i].LatencyMs = Math.Round(times[i].OrderBy(t => t).ElementAt(1), 3);
+                    }
+                    finally { foreach (var r in runners) r.Dispose(); }
+                    // Timings on a shared machine are noisy: another candidate replaces the one with the fewest layers in
+                    // float only when it is clearly (more than 10%) faster.
+                    var fewest = meeting[0];
+                    var fastest = meeting.OrderBy(c => c.LatencyMs).First();
+                    best = fastest.LatencyMs < fewest.LatencyMs * (1 - ClearlyFaster) ? fastest : fewest;
+                    choice = $" (of the {meeting.Count} that meet it, {(best == fewest ? "the one with the fewest layers in float" : "the fastest")}: {best.LatencyMs:0.###} ms per sample, measured)";
+                }
+                catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
+                {
+                    foreach (var c in meeting) c.LatencyMs = null;
+                    best = meeting[0];
+                    choice = " (the time budget ran out before the candidates could be timed: the one with the fewest layers in float)";
+                }
+            }
+            else best = meeting.FirstOrDefault() ?? Best(files.Keys);
+            bool goalMet = meeting.Count > 0;
+
+            QuantizationResult result;
+            if (best is null)
+            {
+                // Nothing could be measured: the fully quantized model, written without a measurement, says so.
+                result = Quantizer.Run(prepared, statistics, options, outputPath, cancel);
+                result.KeptInFloat = Array.Empty<string>();
             }
             else
             {
-                result = Quantizer.Run(prepared, Without(statistics, best.Value.Kept), options, outputPath, cancel);
+                var (path, measured) = files[best];
+                OnnxModelIO.WriteAtomically(outputPath, File.ReadAllBytes(path));
+                result = measured ?? new QuantizationResult
+                {
+                    SourcePath = Path.GetFullPath(prepared.SourcePath), SourceSha256 = prepared.SourceSha256, OutputSha256 = prepared.SourceSha256,
+                    Mode = "Float", SizeRatio = 1, SourceSizeBytes = new FileInfo(prepared.SourcePath).Length, OutputSizeBytes = new FileInfo(prepared.SourcePath).Length,
+                };
+                result.OutputPath = Path.GetFullPath(outputPath);
+                result.KeptInFloat = best.KeptInFloat;
+                result.AccuracyDrop = drops[best];
             }
-            var drop = best.Value.Drop;
             result.MaxAccuracyDrop = maxDrop;
-            result.AccuracyDrop = drop;
             result.GoalMet = goalMet;
-            result.KeptInFloat = best.Value.Kept;
-            result.CandidatesTried = tried.Count;
+            result.CandidatesTried = candidates.Count;
+            result.Candidates = candidates.ToArray();
             result.SearchSeconds = Math.Round(clock.Elapsed.TotalSeconds, 1);
+            result.TimeBudgetSeconds = Math.Round(timeBudget.TotalSeconds, 1);
+            var drop = result.AccuracyDrop;
+            string figures = drop is null ? "no candidate could be measured" :
+                $"drop {drop.Drop:0.####} (float {drop.Float:0.####}, quantized {drop.Quantized:0.####}" +
+                (drop.DropLow is null ? ")" : $", 95% CI of the drop [{drop.DropLow:0.####}, {drop.DropHigh:0.####}])");
+            string tail = $"{candidates.Count} candidate(s) in {clock.Elapsed.TotalSeconds:0.#} s of a {timeBudget.TotalSeconds:0.#} s budget.";
             result.SearchSummary = goalMet
-                ? $"Goal met: drop {drop.Drop:0.####} <= {maxDrop:0.####} (float {drop.Float:0.####}, quantized {drop.Quantized:0.####}, 95% CI of the drop [{drop.DropLow:0.####}, {drop.DropHigh:0.####}]) with {best.Value.Kept.Length} layer(s) kept in float; {tried.Count} candidate(s) in {clock.Elapsed.TotalSeconds:0.#} s."
-                : $"GOAL MISSED: {stopReason}. The best model found drops {drop.Drop:0.####} (goal {maxDrop:0.####}; float {drop.Float:0.####}, quantized {drop.Quantized:0.####}) with {best.Value.Kept.Length} layer(s) kept in float; {tried.Count} candidate(s) in {clock.Elapsed.TotalSeconds:0.#} s.";
+                ? $"Goal met: {figures} <= {maxDrop:0.####} with {result.KeptInFloat.Length} layer(s) kept in float{choice}; {tail}"
+                : $"GOAL MISSED: {stopReason}. The best model found: {figures}, goal {maxDrop:0.####}, with {result.KeptInFloat.Length} layer(s) kept in float; {tail}";
             return result;
         }
         finally
@@ -127,6 +255,10 @@ public static class AccuracyAwareSearch
             try { Directory.Delete(tempFolder, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
     }
+
+    /// <summary>The measured candidate with the smallest drop (fewest layers in float among equals).</summary>
+    static SearchCandidate? Best(IEnumerable<SearchCandidate> measured) =>
+        measured.Where(c => c.Drop is not null).OrderBy(c => c.Drop).ThenBy(c => c.FloatLayerCount).FirstOrDefault();
 
     /// <summary>Top-1 accuracy against the labels when the first output holds one score per class.</summary>
     static TaskMetric DefaultMetric(PtqDataSet data, float[][] floatOutputs, int[] labels)

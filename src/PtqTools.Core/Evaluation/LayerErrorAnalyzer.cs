@@ -60,7 +60,9 @@ public static class LayerErrorAnalyzer
         var handlers = layers.ToDictionary(n => n.Name, n => OpHandlers.Get(n)!, StringComparer.Ordinal);
         var outputOf = layers.ToDictionary(n => n.Name, n => n.Output[0], StringComparer.Ordinal);
         var inputsOf = layers.ToDictionary(n => n.Name, n => handlers[n.Name].ActivationInputs(n, graph).Select(i => n.Input[i]).Distinct().ToArray(), StringComparer.Ordinal);
-        var observed = outputOf.Values.Concat(inputsOf.Values.SelectMany(v => v)).Distinct(StringComparer.Ordinal).ToArray();
+        // The model's first output too: how much one layer quantized alone changes what the model returns.
+        var modelOutput = prepared.Model.Graph.Output[0].Name;
+        var observed = outputOf.Values.Concat(inputsOf.Values.SelectMany(v => v)).Append(modelOutput).Distinct(StringComparer.Ordinal).ToArray();
 
         var samples = new List<Sample>();
         using (var reader = new SampleReader(data))
@@ -114,11 +116,15 @@ public static class LayerErrorAnalyzer
             var model = QdqQuantizer.Quantize(prepared.Model, single, ranges, options, cancel);
             var name = outputOf[layer.Name];
             var isolated = new ErrorAccumulator();
-            using (var runner = new OrtRunner(Expose(model, new[] { name }).ToByteArray(), prepared.SourcePath, threads, new[] { name }, Level))
+            var atOutput = new ErrorAccumulator();
+            var names = new[] { name, modelOutput }.Distinct(StringComparer.Ordinal).ToArray();
+            using (var runner = new OrtRunner(Expose(model, names).ToByteArray(), prepared.SourcePath, threads, names, Level))
                 foreach (var sample in samples)
                 {
                     var f = floatRunner.Run(sample, cancel);
-                    isolated.Add(f[index[name]], runner.Run(sample, cancel)[0]);
+                    var q = runner.Run(sample, cancel);
+                    isolated.Add(f[index[name]], q[0]);
+                    atOutput.Add(f[index[modelOutput]], q[names.Length - 1]);
                     Step(layer.Name);
                 }
             var w = WeightError(layer, handlers[layer.Name], graph, options);
@@ -133,6 +139,7 @@ public static class LayerErrorAnalyzer
                 ElementCount = isolated.Count / samples.Count,
                 IsolatedSqnrDb = isolated.SqnrDb,
                 IsolatedMse = isolated.Mse,
+                IsolatedOutputSqnrDb = atOutput.SqnrDb,
                 AccumulatedSqnrDb = accumulated[layer.Name].SqnrDb,
                 AccumulatedMse = accumulated[layer.Name].Mse,
                 WeightSqnrDb = w,

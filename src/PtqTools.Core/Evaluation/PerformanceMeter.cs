@@ -1,74 +1,197 @@
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
+using Onnx;
+using PtqTools.Core.Engine;
+using PtqTools.Core.Kernels;
 using PtqTools.Core.Model;
+using PtqTools.Core.Onnx;
 
 namespace PtqTools.Core.Evaluation;
 
-/// <summary>Latency percentiles, throughput and memory of one model in ONNX Runtime.</summary>
+/// <summary>Latency percentiles, throughput and memory of one model on ONNX Runtime or on the PtqTools integer engine.</summary>
 public static class PerformanceMeter
 {
     public static ModelPerformance Measure(string modelPath, PtqDataSet? data, int threads, int batchSize, int warmup, int runs,
+        IProgress<RunProgress>? progress, CancellationToken cancel) =>
+        Measure(modelPath, data, InferenceEngine.OnnxRuntime, threads, batchSize, warmup, runs, progress, cancel);
+
+    public static ModelPerformance Measure(string modelPath, PtqDataSet? data, InferenceEngine engine, int threads, int batchSize, int warmup, int runs,
         IProgress<RunProgress>? progress, CancellationToken cancel)
     {
         if (runs < 1) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"At least one timed run is needed, not {runs}.", runs);
         if (batchSize < 1) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"The batch size must be at least 1, not {batchSize}.", batchSize);
-        long baseline = ResidentBytes(), peak = baseline;
-        using var runner = OrtRunner.FromFile(modelPath, threads);
-        peak = Math.Max(peak, ResidentBytes());
-        var (sample, shape, source) = Input(runner, data, cancel);
-        runner.CheckShape(shape, source);
-        var batch = new float[sample.Length * batchSize];
-        for (int b = 0; b < batchSize; b++) sample.CopyTo(batch, b * sample.Length);
+        // The peak is the kernel's high-water mark of resident memory, reset here so that it covers this measurement
+        // only (Linux); elsewhere, the highest resident size sampled after each run.
+        bool exactPeak = ResetPeak();
+        long baseline = ResidentBytes(), sampledPeak = baseline;
+        IDisposable? owner = null;
+        Action<CancellationToken> runOnce;
+        string source;
+        string kernel = "";
+        int previousThreads = KernelDispatch.MaxThreads;
+        try
+        {
+            if (engine == InferenceEngine.OnnxRuntime)
+            {
+                var runner = OrtRunner.FromFile(modelPath, threads);
+                owner = runner;
+                var input = Input(data, runner.InputShape.Select(d => (long)d).ToArray(), runner.InputName, cancel);
+                source = input.Source;
+                if (input.Sample.Inputs is { } tensors)
+                {
+                    // Whole input tensors (text, .pb): each repeated along its batch dimension.
+                    var batched = input.Sample with { Inputs = tensors.Select(t => Repeat(t, batchSize)).ToList() };
+                    runOnce = c => runner.Run(batched, c);
+                }
+                else
+                {
+                    runner.CheckShape(input.Sample.Shape, source);
+                    var batch = Repeat(input.Sample.Data, batchSize);
+                    runOnce = c => runner.RunBatch(batch, batchSize, input.Sample.Shape, c);
+                }
+            }
+            else
+            {
+                var own = new IntegerEngine(OnnxModelIO.Load(modelPath), Path.GetFileName(modelPath));
+                if (own.Inputs.Count != 1)
+                    throw new PtqException("EngineInputCount", PtqErrorKind.NotSupported,
+                        $"'{Path.GetFileName(modelPath)}' has {own.Inputs.Count} inputs; the PtqTools engine is timed on models with one float input.", modelPath);
+                var dims = GraphInputShape(modelPath, own.Inputs[0]);
+                if (dims.Length > 0 && dims[0] > 0 && dims[0] != batchSize)
+                    throw new PtqException("BatchSizeNotSupported", PtqErrorKind.InvalidArgument,
+                        $"Input '{own.Inputs[0]}' of '{Path.GetFileName(modelPath)}' has the batch dimension {dims[0]}; it cannot take a batch of {batchSize}.", batchSize);
+                var input = Input(data, dims, own.Inputs[0], cancel);
+                if (input.Sample.Inputs is not null)
+                    throw new PtqException("EngineInputCount", PtqErrorKind.NotSupported, "The PtqTools engine is timed on a float sample, not on whole input tensors.", data?.Name);
+                source = input.Source;
+                KernelDispatch.MaxThreads = threads;
+                var feed = new Dictionary<string, EngineTensor>
+                {
+                    [own.Inputs[0]] = EngineTensor.Float(Repeat(input.Sample.Data, batchSize), new long[] { batchSize }.Concat(input.Sample.Shape.Select(d => (long)d)).ToArray()),
+                };
+                runOnce = c => own.Run(feed, c);
+                kernel = KernelDispatch.Clamp(KernelDispatch.Current).ToString();
+            }
+            sampledPeak = Math.Max(sampledPeak, ResidentBytes());
 
-        for (int i = 0; i < warmup; i++) runner.RunBatch(batch, batchSize, shape, cancel);
-        var times = new double[runs];
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        for (int i = 0; i < runs; i++)
-        {
-            long start = System.Diagnostics.Stopwatch.GetTimestamp();
-            runner.RunBatch(batch, batchSize, shape, cancel);
-            times[i] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-            peak = Math.Max(peak, ResidentBytes());
-            progress?.Report(new RunProgress(i + 1, runs, (i + 1) / Math.Max(1e-9, clock.Elapsed.TotalSeconds), Path.GetFileName(modelPath)));
+            for (int i = 0; i < warmup; i++) runOnce(cancel);
+            var times = new double[runs];
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            for (int i = 0; i < runs; i++)
+            {
+                cancel.ThrowIfCancellationRequested();
+                long start = System.Diagnostics.Stopwatch.GetTimestamp();
+                runOnce(cancel);
+                times[i] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                sampledPeak = Math.Max(sampledPeak, ResidentBytes());
+                progress?.Report(new RunProgress(i + 1, runs, (i + 1) / Math.Max(1e-9, clock.Elapsed.TotalSeconds), Path.GetFileName(modelPath)));
+            }
+            long peak = exactPeak && PeakResidentBytes() is long hwm ? Math.Max(hwm, sampledPeak) : sampledPeak;
+            double total = times.Sum();
+            Array.Sort(times);
+            return new ModelPerformance
+            {
+                Model = Path.GetFullPath(modelPath),
+                Engine = engine.ToString(),
+                KernelPath = kernel,
+                Threads = threads,
+                BatchSize = batchSize,
+                WarmupRuns = warmup,
+                Runs = runs,
+                P50Ms = Math.Round(OrtRunner.Percentile(times, 0.5), 3),
+                P90Ms = Math.Round(OrtRunner.Percentile(times, 0.9), 3),
+                P99Ms = Math.Round(OrtRunner.Percentile(times, 0.99), 3),
+                MeanMs = Math.Round(total / runs, 3),
+                SamplesPerSecond = Math.Round(batchSize * runs * 1000.0 / total, 2),
+                PeakMemoryBytes = peak,
+                MemoryGrowthBytes = Math.Max(0, peak - baseline),
+                PeakMemoryMethod = exactPeak ? "VmHWM" : "sampled",
+                SizeBytes = new FileInfo(modelPath).Length,
+                Input = source,
+            };
         }
-        double total = times.Sum();
-        Array.Sort(times);
-        return new ModelPerformance
+        finally
         {
-            Model = Path.GetFullPath(modelPath),
-            Engine = "OnnxRuntime",
-            Threads = threads,
-            BatchSize = batchSize,
-            WarmupRuns = warmup,
-            Runs = runs,
-            P50Ms = Math.Round(OrtRunner.Percentile(times, 0.5), 3),
-            P90Ms = Math.Round(OrtRunner.Percentile(times, 0.9), 3),
-            P99Ms = Math.Round(OrtRunner.Percentile(times, 0.99), 3),
-            MeanMs = Math.Round(total / runs, 3),
-            SamplesPerSecond = Math.Round(batchSize * runs * 1000.0 / total, 2),
-            PeakMemoryBytes = Math.Max(0, peak - baseline),
-            SizeBytes = new FileInfo(modelPath).Length,
-            Input = source,
-        };
+            owner?.Dispose();
+            KernelDispatch.MaxThreads = previousThreads;
+        }
+    }
+
+    static float[] Repeat(float[] sample, int times)
+    {
+        var batch = new float[sample.Length * times];
+        for (int b = 0; b < times; b++) sample.CopyTo(batch, b * sample.Length);
+        return batch;
+    }
+
+    /// <summary>A tensor repeated <paramref name="times"/> times along its first (batch) dimension.</summary>
+    internal static TensorProto Repeat(TensorProto t, int times)
+    {
+        if (times == 1) return t;
+        if (t.Dims.Count == 0 || t.DataType == (int)OnnxDataType.String)
+            throw new PtqException("BatchSizeNotSupported", PtqErrorKind.InvalidArgument, $"Input tensor '{t.Name}' has no batch dimension to repeat; time it with -BatchSize 1.", t.Name);
+        var bytes = TensorProtoFile.RawBytes(t);
+        var all = new byte[bytes.Length * times];
+        for (int b = 0; b < times; b++) bytes.CopyTo(all, b * bytes.Length);
+        var copy = new TensorProto { Name = t.Name, DataType = t.DataType, RawData = Google.Protobuf.ByteString.CopyFrom(all) };
+        copy.Dims.Add(t.Dims[0] * times);
+        copy.Dims.AddRange(t.Dims.Skip(1));
+        return copy;
+    }
+
+    /// <summary>The declared shape of a graph input (-1 for a dynamic dimension).</summary>
+    static long[] GraphInputShape(string modelPath, string input)
+    {
+        var model = OnnxModelIO.Load(modelPath);
+        var info = model.Graph.Input.FirstOrDefault(i => i.Name == input);
+        return info?.Type?.TensorType?.Shape?.Dim.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : -1L).ToArray()
+            ?? Array.Empty<long>();
     }
 
     /// <summary>The first sample of the data set, or (without one) seeded random values of the model's fixed input shape.</summary>
-    static (float[] Data, int[] Shape, string Source) Input(OrtRunner runner, PtqDataSet? data, CancellationToken cancel)
+    static (Sample Sample, string Source) Input(PtqDataSet? data, IReadOnlyList<long> inputShape, string inputName, CancellationToken cancel)
     {
         if (data is not null)
         {
             using var reader = new SampleReader(data);
-            foreach (var s in reader.Read(cancel)) return (s.Data, s.Shape, $"sample '{s.Id}' of {data.Name}");
+            foreach (var s in reader.Read(cancel)) return (s, $"sample '{s.Id}' of {data.Name}");
             throw new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, $"The data set '{data.Name}' has no samples.", data.Name);
         }
-        var dims = runner.InputShape.Skip(1).ToArray();
+        var dims = inputShape.Skip(1).Select(d => (int)d).ToArray();
         if (dims.Any(d => d < 1))
             throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument,
-                $"Input '{runner.InputName}' has dynamic dimensions [{string.Join(",", runner.InputShape)}]; give -DataSet so that a real sample sets the shape.", runner.InputName);
+                $"Input '{inputName}' has dynamic dimensions [{string.Join(",", inputShape)}]; give -DataSet so that a real sample sets the shape.", inputName);
         var random = new Random(1);
         var values = new float[dims.Aggregate(1, (a, d) => checked(a * d))];
         for (int i = 0; i < values.Length; i++) values[i] = (float)(random.NextDouble() * 2 - 1);
-        return (values, dims, "random values (seed 1)");
+        return (new Sample(0, "random", values, dims, -1), "random values (seed 1)");
+    }
+
+    /// <summary>Resets the kernel's peak resident size of this process (Linux: "5" into /proc/self/clear_refs).</summary>
+    static bool ResetPeak()
+    {
+        try
+        {
+            if (!File.Exists("/proc/self/clear_refs")) return false;
+            File.WriteAllText("/proc/self/clear_refs", "5");
+            return PeakResidentBytes() is not null;
+        }
+        catch (IOException) { return false; }
+        catch (UnauthorizedAccessException) { return false; }
+    }
+
+    /// <summary>VmHWM of /proc/self/status: the peak resident size since the last reset.</summary>
+    internal static long? PeakResidentBytes()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/self/status"))
+                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                    return long.Parse(line[6..].Trim().Split(' ')[0]) * 1024;
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return null;
     }
 
     /// <summary>The process's resident memory (Linux /proc; the working set elsewhere).</summary>

@@ -117,4 +117,72 @@ public static class TaskMetrics
         for (int i = 0; i < scores.Length; i++) if (i != label && (scores[i] > v || (scores[i] == v && i < label))) higher++;
         return higher < k;
     }
+
+    /// <summary>Sentence embeddings from token states: each output (tokens x <paramref name="width"/> values, as
+    /// last_hidden_state of a sample whose tokens are all attended) averaged over its tokens.</summary>
+    public static float[][] MeanPooled(float[][] outputs, int width)
+    {
+        if (width < 1) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"The embedding width must be at least 1, not {width}.", width);
+        return outputs.Select((o, n) =>
+        {
+            if (o.Length == 0 || o.Length % width != 0)
+                throw new PtqException("MetricLengthMismatch", PtqErrorKind.InvalidArgument, $"Output {n} has {o.Length} values, not a whole number of tokens of {width}.", n);
+            int tokens = o.Length / width;
+            var e = new double[width];
+            for (int t = 0; t < tokens; t++) for (int j = 0; j < width; j++) e[j] += o[t * width + j];
+            return e.Select(v => (float)(v / tokens)).ToArray();
+        }).ToArray();
+    }
+
+    /// <summary>Per sample, the cosine between this model's embedding (mean-pooled over tokens when
+    /// <paramref name="width"/> is given) and a reference embedding, usually the float model's: 1 is a perfect copy.
+    /// As a -Metric its drop (float minus quantized) is one minus the quantized model's mean cosine.</summary>
+    public static double[] CosineToReference(float[][] outputs, float[][] reference, int width = 0)
+    {
+        if (outputs.Length != reference.Length)
+            throw new PtqException("MetricLengthMismatch", PtqErrorKind.InvalidArgument, $"{outputs.Length} outputs for {reference.Length} reference embeddings.", reference);
+        var e = width > 0 ? MeanPooled(outputs, width) : outputs;
+        var result = new double[e.Length];
+        for (int i = 0; i < e.Length; i++)
+        {
+            double ab = Dot(e[i], reference[i]), aa = Dot(e[i], e[i]), bb = Dot(reference[i], reference[i]);
+            result[i] = aa == 0 || bb == 0 ? 0 : Math.Clamp(ab / Math.Sqrt(aa * bb), -1, 1);
+        }
+        return result;
+    }
+
+    /// <summary>Spearman rank correlation between two models' cosine similarities over all pairs of samples: whether
+    /// the quantized embeddings order sentence pairs as the reference does (1 is the same order).</summary>
+    public static double PairwiseSpearman(float[][] embeddings, float[][] reference)
+    {
+        if (embeddings.Length != reference.Length || embeddings.Length < 3)
+            throw new PtqException("MetricLengthMismatch", PtqErrorKind.InvalidArgument, $"Pairwise similarities need the same 3 or more samples on both sides, not {embeddings.Length} and {reference.Length}.", reference);
+        static double[] Similarities(float[][] rows)
+        {
+            var unit = Normalize(rows);
+            var sims = new List<double>(rows.Length * (rows.Length - 1) / 2);
+            for (int i = 0; i < unit.Length; i++) for (int j = i + 1; j < unit.Length; j++) sims.Add(Dot(unit[i], unit[j]));
+            return sims.ToArray();
+        }
+        var a = Ranks(Similarities(embeddings));
+        var b = Ranks(Similarities(reference));
+        double ma = a.Average(), mb = b.Average(), num = 0, da = 0, db = 0;
+        for (int i = 0; i < a.Length; i++) { num += (a[i] - ma) * (b[i] - mb); da += (a[i] - ma) * (a[i] - ma); db += (b[i] - mb) * (b[i] - mb); }
+        return da == 0 || db == 0 ? 0 : num / Math.Sqrt(da * db);
+    }
+
+    /// <summary>Ranks from 1, ties given their mean rank.</summary>
+    internal static double[] Ranks(double[] values)
+    {
+        var order = Enumerable.Range(0, values.Length).OrderBy(i => values[i]).ToArray();
+        var ranks = new double[values.Length];
+        for (int i = 0; i < order.Length;)
+        {
+            int j = i;
+            while (j + 1 < order.Length && values[order[j + 1]] == values[order[i]]) j++;
+            for (int k = i; k <= j; k++) ranks[order[k]] = (i + j) / 2.0 + 1;
+            i = j + 1;
+        }
+        return ranks;
+    }
 }

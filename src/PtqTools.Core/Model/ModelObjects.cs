@@ -68,7 +68,11 @@ public sealed class QuantizationResult
     public bool? GoalMet { get; set; }
     public string[] KeptInFloat { get; set; } = Array.Empty<string>();
     public int CandidatesTried { get; set; }
+    /// <summary>Every model the search measured, in order: layers kept in float, drop, whether it meets the goal.</summary>
+    public Evaluation.SearchCandidate[] Candidates { get; set; } = Array.Empty<Evaluation.SearchCandidate>();
+    /// <summary>Wall time of the search, and the budget it was given.</summary>
     public double SearchSeconds { get; set; }
+    public double TimeBudgetSeconds { get; set; }
     public string? SearchSummary { get; set; }
 }
 
@@ -135,6 +139,10 @@ public sealed class LayerError
     /// <summary>Error of the output with only this layer quantized.</summary>
     public double IsolatedSqnrDb { get; set; }
     public double IsolatedMse { get; set; }
+    /// <summary>Error of the model's first output with only this layer quantized: what the layer alone costs the
+    /// model (the accuracy-aware search ranks by it, since a layer's own SQNR does not say how much of its error
+    /// reaches the output).</summary>
+    public double IsolatedOutputSqnrDb { get; set; }
     /// <summary>Error of the output with every layer of the plan quantized (what the layer inherits plus its own).</summary>
     public double AccumulatedSqnrDb { get; set; }
     public double AccumulatedMse { get; set; }
@@ -151,6 +159,8 @@ public sealed class ModelPerformance
 {
     public string Model { get; set; } = "";
     public string Engine { get; set; } = "OnnxRuntime";
+    /// <summary>The kernel path the PtqTools engine took (empty for ONNX Runtime).</summary>
+    public string KernelPath { get; set; } = "";
     public int Threads { get; set; }
     public int BatchSize { get; set; }
     public int WarmupRuns { get; set; }
@@ -162,8 +172,12 @@ public sealed class ModelPerformance
     public double MeanMs { get; set; }
     /// <summary>Samples per second over the timed runs (batch size x runs / total time).</summary>
     public double SamplesPerSecond { get; set; }
-    /// <summary>Growth of the process's resident memory from before the session was created to its highest sample during the runs.</summary>
+    /// <summary>Peak resident memory of the process while the model was loaded and run (on Linux the kernel's
+    /// high-water mark, reset before loading: PeakMemoryMethod "VmHWM"; elsewhere sampled after each run).</summary>
     public long PeakMemoryBytes { get; set; }
+    /// <summary>That peak minus the resident memory before the model was loaded: what the model and its runs added.</summary>
+    public long MemoryGrowthBytes { get; set; }
+    public string PeakMemoryMethod { get; set; } = "";
     public long SizeBytes { get; set; }
     /// <summary>What was fed: a data set sample, or seeded random values.</summary>
     public string Input { get; set; } = "";

@@ -138,6 +138,23 @@ public static class QdqQuantizer
             string domain = QuantMath.Is16Bit(type) ? MsDomain : "";
             newNodes.Add(Node("QuantizeLinear", names.Fresh(tensor + "_QuantizeLinear"), new[] { source, scaleName, zpName }, quantized, domain));
             newNodes.Add(Node("DequantizeLinear", names.Fresh(tensor + "_DequantizeLinear"), new[] { quantized, scaleName, zpName }, dequantized, domain));
+            // A Conv/ConvTranspose/Gemm kept in float that reads this tensor gets its own DequantizeLinear, with the same
+            // scale and zero point repeated per input channel: ONNX Runtime's WeightBiasQuantization (basic level and up)
+            // quantizes the float weight of such a layer to per-tensor int8 when its input comes from a per-tensor DQ and
+            // its output goes to a QuantizeLinear, so the layer would not be float. The values it reads are unchanged.
+            foreach (var consumer in view.ConsumersOf(tensor))
+                if (consumer.Input.Count > 0 && consumer.Input[0] == dequantized && FloatLayerChannels(consumer, view, plan) is (int axis, int channels))
+                {
+                    var own = names.Fresh(tensor + "_" + consumer.Name + "_float_input");
+                    var dqScale = names.Fresh(own + "_scale");
+                    var dqZero = names.Fresh(own + "_zero_point");
+                    graph.Initializer.Add(TensorData.FromFloats(dqScale, Enumerable.Repeat(p.Scale, channels).ToArray(), channels));
+                    graph.Initializer.Add(QuantizedTensor(dqZero, Enumerable.Repeat(p.ZeroPoint, channels), OnnxType(type), channels));
+                    var dq = Node("DequantizeLinear", names.Fresh(own + "_DequantizeLinear"), new[] { quantized, dqScale, dqZero }, own, domain);
+                    dq.Attribute.Add(new AttributeProto { Name = "axis", I = axis, Type = AttributeProto.Types.AttributeType.Int });
+                    newNodes.Add(dq);
+                    consumer.Input[0] = own;
+                }
         }
 
         graph.Node.AddRange(newNodes);
@@ -158,6 +175,27 @@ public static class QdqQuantizer
         QuantType.Int16 => OnnxDataType.Int16,
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
+
+    /// <summary>For a float (not planned) Conv, ConvTranspose or Gemm with a float weight initializer: the channel axis
+    /// of its first input and the number of channels there; null for anything else.</summary>
+    static (int Axis, int Channels)? FloatLayerChannels(NodeProto node, GraphView view, QuantizationPlan plan)
+    {
+        if (plan.QuantizedLayers.Contains(node.Name) || node.Input.Count < 2 || !view.Initializers.TryGetValue(node.Input[1], out var w)
+            || w.DataType != (int)OnnxDataType.Float || w.Dims.Count < 2) return null;
+        long Attr(string name, long fallback) => node.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.I : fallback;
+        long channels; int axis = 1;
+        switch (node.OpType)
+        {
+            case "Conv": channels = w.Dims[1] * Attr("group", 1); break;
+            case "ConvTranspose": channels = w.Dims[0]; break;
+            case "Gemm":
+                channels = Attr("transB", 0) == 1 ? w.Dims[1] : w.Dims[0];
+                if (Attr("transA", 0) == 1) axis = 0;
+                break;
+            default: return null;
+        }
+        return channels is > 0 and < int.MaxValue ? (axis, (int)channels) : null;
+    }
 
     /// <summary>A DequantizeLinear of a quantized initializer; <paramref name="zeroPoints"/> per axis (zeros when null).</summary>
     internal static string AddDequantize(GraphProto graph, List<NodeProto> nodes, NameScope names, string baseName, string quantized,

@@ -47,7 +47,7 @@ public static class QuantizationReport
         html.Append("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Quantization report</title>\n<style>")
             .Append("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}")
             .Append("td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}td:first-child{text-align:left}")
-            .Append("img{max-width:100%;border:1px solid #ddd}</style></head><body>\n<h1>Quantization report</h1>\n");
+            .Append("img{max-width:100%;border:1px solid #ddd}.histograms{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0}figcaption{font-size:small;max-width:420px}</style></head><body>\n<h1>Quantization report</h1>\n");
         foreach (var (title, header, rows) in Tables(data))
         {
             html.Append($"<h2>{Enc(title)}</h2>\n<table><tr>{string.Concat(header.Select(h => $"<th>{Enc(h)}</th>"))}</tr>\n");
@@ -59,15 +59,84 @@ public static class QuantizationReport
         if (data.Statistics.Count > 0)
             html.Append("<h2>Activation ranges</h2>\n<p>Observed minimum to maximum of each calibrated tensor (wide bar) and the range chosen for quantization (narrow bar).</p>\n")
                 .Append(Image("chart-activation-ranges", "Activation ranges", RangeChart(data.Statistics)));
+        var histograms = HistogramTensors(data.Statistics);
+        if (histograms.Count > 0)
+        {
+            int withHistogram = data.Statistics.Count(s => s.Histogram.Length > 0);
+            html.Append("<h2>Activation histograms</h2>\n<p>Calibration histogram of each tensor (log scale), with the range chosen for quantization (red) ")
+                .Append("and the observed minimum and maximum (grey, dashed)")
+                .Append(histograms.Count < withHistogram
+                    ? $". The {histograms.Count} of {withHistogram} tensors whose chosen range loses the most (simulated quantization error relative to the tensor's variance) are shown, worst first.</p>\n"
+                    : ".</p>\n")
+                .Append("<div class=\"histograms\">\n");
+            for (int i = 0; i < histograms.Count; i++)
+            {
+                var s = histograms[i];
+                html.Append("<figure>").Append(Image($"chart-histogram-{i}", $"Histogram of {s.Tensor}", HistogramChart(s), "chart histogram").TrimEnd())
+                    .Append($"<figcaption>{Enc(s.Tensor)}: {Enc(s.Method)} range [{F(s.RangeMin, "G4")}, {F(s.RangeMax, "G4")}] of observed [{F(s.Min, "G4")}, {F(s.Max, "G4")}]</figcaption></figure>\n");
+            }
+            html.Append("</div>\n");
+        }
         // Marks, in the page the browser renders, how many charts decoded: a check that they show, not just that they are in the file.
-        html.Append("<script>window.addEventListener('load',function(){var imgs=document.querySelectorAll('img.chart');var n=0;")
-            .Append("imgs.forEach(function(i){if(i.complete&&i.naturalWidth>0)n++;});document.body.setAttribute('data-charts-rendered',n+'/'+imgs.length);});</script>\n")
+        html.Append("<script>window.addEventListener('load',function(){function mark(sel,attr){var imgs=document.querySelectorAll(sel);var n=0;")
+            .Append("imgs.forEach(function(i){if(i.complete&&i.naturalWidth>0)n++;});document.body.setAttribute(attr,n+'/'+imgs.length);}")
+            .Append("mark('img.chart','data-charts-rendered');mark('img.histogram','data-histograms-rendered');});</script>\n")
             .Append("</body></html>\n");
         return html.ToString();
     }
 
-    static string Image(string id, string alt, byte[] png) =>
-        $"<img class=\"chart\" id=\"{id}\" alt=\"{Enc(alt)}\" src=\"data:image/png;base64,{Convert.ToBase64String(png)}\">\n";
+    static string Image(string id, string alt, byte[] png, string cssClass = "chart") =>
+        $"<img class=\"{cssClass}\" id=\"{id}\" alt=\"{Enc(alt)}\" src=\"data:image/png;base64,{Convert.ToBase64String(png)}\">\n";
+
+    static string F(double v, string format) => v.ToString(format, System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>Most histograms the HTML page draws (one small chart each).</summary>
+    public const int MaxHistograms = 24;
+
+    /// <summary>The tensors whose histograms are drawn: all of them up to <see cref="MaxHistograms"/>, else those whose
+    /// chosen range costs most (the chosen method's simulated mean squared error over the tensor's variance).</summary>
+    internal static List<TensorStatistics> HistogramTensors(IEnumerable<TensorStatistics> stats)
+    {
+        var list = stats.Where(s => s.Histogram.Length > 0).ToList();
+        if (list.Count <= MaxHistograms) return list;
+        static double Loss(TensorStatistics s)
+        {
+            var method = s.SelectedMethod.Length > 0 ? s.SelectedMethod : s.Method;
+            var chosen = s.Ranges.FirstOrDefault(r => r.Method == method) ?? s.Ranges.FirstOrDefault();
+            return chosen is null ? 0 : chosen.Error / Math.Max(1e-30, s.Std * s.Std);
+        }
+        return list.OrderByDescending(Loss).ThenBy(s => s.Tensor, StringComparer.Ordinal).Take(MaxHistograms).ToList();
+    }
+
+    /// <summary>Bars of the calibration histogram (merged to at most 120 bars), counts on a log scale, with the chosen
+    /// range and the observed extremes as vertical lines.</summary>
+    static byte[] HistogramChart(TensorStatistics s)
+    {
+        double width = s.HistogramBinWidth;
+        int merge = Math.Max(1, (s.Histogram.Length + 119) / 120);
+        var bars = new List<Bar>();
+        for (int i = 0; i < s.Histogram.Length; i += merge)
+        {
+            long count = 0;
+            for (int j = i; j < Math.Min(s.Histogram.Length, i + merge); j++) count += s.Histogram[j];
+            if (count == 0) continue;
+            double left = (s.HistogramStart + i) * width;
+            bars.Add(new Bar { Position = left + merge * width / 2, Value = Math.Log10(count + 1), Size = merge * width, FillColor = Colors.SteelBlue, LineWidth = 0 });
+        }
+        var plot = new Plot();
+        plot.Add.Bars(bars);
+        foreach (var (x, color, dashed) in new[] { ((double)s.RangeMin, Colors.Red, false), (s.RangeMax, Colors.Red, false), (s.Min, Colors.Gray, true), (s.Max, Colors.Gray, true) })
+        {
+            var line = plot.Add.VerticalLine(x);
+            line.Color = color;
+            line.LineWidth = 2;
+            if (dashed) line.LinePattern = LinePattern.Dashed;
+        }
+        plot.Title(s.Tensor.Length > 48 ? s.Tensor[..45] + "..." : s.Tensor);
+        plot.YLabel("log10(count + 1)");
+        plot.XLabel("value");
+        return plot.GetImageBytes(420, 260, ImageFormat.Png);
+    }
 
     static string Enc(string s) => WebUtility.HtmlEncode(s);
 
@@ -127,7 +196,7 @@ public static class QuantizationReport
                 d.Performance.Select(p => new[] { Path.GetFileName(p.Model), p.Threads.ToString(), p.BatchSize.ToString(), F(p.P50Ms, "0.00"), F(p.P90Ms, "0.00"),
                     F(p.P99Ms, "0.00"), F(p.SamplesPerSecond, "0.0"), F(p.PeakMemoryBytes / 1048576.0, "0.0") }));
         if (d.Layers.Count > 0)
-            yield return ("Layers", new[] { "rank", "layer", "op", "isolated SQNR (dB)", "accumulated SQNR (dB)", "weight SQNR (dB)", "activation SQNR (dB)" },
-                d.Layers.OrderBy(l => l.Rank).Select(l => new[] { l.Rank.ToString(), l.Layer, l.OpType, F(l.IsolatedSqnrDb, "0.0"), F(l.AccumulatedSqnrDb, "0.0"), F(l.WeightSqnrDb, "0.0"), F(l.ActivationSqnrDb, "0.0") }));
+            yield return ("Layers", new[] { "rank", "layer", "op", "isolated SQNR (dB)", "model output, layer alone (dB)", "accumulated SQNR (dB)", "weight SQNR (dB)", "activation SQNR (dB)" },
+                d.Layers.OrderBy(l => l.Rank).Select(l => new[] { l.Rank.ToString(), l.Layer, l.OpType, F(l.IsolatedSqnrDb, "0.0"), F(l.IsolatedOutputSqnrDb, "0.0"), F(l.AccumulatedSqnrDb, "0.0"), F(l.WeightSqnrDb, "0.0"), F(l.ActivationSqnrDb, "0.0") }));
     }
 }

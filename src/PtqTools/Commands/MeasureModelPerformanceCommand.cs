@@ -1,5 +1,6 @@
 using System.Management.Automation;
 using PtqTools.Core.Data;
+using PtqTools.Core.Engine;
 using PtqTools.Core.Evaluation;
 using PtqTools.Core.Model;
 
@@ -18,6 +19,11 @@ public sealed class MeasureModelPerformanceCommand : PtqCmdlet
     /// <summary>Data whose first sample is fed; without it, seeded random values of the model's input shape.</summary>
     [Parameter]
     public PSObject? DataSet { get; set; }
+
+    /// <summary>OnnxRuntime, or the PtqTools integer engine (quantized QDQ/QOperator models with one float input).</summary>
+    [Parameter]
+    [ValidateSet("OnnxRuntime", "PtqTools")]
+    public string Engine { get; set; } = "OnnxRuntime";
 
     [Parameter]
     [ValidateRange(1, 1024)]
@@ -42,8 +48,8 @@ public sealed class MeasureModelPerformanceCommand : PtqCmdlet
         foreach (var path in ResolveExisting(Path, literal: false))
             Try(() =>
             {
-                var activity = $"Timing {System.IO.Path.GetFileName(path)}";
-                var result = PerformanceMeter.Measure(path, data, ThreadCount, BatchSize, WarmupRuns, Runs, Progress(5, activity), Cancel);
+                var activity = $"Timing {System.IO.Path.GetFileName(path)} on {Engine}";
+                var result = PerformanceMeter.Measure(path, data, Enum.Parse<InferenceEngine>(Engine, ignoreCase: true), ThreadCount, BatchSize, WarmupRuns, Runs, Progress(5, activity), Cancel);
                 CompleteProgress(5, activity);
                 WriteObject(result);
             }, path);
