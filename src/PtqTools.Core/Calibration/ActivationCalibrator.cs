@@ -38,12 +38,11 @@ public static class ActivationCalibrator
             throw new PtqException("NothingToCalibrate", PtqErrorKind.InvalidArgument, "None of the selected layers can be quantized, so there is nothing to calibrate.", prepared.SourcePath);
         var names = tensors.Keys.ToArray();
         var augmented = prepared.Model.Clone();
-        var existing = augmented.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var t in names.Where(n => !existing.Contains(n)))
-            augmented.Graph.Output.Add(new ValueInfoProto { Name = t, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
+        // Tensors inside If/Loop/Scan subgraphs are passed out through their owners (an untaken branch yields none).
+        var outputNames = SubgraphTensors.Expose(augmented, names);
 
         var observers = names.ToDictionary(n => n, _ => new TensorObserver(), StringComparer.Ordinal);
-        using var runner = new OrtRunner(augmented.ToByteArray(), prepared.SourcePath, threads, names);
+        using var runner = new OrtRunner(augmented.ToByteArray(), prepared.SourcePath, threads, outputNames);
         using var reader = new SampleReader(data);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         int done = 0;

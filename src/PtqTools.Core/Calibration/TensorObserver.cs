@@ -21,6 +21,8 @@ public sealed class TensorObserver
     /// <summary>Adds one sample's values; returns false (and adds nothing) if any is NaN or infinite.</summary>
     public bool Observe(ReadOnlySpan<float> values)
     {
+        // No values (an If branch the sample did not take) is not a sample of this tensor.
+        if (values.Length == 0) return true;
         if (!_minMax.Observe(values)) return false;
         if (values.Length > 0)
         {

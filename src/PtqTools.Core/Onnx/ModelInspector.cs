@@ -39,34 +39,36 @@ public static class ModelInspector
     public static List<ModelLayer> Layers(PreparedModel prepared)
     {
         var result = new List<ModelLayer>();
-        Collect(prepared.Model.Graph, "", prepared, result);
+        var main = new GraphView(prepared.Model.Graph);
+        var decisions = QuantizationPlan.Create(main, null).Decisions.GroupBy(d => d.Layer, StringComparer.Ordinal)
+            .ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+        Collect(main, prepared, decisions, result);
         if (ModelPreparer.OpsetBlocked(prepared.Model) is { } blocked)
             foreach (var layer in result.Where(l => l.Quantizable))
                 (layer.Quantizable, layer.Reason) = (false, blocked);
         return result;
     }
 
-    static void Collect(GraphProto graph, string scope, PreparedModel prepared, List<ModelLayer> result)
+    /// <summary>A graph's layers, each followed by those of its subgraphs, named by their scope path
+    /// (<c>If_3/then_branch/Conv_0</c>) as the plan names them.</summary>
+    static void Collect(GraphView view, PreparedModel prepared, Dictionary<string, LayerDecision> decisions, List<ModelLayer> result)
     {
-        var view = new GraphView(graph);
-        var plan = scope.Length == 0 ? QuantizationPlan.Create(view, null) : null;
-        for (int i = 0; i < graph.Node.Count; i++)
+        foreach (var node in view.Graph.Node)
         {
-            var node = graph.Node[i];
             var handler = OpHandlers.Get(node);
             var (quantizable, reason) = OpHandlers.Assess(node, view);
-            if (scope.Length > 0 && quantizable) (quantizable, reason) = (false, "inside a subgraph: kept in float in this version");
-            if (plan is not null && !quantizable && plan.Decisions[i].Layer == node.Name) reason = plan.Decisions[i].Reason;
+            var name = QuantizationPlan.LayerName(view, node);
+            if (!quantizable && decisions.TryGetValue(name, out var decision)) reason = decision.Reason;
             var weight = handler?.Weight(node, view) is { } w && view.Initializers.TryGetValue(node.Input[w.Input], out var wt) ? wt : null;
             result.Add(new ModelLayer
             {
                 ModelPath = prepared.SourcePath,
                 ModelSha256 = prepared.SourceSha256,
                 Index = result.Count,
-                Name = node.Name,
+                Name = name,
                 OpType = node.OpType,
                 Domain = node.Domain,
-                Scope = scope,
+                Scope = view.Scope,
                 Inputs = node.Input.ToArray(),
                 Outputs = node.Output.ToArray(),
                 WeightName = weight?.Name,
@@ -75,11 +77,7 @@ public static class ModelInspector
                 Quantizable = quantizable,
                 Reason = reason,
             });
-            foreach (var attr in node.Attribute)
-            {
-                if (attr.G is not null) Collect(attr.G, $"{scope}{node.Name}/{attr.Name}/", prepared, result);
-                foreach (var g in attr.Graphs) Collect(g, $"{scope}{node.Name}/{attr.Name}/", prepared, result);
-            }
+            foreach (var sub in view.Subgraphs(node)) Collect(sub, prepared, decisions, result);
         }
     }
 }

@@ -16,7 +16,7 @@ public sealed record PreparedModel(string SourcePath, string SourceSha256, strin
 public static class ModelPreparer
 {
     /// <summary>Bump when preparation changes, so old cache entries are not reused.</summary>
-    const string CacheVersion = "p3";
+    const string CacheVersion = "p4";
 
     public static string CacheFolder
     {
@@ -69,6 +69,13 @@ public static class ModelPreparer
         // ONNX Runtime turns dense Constant nodes into initializers; sparse ones are densified here first.
         SparseTensors.Densify(model.Graph);
         var optimized = OptimizeWithRuntime(model, sourcePath);
+        // ONNX Runtime folds main-graph Constant nodes into initializers but leaves those of subgraphs as nodes.
+        foreach (var node in optimized.Graph.Node)
+            foreach (var attr in node.Attribute)
+            {
+                if (attr.G is not null) ConstantsToInitializers(attr.G);
+                foreach (var g in attr.Graphs) ConstantsToInitializers(g);
+            }
         try
         {
             opsetRaised = OpsetUpgrader.UpgradeTo13(optimized);
@@ -81,6 +88,54 @@ public static class ModelPreparer
         }
         optimized.MetadataProps.Add(new StringStringEntryProto { Key = "ptq.opset_raised", Value = opsetRaised ? "true" : "false" });
         return optimized;
+    }
+
+    /// <summary>Turns the numeric Constant nodes of a (sub)graph and of its own subgraphs into initializers of the
+    /// same graph: the same values under the same names, so weights inside If branches and loop bodies are found
+    /// like any other initializer.</summary>
+    internal static void ConstantsToInitializers(GraphProto graph)
+    {
+        var keep = new List<NodeProto>(graph.Node.Count);
+        foreach (var node in graph.Node)
+        {
+            foreach (var attr in node.Attribute)
+            {
+                if (attr.G is not null) ConstantsToInitializers(attr.G);
+                foreach (var g in attr.Graphs) ConstantsToInitializers(g);
+            }
+            if (node.OpType == "Constant" && node.Domain is "" or "ai.onnx" && node.Output.Count == 1 && node.Attribute.Count == 1
+                && ConstantValue(node.Attribute[0]) is { } tensor)
+            {
+                tensor.Name = node.Output[0];
+                graph.Initializer.Add(tensor);
+                continue;
+            }
+            keep.Add(node);
+        }
+        if (keep.Count == graph.Node.Count) return;
+        graph.Node.Clear();
+        graph.Node.AddRange(keep);
+    }
+
+    static TensorProto? ConstantValue(AttributeProto attr)
+    {
+        switch (attr.Name)
+        {
+            case "value" when attr.T is not null && attr.T.DataLocation != TensorProto.Types.DataLocation.External:
+                return attr.T.Clone();
+            case "value_float":
+                return TensorData.FromFloats("", new[] { attr.F });
+            case "value_floats":
+                return TensorData.FromFloats("", attr.Floats.ToArray(), attr.Floats.Count);
+            case "value_int":
+            case "value_ints":
+                var t = new TensorProto { DataType = (int)OnnxDataType.Int64 };
+                if (attr.Name == "value_ints") { t.Dims.Add(attr.Ints.Count); t.Int64Data.AddRange(attr.Ints); }
+                else t.Int64Data.Add(attr.I);
+                return t;
+            default:
+                return null;
+        }
     }
 
     /// <summary>Layers are addressed by node name, so every node gets one (kept when present).</summary>

@@ -23,24 +23,41 @@ public static class QdqQuantizer
                     $"No calibrated range for tensor '{tensor}', which layer '{layers[0]}' needs. Calibrate the layers you quantize with Measure-ActivationRange.", tensor);
 
         var model = prepared.Clone();
-        var graph = model.Graph;
-        var view = new GraphView(graph);
-        var names = new NameScope(graph);
+        var names = new NameScope(model.Graph);
+        // Activation parameters by model-wide tensor key (see GraphView.Key).
+        var qparams = new Dictionary<string, QuantParams>(StringComparer.Ordinal);
+        foreach (var (tensor, _) in plan.Activations)
+            qparams[tensor] = QuantMath.FromRange(ranges[tensor].Min, ranges[tensor].Max, options.ActivationType, options.ActivationSymmetric);
+        QuantizeGraph(new GraphView(model.Graph), plan, qparams, names, options, cancel);
+        return model;
+    }
+
+    /// <summary>Quantizes the planned layers of one graph in place, then those of its subgraphs (If branches,
+    /// Loop and Scan bodies), each with its own Q/DQ nodes and quantized weights, whether the float weight lives
+    /// in the subgraph or in an outer scope.</summary>
+    static void QuantizeGraph(GraphView view, QuantizationPlan plan, Dictionary<string, QuantParams> qparams, NameScope names,
+        QuantizationOptions options, CancellationToken cancel)
+    {
+        var graph = view.Graph;
         var actType = options.ActivationType;
         var zpType = actType == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
         var (qmin, qmax) = QuantMath.Limits(actType, options.ActivationSymmetric);
+        var subgraphs = graph.Node.SelectMany(view.Subgraphs).ToList();
 
-        // Activation parameters, in graph order so pass-through outputs find their input's parameters.
-        var qparams = new Dictionary<string, QuantParams>(StringComparer.Ordinal);
-        foreach (var (tensor, _) in plan.Activations)
-            qparams[tensor] = QuantMath.FromRange(ranges[tensor].Min, ranges[tensor].Max, actType, options.ActivationSymmetric);
+        // This graph's tensors (local name -> key), in graph order so pass-through outputs find their input's parameters.
+        var local = plan.LocalTensors.TryGetValue(view.Scope, out var needed)
+            ? needed.Where(kv => qparams.ContainsKey(kv.Value)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal)
+            : new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var node in graph.Node)
-            if (plan.SharedOutputs.TryGetValue(node.Output.FirstOrDefault() ?? "", out var input) && qparams.TryGetValue(input, out var p))
-                qparams[node.Output[0]] = p;
+            if (node.Output.Count > 0 && plan.SharedOutputs.TryGetValue(view.Key(node.Output[0]), out var input) && qparams.TryGetValue(input, out var p))
+            {
+                qparams[view.Key(node.Output[0])] = p;
+                local[node.Output[0]] = view.Key(node.Output[0]);
+            }
 
         var newNodes = new List<NodeProto>();
         var quantizedWeights = new Dictionary<(string, int?), (string Output, float[] Scales)>();
-        foreach (var node in graph.Node.Where(n => plan.QuantizedLayers.Contains(n.Name)).ToList())
+        foreach (var node in graph.Node.Where(n => plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(view, n))).ToList())
         {
             cancel.ThrowIfCancellationRequested();
             var handler = OpHandlers.Get(node)!;
@@ -64,7 +81,7 @@ public static class QdqQuantizer
                 node.Input[w.Input] = done.Output;
                 weightScales = done.Scales;
             }
-            if (biasInput is int b && weightScales is not null && qparams.TryGetValue(node.Input[0], out var inParams))
+            if (biasInput is int b && weightScales is not null && qparams.TryGetValue(view.Key(node.Input[0]), out var inParams))
             {
                 var bName = node.Input[b];
                 var bias = TensorData.ReadFloats(view.Initializers[bName]);
@@ -88,15 +105,17 @@ public static class QdqQuantizer
         }
 
         // One Q/DQ pair per quantized activation tensor; every reader takes the dequantized copy.
-        foreach (var (tensor, p) in qparams.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        foreach (var (tensor, key) in local.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             cancel.ThrowIfCancellationRequested();
+            var p = qparams[key];
             var scaleName = names.Fresh(tensor + "_scale");
             var zpName = names.Fresh(tensor + "_zero_point");
             graph.Initializer.Add(TensorData.FromFloats(scaleName, new[] { p.Scale }));
             graph.Initializer.Add(QuantizedTensor(zpName, new[] { p.ZeroPoint }, zpType));
             var quantized = names.Fresh(tensor + "_QuantizeLinear_Output");
-            bool isGraphOutput = view.GraphOutputs.Contains(tensor);
+            // An output this graph produces keeps its name; one it only passes on (an input, an outer tensor) stays float.
+            bool isGraphOutput = view.GraphOutputs.Contains(tensor) && view.Producers.ContainsKey(tensor);
             string source = tensor, dequantized;
             if (isGraphOutput)
             {
@@ -119,9 +138,9 @@ public static class QdqQuantizer
         }
 
         graph.Node.AddRange(newNodes);
+        foreach (var sub in subgraphs) QuantizeGraph(sub, plan, qparams, names, options, cancel);
         RemoveUnusedInitializers(graph);
         SortTopologically(graph);
-        return model;
     }
 
     static string AddDequantize(GraphProto graph, List<NodeProto> nodes, NameScope names, string baseName, string quantized,
@@ -166,6 +185,20 @@ public static class QdqQuantizer
         graph.Initializer.AddRange(keep);
     }
 
+    /// <summary>Tensors a node's subgraphs read from the scopes around them (the node's implicit inputs).</summary>
+    internal static IEnumerable<string> OuterReferences(NodeProto node)
+    {
+        foreach (var attr in node.Attribute)
+            foreach (var g in attr.G is null ? attr.Graphs : attr.Graphs.Prepend(attr.G))
+            {
+                var defined = g.Input.Select(i => i.Name).Concat(g.Initializer.Select(t => t.Name)).Concat(g.Node.SelectMany(n => n.Output)).ToHashSet(StringComparer.Ordinal);
+                foreach (var n in g.Node)
+                    foreach (var i in n.Input.Concat(OuterReferences(n)))
+                        if (i.Length > 0 && !defined.Contains(i)) yield return i;
+                foreach (var o in g.Output) if (!defined.Contains(o.Name)) yield return o.Name;
+            }
+    }
+
     /// <summary>Stable topological order (Kahn, ties broken by current position).</summary>
     internal static void SortTopologically(GraphProto graph)
     {
@@ -175,7 +208,7 @@ public static class QdqQuantizer
         var indegree = new int[nodes.Count];
         var dependents = new List<int>[nodes.Count];
         for (int i = 0; i < nodes.Count; i++)
-            foreach (var input in nodes[i].Input.Distinct())
+            foreach (var input in nodes[i].Input.Concat(OuterReferences(nodes[i])).Distinct())
                 if (input.Length > 0 && producer.TryGetValue(input, out var p) && p != i)
                 {
                     indegree[i]++;
