@@ -42,7 +42,9 @@ public static class ActivationCalibrator
         var outputNames = SubgraphTensors.Expose(augmented, names);
 
         var observers = names.ToDictionary(n => n, _ => new TensorObserver(), StringComparer.Ordinal);
-        using var runner = new OrtRunner(augmented.ToByteArray(), prepared.SourcePath, threads, outputNames);
+        var (bytes, dataFolder) = ExternalData.ForRuntime(augmented);
+        using var runner = new OrtRunner(bytes, prepared.SourcePath, threads, outputNames, externalDataFolder: dataFolder);
+        bytes = Array.Empty<byte>();
         using var reader = new SampleReader(data);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         int done = 0;

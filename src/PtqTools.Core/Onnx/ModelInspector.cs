@@ -18,7 +18,7 @@ public static class ModelInspector
         {
             Name = g.Name.Length > 0 ? g.Name : System.IO.Path.GetFileNameWithoutExtension(path),
             Path = System.IO.Path.GetFullPath(path),
-            Sha256 = OnnxModelIO.Sha256(bytes),
+            Sha256 = OnnxModelIO.Sha256(path, bytes),
             IrVersion = model.IrVersion,
             Opset = OpsetUpgrader.DefaultOpset(model),
             OpsetImports = model.OpsetImport.Select(o => $"{(o.Domain.Length == 0 ? "ai.onnx" : o.Domain)}:{o.Version}").ToArray(),
@@ -29,7 +29,7 @@ public static class ModelInspector
             OpTypes = OpsetUpgrader.AllNodes(g).GroupBy(n => n.OpType).OrderByDescending(x => x.Count()).ThenBy(x => x.Key, StringComparer.Ordinal)
                 .Select(x => $"{x.Key}:{x.Count()}").ToArray(),
             ParameterCount = g.Initializer.Sum(t => Math.Max(0, TensorData.ElementCount(t.Dims))),
-            SizeBytes = bytes.LongLength,
+            SizeBytes = OnnxModelIO.SizeOnDisk(path),
             QuantizedFrom = meta.GetValueOrDefault("ptq.source_sha256"),
             QuantizationOptions = meta.GetValueOrDefault("ptq.options"),
         };

@@ -39,7 +39,7 @@ public static class ModelPreparer
     public static PreparedModel Prepare(string sourcePath)
     {
         var bytes = OnnxModelIO.ReadFile(sourcePath);
-        var sha = OnnxModelIO.Sha256(bytes);
+        var sha = OnnxModelIO.Sha256(sourcePath, bytes);
         var cached = Path.Combine(CacheFolder, $"{sha}.{CacheVersion}.onnx");
         if (File.Exists(cached))
         {
@@ -55,20 +55,29 @@ public static class ModelPreparer
             }
         }
         var source = OnnxModelIO.Parse(bytes, sourcePath);
+        if (ExternalData.HasDeferred(source))
+        {
+            // Above 2 GB: tensors stay in the source's side files, read one at a time when quantized. Such a model is
+            // neither cached (that would copy its weights) nor passed through ONNX Runtime's optimizer (which would
+            // hold them all in memory a second time).
+            var large = PrepareModel(source, sourcePath, out var raisedLarge, useRuntime: false);
+            return new PreparedModel(sourcePath, sha, sourcePath, large, raisedLarge);
+        }
         var prepared = PrepareModel(source, sourcePath, out var opsetRaised);
         Directory.CreateDirectory(CacheFolder);
         OnnxModelIO.Save(prepared, cached);
         return new PreparedModel(sourcePath, sha, cached, prepared, opsetRaised);
     }
 
-    internal static ModelProto PrepareModel(ModelProto source, string sourcePath, out bool opsetRaised)
+    internal static ModelProto PrepareModel(ModelProto source, string sourcePath, out bool opsetRaised, bool useRuntime = true)
     {
         var model = source.Clone();
         NameNodes(model.Graph);
         RemoveInitializersFromInputs(model);
         // ONNX Runtime turns dense Constant nodes into initializers; sparse ones are densified here first.
         SparseTensors.Densify(model.Graph);
-        var optimized = OptimizeWithRuntime(model, sourcePath);
+        var optimized = useRuntime ? OptimizeWithRuntime(model, sourcePath) : model;
+        if (!useRuntime) ConstantsToInitializers(optimized.Graph);
         // ONNX Runtime folds main-graph Constant nodes into initializers but leaves those of subgraphs as nodes.
         foreach (var node in optimized.Graph.Node)
             foreach (var attr in node.Attribute)

@@ -68,16 +68,17 @@ public static class Quantizer
         SetMetadata(model, "ptq.tool", $"PtqTools {ToolVersion}");
         model.ProducerName = "PtqTools";
         model.ProducerVersion = ToolVersion;
-        var bytes = model.ToByteArray();
         cancel.ThrowIfCancellationRequested();
-        OnnxModelIO.WriteAtomically(outputPath, bytes);
-        var sourceSize = new FileInfo(prepared.SourcePath).Length;
+        // A model whose weights came in side files (above 2 GB) is written with external data too.
+        OnnxModelIO.Save(model, outputPath, externalData: ExternalData.HasDeferred(prepared.Model), cancel);
+        var sourceSize = OnnxModelIO.SizeOnDisk(prepared.SourcePath);
+        var outputSize = OnnxModelIO.SizeOnDisk(outputPath);
         return new QuantizationResult
         {
             SourcePath = Path.GetFullPath(prepared.SourcePath),
             SourceSha256 = prepared.SourceSha256,
             OutputPath = Path.GetFullPath(outputPath),
-            OutputSha256 = OnnxModelIO.Sha256(bytes),
+            OutputSha256 = OnnxModelIO.Sha256(outputPath),
             Mode = options.Mode.ToString(),
             Format = options.Mode switch
             {
@@ -87,8 +88,8 @@ public static class Quantizer
             },
             Options = options.ToString(),
             SourceSizeBytes = sourceSize,
-            OutputSizeBytes = bytes.LongLength,
-            SizeRatio = Math.Round((double)bytes.LongLength / sourceSize, 4),
+            OutputSizeBytes = outputSize,
+            SizeRatio = Math.Round((double)outputSize / sourceSize, 4),
             QuantizedLayerCount = plan.QuantizedLayers.Count,
             FoldedLayerCount = plan.Decisions.Count(d => d.Folded),
             FloatLayerCount = plan.Decisions.Count(d => !d.Quantized && !d.Folded),
