@@ -32,8 +32,7 @@ public static class ActivationCalibrator
         int threads, CalibrationOptions options, Action<PtqException>? onInvalid, IProgress<RunProgress>? progress, CancellationToken cancel)
     {
         options.Validate();
-        if (ModelPreparer.OpsetBlocked(prepared.Model) is { } blocked)
-            throw new PtqException("OpsetUpgradeBlocked", PtqErrorKind.NotSupported, blocked, prepared.SourcePath);
+        // Calibration runs the model at its own opset: no raise is needed for it.
         if (tensors.Count == 0)
             throw new PtqException("NothingToCalibrate", PtqErrorKind.InvalidArgument, "None of the selected layers can be quantized, so there is nothing to calibrate.", prepared.SourcePath);
         var names = tensors.Keys.ToArray();

@@ -43,9 +43,14 @@ public static class ModelInspector
         var decisions = QuantizationPlan.Create(main, null).Decisions.GroupBy(d => d.Layer, StringComparer.Ordinal)
             .ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
         Collect(main, prepared, decisions, result);
-        if (ModelPreparer.OpsetBlocked(prepared.Model) is { } blocked)
+        // Listing needs no opset raise; quantizing does (13 for per-channel weights, 10 per tensor).
+        if (OpsetUpgrader.RaiseBlocked(prepared.Model, 13) is { } blocked)
+        {
+            bool perTensor = OpsetUpgrader.RaiseBlocked(prepared.Model, 10) is null;
             foreach (var layer in result.Where(l => l.Quantizable))
-                (layer.Quantizable, layer.Reason) = (false, blocked);
+                if (perTensor) layer.Reason = $"{layer.Reason}, per tensor only (-PerChannel:$false): {blocked}";
+                else (layer.Quantizable, layer.Reason) = (false, blocked);
+        }
         return result;
     }
 

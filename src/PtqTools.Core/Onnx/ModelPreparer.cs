@@ -5,18 +5,21 @@ using Onnx;
 namespace PtqTools.Core.Onnx;
 
 /// <summary>A float model made ready for calibration and quantization, with the file it came from.</summary>
+/// <param name="OpsetRaised">Kept for callers; preparation no longer raises the opset (quantization raises its own
+/// copy only as far as its options need), so it is false.</param>
 public sealed record PreparedModel(string SourcePath, string SourceSha256, string PreparedPath, ModelProto Model, bool OpsetRaised);
 
 /// <summary>
 /// Turns a float model into the graph that is calibrated and quantized: every node named, IR 3 quirks removed,
 /// BatchNormalization folded into the preceding Conv by ONNX Runtime's own basic graph optimizer (saved through
-/// SessionOptions.OptimizedModelFilePath), and the opset raised to 13 where that keeps every op's meaning.
+/// SessionOptions.OptimizedModelFilePath), and Constant nodes of subgraphs turned into initializers. The opset is
+/// kept: quantization raises its copy only as far as it needs (<see cref="OpsetUpgrader.RaiseFor"/>).
 /// The result is cached by the source's SHA-256, so calibration and quantization see the same graph.
 /// </summary>
 public static class ModelPreparer
 {
     /// <summary>Bump when preparation changes, so old cache entries are not reused.</summary>
-    const string CacheVersion = "p4";
+    const string CacheVersion = "p5";
 
     public static string CacheFolder
     {
@@ -30,12 +33,6 @@ public static class ModelPreparer
         }
     }
 
-    /// <summary>Metadata of a prepared model whose opset could not be raised: the reason, naming the blocking ops.</summary>
-    public const string OpsetBlockedKey = "ptq.opset_blocked";
-
-    /// <summary>Why this prepared model cannot be quantized at its opset, or null.</summary>
-    public static string? OpsetBlocked(ModelProto prepared) => prepared.MetadataProps.FirstOrDefault(p => p.Key == OpsetBlockedKey)?.Value;
-
     public static PreparedModel Prepare(string sourcePath)
     {
         var bytes = OnnxModelIO.ReadFile(sourcePath);
@@ -46,8 +43,7 @@ public static class ModelPreparer
             try
             {
                 var model = OnnxModelIO.Parse(File.ReadAllBytes(cached), cached, validate: false);
-                var raised = model.MetadataProps.Any(p => p.Key == "ptq.opset_raised" && p.Value == "true");
-                return new PreparedModel(sourcePath, sha, cached, model, raised);
+                return new PreparedModel(sourcePath, sha, cached, model, false);
             }
             catch (PtqException)
             {
@@ -85,17 +81,9 @@ public static class ModelPreparer
                 if (attr.G is not null) ConstantsToInitializers(attr.G);
                 foreach (var g in attr.Graphs) ConstantsToInitializers(g);
             }
-        try
-        {
-            opsetRaised = OpsetUpgrader.UpgradeTo13(optimized);
-        }
-        catch (PtqException ex) when (ex.ErrorId == "OpsetUpgradeBlocked")
-        {
-            // The model is still listed and inspected at its own opset; quantization refuses it with this reason.
-            opsetRaised = false;
-            optimized.MetadataProps.Add(new StringStringEntryProto { Key = OpsetBlockedKey, Value = ex.Message });
-        }
-        optimized.MetadataProps.Add(new StringStringEntryProto { Key = "ptq.opset_raised", Value = opsetRaised ? "true" : "false" });
+        // The opset is left as it is: listing layers and calibrating need no raise, and quantization raises its copy
+        // only as far as its options need (Quantizer.RequiredOpset).
+        opsetRaised = false;
         return optimized;
     }
 

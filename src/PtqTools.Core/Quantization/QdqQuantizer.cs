@@ -23,6 +23,7 @@ public static class QdqQuantizer
                     $"No calibrated range for tensor '{tensor}', which layer '{layers[0]}' needs. Calibrate the layers you quantize with Measure-ActivationRange.", tensor);
 
         var model = prepared.Clone();
+        OpsetUpgrader.RaiseFor(model, Quantizer.RequiredOpset(options));
         var names = new NameScope(model.Graph);
         // Activation parameters by model-wide tensor key (see GraphView.Key).
         var qparams = new Dictionary<string, QuantParams>(StringComparer.Ordinal);
@@ -88,7 +89,8 @@ public static class QdqQuantizer
                 var (values, scales) = QuantMath.QuantizeBias(bias, inParams.Scale, weightScales);
                 var qName = names.Fresh(bName + "_quantized");
                 graph.Initializer.Add(TensorData.FromInt32(qName, values, bias.Length));
-                node.Input[b] = AddDequantize(graph, newNodes, names, bName, qName, scales, new int[scales.Length], OnnxDataType.Int32, 0);
+                // Per-tensor weights give one bias scale: a per-tensor DequantizeLinear, valid from opset 10.
+                node.Input[b] = AddDequantize(graph, newNodes, names, bName, qName, scales, new int[scales.Length], OnnxDataType.Int32, weightScales.Length == 1 ? null : 0);
             }
             foreach (var c in handler.ConstantInputs(node, view))
             {
