@@ -74,6 +74,8 @@ public static class ModelPreparer
         SparseTensors.Densify(model.Graph);
         var optimized = useRuntime ? OptimizeWithRuntime(model, sourcePath) : model;
         if (!useRuntime) ConstantsToInitializers(optimized.Graph);
+        // ONNX Runtime's optimizer may add nodes without names or with repeated ones.
+        NameNodes(optimized.Graph);
         // ONNX Runtime folds main-graph Constant nodes into initializers but leaves those of subgraphs as nodes.
         foreach (var node in optimized.Graph.Node)
             foreach (var attr in node.Attribute)
@@ -135,14 +137,18 @@ public static class ModelPreparer
         }
     }
 
-    /// <summary>Layers are addressed by node name, so every node gets one (kept when present).</summary>
+    /// <summary>Layers are addressed by node name, so every node gets one, unique in its graph (kept when present
+    /// and unique; ONNX does not require node names to be unique, and some exporters repeat them).</summary>
     internal static void NameNodes(GraphProto graph)
     {
         var scope = new NameScope(graph);
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < graph.Node.Count; i++)
         {
             var node = graph.Node[i];
             if (node.Name.Length == 0) node.Name = scope.Fresh($"{node.OpType}_{i}");
+            else if (!seen.Add(node.Name)) node.Name = scope.Fresh($"{node.Name}_{i}");
+            seen.Add(node.Name);
             foreach (var attr in node.Attribute)
             {
                 if (attr.G is not null) NameNodes(attr.G);

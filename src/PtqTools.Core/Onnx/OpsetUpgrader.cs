@@ -87,13 +87,31 @@ public static class OpsetUpgrader
         if (from >= needed) return false;
         if (needed <= TargetOpset && OnlyVersionChanges(model, from))
         {
-            foreach (var o in model.OpsetImport)
-                if (o.Domain is "" or "ai.onnx") o.Version = needed;
+            SetDefaultOpset(model, needed);
             long ir = needed >= 13 ? 7 : needed == 12 ? 7 : needed == 11 ? 6 : 5;
             if (model.IrVersion < ir) model.IrVersion = ir;
             return true;
         }
         return UpgradeTo13(model);
+    }
+
+    /// <summary>What raising to <paramref name="needed"/> takes: "kept" (already there), "version" (only the version
+    /// changes), "rewrite" (meaning-keeping rewrites, to 13) or "blocked".</summary>
+    public static string RaiseKind(ModelProto model, int needed)
+    {
+        int from = DefaultOpset(model);
+        if (from >= needed) return "kept";
+        if (OnlyVersionChanges(model, from)) return "version";
+        return Blockers(model).Count == 0 ? "rewrite" : "blocked";
+    }
+
+    /// <summary>Sets the default-domain opset, importing it when the model imports only other domains.</summary>
+    static void SetDefaultOpset(ModelProto model, int version)
+    {
+        bool found = false;
+        foreach (var o in model.OpsetImport)
+            if (o.Domain is "" or "ai.onnx") (o.Version, found) = (version, true);
+        if (!found) model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = version });
     }
 
     /// <summary>Why the model cannot be raised to <paramref name="needed"/>, naming the ops, or null when it can.</summary>
@@ -122,8 +140,7 @@ public static class OpsetUpgrader
             throw new PtqException("OpsetUpgradeBlocked", PtqErrorKind.NotSupported, BlockedMessage(from, TargetOpset, blockers), blockers[0]);
         var names = new NameScope(model.Graph);
         RewriteGraph(model.Graph, from, names);
-        foreach (var o in model.OpsetImport)
-            if (o.Domain is "" or "ai.onnx") o.Version = TargetOpset;
+        SetDefaultOpset(model, TargetOpset);
         if (model.IrVersion < 7) model.IrVersion = 7;
         return true;
     }
