@@ -284,3 +284,22 @@ public sealed class SkipInvalidTests
         }
     }
 }
+
+public class ConstantTensorHistogramTests
+{
+    /// <summary>A tensor holding one non-zero value everywhere (a constant input, a window function) once made the
+    /// |x| fold of the histogram ask for 2^60 bins; every method's range must come out and hold the value.</summary>
+    [Theory]
+    [InlineData(1f)]
+    [InlineData(-3.5f)]
+    [InlineData(1e-30f)]
+    public void ConstantNonZeroTensor_GivesEveryMethodsRange(float value)
+    {
+        var observer = new TensorObserver();
+        for (int s = 0; s < 3; s++) Assert.True(observer.Observe(Enumerable.Repeat(value, 64).ToArray()));
+        var stats = observer.ToStatistics("m", "AB", "t", Array.Empty<string>(), new CalibrationOptions());
+        Assert.NotEmpty(stats.Ranges);
+        Assert.True(stats.Histogram.Length <= StreamingHistogram.MaxBins, $"{stats.Histogram.Length} bins");
+        Assert.True(stats.RangeMin <= Math.Min(0, value) && stats.RangeMax >= Math.Max(0, value), $"[{stats.RangeMin}, {stats.RangeMax}] for {value}");
+    }
+}

@@ -12,6 +12,13 @@ namespace PtqTools.Core.Tests;
 /// <summary>What happened to one conformance model.</summary>
 public sealed record CorpusOutcome(string Suite, string Test, string Status, string Detail, int Layers)
 {
+    public int Opset { get; init; }
+    public long Ir { get; init; }
+    /// <summary>What quantization would do to the opset (OpsetUpgrader.RaiseKind), per channel (13) and per tensor (10).</summary>
+    public string RaisePerChannel { get; init; } = "";
+    public string RaisePerTensor { get; init; } = "";
+    public string Blockers { get; init; } = "";
+
     /// <summary>Loaded, listed and saved; and where ONNX Runtime runs the original, the copy's outputs are identical.</summary>
     public bool RoundTripped => Status is "Identical" or "SavedNotRun";
 }
@@ -40,12 +47,17 @@ public static class CorpusWalk
     {
         var testDir = Path.GetDirectoryName(modelPath)!;
         string suite = Path.GetFileName(Path.GetDirectoryName(testDir)!), test = Path.GetFileName(testDir);
-        CorpusOutcome Result(string status, string detail, int layers = -1) => new(suite, test, status, detail, layers);
+        int opset = 0; long ir = 0; string r13 = "", r10 = "", blockers = "";
+        CorpusOutcome Result(string status, string detail, int layers = -1) =>
+            new(suite, test, status, detail, layers) { Opset = opset, Ir = ir, RaisePerChannel = r13, RaisePerTensor = r10, Blockers = blockers };
 
         ModelProto model;
         byte[] original = File.ReadAllBytes(modelPath);
         try { model = OnnxModelIO.Parse(original, modelPath); }
         catch (PtqException ex) { return Result("Refused", $"{ex.ErrorId}: {ex.Message}"); }
+        (opset, ir) = (OpsetUpgrader.DefaultOpset(model), model.IrVersion);
+        (r13, r10) = (OpsetUpgrader.RaiseKind(model, 13), OpsetUpgrader.RaiseKind(model, 10));
+        if (r13 == "blocked") blockers = string.Join(", ", OpsetUpgrader.Blockers(model).Select(b => b.Split(' ')[0]));
 
         // The layers, as Get-ModelLayer lists them (the prepared graph), else the stored graph's nodes.
         int layers;
@@ -160,6 +172,18 @@ public static class CorpusWalk
                           $"{list.Count(o => !o.RoundTripped && o.Status != "Refused")} |");
         }
         sb.AppendLine().AppendLine($"Round-tripped: {ok} of {total} ({100.0 * ok / Math.Max(1, total):F1} %).").AppendLine();
+        sb.AppendLine("## By opset and IR version").AppendLine();
+        sb.AppendLine("What quantization would do to each loaded model's default opset (`OpsetUpgrader.RaiseKind`): *kept* (already at the");
+        sb.AppendLine("opset it needs), *version* (only the version number changes: every op means the same there), *rewrite* (meaning-keeping");
+        sb.AppendLine("rewrites to opset 13) or *blocked* (an op with no such rewrite; quantization refuses, naming it). Per-channel weights need");
+        sb.AppendLine("opset 13, per-tensor ones 10. Listing layers and calibrating need no raise.").AppendLine();
+        sb.AppendLine("| opset | models | IR versions | per channel: kept / version / rewrite / blocked | per tensor: kept / version / rewrite / blocked |");
+        sb.AppendLine("|---|---|---|---|---|");
+        string Kinds(IEnumerable<string> kinds) { var l = kinds.ToList(); return string.Join(" / ", new[] { "kept", "version", "rewrite", "blocked" }.Select(k => l.Count(x => x == k))); }
+        foreach (var g in outcomes.Where(o => o.Status != "Refused").GroupBy(o => o.Opset).OrderBy(g => g.Key))
+            sb.AppendLine($"| {g.Key} | {g.Count()} | {string.Join(", ", g.Select(o => o.Ir).Distinct().OrderBy(v => v))} | {Kinds(g.Select(o => o.RaisePerChannel))} | {Kinds(g.Select(o => o.RaisePerTensor))} |");
+        var blocking = outcomes.Where(o => o.Blockers.Length > 0).SelectMany(o => o.Blockers.Split(", ")).GroupBy(b => b).OrderByDescending(g => g.Count()).ThenBy(g => g.Key, StringComparer.Ordinal);
+        sb.AppendLine().AppendLine("Ops that block the raise to 13 (models): " + (blocking.Any() ? string.Join(", ", blocking.Select(g => $"{g.Key} ({g.Count()})")) : "none") + ".").AppendLine();
         void Section(string title, IEnumerable<CorpusOutcome> items)
         {
             var l = items.ToList();
@@ -194,5 +218,82 @@ public class CorpusWalkTests
         int ok = outcomes.Count(o => o.RoundTripped);
         Assert.True(failed.Count == 0 && ok >= 0.99 * outcomes.Count,
             $"{ok} of {outcomes.Count} round-tripped; failures:\n" + string.Join("\n", outcomes.Where(o => !o.RoundTripped).Select(o => $"{o.Suite}/{o.Test} {o.Status}: {o.Detail}")));
+    }
+}
+
+/// <summary>Every conformance model with a layer that can be quantized, quantized statically on its own
+/// test_data_set_0 (per channel and per tensor): the opset is raised only as far as needed, and ONNX Runtime runs
+/// the result; a refusal must name the op that blocks the raise.</summary>
+public class CorpusQuantizationTests
+{
+    readonly Xunit.Abstractions.ITestOutputHelper _out;
+    public CorpusQuantizationTests(Xunit.Abstractions.ITestOutputHelper output) => _out = output;
+
+    [Fact]
+    public void ConformanceModelsWithWeights_QuantizeAtTheOpsetTheyNeedAndRun()
+    {
+        TestPaths.UseTempCache();
+        using var temp = new TempDir();
+        var failures = new List<string>();
+        var byOpset = new SortedDictionary<int, (int Models, int Quantized, int Blocked)>();
+        foreach (var modelPath in CorpusWalk.Models())
+        {
+            var testDir = Path.GetDirectoryName(modelPath)!;
+            var name = $"{Path.GetFileName(Path.GetDirectoryName(testDir))}/{Path.GetFileName(testDir)}";
+            var data = Path.Combine(testDir, "test_data_set_0");
+            if (!Directory.Exists(data)) continue;
+            PreparedModel prepared;
+            Quantization.QuantizationPlan plan;
+            try
+            {
+                prepared = ModelPreparer.Prepare(modelPath);
+                plan = Quantization.QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null);
+            }
+            catch (PtqException) { continue; }
+            if (plan.QuantizedLayers.Count == 0) continue;
+            List<Model.TensorStatistics> stats;
+            try
+            {
+                var ds = DataSetReader.FromTensorProto(new[] { data }, new PtqDataSet());
+                stats = Calibration.ActivationCalibrator.Run(prepared, plan.Activations, ds, 1, null, CancellationToken.None);
+            }
+            catch (PtqException) { continue; }   // ORT cannot run it on its data, or the data is not tensors
+            catch (Exception ex) when (ex is not PtqException)
+            {
+                failures.Add($"{name}: calibration failed: {ex.GetType().Name}: {ex.Message.Split('\n')[0]}");
+                continue;
+            }
+            int opset = OpsetUpgrader.DefaultOpset(prepared.Model);
+            var counts = byOpset.GetValueOrDefault(opset);
+            counts.Models++;
+            foreach (var perChannel in new[] { true, false })
+            {
+                var output = Path.Combine(temp.Path, $"{Path.GetFileName(testDir)}.{perChannel}.onnx");
+                try
+                {
+                    Quantization.Quantizer.Run(prepared, stats, new Quantization.QuantizationOptions { PerChannel = perChannel }, output, CancellationToken.None);
+                    var quantized = OnnxModelIO.Load(output);
+                    int expected = Math.Max(opset, perChannel ? 13 : 10);
+                    if (OpsetUpgrader.DefaultOpset(quantized) != expected && OpsetUpgrader.RaiseKind(prepared.Model, perChannel ? 13 : 10) != "rewrite")
+                        failures.Add($"{name}: opset {OpsetUpgrader.DefaultOpset(quantized)}, expected {expected}");
+                    using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
+                    using var session = new InferenceSession(output, options);
+                    if (perChannel) counts.Quantized++;
+                }
+                catch (PtqException ex) when (ex.ErrorId == "OpsetUpgradeBlocked")
+                {
+                    if (perChannel) counts.Blocked++;
+                }
+                catch (Exception ex)
+                {
+                    failures.Add($"{name} (per channel {perChannel}): {ex.GetType().Name}: {ex.Message.Split('\n')[0]} {(ex is PtqException or OnnxRuntimeException ? "" : ex.StackTrace?.Split('\n')[0])}");
+                }
+                finally { File.Delete(output); }
+            }
+            byOpset[opset] = counts;
+        }
+        foreach (var (opset, c) in byOpset) _out.WriteLine($"opset {opset}: {c.Models} models with quantizable layers, {c.Quantized} quantized (per channel), {c.Blocked} refused naming the op");
+        Assert.True(byOpset.Values.Sum(c => c.Quantized) > 50, $"only {byOpset.Values.Sum(c => c.Quantized)} models quantized");
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
     }
 }

@@ -138,4 +138,78 @@ public class ExternalDataTests
         var bytes = File.ReadAllBytes(WithLocation(dir, "w2.bin"));
         Check.Throws("ExternalDataNotSupported", () => OnnxModelIO.Parse(bytes, "in-memory"));
     }
+
+    /// <summary>The path a model above 2 GB takes, on a small model: the threshold above which tensors stay in their
+    /// side files is lowered for this test only.</summary>
+    [Fact]
+    public void DeferredTensors_AreCalibratedQuantizedAndWrittenWithExternalData()
+    {
+        TestPaths.UseTempCache();
+        var (model, _, _) = Residual();
+        using var dir = new TempDir();
+        var path = dir.File("big.onnx");
+        ExternalData.Save(model, path, threshold: 256);
+        var sourceBytes = File.ReadAllBytes(path + ".data");
+        ExternalData.LazyThresholdBytes = 1000;
+        try
+        {
+            var prepared = ModelPreparer.Prepare(path);
+            Assert.True(ExternalData.HasDeferred(prepared.Model));
+            var w2 = prepared.Model.Graph.Initializer.Single(t => t.Name == "w2");
+            Assert.True(w2.RawData.IsEmpty);
+            Assert.Equal(TensorData.ReadFloats(Initializer(model, "w2")), TensorData.ReadFloats(w2));
+            Assert.True(ModelInspector.Layers(prepared).Single(l => l.Name == "conv2").Quantizable);
+
+            var random = new Random(9);
+            var inputs = Enumerable.Range(0, 8).Select(_ => TinyModels.RandomInput(random)).ToArray();
+            var plan = Quantization.QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null);
+            var data = Data.DataSetReader.FromArrays(inputs, new[] { 3, 8, 8 }, null, new Data.PtqDataSet());
+            var stats = Calibration.ActivationCalibrator.Run(prepared, plan.Activations, data, 1, null, CancellationToken.None);
+            // The same ranges as calibrating the model held in memory.
+            var reference = Calibration.ActivationCalibrator.Run(new PreparedModel(path, prepared.SourceSha256, path, ModelPreparer.PrepareModel(model, path, out _), false),
+                plan.Activations, data, 1, null, CancellationToken.None);
+            foreach (var s in stats) Assert.Equal(reference.Single(r => r.Tensor == s.Tensor).Max, s.Max, 5);
+
+            var output = dir.File("big.int8.onnx");
+            var result = Quantization.Quantizer.Run(prepared, stats, new Quantization.QuantizationOptions(), output, CancellationToken.None);
+            Assert.True(File.Exists(output + ".data"), "the output is written with external data");
+            var stored = ModelProto.Parser.ParseFrom(File.ReadAllBytes(output));
+            // Tensors of 1 KiB and more are in the side file (the int8 weights of this small model are smaller).
+            Assert.DoesNotContain(ExternalData.Tensors(stored.Graph), t => t.RawData.Length >= ExternalData.DefaultThreshold);
+            Assert.DoesNotContain(ExternalData.Tensors(stored.Graph), t => t.ExternalData.Any(e => e.Key.StartsWith("ptq.", StringComparison.Ordinal)));
+            Assert.Equal(OnnxModelIO.Sha256(output), result.OutputSha256);
+            Assert.Equal(new FileInfo(output).Length + new FileInfo(output + ".data").Length, result.OutputSizeBytes);
+            var expected = RunFile(path, inputs[0])["y"];
+            var actual = RunFile(output, inputs[0])["y"];
+            Assert.True(Check.Cosine(expected, actual) > 0.99, $"cosine {Check.Cosine(expected, actual)}");
+            Assert.Equal(sourceBytes, File.ReadAllBytes(path + ".data"));
+        }
+        finally
+        {
+            ExternalData.LazyThresholdBytes = OnnxModelIO.MaxModelBytes - (64L << 20);
+        }
+    }
+
+    [Fact]
+    public void ModelSha256_CoversSideFiles()
+    {
+        var (model, _, _) = Residual();
+        using var dir = new TempDir();
+        var inline = dir.File("inline.onnx");
+        File.WriteAllBytes(inline, model.ToByteArray());
+        // Without side files it is the file's own hash (what Get-FileHash gives).
+        Assert.Equal(Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(inline))), OnnxModelIO.Sha256(inline));
+        var path = dir.File("ext.onnx");
+        ExternalData.Save(model, path, threshold: 256);
+        var before = OnnxModelIO.Sha256(path);
+        Assert.NotEqual(Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(path))), before);
+        var data = File.ReadAllBytes(path + ".data");
+        data[^1] ^= 1;
+        File.WriteAllBytes(path + ".data", data);
+        Assert.NotEqual(before, OnnxModelIO.Sha256(path));
+        // Prepared models, summaries and statistics carry the same hash.
+        TestPaths.UseTempCache();
+        Assert.Equal(OnnxModelIO.Sha256(path), ModelPreparer.Prepare(path).SourceSha256);
+        Assert.Equal(OnnxModelIO.Sha256(path), ModelInspector.Summarize(path).Sha256);
+    }
 }

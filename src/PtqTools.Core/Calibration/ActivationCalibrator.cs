@@ -65,8 +65,7 @@ public sealed class CalibrationSession : IDisposable
         int threads, CalibrationOptions options, Action<PtqException>? onInvalid, IProgress<RunProgress>? progress, CancellationToken cancel)
     {
         options.Validate();
-        if (ModelPreparer.OpsetBlocked(prepared.Model) is { } blocked)
-            throw new PtqException("OpsetUpgradeBlocked", PtqErrorKind.NotSupported, blocked, prepared.SourcePath);
+        // Calibration runs the model at its own opset: no raise is needed for it.
         if (tensors.Count == 0)
             throw new PtqException("NothingToCalibrate", PtqErrorKind.InvalidArgument, "None of the selected layers can be quantized, so there is nothing to calibrate.", prepared.SourcePath);
         if (data.BatchSize < 1)
@@ -74,11 +73,11 @@ public sealed class CalibrationSession : IDisposable
         (_prepared, _tensors, _data, _options, _onInvalid, _progress, _cancel) = (prepared, tensors, data, options, onInvalid, progress, cancel);
         _names = tensors.Keys.ToArray();
         var augmented = prepared.Model.Clone();
-        var existing = augmented.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var t in _names.Where(n => !existing.Contains(n)))
-            augmented.Graph.Output.Add(new ValueInfoProto { Name = t, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
+        // Tensors inside If/Loop/Scan subgraphs are passed out through their owners (an untaken branch yields none).
+        var outputNames = SubgraphTensors.Expose(augmented, _names);
         _observers = _names.Select(_ => new TensorObserver()).ToArray();
-        _runner = new OrtRunner(augmented.ToByteArray(), prepared.SourcePath, threads, _names);
+        var (bytes, dataFolder) = ExternalData.ForRuntime(augmented);
+        _runner = new OrtRunner(bytes, prepared.SourcePath, threads, outputNames, externalDataFolder: dataFolder);
         _parallel = new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, threads), CancellationToken = cancel };
     }
 

@@ -2,15 +2,15 @@ namespace PtqTools.Core.Calibration;
 
 /// <summary>
 /// A histogram of one tensor's values accumulated online in constant memory. Bin k covers [k*w, (k+1)*w): the bins
-/// are anchored at zero and the width w is a power of two, the smallest one for which the observed [min, max] spans
-/// at most <see cref="MaxBins"/> bins. When a value falls outside, the width doubles and pairs of bins merge: since
+/// are anchored at zero and the width w is a power of two, the smallest one for which the observed [min, max], widened
+/// to hold zero (as every quantization range is), spans at most <see cref="MaxBins"/> bins. When a value falls outside, the width doubles and pairs of bins merge: since
 /// every edge at width 2w is an edge at width w, the counts stay exact (as if the data had been binned at 2w from the
 /// start). The final width depends only on the overall min and max, so shards of a data set binned separately merge
 /// into exactly the histogram of one run over all of it.
 /// </summary>
 public sealed class StreamingHistogram
 {
-    /// <summary>Bins spanned at most. The used range always fills more than half of them (over 4,096 bins).</summary>
+    /// <summary>Bins spanned at most. The used range widened to hold zero fills more than half of them (over 4,096 bins).</summary>
     public const int MaxBins = 8192;
     const int MinExponent = -60;
 
@@ -53,7 +53,9 @@ public sealed class StreamingHistogram
     {
         double lo = Math.Min(min, _kLo == long.MaxValue ? min : _kLo * Width);
         double hi = Math.Max(max, _kHi == long.MinValue ? max : (_kHi + 1) * Width - Width / 2);
-        int e = ExponentFor(lo, hi, _exponent == int.MinValue ? MinExponent : _exponent);
+        // The width is chosen for the range widened to hold zero, as every quantization range is: bins are anchored at
+        // zero, and the methods that fold the histogram at zero (|x|) must not span 2^60 bins for a constant tensor.
+        int e = ExponentFor(Math.Min(lo, 0), Math.Max(hi, 0), _exponent == int.MinValue ? MinExponent : _exponent);
         Rebin(e);
         long kLo = Bin(lo, _exponent), kHi = Bin(hi, _exponent);
         if (kLo < _origin || kHi >= _origin + MaxBins) Shift(kLo);
@@ -129,7 +131,7 @@ public sealed class StreamingHistogram
         else if (other._exponent > _exponent) Rebin(other._exponent);
         // Now at the same width; cover the union (may coarsen again), then add bin by bin.
         double lo = Math.Min(_kLo, o._kLo) * Width, hi = (Math.Max(_kHi, o._kHi) + 0.5) * Width;
-        int e = ExponentFor(lo, hi, _exponent);
+        int e = ExponentFor(Math.Min(lo, 0), Math.Max(hi, 0), _exponent);
         if (e != _exponent)
         {
             Rebin(e);

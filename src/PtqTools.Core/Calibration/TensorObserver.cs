@@ -31,6 +31,8 @@ public sealed class TensorObserver
     /// every tensor of a sample before any observer takes one.</summary>
     public void Add(ReadOnlySpan<float> values, in TensorMoments m)
     {
+        // No values (an If branch the sample did not take) is not a sample of this tensor.
+        if (values.Length == 0) return;
         _minMax.Add(m);
         if (values.Length > 0)
         {

@@ -23,8 +23,10 @@ public sealed class OrtRunner : IDisposable
                 $"Input '{_inputs[0].Name}' of '{_source}' is {_inputs[0].Meta.ElementType.Name}; feed it samples of whole inputs (a TensorProto data set: folders of input_K.pb).", _inputs[0].Name);
     }
 
+    /// <param name="externalDataFolder">Where the model's external-data files are (a model above 2 GB, whose tensors
+    /// stay in their side files); weights are then not pre-packed, which would hold a second copy of them.</param>
     public OrtRunner(byte[] model, string source, int threads = 1, IReadOnlyList<string>? outputs = null,
-        GraphOptimizationLevel level = GraphOptimizationLevel.ORT_ENABLE_ALL)
+        GraphOptimizationLevel level = GraphOptimizationLevel.ORT_ENABLE_ALL, string? externalDataFolder = null)
     {
         _source = source;
         using var options = new SessionOptions
@@ -37,6 +39,11 @@ public sealed class OrtRunner : IDisposable
         };
         // Threads that spin after their work keep a core busy between runs; a tool sharing the machine should not.
         options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+        if (externalDataFolder is not null)
+        {
+            options.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", externalDataFolder);
+            options.AddSessionConfigEntry("session.disable_prepacking", "1");
+        }
         try
         {
             _session = new InferenceSession(model, options);

@@ -40,51 +40,135 @@ public static class ExternalData
     public static bool HasExternal(ModelProto model) =>
         model.Graph is not null && Tensors(model.Graph).Any(t => t.DataLocation == TensorProto.Types.DataLocation.External);
 
-    /// <summary>Reads every external tensor of the model into raw_data, from files inside <paramref name="modelFolder"/>.</summary>
-    public static void Load(ModelProto model, string modelFolder, string source)
+    /// <summary>Private external-data keys: the checked real path of a tensor's side file and the model folder it
+    /// was resolved in. Only <see cref="Load"/> sets them (entries with these keys in a model file are dropped).</summary>
+    internal const string PathKey = "ptq.resolved_path", FolderKey = "ptq.model_folder";
+
+    /// <summary>Above this many bytes of external data, tensors are not read at load but left in their side files
+    /// and read one at a time when needed (<see cref="ReadBytes"/>), so a model above 2 GB is never whole in memory.</summary>
+    internal static long LazyThresholdBytes
+    {
+        get => LazyThresholdOverride.Value ?? OnnxModelIO.MaxModelBytes - (64L << 20);
+        set => LazyThresholdOverride.Value = value;
+    }
+
+    /// <summary>Per asynchronous flow, so that a test can lower the threshold without touching others running in parallel.</summary>
+    static readonly AsyncLocal<long?> LazyThresholdOverride = new();
+
+    /// <summary>Checks every external tensor of the model against files inside <paramref name="modelFolder"/>, and
+    /// reads them into raw_data (or, above <see cref="LazyThresholdBytes"/> in all, marks them to be read when
+    /// needed). Returns the side files, in order of first use.</summary>
+    public static IReadOnlyList<string> Load(ModelProto model, string modelFolder, string source)
     {
         var root = RealPath(Path.GetFullPath(modelFolder));
-        var handles = new Dictionary<string, FileStream>(StringComparer.Ordinal);
-        try
+        var sizes = new Dictionary<string, long>(StringComparer.Ordinal);
+        var found = new List<(TensorProto Tensor, string File, long Offset, long Length)>();
+        foreach (var t in Tensors(model.Graph))
         {
-            foreach (var t in Tensors(model.Graph))
+            for (int k = t.ExternalData.Count - 1; k >= 0; k--)
+                if (t.ExternalData[k].Key is PathKey or FolderKey) t.ExternalData.RemoveAt(k);
+            if (t.DataLocation != TensorProto.Types.DataLocation.External) continue;
+            var entries = t.ExternalData.GroupBy(e => e.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last().Value, StringComparer.Ordinal);
+            if (!entries.TryGetValue("location", out var location) || location.Length == 0)
+                throw Invalid("ExternalDataInvalid", $"Tensor '{t.Name}' in '{source}' is marked external but names no location.", t.Name);
+            var file = Resolve(root, location, t.Name, source);
+            long offset = ParseLong(entries, "offset", 0, t, source);
+            if (!sizes.TryGetValue(file, out var fileLength))
             {
-                if (t.DataLocation != TensorProto.Types.DataLocation.External) continue;
-                var entries = t.ExternalData.ToDictionary(e => e.Key, e => e.Value, StringComparer.Ordinal);
-                if (!entries.TryGetValue("location", out var location) || location.Length == 0)
-                    throw Invalid("ExternalDataInvalid", $"Tensor '{t.Name}' in '{source}' is marked external but names no location.", t.Name);
-                var file = Resolve(root, location, t.Name, source);
-                long offset = ParseLong(entries, "offset", 0, t, source);
-                long length;
-                if (!handles.TryGetValue(file, out var stream))
-                {
-                    if (!File.Exists(file))
-                        throw new PtqException("ExternalDataNotFound", PtqErrorKind.ObjectNotFound,
-                            $"Tensor '{t.Name}' of '{source}' keeps its data in '{location}', which does not exist next to the model.", file);
-                    handles[file] = stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-                }
-                long expected = ExpectedBytes(t, source);
-                length = ParseLong(entries, "length", expected >= 0 ? expected : stream.Length - offset, t, source);
-                if (expected >= 0 && length != expected)
-                    throw Invalid("TensorDataSizeMismatch",
-                        $"Tensor '{t.Name}' in '{source}' has shape [{string.Join(",", t.Dims)}] ({expected} bytes of {OnnxDataTypes.Name(t.DataType)}) but its external data is {length} bytes long.", t.Name);
-                if (offset < 0 || length < 0 || offset > stream.Length || length > stream.Length - offset)
-                    throw Invalid("ExternalDataInvalid",
-                        $"Tensor '{t.Name}' in '{source}' reads bytes {offset}..{offset + length} of '{location}', which holds {stream.Length}.", t.Name);
-                if (length > int.MaxValue)
-                    throw new PtqException("TensorTooLarge", PtqErrorKind.NotSupported, $"Tensor '{t.Name}' in '{source}' is {length:N0} bytes; one tensor may hold at most 2 GB.", t.Name);
-                var buffer = new byte[length];
+                if (!File.Exists(file))
+                    throw new PtqException("ExternalDataNotFound", PtqErrorKind.ObjectNotFound,
+                        $"Tensor '{t.Name}' of '{source}' keeps its data in '{location}', which does not exist next to the model.", file);
+                sizes[file] = fileLength = new FileInfo(file).Length;
+            }
+            long expected = ExpectedBytes(t, source);
+            long length = ParseLong(entries, "length", expected >= 0 ? expected : fileLength - offset, t, source);
+            if (expected >= 0 && length != expected)
+                throw Invalid("TensorDataSizeMismatch",
+                    $"Tensor '{t.Name}' in '{source}' has shape [{string.Join(",", t.Dims)}] ({expected} bytes of {OnnxDataTypes.Name(t.DataType)}) but its external data is {length} bytes long.", t.Name);
+            if (offset < 0 || length < 0 || offset > fileLength || length > fileLength - offset)
+                throw Invalid("ExternalDataInvalid",
+                    $"Tensor '{t.Name}' in '{source}' reads bytes {offset}..{offset + length} of '{location}', which holds {fileLength}.", t.Name);
+            if (length > int.MaxValue)
+                throw new PtqException("TensorTooLarge", PtqErrorKind.NotSupported, $"Tensor '{t.Name}' in '{source}' is {length:N0} bytes; one tensor may hold at most 2 GB.", t.Name);
+            found.Add((t, file, offset, length));
+        }
+        bool lazy = found.Sum(f => f.Length) > LazyThresholdBytes;
+        foreach (var (t, file, offset, length) in found)
+        {
+            if (lazy)
+            {
+                // Offset and length are stated explicitly, so the tensor reads the same bytes from here on.
+                SetEntry(t, "offset", offset);
+                SetEntry(t, "length", length);
+                t.ExternalData.Add(new StringStringEntryProto { Key = PathKey, Value = file });
+                t.ExternalData.Add(new StringStringEntryProto { Key = FolderKey, Value = root });
+                continue;
+            }
+            var buffer = new byte[length];
+            using (var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16))
+            {
                 stream.Position = offset;
                 stream.ReadExactly(buffer);
-                t.RawData = UnsafeByteOperations.UnsafeWrap(buffer);
-                t.ExternalData.Clear();
-                t.DataLocation = TensorProto.Types.DataLocation.Default;
             }
+            t.RawData = UnsafeByteOperations.UnsafeWrap(buffer);
+            t.ExternalData.Clear();
+            t.DataLocation = TensorProto.Types.DataLocation.Default;
         }
-        finally
+        return sizes.Keys.ToList();
+    }
+
+    static void SetEntry(TensorProto t, string key, long value)
+    {
+        var text = value.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var entry = t.ExternalData.LastOrDefault(e => e.Key == key);
+        if (entry is null) t.ExternalData.Add(new StringStringEntryProto { Key = key, Value = text });
+        else entry.Value = text;
+    }
+
+    /// <summary>Whether the tensor's data is still in its (checked) side file, to be read when needed.</summary>
+    public static bool IsDeferred(TensorProto t) =>
+        t.DataLocation == TensorProto.Types.DataLocation.External && t.ExternalData.Any(e => e.Key == PathKey);
+
+    /// <summary>Whether any tensor of the model is still in its side file.</summary>
+    public static bool HasDeferred(ModelProto model) => model.Graph is not null && Tensors(model.Graph).Any(IsDeferred);
+
+    static (string File, long Offset, long Length) Where(TensorProto t)
+    {
+        string Get(string key) => t.ExternalData.Last(e => e.Key == key).Value;
+        return (Get(PathKey), long.Parse(Get("offset"), System.Globalization.CultureInfo.InvariantCulture), long.Parse(Get("length"), System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>Reads a deferred tensor's bytes into <paramref name="destination"/> (exactly its length).</summary>
+    public static void ReadBytes(TensorProto t, Span<byte> destination)
+    {
+        var (file, offset, length) = Where(t);
+        if (destination.Length != length)
+            throw Invalid("TensorDataSizeMismatch", $"Tensor '{t.Name}' has {length} bytes of external data, not {destination.Length}.", t.Name);
+        using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        stream.Position = offset;
+        stream.ReadExactly(destination);
+    }
+
+    /// <summary>The byte length of a deferred tensor's data.</summary>
+    public static long DeferredLength(TensorProto t) => Where(t).Length;
+
+    /// <summary>The model as ONNX Runtime takes it: its bytes and, when tensors are deferred, the folder their side
+    /// files are resolved in (session option <c>session.model_external_initializers_file_folder_path</c>).</summary>
+    public static (byte[] Bytes, string? Folder) ForRuntime(ModelProto model)
+    {
+        if (!HasDeferred(model)) return (model.ToByteArray(), null);
+        var copy = model.Clone();
+        string? folder = null;
+        foreach (var t in Tensors(copy.Graph).Where(IsDeferred))
         {
-            foreach (var s in handles.Values) s.Dispose();
+            var f = t.ExternalData.Last(e => e.Key == FolderKey).Value;
+            if (folder is not null && folder != f)
+                throw new PtqException("ExternalDataNotSupported", PtqErrorKind.NotSupported, "The model's external data lies in more than one folder.", t.Name);
+            folder = f;
+            for (int k = t.ExternalData.Count - 1; k >= 0; k--)
+                if (t.ExternalData[k].Key is PathKey or FolderKey) t.ExternalData.RemoveAt(k);
         }
+        return (copy.ToByteArray(), folder);
     }
 
     /// <summary>The full path of an external-data location, refused unless it stays inside the model's folder.</summary>
@@ -168,24 +252,48 @@ public static class ExternalData
         var dataName = Path.GetFileName(full) + ".data";
         var dataPath = Path.Combine(dir, dataName);
         var tempData = Path.Combine(dir, $".{dataName}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        var moved = new List<(TensorProto Tensor, ByteString Raw)>();
+        var moved = new List<(TensorProto Tensor, ByteString Raw, StringStringEntryProto[] Entries)>();
         try
         {
             using (var stream = new FileStream(tempData, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
+                var chunk = new byte[1 << 20];
                 foreach (var t in Tensors(model.Graph))
                 {
-                    if (t.DataLocation == TensorProto.Types.DataLocation.External || t.RawData.Length < threshold) continue;
+                    bool deferred = IsDeferred(t);
+                    if (!deferred && (t.DataLocation == TensorProto.Types.DataLocation.External || t.RawData.Length < threshold)) continue;
                     cancel.ThrowIfCancellationRequested();
                     long offset = (stream.Position + 4095) / 4096 * 4096;
                     if (offset > stream.Position) stream.Write(new byte[offset - stream.Position]);
-                    stream.Write(t.RawData.Span);
-                    moved.Add((t, t.RawData));
+                    long length;
+                    if (deferred)
+                    {
+                        // Copied from the source side file in chunks: never whole in memory.
+                        var (file, from, count) = Where(t);
+                        using var source = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+                        source.Position = from;
+                        for (long left = count; left > 0;)
+                        {
+                            cancel.ThrowIfCancellationRequested();
+                            int n = (int)Math.Min(chunk.Length, left);
+                            source.ReadExactly(chunk, 0, n);
+                            stream.Write(chunk, 0, n);
+                            left -= n;
+                        }
+                        length = count;
+                    }
+                    else
+                    {
+                        stream.Write(t.RawData.Span);
+                        length = t.RawData.Length;
+                    }
+                    moved.Add((t, t.RawData, t.ExternalData.ToArray()));
                     t.RawData = ByteString.Empty;
                     t.DataLocation = TensorProto.Types.DataLocation.External;
+                    t.ExternalData.Clear();
                     t.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName });
                     t.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
-                    t.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = moved[^1].Raw.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    t.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
                 }
             }
             cancel.ThrowIfCancellationRequested();
@@ -200,10 +308,11 @@ public static class ExternalData
         finally
         {
             try { File.Delete(tempData); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            foreach (var (t, raw) in moved)
+            foreach (var (t, raw, entries) in moved)
             {
                 t.ExternalData.Clear();
-                t.DataLocation = TensorProto.Types.DataLocation.Default;
+                t.ExternalData.Add(entries);
+                t.DataLocation = entries.Length > 0 ? TensorProto.Types.DataLocation.External : TensorProto.Types.DataLocation.Default;
                 t.RawData = raw;
             }
         }

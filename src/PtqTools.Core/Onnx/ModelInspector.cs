@@ -18,7 +18,7 @@ public static class ModelInspector
         {
             Name = g.Name.Length > 0 ? g.Name : System.IO.Path.GetFileNameWithoutExtension(path),
             Path = System.IO.Path.GetFullPath(path),
-            Sha256 = OnnxModelIO.Sha256(bytes),
+            Sha256 = OnnxModelIO.Sha256(path, bytes),
             IrVersion = model.IrVersion,
             Opset = OpsetUpgrader.DefaultOpset(model),
             OpsetImports = model.OpsetImport.Select(o => $"{(o.Domain.Length == 0 ? "ai.onnx" : o.Domain)}:{o.Version}").ToArray(),
@@ -29,7 +29,7 @@ public static class ModelInspector
             OpTypes = OpsetUpgrader.AllNodes(g).GroupBy(n => n.OpType).OrderByDescending(x => x.Count()).ThenBy(x => x.Key, StringComparer.Ordinal)
                 .Select(x => $"{x.Key}:{x.Count()}").ToArray(),
             ParameterCount = g.Initializer.Sum(t => Math.Max(0, TensorData.ElementCount(t.Dims))),
-            SizeBytes = bytes.LongLength,
+            SizeBytes = OnnxModelIO.SizeOnDisk(path),
             QuantizedFrom = meta.GetValueOrDefault("ptq.source_sha256"),
             QuantizationOptions = meta.GetValueOrDefault("ptq.options"),
         };
@@ -39,34 +39,41 @@ public static class ModelInspector
     public static List<ModelLayer> Layers(PreparedModel prepared)
     {
         var result = new List<ModelLayer>();
-        Collect(prepared.Model.Graph, "", prepared, result);
-        if (ModelPreparer.OpsetBlocked(prepared.Model) is { } blocked)
+        var main = new GraphView(prepared.Model.Graph);
+        var decisions = QuantizationPlan.Create(main, null).Decisions.GroupBy(d => d.Layer, StringComparer.Ordinal)
+            .ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+        Collect(main, prepared, decisions, result);
+        // Listing needs no opset raise; quantizing does (13 for per-channel weights, 10 per tensor).
+        if (OpsetUpgrader.RaiseBlocked(prepared.Model, 13) is { } blocked)
+        {
+            bool perTensor = OpsetUpgrader.RaiseBlocked(prepared.Model, 10) is null;
             foreach (var layer in result.Where(l => l.Quantizable))
-                (layer.Quantizable, layer.Reason) = (false, blocked);
+                if (perTensor) layer.Reason = $"{layer.Reason}, per tensor only (-PerChannel:$false): {blocked}";
+                else (layer.Quantizable, layer.Reason) = (false, blocked);
+        }
         return result;
     }
 
-    static void Collect(GraphProto graph, string scope, PreparedModel prepared, List<ModelLayer> result)
+    /// <summary>A graph's layers, each followed by those of its subgraphs, named by their scope path
+    /// (<c>If_3/then_branch/Conv_0</c>) as the plan names them.</summary>
+    static void Collect(GraphView view, PreparedModel prepared, Dictionary<string, LayerDecision> decisions, List<ModelLayer> result)
     {
-        var view = new GraphView(graph);
-        var plan = scope.Length == 0 ? QuantizationPlan.Create(view, null) : null;
-        for (int i = 0; i < graph.Node.Count; i++)
+        foreach (var node in view.Graph.Node)
         {
-            var node = graph.Node[i];
             var handler = OpHandlers.Get(node);
             var (quantizable, reason) = OpHandlers.Assess(node, view);
-            if (scope.Length > 0 && quantizable) (quantizable, reason) = (false, "inside a subgraph: kept in float in this version");
-            if (plan is not null && !quantizable && plan.Decisions[i].Layer == node.Name) reason = plan.Decisions[i].Reason;
+            var name = QuantizationPlan.LayerName(view, node);
+            if (!quantizable && decisions.TryGetValue(name, out var decision)) reason = decision.Reason;
             var weight = handler?.Weight(node, view) is { } w && view.Initializers.TryGetValue(node.Input[w.Input], out var wt) ? wt : null;
             result.Add(new ModelLayer
             {
                 ModelPath = prepared.SourcePath,
                 ModelSha256 = prepared.SourceSha256,
                 Index = result.Count,
-                Name = node.Name,
+                Name = name,
                 OpType = node.OpType,
                 Domain = node.Domain,
-                Scope = scope,
+                Scope = view.Scope,
                 Inputs = node.Input.ToArray(),
                 Outputs = node.Output.ToArray(),
                 WeightName = weight?.Name,
@@ -75,11 +82,7 @@ public static class ModelInspector
                 Quantizable = quantizable,
                 Reason = reason,
             });
-            foreach (var attr in node.Attribute)
-            {
-                if (attr.G is not null) Collect(attr.G, $"{scope}{node.Name}/{attr.Name}/", prepared, result);
-                foreach (var g in attr.Graphs) Collect(g, $"{scope}{node.Name}/{attr.Name}/", prepared, result);
-            }
+            foreach (var sub in view.Subgraphs(node)) Collect(sub, prepared, decisions, result);
         }
     }
 }

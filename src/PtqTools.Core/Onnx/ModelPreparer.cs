@@ -5,18 +5,21 @@ using Onnx;
 namespace PtqTools.Core.Onnx;
 
 /// <summary>A float model made ready for calibration and quantization, with the file it came from.</summary>
+/// <param name="OpsetRaised">Kept for callers; preparation no longer raises the opset (quantization raises its own
+/// copy only as far as its options need), so it is false.</param>
 public sealed record PreparedModel(string SourcePath, string SourceSha256, string PreparedPath, ModelProto Model, bool OpsetRaised);
 
 /// <summary>
 /// Turns a float model into the graph that is calibrated and quantized: every node named, IR 3 quirks removed,
 /// BatchNormalization folded into the preceding Conv by ONNX Runtime's own basic graph optimizer (saved through
-/// SessionOptions.OptimizedModelFilePath), and the opset raised to 13 where that keeps every op's meaning.
+/// SessionOptions.OptimizedModelFilePath), and Constant nodes of subgraphs turned into initializers. The opset is
+/// kept: quantization raises its copy only as far as it needs (<see cref="OpsetUpgrader.RaiseFor"/>).
 /// The result is cached by the source's SHA-256, so calibration and quantization see the same graph.
 /// </summary>
 public static class ModelPreparer
 {
     /// <summary>Bump when preparation changes, so old cache entries are not reused.</summary>
-    const string CacheVersion = "p4";
+    const string CacheVersion = "p6";
 
     public static string CacheFolder
     {
@@ -30,24 +33,17 @@ public static class ModelPreparer
         }
     }
 
-    /// <summary>Metadata of a prepared model whose opset could not be raised: the reason, naming the blocking ops.</summary>
-    public const string OpsetBlockedKey = "ptq.opset_blocked";
-
-    /// <summary>Why this prepared model cannot be quantized at its opset, or null.</summary>
-    public static string? OpsetBlocked(ModelProto prepared) => prepared.MetadataProps.FirstOrDefault(p => p.Key == OpsetBlockedKey)?.Value;
-
     public static PreparedModel Prepare(string sourcePath)
     {
         var bytes = OnnxModelIO.ReadFile(sourcePath);
-        var sha = OnnxModelIO.Sha256(bytes);
+        var sha = OnnxModelIO.Sha256(sourcePath, bytes);
         var cached = Path.Combine(CacheFolder, $"{sha}.{CacheVersion}.onnx");
         if (File.Exists(cached))
         {
             try
             {
                 var model = OnnxModelIO.Parse(File.ReadAllBytes(cached), cached, validate: false);
-                var raised = model.MetadataProps.Any(p => p.Key == "ptq.opset_raised" && p.Value == "true");
-                return new PreparedModel(sourcePath, sha, cached, model, raised);
+                return new PreparedModel(sourcePath, sha, cached, model, false);
             }
             catch (PtqException)
             {
@@ -55,38 +51,94 @@ public static class ModelPreparer
             }
         }
         var source = OnnxModelIO.Parse(bytes, sourcePath);
+        if (ExternalData.HasDeferred(source))
+        {
+            // Above 2 GB: tensors stay in the source's side files, read one at a time when quantized. Such a model is
+            // neither cached (that would copy its weights) nor passed through ONNX Runtime's optimizer (which would
+            // hold them all in memory a second time).
+            var large = PrepareModel(source, sourcePath, out var raisedLarge, useRuntime: false);
+            return new PreparedModel(sourcePath, sha, sourcePath, large, raisedLarge);
+        }
         var prepared = PrepareModel(source, sourcePath, out var opsetRaised);
         Directory.CreateDirectory(CacheFolder);
         OnnxModelIO.Save(prepared, cached);
         return new PreparedModel(sourcePath, sha, cached, prepared, opsetRaised);
     }
 
-    internal static ModelProto PrepareModel(ModelProto source, string sourcePath, out bool opsetRaised)
+    internal static ModelProto PrepareModel(ModelProto source, string sourcePath, out bool opsetRaised, bool useRuntime = true)
     {
         var model = source.Clone();
         NameNodes(model.Graph);
         RemoveInitializersFromInputs(model);
         // ONNX Runtime turns dense Constant nodes into initializers; sparse ones are densified here first.
         SparseTensors.Densify(model.Graph);
-        var optimized = OptimizeWithRuntime(model, sourcePath);
-        // Nodes ONNX Runtime adds (inlined functions, fusions) come without names; layers are addressed by name.
+        var optimized = useRuntime ? OptimizeWithRuntime(model, sourcePath) : model;
+        if (!useRuntime) ConstantsToInitializers(optimized.Graph);
+        // ONNX Runtime's optimizer may add nodes without names or with repeated ones.
         NameNodes(optimized.Graph);
-        try
-        {
-            opsetRaised = OpsetUpgrader.UpgradeTo13(optimized);
-        }
-        catch (PtqException ex) when (ex.ErrorId == "OpsetUpgradeBlocked")
-        {
-            // The model is still listed and inspected at its own opset; quantization refuses it with this reason.
-            opsetRaised = false;
-            optimized.MetadataProps.Add(new StringStringEntryProto { Key = OpsetBlockedKey, Value = ex.Message });
-        }
-        optimized.MetadataProps.Add(new StringStringEntryProto { Key = "ptq.opset_raised", Value = opsetRaised ? "true" : "false" });
+        // ONNX Runtime folds main-graph Constant nodes into initializers but leaves those of subgraphs as nodes.
+        foreach (var node in optimized.Graph.Node)
+            foreach (var attr in node.Attribute)
+            {
+                if (attr.G is not null) ConstantsToInitializers(attr.G);
+                foreach (var g in attr.Graphs) ConstantsToInitializers(g);
+            }
+        // The opset is left as it is: listing layers and calibrating need no raise, and quantization raises its copy
+        // only as far as its options need (Quantizer.RequiredOpset).
+        opsetRaised = false;
         return optimized;
     }
 
+    /// <summary>Turns the numeric Constant nodes of a (sub)graph and of its own subgraphs into initializers of the
+    /// same graph: the same values under the same names, so weights inside If branches and loop bodies are found
+    /// like any other initializer.</summary>
+    internal static void ConstantsToInitializers(GraphProto graph)
+    {
+        var keep = new List<NodeProto>(graph.Node.Count);
+        foreach (var node in graph.Node)
+        {
+            foreach (var attr in node.Attribute)
+            {
+                if (attr.G is not null) ConstantsToInitializers(attr.G);
+                foreach (var g in attr.Graphs) ConstantsToInitializers(g);
+            }
+            if (node.OpType == "Constant" && node.Domain is "" or "ai.onnx" && node.Output.Count == 1 && node.Attribute.Count == 1
+                && ConstantValue(node.Attribute[0]) is { } tensor)
+            {
+                tensor.Name = node.Output[0];
+                graph.Initializer.Add(tensor);
+                continue;
+            }
+            keep.Add(node);
+        }
+        if (keep.Count == graph.Node.Count) return;
+        graph.Node.Clear();
+        graph.Node.AddRange(keep);
+    }
+
+    static TensorProto? ConstantValue(AttributeProto attr)
+    {
+        switch (attr.Name)
+        {
+            case "value" when attr.T is not null && attr.T.DataLocation != TensorProto.Types.DataLocation.External:
+                return attr.T.Clone();
+            case "value_float":
+                return TensorData.FromFloats("", new[] { attr.F });
+            case "value_floats":
+                return TensorData.FromFloats("", attr.Floats.ToArray(), attr.Floats.Count);
+            case "value_int":
+            case "value_ints":
+                var t = new TensorProto { DataType = (int)OnnxDataType.Int64 };
+                if (attr.Name == "value_ints") { t.Dims.Add(attr.Ints.Count); t.Int64Data.AddRange(attr.Ints); }
+                else t.Int64Data.Add(attr.I);
+                return t;
+            default:
+                return null;
+        }
+    }
+
     /// <summary>Layers are addressed by node name, so every node gets one, unique in its graph (kept when present
-    /// and not already taken by an earlier node).</summary>
+    /// and unique; ONNX does not require node names to be unique, and some exporters repeat them).</summary>
     internal static void NameNodes(GraphProto graph)
     {
         var scope = new NameScope(graph);

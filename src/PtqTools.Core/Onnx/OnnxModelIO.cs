@@ -23,8 +23,12 @@ public static class OnnxModelIO
         return File.ReadAllBytes(path);
     }
 
-    public static ModelProto Parse(byte[] bytes, string source, bool validate = true)
+    public static ModelProto Parse(byte[] bytes, string source, bool validate = true) => Parse(bytes, source, validate, out _);
+
+    /// <param name="sideFiles">The external-data files the model reads (checked to lie inside its folder).</param>
+    public static ModelProto Parse(byte[] bytes, string source, bool validate, out IReadOnlyList<string> sideFiles)
     {
+        sideFiles = Array.Empty<string>();
         ModelProto model;
         try
         {
@@ -45,26 +49,71 @@ public static class OnnxModelIO
             if (!File.Exists(source))
                 throw new PtqException("ExternalDataNotSupported", PtqErrorKind.NotSupported,
                     $"'{source}' keeps tensors in external data files, which can only be read next to a model file.", source);
-            ExternalData.Load(model, Path.GetDirectoryName(Path.GetFullPath(source))!, source);
+            sideFiles = ExternalData.Load(model, Path.GetDirectoryName(Path.GetFullPath(source))!, source);
         }
         if (validate) ModelValidator.Validate(model, source);
         return model;
     }
 
-    public static string Sha256(string path)
+    /// <summary>The SHA-256 of a model: of its file, or, when it keeps tensors in side files, of the file followed
+    /// by each side file's location and contents (so a changed weight file changes the hash).</summary>
+    public static string Sha256(string path) => Sha256(path, ReadFile(path));
+
+    /// <summary>As <see cref="Sha256(string)"/>, for the bytes already read from <paramref name="path"/>.</summary>
+    public static string Sha256(string path, byte[] bytes)
     {
-        using var stream = File.OpenRead(path);
-        return Convert.ToHexString(SHA256.HashData(stream));
+        var sideFiles = SideFiles(path, bytes);
+        if (sideFiles.Count == 0) return Sha256(bytes);
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        hash.AppendData(bytes);
+        var buffer = new byte[1 << 20];
+        foreach (var (location, file) in sideFiles)
+        {
+            hash.AppendData(System.Text.Encoding.UTF8.GetBytes("\n" + location + "\n"));
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+            for (int n; (n = stream.Read(buffer)) > 0;) hash.AppendData(buffer, 0, n);
+        }
+        return Convert.ToHexString(hash.GetHashAndReset());
     }
 
     public static string Sha256(byte[] bytes) => Convert.ToHexString(SHA256.HashData(bytes));
 
+    /// <summary>The distinct external-data locations of a model file, with their checked full paths, in order of
+    /// first use. Parses only when the bytes can hold a location at all.</summary>
+    public static IReadOnlyList<(string Location, string File)> SideFiles(string path, byte[] bytes)
+    {
+        if (bytes.AsSpan().IndexOf("location"u8) < 0) return Array.Empty<(string, string)>();
+        ModelProto model;
+        try { model = ModelProto.Parser.ParseFrom(bytes); }
+        catch (Exception ex) when (ex is InvalidProtocolBufferException or InvalidOperationException or ArgumentException) { return Array.Empty<(string, string)>(); }
+        if (model.Graph is null) return Array.Empty<(string, string)>();
+        var folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        var result = new List<(string, string)>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var t in ExternalData.Tensors(model.Graph))
+        {
+            if (t.DataLocation != TensorProto.Types.DataLocation.External) continue;
+            var location = t.ExternalData.LastOrDefault(e => e.Key == "location")?.Value;
+            if (string.IsNullOrEmpty(location) || !seen.Add(location)) continue;
+            var file = ExternalData.Resolve(folder, location, t.Name, path);
+            if (File.Exists(file)) result.Add((location, file));
+        }
+        return result;
+    }
+
+    /// <summary>Bytes on disk of a model: its file and its side files.</summary>
+    public static long SizeOnDisk(string path) =>
+        new FileInfo(path).Length + SideFiles(path, File.ReadAllBytes(path)).Sum(f => new FileInfo(f.File).Length);
+
     /// <summary>Writes the model next to its destination first and renames it into place, so that a failure or
     /// a cancellation never leaves a partial file.</summary>
-    public static void Save(ModelProto model, string path)
+    /// <param name="externalData">Write tensors to a side file even when the model would fit in one message.</param>
+    public static void Save(ModelProto model, string path, bool externalData = false, CancellationToken cancel = default)
     {
-        // A protobuf message cannot exceed 2 GB: larger models keep their tensors in a side file.
-        if (ExternalData.InlineTensorBytes(model) > MaxModelBytes - (64 << 20)) ExternalData.Save(model, path);
+        // A protobuf message cannot exceed 2 GB: larger models, and models whose tensors are still in side files,
+        // keep their tensors in a side file.
+        if (externalData || ExternalData.HasDeferred(model) || ExternalData.InlineTensorBytes(model) > MaxModelBytes - (64 << 20))
+            ExternalData.Save(model, path, cancel: cancel);
         else WriteAtomically(path, model.ToByteArray());
     }
 

@@ -74,6 +74,62 @@ public static class OpsetUpgrader
         return blockers.ToList();
     }
 
+    /// <summary>
+    /// Raises the default opset in place only as far as <paramref name="needed"/> (10 for per-tensor QuantizeLinear
+    /// and DequantizeLinear, 13 for per-channel ones), and only as the meaning of every present op allows: when each
+    /// op means at <paramref name="needed"/> what it meant at the model's opset, only the version changes; when some
+    /// op has to be rewritten, the rewrites here produce opset 13 forms, so the model goes to 13. Throws
+    /// OpsetUpgradeBlocked naming the ops that no rewrite keeps. Returns whether the opset changed.
+    /// </summary>
+    public static bool RaiseFor(ModelProto model, int needed)
+    {
+        int from = DefaultOpset(model);
+        if (from >= needed) return false;
+        if (needed <= TargetOpset && OnlyVersionChanges(model, from))
+        {
+            SetDefaultOpset(model, needed);
+            long ir = needed >= 13 ? 7 : needed == 12 ? 7 : needed == 11 ? 6 : 5;
+            if (model.IrVersion < ir) model.IrVersion = ir;
+            return true;
+        }
+        return UpgradeTo13(model);
+    }
+
+    /// <summary>What raising to <paramref name="needed"/> takes: "kept" (already there), "version" (only the version
+    /// changes), "rewrite" (meaning-keeping rewrites, to 13) or "blocked".</summary>
+    public static string RaiseKind(ModelProto model, int needed)
+    {
+        int from = DefaultOpset(model);
+        if (from >= needed) return "kept";
+        if (OnlyVersionChanges(model, from)) return "version";
+        return Blockers(model).Count == 0 ? "rewrite" : "blocked";
+    }
+
+    /// <summary>Sets the default-domain opset, importing it when the model imports only other domains.</summary>
+    static void SetDefaultOpset(ModelProto model, int version)
+    {
+        bool found = false;
+        foreach (var o in model.OpsetImport)
+            if (o.Domain is "" or "ai.onnx") (o.Version, found) = (version, true);
+        if (!found) model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = version });
+    }
+
+    /// <summary>Why the model cannot be raised to <paramref name="needed"/>, naming the ops, or null when it can.</summary>
+    public static string? RaiseBlocked(ModelProto model, int needed)
+    {
+        int from = DefaultOpset(model);
+        if (from >= needed || OnlyVersionChanges(model, from)) return null;
+        var blockers = Blockers(model);
+        return blockers.Count == 0 ? null : BlockedMessage(from, needed, blockers);
+    }
+
+    static string BlockedMessage(int from, int needed, IReadOnlyList<string> blockers) =>
+        $"The model uses opset {from}; quantization needs opset {needed}, and these ops cannot be raised without changing their meaning: {string.Join(", ", blockers)}.";
+
+    /// <summary>Every default-domain op (in subgraphs too) means at opset 13 what it means at <paramref name="from"/>.</summary>
+    static bool OnlyVersionChanges(ModelProto model, int from) =>
+        AllNodes(model.Graph).All(n => n.Domain is not ("" or "ai.onnx") || SameSince.TryGetValue(n.OpType, out var since) && from >= since);
+
     /// <summary>Raises the default opset to 13 in place, or throws naming the ops that block it.</summary>
     public static bool UpgradeTo13(ModelProto model)
     {
@@ -81,13 +137,10 @@ public static class OpsetUpgrader
         if (from >= TargetOpset) return false;
         var blockers = Blockers(model);
         if (blockers.Count > 0)
-            throw new PtqException("OpsetUpgradeBlocked", PtqErrorKind.NotSupported,
-                $"The model uses opset {from}; quantization needs opset {TargetOpset}, and these ops cannot be raised without changing their meaning: {string.Join(", ", blockers)}.",
-                blockers[0]);
+            throw new PtqException("OpsetUpgradeBlocked", PtqErrorKind.NotSupported, BlockedMessage(from, TargetOpset, blockers), blockers[0]);
         var names = new NameScope(model.Graph);
         RewriteGraph(model.Graph, from, names);
-        foreach (var o in model.OpsetImport)
-            if (o.Domain is "" or "ai.onnx") o.Version = TargetOpset;
+        SetDefaultOpset(model, TargetOpset);
         if (model.IrVersion < 7) model.IrVersion = 7;
         return true;
     }

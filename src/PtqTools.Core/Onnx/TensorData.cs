@@ -22,6 +22,24 @@ public static class TensorData
     /// <summary>The tensor's values as float32. Float, double and the integer types are converted.</summary>
     public static float[] ReadFloats(TensorProto t)
     {
+        if (ExternalData.IsDeferred(t))
+        {
+            // A tensor left in its side file (a model above 2 GB) is read here, straight into the result for float32.
+            long bytes = ExternalData.DeferredLength(t);
+            if (t.DataType == (int)OnnxDataType.Float && bytes == ElementCount(t.Dims) * 4)
+            {
+                var floats = new float[bytes / 4];
+                ExternalData.ReadBytes(t, MemoryMarshal.AsBytes(floats.AsSpan()));
+                return floats;
+            }
+            var raw = new byte[bytes];
+            ExternalData.ReadBytes(t, raw);
+            var inline = t.Clone();
+            inline.ExternalData.Clear();
+            inline.DataLocation = TensorProto.Types.DataLocation.Default;
+            inline.RawData = UnsafeByteOperations.UnsafeWrap(raw);
+            return ReadFloats(inline);
+        }
         if (t.DataLocation == TensorProto.Types.DataLocation.External)
             throw new PtqException("ExternalDataNotSupported", PtqErrorKind.NotSupported,
                 $"Tensor '{t.Name}' keeps its data in an external file, which this version does not read.", t.Name);

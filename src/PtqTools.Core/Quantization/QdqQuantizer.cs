@@ -24,14 +24,9 @@ public static class QdqQuantizer
                     $"No calibrated range for tensor '{tensor}', which layer '{layers[0]}' needs. Calibrate the layers you quantize with Measure-ActivationRange.", tensor);
 
         var model = prepared.Clone();
-        var graph = model.Graph;
-        var view = new GraphView(graph);
-        var names = new NameScope(graph);
-        var actType = options.ActivationType;
-        var zpType = OnnxType(actType);
-        var (qmin, qmax) = QuantMath.Limits(actType, options.ActivationSymmetric);
-
-        // Activation parameters, in graph order so pass-through outputs find their input's parameters.
+        OpsetUpgrader.RaiseFor(model, Quantizer.RequiredOpset(options));
+        var names = new NameScope(model.Graph);
+        // Activation types and parameters by model-wide tensor key (see GraphView.Key).
         var qparams = new Dictionary<string, QuantParams>(StringComparer.Ordinal);
         var qtypes = new Dictionary<string, QuantType>(StringComparer.Ordinal);
         foreach (var (tensor, _) in plan.Activations)
@@ -41,16 +36,44 @@ public static class QdqQuantizer
                 ? o.Params(ranges.GetValueOrDefault(tensor), qtypes[tensor], options.ActivationSymmetric)
                 : QuantMath.FromRange(ranges[tensor].Min, ranges[tensor].Max, qtypes[tensor], options.ActivationSymmetric);
         }
+        // Per-axis DequantizeLinear (the float layers' own input copies below) needs opset 13.
+        bool perAxis = OpsetUpgrader.DefaultOpset(model) >= 13;
+        QuantizeGraph(new GraphView(model.Graph), plan, qparams, qtypes, perAxis, names, options, cancel);
+        if (UsesDomain(model.Graph, MsDomain) && !model.OpsetImport.Any(o => o.Domain == MsDomain))
+            model.OpsetImport.Add(new OperatorSetIdProto { Domain = MsDomain, Version = 1 });
+        return model;
+    }
+
+    static bool UsesDomain(GraphProto graph, string domain) =>
+        graph.Node.Any(n => n.Domain == domain || n.Attribute.Any(a => (a.G is not null && UsesDomain(a.G, domain)) || a.Graphs.Any(g => UsesDomain(g, domain))));
+
+    /// <summary>Quantizes the planned layers of one graph in place, then those of its subgraphs (If branches,
+    /// Loop and Scan bodies), each with its own Q/DQ nodes and quantized weights, whether the float weight lives
+    /// in the subgraph or in an outer scope.</summary>
+    static void QuantizeGraph(GraphView view, QuantizationPlan plan, Dictionary<string, QuantParams> qparams,
+        Dictionary<string, QuantType> qtypes, bool perAxis, NameScope names, QuantizationOptions options, CancellationToken cancel)
+    {
+        var graph = view.Graph;
+        var actType = options.ActivationType;
+        var zpType = OnnxType(actType);
+        var (qmin, qmax) = QuantMath.Limits(actType, options.ActivationSymmetric);
+        var subgraphs = graph.Node.SelectMany(view.Subgraphs).ToList();
+
+        // This graph's tensors (local name -> key), in graph order so pass-through outputs find their input's parameters.
+        var local = plan.LocalTensors.TryGetValue(view.Scope, out var needed)
+            ? needed.Where(kv => qparams.ContainsKey(kv.Value)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal)
+            : new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var node in graph.Node)
-            if (plan.SharedOutputs.TryGetValue(node.Output.FirstOrDefault() ?? "", out var input) && qparams.TryGetValue(input, out var p))
+            if (node.Output.Count > 0 && plan.SharedOutputs.TryGetValue(view.Key(node.Output[0]), out var input) && qparams.TryGetValue(input, out var p))
             {
-                qparams[node.Output[0]] = p;
-                qtypes[node.Output[0]] = qtypes[input];
+                qparams[view.Key(node.Output[0])] = p;
+                qtypes[view.Key(node.Output[0])] = qtypes[input];
+                local[node.Output[0]] = view.Key(node.Output[0]);
             }
 
         var newNodes = new List<NodeProto>();
         var quantizedWeights = new Dictionary<(string, int?), (string Output, float[] Scales)>();
-        foreach (var node in graph.Node.Where(n => plan.QuantizedLayers.Contains(n.Name)).ToList())
+        foreach (var node in graph.Node.Where(n => plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(view, n))).ToList())
         {
             cancel.ThrowIfCancellationRequested();
             var handler = OpHandlers.Get(node)!;
@@ -81,14 +104,15 @@ public static class QdqQuantizer
                 node.Input[w.Input] = done.Output;
                 weightScales = done.Scales;
             }
-            if (biasInput is int b && weightScales is not null && qparams.TryGetValue(node.Input[0], out var inParams))
+            if (biasInput is int b && weightScales is not null && qparams.TryGetValue(view.Key(node.Input[0]), out var inParams))
             {
                 var bName = node.Input[b];
                 var bias = TensorData.ReadFloats(view.Initializers[bName]);
                 var (values, scales) = QuantMath.QuantizeBias(bias, inParams.Scale, weightScales);
                 var qName = names.Fresh(bName + "_quantized");
                 graph.Initializer.Add(TensorData.FromInt32(qName, values, bias.Length));
-                node.Input[b] = AddDequantize(graph, newNodes, names, bName, qName, scales, null, OnnxDataType.Int32, 0);
+                // Per-tensor weights give one bias scale: a per-tensor DequantizeLinear, valid from opset 10.
+                node.Input[b] = AddDequantize(graph, newNodes, names, bName, qName, scales, new int[scales.Length], OnnxDataType.Int32, weightScales.Length == 1 ? null : 0);
             }
             foreach (var c in handler.ConstantInputs(node, view))
             {
@@ -105,16 +129,18 @@ public static class QdqQuantizer
         }
 
         // One Q/DQ pair per quantized activation tensor; every reader takes the dequantized copy.
-        foreach (var (tensor, p) in qparams.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        foreach (var (tensor, key) in local.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             cancel.ThrowIfCancellationRequested();
+            var p = qparams[key];
             var scaleName = names.Fresh(tensor + "_scale");
             var zpName = names.Fresh(tensor + "_zero_point");
-            var type = qtypes[tensor];
+            var type = qtypes[key];
             graph.Initializer.Add(TensorData.FromFloats(scaleName, new[] { p.Scale }));
             graph.Initializer.Add(QuantizedTensor(zpName, new[] { p.ZeroPoint }, OnnxType(type)));
             var quantized = names.Fresh(tensor + "_QuantizeLinear_Output");
-            bool isGraphOutput = view.GraphOutputs.Contains(tensor);
+            // An output this graph produces keeps its name; one it only passes on (an input, an outer tensor) stays float.
+            bool isGraphOutput = view.GraphOutputs.Contains(tensor) && view.Producers.ContainsKey(tensor);
             string source = tensor, dequantized;
             if (isGraphOutput)
             {
@@ -143,7 +169,7 @@ public static class QdqQuantizer
             // quantizes the float weight of such a layer to per-tensor int8 when its input comes from a per-tensor DQ and
             // its output goes to a QuantizeLinear, so the layer would not be float. The values it reads are unchanged.
             foreach (var consumer in view.ConsumersOf(tensor))
-                if (consumer.Input.Count > 0 && consumer.Input[0] == dequantized && FloatLayerChannels(consumer, view, plan) is (int axis, int channels))
+                if (perAxis && consumer.Input.Count > 0 && consumer.Input[0] == dequantized && FloatLayerChannels(consumer, view, plan) is (int axis, int channels))
                 {
                     var own = names.Fresh(tensor + "_" + consumer.Name + "_float_input");
                     var dqScale = names.Fresh(own + "_scale");
@@ -158,11 +184,9 @@ public static class QdqQuantizer
         }
 
         graph.Node.AddRange(newNodes);
-        if (newNodes.Any(n => n.Domain == MsDomain) && !model.OpsetImport.Any(o => o.Domain == MsDomain))
-            model.OpsetImport.Add(new OperatorSetIdProto { Domain = MsDomain, Version = 1 });
+        foreach (var sub in subgraphs) QuantizeGraph(sub, plan, qparams, qtypes, perAxis, names, options, cancel);
         RemoveUnusedInitializers(graph);
         SortTopologically(graph);
-        return model;
     }
 
     const string MsDomain = "com.microsoft";
@@ -180,7 +204,7 @@ public static class QdqQuantizer
     /// of its first input and the number of channels there; null for anything else.</summary>
     static (int Axis, int Channels)? FloatLayerChannels(NodeProto node, GraphView view, QuantizationPlan plan)
     {
-        if (plan.QuantizedLayers.Contains(node.Name) || node.Input.Count < 2 || !view.Initializers.TryGetValue(node.Input[1], out var w)
+        if (plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(view, node)) || node.Input.Count < 2 || !view.Initializers.TryGetValue(node.Input[1], out var w)
             || w.DataType != (int)OnnxDataType.Float || w.Dims.Count < 2) return null;
         long Attr(string name, long fallback) => node.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.I : fallback;
         long channels; int axis = 1;
@@ -251,6 +275,20 @@ public static class QdqQuantizer
         graph.Initializer.AddRange(keep);
     }
 
+    /// <summary>Tensors a node's subgraphs read from the scopes around them (the node's implicit inputs).</summary>
+    internal static IEnumerable<string> OuterReferences(NodeProto node)
+    {
+        foreach (var attr in node.Attribute)
+            foreach (var g in attr.G is null ? attr.Graphs : attr.Graphs.Prepend(attr.G))
+            {
+                var defined = g.Input.Select(i => i.Name).Concat(g.Initializer.Select(t => t.Name)).Concat(g.Node.SelectMany(n => n.Output)).ToHashSet(StringComparer.Ordinal);
+                foreach (var n in g.Node)
+                    foreach (var i in n.Input.Concat(OuterReferences(n)))
+                        if (i.Length > 0 && !defined.Contains(i)) yield return i;
+                foreach (var o in g.Output) if (!defined.Contains(o.Name)) yield return o.Name;
+            }
+    }
+
     /// <summary>Stable topological order (Kahn, ties broken by current position).</summary>
     internal static void SortTopologically(GraphProto graph)
     {
@@ -260,7 +298,7 @@ public static class QdqQuantizer
         var indegree = new int[nodes.Count];
         var dependents = new List<int>[nodes.Count];
         for (int i = 0; i < nodes.Count; i++)
-            foreach (var input in nodes[i].Input.Distinct())
+            foreach (var input in nodes[i].Input.Concat(OuterReferences(nodes[i])).Distinct())
                 if (input.Length > 0 && producer.TryGetValue(input, out var p) && p != i)
                 {
                     indegree[i]++;

@@ -36,9 +36,31 @@ public sealed class QuantizationPlan
     public static QuantizationPlan Create(GraphView graph, IReadOnlySet<string>? selected, Func<NodeProto, string?>? exclude = null, bool perChannel = true)
     {
         var plan = new QuantizationPlan();
+        plan.AddGraph(graph, selected, exclude, perChannel);
+        return plan;
+    }
+
+    /// <summary>Per graph scope ("" for the main graph, "If_3/then_branch/" inside): the tensors read or written
+    /// there by its quantized layers, by local name, with their model-wide keys (the keys of <see cref="Activations"/>).</summary>
+    public Dictionary<string, Dictionary<string, string>> LocalTensors { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>The layer name the plan uses for a node: its scope path, then its name.</summary>
+    public static string LayerName(GraphView graph, NodeProto node) => graph.Scope + node.Name;
+
+    /// <summary>One graph's layers, then those of its subgraphs (If branches, Loop and Scan bodies) in place.</summary>
+    void AddGraph(GraphView graph, IReadOnlySet<string>? selected, Func<NodeProto, string?>? exclude, bool perChannel)
+    {
+        var plan = this;
+        if (!LocalTensors.TryGetValue(graph.Scope, out var local)) LocalTensors[graph.Scope] = local = new Dictionary<string, string>(StringComparer.Ordinal);
+        void Need(string tensor, string layer)
+        {
+            local[tensor] = graph.Key(tensor);
+            plan.Need(graph.Key(tensor), layer);
+        }
         foreach (var node in graph.Graph.Node)
         {
-            var decision = new LayerDecision { Layer = node.Name, OpType = node.OpType };
+            var name = LayerName(graph, node);
+            var decision = new LayerDecision { Layer = name, OpType = node.OpType };
             plan.Decisions.Add(decision);
             var (quantizable, reason) = OpHandlers.Assess(node, graph);
             if (!quantizable)
@@ -46,12 +68,12 @@ public sealed class QuantizationPlan
                 decision.Reason = reason;
                 if (OpHandlers.FoldedActivations.Contains(node.OpType) && OpHandlers.FoldedBounds(node, graph) is not null)
                 {
-                    decision.Folded = plan.Activations.ContainsKey(node.Output[0]);
+                    decision.Folded = plan.Activations.ContainsKey(graph.Key(node.Output[0]));
                     decision.Reason = decision.Folded ? "folded into the quantized range of its producer" : "kept in float: its producer is not quantized";
                 }
                 continue;
             }
-            if (selected is not null && !selected.Contains(node.Name))
+            if (selected is not null && !selected.Contains(name))
             {
                 decision.Reason = "not in the pipeline: kept in float";
                 continue;
@@ -63,16 +85,18 @@ public sealed class QuantizationPlan
             }
             var handler = OpHandlers.Get(node)!;
             foreach (var i in handler.ActivationInputs(node, graph))
-                plan.Need(node.Input[i], node.Name);
-            if (handler.Output == OutputRule.Own) plan.Need(FoldedOutput(node, graph), node.Name);
-            else if (handler.Output == OutputRule.SharesInput) plan.SharedOutputs[node.Output[0]] = node.Input[0];
-            plan.QuantizedLayers.Add(node.Name);
+                Need(node.Input[i], name);
+            if (handler.Output == OutputRule.Own) Need(FoldedOutput(node, graph), name);
+            else if (handler.Output == OutputRule.SharesInput) plan.SharedOutputs[graph.Key(node.Output[0])] = graph.Key(node.Input[0]);
+            plan.QuantizedLayers.Add(name);
             decision.Quantized = true;
             decision.Reason = handler.Describe(node, graph, perChannel) ?? (handler.Weight(node, graph) is { } w
                 ? $"int8: weights {(perChannel ? $"per channel (axis {w.Axis})" : "per tensor")}{(handler.Bias(node, graph) is not null ? ", int32 bias" : "")}"
                 : handler.Output == OutputRule.SharesInput ? "int8: passes its input's scale through" : "int8");
         }
-        return plan;
+        foreach (var node in graph.Graph.Node)
+            foreach (var sub in graph.Subgraphs(node))
+                AddGraph(sub, selected, exclude, perChannel);
     }
 
     /// <summary>The tensor whose range quantizes a node's output: past a Relu that is its only consumer, since

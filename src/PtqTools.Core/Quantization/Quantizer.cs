@@ -10,13 +10,29 @@ public static class Quantizer
 {
     public static readonly string ToolVersion = typeof(Quantizer).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
+    /// <summary>The default-domain opset the quantized model needs, and no more: per-channel QuantizeLinear and
+    /// DequantizeLinear need 13, per-tensor ones 10, DynamicQuantizeLinear 11; MatMulNBits (int4) lives in
+    /// com.microsoft and needs no raise.</summary>
+    public static int RequiredOpset(QuantizationOptions options) => options.Mode switch
+    {
+        QuantMode.Dynamic => 11,
+        QuantMode.WeightOnly when options.WeightBits == 4 => 1,
+        _ => options.PerChannel ? 13 : 10,
+    };
+
+    /// <summary>Refuses, before any work, a model whose opset cannot be raised as far as these options need.</summary>
+    static void CheckOpset(PreparedModel prepared, QuantizationOptions? options)
+    {
+        if (OpsetUpgrader.RaiseBlocked(prepared.Model, RequiredOpset(options ?? new QuantizationOptions())) is { } blocked)
+            throw new PtqException("OpsetUpgradeBlocked", PtqErrorKind.NotSupported, blocked, prepared.SourcePath);
+    }
+
     /// <summary>Checks everything that can be checked before work starts: the statistics belong to this model,
     /// are finite, and cover every tensor the selected layers need.</summary>
     public static (QuantizationPlan Plan, Dictionary<string, TensorRange> Ranges) Plan(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics,
         QuantizationOptions? options = null)
     {
-        if (ModelPreparer.OpsetBlocked(prepared.Model) is { } blocked)
-            throw new PtqException("OpsetUpgradeBlocked", PtqErrorKind.NotSupported, blocked, prepared.SourcePath);
+        CheckOpset(prepared, options);
         var foreign = statistics.FirstOrDefault(s => !string.Equals(s.ModelSha256, prepared.SourceSha256, StringComparison.OrdinalIgnoreCase));
         if (foreign is not null)
             throw new PtqException("StatisticsModelMismatch", PtqErrorKind.InvalidData,
@@ -53,6 +69,7 @@ public static class Quantizer
         options.Validate();
         if (options.Mode == QuantMode.Static)
             throw new PtqException("StatisticsRequired", PtqErrorKind.InvalidArgument, "Static quantization needs calibration statistics.", prepared.SourcePath);
+        CheckOpset(prepared, options);
         var plan = WeightQuantizer.Plan(new GraphView(prepared.Model.Graph), selected, options, options.ExcludeReason);
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument,
@@ -68,16 +85,17 @@ public static class Quantizer
         SetMetadata(model, "ptq.tool", $"PtqTools {ToolVersion}");
         model.ProducerName = "PtqTools";
         model.ProducerVersion = ToolVersion;
-        var bytes = model.ToByteArray();
         cancel.ThrowIfCancellationRequested();
-        OnnxModelIO.WriteAtomically(outputPath, bytes);
-        var sourceSize = new FileInfo(prepared.SourcePath).Length;
+        // A model whose weights came in side files (above 2 GB) is written with external data too.
+        OnnxModelIO.Save(model, outputPath, externalData: ExternalData.HasDeferred(prepared.Model), cancel);
+        var sourceSize = OnnxModelIO.SizeOnDisk(prepared.SourcePath);
+        var outputSize = OnnxModelIO.SizeOnDisk(outputPath);
         return new QuantizationResult
         {
             SourcePath = Path.GetFullPath(prepared.SourcePath),
             SourceSha256 = prepared.SourceSha256,
             OutputPath = Path.GetFullPath(outputPath),
-            OutputSha256 = OnnxModelIO.Sha256(bytes),
+            OutputSha256 = OnnxModelIO.Sha256(outputPath),
             Mode = options.Mode.ToString(),
             Format = options.Mode switch
             {
@@ -87,8 +105,8 @@ public static class Quantizer
             },
             Options = options.ToString(),
             SourceSizeBytes = sourceSize,
-            OutputSizeBytes = bytes.LongLength,
-            SizeRatio = Math.Round((double)bytes.LongLength / sourceSize, 4),
+            OutputSizeBytes = outputSize,
+            SizeRatio = Math.Round((double)outputSize / sourceSize, 4),
             QuantizedLayerCount = plan.QuantizedLayers.Count,
             FoldedLayerCount = plan.Decisions.Count(d => d.Folded),
             FloatLayerCount = plan.Decisions.Count(d => !d.Quantized && !d.Folded),

@@ -79,6 +79,7 @@ public static class WeightQuantizer
         if (options.Mode == QuantMode.Static)
             throw new ArgumentException("Static mode is written by QdqQuantizer.", nameof(options));
         var model = prepared.Clone();
+        OpsetUpgrader.RaiseFor(model, Quantizer.RequiredOpset(options));
         var graph = model.Graph;
         var view = new GraphView(graph);
         var names = new NameScope(graph);
