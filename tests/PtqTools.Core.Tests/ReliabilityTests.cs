@@ -193,6 +193,35 @@ public class ReliabilityTests
     }
 
     [Fact]
+    public void ExternalDataSave_OnAFullDisk_LeavesNeitherFileBehind()
+    {
+        // A tmpfs with room for the side file but not for the model after it. Mounting needs root: elsewhere the
+        // Pester full-disk test reports itself skipped, and this one has nothing to check.
+        if (Environment.UserName != "root") return;
+        var model = TinyModels.ResidualCnn(5).Model;
+        using var probe = new TempDir();
+        ExternalData.Save(model, probe.File("m.onnx"), threshold: 64);
+        long dataPages = (new FileInfo(probe.File("m.onnx.data")).Length + 4095) / 4096;
+        using var dir = new TempDir();
+        var mount = dir.File("full");
+        Directory.CreateDirectory(mount);
+        using (var p = System.Diagnostics.Process.Start("mount", new[] { "-t", "tmpfs", "-o", "size=1m", "tmpfs", mount })!) p.WaitForExit();
+        try
+        {
+            // Fill all but the side file's pages.
+            File.WriteAllBytes(Path.Combine(mount, "filler"), new byte[(256 - dataPages) * 4096]);
+            var ex = Check.Throws("OutputNotWritable", () => ExternalData.Save(model, Path.Combine(mount, "m.onnx"), threshold: 64));
+            Assert.Contains("space", ex.Message);
+            Assert.Equal(new[] { "filler" }, Directory.GetFiles(mount).Select(Path.GetFileName).ToArray());
+        }
+        finally
+        {
+            using var u = System.Diagnostics.Process.Start("umount", new[] { mount })!;
+            u.WaitForExit();
+        }
+    }
+
+    [Fact]
     public void OrtRunnerFromFile_ValidatesBeforeOnnxRuntimeSeesTheModel()
     {
         // Invoke-ModelInference, Test-QuantizedModel and Measure-ModelPerformance open sessions on files as given.
