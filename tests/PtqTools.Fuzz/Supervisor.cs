@@ -71,7 +71,8 @@ public sealed class Supervisor
                 string key;
                 switch (kind)
                 {
-                    case "Valid": summary.Valid++; key = "Valid"; break;
+                    // A valid case names the last stage it reached (ort-quantized: the whole pipeline ran).
+                    case "Valid": summary.Valid++; key = $"Valid {stage}"; break;
                     case "Refused": summary.Refused++; key = $"Refused {stage}: {detail}"; break;
                     case "Unexpected": summary.Unexpected++; key = $"Unexpected {stage}: {detail}"; break;
                     case "Crash": summary.Crashes++; key = $"Crash: {detail}"; break;
