@@ -157,10 +157,10 @@ switch ($Task) {
     }
     'Fuzz' {
         Invoke-Native dotnet @('build', (Join-Path $root 'tests/PtqTools.Fuzz/PtqTools.Fuzz.csproj'), '-c', $Configuration, '--verbosity', 'quiet')
-        # ResNet18 (restored by the test project's PackageDownload) is 0.5% of the cases.
+        # ResNet18 (restored by the test project's PackageDownload) is 0.5% of the cases, the synthetic models 10%.
         Invoke-Native dotnet @('restore', (Join-Path $root 'tests/PtqTools.Core.Tests/PtqTools.Core.Tests.csproj'), '--verbosity', 'quiet')
         Invoke-Native dotnet @((Join-Path $root "tests/PtqTools.Fuzz/bin/$Configuration/net10.0/PtqTools.Fuzz.dll"), 'run', '--seed', $FuzzSeed,
-            '--cases', $FuzzCases, '--resnet', '0.005', '--out', (Join-Path $out 'fuzz'))
+            '--cases', $FuzzCases, '--resnet', '0.005', '--synthetic', '0.1', '--out', (Join-Path $out 'fuzz'))
     }
     'Bench' {
         Invoke-Build

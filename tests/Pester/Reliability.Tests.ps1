@@ -136,6 +136,30 @@ Describe 'Data faults end in a clear error, the source untouched and no partial 
         Test-Path $out | Should -BeFalse
     }
 
+    It 'an image that vanishes while the run is under way: DataSetFileMissing, no output' {
+        $folder = New-ImageFolder (Join-Path $work 'midrun') 1
+        foreach ($i in 2..200) { Copy-Item (Join-Path $folder 'img1.png') (Join-Path $folder ('img{0:D4}.png' -f $i)) }
+        $last = Get-ChildItem $folder | Sort-Object Name | Select-Object -Last 1
+        $ds = New-PtqDataSet $folder -Resize 16
+        $ps = [powershell]::Create()
+        $null = $ps.AddScript({
+                param($module, $m, $d, $o)
+                Import-Module $module
+                try { $null = Invoke-Quantization -Path $m -DataSet $d -OutputPath $o -ErrorAction Stop; 'completed' } catch { $_.FullyQualifiedErrorId; $_.Exception.Message }
+            }).AddArgument($env:PTQTOOLS_MODULE).AddArgument($Model).AddArgument($ds).AddArgument($out)
+        $handle = $ps.BeginInvoke()
+        # Once calibration reports progress, the last image goes.
+        $clock = [Diagnostics.Stopwatch]::StartNew()
+        while ($ps.Streams.Progress.Count -eq 0 -and -not $handle.IsCompleted -and $clock.Elapsed.TotalSeconds -lt 60) { Start-Sleep -Milliseconds 5 }
+        Remove-Item $last.FullName
+        $result = $ps.EndInvoke($handle)
+        $ps.Dispose()
+        $result[0] | Should -BeLike 'DataSetFileMissing,*'
+        $result[1] | Should -Match $last.Name
+        Test-Path $out | Should -BeFalse
+        Get-ChildItem $work -Filter *.tmp -Force -Recurse | Should -BeNullOrEmpty
+    }
+
     It 'a truncated IDX file: IdxNotReadable when described, and when it shrinks after that' {
         $idx = Join-Path $work 'images-idx3-ubyte'
         $header = [byte[]](0, 0, 8, 3, 0, 0, 0, 10, 0, 0, 0, 16, 0, 0, 0, 16)

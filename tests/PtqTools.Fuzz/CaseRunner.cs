@@ -20,7 +20,8 @@ public sealed record CaseResult(Outcome Outcome, string Stage, string Detail);
 /// Get-OnnxModel (load and validate), Get-ModelLayer (prepare: ONNX Runtime's optimizer, opset upgrade; list
 /// layers), Invoke-ModelInference -Engine OnnxRuntime (a session on the file as given), Measure-ActivationRange,
 /// Invoke-Quantization (static QDQ, QOperator, dynamic), Invoke-ModelInference -Engine PtqTools (the integer
-/// engine) and ONNX Runtime on the quantized model.
+/// engine), ONNX Runtime on the quantized model, Test-QuantizedModel (both models compared), Measure-LayerError
+/// (up to 8 quantized layers) and Measure-ModelPerformance.
 /// </summary>
 public static class CaseRunner
 {
@@ -47,9 +48,10 @@ public static class CaseRunner
             var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null);
             var output = Path.Combine(folder, "out.int8.onnx");
             string detail = $"{layers.Count} layers";
+            List<PtqTools.Core.Model.TensorStatistics>? stats = null;
             if (plan.Activations.Count > 0 && plan.QuantizedLayers.Count > 0)
             {
-                var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 1, new CalibrationOptions(), null, CancellationToken.None);
+                stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 1, new CalibrationOptions(), null, CancellationToken.None);
                 stage = "quantize";
                 var options = new QuantizationOptions { Format = (variant & 1) == 0 ? QuantFormat.QDQ : QuantFormat.QOperator };
                 Quantizer.Run(prepared, stats, options, output, CancellationToken.None);
@@ -80,6 +82,15 @@ public static class CaseRunner
             }
             stage = "ort-quantized";
             foreach (var _ in ModelInference.Run(output, data, InferenceEngine.OnnxRuntime, 1, null, CancellationToken.None)) { }
+            stage = "compare";
+            ModelComparer.Compare(path, output, data, 1, 0, null, null, CancellationToken.None);
+            if (stats is not null && plan.QuantizedLayers.Count <= 8)
+            {
+                stage = "layer-error";
+                LayerErrorAnalyzer.Run(prepared, stats, new QuantizationOptions(), data, 1, null, CancellationToken.None);
+            }
+            stage = "performance";
+            PerformanceMeter.Measure(output, data, 1, 1, 0, 2, null, CancellationToken.None);
             return new(Outcome.Valid, stage, detail);
         }
         catch (PtqException ex)

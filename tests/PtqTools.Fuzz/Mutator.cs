@@ -43,12 +43,22 @@ public static class Mutator
 
     static readonly long[] HostileDims = { 0, -1, -7, 1L << 31, 1L << 40, long.MaxValue, long.MinValue, 3 };
 
-    public static FuzzCase Create(int seed, int index, IReadOnlyList<Seed> seeds, Seed? resnet, double resnetShare)
+    /// <summary>The case of this seed and index. <paramref name="syntheticShare"/> of the cases start from the
+    /// synthetic models (which run the whole pipeline), the rest from all seeds alike; with a share of 0 the cases
+    /// are those of the first campaigns, whose findings the tests regenerate.</summary>
+    public static FuzzCase Create(int seed, int index, IReadOnlyList<Seed> seeds, Seed? resnet, double resnetShare, double syntheticShare = 0)
     {
         var random = new Random(unchecked(seed * 1_000_003 + index));
         // The draw is made whether or not ResNet18 is there, so the other cases are the same either way.
         double draw = random.NextDouble();
-        var source = resnet is not null && draw < resnetShare ? resnet : seeds[random.Next(seeds.Count)];
+        Seed source;
+        if (resnet is not null && draw < resnetShare) source = resnet;
+        else if (syntheticShare > 0 && draw >= 1 - syntheticShare)
+        {
+            var synthetic = seeds.Where(s => s.Name.StartsWith("synthetic/", StringComparison.Ordinal)).ToList();
+            source = synthetic[random.Next(synthetic.Count)];
+        }
+        else source = seeds[random.Next(seeds.Count)];
         var files = source.SideFiles.ToDictionary(kv => kv.Key, kv => kv.Value);
         var links = new Dictionary<string, string>();
         var mutations = new List<string>();

@@ -9,6 +9,8 @@ public sealed class FuzzSummary
 {
     public int Seed { get; set; }
     public int Cases { get; set; }
+    public double ResNetShare { get; set; }
+    public double SyntheticShare { get; set; }
     public int Valid { get; set; }
     public int Refused { get; set; }
     public int Unexpected { get; set; }
@@ -45,13 +47,13 @@ public sealed class Supervisor
     Process? _worker;
     readonly Queue<string> _stderr = new();
 
-    public FuzzSummary Run(int seed, int cases, IReadOnlyList<Seed> seeds, Seed? resnet, double resnetShare, int firstCase = 0) =>
-        Run(seed, Enumerable.Range(firstCase, cases).ToList(), seeds, resnet, resnetShare);
+    public FuzzSummary Run(int seed, int cases, IReadOnlyList<Seed> seeds, Seed? resnet, double resnetShare, int firstCase = 0, double syntheticShare = 0) =>
+        Run(seed, Enumerable.Range(firstCase, cases).ToList(), seeds, resnet, resnetShare, syntheticShare);
 
     /// <summary>Runs the cases of these indexes (a campaign, or the findings of one replayed).</summary>
-    public FuzzSummary Run(int seed, IReadOnlyList<int> indexes, IReadOnlyList<Seed> seeds, Seed? resnet, double resnetShare)
+    public FuzzSummary Run(int seed, IReadOnlyList<int> indexes, IReadOnlyList<Seed> seeds, Seed? resnet, double resnetShare, double syntheticShare = 0)
     {
-        var summary = new FuzzSummary { Seed = seed, Cases = indexes.Count };
+        var summary = new FuzzSummary { Seed = seed, Cases = indexes.Count, ResNetShare = resnet is null ? 0 : resnetShare, SyntheticShare = syntheticShare };
         var work = Path.Combine(OutputFolder, "work");
         var findings = Path.Combine(OutputFolder, "findings");
         var clock = Stopwatch.StartNew();
@@ -60,7 +62,7 @@ public sealed class Supervisor
             for (int n = 0; n < indexes.Count; n++)
             {
                 int i = indexes[n];
-                var c = Mutator.Create(seed, i, seeds, resnet, resnetShare);
+                var c = Mutator.Create(seed, i, seeds, resnet, resnetShare, syntheticShare);
                 var folder = Path.Combine(work, "case");
                 c.WriteTo(folder);
                 foreach (var m in c.Mutations) Count(summary.ByMutation, m.Split(' ')[0]);
@@ -69,7 +71,8 @@ public sealed class Supervisor
                 string key;
                 switch (kind)
                 {
-                    case "Valid": summary.Valid++; key = "Valid"; break;
+                    // A valid case names the last stage it reached (ort-quantized: the whole pipeline ran).
+                    case "Valid": summary.Valid++; key = $"Valid {stage}"; break;
                     case "Refused": summary.Refused++; key = $"Refused {stage}: {detail}"; break;
                     case "Unexpected": summary.Unexpected++; key = $"Unexpected {stage}: {detail}"; break;
                     case "Crash": summary.Crashes++; key = $"Crash: {detail}"; break;

@@ -133,6 +133,13 @@ internal static class EngineOps
     }
 
     // ---- convolution ----
+    static void WindowValues(string name, long[] values, int count, long min)
+    {
+        if (values.Length != count) throw new ArgumentException($"{name} has {values.Length} values; {count} are expected.");
+        foreach (var v in values)
+            if (v < min || v > 1 << 20) throw new ArgumentException($"{name} holds {v}, outside {min}..{1 << 20}.");
+    }
+
     static ConvGeometry Geometry(NodeProto n, long[] xDims, long[] wDims, bool pool, long[]? kernel = null)
     {
         int spatial = xDims.Length - 2;
@@ -141,6 +148,12 @@ internal static class EngineOps
         long[] strides = Ints(n, "strides") ?? Enumerable.Repeat(1L, spatial).ToArray();
         long[] dil = Ints(n, "dilations") ?? Enumerable.Repeat(1L, spatial).ToArray();
         long[] pads = Ints(n, "pads") ?? new long[2 * spatial];
+        // Attributes are untrusted: wrong lengths or values outside int (a stride of 2^40 truncates to 0) are refused
+        // here rather than failing inside the kernels (found by the fuzz harness).
+        WindowValues("kernel_shape", k, spatial, 1);
+        WindowValues("strides", strides, spatial, 1);
+        WindowValues("dilations", dil, spatial, 1);
+        WindowValues("pads", pads, 2 * spatial, 0);
         string autoPad = Str(n, "auto_pad", "NOTSET");
         long[] inSp = xDims.Skip(2).ToArray();
         if (autoPad is "SAME_UPPER" or "SAME_LOWER")

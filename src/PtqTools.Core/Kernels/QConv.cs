@@ -17,8 +17,9 @@ public sealed record ConvGeometry(int Batch, int Channels, int Height, int Width
     {
         if (Group <= 0 || Channels % Group != 0 || OutChannels % Group != 0)
             throw new ArgumentException($"group {Group} does not divide {Channels} input and {OutChannels} output channels.");
-        if (OutH <= 0 || OutW <= 0) throw new ArgumentException($"The window does not fit the {Height}x{Width} input.");
+        // Strides first: OutH and OutW divide by them.
         if (StrideH <= 0 || StrideW <= 0 || DilationH <= 0 || DilationW <= 0) throw new ArgumentException("Strides and dilations must be positive.");
+        if (OutH <= 0 || OutW <= 0) throw new ArgumentException($"The window does not fit the {Height}x{Width} input.");
     }
 }
 

@@ -252,6 +252,7 @@ public static class ExternalData
         var dataName = Path.GetFileName(full) + ".data";
         var dataPath = Path.Combine(dir, dataName);
         var tempData = Path.Combine(dir, $".{dataName}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        var tempModel = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         var moved = new List<(TensorProto Tensor, ByteString Raw, StringStringEntryProto[] Entries)>();
         try
         {
@@ -297,9 +298,12 @@ public static class ExternalData
                 }
             }
             cancel.ThrowIfCancellationRequested();
-            var bytes = model.ToByteArray();
+            // Both files are complete under temporary names before either is renamed: a full disk while writing
+            // the model must not leave a new side file beside an old model (or beside none).
+            File.WriteAllBytes(tempModel, model.ToByteArray());
+            cancel.ThrowIfCancellationRequested();
             File.Move(tempData, dataPath, overwrite: true);
-            OnnxModelIO.WriteAtomically(full, bytes);
+            File.Move(tempModel, full, overwrite: true);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
@@ -308,6 +312,7 @@ public static class ExternalData
         finally
         {
             try { File.Delete(tempData); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            try { File.Delete(tempModel); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             foreach (var (t, raw, entries) in moved)
             {
                 t.ExternalData.Clear();

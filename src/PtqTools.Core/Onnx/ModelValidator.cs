@@ -115,12 +115,26 @@ public static class ModelValidator
         for (int i = 0; i < graph.Node.Count; i++)
             foreach (var attr in graph.Node[i].Attribute)
             {
+                CheckAttribute(graph.Node[i], attr, source, $"{scope}{NodeLabel(graph.Node[i], i)}");
                 // Tensors held by attributes (Constant's value and the like) are checked like initializers.
                 if (attr.T is not null) CheckTensor(attr.T, source, $"{scope}{NodeLabel(graph.Node[i], i)}.{attr.Name}");
                 foreach (var t in attr.Tensors) CheckTensor(t, source, $"{scope}{NodeLabel(graph.Node[i], i)}.{attr.Name}");
                 if (attr.G is not null) ValidateGraph(attr.G, inner, source, $"{scope}{NodeLabel(graph.Node[i], i)}/{attr.Name}/");
                 foreach (var g in attr.Graphs) ValidateGraph(g, inner, source, $"{scope}{NodeLabel(graph.Node[i], i)}/{attr.Name}/");
             }
+    }
+
+    /// <summary>Integer attributes ONNX Runtime's kernels trust. A GatherND with a negative batch_dims aborts the
+    /// process inside ONNX Runtime 1.31.1 when it runs (std::terminate; found by the fuzz harness), and no operator
+    /// takes a scalar integer attribute beyond 32 bits except Constant's value_int.</summary>
+    static void CheckAttribute(NodeProto node, AttributeProto attr, string source, string label)
+    {
+        if (attr.Type != AttributeProto.Types.AttributeType.Int) return;
+        if (node.OpType == "Constant" && node.Domain.Length == 0) return;
+        if (attr.I < int.MinValue || attr.I > int.MaxValue)
+            throw Invalid("InvalidAttribute", $"Attribute '{attr.Name}' of node '{label}' ({node.OpType}) in '{source}' is {attr.I}, beyond the 32-bit range of an operator attribute.", label);
+        if (attr.Name == "batch_dims" && node.OpType is "GatherND" && node.Domain.Length == 0 && attr.I < 0)
+            throw Invalid("InvalidAttribute", $"Attribute 'batch_dims' of node '{label}' (GatherND) in '{source}' is {attr.I}; it must not be negative.", label);
     }
 
     static void CheckTensor(TensorProto t, string source, string label)
