@@ -664,3 +664,60 @@ void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, int o1, uint8
         }
     }
 }
+
+/* ---- AMX-INT8 GEMM ----------------------------------------------------------------------------------------------
+ * The packed weights' quads ([blocks][kq][16][4]) are exactly the B tiles tdpbusd wants: 16 quads of one block are a
+ * 16 x 64-byte tile. A is the row-major u8 copy, K padded with zeros to a multiple of 64 and rows to a multiple of 16,
+ * so a tile that runs past K multiplies zeros (the quads read past it belong to the next block or the padding the
+ * packer leaves). The OS must grant the tile state first (arch_prctl ARCH_REQ_XCOMP_PERM). */
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cpuid.h>
+
+int ptq_has_amx(void)
+{
+    unsigned int a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!(d & (1u << 24)) || !(d & (1u << 25))) return 0;     /* AMX-TILE, AMX-INT8 */
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+}
+
+typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } ptq_tilecfg;
+
+/* Rows [r0, r1) (multiples of 16 of the padded A) x all blocks; lda a multiple of 64; kq16 = lda / 4. */
+__attribute__((target("amx-tile,amx-int8,avx512f")))
+void ptq_gemm_u8s8_amx(const uint8_t *a, int lda, int r0, int r1, const int8_t *quads, int kq, int blocks, int32_t *c, int ldc)
+{
+    ptq_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+    _tile_loadconfig(&cfg);
+    const int kq16 = lda / 4;
+    const int64_t bstride = (int64_t)kq * 64, cs = (int64_t)ldc * 4;
+    for (int nb = 0; nb < blocks; nb += 2) {
+        int two = nb + 1 < blocks;
+        const int8_t *b0 = quads + nb * bstride, *b1 = b0 + bstride;
+        for (int i = r0; i < r1; i += 32) {
+            int pair = i + 16 < r1;
+            const uint8_t *a0 = a + (int64_t)i * lda, *a1 = a0 + (int64_t)16 * lda;
+            int32_t *c0 = c + (int64_t)i * ldc + nb * 16, *c1 = c0 + (int64_t)16 * ldc;
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            for (int q = 0; q < kq16; q += 16) {
+                _tile_loadd(4, a0 + q * 4, lda);
+                _tile_loadd(6, b0 + (int64_t)q * 64, 64);
+                _tile_dpbusd(0, 4, 6);
+                if (two) { _tile_loadd(7, b1 + (int64_t)q * 64, 64); _tile_dpbusd(1, 4, 7); }
+                if (pair) {
+                    _tile_loadd(5, a1 + q * 4, lda);
+                    _tile_dpbusd(2, 5, 6);
+                    if (two) _tile_dpbusd(3, 5, 7);
+                }
+            }
+            _tile_stored(0, c0, cs);
+            if (two) _tile_stored(1, c0 + 16, cs);
+            if (pair) { _tile_stored(2, c1, cs); if (two) _tile_stored(3, c1 + 16, cs); }
+        }
+    }
+    _tile_release();
+}

@@ -18,6 +18,7 @@ public static unsafe class NativeKernels
     static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void> GemmFn;
     static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void> ConvPackFn;
     static readonly delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void> ConvFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void> AmxGemmFn;
 
     static NativeKernels()
     {
@@ -29,6 +30,11 @@ public static unsafe class NativeKernels
             HasVnniFn = (delegate* unmanaged<int>)has;
             GemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void>)gemm;
             LoadedFrom = candidate;
+            // AMX-INT8 tiles for the GEMM where the CPU has them and the OS grants the tile state (ptq_has_amx asks, as
+            // ONNX Runtime's MLAS does in the same process); PTQTOOLS_AMX=0 turns it off.
+            if (NativeLibrary.TryGetExport(handle, "ptq_has_amx", out var hasAmx) && NativeLibrary.TryGetExport(handle, "ptq_gemm_u8s8_amx", out var amx)
+                && Environment.GetEnvironmentVariable("PTQTOOLS_AMX") != "0" && ((delegate* unmanaged<int>)hasAmx)() != 0)
+                AmxGemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void>)amx;
             // The direct convolution came with version 2 of the library; an older build still serves the GEMM.
             if (NativeLibrary.TryGetExport(handle, "ptq_conv_pack_input", out var pack) && NativeLibrary.TryGetExport(handle, "ptq_conv_vnni", out var conv))
             {
@@ -40,7 +46,14 @@ public static unsafe class NativeKernels
         Available = GemmFn != null;
         HasVnni = Available && HasVnniFn() != 0;
         HasConv = HasVnni && ConvFn != null;
+        HasAmx = HasVnni && AmxGemmFn != null;
     }
+
+    /// <summary>Whether the GEMM runs on AMX-INT8 tiles (from 16 rows of A; fewer rows take the VNNI kernel).</summary>
+    public static bool HasAmx { get; }
+
+    /// <summary>Rows of A from which the AMX kernel is used.</summary>
+    const int AmxMinRows = 16;
 
     /// <summary>Whether the library's direct VNNI convolution can run here.</summary>
     public static bool HasConv { get; }
@@ -65,9 +78,14 @@ public static unsafe class NativeKernels
     internal static void Gemm(ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
     {
         if (!HasVnni) throw new InvalidOperationException("The native VNNI kernel is not available on this machine.");
-        int k = w.K, kq = (k + 3) / 4, lda = kq * 4, ldc = w.Blocks * PackedWeights.Block;
-        // A is copied (sign flipped for s8, K padded to quads) once per call into the calling thread's reusable buffer.
-        var a8 = Buffer(ref t_gemmA, (long)m * lda);
+        int k = w.K, kq = (k + 3) / 4, ldc = w.Blocks * PackedWeights.Block;
+        bool amx = HasAmx && m >= AmxMinRows;
+        // AMX tiles take 64 k values and 16 rows at a time: K and M are padded (zero K columns add nothing; the extra
+        // rows are computed into the scratch result and dropped).
+        int lda = amx ? (k + 63) / 64 * 64 : kq * 4, rowsPadded = amx ? (m + 15) / 16 * 16 : m;
+        // A is copied (sign flipped for s8, K padded) once per call into the calling thread's reusable buffer.
+        var a8 = Buffer(ref t_gemmA, (long)rowsPadded * lda);
+        if (rowsPadded > m) a8.AsSpan(m * lda, (rowsPadded - m) * lda).Clear();
         Span<int> rowSums = m <= 1024 ? stackalloc int[m] : new int[m];
         int za = aSigned ? aZero + 128 : aZero;
         for (int i = 0; i < m; i++)
@@ -79,26 +97,33 @@ public static unsafe class NativeKernels
             rowSums[i] = SumBytes(row);
         }
         // When N fills whole blocks the kernel writes straight into C and the correction runs in place.
-        bool direct = ldc == w.N && c.Length >= (long)m * ldc;
+        bool direct = ldc == w.N && c.Length >= (long)m * ldc && rowsPadded == m;
         int[]? raw = null;
         if (!direct)
         {
-            if (t_gemmC is null || t_gemmC.Length < (long)m * ldc) t_gemmC = GC.AllocateUninitializedArray<int>(m * ldc, pinned: true);
+            if (t_gemmC is null || t_gemmC.Length < (long)rowsPadded * ldc) t_gemmC = GC.AllocateUninitializedArray<int>(rowsPadded * ldc, pinned: true);
             raw = t_gemmC;
         }
         int threads = KernelDispatch.ThreadsFor((long)m * w.N * k);
         fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (int* pc = direct ? c : raw!.AsSpan())
         {
             byte* ppa = pa; sbyte* ppq = pq; int* ppc = pc;
-            if (threads <= 1) GemmFn(ppa, 0, m, kq, ppq, w.Blocks, ppc, ldc);
+            int step = amx ? 32 : 8;
+            if (threads <= 1)
+            {
+                if (amx) AmxGemmFn(ppa, lda, 0, rowsPadded, ppq, kq, w.Blocks, ppc, ldc);
+                else GemmFn(ppa, 0, m, kq, ppq, w.Blocks, ppc, ldc);
+            }
             else
             {
-                int per = ((m + threads - 1) / threads + 7) / 8 * 8;
-                var pA = (nint)ppa; var pQ = (nint)ppq; var pC = (nint)ppc; int blocks = w.Blocks;
+                int per = ((rowsPadded + threads - 1) / threads + step - 1) / step * step;
+                var pA = (nint)ppa; var pQ = (nint)ppq; var pC = (nint)ppc; int blocks = w.Blocks, rowsAll = amx ? rowsPadded : m;
                 Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
                 {
-                    int r0 = t * per, r1 = Math.Min(m, r0 + per);
-                    if (r0 < r1) GemmFn((byte*)pA, r0, r1, kq, (sbyte*)pQ, blocks, (int*)pC, ldc);
+                    int r0 = t * per, r1 = Math.Min(rowsAll, r0 + per);
+                    if (r0 >= r1) return;
+                    if (amx) AmxGemmFn((byte*)pA, lda, r0, r1, (sbyte*)pQ, kq, blocks, (int*)pC, ldc);
+                    else GemmFn((byte*)pA, r0, r1, kq, (sbyte*)pQ, blocks, (int*)pC, ldc);
                 });
             }
         }

@@ -39,7 +39,8 @@ public sealed class PackedWeights
                     }
         if (!quads) return;
         int kq = (k + 3) / 4;
-        Quads = new sbyte[Blocks * kq * Block * 4];
+        // 16 quads of slack: an AMX tile of the last block may read up to 15 quads past its end (times zero A columns).
+        Quads = new sbyte[Blocks * kq * Block * 4 + 16 * Block * 4];
         QuadColumnSums = new int[Blocks * Block];
         QuadZeroPoints = new int[Blocks * Block];
         for (int col = 0; col < n; col++) QuadZeroPoints[col] = storedSigned(-1, col);
