@@ -721,3 +721,65 @@ void ptq_gemm_u8s8_amx(const uint8_t *a, int lda, int r0, int r1, const int8_t *
     }
     _tile_release();
 }
+
+/* ---- AMX-INT8 direct convolution (stride 1, symmetric weights, 64+ channels per group) ----------------------------
+ * tdpbsud multiplies signed A by unsigned B: A is a weight tile, 16 output channels x 16 channel quads of one tap
+ * (weights packed [oc rounded up to 32][tap][channel quads rounded up to 16][4]); B is 16 channel quads x 16 pixels of
+ * the packed input, read in place (the planes of consecutive channel quads are hp * wp * 4 bytes apart, the pixels
+ * run over wide rows as in ptq_conv_vnni). C tiles are 16 channels x 16 pixels: NCHW rows, requantized by
+ * conv_store. Padded channels have zero weights, so whatever the padded planes hold adds nothing. */
+#define AMX_TILE 32    /* pixels per tile: 2 blocks of 16 */
+
+__attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni")))
+void ptq_conv_amx(const ptq_conv_args *a, const int8_t *wamx, int cq16, int t0, int t1, int o0, int o1, uint8_t *ws)
+{
+    ptq_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+    _tile_loadconfig(&cfg);
+    const int taps = a->kh * a->kw, span = (a->oh - 1) * a->wp + a->ow;
+    const int64_t plane = (int64_t)a->hp * a->wp * 4, wrow = (int64_t)taps * cq16 * 4;
+    int32_t *acc = (int32_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);    /* [32 channels][32 pixels] */
+    const __m512i noxsum[2] = { _mm512_setzero_si512(), _mm512_setzero_si512() };
+    for (int t = t0; t < t1; t++) {
+        int l0 = t * AMX_TILE;
+        __mmask16 mask[2];
+        int start[2];
+        for (int b = 0; b < 2; b++) {
+            int lb = l0 + b * 16, first = 1;
+            mask[b] = 0; start[b] = 0;
+            for (int i = 0; i < 16; i++) {
+                int l = lb + i;
+                if (l >= span) break;
+                if (l % a->wp >= a->ow) continue;
+                if (first) { start[b] = l / a->wp * a->ow + l % a->wp; first = 0; }
+                mask[b] |= (__mmask16)(1u << i);
+            }
+        }
+        for (int o = o0; o < o1; o += 32) {
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            const int8_t *w0 = wamx + (int64_t)o * wrow, *w1 = w0 + 16 * wrow;
+            for (int ki = 0; ki < a->kh; ki++)
+                for (int kj = 0; kj < a->kw; kj++) {
+                    int tap = ki * a->kw + kj;
+                    const uint8_t *xb = a->x + ((int64_t)(ki * a->dh) * a->wp + kj * a->dw + l0) * 4;
+                    for (int c = 0; c < cq16; c += 16) {
+                        const uint8_t *x0 = xb + c * plane;
+                        _tile_loadd(6, x0, plane);
+                        _tile_loadd(7, x0 + 64, plane);
+                        _tile_loadd(4, w0 + ((int64_t)tap * cq16 + c) * 4, wrow);
+                        _tile_loadd(5, w1 + ((int64_t)tap * cq16 + c) * 4, wrow);
+                        _tile_dpbsud(0, 4, 6); _tile_dpbsud(1, 4, 7);
+                        _tile_dpbsud(2, 5, 6); _tile_dpbsud(3, 5, 7);
+                    }
+                }
+            _tile_stored(0, acc, 128); _tile_stored(1, acc + 16, 128);
+            _tile_stored(2, acc + 16 * 32, 128); _tile_stored(3, acc + 16 * 32 + 16, 128);
+            for (int r = 0; r < 32; r++)
+                for (int b = 0; b < 2; b++)
+                    conv_store(a, _mm512_load_si512(acc + r * 32 + b * 16), o + r, b, mask, start, noxsum);
+        }
+    }
+    _tile_release();
+}

@@ -19,6 +19,7 @@ public static unsafe class NativeKernels
     static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void> ConvPackFn;
     static readonly delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void> ConvFn;
     static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void> AmxGemmFn;
+    static readonly delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void> AmxConvFn;
 
     static NativeKernels()
     {
@@ -34,7 +35,11 @@ public static unsafe class NativeKernels
             // ONNX Runtime's MLAS does in the same process); PTQTOOLS_AMX=0 turns it off.
             if (NativeLibrary.TryGetExport(handle, "ptq_has_amx", out var hasAmx) && NativeLibrary.TryGetExport(handle, "ptq_gemm_u8s8_amx", out var amx)
                 && Environment.GetEnvironmentVariable("PTQTOOLS_AMX") != "0" && ((delegate* unmanaged<int>)hasAmx)() != 0)
+            {
                 AmxGemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void>)amx;
+                if (NativeLibrary.TryGetExport(handle, "ptq_conv_amx", out var amxConv))
+                    AmxConvFn = (delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void>)amxConv;
+            }
             // The direct convolution came with version 2 of the library; an older build still serves the GEMM.
             if (NativeLibrary.TryGetExport(handle, "ptq_conv_pack_input", out var pack) && NativeLibrary.TryGetExport(handle, "ptq_conv_vnni", out var conv))
             {
@@ -47,7 +52,11 @@ public static unsafe class NativeKernels
         HasVnni = Available && HasVnniFn() != 0;
         HasConv = HasVnni && ConvFn != null;
         HasAmx = HasVnni && AmxGemmFn != null;
+        HasAmxConv = HasConv && HasAmx && AmxConvFn != null;
     }
+
+    /// <summary>Whether stride-1 convolutions with symmetric weights and 64+ channels per group run on AMX tiles.</summary>
+    public static bool HasAmxConv { get; }
 
     /// <summary>Whether the GEMM runs on AMX-INT8 tiles (from 16 rows of A; fewer rows take the VNNI kernel).</summary>
     public static bool HasAmx { get; }
@@ -207,30 +216,42 @@ public static unsafe class NativeKernels
     /// <summary>One image and group of a convolution through ptq_conv_vnni: the input planes (channels of this group)
     /// are packed into the calling thread's reusable buffer, then tiles or channel ranges run on up to
     /// <paramref name="threads"/> threads, each with its own reusable workspace. Output planes at <paramref name="y"/>.</summary>
-    internal static void Conv(byte* x, int channels, int height, int width, int padTop, int padLeft, byte fill, bool flip, ConvArgs args, int threads)
+    /// <param name="amxWeights">The group's AMX weights ([oc rounded up to 32][tap][<paramref name="cq16"/>][4]), or
+    /// null for the VNNI kernel.</param>
+    internal static void Conv(byte* x, int channels, int height, int width, int padTop, int padLeft, byte fill, bool flip, ConvArgs args, int threads,
+        sbyte* amxWeights = null, int cq16 = 0)
     {
-        var input = Buffer(ref t_input, args.PackedInput);
+        bool amx = amxWeights != null;
+        // The AMX kernel reads cq16 channel-quad planes; those past the input's hold whatever the buffer held (their
+        // weights are zero).
+        var input = Buffer(ref t_input, amx ? (long)cq16 * args.Hp * args.Wp * 4 + 256 : args.PackedInput);
         fixed (byte* pin = input)
         {
             ConvPackFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, fill, flip ? 1 : 0, pin);
             args.X = pin;
-            int tiles = args.Tiles, oc = args.Oc, ocRounded = (oc + 7) / 8 * 8;
+            int tiles = amx ? ((args.Oh - 1) * args.Wp + args.Ow + 31) / 32 : args.Tiles, oc = args.Oc;
+            int ocStep = amx ? 32 : 8, ocRounded = (oc + ocStep - 1) / ocStep * ocStep;
+            long wsSize = Math.Max(args.Workspace, 32 * 32 * 4 + 128);
             if (threads <= 1)
             {
-                fixed (byte* ws = Buffer(ref t_workspace, args.Workspace)) ConvFn(&args, 0, tiles, 0, ocRounded, ws);
+                fixed (byte* ws = Buffer(ref t_workspace, wsSize))
+                    if (amx) AmxConvFn(&args, amxWeights, cq16, 0, tiles, 0, ocRounded, ws);
+                    else ConvFn(&args, 0, tiles, 0, ocRounded, ws);
                 return;
             }
             var shared = args;
             bool byTiles = tiles >= threads;
-            int per = byTiles ? (tiles + threads - 1) / threads : ((ocRounded / 8 + threads - 1) / threads) * 8;
+            int per = byTiles ? (tiles + threads - 1) / threads : ((ocRounded / ocStep + threads - 1) / threads) * ocStep;
+            var pw = (nint)amxWeights;
             Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
             {
                 var local = shared;
                 int lo = t * per, hi = Math.Min(byTiles ? tiles : ocRounded, lo + per);
                 if (lo >= hi) return;
-                fixed (byte* ws = Buffer(ref t_workspace, local.Workspace))
-                    if (byTiles) ConvFn(&local, lo, hi, 0, ocRounded, ws);
-                    else ConvFn(&local, 0, tiles, lo, hi, ws);
+                int tl = byTiles ? lo : 0, th = byTiles ? hi : tiles, ol = byTiles ? 0 : lo, oh = byTiles ? ocRounded : hi;
+                fixed (byte* ws = Buffer(ref t_workspace, wsSize))
+                    if (amx) AmxConvFn(&local, (sbyte*)pw, cq16, tl, th, ol, oh, ws);
+                    else ConvFn(&local, tl, th, ol, oh, ws);
             });
         }
     }
