@@ -722,12 +722,12 @@ void ptq_gemm_u8s8_amx(const uint8_t *a, int lda, int r0, int r1, const int8_t *
     _tile_release();
 }
 
-/* ---- AMX-INT8 direct convolution (stride 1, symmetric weights, 64+ channels per group) ----------------------------
+/* ---- AMX-INT8 direct convolution (symmetric weights, 64+ channels per group) -------------------------------------
  * tdpbsud multiplies signed A by unsigned B: A is a weight tile, 16 output channels x 16 channel quads of one tap
  * (weights packed [oc rounded up to 32][tap][channel quads rounded up to 16][4]); B is 16 channel quads x 16 pixels of
  * the packed input, read in place (the planes of consecutive channel quads are hp * wp * 4 bytes apart, the pixels
- * run over wide rows as in ptq_conv_vnni). C tiles are 16 channels x 16 pixels: NCHW rows, requantized by
- * conv_store. Padded channels have zero weights, so whatever the padded planes hold adds nothing. */
+ * run over wide rows as in ptq_conv_vnni; with other strides a tile's pixels are gathered first). C tiles are 16
+ * channels x 16 pixels: NCHW rows, requantized by conv_store. Padded channels have zero weights, so whatever the padded planes hold adds nothing. */
 #define AMX_TILE 32    /* pixels per tile: 2 blocks of 16 */
 
 __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni")))
@@ -738,9 +738,12 @@ void ptq_conv_amx(const ptq_conv_args *a, const int8_t *wamx, int cq16, int t0, 
     cfg.palette = 1;
     for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
     _tile_loadconfig(&cfg);
-    const int taps = a->kh * a->kw, span = (a->oh - 1) * a->wp + a->ow;
+    const int taps = a->kh * a->kw, wide = a->sh == 1 && a->sw == 1, pixels = a->oh * a->ow;
+    const int span = wide ? (a->oh - 1) * a->wp + a->ow : pixels;
     const int64_t plane = (int64_t)a->hp * a->wp * 4, wrow = (int64_t)taps * cq16 * 4;
     int32_t *acc = (int32_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);    /* [32 channels][32 pixels] */
+    uint8_t *gathered = (uint8_t *)(acc + 32 * 32);                          /* strided: [tap][cq16][32 pixels][4] */
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512i noxsum[2] = { _mm512_setzero_si512(), _mm512_setzero_si512() };
     for (int t = t0; t < t1; t++) {
         int l0 = t * AMX_TILE;
@@ -752,10 +755,33 @@ void ptq_conv_amx(const ptq_conv_args *a, const int8_t *wamx, int cq16, int t0, 
             for (int i = 0; i < 16; i++) {
                 int l = lb + i;
                 if (l >= span) break;
-                if (l % a->wp >= a->ow) continue;
-                if (first) { start[b] = l / a->wp * a->ow + l % a->wp; first = 0; }
+                if (wide && l % a->wp >= a->ow) continue;
+                if (first) { start[b] = wide ? l / a->wp * a->ow + l % a->wp : l; first = 0; }
                 mask[b] |= (__mmask16)(1u << i);
             }
+        }
+        if (!wide) {
+            /* Other strides: the tile's 32 pixels of every tap and channel quad gathered once, for all channels. */
+            __m512i off[2];
+            for (int b = 0; b < 2; b++) {
+                __m512i p = _mm512_add_epi32(_mm512_set1_epi32(l0 + b * 16), lane);
+                __mmask16 in = _mm512_cmplt_epi32_mask(p, _mm512_set1_epi32(pixels));
+                __m512i r = _mm512_cvttps_epi32(_mm512_div_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps((float)a->ow)));
+                __m512i c = _mm512_sub_epi32(p, _mm512_mullo_epi32(r, _mm512_set1_epi32(a->ow)));
+                __mmask16 neg = _mm512_cmplt_epi32_mask(c, _mm512_setzero_si512());
+                r = _mm512_mask_sub_epi32(r, neg, r, _mm512_set1_epi32(1));
+                c = _mm512_mask_add_epi32(c, neg, c, _mm512_set1_epi32(a->ow));
+                __m512i o = _mm512_add_epi32(_mm512_mullo_epi32(r, _mm512_set1_epi32(a->sh * a->wp)), _mm512_mullo_epi32(c, _mm512_set1_epi32(a->sw)));
+                off[b] = _mm512_maskz_mov_epi32(in, o);
+            }
+            for (int ki = 0; ki < a->kh; ki++)
+                for (int kj = 0; kj < a->kw; kj++)
+                    for (int c = 0; c < cq16; c++) {
+                        const uint8_t *src = a->x + c * plane + ((int64_t)(ki * a->dh) * a->wp + kj * a->dw) * 4;
+                        uint8_t *dst = gathered + ((int64_t)(ki * a->kw + kj) * cq16 + c) * 128;
+                        _mm512_store_si512(dst, _mm512_i32gather_epi32(off[0], src, 4));
+                        _mm512_store_si512(dst + 64, _mm512_i32gather_epi32(off[1], src, 4));
+                    }
         }
         for (int o = o0; o < o1; o += 32) {
             _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
@@ -763,11 +789,13 @@ void ptq_conv_amx(const ptq_conv_args *a, const int8_t *wamx, int cq16, int t0, 
             for (int ki = 0; ki < a->kh; ki++)
                 for (int kj = 0; kj < a->kw; kj++) {
                     int tap = ki * a->kw + kj;
-                    const uint8_t *xb = a->x + ((int64_t)(ki * a->dh) * a->wp + kj * a->dw + l0) * 4;
+                    const uint8_t *xb = wide ? a->x + ((int64_t)(ki * a->dh) * a->wp + kj * a->dw + l0) * 4
+                                             : gathered + (int64_t)tap * cq16 * 128;
+                    const int64_t bs = wide ? plane : 128;
                     for (int c = 0; c < cq16; c += 16) {
-                        const uint8_t *x0 = xb + c * plane;
-                        _tile_loadd(6, x0, plane);
-                        _tile_loadd(7, x0 + 64, plane);
+                        const uint8_t *x0 = xb + c * bs;
+                        _tile_loadd(6, x0, bs);
+                        _tile_loadd(7, x0 + 64, bs);
                         _tile_loadd(4, w0 + ((int64_t)tap * cq16 + c) * 4, wrow);
                         _tile_loadd(5, w1 + ((int64_t)tap * cq16 + c) * 4, wrow);
                         _tile_dpbsud(0, 4, 6); _tile_dpbsud(1, 4, 7);

@@ -112,11 +112,14 @@ public class KernelTests
         new(1, 6, 10, 10, 10, 3, 3, DilationH: 2, DilationW: 3, PadTop: 2, PadLeft: 2, PadBottom: 2, PadRight: 2, Group: 2),
         new(1, 6, 9, 9, 6, 3, 3, StrideH: 1, StrideW: 2, Group: 3),
         new(1, 8, 7, 7, 8, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, Group: 8),
-        // 64+ channels per group, stride 1: with symmetric weights (odd positions) the AMX kernel where the CPU has it.
+        // 64+ channels per group: with symmetric weights (odd positions) the AMX kernel where the CPU has it.
         new(1, 64, 9, 11, 40, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
         new(2, 130, 5, 7, 70, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, DilationH: 2),
         new(1, 70, 12, 12, 33, 1, 1),
         new(1, 128, 6, 6, 64, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, Group: 2),
+        new(1, 72, 10, 10, 40, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        new(1, 64, 11, 13, 36, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        new(1, 64, 14, 14, 50, 1, 1, StrideH: 2, StrideW: 2),
     };
 
     [Theory]

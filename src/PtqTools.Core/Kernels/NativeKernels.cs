@@ -55,7 +55,7 @@ public static unsafe class NativeKernels
         HasAmxConv = HasConv && HasAmx && AmxConvFn != null;
     }
 
-    /// <summary>Whether stride-1 convolutions with symmetric weights and 64+ channels per group run on AMX tiles.</summary>
+    /// <summary>Whether convolutions with symmetric weights and 64+ channels per group run on AMX tiles.</summary>
     public static bool HasAmxConv { get; }
 
     /// <summary>Whether the GEMM runs on AMX-INT8 tiles (from 16 rows of A; fewer rows take the VNNI kernel).</summary>
@@ -231,7 +231,7 @@ public static unsafe class NativeKernels
             args.X = pin;
             int tiles = amx ? ((args.Oh - 1) * args.Wp + args.Ow + 31) / 32 : args.Tiles, oc = args.Oc;
             int ocStep = amx ? 32 : 8, ocRounded = (oc + ocStep - 1) / ocStep * ocStep;
-            long wsSize = Math.Max(args.Workspace, 32 * 32 * 4 + 128);
+            long wsSize = amx ? 32 * 32 * 4 + (args.Wide ? 0 : (long)args.Kh * args.Kw * cq16 * 128) + 128 : args.Workspace;
             if (threads <= 1)
             {
                 fixed (byte* ws = Buffer(ref t_workspace, wsSize))

@@ -85,7 +85,7 @@ internal sealed class NativeConvWeights
     public int[] Sums { get; }
     public int[] Zeros { get; }
     public bool AnyZero { get; }
-    /// <summary>For the AMX kernel (stride 1, symmetric weights, 64+ channels): [oc rounded up to 32][tap][channel
+    /// <summary>For the AMX kernel (symmetric weights, 64+ channels): [oc rounded up to 32][tap][channel
     /// quads rounded up to 16][4], zero padded; null when it does not apply.</summary>
     public sbyte[]? Amx { get; private set; }
     public int AmxChannelQuads { get; private set; }
@@ -132,7 +132,7 @@ internal sealed class NativeConvWeights
             sums[j] = sum;
         }
         var packed = new NativeConvWeights(kq, cq, data, sums, zeros);
-        if (NativeKernels.HasAmxConv && !packed.AnyZero && g.StrideH == 1 && g.StrideW == 1 && cg >= 64) packed.PackAmx(g);
+        if (NativeKernels.HasAmxConv && !packed.AnyZero && cg >= 64) packed.PackAmx(g);
         return packed;
     }
 }
