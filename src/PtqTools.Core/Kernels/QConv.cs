@@ -170,8 +170,9 @@ public static class QConv
             }
     }
 
-    /// <summary>The fast form: im2col (int16, zero point subtracted) then the packed GEMM per group; depthwise
-    /// convolutions run a direct loop over the pre-subtracted weights.</summary>
+    /// <summary>The fast form, int32 accumulators: the native direct convolution (VNNI or AMX) when the library is
+    /// present; otherwise im2col (int16, zero point subtracted) then the packed GEMM per group. Depthwise convolutions
+    /// run a direct loop over the pre-subtracted weights.</summary>
     public static void Run<TX>(ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, Span<int> y) where TX : unmanaged
     {
         var g = w.Shape;
