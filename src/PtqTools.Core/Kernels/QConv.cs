@@ -89,6 +89,7 @@ internal sealed class NativeConvWeights
     /// quads rounded up to 16][4], zero padded; null when it does not apply.</summary>
     public sbyte[]? Amx { get; private set; }
     public int AmxChannelQuads { get; private set; }
+    public int AmxOffset { get; private set; }
 
     NativeConvWeights(int kq, int cq, sbyte[] data, int[] sums, int[] zeros)
     {
@@ -104,7 +105,8 @@ internal sealed class NativeConvWeights
                 for (int tap = 0; tap < taps; tap++)
                     for (int t = 0; t < 4; t++)
                         amx[(((long)j * taps + tap) * cq16 + c4) * 4 + t] = Data[((long)j * Kq + c4 * taps + tap) * 4 + t];
-        Amx = amx; AmxChannelQuads = cq16;
+        (Amx, AmxOffset) = NativeKernels.Aligned(amx);
+        AmxChannelQuads = cq16;
     }
 
     public static NativeConvWeights Pack<T>(ReadOnlySpan<T> w, ReadOnlySpan<int> zeroPoints, ConvGeometry g, int gi) where T : unmanaged
@@ -318,7 +320,7 @@ public static class QConv
                         };
                         fixed (sbyte* pa = nw.Amx)
                             NativeKernels.Conv(px + (long)(n * g.Channels + gi * cg) * g.Height * g.Width, cg, g.Height, g.Width,
-                                g.PadTop, g.PadLeft, (byte)xz, flip, args, threads, pa, nw.AmxChannelQuads);
+                                g.PadTop, g.PadLeft, (byte)xz, flip, args, threads, pa == null ? null : pa + nw.AmxOffset, nw.AmxChannelQuads);
                     }
             }
     }
