@@ -664,3 +664,150 @@ void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, int o1, uint8
         }
     }
 }
+
+/* ---- AMX-INT8 GEMM ----------------------------------------------------------------------------------------------
+ * The packed weights' quads ([blocks][kq][16][4]) are exactly the B tiles tdpbusd wants: 16 quads of one block are a
+ * 16 x 64-byte tile. A is the row-major u8 copy, K padded with zeros to a multiple of 64 and rows to a multiple of 16,
+ * so a tile that runs past K multiplies zeros (the quads read past it belong to the next block or the padding the
+ * packer leaves). The OS must grant the tile state first (arch_prctl ARCH_REQ_XCOMP_PERM). */
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cpuid.h>
+
+int ptq_has_amx(void)
+{
+    unsigned int a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!(d & (1u << 24)) || !(d & (1u << 25))) return 0;     /* AMX-TILE, AMX-INT8 */
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+}
+
+typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } ptq_tilecfg;
+
+/* Rows [r0, r1) (multiples of 16 of the padded A) x all blocks; lda a multiple of 64; kq16 = lda / 4. */
+__attribute__((target("amx-tile,amx-int8,avx512f")))
+void ptq_gemm_u8s8_amx(const uint8_t *a, int lda, int r0, int r1, const int8_t *quads, int kq, int blocks, int32_t *c, int ldc)
+{
+    ptq_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+    _tile_loadconfig(&cfg);
+    const int kq16 = lda / 4;
+    const int64_t bstride = (int64_t)kq * 64, cs = (int64_t)ldc * 4;
+    for (int nb = 0; nb < blocks; nb += 2) {
+        int two = nb + 1 < blocks;
+        const int8_t *b0 = quads + nb * bstride, *b1 = b0 + bstride;
+        for (int i = r0; i < r1; i += 32) {
+            int pair = i + 16 < r1;
+            const uint8_t *a0 = a + (int64_t)i * lda, *a1 = a0 + (int64_t)16 * lda;
+            int32_t *c0 = c + (int64_t)i * ldc + nb * 16, *c1 = c0 + (int64_t)16 * ldc;
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            for (int q = 0; q < kq16; q += 16) {
+                _tile_loadd(4, a0 + q * 4, lda);
+                _tile_loadd(6, b0 + (int64_t)q * 64, 64);
+                _tile_dpbusd(0, 4, 6);
+                if (two) { _tile_loadd(7, b1 + (int64_t)q * 64, 64); _tile_dpbusd(1, 4, 7); }
+                if (pair) {
+                    _tile_loadd(5, a1 + q * 4, lda);
+                    _tile_dpbusd(2, 5, 6);
+                    if (two) _tile_dpbusd(3, 5, 7);
+                }
+            }
+            _tile_stored(0, c0, cs);
+            if (two) _tile_stored(1, c0 + 16, cs);
+            if (pair) { _tile_stored(2, c1, cs); if (two) _tile_stored(3, c1 + 16, cs); }
+        }
+    }
+    _tile_release();
+}
+
+/* ---- AMX-INT8 direct convolution (symmetric weights, 64+ channels per group) -------------------------------------
+ * tdpbsud multiplies signed A by unsigned B: A is a weight tile, 16 output channels x 16 channel quads of one tap
+ * (weights packed [oc rounded up to 32][tap][channel quads rounded up to 16][4]); B is 16 channel quads x 16 pixels of
+ * the packed input, read in place (the planes of consecutive channel quads are hp * wp * 4 bytes apart, the pixels
+ * run over wide rows as in ptq_conv_vnni; with other strides a tile's pixels are gathered first). C tiles are 16
+ * channels x 16 pixels: NCHW rows, requantized by conv_store. Padded channels have zero weights, so whatever the padded planes hold adds nothing. */
+#define AMX_TILE 32    /* pixels per tile: 2 blocks of 16 */
+
+__attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni")))
+void ptq_conv_amx(const ptq_conv_args *a, const int8_t *wamx, int cq16, int t0, int t1, int o0, int o1, uint8_t *ws)
+{
+    ptq_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+    _tile_loadconfig(&cfg);
+    const int taps = a->kh * a->kw, wide = a->sh == 1 && a->sw == 1, pixels = a->oh * a->ow;
+    const int span = wide ? (a->oh - 1) * a->wp + a->ow : pixels;
+    const int64_t plane = (int64_t)a->hp * a->wp * 4, wrow = (int64_t)taps * cq16 * 4;
+    int32_t *acc = (int32_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);    /* [32 channels][32 pixels] */
+    uint8_t *gathered = (uint8_t *)(acc + 32 * 32);                          /* strided: [tap][cq16][32 pixels][4] */
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i noxsum[2] = { _mm512_setzero_si512(), _mm512_setzero_si512() };
+    for (int t = t0; t < t1; t++) {
+        int l0 = t * AMX_TILE;
+        __mmask16 mask[2];
+        int start[2];
+        for (int b = 0; b < 2; b++) {
+            int lb = l0 + b * 16, first = 1;
+            mask[b] = 0; start[b] = 0;
+            for (int i = 0; i < 16; i++) {
+                int l = lb + i;
+                if (l >= span) break;
+                if (wide && l % a->wp >= a->ow) continue;
+                if (first) { start[b] = wide ? l / a->wp * a->ow + l % a->wp : l; first = 0; }
+                mask[b] |= (__mmask16)(1u << i);
+            }
+        }
+        if (!wide) {
+            /* Other strides: the tile's 32 pixels of every tap and channel quad gathered once, for all channels. */
+            __m512i off[2];
+            for (int b = 0; b < 2; b++) {
+                __m512i p = _mm512_add_epi32(_mm512_set1_epi32(l0 + b * 16), lane);
+                __mmask16 in = _mm512_cmplt_epi32_mask(p, _mm512_set1_epi32(pixels));
+                __m512i r = _mm512_cvttps_epi32(_mm512_div_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps((float)a->ow)));
+                __m512i c = _mm512_sub_epi32(p, _mm512_mullo_epi32(r, _mm512_set1_epi32(a->ow)));
+                __mmask16 neg = _mm512_cmplt_epi32_mask(c, _mm512_setzero_si512());
+                r = _mm512_mask_sub_epi32(r, neg, r, _mm512_set1_epi32(1));
+                c = _mm512_mask_add_epi32(c, neg, c, _mm512_set1_epi32(a->ow));
+                __m512i o = _mm512_add_epi32(_mm512_mullo_epi32(r, _mm512_set1_epi32(a->sh * a->wp)), _mm512_mullo_epi32(c, _mm512_set1_epi32(a->sw)));
+                off[b] = _mm512_maskz_mov_epi32(in, o);
+            }
+            for (int ki = 0; ki < a->kh; ki++)
+                for (int kj = 0; kj < a->kw; kj++)
+                    for (int c = 0; c < cq16; c++) {
+                        const uint8_t *src = a->x + c * plane + ((int64_t)(ki * a->dh) * a->wp + kj * a->dw) * 4;
+                        uint8_t *dst = gathered + ((int64_t)(ki * a->kw + kj) * cq16 + c) * 128;
+                        _mm512_store_si512(dst, _mm512_i32gather_epi32(off[0], src, 4));
+                        _mm512_store_si512(dst + 64, _mm512_i32gather_epi32(off[1], src, 4));
+                    }
+        }
+        for (int o = o0; o < o1; o += 32) {
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            const int8_t *w0 = wamx + (int64_t)o * wrow, *w1 = w0 + 16 * wrow;
+            for (int ki = 0; ki < a->kh; ki++)
+                for (int kj = 0; kj < a->kw; kj++) {
+                    int tap = ki * a->kw + kj;
+                    const uint8_t *xb = wide ? a->x + ((int64_t)(ki * a->dh) * a->wp + kj * a->dw + l0) * 4
+                                             : gathered + (int64_t)tap * cq16 * 128;
+                    const int64_t bs = wide ? plane : 128;
+                    for (int c = 0; c < cq16; c += 16) {
+                        const uint8_t *x0 = xb + c * bs;
+                        _tile_loadd(6, x0, bs);
+                        _tile_loadd(7, x0 + 64, bs);
+                        _tile_loadd(4, w0 + ((int64_t)tap * cq16 + c) * 4, wrow);
+                        _tile_loadd(5, w1 + ((int64_t)tap * cq16 + c) * 4, wrow);
+                        _tile_dpbsud(0, 4, 6); _tile_dpbsud(1, 4, 7);
+                        _tile_dpbsud(2, 5, 6); _tile_dpbsud(3, 5, 7);
+                    }
+                }
+            _tile_stored(0, acc, 128); _tile_stored(1, acc + 16, 128);
+            _tile_stored(2, acc + 16 * 32, 128); _tile_stored(3, acc + 16 * 32 + 16, 128);
+            for (int r = 0; r < 32; r++)
+                for (int b = 0; b < 2; b++)
+                    conv_store(a, _mm512_load_si512(acc + r * 32 + b * 16), o + r, b, mask, start, noxsum);
+        }
+    }
+    _tile_release();
+}

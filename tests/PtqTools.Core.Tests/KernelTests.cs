@@ -33,7 +33,7 @@ public class KernelTests
     public void Gemm_U8xS8_And_S8xS8_MatchTheReference(KernelPath path)
     {
         var r = new Random(1);
-        foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 17, 5), (5, 33, 64), (8, 16, 7), (1, 70, 300), (13, 48, 129), (11, 112, 40), (22, 40, 17) })
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 17, 5), (5, 33, 64), (8, 16, 7), (1, 70, 300), (13, 48, 129), (11, 112, 40), (22, 40, 17), (37, 70, 200), (16, 16, 64), (48, 33, 130) })
         {
             var a = U8(r, m * k); var sa = S8(r, m * k); var b = S8(r, k * n); var ub = U8(r, k * n);
             var zpCols = Enumerable.Range(0, n).Select(_ => r.Next(-128, 128)).ToArray();
@@ -112,6 +112,14 @@ public class KernelTests
         new(1, 6, 10, 10, 10, 3, 3, DilationH: 2, DilationW: 3, PadTop: 2, PadLeft: 2, PadBottom: 2, PadRight: 2, Group: 2),
         new(1, 6, 9, 9, 6, 3, 3, StrideH: 1, StrideW: 2, Group: 3),
         new(1, 8, 7, 7, 8, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, Group: 8),
+        // 64+ channels per group: with symmetric weights (odd positions) the AMX kernel where the CPU has it.
+        new(1, 64, 9, 11, 40, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        new(2, 130, 5, 7, 70, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, DilationH: 2),
+        new(1, 70, 12, 12, 33, 1, 1),
+        new(1, 128, 6, 6, 64, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, Group: 2),
+        new(1, 72, 10, 10, 40, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        new(1, 64, 11, 13, 36, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        new(1, 64, 14, 14, 50, 1, 1, StrideH: 2, StrideW: 2),
     };
 
     [Theory]

@@ -18,6 +18,8 @@ public static unsafe class NativeKernels
     static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void> GemmFn;
     static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void> ConvPackFn;
     static readonly delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void> ConvFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void> AmxGemmFn;
+    static readonly delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void> AmxConvFn;
 
     static NativeKernels()
     {
@@ -29,6 +31,15 @@ public static unsafe class NativeKernels
             HasVnniFn = (delegate* unmanaged<int>)has;
             GemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void>)gemm;
             LoadedFrom = candidate;
+            // AMX-INT8 tiles for the GEMM where the CPU has them and the OS grants the tile state (ptq_has_amx asks, as
+            // ONNX Runtime's MLAS does in the same process); PTQTOOLS_AMX=0 turns it off.
+            if (NativeLibrary.TryGetExport(handle, "ptq_has_amx", out var hasAmx) && NativeLibrary.TryGetExport(handle, "ptq_gemm_u8s8_amx", out var amx)
+                && Environment.GetEnvironmentVariable("PTQTOOLS_AMX") != "0" && ((delegate* unmanaged<int>)hasAmx)() != 0)
+            {
+                AmxGemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void>)amx;
+                if (NativeLibrary.TryGetExport(handle, "ptq_conv_amx", out var amxConv))
+                    AmxConvFn = (delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void>)amxConv;
+            }
             // The direct convolution came with version 2 of the library; an older build still serves the GEMM.
             if (NativeLibrary.TryGetExport(handle, "ptq_conv_pack_input", out var pack) && NativeLibrary.TryGetExport(handle, "ptq_conv_vnni", out var conv))
             {
@@ -40,7 +51,18 @@ public static unsafe class NativeKernels
         Available = GemmFn != null;
         HasVnni = Available && HasVnniFn() != 0;
         HasConv = HasVnni && ConvFn != null;
+        HasAmx = HasVnni && AmxGemmFn != null;
+        HasAmxConv = HasConv && HasAmx && AmxConvFn != null;
     }
+
+    /// <summary>Whether convolutions with symmetric weights and 64+ channels per group run on AMX tiles.</summary>
+    public static bool HasAmxConv { get; }
+
+    /// <summary>Whether the GEMM runs on AMX-INT8 tiles (from 16 rows of A; fewer rows take the VNNI kernel).</summary>
+    public static bool HasAmx { get; }
+
+    /// <summary>Rows of A from which the AMX kernel is used.</summary>
+    const int AmxMinRows = 16;
 
     /// <summary>Whether the library's direct VNNI convolution can run here.</summary>
     public static bool HasConv { get; }
@@ -65,40 +87,53 @@ public static unsafe class NativeKernels
     internal static void Gemm(ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
     {
         if (!HasVnni) throw new InvalidOperationException("The native VNNI kernel is not available on this machine.");
-        int k = w.K, kq = (k + 3) / 4, lda = kq * 4, ldc = w.Blocks * PackedWeights.Block;
-        // A is copied (sign flipped for s8, K padded to quads) once per call into the calling thread's reusable buffer.
-        var a8 = Buffer(ref t_gemmA, (long)m * lda);
+        int k = w.K, kq = (k + 3) / 4, ldc = w.Blocks * PackedWeights.Block;
+        bool amx = HasAmx && m >= AmxMinRows;
+        // AMX tiles take 64 k values and 16 rows at a time: K and M are padded (zero K columns add nothing; the extra
+        // rows are computed into the scratch result and dropped).
+        int lda = amx ? (k + 63) / 64 * 64 : kq * 4, rowsPadded = amx ? (m + 15) / 16 * 16 : m;
+        // A is copied (sign flipped for s8, K padded) once per call into the calling thread's reusable buffer.
+        var a8 = Buffer(ref t_gemmA, (long)rowsPadded * lda + 64);
+        int ao = AlignmentOffset(a8);
+        if (rowsPadded > m) a8.AsSpan(ao + m * lda, (rowsPadded - m) * lda).Clear();
         Span<int> rowSums = m <= 1024 ? stackalloc int[m] : new int[m];
         int za = aSigned ? aZero + 128 : aZero;
         for (int i = 0; i < m; i++)
         {
-            var row = a8.AsSpan(i * lda, k);
-            a8.AsSpan(i * lda + k, lda - k).Clear();
+            var row = a8.AsSpan(ao + i * lda, k);
+            a8.AsSpan(ao + i * lda + k, lda - k).Clear();
             a.Slice(i * k, k).CopyTo(row);
             if (aSigned) FlipSign(row);
             rowSums[i] = SumBytes(row);
         }
         // When N fills whole blocks the kernel writes straight into C and the correction runs in place.
-        bool direct = ldc == w.N && c.Length >= (long)m * ldc;
+        bool direct = ldc == w.N && c.Length >= (long)m * ldc && rowsPadded == m;
         int[]? raw = null;
         if (!direct)
         {
-            if (t_gemmC is null || t_gemmC.Length < (long)m * ldc) t_gemmC = GC.AllocateUninitializedArray<int>(m * ldc, pinned: true);
+            if (t_gemmC is null || t_gemmC.Length < (long)rowsPadded * ldc) t_gemmC = GC.AllocateUninitializedArray<int>(rowsPadded * ldc, pinned: true);
             raw = t_gemmC;
         }
         int threads = KernelDispatch.ThreadsFor((long)m * w.N * k);
         fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (int* pc = direct ? c : raw!.AsSpan())
         {
-            byte* ppa = pa; sbyte* ppq = pq; int* ppc = pc;
-            if (threads <= 1) GemmFn(ppa, 0, m, kq, ppq, w.Blocks, ppc, ldc);
+            byte* ppa = pa + ao; sbyte* ppq = pq + w.QuadsOffset; int* ppc = pc;
+            int step = amx ? 32 : 8;
+            if (threads <= 1)
+            {
+                if (amx) AmxGemmFn(ppa, lda, 0, rowsPadded, ppq, kq, w.Blocks, ppc, ldc);
+                else GemmFn(ppa, 0, m, kq, ppq, w.Blocks, ppc, ldc);
+            }
             else
             {
-                int per = ((m + threads - 1) / threads + 7) / 8 * 8;
-                var pA = (nint)ppa; var pQ = (nint)ppq; var pC = (nint)ppc; int blocks = w.Blocks;
+                int per = ((rowsPadded + threads - 1) / threads + step - 1) / step * step;
+                var pA = (nint)ppa; var pQ = (nint)ppq; var pC = (nint)ppc; int blocks = w.Blocks, rowsAll = amx ? rowsPadded : m;
                 Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
                 {
-                    int r0 = t * per, r1 = Math.Min(m, r0 + per);
-                    if (r0 < r1) GemmFn((byte*)pA, r0, r1, kq, (sbyte*)pQ, blocks, (int*)pC, ldc);
+                    int r0 = t * per, r1 = Math.Min(rowsAll, r0 + per);
+                    if (r0 >= r1) return;
+                    if (amx) AmxGemmFn((byte*)pA, lda, r0, r1, (sbyte*)pQ, kq, blocks, (int*)pC, ldc);
+                    else GemmFn((byte*)pA, r0, r1, kq, (sbyte*)pQ, blocks, (int*)pC, ldc);
                 });
             }
         }
@@ -173,6 +208,22 @@ public static unsafe class NativeKernels
     [ThreadStatic] static int[]? t_gemmC;
     [ThreadStatic] static byte[]? t_input;
 
+    /// <summary>A pinned copy of <paramref name="data"/> whose element <c>Offset</c> is 64-byte aligned: AMX tile rows
+    /// that straddle cache lines load at a third of the speed.</summary>
+    internal static (T[] Array, int Offset) Aligned<T>(T[] data) where T : unmanaged
+    {
+        var array = GC.AllocateArray<T>(data.Length + 64, pinned: true);
+        int offset = AlignmentOffset(array);
+        data.CopyTo(array, offset);
+        return (array, offset);
+    }
+
+    /// <summary>Elements to skip in a pinned array to reach a 64-byte boundary.</summary>
+    static int AlignmentOffset<T>(T[] pinned) where T : unmanaged
+    {
+        fixed (T* p = pinned) return (int)((64 - (nint)p % 64) % 64) / sizeof(T);
+    }
+
     static byte[] Buffer(ref byte[]? cache, long size)
     {
         if (cache is null || cache.Length < size) cache = GC.AllocateUninitializedArray<byte>((int)Math.Max(size, (cache?.Length ?? 0) * 3L / 2), pinned: true);
@@ -182,30 +233,43 @@ public static unsafe class NativeKernels
     /// <summary>One image and group of a convolution through ptq_conv_vnni: the input planes (channels of this group)
     /// are packed into the calling thread's reusable buffer, then tiles or channel ranges run on up to
     /// <paramref name="threads"/> threads, each with its own reusable workspace. Output planes at <paramref name="y"/>.</summary>
-    internal static void Conv(byte* x, int channels, int height, int width, int padTop, int padLeft, byte fill, bool flip, ConvArgs args, int threads)
+    /// <param name="amxWeights">The group's AMX weights ([oc rounded up to 32][tap][<paramref name="cq16"/>][4]), or
+    /// null for the VNNI kernel.</param>
+    internal static void Conv(byte* x, int channels, int height, int width, int padTop, int padLeft, byte fill, bool flip, ConvArgs args, int threads,
+        sbyte* amxWeights = null, int cq16 = 0)
     {
-        var input = Buffer(ref t_input, args.PackedInput);
-        fixed (byte* pin = input)
+        bool amx = amxWeights != null;
+        // The AMX kernel reads cq16 channel-quad planes; those past the input's hold whatever the buffer held (their
+        // weights are zero).
+        var input = Buffer(ref t_input, (amx ? (long)cq16 * args.Hp * args.Wp * 4 + 256 : args.PackedInput) + 64);
+        fixed (byte* pinned = input)
         {
+            byte* pin = pinned + AlignmentOffset(input);
             ConvPackFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, fill, flip ? 1 : 0, pin);
             args.X = pin;
-            int tiles = args.Tiles, oc = args.Oc, ocRounded = (oc + 7) / 8 * 8;
+            int tiles = amx ? ((args.Oh - 1) * args.Wp + args.Ow + 31) / 32 : args.Tiles, oc = args.Oc;
+            int ocStep = amx ? 32 : 8, ocRounded = (oc + ocStep - 1) / ocStep * ocStep;
+            long wsSize = amx ? 32 * 32 * 4 + (args.Wide ? 0 : (long)args.Kh * args.Kw * cq16 * 128) + 128 : args.Workspace;
             if (threads <= 1)
             {
-                fixed (byte* ws = Buffer(ref t_workspace, args.Workspace)) ConvFn(&args, 0, tiles, 0, ocRounded, ws);
+                fixed (byte* ws = Buffer(ref t_workspace, wsSize))
+                    if (amx) AmxConvFn(&args, amxWeights, cq16, 0, tiles, 0, ocRounded, ws);
+                    else ConvFn(&args, 0, tiles, 0, ocRounded, ws);
                 return;
             }
             var shared = args;
             bool byTiles = tiles >= threads;
-            int per = byTiles ? (tiles + threads - 1) / threads : ((ocRounded / 8 + threads - 1) / threads) * 8;
+            int per = byTiles ? (tiles + threads - 1) / threads : ((ocRounded / ocStep + threads - 1) / threads) * ocStep;
+            var pw = (nint)amxWeights;
             Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
             {
                 var local = shared;
                 int lo = t * per, hi = Math.Min(byTiles ? tiles : ocRounded, lo + per);
                 if (lo >= hi) return;
-                fixed (byte* ws = Buffer(ref t_workspace, local.Workspace))
-                    if (byTiles) ConvFn(&local, lo, hi, 0, ocRounded, ws);
-                    else ConvFn(&local, 0, tiles, lo, hi, ws);
+                int tl = byTiles ? lo : 0, th = byTiles ? hi : tiles, ol = byTiles ? 0 : lo, oh = byTiles ? ocRounded : hi;
+                fixed (byte* ws = Buffer(ref t_workspace, wsSize))
+                    if (amx) AmxConvFn(&local, (sbyte*)pw, cq16, tl, th, ol, oh, ws);
+                    else ConvFn(&local, tl, th, ol, oh, ws);
             });
         }
     }

@@ -86,10 +86,28 @@ internal sealed class NativeConvWeights
     public int[] Sums { get; }
     public int[] Zeros { get; }
     public bool AnyZero { get; }
+    /// <summary>For the AMX kernel (symmetric weights, 64+ channels): [oc rounded up to 32][tap][channel
+    /// quads rounded up to 16][4], zero padded; null when it does not apply.</summary>
+    public sbyte[]? Amx { get; private set; }
+    public int AmxChannelQuads { get; private set; }
+    public int AmxOffset { get; private set; }
 
     NativeConvWeights(int kq, int cq, sbyte[] data, int[] sums, int[] zeros)
     {
         Kq = kq; ChannelQuads = cq; Data = data; Sums = sums; Zeros = zeros; AnyZero = zeros.Any(z => z != 0);
+    }
+
+    void PackAmx(ConvGeometry g)
+    {
+        int ocg = g.GroupOutChannels, taps = g.KernelH * g.KernelW, cq16 = (ChannelQuads + 15) / 16 * 16, rows = (ocg + 31) / 32 * 32;
+        var amx = new sbyte[(long)rows * taps * cq16 * 4];
+        for (int j = 0; j < ocg; j++)
+            for (int c4 = 0; c4 < ChannelQuads; c4++)
+                for (int tap = 0; tap < taps; tap++)
+                    for (int t = 0; t < 4; t++)
+                        amx[(((long)j * taps + tap) * cq16 + c4) * 4 + t] = Data[((long)j * Kq + c4 * taps + tap) * 4 + t];
+        (Amx, AmxOffset) = NativeKernels.Aligned(amx);
+        AmxChannelQuads = cq16;
     }
 
     public static NativeConvWeights Pack<T>(ReadOnlySpan<T> w, ReadOnlySpan<int> zeroPoints, ConvGeometry g, int gi) where T : unmanaged
@@ -116,7 +134,9 @@ internal sealed class NativeConvWeights
                         }
             sums[j] = sum;
         }
-        return new NativeConvWeights(kq, cq, data, sums, zeros);
+        var packed = new NativeConvWeights(kq, cq, data, sums, zeros);
+        if (NativeKernels.HasAmxConv && !packed.AnyZero && cg >= 64) packed.PackAmx(g);
+        return packed;
     }
 }
 
@@ -153,8 +173,9 @@ public static class QConv
             }
     }
 
-    /// <summary>The fast form: im2col (int16, zero point subtracted) then the packed GEMM per group; depthwise
-    /// convolutions run a direct loop over the pre-subtracted weights.</summary>
+    /// <summary>The fast form, int32 accumulators: the native direct convolution (VNNI or AMX) when the library is
+    /// present; otherwise im2col (int16, zero point subtracted) then the packed GEMM per group. Depthwise convolutions
+    /// run a direct loop over the pre-subtracted weights.</summary>
     public static void Run<TX>(ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, Span<int> y) where TX : unmanaged
     {
         var g = w.Shape;
@@ -298,8 +319,9 @@ public static class QConv
                             Sh = g.StrideH, Sw = g.StrideW, Dh = g.DilationH, Dw = g.DilationW, Oh = g.OutH, Ow = g.OutW, Oc = ocg,
                             Zp = yZero, QLo = qlo, QHi = qhi, OutSigned = outSigned ? 1 : 0,
                         };
-                        NativeKernels.Conv(px + (long)(n * g.Channels + gi * cg) * g.Height * g.Width, cg, g.Height, g.Width,
-                            g.PadTop, g.PadLeft, (byte)xz, flip, args, threads);
+                        fixed (sbyte* pa = nw.Amx)
+                            NativeKernels.Conv(px + (long)(n * g.Channels + gi * cg) * g.Height * g.Width, cg, g.Height, g.Width,
+                                g.PadTop, g.PadLeft, (byte)xz, flip, args, threads, pa == null ? null : pa + nw.AmxOffset, nw.AmxChannelQuads);
                     }
             }
     }

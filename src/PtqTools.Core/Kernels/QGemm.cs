@@ -20,6 +20,8 @@ public sealed class PackedWeights
     internal short[] Data { get; }
     internal int[] ZeroPoints { get; }
     internal sbyte[]? Quads { get; }
+    /// <summary>Where the quads start in <see cref="Quads"/> (a 64-byte boundary of the pinned array).</summary>
+    internal int QuadsOffset { get; }
     internal int[]? QuadColumnSums { get; }
     internal int[]? QuadZeroPoints { get; }
 
@@ -39,7 +41,8 @@ public sealed class PackedWeights
                     }
         if (!quads) return;
         int kq = (k + 3) / 4;
-        Quads = new sbyte[Blocks * kq * Block * 4];
+        // 16 quads of slack: an AMX tile of the last block may read up to 15 quads past its end (times zero A columns).
+        var packed = new sbyte[Blocks * kq * Block * 4 + 16 * Block * 4];
         QuadColumnSums = new int[Blocks * Block];
         QuadZeroPoints = new int[Blocks * Block];
         for (int col = 0; col < n; col++) QuadZeroPoints[col] = storedSigned(-1, col);
@@ -52,10 +55,11 @@ public sealed class PackedWeights
                         if (kk < k && col < n)
                         {
                             int v = storedSigned(kk, col);
-                            Quads[((nb * kq + q) * Block + j) * 4 + t] = (sbyte)v;
+                            packed[((nb * kq + q) * Block + j) * 4 + t] = (sbyte)v;
                             QuadColumnSums[col] += v;
                         }
                     }
+        (Quads, QuadsOffset) = NativeKernels.Aligned(packed);
     }
 
     static int[] Zeros(ReadOnlySpan<int> zp, int n, int min, int max)
