@@ -312,6 +312,17 @@ Describe 'New-PtqDataSet -ScriptBlock: a lazy data source' {
         $e.Exception.Message | Should -Match 'no more data'
     }
 
+    It 'survives Export-Clixml as plain data: the script''s text is run' {
+        $ds = New-PtqDataSet -ScriptBlock { 1..2 | ForEach-Object { , [float[]]::new(3 * 224 * 224) } } -Shape 3, 224, 224
+        $file = Join-Path $TestDrive 'script.dataset.xml'
+        $ds | Export-Clixml $file
+        $back = Import-Clixml $file
+        $back.ScriptText | Should -Match 'ForEach-Object'
+        $stats = $layers | Measure-ActivationRange -DataSet $back -ThreadCount 1
+        $stats[0].SampleCount | Should -Be 2
+        ($stats | Where-Object Tensor -EQ 'Input247').Max | Should -Be 0   # the zeros the script wrote
+    }
+
     It 'is refused by commands that read stored samples, and by -Shuffle' {
         $ds = New-PtqDataSet -ScriptBlock { , $arrays[0] } -Shape 3, 224, 224
         $e = Get-ErrorRecord { Invoke-ModelInference -Path $ResNet18 -DataSet $ds -ErrorAction Stop }

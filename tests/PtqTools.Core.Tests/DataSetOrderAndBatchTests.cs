@@ -38,8 +38,11 @@ public sealed class DataSetOrderAndBatchTests
         // With a count, a random subset: the first Count of the same permutation.
         var subset = Order(Arrays(50, new PtqDataSet { Shuffle = true, Seed = 7, Skip = 5, Count = 10 }));
         Assert.Equal(a[..10], subset);
-        // Fixed values: SplitMix64 + Fisher-Yates gives the same order on every platform and .NET version.
+        // Without Shuffle: in order.
         Assert.Equal(new[] { 5, 6, 7 }, Order(Arrays(50, new PtqDataSet { Skip = 5, Count = 3 })));
+        // SplitMix64 + Fisher-Yates gives the same order on every platform and .NET version: these indices come from
+        // an independent implementation of the same definition (a few lines of Python with 64-bit integers).
+        Assert.Equal(new[] { 22, 6, 45, 32, 27, 19, 29, 24, 17, 28 }, subset);
         Assert.Equal(DataSetReader.Indices(new PtqDataSet { Shuffle = true, Seed = 7, SourceCount = 50, Skip = 5, Count = 10 }), subset);
     }
 
