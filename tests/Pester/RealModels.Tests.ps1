@@ -39,6 +39,23 @@ Describe 'ONNX TensorProto samples (the conformance corpus layout)' {
     }
 }
 
+Describe 'Layers inside subgraphs' {
+    It 'lists, calibrates and quantizes a Loop body layer through the pipeline, named by its scope' {
+        $test = Join-Path $Corpus 'node/test_loop11'
+        $ds = New-PtqDataSet -Path (Join-Path $test 'test_data_set_0')
+        $layers = @(Get-ModelLayer (Join-Path $test 'model.onnx') -Quantizable)
+        $layers.Name | Should -Be @('Loop_0/body/Add_7')
+        $layers[0].Scope | Should -Be 'Loop_0/body/'
+        $stats = $layers | Measure-ActivationRange -DataSet $ds
+        # The body's tensors are observed over every iteration (y_in runs -2 .. 8 over the five iterations).
+        ($stats | Where-Object Tensor -eq 'Loop_0/body/y_in').Max | Should -Be 8
+        $out = Join-Path $TestDrive 'loop11.int8.onnx'
+        $result = $stats | Invoke-Quantization -OutputPath $out
+        $result.QuantizedLayers | Should -Be @('Loop_0/body/Add_7')
+        ($result | Test-QuantizedModel -DataSet $ds -LatencyRuns 1).Cosine | Should -BeGreaterThan 0.999
+    }
+}
+
 Describe 'Text data sets' {
     It 'tokenizes one sentence a line with a WordPiece vocabulary' {
         $vocab = Join-Path $TestDrive 'vocab.txt'

@@ -183,6 +183,14 @@ public class ExternalDataTests
             var actual = RunFile(output, inputs[0])["y"];
             Assert.True(Check.Cosine(expected, actual) > 0.99, $"cosine {Check.Cosine(expected, actual)}");
             Assert.Equal(sourceBytes, File.ReadAllBytes(path + ".data"));
+
+            // An output whose side file would be the source's is refused before anything is written.
+            var alias = dir.File("alias.onnx");
+            File.Copy(path, alias);
+            var aliasPrepared = ModelPreparer.Prepare(alias);
+            Check.Throws("OutputIsSource", () => Quantization.Quantizer.Run(aliasPrepared, stats,
+                new Quantization.QuantizationOptions(), path, CancellationToken.None));
+            Assert.Equal(sourceBytes, File.ReadAllBytes(path + ".data"));
         }
         finally
         {

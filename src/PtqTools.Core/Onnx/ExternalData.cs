@@ -253,6 +253,11 @@ public static class ExternalData
         var dataPath = Path.Combine(dir, dataName);
         var tempData = Path.Combine(dir, $".{dataName}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         var tempModel = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        // The side file written here must not be one the model still reads from (the source's weights).
+        foreach (var t in Tensors(model.Graph).Where(IsDeferred))
+            if (string.Equals(Where(t).File, RealPath(dataPath), StringComparison.Ordinal))
+                throw new PtqException("OutputIsSource", PtqErrorKind.InvalidArgument,
+                    $"Writing '{full}' would replace '{dataPath}', which holds the source model's tensor '{t.Name}'; choose another output name.", full);
         var moved = new List<(TensorProto Tensor, ByteString Raw, StringStringEntryProto[] Entries)>();
         try
         {

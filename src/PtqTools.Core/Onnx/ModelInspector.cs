@@ -29,7 +29,7 @@ public static class ModelInspector
             OpTypes = OpsetUpgrader.AllNodes(g).GroupBy(n => n.OpType).OrderByDescending(x => x.Count()).ThenBy(x => x.Key, StringComparer.Ordinal)
                 .Select(x => $"{x.Key}:{x.Count()}").ToArray(),
             ParameterCount = g.Initializer.Sum(t => Math.Max(0, TensorData.ElementCount(t.Dims))),
-            SizeBytes = OnnxModelIO.SizeOnDisk(path),
+            SizeBytes = OnnxModelIO.SizeOnDisk(path, bytes),
             QuantizedFrom = meta.GetValueOrDefault("ptq.source_sha256"),
             QuantizationOptions = meta.GetValueOrDefault("ptq.options"),
         };

@@ -102,8 +102,10 @@ public static class OnnxModelIO
     }
 
     /// <summary>Bytes on disk of a model: its file and its side files.</summary>
-    public static long SizeOnDisk(string path) =>
-        new FileInfo(path).Length + SideFiles(path, File.ReadAllBytes(path)).Sum(f => new FileInfo(f.File).Length);
+    public static long SizeOnDisk(string path) => SizeOnDisk(path, File.ReadAllBytes(path));
+
+    public static long SizeOnDisk(string path, byte[] bytes) =>
+        new FileInfo(path).Length + SideFiles(path, bytes).Sum(f => new FileInfo(f.File).Length);
 
     /// <summary>Writes the model next to its destination first and renames it into place, so that a failure or
     /// a cancellation never leaves a partial file.</summary>
