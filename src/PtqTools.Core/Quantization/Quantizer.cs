@@ -26,11 +26,22 @@ public static class Quantizer
         {
             if (!float.IsFinite(s.RangeMin) || !float.IsFinite(s.RangeMax) || s.RangeMin > s.RangeMax)
                 throw new PtqException("RangeNotFinite", PtqErrorKind.InvalidData, $"Tensor '{s.Tensor}' has an unusable range [{s.RangeMin}, {s.RangeMax}].", s.Tensor);
-            ranges[s.Tensor] = new TensorRange(s.RangeMin, s.RangeMax);
+            ranges[s.Tensor] = new TensorRange(s.RangeMin, s.RangeMax, (float)s.Mean);
         }
         var selected = statistics.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal);
         var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), selected, options is null ? null : options.ExcludeReason, perChannel: options?.PerChannel ?? true);
         return (plan, ranges);
+    }
+
+    /// <summary>The model that is calibrated and quantized under these options: the prepared one, equalized with
+    /// -Equalize (<see cref="CrossLayerEqualization"/>). Calibrate this model, then quantize it.</summary>
+    public static PreparedModel ForOptions(PreparedModel prepared, QuantizationOptions options, out IReadOnlyList<string> equalized)
+    {
+        equalized = Array.Empty<string>();
+        if (!options.Equalize) return prepared;
+        var (model, pairs) = CrossLayerEqualization.Apply(prepared.Model);
+        equalized = pairs;
+        return prepared with { Model = model };
     }
 
     public static QuantizationResult Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,

@@ -50,6 +50,14 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [Parameter]
     public SwitchParameter ReduceRange { get; set; }
 
+    /// <summary>Bias correction of Conv/Gemm layers from the calibrated input means.</summary>
+    [Parameter]
+    public SwitchParameter BiasCorrection { get; set; }
+
+    /// <summary>Cross-layer equalization of Conv-Relu-Conv chains before calibration.</summary>
+    [Parameter]
+    public SwitchParameter Equalize { get; set; }
+
     /// <summary>Per-tensor overrides: tensor name to a hashtable of Type, Min and Max, or Scale and ZeroPoint.</summary>
     [Parameter]
     public System.Collections.Hashtable? TensorOverride { get; set; }
@@ -140,6 +148,8 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             WeightType = Enum.Parse<QuantType>(WeightType, ignoreCase: true),
             WeightSymmetric = WeightSymmetry is null ? null : string.Equals(WeightSymmetry, "Symmetric", StringComparison.OrdinalIgnoreCase),
             ReduceRange = ReduceRange,
+            BiasCorrection = BiasCorrection,
+            Equalize = Equalize,
         };
         try
         {
@@ -267,6 +277,9 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             _ => $"int8 {_options.Format}",
         };
         if (!ShouldProcess(target, $"Write the {what} model quantized from '{group.ModelPath}'")) return;
+        if (stats is not null && _options.Equalize)
+            throw new PtqException("EqualizeNeedsCalibration", PtqErrorKind.InvalidArgument,
+                "-Equalize changes the weights and so the activations between the equalized layers; statistics measured on the model as it was do not apply. Pipe in layers (or use -Path) with -DataSet, and the equalized model is calibrated.", group.ModelPath);
         var prepared = group.Prepare();
         if (_options.Mode != QuantMode.Static)
         {
@@ -280,6 +293,8 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             WriteObject(weightResult);
             return;
         }
+        prepared = Quantizer.ForOptions(prepared, _options, out var equalized);
+        foreach (var pair in equalized) WriteVerbose($"Equalized {pair}");
         if (stats is null)
         {
             var data = PipelineObjects.To<PtqDataSet>(DataSet!);
