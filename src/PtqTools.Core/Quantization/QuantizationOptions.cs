@@ -58,6 +58,10 @@ public sealed class QuantizationOptions
     /// calibration; statistics measured on the model as it was do not apply.</summary>
     public bool Equalize { get; set; }
 
+    /// <summary>SmoothQuant's migration strength alpha (0..1] for the MatMuls of Dynamic mode, or null for none;
+    /// it needs calibration data for the activations' channel maxima.</summary>
+    public float? SmoothQuantAlpha { get; set; }
+
     /// <summary>How 8-bit weights are quantized.</summary>
     public WeightSpec Weights => new(WeightType, WeightSymmetric ?? true, ReduceRange);
 
@@ -138,6 +142,11 @@ public sealed class QuantizationOptions
         if ((BiasCorrection || Equalize) && Mode != QuantMode.Static)
             throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
                 $"{(BiasCorrection ? "-BiasCorrection" : "-Equalize")} works on calibrated Conv layers, which only Static mode has.", Mode);
+        if (SmoothQuantAlpha is { } alpha && !(alpha > 0 && alpha <= 1))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"SmoothQuant's alpha is in (0, 1], not {alpha}.", alpha);
+        if (SmoothQuantAlpha is not null && Mode != QuantMode.Dynamic)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                "-SmoothQuant moves activation outliers of MatMul inputs into the weights for the run-time per-tensor activation ranges of -Mode Dynamic; it needs -Mode Dynamic.", SmoothQuantAlpha);
         if (Overrides.Count > 0 && Mode != QuantMode.Static)
             throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
                 $"Tensor overrides set the type, range or scale of calibrated activations, which only Static mode has; {Mode} mode quantizes no activation ahead of time.", Overrides.Keys.First());
@@ -150,6 +159,7 @@ public sealed class QuantizationOptions
     }
 
     public override string ToString() => ModeText() + (Equalize ? ";equalize=cle" : "") + (BiasCorrection ? ";bias-correction" : "")
+        + (SmoothQuantAlpha is { } a ? FormattableString.Invariant($";smoothquant={a:R}") : "")
         + (Exclude.Length > 0 ? ";exclude=" + string.Join(",", Exclude) : "")
         + (Overrides.Count > 0 ? ";overrides=" + string.Join(",", Overrides.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}:{{{kv.Value}}}")) : "");
 

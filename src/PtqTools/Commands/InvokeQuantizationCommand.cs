@@ -58,6 +58,11 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [Parameter]
     public SwitchParameter Equalize { get; set; }
 
+    /// <summary>SmoothQuant's alpha for Dynamic mode's MatMuls (needs -DataSet).</summary>
+    [Parameter]
+    [ValidateRange(0.01, 1.0)]
+    public float SmoothQuant { get; set; }
+
     /// <summary>Per-tensor overrides: tensor name to a hashtable of Type, Min and Max, or Scale and ZeroPoint.</summary>
     [Parameter]
     public System.Collections.Hashtable? TensorOverride { get; set; }
@@ -150,6 +155,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             ReduceRange = ReduceRange,
             BiasCorrection = BiasCorrection,
             Equalize = Equalize,
+            SmoothQuantAlpha = MyInvocation.BoundParameters.ContainsKey(nameof(SmoothQuant)) ? SmoothQuant : null,
         };
         try
         {
@@ -285,9 +291,12 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         {
             // No calibration: statistics, when they come in, only say which layers were selected.
             var selected = stats is not null ? stats.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal) : group.Selected;
-            if (DataSet is not null) WriteWarning($"-DataSet is not used in {_options.Mode} mode: it needs no calibration.");
+            if (DataSet is not null && _options.SmoothQuantAlpha is null) WriteWarning($"-DataSet is not used in {_options.Mode} mode: it needs no calibration.");
+            if (DataSet is null && _options.SmoothQuantAlpha is not null)
+                throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument, "-SmoothQuant needs -DataSet: the activations' channel maxima come from calibration data.", null);
             const string quantizing = "Quantizing weights";
-            var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel, Progress(2, quantizing, "layers"));
+            var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel, Progress(2, quantizing, "layers"),
+                DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), ThreadCount);
             CompleteProgress(2, quantizing);
             WriteVerbose($"{weightResult.QuantizedLayerCount} layers quantized, {weightResult.FloatLayerCount} kept in float; {weightResult.OutputSizeBytes:N0} bytes ({weightResult.SizeRatio:P1} of the source).");
             WriteObject(weightResult);
