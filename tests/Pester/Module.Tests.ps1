@@ -60,7 +60,7 @@ Describe 'Tab completion' {
     }
 
     It 'completes -OpType with the op types the quantizer handles' {
-        Complete "Get-ModelLayer -Path '$ResNet18' -OpType Co" | Should -Be @('Concat', 'Conv')
+        Complete "Get-ModelLayer -Path '$ResNet18' -OpType Co" | Should -Be @('Concat', 'Conv', 'ConvTranspose')
     }
 
     It 'completes layer names read from the model' {
@@ -69,6 +69,6 @@ Describe 'Tab completion' {
     }
 
     It 'completes the choices of -ActivationType' {
-        Complete 'Invoke-Quantization -ActivationType ' | Sort-Object | Should -Be @('Int8', 'UInt8')
+        Complete 'Invoke-Quantization -ActivationType ' | Sort-Object | Should -Be @('Int16', 'Int8', 'UInt16', 'UInt8')
     }
 }
