@@ -105,6 +105,27 @@ Describe 'Invoke-Quantization -Mode' {
         }
     }
 
+    It 'refuses the algorithms where they cannot run, before any work' {
+        $stats = Get-ModelLayer $ResNet18 | Select-Object -First 2 | Measure-ActivationRange -DataSet (New-ResNetDataSet -Split train -Count 1)
+        $e = Get-ErrorRecord { $stats | Invoke-Quantization -Equalize -OutputPath (Join-Path $work 'eq.onnx') -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'EqualizeNeedsCalibration,*'
+        $e = Get-ErrorRecord { Invoke-Quantization -Path $MiniLm -Mode Dynamic -SmoothQuant 0.5 -OutputPath (Join-Path $work 'sq.onnx') -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'DataSetRequired,*'
+        $e = Get-ErrorRecord { Invoke-Quantization -Path $ResNet18 -SmoothQuant 0.5 -OutputPath (Join-Path $work 'sq.onnx') -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'InvalidOptionCombination,*'
+        $e = Get-ErrorRecord { Invoke-Quantization -Path $MiniLm -Mode Dynamic -BiasCorrection -OutputPath (Join-Path $work 'bc.onnx') -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'InvalidOptionCombination,*'
+        Join-Path $work 'eq.onnx', 'sq.onnx', 'bc.onnx' | Test-Path | Should -Not -Contain $true
+    }
+
+    It 'equalizes and calibrates ResNet18 in one step, and records it' {
+        $r = Invoke-Quantization -Path $ResNet18 -DataSet (New-ResNetDataSet -Split train -Count 2) -Equalize -BiasCorrection -OutputPath (Join-Path $work 'cle.onnx') -Verbose 4>&1
+        $verbose = $r | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }
+        @($verbose | Where-Object Message -like 'Equalized *').Count | Should -Be 9   # the Conv-Relu-Conv pairs of the basic blocks
+        $result = $r | Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] }
+        $result.Options | Should -BeLike '*;equalize=cle;bias-correction'
+    }
+
     It 'refuses QOperator outside Static mode' {
         $e = Get-ErrorRecord { Invoke-Quantization -Path $MiniLm -Mode Dynamic -Format QOperator -OutputPath (Join-Path $work 'x.onnx') -ErrorAction Stop }
         $e.FullyQualifiedErrorId | Should -BeLike 'InvalidOptionCombination,*'

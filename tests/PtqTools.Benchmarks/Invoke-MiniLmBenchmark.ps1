@@ -27,6 +27,7 @@ $variants = @(
     @{ Name = 'weight-only int8 (DQ+MatMul)'; File = 'w8.onnx'; Args = @{ Mode = 'WeightOnly' } }
     @{ Name = 'weight-only int4 b32 (MatMulNBits)'; File = 'w4-32.onnx'; Args = @{ Mode = 'WeightOnly'; WeightBits = 4; BlockSize = 32 } }
     @{ Name = 'weight-only int4 b128 (MatMulNBits)'; File = 'w4-128.onnx'; Args = @{ Mode = 'WeightOnly'; WeightBits = 4; BlockSize = 128 } }
+    @{ Name = 'weight-only int4 b32 symmetric, no zero points'; File = 'w4-32-sym.onnx'; Args = @{ Mode = 'WeightOnly'; WeightBits = 4; BlockSize = 32; WeightSymmetry = 'Symmetric'; WeightMethod = 'HQQ' } }
 )
 $results = foreach ($v in $variants) { $options = $v.Args; Invoke-Quantization -Path $model -OutputPath (Join-Path $OutputFolder $v.File) -Force @options }
 

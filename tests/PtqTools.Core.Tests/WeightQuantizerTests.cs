@@ -26,7 +26,7 @@ public sealed class WeightQuantizerTests
         int blocks = (k + block - 1) / block;
         Assert.Equal(n * blocks * block / 2, codes.Length);
         Assert.Equal(n * blocks, scales.Length);
-        Assert.Equal(n * ((blocks * 4 + 7) / 8), zps.Length);
+        Assert.Equal(n * ((blocks * 4 + 7) / 8), zps!.Length);
         var back = QuantMath.DequantizeBlockwise(codes, scales, zps, k, n, 4, block);
         for (int r = 0; r < k; r++)
             for (int c = 0; c < n; c++)

@@ -192,7 +192,8 @@ public static class OpHandlers
         for (int i = 1; i <= 2 && i < node.Input.Count; i++)
         {
             if (node.Input[i].Length == 0) continue;
-            if (!graph.Initializers.TryGetValue(node.Input[i], out var t)) return null;
+            if (!graph.Initializers.TryGetValue(node.Input[i], out var t) || t.DataType != (int)OnnxDataType.Float
+                || t.DataLocation == TensorProto.Types.DataLocation.External) return null;
             var v = TensorData.ReadFloats(t);
             if (v.Length != 1) return null;
             if (i == 1) min = v[0]; else max = v[0];

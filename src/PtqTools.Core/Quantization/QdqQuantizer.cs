@@ -3,8 +3,8 @@ using PtqTools.Core.Onnx;
 
 namespace PtqTools.Core.Quantization;
 
-/// <summary>A calibrated range of one activation tensor.</summary>
-public readonly record struct TensorRange(float Min, float Max);
+/// <summary>A calibrated range of one activation tensor, and its mean when known (bias correction uses it).</summary>
+public readonly record struct TensorRange(float Min, float Max, float Mean = float.NaN);
 
 /// <summary>
 /// Writes a static QDQ model: QuantizeLinear/DequantizeLinear pairs on every planned activation tensor, int8
@@ -38,7 +38,7 @@ public static class QdqQuantizer
         }
         // Per-axis DequantizeLinear (the float layers' own input copies below) needs opset 13.
         bool perAxis = OpsetUpgrader.DefaultOpset(model) >= 13;
-        QuantizeGraph(new GraphView(model.Graph), plan, qparams, qtypes, perAxis, names, options, cancel);
+        QuantizeGraph(new GraphView(model.Graph), plan, ranges, qparams, qtypes, perAxis, names, options, cancel);
         if (UsesDomain(model.Graph, MsDomain) && !model.OpsetImport.Any(o => o.Domain == MsDomain))
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = MsDomain, Version = 1 });
         return model;
@@ -50,7 +50,7 @@ public static class QdqQuantizer
     /// <summary>Quantizes the planned layers of one graph in place, then those of its subgraphs (If branches,
     /// Loop and Scan bodies), each with its own Q/DQ nodes and quantized weights, whether the float weight lives
     /// in the subgraph or in an outer scope.</summary>
-    static void QuantizeGraph(GraphView view, QuantizationPlan plan, Dictionary<string, QuantParams> qparams,
+    static void QuantizeGraph(GraphView view, QuantizationPlan plan, IReadOnlyDictionary<string, TensorRange> ranges, Dictionary<string, QuantParams> qparams,
         Dictionary<string, QuantType> qtypes, bool perAxis, NameScope names, QuantizationOptions options, CancellationToken cancel)
     {
         var graph = view.Graph;
@@ -72,7 +72,7 @@ public static class QdqQuantizer
             }
 
         var newNodes = new List<NodeProto>();
-        var quantizedWeights = new Dictionary<(string, int?), (string Output, float[] Scales)>();
+        var quantizedWeights = new Dictionary<(string, int?), (string Output, float[] Scales, double[]? ErrorSums)>();
         foreach (var node in graph.Node.Where(n => plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(view, n))).ToList())
         {
             cancel.ThrowIfCancellationRequested();
@@ -85,6 +85,7 @@ public static class QdqQuantizer
             // Asked before the weight input is renamed below: handlers look at the float weight initializer.
             var biasInput = handler.Bias(node, view);
             float[]? weightScales = null;
+            double[]? weightErrors = null;
             if (handler.Weight(node, view) is { } w)
             {
                 var wName = node.Input[w.Input];
@@ -99,15 +100,20 @@ public static class QdqQuantizer
                     var wType = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
                     graph.Initializer.Add(QuantizedTensor(qName, values, wType, dims));
                     var dq = AddDequantize(graph, newNodes, names, wName, qName, scales, zeroPoints, wType, axis, zeroPoints[0]);
-                    quantizedWeights[(wName, axis)] = done = (dq, scales);
+                    var errors = options.BiasCorrection && biasInput is not null
+                        ? BiasCorrection.ErrorSums(TensorData.ReadFloats(init), dims, w.Axis, values, scales, zeroPoints, axis) : null;
+                    quantizedWeights[(wName, axis)] = done = (dq, scales, errors);
                 }
                 node.Input[w.Input] = done.Output;
                 weightScales = done.Scales;
+                weightErrors = done.ErrorSums;
             }
             if (biasInput is int b && weightScales is not null && qparams.TryGetValue(view.Key(node.Input[0]), out var inParams))
             {
                 var bName = node.Input[b];
                 var bias = TensorData.ReadFloats(view.Initializers[bName]);
+                if (weightErrors is not null && ranges.TryGetValue(view.Key(node.Input[0]), out var inRange) && float.IsFinite(inRange.Mean))
+                    bias = BiasCorrection.Correct(bias, weightErrors, inRange.Mean);
                 var (values, scales) = QuantMath.QuantizeBias(bias, inParams.Scale, weightScales);
                 var qName = names.Fresh(bName + "_quantized");
                 graph.Initializer.Add(TensorData.FromInt32(qName, values, bias.Length));
@@ -184,7 +190,7 @@ public static class QdqQuantizer
         }
 
         graph.Node.AddRange(newNodes);
-        foreach (var sub in subgraphs) QuantizeGraph(sub, plan, qparams, qtypes, perAxis, names, options, cancel);
+        foreach (var sub in subgraphs) QuantizeGraph(sub, plan, ranges, qparams, qtypes, perAxis, names, options, cancel);
         RemoveUnusedInitializers(graph);
         SortTopologically(graph);
     }

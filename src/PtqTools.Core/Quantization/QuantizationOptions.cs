@@ -50,6 +50,18 @@ public sealed class QuantizationOptions
     /// <summary>Per-tensor overrides of activation tensors (Static mode): type, range, or scale and zero point.</summary>
     public Dictionary<string, TensorOverride> Overrides { get; set; } = new(StringComparer.Ordinal);
 
+    /// <summary>Bias correction (<see cref="Quantization.BiasCorrection"/>): the expected output shift of the rounded
+    /// weights, from the calibrated input mean, is added to each Conv/Gemm bias before it is quantized.</summary>
+    public bool BiasCorrection { get; set; }
+
+    /// <summary>Cross-layer equalization of Conv → Relu → Conv chains (<see cref="CrossLayerEqualization"/>) before
+    /// calibration; statistics measured on the model as it was do not apply.</summary>
+    public bool Equalize { get; set; }
+
+    /// <summary>SmoothQuant's migration strength alpha (0..1] for the MatMuls of Dynamic mode, or null for none;
+    /// it needs calibration data for the activations' channel maxima.</summary>
+    public float? SmoothQuantAlpha { get; set; }
+
     /// <summary>How 8-bit weights are quantized.</summary>
     public WeightSpec Weights => new(WeightType, WeightSymmetric ?? true, ReduceRange);
 
@@ -127,6 +139,14 @@ public sealed class QuantizationOptions
         if (Format == QuantFormat.QOperator && ActivationType == QuantType.Int8 && WeightType == QuantType.UInt8)
             throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
                 "ONNX Runtime has no QLinearConv kernel for int8 activations with uint8 weights (the session fails with NotImplemented): use -WeightType Int8, or uint8 activations. (In QDQ such a model runs, but ONNX Runtime fuses nothing and it runs in float.)", WeightType);
+        if ((BiasCorrection || Equalize) && Mode != QuantMode.Static)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                $"{(BiasCorrection ? "-BiasCorrection" : "-Equalize")} works on calibrated Conv layers, which only Static mode has.", Mode);
+        if (SmoothQuantAlpha is { } alpha && !(alpha > 0 && alpha <= 1))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"SmoothQuant's alpha is in (0, 1], not {alpha}.", alpha);
+        if (SmoothQuantAlpha is not null && Mode != QuantMode.Dynamic)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                "-SmoothQuant moves activation outliers of MatMul inputs into the weights for the run-time per-tensor activation ranges of -Mode Dynamic; it needs -Mode Dynamic.", SmoothQuantAlpha);
         if (Overrides.Count > 0 && Mode != QuantMode.Static)
             throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
                 $"Tensor overrides set the type, range or scale of calibrated activations, which only Static mode has; {Mode} mode quantizes no activation ahead of time.", Overrides.Keys.First());
@@ -138,7 +158,9 @@ public sealed class QuantizationOptions
         }
     }
 
-    public override string ToString() => ModeText() + (Exclude.Length > 0 ? ";exclude=" + string.Join(",", Exclude) : "")
+    public override string ToString() => ModeText() + (Equalize ? ";equalize=cle" : "") + (BiasCorrection ? ";bias-correction" : "")
+        + (SmoothQuantAlpha is { } a ? FormattableString.Invariant($";smoothquant={a:R}") : "")
+        + (Exclude.Length > 0 ? ";exclude=" + string.Join(",", Exclude) : "")
         + (Overrides.Count > 0 ? ";overrides=" + string.Join(",", Overrides.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}:{{{kv.Value}}}")) : "");
 
     string WeightText() =>

@@ -42,11 +42,22 @@ public static class Quantizer
         {
             if (!float.IsFinite(s.RangeMin) || !float.IsFinite(s.RangeMax) || s.RangeMin > s.RangeMax)
                 throw new PtqException("RangeNotFinite", PtqErrorKind.InvalidData, $"Tensor '{s.Tensor}' has an unusable range [{s.RangeMin}, {s.RangeMax}].", s.Tensor);
-            ranges[s.Tensor] = new TensorRange(s.RangeMin, s.RangeMax);
+            ranges[s.Tensor] = new TensorRange(s.RangeMin, s.RangeMax, (float)s.Mean);
         }
         var selected = statistics.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal);
         var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), selected, options is null ? null : options.ExcludeReason, perChannel: options?.PerChannel ?? true);
         return (plan, ranges);
+    }
+
+    /// <summary>The model that is calibrated and quantized under these options: the prepared one, equalized with
+    /// -Equalize (<see cref="CrossLayerEqualization"/>). Calibrate this model, then quantize it.</summary>
+    public static PreparedModel ForOptions(PreparedModel prepared, QuantizationOptions options, out IReadOnlyList<string> equalized)
+    {
+        equalized = Array.Empty<string>();
+        if (!options.Equalize) return prepared;
+        var (model, pairs) = CrossLayerEqualization.Apply(prepared.Model);
+        equalized = pairs;
+        return prepared with { Model = model };
     }
 
     public static QuantizationResult Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
@@ -64,7 +75,7 @@ public static class Quantizer
     /// <summary>Dynamic and weight-only quantization: no calibration statistics; <paramref name="selected"/> (null
     /// for all) names the layers that came through the pipeline.</summary>
     public static QuantizationResult RunWithoutCalibration(PreparedModel prepared, IReadOnlySet<string>? selected, QuantizationOptions options,
-        string outputPath, CancellationToken cancel, IProgress<Calibration.RunProgress>? progress = null)
+        string outputPath, CancellationToken cancel, IProgress<Calibration.RunProgress>? progress = null, Data.PtqDataSet? data = null, int threads = 1)
     {
         options.Validate();
         if (options.Mode == QuantMode.Static)
@@ -74,7 +85,22 @@ public static class Quantizer
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument,
                 $"None of the layers in the pipeline can be quantized in {options.Mode} mode in '{prepared.SourcePath}' (it quantizes MatMul layers with a constant 2-D weight).", prepared.SourcePath);
-        var model = WeightQuantizer.Quantize(prepared.Model, plan, options, cancel, progress);
+        var source = prepared.Model;
+        if (options.SmoothQuantAlpha is { } alpha)
+        {
+            if (data is null)
+                throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument, "-SmoothQuant needs calibration data (-DataSet) for the activations' channel maxima.", prepared.SourcePath);
+            var matmuls = plan.QuantizedLayers.Where(l => prepared.Model.Graph.Node.First(n => n.Name == l).OpType == "MatMul").ToList();
+            var maxima = SmoothQuant.ChannelMaxima(prepared, matmuls, data, threads, cancel);
+            (source, var smoothed) = SmoothQuant.Apply(prepared.Model, matmuls, maxima, alpha);
+            var inputs = source.Graph.Node.Where(n => n.OpType == "Mul" && n.Name.EndsWith("_SmoothQuant", StringComparison.Ordinal)).ToDictionary(n => n.Output[0], n => n.Input[0], StringComparer.Ordinal);
+            foreach (var d in plan.Decisions.Where(d => d.Quantized && d.OpType == "MatMul"))
+            {
+                var node = source.Graph.Node.First(n => n.Name == d.Layer);
+                if (inputs.ContainsKey(node.Input[0])) d.Reason += FormattableString.Invariant($"; SmoothQuant alpha {alpha}");
+            }
+        }
+        var model = WeightQuantizer.Quantize(source, plan, options, cancel, progress);
         return Write(prepared, model, plan, options, outputPath, cancel);
     }
 

@@ -50,6 +50,19 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [Parameter]
     public SwitchParameter ReduceRange { get; set; }
 
+    /// <summary>Bias correction of Conv/Gemm layers from the calibrated input means.</summary>
+    [Parameter]
+    public SwitchParameter BiasCorrection { get; set; }
+
+    /// <summary>Cross-layer equalization of Conv-Relu-Conv chains before calibration.</summary>
+    [Parameter]
+    public SwitchParameter Equalize { get; set; }
+
+    /// <summary>SmoothQuant's alpha for Dynamic mode's MatMuls (needs -DataSet).</summary>
+    [Parameter]
+    [ValidateRange(0.01, 1.0)]
+    public float SmoothQuant { get; set; }
+
     /// <summary>Per-tensor overrides: tensor name to a hashtable of Type, Min and Max, or Scale and ZeroPoint.</summary>
     [Parameter]
     public System.Collections.Hashtable? TensorOverride { get; set; }
@@ -140,6 +153,9 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             WeightType = Enum.Parse<QuantType>(WeightType, ignoreCase: true),
             WeightSymmetric = WeightSymmetry is null ? null : string.Equals(WeightSymmetry, "Symmetric", StringComparison.OrdinalIgnoreCase),
             ReduceRange = ReduceRange,
+            BiasCorrection = BiasCorrection,
+            Equalize = Equalize,
+            SmoothQuantAlpha = MyInvocation.BoundParameters.ContainsKey(nameof(SmoothQuant)) ? SmoothQuant : null,
         };
         try
         {
@@ -267,19 +283,27 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             _ => $"int8 {_options.Format}",
         };
         if (!ShouldProcess(target, $"Write the {what} model quantized from '{group.ModelPath}'")) return;
+        if (stats is not null && _options.Equalize)
+            throw new PtqException("EqualizeNeedsCalibration", PtqErrorKind.InvalidArgument,
+                "-Equalize changes the weights and so the activations between the equalized layers; statistics measured on the model as it was do not apply. Pipe in layers (or use -Path) with -DataSet, and the equalized model is calibrated.", group.ModelPath);
         var prepared = group.Prepare();
         if (_options.Mode != QuantMode.Static)
         {
             // No calibration: statistics, when they come in, only say which layers were selected.
             var selected = stats is not null ? stats.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal) : group.Selected;
-            if (DataSet is not null) WriteWarning($"-DataSet is not used in {_options.Mode} mode: it needs no calibration.");
+            if (DataSet is not null && _options.SmoothQuantAlpha is null) WriteWarning($"-DataSet is not used in {_options.Mode} mode: it needs no calibration.");
+            if (DataSet is null && _options.SmoothQuantAlpha is not null)
+                throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument, "-SmoothQuant needs -DataSet: the activations' channel maxima come from calibration data.", null);
             const string quantizing = "Quantizing weights";
-            var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel, Progress(2, quantizing, "layers"));
+            var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel, Progress(2, quantizing, "layers"),
+                DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), ThreadCount);
             CompleteProgress(2, quantizing);
             WriteVerbose($"{weightResult.QuantizedLayerCount} layers quantized, {weightResult.FloatLayerCount} kept in float; {weightResult.OutputSizeBytes:N0} bytes ({weightResult.SizeRatio:P1} of the source).");
             WriteObject(weightResult);
             return;
         }
+        prepared = Quantizer.ForOptions(prepared, _options, out var equalized);
+        foreach (var pair in equalized) WriteVerbose($"Equalized {pair}");
         if (stats is null)
         {
             var data = PipelineObjects.To<PtqDataSet>(DataSet!);
