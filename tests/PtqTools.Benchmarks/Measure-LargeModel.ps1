@@ -10,7 +10,8 @@
        process that only imports the module and builds the data set gives the baseline.
     3. In a third process, ONNX Runtime runs the float and the int8 model (from their paths) on held-out samples and
        the cosine of their outputs is printed.
-    Needs about 3x -SizeGB of free disk in -OutputFolder; the files are deleted unless -Keep is given.
+    Needs about 4x -SizeGB of free disk in -OutputFolder (source, prepared copy in a cache of the run, output); the
+    files are deleted unless -Keep is given.
     Not part of the test suite: build.ps1 -Task Bench does not run it either (about a minute of CPU and 6 GB of disk).
 .EXAMPLE
     dotnet pwsh -NoProfile -File tests/PtqTools.Benchmarks/Measure-LargeModel.ps1 -ModulePath ./out/PtqTools/PtqTools.psd1
@@ -156,6 +157,8 @@ $graph.Output.Add((New-Value 'y' 1, $width))
 $size = (Get-Item $modelPath).Length + (Get-Item "$modelPath.data").Length
 "Generated {0}: {1} MatMul layers, {2:N0} bytes ({3:N2} GiB) in {4:N0} s" -f $modelPath, $layers, $size, ($size / 1GB), $clock.Elapsed.TotalSeconds | Out-Host
 
+# The prepared copy (its own 2.25 GiB side file) goes to a cache of this run, deleted with the rest.
+$env:PTQTOOLS_CACHE = Join-Path $OutputFolder 'cache'
 try {
     $pwsh = Join-Path $PSHOME 'pwsh.dll'
     $run = { param($what) & dotnet $pwsh -NoProfile -NonInteractive -File $PSCommandPath -ModulePath $ModulePath -OutputFolder $OutputFolder -CalibrationCount $CalibrationCount -ThreadCount $ThreadCount -Child $what | Select-Object -Last 1 | ConvertFrom-Json }
@@ -171,5 +174,8 @@ try {
         $(if ($outSide) { 'with external data' } else { 'inline' }), $verify.MinCosine | Out-Host
     if ($quantized.PeakBytes -ge 1.5 * $size) { Write-Warning "Peak memory is not below 1.5x the model's size." }
 } finally {
-    if (-not $Keep) { Remove-Item -Force -ErrorAction Ignore $modelPath, "$modelPath.data", $outputPath, "$outputPath.data" }
+    if (-not $Keep) {
+        Remove-Item -Force -ErrorAction Ignore $modelPath, "$modelPath.data", $outputPath, "$outputPath.data"
+        Remove-Item -Recurse -Force -ErrorAction Ignore $env:PTQTOOLS_CACHE
+    }
 }

@@ -53,11 +53,22 @@ public static class ModelPreparer
         var source = OnnxModelIO.Parse(bytes, sourcePath);
         if (ExternalData.HasDeferred(source))
         {
-            // Above 2 GB: tensors stay in the source's side files, read one at a time when quantized. Such a model is
-            // neither cached (that would copy its weights) nor passed through ONNX Runtime's optimizer (which would
-            // hold them all in memory a second time).
-            var large = PrepareModel(source, sourcePath, out var raisedLarge, useRuntime: false);
-            return new PreparedModel(sourcePath, sha, sourcePath, large, raisedLarge);
+            // Above 2 GB: tensors stay in side files and are read one at a time when quantized. ONNX Runtime optimizes
+            // the model from its bytes and the source's folder, and writes the result's tensors straight into the
+            // cache entry's side file, so the weights are never whole in this process.
+            Directory.CreateDirectory(CacheFolder);
+            var temp = Path.Combine(CacheFolder, $".{sha}.{Environment.ProcessId}.{Guid.NewGuid():N}.onnx");
+            try
+            {
+                var large = PrepareModel(source, sourcePath, out _, model => OptimizeLarge(model, sourcePath, temp, $"{Path.GetFileName(cached)}.{Guid.NewGuid():N}.data"));
+                var (largeBytes, _) = ExternalData.ForRuntime(large);
+                OnnxModelIO.WriteAtomically(cached, largeBytes);
+                return new PreparedModel(sourcePath, sha, cached, large, false);
+            }
+            finally
+            {
+                try { File.Delete(temp); } catch (IOException) { }
+            }
         }
         var prepared = PrepareModel(source, sourcePath, out var opsetRaised);
         Directory.CreateDirectory(CacheFolder);
@@ -65,15 +76,18 @@ public static class ModelPreparer
         return new PreparedModel(sourcePath, sha, cached, prepared, opsetRaised);
     }
 
-    internal static ModelProto PrepareModel(ModelProto source, string sourcePath, out bool opsetRaised, bool useRuntime = true)
+    internal static ModelProto PrepareModel(ModelProto source, string sourcePath, out bool opsetRaised, bool useRuntime = true) =>
+        PrepareModel(source, sourcePath, out opsetRaised, useRuntime ? model => OptimizeWithRuntime(model, sourcePath) : null);
+
+    static ModelProto PrepareModel(ModelProto source, string sourcePath, out bool opsetRaised, Func<ModelProto, ModelProto>? optimize)
     {
         var model = source.Clone();
         NameNodes(model.Graph);
         RemoveInitializersFromInputs(model);
         // ONNX Runtime turns dense Constant nodes into initializers; sparse ones are densified here first.
         SparseTensors.Densify(model.Graph);
-        var optimized = useRuntime ? OptimizeWithRuntime(model, sourcePath) : model;
-        if (!useRuntime) ConstantsToInitializers(optimized.Graph);
+        var optimized = optimize is null ? model : optimize(model);
+        if (optimize is null) ConstantsToInitializers(optimized.Graph);
         // ONNX Runtime's optimizer may add nodes without names or with repeated ones.
         NameNodes(optimized.Graph);
         // ONNX Runtime folds main-graph Constant nodes into initializers but leaves those of subgraphs as nodes.
@@ -171,6 +185,38 @@ public static class ModelPreparer
             model.Graph.Input.AddRange(keep);
         }
         if (model.IrVersion < 4) model.IrVersion = 4;
+    }
+
+    /// <summary>ONNX Runtime's basic optimizer over a model whose tensors are in side files: it reads them from the
+    /// source's folder and writes the result's tensors to <paramref name="dataName"/> next to <paramref name="temp"/>,
+    /// from where the result reads them when needed.</summary>
+    static ModelProto OptimizeLarge(ModelProto model, string sourcePath, string temp, string dataName)
+    {
+        var (bytes, folder) = ExternalData.ForRuntime(model);
+        using (var options = new SessionOptions())
+        {
+            options.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC;
+            options.OptimizedModelFilePath = temp;
+            options.IntraOpNumThreads = 1;
+            options.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
+            options.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", folder!);
+            options.AddSessionConfigEntry("session.optimized_model_external_initializers_file_name", dataName);
+            options.AddSessionConfigEntry("session.optimized_model_external_initializers_min_size_in_bytes", ExternalData.DefaultThreshold.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            options.AddSessionConfigEntry("session.disable_prepacking", "1");
+            try
+            {
+                using var session = new InferenceSession(bytes, options);
+            }
+            catch (OnnxRuntimeException ex)
+            {
+                throw new PtqException("ModelRejectedByRuntime", PtqErrorKind.InvalidData,
+                    $"ONNX Runtime cannot load '{sourcePath}': {ex.Message}", sourcePath, ex);
+            }
+        }
+        bytes = Array.Empty<byte>();
+        var optimized = OnnxModelIO.Parse(File.ReadAllBytes(temp), temp, validate: false);
+        if (optimized.MetadataProps.Count == 0) optimized.MetadataProps.Add(model.MetadataProps);
+        return optimized;
     }
 
     static ModelProto OptimizeWithRuntime(ModelProto model, string sourcePath)
