@@ -289,8 +289,10 @@ Describe 'New-PtqDataSet -ScriptBlock: a lazy data source' {
         } -Shape 3, 224, 224 -MaxSamples 4
         $stats = $layers | Measure-ActivationRange -DataSet $ds -ThreadCount 1
         $stats[0].SampleCount | Should -Be 4
-        # Lazy: the script ran only as far as the calibration took samples (not collected up front).
-        $yielded | Should -BeLessOrEqual 5
+        # Lazy: an endless generator cannot be collected up front, so ending at all shows the samples were taken as
+        # the script wrote them, and the script was stopped. (The stop is asynchronous: the script may write a few
+        # more objects, which are not taken, before it ends; how many depends on the machine's load.)
+        $yielded | Should -BeGreaterOrEqual 4
         @($threads | Sort-Object -Unique) | Should -Be @([Environment]::CurrentManagedThreadId)
     }
 
