@@ -138,9 +138,31 @@ public sealed class CalibrationSession : IDisposable
             Array.Fill(bad, -1);
             var pers = new int[_names.Length];
             for (int t = 0; t < _names.Length; t++) pers[t] = PerSample(results[t], (int)results[t].GetTensorTypeAndShape().ElementCount, n, t);
-            // The tensors are independent: both passes spread them over the run's threads (each observer is only
-            // ever touched by one thread, so the result does not depend on the split).
-            Parallel.For(0, _names.Length, _parallel, t =>
+            // The tensors are independent: both passes spread them over the run's threads, largest first, one tensor
+            // at a time (each observer is only ever touched by one thread, so the result does not depend on the split).
+            var order = Enumerable.Range(0, _names.Length).OrderByDescending(t => pers[t]).ToArray();
+            if (_onInvalid is null)
+            {
+                // Without -SkipInvalid a NaN anywhere ends the run with an error and the session is dropped, so each
+                // tensor can be observed right after its moments, while its values are still in cache.
+                Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(order, loadBalance: true), _parallel, t =>
+                {
+                    var values = results[t].GetTensorDataAsSpan<float>();
+                    for (int j = 0; j < n; j++)
+                    {
+                        var slice = values.Slice(j * pers[t], pers[t]);
+                        var m = moments[t, j] = ObserverKernels.Moments(slice);
+                        if (m.Finite) _observers[t].Add(slice, m);
+                    }
+                });
+                for (int j = 0; j < n; j++)
+                    for (int t = 0; t < _names.Length; t++)
+                        if (!moments[t, j].Finite)
+                            throw new PtqException("ActivationNotFinite", PtqErrorKind.InvalidData, $"Tensor '{_names[t]}' holds NaN or infinity on sample '{batch[j].Id}'.", _names[t]);
+                Done += n;
+                return;
+            }
+            Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(order, loadBalance: true), _parallel, t =>
             {
                 var values = results[t].GetTensorDataAsSpan<float>();
                 for (int j = 0; j < n; j++) moments[t, j] = ObserverKernels.Moments(values.Slice(j * pers[t], pers[t]));
@@ -156,7 +178,7 @@ public sealed class CalibrationSession : IDisposable
                     _onInvalid(ex);
                     Skipped++;
                 }
-            Parallel.For(0, _names.Length, _parallel, t =>
+            Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(order, loadBalance: true), _parallel, t =>
             {
                 var values = results[t].GetTensorDataAsSpan<float>();
                 for (int j = 0; j < n; j++)
