@@ -26,8 +26,6 @@ internal static class ScriptDataSources
         : data.ScriptText is { } text ? ScriptBlock.Create(text)
         : throw new PtqException("InvalidDataSet", PtqErrorKind.InvalidArgument, "The script data set has no script.", data);
 
-    sealed class Stop : Exception { }
-
     /// <summary>Runs the script and pushes every sample it yields into <paramref name="add"/>; returns the number
     /// of samples taken. Errors and warnings the script writes are passed on to <paramref name="cmdlet"/>.</summary>
     public static int Run(PSCmdlet cmdlet, PtqDataSet data, Action<Sample> add, Action<PtqException>? onInvalid, CancellationToken cancel)

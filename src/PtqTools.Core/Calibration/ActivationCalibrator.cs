@@ -132,40 +132,29 @@ public sealed class CalibrationSession : IDisposable
         using (results)
         {
             int n = batch.Length;
-            // Every tensor's moments per sample first: a sample with a NaN or infinity anywhere leaves no trace.
             var moments = new TensorMoments[_names.Length, n];
             var bad = new int[n];
             Array.Fill(bad, -1);
             var pers = new int[_names.Length];
             for (int t = 0; t < _names.Length; t++) pers[t] = PerSample(results[t], (int)results[t].GetTensorTypeAndShape().ElementCount, n, t);
-            // The tensors are independent: both passes spread them over the run's threads, largest first, one tensor
+            // The tensors are independent: the passes spread them over the run's threads, largest first, one tensor
             // at a time (each observer is only ever touched by one thread, so the result does not depend on the split).
             var order = Enumerable.Range(0, _names.Length).OrderByDescending(t => pers[t]).ToArray();
-            if (_onInvalid is null)
-            {
-                // Without -SkipInvalid a NaN anywhere ends the run with an error and the session is dropped, so each
-                // tensor can be observed right after its moments, while its values are still in cache.
-                Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(order, loadBalance: true), _parallel, t =>
-                {
-                    var values = results[t].GetTensorDataAsSpan<float>();
-                    for (int j = 0; j < n; j++)
-                    {
-                        var slice = values.Slice(j * pers[t], pers[t]);
-                        var m = moments[t, j] = ObserverKernels.Moments(slice);
-                        if (m.Finite) _observers[t].Add(slice, m);
-                    }
-                });
-                for (int j = 0; j < n; j++)
-                    for (int t = 0; t < _names.Length; t++)
-                        if (!moments[t, j].Finite)
-                            throw new PtqException("ActivationNotFinite", PtqErrorKind.InvalidData, $"Tensor '{_names[t]}' holds NaN or infinity on sample '{batch[j].Id}'.", _names[t]);
-                Done += n;
-                return;
-            }
-            Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(order, loadBalance: true), _parallel, t =>
+            void EachTensor(Action<int> body) =>
+                Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(order, loadBalance: true), _parallel, body);
+            // With -SkipInvalid, every tensor's moments per sample come first, so that a sample with a NaN or infinity
+            // anywhere leaves no trace. Without it, such a sample ends the run with an error and the session is dropped,
+            // so each tensor is binned right after its moments, while its values are still in cache.
+            bool binAtOnce = _onInvalid is null;
+            EachTensor(t =>
             {
                 var values = results[t].GetTensorDataAsSpan<float>();
-                for (int j = 0; j < n; j++) moments[t, j] = ObserverKernels.Moments(values.Slice(j * pers[t], pers[t]));
+                for (int j = 0; j < n; j++)
+                {
+                    var slice = values.Slice(j * pers[t], pers[t]);
+                    var m = moments[t, j] = ObserverKernels.Moments(slice);
+                    if (binAtOnce && m.Finite) _observers[t].Add(slice, m);
+                }
             });
             for (int t = 0; t < _names.Length; t++)
                 for (int j = 0; j < n; j++)
@@ -178,12 +167,13 @@ public sealed class CalibrationSession : IDisposable
                     _onInvalid(ex);
                     Skipped++;
                 }
-            Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(order, loadBalance: true), _parallel, t =>
-            {
-                var values = results[t].GetTensorDataAsSpan<float>();
-                for (int j = 0; j < n; j++)
-                    if (bad[j] < 0) _observers[t].Add(values.Slice(j * pers[t], pers[t]), moments[t, j]);
-            });
+            if (!binAtOnce)
+                EachTensor(t =>
+                {
+                    var values = results[t].GetTensorDataAsSpan<float>();
+                    for (int j = 0; j < n; j++)
+                        if (bad[j] < 0) _observers[t].Add(values.Slice(j * pers[t], pers[t]), moments[t, j]);
+                });
             Done += bad.Count(b => b < 0);
         }
     }

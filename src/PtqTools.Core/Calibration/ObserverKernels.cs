@@ -38,18 +38,7 @@ public static class ObserverKernels
     {
         Span<double> sum = stackalloc double[Lanes], sq = stackalloc double[Lanes];
         sum.Clear(); sq.Clear();
-        float min = float.PositiveInfinity, max = float.NegativeInfinity;
-        for (int i = 0; i < values.Length; i++)
-        {
-            float v = values[i];
-            if (!float.IsFinite(v)) return new TensorMoments(0, 0, 0, 0, false, values.Length);
-            min = MathF.Min(min, v);
-            max = MathF.Max(max, v);
-            double d = v;
-            sum[i % Lanes] += d;
-            sq[i % Lanes] += d * d;
-        }
-        return Finish(min, max, sum, sq, values.Length);
+        return Tail(values, 0, float.PositiveInfinity, float.NegativeInfinity, sum, sq);
     }
 
     static TensorMoments Finish(float min, float max, ReadOnlySpan<double> sum, ReadOnlySpan<double> sq, int length)
@@ -118,7 +107,8 @@ public static class ObserverKernels
         return Tail(values, i, min, max, sum, sq);
     }
 
-    /// <summary>The values after the last whole block of 16 go to their lanes as in the reference.</summary>
+    /// <summary>Values from <paramref name="i"/> on, one at a time, each into lane i % 16: the whole reference, and
+    /// the values after the vector paths' last whole block of 16.</summary>
     static TensorMoments Tail(ReadOnlySpan<float> values, int i, float min, float max, Span<double> sum, Span<double> sq)
     {
         for (; i < values.Length; i++)

@@ -52,11 +52,12 @@ public static class PerformanceMeter
             }
             else
             {
-                var own = new IntegerEngine(OnnxModelIO.Load(modelPath), Path.GetFileName(modelPath));
+                var loaded = OnnxModelIO.Load(modelPath);
+                var own = new IntegerEngine(loaded, Path.GetFileName(modelPath));
                 if (own.Inputs.Count != 1)
                     throw new PtqException("EngineInputCount", PtqErrorKind.NotSupported,
                         $"'{Path.GetFileName(modelPath)}' has {own.Inputs.Count} inputs; the PtqTools engine is timed on models with one float input.", modelPath);
-                var dims = GraphInputShape(modelPath, own.Inputs[0]);
+                var dims = GraphInputShape(loaded, own.Inputs[0]);
                 if (dims.Length > 0 && dims[0] > 0 && dims[0] != batchSize)
                     throw new PtqException("BatchSizeNotSupported", PtqErrorKind.InvalidArgument,
                         $"Input '{own.Inputs[0]}' of '{Path.GetFileName(modelPath)}' has the batch dimension {dims[0]}; it cannot take a batch of {batchSize}.", batchSize);
@@ -140,9 +141,8 @@ public static class PerformanceMeter
     }
 
     /// <summary>The declared shape of a graph input (-1 for a dynamic dimension).</summary>
-    static long[] GraphInputShape(string modelPath, string input)
+    static long[] GraphInputShape(ModelProto model, string input)
     {
-        var model = OnnxModelIO.Load(modelPath);
         var info = model.Graph.Input.FirstOrDefault(i => i.Name == input);
         return info?.Type?.TensorType?.Shape?.Dim.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : -1L).ToArray()
             ?? Array.Empty<long>();

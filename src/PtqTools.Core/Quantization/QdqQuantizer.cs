@@ -39,13 +39,10 @@ public static class QdqQuantizer
         // Per-axis DequantizeLinear (the float layers' own input copies below) needs opset 13.
         bool perAxis = OpsetUpgrader.DefaultOpset(model) >= 13;
         QuantizeGraph(new GraphView(model.Graph), plan, ranges, qparams, qtypes, perAxis, names, options, cancel);
-        if (UsesDomain(model.Graph, MsDomain) && !model.OpsetImport.Any(o => o.Domain == MsDomain))
+        if (OpsetUpgrader.AllNodes(model.Graph).Any(n => n.Domain == MsDomain) && !model.OpsetImport.Any(o => o.Domain == MsDomain))
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = MsDomain, Version = 1 });
         return model;
     }
-
-    static bool UsesDomain(GraphProto graph, string domain) =>
-        graph.Node.Any(n => n.Domain == domain || n.Attribute.Any(a => (a.G is not null && UsesDomain(a.G, domain)) || a.Graphs.Any(g => UsesDomain(g, domain))));
 
     /// <summary>Quantizes the planned layers of one graph in place, then those of its subgraphs (If branches,
     /// Loop and Scan bodies), each with its own Q/DQ nodes and quantized weights, whether the float weight lives
