@@ -80,6 +80,30 @@ Describe 'Invoke-Quantization -Mode' {
         $r.SizeRatio | Should -BeLessOrEqual 0.255
     }
 
+    It 'encodes ResNet18''s convolution weights for the kernel -ConvKernel names, with the same outputs' {
+        $data = New-ResNetDataSet -Split train -Count 4
+        $stats = Get-ModelLayer $ResNet18 | Measure-ActivationRange -DataSet $data
+        $gemm = $stats | Invoke-Quantization -ConvKernel Gemm -OutputPath (Join-Path $work 'conv-gemm.onnx')
+        $sym = $stats | Invoke-Quantization -ConvKernel Symmetric -OutputPath (Join-Path $work 'conv-sym.onnx')
+        $gemm.Options | Should -BeLike '*;conv-kernel=gemm'
+        $sym.Options | Should -BeLike '*;conv-kernel=symmetric'
+        $gemm.OutputSha256 | Should -Not -Be $sym.OutputSha256
+        $convs = @($sym.Decisions | Where-Object { $_ -like '*(Conv): int8*' })
+        $convs.Count | Should -BeGreaterThan 15
+        $gemm.Decisions | Where-Object { $_ -like '*(Conv): int8*zero point -1*' } | Should -HaveCount $convs.Count
+        $sym.Decisions | Where-Object { $_ -like '*zero point -1*' } | Should -BeNullOrEmpty
+        # The same weight values: ONNX Runtime and the PtqTools engine give the same outputs for both files.
+        $probe = New-ResNetDataSet -Split t10k -Count 2
+        foreach ($engine in 'OnnxRuntime', 'PtqTools') {
+            $a = @(Invoke-ModelInference -Path $gemm.OutputPath -DataSet $probe -Engine $engine)
+            $b = @(Invoke-ModelInference -Path $sym.OutputPath -DataSet $probe -Engine $engine)
+            foreach ($i in 0, 1) { ([float[]]$a[$i].Outputs[0]) | Should -Be ([float[]]$b[$i].Outputs[0]) }
+        }
+        $auto = $stats | Invoke-Quantization -OutputPath (Join-Path $work 'conv-auto.onnx')
+        $cpuHasAmx = (Get-Content /proc/cpuinfo -Raw) -match ' amx_int8'
+        $auto.OutputSha256 | Should -Be $(if ($cpuHasAmx) { $gemm.OutputSha256 } else { $sym.OutputSha256 })
+    }
+
     It 'writes uint8 asymmetric reduce-range weights in Dynamic mode' {
         $r = Invoke-Quantization -Path $MiniLm -Mode Dynamic -WeightType UInt8 -WeightSymmetry Asymmetric -ReduceRange -OutputPath (Join-Path $work 'dyn-u8.onnx')
         $r.Options | Should -BeLike '*weights=uint8,asymmetric,per-channel,reduce-range*'

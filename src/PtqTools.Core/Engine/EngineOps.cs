@@ -187,10 +187,29 @@ internal static class EngineOps
         {
             // Packed once per node for constant weights (the cache keeps the tensor the packing came from).
             if (cache.TryGetValue(n, out var o) && o is (EngineTensor from, PackedConvWeights p) && ReferenceEquals(from, w) && p.Shape == g) return p;
-            p = w.IsUInt8 ? PackedConvWeights.Pack<byte>(w.Bytes, wz, g) : PackedConvWeights.Pack<sbyte>(w.SBytes, wz, g);
+            p = w.IsUInt8 ? PackedConvWeights.Pack<byte>(w.Bytes, wz, g)
+                : EqualZeroPointRemoved(w.SBytes, wz) is { } shifted ? PackedConvWeights.Pack<sbyte>(shifted, new int[wz.Length], g)
+                : PackedConvWeights.Pack<sbyte>(w.SBytes, wz, g);
             cache[n] = (w, p);
             return p;
         }
+    }
+
+    /// <summary>int8 weights whose zero points are all one nonzero value z (as -ConvKernel Gemm writes, z = -1)
+    /// are the same as w - z with zero point 0 when every w - z fits in int8: packed that way, they take the
+    /// symmetric kernels (AMX tiles among them). Null when that does not apply.</summary>
+    static sbyte[]? EqualZeroPointRemoved(sbyte[] w, int[] wz)
+    {
+        if (wz.Length == 0 || wz[0] == 0 || wz.Any(z => z != wz[0])) return null;
+        int z = wz[0];
+        var shifted = new sbyte[w.Length];
+        for (int i = 0; i < w.Length; i++)
+        {
+            int v = w[i] - z;
+            if (v is < sbyte.MinValue or > sbyte.MaxValue) return null;
+            shifted[i] = (sbyte)v;
+        }
+        return shifted;
     }
 
     static int[] ConvAccumulate(NodeProto n, EngineTensor xt, int xz, EngineTensor w, int[] wz, Dictionary<NodeProto, object> cache, out ConvGeometry g)

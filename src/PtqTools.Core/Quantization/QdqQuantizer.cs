@@ -93,6 +93,7 @@ public static class QdqQuantizer
                     var dims = init.Dims.ToArray();
                     var spec = options.Weights;
                     var (values, scales, zeroPoints) = QuantMath.QuantizeWeights(TensorData.ReadFloats(init), dims, axis, spec);
+                    if (ConvKernels.ShiftsWeights(node, options)) ConvKernels.ShiftToMinusOne(values, zeroPoints);
                     var qName = names.Fresh(wName + "_quantized");
                     var wType = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
                     graph.Initializer.Add(QuantizedTensor(qName, values, wType, dims));

@@ -62,6 +62,10 @@ public sealed class QuantizationOptions
     /// it needs calibration data for the activations' channel maxima.</summary>
     public float? SmoothQuantAlpha { get; set; }
 
+    /// <summary>Which ONNX Runtime kernel the quantized convolutions are written for (<see cref="Quantization.ConvKernel"/>):
+    /// the same weight values, encoded for its symmetric convolution or for its im2col + QGEMM path.</summary>
+    public ConvKernel ConvKernel { get; set; } = ConvKernel.Auto;
+
     /// <summary>How 8-bit weights are quantized.</summary>
     public WeightSpec Weights => new(WeightType, WeightSymmetric ?? true, ReduceRange);
 
@@ -119,6 +123,8 @@ public sealed class QuantizationOptions
         if (WeightBits == 4 && !PerChannel)
             throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
                 "4-bit weights are block-wise along K (one scale per block of each output column); -PerTensor does not apply.", PerChannel);
+        if (!Enum.IsDefined(ConvKernel))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Conv kernel {ConvKernel} is not supported.", ConvKernel);
         if (!Enum.IsDefined(ActivationType))
             throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Activation type {ActivationType} is not supported.", ActivationType);
         if (ActivationSymmetric && ActivationType is QuantType.UInt8 or QuantType.UInt16)
@@ -175,5 +181,5 @@ public sealed class QuantizationOptions
     };
 
     string StaticText() =>
-        $"format={Format};activations={ActivationType.ToString().ToLowerInvariant()}{(ActivationSymmetric ? ",symmetric" : ",asymmetric")};{WeightText()};bias=int32";
+        $"format={Format};activations={ActivationType.ToString().ToLowerInvariant()}{(ActivationSymmetric ? ",symmetric" : ",asymmetric")};{WeightText()};bias=int32{(Weights is { Type: QuantType.Int8, Symmetric: true, ReduceRange: false } ? ";conv-kernel=" + ConvKernels.Resolve(ConvKernel).ToString().ToLowerInvariant() : "")}";
 }

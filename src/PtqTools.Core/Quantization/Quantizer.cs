@@ -67,6 +67,10 @@ public static class Quantizer
         var (plan, ranges) = Plan(prepared, statistics, options);
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
+        foreach (var d in plan.Decisions.Where(d => d.Quantized && d.OpType == "Conv"))
+            if (OpsetUpgrader.AllNodes(prepared.Model.Graph).FirstOrDefault(n => n.OpType == "Conv" && (d.Layer == n.Name || d.Layer.EndsWith("/" + n.Name, StringComparison.Ordinal))) is { } conv
+                && ConvKernels.ShiftsWeights(conv, options))
+                d.Reason += ConvKernels.Reason;
         var model = QdqQuantizer.Quantize(prepared.Model, plan, ranges, options, cancel);
         if (options.Format == QuantFormat.QOperator) model = QOperatorConverter.Convert(model, cancel);
         return Write(prepared, model, plan, options, outputPath, cancel);

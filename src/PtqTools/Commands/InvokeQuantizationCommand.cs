@@ -46,6 +46,12 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [ValidateSet("Symmetric", "Asymmetric")]
     public string? WeightSymmetry { get; set; }
 
+    /// <summary>Which ONNX Runtime kernel quantized convolutions are written for: Gemm (im2col + QGEMM, on AMX tiles),
+    /// Symmetric (its symmetric convolution, AVX-512 VNNI) or Auto (Gemm where this CPU has AMX-INT8). Same values.</summary>
+    [Parameter]
+    [ValidateSet("Auto", "Gemm", "Symmetric")]
+    public string ConvKernel { get; set; } = "Auto";
+
     /// <summary>7-bit weights, for CPUs without VNNI.</summary>
     [Parameter]
     public SwitchParameter ReduceRange { get; set; }
@@ -153,6 +159,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             WeightType = Enum.Parse<QuantType>(WeightType, ignoreCase: true),
             WeightSymmetric = WeightSymmetry is null ? null : string.Equals(WeightSymmetry, "Symmetric", StringComparison.OrdinalIgnoreCase),
             ReduceRange = ReduceRange,
+            ConvKernel = Enum.Parse<ConvKernel>(ConvKernel, ignoreCase: true),
             BiasCorrection = BiasCorrection,
             Equalize = Equalize,
             SmoothQuantAlpha = MyInvocation.BoundParameters.ContainsKey(nameof(SmoothQuant)) ? SmoothQuant : null,
