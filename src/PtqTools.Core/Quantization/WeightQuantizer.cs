@@ -27,12 +27,14 @@ public static class WeightQuantizer
             var decision = new LayerDecision { Layer = node.Name, OpType = node.OpType };
             plan.Decisions.Add(decision);
             bool gather = node.OpType == "Gather" && node.Domain is "" or "ai.onnx";
-            if (node.OpType != "MatMul" && !gather || node.Domain is not ("" or "ai.onnx"))
+            bool recurrent = RecurrentQuantizer.Handles(node);
+            if (node.OpType != "MatMul" && !gather && !recurrent || node.Domain is not ("" or "ai.onnx"))
             {
-                decision.Reason = $"kept in float: {mode} mode quantizes MatMul layers with a constant weight and Gather from a constant table";
+                decision.Reason = $"kept in float: {mode} mode quantizes MatMul layers with a constant weight, Gather from a constant table and the weights of LSTM and GRU";
                 continue;
             }
-            if ((gather ? OpHandlers.Get(node)!.CannotQuantize(node, graph) : CannotQuantize(node, graph, options)) is { } why)
+            if ((gather ? OpHandlers.Get(node)!.CannotQuantize(node, graph) : recurrent ? RecurrentQuantizer.CannotQuantize(node, graph, options)
+                    : CannotQuantize(node, graph, options)) is { } why)
             {
                 decision.Reason = $"kept in float: {why}";
                 continue;
@@ -50,6 +52,7 @@ public static class WeightQuantizer
             plan.QuantizedLayers.Add(node.Name);
             decision.Quantized = true;
             decision.Reason = gather ? $"{mode}: {EmbeddingQuantizer.Describe(node, graph, options.PerChannel)}"
+                : recurrent ? RecurrentQuantizer.Describe(node, options)
                 : options.Mode == QuantMode.Dynamic
                 ? $"dynamic: {options.WeightType.ToString().ToLowerInvariant()} weights {(options.PerChannel ? "per column" : "per tensor")}, uint8 activations quantized at run time (MatMulInteger)"
                 : options.WeightBits == 4
@@ -101,6 +104,11 @@ public static class WeightQuantizer
                 EmbeddingQuantizer.Rewrite(graph, view, node, rewritten, names, options);
                 continue;
             }
+            if (RecurrentQuantizer.Handles(node))
+            {
+                RecurrentQuantizer.Rewrite(graph, view, node, rewritten, names, options);
+                continue;
+            }
             var wName = node.Input[1];
             if (!done.TryGetValue(wName, out var weight))
                 done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options);
@@ -121,7 +129,7 @@ public static class WeightQuantizer
         progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), ""));
         graph.Node.Clear();
         graph.Node.AddRange(rewritten);
-        if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4 && !model.OpsetImport.Any(o => o.Domain == "com.microsoft"))
+        if (graph.Node.Any(n => n.Domain == "com.microsoft") && !model.OpsetImport.Any(o => o.Domain == "com.microsoft"))
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
         QdqQuantizer.RemoveUnusedInitializers(graph);
         QdqQuantizer.SortTopologically(graph);
