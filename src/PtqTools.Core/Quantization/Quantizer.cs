@@ -131,6 +131,7 @@ public static class Quantizer
             {
                 QuantMode.Dynamic => "MatMulInteger",
                 QuantMode.WeightOnly when options.WeightBits == 4 => "MatMulNBits",
+                QuantMode.WeightOnly => "Cast+Mul",
                 _ => options.Format.ToString(),
             },
             Options = options.ToString(),

@@ -20,11 +20,11 @@ sealed class RecurrentHandler : OpHandler
 /// are quantized per gate row (one scale per direction and row, [D, 4H]) or per direction ([D]) and stored
 /// transposed, [D, K, 4H] and [D, H, 4H], as the kernel takes them; X and the hidden state are quantized to uint8 at
 /// run time. Its per-row zero points must be 0 (int8) or one value (uint8), so per-row weights are symmetric.</item>
-/// <item>GRU, Dynamic: kept float. ONNX Runtime has no quantized GRU kernel, and it does not constant-fold
-/// DequantizeLinear, so 8-bit weights behind one would only shrink the file and cost a dequantization every run.</item>
-/// <item>LSTM and GRU, WeightOnly: 8-bit W and R behind DequantizeLinear (per gate row: a 2-D [D * G * H, K] tensor
-/// dequantized along axis 0 and reshaped to 3-D, so both directions keep their own scales; or per tensor), the op
-/// computing in float. This is for size, not speed.</item>
+/// <item>GRU, Dynamic: kept float: ONNX Runtime has no quantized GRU kernel, so nothing would run faster; -Mode
+/// WeightOnly stores its weights in 8 bits.</item>
+/// <item>LSTM and GRU, WeightOnly: 8-bit W and R (per gate row, one scale per direction and row; or per tensor),
+/// turned back to float by Cast and Mul that ONNX Runtime folds at load, the op computing in float. This is for
+/// size on disk, not speed.</item>
 /// </list>
 /// The node keeps its name and outputs; B, sequence_lens, the initial states and the peepholes are left as they are.
 /// </summary>
@@ -58,7 +58,7 @@ public static class RecurrentQuantizer
             || Attr(node, "hidden_size", h) != h)
             return $"its W {Shape(w)} and R {Shape(r)} do not match {d} direction(s) of {gates} gates of hidden size {Attr(node, "hidden_size", h)}";
         if (options.Mode == QuantMode.Dynamic && node.OpType == "GRU")
-            return "ONNX Runtime has no quantized GRU kernel, and 8-bit weights behind DequantizeLinear (which it does not constant-fold) would only add a dequantization to every run; -Mode WeightOnly stores them in 8 bits for size";
+            return "ONNX Runtime has no quantized GRU kernel, so dynamic mode has nothing faster to run; -Mode WeightOnly stores its weights in 8 bits for size";
         if (DynamicLstm(node, options) && options.PerChannel && !options.Weights.Symmetric)
             return "DynamicQuantizeLSTM takes per-row weights only with zero point 0 (int8) or one zero point (uint8): use symmetric weights, or -PerTensor for asymmetric ones";
         return null;
@@ -72,10 +72,10 @@ public static class RecurrentQuantizer
         var granularity = options.PerChannel ? "per gate row" : DynamicLstm(node, options) ? "per direction" : "per tensor";
         return DynamicLstm(node, options)
             ? $"dynamic: com.microsoft DynamicQuantizeLSTM, {type} W and R {granularity}, X and the hidden state quantized to uint8 at run time"
-            : $"weight-only: {type} W and R {granularity} behind DequantizeLinear (for size), {node.OpType} computes in float";
+            : $"weight-only: {type} W and R {granularity}, dequantized by Cast and Mul that ONNX Runtime folds at load (for size), {node.OpType} computes in float";
     }
 
-    /// <summary>Rewrites one planned LSTM or GRU of <paramref name="graph"/>, adding it (and any DequantizeLinear
+    /// <summary>Rewrites one planned LSTM or GRU of <paramref name="graph"/>, adding it (and the Cast and Mul
     /// before it) to <paramref name="added"/>.</summary>
     public static void Rewrite(GraphProto graph, GraphView view, NodeProto node, List<NodeProto> added, NameScope names, QuantizationOptions options)
     {
@@ -140,25 +140,17 @@ public static class RecurrentQuantizer
         return lstm;
     }
 
-    /// <summary>A DequantizeLinear (and, per row, a Reshape back to 3-D) writing a float copy of a 3-D weight.</summary>
+    /// <summary>A float copy of a 3-D weight [D, G * H, K] from its 8-bit codes, by Cast and Mul that ONNX Runtime
+    /// folds at load (<see cref="WeightQuantizer.FoldedDequantize"/>): per gate row, scales [D, G * H, 1].</summary>
     static string Dequantized(GraphProto graph, TensorProto init, List<NodeProto> added, NameScope names, QuantizationOptions options)
     {
         var spec = options.Weights;
         var type = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
         var dims = init.Dims.ToArray();
-        long rows = dims[0] * dims[1], cols = dims[2];
-        var (values, scales, zeroPoints) = QuantizeSlice(TensorData.ReadFloats(init), rows, cols, options.PerChannel, spec);
+        var (values, scales, zeroPoints) = QuantizeSlice(TensorData.ReadFloats(init), dims[0] * dims[1], dims[2], options.PerChannel, spec);
         var qName = names.Fresh(init.Name + "_quantized");
-        graph.Initializer.Add(QdqQuantizer.QuantizedTensor(qName, values, type, options.PerChannel ? new[] { rows, cols } : dims));
-        var dq = QdqQuantizer.AddDequantize(graph, added, names, init.Name, qName, scales, zeroPoints, type, options.PerChannel ? 0 : null, zeroPoints[0]);
-        if (!options.PerChannel) return dq;
-        var shapeName = names.Fresh(init.Name + "_shape");
-        var shape = new TensorProto { Name = shapeName, DataType = (int)OnnxDataType.Int64 };
-        shape.Dims.Add(3);
-        shape.Int64Data.AddRange(dims);
-        graph.Initializer.Add(shape);
-        var reshaped = names.Fresh(init.Name + "_dequantized");
-        added.Add(QdqQuantizer.Node("Reshape", names.Fresh(init.Name + "_Reshape"), new[] { dq, shapeName }, reshaped));
-        return reshaped;
+        graph.Initializer.Add(QdqQuantizer.QuantizedTensor(qName, values, type, dims));
+        return WeightQuantizer.FoldedDequantize(graph, added, names, init.Name, qName, scales, zeroPoints,
+            options.PerChannel ? new[] { dims[0], dims[1], 1L } : Array.Empty<long>());
     }
 }
