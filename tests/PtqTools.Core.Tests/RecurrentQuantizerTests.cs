@@ -90,6 +90,7 @@ public sealed class RecurrentQuantizerTests
         Assert.Contains(q.OpsetImport, o => o.Domain == "com.microsoft");
         Assert.Equal(12, node.Input.Count);
         Assert.DoesNotContain(q.Graph.Initializer, t => t.Name is "W" or "R");
+        Assert.Equal(q.ToByteArray(), Quantize(model, options, out _).ToByteArray());   // deterministic
 
         // The stored weights, transposed back, are the float ones rounded to their row's (or direction's) step.
         int d = direction == "bidirectional" ? 2 : 1;
