@@ -3,7 +3,7 @@
     Where ONNX Runtime spends the time of each model: loads every -Path with ORT_ENABLE_ALL at one thread (as
     Invoke-MiniLmBenchmark.ps1 does), saves the optimized graph (OptimizedModelFilePath), runs MiniLM-style inputs
     (input_ids, attention_mask, token_type_ids; batch 1, -SequenceLength tokens) -Runs times with
-    SessionOptions.EnableProfiling, and sums the profile's node events per op type. One row per model and op type:
+    SessionOptions.EnableProfiling (the JSON profile stays in -OutputFolder), and sums its node events per op type. One row per model and op type:
     nodes in the optimized graph, total microseconds per run, share of the run.
 #>
 [CmdletBinding()]
@@ -38,8 +38,9 @@ foreach ($model in $Path) {
     $o.GraphOptimizationLevel = 'ORT_ENABLE_ALL'
     $o.AddSessionConfigEntry('session.intra_op.allow_spinning', '0')
     $o.OptimizedModelFilePath = $optimized
-    $o.EnableProfiling = $true
+    # The prefix first: setting EnableProfiling starts the profiler with the prefix it has then.
     $o.ProfileOutputPathPrefix = Join-Path $OutputFolder "$name-"
+    $o.EnableProfiling = $true
     $session = [Microsoft.ML.OnnxRuntime.InferenceSession]::new($model, $o)
     try {
         $inputs = [Collections.Generic.List[Microsoft.ML.OnnxRuntime.NamedOnnxValue]]::new()
@@ -67,5 +68,4 @@ foreach ($model in $Path) {
         }
     } | Sort-Object 'us per run' -Descending
     [pscustomobject]@{ Model = $name; OpType = '(run)'; Nodes = ($counts.Values | Measure-Object -Sum).Sum; 'us per run' = [math]::Round($runTotal, 0); Share = '100%' }
-    Remove-Item $profile
 }
