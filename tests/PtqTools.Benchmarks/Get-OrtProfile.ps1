@@ -48,10 +48,10 @@ foreach ($model in $Path) {
         $outputs = [string[]]@($session.OutputMetadata.Keys | Select-Object -First 1)
         1..3 | ForEach-Object { $session.Run($inputs, $outputs).Dispose() }
         1..$Runs | ForEach-Object { $session.Run($inputs, $outputs).Dispose() }
-        $profile = $session.EndProfiling()
+        $profileFile = $session.EndProfiling()
     }
     finally { $session.Dispose(); $o.Dispose() }
-    $events = Get-Content -Raw $profile | ConvertFrom-Json
+    $events = Get-Content -Raw $profileFile | ConvertFrom-Json
     # Node events are named '<node>_kernel_time' and carry the op type; the last -Runs runs are timed (warm-up excluded).
     $modelRuns = @($events | Where-Object { $_.cat -eq 'Session' -and $_.name -eq 'model_run' })
     $timed = $modelRuns | Select-Object -Last $Runs
