@@ -31,7 +31,7 @@ Describe 'Invoke-Quantization -Mode' {
         $r4.OutputPath | Should -BeLike '*all-MiniLM-L6-v2.int4.onnx'
         $r4.Format | Should -Be 'MatMulNBits'
         $r8 = Invoke-Quantization -Path $MiniLm -Mode WeightOnly -OutputPath (Join-Path $work 'w8.onnx')
-        $r8.Format | Should -Be 'QDQ'
+        $r8.Format | Should -Be 'Cast+Mul'
         $r4.OutputSizeBytes | Should -BeLessThan $r8.OutputSizeBytes
         (Get-OnnxModel $r4.OutputPath).OpTypes | Should -Contain 'MatMulNBits:36'
     }
@@ -164,5 +164,46 @@ Describe 'Invoke-Quantization -Mode' {
         $a = Invoke-Quantization -Path $MiniLm -Mode WeightOnly -WeightBits 4 -OutputPath (Join-Path $work 'a.onnx')
         $b = Invoke-Quantization -Path $MiniLm -Mode WeightOnly -WeightBits 4 -OutputPath (Join-Path $work 'b.onnx')
         $a.OutputSha256 | Should -Be $b.OutputSha256
+    }
+}
+
+Describe 'Invoke-Quantization on an LSTM' {
+    BeforeAll {
+        $moduleDir = Split-Path (Get-Module PtqTools).Path
+        Add-Type -Path (Join-Path $moduleDir 'Google.Protobuf.dll'), (Join-Path $moduleDir 'OnnxSharp.dll')
+        # The conformance model's W, R and B are test-data inputs: frozen here as initializers.
+        $dir = '/usr/share/libonnx-testdata/data/node/test_lstm_with_initial_bias'
+        $m = [Onnx.ModelProto]::Parser.ParseFrom([IO.File]::ReadAllBytes("$dir/model.onnx"))
+        $inputs = @($m.Graph.Input)
+        for ($i = 1; $i -lt $inputs.Count; $i++) {
+            $t = [Onnx.TensorProto]::Parser.ParseFrom([IO.File]::ReadAllBytes("$dir/test_data_set_0/input_$i.pb"))
+            $t.Name = $inputs[$i].Name
+            $m.Graph.Initializer.Add($t)
+            $null = $m.Graph.Input.Remove($inputs[$i])
+        }
+        $script:Lstm = Join-Path $work 'lstm.onnx'
+        [IO.File]::WriteAllBytes($Lstm, [Google.Protobuf.MessageExtensions]::ToByteArray($m))
+        # X is [1, 3, 3]: one time step of 3 sequences, which the data set's batch-first samples give as [3, 3].
+        $random = [Random]::new(3)
+        $script:Samples = New-PtqDataSet -InputObject (1..4 | ForEach-Object { , [float[]](1..9 | ForEach-Object { $random.NextDouble() * 4 - 2 }) }) -Shape 3, 3
+    }
+
+    It 'writes it as com.microsoft DynamicQuantizeLSTM in Dynamic mode, close to the float model' {
+        $r = Invoke-Quantization -Path $Lstm -Mode Dynamic -OutputPath (Join-Path $work 'lstm.dynamic.onnx')
+        $r.QuantizedLayerCount | Should -Be 1
+        $r.Decisions | Should -BeLike '*(LSTM): dynamic: com.microsoft DynamicQuantizeLSTM, int8 W and R per gate row*'
+        (Get-OnnxModel $r.OutputPath).OpTypes | Should -Contain 'DynamicQuantizeLSTM:1'
+        $report = $r | Test-QuantizedModel -DataSet $Samples -LatencyRuns 0
+        $report.Cosine | Should -BeGreaterThan 0.999
+    }
+
+    It 'stores its weights in 8 bits in WeightOnly mode and keeps it float in Static mode, with the reasons' {
+        $w = Invoke-Quantization -Path $Lstm -Mode WeightOnly -OutputPath (Join-Path $work 'lstm.w8.onnx')
+        $w.Decisions | Should -BeLike '*(LSTM): weight-only: int8 W and R per gate row, dequantized by Cast and Mul*'
+        (Get-OnnxModel $w.OutputPath).OpTypes | Should -Contain 'LSTM:1'
+        ($w | Test-QuantizedModel -DataSet $Samples -LatencyRuns 0).Cosine | Should -BeGreaterThan 0.999
+        $layer = Get-ModelLayer $Lstm | Where-Object OpType -eq 'LSTM'
+        $layer.Quantizable | Should -BeFalse
+        $layer.Reason | Should -BeLike 'kept in float: static mode: ONNX Runtime has no LSTM kernel for calibrated int8 activations*'
     }
 }

@@ -1,7 +1,7 @@
 <#
 .SYNOPSIS
     What ONNX Runtime makes of the models PtqTools writes: quantizes ResNet18 (QDQ and QOperator, from 8 calibration
-    images) and MiniLM (Dynamic), loads each with ORT_ENABLE_ALL at one thread, saves the optimized graph through
+    images) and MiniLM (Dynamic, WeightOnly int8), loads each with ORT_ENABLE_ALL at one thread, saves the optimized graph through
     SessionOptions.OptimizedModelFilePath and prints its op types with counts, next to the fp32 model's.
 #>
 [CmdletBinding()]
@@ -23,6 +23,7 @@ $models = [ordered]@{
     'ResNet18 QOperator' = ($stats | Invoke-Quantization -Format QOperator -OutputPath (Join-Path $OutputFolder 'resnet18.qop.onnx') -Force).OutputPath
     'MiniLM fp32' = $miniLm
     'MiniLM Dynamic' = (Invoke-Quantization -Path $miniLm -Mode Dynamic -OutputPath (Join-Path $OutputFolder 'minilm.dynamic.onnx') -Force).OutputPath
+    'MiniLM WeightOnly int8' = (Invoke-Quantization -Path $miniLm -Mode WeightOnly -OutputPath (Join-Path $OutputFolder 'minilm.w8.onnx') -Force).OutputPath
 }
 foreach ($name in $models.Keys) {
     $optimized = Join-Path $OutputFolder "$($name -replace ' ', '-').optimized.onnx"

@@ -24,7 +24,7 @@ $model = Get-MiniLmModel $OutputFolder
 $variants = @(
     @{ Name = 'dynamic int8 (MatMulInteger)'; File = 'dynamic.onnx'; Args = @{ Mode = 'Dynamic' } }
     @{ Name = 'dynamic int8, -Exclude MatMul_122'; File = 'dynamic-excl.onnx'; Args = @{ Mode = 'Dynamic'; Exclude = 'MatMul_122' } }
-    @{ Name = 'weight-only int8 (DQ+MatMul)'; File = 'w8.onnx'; Args = @{ Mode = 'WeightOnly' } }
+    @{ Name = 'weight-only int8 (Cast+Mul, folded at load)'; File = 'w8.onnx'; Args = @{ Mode = 'WeightOnly' } }
     @{ Name = 'weight-only int4 b32 (MatMulNBits)'; File = 'w4-32.onnx'; Args = @{ Mode = 'WeightOnly'; WeightBits = 4; BlockSize = 32 } }
     @{ Name = 'weight-only int4 b128 (MatMulNBits)'; File = 'w4-128.onnx'; Args = @{ Mode = 'WeightOnly'; WeightBits = 4; BlockSize = 128 } }
     @{ Name = 'weight-only int4 b32 symmetric, no zero points'; File = 'w4-32-sym.onnx'; Args = @{ Mode = 'WeightOnly'; WeightBits = 4; BlockSize = 32; WeightSymmetry = 'Symmetric'; WeightMethod = 'HQQ' } }

@@ -192,7 +192,7 @@ public sealed class OpHandlerTests
         var plan = QuantizationPlan.Create(new GraphView(b.Graph), null);
         Assert.Empty(plan.QuantizedLayers);
         Assert.Contains("DynamicQuantizeLSTM", plan.Decisions.Single(d => d.Layer == "lstm").Reason);
-        Assert.StartsWith("kept in float: ONNX Runtime has no quantized GRU", plan.Decisions.Single(d => d.Layer == "gru").Reason);
+        Assert.StartsWith("kept in float: static mode: ONNX Runtime has no quantized GRU", plan.Decisions.Single(d => d.Layer == "gru").Reason);
         var clip = plan.Decisions.Single(d => d.Layer == "clip");
         Assert.False(clip.Folded);
         Assert.Contains("bounds are not constants", clip.Reason);

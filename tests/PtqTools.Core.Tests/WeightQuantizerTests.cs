@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using PtqTools.Core.Onnx;
@@ -153,13 +154,28 @@ public sealed class WeightQuantizerTests
     }
 
     [Fact]
-    public void WeightOnlyInt8IsPerColumnDequantizeLinear()
+    public void WeightOnlyInt8IsPerColumnCastAndMul_FoldedByOrtAtLoad()
     {
         const int k = 48, n = 12;
         var model = MatMulModel(k, n, 4).Model;
         var q = Quantize(model, new QuantizationOptions { Mode = QuantMode.WeightOnly });
-        var dq = Assert.Single(q.Graph.Node, x => x.OpType == "DequantizeLinear");
-        Assert.Equal(1, dq.Attribute.Single(a => a.Name == "axis").I);
+        Assert.DoesNotContain(q.Graph.Node, x => x.OpType == "DequantizeLinear");
+        var cast = Assert.Single(q.Graph.Node, x => x.OpType == "Cast");
+        Assert.Equal((int)OnnxDataType.Int8, q.Graph.Initializer.Single(t => t.Name == cast.Input[0]).DataType);
+        var mul = q.Graph.Node.Single(x => x.OpType == "Mul" && x.Input[0] == cast.Output[0]);
+        Assert.Equal(new long[] { n }, q.Graph.Initializer.Single(t => t.Name == mul.Input[1]).Dims.ToArray());
+        Assert.Equal(mul.Output[0], q.Graph.Node.Single(x => x.OpType == "MatMul").Input[1]);
+        // ONNX Runtime folds them into a float initializer at load: its fp32 MatMul runs, not a MatMulNBits rewrite.
+        using (var dir = new TempDir())
+        {
+            var optimized = dir.File("optimized.onnx");
+            using (var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, OptimizedModelFilePath = optimized, IntraOpNumThreads = 1 })
+            using (new InferenceSession(q.ToByteArray(), so)) { }
+            var ops = OnnxModelIO.Load(optimized).Graph.Node.Select(x => x.OpType).ToList();
+            _out.WriteLine("ORT optimized: " + string.Join(", ", ops));
+            Assert.DoesNotContain("Cast", ops);
+            Assert.DoesNotContain("MatMulNBits", ops);
+        }
         var w = TensorData.ReadFloats(model.Graph.Initializer.Single(t => t.Name == "w"));
         var (values, scales) = QuantMath.QuantizeWeights(w, new long[] { k, n }, 1);
         var wRef = values.Select((v, i) => v * scales[i % n]).ToArray();

@@ -85,14 +85,6 @@ sealed class GatherHandler : OpHandler
     public override string? Describe(NodeProto node, GraphView g, bool perChannel) => EmbeddingQuantizer.Describe(node, g, perChannel);
 }
 
-/// <summary>An op the table knows but keeps in float, with the reason (Q/DQ stay at its boundary).</summary>
-sealed class KeepFloatHandler : OpHandler
-{
-    readonly string _reason;
-    public KeepFloatHandler(string reason) => _reason = reason;
-    public override string? CannotQuantize(NodeProto node, GraphView g) => _reason;
-}
-
 sealed class GemmHandler : OpHandler
 {
     public override string? CannotQuantize(NodeProto node, GraphView g) =>
@@ -172,8 +164,9 @@ public static class OpHandlers
         ["Resize"] = new PassThroughHandler(),
         ["Softmax"] = new SoftmaxHandler(),
         ["Gather"] = new GatherHandler(),
-        ["LSTM"] = new KeepFloatHandler("ONNX Runtime's only quantized recurrent kernel is com.microsoft DynamicQuantizeLSTM (LSTM in dynamic mode), which this version does not write; its weights stay float"),
-        ["GRU"] = new KeepFloatHandler("ONNX Runtime has no quantized GRU kernel; its weights stay float"),
+        // Float in Static mode; their weights are quantized in the weight modes (RecurrentQuantizer).
+        ["LSTM"] = new RecurrentHandler(),
+        ["GRU"] = new RecurrentHandler(),
     };
 
     /// <summary>Ops folded into their producer's range rather than quantized themselves.</summary>

@@ -176,7 +176,7 @@ public sealed class QuantizationOptions
     {
         QuantMode.Dynamic => $"mode=dynamic;format=MatMulInteger;activations=uint8,asymmetric,runtime-range;{WeightText()}",
         QuantMode.WeightOnly when WeightBits == 4 => $"mode=weight-only;format=MatMulNBits;activations=float32;weights=int4,{(Int4Symmetric ? "symmetric" : "asymmetric")},block={BlockSize},{WeightMethod.ToString().ToLowerInvariant()}",
-        QuantMode.WeightOnly => $"mode=weight-only;format=QDQ;activations=float32;{WeightText()}",
+        QuantMode.WeightOnly => $"mode=weight-only;format=Cast+Mul;activations=float32;{WeightText()}",
         _ => StaticText(),
     };
 

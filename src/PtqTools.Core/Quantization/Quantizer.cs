@@ -88,7 +88,7 @@ public static class Quantizer
         var plan = WeightQuantizer.Plan(new GraphView(prepared.Model.Graph), selected, options, options.ExcludeReason);
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument,
-                $"None of the layers in the pipeline can be quantized in {options.Mode} mode in '{prepared.SourcePath}' (it quantizes MatMul layers with a constant 2-D weight).", prepared.SourcePath);
+                $"None of the layers in the pipeline can be quantized in {options.Mode} mode in '{prepared.SourcePath}' (it quantizes MatMul layers with a constant 2-D weight, Gather from a constant table and LSTM/GRU weights).", prepared.SourcePath);
         var source = prepared.Model;
         if (options.SmoothQuantAlpha is { } alpha)
         {
@@ -135,6 +135,7 @@ public static class Quantizer
             {
                 QuantMode.Dynamic => "MatMulInteger",
                 QuantMode.WeightOnly when options.WeightBits == 4 => "MatMulNBits",
+                QuantMode.WeightOnly => "Cast+Mul",
                 _ => options.Format.ToString(),
             },
             Options = options.ToString(),

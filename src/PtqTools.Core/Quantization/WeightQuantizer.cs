@@ -9,7 +9,8 @@ namespace PtqTools.Core.Quantization;
 /// <item>Dynamic: int8 weights (per output column or per tensor) and, at run time, DynamicQuantizeLinear on the
 /// activation, MatMulInteger, Cast and Mul by input scale x weight scale: the exact pattern ONNX Runtime fuses into
 /// DynamicQuantizeMatMul (one DynamicQuantizeLinear per MatMul, so each matches the fusion on its own).</item>
-/// <item>WeightOnly 8-bit: int8 symmetric weights behind a per-axis DequantizeLinear; activations stay float.</item>
+/// <item>WeightOnly 8-bit: 8-bit weights turned back to float by Cast and Mul, which ONNX Runtime folds at load
+/// (<see cref="FoldedDequantize"/>); activations stay float.</item>
 /// <item>WeightOnly 4-bit: com.microsoft MatMulNBits with block-wise asymmetric round-to-nearest codes.</item>
 /// </list>
 /// Layer names are kept (the node that replaces a MatMul carries its name); the output is deterministic.
@@ -27,12 +28,14 @@ public static class WeightQuantizer
             var decision = new LayerDecision { Layer = node.Name, OpType = node.OpType };
             plan.Decisions.Add(decision);
             bool gather = node.OpType == "Gather" && node.Domain is "" or "ai.onnx";
-            if (node.OpType != "MatMul" && !gather || node.Domain is not ("" or "ai.onnx"))
+            bool recurrent = RecurrentQuantizer.Handles(node);
+            if (node.OpType != "MatMul" && !gather && !recurrent || node.Domain is not ("" or "ai.onnx"))
             {
-                decision.Reason = $"kept in float: {mode} mode quantizes MatMul layers with a constant weight and Gather from a constant table";
+                decision.Reason = $"kept in float: {mode} mode quantizes MatMul layers with a constant weight, Gather from a constant table and the weights of LSTM and GRU";
                 continue;
             }
-            if ((gather ? OpHandlers.Get(node)!.CannotQuantize(node, graph) : CannotQuantize(node, graph, options)) is { } why)
+            if ((gather ? OpHandlers.Get(node)!.CannotQuantize(node, graph) : recurrent ? RecurrentQuantizer.CannotQuantize(node, graph, options)
+                    : CannotQuantize(node, graph, options)) is { } why)
             {
                 decision.Reason = $"kept in float: {why}";
                 continue;
@@ -50,6 +53,7 @@ public static class WeightQuantizer
             plan.QuantizedLayers.Add(node.Name);
             decision.Quantized = true;
             decision.Reason = gather ? $"{mode}: {EmbeddingQuantizer.Describe(node, graph, options.PerChannel)}"
+                : recurrent ? RecurrentQuantizer.Describe(node, options)
                 : options.Mode == QuantMode.Dynamic
                 ? $"dynamic: {options.WeightType.ToString().ToLowerInvariant()} weights {(options.PerChannel ? "per column" : "per tensor")}, uint8 activations quantized at run time (MatMulInteger)"
                 : options.WeightBits == 4
@@ -101,19 +105,20 @@ public static class WeightQuantizer
                 EmbeddingQuantizer.Rewrite(graph, view, node, rewritten, names, options);
                 continue;
             }
+            if (RecurrentQuantizer.Handles(node))
+            {
+                RecurrentQuantizer.Rewrite(graph, view, node, rewritten, names, options);
+                continue;
+            }
             var wName = node.Input[1];
             if (!done.TryGetValue(wName, out var weight))
-                done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options);
+                done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options, rewritten);
             switch (options.Mode)
             {
                 case QuantMode.Dynamic: rewritten.AddRange(Dynamic(node, weight, names)); break;
                 case QuantMode.WeightOnly when options.WeightBits == 4: rewritten.Add(MatMulNBits(node, weight, options)); break;
                 default:
-                    var dq = QdqQuantizer.Node("DequantizeLinear", names.Fresh(wName + "_DequantizeLinear"),
-                        new[] { weight.Values, weight.Scale, weight.ZeroPoint }, names.Fresh(wName + "_DequantizeLinear_Output"));
-                    if (options.PerChannel) dq.Attribute.Add(IntAttr("axis", 1));
-                    node.Input[1] = dq.Output[0];
-                    rewritten.Add(dq);
+                    node.Input[1] = weight.Dequantized!;
                     rewritten.Add(node);
                     break;
             }
@@ -121,17 +126,49 @@ public static class WeightQuantizer
         progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), ""));
         graph.Node.Clear();
         graph.Node.AddRange(rewritten);
-        if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4 && !model.OpsetImport.Any(o => o.Domain == "com.microsoft"))
+        if (graph.Node.Any(n => n.Domain == "com.microsoft") && !model.OpsetImport.Any(o => o.Domain == "com.microsoft"))
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
         QdqQuantizer.RemoveUnusedInitializers(graph);
         QdqQuantizer.SortTopologically(graph);
         return model;
     }
 
-    /// <summary>Names of the initializers that hold one quantized weight, and its shape.</summary>
-    sealed record WeightTensors(string Values, string Scale, string ZeroPoint, long K, long N);
+    /// <summary>Names of the initializers that hold one quantized weight, and its shape; for weight-only 8-bit, the
+    /// float tensor its Cast and Mul write.</summary>
+    sealed record WeightTensors(string Values, string Scale, string ZeroPoint, long K, long N, string? Dequantized = null);
 
-    static WeightTensors QuantizeWeight(GraphProto graph, NameScope names, TensorProto init, QuantizationOptions options)
+    /// <summary>
+    /// Weight-only 8-bit weights turned back to float as Cast → (Sub zero point) → Mul scale, all on initializers,
+    /// which ONNX Runtime constant-folds at load: the file holds 8-bit codes and the session runs its fp32 kernels.
+    /// Not DequantizeLinear: ONNX Runtime never constant-folds that (it keeps Q/DQ for its fusions), and it rewrites a
+    /// per-axis DequantizeLinear → MatMul into MatMulNBits (8 bits, blocks of 32, int8 compute), which at one thread
+    /// ran all-MiniLM-L6-v2 at 0.81x fp32 where the folded form runs at 0.99x (docs/benchmarks.md). The values are
+    /// those of DequantizeLinear: (q - zero point) * scale in float. <paramref name="paramDims"/> is the shape the
+    /// scales and zero points broadcast with (one per column: [N]; one per tensor: []).
+    /// </summary>
+    internal static string FoldedDequantize(GraphProto graph, List<NodeProto> nodes, NameScope names, string baseName, string quantized,
+        float[] scales, int[] zeroPoints, long[] paramDims)
+    {
+        var cast = QdqQuantizer.Node("Cast", names.Fresh(baseName + "_Cast"), new[] { quantized }, names.Fresh(baseName + "_Cast_Output"));
+        cast.Attribute.Add(IntAttr("to", (int)OnnxDataType.Float));
+        nodes.Add(cast);
+        var codes = cast.Output[0];
+        if (zeroPoints.Any(z => z != 0))
+        {
+            var zpName = names.Fresh(baseName + "_zero_point");
+            graph.Initializer.Add(TensorData.FromFloats(zpName, zeroPoints.Select(z => (float)z).ToArray(), paramDims));
+            var sub = QdqQuantizer.Node("Sub", names.Fresh(baseName + "_Sub"), new[] { codes, zpName }, names.Fresh(baseName + "_Sub_Output"));
+            nodes.Add(sub);
+            codes = sub.Output[0];
+        }
+        var scaleName = names.Fresh(baseName + "_scale");
+        graph.Initializer.Add(TensorData.FromFloats(scaleName, scales, paramDims));
+        var mul = QdqQuantizer.Node("Mul", names.Fresh(baseName + "_Mul"), new[] { codes, scaleName }, names.Fresh(baseName + "_dequantized"));
+        nodes.Add(mul);
+        return mul.Output[0];
+    }
+
+    static WeightTensors QuantizeWeight(GraphProto graph, NameScope names, TensorProto init, QuantizationOptions options, List<NodeProto> nodes)
     {
         var dims = init.Dims.ToArray();
         long k = dims[0], n = dims[1];
@@ -155,6 +192,9 @@ public static class WeightQuantizer
         var (values, weightScales, zeroPoints) = QuantMath.QuantizeWeights(w, dims, axis, spec);
         var type = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
         graph.Initializer.Add(QdqQuantizer.QuantizedTensor(valuesName, values, type, dims));
+        if (options.Mode == QuantMode.WeightOnly)
+            return new WeightTensors(valuesName, "", "", k, n,
+                FoldedDequantize(graph, nodes, names, init.Name, valuesName, weightScales, zeroPoints, axis is null ? Array.Empty<long>() : new[] { n }));
         if (axis is null)
         {
             graph.Initializer.Add(TensorData.FromFloats(scaleName, weightScales));
