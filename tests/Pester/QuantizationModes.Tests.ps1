@@ -104,6 +104,21 @@ Describe 'Invoke-Quantization -Mode' {
         $auto.OutputSha256 | Should -Be $(if ($cpuHasAmx) { $gemm.OutputSha256 } else { $sym.OutputSha256 })
     }
 
+    It 'computes the outlier input channels of dynamic MatMuls in float with -OutlierThreshold' {
+        $text = Join-Path $work 'outlier-calibration.txt'
+        Set-Content $text (Get-LicenceSentences 8)
+        $data = New-PtqDataSet -Path $text -VocabPath (Join-Path $work 'vocab.txt')
+        $r = Invoke-Quantization -Path $MiniLm -Mode Dynamic -OutlierThreshold 16 -DataSet $data -OutputPath (Join-Path $work 'dyn-outliers.onnx')
+        $r.Options | Should -BeLike '*;outliers=>16x-median'
+        $split = @($r.Decisions | Where-Object { $_ -like '*(MatMul): dynamic*outlier input channel*computed in float*' })
+        $split.Count | Should -BeGreaterThan 0
+        $r.QuantizedLayerCount | Should -Be 39
+        $ops = (Get-OnnxModel $r.OutputPath).OpTypes
+        $ops | Should -Contain 'MatMulInteger:36'
+        # The 12 attention MatMuls (activation x activation) stay float, and one small float MatMul per split layer.
+        $ops | Should -Contain "MatMul:$(12 + $split.Count)"
+    }
+
     It 'writes uint8 asymmetric reduce-range weights in Dynamic mode' {
         $r = Invoke-Quantization -Path $MiniLm -Mode Dynamic -WeightType UInt8 -WeightSymmetry Asymmetric -ReduceRange -OutputPath (Join-Path $work 'dyn-u8.onnx')
         $r.Options | Should -BeLike '*weights=uint8,asymmetric,per-channel,reduce-range*'
@@ -137,6 +152,11 @@ Describe 'Invoke-Quantization -Mode' {
         $e.FullyQualifiedErrorId | Should -BeLike 'DataSetRequired,*'
         $e = Get-ErrorRecord { Invoke-Quantization -Path $ResNet18 -SmoothQuant 0.5 -OutputPath (Join-Path $work 'sq.onnx') -ErrorAction Stop }
         $e.FullyQualifiedErrorId | Should -BeLike 'InvalidOptionCombination,*'
+        $e = Get-ErrorRecord { Invoke-Quantization -Path $MiniLm -Mode Dynamic -OutlierThreshold 16 -OutputPath (Join-Path $work 'ot.onnx') -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'DataSetRequired,*'
+        $e = Get-ErrorRecord { Invoke-Quantization -Path $MiniLm -Mode WeightOnly -OutlierThreshold 16 -OutputPath (Join-Path $work 'ot.onnx') -ErrorAction Stop }
+        $e.FullyQualifiedErrorId | Should -BeLike 'InvalidOptionCombination,*'
+        Test-Path (Join-Path $work 'ot.onnx') | Should -BeFalse
         $e = Get-ErrorRecord { Invoke-Quantization -Path $MiniLm -Mode Dynamic -BiasCorrection -OutputPath (Join-Path $work 'bc.onnx') -ErrorAction Stop }
         $e.FullyQualifiedErrorId | Should -BeLike 'InvalidOptionCombination,*'
         Join-Path $work 'eq.onnx', 'sq.onnx', 'bc.onnx' | Test-Path | Should -Not -Contain $true

@@ -34,23 +34,6 @@ $null = New-Item -ItemType Directory -Force $OutputFolder
 $model = Get-MiniLmModel $OutputFolder
 $vocab = Join-Path $OutputFolder 'vocab.txt'
 
-# The sentences of docs/real-models.md (the same rule as the xunit MiniLm.Sentences).
-function Get-LicenceSentences([int] $Count) {
-    $files = 'GPL-3', 'GPL-2', 'Apache-2.0', 'LGPL-2.1', 'MPL-2.0', 'GFDL-1.3', 'Artistic', 'LGPL-3', 'MPL-1.1', 'GPL-1', 'CC0-1.0', 'BSD', 'GFDL-1.2', 'LGPL-2' |
-        ForEach-Object { Join-Path '/usr/share/common-licenses' $_ } | Where-Object { Test-Path $_ }
-    $seen = [Collections.Generic.HashSet[string]]::new([StringComparer]::Ordinal)
-    $list = [Collections.Generic.List[string]]::new()
-    foreach ($f in $files) {
-        $text = [regex]::Replace([IO.File]::ReadAllText($f), '\s+', ' ')
-        foreach ($s in [regex]::Split($text, '(?<=[.!?])\s+(?=[A-Z"(])')) {
-            $words = $s.Split(' ', [StringSplitOptions]::RemoveEmptyEntries).Length
-            if ($words -lt 6 -or $words -gt 60 -or -not [char]::IsLetter($s[0]) -or -not $seen.Add($s)) { continue }
-            $list.Add($s)
-            if ($list.Count -eq $Count) { return , $list.ToArray() }
-        }
-    }
-    throw "Only $($list.Count) sentences in /usr/share/common-licenses (package base-files)."
-}
 $sentences = Get-LicenceSentences ($CalibrationCount + $EvaluationCount)
 $calibFile = Join-Path $OutputFolder 'calibration.txt'
 $evalFile = Join-Path $OutputFolder 'evaluation.txt'

@@ -66,6 +66,10 @@ public sealed class QuantizationOptions
     /// the same weight values, encoded for its symmetric convolution or for its im2col + QGEMM path.</summary>
     public ConvKernel ConvKernel { get; set; } = ConvKernel.Auto;
 
+    /// <summary>Mixed-precision split of dynamic MatMuls (<see cref="OutlierSplit"/>): input channels whose calibrated
+    /// maximum is above this many times the median channel maximum are computed in float; null for none.</summary>
+    public float? OutlierThreshold { get; set; }
+
     /// <summary>How 8-bit weights are quantized.</summary>
     public WeightSpec Weights => new(WeightType, WeightSymmetric ?? true, ReduceRange);
 
@@ -153,6 +157,11 @@ public sealed class QuantizationOptions
         if (SmoothQuantAlpha is not null && Mode != QuantMode.Dynamic)
             throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
                 "-SmoothQuant moves activation outliers of MatMul inputs into the weights for the run-time per-tensor activation ranges of -Mode Dynamic; it needs -Mode Dynamic.", SmoothQuantAlpha);
+        if (OutlierThreshold is { } t && !(t > 1 && float.IsFinite(t)))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"The outlier threshold is a ratio to the median channel maximum above 1, not {t}.", t);
+        if (OutlierThreshold is not null && Mode != QuantMode.Dynamic)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                "-OutlierThreshold splits the outlier input channels of MatMuls off the run-time per-tensor activation range of -Mode Dynamic; it needs -Mode Dynamic.", OutlierThreshold);
         if (Overrides.Count > 0 && Mode != QuantMode.Static)
             throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
                 $"Tensor overrides set the type, range or scale of calibrated activations, which only Static mode has; {Mode} mode quantizes no activation ahead of time.", Overrides.Keys.First());
@@ -166,6 +175,7 @@ public sealed class QuantizationOptions
 
     public override string ToString() => ModeText() + (Equalize ? ";equalize=cle" : "") + (BiasCorrection ? ";bias-correction" : "")
         + (SmoothQuantAlpha is { } a ? FormattableString.Invariant($";smoothquant={a:R}") : "")
+        + (OutlierThreshold is { } o ? FormattableString.Invariant($";outliers=>{o:R}x-median") : "")
         + (Exclude.Length > 0 ? ";exclude=" + string.Join(",", Exclude) : "")
         + (Overrides.Count > 0 ? ";overrides=" + string.Join(",", Overrides.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}:{{{kv.Value}}}")) : "");
 

@@ -104,6 +104,16 @@ public static class Quantizer
                 if (inputs.ContainsKey(node.Input[0])) d.Reason += FormattableString.Invariant($"; SmoothQuant alpha {alpha}");
             }
         }
+        if (options.OutlierThreshold is { } threshold)
+        {
+            if (data is null)
+                throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument, "-OutlierThreshold needs calibration data (-DataSet) for the activations' channel maxima.", prepared.SourcePath);
+            var matmuls = plan.QuantizedLayers.Where(l => source.Graph.Node.First(n => n.Name == l).OpType == "MatMul").ToList();
+            var maxima = SmoothQuant.ChannelMaxima(prepared with { Model = source }, matmuls, data, threads, cancel);
+            (source, var split) = OutlierSplit.Apply(source, matmuls, maxima, threshold);
+            foreach (var d in plan.Decisions.Where(d => d.Quantized && split.ContainsKey(d.Layer)))
+                d.Reason += OutlierSplit.Reason(split[d.Layer]);
+        }
         var model = WeightQuantizer.Quantize(source, plan, options, cancel, progress);
         return Write(prepared, model, plan, options, outputPath, cancel);
     }

@@ -28,10 +28,18 @@ public static class SmoothQuant
         var names = width.Keys.OrderBy(k => k, StringComparer.Ordinal).ToArray();
         var augmented = prepared.Model.Clone();
         var existing = augmented.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var t in names.Where(t => !existing.Contains(t)))
-            augmented.Graph.Output.Add(new ValueInfoProto { Name = t, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
+        var graphInputs = augmented.Graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        var scope = new NameScope(augmented.Graph);
+        // A graph input cannot be requested as an output: it is observed through an Identity.
+        var observed = names.Select(t => graphInputs.Contains(t) ? scope.Fresh(t + "_observed") : t).ToArray();
+        for (int i = 0; i < names.Length; i++)
+        {
+            if (observed[i] != names[i]) augmented.Graph.Node.Add(QdqQuantizer.Node("Identity", scope.Fresh(names[i] + "_Observe"), new[] { names[i] }, observed[i]));
+            if (!existing.Contains(observed[i]))
+                augmented.Graph.Output.Add(new ValueInfoProto { Name = observed[i], Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
+        }
         var maxima = names.ToDictionary(n => n, n => new float[width[n]], StringComparer.Ordinal);
-        using var runner = new OrtRunner(augmented.ToByteArray(), prepared.SourcePath, threads, names);
+        using var runner = new OrtRunner(augmented.ToByteArray(), prepared.SourcePath, threads, observed);
         using var reader = new SampleReader(data);
         foreach (var sample in reader.Read(cancel))
         {

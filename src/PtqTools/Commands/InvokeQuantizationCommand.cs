@@ -69,6 +69,12 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [ValidateRange(0.01, 1.0)]
     public float SmoothQuant { get; set; }
 
+    /// <summary>Dynamic mode: MatMul input channels whose calibrated maximum exceeds this many times the median channel
+    /// maximum are computed in float beside the int8 MatMul (needs -DataSet).</summary>
+    [Parameter]
+    [ValidateRange(1.0, 1e6)]
+    public float OutlierThreshold { get; set; }
+
     /// <summary>Per-tensor overrides: tensor name to a hashtable of Type, Min and Max, or Scale and ZeroPoint.</summary>
     [Parameter]
     public System.Collections.Hashtable? TensorOverride { get; set; }
@@ -163,6 +169,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             BiasCorrection = BiasCorrection,
             Equalize = Equalize,
             SmoothQuantAlpha = MyInvocation.BoundParameters.ContainsKey(nameof(SmoothQuant)) ? SmoothQuant : null,
+            OutlierThreshold = MyInvocation.BoundParameters.ContainsKey(nameof(OutlierThreshold)) ? OutlierThreshold : null,
         };
         try
         {
@@ -298,9 +305,10 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         {
             // No calibration: statistics, when they come in, only say which layers were selected.
             var selected = stats is not null ? stats.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal) : group.Selected;
-            if (DataSet is not null && _options.SmoothQuantAlpha is null) WriteWarning($"-DataSet is not used in {_options.Mode} mode: it needs no calibration.");
-            if (DataSet is null && _options.SmoothQuantAlpha is not null)
-                throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument, "-SmoothQuant needs -DataSet: the activations' channel maxima come from calibration data.", null);
+            string? needsData = _options.SmoothQuantAlpha is not null ? "-SmoothQuant" : _options.OutlierThreshold is not null ? "-OutlierThreshold" : null;
+            if (DataSet is not null && needsData is null) WriteWarning($"-DataSet is not used in {_options.Mode} mode: it needs no calibration.");
+            if (DataSet is null && needsData is not null)
+                throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument, $"{needsData} needs -DataSet: the activations' channel maxima come from calibration data.", null);
             const string quantizing = "Quantizing weights";
             var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel, Progress(2, quantizing, "layers"),
                 DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), ThreadCount);
