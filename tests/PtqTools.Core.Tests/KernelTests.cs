@@ -72,6 +72,37 @@ public class KernelTests
         Assert.Equal(expected, actual);
     }
 
+    /// <summary>Large GEMMs split over threads (by strips of 32 rows, or by column-block pairs when there are fewer
+    /// strips than threads), on shapes with partial strips, partial blocks, K off the 64 grid, signed A and per-column
+    /// weight zero points: every split gives the reference's bits, and the same bits as one thread.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Gemm_SplitOverThreads_IsBitIdenticalToOneThread(KernelPath path)
+    {
+        var r = new Random(7);
+        var (savedThreshold, savedThreads) = (KernelDispatch.ParallelThreshold, KernelDispatch.MaxThreads);
+        try
+        {
+            foreach (var (m, n, k) in new[] { (100, 200, 300), (20, 150, 70), (16, 40, 64), (64, 33, 129), (97, 16, 1000) })
+            {
+                var sa = S8(r, m * k); var b = S8(r, k * n);
+                var zp = Enumerable.Range(0, n).Select(_ => r.Next(-128, 128)).ToArray();
+                var packed = PackedWeights.Pack(b, k, n, zp);
+                var expected = new int[m * n];
+                QGemm.Reference<sbyte, sbyte>(sa, -3, m, k, b, zp, n, expected);
+                KernelDispatch.ParallelThreshold = 1 << 10;
+                foreach (int threads in new[] { 1, 2, 3 })
+                {
+                    KernelDispatch.MaxThreads = threads;
+                    var actual = new int[m * n];
+                    OnPath(path, () => { QGemm.Multiply(sa, -3, m, packed, actual); return 0; });
+                    Assert.True(expected.AsSpan().SequenceEqual(actual), $"{m}x{n}x{k} on {threads} thread(s) differs from the reference");
+                }
+            }
+        }
+        finally { (KernelDispatch.ParallelThreshold, KernelDispatch.MaxThreads) = (savedThreshold, savedThreads); }
+    }
+
     [Theory]
     [MemberData(nameof(Paths))]
     public void Conv_GroupedDepthwiseStridedPaddedDilated_MatchesTheReference(KernelPath path)

@@ -20,6 +20,8 @@ public static unsafe class NativeKernels
     static readonly delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void> ConvFn;
     static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void> AmxGemmFn;
     static readonly delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void> AmxConvFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void> AmxFusedFn;
+    static readonly delegate* unmanaged<int, int, long> AmxWorkspaceFn;
 
     static NativeKernels()
     {
@@ -37,6 +39,12 @@ public static unsafe class NativeKernels
                 && Environment.GetEnvironmentVariable("PTQTOOLS_AMX") != "0" && ((delegate* unmanaged<int>)hasAmx)() != 0)
             {
                 AmxGemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void>)amx;
+                // Version 3: each thread copies its rows of A and corrects its block of C itself (nothing serial).
+                if (NativeLibrary.TryGetExport(handle, "ptq_gemm_amx_fused", out var fused) && NativeLibrary.TryGetExport(handle, "ptq_gemm_amx_workspace", out var fusedWs))
+                {
+                    AmxFusedFn = (delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void>)fused;
+                    AmxWorkspaceFn = (delegate* unmanaged<int, int, long>)fusedWs;
+                }
                 if (NativeLibrary.TryGetExport(handle, "ptq_conv_amx", out var amxConv))
                     AmxConvFn = (delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void>)amxConv;
             }
@@ -89,6 +97,7 @@ public static unsafe class NativeKernels
         if (!HasVnni) throw new InvalidOperationException("The native VNNI kernel is not available on this machine.");
         int k = w.K, kq = (k + 3) / 4, ldc = w.Blocks * PackedWeights.Block;
         bool amx = HasAmx && m >= AmxMinRows;
+        if (amx && AmxFusedFn != null) { GemmAmx(a, aZero, aSigned, m, w, c); return; }
         // AMX tiles take 64 k values and 16 rows at a time: K and M are padded (zero K columns add nothing; the extra
         // rows are computed into the scratch result and dropped).
         int lda = amx ? (k + 63) / 64 * 64 : kq * 4, rowsPadded = amx ? (m + 15) / 16 * 16 : m;
@@ -162,6 +171,52 @@ public static unsafe class NativeKernels
             for (; j < n; j++) dst[j] = unchecked(src[j] + colTerm[j] - zb[j] * rs);
         }
     }
+
+    /// <summary>The AMX GEMM with the A copy and the zero-point correction inside the native pass, split over threads:
+    /// by strips of 32 rows when there are enough for every thread, otherwise by pairs of 16-column blocks. Each
+    /// thread copies the rows it needs into its own reusable workspace and configures its own tiles, so only the
+    /// column terms (N values) are computed serially; the result does not depend on the split (integer sums).</summary>
+    static void GemmAmx(ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
+    {
+        int k = w.K, n = w.N, kq = (k + 3) / 4, blocks = w.Blocks, za = aSigned ? aZero + 128 : aZero;
+        var colSums = w.QuadColumnSums!;
+        var zb = w.QuadZeroPoints!;
+        int padded = blocks * PackedWeights.Block;
+        bool anyZb = false;
+        for (int j = 0; j < n; j++) anyZb |= zb[j] != 0;
+        // Padded to whole blocks: the native pass loads 16 column terms at a time.
+        var colTerm = padded <= 4096 ? stackalloc int[padded] : (t_colTerm is { } ct && ct.Length >= padded ? ct : t_colTerm = new int[padded]).AsSpan(0, padded);
+        for (int j = 0; j < padded; j++) colTerm[j] = unchecked(k * za * zb[j] - za * colSums[j]);
+        int threads = KernelDispatch.ThreadsFor((long)m * n * k);
+        int strips = (m + 31) / 32, pairs = (blocks + 1) / 2;
+        bool byRows = strips >= threads;
+        if (!byRows && pairs < threads) threads = pairs;
+        fixed (byte* pa = a) fixed (sbyte* pq = w.Quads) fixed (int* pc = c, pct = colTerm, pzb = zb)
+        {
+            sbyte* q = pq + w.QuadsOffset;
+            int flip = aSigned ? 1 : 0;
+            int* z = anyZb ? pzb : null;
+            if (threads <= 1)
+            {
+                fixed (byte* ws = Buffer(ref t_gemmWs, AmxWorkspaceFn(m, k) + 64))
+                    AmxFusedFn(pa, m, k, flip, 0, m, q, kq, 0, blocks, pct, z, pc, n, ws);
+                return;
+            }
+            int rowsPer = (strips + threads - 1) / threads * 32, blocksPer = (pairs + threads - 1) / threads * 2;
+            nint A = (nint)pa, Q = (nint)q, C = (nint)pc, CT = (nint)pct, Z = (nint)z;
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            {
+                int r0 = byRows ? t * rowsPer : 0, r1 = byRows ? Math.Min(m, r0 + rowsPer) : m;
+                int b0 = byRows ? 0 : t * blocksPer, b1 = byRows ? blocks : Math.Min(blocks, b0 + blocksPer);
+                if (r0 >= r1 || b0 >= b1) return;
+                fixed (byte* ws = Buffer(ref t_gemmWs, AmxWorkspaceFn(r1 - r0, k) + 64))
+                    AmxFusedFn((byte*)A, m, k, flip, r0, r1, (sbyte*)Q, kq, b0, b1, (int*)CT, (int*)Z, (int*)C, n, ws);
+            });
+        }
+    }
+
+    [ThreadStatic] static byte[]? t_gemmWs;
+    [ThreadStatic] static int[]? t_colTerm;
 
     static void FlipSign(Span<byte> row)
     {
