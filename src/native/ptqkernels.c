@@ -835,17 +835,19 @@ typedef struct {
 __attribute__((target("amx-tile,amx-int8"), always_inline))
 static inline void amx_gemm_block(const amx_gemm_ctx *x, int i, int nb, int two)
 {
-    const int lda = x->lda, pair = i + 16 < x->rowsPadded;
-    const uint8_t *a0 = x->ap + (int64_t)i * lda, *a1 = a0 + (int64_t)16 * lda;
+    /* A is stored tile by tile ([16-row group][64-byte K step][16 rows][64 bytes]): a tile is 1 KB in a row. */
+    const int pair = i + 16 < x->rowsPadded;
+    const int64_t group = (int64_t)x->lda * 16;
+    const uint8_t *a0 = x->ap + (int64_t)(i / 16) * group, *a1 = a0 + group;
     const int8_t *b0 = x->quads + nb * x->bstride, *b1 = b0 + x->bstride;
     _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
     for (int q = 0; q < x->kq16; q += 16) {
-        _tile_loadd(4, a0 + q * 4, lda);
+        _tile_loadd(4, a0 + (int64_t)q * 64, 64);
         _tile_loadd(6, b0 + (int64_t)q * 64, 64);
         _tile_dpbusd(0, 4, 6);
         if (two) { _tile_loadd(7, b1 + (int64_t)q * 64, 64); _tile_dpbusd(1, 4, 7); }
         if (pair) {
-            _tile_loadd(5, a1 + q * 4, lda);
+            _tile_loadd(5, a1 + (int64_t)q * 64, 64);
             _tile_dpbusd(2, 5, 6);
             if (two) _tile_dpbusd(3, 5, 7);
         }
@@ -892,15 +894,16 @@ void ptq_gemm_amx_fused(const uint8_t *a, int m, int k, int flip, int r0, int r1
     int32_t *rowsum = acc + 2 * 32 * 32;
     const __m512i sign = _mm512_set1_epi8(flip ? (char)0x80 : 0), zero = _mm512_setzero_si512();
     for (int i = 0; i < rowsPadded; i++) {
-        uint8_t *dst = ap + (int64_t)i * lda;
-        if (i >= rows) { for (int q = 0; q < lda; q += 64) _mm512_store_si512(dst + q, zero); rowsum[i] = 0; continue; }
+        /* row i's 64-byte K steps, one per tile of its 16-row group */
+        uint8_t *dst = ap + (int64_t)(i / 16) * lda * 16 + (i % 16) * 64;
+        if (i >= rows) { for (int q = 0; q < lda; q += 64) _mm512_store_si512(dst + (int64_t)q * 16, zero); rowsum[i] = 0; continue; }
         const uint8_t *src = a + (int64_t)(r0 + i) * k;
         __m512i sum = zero;
         for (int q = 0; q < lda; q += 64) {
             int left = k - q;
             __mmask64 mk = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
             __m512i v = _mm512_maskz_mov_epi8(mk, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, src + q), sign));
-            _mm512_store_si512(dst + q, v);
+            _mm512_store_si512(dst + (int64_t)q * 16, v);
             sum = _mm512_add_epi64(sum, _mm512_sad_epu8(v, zero));
         }
         rowsum[i] = (int32_t)_mm512_reduce_add_epi64(sum);
@@ -913,15 +916,22 @@ void ptq_gemm_amx_fused(const uint8_t *a, int m, int k, int flip, int r0, int r1
     amx_gemm_ctx x = { ap, lda, lda / 4, rows, rowsPadded, r0, n, (int64_t)kq * 64, quads, colterm, zb, rowsum, c };
     /* Software pipelined: while the tiles of one block compute, the previous block (stored to the other half of acc)
      * is corrected into C; a vector load right after a tile store of the same lines would wait for the store. */
+    /* Blocked for L2: column-block chunks of about 256 KB of B outer; in a chunk, strips of 32 rows (their A tiles stay
+     * in L1) over the chunk's block pairs (B from L2). */
+    int chunk = (int)((256 << 10) / ((int64_t)kq * 64)) & ~1;
+    if (chunk < 2) chunk = 2;
     int pi = -1, pnb = 0, ptwo = 0, buf = 0;
-    for (int nb = nb0; nb < nb1; nb += 2)
-        for (int i = 0; i < rowsPadded; i += 32) {
-            int two = nb + 1 < nb1;
-            amx_gemm_block(&x, i, nb, two);
-            if (pi >= 0) amx_gemm_correct(&x, pi, pnb, ptwo, acc + (buf ^ 1) * 32 * 32);
-            amx_gemm_store(&x, i, two, acc + buf * 32 * 32);
-            pi = i; pnb = nb; ptwo = two; buf ^= 1;
-        }
+    for (int cb = nb0; cb < nb1; cb += chunk) {
+        int ce = cb + chunk < nb1 ? cb + chunk : nb1;
+        for (int i = 0; i < rowsPadded; i += 32)
+            for (int nb = cb; nb < ce; nb += 2) {
+                int two = nb + 1 < ce;
+                amx_gemm_block(&x, i, nb, two);
+                if (pi >= 0) amx_gemm_correct(&x, pi, pnb, ptwo, acc + (buf ^ 1) * 32 * 32);
+                amx_gemm_store(&x, i, two, acc + buf * 32 * 32);
+                pi = i; pnb = nb; ptwo = two; buf ^= 1;
+            }
+    }
     if (pi >= 0) amx_gemm_correct(&x, pi, pnb, ptwo, acc + (buf ^ 1) * 32 * 32);
     _tile_release();
 }
