@@ -127,24 +127,13 @@ public static unsafe class NativeKernels
         fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (int* pc = direct ? c : raw!.AsSpan())
         {
             byte* ppa = pa + ao; sbyte* ppq = pq + w.QuadsOffset; int* ppc = pc;
-            int step = amx ? 32 : 8;
-            if (threads <= 1)
+            int step = amx ? 32 : 8, rowsAll = amx ? rowsPadded : m;
+            var job = new RowsJob
             {
-                if (amx) AmxGemmFn(ppa, lda, 0, rowsPadded, ppq, kq, w.Blocks, ppc, ldc);
-                else GemmFn(ppa, 0, m, kq, ppq, w.Blocks, ppc, ldc);
-            }
-            else
-            {
-                int per = ((rowsPadded + threads - 1) / threads + step - 1) / step * step;
-                var pA = (nint)ppa; var pQ = (nint)ppq; var pC = (nint)ppc; int blocks = w.Blocks, rowsAll = amx ? rowsPadded : m;
-                Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-                {
-                    int r0 = t * per, r1 = Math.Min(rowsAll, r0 + per);
-                    if (r0 >= r1) return;
-                    if (amx) AmxGemmFn((byte*)pA, lda, r0, r1, (sbyte*)pQ, kq, blocks, (int*)pC, ldc);
-                    else GemmFn((byte*)pA, r0, r1, kq, (sbyte*)pQ, blocks, (int*)pC, ldc);
-                });
-            }
+                A = ppa, Lda = lda, Kq = kq, Quads = ppq, Blocks = w.Blocks, C = ppc, Ldc = ldc, Amx = amx, Rows = rowsAll,
+                Per = threads <= 1 ? rowsAll : ((rowsPadded + threads - 1) / threads + step - 1) / step * step,
+            };
+            KernelWorkers.Run(Math.Max(1, threads), &RowsPart, &job);
         }
         var colSums = w.QuadColumnSums!;
         var zb = w.QuadZeroPoints!;
@@ -196,23 +185,62 @@ public static unsafe class NativeKernels
             sbyte* q = pq + w.QuadsOffset;
             int flip = aSigned ? 1 : 0;
             int* z = anyZb ? pzb : null;
-            if (threads <= 1)
+            var job = new AmxGemmJob
             {
-                fixed (byte* ws = Buffer(ref t_gemmWs, AmxWorkspaceFn(m, k) + 64))
-                    AmxFusedFn(pa, m, k, flip, 0, m, q, kq, 0, blocks, pct, z, pc, n, ws);
-                return;
-            }
-            int rowsPer = (strips + threads - 1) / threads * 32, blocksPer = (pairs + threads - 1) / threads * 2;
-            nint A = (nint)pa, Q = (nint)q, C = (nint)pc, CT = (nint)pct, Z = (nint)z;
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-            {
-                int r0 = byRows ? t * rowsPer : 0, r1 = byRows ? Math.Min(m, r0 + rowsPer) : m;
-                int b0 = byRows ? 0 : t * blocksPer, b1 = byRows ? blocks : Math.Min(blocks, b0 + blocksPer);
-                if (r0 >= r1 || b0 >= b1) return;
-                fixed (byte* ws = Buffer(ref t_gemmWs, AmxWorkspaceFn(r1 - r0, k) + 64))
-                    AmxFusedFn((byte*)A, m, k, flip, r0, r1, (sbyte*)Q, kq, b0, b1, (int*)CT, (int*)Z, (int*)C, n, ws);
-            });
+                A = pa, M = m, K = k, Flip = aSigned ? 1 : 0, Quads = pq + w.QuadsOffset, Kq = kq, Blocks = blocks,
+                ColTerm = pct, ZeroPoints = anyZb ? pzb : null, C = pc, N = n, ByRows = byRows,
+                RowsPer = byRows ? (strips + threads - 1) / threads * 32 : m, BlocksPer = byRows ? blocks : (pairs + threads - 1) / threads * 2,
+            };
+            KernelWorkers.Run(Math.Max(1, threads), &AmxGemmPart, &job);
         }
+    }
+
+    struct ConvJob
+    {
+        public ConvArgs* Args; public sbyte* Weights; public int Cq16, Tiles, OcRounded; public long Workspace; public bool ByTiles; public int Per;
+    }
+
+    /// <summary>Part t of a convolution: a range of tiles (or of output channels when there are fewer tiles than parts);
+    /// the kernels only read the shared arguments.</summary>
+    static void ConvPart(void* state, int t)
+    {
+        ref var j = ref *(ConvJob*)state;
+        int lo = t * j.Per, hi = Math.Min(j.ByTiles ? j.Tiles : j.OcRounded, lo + j.Per);
+        if (lo >= hi) return;
+        int tl = j.ByTiles ? lo : 0, th = j.ByTiles ? hi : j.Tiles, ol = j.ByTiles ? 0 : lo, oh = j.ByTiles ? j.OcRounded : hi;
+        fixed (byte* ws = Buffer(ref t_workspace, j.Workspace))
+            if (j.Weights != null) AmxConvFn(j.Args, j.Weights, j.Cq16, tl, th, ol, oh, ws);
+            else ConvFn(j.Args, tl, th, ol, oh, ws);
+    }
+
+    struct RowsJob
+    {
+        public byte* A; public int Lda, Kq; public sbyte* Quads; public int Blocks; public int* C; public int Ldc; public bool Amx; public int Rows, Per;
+    }
+
+    static void RowsPart(void* state, int t)
+    {
+        ref var j = ref *(RowsJob*)state;
+        int r0 = t * j.Per, r1 = Math.Min(j.Rows, r0 + j.Per);
+        if (r0 >= r1) return;
+        if (j.Amx) AmxGemmFn(j.A, j.Lda, r0, r1, j.Quads, j.Kq, j.Blocks, j.C, j.Ldc);
+        else GemmFn(j.A, r0, r1, j.Kq, j.Quads, j.Blocks, j.C, j.Ldc);
+    }
+
+    struct AmxGemmJob
+    {
+        public byte* A; public int M, K, Flip; public sbyte* Quads; public int Kq, Blocks;
+        public int* ColTerm, ZeroPoints, C; public int N; public bool ByRows; public int RowsPer, BlocksPer;
+    }
+
+    static void AmxGemmPart(void* state, int t)
+    {
+        ref var j = ref *(AmxGemmJob*)state;
+        int r0 = j.ByRows ? t * j.RowsPer : 0, r1 = j.ByRows ? Math.Min(j.M, r0 + j.RowsPer) : j.M;
+        int b0 = j.ByRows ? 0 : t * j.BlocksPer, b1 = j.ByRows ? j.Blocks : Math.Min(j.Blocks, b0 + j.BlocksPer);
+        if (r0 >= r1 || b0 >= b1) return;
+        fixed (byte* ws = Buffer(ref t_gemmWs, AmxWorkspaceFn(r1 - r0, j.K) + 64))
+            AmxFusedFn(j.A, j.M, j.K, j.Flip, r0, r1, j.Quads, j.Kq, b0, b1, j.ColTerm, j.ZeroPoints, j.C, j.N, ws);
     }
 
     [ThreadStatic] static byte[]? t_gemmWs;
@@ -305,27 +333,15 @@ public static unsafe class NativeKernels
             int tiles = amx ? ((args.Oh - 1) * args.Wp + args.Ow + 31) / 32 : args.Tiles, oc = args.Oc;
             int ocStep = amx ? 32 : 8, ocRounded = (oc + ocStep - 1) / ocStep * ocStep;
             long wsSize = amx ? 32 * 32 * 4 + (args.Wide ? 0 : (long)args.Kh * args.Kw * cq16 * 128) + 128 : args.Workspace;
-            if (threads <= 1)
-            {
-                fixed (byte* ws = Buffer(ref t_workspace, wsSize))
-                    if (amx) AmxConvFn(&args, amxWeights, cq16, 0, tiles, 0, ocRounded, ws);
-                    else ConvFn(&args, 0, tiles, 0, ocRounded, ws);
-                return;
-            }
-            var shared = args;
+            threads = Math.Max(1, threads);
             bool byTiles = tiles >= threads;
-            int per = byTiles ? (tiles + threads - 1) / threads : ((ocRounded / ocStep + threads - 1) / threads) * ocStep;
-            var pw = (nint)amxWeights;
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            var job = new ConvJob
             {
-                var local = shared;
-                int lo = t * per, hi = Math.Min(byTiles ? tiles : ocRounded, lo + per);
-                if (lo >= hi) return;
-                int tl = byTiles ? lo : 0, th = byTiles ? hi : tiles, ol = byTiles ? 0 : lo, oh = byTiles ? ocRounded : hi;
-                fixed (byte* ws = Buffer(ref t_workspace, wsSize))
-                    if (amx) AmxConvFn(&local, (sbyte*)pw, cq16, tl, th, ol, oh, ws);
-                    else ConvFn(&local, tl, th, ol, oh, ws);
-            });
+                Args = &args, Weights = amxWeights, Cq16 = cq16, Tiles = tiles, OcRounded = ocRounded, Workspace = wsSize, ByTiles = byTiles,
+                Per = threads <= 1 ? tiles : byTiles ? (tiles + threads - 1) / threads : ((ocRounded / ocStep + threads - 1) / threads) * ocStep,
+            };
+            if (threads <= 1) job.ByTiles = true;
+            KernelWorkers.Run(threads, &ConvPart, &job);
         }
     }
 }
