@@ -3,7 +3,8 @@ using PtqTools.Core.Kernels;
 namespace PtqTools.Benchmarks;
 /// <summary>
 /// `threads`: whether a split kernel call really runs on two threads. Two 250 µs spin parts through Parallel.For (how
-/// often they land on two threads), then the 512x1024x1024 GEMM at 1 and 2 threads, call for call in turn, best of 200.
+/// often they land on two threads), then the 512x1024x1024 GEMM at 1 and 2 threads, call for call in turn, best of 200,
+/// and what a GEMM call allocates.
 /// </summary>
 internal static class Probe
 {
@@ -35,5 +36,12 @@ internal static class Probe
         }
         Console.WriteLine($"spin 2x250us: serial {p1:F1}, Parallel.For {p2:F1}, on two threads {distinct}/200");
         Console.WriteLine($"512x1024x1024 best of 200: 1 thread {b1:F1} us, 2 threads {b2:F1} us");
+        foreach (int threads in new[] { 1, 2 })
+        {
+            KernelDispatch.MaxThreads = threads;
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 100; i++) QGemm.Multiply(a, 128, m, packed, c);
+            Console.WriteLine($"allocated on the calling thread per call, {threads} thread(s): {(GC.GetAllocatedBytesForCurrentThread() - before) / 100.0:F0} bytes");
+        }
     }
 }
