@@ -3,9 +3,10 @@
  * The kernel computes raw u8 x s8 dot products; the caller applies the zero-point corrections (exact in int32). */
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
 #include <immintrin.h>
 
-int ptq_version(void) { return 2; }
+int ptq_version(void) { return 3; }
 
 int ptq_has_vnni(void)
 {
@@ -809,5 +810,128 @@ void ptq_conv_amx(const ptq_conv_args *a, const int8_t *wamx, int cq16, int t0, 
                     conv_store(a, _mm512_load_si512(acc + r * 32 + b * 16), o + r, b, mask, start, noxsum);
         }
     }
+    _tile_release();
+}
+
+/* ---- AMX-INT8 GEMM, one thread's share, A copy and zero-point correction fused --------------------------------------
+ * C[i, j] = sum_k A'[i, k] * B'[k, j] + colterm[j] - zb[j] * rowsum(A'[i]) for rows [r0, r1) of the m rows and column
+ * blocks [nb0, nb1), where A' is A (m x k bytes, row-major, as the caller holds it) with the sign bit flipped when
+ * flip is set, and B' the signed quads. Each thread copies its own rows of A into its workspace (K padded with zeros
+ * to a multiple of 64, rows to a multiple of 16) with their sums, so the caller runs nothing serial but the column
+ * terms; the tiles of each 32 x 32 block go through an aligned scratch block (in L1) into C (ldc = n) with the
+ * correction, so C needs no alignment and no extra pass. Integer arithmetic throughout: any split of rows or blocks
+ * gives the same bits. ws: ptq_gemm_amx_workspace(rows, k) bytes. zb may be null (all zero). */
+long long ptq_gemm_amx_workspace(int rows, int k)
+{
+    return (long long)(rows + 15) / 16 * 16 * ((k + 63) / 64 * 64) + (long long)(rows + 15) / 16 * 16 * 4 + 2 * 32 * 32 * 4 + 128;
+}
+
+typedef struct {
+    const uint8_t *ap; int lda, kq16, rows, rowsPadded, r0, n; int64_t bstride;
+    const int8_t *quads; const int32_t *colterm, *zb, *rowsum; int32_t *c;
+} amx_gemm_ctx;
+
+/* The tiles of one 32 x 32 block (rows i.. of this thread's copy, column blocks nb and nb + 1 when two) in tiles 0-3. */
+__attribute__((target("amx-tile,amx-int8"), always_inline))
+static inline void amx_gemm_block(const amx_gemm_ctx *x, int i, int nb, int two)
+{
+    /* A is stored tile by tile ([16-row group][64-byte K step][16 rows][64 bytes]): a tile is 1 KB in a row. */
+    const int pair = i + 16 < x->rowsPadded;
+    const int64_t group = (int64_t)x->lda * 16;
+    const uint8_t *a0 = x->ap + (int64_t)(i / 16) * group, *a1 = a0 + group;
+    const int8_t *b0 = x->quads + nb * x->bstride, *b1 = b0 + x->bstride;
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (int q = 0; q < x->kq16; q += 16) {
+        _tile_loadd(4, a0 + (int64_t)q * 64, 64);
+        _tile_loadd(6, b0 + (int64_t)q * 64, 64);
+        _tile_dpbusd(0, 4, 6);
+        if (two) { _tile_loadd(7, b1 + (int64_t)q * 64, 64); _tile_dpbusd(1, 4, 7); }
+        if (pair) {
+            _tile_loadd(5, a1 + (int64_t)q * 64, 64);
+            _tile_dpbusd(2, 5, 6);
+            if (two) _tile_dpbusd(3, 5, 7);
+        }
+    }
+}
+
+__attribute__((target("amx-tile,amx-int8"), always_inline))
+static inline void amx_gemm_store(const amx_gemm_ctx *x, int i, int two, int32_t *acc)
+{
+    _tile_stored(0, acc, 128);
+    if (two) _tile_stored(1, acc + 16, 128);
+    if (i + 16 < x->rowsPadded) { _tile_stored(2, acc + 16 * 32, 128); if (two) _tile_stored(3, acc + 16 * 32 + 16, 128); }
+}
+
+/* The stored block, corrected into C. */
+__attribute__((target("avx512f,avx512bw"), always_inline))
+static inline void amx_gemm_correct(const amx_gemm_ctx *x, int i, int nb, int two, const int32_t *acc)
+{
+    const int rlim = x->rows - i < 32 ? x->rows - i : 32;
+    for (int bb = 0; bb < 1 + two; bb++) {
+        int col = (nb + bb) * 16, cnt = x->n - col < 16 ? x->n - col : 16;
+        __mmask16 mc = (__mmask16)((1u << cnt) - 1);
+        __m512i ct = _mm512_loadu_si512(x->colterm + col);
+        int32_t *cp = x->c + (int64_t)(x->r0 + i) * x->n + col;
+        if (x->zb) {
+            __m512i z = _mm512_loadu_si512(x->zb + col);
+            for (int r = 0; r < rlim; r++, cp += x->n)
+                _mm512_mask_storeu_epi32(cp, mc, _mm512_sub_epi32(_mm512_add_epi32(_mm512_load_si512(acc + r * 32 + bb * 16), ct),
+                                                                  _mm512_mullo_epi32(z, _mm512_set1_epi32(x->rowsum[i + r]))));
+        } else
+            for (int r = 0; r < rlim; r++, cp += x->n)
+                _mm512_mask_storeu_epi32(cp, mc, _mm512_add_epi32(_mm512_load_si512(acc + r * 32 + bb * 16), ct));
+    }
+}
+
+__attribute__((target("amx-tile,amx-int8,avx512f,avx512bw")))
+void ptq_gemm_amx_fused(const uint8_t *a, int m, int k, int flip, int r0, int r1, const int8_t *quads, int kq, int nb0, int nb1,
+                        const int32_t *colterm, const int32_t *zb, int32_t *c, int n, uint8_t *ws)
+{
+    (void)m;
+    const int lda = (k + 63) / 64 * 64, rows = r1 - r0, rowsPadded = (rows + 15) / 16 * 16;
+    uint8_t *ap = (uint8_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    int32_t *acc = (int32_t *)(ap + (int64_t)rowsPadded * lda);             /* 2 x [32][32], 64-byte aligned */
+    int32_t *rowsum = acc + 2 * 32 * 32;
+    const __m512i sign = _mm512_set1_epi8(flip ? (char)0x80 : 0), zero = _mm512_setzero_si512();
+    for (int i = 0; i < rowsPadded; i++) {
+        /* row i's 64-byte K steps, one per tile of its 16-row group */
+        uint8_t *dst = ap + (int64_t)(i / 16) * lda * 16 + (i % 16) * 64;
+        if (i >= rows) { for (int q = 0; q < lda; q += 64) _mm512_store_si512(dst + (int64_t)q * 16, zero); rowsum[i] = 0; continue; }
+        const uint8_t *src = a + (int64_t)(r0 + i) * k;
+        __m512i sum = zero;
+        for (int q = 0; q < lda; q += 64) {
+            int left = k - q;
+            __mmask64 mk = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+            __m512i v = _mm512_maskz_mov_epi8(mk, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, src + q), sign));
+            _mm512_store_si512(dst + (int64_t)q * 16, v);
+            sum = _mm512_add_epi64(sum, _mm512_sad_epu8(v, zero));
+        }
+        rowsum[i] = (int32_t)_mm512_reduce_add_epi64(sum);
+    }
+    ptq_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+    _tile_loadconfig(&cfg);
+    amx_gemm_ctx x = { ap, lda, lda / 4, rows, rowsPadded, r0, n, (int64_t)kq * 64, quads, colterm, zb, rowsum, c };
+    /* Software pipelined: while the tiles of one block compute, the previous block (stored to the other half of acc)
+     * is corrected into C; a vector load right after a tile store of the same lines would wait for the store. */
+    /* Blocked for L2: column-block chunks of about 256 KB of B outer; in a chunk, strips of 32 rows (their A tiles stay
+     * in L1) over the chunk's block pairs (B from L2). */
+    int chunk = (int)((256 << 10) / ((int64_t)kq * 64)) & ~1;
+    if (chunk < 2) chunk = 2;
+    int pi = -1, pnb = 0, ptwo = 0, buf = 0;
+    for (int cb = nb0; cb < nb1; cb += chunk) {
+        int ce = cb + chunk < nb1 ? cb + chunk : nb1;
+        for (int i = 0; i < rowsPadded; i += 32)
+            for (int nb = cb; nb < ce; nb += 2) {
+                int two = nb + 1 < ce;
+                amx_gemm_block(&x, i, nb, two);
+                if (pi >= 0) amx_gemm_correct(&x, pi, pnb, ptwo, acc + (buf ^ 1) * 32 * 32);
+                amx_gemm_store(&x, i, two, acc + buf * 32 * 32);
+                pi = i; pnb = nb; ptwo = two; buf ^= 1;
+            }
+    }
+    if (pi >= 0) amx_gemm_correct(&x, pi, pnb, ptwo, acc + (buf ^ 1) * 32 * 32);
     _tile_release();
 }

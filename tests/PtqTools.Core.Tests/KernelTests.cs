@@ -72,6 +72,66 @@ public class KernelTests
         Assert.Equal(expected, actual);
     }
 
+    /// <summary>Large GEMMs split over threads (by strips of 32 rows, or by column-block pairs when there are fewer
+    /// strips than threads), on shapes with partial strips, partial blocks, K off the 64 grid, signed A and per-column
+    /// weight zero points: every split gives the reference's bits, and the same bits as one thread.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Gemm_SplitOverThreads_IsBitIdenticalToOneThread(KernelPath path)
+    {
+        var r = new Random(7);
+        var (savedThreshold, savedThreads) = (KernelDispatch.ParallelThreshold, KernelDispatch.MaxThreads);
+        try
+        {
+            foreach (var (m, n, k) in new[] { (100, 200, 300), (20, 150, 70), (16, 40, 64), (64, 33, 129), (97, 16, 1000) })
+            {
+                var sa = S8(r, m * k); var b = S8(r, k * n);
+                var zp = Enumerable.Range(0, n).Select(_ => r.Next(-128, 128)).ToArray();
+                var packed = PackedWeights.Pack(b, k, n, zp);
+                var expected = new int[m * n];
+                QGemm.Reference<sbyte, sbyte>(sa, -3, m, k, b, zp, n, expected);
+                KernelDispatch.ParallelThreshold = 1 << 10;
+                foreach (int threads in new[] { 1, 2, 3 })
+                {
+                    KernelDispatch.MaxThreads = threads;
+                    var actual = new int[m * n];
+                    OnPath(path, () => { QGemm.Multiply(sa, -3, m, packed, actual); return 0; });
+                    Assert.True(expected.AsSpan().SequenceEqual(actual), $"{m}x{n}x{k} on {threads} thread(s) differs from the reference");
+                }
+            }
+        }
+        finally { (KernelDispatch.ParallelThreshold, KernelDispatch.MaxThreads) = (savedThreshold, savedThreads); }
+    }
+
+    static unsafe void RecordThread(void* state, int part)
+    {
+        var ids = (int*)state;
+        ids[part] = Environment.CurrentManagedThreadId;
+        if (part == 2) throw new InvalidOperationException("part 2 failed");
+        System.Threading.Thread.Sleep(20);   // keeps the part busy long enough that no other thread could take a second part
+    }
+
+    /// <summary>KernelWorkers gives every part its own thread (the caller runs part 0), passes a worker's exception to the
+    /// caller, and still runs every part when called from several threads at once.</summary>
+    [Fact]
+    public unsafe void KernelWorkers_RunEachPartOnItsOwnThread()
+    {
+        var ids = stackalloc int[3];
+        var ex = Assert.Throws<AggregateException>(() => KernelWorkers.Run(3, &RecordThread, ids));
+        Assert.Equal("part 2 failed", ex.InnerException!.Message);
+        Assert.Equal(Environment.CurrentManagedThreadId, ids[0]);
+        Assert.Equal(3, new HashSet<int> { ids[0], ids[1], ids[2] }.Count);
+        // Concurrent callers: every part of every call runs (on the workers or, when they are taken, on the caller).
+        var results = new int[8][];
+        Parallel.For(0, 8, new ParallelOptions { MaxDegreeOfParallelism = 4 }, c =>
+        {
+            var mine = new int[2];
+            fixed (int* p = mine) KernelWorkers.Run(2, &RecordThread, p);
+            results[c] = mine;
+        });
+        Assert.All(results, r => Assert.True(r[0] != 0 && r[1] != 0));
+    }
+
     [Theory]
     [MemberData(nameof(Paths))]
     public void Conv_GroupedDepthwiseStridedPaddedDilated_MatchesTheReference(KernelPath path)
@@ -162,22 +222,35 @@ public class KernelTests
     public void Conv_OnSeveralThreads_MatchesTheReference(KernelPath path)
     {
         var r = new Random(32);
-        var saved = KernelDispatch.ParallelThreshold;
+        var (saved, savedThreads) = (KernelDispatch.ParallelThreshold, KernelDispatch.MaxThreads);
         try
         {
             KernelDispatch.ParallelThreshold = 1 << 10;
-            // Many tiles (split by tiles) and one tile with many channels (split by channels).
-            foreach (var g in new ConvGeometry[] { new(1, 8, 20, 20, 12, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1), new(1, 16, 5, 5, 40, 3, 3, StrideH: 2, StrideW: 2) })
+            // Many tiles (split by tiles) and one tile with many channels (split by channels), on the VNNI kernel and
+            // (64 channels, symmetric weights) on the AMX kernel where the CPU has it, stride 1 and 2.
+            foreach (var g in new ConvGeometry[]
+            {
+                new(1, 8, 20, 20, 12, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1), new(1, 16, 5, 5, 40, 3, 3, StrideH: 2, StrideW: 2),
+                new(1, 64, 12, 12, 64, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1), new(1, 64, 3, 3, 96, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+                new(1, 64, 11, 11, 64, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            })
             {
                 var x = U8(r, g.Channels * g.Height * g.Width); var w = S8(r, g.OutChannels * g.PatchSize);
+                for (int i = 0; i < w.Length; i++) if (w[i] == -128) w[i] = -127;
                 var mult = new[] { 1e-3f };
-                var e = new byte[g.OutChannels * g.OutH * g.OutW]; var a = new byte[e.Length];
+                var e = new byte[g.OutChannels * g.OutH * g.OutW];
                 QConv.RequantizedReference<byte, sbyte, byte>(x, 128, w, new[] { 0 }, g, default, mult, 128, false, e);
-                OnPath(path, () => { QConv.RunRequantized<byte, byte>(x, 128, PackedConvWeights.Pack<sbyte>(w, new[] { 0 }, g), default, mult, 128, false, a); return 0; });
-                Assert.Equal(e, a);
+                var packed = PackedConvWeights.Pack<sbyte>(w, new[] { 0 }, g);
+                foreach (int threads in new[] { 1, 2, 3 })
+                {
+                    KernelDispatch.MaxThreads = threads;
+                    var a = new byte[e.Length];
+                    OnPath(path, () => { QConv.RunRequantized<byte, byte>(x, 128, packed, default, mult, 128, false, a); return 0; });
+                    Assert.True(e.AsSpan().SequenceEqual(a), $"{g} on {threads} thread(s) differs from the reference");
+                }
             }
         }
-        finally { KernelDispatch.ParallelThreshold = saved; }
+        finally { (KernelDispatch.ParallelThreshold, KernelDispatch.MaxThreads) = (saved, savedThreads); }
     }
 
     [Theory]

@@ -29,21 +29,26 @@ public static class KernelDispatch
         return KernelPath.Scalar;
     }
 
+    // Detected once: Clamp runs on every kernel call and must not allocate.
+    static readonly KernelPath[] s_supported = Detected();
+    static readonly IReadOnlyList<KernelPath> s_supportedView = Array.AsReadOnly(s_supported);
+
     /// <summary>The paths this machine can run (for tests and benchmarks).</summary>
-    public static IReadOnlyList<KernelPath> Supported()
+    public static IReadOnlyList<KernelPath> Supported() => s_supportedView;
+
+    static KernelPath[] Detected()
     {
         var list = new List<KernelPath> { KernelPath.Scalar };
         if (System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated) list.Add(KernelPath.Vector128);
         if (Avx2.IsSupported) list.Add(KernelPath.Avx2);
         if (Avx512BW.IsSupported) list.Add(KernelPath.Avx512BW);
         if (NativeKernels.Available && NativeKernels.HasVnni) list.Add(KernelPath.NativeVnni);
-        return list;
+        return list.ToArray();
     }
 
     internal static KernelPath Clamp(KernelPath requested)
     {
-        var supported = Supported();
-        while (!supported.Contains(requested)) requested--;
+        while (Array.IndexOf(s_supported, requested) < 0) requested--;
         return requested;
     }
 

@@ -20,6 +20,8 @@ public static unsafe class NativeKernels
     static readonly delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void> ConvFn;
     static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void> AmxGemmFn;
     static readonly delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void> AmxConvFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void> AmxFusedFn;
+    static readonly delegate* unmanaged<int, int, long> AmxWorkspaceFn;
 
     static NativeKernels()
     {
@@ -37,6 +39,12 @@ public static unsafe class NativeKernels
                 && Environment.GetEnvironmentVariable("PTQTOOLS_AMX") != "0" && ((delegate* unmanaged<int>)hasAmx)() != 0)
             {
                 AmxGemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void>)amx;
+                // Version 3: each thread copies its rows of A and corrects its block of C itself (nothing serial).
+                if (NativeLibrary.TryGetExport(handle, "ptq_gemm_amx_fused", out var fused) && NativeLibrary.TryGetExport(handle, "ptq_gemm_amx_workspace", out var fusedWs))
+                {
+                    AmxFusedFn = (delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void>)fused;
+                    AmxWorkspaceFn = (delegate* unmanaged<int, int, long>)fusedWs;
+                }
                 if (NativeLibrary.TryGetExport(handle, "ptq_conv_amx", out var amxConv))
                     AmxConvFn = (delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void>)amxConv;
             }
@@ -89,6 +97,7 @@ public static unsafe class NativeKernels
         if (!HasVnni) throw new InvalidOperationException("The native VNNI kernel is not available on this machine.");
         int k = w.K, kq = (k + 3) / 4, ldc = w.Blocks * PackedWeights.Block;
         bool amx = HasAmx && m >= AmxMinRows;
+        if (amx && AmxFusedFn != null) { GemmAmx(a, aZero, aSigned, m, w, c); return; }
         // AMX tiles take 64 k values and 16 rows at a time: K and M are padded (zero K columns add nothing; the extra
         // rows are computed into the scratch result and dropped).
         int lda = amx ? (k + 63) / 64 * 64 : kq * 4, rowsPadded = amx ? (m + 15) / 16 * 16 : m;
@@ -118,24 +127,13 @@ public static unsafe class NativeKernels
         fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (int* pc = direct ? c : raw!.AsSpan())
         {
             byte* ppa = pa + ao; sbyte* ppq = pq + w.QuadsOffset; int* ppc = pc;
-            int step = amx ? 32 : 8;
-            if (threads <= 1)
+            int step = amx ? 32 : 8, rowsAll = amx ? rowsPadded : m;
+            var job = new RowsJob
             {
-                if (amx) AmxGemmFn(ppa, lda, 0, rowsPadded, ppq, kq, w.Blocks, ppc, ldc);
-                else GemmFn(ppa, 0, m, kq, ppq, w.Blocks, ppc, ldc);
-            }
-            else
-            {
-                int per = ((rowsPadded + threads - 1) / threads + step - 1) / step * step;
-                var pA = (nint)ppa; var pQ = (nint)ppq; var pC = (nint)ppc; int blocks = w.Blocks, rowsAll = amx ? rowsPadded : m;
-                Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-                {
-                    int r0 = t * per, r1 = Math.Min(rowsAll, r0 + per);
-                    if (r0 >= r1) return;
-                    if (amx) AmxGemmFn((byte*)pA, lda, r0, r1, (sbyte*)pQ, kq, blocks, (int*)pC, ldc);
-                    else GemmFn((byte*)pA, r0, r1, kq, (sbyte*)pQ, blocks, (int*)pC, ldc);
-                });
-            }
+                A = ppa, Lda = lda, Kq = kq, Quads = ppq, Blocks = w.Blocks, C = ppc, Ldc = ldc, Amx = amx, Rows = rowsAll,
+                Per = threads <= 1 ? rowsAll : ((rowsPadded + threads - 1) / threads + step - 1) / step * step,
+            };
+            KernelWorkers.Run(Math.Max(1, threads), &RowsPart, &job);
         }
         var colSums = w.QuadColumnSums!;
         var zb = w.QuadZeroPoints!;
@@ -162,6 +160,91 @@ public static unsafe class NativeKernels
             for (; j < n; j++) dst[j] = unchecked(src[j] + colTerm[j] - zb[j] * rs);
         }
     }
+
+    /// <summary>The AMX GEMM with the A copy and the zero-point correction inside the native pass, split over threads:
+    /// by strips of 32 rows when there are enough for every thread, otherwise by pairs of 16-column blocks. Each
+    /// thread copies the rows it needs into its own reusable workspace and configures its own tiles, so only the
+    /// column terms (N values) are computed serially; the result does not depend on the split (integer sums).</summary>
+    static void GemmAmx(ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
+    {
+        int k = w.K, n = w.N, kq = (k + 3) / 4, blocks = w.Blocks, za = aSigned ? aZero + 128 : aZero;
+        var colSums = w.QuadColumnSums!;
+        var zb = w.QuadZeroPoints!;
+        int padded = blocks * PackedWeights.Block;
+        bool anyZb = false;
+        for (int j = 0; j < n; j++) anyZb |= zb[j] != 0;
+        // Padded to whole blocks: the native pass loads 16 column terms at a time.
+        var colTerm = padded <= 4096 ? stackalloc int[padded] : (t_colTerm is { } ct && ct.Length >= padded ? ct : t_colTerm = new int[padded]).AsSpan(0, padded);
+        for (int j = 0; j < padded; j++) colTerm[j] = unchecked(k * za * zb[j] - za * colSums[j]);
+        int threads = KernelDispatch.ThreadsFor((long)m * n * k);
+        int strips = (m + 31) / 32, pairs = (blocks + 1) / 2;
+        bool byRows = strips >= threads;
+        if (!byRows && pairs < threads) threads = pairs;
+        fixed (byte* pa = a) fixed (sbyte* pq = w.Quads) fixed (int* pc = c, pct = colTerm, pzb = zb)
+        {
+            sbyte* q = pq + w.QuadsOffset;
+            int flip = aSigned ? 1 : 0;
+            int* z = anyZb ? pzb : null;
+            var job = new AmxGemmJob
+            {
+                A = pa, M = m, K = k, Flip = aSigned ? 1 : 0, Quads = pq + w.QuadsOffset, Kq = kq, Blocks = blocks,
+                ColTerm = pct, ZeroPoints = anyZb ? pzb : null, C = pc, N = n, ByRows = byRows,
+                RowsPer = byRows ? (strips + threads - 1) / threads * 32 : m, BlocksPer = byRows ? blocks : (pairs + threads - 1) / threads * 2,
+            };
+            KernelWorkers.Run(Math.Max(1, threads), &AmxGemmPart, &job);
+        }
+    }
+
+    struct ConvJob
+    {
+        public ConvArgs* Args; public sbyte* Weights; public int Cq16, Tiles, OcRounded; public long Workspace; public bool ByTiles; public int Per;
+    }
+
+    /// <summary>Part t of a convolution: a range of tiles (or of output channels when there are fewer tiles than parts);
+    /// the kernels only read the shared arguments.</summary>
+    static void ConvPart(void* state, int t)
+    {
+        ref var j = ref *(ConvJob*)state;
+        int lo = t * j.Per, hi = Math.Min(j.ByTiles ? j.Tiles : j.OcRounded, lo + j.Per);
+        if (lo >= hi) return;
+        int tl = j.ByTiles ? lo : 0, th = j.ByTiles ? hi : j.Tiles, ol = j.ByTiles ? 0 : lo, oh = j.ByTiles ? j.OcRounded : hi;
+        fixed (byte* ws = Buffer(ref t_workspace, j.Workspace))
+            if (j.Weights != null) AmxConvFn(j.Args, j.Weights, j.Cq16, tl, th, ol, oh, ws);
+            else ConvFn(j.Args, tl, th, ol, oh, ws);
+    }
+
+    struct RowsJob
+    {
+        public byte* A; public int Lda, Kq; public sbyte* Quads; public int Blocks; public int* C; public int Ldc; public bool Amx; public int Rows, Per;
+    }
+
+    static void RowsPart(void* state, int t)
+    {
+        ref var j = ref *(RowsJob*)state;
+        int r0 = t * j.Per, r1 = Math.Min(j.Rows, r0 + j.Per);
+        if (r0 >= r1) return;
+        if (j.Amx) AmxGemmFn(j.A, j.Lda, r0, r1, j.Quads, j.Kq, j.Blocks, j.C, j.Ldc);
+        else GemmFn(j.A, r0, r1, j.Kq, j.Quads, j.Blocks, j.C, j.Ldc);
+    }
+
+    struct AmxGemmJob
+    {
+        public byte* A; public int M, K, Flip; public sbyte* Quads; public int Kq, Blocks;
+        public int* ColTerm, ZeroPoints, C; public int N; public bool ByRows; public int RowsPer, BlocksPer;
+    }
+
+    static void AmxGemmPart(void* state, int t)
+    {
+        ref var j = ref *(AmxGemmJob*)state;
+        int r0 = j.ByRows ? t * j.RowsPer : 0, r1 = j.ByRows ? Math.Min(j.M, r0 + j.RowsPer) : j.M;
+        int b0 = j.ByRows ? 0 : t * j.BlocksPer, b1 = j.ByRows ? j.Blocks : Math.Min(j.Blocks, b0 + j.BlocksPer);
+        if (r0 >= r1 || b0 >= b1) return;
+        fixed (byte* ws = Buffer(ref t_gemmWs, AmxWorkspaceFn(r1 - r0, j.K) + 64))
+            AmxFusedFn(j.A, j.M, j.K, j.Flip, r0, r1, j.Quads, j.Kq, b0, b1, j.ColTerm, j.ZeroPoints, j.C, j.N, ws);
+    }
+
+    [ThreadStatic] static byte[]? t_gemmWs;
+    [ThreadStatic] static int[]? t_colTerm;
 
     static void FlipSign(Span<byte> row)
     {
@@ -250,27 +333,15 @@ public static unsafe class NativeKernels
             int tiles = amx ? ((args.Oh - 1) * args.Wp + args.Ow + 31) / 32 : args.Tiles, oc = args.Oc;
             int ocStep = amx ? 32 : 8, ocRounded = (oc + ocStep - 1) / ocStep * ocStep;
             long wsSize = amx ? 32 * 32 * 4 + (args.Wide ? 0 : (long)args.Kh * args.Kw * cq16 * 128) + 128 : args.Workspace;
-            if (threads <= 1)
-            {
-                fixed (byte* ws = Buffer(ref t_workspace, wsSize))
-                    if (amx) AmxConvFn(&args, amxWeights, cq16, 0, tiles, 0, ocRounded, ws);
-                    else ConvFn(&args, 0, tiles, 0, ocRounded, ws);
-                return;
-            }
-            var shared = args;
+            threads = Math.Max(1, threads);
             bool byTiles = tiles >= threads;
-            int per = byTiles ? (tiles + threads - 1) / threads : ((ocRounded / ocStep + threads - 1) / threads) * ocStep;
-            var pw = (nint)amxWeights;
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            var job = new ConvJob
             {
-                var local = shared;
-                int lo = t * per, hi = Math.Min(byTiles ? tiles : ocRounded, lo + per);
-                if (lo >= hi) return;
-                int tl = byTiles ? lo : 0, th = byTiles ? hi : tiles, ol = byTiles ? 0 : lo, oh = byTiles ? ocRounded : hi;
-                fixed (byte* ws = Buffer(ref t_workspace, wsSize))
-                    if (amx) AmxConvFn(&local, (sbyte*)pw, cq16, tl, th, ol, oh, ws);
-                    else ConvFn(&local, tl, th, ol, oh, ws);
-            });
+                Args = &args, Weights = amxWeights, Cq16 = cq16, Tiles = tiles, OcRounded = ocRounded, Workspace = wsSize, ByTiles = byTiles,
+                Per = threads <= 1 ? tiles : byTiles ? (tiles + threads - 1) / threads : ((ocRounded / ocStep + threads - 1) / threads) * ocStep,
+            };
+            if (threads <= 1) job.ByTiles = true;
+            KernelWorkers.Run(threads, &ConvPart, &job);
         }
     }
 }
