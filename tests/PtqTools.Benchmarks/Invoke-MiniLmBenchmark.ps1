@@ -29,7 +29,7 @@ $variants = @(
     @{ Name = 'dynamic int8 (MatMulInteger)'; File = 'dynamic.onnx'; Args = @{ Mode = 'Dynamic' } }
     @{ Name = 'dynamic int8, -OutlierThreshold 8'; File = 'dynamic-out8.onnx'; Args = @{ Mode = 'Dynamic'; OutlierThreshold = 8; DataSet = $calib } }
     @{ Name = 'dynamic int8, -OutlierThreshold 16'; File = 'dynamic-out16.onnx'; Args = @{ Mode = 'Dynamic'; OutlierThreshold = 16; DataSet = $calib } }
-    @{ Name = 'dynamic int8, -OutlierThreshold 32'; File = 'dynamic-out32.onnx'; Args = @{ Mode = 'Dynamic'; OutlierThreshold = 32; DataSet = $calib } }
+    @{ Name = 'dynamic int8, -OutlierThreshold 20'; File = 'dynamic-out20.onnx'; Args = @{ Mode = 'Dynamic'; OutlierThreshold = 20; DataSet = $calib } }
     @{ Name = 'dynamic int8, -Exclude MatMul_122'; File = 'dynamic-excl.onnx'; Args = @{ Mode = 'Dynamic'; Exclude = 'MatMul_122' } }
     @{ Name = 'weight-only int8 (Cast+Mul, folded at load)'; File = 'w8.onnx'; Args = @{ Mode = 'WeightOnly' } }
     @{ Name = 'weight-only int4 b32 (MatMulNBits)'; File = 'w4-32.onnx'; Args = @{ Mode = 'WeightOnly'; WeightBits = 4; BlockSize = 32 } }
