@@ -211,7 +211,7 @@ public sealed class WeightQuantizerTests
         Assert.Contains("quantizes MatMul", plan.Decisions.Single(d => d.Layer == "add").Reason);
     }
 
-    static double MeanPooledCosine(float[] a, float[] b, int seq)
+    internal static double MeanPooledCosine(float[] a, float[] b, int seq)
     {
         int h = a.Length / seq;
         var pa = new float[h];

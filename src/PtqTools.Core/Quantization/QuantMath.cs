@@ -229,52 +229,42 @@ public static class QuantMath
     {
         if (bits != 4) throw new ArgumentOutOfRangeException(nameof(bits), "Only 4-bit block-wise codes are written.");
         if (w.Length != (long)k * n) throw new ArgumentException($"The weight has {w.Length} values, not {k}x{n}.", nameof(w));
-        int blocks = (k + blockSize - 1) / blockSize;
-        int blob = blockSize * bits / 8;
-        int zpRow = (blocks * bits + 7) / 8;
-        int levels = (1 << bits) - 1;
-        var codes = new byte[(long)n * blocks * blob];
-        var scales = new float[n * blocks];
-        var zps = new byte[n * zpRow];
+        var output = new BlockwiseCodes(k, n, blockSize, symmetric);
+        var block = new float[blockSize];
         for (int col = 0; col < n; col++)
-            for (int b = 0; b < blocks; b++)
+            for (int b = 0; b < output.Blocks; b++)
             {
-                float min = 0, max = 0;
-                int end = Math.Min(k, (b + 1) * blockSize);
-                for (int r = b * blockSize; r < end; r++)
+                int start = b * blockSize, end = Math.Min(k, start + blockSize);
+                for (int r = start; r < end; r++)
                 {
                     float v = w[r * n + col];
                     if (!float.IsFinite(v))
                         throw new PtqException("WeightNotFinite", PtqErrorKind.InvalidData, "A weight tensor holds NaN or infinity.", r * n + col);
-                    min = Math.Min(min, v);
-                    max = Math.Max(max, v);
+                    block[r - start] = v;
                 }
-                float scale = max == min ? 1f : (max - min) / levels;
-                int zp = Math.Clamp((int)MathF.Round(-min / scale, MidpointRounding.ToEven), 0, levels);
-                if (symmetric)
-                {
-                    var block = new float[end - b * blockSize];
-                    for (int r = b * blockSize; r < end; r++) block[r - b * blockSize] = w[r * n + col];
-                    (scale, zp) = (SymmetricBlockScale(block, levels, hqq), (levels + 1) / 2);
-                }
-                else if (hqq && max != min)
-                {
-                    var block = new float[end - b * blockSize];
-                    for (int r = b * blockSize; r < end; r++) block[r - b * blockSize] = w[r * n + col];
-                    (scale, zp) = HqqBlock(block, min, max, levels);
-                }
-                scales[col * blocks + b] = scale;
-                zps[col * zpRow + b / 2] |= (byte)(b % 2 == 0 ? zp : zp << 4);
+                var (scale, zp) = BlockParams(block.AsSpan(0, end - start), output.Levels, hqq, symmetric);
+                output.SetBlock(col, b, scale, zp);
                 var p = new QuantParams(scale, zp);
-                for (int j = 0; j < blockSize; j++)
-                {
-                    int r = b * blockSize + j;
-                    int q = r < k ? Quantize(w[r * n + col], p, 0, levels) : zp;
-                    long at = ((long)col * blocks + b) * blob + j / 2;
-                    codes[at] |= (byte)(j % 2 == 0 ? q : q << 4);
-                }
+                for (int r = start; r < end; r++) output.SetCode(r, col, Quantize(w[r * n + col], p, 0, output.Levels));
             }
-        return (codes, scales, symmetric ? null : zps);
+        return output.Result();
+    }
+
+    /// <summary>Scale and zero point of one block of 4-bit codes (its values finite): the block's [min, max] widened to
+    /// include zero, refined by HQQ; or symmetric (<see cref="SymmetricBlockScale"/>) with zero point 8. Round-to-nearest,
+    /// HQQ and GPTQ (which calls it on each block of error-corrected weights as it reaches it) share it.</summary>
+    internal static (float Scale, int Zero) BlockParams(ReadOnlySpan<float> block, int levels, bool hqq, bool symmetric)
+    {
+        if (symmetric) return (SymmetricBlockScale(block, levels, hqq), (levels + 1) / 2);
+        float min = 0, max = 0;
+        foreach (var v in block)
+        {
+            min = Math.Min(min, v);
+            max = Math.Max(max, v);
+        }
+        if (hqq && max != min) return HqqBlock(block, min, max, levels);
+        float scale = max == min ? 1f : (max - min) / levels;
+        return (scale, Math.Clamp((int)MathF.Round(-min / scale, MidpointRounding.ToEven), 0, levels));
     }
 
     /// <summary>Scale of a symmetric block with zero point (levels + 1) / 2: the largest-magnitude value over -8
@@ -383,4 +373,47 @@ public static class QuantMath
         }
         return e;
     }
+}
+
+/// <summary>4-bit block-wise codes of a [K, N] weight in com.microsoft MatMulNBits' layout, filled one block's scale
+/// and zero point and one code at a time: codes [N][blocks][blockSize / 2] (low nibble first, rows past K padded with
+/// the block's zero point), scales [N * blocks], zero points [N][ceil(blocks / 2)] (low nibble first; none when
+/// symmetric, where MatMulNBits uses 8).</summary>
+internal sealed class BlockwiseCodes
+{
+    readonly int _k, _n, _blockSize, _blob, _zpRow;
+    readonly bool _symmetric;
+    readonly byte[] _codes, _zps;
+    readonly float[] _scales;
+
+    public BlockwiseCodes(int k, int n, int blockSize, bool symmetric)
+    {
+        (_k, _n, _blockSize, _symmetric) = (k, n, blockSize, symmetric);
+        Blocks = (k + blockSize - 1) / blockSize;
+        _blob = blockSize / 2;
+        _zpRow = (Blocks + 1) / 2;
+        _codes = new byte[(long)n * Blocks * _blob];
+        _scales = new float[n * Blocks];
+        _zps = new byte[n * _zpRow];
+    }
+
+    public int Blocks { get; }
+    public int Levels => 15;
+
+    /// <summary>Sets block <paramref name="b"/> of column <paramref name="col"/> (once), padding its rows past K.</summary>
+    public void SetBlock(int col, int b, float scale, int zp)
+    {
+        _scales[col * Blocks + b] = scale;
+        _zps[col * _zpRow + b / 2] |= (byte)(b % 2 == 0 ? zp : zp << 4);
+        for (int r = Math.Max(_k, b * _blockSize); r < (b + 1) * _blockSize; r++) SetCode(r, col, zp);
+    }
+
+    /// <summary>Sets the code of weight [row, col] (once).</summary>
+    public void SetCode(int row, int col, int q)
+    {
+        int b = row / _blockSize, j = row % _blockSize;
+        _codes[((long)col * Blocks + b) * _blob + j / 2] |= (byte)(j % 2 == 0 ? q : q << 4);
+    }
+
+    public (byte[] Codes, float[] Scales, byte[]? ZeroPoints) Result() => (_codes, _scales, _symmetric ? null : _zps);
 }

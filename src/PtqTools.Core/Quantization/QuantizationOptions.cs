@@ -6,8 +6,9 @@ namespace PtqTools.Core.Quantization;
 /// <summary>What is quantized ahead of time and what at run time.</summary>
 public enum QuantMode { Static, Dynamic, WeightOnly }
 
-/// <summary>How weight-only 4-bit codes are chosen.</summary>
-public enum WeightMethod { Rtn, Hqq }
+/// <summary>How weight-only 4-bit codes are chosen: round-to-nearest, HQQ (per block, no data) or GPTQ (error
+/// feedback through each MatMul's input Hessian from calibration data).</summary>
+public enum WeightMethod { Rtn, Hqq, Gptq }
 
 /// <summary>How a static model is written.</summary>
 public enum QuantFormat { QDQ, QOperator }
@@ -29,7 +30,8 @@ public sealed class QuantizationOptions
     /// <summary>Bits of a weight-only weight: 8 (per channel, DequantizeLinear) or 4 (block-wise, MatMulNBits).</summary>
     public int WeightBits { get; set; } = 8;
 
-    /// <summary>How 4-bit codes are chosen: round-to-nearest of each block's range, or HQQ (error-minimizing).</summary>
+    /// <summary>How 4-bit codes are chosen: round-to-nearest of each block's range, HQQ (error-minimizing per block)
+    /// or GPTQ (error-minimizing on the calibration inputs; needs a data set).</summary>
     public WeightMethod WeightMethod { get; set; } = WeightMethod.Rtn;
 
     /// <summary>Block size along K of int4 weight-only weights.</summary>

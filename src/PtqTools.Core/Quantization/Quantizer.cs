@@ -79,9 +79,13 @@ public static class Quantizer
     /// <summary>Dynamic and weight-only quantization: no calibration statistics; <paramref name="selected"/> (null
     /// for all) names the layers that came through the pipeline.</summary>
     public static QuantizationResult RunWithoutCalibration(PreparedModel prepared, IReadOnlySet<string>? selected, QuantizationOptions options,
-        string outputPath, CancellationToken cancel, IProgress<Calibration.RunProgress>? progress = null, Data.PtqDataSet? data = null, int threads = 1)
+        string outputPath, CancellationToken cancel, IProgress<Calibration.RunProgress>? progress = null, Data.PtqDataSet? data = null, int threads = 1,
+        IProgress<Calibration.RunProgress>? calibrationProgress = null)
     {
         options.Validate();
+        if (options.WeightMethod == WeightMethod.Gptq && data is null)
+            throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument,
+                "-WeightMethod GPTQ needs calibration data (-DataSet): it feeds each row's rounding error back through the Hessian of the MatMul's inputs.", prepared.SourcePath);
         if (options.Mode == QuantMode.Static)
             throw new PtqException("StatisticsRequired", PtqErrorKind.InvalidArgument, "Static quantization needs calibration statistics.", prepared.SourcePath);
         CheckOpset(prepared, options);
@@ -114,7 +118,9 @@ public static class Quantizer
             foreach (var d in plan.Decisions.Where(d => d.Quantized && split.ContainsKey(d.Layer)))
                 d.Reason += OutlierSplit.Reason(split[d.Layer]);
         }
-        var model = WeightQuantizer.Quantize(source, plan, options, cancel, progress);
+        var hessians = options.WeightMethod == WeightMethod.Gptq
+            ? Gptq.Hessians(prepared, source, plan.QuantizedLayers, data!, threads, calibrationProgress, cancel) : null;
+        var model = WeightQuantizer.Quantize(source, plan, options, cancel, progress, hessians, threads);
         return Write(prepared, model, plan, options, outputPath, cancel);
     }
 

@@ -11,7 +11,8 @@ namespace PtqTools.Core.Quantization;
 /// DynamicQuantizeMatMul (one DynamicQuantizeLinear per MatMul, so each matches the fusion on its own).</item>
 /// <item>WeightOnly 8-bit: 8-bit weights turned back to float by Cast and Mul, which ONNX Runtime folds at load
 /// (<see cref="FoldedDequantize"/>); activations stay float.</item>
-/// <item>WeightOnly 4-bit: com.microsoft MatMulNBits with block-wise asymmetric round-to-nearest codes.</item>
+/// <item>WeightOnly 4-bit: com.microsoft MatMulNBits with block-wise codes: round-to-nearest, HQQ, or GPTQ from
+/// calibration data (<see cref="Gptq"/>).</item>
 /// </list>
 /// Layer names are kept (the node that replaces a MatMul carries its name); the output is deterministic.
 /// </summary>
@@ -74,8 +75,9 @@ public static class WeightQuantizer
         return null;
     }
 
+    /// <param name="hessians">With -WeightMethod GPTQ: H of each MatMul weight (<see cref="Gptq.Hessians"/>).</param>
     public static ModelProto Quantize(ModelProto prepared, QuantizationPlan plan, QuantizationOptions options, CancellationToken cancel = default,
-        IProgress<Calibration.RunProgress>? progress = null)
+        IProgress<Calibration.RunProgress>? progress = null, IReadOnlyDictionary<string, double[]>? hessians = null, int threads = 1)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         int doneLayers = 0;
@@ -112,7 +114,7 @@ public static class WeightQuantizer
             }
             var wName = node.Input[1];
             if (!done.TryGetValue(wName, out var weight))
-                done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options, rewritten);
+                done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options, rewritten, hessians, threads, cancel);
             switch (options.Mode)
             {
                 case QuantMode.Dynamic: rewritten.AddRange(Dynamic(node, weight, names)); break;
@@ -168,7 +170,8 @@ public static class WeightQuantizer
         return mul.Output[0];
     }
 
-    static WeightTensors QuantizeWeight(GraphProto graph, NameScope names, TensorProto init, QuantizationOptions options, List<NodeProto> nodes)
+    static WeightTensors QuantizeWeight(GraphProto graph, NameScope names, TensorProto init, QuantizationOptions options, List<NodeProto> nodes,
+        IReadOnlyDictionary<string, double[]>? hessians, int threads, CancellationToken cancel)
     {
         var dims = init.Dims.ToArray();
         long k = dims[0], n = dims[1];
@@ -178,8 +181,17 @@ public static class WeightQuantizer
         var zpName = names.Fresh(init.Name + "_zero_point");
         if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4)
         {
-            var (codes, scales, zps) = QuantMath.QuantizeBlockwise(w, checked((int)k), checked((int)n), 4, options.BlockSize, options.WeightMethod == WeightMethod.Hqq,
-                options.Int4Symmetric);
+            byte[] codes; float[] scales; byte[]? zps;
+            if (options.WeightMethod == WeightMethod.Gptq)
+            {
+                if (hessians is null || !hessians.TryGetValue(init.Name, out var h))
+                    throw new ArgumentException($"GPTQ needs the Hessian of weight '{init.Name}'.", nameof(hessians));
+                var u = Gptq.InverseFactor(h, checked((int)k), out var dead);
+                (codes, scales, zps) = Gptq.Quantize(w, checked((int)k), checked((int)n), u, dead, options.BlockSize, options.Int4Symmetric, threads, cancel);
+            }
+            else
+                (codes, scales, zps) = QuantMath.QuantizeBlockwise(w, checked((int)k), checked((int)n), 4, options.BlockSize, options.WeightMethod == WeightMethod.Hqq,
+                    options.Int4Symmetric);
             int blocks = (int)((k + options.BlockSize - 1) / options.BlockSize);
             graph.Initializer.Add(TensorData.FromUInt8(valuesName, codes, n, blocks, options.BlockSize / 2));
             graph.Initializer.Add(TensorData.FromFloats(scaleName, scales, scales.Length));

@@ -106,9 +106,10 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [ValidateSet("8", "4")]
     public int WeightBits { get; set; } = 8;
 
-    /// <summary>How 4-bit codes are chosen: RTN (round-to-nearest) or HQQ (error-minimizing).</summary>
+    /// <summary>How 4-bit codes are chosen: RTN (round-to-nearest), HQQ (error-minimizing per block) or GPTQ
+    /// (error feedback through the Hessian of each MatMul's inputs; needs -DataSet).</summary>
     [Parameter]
-    [ValidateSet("RTN", "HQQ")]
+    [ValidateSet("RTN", "HQQ", "GPTQ")]
     public string WeightMethod { get; set; } = "RTN";
 
     /// <summary>Block size along K of 4-bit weights.</summary>
@@ -175,6 +176,9 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         {
             if (TensorOverride is not null) _options.Overrides = ReadOverrides(TensorOverride);
             _options.Validate();
+            if (_options.WeightMethod == Core.Quantization.WeightMethod.Gptq && DataSet is null)
+                throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument,
+                    "-WeightMethod GPTQ needs -DataSet: it feeds each row's rounding error back through the Hessian of the MatMul's calibration inputs.", null);
         }
         catch (PtqException ex) { Fail(ex); }
         if (AccuracyAware && EvaluationDataSet is null)
@@ -306,12 +310,15 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             // No calibration: statistics, when they come in, only say which layers were selected.
             var selected = stats is not null ? stats.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal) : group.Selected;
             string? needsData = _options.SmoothQuantAlpha is not null ? "-SmoothQuant" : _options.OutlierThreshold is not null ? "-OutlierThreshold" : null;
-            if (DataSet is not null && needsData is null) WriteWarning($"-DataSet is not used in {_options.Mode} mode: it needs no calibration.");
+            bool usesData = needsData is not null || _options.WeightMethod == Core.Quantization.WeightMethod.Gptq;
+            if (DataSet is not null && !usesData) WriteWarning($"-DataSet is not used in {_options.Mode} mode: it needs no calibration.");
             if (DataSet is null && needsData is not null)
                 throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument, $"{needsData} needs -DataSet: the activations' channel maxima come from calibration data.", null);
             const string quantizing = "Quantizing weights";
+            const string collecting = "Collecting the MatMul inputs' Hessians (GPTQ)";
             var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel, Progress(2, quantizing, "layers"),
-                DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), ThreadCount);
+                DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), ThreadCount, Progress(1, collecting));
+            if (_options.WeightMethod == Core.Quantization.WeightMethod.Gptq) CompleteProgress(1, collecting);
             CompleteProgress(2, quantizing);
             WriteVerbose($"{weightResult.QuantizedLayerCount} layers quantized, {weightResult.FloatLayerCount} kept in float; {weightResult.OutputSizeBytes:N0} bytes ({weightResult.SizeRatio:P1} of the source).");
             WriteObject(weightResult);
