@@ -45,8 +45,9 @@ public sealed class ConvKernelTests
     public void GemmEncoding_HoldsTheSameWeightValues_OnlyForConvsOfGroupOne()
     {
         var model = GroupedCnn();
-        var gemm = Quantize(model, new QuantizationOptions { ConvKernel = ConvKernel.Gemm });
-        var sym = Quantize(model, new QuantizationOptions { ConvKernel = ConvKernel.Symmetric });
+        // Written for AMX (exact sums): full-range codes, so that the shift reaches -128.
+        var gemm = Quantize(model, new QuantizationOptions { ConvKernel = ConvKernel.Gemm, Target = QuantTarget.Amx });
+        var sym = Quantize(model, new QuantizationOptions { ConvKernel = ConvKernel.Symmetric, Target = QuantTarget.Amx });
         var (gc, gs, gz) = Weights(gemm, "conv");
         var (sc, ss, sz) = Weights(sym, "conv");
         Assert.All(gz, z => Assert.Equal(-1, z));
@@ -92,16 +93,21 @@ public sealed class ConvKernelTests
     }
 
     [Fact]
-    public void Auto_IsGemmExactlyWhereTheCpuHasAmxInt8()
+    public void Auto_IsGemmExactlyForTheAmxTarget_AndTheHostDetectionAgreesWithTheCpu()
     {
-        Assert.Equal(ConvKernels.CpuHasAmxInt8 ? ConvKernel.Gemm : ConvKernel.Symmetric, ConvKernels.Resolve(ConvKernel.Auto));
-        Assert.Equal(ConvKernel.Gemm, ConvKernels.Resolve(ConvKernel.Gemm));
-        Assert.Equal(ConvKernel.Symmetric, ConvKernels.Resolve(ConvKernel.Symmetric));
+        foreach (var target in QuantTargets.Classes.Append(QuantTarget.Portable))
+        {
+            Assert.Equal(target == QuantTarget.Amx ? ConvKernel.Gemm : ConvKernel.Symmetric, ConvKernels.Resolve(ConvKernel.Auto, target));
+            Assert.Equal(ConvKernel.Gemm, ConvKernels.Resolve(ConvKernel.Gemm, target));
+            Assert.Equal(ConvKernel.Symmetric, ConvKernels.Resolve(ConvKernel.Symmetric, target));
+            Assert.Equal(target == QuantTarget.Amx,
+                Quantize(GroupedCnn(), new QuantizationOptions { Target = target }) is var q && Weights(q, "conv").ZeroPoints.All(z => z == -1));
+        }
         // The native kernels ask the OS for the tile state themselves; where they got it, the CPU has AMX-INT8.
         if (NativeKernels.HasAmx) Assert.True(ConvKernels.CpuHasAmxInt8);
         if (OperatingSystem.IsLinux())
             Assert.Equal(File.ReadAllText("/proc/cpuinfo").Contains(" amx_int8", StringComparison.Ordinal), ConvKernels.CpuHasAmxInt8);
-        Assert.Equal(ConvKernels.Resolve(ConvKernel.Auto) == ConvKernel.Gemm,
-            Quantize(GroupedCnn(), new QuantizationOptions()) is var q && Weights(q, "conv").ZeroPoints.All(z => z == -1));
+        if (Environment.GetEnvironmentVariable(QuantTargets.HostOverrideVariable) is not { Length: > 0 })
+            Assert.Equal(ConvKernels.CpuHasAmxInt8, QuantTargets.HostClass == QuantTarget.Amx);
     }
 }

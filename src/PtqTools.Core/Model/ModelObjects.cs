@@ -61,6 +61,18 @@ public sealed class QuantizationResult
     public string[] QuantizedLayers { get; set; } = Array.Empty<string>();
     /// <summary>Every layer's decision as "name (OpType): reason".</summary>
     public string[] Decisions { get; set; } = Array.Empty<string>();
+    /// <summary>The CPU class the model is written for (Portable, or a class; Host is resolved), and the class of
+    /// the machine that wrote it.</summary>
+    public string Target { get; set; } = "Portable";
+    public string HostClass { get; set; } = "";
+    /// <summary>The fix applied where u8 x s8 pair sums could leave int16 on the target ("" where the target's
+    /// kernels are exact), the layers it changed, and the layers in which such a sum can still leave int16.</summary>
+    public string OverflowFix { get; set; } = "";
+    public string[] PairSafeLayers { get; set; } = Array.Empty<string>();
+    public string[] OverflowLayers { get; set; } = Array.Empty<string>();
+    /// <summary>The check after writing : the written model run by this host's
+    /// ONNX Runtime against the exact integer result on a few calibration samples.</summary>
+    public Evaluation.HostCheck? HostCheck { get; set; }
     /// <summary>Accuracy-aware quantization (-MaxAccuracyDrop): the goal, the drop reached with its interval, whether
     /// the goal was met, the layers kept in float for it, and a sentence that says so.</summary>
     public double? MaxAccuracyDrop { get; set; }

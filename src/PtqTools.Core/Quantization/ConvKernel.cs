@@ -8,7 +8,7 @@ namespace PtqTools.Core.Quantization;
 /// same values either way; only their encoding differs.</summary>
 public enum ConvKernel
 {
-    /// <summary><see cref="Gemm"/> where this CPU has AMX-INT8, else <see cref="Symmetric"/>.</summary>
+    /// <summary>The target's choice (<see cref="QuantTargets.ConvKernelFor"/>): <see cref="Gemm"/> for AMX-INT8, else <see cref="Symmetric"/>.</summary>
     Auto,
     /// <summary>Symmetric int8 weights stored as q - 1 with zero point -1. ONNX Runtime's QLinearConv takes its
     /// symmetric (indirect, AVX-512 VNNI) convolution only when every weight zero point is 0; any other zero point
@@ -37,16 +37,20 @@ public static class ConvKernels
         catch (UnauthorizedAccessException) { return false; }
     }
 
-    /// <summary>Auto resolved for this CPU.</summary>
-    public static ConvKernel Resolve(ConvKernel kernel) =>
-        kernel != ConvKernel.Auto ? kernel : CpuHasAmxInt8 ? ConvKernel.Gemm : ConvKernel.Symmetric;
+    /// <summary>Auto resolved for a target.</summary>
+    public static ConvKernel Resolve(ConvKernel kernel, QuantTarget target) =>
+        kernel != ConvKernel.Auto ? kernel : QuantTargets.ConvKernelFor(target);
 
     /// <summary>Whether the weights of this node are re-encoded for the GEMM path: a Conv of group 1 with
     /// symmetric full-range int8 weights (depthwise and grouped convolutions keep ONNX Runtime's direct kernels;
     /// reduce-range weights are for CPUs without VNNI, so without AMX, and must keep their 7-bit codes).</summary>
     public static bool ShiftsWeights(NodeProto node, QuantizationOptions options) =>
-        node.OpType == "Conv" && Resolve(options.ConvKernel) == ConvKernel.Gemm
-        && options.Weights is { Type: QuantType.Int8, Symmetric: true, ReduceRange: false }
+        Resolve(options.ConvKernel, options.Target) == ConvKernel.Gemm && Shiftable(node, options);
+
+    /// <summary>Whether the weights of this node are the kind <see cref="ConvKernel.Gemm"/> re-encodes (whichever
+    /// kernel is chosen): the pair check makes them safe in both encodings, so both hold the same values.</summary>
+    public static bool Shiftable(NodeProto node, QuantizationOptions options) =>
+        node.OpType == "Conv" && options.Weights is { Type: QuantType.Int8, Symmetric: true, ReduceRange: false }
         && (node.Attribute.FirstOrDefault(a => a.Name == "group")?.I ?? 1) == 1;
 
     /// <summary>q - 1 with zero point -1: the same dequantized values. Symmetric int8 codes are in [-127, 127],

@@ -70,6 +70,9 @@ public static class QdqQuantizer
 
         var newNodes = new List<NodeProto>();
         var quantizedWeights = new Dictionary<(string, int?), (string Output, float[] Scales, double[]? ErrorSums)>();
+        // The first quantized layer with a weight in the main graph (for -OverflowFix FirstLayer).
+        var firstWeighted = view.Scope.Length > 0 ? null : graph.Node.FirstOrDefault(n =>
+            plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(view, n)) && OpHandlers.Get(n)?.Weight(n, view) is not null);
         foreach (var node in graph.Node.Where(n => plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(view, n))).ToList())
         {
             cancel.ThrowIfCancellationRequested();
@@ -92,8 +95,12 @@ public static class QdqQuantizer
                     var init = view.Initializers[wName];
                     var dims = init.Dims.ToArray();
                     var spec = options.Weights;
-                    var (values, scales, zeroPoints) = QuantMath.QuantizeWeights(TensorData.ReadFloats(init), dims, axis, spec);
-                    if (ConvKernels.ShiftsWeights(node, options)) ConvKernels.ShiftToMinusOne(values, zeroPoints);
+                    bool shift = ConvKernels.ShiftsWeights(node, options);
+                    var (values, scales, zeroPoints, pairs) = PairSaturation.QuantizeWeights(TensorData.ReadFloats(init), dims, axis, spec,
+                        PairLayout.For(node, dims), options, firstLayer: node == firstWeighted, offset: ConvKernels.Shiftable(node, options) ? -1 : 0);
+                    // 7-bit codes stored as q - 1 could reach -65: such a layer keeps zero point 0.
+                    if (shift && pairs is not { ReducedTo7Bits: true }) ConvKernels.ShiftToMinusOne(values, zeroPoints);
+                    plan.RecordPairs(QuantizationPlan.LayerName(view, node), pairs, options);
                     var qName = names.Fresh(wName + "_quantized");
                     var wType = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
                     graph.Initializer.Add(QuantizedTensor(qName, values, wType, dims));

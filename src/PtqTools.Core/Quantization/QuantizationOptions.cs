@@ -68,6 +68,14 @@ public sealed class QuantizationOptions
     /// the same weight values, encoded for its symmetric convolution or for its im2col + QGEMM path.</summary>
     public ConvKernel ConvKernel { get; set; } = ConvKernel.Auto;
 
+    /// <summary>The CPU class the model is written for (<see cref="QuantTarget"/>): Portable by default, right on every
+    /// class; Host is resolved to this machine's class when the options are used.</summary>
+    public QuantTarget Target { get; set; } = QuantTarget.Portable;
+
+    /// <summary>What is done to a layer whose u8 x s8 pair sums could leave int16 on a target whose kernels
+    /// saturate there (<see cref="Quantization.OverflowFix"/>).</summary>
+    public OverflowFix OverflowFix { get; set; } = OverflowFix.Channels;
+
     /// <summary>Mixed-precision split of dynamic MatMuls (<see cref="OutlierSplit"/>): input channels whose calibrated
     /// maximum is above this many times the median channel maximum are computed in float; null for none.</summary>
     public float? OutlierThreshold { get; set; }
@@ -129,6 +137,10 @@ public sealed class QuantizationOptions
         if (WeightBits == 4 && !PerChannel)
             throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
                 "4-bit weights are block-wise along K (one scale per block of each output column); -PerTensor does not apply.", PerChannel);
+        if (!Enum.IsDefined(Target))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Target {Target} is not a CPU class.", Target);
+        if (!Enum.IsDefined(OverflowFix))
+            throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Overflow fix {OverflowFix} is not supported.", OverflowFix);
         if (!Enum.IsDefined(ConvKernel))
             throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"Conv kernel {ConvKernel} is not supported.", ConvKernel);
         if (!Enum.IsDefined(ActivationType))
@@ -175,11 +187,21 @@ public sealed class QuantizationOptions
         }
     }
 
-    public override string ToString() => ModeText() + (Equalize ? ";equalize=cle" : "") + (BiasCorrection ? ";bias-correction" : "")
+    public override string ToString() => ModeText() + TargetText() + (Equalize ? ";equalize=cle" : "") + (BiasCorrection ? ";bias-correction" : "")
         + (SmoothQuantAlpha is { } a ? FormattableString.Invariant($";smoothquant={a:R}") : "")
         + (OutlierThreshold is { } o ? FormattableString.Invariant($";outliers=>{o:R}x-median") : "")
         + (Exclude.Length > 0 ? ";exclude=" + string.Join(",", Exclude) : "")
         + (Overrides.Count > 0 ? ";overrides=" + string.Join(",", Overrides.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}:{{{kv.Value}}}")) : "");
+
+    /// <summary>The resolved target, and the overflow fix where it matters (modes with integer products on a target
+    /// that needs pair-safe weights): part of the recorded options, so a batch run re-quantizes when either changes.</summary>
+    string TargetText()
+    {
+        var target = QuantTargets.Resolve(Target);
+        bool integer = Mode != QuantMode.WeightOnly;
+        return $";target={target.ToString().ToLowerInvariant()}"
+            + (integer && QuantTargets.NeedsPairSafeWeights(target) ? $";overflow-fix={OverflowFix.ToString().ToLowerInvariant()}" : "");
+    }
 
     string WeightText() =>
         $"weights={WeightType.ToString().ToLowerInvariant()},{(Weights.Symmetric ? "symmetric" : "asymmetric")},{(PerChannel ? "per-channel" : "per-tensor")}{(ReduceRange ? ",reduce-range" : "")}";
@@ -193,5 +215,5 @@ public sealed class QuantizationOptions
     };
 
     string StaticText() =>
-        $"format={Format};activations={ActivationType.ToString().ToLowerInvariant()}{(ActivationSymmetric ? ",symmetric" : ",asymmetric")};{WeightText()};bias=int32{(Weights is { Type: QuantType.Int8, Symmetric: true, ReduceRange: false } ? ";conv-kernel=" + ConvKernels.Resolve(ConvKernel).ToString().ToLowerInvariant() : "")}";
+        $"format={Format};activations={ActivationType.ToString().ToLowerInvariant()}{(ActivationSymmetric ? ",symmetric" : ",asymmetric")};{WeightText()};bias=int32{(Weights is { Type: QuantType.Int8, Symmetric: true, ReduceRange: false } ? ";conv-kernel=" + ConvKernels.Resolve(ConvKernel, Target).ToString().ToLowerInvariant() : "")}";
 }

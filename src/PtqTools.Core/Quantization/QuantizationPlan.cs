@@ -12,6 +12,8 @@ public sealed class LayerDecision
     /// <summary>Folded into a quantized producer's range (a Relu): it runs in int8 without being quantized itself.</summary>
     public bool Folded { get; set; }
     public string Reason { get; set; } = "";
+    /// <summary>The u8 x s8 pair-sum check of the layer's weight, on a target that needs pair-safe weights.</summary>
+    public PairCheck? Pairs { get; set; }
 }
 
 /// <summary>
@@ -27,6 +29,14 @@ public sealed class QuantizationPlan
     public Dictionary<string, string> SharedOutputs { get; } = new(StringComparer.Ordinal);
 
     public List<LayerDecision> Decisions { get; } = new();
+
+    /// <summary>Records a layer's pair check and adds what it found to the layer's reason.</summary>
+    public void RecordPairs(string layer, PairCheck? check, QuantizationOptions options)
+    {
+        if (check is null || Decisions.FirstOrDefault(d => d.Layer == layer) is not { } decision) return;
+        decision.Pairs = check;
+        decision.Reason += PairSaturation.Reason(check, options.Target, options.OverflowFix);
+    }
 
     /// <summary>Names of the layers that are quantized.</summary>
     public HashSet<string> QuantizedLayers { get; } = new(StringComparer.Ordinal);

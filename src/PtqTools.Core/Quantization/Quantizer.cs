@@ -129,6 +129,8 @@ public static class Quantizer
         SetMetadata(model, "ptq.source_sha256", prepared.SourceSha256);
         SetMetadata(model, "ptq.options", options.ToString());
         SetMetadata(model, "ptq.tool", $"PtqTools {ToolVersion}");
+        var target = QuantTargets.Resolve(options.Target);
+        SetMetadata(model, "ptq.target", target.ToString());
         model.ProducerName = "PtqTools";
         model.ProducerVersion = ToolVersion;
         cancel.ThrowIfCancellationRequested();
@@ -163,6 +165,11 @@ public static class Quantizer
             FloatLayerCount = plan.Decisions.Count(d => !d.Quantized && !d.Folded),
             QuantizedLayers = plan.Decisions.Where(d => d.Quantized).Select(d => d.Layer).ToArray(),
             Decisions = plan.Decisions.Select(d => $"{d.Layer} ({d.OpType}): {d.Reason}").ToArray(),
+            Target = target.ToString(),
+            HostClass = QuantTargets.HostClass.ToString(),
+            OverflowFix = plan.Decisions.Any(d => d.Pairs is not null) ? options.OverflowFix.ToString() : "",
+            PairSafeLayers = plan.Decisions.Where(d => d.Pairs is { Fixed: true }).Select(d => d.Layer).ToArray(),
+            OverflowLayers = plan.Decisions.Where(d => d.Pairs is { Overflows: true }).Select(d => d.Layer).ToArray(),
         };
     }
 

@@ -77,23 +77,29 @@ public static class RecurrentQuantizer
 
     /// <summary>Rewrites one planned LSTM or GRU of <paramref name="graph"/>, adding it (and the Cast and Mul
     /// before it) to <paramref name="added"/>.</summary>
-    public static void Rewrite(GraphProto graph, GraphView view, NodeProto node, List<NodeProto> added, NameScope names, QuantizationOptions options)
+    /// <returns>The pair check of a DynamicQuantizeLSTM's W and R (null for the weight-only forms, which compute in
+    /// float).</returns>
+    public static PairCheck? Rewrite(GraphProto graph, GraphView view, NodeProto node, List<NodeProto> added, NameScope names, QuantizationOptions options,
+        bool firstLayer = false)
     {
         if (DynamicLstm(node, options))
         {
-            added.Add(DynamicQuantizeLstm(graph, view, node, names, options));
-            return;
+            added.Add(DynamicQuantizeLstm(graph, view, node, names, options, firstLayer, out var pairs));
+            return pairs;
         }
         for (int i = 1; i <= 2; i++) node.Input[i] = Dequantized(graph, view.Initializers[node.Input[i]], added, names, options);
         added.Add(node);
+        return null;
     }
 
     /// <summary>One direction's [rows, cols] slice quantized per row or as a whole.</summary>
     static (int[] Values, float[] Scales, int[] ZeroPoints) QuantizeSlice(ReadOnlySpan<float> slice, long rows, long cols, bool perRow, WeightSpec spec) =>
         QuantMath.QuantizeWeights(slice, new[] { rows, cols }, perRow ? 0 : null, spec);
 
-    static NodeProto DynamicQuantizeLstm(GraphProto graph, GraphView view, NodeProto node, NameScope names, QuantizationOptions options)
+    static NodeProto DynamicQuantizeLstm(GraphProto graph, GraphView view, NodeProto node, NameScope names, QuantizationOptions options,
+        bool firstLayer, out PairCheck? pairs)
     {
+        pairs = null;
         var spec = options.Weights;
         var type = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
         var inputs = new List<string> { node.Input[0] };
@@ -108,7 +114,10 @@ public static class RecurrentQuantizer
             var zeroPoints = new List<int>();
             for (int dir = 0; dir < d; dir++)
             {
-                var (q, s, z) = QuantizeSlice(w.AsSpan(checked((int)(dir * rows * cols)), checked((int)(rows * cols))), rows, cols, options.PerChannel, spec);
+                // The kernel's K is the slice's columns (X or H times W^T): pairs run along each gate row.
+                var (q, s, z, check) = PairSaturation.QuantizeWeights(w.AsSpan(checked((int)(dir * rows * cols)), checked((int)(rows * cols))),
+                    new[] { rows, cols }, options.PerChannel ? 0 : null, spec, PairLayout.Rows(rows, cols), options, firstLayer);
+                pairs = PairCheck.Combine(pairs, check);
                 // [rows = 4H, cols] -> [cols, 4H]: the kernel's B matrix of X (or H) x B.
                 long offset = dir * rows * cols;
                 for (long r = 0; r < rows; r++)

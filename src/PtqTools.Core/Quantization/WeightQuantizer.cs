@@ -91,6 +91,8 @@ public static class WeightQuantizer
         var names = new NameScope(graph);
         var done = new Dictionary<string, WeightTensors>(StringComparer.Ordinal);
         var rewritten = new List<NodeProto>();
+        // The first layer with an integer product (for -OverflowFix FirstLayer).
+        var firstLayer = graph.Node.FirstOrDefault(n => plan.QuantizedLayers.Contains(n.Name) && n.OpType != "Gather");
         foreach (var node in graph.Node)
         {
             if (!plan.QuantizedLayers.Contains(node.Name))
@@ -109,12 +111,16 @@ public static class WeightQuantizer
             }
             if (RecurrentQuantizer.Handles(node))
             {
-                RecurrentQuantizer.Rewrite(graph, view, node, rewritten, names, options);
+                plan.RecordPairs(node.Name, RecurrentQuantizer.Rewrite(graph, view, node, rewritten, names, options, node == firstLayer), options);
                 continue;
             }
             var wName = node.Input[1];
             if (!done.TryGetValue(wName, out var weight))
-                done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options, rewritten, hessians, threads, cancel);
+            {
+                done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options, rewritten, hessians, threads, cancel,
+                    node == firstLayer, out var pairs);
+                plan.RecordPairs(node.Name, pairs, options);
+            }
             switch (options.Mode)
             {
                 case QuantMode.Dynamic: rewritten.AddRange(Dynamic(node, weight, names)); break;
@@ -171,8 +177,9 @@ public static class WeightQuantizer
     }
 
     static WeightTensors QuantizeWeight(GraphProto graph, NameScope names, TensorProto init, QuantizationOptions options, List<NodeProto> nodes,
-        IReadOnlyDictionary<string, double[]>? hessians, int threads, CancellationToken cancel)
+        IReadOnlyDictionary<string, double[]>? hessians, int threads, CancellationToken cancel, bool firstLayer, out PairCheck? pairs)
     {
+        pairs = null;
         var dims = init.Dims.ToArray();
         long k = dims[0], n = dims[1];
         var w = TensorData.ReadFloats(init);
@@ -201,7 +208,10 @@ public static class WeightQuantizer
         }
         int? axis = options.PerChannel ? 1 : null;
         var spec = options.Weights;
-        var (values, weightScales, zeroPoints) = QuantMath.QuantizeWeights(w, dims, axis, spec);
+        // Only Dynamic mode multiplies these weights by uint8 activations; weight-only MatMuls run in float.
+        var (values, weightScales, zeroPoints, check) = PairSaturation.QuantizeWeights(w, dims, axis, spec,
+            options.Mode == QuantMode.Dynamic ? PairLayout.MatMul(k, n) : null, options, firstLayer);
+        pairs = check;
         var type = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
         graph.Initializer.Add(QdqQuantizer.QuantizedTensor(valuesName, values, type, dims));
         if (options.Mode == QuantMode.WeightOnly)

@@ -47,12 +47,25 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     public string? WeightSymmetry { get; set; }
 
     /// <summary>Which ONNX Runtime kernel quantized convolutions are written for: Gemm (im2col + QGEMM, on AMX tiles),
-    /// Symmetric (its symmetric convolution, AVX-512 VNNI) or Auto (Gemm where this CPU has AMX-INT8). Same values.</summary>
+    /// Symmetric (its symmetric convolution) or Auto (the target's: Gemm for Amx, Symmetric otherwise). Same values.</summary>
     [Parameter]
     [ValidateSet("Auto", "Gemm", "Symmetric")]
     public string ConvKernel { get; set; } = "Auto";
 
-    /// <summary>7-bit weights, for CPUs without VNNI.</summary>
+    /// <summary>The CPU class the model is written for: Portable (default, right on every class), Avx2, Avx512,
+    /// Vnni, Amx, Arm64, or Host (this machine's class, resolved and recorded).</summary>
+    [Parameter]
+    [ValidateSet("Portable", "Avx2", "Avx512", "Vnni", "Amx", "Arm64", "Host")]
+    public string Target { get; set; } = "Portable";
+
+    /// <summary>On a target whose u8 x s8 pair sums saturate at int16 (Portable, Avx2, Avx512): Channels (default;
+    /// larger scales on just the output channels at risk), ReduceRange (7-bit weights on the layers at risk),
+    /// FirstLayer (7-bit weights on the first layer only, as NNCF) or None (report only).</summary>
+    [Parameter]
+    [ValidateSet("Channels", "ReduceRange", "FirstLayer", "None")]
+    public string OverflowFix { get; set; } = "Channels";
+
+    /// <summary>7-bit weights on every layer (ONNX Runtime's reduce_range).</summary>
     [Parameter]
     public SwitchParameter ReduceRange { get; set; }
 
@@ -167,6 +180,8 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             WeightSymmetric = WeightSymmetry is null ? null : string.Equals(WeightSymmetry, "Symmetric", StringComparison.OrdinalIgnoreCase),
             ReduceRange = ReduceRange,
             ConvKernel = Enum.Parse<ConvKernel>(ConvKernel, ignoreCase: true),
+            Target = Enum.Parse<QuantTarget>(Target, ignoreCase: true),
+            OverflowFix = Enum.Parse<OverflowFix>(OverflowFix, ignoreCase: true),
             BiasCorrection = BiasCorrection,
             Equalize = Equalize,
             SmoothQuantAlpha = MyInvocation.BoundParameters.ContainsKey(nameof(SmoothQuant)) ? SmoothQuant : null,
@@ -174,6 +189,8 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         };
         try
         {
+            // Host is resolved here, once: every model of this call is written for the same class.
+            _options.Target = QuantTargets.Resolve(_options.Target);
             if (TensorOverride is not null) _options.Overrides = ReadOverrides(TensorOverride);
             _options.Validate();
             if (_options.WeightMethod == Core.Quantization.WeightMethod.Gptq && DataSet is null)
@@ -321,6 +338,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             if (_options.WeightMethod == Core.Quantization.WeightMethod.Gptq) CompleteProgress(1, collecting);
             CompleteProgress(2, quantizing);
             WriteVerbose($"{weightResult.QuantizedLayerCount} layers quantized, {weightResult.FloatLayerCount} kept in float; {weightResult.OutputSizeBytes:N0} bytes ({weightResult.SizeRatio:P1} of the source).");
+            WarnAboutTarget(weightResult);
             WriteObject(weightResult);
             return;
         }
@@ -351,6 +369,18 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             result = Quantizer.Run(prepared, stats, _options, target, Cancel);
         }
         WriteVerbose($"{result.QuantizedLayerCount} layers quantized, {result.FloatLayerCount} kept in float; {result.OutputSizeBytes:N0} bytes ({result.SizeRatio:P1} of the source).");
+        WarnAboutTarget(result);
         WriteObject(result);
+    }
+
+    /// <summary>The target's figures in -Verbose, and a warning for each way the written model can compute other
+    /// numbers than it should: pair sums left able to saturate on the target, and what the host check found.</summary>
+    void WarnAboutTarget(QuantizationResult result)
+    {
+        WriteVerbose($"Target {result.Target} (this host: {result.HostClass}); {result.PairSafeLayers.Length} layers made pair-safe{(result.OverflowFix.Length > 0 ? $" (-OverflowFix {result.OverflowFix})" : "")}.");
+        if (result.OverflowLayers.Length > 0)
+            WriteWarning($"On {QuantTargets.Describe(Enum.Parse<QuantTarget>(result.Target))}, ONNX Runtime's u8 x s8 pair sums can leave int16 and saturate in {result.OverflowLayers.Length} layers ({Core.Evaluation.HostCheck.ListNames(result.OverflowLayers)}), not fixed with -OverflowFix {result.OverflowFix}: use -OverflowFix Channels or ReduceRange.");
+        if (result.HostCheck is { Passed: false } check) WriteWarning(check.Summary);
+        else if (result.HostCheck is { } ok) WriteVerbose(ok.Summary);
     }
 }
