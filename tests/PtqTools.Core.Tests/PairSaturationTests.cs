@@ -189,3 +189,51 @@ public sealed class PairSaturationTests
         Assert.Contains($";target={QuantTargets.HostClass.ToString().ToLowerInvariant()}", new QuantizationOptions { Target = QuantTarget.Host }.ToString());
     }
 }
+
+/// <summary>The layers of a written model whose stored int8 weights have a pair that can leave int16 against uint8
+/// activations: QDQ Conv/Gemm/MatMul (weight through a DequantizeLinear), QLinearConv, QLinearMatMul and MatMulInteger.</summary>
+public static class WeightPairs
+{
+    public static List<string> AtRiskLayers(ModelProto model)
+    {
+        var view = new GraphView(model.Graph);
+        var producers = model.Graph.Node.Where(n => n.Output.Count > 0).ToDictionary(n => n.Output[0], StringComparer.Ordinal);
+        var layers = new List<string>();
+        foreach (var node in model.Graph.Node)
+        {
+            (string Weight, string Op)? w = node.OpType switch
+            {
+                "Conv" or "Gemm" or "MatMul" when producers.TryGetValue(node.Input[1], out var dq) && dq.OpType == "DequantizeLinear" => (dq.Input[0], node.OpType),
+                "QLinearConv" => (node.Input[3], "Conv"),
+                "QLinearMatMul" => (node.Input[3], "MatMul"),
+                "MatMulInteger" => (node.Input[1], "MatMul"),
+                _ => null,
+            };
+            if (w is not { } weight || !view.Initializers.TryGetValue(weight.Weight, out var init) || init.DataType != (int)OnnxDataType.Int8) continue;
+            var dims = init.Dims.ToArray();
+            var shaped = new NodeProto { OpType = weight.Op };
+            shaped.Attribute.AddRange(node.Attribute);
+            var layout = PairLayout.For(shaped, dims);
+            if (layout is null) continue;
+            var codes = TensorData.ReadFloats(init).Select(v => (int)v).ToArray();
+            if (PairSaturation.ChannelsAtRisk(codes, layout).Any(r => r)) layers.Add(node.Name);
+        }
+        return layers;
+    }
+}
+
+/// <summary>The models of the AVX2 ground truth (../shared/ground-truth): the default int8 ResNet18 that ONNX
+/// Runtime corrupted there has weights whose pairs can saturate; its -ReduceRange twin has none.</summary>
+public sealed class GroundTruthWeightTests
+{
+    [Fact]
+    public void TheCorruptedDefaultModel_HasLayersAtRisk_AndTheReduceRangeModelNone()
+    {
+        var atRisk = WeightPairs.AtRiskLayers(OnnxModelIO.Load(Path.Combine(TestPaths.GroundTruth, "resnet18_int8_default", "model.onnx")));
+        Assert.True(atRisk.Count >= 10, $"only {atRisk.Count} layers at risk: {string.Join(", ", atRisk)}");
+        Assert.Empty(WeightPairs.AtRiskLayers(OnnxModelIO.Load(Path.Combine(TestPaths.GroundTruth, "resnet18_int8_reduce", "model.onnx"))));
+        // The single-op cases at full weight range saturate there (the README's point).
+        Assert.NotEmpty(WeightPairs.AtRiskLayers(OnnxModelIO.Load(Path.Combine(TestPaths.GroundTruth, "qlinearconv_3x3_c64", "model.onnx"))));
+        Assert.NotEmpty(WeightPairs.AtRiskLayers(OnnxModelIO.Load(Path.Combine(TestPaths.GroundTruth, "matmulinteger_128x768x768", "model.onnx"))));
+    }
+}

@@ -92,7 +92,11 @@ public sealed class QuantTypeTests
         var codes = g.Floats(wdq.Input[0]);
         var (qmin, qmax) = options.Weights.Limits;
         Assert.All(codes, c => Assert.InRange(c, qmin, qmax));
-        Assert.True(codes.Min() <= qmin + 2 || codes.Max() >= qmax - 2, $"codes {codes.Min()}..{codes.Max()} do not use the range [{qmin}, {qmax}]");
+        // The default target (Portable) narrows the channels whose u8 x s8 pairs could saturate: then no pair may be at risk.
+        if (plan.Decisions.Single(d => d.Layer == "conv2").Pairs is { Fixed: true })
+            Assert.Empty(WeightPairs.AtRiskLayers(qdq));
+        else
+            Assert.True(codes.Min() <= qmin + 2 || codes.Max() >= qmax - 2, $"codes {codes.Min()}..{codes.Max()} do not use the range [{qmin}, {qmax}]");
         var zps = g.Floats(wdq.Input[2]);
         if (symmetric) Assert.Single(zps.Distinct());
         else Assert.True(!perChannel || zps.Distinct().Count() > 1, "asymmetric per-channel zero points should differ");
@@ -127,7 +131,9 @@ public sealed class QuantTypeTests
             Assert.Equal((int)OnnxDataType.Int8, g.Init(g.Dequantizer(g.Node("conv1").Input[1])!.Input[0]).DataType);
             return Sqnr(exact, Ort.Run(q, "x", x, TinyModels.InputShape, GraphOptimizationLevel.ORT_ENABLE_ALL)["y"]);
         }
-        double u8 = Run(new QuantizationOptions(), OnnxDataType.UInt8, "");
+        // The same int8 weights in all three: full range (an exact target), since the pair-safe weights of the
+        // default target round differently (on this random model 7 dB better by chance: 37.3 against 30.2).
+        double u8 = Run(new QuantizationOptions { Target = QuantTarget.Vnni }, OnnxDataType.UInt8, "");
         double u16 = Run(new QuantizationOptions { ActivationType = QuantType.UInt16 }, OnnxDataType.UInt16, "com.microsoft");
         double s16 = Run(new QuantizationOptions { ActivationType = QuantType.Int16, ActivationSymmetric = true }, OnnxDataType.Int16, "com.microsoft");
         _out.WriteLine($"SQNR vs float: uint8 {u8:F1} dB, uint16 {u16:F1} dB, int16 symmetric {s16:F1} dB");

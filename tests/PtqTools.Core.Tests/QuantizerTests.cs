@@ -185,7 +185,12 @@ public class QuantizerTests : IClassFixture<SyntheticModelFixture>
             Assert.True(Math.Abs(q[i] * wScales[c] - w[i]) <= wScales[c] * 0.5001, $"{layer} weight {i}: {q[i]} x {wScales[c]} vs {w[i]}");
             peak[c] = Math.Max(peak[c], Math.Abs(q[i]));
         }
-        Assert.All(peak, p => Assert.Equal(127f, p));   // symmetric, each channel's largest weight at the end of the range
+        // Symmetric, each channel's largest weight at the end of the range, unless the default target (Portable)
+        // narrowed the channel so that no u8 x s8 pair can saturate (never below the 7-bit range).
+        var pairs = _f.Result.Decisions.Single(d => d.StartsWith(layer + " (", StringComparison.Ordinal));
+        if (pairs.Contains("rescaled", StringComparison.Ordinal)) Assert.All(peak, p => Assert.InRange(p, 62f, 127f));
+        else Assert.All(peak, p => Assert.Equal(127f, p));
+        Assert.Empty(WeightPairs.AtRiskLayers(_f.Quantized));
         Assert.True(wScales.Distinct().Count() > 1, "per-channel scales should differ between channels");
 
         // Bias: int32 initializer -> DequantizeLinear with scale = input scale x weight scale.

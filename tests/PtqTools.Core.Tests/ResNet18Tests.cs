@@ -114,6 +114,20 @@ public class ResNet18Tests : IClassFixture<ResNet18Fixture>
     }
 
     [Fact]
+    public void DefaultModel_IsWrittenPortable_WithNoPairThatCanSaturate()
+    {
+        Assert.Equal("Portable", _f.Result.Target);
+        Assert.Empty(WeightPairs.AtRiskLayers(_f.Quantized));
+        Assert.Empty(_f.Result.OverflowLayers);
+        // Full-range weights would put pairs at risk in most layers; the fix touched some channels, not whole layers.
+        Assert.NotEmpty(_f.Result.PairSafeLayers);
+        Assert.Contains(_f.Result.Decisions, d => d.Contains("output channels rescaled so that no u8 x s8 pair sum can leave int16"));
+        Assert.Contains(_f.Result.Decisions, d => d.Contains("no u8 x s8 pair sum can leave int16"));
+        _out.WriteLine($"pair-safe layers: {_f.Result.PairSafeLayers.Length} of {_f.Result.QuantizedLayerCount}");
+        foreach (var d in _f.Result.Decisions.Where(d => d.Contains("rescaled"))) _out.WriteLine(d);
+    }
+
+    [Fact]
     public void EveryConv_HasInt8PerChannelWeightsAndInt32Bias()
     {
         var view = new GraphView(_f.Quantized.Graph);

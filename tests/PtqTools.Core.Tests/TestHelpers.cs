@@ -33,6 +33,11 @@ public static class TestPaths
         }
     }
 
+    /// <summary>What ONNX Runtime 1.31.1 computed on an AVX2-only CPU: ../shared/ground-truth beside the repository
+    /// (as CI lays it out). Fails, never skips, when it is not there.</summary>
+    public static string GroundTruth => Existing(Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "ground-truth", "ort-1.31.1-avx2")),
+        "the ground truth is ../shared/ground-truth/ort-1.31.1-avx2 beside the repository (CI copies shared/ there)");
+
     static string NuGetPackages =>
         Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } p
             ? p
@@ -63,7 +68,7 @@ public static class TestPaths
     }
 
     static string Existing(string path, string hint) =>
-        File.Exists(path) ? path : throw new InvalidOperationException($"'{path}' does not exist: {hint}.");
+        File.Exists(path) || Directory.Exists(path) ? path : throw new InvalidOperationException($"'{path}' does not exist: {hint}.");
 }
 
 /// <summary>A temporary folder deleted on dispose.</summary>

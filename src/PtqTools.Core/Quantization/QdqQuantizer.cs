@@ -97,7 +97,10 @@ public static class QdqQuantizer
                     var spec = options.Weights;
                     bool shift = ConvKernels.ShiftsWeights(node, options);
                     var (values, scales, zeroPoints, pairs) = PairSaturation.QuantizeWeights(TensorData.ReadFloats(init), dims, axis, spec,
-                        PairLayout.For(node, dims), options, firstLayer: node == firstWeighted, offset: ConvKernels.Shiftable(node, options) ? -1 : 0);
+                        // Only uint8 activations meet the weights in a u8 x s8 product that can saturate (int8 ones
+                        // run as |a| x sign-adjusted w, at most 2 x 128 x 127; 16-bit ones have no integer kernel).
+                        options.TypeOf(view.Key(node.Input[0])) == QuantType.UInt8 ? PairLayout.For(node, dims) : null,
+                        options, firstLayer: node == firstWeighted, offset: ConvKernels.Shiftable(node, options) ? -1 : 0);
                     // 7-bit codes stored as q - 1 could reach -65: such a layer keeps zero point 0.
                     if (shift && pairs is not { ReducedTo7Bits: true }) ConvKernels.ShiftToMinusOne(values, zeroPoints);
                     plan.RecordPairs(QuantizationPlan.LayerName(view, node), pairs, options);
