@@ -102,6 +102,11 @@ function Invoke-Test {
     if (Test-Path $results) { Remove-Item $results -Recurse -Force }
     $null = New-Item -ItemType Directory $results
 
+    # The host's CPU class first: what ONNX Runtime's int8 kernels compute here (tests about a class use explicit
+    # targets and the engine's emulation, so the suite holds on every class; this line says which one ran it).
+    $class = & dotnet (Join-Path $PSHOME 'pwsh.dll') -NoProfile -NonInteractive -Command "Add-Type -Path '$(Join-Path $moduleDir 'PtqTools.Core.dll')'; `$c = [PtqTools.Core.Quantization.QuantTargets]::HostClass; '{0} ({1})' -f `$c, [PtqTools.Core.Quantization.QuantTargets]::Describe(`$c)"
+    Write-Host "== Host CPU class: $class"
+
     Write-Host '== xunit (engine)'
     & dotnet test (Join-Path $root 'tests/PtqTools.Core.Tests/PtqTools.Core.Tests.csproj') -c $Configuration `
         --logger 'trx;LogFileName=xunit.trx' --logger 'console;verbosity=normal' --results-directory $results

@@ -85,8 +85,8 @@ Describe 'Invoke-Quantization -Mode' {
         $stats = Get-ModelLayer $ResNet18 | Measure-ActivationRange -DataSet $data
         $gemm = $stats | Invoke-Quantization -ConvKernel Gemm -OutputPath (Join-Path $work 'conv-gemm.onnx')
         $sym = $stats | Invoke-Quantization -ConvKernel Symmetric -OutputPath (Join-Path $work 'conv-sym.onnx')
-        $gemm.Options | Should -BeLike '*;conv-kernel=gemm'
-        $sym.Options | Should -BeLike '*;conv-kernel=symmetric'
+        $gemm.Options | Should -BeLike '*;conv-kernel=gemm;*'
+        $sym.Options | Should -BeLike '*;conv-kernel=symmetric;*'
         $gemm.OutputSha256 | Should -Not -Be $sym.OutputSha256
         $convs = @($sym.Decisions | Where-Object { $_ -like '*(Conv): int8*' })
         $convs.Count | Should -BeGreaterThan 15
@@ -99,9 +99,11 @@ Describe 'Invoke-Quantization -Mode' {
             $b = @(Invoke-ModelInference -Path $sym.OutputPath -DataSet $probe -Engine $engine)
             foreach ($i in 0, 1) { ([float[]]$a[$i].Outputs[0]) | Should -Be ([float[]]$b[$i].Outputs[0]) }
         }
+        # Auto is the target's choice: the symmetric kernel for the default (Portable), the GEMM for Amx.
         $auto = $stats | Invoke-Quantization -OutputPath (Join-Path $work 'conv-auto.onnx')
-        $cpuHasAmx = (Get-Content /proc/cpuinfo -Raw) -match ' amx_int8'
-        $auto.OutputSha256 | Should -Be $(if ($cpuHasAmx) { $gemm.OutputSha256 } else { $sym.OutputSha256 })
+        $auto.OutputSha256 | Should -Be $sym.OutputSha256
+        $amx = $stats | Invoke-Quantization -Target Amx -SkipHostCheck -OutputPath (Join-Path $work 'conv-amx.onnx')
+        $amx.Options | Should -BeLike '*;conv-kernel=gemm;target=amx'
     }
 
     It 'computes the outlier input channels of dynamic MatMuls in float with -OutlierThreshold' {

@@ -19,6 +19,8 @@ public sealed class ModelSummary
     /// <summary>Set on models this tool wrote: the source's SHA-256 and the options used.</summary>
     public string? QuantizedFrom { get; set; }
     public string? QuantizationOptions { get; set; }
+    /// <summary>The CPU class a PtqTools model was written for (its metadata ptq.target).</summary>
+    public string? QuantizationTarget { get; set; }
 }
 
 /// <summary>One layer (node) of a model as it is quantized (Get-ModelLayer).</summary>

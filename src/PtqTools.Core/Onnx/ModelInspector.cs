@@ -32,6 +32,7 @@ public static class ModelInspector
             SizeBytes = OnnxModelIO.SizeOnDisk(path, bytes),
             QuantizedFrom = meta.GetValueOrDefault("ptq.source_sha256"),
             QuantizationOptions = meta.GetValueOrDefault("ptq.options"),
+            QuantizationTarget = meta.GetValueOrDefault("ptq.target"),
         };
     }
 

@@ -65,6 +65,10 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [ValidateSet("Channels", "ReduceRange", "FirstLayer", "None")]
     public string OverflowFix { get; set; } = "Channels";
 
+    /// <summary>Skips the check after writing (this host's ONNX Runtime against the exact integer result).</summary>
+    [Parameter]
+    public SwitchParameter SkipHostCheck { get; set; }
+
     /// <summary>7-bit weights on every layer (ONNX Runtime's reduce_range).</summary>
     [Parameter]
     public SwitchParameter ReduceRange { get; set; }
