@@ -1,0 +1,466 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace PtqTools.Core.Kernels;
+
+/// <summary>How the u8 x s8 products of an integer GEMM or convolution are summed.</summary>
+public enum ProductArithmetic
+{
+    /// <summary>Exact int32 sums (VNNI, AMX, ARM64, and every u8 x u8 or exact-widening path).</summary>
+    Exact,
+    /// <summary>What MLAS computes with <c>vpmaddubsw</c> on x86-64 without VNNI (AVX2, AVX-512BW): the raw uint8
+    /// activation codes times the raw int8 weight codes, two adjacent products of K added and saturated to int16,
+    /// the pair sums added in int32; zero points corrected afterwards with exact column and row sums.</summary>
+    SaturatingPairs,
+}
+
+/// <summary>How a convolution's patch (K) is ordered and paired under <see cref="ProductArithmetic.SaturatingPairs"/>.
+/// Both order K as (kernel row, kernel column, input channel), as ONNX Runtime's NHWC im2col and its symmetric
+/// convolution do.</summary>
+public enum ConvPairing
+{
+    /// <summary>im2col + QGEMM: K flat, pairs k = 0,1 / 2,3 / ..., which straddle two kernel positions when the
+    /// group's input channel count is odd.</summary>
+    FlatK,
+    /// <summary>MLAS's symmetric convolution kernel (MlasConvSym): each kernel position's channels padded to even
+    /// (with zero weights), so a pair is two adjacent input channels at the same position.</summary>
+    PerKernelPosition,
+}
+
+/// <summary>Int8 weights (the K x N right-hand matrix) packed for the saturating-pairs GEMM: the raw stored codes
+/// (no zero point subtracted) in quads of K ([N/16][K/4][16][4], K padded with zero weights), and the exact column
+/// sums and zero points the correction needs.</summary>
+public sealed class SaturatingPackedWeights
+{
+    public const int Block = 16;
+    public int K { get; }
+    public int N { get; }
+    internal int Quads { get; }
+    internal int Blocks { get; }
+    internal sbyte[] Data { get; }
+    internal int[] ColumnSums { get; }
+    internal int[] ZeroPoints { get; }
+    /// <summary>The K of the zero-point term K * aZero * bZero: the real patch length when K holds padding slots.</summary>
+    internal int CorrectionK { get; }
+
+    SaturatingPackedWeights(int k, int n, sbyte[] data, int[] sums, int[] zeros, int correctionK)
+    {
+        K = k; N = n; Quads = (k + 3) / 4; Blocks = (n + Block - 1) / Block;
+        Data = data; ColumnSums = sums; ZeroPoints = zeros; CorrectionK = correctionK;
+    }
+
+    /// <summary>Packs b[k * n + col] (raw int8 codes) with one zero point or one per column.</summary>
+    public static SaturatingPackedWeights Pack(ReadOnlySpan<sbyte> b, int k, int n, ReadOnlySpan<int> zeroPoints) => Pack(b, k, n, zeroPoints, k);
+
+    internal static SaturatingPackedWeights Pack(ReadOnlySpan<sbyte> b, int k, int n, ReadOnlySpan<int> zeroPoints, int correctionK)
+    {
+        if (b.Length != (long)k * n) throw new ArgumentException($"The weights hold {b.Length} values; {k}x{n} needs {(long)k * n}.");
+        if (zeroPoints.Length != 1 && zeroPoints.Length != n) throw new ArgumentException($"The weight zero point has {zeroPoints.Length} values; it needs 1 or {n}.");
+        int quads = (k + 3) / 4, blocks = (n + Block - 1) / Block;
+        var data = new sbyte[(long)blocks * quads * Block * 4];
+        var sums = new int[n];
+        var zeros = new int[n];
+        for (int col = 0; col < n; col++)
+        {
+            zeros[col] = zeroPoints[zeroPoints.Length == 1 ? 0 : col];
+            if (zeros[col] is < -128 or > 127) throw new ArgumentException($"Weight zero point {zeros[col]} is outside [-128, 127].");
+        }
+        for (int kk = 0; kk < k; kk++)
+            for (int col = 0; col < n; col++)
+            {
+                sbyte v = b[kk * n + col];
+                sums[col] += v;
+                int nb = col / Block, j = col % Block, q = kk / 4, t = kk % 4;
+                data[(((long)nb * quads + q) * Block + j) * 4 + t] = v;
+            }
+        return new SaturatingPackedWeights(k, n, data, sums, zeros, correctionK);
+    }
+}
+
+/// <summary>
+/// The u8 x s8 GEMM as MLAS computes it without VNNI: C[i, j] = sum over pairs p of sat16(a[i,2p] b[2p,j] +
+/// a[i,2p+1] b[2p+1,j]) on the raw codes, minus aZero * colsum(b)[j], minus bZero[j] * rowsum(a)[i], plus
+/// K * aZero * bZero[j] (int32, wrapping). The fast paths use <c>vpmaddubsw</c> itself (Avx2/Avx512BW
+/// <c>MultiplyAddAdjacent(byte, sbyte)</c>) followed by <c>vpmaddwd</c> with ones, as MLAS's kernels do.
+/// </summary>
+public static class SaturatingGemm
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int Sat16(int v) => v < short.MinValue ? short.MinValue : v > short.MaxValue ? short.MaxValue : v;
+
+    /// <summary>The plain definition, on the unpacked operands: a[m * k] (uint8 codes), b[k * n] (int8 codes).</summary>
+    public static void Reference(ReadOnlySpan<byte> a, int aZero, int m, int k, ReadOnlySpan<sbyte> b, ReadOnlySpan<int> bZero, int n, Span<int> c)
+    {
+        for (int i = 0; i < m; i++)
+        {
+            int rowSum = 0;
+            for (int kk = 0; kk < k; kk++) rowSum += a[i * k + kk];
+            for (int j = 0; j < n; j++)
+            {
+                int zb = bZero[bZero.Length == 1 ? 0 : j];
+                int acc = 0, colSum = 0;
+                for (int kk = 0; kk < k; kk += 2)
+                {
+                    int p = a[i * k + kk] * b[kk * n + j];
+                    if (kk + 1 < k) p += a[i * k + kk + 1] * b[(kk + 1) * n + j];
+                    acc += Sat16(p);
+                }
+                for (int kk = 0; kk < k; kk++) colSum += b[kk * n + j];
+                c[i * n + j] = unchecked(acc - aZero * colSum - zb * rowSum + k * aZero * zb);
+            }
+        }
+    }
+
+    /// <summary>C[m, w.N] from A[m, w.K] (uint8 codes) on the path <see cref="KernelDispatch.Current"/> allows.</summary>
+    public static void Multiply(ReadOnlySpan<byte> a, int aZero, int m, SaturatingPackedWeights w, Span<int> c)
+    {
+        if (a.Length != (long)m * w.K) throw new ArgumentException($"A holds {a.Length} values; {m}x{w.K} needs {(long)m * w.K}.");
+        if (c.Length < (long)m * w.N) throw new ArgumentException("C is too small.");
+        if (aZero is < 0 or > 255) throw new ArgumentException($"The activation zero point {aZero} is outside [0, 255].");
+        int kq4 = w.Quads * 4;
+        // Rows padded to whole quads (zeros: times zero weights they add nothing, and nothing to the row sums).
+        byte[] padded;
+        if (kq4 == w.K) padded = a.ToArray();
+        else
+        {
+            padded = new byte[(long)m * kq4];
+            for (int i = 0; i < m; i++) a.Slice(i * w.K, w.K).CopyTo(padded.AsSpan(i * kq4));
+        }
+        MultiplyPadded(padded, aZero, m, w, c);
+    }
+
+    /// <summary>A already in rows of whole quads (w.Quads * 4 bytes, zeros past K).</summary>
+    internal static void MultiplyPadded(byte[] padded, int aZero, int m, SaturatingPackedWeights w, Span<int> c)
+    {
+        var path = KernelDispatch.Clamp(KernelDispatch.Current);
+        var result = c.Length == (long)m * w.N ? null : new int[(long)m * w.N];
+        int threads = KernelDispatch.ThreadsFor((long)m * w.N * w.K);
+        if (threads <= 1 || m < 8)
+        {
+            if (result is null) Rows(padded, aZero, 0, m, w, c, path);
+            else { Rows(padded, aZero, 0, m, w, result, path); result.CopyTo(c); }
+            return;
+        }
+        var target = result ?? new int[(long)m * w.N];
+        int chunk = (m + threads - 1) / threads;
+        chunk = (chunk + 3) / 4 * 4;
+        Parallel.For(0, (m + chunk - 1) / chunk, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+        {
+            int r0 = t * chunk, r1 = Math.Min(m, r0 + chunk);
+            if (r0 < r1) Rows(padded, aZero, r0, r1, w, target, path);
+        });
+        target.AsSpan(0, m * w.N).CopyTo(c);
+    }
+
+    static void Rows(byte[] a, int aZero, int r0, int r1, SaturatingPackedWeights w, Span<int> c, KernelPath path)
+    {
+        switch (path)
+        {
+            case KernelPath.NativeVnni:
+            case KernelPath.Avx512BW: Rows512(a, r0, r1, w, c); break;
+            case KernelPath.Avx2: Rows256(a, r0, r1, w, c); break;
+            // No portable vpmaddubsw: Vector128 (ARM64 included) and Scalar take the packed scalar loop.
+            default: RowsScalar(a, r0, r1, w, c); break;
+        }
+        Correct(a, aZero, r0, r1, w, c);
+    }
+
+    /// <summary>The exact zero-point correction, added to the saturated raw sums of rows [r0, r1).</summary>
+    static void Correct(byte[] a, int aZero, int r0, int r1, SaturatingPackedWeights w, Span<int> c)
+    {
+        int kq4 = w.Quads * 4, n = w.N;
+        bool anyZero = false;
+        foreach (var z in w.ZeroPoints) if (z != 0) { anyZero = true; break; }
+        for (int i = r0; i < r1; i++)
+        {
+            int rowSum = 0;
+            if (anyZero) for (int kk = 0; kk < kq4; kk++) rowSum += a[i * kq4 + kk];
+            var row = c.Slice(i * n, n);
+            for (int j = 0; j < n; j++)
+            {
+                int zb = w.ZeroPoints[j];
+                row[j] = unchecked(row[j] - aZero * w.ColumnSums[j] - zb * rowSum + w.CorrectionK * aZero * zb);
+            }
+        }
+    }
+
+    static void Store(ReadOnlySpan<int> block, Span<int> c, int row, int nb, int n)
+    {
+        int col0 = nb * SaturatingPackedWeights.Block, cnt = Math.Min(SaturatingPackedWeights.Block, n - col0);
+        block[..cnt].CopyTo(c.Slice(row * n + col0, cnt));
+    }
+
+    static void RowsScalar(byte[] a, int r0, int r1, SaturatingPackedWeights w, Span<int> c)
+    {
+        Span<int> acc = stackalloc int[SaturatingPackedWeights.Block];
+        int quads = w.Quads, kq4 = quads * 4;
+        for (int i = r0; i < r1; i++)
+            for (int nb = 0; nb < w.Blocks; nb++)
+            {
+                acc.Clear();
+                long bBase = (long)nb * quads * SaturatingPackedWeights.Block * 4;
+                for (int q = 0; q < quads; q++)
+                {
+                    int ao = i * kq4 + q * 4;
+                    int a0 = a[ao], a1 = a[ao + 1], a2 = a[ao + 2], a3 = a[ao + 3];
+                    long bo = bBase + q * SaturatingPackedWeights.Block * 4;
+                    for (int j = 0; j < SaturatingPackedWeights.Block; j++)
+                    {
+                        long o = bo + j * 4;
+                        acc[j] += Sat16(a0 * w.Data[o] + a1 * w.Data[o + 1]) + Sat16(a2 * w.Data[o + 2] + a3 * w.Data[o + 3]);
+                    }
+                }
+                Store(acc, c, i, nb, w.N);
+            }
+    }
+
+    /// <summary>4 rows x 16 columns per tile: a broadcast quad of A against two 32-byte halves of a block.</summary>
+    static unsafe void Rows256(byte[] a, int r0, int r1, SaturatingPackedWeights w, Span<int> c)
+    {
+        int quads = w.Quads;
+        Span<int> tmp = stackalloc int[SaturatingPackedWeights.Block * 4];
+        var ones = Vector256.Create((short)1);
+        fixed (byte* pa = a) fixed (sbyte* pb = w.Data)
+        {
+            int* ia = (int*)pa;
+            for (int i = r0; i < r1; i += 4)
+            {
+                int rows = Math.Min(4, r1 - i);
+                int* a0 = ia + (long)i * quads, a1 = ia + (long)(i + Math.Min(1, rows - 1)) * quads;
+                int* a2 = ia + (long)(i + Math.Min(2, rows - 1)) * quads, a3 = ia + (long)(i + Math.Min(3, rows - 1)) * quads;
+                for (int nb = 0; nb < w.Blocks; nb++)
+                {
+                    Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default,
+                                   c20 = default, c21 = default, c30 = default, c31 = default;
+                    sbyte* bp = pb + (long)nb * quads * 64;
+                    for (int q = 0; q < quads; q++, bp += 64)
+                    {
+                        var b0 = Avx.LoadVector256(bp);
+                        var b1 = Avx.LoadVector256(bp + 32);
+                        var x0 = Vector256.Create(a0[q]).AsByte();
+                        var x1 = Vector256.Create(a1[q]).AsByte();
+                        var x2 = Vector256.Create(a2[q]).AsByte();
+                        var x3 = Vector256.Create(a3[q]).AsByte();
+                        c00 = Avx2.Add(c00, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x0, b0), ones));
+                        c01 = Avx2.Add(c01, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x0, b1), ones));
+                        c10 = Avx2.Add(c10, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x1, b0), ones));
+                        c11 = Avx2.Add(c11, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x1, b1), ones));
+                        c20 = Avx2.Add(c20, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x2, b0), ones));
+                        c21 = Avx2.Add(c21, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x2, b1), ones));
+                        c30 = Avx2.Add(c30, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x3, b0), ones));
+                        c31 = Avx2.Add(c31, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x3, b1), ones));
+                    }
+                    fixed (int* t = tmp)
+                    {
+                        Avx.Store(t, c00); Avx.Store(t + 8, c01); Avx.Store(t + 16, c10); Avx.Store(t + 24, c11);
+                        Avx.Store(t + 32, c20); Avx.Store(t + 40, c21); Avx.Store(t + 48, c30); Avx.Store(t + 56, c31);
+                    }
+                    for (int r = 0; r < rows; r++) Store(tmp.Slice(r * 16, 16), c, i + r, nb, w.N);
+                }
+            }
+        }
+    }
+
+    /// <summary>4 rows x 32 columns per tile: one 64-byte block load per 16 columns.</summary>
+    static unsafe void Rows512(byte[] a, int r0, int r1, SaturatingPackedWeights w, Span<int> c)
+    {
+        int quads = w.Quads;
+        Span<int> tmp = stackalloc int[SaturatingPackedWeights.Block * 4];
+        var ones = Vector512.Create((short)1);
+        fixed (byte* pa = a) fixed (sbyte* pb = w.Data)
+        {
+            int* ia = (int*)pa;
+            for (int i = r0; i < r1; i += 4)
+            {
+                int rows = Math.Min(4, r1 - i);
+                int* a0 = ia + (long)i * quads, a1 = ia + (long)(i + Math.Min(1, rows - 1)) * quads;
+                int* a2 = ia + (long)(i + Math.Min(2, rows - 1)) * quads, a3 = ia + (long)(i + Math.Min(3, rows - 1)) * quads;
+                int nb = 0;
+                for (; nb + 1 < w.Blocks; nb += 2)
+                {
+                    Vector512<int> c00 = default, c01 = default, c10 = default, c11 = default,
+                                   c20 = default, c21 = default, c30 = default, c31 = default;
+                    sbyte* bp0 = pb + (long)nb * quads * 64, bp1 = bp0 + (long)quads * 64;
+                    for (int q = 0; q < quads; q++, bp0 += 64, bp1 += 64)
+                    {
+                        var b0 = Avx512BW.LoadVector512(bp0);
+                        var b1 = Avx512BW.LoadVector512(bp1);
+                        var x0 = Vector512.Create(a0[q]).AsByte();
+                        var x1 = Vector512.Create(a1[q]).AsByte();
+                        var x2 = Vector512.Create(a2[q]).AsByte();
+                        var x3 = Vector512.Create(a3[q]).AsByte();
+                        c00 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x0, b0), ones);
+                        c01 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x0, b1), ones);
+                        c10 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x1, b0), ones);
+                        c11 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x1, b1), ones);
+                        c20 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x2, b0), ones);
+                        c21 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x2, b1), ones);
+                        c30 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x3, b0), ones);
+                        c31 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x3, b1), ones);
+                    }
+                    fixed (int* t = tmp)
+                    {
+                        c00.Store(t); c10.Store(t + 16); c20.Store(t + 32); c30.Store(t + 48);
+                        for (int r = 0; r < rows; r++) Store(tmp.Slice(r * 16, 16), c, i + r, nb, w.N);
+                        c01.Store(t); c11.Store(t + 16); c21.Store(t + 32); c31.Store(t + 48);
+                        for (int r = 0; r < rows; r++) Store(tmp.Slice(r * 16, 16), c, i + r, nb + 1, w.N);
+                    }
+                }
+                for (; nb < w.Blocks; nb++)
+                {
+                    Vector512<int> c0 = default, c1 = default, c2 = default, c3 = default;
+                    sbyte* bp = pb + (long)nb * quads * 64;
+                    for (int q = 0; q < quads; q++, bp += 64)
+                    {
+                        var b0 = Avx512BW.LoadVector512(bp);
+                        c0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a0[q]).AsByte(), b0), ones);
+                        c1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a1[q]).AsByte(), b0), ones);
+                        c2 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a2[q]).AsByte(), b0), ones);
+                        c3 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a3[q]).AsByte(), b0), ones);
+                    }
+                    fixed (int* t = tmp) { c0.Store(t); c1.Store(t + 16); c2.Store(t + 32); c3.Store(t + 48); }
+                    for (int r = 0; r < rows; r++) Store(tmp.Slice(r * 16, 16), c, i + r, nb, w.N);
+                }
+            }
+        }
+    }
+}
+
+/// <summary>Convolution weights [OC, C/group, kh, kw] (raw int8 codes) packed per group for the saturating GEMM,
+/// with K ordered (kernel row, kernel column, input channel) and the channel run padded as <see cref="Pairing"/> says.</summary>
+public sealed class SaturatingConvWeights
+{
+    public ConvGeometry Shape { get; }
+    public ConvPairing Pairing { get; }
+    /// <summary>Channel slots per kernel position: the group's channels, rounded up to even for PerKernelPosition.</summary>
+    internal int ChannelSlots { get; }
+    internal SaturatingPackedWeights[] Groups { get; }
+
+    SaturatingConvWeights(ConvGeometry g, ConvPairing pairing, int slots, SaturatingPackedWeights[] groups) { Shape = g; Pairing = pairing; ChannelSlots = slots; Groups = groups; }
+
+    public static SaturatingConvWeights Pack(ReadOnlySpan<sbyte> w, ReadOnlySpan<int> zeroPoints, ConvGeometry g, ConvPairing pairing)
+    {
+        g.Check();
+        int cg = g.GroupChannels, ocg = g.GroupOutChannels, taps = g.KernelH * g.KernelW, patch = g.PatchSize;
+        if (w.Length != (long)g.OutChannels * patch) throw new ArgumentException($"The weights hold {w.Length} values; {g.OutChannels}x{patch} expected.");
+        if (zeroPoints.Length != 1 && zeroPoints.Length != g.OutChannels) throw new ArgumentException($"{zeroPoints.Length} weight zero points for {g.OutChannels} channels.");
+        int slots = pairing == ConvPairing.PerKernelPosition ? (cg + 1) / 2 * 2 : cg;
+        int k = taps * slots;
+        var groups = new SaturatingPackedWeights[g.Group];
+        for (int gi = 0; gi < g.Group; gi++)
+        {
+            var b = new sbyte[(long)k * ocg];
+            var zp = new int[ocg];
+            for (int j = 0; j < ocg; j++)
+            {
+                int oc = gi * ocg + j;
+                zp[j] = zeroPoints[zeroPoints.Length == 1 ? 0 : oc];
+                for (int c = 0; c < cg; c++)
+                    for (int tap = 0; tap < taps; tap++)
+                        b[((long)tap * slots + c) * ocg + j] = w[oc * patch + c * taps + tap];
+            }
+            groups[gi] = SaturatingPackedWeights.Pack(b, k, ocg, zp, taps * cg);
+        }
+        return new SaturatingConvWeights(g, pairing, slots, groups);
+    }
+}
+
+/// <summary>The convolution under <see cref="ProductArithmetic.SaturatingPairs"/>: uint8 input codes (padding holds
+/// the input zero point) times int8 weight codes, K ordered and paired as <see cref="ConvPairing"/> says, int32 out.</summary>
+public static class SaturatingConv
+{
+    /// <summary>The plain definition, output by output: K walked as (ki, kj, c), pairs formed per the pairing.</summary>
+    public static void Reference(ReadOnlySpan<byte> x, int xZero, ReadOnlySpan<sbyte> w, ReadOnlySpan<int> wZero, ConvGeometry g, ConvPairing pairing, Span<int> y)
+    {
+        g.Check();
+        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, ocg = g.GroupOutChannels;
+        int slots = pairing == ConvPairing.PerKernelPosition ? (cg + 1) / 2 * 2 : cg;
+        int taps = g.KernelH * g.KernelW, klen = taps * slots;
+        var av = new int[klen]; var wv = new int[klen];
+        for (int n = 0; n < g.Batch; n++)
+            for (int oc = 0; oc < g.OutChannels; oc++)
+            {
+                int gi = oc / ocg, zw = wZero[wZero.Length == 1 ? 0 : oc];
+                for (int i = 0; i < oh; i++)
+                    for (int j = 0; j < ow; j++)
+                    {
+                        Array.Clear(av); Array.Clear(wv);
+                        int rowSum = 0, colSum = 0;
+                        for (int ki = 0; ki < g.KernelH; ki++)
+                            for (int kj = 0; kj < g.KernelW; kj++)
+                                for (int c = 0; c < cg; c++)
+                                {
+                                    int ih = i * g.StrideH - g.PadTop + ki * g.DilationH, iw = j * g.StrideW - g.PadLeft + kj * g.DilationW;
+                                    int xv = ih < 0 || ih >= g.Height || iw < 0 || iw >= g.Width ? xZero
+                                        : x[((n * g.Channels + gi * cg + c) * g.Height + ih) * g.Width + iw];
+                                    int wvv = w[((oc * cg + c) * g.KernelH + ki) * g.KernelW + kj];
+                                    int slot = (ki * g.KernelW + kj) * slots + c;
+                                    av[slot] = xv; wv[slot] = wvv;
+                                    rowSum += xv; colSum += wvv;
+                                }
+                        int acc = 0;
+                        for (int kk = 0; kk < klen; kk += 2)
+                            acc += SaturatingGemm.Sat16(av[kk] * wv[kk] + (kk + 1 < klen ? av[kk + 1] * wv[kk + 1] : 0));
+                        y[((n * g.OutChannels + oc) * oh + i) * ow + j] = unchecked(acc - xZero * colSum - zw * rowSum + taps * cg * xZero * zw);
+                    }
+            }
+    }
+
+    /// <summary>The fast form: per image, the input to NHWC, an im2col in (ki, kj, channel slot) order, then
+    /// <see cref="SaturatingGemm.Multiply"/> per group.</summary>
+    public static void Run(ReadOnlySpan<byte> x, int xZero, SaturatingConvWeights w, Span<int> y)
+    {
+        var g = w.Shape;
+        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, ocg = g.GroupOutChannels, pixels = oh * ow, hw = g.Height * g.Width;
+        if (x.Length != (long)g.Batch * g.Channels * hw) throw new ArgumentException("The input does not match the convolution shape.");
+        if (y.Length < (long)g.Batch * g.OutChannels * pixels) throw new ArgumentException("The output is too small.");
+        if (xZero is < 0 or > 255) throw new ArgumentException($"The input zero point {xZero} is outside [0, 255].");
+        int slots = w.ChannelSlots, stride = w.Groups[0].Quads * 4;
+        var nhwc = new byte[(long)hw * g.Channels];
+        var col = new byte[(long)pixels * stride];
+        var acc = new int[(long)pixels * ocg];
+        for (int n = 0; n < g.Batch; n++)
+        {
+            var img = x.Slice(n * g.Channels * hw, g.Channels * hw);
+            for (int c = 0; c < g.Channels; c++)
+                for (int p = 0; p < hw; p++) nhwc[(long)p * g.Channels + c] = img[c * hw + p];
+            for (int gi = 0; gi < g.Group; gi++)
+            {
+                Im2Col(nhwc, (byte)xZero, g, gi, slots, stride, col);
+                SaturatingGemm.MultiplyPadded(col, xZero, pixels, w.Groups[gi], acc);
+                for (int j = 0; j < ocg; j++)
+                {
+                    var dst = y.Slice((n * g.OutChannels + gi * ocg + j) * pixels, pixels);
+                    for (int p = 0; p < pixels; p++) dst[p] = acc[p * ocg + j];
+                }
+            }
+        }
+    }
+
+    /// <summary>Rows of <paramref name="stride"/> bytes (whole quads); the tail past K stays zero.</summary>
+    static void Im2Col(byte[] nhwc, byte zero, ConvGeometry g, int gi, int slots, int stride, byte[] col)
+    {
+        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels;
+        var src = nhwc.AsSpan();
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++)
+            {
+                var row = col.AsSpan((i * ow + j) * stride, stride);
+                for (int ki = 0; ki < g.KernelH; ki++)
+                {
+                    int ih = i * g.StrideH - g.PadTop + ki * g.DilationH;
+                    for (int kj = 0; kj < g.KernelW; kj++)
+                    {
+                        int iw = j * g.StrideW - g.PadLeft + kj * g.DilationW;
+                        var dst = row.Slice((ki * g.KernelW + kj) * slots, slots);
+                        if (ih >= 0 && ih < g.Height && iw >= 0 && iw < g.Width)
+                            src.Slice((ih * g.Width + iw) * g.Channels + gi * cg, cg).CopyTo(dst);
+                        else dst[..cg].Fill(zero);
+                        if (slots > cg) dst[cg..].Clear();
+                    }
+                }
+            }
+    }
+}
