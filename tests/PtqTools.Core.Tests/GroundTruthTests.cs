@@ -117,4 +117,55 @@ public class GroundTruthTests
         _out.WriteLine($"{name}: {r.Sets} sets, {r.Elements} elements, {r.Differing} differ with exact sums ({100.0 * r.Differing / r.Elements:F1}%).");
         Assert.True(r.Differing > 0, $"{name}: the exact arithmetic reproduced all {r.Elements} elements; the case cannot tell saturation apart.");
     }
+
+    [Fact]
+    public void ReducedRangeWeights_NeverSaturate_SoExactSumsAgreeToo()
+    {
+        // 7-bit weights: |a * w + a' * w'| <= 2 * 255 * 64 = 32640 fits int16, so no pair saturates.
+        var r = Compare("resnet18_int8_reduce", EngineOptions.Default);
+        Assert.True(r.Differing == 0, $"{r.Differing} of {r.Elements} differ; first: {r.FirstDifference}");
+    }
+
+    /// <summary>The 3-channel stem (QLinearConv 7x7 stride 2, symmetric weights) on that CPU: ONNX Runtime cannot take
+    /// MLAS's symmetric conv kernel (it needs input channels in multiples of 4), so im2col + QGEMM pairs K flat,
+    /// straddling kernel positions. Pairing per kernel position (channels padded to even) does not reproduce it.</summary>
+    [Fact]
+    public void Stem_WithThreeChannels_PairsKFlat_NotPerKernelPosition()
+    {
+        var dir = Path.Combine(Folder, "qlinearconv_stem_7x7_c3");
+        var model = OnnxModelIO.Load(Path.Combine(dir, "model.onnx"));
+        var node = model.Graph.Node.Single(n => n.OpType == "QLinearConv");
+        var init = model.Graph.Initializer.ToDictionary(t => t.Name, EngineTensor.FromProto);
+        EngineTensor Arg(int i) => init[node.Input[i]];
+        long[] Ints(string name) => node.Attribute.Single(a => a.Name == name).Ints.ToArray();
+        var x = EngineTensor.FromProto(TensorProtoFile.Read(Path.Combine(dir, "test_data_set_0", "input_0.pb")));
+        var want = EngineTensor.FromProto(TensorProtoFile.Read(Path.Combine(dir, "test_data_set_0", "output_0.pb")));
+        var w = Arg(3);
+        var k = Ints("kernel_shape"); var st = Ints("strides"); var pads = Ints("pads");
+        var g = new ConvGeometry((int)x.Dims[0], (int)x.Dims[1], (int)x.Dims[2], (int)x.Dims[3], (int)w.Dims[0], (int)k[0], (int)k[1],
+            (int)st[0], (int)st[1], (int)pads[0], (int)pads[1], (int)pads[2], (int)pads[3]);
+        Assert.Equal(3, g.Channels);
+        Assert.Equal(ConvPairing.FlatK, EngineOpsPairing(g));
+        int xz = Arg(2).IntAt(0), yz = Arg(7).IntAt(0);
+        float xs = Arg(1).FloatAt(0), ys = Arg(6).FloatAt(0);
+        var ws = Arg(4).Floats;
+        var mult = Enumerable.Range(0, g.OutChannels).Select(c => xs * ws[ws.Length == 1 ? 0 : c] / ys).ToArray();
+        var bias = node.Input.Count > 8 ? Arg(8).Ints : new int[g.OutChannels];
+        long Differing(ConvPairing pairing)
+        {
+            var acc = new int[want.Length];
+            SaturatingConv.Reference(x.Bytes, xz, w.SBytes, new[] { 0 }, g, pairing, acc);
+            int pixels = g.OutH * g.OutW;
+            for (int i = 0; i < acc.Length; i++) acc[i] += bias[i / pixels % g.OutChannels];
+            var y = new byte[acc.Length];
+            QuantizeKernels.RequantizeReference<byte>(acc, mult, yz, pixels, y);
+            return y.Zip(want.Bytes).Count(p => p.First != p.Second);
+        }
+        long flat = Differing(ConvPairing.FlatK), perPosition = Differing(ConvPairing.PerKernelPosition);
+        _out.WriteLine($"stem set 0: flat pairs differ on {flat}, per-position pairs on {perPosition} of {want.Length}");
+        Assert.Equal(0, flat);
+        Assert.True(perPosition > 0);
+    }
+
+    static ConvPairing EngineOpsPairing(ConvGeometry g) => EngineOps.OrtConvPairing(g, new[] { 0 });
 }
