@@ -118,211 +118,224 @@ public static class SaturatingGemm
     {
         if (a.Length != (long)m * w.K) throw new ArgumentException($"A holds {a.Length} values; {m}x{w.K} needs {(long)m * w.K}.");
         if (c.Length < (long)m * w.N) throw new ArgumentException("C is too small.");
-        if (aZero is < 0 or > 255) throw new ArgumentException($"The activation zero point {aZero} is outside [0, 255].");
         int kq4 = w.Quads * 4;
         // Rows padded to whole quads (zeros: times zero weights they add nothing, and nothing to the row sums).
-        byte[] padded;
-        if (kq4 == w.K) padded = a.ToArray();
-        else
-        {
-            padded = new byte[(long)m * kq4];
-            for (int i = 0; i < m; i++) a.Slice(i * w.K, w.K).CopyTo(padded.AsSpan(i * kq4));
-        }
-        MultiplyPadded(padded, aZero, m, w, c);
+        var padded = new byte[(long)m * kq4 + 4];
+        if (kq4 == w.K) a.CopyTo(padded);
+        else for (int i = 0; i < m; i++) a.Slice(i * w.K, w.K).CopyTo(padded.AsSpan(i * kq4));
+        var result = new int[(long)m * w.N];
+        Run(padded, aZero, m, w, result, 0, transposed: false, ldc: w.N);
+        result.CopyTo(c);
     }
 
-    /// <summary>A already in rows of whole quads (w.Quads * 4 bytes, zeros past K).</summary>
-    internal static void MultiplyPadded(byte[] padded, int aZero, int m, SaturatingPackedWeights w, Span<int> c)
+    /// <summary>The core: A in rows of whole quads (w.Quads * 4 bytes, zeros past K); C[row, col] stored at
+    /// c[offset + row * ldc + col], or at c[offset + col * ldc + row] when <paramref name="transposed"/> (NCHW planes).
+    /// The zero-point correction is applied as each tile is stored.</summary>
+    internal static unsafe void Run(byte[] a, int aZero, int m, SaturatingPackedWeights w, int[] c, long offset, bool transposed, int ldc)
     {
-        var path = KernelDispatch.Clamp(KernelDispatch.Current);
-        var result = c.Length == (long)m * w.N ? null : new int[(long)m * w.N];
-        int threads = KernelDispatch.ThreadsFor((long)m * w.N * w.K);
-        if (threads <= 1 || m < 8)
+        if (aZero is < 0 or > 255) throw new ArgumentException($"The activation zero point {aZero} is outside [0, 255].");
+        int n = w.N, kq4 = w.Quads * 4;
+        if (a.Length < (long)m * kq4) throw new ArgumentException("A is too small.");
+        var corr = new int[n];
+        bool anyZero = false;
+        for (int j = 0; j < n; j++)
         {
-            if (result is null) Rows(padded, aZero, 0, m, w, c, path);
-            else { Rows(padded, aZero, 0, m, w, result, path); result.CopyTo(c); }
-            return;
+            corr[j] = unchecked(-aZero * w.ColumnSums[j] + w.CorrectionK * aZero * w.ZeroPoints[j]);
+            anyZero |= w.ZeroPoints[j] != 0;
         }
-        var target = result ?? new int[(long)m * w.N];
-        int chunk = (m + threads - 1) / threads;
-        chunk = (chunk + 3) / 4 * 4;
-        Parallel.For(0, (m + chunk - 1) / chunk, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+        int[]? rowSums = null;
+        if (anyZero)
+        {
+            rowSums = new int[m];
+            for (int i = 0; i < m; i++) { int s = 0; for (int kk = 0; kk < kq4; kk++) s += a[(long)i * kq4 + kk]; rowSums[i] = s; }
+        }
+        var path = KernelDispatch.Clamp(KernelDispatch.Current);
+        int threads = m < 8 ? 1 : KernelDispatch.ThreadsFor((long)m * n * w.K);
+        int chunk = ((m + threads - 1) / threads + 3) / 4 * 4;
+        int parts = (m + chunk - 1) / chunk;
+        void Part(int t)
         {
             int r0 = t * chunk, r1 = Math.Min(m, r0 + chunk);
-            if (r0 < r1) Rows(padded, aZero, r0, r1, w, target, path);
-        });
-        target.AsSpan(0, m * w.N).CopyTo(c);
-    }
-
-    static void Rows(byte[] a, int aZero, int r0, int r1, SaturatingPackedWeights w, Span<int> c, KernelPath path)
-    {
-        switch (path)
-        {
-            case KernelPath.NativeVnni:
-            case KernelPath.Avx512BW: Rows512(a, r0, r1, w, c); break;
-            case KernelPath.Avx2: Rows256(a, r0, r1, w, c); break;
-            // No portable vpmaddubsw: Vector128 (ARM64 included) and Scalar take the packed scalar loop.
-            default: RowsScalar(a, r0, r1, w, c); break;
-        }
-        Correct(a, aZero, r0, r1, w, c);
-    }
-
-    /// <summary>The exact zero-point correction, added to the saturated raw sums of rows [r0, r1).</summary>
-    static void Correct(byte[] a, int aZero, int r0, int r1, SaturatingPackedWeights w, Span<int> c)
-    {
-        int kq4 = w.Quads * 4, n = w.N;
-        bool anyZero = false;
-        foreach (var z in w.ZeroPoints) if (z != 0) { anyZero = true; break; }
-        for (int i = r0; i < r1; i++)
-        {
-            int rowSum = 0;
-            if (anyZero) for (int kk = 0; kk < kq4; kk++) rowSum += a[i * kq4 + kk];
-            var row = c.Slice(i * n, n);
-            for (int j = 0; j < n; j++)
+            if (r0 >= r1) return;
+            fixed (byte* pa = a) fixed (int* pc = c) fixed (int* pcorr = corr) fixed (int* prs = rowSums) fixed (sbyte* pb = w.Data) fixed (int* pz = w.ZeroPoints)
             {
-                int zb = w.ZeroPoints[j];
-                row[j] = unchecked(row[j] - aZero * w.ColumnSums[j] - zb * rowSum + w.CorrectionK * aZero * zb);
+                var o = new Output(pc + offset, transposed, ldc, n, pcorr, pz, prs);
+                switch (path)
+                {
+                    case KernelPath.NativeVnni:
+                    case KernelPath.Avx512BW: Rows512(pa, kq4, r0, r1, w, pb, o); break;
+                    case KernelPath.Avx2: Rows256(pa, kq4, r0, r1, w, pb, o); break;
+                    // No portable vpmaddubsw: Vector128 (ARM64 included) and Scalar take the packed scalar loop.
+                    default: RowsScalar(pa, kq4, r0, r1, w, pb, o); break;
+                }
+            }
+        }
+        if (parts <= 1) Part(0);
+        else Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, Part);
+    }
+
+    /// <summary>Where and how tiles are stored: the destination layout and the zero-point correction.</summary>
+    readonly unsafe struct Output(int* c, bool transposed, int ldc, int n, int* corr, int* zeros, int* rowSums)
+    {
+        /// <summary>Rows [row, row + rows) of the 16 columns of block nb, from tmp[r * 16 + j].</summary>
+        public void Store(int* tmp, int row, int rows, int nb)
+        {
+            int col0 = nb * SaturatingPackedWeights.Block, cnt = Math.Min(SaturatingPackedWeights.Block, n - col0);
+            if (rowSums == null && cnt == SaturatingPackedWeights.Block)
+            {
+                if (!transposed)
+                {
+                    // Whole rows of 16: one vector add of the column corrections per row.
+                    var k0 = Vector256.Load(corr + col0); var k1 = Vector256.Load(corr + col0 + 8);
+                    for (int r = 0; r < rows; r++)
+                    {
+                        int* d = c + (long)(row + r) * ldc + col0;
+                        (Vector256.Load(tmp + r * 16) + k0).Store(d);
+                        (Vector256.Load(tmp + r * 16 + 8) + k1).Store(d + 8);
+                    }
+                    return;
+                }
+                if (rows == 4)
+                {
+                    // NCHW planes: each column's 4 rows are 4 adjacent pixels of one output channel.
+                    for (int j = 0; j < 16; j++)
+                    {
+                        var v = Vector128.Create(tmp[j], tmp[16 + j], tmp[32 + j], tmp[48 + j]) + Vector128.Create(corr[col0 + j]);
+                        v.Store(c + (long)(col0 + j) * ldc + row);
+                    }
+                    return;
+                }
+            }
+            for (int r = 0; r < rows; r++)
+            {
+                int rs = rowSums == null ? 0 : rowSums[row + r];
+                for (int j = 0; j < cnt; j++)
+                {
+                    int col = col0 + j;
+                    int v = unchecked(tmp[r * 16 + j] + corr[col] - zeros[col] * rs);
+                    if (transposed) c[(long)col * ldc + row + r] = v;
+                    else c[(long)(row + r) * ldc + col] = v;
+                }
             }
         }
     }
 
-    static void Store(ReadOnlySpan<int> block, Span<int> c, int row, int nb, int n)
+    static unsafe void RowsScalar(byte* a, int kq4, int r0, int r1, SaturatingPackedWeights w, sbyte* data, Output o)
     {
-        int col0 = nb * SaturatingPackedWeights.Block, cnt = Math.Min(SaturatingPackedWeights.Block, n - col0);
-        block[..cnt].CopyTo(c.Slice(row * n + col0, cnt));
-    }
-
-    static void RowsScalar(byte[] a, int r0, int r1, SaturatingPackedWeights w, Span<int> c)
-    {
-        Span<int> acc = stackalloc int[SaturatingPackedWeights.Block];
-        int quads = w.Quads, kq4 = quads * 4;
+        int* acc = stackalloc int[SaturatingPackedWeights.Block];
+        int quads = w.Quads;
         for (int i = r0; i < r1; i++)
             for (int nb = 0; nb < w.Blocks; nb++)
             {
-                acc.Clear();
-                long bBase = (long)nb * quads * SaturatingPackedWeights.Block * 4;
-                for (int q = 0; q < quads; q++)
+                for (int j = 0; j < SaturatingPackedWeights.Block; j++) acc[j] = 0;
+                sbyte* bp = data + (long)nb * quads * SaturatingPackedWeights.Block * 4;
+                byte* ap = a + (long)i * kq4;
+                for (int q = 0; q < quads; q++, bp += SaturatingPackedWeights.Block * 4)
                 {
-                    int ao = i * kq4 + q * 4;
-                    int a0 = a[ao], a1 = a[ao + 1], a2 = a[ao + 2], a3 = a[ao + 3];
-                    long bo = bBase + q * SaturatingPackedWeights.Block * 4;
+                    int a0 = ap[q * 4], a1 = ap[q * 4 + 1], a2 = ap[q * 4 + 2], a3 = ap[q * 4 + 3];
                     for (int j = 0; j < SaturatingPackedWeights.Block; j++)
                     {
-                        long o = bo + j * 4;
-                        acc[j] += Sat16(a0 * w.Data[o] + a1 * w.Data[o + 1]) + Sat16(a2 * w.Data[o + 2] + a3 * w.Data[o + 3]);
+                        sbyte* b = bp + j * 4;
+                        acc[j] += Sat16(a0 * b[0] + a1 * b[1]) + Sat16(a2 * b[2] + a3 * b[3]);
                     }
                 }
-                Store(acc, c, i, nb, w.N);
+                o.Store(acc, i, 1, nb);
             }
     }
 
     /// <summary>4 rows x 16 columns per tile: a broadcast quad of A against two 32-byte halves of a block.</summary>
-    static unsafe void Rows256(byte[] a, int r0, int r1, SaturatingPackedWeights w, Span<int> c)
+    static unsafe void Rows256(byte* a, int kq4, int r0, int r1, SaturatingPackedWeights w, sbyte* pb, Output o)
     {
         int quads = w.Quads;
-        Span<int> tmp = stackalloc int[SaturatingPackedWeights.Block * 4];
+        int* tmp = stackalloc int[SaturatingPackedWeights.Block * 4];
         var ones = Vector256.Create((short)1);
-        fixed (byte* pa = a) fixed (sbyte* pb = w.Data)
+        for (int i = r0; i < r1; i += 4)
         {
-            int* ia = (int*)pa;
-            for (int i = r0; i < r1; i += 4)
+            int rows = Math.Min(4, r1 - i);
+            int* a0 = (int*)(a + (long)i * kq4), a1 = (int*)(a + (long)(i + Math.Min(1, rows - 1)) * kq4);
+            int* a2 = (int*)(a + (long)(i + Math.Min(2, rows - 1)) * kq4), a3 = (int*)(a + (long)(i + Math.Min(3, rows - 1)) * kq4);
+            for (int nb = 0; nb < w.Blocks; nb++)
             {
-                int rows = Math.Min(4, r1 - i);
-                int* a0 = ia + (long)i * quads, a1 = ia + (long)(i + Math.Min(1, rows - 1)) * quads;
-                int* a2 = ia + (long)(i + Math.Min(2, rows - 1)) * quads, a3 = ia + (long)(i + Math.Min(3, rows - 1)) * quads;
-                for (int nb = 0; nb < w.Blocks; nb++)
+                Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default,
+                               c20 = default, c21 = default, c30 = default, c31 = default;
+                sbyte* bp = pb + (long)nb * quads * 64;
+                for (int q = 0; q < quads; q++, bp += 64)
                 {
-                    Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default,
-                                   c20 = default, c21 = default, c30 = default, c31 = default;
-                    sbyte* bp = pb + (long)nb * quads * 64;
-                    for (int q = 0; q < quads; q++, bp += 64)
-                    {
-                        var b0 = Avx.LoadVector256(bp);
-                        var b1 = Avx.LoadVector256(bp + 32);
-                        var x0 = Vector256.Create(a0[q]).AsByte();
-                        var x1 = Vector256.Create(a1[q]).AsByte();
-                        var x2 = Vector256.Create(a2[q]).AsByte();
-                        var x3 = Vector256.Create(a3[q]).AsByte();
-                        c00 = Avx2.Add(c00, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x0, b0), ones));
-                        c01 = Avx2.Add(c01, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x0, b1), ones));
-                        c10 = Avx2.Add(c10, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x1, b0), ones));
-                        c11 = Avx2.Add(c11, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x1, b1), ones));
-                        c20 = Avx2.Add(c20, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x2, b0), ones));
-                        c21 = Avx2.Add(c21, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x2, b1), ones));
-                        c30 = Avx2.Add(c30, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x3, b0), ones));
-                        c31 = Avx2.Add(c31, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x3, b1), ones));
-                    }
-                    fixed (int* t = tmp)
-                    {
-                        Avx.Store(t, c00); Avx.Store(t + 8, c01); Avx.Store(t + 16, c10); Avx.Store(t + 24, c11);
-                        Avx.Store(t + 32, c20); Avx.Store(t + 40, c21); Avx.Store(t + 48, c30); Avx.Store(t + 56, c31);
-                    }
-                    for (int r = 0; r < rows; r++) Store(tmp.Slice(r * 16, 16), c, i + r, nb, w.N);
+                    var b0 = Avx.LoadVector256(bp);
+                    var b1 = Avx.LoadVector256(bp + 32);
+                    var x0 = Vector256.Create(a0[q]).AsByte();
+                    var x1 = Vector256.Create(a1[q]).AsByte();
+                    var x2 = Vector256.Create(a2[q]).AsByte();
+                    var x3 = Vector256.Create(a3[q]).AsByte();
+                    c00 = Avx2.Add(c00, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x0, b0), ones));
+                    c01 = Avx2.Add(c01, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x0, b1), ones));
+                    c10 = Avx2.Add(c10, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x1, b0), ones));
+                    c11 = Avx2.Add(c11, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x1, b1), ones));
+                    c20 = Avx2.Add(c20, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x2, b0), ones));
+                    c21 = Avx2.Add(c21, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x2, b1), ones));
+                    c30 = Avx2.Add(c30, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x3, b0), ones));
+                    c31 = Avx2.Add(c31, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(x3, b1), ones));
                 }
+                Avx.Store(tmp, c00); Avx.Store(tmp + 8, c01); Avx.Store(tmp + 16, c10); Avx.Store(tmp + 24, c11);
+                Avx.Store(tmp + 32, c20); Avx.Store(tmp + 40, c21); Avx.Store(tmp + 48, c30); Avx.Store(tmp + 56, c31);
+                o.Store(tmp, i, rows, nb);
             }
         }
     }
 
     /// <summary>4 rows x 32 columns per tile: one 64-byte block load per 16 columns.</summary>
-    static unsafe void Rows512(byte[] a, int r0, int r1, SaturatingPackedWeights w, Span<int> c)
+    static unsafe void Rows512(byte* a, int kq4, int r0, int r1, SaturatingPackedWeights w, sbyte* pb, Output o)
     {
         int quads = w.Quads;
-        Span<int> tmp = stackalloc int[SaturatingPackedWeights.Block * 4];
+        int* tmp = stackalloc int[SaturatingPackedWeights.Block * 4];
         var ones = Vector512.Create((short)1);
-        fixed (byte* pa = a) fixed (sbyte* pb = w.Data)
+        for (int i = r0; i < r1; i += 4)
         {
-            int* ia = (int*)pa;
-            for (int i = r0; i < r1; i += 4)
+            int rows = Math.Min(4, r1 - i);
+            int* a0 = (int*)(a + (long)i * kq4), a1 = (int*)(a + (long)(i + Math.Min(1, rows - 1)) * kq4);
+            int* a2 = (int*)(a + (long)(i + Math.Min(2, rows - 1)) * kq4), a3 = (int*)(a + (long)(i + Math.Min(3, rows - 1)) * kq4);
+            int nb = 0;
+            for (; nb + 1 < w.Blocks; nb += 2)
             {
-                int rows = Math.Min(4, r1 - i);
-                int* a0 = ia + (long)i * quads, a1 = ia + (long)(i + Math.Min(1, rows - 1)) * quads;
-                int* a2 = ia + (long)(i + Math.Min(2, rows - 1)) * quads, a3 = ia + (long)(i + Math.Min(3, rows - 1)) * quads;
-                int nb = 0;
-                for (; nb + 1 < w.Blocks; nb += 2)
+                Vector512<int> c00 = default, c01 = default, c10 = default, c11 = default,
+                               c20 = default, c21 = default, c30 = default, c31 = default;
+                sbyte* bp0 = pb + (long)nb * quads * 64, bp1 = bp0 + (long)quads * 64;
+                for (int q = 0; q < quads; q++, bp0 += 64, bp1 += 64)
                 {
-                    Vector512<int> c00 = default, c01 = default, c10 = default, c11 = default,
-                                   c20 = default, c21 = default, c30 = default, c31 = default;
-                    sbyte* bp0 = pb + (long)nb * quads * 64, bp1 = bp0 + (long)quads * 64;
-                    for (int q = 0; q < quads; q++, bp0 += 64, bp1 += 64)
-                    {
-                        var b0 = Avx512BW.LoadVector512(bp0);
-                        var b1 = Avx512BW.LoadVector512(bp1);
-                        var x0 = Vector512.Create(a0[q]).AsByte();
-                        var x1 = Vector512.Create(a1[q]).AsByte();
-                        var x2 = Vector512.Create(a2[q]).AsByte();
-                        var x3 = Vector512.Create(a3[q]).AsByte();
-                        c00 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x0, b0), ones);
-                        c01 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x0, b1), ones);
-                        c10 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x1, b0), ones);
-                        c11 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x1, b1), ones);
-                        c20 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x2, b0), ones);
-                        c21 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x2, b1), ones);
-                        c30 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x3, b0), ones);
-                        c31 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x3, b1), ones);
-                    }
-                    fixed (int* t = tmp)
-                    {
-                        c00.Store(t); c10.Store(t + 16); c20.Store(t + 32); c30.Store(t + 48);
-                        for (int r = 0; r < rows; r++) Store(tmp.Slice(r * 16, 16), c, i + r, nb, w.N);
-                        c01.Store(t); c11.Store(t + 16); c21.Store(t + 32); c31.Store(t + 48);
-                        for (int r = 0; r < rows; r++) Store(tmp.Slice(r * 16, 16), c, i + r, nb + 1, w.N);
-                    }
+                    var b0 = Avx512BW.LoadVector512(bp0);
+                    var b1 = Avx512BW.LoadVector512(bp1);
+                    var x0 = Vector512.Create(a0[q]).AsByte();
+                    var x1 = Vector512.Create(a1[q]).AsByte();
+                    var x2 = Vector512.Create(a2[q]).AsByte();
+                    var x3 = Vector512.Create(a3[q]).AsByte();
+                    c00 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x0, b0), ones);
+                    c01 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x0, b1), ones);
+                    c10 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x1, b0), ones);
+                    c11 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x1, b1), ones);
+                    c20 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x2, b0), ones);
+                    c21 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x2, b1), ones);
+                    c30 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x3, b0), ones);
+                    c31 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x3, b1), ones);
                 }
-                for (; nb < w.Blocks; nb++)
+                c00.Store(tmp); c10.Store(tmp + 16); c20.Store(tmp + 32); c30.Store(tmp + 48);
+                o.Store(tmp, i, rows, nb);
+                c01.Store(tmp); c11.Store(tmp + 16); c21.Store(tmp + 32); c31.Store(tmp + 48);
+                o.Store(tmp, i, rows, nb + 1);
+            }
+            for (; nb < w.Blocks; nb++)
+            {
+                Vector512<int> c0 = default, c1 = default, c2 = default, c3 = default;
+                sbyte* bp = pb + (long)nb * quads * 64;
+                for (int q = 0; q < quads; q++, bp += 64)
                 {
-                    Vector512<int> c0 = default, c1 = default, c2 = default, c3 = default;
-                    sbyte* bp = pb + (long)nb * quads * 64;
-                    for (int q = 0; q < quads; q++, bp += 64)
-                    {
-                        var b0 = Avx512BW.LoadVector512(bp);
-                        c0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a0[q]).AsByte(), b0), ones);
-                        c1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a1[q]).AsByte(), b0), ones);
-                        c2 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a2[q]).AsByte(), b0), ones);
-                        c3 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a3[q]).AsByte(), b0), ones);
-                    }
-                    fixed (int* t = tmp) { c0.Store(t); c1.Store(t + 16); c2.Store(t + 32); c3.Store(t + 48); }
-                    for (int r = 0; r < rows; r++) Store(tmp.Slice(r * 16, 16), c, i + r, nb, w.N);
+                    var b0 = Avx512BW.LoadVector512(bp);
+                    c0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a0[q]).AsByte(), b0), ones);
+                    c1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a1[q]).AsByte(), b0), ones);
+                    c2 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a2[q]).AsByte(), b0), ones);
+                    c3 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a3[q]).AsByte(), b0), ones);
                 }
+                c0.Store(tmp); c1.Store(tmp + 16); c2.Store(tmp + 32); c3.Store(tmp + 48);
+                o.Store(tmp, i, rows, nb);
             }
         }
     }
@@ -408,59 +421,93 @@ public static class SaturatingConv
             }
     }
 
-    /// <summary>The fast form: per image, the input to NHWC, an im2col in (ki, kj, channel slot) order, then
-    /// <see cref="SaturatingGemm.Multiply"/> per group.</summary>
+    /// <summary>The fast form: per image, the input to NHWC, an im2col in (ki, kj, channel slot) order (a 1x1,
+    /// stride-1, unpadded convolution reads the NHWC image itself), then the saturating GEMM per group, stored
+    /// straight into the NCHW output planes.</summary>
     public static void Run(ReadOnlySpan<byte> x, int xZero, SaturatingConvWeights w, Span<int> y)
     {
         var g = w.Shape;
-        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, ocg = g.GroupOutChannels, pixels = oh * ow, hw = g.Height * g.Width;
-        if (x.Length != (long)g.Batch * g.Channels * hw) throw new ArgumentException("The input does not match the convolution shape.");
+        long outLen = (long)g.Batch * g.OutChannels * g.OutH * g.OutW;
+        if (y.Length < outLen) throw new ArgumentException("The output is too small.");
+        var result = new int[outLen];
+        Run(x, xZero, w, result);
+        result.CopyTo(y);
+    }
+
+    /// <summary><see cref="Run(ReadOnlySpan{byte}, int, SaturatingConvWeights, Span{int})"/> into an array (no copy).</summary>
+    public static unsafe void Run(ReadOnlySpan<byte> x, int xZero, SaturatingConvWeights w, int[] y)
+    {
+        var g = w.Shape;
+        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, ocg = g.GroupOutChannels, pixels = oh * ow, hw = g.Height * g.Width, ch = g.Channels;
+        if (x.Length != (long)g.Batch * ch * hw) throw new ArgumentException("The input does not match the convolution shape.");
         if (y.Length < (long)g.Batch * g.OutChannels * pixels) throw new ArgumentException("The output is too small.");
         if (xZero is < 0 or > 255) throw new ArgumentException($"The input zero point {xZero} is outside [0, 255].");
         int slots = w.ChannelSlots, stride = w.Groups[0].Quads * 4;
-        var nhwc = new byte[(long)hw * g.Channels];
-        var col = new byte[(long)pixels * stride];
-        var acc = new int[(long)pixels * ocg];
+        bool direct = g.KernelH == 1 && g.KernelW == 1 && g.StrideH == 1 && g.StrideW == 1 && g.PadTop == 0 && g.PadLeft == 0
+            && g.PadBottom == 0 && g.PadRight == 0 && g.Group == 1 && stride == ch;
+        var nhwc = new byte[(long)hw * ch + 4];
+        var col = direct ? nhwc : new byte[(long)pixels * stride + 4];
         for (int n = 0; n < g.Batch; n++)
         {
-            var img = x.Slice(n * g.Channels * hw, g.Channels * hw);
-            for (int c = 0; c < g.Channels; c++)
-                for (int p = 0; p < hw; p++) nhwc[(long)p * g.Channels + c] = img[c * hw + p];
+            fixed (byte* px = x) fixed (byte* pt = nhwc)
+                ToNhwc(px + (long)n * ch * hw, pt, ch, hw);
             for (int gi = 0; gi < g.Group; gi++)
             {
-                Im2Col(nhwc, (byte)xZero, g, gi, slots, stride, col);
-                SaturatingGemm.MultiplyPadded(col, xZero, pixels, w.Groups[gi], acc);
-                for (int j = 0; j < ocg; j++)
+                if (!direct) Im2Col(nhwc, (byte)xZero, g, gi, slots, stride, col);
+                SaturatingGemm.Run(col, xZero, pixels, w.Groups[gi], y, (long)(n * g.OutChannels + gi * ocg) * pixels, transposed: true, ldc: pixels);
+            }
+        }
+    }
+
+    /// <summary>[C][HW] to [HW][C] in 32 x 32 tiles (both sides stay in cache).</summary>
+    static unsafe void ToNhwc(byte* src, byte* dst, int ch, int hw)
+    {
+        const int T = 32;
+        for (int c0 = 0; c0 < ch; c0 += T)
+        {
+            int c1 = Math.Min(ch, c0 + T);
+            for (int p0 = 0; p0 < hw; p0 += T)
+            {
+                int p1 = Math.Min(hw, p0 + T);
+                for (int p = p0; p < p1; p++)
                 {
-                    var dst = y.Slice((n * g.OutChannels + gi * ocg + j) * pixels, pixels);
-                    for (int p = 0; p < pixels; p++) dst[p] = acc[p * ocg + j];
+                    byte* d = dst + (long)p * ch;
+                    for (int c = c0; c < c1; c++) d[c] = src[(long)c * hw + p];
                 }
             }
         }
     }
 
-    /// <summary>Rows of <paramref name="stride"/> bytes (whole quads); the tail past K stays zero.</summary>
-    static void Im2Col(byte[] nhwc, byte zero, ConvGeometry g, int gi, int slots, int stride, byte[] col)
+    /// <summary>Rows of <paramref name="stride"/> bytes (whole quads); the tail past K stays zero. Without channel
+    /// padding, a kernel row inside the image is one contiguous run of the NHWC input (kw * channels bytes).</summary>
+    static unsafe void Im2Col(byte[] nhwc, byte zero, ConvGeometry g, int gi, int slots, int stride, byte[] col)
     {
-        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels;
-        var src = nhwc.AsSpan();
-        for (int i = 0; i < oh; i++)
-            for (int j = 0; j < ow; j++)
-            {
-                var row = col.AsSpan((i * ow + j) * stride, stride);
-                for (int ki = 0; ki < g.KernelH; ki++)
+        int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, ch = g.Channels;
+        fixed (byte* src = nhwc) fixed (byte* pc = col)
+            for (int i = 0; i < oh; i++)
+                for (int j = 0; j < ow; j++)
                 {
-                    int ih = i * g.StrideH - g.PadTop + ki * g.DilationH;
-                    for (int kj = 0; kj < g.KernelW; kj++)
+                    byte* row = pc + (long)(i * ow + j) * stride;
+                    int iw0 = j * g.StrideW - g.PadLeft;
+                    bool rowRun = slots == cg && cg == ch && g.DilationW == 1 && iw0 >= 0 && iw0 + g.KernelW <= g.Width;
+                    for (int ki = 0; ki < g.KernelH; ki++)
                     {
-                        int iw = j * g.StrideW - g.PadLeft + kj * g.DilationW;
-                        var dst = row.Slice((ki * g.KernelW + kj) * slots, slots);
-                        if (ih >= 0 && ih < g.Height && iw >= 0 && iw < g.Width)
-                            src.Slice((ih * g.Width + iw) * g.Channels + gi * cg, cg).CopyTo(dst);
-                        else dst[..cg].Fill(zero);
-                        if (slots > cg) dst[cg..].Clear();
+                        int ih = i * g.StrideH - g.PadTop + ki * g.DilationH;
+                        if (rowRun && ih >= 0 && ih < g.Height)
+                        {
+                            Unsafe.CopyBlockUnaligned(row + ki * g.KernelW * cg, src + ((long)ih * g.Width + iw0) * ch, (uint)(g.KernelW * cg));
+                            continue;
+                        }
+                        for (int kj = 0; kj < g.KernelW; kj++)
+                        {
+                            int iw = j * g.StrideW - g.PadLeft + kj * g.DilationW;
+                            byte* dst = row + (ki * g.KernelW + kj) * slots;
+                            if (ih >= 0 && ih < g.Height && iw >= 0 && iw < g.Width)
+                                Unsafe.CopyBlockUnaligned(dst, src + ((long)ih * g.Width + iw) * ch + gi * cg, (uint)cg);
+                            else Unsafe.InitBlockUnaligned(dst, zero, (uint)cg);
+                            if (slots > cg) Unsafe.InitBlockUnaligned(dst + cg, 0, (uint)(slots - cg));
+                        }
                     }
                 }
-            }
     }
 }
