@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <immintrin.h>
 
-int ptq_version(void) { return 3; }
+int ptq_version(void) { return 4; }
 
 int ptq_has_vnni(void)
 {
@@ -934,4 +934,63 @@ void ptq_gemm_amx_fused(const uint8_t *a, int m, int k, int flip, int r0, int r1
     }
     if (pi >= 0) amx_gemm_correct(&x, pi, pnb, ptwo, acc + (buf ^ 1) * 32 * 32);
     _tile_release();
+}
+
+/* ---- Saturating pairs (emulation of ONNX Runtime on x86 without VNNI) ------------------------------------------
+ * Raw u8 x s8 sums as MLAS's AVX2/AVX-512BW kernels compute them: vpmaddubsw adds two adjacent products and
+ * saturates the pair to int16; the pairs are then added in int32. Here vpdpwssd with a vector of ones does the
+ * widening add of the pairs (what vpmaddwd + vpaddd do there) in one instruction. a: rows of lda = quads * 4 bytes
+ * (zero padded); b: [blocks][quads][16][4] s8; out: rows x (blocks * 16) int32, row stride ldo. */
+#define SAT_ACC(acc, x, w) acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(x, w), ones)
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static inline __m512i sat_bcast(const uint8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+void ptq_gemm_u8s8_satpairs(const uint8_t *a, int lda, int rows, int quads, const int8_t *b, int blocks, int32_t *out, int ldo)
+{
+    const __m512i ones = _mm512_set1_epi16(1);
+    for (int i = 0; i < rows; i += 4) {
+        int rr = rows - i < 4 ? rows - i : 4;
+        const uint8_t *a0 = a + (int64_t)i * lda;
+        const uint8_t *a1 = a + (int64_t)(i + (rr > 1 ? 1 : 0)) * lda;
+        const uint8_t *a2 = a + (int64_t)(i + (rr > 2 ? 2 : 0)) * lda;
+        const uint8_t *a3 = a + (int64_t)(i + (rr > 3 ? 3 : 0)) * lda;
+        int nb = 0;
+        for (; nb + 1 < blocks; nb += 2) {
+            __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+            const int8_t *b0 = b + (int64_t)nb * quads * 64, *b1 = b0 + (int64_t)quads * 64;
+            for (int q = 0; q < quads; q++) {
+                __m512i w0 = _mm512_loadu_si512(b0 + (int64_t)q * 64), w1 = _mm512_loadu_si512(b1 + (int64_t)q * 64), x;
+                x = sat_bcast(a0 + q * 4); SAT_ACC(c00, x, w0); SAT_ACC(c01, x, w1);
+                x = sat_bcast(a1 + q * 4); SAT_ACC(c10, x, w0); SAT_ACC(c11, x, w1);
+                x = sat_bcast(a2 + q * 4); SAT_ACC(c20, x, w0); SAT_ACC(c21, x, w1);
+                x = sat_bcast(a3 + q * 4); SAT_ACC(c30, x, w0); SAT_ACC(c31, x, w1);
+            }
+            int32_t *o = out + (int64_t)i * ldo + nb * 16;
+            _mm512_storeu_si512(o, c00); _mm512_storeu_si512(o + 16, c01);
+            if (rr > 1) { _mm512_storeu_si512(o + ldo, c10); _mm512_storeu_si512(o + ldo + 16, c11); }
+            if (rr > 2) { _mm512_storeu_si512(o + 2 * ldo, c20); _mm512_storeu_si512(o + 2 * ldo + 16, c21); }
+            if (rr > 3) { _mm512_storeu_si512(o + 3 * ldo, c30); _mm512_storeu_si512(o + 3 * ldo + 16, c31); }
+        }
+        for (; nb < blocks; nb++) {
+            __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+            const int8_t *b0 = b + (int64_t)nb * quads * 64;
+            for (int q = 0; q < quads; q++) {
+                __m512i w0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
+                SAT_ACC(c0, sat_bcast(a0 + q * 4), w0); SAT_ACC(c1, sat_bcast(a1 + q * 4), w0);
+                SAT_ACC(c2, sat_bcast(a2 + q * 4), w0); SAT_ACC(c3, sat_bcast(a3 + q * 4), w0);
+            }
+            int32_t *o = out + (int64_t)i * ldo + nb * 16;
+            _mm512_storeu_si512(o, c0);
+            if (rr > 1) _mm512_storeu_si512(o + ldo, c1);
+            if (rr > 2) _mm512_storeu_si512(o + 2 * ldo, c2);
+            if (rr > 3) _mm512_storeu_si512(o + 3 * ldo, c3);
+        }
+    }
 }

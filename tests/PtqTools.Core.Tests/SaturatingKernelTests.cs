@@ -90,6 +90,13 @@ public class SaturatingKernelTests
     }
 
     [Fact]
+    public void NativeLibrary_ServesTheSaturatingKernel_WhereItRunsVnni()
+    {
+        // A stale native library (before version 4) would silently leave the NativeVnni path on the managed kernel.
+        Assert.Equal(NativeKernels.HasVnni, NativeKernels.HasSaturatingPairs);
+    }
+
+    [Fact]
     public void Adversarial_Data_Saturates()
     {
         // Guard for the tests above: the adversarial data really differ from the exact sums.

@@ -162,6 +162,7 @@ public static class SaturatingGemm
                 var o = new Output(pc + offset, transposed, ldc, n, pcorr, pz, prs);
                 switch (path)
                 {
+                    case KernelPath.NativeVnni when NativeKernels.HasSaturatingPairs: RowsNative(pa, kq4, r0, r1, w, pb, o); break;
                     case KernelPath.NativeVnni:
                     case KernelPath.Avx512BW: Rows512(pa, kq4, r0, r1, w, pb, o); break;
                     case KernelPath.Avx2: Rows256(pa, kq4, r0, r1, w, pb, o); break;
@@ -177,8 +178,8 @@ public static class SaturatingGemm
     /// <summary>Where and how tiles are stored: the destination layout and the zero-point correction.</summary>
     readonly unsafe struct Output(int* c, bool transposed, int ldc, int n, int* corr, int* zeros, int* rowSums)
     {
-        /// <summary>Rows [row, row + rows) of the 16 columns of block nb, from tmp[r * 16 + j].</summary>
-        public void Store(int* tmp, int row, int rows, int nb)
+        /// <summary>Rows [row, row + rows) of the 16 columns of block nb, from tmp[r * ts + j].</summary>
+        public void Store(int* tmp, int ts, int row, int rows, int nb)
         {
             int col0 = nb * SaturatingPackedWeights.Block, cnt = Math.Min(SaturatingPackedWeights.Block, n - col0);
             if (rowSums == null && cnt == SaturatingPackedWeights.Block)
@@ -190,8 +191,8 @@ public static class SaturatingGemm
                     for (int r = 0; r < rows; r++)
                     {
                         int* d = c + (long)(row + r) * ldc + col0;
-                        (Vector256.Load(tmp + r * 16) + k0).Store(d);
-                        (Vector256.Load(tmp + r * 16 + 8) + k1).Store(d + 8);
+                        (Vector256.Load(tmp + r * ts) + k0).Store(d);
+                        (Vector256.Load(tmp + r * ts + 8) + k1).Store(d + 8);
                     }
                     return;
                 }
@@ -200,7 +201,7 @@ public static class SaturatingGemm
                     // NCHW planes: each column's 4 rows are 4 adjacent pixels of one output channel.
                     for (int j = 0; j < 16; j++)
                     {
-                        var v = Vector128.Create(tmp[j], tmp[16 + j], tmp[32 + j], tmp[48 + j]) + Vector128.Create(corr[col0 + j]);
+                        var v = Vector128.Create(tmp[j], tmp[ts + j], tmp[2 * ts + j], tmp[3 * ts + j]) + Vector128.Create(corr[col0 + j]);
                         v.Store(c + (long)(col0 + j) * ldc + row);
                     }
                     return;
@@ -212,12 +213,30 @@ public static class SaturatingGemm
                 for (int j = 0; j < cnt; j++)
                 {
                     int col = col0 + j;
-                    int v = unchecked(tmp[r * 16 + j] + corr[col] - zeros[col] * rs);
+                    int v = unchecked(tmp[r * ts + j] + corr[col] - zeros[col] * rs);
                     if (transposed) c[(long)col * ldc + row + r] = v;
                     else c[(long)(row + r) * ldc + col] = v;
                 }
             }
         }
+    }
+
+    /// <summary>The native kernel (vpmaddubsw, then vpdpwssd with ones: the pair add fused), 32 rows at a time
+    /// into a buffer the stores then read.</summary>
+    static unsafe void RowsNative(byte* a, int kq4, int r0, int r1, SaturatingPackedWeights w, sbyte* pb, Output o)
+    {
+        const int Chunk = 32;
+        int ldo = w.Blocks * SaturatingPackedWeights.Block;
+        var buffer = new int[Chunk * ldo];
+        fixed (int* tmp = buffer)
+            for (int i = r0; i < r1; i += Chunk)
+            {
+                int rows = Math.Min(Chunk, r1 - i);
+                NativeKernels.SaturatingPairs(a + (long)i * kq4, kq4, rows, w.Quads, pb, w.Blocks, tmp, ldo);
+                for (int r = 0; r < rows; r += 4)
+                    for (int nb = 0; nb < w.Blocks; nb++)
+                        o.Store(tmp + r * ldo + nb * SaturatingPackedWeights.Block, ldo, i + r, Math.Min(4, rows - r), nb);
+            }
     }
 
     static unsafe void RowsScalar(byte* a, int kq4, int r0, int r1, SaturatingPackedWeights w, sbyte* data, Output o)
@@ -239,7 +258,7 @@ public static class SaturatingGemm
                         acc[j] += Sat16(a0 * b[0] + a1 * b[1]) + Sat16(a2 * b[2] + a3 * b[3]);
                     }
                 }
-                o.Store(acc, i, 1, nb);
+                o.Store(acc, 16, i, 1, nb);
             }
     }
 
@@ -278,7 +297,7 @@ public static class SaturatingGemm
                 }
                 Avx.Store(tmp, c00); Avx.Store(tmp + 8, c01); Avx.Store(tmp + 16, c10); Avx.Store(tmp + 24, c11);
                 Avx.Store(tmp + 32, c20); Avx.Store(tmp + 40, c21); Avx.Store(tmp + 48, c30); Avx.Store(tmp + 56, c31);
-                o.Store(tmp, i, rows, nb);
+                o.Store(tmp, 16, i, rows, nb);
             }
         }
     }
@@ -318,9 +337,9 @@ public static class SaturatingGemm
                     c31 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(x3, b1), ones);
                 }
                 c00.Store(tmp); c10.Store(tmp + 16); c20.Store(tmp + 32); c30.Store(tmp + 48);
-                o.Store(tmp, i, rows, nb);
+                o.Store(tmp, 16, i, rows, nb);
                 c01.Store(tmp); c11.Store(tmp + 16); c21.Store(tmp + 32); c31.Store(tmp + 48);
-                o.Store(tmp, i, rows, nb + 1);
+                o.Store(tmp, 16, i, rows, nb + 1);
             }
             for (; nb < w.Blocks; nb++)
             {
@@ -335,7 +354,7 @@ public static class SaturatingGemm
                     c3 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(a3[q]).AsByte(), b0), ones);
                 }
                 c0.Store(tmp); c1.Store(tmp + 16); c2.Store(tmp + 32); c3.Store(tmp + 48);
-                o.Store(tmp, i, rows, nb);
+                o.Store(tmp, 16, i, rows, nb);
             }
         }
     }
