@@ -153,6 +153,11 @@ public class SaturatingKernelTests
                     {
                         var got = OnPath(path, () => { var y = new int[want.Length]; SaturatingConv.Run(x, xz, packed, y); return y; });
                         Assert.True(want.AsSpan().SequenceEqual(got), $"{path} {g} xz={xz} {pairing} adversarial={adversarial}");
+                        // The bias folded into the correction is the bias added afterwards.
+                        var bias = Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-100000, 100000)).ToArray();
+                        var biased = OnPath(path, () => { var y = new int[want.Length]; SaturatingConv.Run(x, xz, packed, y, bias); return y; });
+                        int pixels = g.OutH * g.OutW;
+                        for (int i = 0; i < want.Length; i++) Assert.Equal(want[i] + bias[i / pixels % g.OutChannels], biased[i]);
                     }
                 }
         }

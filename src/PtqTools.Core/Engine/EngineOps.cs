@@ -236,7 +236,7 @@ internal static class EngineOps
             ? ConvPairing.PerKernelPosition : ConvPairing.FlatK;
 
     /// <summary>The saturated int32 sums (raw stored codes multiplied, zero points corrected exactly).</summary>
-    static int[] SaturatingConvAccumulate(NodeProto n, EngineTensor xt, int xz, EngineTensor w, int[] wz, ConvGeometry g, Dictionary<NodeProto, object> cache)
+    static int[] SaturatingConvAccumulate(NodeProto n, EngineTensor xt, int xz, EngineTensor w, int[] wz, ConvGeometry g, Dictionary<NodeProto, object> cache, int[]? bias = null)
     {
         SaturatingConvWeights packed;
         lock (cache)
@@ -249,7 +249,7 @@ internal static class EngineOps
             }
         }
         var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
-        SaturatingConv.Run(xt.Bytes, xz, packed, acc);
+        SaturatingConv.Run(xt.Bytes, xz, packed, acc, bias);
         return acc;
     }
 
@@ -292,8 +292,7 @@ internal static class EngineOps
         if (SaturatingConvApplies(cache, xt, w, g))
         {
             // ONNX Runtime without VNNI: saturated raw sums, then bias and the same float32 requantization.
-            var acc = SaturatingConvAccumulate(n, xt, xz, w, wz, g, cache);
-            if (bias is not null) AddBias(acc, bias, g.Batch, g.OutChannels, g.OutH * g.OutW);
+            var acc = SaturatingConvAccumulate(n, xt, xz, w, wz, g, cache, bias);
             return new[] { Requant(acc, mult, (long)g.OutH * g.OutW, yz, yzT?.Type ?? xt.Type, dims, relu) };
         }
         var packed = ConvWeights(n, w, wz, g, cache);

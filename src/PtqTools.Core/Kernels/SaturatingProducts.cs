@@ -131,8 +131,9 @@ public static class SaturatingGemm
     /// <summary>The core: A in rows of whole quads (w.Quads * 4 bytes, zeros past K); C[row, col] stored at
     /// c[offset + row * ldc + col], or at c[offset + col * ldc + row] when <paramref name="transposed"/> (NCHW planes).
     /// The zero-point correction is applied as each tile is stored.</summary>
-    internal static unsafe void Run(byte[] a, int aZero, int m, SaturatingPackedWeights w, int[] c, long offset, bool transposed, int ldc)
+    internal static unsafe void Run(byte[] a, int aZero, int m, SaturatingPackedWeights w, int[] c, long offset, bool transposed, int ldc, ReadOnlySpan<int> bias = default)
     {
+        if (!bias.IsEmpty && bias.Length != w.N) throw new ArgumentException($"The bias has {bias.Length} values for {w.N} columns.");
         if (aZero is < 0 or > 255) throw new ArgumentException($"The activation zero point {aZero} is outside [0, 255].");
         int n = w.N, kq4 = w.Quads * 4;
         if (a.Length < (long)m * kq4) throw new ArgumentException("A is too small.");
@@ -140,7 +141,7 @@ public static class SaturatingGemm
         bool anyZero = false;
         for (int j = 0; j < n; j++)
         {
-            corr[j] = unchecked(-aZero * w.ColumnSums[j] + w.CorrectionK * aZero * w.ZeroPoints[j]);
+            corr[j] = unchecked((bias.IsEmpty ? 0 : bias[j]) - aZero * w.ColumnSums[j] + w.CorrectionK * aZero * w.ZeroPoints[j]);
             anyZero |= w.ZeroPoints[j] != 0;
         }
         int[]? rowSums = null;
@@ -453,9 +454,12 @@ public static class SaturatingConv
         result.CopyTo(y);
     }
 
-    /// <summary><see cref="Run(ReadOnlySpan{byte}, int, SaturatingConvWeights, Span{int})"/> into an array (no copy).</summary>
-    public static unsafe void Run(ReadOnlySpan<byte> x, int xZero, SaturatingConvWeights w, int[] y)
+    /// <summary><see cref="Run(ReadOnlySpan{byte}, int, SaturatingConvWeights, Span{int})"/> into an array (no copy),
+    /// with an optional int32 bias per output channel added to the sums (as ONNX Runtime folds it into the
+    /// zero-point correction).</summary>
+    public static unsafe void Run(ReadOnlySpan<byte> x, int xZero, SaturatingConvWeights w, int[] y, ReadOnlySpan<int> bias = default)
     {
+        if (!bias.IsEmpty && bias.Length != w.Shape.OutChannels) throw new ArgumentException($"The bias has {bias.Length} values for {w.Shape.OutChannels} channels.");
         var g = w.Shape;
         int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, ocg = g.GroupOutChannels, pixels = oh * ow, hw = g.Height * g.Width, ch = g.Channels;
         if (x.Length != (long)g.Batch * ch * hw) throw new ArgumentException("The input does not match the convolution shape.");
@@ -473,7 +477,8 @@ public static class SaturatingConv
             for (int gi = 0; gi < g.Group; gi++)
             {
                 if (!direct) Im2Col(nhwc, (byte)xZero, g, gi, slots, stride, col);
-                SaturatingGemm.Run(col, xZero, pixels, w.Groups[gi], y, (long)(n * g.OutChannels + gi * ocg) * pixels, transposed: true, ldc: pixels);
+                SaturatingGemm.Run(col, xZero, pixels, w.Groups[gi], y, (long)(n * g.OutChannels + gi * ocg) * pixels, transposed: true, ldc: pixels,
+                    bias.IsEmpty ? default : bias.Slice(gi * ocg, ocg));
             }
         }
     }
