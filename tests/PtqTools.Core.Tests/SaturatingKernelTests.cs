@@ -130,6 +130,8 @@ public class SaturatingKernelTests
         new ConvGeometry(1, 5, 8, 7, 6, 3, 2, 1, 2, 0, 1, 1, 0, 2, 1),        // odd channels, dilation, asymmetric pads
         new ConvGeometry(1, 6, 7, 7, 4, 3, 3, 1, 1, 1, 1, 1, 1, Group: 2),    // grouped, 3 channels per group
         new ConvGeometry(1, 16, 6, 6, 24, 1, 1, 2, 2),                        // pointwise, strided
+        new ConvGeometry(2, 32, 7, 7, 16, 3, 3, 1, 1, 1, 1, 1, 1),           // 16 x 16 transposes plus edges
+        new ConvGeometry(1, 48, 8, 8, 32, 1, 1),                              // pointwise, read in place
         new ConvGeometry(1, 4, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, Group: 4),    // depthwise shape (kernel is general)
     };
 

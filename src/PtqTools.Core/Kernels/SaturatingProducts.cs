@@ -483,9 +483,15 @@ public static class SaturatingConv
         }
     }
 
-    /// <summary>[C][HW] to [HW][C] in 32 x 32 tiles (both sides stay in cache).</summary>
+    /// <summary>[C][HW] to [HW][C]: 16 x 16 byte blocks transposed in registers (SSE2 unpacks), the edges and
+    /// CPUs without SSE2 in 32 x 32 scalar tiles.</summary>
     static unsafe void ToNhwc(byte* src, byte* dst, int ch, int hw)
     {
+        int c16 = Sse2.IsSupported ? ch / 16 * 16 : 0, p16 = Sse2.IsSupported ? hw / 16 * 16 : 0;
+        for (int c0 = 0; c0 < c16; c0 += 16)
+            for (int p0 = 0; p0 < p16; p0 += 16)
+                Transpose16(src + (long)c0 * hw + p0, hw, dst + (long)p0 * ch + c0, ch);
+        if (c16 == ch && p16 == hw) return;
         const int T = 32;
         for (int c0 = 0; c0 < ch; c0 += T)
         {
@@ -496,10 +502,51 @@ public static class SaturatingConv
                 for (int p = p0; p < p1; p++)
                 {
                     byte* d = dst + (long)p * ch;
-                    for (int c = c0; c < c1; c++) d[c] = src[(long)c * hw + p];
+                    for (int c = c0; c < c1; c++)
+                        if (c >= c16 || p >= p16) d[c] = src[(long)c * hw + p];
                 }
             }
         }
+    }
+
+    /// <summary>16 rows of 16 bytes (row stride ss) to 16 rows of 16 bytes (row stride ds), transposed.</summary>
+    static unsafe void Transpose16(byte* s, int ss, byte* d, int ds)
+    {
+        var r0 = Sse2.LoadVector128(s); var r1 = Sse2.LoadVector128(s + ss); var r2 = Sse2.LoadVector128(s + 2 * ss); var r3 = Sse2.LoadVector128(s + 3 * ss);
+        var r4 = Sse2.LoadVector128(s + 4 * ss); var r5 = Sse2.LoadVector128(s + 5 * ss); var r6 = Sse2.LoadVector128(s + 6 * ss); var r7 = Sse2.LoadVector128(s + 7 * ss);
+        var r8 = Sse2.LoadVector128(s + 8 * ss); var r9 = Sse2.LoadVector128(s + 9 * ss); var ra = Sse2.LoadVector128(s + 10 * ss); var rb = Sse2.LoadVector128(s + 11 * ss);
+        var rc = Sse2.LoadVector128(s + 12 * ss); var rd = Sse2.LoadVector128(s + 13 * ss); var re = Sse2.LoadVector128(s + 14 * ss); var rf = Sse2.LoadVector128(s + 15 * ss);
+        // Bytes, then words, dwords and qwords: after four rounds row j holds column j.
+        var a0 = Sse2.UnpackLow(r0, r1); var a1 = Sse2.UnpackHigh(r0, r1); var a2 = Sse2.UnpackLow(r2, r3); var a3 = Sse2.UnpackHigh(r2, r3);
+        var a4 = Sse2.UnpackLow(r4, r5); var a5 = Sse2.UnpackHigh(r4, r5); var a6 = Sse2.UnpackLow(r6, r7); var a7 = Sse2.UnpackHigh(r6, r7);
+        var a8 = Sse2.UnpackLow(r8, r9); var a9 = Sse2.UnpackHigh(r8, r9); var aa = Sse2.UnpackLow(ra, rb); var ab = Sse2.UnpackHigh(ra, rb);
+        var ac = Sse2.UnpackLow(rc, rd); var ad = Sse2.UnpackHigh(rc, rd); var ae = Sse2.UnpackLow(re, rf); var af = Sse2.UnpackHigh(re, rf);
+        var b0 = Sse2.UnpackLow(a0.AsUInt16(), a2.AsUInt16()); var b1 = Sse2.UnpackHigh(a0.AsUInt16(), a2.AsUInt16());
+        var b2 = Sse2.UnpackLow(a1.AsUInt16(), a3.AsUInt16()); var b3 = Sse2.UnpackHigh(a1.AsUInt16(), a3.AsUInt16());
+        var b4 = Sse2.UnpackLow(a4.AsUInt16(), a6.AsUInt16()); var b5 = Sse2.UnpackHigh(a4.AsUInt16(), a6.AsUInt16());
+        var b6 = Sse2.UnpackLow(a5.AsUInt16(), a7.AsUInt16()); var b7 = Sse2.UnpackHigh(a5.AsUInt16(), a7.AsUInt16());
+        var b8 = Sse2.UnpackLow(a8.AsUInt16(), aa.AsUInt16()); var b9 = Sse2.UnpackHigh(a8.AsUInt16(), aa.AsUInt16());
+        var ba = Sse2.UnpackLow(a9.AsUInt16(), ab.AsUInt16()); var bb = Sse2.UnpackHigh(a9.AsUInt16(), ab.AsUInt16());
+        var bc = Sse2.UnpackLow(ac.AsUInt16(), ae.AsUInt16()); var bd = Sse2.UnpackHigh(ac.AsUInt16(), ae.AsUInt16());
+        var be = Sse2.UnpackLow(ad.AsUInt16(), af.AsUInt16()); var bf = Sse2.UnpackHigh(ad.AsUInt16(), af.AsUInt16());
+        // b0: columns 0-3 of rows 0-3 (4 bytes per column), b1: columns 4-7, b2: 8-11, b3: 12-15; b4..b7 rows 4-7, ...
+        var c0 = Sse2.UnpackLow(b0.AsUInt32(), b4.AsUInt32()); var c1 = Sse2.UnpackHigh(b0.AsUInt32(), b4.AsUInt32());
+        var c2 = Sse2.UnpackLow(b1.AsUInt32(), b5.AsUInt32()); var c3 = Sse2.UnpackHigh(b1.AsUInt32(), b5.AsUInt32());
+        var c4 = Sse2.UnpackLow(b2.AsUInt32(), b6.AsUInt32()); var c5 = Sse2.UnpackHigh(b2.AsUInt32(), b6.AsUInt32());
+        var c6 = Sse2.UnpackLow(b3.AsUInt32(), b7.AsUInt32()); var c7 = Sse2.UnpackHigh(b3.AsUInt32(), b7.AsUInt32());
+        var c8 = Sse2.UnpackLow(b8.AsUInt32(), bc.AsUInt32()); var c9 = Sse2.UnpackHigh(b8.AsUInt32(), bc.AsUInt32());
+        var ca = Sse2.UnpackLow(b9.AsUInt32(), bd.AsUInt32()); var cb = Sse2.UnpackHigh(b9.AsUInt32(), bd.AsUInt32());
+        var cc = Sse2.UnpackLow(ba.AsUInt32(), be.AsUInt32()); var cd = Sse2.UnpackHigh(ba.AsUInt32(), be.AsUInt32());
+        var ce = Sse2.UnpackLow(bb.AsUInt32(), bf.AsUInt32()); var cf = Sse2.UnpackHigh(bb.AsUInt32(), bf.AsUInt32());
+        // c0: columns 0-1 of rows 0-7 (8 bytes per column); c8: columns 0-1 of rows 8-15.
+        Sse2.Store(d, Sse2.UnpackLow(c0.AsUInt64(), c8.AsUInt64()).AsByte()); Sse2.Store(d + ds, Sse2.UnpackHigh(c0.AsUInt64(), c8.AsUInt64()).AsByte());
+        Sse2.Store(d + 2 * ds, Sse2.UnpackLow(c1.AsUInt64(), c9.AsUInt64()).AsByte()); Sse2.Store(d + 3 * ds, Sse2.UnpackHigh(c1.AsUInt64(), c9.AsUInt64()).AsByte());
+        Sse2.Store(d + 4 * ds, Sse2.UnpackLow(c2.AsUInt64(), ca.AsUInt64()).AsByte()); Sse2.Store(d + 5 * ds, Sse2.UnpackHigh(c2.AsUInt64(), ca.AsUInt64()).AsByte());
+        Sse2.Store(d + 6 * ds, Sse2.UnpackLow(c3.AsUInt64(), cb.AsUInt64()).AsByte()); Sse2.Store(d + 7 * ds, Sse2.UnpackHigh(c3.AsUInt64(), cb.AsUInt64()).AsByte());
+        Sse2.Store(d + 8 * ds, Sse2.UnpackLow(c4.AsUInt64(), cc.AsUInt64()).AsByte()); Sse2.Store(d + 9 * ds, Sse2.UnpackHigh(c4.AsUInt64(), cc.AsUInt64()).AsByte());
+        Sse2.Store(d + 10 * ds, Sse2.UnpackLow(c5.AsUInt64(), cd.AsUInt64()).AsByte()); Sse2.Store(d + 11 * ds, Sse2.UnpackHigh(c5.AsUInt64(), cd.AsUInt64()).AsByte());
+        Sse2.Store(d + 12 * ds, Sse2.UnpackLow(c6.AsUInt64(), ce.AsUInt64()).AsByte()); Sse2.Store(d + 13 * ds, Sse2.UnpackHigh(c6.AsUInt64(), ce.AsUInt64()).AsByte());
+        Sse2.Store(d + 14 * ds, Sse2.UnpackLow(c7.AsUInt64(), cf.AsUInt64()).AsByte()); Sse2.Store(d + 15 * ds, Sse2.UnpackHigh(c7.AsUInt64(), cf.AsUInt64()).AsByte());
     }
 
     /// <summary>Rows of <paramref name="stride"/> bytes (whole quads); the tail past K stays zero. Without channel
