@@ -257,7 +257,9 @@ internal static class EngineOps
     {
         g = Geometry(n, xt.Dims, w.Dims, false);
         if (g.Channels / g.Group * g.KernelH * g.KernelW * g.OutChannels != w.Length) throw new ArgumentException("the weight shape does not match the input channels and group.");
-        if (SaturatingConvApplies(cache, xt, w, g)) return SaturatingConvAccumulate(n, xt, xz, w, wz, g, cache);
+        // ConvInteger stays exact under saturating emulation: ONNX Runtime's CPU kernel (conv_integer.cc) is registered
+        // for uint8 weights only, and its GEMM (weights as A, NCHW im2col as B) is then u8 x u8, which MLAS widens to
+        // int16 (vpmaddwd): exact. It has no u8 x s8 form to emulate.
         var packed = ConvWeights(n, w, wz, g, cache);
         var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
         if (xt.IsUInt8) QConv.Run<byte>(xt.Bytes, xz, packed, acc);
