@@ -118,6 +118,34 @@ public class GroundTruthTests
         Assert.True(r.Differing > 0, $"{name}: the exact arithmetic reproduced all {r.Elements} elements; the case cannot tell saturation apart.");
     }
 
+    public static TheoryData<KernelPath> Paths()
+    {
+        var d = new TheoryData<KernelPath>();
+        foreach (var p in KernelDispatch.Supported()) d.Add(p);
+        return d;
+    }
+
+    /// <summary>What an AVX2-only host would run (the Avx2 path), and every other path here, reproduces ONNX Runtime too.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void SaturatingPairs_OnEveryKernelPath_ReproducesOrt(KernelPath path)
+    {
+        lock (typeof(KernelDispatch))
+        {
+            var saved = KernelDispatch.Current;
+            KernelDispatch.Current = path;
+            try
+            {
+                foreach (var name in new[] { "qlinearconv_3x3_c64", "qdqconv_stem_7x7_c3", "matmulinteger_128x768x768" })
+                {
+                    var r = Compare(name, EngineOptions.Emulating(OrtCpuClass.Avx2));
+                    Assert.True(r.Differing == 0, $"{path} {name}: {r.Differing} of {r.Elements} differ; first: {r.FirstDifference}");
+                }
+            }
+            finally { KernelDispatch.Current = saved; }
+        }
+    }
+
     [Fact]
     public void ReducedRangeWeights_NeverSaturate_SoExactSumsAgreeToo()
     {
