@@ -97,6 +97,18 @@ public class SaturatingKernelTests
     }
 
     [Fact]
+    public void CanSaturate_IsExactlyThePairsSomeCodesSaturate()
+    {
+        // The native kernel sums the other pairs exactly (vpdpbusd): that is only right if none of them can saturate.
+        for (int w0 = -128; w0 < 128; w0++)
+            for (int w1 = -128; w1< 128; w1++)
+            {
+                int hi = 255 * (Math.Max(w0, 0) + Math.Max(w1, 0)), lo = 255 * (Math.Min(w0, 0) + Math.Min(w1, 0));
+                Assert.Equal(hi > short.MaxValue || lo < short.MinValue, SaturatingPackedWeights.CanSaturate(w0, w1));
+            }
+    }
+
+    [Fact]
     public void Adversarial_Data_Saturates()
     {
         // Guard for the tests above: the adversarial data really differ from the exact sums.

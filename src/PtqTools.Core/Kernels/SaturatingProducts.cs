@@ -45,10 +45,56 @@ public sealed class SaturatingPackedWeights
     /// <summary>The K of the zero-point term K * aZero * bZero: the real patch length when K holds padding slots.</summary>
     internal int CorrectionK { get; }
 
+    /// <summary>For the native kernel: <see cref="Data"/> with the pairs that can saturate zeroed (summed exactly
+    /// with vpdpbusd), and the quads holding such pairs ([count][16][4], the other pairs zeroed), block nb's from
+    /// RiskyStart[nb] to RiskyStart[nb + 1], their quad indices in RiskyQuads.</summary>
+    internal sbyte[] Safe { get; }
+    internal sbyte[] Risky { get; }
+    internal int[] RiskyStart { get; }
+    internal int[] RiskyQuads { get; }
+
     SaturatingPackedWeights(int k, int n, sbyte[] data, int[] sums, int[] zeros, int correctionK)
     {
         K = k; N = n; Quads = (k + 3) / 4; Blocks = (n + Block - 1) / Block;
         Data = data; ColumnSums = sums; ZeroPoints = zeros; CorrectionK = correctionK;
+        (Safe, Risky, RiskyStart, RiskyQuads) = Split(data, Quads, Blocks);
+    }
+
+    /// <summary>Whether a pair of weights can saturate: with codes 0..255, a0 w0 + a1 w1 spans 255 times the sum of
+    /// the positive weights down to 255 times the sum of the negative ones; beyond 128 either way it can leave int16.</summary>
+    internal static bool CanSaturate(int w0, int w1) =>
+        Math.Max(w0, 0) + Math.Max(w1, 0) > 128 || Math.Min(w0, 0) + Math.Min(w1, 0) < -128;
+
+    static (sbyte[], sbyte[], int[], int[]) Split(sbyte[] data, int quads, int blocks)
+    {
+        var safe = (sbyte[])data.Clone();
+        var risky = new List<sbyte>();
+        var start = new int[blocks + 1];
+        var quadList = new List<int>();
+        var v = new sbyte[Block * 4];
+        for (int nb = 0; nb < blocks; nb++)
+        {
+            start[nb] = quadList.Count;
+            for (int q = 0; q < quads; q++)
+            {
+                bool any = false;
+                Array.Clear(v);
+                for (int j = 0; j < Block; j++)
+                    for (int t = 0; t < 4; t += 2)
+                    {
+                        long o = (((long)nb * quads + q) * Block + j) * 4 + t;
+                        if (!CanSaturate(data[o], data[o + 1])) continue;
+                        any = true;
+                        v[j * 4 + t] = data[o]; v[j * 4 + t + 1] = data[o + 1];
+                        safe[o] = 0; safe[o + 1] = 0;
+                    }
+                if (!any) continue;
+                risky.AddRange(v);
+                quadList.Add(q);
+            }
+        }
+        start[blocks] = quadList.Count;
+        return (safe, risky.ToArray(), start, quadList.ToArray());
     }
 
     /// <summary>Packs b[k * n + col] (raw int8 codes) with one zero point or one per column.</summary>
@@ -222,18 +268,18 @@ public static class SaturatingGemm
         }
     }
 
-    /// <summary>The native kernel (vpmaddubsw, then vpdpwssd with ones: the pair add fused), 32 rows at a time
-    /// into a buffer the stores then read.</summary>
+    /// <summary>The native kernel (the pairs that cannot saturate summed exactly by vpdpbusd, the others by
+    /// vpmaddubsw then vpdpwssd with ones), 32 rows at a time into a buffer the stores then read.</summary>
     static unsafe void RowsNative(byte* a, int kq4, int r0, int r1, SaturatingPackedWeights w, sbyte* pb, Output o)
     {
         const int Chunk = 32;
         int ldo = w.Blocks * SaturatingPackedWeights.Block;
         var buffer = new int[Chunk * ldo];
-        fixed (int* tmp = buffer)
+        fixed (int* tmp = buffer) fixed (sbyte* safe = w.Safe) fixed (sbyte* risky = w.Risky) fixed (int* start = w.RiskyStart) fixed (int* rq = w.RiskyQuads)
             for (int i = r0; i < r1; i += Chunk)
             {
                 int rows = Math.Min(Chunk, r1 - i);
-                NativeKernels.SaturatingPairs(a + (long)i * kq4, kq4, rows, w.Quads, pb, w.Blocks, tmp, ldo);
+                NativeKernels.SaturatingPairs(a + (long)i * kq4, kq4, rows, w.Quads, safe, w.Blocks, risky, start, rq, tmp, ldo);
                 for (int r = 0; r < rows; r += 4)
                     for (int nb = 0; nb < w.Blocks; nb++)
                         o.Store(tmp + r * ldo + nb * SaturatingPackedWeights.Block, ldo, i + r, Math.Min(4, rows - r), nb);
