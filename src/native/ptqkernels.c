@@ -945,7 +945,8 @@ void ptq_gemm_amx_fused(const uint8_t *a, int m, int k, int flip, int r0, int r1
  * vector of ones (what vpmaddwd + vpaddd do there, in one instruction). Zeroed pairs add 0 to either sum.
  * a: rows of lda = quads * 4 bytes (zero padded); safe: [blocks][quads][16][4] s8; risky: the risky quads of all
  * blocks, [count][16][4], block nb's from riskyStart[nb] to riskyStart[nb + 1], their quad indices in riskyQ;
- * out: rows x (blocks * 16) int32, row stride ldo. */
+ * out: rows x (blocks * 16) int32, row stride ldo. A block whose every quad is risky has an all-zero safe part,
+ * which is skipped. */
 #define SAT_ACC(acc, x, w) acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(x, w), ones)
 
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
@@ -971,7 +972,8 @@ void ptq_gemm_u8s8_satsplit(const uint8_t *a, int lda, int rows, int quads, cons
         for (; nb + 1 < blocks; nb += 2) {
             __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
             const int8_t *b0 = safe + (int64_t)nb * quads * 64, *b1 = b0 + (int64_t)quads * 64;
-            for (int q = 0; q < quads; q++) {
+            int skip = riskyStart[nb + 1] - riskyStart[nb] == quads && riskyStart[nb + 2] - riskyStart[nb + 1] == quads;
+            for (int q = 0; q < (skip ? 0 : quads); q++) {
                 __m512i w0 = _mm512_loadu_si512(b0 + (int64_t)q * 64), w1 = _mm512_loadu_si512(b1 + (int64_t)q * 64), x;
                 x = sat_bcast(a0 + q * 4); c00 = _mm512_dpbusd_epi32(c00, x, w0); c01 = _mm512_dpbusd_epi32(c01, x, w1);
                 x = sat_bcast(a1 + q * 4); c10 = _mm512_dpbusd_epi32(c10, x, w0); c11 = _mm512_dpbusd_epi32(c11, x, w1);
@@ -999,7 +1001,8 @@ void ptq_gemm_u8s8_satsplit(const uint8_t *a, int lda, int rows, int quads, cons
         for (; nb < blocks; nb++) {
             __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
             const int8_t *b0 = safe + (int64_t)nb * quads * 64;
-            for (int q = 0; q < quads; q++) {
+            int skip = riskyStart[nb + 1] - riskyStart[nb] == quads;
+            for (int q = 0; q < (skip ? 0 : quads); q++) {
                 __m512i w0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
                 c0 = _mm512_dpbusd_epi32(c0, sat_bcast(a0 + q * 4), w0); c1 = _mm512_dpbusd_epi32(c1, sat_bcast(a1 + q * 4), w0);
                 c2 = _mm512_dpbusd_epi32(c2, sat_bcast(a2 + q * 4), w0); c3 = _mm512_dpbusd_epi32(c3, sat_bcast(a3 + q * 4), w0);

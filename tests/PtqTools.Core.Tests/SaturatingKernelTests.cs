@@ -28,6 +28,11 @@ public class SaturatingKernelTests
     static byte[] U8(Random r, int n, bool adversarial) =>
         Enumerable.Range(0, n).Select(_ => adversarial ? (byte)r.Next(200, 256) : (byte)r.Next(256)).ToArray();
 
+    /// <summary>Weights shaped like trained ones (normal, sigma 30, clipped): mostly pairs that cannot saturate, some
+    /// that can, so the native kernel's safe/risky split is exercised within blocks.</summary>
+    static sbyte[] Trained(Random r, int n) =>
+        Enumerable.Range(0, n).Select(_ => (sbyte)Math.Clamp(Math.Round(30 * Math.Sqrt(-2 * Math.Log(1 - r.NextDouble())) * Math.Cos(2 * Math.PI * r.NextDouble())), -127, 127)).ToArray();
+
     static sbyte[] S8(Random r, int n, bool adversarial) =>
         Enumerable.Range(0, n).Select(_ => adversarial ? (sbyte)(r.Next(2) == 0 ? r.Next(100, 128) : r.Next(-128, -99)) : (sbyte)r.Next(-128, 128)).ToArray();
 
@@ -67,6 +72,22 @@ public class SaturatingKernelTests
                     Assert.True(want.AsSpan().SequenceEqual(got), $"{path} m={m} n={n} k={k} az={az} adversarial={adversarial}");
                 }
             }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Gemm_TrainedWeights_MatchTheReference(KernelPath path)
+    {
+        var r = new Random(17);
+        foreach (var (m, n, k) in new[] { (7, 33, 147), (64, 64, 576), (13, 96, 768), (5, 16, 9) })
+        {
+            var a = U8(r, m * k, true); var b = Trained(r, k * n);
+            var want = new int[m * n];
+            SaturatingGemm.Reference(a, 131, m, k, b, new[] { 0 }, n, want);
+            var packed = SaturatingPackedWeights.Pack(b, k, n, new[] { 0 });
+            var got = OnPath(path, () => { var c = new int[m * n]; SaturatingGemm.Multiply(a, 131, m, packed, c); return c; });
+            Assert.True(want.AsSpan().SequenceEqual(got), $"{path} m={m} n={n} k={k}");
+        }
     }
 
     [Theory]

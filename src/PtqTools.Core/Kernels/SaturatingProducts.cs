@@ -75,6 +75,26 @@ public sealed class SaturatingPackedWeights
         for (int nb = 0; nb < blocks; nb++)
         {
             start[nb] = quadList.Count;
+            // Where more than half of a block's quads hold a pair that can saturate, the whole block takes the
+            // saturating instructions (2 per quad, not 1 + 2 for the risky ones); its safe part is then all zero
+            // and the kernel skips it.
+            int riskyQuads = 0;
+            for (int q = 0; q < quads; q++)
+                for (int j = 0, found = 0; j < Block * 2 && found == 0; j++)
+                {
+                    long o = (((long)nb * quads + q) * Block + j / 2) * 4 + j % 2 * 2;
+                    if (CanSaturate(data[o], data[o + 1])) { riskyQuads++; found = 1; }
+                }
+            if (riskyQuads * 2 > quads)
+            {
+                for (int q = 0; q < quads; q++)
+                {
+                    long o = ((long)nb * quads + q) * Block * 4;
+                    for (int b = 0; b < Block * 4; b++) { risky.Add(data[o + b]); safe[o + b] = 0; }
+                    quadList.Add(q);
+                }
+                continue;
+            }
             for (int q = 0; q < quads; q++)
             {
                 bool any = false;
@@ -514,8 +534,11 @@ public static class SaturatingConv
         int slots = w.ChannelSlots, stride = w.Groups[0].Quads * 4;
         bool direct = g.KernelH == 1 && g.KernelW == 1 && g.StrideH == 1 && g.StrideW == 1 && g.PadTop == 0 && g.PadLeft == 0
             && g.PadBottom == 0 && g.PadRight == 0 && g.Group == 1 && stride == ch;
-        var nhwc = new byte[(long)hw * ch + 4];
-        var col = direct ? nhwc : new byte[(long)pixels * stride + 4];
+        // Scratch from the shared pool (no large zeroed allocation per call); Im2Col writes every byte of its rows.
+        var nhwc = System.Buffers.ArrayPool<byte>.Shared.Rent(checked((int)((long)hw * ch + 4)));
+        var col = direct ? nhwc : System.Buffers.ArrayPool<byte>.Shared.Rent(checked((int)((long)pixels * stride + 4)));
+        try
+        {
         for (int n = 0; n < g.Batch; n++)
         {
             fixed (byte* px = x) fixed (byte* pt = nhwc)
@@ -526,6 +549,12 @@ public static class SaturatingConv
                 SaturatingGemm.Run(col, xZero, pixels, w.Groups[gi], y, (long)(n * g.OutChannels + gi * ocg) * pixels, transposed: true, ldc: pixels,
                     bias.IsEmpty ? default : bias.Slice(gi * ocg, ocg));
             }
+        }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(nhwc);
+            if (!direct) System.Buffers.ArrayPool<byte>.Shared.Return(col);
         }
     }
 
@@ -605,6 +634,8 @@ public static class SaturatingConv
                 for (int j = 0; j < ow; j++)
                 {
                     byte* row = pc + (long)(i * ow + j) * stride;
+                    int k = g.KernelH * g.KernelW * slots;
+                    if (stride > k) Unsafe.InitBlockUnaligned(row + k, 0, (uint)(stride - k));
                     int iw0 = j * g.StrideW - g.PadLeft;
                     bool rowRun = slots == cg && cg == ch && g.DilationW == 1 && iw0 >= 0 && iw0 + g.KernelW <= g.Width;
                     for (int ki = 0; ki < g.KernelH; ki++)
