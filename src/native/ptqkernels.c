@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <immintrin.h>
 
-int ptq_version(void) { return 3; }
+int ptq_version(void) { return 5; }
 
 int ptq_has_vnni(void)
 {
@@ -934,4 +934,90 @@ void ptq_gemm_amx_fused(const uint8_t *a, int m, int k, int flip, int r0, int r1
     }
     if (pi >= 0) amx_gemm_correct(&x, pi, pnb, ptwo, acc + (buf ^ 1) * 32 * 32);
     _tile_release();
+}
+
+/* ---- Saturating pairs (emulation of ONNX Runtime on x86 without VNNI) ------------------------------------------
+ * Raw u8 x s8 sums as MLAS's AVX2/AVX-512BW kernels compute them: vpmaddubsw adds two adjacent products and
+ * saturates the pair to int16; the pairs are then added in int32. A pair of weights (w0, w1) can only saturate if
+ * max(w0,0) + max(w1,0) > 128 or min(w0,0) + min(w1,0) < -128 (the codes a are 0..255); every other pair's sum is
+ * exact, so the caller splits B in two: "safe" (risky pairs zeroed), multiplied exactly with vpdpbusd, and "risky"
+ * (only the quads of a block that hold a risky pair, safe pairs zeroed), through vpmaddubsw and vpdpwssd with a
+ * vector of ones (what vpmaddwd + vpaddd do there, in one instruction). Zeroed pairs add 0 to either sum.
+ * a: rows of lda = quads * 4 bytes (zero padded); safe: [blocks][quads][16][4] s8; risky: the risky quads of all
+ * blocks, [count][16][4], block nb's from riskyStart[nb] to riskyStart[nb + 1], their quad indices in riskyQ;
+ * out: rows x (blocks * 16) int32, row stride ldo. A block whose every quad is risky has an all-zero safe part,
+ * which is skipped. */
+#define SAT_ACC(acc, x, w) acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(x, w), ones)
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static inline __m512i sat_bcast(const uint8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+void ptq_gemm_u8s8_satsplit(const uint8_t *a, int lda, int rows, int quads, const int8_t *safe, int blocks,
+                            const int8_t *risky, const int32_t *riskyStart, const int32_t *riskyQ, int32_t *out, int ldo)
+{
+    const __m512i ones = _mm512_set1_epi16(1);
+    for (int i = 0; i < rows; i += 4) {
+        int rr = rows - i < 4 ? rows - i : 4;
+        const uint8_t *a0 = a + (int64_t)i * lda;
+        const uint8_t *a1 = a + (int64_t)(i + (rr > 1 ? 1 : 0)) * lda;
+        const uint8_t *a2 = a + (int64_t)(i + (rr > 2 ? 2 : 0)) * lda;
+        const uint8_t *a3 = a + (int64_t)(i + (rr > 3 ? 3 : 0)) * lda;
+        int nb = 0;
+        for (; nb + 1 < blocks; nb += 2) {
+            __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+            const int8_t *b0 = safe + (int64_t)nb * quads * 64, *b1 = b0 + (int64_t)quads * 64;
+            int skip = riskyStart[nb + 1] - riskyStart[nb] == quads && riskyStart[nb + 2] - riskyStart[nb + 1] == quads;
+            for (int q = 0; q < (skip ? 0 : quads); q++) {
+                __m512i w0 = _mm512_loadu_si512(b0 + (int64_t)q * 64), w1 = _mm512_loadu_si512(b1 + (int64_t)q * 64), x;
+                x = sat_bcast(a0 + q * 4); c00 = _mm512_dpbusd_epi32(c00, x, w0); c01 = _mm512_dpbusd_epi32(c01, x, w1);
+                x = sat_bcast(a1 + q * 4); c10 = _mm512_dpbusd_epi32(c10, x, w0); c11 = _mm512_dpbusd_epi32(c11, x, w1);
+                x = sat_bcast(a2 + q * 4); c20 = _mm512_dpbusd_epi32(c20, x, w0); c21 = _mm512_dpbusd_epi32(c21, x, w1);
+                x = sat_bcast(a3 + q * 4); c30 = _mm512_dpbusd_epi32(c30, x, w0); c31 = _mm512_dpbusd_epi32(c31, x, w1);
+            }
+            for (int t = riskyStart[nb]; t < riskyStart[nb + 1]; t++) {
+                __m512i w = _mm512_loadu_si512(risky + (int64_t)t * 64);
+                int q = riskyQ[t];
+                SAT_ACC(c00, sat_bcast(a0 + q * 4), w); SAT_ACC(c10, sat_bcast(a1 + q * 4), w);
+                SAT_ACC(c20, sat_bcast(a2 + q * 4), w); SAT_ACC(c30, sat_bcast(a3 + q * 4), w);
+            }
+            for (int t = riskyStart[nb + 1]; t < riskyStart[nb + 2]; t++) {
+                __m512i w = _mm512_loadu_si512(risky + (int64_t)t * 64);
+                int q = riskyQ[t];
+                SAT_ACC(c01, sat_bcast(a0 + q * 4), w); SAT_ACC(c11, sat_bcast(a1 + q * 4), w);
+                SAT_ACC(c21, sat_bcast(a2 + q * 4), w); SAT_ACC(c31, sat_bcast(a3 + q * 4), w);
+            }
+            int32_t *o = out + (int64_t)i * ldo + nb * 16;
+            _mm512_storeu_si512(o, c00); _mm512_storeu_si512(o + 16, c01);
+            if (rr > 1) { _mm512_storeu_si512(o + ldo, c10); _mm512_storeu_si512(o + ldo + 16, c11); }
+            if (rr > 2) { _mm512_storeu_si512(o + 2 * ldo, c20); _mm512_storeu_si512(o + 2 * ldo + 16, c21); }
+            if (rr > 3) { _mm512_storeu_si512(o + 3 * ldo, c30); _mm512_storeu_si512(o + 3 * ldo + 16, c31); }
+        }
+        for (; nb < blocks; nb++) {
+            __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+            const int8_t *b0 = safe + (int64_t)nb * quads * 64;
+            int skip = riskyStart[nb + 1] - riskyStart[nb] == quads;
+            for (int q = 0; q < (skip ? 0 : quads); q++) {
+                __m512i w0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
+                c0 = _mm512_dpbusd_epi32(c0, sat_bcast(a0 + q * 4), w0); c1 = _mm512_dpbusd_epi32(c1, sat_bcast(a1 + q * 4), w0);
+                c2 = _mm512_dpbusd_epi32(c2, sat_bcast(a2 + q * 4), w0); c3 = _mm512_dpbusd_epi32(c3, sat_bcast(a3 + q * 4), w0);
+            }
+            for (int t = riskyStart[nb]; t < riskyStart[nb + 1]; t++) {
+                __m512i w = _mm512_loadu_si512(risky + (int64_t)t * 64);
+                int q = riskyQ[t];
+                SAT_ACC(c0, sat_bcast(a0 + q * 4), w); SAT_ACC(c1, sat_bcast(a1 + q * 4), w);
+                SAT_ACC(c2, sat_bcast(a2 + q * 4), w); SAT_ACC(c3, sat_bcast(a3 + q * 4), w);
+            }
+            int32_t *o = out + (int64_t)i * ldo + nb * 16;
+            _mm512_storeu_si512(o, c0);
+            if (rr > 1) _mm512_storeu_si512(o + ldo, c1);
+            if (rr > 2) _mm512_storeu_si512(o + 2 * ldo, c2);
+            if (rr > 3) _mm512_storeu_si512(o + 3 * ldo, c3);
+        }
+    }
 }

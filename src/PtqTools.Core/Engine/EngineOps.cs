@@ -32,6 +32,8 @@ internal static class EngineOps
         ["Reshape"] = Reshape,
         ["Concat"] = Concat,
         ["Gemm"] = Gemm,
+        ["Cast"] = Cast,
+        ["Mul"] = Mul,
         ["Identity"] = (n, x, c) => new[] { x[0]! },
     };
 
@@ -52,6 +54,14 @@ internal static class EngineOps
     static float Float(NodeProto n, string name, float def) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.F : def;
     static long[]? Ints(NodeProto n, string name) => n.Attribute.FirstOrDefault(a => a.Name == name)?.Ints.ToArray();
     static string Str(NodeProto n, string name, string def) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.S.ToStringUtf8() : def;
+
+    /// <summary>The product arithmetic of the engine running the op (exact when called without engine state).</summary>
+    static ProductArithmetic Arithmetic(Dictionary<NodeProto, object> cache) => cache is EngineState s ? s.Arithmetic : ProductArithmetic.Exact;
+
+    /// <summary>Whether this u8 x s8 product is summed in saturating pairs: MLAS's vpmaddubsw kernels take uint8
+    /// activations and int8 weights only (u8 x u8 widens to int16 with vpmaddwd, exact).</summary>
+    static bool Saturating(Dictionary<NodeProto, object> cache, EngineTensor activations, EngineTensor weights) =>
+        Arithmetic(cache) == ProductArithmetic.SaturatingPairs && activations.IsUInt8 && weights.IsInt8;
 
     static EngineTensor Need(EngineTensor?[] x, int i, NodeProto n) =>
         i < x.Length && x[i] is { } t ? t : throw new ArgumentException($"input {i} is missing.");
@@ -212,10 +222,44 @@ internal static class EngineOps
         return shifted;
     }
 
+    /// <summary>u8 x s8 under saturating emulation, except depthwise convolutions: MLAS's depthwise kernels
+    /// (MlasConvDepthwiseKernelAvx2, MlasConvSymDepthwiseKernelAvx2) widen to 16/32 bits and are exact.</summary>
+    static bool SaturatingConvApplies(Dictionary<NodeProto, object> cache, EngineTensor xt, EngineTensor w, ConvGeometry g) =>
+        Saturating(cache, xt, w) && !(g.GroupChannels == 1 && g.GroupOutChannels == 1);
+
+    /// <summary>How ONNX Runtime's QLinearConv pairs K on x86 without VNNI. MlasConvSymPackWSize (convsym.cpp)
+    /// accepts the symmetric kernel for one group, all weight zero points 0, input channels a multiple of 4 and
+    /// output channels a multiple of 8 and at least 16: pairs are two channels of one kernel position. Otherwise
+    /// im2col (NHWC, K = (ki, kj, c)) + QGEMM: K paired flat.</summary>
+    internal static ConvPairing OrtConvPairing(ConvGeometry g, int[] wz) =>
+        g.Group == 1 && wz.All(z => z == 0) && g.GroupChannels % 4 == 0 && g.GroupOutChannels % 8 == 0 && g.GroupOutChannels >= 16
+            ? ConvPairing.PerKernelPosition : ConvPairing.FlatK;
+
+    /// <summary>The saturated int32 sums (raw stored codes multiplied, zero points corrected exactly).</summary>
+    static int[] SaturatingConvAccumulate(NodeProto n, EngineTensor xt, int xz, EngineTensor w, int[] wz, ConvGeometry g, Dictionary<NodeProto, object> cache, int[]? bias = null)
+    {
+        SaturatingConvWeights packed;
+        lock (cache)
+        {
+            if (cache.TryGetValue(n, out var o) && o is (EngineTensor from, SaturatingConvWeights p) && ReferenceEquals(from, w) && p.Shape == g) packed = p;
+            else
+            {
+                packed = SaturatingConvWeights.Pack(w.SBytes, wz, g, OrtConvPairing(g, wz));
+                cache[n] = (w, packed);
+            }
+        }
+        var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
+        SaturatingConv.Run(xt.Bytes, xz, packed, acc, bias);
+        return acc;
+    }
+
     static int[] ConvAccumulate(NodeProto n, EngineTensor xt, int xz, EngineTensor w, int[] wz, Dictionary<NodeProto, object> cache, out ConvGeometry g)
     {
         g = Geometry(n, xt.Dims, w.Dims, false);
         if (g.Channels / g.Group * g.KernelH * g.KernelW * g.OutChannels != w.Length) throw new ArgumentException("the weight shape does not match the input channels and group.");
+        // ConvInteger stays exact under saturating emulation: ONNX Runtime's CPU kernel (conv_integer.cc) is registered
+        // for uint8 weights only, and its GEMM (weights as A, NCHW im2col as B) is then u8 x u8, which MLAS widens to
+        // int16 (vpmaddwd): exact. It has no u8 x s8 form to emulate.
         var packed = ConvWeights(n, w, wz, g, cache);
         var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
         if (xt.IsUInt8) QConv.Run<byte>(xt.Bytes, xz, packed, acc);
@@ -241,13 +285,19 @@ internal static class EngineOps
         float ys = Need(x, 6, n).FloatAt(0); var yzT = Opt(x, 7); int yz = yzT?.IntAt(0) ?? 0;
         var g = Geometry(n, xt.Dims, w.Dims, false);
         if (g.Channels / g.Group * g.KernelH * g.KernelW * g.OutChannels != w.Length) throw new ArgumentException("the weight shape does not match the input channels and group.");
-        var packed = ConvWeights(n, w, wz, g, cache);
         var mult = new float[g.OutChannels];
         for (int c = 0; c < g.OutChannels; c++) mult[c] = xs * ws[ws.Length == 1 ? 0 : c] / ys;
         var bias = Opt(x, 8) is { } b ? Bias(b, Opt(x, 9), xs, ws, g.OutChannels) : null;
         bool relu = Int(n, "ptq_relu", 0) != 0;
         var dims = OutDims(g, xt.Dims.Length);
         long count = (long)g.Batch * g.OutChannels * g.OutH * g.OutW;
+        if (SaturatingConvApplies(cache, xt, w, g))
+        {
+            // ONNX Runtime without VNNI: saturated raw sums, then bias and the same float32 requantization.
+            var acc = SaturatingConvAccumulate(n, xt, xz, w, wz, g, cache, bias);
+            return new[] { Requant(acc, mult, (long)g.OutH * g.OutW, yz, yzT?.Type ?? xt.Type, dims, relu) };
+        }
+        var packed = ConvWeights(n, w, wz, g, cache);
         // One fused pass: convolution, bias, requantization and ReLU (native VNNI when present).
         if ((yzT?.Type ?? xt.Type) == OnnxDataType.Int8)
         {
@@ -315,6 +365,24 @@ internal static class EngineOps
         var lead = (a.Dims.Length >= b.Dims.Length ? a.Dims : b.Dims)[..^2];
         dims = a.Dims.Length == 1 ? new long[] { nCols } : lead.Concat(new long[] { m, nCols }).ToArray();
         var c = new int[batchA * m * nCols];
+        if (Saturating(cache, a, b))
+        {
+            // ONNX Runtime without VNNI (MlasGemmU8S8KernelAvx2 / Avx512Core): K paired flat, raw codes.
+            var sat = new SaturatingPackedWeights[batchB];
+            lock (cache)
+            {
+                if (cache.TryGetValue(n, out var o) && o is (EngineTensor from, SaturatingPackedWeights[] p) && ReferenceEquals(from, b)) sat = p;
+                else
+                {
+                    for (int i = 0; i < batchB; i++) sat[i] = SaturatingPackedWeights.Pack(b.SBytes.AsSpan(i * k * nCols, k * nCols), k, nCols, bz);
+                    cache[n] = (b, sat);
+                }
+            }
+            for (long i = 0; i < batchA; i++)
+                SaturatingGemm.Multiply(a.Bytes.AsSpan((int)(i * m * k), m * k), az, m, sat[batchB == 1 ? 0 : i], c.AsSpan((int)(i * m * nCols), m * nCols));
+            cols = nCols;
+            return c;
+        }
         var packs = new PackedWeights[batchB];
         lock (cache)
         {
@@ -588,6 +656,66 @@ internal static class EngineOps
             offset += row;
         }
         return new[] { new EngineTensor(first.Type, dims, data) };
+    }
+
+    /// <summary>Cast to float (from float, int32, int64, uint8 or int8): the dequantization tail of
+    /// DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul.</summary>
+    static EngineTensor[] Cast(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var t = Need(x, 0, n);
+        long to = Int(n, "to", 0);
+        if (to != (long)OnnxDataType.Float) throw new ArgumentException($"Cast to {OnnxDataTypes.Name((int)to)} is not supported (only to float).");
+        var y = new float[t.Length];
+        switch (t.Data)
+        {
+            case float[] f: f.CopyTo(y, 0); break;
+            case int[] v: for (int i = 0; i < y.Length; i++) y[i] = v[i]; break;
+            case long[] l: for (int i = 0; i < y.Length; i++) y[i] = l[i]; break;
+            case byte[] when t.IsUInt8: { var b = t.Bytes; for (int i = 0; i < y.Length; i++) y[i] = b[i]; break; }
+            case sbyte[] when t.IsInt8: { var b = t.SBytes; for (int i = 0; i < y.Length; i++) y[i] = b[i]; break; }
+            default: throw new ArgumentException($"Cast from {t.Type} is not supported.");
+        }
+        return new[] { EngineTensor.Float(y, t.Dims) };
+    }
+
+    /// <summary>Float Mul with multidirectional (NumPy) broadcasting; one IEEE float32 product per element.</summary>
+    static EngineTensor[] Mul(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
+    {
+        var a = Need(x, 0, n); var b = Need(x, 1, n);
+        var af = a.Floats; var bf = b.Floats;
+        int rank = Math.Max(a.Dims.Length, b.Dims.Length);
+        long[] Pad(long[] d) => Enumerable.Repeat(1L, rank - d.Length).Concat(d).ToArray();
+        var da = Pad(a.Dims); var db = Pad(b.Dims);
+        var dims = new long[rank];
+        for (int d = 0; d < rank; d++)
+        {
+            if (da[d] != db[d] && da[d] != 1 && db[d] != 1) throw new ArgumentException($"Mul cannot broadcast [{string.Join(",", a.Dims)}] with [{string.Join(",", b.Dims)}].");
+            dims[d] = da[d] == 1 ? db[d] : da[d];
+        }
+        var y = new float[TensorData.ElementCount(dims)];
+        if (af.Length == y.Length && bf.Length == y.Length) { for (int i = 0; i < y.Length; i++) y[i] = af[i] * bf[i]; }
+        else if (bf.Length == 1) { float s = bf[0]; for (int i = 0; i < y.Length; i++) y[i] = af[i] * s; }
+        else if (af.Length == 1) { float s = af[0]; for (int i = 0; i < y.Length; i++) y[i] = s * bf[i]; }
+        else
+        {
+            // Element strides, 0 along broadcast dimensions.
+            long[] Strides(long[] d)
+            {
+                var st = new long[rank]; long acc = 1;
+                for (int k = rank - 1; k >= 0; k--) { st[k] = d[k] == 1 ? 0 : acc; acc *= d[k]; }
+                return st;
+            }
+            var sa = Strides(da); var sb = Strides(db);
+            var idx = new long[rank];
+            for (long i = 0; i < y.Length; i++)
+            {
+                long oa = 0, ob = 0;
+                for (int k = 0; k < rank; k++) { oa += idx[k] * sa[k]; ob += idx[k] * sb[k]; }
+                y[i] = af[oa] * bf[ob];
+                for (int k = rank - 1; k >= 0; k--) { if (++idx[k] < dims[k]) break; idx[k] = 0; }
+            }
+        }
+        return new[] { EngineTensor.Float(y, dims) };
     }
 
     static EngineTensor[] Gemm(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)

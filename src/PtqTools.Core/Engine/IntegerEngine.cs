@@ -13,10 +13,16 @@ namespace PtqTools.Core.Engine;
 public sealed class IntegerEngine
 {
     readonly Dictionary<string, EngineTensor> _constants = new(StringComparer.Ordinal);
-    readonly Dictionary<NodeProto, object> _cache = new();
+    readonly Dictionary<NodeProto, object> _cache;
 
-    public IntegerEngine(ModelProto model, string source = "model")
+    public IntegerEngine(ModelProto model, string source = "model") : this(model, EngineOptions.Default, source) { }
+
+    /// <summary>An engine computing with the given options (e.g. <c>EngineOptions.Emulating(OrtCpuClass.Avx2)</c>
+    /// to reproduce ONNX Runtime's saturating int8 sums on CPUs without VNNI).</summary>
+    public IntegerEngine(ModelProto model, EngineOptions options, string source = "model")
     {
+        Options = options ?? throw new ArgumentNullException(nameof(options));
+        _cache = new EngineState(options.Arithmetic);
         var graph = model.Graph;
         foreach (var t in graph.Initializer) _constants[t.Name] = EngineTensor.FromProto(t);
         foreach (var n in graph.Node.Where(n => n.OpType == "Constant"))
@@ -38,6 +44,8 @@ public sealed class IntegerEngine
                 string.Join(",", unsupported));
         }
     }
+
+    public EngineOptions Options { get; }
 
     /// <summary>When set, each run adds its calls and milliseconds per op type here (where the time goes).</summary>
     public Dictionary<string, (int Count, double Milliseconds)>? Profile { get; set; }

@@ -22,6 +22,7 @@ public static unsafe class NativeKernels
     static readonly delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void> AmxConvFn;
     static readonly delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void> AmxFusedFn;
     static readonly delegate* unmanaged<int, int, long> AmxWorkspaceFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, sbyte*, int*, int*, int*, int, void> SatPairsFn;
 
     static NativeKernels()
     {
@@ -48,6 +49,9 @@ public static unsafe class NativeKernels
                 if (NativeLibrary.TryGetExport(handle, "ptq_conv_amx", out var amxConv))
                     AmxConvFn = (delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void>)amxConv;
             }
+            // The saturating-pairs kernel (emulating ONNX Runtime on CPUs without VNNI) came with version 5.
+            if (NativeLibrary.TryGetExport(handle, "ptq_gemm_u8s8_satsplit", out var sat))
+                SatPairsFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, sbyte*, int*, int*, int*, int, void>)sat;
             // The direct convolution came with version 2 of the library; an older build still serves the GEMM.
             if (NativeLibrary.TryGetExport(handle, "ptq_conv_pack_input", out var pack) && NativeLibrary.TryGetExport(handle, "ptq_conv_vnni", out var conv))
             {
@@ -61,6 +65,18 @@ public static unsafe class NativeKernels
         HasConv = HasVnni && ConvFn != null;
         HasAmx = HasVnni && AmxGemmFn != null;
         HasAmxConv = HasConv && HasAmx && AmxConvFn != null;
+    }
+
+    /// <summary>Whether the saturating-pairs GEMM (vpdpbusd for the pairs that cannot saturate, vpmaddubsw +
+    /// vpdpwssd for the others) can run here.</summary>
+    public static bool HasSaturatingPairs => HasVnni && SatPairsFn != null;
+
+    /// <summary>Raw saturating-pairs sums of <paramref name="rows"/> rows of A (lda bytes each, whole quads) against
+    /// all blocks of B split in safe and risky parts (see SaturatingPackedWeights), into out (row stride ldo).</summary>
+    internal static void SaturatingPairs(byte* a, int lda, int rows, int quads, sbyte* safe, int blocks, sbyte* risky, int* riskyStart, int* riskyQuads, int* output, int ldo)
+    {
+        if (!HasSaturatingPairs) throw new InvalidOperationException("The native saturating-pairs kernel is not available on this machine.");
+        SatPairsFn(a, lda, rows, quads, safe, blocks, risky, riskyStart, riskyQuads, output, ldo);
     }
 
     /// <summary>Whether convolutions with symmetric weights and 64+ channels per group run on AMX tiles.</summary>

@@ -17,6 +17,9 @@ public static class Program
     public static void Main(string[] args)
     {
         if (args.Length > 1 && args[0] == "engine") { EngineProfile.Run(args[1..]); return; }
+        if (args.Length > 6 && args[0] == "satconv") { SaturatingConvProbe.Run(args[1..]); return; }
+        if (args.Length > 3 && args[0] == "satgemm") { SaturatingGemmProbe.Run(args[1..]); return; }
+        if (args.Length > 1 && args[0] == "emulation") { EmulationCost.Run(args[1..]); return; }
         if (args.Length > 0 && args[0] == "interleaved") { Interleaved.Run(args[1..]); return; }
         if (args.Length > 0 && args[0] == "threads") { Probe.Run(args[1..]); return; }
         Console.WriteLine($"PtqTools kernel path: {KernelDispatch.Best} (native library: {NativeKernels.LoadedFrom ?? "absent"})");
