@@ -2,6 +2,7 @@ using PtqTools.Core.Data;
 using PtqTools.Core.Engine;
 using PtqTools.Core.Kernels;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Quantization;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -18,20 +19,7 @@ public class GroundTruthTests
     public GroundTruthTests(ITestOutputHelper output) { _out = output; }
 
     /// <summary>&lt;folder holding PtqPowerShell.sln&gt;/../shared/ground-truth/ort-1.31.1-avx2; missing is a failure.</summary>
-    public static string Folder
-    {
-        get
-        {
-            string? root = null;
-            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-                if (File.Exists(Path.Combine(dir.FullName, "PtqPowerShell.sln"))) { root = dir.FullName; break; }
-            if (root is null) throw new InvalidOperationException($"No folder holding PtqPowerShell.sln was found above {AppContext.BaseDirectory}.");
-            var folder = Path.GetFullPath(Path.Combine(root, "..", "shared", "ground-truth", "ort-1.31.1-avx2"));
-            if (!Directory.Exists(folder))
-                throw new InvalidOperationException($"The ONNX Runtime ground truth is missing: expected the folder '{folder}' (shared/ground-truth beside the repository clone).");
-            return folder;
-        }
-    }
+    public static string Folder => TestPaths.GroundTruth;
 
     sealed record CaseResult(int Sets, long Elements, long Differing, string FirstDifference);
 
@@ -104,7 +92,7 @@ public class GroundTruthTests
     [MemberData(nameof(EngineCases))]
     public void SaturatingPairs_ReproducesOrtOnAvx2_BitForBit(string name)
     {
-        var r = Compare(name, EngineOptions.Emulating(OrtCpuClass.Avx2));
+        var r = Compare(name, EngineOptions.Emulating(QuantTarget.Avx2));
         _out.WriteLine($"{name}: {r.Sets} sets, {r.Elements} elements, {r.Differing} differ. {r.FirstDifference}");
         Assert.True(r.Differing == 0, $"{name}: {r.Differing} of {r.Elements} output elements differ from ONNX Runtime on AVX2; first: {r.FirstDifference}");
     }
@@ -138,7 +126,7 @@ public class GroundTruthTests
             {
                 foreach (var name in new[] { "qlinearconv_3x3_c64", "qdqconv_stem_7x7_c3", "matmulinteger_128x768x768" })
                 {
-                    var r = Compare(name, EngineOptions.Emulating(OrtCpuClass.Avx2));
+                    var r = Compare(name, EngineOptions.Emulating(QuantTarget.Avx2));
                     Assert.True(r.Differing == 0, $"{path} {name}: {r.Differing} of {r.Elements} differ; first: {r.FirstDifference}");
                 }
             }

@@ -237,3 +237,17 @@ public sealed class GroundTruthWeightTests
         Assert.NotEmpty(WeightPairs.AtRiskLayers(OnnxModelIO.Load(Path.Combine(TestPaths.GroundTruth, "matmulinteger_128x768x768", "model.onnx"))));
     }
 }
+
+public sealed class PairLayoutForTests
+{
+    static NodeProto Conv(long group) { var n = new NodeProto { OpType = "Conv" }; n.Attribute.Add(new AttributeProto { Name = "group", I = group, Type = AttributeProto.Types.AttributeType.Int }); return n; }
+
+    [Fact]
+    public void DepthwiseConvolutions_AreExact_OtherGroupedOnesArePairedPerGroup()
+    {
+        Assert.Null(PairLayout.For(Conv(8), new long[] { 8, 1, 3, 3 }));          // depthwise: MLAS widens first
+        Assert.NotNull(PairLayout.For(Conv(4), new long[] { 8, 1, 3, 3 }));       // channel multiplier 2: im2col per group
+        Assert.NotNull(PairLayout.For(Conv(1), new long[] { 8, 1, 3, 3 }));       // one input channel: flat K over positions
+        Assert.Equal(2 * 9, PairLayout.For(Conv(4), new long[] { 8, 2, 3, 3 })!.K);
+    }
+}

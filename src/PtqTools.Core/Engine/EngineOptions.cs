@@ -1,22 +1,8 @@
 using Onnx;
 using PtqTools.Core.Kernels;
+using PtqTools.Core.Quantization;
 
 namespace PtqTools.Core.Engine;
-
-/// <summary>CPU classes whose ONNX Runtime (MLAS) int8 arithmetic the engine can reproduce.</summary>
-public enum OrtCpuClass
-{
-    /// <summary>x86-64 with AVX-512 VNNI or AVX-VNNI (<c>vpdpbusd</c>): exact int32 sums.</summary>
-    Vnni,
-    /// <summary>x86-64 with AMX-INT8: exact int32 sums.</summary>
-    Amx,
-    /// <summary>ARM64 (NEON/dot-product kernels): exact int32 sums.</summary>
-    Arm64,
-    /// <summary>x86-64 with AVX2 and no VNNI: u8 x s8 products through <c>vpmaddubsw</c>, pair sums saturated to int16.</summary>
-    Avx2,
-    /// <summary>x86-64 with AVX-512BW and no VNNI (MLAS's Avx512Core kernels): the same <c>vpmaddubsw</c> saturation.</summary>
-    Avx512BW,
-}
 
 /// <summary>How an <see cref="IntegerEngine"/> computes: the product arithmetic of its u8 x s8 GEMMs and
 /// convolutions (QLinearConv, ConvInteger, QLinearMatMul, MatMulInteger, QGemm and the forms QDQ fusion produces).</summary>
@@ -27,10 +13,13 @@ public sealed record EngineOptions
 
     public ProductArithmetic Arithmetic { get; init; } = ProductArithmetic.Exact;
 
-    /// <summary>The options that reproduce ONNX Runtime's int8 results on the given CPU class.</summary>
-    public static EngineOptions Emulating(OrtCpuClass cpu) => cpu switch
+    /// <summary>The options that reproduce ONNX Runtime's int8 results on the given CPU class (Host: this
+    /// machine's). Portable is not a CPU: it is refused.</summary>
+    public static EngineOptions Emulating(QuantTarget cpu) => QuantTargets.Resolve(cpu) switch
     {
-        OrtCpuClass.Avx2 or OrtCpuClass.Avx512BW => new EngineOptions { Arithmetic = ProductArithmetic.SaturatingPairs },
+        QuantTarget.Portable => throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument,
+            "Portable is a way of writing a model, not a CPU class to emulate: name a class (Avx2, Avx512, Vnni, Amx, Arm64) or Host.", cpu),
+        var c when QuantTargets.SaturatesPairs(c) => new EngineOptions { Arithmetic = ProductArithmetic.SaturatingPairs },
         _ => Default,
     };
 }

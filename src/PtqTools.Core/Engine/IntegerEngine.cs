@@ -17,7 +17,7 @@ public sealed class IntegerEngine
 
     public IntegerEngine(ModelProto model, string source = "model") : this(model, EngineOptions.Default, source) { }
 
-    /// <summary>An engine computing with the given options (e.g. <c>EngineOptions.Emulating(OrtCpuClass.Avx2)</c>
+    /// <summary>An engine computing with the given options (e.g. <c>EngineOptions.Emulating(QuantTarget.Avx2)</c>
     /// to reproduce ONNX Runtime's saturating int8 sums on CPUs without VNNI).</summary>
     public IntegerEngine(ModelProto model, EngineOptions options, string source = "model")
     {

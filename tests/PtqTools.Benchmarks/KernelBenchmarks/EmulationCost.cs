@@ -1,3 +1,4 @@
+using PtqTools.Core.Quantization;
 using System.Diagnostics;
 using PtqTools.Core.Data;
 using PtqTools.Core.Engine;
@@ -8,7 +9,7 @@ namespace PtqTools.Benchmarks;
 
 /// <summary>
 /// `emulation MODEL [RUNS] [THREADS]`: the engine's exact arithmetic against its emulation of ONNX Runtime on a CPU
-/// without VNNI (<see cref="OrtCpuClass.Avx2"/>, saturating pairs), run for run interleaved, with the time per op
+/// without VNNI (<see cref="QuantTarget.Avx2"/>, saturating pairs), run for run interleaved, with the time per op
 /// type of each. The input is test_data_set_0/input_0.pb beside the model when there is one (the ground-truth
 /// layout), else a random 1x3x224x224 float tensor. Medians and minima, since the machine may be shared.
 /// </summary>
@@ -21,7 +22,7 @@ internal static class EmulationCost
         KernelDispatch.MaxThreads = threads;
         var model = OnnxModelIO.Load(path);
         var exact = new IntegerEngine(model, EngineOptions.Default, Path.GetFileName(path));
-        var emulated = new IntegerEngine(model, EngineOptions.Emulating(OrtCpuClass.Avx2), Path.GetFileName(path));
+        var emulated = new IntegerEngine(model, EngineOptions.Emulating(QuantTarget.Avx2), Path.GetFileName(path));
         var pb = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "test_data_set_0", "input_0.pb");
         EngineTensor input;
         if (File.Exists(pb)) input = EngineTensor.FromProto(TensorProtoFile.Read(pb));
