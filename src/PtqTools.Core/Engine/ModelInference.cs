@@ -42,7 +42,7 @@ public static class ModelInference
             if (engine == InferenceEngine.OnnxRuntime) ort = OrtRunner.FromFile(modelPath, threads);
             else
             {
-                own = new IntegerEngine(OnnxModelIO.Load(modelPath), Path.GetFileName(modelPath));
+                own = new IntegerEngine(OnnxModelIO.Load(modelPath), Path.GetFileName(modelPath), threads);
                 if (own.Inputs.Count != 1)
                     throw new PtqException("EngineInputCount", PtqErrorKind.NotSupported,
                         $"'{Path.GetFileName(modelPath)}' has {own.Inputs.Count} inputs; a data set feeds one.", modelPath);
@@ -81,6 +81,7 @@ public static class ModelInference
         finally
         {
             ort?.Dispose();
+            own?.Dispose();
             KernelDispatch.MaxThreads = Environment.ProcessorCount;
         }
     }

@@ -1,0 +1,237 @@
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Onnx;
+using PtqTools.Core.Onnx;
+
+namespace PtqTools.Core.Engine;
+
+/// <summary>
+/// Runs the nodes the engine does not implement in ONNX Runtime, each as a model of that one node: the source
+/// model's opset imports, the node as written, its inputs typed from the actual tensors (element type and rank,
+/// dimensions left open), the inputs that are model constants as initializers, and untyped outputs. One
+/// <see cref="InferenceSession"/> per node (and input signature), created on the node's first run, with graph
+/// optimizations disabled so that it computes the node as written. Quantized ops are never run here: the engine
+/// computes them itself (see <see cref="Refusal"/>).
+/// </summary>
+public sealed class OrtNodeFallback : IDisposable
+{
+    readonly ModelProto _source;
+    readonly IReadOnlyDictionary<string, EngineTensor> _constants;
+    readonly int _threads;
+    readonly Dictionary<(NodeProto Node, string Signature), Compiled> _sessions = new();
+    readonly RunOptions _runOptions = new();
+    bool _disposed;
+
+    sealed record Compiled(InferenceSession Session, string[] FedInputs, int[] FedIndex, string[] Outputs, int[] OutputIndex);
+
+    /// <param name="source">The model the nodes come from (its opset imports and IR version are kept).</param>
+    /// <param name="constants">The model's constants by name: inputs found here become initializers.</param>
+    /// <param name="threads">ONNX Runtime's intra-op threads per node session.</param>
+    public OrtNodeFallback(ModelProto source, IReadOnlyDictionary<string, EngineTensor> constants, int threads = 1)
+    {
+        _source = source;
+        _constants = constants;
+        _threads = Math.Max(1, threads);
+    }
+
+    /// <summary>Quantized ops: the engine computes their integer arithmetic itself (that is what it exists for; the
+    /// emulation of other CPUs applies to them), so they are never handed to ONNX Runtime.</summary>
+    public static bool IsQuantizedOp(string opType) =>
+        opType.StartsWith("QLinear", StringComparison.Ordinal) || QuantizedOps.Contains(opType);
+
+    static readonly HashSet<string> QuantizedOps = new(StringComparer.Ordinal)
+    {
+        "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm",
+        // ONNX Runtime's contrib ops with integer arithmetic inside.
+        "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "QAttention", "QEmbedLayerNormalization",
+        "MatMulNBits", "MatMulBnb4", "GatherBlockQuantized", "QOrderedMatMul", "QOrderedAttention", "QOrderedLayerNormalization",
+        "QOrderedGelu", "QOrderedLongformerAttention", "QuantizeWithOrder", "DequantizeWithOrder",
+    };
+
+    /// <summary>Why the fallback cannot run <paramref name="node"/>, or null when it can (whether ONNX Runtime really
+    /// has a kernel for it shows when its session is built).</summary>
+    public static string? Refusal(NodeProto node)
+    {
+        if (IsQuantizedOp(node.OpType)) return "a quantized op the engine does not implement";
+        if (node.Attribute.Any(a => a.Type is AttributeProto.Types.AttributeType.Graph or AttributeProto.Types.AttributeType.Graphs || a.G is not null || a.Graphs.Count > 0))
+            return "a node with subgraphs";
+        switch (node.Domain)
+        {
+            case "" or "ai.onnx":
+                if (NonTensorOps.Contains(node.OpType)) return "an op on sequences, optionals or strings, which the engine cannot hold";
+                return OnnxOps.Contains(node.OpType) ? null : "not an ONNX operator";
+            // ONNX Runtime's own operator sets: whether it has the op shows when the node's session is built.
+            case "com.microsoft" or "ai.onnx.ml":
+                return null;
+            default:
+                return $"in the domain '{node.Domain}', which ONNX Runtime does not know";
+        }
+    }
+
+    /// <summary>The ONNX standard operators (ai.onnx, up to opset 23).</summary>
+    static readonly HashSet<string> OnnxOps = new(StringComparer.Ordinal)
+    {
+        "Abs", "Acos", "Acosh", "Add", "AffineGrid", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "Attention",
+        "AveragePool", "BatchNormalization", "Bernoulli", "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor",
+        "BlackmanWindow", "Cast", "CastLike", "Ceil", "Celu", "CenterCropPad", "Clip", "Col2Im", "Compress", "Concat",
+        "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "Cosh", "CumSum", "DFT", "DeformConv",
+        "DepthToSpace", "Det", "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "EyeLike", "Flatten",
+        "Floor", "GRU", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "GlobalAveragePool", "GlobalLpPool",
+        "GlobalMaxPool", "Greater", "GreaterOrEqual", "GridSample", "GroupNormalization", "HammingWindow", "HannWindow",
+        "HardSigmoid", "HardSwish", "Hardmax", "Identity", "InstanceNormalization", "IsInf", "IsNaN", "LRN", "LSTM",
+        "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "LpNormalization", "LpPool",
+        "MatMul", "Max", "MaxPool", "MaxRoiPool", "MaxUnpool", "Mean", "MeanVarianceNormalization", "MelWeightMatrix",
+        "Min", "Mish", "Mod", "Mul", "Multinomial", "Neg", "NegativeLogLikelihoodLoss", "NonMaxSuppression", "NonZero",
+        "Not", "OneHot", "Or", "PRelu", "Pad", "Pow", "RMSNormalization", "RNN", "RandomNormal", "RandomNormalLike",
+        "RandomUniform", "RandomUniformLike", "Range", "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSum",
+        "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu",
+        "Reshape", "Resize", "ReverseSequence", "RoiAlign", "RotaryEmbedding", "Round", "STFT", "Scatter",
+        "ScatterElements", "ScatterND", "Selu", "Shape", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Size", "Slice",
+        "Softmax", "SoftmaxCrossEntropyLoss", "Softplus", "Softsign", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub",
+        "Sum", "Swish", "Tan", "Tanh", "TensorScatter", "ThresholdedRelu", "Tile", "TopK", "Transpose", "Trilu", "Unique",
+        "Unsqueeze", "Upsample", "Where", "Xor",
+    };
+
+    static readonly HashSet<string> NonTensorOps = new(StringComparer.Ordinal)
+    {
+        "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert", "SequenceLength",
+        "SequenceMap", "SplitToSequence", "ConcatFromSequence", "Optional", "OptionalGetElement", "OptionalHasElement",
+        "StringConcat", "StringNormalizer", "StringSplit", "RegexFullMatch", "TfIdfVectorizer", "ImageDecoder",
+    };
+
+    /// <summary>Whether the node goes to ONNX Runtime: every op outside the engine's own table.</summary>
+    public static bool Handles(NodeProto node) => !EngineOps.Supported.Contains(node.OpType);
+
+    /// <summary>How many node sessions were built so far.</summary>
+    public int SessionCount { get { lock (_sessions) return _sessions.Count; } }
+
+    /// <summary>Runs one node on its input tensors (null for an omitted optional input); returns one tensor per node
+    /// output (null where the output's name is empty).</summary>
+    public EngineTensor[] Run(NodeProto node, EngineTensor?[] inputs)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var compiled = Compile(node, inputs);
+        var values = new OrtValue[compiled.FedInputs.Length];
+        try
+        {
+            for (int k = 0; k < values.Length; k++) values[k] = ToOrt(inputs[compiled.FedIndex[k]]!);
+            using var results = compiled.Session.Run(_runOptions, compiled.FedInputs, values, compiled.Outputs);
+            var outputs = new EngineTensor[node.Output.Count];
+            for (int k = 0; k < results.Count; k++) outputs[compiled.OutputIndex[k]] = FromOrt(results[k], node, compiled.Outputs[k]);
+            return outputs;
+        }
+        catch (OnnxRuntimeException ex)
+        {
+            throw new PtqException("EngineNodeFailed", PtqErrorKind.InvalidData,
+                $"Node '{node.Name}' ({node.OpType}) failed in ONNX Runtime: {ex.Message}", node.Name, ex);
+        }
+        finally
+        {
+            foreach (var v in values) v?.Dispose();
+        }
+    }
+
+    Compiled Compile(NodeProto node, EngineTensor?[] inputs)
+    {
+        var signature = string.Join(";", inputs.Select(t => t is null ? "-" : $"{(int)t.Type}/{t.Dims.Length}"));
+        lock (_sessions)
+        {
+            if (_sessions.TryGetValue((node, signature), out var done)) return done;
+            var graph = new GraphProto { Name = "ptq_fallback_" + node.OpType };
+            graph.Node.Add(node.Clone());
+            var fed = new List<string>();
+            var fedIndex = new List<int>();
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            for (int i = 0; i < node.Input.Count; i++)
+            {
+                var name = node.Input[i];
+                if (name.Length == 0 || !seen.Add(name)) continue;
+                var t = i < inputs.Length ? inputs[i] : null;
+                if (t is null)
+                    throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) needs '{name}', which nothing produced.", name);
+                // The model's constants stay constants, as ONNX Runtime sees them in the whole model (weights of a
+                // float MatMul are pre-packed, for example).
+                if (_constants.TryGetValue(name, out var c) && ReferenceEquals(c, t)) { graph.Initializer.Add(t.ToProto(name)); continue; }
+                var shape = new TensorShapeProto();
+                for (int d = 0; d < t.Dims.Length; d++) shape.Dim.Add(new TensorShapeProto.Types.Dimension());
+                graph.Input.Add(new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)t.Type, Shape = shape } } });
+                fed.Add(name);
+                fedIndex.Add(i);
+            }
+            var outputs = new List<string>();
+            var outputIndex = new List<int>();
+            for (int i = 0; i < node.Output.Count; i++)
+            {
+                if (node.Output[i].Length == 0) continue;
+                graph.Output.Add(new ValueInfoProto { Name = node.Output[i] });
+                outputs.Add(node.Output[i]);
+                outputIndex.Add(i);
+            }
+            var model = new ModelProto { IrVersion = Math.Max(_source.IrVersion, 4), ProducerName = "PtqTools engine fallback", Graph = graph };
+            model.OpsetImport.AddRange(_source.OpsetImport.Select(o => o.Clone()));
+            using var options = new SessionOptions
+            {
+                GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL,
+                IntraOpNumThreads = _threads,
+                InterOpNumThreads = 1,
+                ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+                LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+            };
+            options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+            InferenceSession session;
+            try
+            {
+                session = new InferenceSession(model.ToByteArray(), options);
+            }
+            catch (OnnxRuntimeException ex)
+            {
+                throw new PtqException("EngineNodeFailed", PtqErrorKind.NotSupported,
+                    $"Node '{node.Name}' ({node.OpType}) cannot run in ONNX Runtime as a single node: {ex.Message}", node.Name, ex);
+            }
+            done = new Compiled(session, fed.ToArray(), fedIndex.ToArray(), outputs.ToArray(), outputIndex.ToArray());
+            _sessions[(node, signature)] = done;
+            return done;
+        }
+    }
+
+    static OrtValue ToOrt(EngineTensor t)
+    {
+        var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, (TensorElementType)(int)t.Type, t.Dims);
+        try
+        {
+            t.RawBytes.CopyTo(value.GetTensorMutableRawData());
+            return value;
+        }
+        catch
+        {
+            value.Dispose();
+            throw;
+        }
+    }
+
+    static EngineTensor FromOrt(OrtValue value, NodeProto node, string name)
+    {
+        if (value.OnnxType != OnnxValueType.ONNX_TYPE_TENSOR)
+            throw new PtqException("EngineTensorType", PtqErrorKind.NotSupported,
+                $"Output '{name}' of node '{node.Name}' ({node.OpType}) is a {value.OnnxType}, which the engine cannot hold.", name);
+        var info = value.GetTensorTypeAndShape();
+        var type = (OnnxDataType)(int)info.ElementDataType;
+        if (EngineTensor.ElementType(type) is null)
+            throw new PtqException("EngineTensorType", PtqErrorKind.NotSupported,
+                $"Output '{name}' of node '{node.Name}' ({node.OpType}) is of type {OnnxDataTypes.Name((int)type)}, which the engine cannot hold.", name);
+        return EngineTensor.FromBytes(type, info.Shape, value.GetTensorMutableRawData());
+    }
+
+    public void Dispose()
+    {
+        lock (_sessions)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            foreach (var c in _sessions.Values) c.Session.Dispose();
+            _sessions.Clear();
+            _runOptions.Dispose();
+        }
+    }
+}
