@@ -273,9 +273,16 @@ public class EngineFallbackTests(ITestOutputHelper output)
         }
         var (cos, max) = Agreement(pairs);
         var (cosExact, maxExact) = Agreement(pairsExact);
-        output.WriteLine($"MiniLM dynamic, {pairs.Count / engine.Outputs.Count} sentences x {engine.Outputs.Count} outputs: engine vs ORT (all optimizations, 1 thread) min cosine {cos:F7}, max |diff| {max:G4}; " +
-                         $"vs ORT (no optimizations) min cosine {cosExact:F7}, max |diff| {maxExact:G4}, {bitIdentical} of {elements} elements bit-identical");
-        Assert.True(cos >= 0.9999, $"min cosine {cos} against ONNX Runtime");
+        output.WriteLine($"MiniLM dynamic, {pairs.Count / engine.Outputs.Count} sentences x {engine.Outputs.Count} outputs: engine vs ORT (no optimizations, the graph as written) min cosine {cosExact:F7}, " +
+                         $"max |diff| {maxExact:G4}, {bitIdentical} of {elements} elements bit-identical; vs ORT (all optimizations, 1 thread) min cosine {cos:F7}, max |diff| {max:G4}");
+        // The graph as written, node for node: the same int8 sums on this VNNI host, float ops in ONNX Runtime's own
+        // kernels (the differences left are the engine's own float Gemm of the pooler).
+        Assert.True(cosExact >= 0.9999, $"min cosine {cosExact} against ONNX Runtime computing the graph as written");
+        Assert.True(maxExact <= 1e-4, $"max difference {maxExact} against ONNX Runtime computing the graph as written");
+        // ONNX Runtime's fused LayerNormalization, Gelu and MatMulIntegerToFloat round differently in the last bit;
+        // where that moves a tensor's min or max, the next DynamicQuantizeLinear takes another scale and every later
+        // layer another rounding of its codes: a different realization of the int8 noise, not an error.
+        Assert.True(cos >= 0.98, $"min cosine {cos} against ONNX Runtime with its fusions");
     }
 
     [Fact]
@@ -289,9 +296,12 @@ public class EngineFallbackTests(ITestOutputHelper output)
         using var ort = OrtReference.Session(File.ReadAllBytes(Path.Combine(folder, "model.onnx")));
         var sets = Directory.GetDirectories(folder, "test_data_set_*").OrderBy(d => d, StringComparer.Ordinal).ToList();
         Assert.NotEmpty(sets);
+        using var asWritten = OrtReference.Session(File.ReadAllBytes(Path.Combine(folder, "model.onnx")), GraphOptimizationLevel.ORT_DISABLE_ALL);
         var vsSaved = new List<(float[], float[])>();
         var vsHost = new List<(float[], float[])>();
+        var vsHostAsWritten = new List<(float[], float[])>();
         var hostVsSaved = new List<(float[], float[])>();
+        var asWrittenVsSaved = new List<(float[], float[])>();
         foreach (var set in sets)
         {
             var inputs = Directory.GetFiles(set, "input_*.pb").OrderBy(f => f, StringComparer.Ordinal).Select(TensorProtoFile.Read).ToList();
@@ -301,6 +311,7 @@ public class EngineFallbackTests(ITestOutputHelper output)
                 : engine.Inputs.Select((n, k) => (n, EngineTensor.FromProto(inputs[k]))).ToDictionary(p => p.n, p => p.Item2, StringComparer.Ordinal);
             var mine = engine.Run(feed);
             var host = OrtReference.Run(ort, feed);
+            var plain = OrtReference.Run(asWritten, feed);
             for (int k = 0; k < engine.Outputs.Count; k++)
             {
                 var name = engine.Outputs[k];
@@ -309,16 +320,30 @@ public class EngineFallbackTests(ITestOutputHelper output)
                 vsSaved.Add((saved, m));
                 vsHost.Add((host[name].ToFloats(), m));
                 hostVsSaved.Add((saved, host[name].ToFloats()));
+                vsHostAsWritten.Add((plain[name].ToFloats(), m));
+                asWrittenVsSaved.Add((saved, plain[name].ToFloats()));
             }
         }
-        var (cs, ms) = Agreement(vsSaved);
-        var (ch, mh) = Agreement(vsHost);
-        var (chs, mhs) = Agreement(hostVsSaved);
+        void Line(string what, List<(float[], float[])> pairs)
+        {
+            var (min, max) = Agreement(pairs);
+            double mean = pairs.Average(p => Check.Cosine(p.Item1, p.Item2));
+            output.WriteLine($"  {what,-52} min cosine {min:F7}, mean {mean:F7}, max |diff| {max:G4}");
+        }
         output.WriteLine($"ground truth minilm_dynamic, {sets.Count} sets x {engine.Outputs.Count} outputs, engine with exact int8 sums:");
-        output.WriteLine($"  engine vs saved AVX2 outputs:    min cosine {cs:F7}, max |diff| {ms:G4}");
-        output.WriteLine($"  engine vs this host's ORT:        min cosine {ch:F7}, max |diff| {mh:G4}");
-        output.WriteLine($"  this host's ORT vs saved AVX2:    min cosine {chs:F7}, max |diff| {mhs:G4}");
-        Assert.True(ch >= 0.9999, $"min cosine {ch} against this host's ONNX Runtime");
+        Line("engine vs saved AVX2 outputs", vsSaved);
+        Line("engine vs this host's ORT, graph as written", vsHostAsWritten);
+        Line("engine vs this host's ORT, all optimizations", vsHost);
+        Line("this host's ORT (as written) vs saved AVX2", asWrittenVsSaved);
+        Line("this host's ORT (all optimizations) vs saved AVX2", hostVsSaved);
+        var (ch, _) = Agreement(vsHostAsWritten);
+        Assert.True(ch >= 0.9999, $"min cosine {ch} against this host's ONNX Runtime (graph as written)");
+        var (cho, _) = Agreement(vsHost);
+        Assert.True(cho >= 0.98, $"min cosine {cho} against this host's ONNX Runtime (all optimizations)");
+        // Exact sums are farther from the saturating AVX2 outputs than from this host's: the difference the
+        // emulation of that CPU is to close.
+        var (cs, _) = Agreement(vsSaved);
+        Assert.True(cs < ch, $"engine vs saved AVX2 {cs}, vs this host {ch}");
     }
 
     [Fact]
