@@ -19,11 +19,13 @@ public sealed class OrtNodeFallback : IDisposable
     readonly ModelProto _source;
     readonly IReadOnlyDictionary<string, EngineTensor> _constants;
     readonly int _threads;
-    readonly Dictionary<(NodeProto Node, string Signature), Compiled> _sessions = new();
+    // By node identity (a protobuf message hashes and compares its whole content); each node keeps one session per
+    // input signature (element type and rank of every input), almost always one.
+    readonly Dictionary<NodeProto, List<Compiled>> _sessions = new(ReferenceEqualityComparer.Instance);
     readonly RunOptions _runOptions = new();
     bool _disposed;
 
-    sealed record Compiled(InferenceSession Session, string[] FedInputs, int[] FedIndex, string[] Outputs, int[] OutputIndex);
+    sealed record Compiled(int[] Signature, InferenceSession Session, string[] FedInputs, int[] FedIndex, string[] Outputs, int[] OutputIndex);
 
     /// <param name="source">The model the nodes come from (its opset imports and IR version are kept).</param>
     /// <param name="constants">The model's constants by name: inputs found here become initializers.</param>
@@ -104,7 +106,7 @@ public sealed class OrtNodeFallback : IDisposable
     public static bool Handles(NodeProto node) => !EngineOps.Supported.Contains(node.OpType);
 
     /// <summary>How many node sessions were built so far.</summary>
-    public int SessionCount { get { lock (_sessions) return _sessions.Count; } }
+    public int SessionCount { get { lock (_sessions) return _sessions.Values.Sum(l => l.Count); } }
 
     /// <summary>Runs one node on its input tensors (null for an omitted optional input); returns one tensor per node
     /// output (null where the output's name is empty).</summary>
@@ -134,10 +136,13 @@ public sealed class OrtNodeFallback : IDisposable
 
     Compiled Compile(NodeProto node, EngineTensor?[] inputs)
     {
-        var signature = string.Join(";", inputs.Select(t => t is null ? "-" : $"{(int)t.Type}/{t.Dims.Length}"));
+        var signature = new int[inputs.Length];
+        for (int i = 0; i < inputs.Length; i++) signature[i] = inputs[i] is { } t ? (int)t.Type * 64 + t.Dims.Length : -1;
         lock (_sessions)
         {
-            if (_sessions.TryGetValue((node, signature), out var done)) return done;
+            if (!_sessions.TryGetValue(node, out var list)) _sessions[node] = list = new();
+            foreach (var c in list)
+                if (c.Signature.AsSpan().SequenceEqual(signature)) return c;
             var graph = new GraphProto { Name = "ptq_fallback_" + node.OpType };
             graph.Node.Add(node.Clone());
             var fed = new List<string>();
@@ -189,12 +194,15 @@ public sealed class OrtNodeFallback : IDisposable
                 throw new PtqException("EngineNodeFailed", PtqErrorKind.NotSupported,
                     $"Node '{node.Name}' ({node.OpType}) cannot run in ONNX Runtime as a single node: {ex.Message}", node.Name, ex);
             }
-            done = new Compiled(session, fed.ToArray(), fedIndex.ToArray(), outputs.ToArray(), outputIndex.ToArray());
-            _sessions[(node, signature)] = done;
+            var done = new Compiled(signature, session, fed.ToArray(), fedIndex.ToArray(), outputs.ToArray(), outputIndex.ToArray());
+            list.Add(done);
             return done;
         }
     }
 
+    /// <summary>A copy of the tensor in a buffer ONNX Runtime allocates. Not the engine's own array pinned: MLAS's
+    /// float kernels (reductions, GEMM) take other paths on managed arrays' 16-byte alignment than on its 64-byte
+    /// aligned buffers and round differently from run to run (measured: the synthetic block lost its bit-identity).</summary>
     static OrtValue ToOrt(EngineTensor t)
     {
         var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, (TensorElementType)(int)t.Type, t.Dims);
@@ -229,7 +237,7 @@ public sealed class OrtNodeFallback : IDisposable
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (var c in _sessions.Values) c.Session.Dispose();
+            foreach (var c in _sessions.Values.SelectMany(l => l)) c.Session.Dispose();
             _sessions.Clear();
             _runOptions.Dispose();
         }
