@@ -159,18 +159,64 @@ public class EngineFallbackTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
-    public void NodeWithSubgraph_IsRefusedByName()
+    static GraphProto Branch(string name, string op, string[] inputs, string output)
     {
-        var model = TransformerBlock();
-        var branch = new GraphProto { Name = "branch" };
-        branch.Output.Add(ModelBuilder.Value("y", null));
-        var node = model.Graph.Node.Single(n => n.Name == "softmax");
-        node.OpType = "If";
-        node.Attribute.Clear();
-        node.Attribute.Add(new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = branch });
-        var ex = Check.Throws("EngineOpNotSupported", () => new IntegerEngine(model, "m"));
+        var g = new GraphProto { Name = name };
+        var n = new NodeProto { OpType = op, Name = name + "_" + op };
+        n.Input.AddRange(inputs);
+        n.Output.Add(output);
+        g.Node.Add(n);
+        g.Output.Add(ModelBuilder.Value(output, null));
+        return g;
+    }
+
+    /// <summary>x [2,3] -> cond = ReduceSum(x) > 0 -> If(then: x * two, else: -x), both reading x and the constant
+    /// two from the outer graph -> Relu (in the engine).</summary>
+    static ModelProto IfModel(GraphProto thenBranch, GraphProto elseBranch)
+    {
+        var b = new ModelBuilder(13, 7, "if").Input("x", 2, 3).Init("two", new[] { 2f }).Init("zero", new[] { 0f })
+            .Node("ReduceSum", new[] { "x" }, new[] { "s" }, "sum", ("keepdims", 0))
+            .Node("Greater", new[] { "s", "zero" }, new[] { "cond" }, "greater")
+            .Node("If", new[] { "cond" }, new[] { "branch" }, "if")
+            .Node("Relu", new[] { "branch" }, new[] { "y" }, "relu")
+            .Output("y", 2, 3);
+        var node = b.Graph.Node.Single(n => n.OpType == "If");
+        node.Attribute.Add(new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = thenBranch });
+        node.Attribute.Add(new AttributeProto { Name = "else_branch", Type = AttributeProto.Types.AttributeType.Graph, G = elseBranch });
+        return b.Model;
+    }
+
+    [Fact]
+    public void If_RunsWhole_WithOuterValues_AndMatchesOnnxRuntime()
+    {
+        var model = IfModel(Branch("then", "Mul", new[] { "x", "two" }, "t"), Branch("else", "Neg", new[] { "x" }, "e"));
+        Assert.Equal(new[] { "x", "two" }, OrtNodeFallback.OuterScopeInputs(model.Graph.Node.Single(n => n.OpType == "If")));
+        using var engine = new IntegerEngine(model, "if");
+        using var ort = OrtReference.Session(model.ToByteArray(), GraphOptimizationLevel.ORT_DISABLE_ALL);
+        foreach (var x in new[] { new[] { 1f, -2f, 3f, 4f, -0.5f, 0.25f }, new[] { -1f, 2f, -3f, -4f, 0.5f, -0.25f } })
+        {
+            var feed = new Dictionary<string, EngineTensor> { ["x"] = EngineTensor.Float(x, 2, 3) };
+            var mine = engine.Run(feed)["y"].Floats;
+            Assert.Equal(OrtReference.Run(ort, feed)["y"].Floats, mine);
+            var expected = x.Sum() > 0 ? x.Select(v => Math.Max(0f, v * 2)) : x.Select(v => Math.Max(0f, -v));
+            Assert.Equal(expected.ToArray(), mine);
+        }
+    }
+
+    [Fact]
+    public void LoopsAndQuantizedOpsInBranches_AreRefusedByName()
+    {
+        var quantizedInBranch = IfModel(Branch("then", "DynamicQuantizeLinear", new[] { "x" }, "t"), Branch("else", "Neg", new[] { "x" }, "e"));
+        var ex = Check.Throws("EngineOpNotSupported", () => new IntegerEngine(quantizedInBranch, "m"));
         Assert.Contains("If", ex.Message);
+        Assert.Contains("DynamicQuantizeLinear", ex.Message);
+        var loop = IfModel(Branch("then", "Neg", new[] { "x" }, "t"), Branch("else", "Neg", new[] { "x" }, "e"));
+        var node = loop.Graph.Node.Single(n => n.OpType == "If");
+        node.OpType = "Loop";
+        node.Attribute.Clear();
+        node.Attribute.Add(new AttributeProto { Name = "body", Type = AttributeProto.Types.AttributeType.Graph, G = Branch("body", "Neg", new[] { "x" }, "b") });
+        ex = Check.Throws("EngineOpNotSupported", () => new IntegerEngine(loop, "m"));
+        Assert.Contains("Loop", ex.Message);
         Assert.Contains("subgraph", ex.Message);
     }
 

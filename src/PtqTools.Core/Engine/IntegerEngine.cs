@@ -9,7 +9,8 @@ namespace PtqTools.Core.Engine;
 /// Executes quantized QDQ and QOperator models (CNNs and MLPs) with the engine's own int8 kernels. QDQ groups are
 /// fused into operator form first (<see cref="QdqFuser"/>); the graph is then run node by node in topological order.
 /// Nodes whose op is outside <see cref="EngineOps.Supported"/> run in ONNX Runtime, one node at a time
-/// (<see cref="OrtNodeFallback"/>), except quantized ops and nodes with subgraphs, which are refused up front, by name.
+/// (<see cref="OrtNodeFallback"/>; an If whole, its branches reading the outer values they name), except quantized
+/// ops, loops and ops ONNX Runtime does not know either, which are refused up front, by name.
 /// Dispose the engine to release the fallback's ONNX Runtime sessions.
 /// </summary>
 public sealed class IntegerEngine : IDisposable
@@ -85,7 +86,7 @@ public sealed class IntegerEngine : IDisposable
                 : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) needs '{i}', which nothing produced.", i)).ToArray();
             EngineTensor[] results;
             long started = Profile is null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp();
-            try { results = OrtNodeFallback.Handles(node) ? _fallback.Run(node, args) : EngineOps.Run(node, args, _cache); }
+            try { results = OrtNodeFallback.Handles(node) ? _fallback.Run(node, args, values.GetValueOrDefault) : EngineOps.Run(node, args, _cache); }
             catch (ArgumentException ex)
             {
                 throw new PtqException("EngineNodeFailed", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) failed: {ex.Message}", node.Name, ex);
@@ -107,7 +108,9 @@ public sealed class IntegerEngine : IDisposable
     {
         var args = node.Input.Select(i => i.Length == 0 ? null : inputs.TryGetValue(i, out var v) ? v : _constants.TryGetValue(i, out var c) ? c
             : throw new PtqException("ReplayInputMissing", PtqErrorKind.InvalidArgument, $"Layer '{node.Name}' needs '{i}', which was not given.", i)).ToArray();
-        return OrtNodeFallback.Handles(node) ? _fallback.Run(node, args) : EngineOps.Run(node, args, _cache);
+        return OrtNodeFallback.Handles(node)
+            ? _fallback.Run(node, args, n => inputs.TryGetValue(n, out var v) ? v : _constants.GetValueOrDefault(n))
+            : EngineOps.Run(node, args, _cache);
     }
 
     internal IReadOnlyDictionary<string, EngineTensor> Constants => _constants;

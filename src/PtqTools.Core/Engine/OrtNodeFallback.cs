@@ -56,8 +56,16 @@ public sealed class OrtNodeFallback : IDisposable
     public static string? Refusal(NodeProto node)
     {
         if (IsQuantizedOp(node.OpType)) return "a quantized op the engine does not implement";
-        if (node.Attribute.Any(a => a.Type is AttributeProto.Types.AttributeType.Graph or AttributeProto.Types.AttributeType.Graphs || a.G is not null || a.Graphs.Count > 0))
-            return "a node with subgraphs";
+        if (HasSubgraphs(node))
+        {
+            // An If runs whole in ONNX Runtime, its branches reading the outer values they name; unless a quantized op
+            // or a loop is inside, whose integer arithmetic would then not be the engine's.
+            if (node.OpType != "If" || node.Domain is not ("" or "ai.onnx")) return "a node with subgraphs";
+            var inner = Subgraphs(node).SelectMany(AllNodes).ToList();
+            if (inner.FirstOrDefault(n => IsQuantizedOp(n.OpType)) is { } q) return $"an If whose branch holds the quantized op {q.OpType}";
+            if (inner.FirstOrDefault(n => HasSubgraphs(n) && n.OpType != "If") is { } l) return $"an If whose branch holds a {l.OpType}";
+            return null;
+        }
         switch (node.Domain)
         {
             case "" or "ai.onnx":
@@ -69,6 +77,37 @@ public sealed class OrtNodeFallback : IDisposable
             default:
                 return $"in the domain '{node.Domain}', which ONNX Runtime does not know";
         }
+    }
+
+    static bool HasSubgraphs(NodeProto node) => node.Attribute.Any(a =>
+        a.Type is AttributeProto.Types.AttributeType.Graph or AttributeProto.Types.AttributeType.Graphs || a.G is not null || a.Graphs.Count > 0);
+
+    static IEnumerable<GraphProto> Subgraphs(NodeProto node) =>
+        node.Attribute.SelectMany(a => (a.G is null ? Enumerable.Empty<GraphProto>() : new[] { a.G }).Concat(a.Graphs));
+
+    static IEnumerable<NodeProto> AllNodes(GraphProto g) => g.Node.SelectMany(n => new[] { n }.Concat(Subgraphs(n).SelectMany(AllNodes)));
+
+    /// <summary>The outer values a node's subgraphs read (names they use but do not define), in first-use order;
+    /// empty for a node without subgraphs.</summary>
+    public static IReadOnlyList<string> OuterScopeInputs(NodeProto node)
+    {
+        if (!HasSubgraphs(node)) return Array.Empty<string>();
+        var defined = new HashSet<string>(StringComparer.Ordinal);
+        var used = new List<string>();
+        void Walk(GraphProto g)
+        {
+            foreach (var i in g.Input) defined.Add(i.Name);
+            foreach (var t in g.Initializer) defined.Add(t.Name);
+            foreach (var n in g.Node)
+            {
+                foreach (var o in n.Output) defined.Add(o);
+                used.AddRange(n.Input.Where(i => i.Length > 0));
+                foreach (var s in Subgraphs(n)) Walk(s);
+            }
+            used.AddRange(g.Output.Select(o => o.Name));
+        }
+        foreach (var s in Subgraphs(node)) Walk(s);
+        return used.Where(u => !defined.Contains(u)).Distinct(StringComparer.Ordinal).ToList();
     }
 
     /// <summary>The ONNX standard operators (ai.onnx, up to opset 23).</summary>
@@ -109,11 +148,24 @@ public sealed class OrtNodeFallback : IDisposable
     public int SessionCount { get { lock (_sessions) return _sessions.Values.Sum(l => l.Count); } }
 
     /// <summary>Runs one node on its input tensors (null for an omitted optional input); returns one tensor per node
-    /// output (null where the output's name is empty).</summary>
-    public EngineTensor[] Run(NodeProto node, EngineTensor?[] inputs)
+    /// output (null where the output's name is empty). <paramref name="outer"/> gives the outer values an If's
+    /// branches read (<see cref="OuterScopeInputs"/>).</summary>
+    public EngineTensor[] Run(NodeProto node, EngineTensor?[] inputs, Func<string, EngineTensor?>? outer = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var compiled = Compile(node, inputs);
+        var names = node.Input.ToList();
+        var outerNames = OuterScopeInputs(node);
+        if (outerNames.Count > 0)
+        {
+            var all = new EngineTensor?[names.Count + outerNames.Count];
+            inputs.AsSpan(0, Math.Min(inputs.Length, names.Count)).CopyTo(all);
+            for (int k = 0; k < outerNames.Count; k++)
+                all[names.Count + k] = outer?.Invoke(outerNames[k]) ?? throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData,
+                    $"Node '{node.Name}' ({node.OpType}) reads '{outerNames[k]}' in a branch, which nothing produced.", outerNames[k]);
+            names.AddRange(outerNames);
+            inputs = all;
+        }
+        var compiled = Compile(node, names, inputs);
         var values = new OrtValue[compiled.FedInputs.Length];
         try
         {
@@ -134,7 +186,7 @@ public sealed class OrtNodeFallback : IDisposable
         }
     }
 
-    Compiled Compile(NodeProto node, EngineTensor?[] inputs)
+    Compiled Compile(NodeProto node, List<string> names, EngineTensor?[] inputs)
     {
         var signature = new int[inputs.Length];
         for (int i = 0; i < inputs.Length; i++) signature[i] = inputs[i] is { } t ? (int)t.Type * 64 + t.Dims.Length : -1;
@@ -148,9 +200,9 @@ public sealed class OrtNodeFallback : IDisposable
             var fed = new List<string>();
             var fedIndex = new List<int>();
             var seen = new HashSet<string>(StringComparer.Ordinal);
-            for (int i = 0; i < node.Input.Count; i++)
+            for (int i = 0; i < names.Count; i++)
             {
-                var name = node.Input[i];
+                var name = names[i];
                 if (name.Length == 0 || !seen.Add(name)) continue;
                 var t = i < inputs.Length ? inputs[i] : null;
                 if (t is null)
