@@ -221,6 +221,23 @@ public class EngineFallbackTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void ConstantScalarAndListForms_FeedOpsInOnnxRuntime()
+    {
+        // Constants of value_ints and value_float (opset 12) feed a Reshape (the engine's) and a Mul (ONNX Runtime's).
+        var b = new ModelBuilder(13, 7, "consts").Input("x", 2, 3)
+            .Node("Constant", Array.Empty<string>(), new[] { "shape" }, "c1", ("value_ints", new long[] { 3, 2 }))
+            .Node("Constant", Array.Empty<string>(), new[] { "k" }, "c2", ("value_float", 1.5f))
+            .Node("Reshape", new[] { "x", "shape" }, new[] { "r" }, "reshape")
+            .Node("Mul", new[] { "r", "k" }, new[] { "y" }, "mul")
+            .Output("y", 3, 2);
+        using var engine = new IntegerEngine(b.Model, "consts");
+        var x = new[] { 1f, 2f, 3f, 4f, 5f, 6f };
+        var y = engine.Run(new Dictionary<string, EngineTensor> { ["x"] = EngineTensor.Float(x, 2, 3) })["y"];
+        Assert.Equal(new long[] { 3, 2 }, y.Dims);
+        Assert.Equal(x.Select(v => v * 1.5f).ToArray(), y.Floats);
+    }
+
+    [Fact]
     public void EngineTensor_HoldsBoolAndDouble_ThroughProtos()
     {
         var b = new EngineTensor(OnnxDataType.Bool, new long[] { 3 }, new[] { true, false, true });

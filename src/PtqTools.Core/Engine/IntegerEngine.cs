@@ -26,9 +26,7 @@ public sealed class IntegerEngine : IDisposable
         foreach (var t in graph.Initializer) _constants[t.Name] = EngineTensor.FromProto(t);
         foreach (var n in graph.Node.Where(n => n.OpType == "Constant"))
         {
-            var value = n.Attribute.FirstOrDefault(a => a.Name == "value")?.T
-                ?? throw new PtqException("EngineOpNotSupported", PtqErrorKind.NotSupported, $"Constant node '{n.Name}' has no tensor 'value'.", n.Name);
-            _constants[n.Output[0]] = EngineTensor.FromProto(value);
+            _constants[n.Output[0]] = ConstantValue(n);
         }
         Inputs = graph.Input.Where(i => !_constants.ContainsKey(i.Name)).Select(i => i.Name).ToArray();
         Outputs = graph.Output.Select(o => o.Name).ToArray();
@@ -52,6 +50,22 @@ public sealed class IntegerEngine : IDisposable
 
     /// <summary>Releases the ONNX Runtime sessions of the nodes it ran.</summary>
     public void Dispose() => _fallback.Dispose();
+
+    /// <summary>A Constant node's value: its tensor, or one of the scalar and list forms (opset 12).</summary>
+    static EngineTensor ConstantValue(NodeProto n)
+    {
+        var a = n.Attribute.FirstOrDefault(a => a.Name is "value" or "value_float" or "value_floats" or "value_int" or "value_ints")
+            ?? throw new PtqException("EngineOpNotSupported", PtqErrorKind.NotSupported,
+                $"Constant node '{n.Name}' has no numeric value ('value', 'value_float(s)' or 'value_int(s)'): it holds {string.Join(", ", n.Attribute.Select(x => x.Name))}.", n.Name);
+        return a.Name switch
+        {
+            "value" => EngineTensor.FromProto(a.T),
+            "value_float" => EngineTensor.Float(new[] { a.F }),
+            "value_floats" => EngineTensor.Float(a.Floats.ToArray(), a.Floats.Count),
+            "value_int" => new EngineTensor(OnnxDataType.Int64, Array.Empty<long>(), new[] { a.I }),
+            _ => new EngineTensor(OnnxDataType.Int64, new long[] { a.Ints.Count }, a.Ints.ToArray()),
+        };
+    }
 
     /// <summary>When set, each run adds its calls and milliseconds per op type here (where the time goes).</summary>
     public Dictionary<string, (int Count, double Milliseconds)>? Profile { get; set; }
