@@ -16,7 +16,8 @@ namespace PtqTools.Core.Engine;
 /// </summary>
 public sealed class OrtNodeFallback : IDisposable
 {
-    readonly ModelProto _source;
+    readonly long _irVersion;
+    readonly OperatorSetIdProto[] _opsets;
     readonly IReadOnlyDictionary<string, EngineTensor> _constants;
     readonly int _threads;
     // By node identity (a protobuf message hashes and compares its whole content); each node keeps one session per
@@ -32,7 +33,9 @@ public sealed class OrtNodeFallback : IDisposable
     /// <param name="threads">ONNX Runtime's intra-op threads per node session.</param>
     public OrtNodeFallback(ModelProto source, IReadOnlyDictionary<string, EngineTensor> constants, int threads = 1)
     {
-        _source = source;
+        // Only what the node models need: the engine does not keep the source model (and its weights) alive.
+        _irVersion = Math.Max(source.IrVersion, 4);
+        _opsets = source.OpsetImport.Select(o => o.Clone()).ToArray();
         _constants = constants;
         _threads = Math.Max(1, threads);
     }
@@ -225,8 +228,8 @@ public sealed class OrtNodeFallback : IDisposable
                 outputs.Add(node.Output[i]);
                 outputIndex.Add(i);
             }
-            var model = new ModelProto { IrVersion = Math.Max(_source.IrVersion, 4), ProducerName = "PtqTools engine fallback", Graph = graph };
-            model.OpsetImport.AddRange(_source.OpsetImport.Select(o => o.Clone()));
+            var model = new ModelProto { IrVersion = _irVersion, ProducerName = "PtqTools engine fallback", Graph = graph };
+            model.OpsetImport.AddRange(_opsets.Select(o => o.Clone()));
             using var options = new SessionOptions
             {
                 GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL,
