@@ -85,8 +85,10 @@ public sealed class ConvKernelTests
         if (format == QuantFormat.QOperator)
         {
             var feed = new Dictionary<string, EngineTensor> { ["x"] = new EngineTensor(OnnxDataType.Float, TinyModels.InputShape, x) };
-            var engineGemm = new IntegerEngine(gemm, "gemm").Run(feed)["y"].ToFloats();
-            var engineSym = new IntegerEngine(sym, "sym").Run(feed)["y"].ToFloats();
+            using var gemmEngine = new IntegerEngine(gemm, "gemm");
+            using var symEngine = new IntegerEngine(sym, "sym");
+            var engineGemm = gemmEngine.Run(feed)["y"].ToFloats();
+            var engineSym = symEngine.Run(feed)["y"].ToFloats();
             Assert.Equal(engineSym, engineGemm);
             Assert.Equal(ortSym, engineGemm);
         }

@@ -46,7 +46,7 @@ public class EngineNodeTests
             foreach (var path in KernelDispatch.Supported())
             {
                 KernelDispatch.Current = path;
-                var engine = new IntegerEngine(model, name);
+                using var engine = new IntegerEngine(model, name);
                 Assert.Equal(inputs.Count, engine.Inputs.Count);
                 var feed = engine.Inputs.Select((n, i) => (n, t: EngineTensor.FromProto(inputs[i]))).ToDictionary(p => p.n, p => p.t);
                 var result = engine.Run(feed);
@@ -70,9 +70,22 @@ public class EngineNodeTests
     [Fact]
     public void UnsupportedOp_IsNamed()
     {
+        // Ops outside the engine's table run in ONNX Runtime (OrtNodeFallback); an op that ONNX Runtime does not
+        // know either is refused up front, by name.
         var (model, _, _) = Load("test_qlinearmatmul_2D");
-        model.Graph.Node[0].OpType = "Softmax";
+        model.Graph.Node[0].OpType = "NoSuchOp";
         var ex = Check.Throws("EngineOpNotSupported", () => new IntegerEngine(model, "m"));
-        Assert.Contains("Softmax", ex.Message);
+        Assert.Contains("NoSuchOp", ex.Message);
+    }
+
+    [Fact]
+    public void UnsupportedQuantizedOp_IsNamed_NotHandedToOnnxRuntime()
+    {
+        // Quantized ops are the engine's own to compute; one it does not implement is refused, never run in ONNX Runtime.
+        var (model, _, _) = Load("test_qlinearmatmul_2D");
+        model.Graph.Node[0].OpType = "QLinearSigmoid";
+        model.Graph.Node[0].Domain = "com.microsoft";
+        var ex = Check.Throws("EngineOpNotSupported", () => new IntegerEngine(model, "m"));
+        Assert.Contains("QLinearSigmoid", ex.Message);
     }
 }

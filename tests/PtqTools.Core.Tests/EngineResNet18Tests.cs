@@ -19,7 +19,7 @@ public class EngineResNet18Tests : IClassFixture<ResNet18Fixture>
     [Fact]
     public void ResNet18Int8_OnTheEngine_MatchesOnnxRuntimeWithinOneStep()
     {
-        var engine = new IntegerEngine(_f.Quantized, "resnet18.int8");
+        using var engine = new IntegerEngine(_f.Quantized, "resnet18.int8");
         Assert.DoesNotContain(engine.Nodes, n => n.OpType is "Conv" or "Add");
         Assert.Contains(engine.Nodes, n => n.OpType == "QLinearConv");
         using var ort = OrtRunner.FromFile(_f.QuantizedPath);
@@ -40,7 +40,7 @@ public class EngineResNet18Tests : IClassFixture<ResNet18Fixture>
     [Fact]
     public void Replay_FromDequantizedInputs_ReproducesTheFullRunExactly()
     {
-        var replay = new LayerReplay(_f.Quantized, "resnet18.int8");
+        using var replay = new LayerReplay(_f.Quantized, "resnet18.int8");
         using var reader = new SampleReader(_f.Evaluation);
         var sample = reader.Read(CancellationToken.None).First();
         var all = replay.Engine.RunAll(EngineParity.Feed(replay.Engine, sample));
@@ -70,7 +70,7 @@ public class EngineResNet18Tests : IClassFixture<ResNet18Fixture>
     [Fact]
     public void Replay_FromFloatModelActivations_IsCloseToTheFloatLayer()
     {
-        var replay = new LayerReplay(_f.Quantized, "resnet18.int8");
+        using var replay = new LayerReplay(_f.Quantized, "resnet18.int8");
         using var reader = new SampleReader(_f.Evaluation);
         var sample = reader.Read(CancellationToken.None).First();
         var prepared = _f.Prepared.Model.Clone();

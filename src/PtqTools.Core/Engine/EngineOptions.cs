@@ -13,6 +13,9 @@ public sealed record EngineOptions
 
     public ProductArithmetic Arithmetic { get; init; } = ProductArithmetic.Exact;
 
+    /// <summary>ONNX Runtime's intra-op threads for the nodes the engine hands to it (<see cref="OrtNodeFallback"/>).</summary>
+    public int FallbackThreads { get; init; } = 1;
+
     /// <summary>The options that reproduce ONNX Runtime's int8 results on the given CPU class (Host: this
     /// machine's). Portable is not a CPU: it is refused.</summary>
     public static EngineOptions Emulating(QuantTarget cpu) => QuantTargets.Resolve(cpu) switch

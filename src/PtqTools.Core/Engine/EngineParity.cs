@@ -26,14 +26,21 @@ public sealed class EngineParity
 
     public static Dictionary<string, EngineTensor> Feed(IntegerEngine engine, Sample sample)
     {
-        // A sample of whole input tensors (TensorProto data sets) feeds them as they are, by position.
+        // A sample of whole input tensors (TensorProto and text data sets) feeds them as they are: by name when they
+        // name every model input (text samples carry more inputs than some models take), else by position.
         if (sample.Inputs is { } inputs)
         {
+            var byName = inputs.Where(t => t.Name.Length > 0).GroupBy(t => t.Name).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+            if (engine.Inputs.All(byName.ContainsKey))
+                return engine.Inputs.ToDictionary(n => n, n => EngineTensor.FromProto(byName[n]), StringComparer.Ordinal);
             if (inputs.Count != engine.Inputs.Count)
                 throw new PtqException("DataInputCountMismatch", PtqErrorKind.InvalidData,
                     $"Sample '{sample.Id}' has {inputs.Count} input tensor(s), but the model takes {engine.Inputs.Count}.", sample.Id);
             return engine.Inputs.Select((name, k) => (name, EngineTensor.FromProto(inputs[k]))).ToDictionary(p => p.name, p => p.Item2, StringComparer.Ordinal);
         }
+        if (engine.Inputs.Count != 1)
+            throw new PtqException("EngineInputCount", PtqErrorKind.NotSupported,
+                $"The model has {engine.Inputs.Count} inputs; sample '{sample.Id}' is one float array. Feed it whole input tensors (a TensorProto or text data set).", sample.Id);
         var dims = new long[] { 1 }.Concat(sample.Shape.Select(d => (long)d)).ToArray();
         if (TensorData.ElementCount(dims) != sample.Data.Length)
             throw new PtqException("DataShapeMismatch", PtqErrorKind.InvalidData,

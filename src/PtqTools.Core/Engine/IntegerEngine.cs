@@ -8,14 +8,20 @@ namespace PtqTools.Core.Engine;
 /// <summary>
 /// Executes quantized QDQ and QOperator models (CNNs and MLPs) with the engine's own int8 kernels. QDQ groups are
 /// fused into operator form first (<see cref="QdqFuser"/>); the graph is then run node by node in topological order.
-/// Ops outside <see cref="EngineOps.Supported"/> are refused up front, by name.
+/// Nodes whose op is outside <see cref="EngineOps.Supported"/> run in ONNX Runtime, one node at a time
+/// (<see cref="OrtNodeFallback"/>; an If whole, its branches reading the outer values they name), except quantized
+/// ops, loops and ops ONNX Runtime does not know either, which are refused up front, by name.
+/// Dispose the engine to release the fallback's ONNX Runtime sessions.
 /// </summary>
-public sealed class IntegerEngine
+public sealed class IntegerEngine : IDisposable
 {
     readonly Dictionary<string, EngineTensor> _constants = new(StringComparer.Ordinal);
     readonly Dictionary<NodeProto, object> _cache;
+    readonly OrtNodeFallback _fallback;
 
-    public IntegerEngine(ModelProto model, string source = "model") : this(model, EngineOptions.Default, source) { }
+    /// <param name="fallbackThreads">ONNX Runtime's intra-op threads for the nodes it runs (<see cref="OrtNodeFallback"/>).</param>
+    public IntegerEngine(ModelProto model, string source = "model", int fallbackThreads = 1)
+        : this(model, EngineOptions.Default with { FallbackThreads = fallbackThreads }, source) { }
 
     /// <summary>An engine computing with the given options (e.g. <c>EngineOptions.Emulating(QuantTarget.Avx2)</c>
     /// to reproduce ONNX Runtime's saturating int8 sums on CPUs without VNNI).</summary>
@@ -27,22 +33,45 @@ public sealed class IntegerEngine
         foreach (var t in graph.Initializer) _constants[t.Name] = EngineTensor.FromProto(t);
         foreach (var n in graph.Node.Where(n => n.OpType == "Constant"))
         {
-            var value = n.Attribute.FirstOrDefault(a => a.Name == "value")?.T
-                ?? throw new PtqException("EngineOpNotSupported", PtqErrorKind.NotSupported, $"Constant node '{n.Name}' has no tensor 'value'.", n.Name);
-            _constants[n.Output[0]] = EngineTensor.FromProto(value);
+            _constants[n.Output[0]] = ConstantValue(n);
         }
         Inputs = graph.Input.Where(i => !_constants.ContainsKey(i.Name)).Select(i => i.Name).ToArray();
         Outputs = graph.Output.Select(o => o.Name).ToArray();
         Nodes = QdqFuser.Fuse(graph, _constants).Where(n => n.OpType != "Constant").ToList();
-        var unsupported = Nodes.Select(n => n.OpType).Where(op => !EngineOps.Supported.Contains(op)).Distinct().ToList();
+        // Ops outside the engine's table run in ONNX Runtime; what cannot run there either is refused here.
+        var unsupported = Nodes.Where(OrtNodeFallback.Handles)
+            .Select(n => (n.OpType, Reason: OrtNodeFallback.Refusal(n))).Where(p => p.Reason is not null).Distinct().ToList();
         if (unsupported.Count > 0)
         {
-            var floatOps = unsupported.Where(EngineOps.OnlyQuantized.Contains).ToList();
-            var hint = floatOps.Count > 0 ? $" ({string.Join(", ", floatOps)} run only in quantized form: between DequantizeLinear and QuantizeLinear, or as QLinear ops)" : "";
+            var ops = unsupported.Select(p => p.OpType).Distinct().ToList();
             throw new PtqException("EngineOpNotSupported", PtqErrorKind.NotSupported,
-                $"The PtqTools engine cannot run '{source}': it does not support {string.Join(", ", unsupported)}{hint}. Use -Engine OnnxRuntime.",
-                string.Join(",", unsupported));
+                $"The PtqTools engine cannot run '{source}': it does not support {string.Join(", ", unsupported.Select(p => $"{p.OpType} ({p.Reason})"))}. Use -Engine OnnxRuntime.",
+                string.Join(",", ops));
         }
+        OpsInOnnxRuntime = Nodes.Where(OrtNodeFallback.Handles).Select(n => n.OpType).Distinct().ToList();
+        _fallback = new OrtNodeFallback(model, _constants, options.FallbackThreads);
+    }
+
+    /// <summary>The op types the engine hands to ONNX Runtime (<see cref="OrtNodeFallback"/>), one node at a time.</summary>
+    public IReadOnlyList<string> OpsInOnnxRuntime { get; }
+
+    /// <summary>Releases the ONNX Runtime sessions of the nodes it ran.</summary>
+    public void Dispose() => _fallback.Dispose();
+
+    /// <summary>A Constant node's value: its tensor, or one of the scalar and list forms (opset 12).</summary>
+    static EngineTensor ConstantValue(NodeProto n)
+    {
+        var a = n.Attribute.FirstOrDefault(a => a.Name is "value" or "value_float" or "value_floats" or "value_int" or "value_ints")
+            ?? throw new PtqException("EngineOpNotSupported", PtqErrorKind.NotSupported,
+                $"Constant node '{n.Name}' has no numeric value ('value', 'value_float(s)' or 'value_int(s)'): it holds {string.Join(", ", n.Attribute.Select(x => x.Name))}.", n.Name);
+        return a.Name switch
+        {
+            "value" => EngineTensor.FromProto(a.T),
+            "value_float" => EngineTensor.Float(new[] { a.F }),
+            "value_floats" => EngineTensor.Float(a.Floats.ToArray(), a.Floats.Count),
+            "value_int" => new EngineTensor(OnnxDataType.Int64, Array.Empty<long>(), new[] { a.I }),
+            _ => new EngineTensor(OnnxDataType.Int64, new long[] { a.Ints.Count }, a.Ints.ToArray()),
+        };
     }
 
     public EngineOptions Options { get; }
@@ -80,7 +109,7 @@ public sealed class IntegerEngine
                 : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) needs '{i}', which nothing produced.", i)).ToArray();
             EngineTensor[] results;
             long started = Profile is null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp();
-            try { results = EngineOps.Run(node, args, _cache); }
+            try { results = OrtNodeFallback.Handles(node) ? _fallback.Run(node, args, values.GetValueOrDefault) : EngineOps.Run(node, args, _cache); }
             catch (ArgumentException ex)
             {
                 throw new PtqException("EngineNodeFailed", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) failed: {ex.Message}", node.Name, ex);
@@ -102,7 +131,9 @@ public sealed class IntegerEngine
     {
         var args = node.Input.Select(i => i.Length == 0 ? null : inputs.TryGetValue(i, out var v) ? v : _constants.TryGetValue(i, out var c) ? c
             : throw new PtqException("ReplayInputMissing", PtqErrorKind.InvalidArgument, $"Layer '{node.Name}' needs '{i}', which was not given.", i)).ToArray();
-        return EngineOps.Run(node, args, _cache);
+        return OrtNodeFallback.Handles(node)
+            ? _fallback.Run(node, args, n => inputs.TryGetValue(n, out var v) ? v : _constants.GetValueOrDefault(n))
+            : EngineOps.Run(node, args, _cache);
     }
 
     internal IReadOnlyDictionary<string, EngineTensor> Constants => _constants;

@@ -13,7 +13,7 @@ public sealed record LayerReplayResult(string Layer, string OpType, string[] Inp
 /// float model's activations), quantized with the model's own input scales and zero points. The building block of
 /// per-layer error analysis: compare <see cref="LayerReplayResult.FloatOutputs"/> with the float layer's output.
 /// </summary>
-public sealed class LayerReplay
+public sealed class LayerReplay : IDisposable
 {
     readonly IntegerEngine _engine;
     readonly Dictionary<string, NodeProto> _producers = new(StringComparer.Ordinal);
@@ -25,6 +25,9 @@ public sealed class LayerReplay
     }
 
     public IntegerEngine Engine => _engine;
+
+    /// <summary>Releases the engine (and the ONNX Runtime sessions of the nodes it ran there).</summary>
+    public void Dispose() => _engine.Dispose();
 
     /// <summary>Layers that can be replayed: the executed nodes, by name (a fused QDQ layer keeps its Conv/MatMul/Add name).</summary>
     public IReadOnlyList<string> Layers => _engine.Nodes.Where(n => n.Name.Length > 0).Select(n => n.Name).ToList();

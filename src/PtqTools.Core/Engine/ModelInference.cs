@@ -42,10 +42,9 @@ public static class ModelInference
             if (engine == InferenceEngine.OnnxRuntime) ort = OrtRunner.FromFile(modelPath, threads);
             else
             {
-                own = new IntegerEngine(OnnxModelIO.Load(modelPath), Path.GetFileName(modelPath));
-                if (own.Inputs.Count != 1)
-                    throw new PtqException("EngineInputCount", PtqErrorKind.NotSupported,
-                        $"'{Path.GetFileName(modelPath)}' has {own.Inputs.Count} inputs; a data set feeds one.", modelPath);
+                // A model of several inputs (MiniLM's token ids, mask and types) takes samples of whole input
+                // tensors; EngineParity.Feed refuses a float sample for it (EngineInputCount).
+                own = new IntegerEngine(OnnxModelIO.Load(modelPath), Path.GetFileName(modelPath), threads);
                 KernelDispatch.MaxThreads = threads;
             }
             int n = 0;
@@ -81,6 +80,7 @@ public static class ModelInference
         finally
         {
             ort?.Dispose();
+            own?.Dispose();
             KernelDispatch.MaxThreads = Environment.ProcessorCount;
         }
     }

@@ -53,7 +53,8 @@ public static class PerformanceMeter
             else
             {
                 var loaded = OnnxModelIO.Load(modelPath);
-                var own = new IntegerEngine(loaded, Path.GetFileName(modelPath));
+                var own = new IntegerEngine(loaded, Path.GetFileName(modelPath), threads);
+                owner = own;
                 if (own.Inputs.Count != 1)
                     throw new PtqException("EngineInputCount", PtqErrorKind.NotSupported,
                         $"'{Path.GetFileName(modelPath)}' has {own.Inputs.Count} inputs; the PtqTools engine is timed on models with one float input.", modelPath);
