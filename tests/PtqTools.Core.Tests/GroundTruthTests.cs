@@ -28,7 +28,7 @@ public class GroundTruthTests
     {
         var dir = Path.Combine(Folder, name);
         if (!Directory.Exists(dir)) throw new InvalidOperationException($"The ground-truth case '{dir}' is missing.");
-        var engine = new IntegerEngine(OnnxModelIO.Load(Path.Combine(dir, "model.onnx")), options, name);
+        using var engine = new IntegerEngine(OnnxModelIO.Load(Path.Combine(dir, "model.onnx")), options, name);
         int sets = 0; long elements = 0, differing = 0; string first = "";
         foreach (var set in Directory.GetDirectories(dir, "test_data_set_*").OrderBy(d => d, StringComparer.Ordinal))
         {

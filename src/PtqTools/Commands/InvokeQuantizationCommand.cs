@@ -342,6 +342,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             if (_options.WeightMethod == Core.Quantization.WeightMethod.Gptq) CompleteProgress(1, collecting);
             CompleteProgress(2, quantizing);
             WriteVerbose($"{weightResult.QuantizedLayerCount} layers quantized, {weightResult.FloatLayerCount} kept in float; {weightResult.OutputSizeBytes:N0} bytes ({weightResult.SizeRatio:P1} of the source).");
+            CheckOnHost(weightResult, null);
             WarnAboutTarget(weightResult);
             WriteObject(weightResult);
             return;
@@ -373,8 +374,24 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             result = Quantizer.Run(prepared, stats, _options, target, Cancel);
         }
         WriteVerbose($"{result.QuantizedLayerCount} layers quantized, {result.FloatLayerCount} kept in float; {result.OutputSizeBytes:N0} bytes ({result.SizeRatio:P1} of the source).");
+        CheckOnHost(result, stats);
         WarnAboutTarget(result);
         WriteObject(result);
+    }
+
+    /// <summary>The host check (<see cref="Core.Evaluation.HostGuard"/>) of a written model that has integer
+    /// products, unless -SkipHostCheck.</summary>
+    void CheckOnHost(QuantizationResult result, IReadOnlyCollection<TensorStatistics>? stats)
+    {
+        if (SkipHostCheck || _options.Mode == QuantMode.WeightOnly) return;
+        const string activity = "Checking the written model on this host";
+        var progress = Progress(5, activity);
+        progress.Report(new RunProgress(0, Core.Evaluation.HostGuard.DefaultSamples, 0, result.OutputPath));
+        var (samples, source) = Core.Evaluation.HostGuard.Samples(result.OutputPath, DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), stats, Cancel);
+        result.HostCheck = samples is null
+            ? new Core.Evaluation.HostCheck { Status = "NotChecked", HostClass = QuantTargets.HostClass.ToString(), Summary = $"Host check not run: {source}." }
+            : Core.Evaluation.HostGuard.Run(result.OutputPath, samples, source, Cancel);
+        CompleteProgress(5, activity);
     }
 
     /// <summary>The target's figures in -Verbose, and a warning for each way the written model can compute other
@@ -384,7 +401,10 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         WriteVerbose($"Target {result.Target} (this host: {result.HostClass}); {result.PairSafeLayers.Length} layers made pair-safe{(result.OverflowFix.Length > 0 ? $" (-OverflowFix {result.OverflowFix})" : "")}.");
         if (result.OverflowLayers.Length > 0)
             WriteWarning($"On {QuantTargets.Describe(Enum.Parse<QuantTarget>(result.Target))}, ONNX Runtime's u8 x s8 pair sums can leave int16 and saturate in {result.OverflowLayers.Length} layers ({Core.Evaluation.HostCheck.ListNames(result.OverflowLayers)}), not fixed with -OverflowFix {result.OverflowFix}: use -OverflowFix Channels or ReduceRange.");
-        if (result.HostCheck is { Passed: false } check) WriteWarning(check.Summary);
-        else if (result.HostCheck is { } ok) WriteVerbose(ok.Summary);
+        // A check that could not run is a warning only where this host's kernels could saturate the sums.
+        if (result.HostCheck is { Status: "Failed" } failed) WriteWarning(failed.Summary);
+        else if (result.HostCheck is { Status: "NotChecked" } notRun && QuantTargets.SaturatesPairs(QuantTargets.HostClass) && result.OverflowFix.Length == 0)
+            WriteWarning(notRun.Summary + $" This CPU ({QuantTargets.Describe(QuantTargets.HostClass)}) saturates u8 x s8 pair sums, and the model was written for {result.Target}.");
+        else if (result.HostCheck is { } other) WriteVerbose(other.Summary);
     }
 }

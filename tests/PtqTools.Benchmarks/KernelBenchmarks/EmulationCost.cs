@@ -21,8 +21,8 @@ internal static class EmulationCost
         int runs = args.Length > 1 ? int.Parse(args[1]) : 30, threads = args.Length > 2 ? int.Parse(args[2]) : 1;
         KernelDispatch.MaxThreads = threads;
         var model = OnnxModelIO.Load(path);
-        var exact = new IntegerEngine(model, EngineOptions.Default, Path.GetFileName(path));
-        var emulated = new IntegerEngine(model, EngineOptions.Emulating(QuantTarget.Avx2), Path.GetFileName(path));
+        using var exact = new IntegerEngine(model, EngineOptions.Default, Path.GetFileName(path));
+        using var emulated = new IntegerEngine(model, EngineOptions.Emulating(QuantTarget.Avx2), Path.GetFileName(path));
         var pb = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "test_data_set_0", "input_0.pb");
         EngineTensor input;
         if (File.Exists(pb)) input = EngineTensor.FromProto(TensorProtoFile.Read(pb));
