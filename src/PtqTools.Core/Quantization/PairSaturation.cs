@@ -34,6 +34,9 @@ public sealed class PairLayout
 
     static int[] Sequence(int k) => Enumerable.Range(0, k).ToArray();
 
+    /// <summary>Rows of two elements, one pair each (the candidate pairs of <see cref="PairSaturation"/>'s search).</summary>
+    internal static PairLayout Pairs { get; } = new(0, (oc, kk) => kk, new[] { new[] { 0, 1 } }, 2);
+
     /// <summary>B of X x B, [K, N]: output channel n, pairs (k, k+1) along K.</summary>
     public static PairLayout MatMul(long k, long n) =>
         new(checked((int)n), (oc, kk) => (long)kk * n + oc, new[] { Sequence(checked((int)k)) }, checked((int)k));
@@ -169,75 +172,85 @@ public static class PairSaturation
         foreach (var channels in groups)
         {
             int g = perChannel ? channels[0] : 0;
+            // The group's weights in each channel's K order, gathered once.
+            var local = new float[channels.Length][];
+            for (int c = 0; c < channels.Length; c++)
+            {
+                local[c] = new float[layout.K];
+                for (int k = 0; k < layout.K; k++) local[c][k] = w[(int)layout.Index(channels[c], k)];
+            }
             float min = 0, max = 0;
-            foreach (int oc in channels)
-                for (int k = 0; k < layout.K; k++)
-                {
-                    float v = w[(int)layout.Index(oc, k)];
-                    if (v < min) min = v;
-                    if (v > max) max = v;
-                }
+            foreach (var v in local)
+                foreach (var x in v) { if (x < min) min = x; if (x > max) max = x; }
             // Bisect the fraction r of the code range: r = 1 is the layer's own quantization (at risk), and 0.48
             // (codes within +-62, or -63 after an offset of -1: |pair| <= 126 * 255) is always safe.
+            // With symmetric weights a code's magnitude only shrinks as r does, so only the pairs at risk at r = 1
+            // can be at risk at any r: the trials look at those alone, and one full pass confirms the result.
+            var candidates = spec.Symmetric ? PairsAtRisk(local, layout, Params(spec, qmin, qmax, min, max, 1f), qmin, qmax, offset) : local;
+            var pairLayout = spec.Symmetric ? PairLayout.Pairs : layout;
             float lo = 0.48f, hi = 1f;
-            var best = Requantize(w, layout, channels, spec, qmin, qmax, min, max, lo, offset);
-            for (int step = 0; step < 16; step++)
+            var best = Params(spec, qmin, qmax, min, max, lo);
+            for (int step = 0; step < 12; step++)
             {
                 float r = (lo + hi) / 2;
-                var trial = Requantize(w, layout, channels, spec, qmin, qmax, min, max, r, offset);
-                if (trial.Safe) { lo = r; best = trial; } else hi = r;
+                var trial = Params(spec, qmin, qmax, min, max, r);
+                if (Safe(candidates, pairLayout, trial, qmin, qmax, offset)) { lo = r; best = trial; } else hi = r;
             }
-            if (!best.Safe) throw new InvalidOperationException("Half-range weights overflowed a pair: the pair check is wrong.");
+            if (!Safe(local, layout, best, qmin, qmax, offset)) throw new InvalidOperationException("A pair the check passed overflows: the pair check is wrong.");
             largest = Math.Max(largest, best.Scale / scales[g]);
             scales[g] = best.Scale;
             zeroPoints[g] = best.ZeroPoint;
-            foreach (int oc in channels)
+            for (int c = 0; c < channels.Length; c++)
                 for (int k = 0; k < layout.K; k++)
-                {
-                    long i = layout.Index(oc, k);
-                    values[i] = best.Codes[oc - channels[0]][k];
-                }
+                    values[layout.Index(channels[c], k)] = QuantMath.Quantize(local[c][k], best, qmin, qmax);
             rescaled += channels.Length;
         }
         return new PairCheck(layout.OutputChannels, atRisk, perChannel ? rescaled : layout.OutputChannels, largest, false);
     }
 
-    readonly record struct Trial(bool Safe, float Scale, int ZeroPoint, int[][] Codes);
-
-    /// <summary>The channels of one scale group quantized with the code range narrowed to r of [qmin, qmax]
-    /// (symmetric: scale = max|w| / (r * qmax); asymmetric: the [min, max] range over r times the code span).</summary>
-    static Trial Requantize(ReadOnlySpan<float> w, PairLayout layout, int[] channels, WeightSpec spec, int qmin, int qmax, float min, float max, float r, int offset)
+    /// <summary>The parameters of one scale group with the code range narrowed to r of [qmin, qmax] (symmetric:
+    /// scale = max|w| / (r * qmax); asymmetric: the [min, max] range over r times the code span).</summary>
+    static QuantParams Params(WeightSpec spec, int qmin, int qmax, float min, float max, float r)
     {
-        float scale; int zero;
         if (spec.Symmetric)
         {
             float absMax = Math.Max(-min, max);
-            scale = absMax == 0 ? 1f : absMax / (r * ((qmax - qmin) / 2f));
-            zero = 0;
+            return new QuantParams(absMax == 0 ? 1f : absMax / (r * ((qmax - qmin) / 2f)), 0);
         }
-        else
-        {
-            scale = max == min ? 1f : (float)(((double)max - min) / (r * (qmax - qmin)));
-            zero = Math.Clamp((int)Math.Round(r * qmin - min / (double)scale, MidpointRounding.ToEven), qmin, qmax);
-        }
-        var p = new QuantParams(scale, zero);
-        var codes = new int[channels.Length][];
-        var stored = new int[layout.K];
-        bool safe = true;
-        for (int i = 0; i < channels.Length; i++)
-        {
-            codes[i] = new int[layout.K];
-            for (int k = 0; k < layout.K; k++) codes[i][k] = QuantMath.Quantize(w[(int)layout.Index(channels[i], k)], p, qmin, qmax);
-            if (safe)
-                foreach (var order in layout.Orderings)
-                    for (int j = 0; j + 1 < order.Length && safe; j += 2)
-                    {
-                        int w1 = order[j] < 0 ? 0 : codes[i][order[j]];
-                        int w2 = order[j + 1] < 0 ? 0 : codes[i][order[j + 1]];
-                        safe = !PairAtRisk(w1, w2, order[j] >= 0, order[j + 1] >= 0, offset);
-                    }
-        }
-        return new Trial(safe, scale, zero, codes);
+        float scale = max == min ? 1f : (float)(((double)max - min) / (r * (qmax - qmin)));
+        return new QuantParams(scale, Math.Clamp((int)Math.Round(r * qmin - min / (double)scale, MidpointRounding.ToEven), qmin, qmax));
+    }
+
+    /// <summary>The pairs of the group at risk with <paramref name="p"/>, as two-element rows (NaN for padding).</summary>
+    static float[][] PairsAtRisk(float[][] local, PairLayout layout, QuantParams p, int qmin, int qmax, int offset)
+    {
+        var pairs = new List<float[]>();
+        foreach (var v in local)
+            foreach (var order in layout.Orderings)
+                for (int j = 0; j + 1 < order.Length; j += 2)
+                {
+                    int w1 = order[j] < 0 ? 0 : QuantMath.Quantize(v[order[j]], p, qmin, qmax);
+                    int w2 = order[j + 1] < 0 ? 0 : QuantMath.Quantize(v[order[j + 1]], p, qmin, qmax);
+                    if (PairAtRisk(w1, w2, order[j] >= 0, order[j + 1] >= 0, offset))
+                        pairs.Add(new[] { order[j] < 0 ? float.NaN : v[order[j]], order[j + 1] < 0 ? float.NaN : v[order[j + 1]] });
+                }
+        return pairs.ToArray();
+    }
+
+    /// <summary>Whether every pair of the group quantized with <paramref name="p"/> stays inside int16 (stops at the
+    /// first that does not).</summary>
+    static bool Safe(float[][] local, PairLayout layout, QuantParams p, int qmin, int qmax, int offset)
+    {
+        foreach (var v in local)
+            foreach (var order in layout.Orderings)
+                for (int j = 0; j + 1 < order.Length; j += 2)
+                {
+                    bool real1 = order[j] >= 0 && !float.IsNaN(v[order[j]]), real2 = order[j + 1] >= 0 && !float.IsNaN(v[order[j + 1]]);
+                    int w1 = real1 ? QuantMath.Quantize(v[order[j]], p, qmin, qmax) : 0;
+                    int w2 = real2 ? QuantMath.Quantize(v[order[j + 1]], p, qmin, qmax) : 0;
+                    if (PairAtRisk(w1, w2, real1, real2, offset)) return false;
+                }
+        return true;
     }
 
     /// <summary>A weight quantized for <paramref name="options"/>' target: the one entry point of every writer whose
