@@ -18,9 +18,12 @@ public sealed class LayerReplay
     readonly IntegerEngine _engine;
     readonly Dictionary<string, NodeProto> _producers = new(StringComparer.Ordinal);
 
-    public LayerReplay(ModelProto quantized, string source = "model")
+    public LayerReplay(ModelProto quantized, string source = "model") : this(quantized, EngineOptions.Default, source) { }
+
+    /// <summary>Replay computing with the given options (e.g. emulating a CPU class's saturating int8 sums).</summary>
+    public LayerReplay(ModelProto quantized, EngineOptions options, string source = "model")
     {
-        _engine = new IntegerEngine(quantized, source);
+        _engine = new IntegerEngine(quantized, options, source);
         foreach (var n in quantized.Graph.Node) foreach (var o in n.Output) _producers[o] = n;
     }
 
@@ -69,6 +72,20 @@ public sealed class LayerReplay
         var (scale, zero) = OutputParams(node, feed);
         var floats = outputs.Select(o => o.Type == OnnxDataType.Float ? o.Floats : Dequantize(o, scale, zero)).ToArray();
         return new LayerReplayResult(layer, node.OpType, ActivationInputs(node).Select(a => a.FloatName).ToArray(), outputs, floats, scale, zero);
+    }
+
+    /// <summary>The tensor the executed layer writes (after QDQ fusion: its QuantizeLinear's output, or the op's own
+    /// output when it is not followed by one).</summary>
+    public string OutputTensor(string layer) => Find(layer).Output[0];
+
+    /// <summary>A value of the layer's output (<see cref="OutputTensor"/>, e.g. taken from <see cref="IntegerEngine.RunAll"/>)
+    /// as float: dequantized with the layer's output scale and zero point, or as it is when it is float.</summary>
+    public float[] Dequantized(string layer, EngineTensor output)
+    {
+        var node = Find(layer);
+        if (output.Type == OnnxDataType.Float) return output.Floats;
+        var (scale, zero) = OutputParams(node, new Dictionary<string, EngineTensor>());
+        return Dequantize(output, scale, zero);
     }
 
     (float Scale, int Zero) OutputParams(NodeProto node, IReadOnlyDictionary<string, EngineTensor> feed)

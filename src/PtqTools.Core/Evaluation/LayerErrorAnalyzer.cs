@@ -2,6 +2,7 @@ using Google.Protobuf;
 using Onnx;
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
+using PtqTools.Core.Engine;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
 using PtqTools.Core.Quantization;
@@ -48,8 +49,10 @@ public static class LayerErrorAnalyzer
     /// between a DequantizeLinear and a QuantizeLinear, so "only this layer quantized" would not hold.</summary>
     const Microsoft.ML.OnnxRuntime.GraphOptimizationLevel Level = Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_DISABLE_ALL;
 
+    /// <param name="target">A CPU class to emulate: the quantized layers then run in the PtqTools engine with that class's
+    /// ONNX Runtime int8 arithmetic (see <see cref="RunEmulated"/>); null runs them in ONNX Runtime on this host.</param>
     public static List<LayerError> Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
-        PtqDataSet data, int threads, IProgress<RunProgress>? progress, CancellationToken cancel)
+        PtqDataSet data, int threads, IProgress<RunProgress>? progress, CancellationToken cancel, EngineTarget? target = null)
     {
         options.Validate();
         var (plan, ranges) = Quantizer.Plan(prepared, statistics, options);
@@ -62,13 +65,19 @@ public static class LayerErrorAnalyzer
         var inputsOf = layers.ToDictionary(n => n.Name, n => handlers[n.Name].ActivationInputs(n, graph).Select(i => n.Input[i]).Distinct().ToArray(), StringComparer.Ordinal);
         // The model's first output too: how much one layer quantized alone changes what the model returns.
         var modelOutput = prepared.Model.Graph.Output[0].Name;
-        var observed = outputOf.Values.Concat(inputsOf.Values.SelectMany(v => v)).Append(modelOutput).Distinct(StringComparer.Ordinal).ToArray();
 
         var samples = new List<Sample>();
         using (var reader = new SampleReader(data))
             foreach (var s in reader.Read(cancel)) samples.Add(s);
         if (samples.Count == 0)
             throw new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, $"The data set '{data.Name}' has no samples.", data.Name);
+
+        var full = QdqQuantizer.Quantize(prepared.Model, plan, ranges, options, cancel);
+        // With a target: the engine over the whole quantized model, and which float tensor each layer's output is.
+        var emulated = target is null ? null : Emulation.Create(prepared.Model, full, layers, target);
+        if (emulated is not null) outputOf = emulated.Reference;
+        var observed = outputOf.Values.Concat(inputsOf.Values.SelectMany(v => v)).Concat(emulated?.FloatInputs ?? Enumerable.Empty<string>())
+            .Append(modelOutput).Distinct(StringComparer.Ordinal).ToArray();
 
         int total = samples.Count * (layers.Count + 1), done = 0;
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -84,10 +93,31 @@ public static class LayerErrorAnalyzer
         // Accumulated: the whole plan quantized; activation error: each input against its fake-quantized self.
         var accumulated = layers.ToDictionary(n => n.Name, _ => new ErrorAccumulator(), StringComparer.Ordinal);
         var activation = layers.ToDictionary(n => n.Name, _ => new ErrorAccumulator(), StringComparer.Ordinal);
-        var full = QdqQuantizer.Quantize(prepared.Model, plan, ranges, options, cancel);
-        var outputs = outputOf.Values.Distinct(StringComparer.Ordinal).ToArray();
-        using (var runner = new OrtRunner(Expose(full, outputs).ToByteArray(), prepared.SourcePath, threads, outputs, Level))
+        void AddActivation(NodeProto layer, float[][] f)
         {
+            foreach (var input in inputsOf[layer.Name])
+            {
+                var reference = f[index[input]];
+                activation[layer.Name].Add(reference, FakeQuantize(reference, ranges[input], options));
+            }
+        }
+        if (emulated is not null)
+            foreach (var sample in samples)
+            {
+                cancel.ThrowIfCancellationRequested();
+                var f = floatRunner.Run(sample, cancel);
+                var values = emulated.Replay.Engine.RunAll(EngineParity.Feed(emulated.Replay.Engine, sample), cancel);
+                foreach (var layer in layers)
+                {
+                    accumulated[layer.Name].Add(f[index[outputOf[layer.Name]]], emulated.Output(layer.Name, values));
+                    AddActivation(layer, f);
+                }
+                Step("whole model quantized");
+            }
+        else
+        {
+            var outputs = outputOf.Values.Distinct(StringComparer.Ordinal).ToArray();
+            using var runner = new OrtRunner(Expose(full, outputs).ToByteArray(), prepared.SourcePath, threads, outputs, Level);
             var outIndex = outputs.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
             foreach (var sample in samples)
             {
@@ -97,11 +127,7 @@ public static class LayerErrorAnalyzer
                 foreach (var layer in layers)
                 {
                     accumulated[layer.Name].Add(f[index[outputOf[layer.Name]]], q[outIndex[outputOf[layer.Name]]]);
-                    foreach (var input in inputsOf[layer.Name])
-                    {
-                        var reference = f[index[input]];
-                        activation[layer.Name].Add(reference, FakeQuantize(reference, ranges[input], options));
-                    }
+                    AddActivation(layer, f);
                 }
                 Step("whole model quantized");
             }
@@ -117,8 +143,12 @@ public static class LayerErrorAnalyzer
             var name = outputOf[layer.Name];
             var isolated = new ErrorAccumulator();
             var atOutput = new ErrorAccumulator();
-            var names = new[] { name, modelOutput }.Distinct(StringComparer.Ordinal).ToArray();
-            using (var runner = new OrtRunner(Expose(model, names).ToByteArray(), prepared.SourcePath, threads, names, Level))
+            if (emulated is not null)
+                emulated.Isolated(layer.Name, model, modelOutput, samples, floatRunner, index, isolated, atOutput, threads, prepared.SourcePath, () => Step(layer.Name), cancel);
+            else
+            {
+                var names = new[] { name, modelOutput }.Distinct(StringComparer.Ordinal).ToArray();
+                using var runner = new OrtRunner(Expose(model, names).ToByteArray(), prepared.SourcePath, threads, names, Level);
                 foreach (var sample in samples)
                 {
                     var f = floatRunner.Run(sample, cancel);
@@ -127,6 +157,7 @@ public static class LayerErrorAnalyzer
                     atOutput.Add(f[index[modelOutput]], q[names.Length - 1]);
                     Step(layer.Name);
                 }
+            }
             var w = WeightError(layer, handlers[layer.Name], graph, options);
             results.Add(new LayerError
             {
@@ -144,12 +175,149 @@ public static class LayerErrorAnalyzer
                 AccumulatedMse = accumulated[layer.Name].Mse,
                 WeightSqnrDb = w,
                 ActivationSqnrDb = activation[layer.Name].Count > 0 ? activation[layer.Name].SqnrDb : null,
+                Target = target?.Name ?? "",
             });
         }
         // Worst first: the isolated view names the layer that hurts by itself; the accumulated one breaks ties.
         var ranked = results.OrderBy(r => r.IsolatedSqnrDb).ThenBy(r => r.AccumulatedSqnrDb).ToList();
         for (int i = 0; i < ranked.Count; i++) ranked[i].Rank = i + 1;
         return ranked;
+    }
+
+    /// <summary>
+    /// The quantized layers computed by the PtqTools engine emulating a CPU class (-Target), the float reference staying
+    /// ONNX Runtime. After QDQ fusion a layer writes its output QuantizeLinear's tensor (a Relu folded into it included),
+    /// or its own float output when no QuantizeLinear follows; that value, dequantized with the output's scale and zero
+    /// point, is compared with the float model's tensor it stands for: the op's output, or the folded Relu's output.
+    /// So the SQNR means what it means on ONNX Runtime, the error of the layer's quantized computation, except that
+    /// the engine's value also holds the output's rounding to its int8 step (ONNX Runtime's QDQ graph, run unfused,
+    /// exposes the op's output before its QuantizeLinear).
+    /// Accumulated: the whole quantized model runs in the engine (<see cref="IntegerEngine.RunAll"/>). Isolated: the
+    /// layer alone quantized means its inputs are the float model's, so the layer is replayed from them
+    /// (<see cref="LayerReplay"/>, the same quantized node); the rest of that model is float and runs in ONNX Runtime
+    /// from the layer's quantized output on, which gives the error at the model's output.
+    /// </summary>
+    sealed class Emulation
+    {
+        public required LayerReplay Replay { get; init; }
+        /// <summary>Layer name to the float model's tensor its engine output is compared with.</summary>
+        public required Dictionary<string, string> Reference { get; init; }
+        /// <summary>Replay input names (QDQ model) to the float model's names.</summary>
+        public required Dictionary<string, string> InputNames { get; init; }
+        public IEnumerable<string> FloatInputs => InputNames.Values;
+        /// <summary>Tensor shapes (QDQ model names, and the float tensors QuantizeLinear nodes read) from the first
+        /// whole-model run: the replayed layer's inputs come from ONNX Runtime as flat arrays.</summary>
+        readonly Dictionary<string, long[]> _shapes = new(StringComparer.Ordinal);
+        public required Dictionary<string, NodeProto> Producers { get; init; }
+
+        public static Emulation Create(ModelProto floatModel, ModelProto full, IReadOnlyList<NodeProto> layers, EngineTarget target)
+        {
+            var replay = new LayerReplay(full, target.Options, "quantized model");
+            var producers = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+            foreach (var n in full.Graph.Node) foreach (var o in n.Output) producers[o] = n;
+            var floatNodes = floatModel.Graph.Node.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+            // A tensor of the quantized model by its float model name: a producer's output keeps the producer's name and
+            // place (a graph output that gets quantized is renamed in the QDQ model, the node that writes it is not).
+            string FloatName(string tensor)
+            {
+                if (producers.TryGetValue(tensor, out var p) && p.Name.Length > 0 && floatNodes.TryGetValue(p.Name, out var f) && f.OpType == p.OpType)
+                {
+                    int k = p.Output.IndexOf(tensor);
+                    if (k >= 0 && k < f.Output.Count) return f.Output[k];
+                }
+                return tensor;
+            }
+            var reference = new Dictionary<string, string>(StringComparer.Ordinal);
+            var inputs = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var layer in layers)
+            {
+                var written = replay.OutputTensor(layer.Name);
+                // The float tensor the written value quantizes: a QuantizeLinear's input, else the tensor itself.
+                var source = producers.TryGetValue(written, out var q) && q.OpType == "QuantizeLinear" ? q.Input[0] : written;
+                reference[layer.Name] = FloatName(source);
+                foreach (var input in replay.FloatInputs(layer.Name)) inputs[input] = FloatName(input);
+            }
+            return new Emulation { Replay = replay, Reference = reference, InputNames = inputs, Producers = producers };
+        }
+
+        /// <summary>The layer's output in a whole-model engine run, as float.</summary>
+        public float[] Output(string layer, IReadOnlyDictionary<string, EngineTensor> values)
+        {
+            if (_shapes.Count == 0)
+                foreach (var (name, computed) in values)
+                {
+                    _shapes[name] = computed.Dims;
+                    if (Producers.TryGetValue(name, out var q) && q.OpType == "QuantizeLinear") _shapes.TryAdd(q.Input[0], computed.Dims);
+                }
+            var tensor = Replay.OutputTensor(layer);
+            if (!values.TryGetValue(tensor, out var value))
+                throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The engine did not produce '{tensor}', the output of layer '{layer}'.", tensor);
+            return Replay.Dequantized(layer, value);
+        }
+
+        /// <summary>The layer alone quantized: replayed in the engine from the float model's values, and the float rest of
+        /// <paramref name="single"/> (the model with only that layer quantized) run in ONNX Runtime from its output on.</summary>
+        public void Isolated(string layer, ModelProto single, string modelOutput, List<Sample> samples, OrtRunner floatRunner,
+            Dictionary<string, int> index, ErrorAccumulator isolated, ErrorAccumulator atOutput, int threads, string source, Action step, CancellationToken cancel)
+        {
+            var written = Replay.OutputTensor(layer);
+            OrtRunner? rest = null;
+            try
+            {
+                if (written != modelOutput)
+                    rest = new OrtRunner(From(single, written, modelOutput, source).ToByteArray(), source, threads, new[] { modelOutput }, Level);
+                var inputNames = Replay.FloatInputs(layer);
+                foreach (var sample in samples)
+                {
+                    cancel.ThrowIfCancellationRequested();
+                    var f = floatRunner.Run(sample, cancel);
+                    var feed = inputNames.ToDictionary(n => n, n => EngineTensor.Float(f[index[InputNames[n]]], Shape(n)), StringComparer.Ordinal);
+                    var r = Replay.Run(layer, feed);
+                    isolated.Add(f[index[Reference[layer]]], r.FloatOutputs[0]);
+                    if (rest is null) atOutput.Add(f[index[modelOutput]], r.FloatOutputs[0]);
+                    else
+                    {
+                        var inputs = Inputs(sample, Replay.Engine).Append(r.IntegerOutputs[0].ToProto(written)).ToList();
+                        atOutput.Add(f[index[modelOutput]], rest.Run(sample with { Inputs = inputs }, cancel)[0]);
+                    }
+                    step();
+                }
+            }
+            finally { rest?.Dispose(); }
+        }
+
+        long[] Shape(string tensor) => _shapes.TryGetValue(tensor, out var dims) ? dims
+            : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The engine did not compute '{tensor}', an input of a replayed layer.", tensor);
+
+        /// <summary>The sample's model inputs as named tensors (a float sample becomes batch 1 of its shape).</summary>
+        static IEnumerable<TensorProto> Inputs(Sample sample, IntegerEngine engine) =>
+            EngineParity.Feed(engine, sample).Select(kv => kv.Value.ToProto(kv.Key));
+
+        /// <summary>The model with only one layer quantized, computed from that layer's written tensor on: the tensor is a
+        /// graph input and what only served to compute it is dropped.</summary>
+        static ModelProto From(ModelProto single, string written, string modelOutput, string source)
+        {
+            var copy = single.Clone();
+            var g = copy.Graph;
+            var producer = g.Node.FirstOrDefault(n => n.Output.Contains(written))
+                ?? throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData,
+                    $"The model with one layer quantized has no tensor '{written}', which the engine writes for that layer.", written);
+            g.Node.Remove(producer);
+            var kept = QdqFuser.Prune(g.Node.ToList(), new HashSet<string>(g.Output.Select(o => o.Name), StringComparer.Ordinal));
+            g.Node.Clear();
+            g.Node.AddRange(kept);
+            g.Input.Add(new ValueInfoProto { Name = written, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = ElemType(single, written) } } });
+            return copy;
+        }
+
+        /// <summary>The element type of the written tensor: a QuantizeLinear's zero point type (uint8 without one), else float.</summary>
+        static int ElemType(ModelProto model, string tensor)
+        {
+            var q = model.Graph.Node.FirstOrDefault(n => n.Output.Contains(tensor));
+            if (q is null || q.OpType != "QuantizeLinear") return (int)OnnxDataType.Float;
+            if (q.Input.Count > 2 && q.Input[2].Length > 0 && model.Graph.Initializer.FirstOrDefault(t => t.Name == q.Input[2]) is { } zp) return zp.DataType;
+            return (int)OnnxDataType.UInt8;
+        }
     }
 
     /// <summary>A copy of the model with the given tensors added as float outputs (as calibration does).</summary>
