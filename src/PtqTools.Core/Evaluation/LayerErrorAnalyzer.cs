@@ -186,16 +186,19 @@ public static class LayerErrorAnalyzer
 
     /// <summary>
     /// The quantized layers computed by the PtqTools engine emulating a CPU class (-Target), the float reference staying
-    /// ONNX Runtime. After QDQ fusion a layer writes its output QuantizeLinear's tensor (a Relu folded into it included),
-    /// or its own float output when no QuantizeLinear follows; that value, dequantized with the output's scale and zero
-    /// point, is compared with the float model's tensor it stands for: the op's output, or the folded Relu's output.
-    /// So the SQNR means what it means on ONNX Runtime, the error of the layer's quantized computation, except that
-    /// the engine's value also holds the output's rounding to its int8 step (ONNX Runtime's QDQ graph, run unfused,
-    /// exposes the op's output before its QuantizeLinear).
+    /// ONNX Runtime. The ONNX Runtime path compares the tensor that keeps the layer's output name in the unfused QDQ
+    /// graph: the op's own float result from the dequantized inputs, before its output QuantizeLinear (for a layer that
+    /// writes a graph output, the DequantizeLinear that keeps the name: the rounded value). After QDQ fusion the engine's
+    /// layer writes its QuantizeLinear's tensor instead (a folded Relu included), so for the same meaning the engine
+    /// gives the layer's output before output quantization (<see cref="LayerReplay.Unrounded"/>: for QLinearConv,
+    /// QLinearMatMul and QGemm its int32 sums, saturated as the target's kernels saturate them, plus bias, times the
+    /// scales; for QLinearAdd and the average pools the float op on the dequantized inputs), compared with the float
+    /// op's output. Shape and max ops pass quantized values on: what they write is dequantized, as is what a layer
+    /// writes for a graph output, and compared with the float tensor its QuantizeLinear reads.
     /// Accumulated: the whole quantized model runs in the engine (<see cref="IntegerEngine.RunAll"/>). Isolated: the
     /// layer alone quantized means its inputs are the float model's, so the layer is replayed from them
     /// (<see cref="LayerReplay"/>, the same quantized node); the rest of that model is float and runs in ONNX Runtime
-    /// from the layer's quantized output on, which gives the error at the model's output.
+    /// from the tensor the layer writes on (quantized as the engine wrote it), which gives the error at the model's output.
     /// </summary>
     sealed class Emulation
     {
@@ -209,6 +212,8 @@ public static class LayerErrorAnalyzer
         /// whole-model run: the replayed layer's inputs come from ONNX Runtime as flat arrays.</summary>
         readonly Dictionary<string, long[]> _shapes = new(StringComparer.Ordinal);
         public required Dictionary<string, NodeProto> Producers { get; init; }
+        /// <summary>Layer name to whether its output before output quantization is compared (else what it writes).</summary>
+        public required Dictionary<string, bool> UseUnrounded { get; init; }
 
         public static Emulation Create(ModelProto floatModel, ModelProto full, IReadOnlyList<NodeProto> layers, EngineTarget target)
         {
@@ -228,16 +233,23 @@ public static class LayerErrorAnalyzer
                 return tensor;
             }
             var reference = new Dictionary<string, string>(StringComparer.Ordinal);
+            var unrounded = new Dictionary<string, bool>(StringComparer.Ordinal);
             var inputs = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var layer in layers)
             {
                 var written = replay.OutputTensor(layer.Name);
-                // The float tensor the written value quantizes: a QuantizeLinear's input, else the tensor itself.
+                // A layer with integer products gives its output before output quantization and Relu: the op's own
+                // output, as on ONNX Runtime. Another compares what it writes with the float tensor that quantizes:
+                // a QuantizeLinear's input (a folded Relu's output), else the tensor itself.
                 var source = producers.TryGetValue(written, out var q) && q.OpType == "QuantizeLinear" ? q.Input[0] : written;
-                reference[layer.Name] = FloatName(source);
+                // A layer whose output is a graph output writes a renamed tensor in the QDQ model, and ONNX Runtime's path
+                // compares the DequantizeLinear that keeps the name: the rounded value there too.
+                bool renamed = full.Graph.Node.FirstOrDefault(n => n.Name == layer.Name) is not { } own || own.Output[0] != layer.Output[0];
+                unrounded[layer.Name] = !renamed && replay.HasUnrounded(layer.Name);
+                reference[layer.Name] = unrounded[layer.Name] ? layer.Output[0] : FloatName(source);
                 foreach (var input in replay.FloatInputs(layer.Name)) inputs[input] = FloatName(input);
             }
-            return new Emulation { Replay = replay, Reference = reference, InputNames = inputs, Producers = producers };
+            return new Emulation { Replay = replay, Reference = reference, InputNames = inputs, Producers = producers, UseUnrounded = unrounded };
         }
 
         /// <summary>The layer's output in a whole-model engine run, as float.</summary>
@@ -252,7 +264,7 @@ public static class LayerErrorAnalyzer
             var tensor = Replay.OutputTensor(layer);
             if (!values.TryGetValue(tensor, out var value))
                 throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The engine did not produce '{tensor}', the output of layer '{layer}'.", tensor);
-            return Replay.Dequantized(layer, value);
+            return (UseUnrounded[layer] ? Replay.Unrounded(layer, values) : null) ?? Replay.Dequantized(layer, value);
         }
 
         /// <summary>The layer alone quantized: replayed in the engine from the float model's values, and the float rest of
@@ -265,15 +277,15 @@ public static class LayerErrorAnalyzer
             try
             {
                 if (written != modelOutput)
-                    rest = new OrtRunner(From(single, written, modelOutput, source).ToByteArray(), source, threads, new[] { modelOutput }, Level);
+                    rest = new OrtRunner(From(single, written, Shape(written)).ToByteArray(), source, threads, new[] { modelOutput }, Level);
                 var inputNames = Replay.FloatInputs(layer);
                 foreach (var sample in samples)
                 {
                     cancel.ThrowIfCancellationRequested();
                     var f = floatRunner.Run(sample, cancel);
                     var feed = inputNames.ToDictionary(n => n, n => EngineTensor.Float(f[index[InputNames[n]]], Shape(n)), StringComparer.Ordinal);
-                    var r = Replay.Run(layer, feed);
-                    isolated.Add(f[index[Reference[layer]]], r.FloatOutputs[0]);
+                    var (r, unrounded) = Replay.RunUnrounded(layer, feed);
+                    isolated.Add(f[index[Reference[layer]]], (UseUnrounded[layer] ? unrounded : null) ?? r.FloatOutputs[0]);
                     if (rest is null) atOutput.Add(f[index[modelOutput]], r.FloatOutputs[0]);
                     else
                     {
@@ -295,7 +307,7 @@ public static class LayerErrorAnalyzer
 
         /// <summary>The model with only one layer quantized, computed from that layer's written tensor on: the tensor is a
         /// graph input and what only served to compute it is dropped.</summary>
-        static ModelProto From(ModelProto single, string written, string modelOutput, string source)
+        static ModelProto From(ModelProto single, string written, long[] dims)
         {
             var copy = single.Clone();
             var g = copy.Graph;
@@ -306,7 +318,9 @@ public static class LayerErrorAnalyzer
             var kept = QdqFuser.Prune(g.Node.ToList(), new HashSet<string>(g.Output.Select(o => o.Name), StringComparer.Ordinal));
             g.Node.Clear();
             g.Node.AddRange(kept);
-            g.Input.Add(new ValueInfoProto { Name = written, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = ElemType(single, written) } } });
+            var shape = new TensorShapeProto();
+            foreach (var d in dims) shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = d });
+            g.Input.Add(new ValueInfoProto { Name = written, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = ElemType(single, written), Shape = shape } } });
             return copy;
         }
 
