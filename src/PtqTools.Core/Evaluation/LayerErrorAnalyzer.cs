@@ -106,7 +106,7 @@ public static class LayerErrorAnalyzer
             {
                 cancel.ThrowIfCancellationRequested();
                 var f = floatRunner.Run(sample, cancel);
-                var values = emulated.Replay.Engine.RunAll(EngineParity.Feed(emulated.Replay.Engine, sample), cancel);
+                var values = emulated.Engine.RunAll(EngineParity.Feed(emulated.Engine, sample), cancel);
                 foreach (var layer in layers)
                 {
                     accumulated[layer.Name].Add(f[index[outputOf[layer.Name]]], emulated.Output(layer.Name, values));
@@ -196,61 +196,42 @@ public static class LayerErrorAnalyzer
     /// op's output. Shape and max ops pass quantized values on: what they write is dequantized, as is what a layer
     /// writes for a graph output, and compared with the float tensor its QuantizeLinear reads.
     /// Accumulated: the whole quantized model runs in the engine (<see cref="IntegerEngine.RunAll"/>). Isolated: the
-    /// layer alone quantized means its inputs are the float model's, so the layer is replayed from them
-    /// (<see cref="LayerReplay"/>, the same quantized node); the rest of that model is float and runs in ONNX Runtime
-    /// from the tensor the layer writes on (quantized as the engine wrote it), which gives the error at the model's output.
+    /// layer alone quantized means its inputs are the float model's, so the layer's QDQ group, taken from the model
+    /// with only that layer quantized, is replayed from them (<see cref="LayerReplay"/>); the rest of that model is
+    /// float and runs in ONNX Runtime from the tensor the layer writes on (as the engine wrote it), which gives the
+    /// error at the model's output. (Once the engine runs float ops through ONNX Runtime, the whole one-layer model
+    /// could run in it; this computes the same.)
     /// </summary>
     sealed class Emulation
     {
-        public required LayerReplay Replay { get; init; }
-        /// <summary>Layer name to the float model's tensor its engine output is compared with.</summary>
-        public required Dictionary<string, string> Reference { get; init; }
-        /// <summary>Replay input names (QDQ model) to the float model's names.</summary>
-        public required Dictionary<string, string> InputNames { get; init; }
-        public IEnumerable<string> FloatInputs => InputNames.Values;
-        /// <summary>Tensor shapes (QDQ model names, and the float tensors QuantizeLinear nodes read) from the first
-        /// whole-model run: the replayed layer's inputs come from ONNX Runtime as flat arrays.</summary>
+        readonly EngineTarget _target;
+        readonly ModelProto _floatModel;
+        readonly QdqNames _names;
+        readonly LayerReplay _replay;
+        readonly Dictionary<string, Compared> _compared;
+        /// <summary>Tensor shapes from the first whole-model run (QDQ names, and the float tensors QuantizeLinear nodes
+        /// read by their float model names): a replayed layer's inputs come from ONNX Runtime as flat arrays.</summary>
         readonly Dictionary<string, long[]> _shapes = new(StringComparer.Ordinal);
-        public required Dictionary<string, NodeProto> Producers { get; init; }
-        /// <summary>Layer name to whether its output before output quantization is compared (else what it writes).</summary>
-        public required Dictionary<string, bool> UseUnrounded { get; init; }
 
-        public static Emulation Create(ModelProto floatModel, ModelProto full, IReadOnlyList<NodeProto> layers, EngineTarget target)
+        Emulation(EngineTarget target, ModelProto floatModel, ModelProto full, IReadOnlyList<NodeProto> layers)
         {
-            var replay = new LayerReplay(full, target.Options, "quantized model");
-            var producers = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
-            foreach (var n in full.Graph.Node) foreach (var o in n.Output) producers[o] = n;
-            var floatNodes = floatModel.Graph.Node.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
-            // A tensor of the quantized model by its float model name: a producer's output keeps the producer's name and
-            // place (a graph output that gets quantized is renamed in the QDQ model, the node that writes it is not).
-            string FloatName(string tensor)
-            {
-                if (producers.TryGetValue(tensor, out var p) && p.Name.Length > 0 && floatNodes.TryGetValue(p.Name, out var f) && f.OpType == p.OpType)
-                {
-                    int k = p.Output.IndexOf(tensor);
-                    if (k >= 0 && k < f.Output.Count) return f.Output[k];
-                }
-                return tensor;
-            }
-            var reference = new Dictionary<string, string>(StringComparer.Ordinal);
-            var unrounded = new Dictionary<string, bool>(StringComparer.Ordinal);
-            var inputs = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var layer in layers)
-            {
-                var written = replay.OutputTensor(layer.Name);
-                // A layer with integer products gives its output before output quantization and Relu: the op's own
-                // output, as on ONNX Runtime. Another compares what it writes with the float tensor that quantizes:
-                // a QuantizeLinear's input (a folded Relu's output), else the tensor itself.
-                var source = producers.TryGetValue(written, out var q) && q.OpType == "QuantizeLinear" ? q.Input[0] : written;
-                // A layer whose output is a graph output writes a renamed tensor in the QDQ model, and ONNX Runtime's path
-                // compares the DequantizeLinear that keeps the name: the rounded value there too.
-                bool renamed = full.Graph.Node.FirstOrDefault(n => n.Name == layer.Name) is not { } own || own.Output[0] != layer.Output[0];
-                unrounded[layer.Name] = !renamed && replay.HasUnrounded(layer.Name);
-                reference[layer.Name] = unrounded[layer.Name] ? layer.Output[0] : FloatName(source);
-                foreach (var input in replay.FloatInputs(layer.Name)) inputs[input] = FloatName(input);
-            }
-            return new Emulation { Replay = replay, Reference = reference, InputNames = inputs, Producers = producers, UseUnrounded = unrounded };
+            _target = target;
+            _floatModel = floatModel;
+            _names = new QdqNames(floatModel, full);
+            _replay = new LayerReplay(full, target.Options, "quantized model");
+            _compared = layers.ToDictionary(l => l.Name, l => _names.Compare(_replay, l), StringComparer.Ordinal);
         }
+
+        public static Emulation Create(ModelProto floatModel, ModelProto full, IReadOnlyList<NodeProto> layers, EngineTarget target) =>
+            new(target, floatModel, full, layers);
+
+        public IntegerEngine Engine => _replay.Engine;
+
+        /// <summary>Layer name to the float model's tensor its engine output is compared with.</summary>
+        public Dictionary<string, string> Reference => _compared.ToDictionary(kv => kv.Key, kv => kv.Value.Reference, StringComparer.Ordinal);
+
+        /// <summary>The float tensors the replayed layers read (by their float model names), to capture.</summary>
+        public IEnumerable<string> FloatInputs => _compared.Keys.SelectMany(l => _replay.FloatInputs(l)).Select(_names.FloatName).Distinct(StringComparer.Ordinal);
 
         /// <summary>The layer's output in a whole-model engine run, as float.</summary>
         public float[] Output(string layer, IReadOnlyDictionary<string, EngineTensor> values)
@@ -259,38 +240,45 @@ public static class LayerErrorAnalyzer
                 foreach (var (name, computed) in values)
                 {
                     _shapes[name] = computed.Dims;
-                    if (Producers.TryGetValue(name, out var q) && q.OpType == "QuantizeLinear") _shapes.TryAdd(q.Input[0], computed.Dims);
+                    if (_names.Producer(name) is { OpType: "QuantizeLinear" } q) _shapes.TryAdd(_names.FloatName(q.Input[0]), computed.Dims);
                 }
-            var tensor = Replay.OutputTensor(layer);
+            var tensor = _replay.OutputTensor(layer);
             if (!values.TryGetValue(tensor, out var value))
                 throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The engine did not produce '{tensor}', the output of layer '{layer}'.", tensor);
-            return (UseUnrounded[layer] ? Replay.Unrounded(layer, values) : null) ?? Replay.Dequantized(layer, value);
+            return (_compared[layer].Unrounded ? _replay.Unrounded(layer, values) : null) ?? _replay.Dequantized(layer, value);
         }
 
-        /// <summary>The layer alone quantized: replayed in the engine from the float model's values, and the float rest of
-        /// <paramref name="single"/> (the model with only that layer quantized) run in ONNX Runtime from its output on.</summary>
+        /// <summary>The layer alone quantized: its QDQ group in <paramref name="single"/> (the model with only that layer
+        /// quantized) replayed in the engine from the float model's values, and the float rest of that model run in ONNX
+        /// Runtime from the tensor the layer writes on.</summary>
         public void Isolated(string layer, ModelProto single, string modelOutput, List<Sample> samples, OrtRunner floatRunner,
             Dictionary<string, int> index, ErrorAccumulator isolated, ErrorAccumulator atOutput, int threads, string source, Action step, CancellationToken cancel)
         {
-            var written = Replay.OutputTensor(layer);
+            var names = new QdqNames(_floatModel, single);
+            var replay = new LayerReplay(Group(single, layer), _target.Options, layer);
+            var floatLayer = _floatModel.Graph.Node.First(n => n.Name == layer);
+            var compared = names.Compare(replay, floatLayer);
+            int Index(string tensor) => index.TryGetValue(tensor, out var i) ? i
+                : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The float model's tensor '{tensor}' (for layer '{layer}') was not captured.", tensor);
+            var written = replay.OutputTensor(layer);
+            var inputNames = replay.FloatInputs(layer);
             OrtRunner? rest = null;
             try
             {
-                if (written != modelOutput)
-                    rest = new OrtRunner(From(single, written, Shape(written)).ToByteArray(), source, threads, new[] { modelOutput }, Level);
-                var inputNames = Replay.FloatInputs(layer);
                 foreach (var sample in samples)
                 {
                     cancel.ThrowIfCancellationRequested();
                     var f = floatRunner.Run(sample, cancel);
-                    var feed = inputNames.ToDictionary(n => n, n => EngineTensor.Float(f[index[InputNames[n]]], Shape(n)), StringComparer.Ordinal);
-                    var (r, unrounded) = Replay.RunUnrounded(layer, feed);
-                    isolated.Add(f[index[Reference[layer]]], (UseUnrounded[layer] ? unrounded : null) ?? r.FloatOutputs[0]);
-                    if (rest is null) atOutput.Add(f[index[modelOutput]], r.FloatOutputs[0]);
+                    var feed = inputNames.ToDictionary(n => n, n => EngineTensor.Float(f[Index(names.FloatName(n))], Shape(names.FloatName(n))), StringComparer.Ordinal);
+                    var (r, unrounded) = replay.RunUnrounded(layer, feed);
+                    isolated.Add(f[Index(compared.Reference)], (compared.Unrounded ? unrounded : null) ?? r.FloatOutputs[0]);
+                    if (written == modelOutput) atOutput.Add(f[Index(modelOutput)], r.FloatOutputs[0]);
                     else
                     {
-                        var inputs = Inputs(sample, Replay.Engine).Append(r.IntegerOutputs[0].ToProto(written)).ToList();
-                        atOutput.Add(f[index[modelOutput]], rest.Run(sample with { Inputs = inputs }, cancel)[0]);
+                        var output = r.IntegerOutputs[0];
+                        rest ??= new OrtRunner(From(single, written, output.Type, output.Dims).ToByteArray(), source, threads, new[] { modelOutput }, Level);
+                        var inputs = EngineParity.Feed(Engine, sample).Select(kv => kv.Value.ToProto(kv.Key)).Append(output.ToProto(written)).ToList();
+                        atOutput.Add(f[Index(modelOutput)], rest.Run(sample with { Inputs = inputs }, cancel)[0]);
                     }
                     step();
                 }
@@ -301,13 +289,59 @@ public static class LayerErrorAnalyzer
         long[] Shape(string tensor) => _shapes.TryGetValue(tensor, out var dims) ? dims
             : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The engine did not compute '{tensor}', an input of a replayed layer.", tensor);
 
-        /// <summary>The sample's model inputs as named tensors (a float sample becomes batch 1 of its shape).</summary>
-        static IEnumerable<TensorProto> Inputs(Sample sample, IntegerEngine engine) =>
-            EngineParity.Feed(engine, sample).Select(kv => kv.Value.ToProto(kv.Key));
+        /// <summary>The layer's QDQ group as a model of its own: the QuantizeLinear/DequantizeLinear pairs of its
+        /// activation inputs (their float tensors are the graph inputs), the DequantizeLinear of its weight and bias, the
+        /// layer, and the QuantizeLinear of its output (through a Relu, as the QDQ fusion takes it), which is the output.</summary>
+        internal static ModelProto Group(ModelProto model, string layer)
+        {
+            var g = model.Graph;
+            var producers = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+            var consumers = new Dictionary<string, List<NodeProto>>(StringComparer.Ordinal);
+            foreach (var n in g.Node)
+            {
+                foreach (var o in n.Output) producers[o] = n;
+                foreach (var i in n.Input) { if (!consumers.TryGetValue(i, out var l)) consumers[i] = l = new(); l.Add(n); }
+            }
+            var graphOutputs = g.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+            var node = g.Node.FirstOrDefault(n => n.Name == layer)
+                ?? throw new PtqException("LayerNotFound", PtqErrorKind.InvalidData, $"The model with '{layer}' quantized has no node of that name.", layer);
+            var keep = new HashSet<NodeProto> { node };
+            void Constants(NodeProto n)
+            {
+                foreach (var i in n.Input) if (producers.TryGetValue(i, out var c) && c.OpType == "Constant") keep.Add(c);
+            }
+            foreach (var input in node.Input)
+                if (producers.TryGetValue(input, out var dq) && dq.OpType == "DequantizeLinear")
+                {
+                    keep.Add(dq);
+                    if (producers.TryGetValue(dq.Input[0], out var q) && q.OpType == "QuantizeLinear") keep.Add(q);
+                }
+            NodeProto? Sole(string t) => !graphOutputs.Contains(t) && consumers.TryGetValue(t, out var l) && l.Count == 1 ? l[0] : null;
+            var output = node.Output[0];
+            var next = Sole(output);
+            if (next?.OpType == "QuantizeLinear") { keep.Add(next); output = next.Output[0]; }
+            else if (next?.OpType == "Relu" && Sole(next.Output[0]) is { OpType: "QuantizeLinear" } q2) { keep.Add(next); keep.Add(q2); output = q2.Output[0]; }
+            foreach (var n in keep.ToList()) Constants(n);
+            var nodes = g.Node.Where(keep.Contains).ToList();
+            var produced = nodes.SelectMany(n => n.Output).ToHashSet(StringComparer.Ordinal);
+            var initializers = g.Initializer.GroupBy(t => t.Name).ToDictionary(t => t.Key, t => t.First(), StringComparer.Ordinal);
+            var sub = new GraphProto { Name = layer };
+            sub.Node.AddRange(nodes);
+            foreach (var name in nodes.SelectMany(n => n.Input).Where(i => i.Length > 0).Distinct(StringComparer.Ordinal))
+            {
+                if (initializers.TryGetValue(name, out var t)) sub.Initializer.Add(t);
+                else if (!produced.Contains(name))
+                    sub.Input.Add(new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
+            }
+            sub.Output.Add(new ValueInfoProto { Name = output });
+            var result = new ModelProto { IrVersion = model.IrVersion, Graph = sub };
+            result.OpsetImport.AddRange(model.OpsetImport);
+            return result;
+        }
 
         /// <summary>The model with only one layer quantized, computed from that layer's written tensor on: the tensor is a
         /// graph input and what only served to compute it is dropped.</summary>
-        static ModelProto From(ModelProto single, string written, long[] dims)
+        static ModelProto From(ModelProto single, string written, OnnxDataType type, long[] dims)
         {
             var copy = single.Clone();
             var g = copy.Graph;
@@ -320,17 +354,54 @@ public static class LayerErrorAnalyzer
             g.Node.AddRange(kept);
             var shape = new TensorShapeProto();
             foreach (var d in dims) shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = d });
-            g.Input.Add(new ValueInfoProto { Name = written, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = ElemType(single, written), Shape = shape } } });
+            g.Input.Add(new ValueInfoProto { Name = written, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } } });
             return copy;
         }
+    }
 
-        /// <summary>The element type of the written tensor: a QuantizeLinear's zero point type (uint8 without one), else float.</summary>
-        static int ElemType(ModelProto model, string tensor)
+    /// <summary>What a replayed layer's value is compared with: the float model's tensor, and whether the value is the
+    /// layer's output before output quantization (<see cref="LayerReplay.Unrounded"/>) or what it writes, dequantized.</summary>
+    readonly record struct Compared(string Reference, bool Unrounded);
+
+    /// <summary>Tensor names of a QDQ model against its float model's.</summary>
+    sealed class QdqNames
+    {
+        readonly ModelProto _qdq;
+        readonly Dictionary<string, NodeProto> _producers = new(StringComparer.Ordinal);
+        readonly Dictionary<string, NodeProto> _floatNodes;
+
+        public QdqNames(ModelProto floatModel, ModelProto qdq)
         {
-            var q = model.Graph.Node.FirstOrDefault(n => n.Output.Contains(tensor));
-            if (q is null || q.OpType != "QuantizeLinear") return (int)OnnxDataType.Float;
-            if (q.Input.Count > 2 && q.Input[2].Length > 0 && model.Graph.Initializer.FirstOrDefault(t => t.Name == q.Input[2]) is { } zp) return zp.DataType;
-            return (int)OnnxDataType.UInt8;
+            _qdq = qdq;
+            foreach (var n in qdq.Graph.Node) foreach (var o in n.Output) _producers[o] = n;
+            _floatNodes = floatModel.Graph.Node.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+        }
+
+        public NodeProto? Producer(string tensor) => _producers.GetValueOrDefault(tensor);
+
+        /// <summary>A tensor of the QDQ model by its float model name: a producer's output keeps the producer's name and
+        /// place (a graph output that gets quantized is renamed in the QDQ model, the node that writes it is not).</summary>
+        public string FloatName(string tensor)
+        {
+            if (_producers.TryGetValue(tensor, out var p) && p.Name.Length > 0 && _floatNodes.TryGetValue(p.Name, out var f) && f.OpType == p.OpType)
+            {
+                int k = p.Output.IndexOf(tensor);
+                if (k >= 0 && k < f.Output.Count) return f.Output[k];
+            }
+            return tensor;
+        }
+
+        /// <summary>A layer with integer products, or an Add or average pool, gives its output before output quantization
+        /// and Relu: the op's own output, as on ONNX Runtime. Another (or one whose output is a graph output, which the
+        /// ONNX Runtime path compares after its DequantizeLinear) compares what it writes with the float tensor that
+        /// quantizes: a QuantizeLinear's input (a folded Relu's output), else the tensor itself.</summary>
+        public Compared Compare(LayerReplay replay, NodeProto floatLayer)
+        {
+            var written = replay.OutputTensor(floatLayer.Name);
+            var source = _producers.TryGetValue(written, out var q) && q.OpType == "QuantizeLinear" ? q.Input[0] : written;
+            bool renamed = _qdq.Graph.Node.FirstOrDefault(n => n.Name == floatLayer.Name) is not { } own || own.Output[0] != floatLayer.Output[0];
+            bool unrounded = !renamed && replay.HasUnrounded(floatLayer.Name);
+            return new Compared(unrounded ? floatLayer.Output[0] : FloatName(source), unrounded);
         }
     }
 
