@@ -196,10 +196,10 @@ public static class LayerErrorAnalyzer
     /// op's output. Shape and max ops pass quantized values on: what they write is dequantized, as is what a layer
     /// writes for a graph output, and compared with the float tensor its QuantizeLinear reads.
     /// Accumulated: the whole quantized model runs in the engine (<see cref="IntegerEngine.RunAll"/>). Isolated: the
-    /// layer alone quantized means its inputs are the float model's, so the layer's QDQ group, taken from the model
-    /// with only that layer quantized, is replayed from them (<see cref="LayerReplay"/>); the rest of that model is
-    /// float and runs in ONNX Runtime from the tensor the layer writes on (as the engine wrote it), which gives the
-    /// error at the model's output. (Once the engine runs float ops through ONNX Runtime, the whole one-layer model
+    /// model with only that layer quantized runs in ONNX Runtime up to the layer's inputs (float ops, as its float
+    /// parts would), the layer's QDQ group taken from it is replayed in the engine from them (<see cref="LayerReplay"/>),
+    /// and the rest of that model runs in ONNX Runtime from the tensor the layer writes on (as the engine wrote it),
+    /// which gives the error at the model's output. (Once the engine runs float ops through ONNX Runtime, the whole one-layer model
     /// could run in it; this computes the same.)
     /// </summary>
     sealed class Emulation
@@ -248,9 +248,9 @@ public static class LayerErrorAnalyzer
             return (_compared[layer].Unrounded ? _replay.Unrounded(layer, values) : null) ?? _replay.Dequantized(layer, value);
         }
 
-        /// <summary>The layer alone quantized: its QDQ group in <paramref name="single"/> (the model with only that layer
-        /// quantized) replayed in the engine from the float model's values, and the float rest of that model run in ONNX
-        /// Runtime from the tensor the layer writes on.</summary>
+        /// <summary>The layer alone quantized: <paramref name="single"/> (the model with only that layer quantized) run in
+        /// ONNX Runtime up to the layer's inputs, its QDQ group replayed in the engine from them, and the float rest of the
+        /// model run in ONNX Runtime from the tensor the layer writes on.</summary>
         public void Isolated(string layer, ModelProto single, string modelOutput, List<Sample> samples, OrtRunner floatRunner,
             Dictionary<string, int> index, ErrorAccumulator isolated, ErrorAccumulator atOutput, int threads, string source, Action step, CancellationToken cancel)
         {
@@ -261,15 +261,25 @@ public static class LayerErrorAnalyzer
             int Index(string tensor) => index.TryGetValue(tensor, out var i) ? i
                 : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The float model's tensor '{tensor}' (for layer '{layer}') was not captured.", tensor);
             var written = replay.OutputTensor(layer);
+            // The group's inputs as that model computes them: a float layer that shares an input with the quantized one
+            // reads its dequantized copy too, so they need not be the float model's values.
             var inputNames = replay.FloatInputs(layer);
-            OrtRunner? rest = null;
+            var graphInputs = single.Graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+            var computed = inputNames.Where(n => !graphInputs.Contains(n)).ToArray();
+            OrtRunner? before = null, rest = null;
             try
             {
+                if (computed.Length > 0)
+                    before = new OrtRunner(Until(single, computed).ToByteArray(), source, threads, computed, Level);
                 foreach (var sample in samples)
                 {
                     cancel.ThrowIfCancellationRequested();
                     var f = floatRunner.Run(sample, cancel);
-                    var feed = inputNames.ToDictionary(n => n, n => EngineTensor.Float(f[Index(names.FloatName(n))], Shape(names.FloatName(n))), StringComparer.Ordinal);
+                    var modelInputs = EngineParity.Feed(Engine, sample);
+                    var b = before?.Run(sample, cancel);
+                    var feed = new Dictionary<string, EngineTensor>(StringComparer.Ordinal);
+                    foreach (var n in inputNames)
+                        feed[n] = graphInputs.Contains(n) ? modelInputs[n] : EngineTensor.Float(b![Array.IndexOf(computed, n)], Shape(names.FloatName(n)));
                     var (r, unrounded) = replay.RunUnrounded(layer, feed);
                     isolated.Add(f[Index(compared.Reference)], (compared.Unrounded ? unrounded : null) ?? r.FloatOutputs[0]);
                     if (written == modelOutput) atOutput.Add(f[Index(modelOutput)], r.FloatOutputs[0]);
@@ -277,13 +287,31 @@ public static class LayerErrorAnalyzer
                     {
                         var output = r.IntegerOutputs[0];
                         rest ??= new OrtRunner(From(single, written, output.Type, output.Dims).ToByteArray(), source, threads, new[] { modelOutput }, Level);
-                        var inputs = EngineParity.Feed(Engine, sample).Select(kv => kv.Value.ToProto(kv.Key)).Append(output.ToProto(written)).ToList();
+                        var inputs = modelInputs.Select(kv => kv.Value.ToProto(kv.Key)).Append(output.ToProto(written)).ToList();
                         atOutput.Add(f[Index(modelOutput)], rest.Run(sample with { Inputs = inputs }, cancel)[0]);
                     }
                     step();
                 }
             }
-            finally { rest?.Dispose(); }
+            finally
+            {
+                before?.Dispose();
+                rest?.Dispose();
+            }
+        }
+
+        /// <summary>The model computing only the given tensors (as its outputs).</summary>
+        static ModelProto Until(ModelProto model, IReadOnlyCollection<string> tensors)
+        {
+            var copy = model.Clone();
+            var g = copy.Graph;
+            g.Output.Clear();
+            foreach (var t in tensors)
+                g.Output.Add(new ValueInfoProto { Name = t, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
+            var kept = QdqFuser.Prune(g.Node.ToList(), tensors.ToHashSet(StringComparer.Ordinal));
+            g.Node.Clear();
+            g.Node.AddRange(kept);
+            return copy;
         }
 
         long[] Shape(string tensor) => _shapes.TryGetValue(tensor, out var dims) ? dims
