@@ -76,8 +76,7 @@ public static class LayerErrorAnalyzer
         // With a target: the engine over the whole quantized model, and which float tensor each layer's output is.
         var emulated = target is null ? null : Emulation.Create(prepared.Model, full, layers, target);
         if (emulated is not null) outputOf = emulated.Reference;
-        var observed = outputOf.Values.Concat(inputsOf.Values.SelectMany(v => v)).Concat(emulated?.FloatInputs ?? Enumerable.Empty<string>())
-            .Append(modelOutput).Distinct(StringComparer.Ordinal).ToArray();
+        var observed = outputOf.Values.Concat(inputsOf.Values.SelectMany(v => v)).Append(modelOutput).Distinct(StringComparer.Ordinal).ToArray();
 
         int total = samples.Count * (layers.Count + 1), done = 0;
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -209,9 +208,6 @@ public static class LayerErrorAnalyzer
         readonly QdqNames _names;
         readonly LayerReplay _replay;
         readonly Dictionary<string, Compared> _compared;
-        /// <summary>Tensor shapes from the first whole-model run (QDQ names, and the float tensors QuantizeLinear nodes
-        /// read by their float model names): a replayed layer's inputs come from ONNX Runtime as flat arrays.</summary>
-        readonly Dictionary<string, long[]> _shapes = new(StringComparer.Ordinal);
 
         Emulation(EngineTarget target, ModelProto floatModel, ModelProto full, IReadOnlyList<NodeProto> layers)
         {
@@ -230,18 +226,9 @@ public static class LayerErrorAnalyzer
         /// <summary>Layer name to the float model's tensor its engine output is compared with.</summary>
         public Dictionary<string, string> Reference => _compared.ToDictionary(kv => kv.Key, kv => kv.Value.Reference, StringComparer.Ordinal);
 
-        /// <summary>The float tensors the replayed layers read (by their float model names), to capture.</summary>
-        public IEnumerable<string> FloatInputs => _compared.Keys.SelectMany(l => _replay.FloatInputs(l)).Select(_names.FloatName).Distinct(StringComparer.Ordinal);
-
         /// <summary>The layer's output in a whole-model engine run, as float.</summary>
         public float[] Output(string layer, IReadOnlyDictionary<string, EngineTensor> values)
         {
-            if (_shapes.Count == 0)
-                foreach (var (name, computed) in values)
-                {
-                    _shapes[name] = computed.Dims;
-                    if (_names.Producer(name) is { OpType: "QuantizeLinear" } q) _shapes.TryAdd(_names.FloatName(q.Input[0]), computed.Dims);
-                }
             var tensor = _replay.OutputTensor(layer);
             if (!values.TryGetValue(tensor, out var value))
                 throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The engine did not produce '{tensor}', the output of layer '{layer}'.", tensor);
@@ -276,10 +263,12 @@ public static class LayerErrorAnalyzer
                     cancel.ThrowIfCancellationRequested();
                     var f = floatRunner.Run(sample, cancel);
                     var modelInputs = EngineParity.Feed(Engine, sample);
-                    var b = before?.Run(sample, cancel);
                     var feed = new Dictionary<string, EngineTensor>(StringComparer.Ordinal);
-                    foreach (var n in inputNames)
-                        feed[n] = graphInputs.Contains(n) ? modelInputs[n] : EngineTensor.Float(b![Array.IndexOf(computed, n)], Shape(names.FloatName(n)));
+                    foreach (var n in inputNames.Where(graphInputs.Contains)) feed[n] = modelInputs[n];
+                    if (before is not null)
+                        using (var values = before.RunValues(sample, cancel))
+                            for (int k = 0; k < computed.Length; k++)
+                                feed[computed[k]] = EngineTensor.Float(values[k].GetTensorDataAsSpan<float>().ToArray(), values[k].GetTensorTypeAndShape().Shape);
                     var (r, unrounded) = replay.RunUnrounded(layer, feed);
                     isolated.Add(f[Index(compared.Reference)], (compared.Unrounded ? unrounded : null) ?? r.FloatOutputs[0]);
                     if (written == modelOutput) atOutput.Add(f[Index(modelOutput)], r.FloatOutputs[0]);
@@ -313,9 +302,6 @@ public static class LayerErrorAnalyzer
             g.Node.AddRange(kept);
             return copy;
         }
-
-        long[] Shape(string tensor) => _shapes.TryGetValue(tensor, out var dims) ? dims
-            : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The engine did not compute '{tensor}', an input of a replayed layer.", tensor);
 
         /// <summary>The layer's QDQ group as a model of its own: the QuantizeLinear/DequantizeLinear pairs of its
         /// activation inputs (their float tensors are the graph inputs), the DequantizeLinear of its weight and bias, the
@@ -404,8 +390,6 @@ public static class LayerErrorAnalyzer
             foreach (var n in qdq.Graph.Node) foreach (var o in n.Output) _producers[o] = n;
             _floatNodes = floatModel.Graph.Node.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
         }
-
-        public NodeProto? Producer(string tensor) => _producers.GetValueOrDefault(tensor);
 
         /// <summary>A tensor of the QDQ model by its float model name: a producer's output keeps the producer's name and
         /// place (a graph output that gets quantized is renamed in the QDQ model, the node that writes it is not).</summary>
