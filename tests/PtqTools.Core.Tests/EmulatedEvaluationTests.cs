@@ -164,6 +164,37 @@ public class EmulatedEvaluationTests
         }
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void LayerError_ExactTargetGivesOnnxRuntimesFigures_OnAResidualCnn(bool damaged)
+    {
+        // relu1's output feeds conv2 and the residual add: with only add quantized, conv2 (float) reads the quantized
+        // copy too, so add's inputs are not the float model's. Both views must see the one-layer model's values.
+        using var dir = new TempDir();
+        TestPaths.UseTempCache();
+        var builder = damaged ? LayerErrorTests.DamagedCnn() : TinyModels.ResidualCnn(3);
+        var prepared = ModelPreparer.Prepare(builder.Save(dir.File("m.onnx")));
+        var random = new Random(8);
+        var samples = Enumerable.Range(0, 12).Select(_ => TinyModels.RandomInput(random)).ToArray();
+        var calibration = DataSetReader.FromArrays(samples[..8], new[] { 3, 8, 8 }, null, new PtqDataSet());
+        var evaluation = DataSetReader.FromArrays(samples[8..], new[] { 3, 8, 8 }, null, new PtqDataSet());
+        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null);
+        var stats = ActivationCalibrator.Run(prepared, plan.Activations, calibration, 1, null, default);
+        var ort = LayerErrorAnalyzer.Run(prepared, stats, new QuantizationOptions(), evaluation, 1, null, default).ToDictionary(e => e.Layer);
+        var vnni = LayerErrorAnalyzer.Run(prepared, stats, new QuantizationOptions(), evaluation, 1, null, default, Vnni);
+        foreach (var e in vnni)
+        {
+            var o = ort[e.Layer];
+            _out.WriteLine($"{e.Layer} ({e.Tensor}): isolated {e.IsolatedSqnrDb} / {o.IsolatedSqnrDb}, at output {e.IsolatedOutputSqnrDb} / {o.IsolatedOutputSqnrDb}, accumulated {e.AccumulatedSqnrDb} / {o.AccumulatedSqnrDb}");
+            Assert.Equal(o.Tensor, e.Tensor);
+            Assert.Equal(o.Rank, e.Rank);
+            Assert.Equal(o.IsolatedSqnrDb, e.IsolatedSqnrDb, 1);
+            Assert.Equal(o.IsolatedOutputSqnrDb, e.IsolatedOutputSqnrDb, 1);
+            Assert.InRange(e.AccumulatedSqnrDb, o.AccumulatedSqnrDb - 0.5, o.AccumulatedSqnrDb + 0.5);
+        }
+    }
+
     [Fact]
     public void Inference_TargetGoesWithThePtqToolsEngineOnly()
     {
