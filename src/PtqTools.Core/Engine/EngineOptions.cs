@@ -27,6 +27,13 @@ public sealed record EngineOptions
     };
 }
 
+/// <summary>A CPU class whose ONNX Runtime int8 results an evaluation reproduces with the engine: the name it goes by
+/// in reports (the cmdlets' -Target value) and the engine options that emulate it.</summary>
+public sealed record EngineTarget(string Name, EngineOptions Options)
+{
+    public EngineTarget(QuantTarget cpu) : this(QuantTargets.Resolve(cpu).ToString(), EngineOptions.Emulating(cpu)) { }
+}
+
 /// <summary>The per-engine state the ops receive: the packed-weight cache, and the arithmetic to compute with.</summary>
 internal sealed class EngineState : Dictionary<NodeProto, object>
 {

@@ -25,13 +25,33 @@ public sealed class InferenceResult
     public double Milliseconds { get; set; }
     /// <summary>The kernel path the PtqTools engine took (empty for ONNX Runtime).</summary>
     public string KernelPath { get; set; } = "";
+    /// <summary>The CPU class whose ONNX Runtime int8 arithmetic the PtqTools engine emulated (empty: exact int32 sums
+    /// on the PtqTools engine, or ONNX Runtime itself).</summary>
+    public string Target { get; set; } = "";
 }
 
 /// <summary>Runs a model over a data set on ONNX Runtime or on the PtqTools integer engine, one result per sample.</summary>
 public static class ModelInference
 {
+    /// <param name="target">For the PtqTools engine: the CPU class whose ONNX Runtime int8 arithmetic it emulates (null:
+    /// exact int32 sums). ONNX Runtime computes what this host computes, so a target with it is refused, before any work.</param>
     public static IEnumerable<InferenceResult> Run(string modelPath, PtqDataSet data, InferenceEngine engine, int threads,
-        IProgress<RunProgress>? progress, CancellationToken cancel)
+        IProgress<RunProgress>? progress, CancellationToken cancel, EngineTarget? target = null)
+    {
+        CheckTarget(engine, target);
+        return RunSamples(modelPath, data, engine, threads, progress, cancel, target);
+    }
+
+    /// <summary>Refuses a target with ONNX Runtime (error InvalidOptionCombination).</summary>
+    public static void CheckTarget(InferenceEngine engine, EngineTarget? target)
+    {
+        if (target is not null && engine != InferenceEngine.PtqTools)
+            throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
+                $"A target CPU class ({target.Name}) is emulated by the PtqTools engine only; ONNX Runtime computes what this machine computes. Use -Engine PtqTools with -Target.", target.Name);
+    }
+
+    static IEnumerable<InferenceResult> RunSamples(string modelPath, PtqDataSet data, InferenceEngine engine, int threads,
+        IProgress<RunProgress>? progress, CancellationToken cancel, EngineTarget? target)
     {
         var clock = Stopwatch.StartNew();
         using var reader = new SampleReader(data);
@@ -44,7 +64,8 @@ public static class ModelInference
             {
                 // A model of several inputs (MiniLM's token ids, mask and types) takes samples of whole input
                 // tensors; EngineParity.Feed refuses a float sample for it (EngineInputCount).
-                own = new IntegerEngine(OnnxModelIO.Load(modelPath), Path.GetFileName(modelPath), threads);
+                own = new IntegerEngine(OnnxModelIO.Load(modelPath), (target?.Options ?? EngineOptions.Default) with { FallbackThreads = threads },
+                    Path.GetFileName(modelPath));
                 KernelDispatch.MaxThreads = threads;
             }
             int n = 0;
@@ -74,6 +95,7 @@ public static class ModelInference
                     OutputNames = names, Outputs = outputs, Top = ArgMax(outputs.Length > 0 ? outputs[0] : Array.Empty<float>()),
                     Milliseconds = one.Elapsed.TotalMilliseconds,
                     KernelPath = own is null ? "" : KernelDispatch.Clamp(KernelDispatch.Current).ToString(),
+                    Target = target?.Name ?? "",
                 };
             }
         }

@@ -1,23 +1,41 @@
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
+using PtqTools.Core.Engine;
 using PtqTools.Core.Model;
+using PtqTools.Core.Onnx;
 
 namespace PtqTools.Core.Evaluation;
 
 /// <summary>Runs a float and a quantized model on the same samples and measures how far apart they are,
-/// how accurate each is when labels are known, and how fast each runs in ONNX Runtime.</summary>
+/// how accurate each is when labels are known, and how fast each runs in ONNX Runtime. With a target, the quantized
+/// model's outputs come from the PtqTools engine emulating that CPU class's ONNX Runtime int8 arithmetic (the float
+/// model and every latency stay ONNX Runtime's on this host).</summary>
 public static class ModelComparer
 {
     /// <param name="classScores">Whether the first output holds class scores; null decides from the data set: an
     /// output with one value per labelled class is read as scores.</param>
+    /// <param name="target">The CPU class to emulate for the quantized model's outputs (the engine runs it); null runs it
+    /// in ONNX Runtime on this host.</param>
     public static AccuracyReport Compare(string floatPath, string quantizedPath, PtqDataSet data, int threads, int latencyRuns,
-        bool? classScores, IProgress<RunProgress>? progress, CancellationToken cancel, TaskMetric? metric = null, string metricName = "Metric")
+        bool? classScores, IProgress<RunProgress>? progress, CancellationToken cancel, TaskMetric? metric = null, string metricName = "Metric",
+        EngineTarget? target = null)
     {
         using var floatRunner = OrtRunner.FromFile(floatPath, threads);
         using var quantRunner = OrtRunner.FromFile(quantizedPath, threads);
         if (!floatRunner.OutputNames.SequenceEqual(quantRunner.OutputNames))
             throw new PtqException("OutputsDiffer", PtqErrorKind.InvalidData,
                 $"The models' outputs differ: [{string.Join(", ", floatRunner.OutputNames)}] vs [{string.Join(", ", quantRunner.OutputNames)}].", quantizedPath);
+        // With a target the engine computes the quantized outputs; ONNX Runtime's session stays for the latency.
+        // (Not disposed here: IntegerEngine holds nothing to release; once it is IDisposable this becomes a using.)
+        using var engine = target is null ? null : new IntegerEngine(OnnxModelIO.Load(quantizedPath), target.Options, Path.GetFileName(quantizedPath));
+        if (engine is not null && quantRunner.OutputNames.FirstOrDefault(o => !engine.Outputs.Contains(o)) is { } missing)
+            throw new PtqException("OutputsDiffer", PtqErrorKind.InvalidData, $"The engine does not produce the output '{missing}' of '{Path.GetFileName(quantizedPath)}'.", missing);
+        float[][] RunQuantized(Sample sample)
+        {
+            if (engine is null) return quantRunner.Run(sample, cancel);
+            var result = engine.Run(EngineParity.Feed(engine, sample), cancel);
+            return quantRunner.OutputNames.Select(o => result[o].ToFloats()).ToArray();
+        }
         int outputs = floatRunner.OutputNames.Length;
         var stats = Enumerable.Range(0, outputs).Select(_ => new OutputStats()).ToArray();
         int floatCorrect = 0, quantCorrect = 0, labelled = 0, n = 0;
@@ -35,7 +53,7 @@ public static class ModelComparer
             {
                 first ??= sample;
                 var f = floatRunner.Run(sample, cancel);
-                var q = quantRunner.Run(sample, cancel);
+                var q = RunQuantized(sample);
                 for (int k = 0; k < outputs; k++) stats[k].Add(f[k], q[k]);
                 scores ??= classScores ?? (data.ClassCount > 1 && f[0].Length == data.ClassCount);
                 classes = f[0].Length;
@@ -84,6 +102,7 @@ public static class ModelComparer
         {
             FloatModel = Path.GetFullPath(floatPath),
             QuantizedModel = Path.GetFullPath(quantizedPath),
+            Target = target?.Name ?? "",
             DataSet = data.Name,
             SampleCount = n,
             Cosine = comparisons[0].Cosine,

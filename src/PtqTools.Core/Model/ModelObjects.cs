@@ -110,6 +110,9 @@ public sealed class AccuracyReport
 {
     public string FloatModel { get; set; } = "";
     public string QuantizedModel { get; set; } = "";
+    /// <summary>The CPU class whose ONNX Runtime int8 arithmetic the PtqTools engine emulated to compute the quantized
+    /// model's outputs (Test-QuantizedModel -Target); empty when ONNX Runtime computed them on this host.</summary>
+    public string Target { get; set; } = "";
     public string DataSet { get; set; } = "";
     public int SampleCount { get; set; }
     /// <summary>The first output's figures, repeated at the top for sorting and tables.</summary>
@@ -166,6 +169,9 @@ public sealed class LayerError
     public double? ActivationSqnrDb { get; set; }
     public int SampleCount { get; set; }
     public long ElementCount { get; set; }
+    /// <summary>The CPU class whose ONNX Runtime int8 arithmetic the PtqTools engine emulated for the quantized
+    /// layers (Measure-LayerError -Target); empty when ONNX Runtime ran them on this host.</summary>
+    public string Target { get; set; } = "";
 }
 
 /// <summary>Speed and memory of one model (Measure-ModelPerformance).</summary>

@@ -34,6 +34,27 @@ public sealed class InvokeModelInferenceCommand : PtqCmdlet
     [ValidateRange(1, 1024)]
     public int ThreadCount { get; set; } = 1;
 
+    /// <summary>With -Engine PtqTools: emulate this CPU class's ONNX Runtime int8 arithmetic (Host: this machine's
+    /// class); without it the engine sums exactly. ONNX Runtime computes what this machine computes, so -Target with
+    /// -Engine OnnxRuntime is an error.</summary>
+    [Parameter]
+    [ValidateSet("Avx2", "Avx512", "Vnni", "Amx", "Arm64", "Host")]
+    public string? Target { get; set; }
+
+    EngineTarget? _target;
+    InferenceEngine _engine;
+
+    protected override void BeginProcessing()
+    {
+        _engine = Enum.Parse<InferenceEngine>(Engine, ignoreCase: true);
+        try
+        {
+            _target = EmulationTargets.Resolve(Target);
+            ModelInference.CheckTarget(_engine, _target);
+        }
+        catch (Core.PtqException ex) { Fail(ex); }
+    }
+
     protected override void ProcessRecord()
     {
         bool literal = ParameterSetName == "LiteralPath";
@@ -44,7 +65,7 @@ public sealed class InvokeModelInferenceCommand : PtqCmdlet
             Try(() =>
             {
                 var data = PipelineObjects.To<PtqDataSet>(DataSet);
-                foreach (var result in ModelInference.Run(file, data, Enum.Parse<InferenceEngine>(Engine, ignoreCase: true), ThreadCount, Progress(3, activity), Cancel))
+                foreach (var result in ModelInference.Run(file, data, _engine, ThreadCount, Progress(3, activity), Cancel, _target))
                     WriteObject(result);
                 CompleteProgress(3, activity);
             }, file);

@@ -1,6 +1,7 @@
 using System.Management.Automation;
 using PtqTools.Core;
 using PtqTools.Core.Data;
+using PtqTools.Core.Engine;
 using PtqTools.Core.Evaluation;
 using PtqTools.Core.Model;
 using PtqTools.Core.Quantization;
@@ -34,6 +35,14 @@ public sealed class MeasureLayerErrorCommand : PtqCmdlet
     [ValidateRange(1, 1024)]
     public int ThreadCount { get; set; } = Environment.ProcessorCount;
 
+    /// <summary>Run the quantized layers in the PtqTools engine emulating this CPU class's ONNX Runtime int8 arithmetic
+    /// (Host: this machine's class) instead of in ONNX Runtime; the float reference stays ONNX Runtime's.</summary>
+    [Parameter]
+    [ValidateSet("Avx2", "Avx512", "Vnni", "Amx", "Arm64", "Host")]
+    public string? Target { get; set; }
+
+    EngineTarget? _target;
+
     readonly Dictionary<string, List<TensorStatistics>> _stats = new(StringComparer.Ordinal);
     QuantizationOptions _options = null!;
 
@@ -45,7 +54,11 @@ public sealed class MeasureLayerErrorCommand : PtqCmdlet
             ActivationSymmetric = SymmetricActivation,
             PerChannel = !PerTensor,
         };
-        try { _options.Validate(); }
+        try
+        {
+            _options.Validate();
+            _target = EmulationTargets.Resolve(Target);
+        }
         catch (PtqException ex) { Fail(ex); }
     }
 
@@ -74,7 +87,7 @@ public sealed class MeasureLayerErrorCommand : PtqCmdlet
             {
                 var prepared = new LayerGroup(path, stats[0].ModelSha256, null).Prepare();
                 var activity = $"Measuring the error of each quantized layer of {System.IO.Path.GetFileName(path)}";
-                var errors = LayerErrorAnalyzer.Run(prepared, stats, _options, data, ThreadCount, Progress(3, activity), Cancel);
+                var errors = LayerErrorAnalyzer.Run(prepared, stats, _options, data, ThreadCount, Progress(3, activity), Cancel, _target);
                 CompleteProgress(3, activity);
                 WriteObject(errors, enumerateCollection: true);
             }, path);

@@ -51,6 +51,13 @@ public sealed class TestQuantizedModelCommand : PtqCmdlet
     [ValidateNotNullOrEmpty]
     public string MetricName { get; set; } = "Metric";
 
+    /// <summary>Compute the quantized model's outputs with the PtqTools engine emulating this CPU class's ONNX Runtime
+    /// int8 arithmetic, instead of with ONNX Runtime on this machine (the float model and all latencies stay ONNX Runtime's
+    /// on this machine). Host: this machine's class.</summary>
+    [Parameter]
+    [ValidateSet("Avx2", "Avx512", "Vnni", "Amx", "Arm64", "Host")]
+    public string? Target { get; set; }
+
     protected override void ProcessRecord()
     {
         var paths = ResolveExisting(new[] { FloatModel, QuantizedModel }, literal: true);
@@ -63,7 +70,7 @@ public sealed class TestQuantizedModelCommand : PtqCmdlet
                 WriteWarning($"'{paths[1]}' was quantized from a model with SHA-256 {from}, not from '{paths[0]}'.");
             const string activity = "Comparing the quantized model with the float model";
             var report = ModelComparer.Compare(paths[0], paths[1], data, ThreadCount, LatencyRuns, ClassScores ? true : null, Progress(2, activity), Cancel,
-                Metric is null ? null : ScriptMetric.From(Metric, MetricName), MetricName);
+                Metric is null ? null : ScriptMetric.From(Metric, MetricName), MetricName, EmulationTargets.Resolve(Target));
             CompleteProgress(2, activity);
             WriteObject(report);
         }, paths[1]);
