@@ -210,7 +210,10 @@ function ConvertFrom-SimpleYaml {
 function Split-List {
     param([string]$Value)
     if ([string]::IsNullOrWhiteSpace($Value)) { return , [string[]]@() }
-    , [string[]]@($Value -split ',' | ForEach-Object { $_.Trim() } | Where-Object { $_ -and $_ -ne 'None' })
+    # "None" alone means an empty list (platyPS writes "Aliases: None"); in a list it is a value (-OverflowFix None).
+    $items = @($Value -split ',' | ForEach-Object { $_.Trim() } | Where-Object { $_ })
+    if ($items.Count -eq 1 -and $items[0] -eq 'None') { return , [string[]]@() }
+    , [string[]]$items
 }
 
 function ConvertTo-Bool {

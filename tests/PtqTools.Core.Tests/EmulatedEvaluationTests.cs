@@ -59,12 +59,16 @@ public class EmulatedEvaluationTests
 
     static readonly EngineTarget Avx2 = new(QuantTarget.Avx2), Vnni = new(QuantTarget.Vnni);
 
+    /// <summary>Full-range weights (written for an exact class), whose pairs saturate on AVX2; the default target
+    /// (Portable) writes weights whose pairs never do.</summary>
+    static QuantizationOptions FullRange => new() { Target = QuantTarget.Vnni };
+
     [Fact]
     public void Comparer_Avx2TargetLosesCosineToSaturation_AndMatchesVnniWithReducedRangeWeights()
     {
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir);
-        var full = Quantizer.Run(prepared, stats, new QuantizationOptions(), dir.File("q8.onnx"), default).OutputPath;
+        var full = Quantizer.Run(prepared, stats, FullRange, dir.File("q8.onnx"), default).OutputPath;
         var reduced = Quantizer.Run(prepared, stats, new QuantizationOptions { ReduceRange = true }, dir.File("q7.onnx"), default).OutputPath;
         AccuracyReport Compare(string q, EngineTarget? target) => ModelComparer.Compare(prepared.SourcePath, q, eval, 1, 0, null, null, default, target: target);
 
@@ -109,7 +113,7 @@ public class EmulatedEvaluationTests
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir);
         List<LayerError> Run(EngineTarget? target, QuantizationOptions? options = null) =>
-            LayerErrorAnalyzer.Run(prepared, stats, options ?? new QuantizationOptions(), eval, 1, null, default, target);
+            LayerErrorAnalyzer.Run(prepared, stats, options ?? FullRange, eval, 1, null, default, target);
         var vnni = Run(Vnni).ToDictionary(e => e.Layer);
         var avx2 = Run(Avx2).ToDictionary(e => e.Layer);
         var ort = Run(null).ToDictionary(e => e.Layer);
@@ -200,7 +204,7 @@ public class EmulatedEvaluationTests
     {
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir);
-        var full = Quantizer.Run(prepared, stats, new QuantizationOptions(), dir.File("q8.onnx"), default).OutputPath;
+        var full = Quantizer.Run(prepared, stats, FullRange, dir.File("q8.onnx"), default).OutputPath;
         // Refused at the call, before any sample is read.
         Check.Throws("InvalidOptionCombination", () => ModelInference.Run(full, eval, InferenceEngine.OnnxRuntime, 1, null, default, Avx2));
         var exact = ModelInference.Run(full, eval, InferenceEngine.PtqTools, 1, null, default).ToList();

@@ -271,6 +271,11 @@ internal static class EngineOps
     {
         var xt = Need(x, 0, n); var w = Need(x, 1, n);
         int xz = Opt(x, 2)?.IntAt(0) ?? 0;
+        // ONNX Runtime's ConvInteger takes uint8 weights only (u8 x u8: exact); int8 weights come from LayerReplay's
+        // unrounded sums of a QLinearConv, which saturate where that QLinearConv does.
+        var g0 = Geometry(n, xt.Dims, w.Dims, false);
+        if (SaturatingConvApplies(cache, xt, w, g0))
+            return new[] { new EngineTensor(OnnxDataType.Int32, OutDims(g0, xt.Dims.Length), SaturatingConvAccumulate(n, xt, xz, w, Zeros(Opt(x, 3), g0.OutChannels), g0, cache)) };
         var acc = ConvAccumulate(n, xt, xz, w, Zeros(Opt(x, 3), 1), cache, out var g);
         return new[] { new EngineTensor(OnnxDataType.Int32, OutDims(g, xt.Dims.Length), acc) };
     }

@@ -23,7 +23,8 @@ internal static class QdqFuser
             foreach (var i in n.Input) { if (!consumers.TryGetValue(i, out var l)) consumers[i] = l = new(); l.Add(n); }
         }
         var graphOutputs = graph.Output.Select(o => o.Name).ToHashSet();
-        NodeProto? Dq(string tensor) => producer.TryGetValue(tensor, out var p) && p.OpType == "DequantizeLinear" ? p : null;
+        // Only ai.onnx (8-bit) DequantizeLinear: ONNX Runtime fuses no com.microsoft (16-bit) Q/DQ into an integer op.
+        NodeProto? Dq(string tensor) => producer.TryGetValue(tensor, out var p) && p.OpType == "DequantizeLinear" && p.Domain is "" or "ai.onnx" ? p : null;
         NodeProto? SoleConsumer(string tensor) =>
             !graphOutputs.Contains(tensor) && consumers.TryGetValue(tensor, out var l) && l.Count == 1 ? l[0] : null;
         // The Q after op (optionally through a Relu), or null.
