@@ -122,12 +122,14 @@ Describe 'Measure-LayerError -Target' {
         $lOrt | ForEach-Object { $_.Target | Should -Be '' }
     }
 
-    It 'names the saturating stem first on AVX2, far below its exact figure' {
-        $stem = $lAvx2[0]
-        Write-Host ("Avx2 rank 1: {0} {1} dB; Vnni: {2} dB" -f $stem.Layer, $stem.IsolatedSqnrDb, ($lVnni | Where-Object Layer -EQ $stem.Layer).IsolatedSqnrDb)
-        $stem.OpType | Should -Be 'Conv'
-        $stem.IsolatedSqnrDb | Should -BeLessThan (($lVnni | Where-Object Layer -EQ $stem.Layer).IsolatedSqnrDb - 10)
-        $lVnni[0].Layer | Should -Not -Be $stem.Layer
+    It 'finds no layer that saturates on AVX2 in the default (Portable) weights: the exact class''s figures' {
+        # Measure-LayerError quantizes as Invoke-Quantization does by default; its pairs never leave int16, so the
+        # saturating class computes every layer as the exact one does (full-range weights do not: see above).
+        foreach ($v in $lVnni) {
+            $a = $lAvx2 | Where-Object Layer -EQ $v.Layer
+            $a.IsolatedSqnrDb | Should -Be $v.IsolatedSqnrDb -Because $v.Layer
+            $a.AccumulatedSqnrDb | Should -Be $v.AccumulatedSqnrDb -Because $v.Layer
+        }
     }
 
     It 'gives ONNX Runtime''s isolated figures with an exact class: the same tensors, the same meaning' {

@@ -251,3 +251,34 @@ public sealed class PairLayoutForTests
         Assert.Equal(2 * 9, PairLayout.For(Conv(4), new long[] { 8, 2, 3, 3 })!.K);
     }
 }
+
+/// <summary>The per-channel fix against ONNX Runtime's reduce_range on a real model's weights.</summary>
+public sealed class PairFixOnResNet18Tests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    [Fact]
+    public void EveryLayer_LosesNoMoreThanWithReduceRange_AndNoPairCanSaturate()
+    {
+        var model = OnnxModelIO.Load(TestPaths.ResNet18);
+        var view = new GraphView(model.Graph);
+        var spec = new WeightSpec(QuantType.Int8, Symmetric: true, ReduceRange: false);
+        var options = new QuantizationOptions();   // Portable, -OverflowFix Channels
+        int layers = 0, rescaled = 0, channels = 0;
+        foreach (var conv in model.Graph.Node.Where(n => n.OpType == "Conv"))
+        {
+            var init = view.Initializers[conv.Input[1]];
+            var dims = init.Dims.ToArray();
+            var w = TensorData.ReadFloats(init);
+            var layout = PairLayout.For(conv, dims)!;
+            var (values, scales, _, check) = PairSaturation.QuantizeWeights(w, dims, 0, spec, layout, options, firstLayer: false, offset: -1);
+            var (rr, rrScales, _) = QuantMath.QuantizeWeights(w, dims, 0, spec with { ReduceRange = true });
+            double Sse(int[] q, float[] s) { double e = 0; long inner = w.Length / s.Length; for (int i = 0; i < w.Length; i++) { double d = w[i] - q[i] * (double)s[i / inner]; e += d * d; } return e; }
+            double fixedError = Sse(values, scales), rrError = Sse(rr, rrScales);
+            Assert.True(fixedError <= rrError, $"{conv.Name}: {fixedError} > reduce_range's {rrError}");
+            Assert.DoesNotContain(true, PairSaturation.ChannelsAtRisk(values, layout, -1));
+            output.WriteLine(FormattableString.Invariant($"{conv.Name}: {check!.ChannelsRescaled}/{check.Channels} channels rescaled (up to {check.LargestStepRatio:0.00}x), weight error {10 * Math.Log10(rrError / fixedError):0.00} dB below reduce_range's"));
+            layers++; rescaled += check.ChannelsRescaled; channels += check.Channels;
+        }
+        output.WriteLine($"{layers} convolutions, {rescaled} of {channels} channels rescaled");
+        Assert.Equal(22, layers);
+    }
+}

@@ -197,6 +197,16 @@ public static class PairSaturation
                 if (Safe(candidates, pairLayout, trial, qmin, qmax, offset)) { lo = r; best = trial; } else hi = r;
             }
             if (!Safe(local, layout, best, qmin, qmax, offset)) throw new InvalidOperationException("A pair the check passed overflows: the pair check is wrong.");
+            // Never less faithful than 7-bit weights (ONNX Runtime's reduce_range) on the channel: the largest safe
+            // range usually rounds best, but where 7-bit codes are safe and round closer, they are kept.
+            if (spec.Symmetric)
+            {
+                var (rmin, rmax) = QuantMath.WeightLimits(spec with { ReduceRange = true });
+                var sevenBit = new QuantParams(Math.Max(-min, max) == 0 ? 1f : Math.Max(-min, max) / ((rmax - rmin) / 2f), 0);
+                if (sevenBit.Scale > best.Scale && Safe(local, layout, sevenBit, qmin, qmax, offset)
+                    && SquaredError(local, sevenBit, qmin, qmax) < SquaredError(local, best, qmin, qmax))
+                    best = sevenBit;
+            }
             largest = Math.Max(largest, best.Scale / scales[g]);
             scales[g] = best.Scale;
             zeroPoints[g] = best.ZeroPoint;
@@ -219,6 +229,14 @@ public static class PairSaturation
         }
         float scale = max == min ? 1f : (float)(((double)max - min) / (r * (qmax - qmin)));
         return new QuantParams(scale, Math.Clamp((int)Math.Round(r * qmin - min / (double)scale, MidpointRounding.ToEven), qmin, qmax));
+    }
+
+    static double SquaredError(float[][] local, QuantParams p, int qmin, int qmax)
+    {
+        double e = 0;
+        foreach (var v in local)
+            foreach (var x in v) { double d = x - (QuantMath.Quantize(x, p, qmin, qmax) - p.ZeroPoint) * (double)p.Scale; e += d * d; }
+        return e;
     }
 
     /// <summary>The pairs of the group at risk with <paramref name="p"/>, as two-element rows (NaN for padding).</summary>
