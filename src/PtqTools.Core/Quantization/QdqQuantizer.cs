@@ -4,7 +4,9 @@ using PtqTools.Core.Onnx;
 namespace PtqTools.Core.Quantization;
 
 /// <summary>A calibrated range of one activation tensor, and its mean when known (bias correction uses it).</summary>
-public readonly record struct TensorRange(float Min, float Max, float Mean = float.NaN);
+/// <summary>A calibrated activation range, with the tensor's mean and standard deviation where the statistics have
+/// them (bias correction and the pair fix's choice of scale use them).</summary>
+public readonly record struct TensorRange(float Min, float Max, float Mean = float.NaN, float Std = float.NaN);
 
 /// <summary>
 /// Writes a static QDQ model: QuantizeLinear/DequantizeLinear pairs on every planned activation tensor, int8
@@ -96,11 +98,13 @@ public static class QdqQuantizer
                     var dims = init.Dims.ToArray();
                     var spec = options.Weights;
                     bool shift = ConvKernels.ShiftsWeights(node, options);
+                    ranges.TryGetValue(view.Key(node.Input[0]), out var inputRange);
                     var (values, scales, zeroPoints, pairs) = PairSaturation.QuantizeWeights(TensorData.ReadFloats(init), dims, axis, spec,
                         // Only uint8 activations meet the weights in a u8 x s8 product that can saturate (int8 ones
                         // run as |a| x sign-adjusted w, at most 2 x 128 x 127; 16-bit ones have no integer kernel).
                         options.TypeOf(view.Key(node.Input[0])) == QuantType.UInt8 ? PairLayout.For(node, dims) : null,
-                        options, firstLayer: node == firstWeighted, offset: ConvKernels.Shiftable(node, options) ? -1 : 0);
+                        options, firstLayer: node == firstWeighted, offset: ConvKernels.Shiftable(node, options) ? -1 : 0,
+                        input: float.IsFinite(inputRange.Mean) && float.IsFinite(inputRange.Std) ? (inputRange.Mean, inputRange.Std) : null);
                     // 7-bit codes stored as q - 1 could reach -65: such a layer keeps zero point 0.
                     if (shift && pairs is not { ReducedTo7Bits: true }) ConvKernels.ShiftToMinusOne(values, zeroPoints);
                     plan.RecordPairs(QuantizationPlan.LayerName(view, node), pairs, options);

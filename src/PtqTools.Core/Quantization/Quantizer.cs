@@ -42,7 +42,7 @@ public static class Quantizer
         {
             if (!float.IsFinite(s.RangeMin) || !float.IsFinite(s.RangeMax) || s.RangeMin > s.RangeMax)
                 throw new PtqException("RangeNotFinite", PtqErrorKind.InvalidData, $"Tensor '{s.Tensor}' has an unusable range [{s.RangeMin}, {s.RangeMax}].", s.Tensor);
-            ranges[s.Tensor] = new TensorRange(s.RangeMin, s.RangeMax, (float)s.Mean);
+            ranges[s.Tensor] = new TensorRange(s.RangeMin, s.RangeMax, (float)s.Mean, (float)s.Std);
         }
         var selected = statistics.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal);
         var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), selected, options is null ? null : options.ExcludeReason, perChannel: options?.PerChannel ?? true);
