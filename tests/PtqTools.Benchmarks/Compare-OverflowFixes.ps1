@@ -64,11 +64,11 @@ $rows = foreach ($name in $variants.Keys) {
 $miniLm = Get-MiniLmModel $outFolder
 $text = Join-Path $outFolder 'sentences.txt'
 [IO.File]::WriteAllLines($text, [string[]](Get-LicenceSentences $Sentences))
-$sentences = New-PtqDataSet -Path $text -VocabPath (Join-Path $outFolder 'vocab.txt')
+$sentenceData = New-PtqDataSet -Path $text -VocabPath (Join-Path $outFolder 'vocab.txt')
 $rows += foreach ($name in $variants.Keys) {
     $options = $variants[$name]
     $r = Invoke-Quantization -Path $miniLm -Mode Dynamic -OutputPath (Join-Path $outFolder ("minilm-{0}.onnx" -f ($name -replace '\W', ''))) -SkipHostCheck -Force -WarningAction SilentlyContinue @options
-    Measure-Variant $r $sentences 'MiniLM (dynamic)' $name $LatencyRuns
+    Measure-Variant $r $sentenceData 'MiniLM (dynamic)' $name $LatencyRuns
 }
 $rows | Format-Table -AutoSize | Out-String -Width 250 | Out-Host
 "Host class: $hostClass; ONNX Runtime 1.31.1; $(Get-Date -Format u)" | Out-Host

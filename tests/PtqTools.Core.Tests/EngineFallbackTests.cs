@@ -356,7 +356,12 @@ public class EngineFallbackTests(ITestOutputHelper output)
         if (!File.Exists(Path.Combine(folder, "model.onnx")))
             throw new InvalidOperationException($"'{folder}' holds no model.onnx (see ../shared/ground-truth/README.md).");
         var model = OnnxModelIO.Load(Path.Combine(folder, "model.onnx"));
+        // Exact sums; this host's class (what its ONNX Runtime computes: full-range weights saturate on AVX2 hosts);
+        // and the AVX2 class the outputs were saved on.
         using var engine = new IntegerEngine(model, "minilm_dynamic");
+        using var hostEngine = new IntegerEngine(model, EngineOptions.Emulating(QuantTarget.Host), "minilm_dynamic");
+        using var avx2Engine = new IntegerEngine(model, EngineOptions.Emulating(QuantTarget.Avx2), "minilm_dynamic");
+        var avx2VsSaved = new List<(float[], float[])>();
         using var ort = OrtReference.Session(File.ReadAllBytes(Path.Combine(folder, "model.onnx")));
         var sets = Directory.GetDirectories(folder, "test_data_set_*").OrderBy(d => d, StringComparer.Ordinal).ToList();
         Assert.NotEmpty(sets);
@@ -374,6 +379,8 @@ public class EngineFallbackTests(ITestOutputHelper output)
                 ? inputs.ToDictionary(t => t.Name, EngineTensor.FromProto, StringComparer.Ordinal)
                 : engine.Inputs.Select((n, k) => (n, EngineTensor.FromProto(inputs[k]))).ToDictionary(p => p.n, p => p.Item2, StringComparer.Ordinal);
             var mine = engine.Run(feed);
+            var asHost = hostEngine.Run(feed);
+            var asAvx2 = avx2Engine.Run(feed);
             var host = OrtReference.Run(ort, feed);
             var plain = OrtReference.Run(asWritten, feed);
             for (int k = 0; k < engine.Outputs.Count; k++)
@@ -382,9 +389,10 @@ public class EngineFallbackTests(ITestOutputHelper output)
                 var saved = EngineTensor.FromProto(outputs.FirstOrDefault(t => t.Name == name) ?? outputs[k]).ToFloats();
                 var m = mine[name].ToFloats();
                 vsSaved.Add((saved, m));
-                vsHost.Add((host[name].ToFloats(), m));
+                vsHost.Add((host[name].ToFloats(), asHost[name].ToFloats()));
                 hostVsSaved.Add((saved, host[name].ToFloats()));
-                vsHostAsWritten.Add((plain[name].ToFloats(), m));
+                vsHostAsWritten.Add((plain[name].ToFloats(), asHost[name].ToFloats()));
+                avx2VsSaved.Add((saved, asAvx2[name].ToFloats()));
                 asWrittenVsSaved.Add((saved, plain[name].ToFloats()));
             }
         }
@@ -394,20 +402,26 @@ public class EngineFallbackTests(ITestOutputHelper output)
             double mean = pairs.Average(p => Check.Cosine(p.Item1, p.Item2));
             output.WriteLine($"  {what,-52} min cosine {min:F7}, mean {mean:F7}, max |diff| {max:G4}");
         }
-        output.WriteLine($"ground truth minilm_dynamic, {sets.Count} sets x {engine.Outputs.Count} outputs, engine with exact int8 sums:");
-        Line("engine vs saved AVX2 outputs", vsSaved);
-        Line("engine vs this host's ORT, graph as written", vsHostAsWritten);
-        Line("engine vs this host's ORT, all optimizations", vsHost);
+        output.WriteLine($"ground truth minilm_dynamic, {sets.Count} sets x {engine.Outputs.Count} outputs (this host: {QuantTargets.HostClass}):");
+        Line("engine, exact sums, vs saved AVX2 outputs", vsSaved);
+        Line("engine emulating AVX2 vs saved AVX2 outputs", avx2VsSaved);
+        Line("engine as this host vs its ORT, graph as written", vsHostAsWritten);
+        Line("engine as this host vs its ORT, all optimizations", vsHost);
         Line("this host's ORT (as written) vs saved AVX2", asWrittenVsSaved);
         Line("this host's ORT (all optimizations) vs saved AVX2", hostVsSaved);
         var (ch, _) = Agreement(vsHostAsWritten);
         Assert.True(ch >= 0.9999, $"min cosine {ch} against this host's ONNX Runtime (graph as written)");
         var (cho, _) = Agreement(vsHost);
         Assert.True(cho >= 0.98, $"min cosine {cho} against this host's ONNX Runtime (all optimizations)");
-        // Exact sums are farther from the saturating AVX2 outputs than from this host's: the difference the
-        // emulation of that CPU is to close.
+        // Exact sums are far from the saturating AVX2 outputs; emulating AVX2 closes that gap up to the float noise
+        // of ONNX Runtime's fused LayerNormalization (which can move a DynamicQuantizeLinear's scale by a step:
+        // docs/architecture.md), so it is not bit for bit.
         var (cs, _) = Agreement(vsSaved);
-        Assert.True(cs < ch, $"engine vs saved AVX2 {cs}, vs this host {ch}");
+        var (ca, _) = Agreement(avx2VsSaved);
+        Assert.True(ca >= 0.999, $"engine emulating AVX2 vs saved AVX2: min cosine {ca}");
+        Assert.True(cs < ca - 0.01, $"exact sums vs saved AVX2 {cs}, emulated AVX2 {ca}");
+        double meanExact = vsSaved.Average(p => Check.Cosine(p.Item1, p.Item2)), meanAvx2 = avx2VsSaved.Average(p => Check.Cosine(p.Item1, p.Item2));
+        Assert.True(meanAvx2 > meanExact, $"mean cosine to the saved AVX2 outputs: emulated {meanAvx2}, exact {meanExact}");
     }
 
     [Theory]
