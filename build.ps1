@@ -175,6 +175,11 @@ switch ($Task) {
         # Evaluation (issue 7): accuracy-aware MiniLM, and latency/memory over threads, batches and engines.
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Invoke-MiniLmAccuracyAware.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1') -OutputFolder (Join-Path $out 'bench/minilm-aware')
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Measure-ModelPerformance.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1') -OutputFolder (Join-Path $out 'bench/performance')
+        # CPU targets (issue 19): the overflow fixes on ResNet18 and MiniLM as AVX2 and exact CPUs compute them, and
+        # what emulating AVX2 costs the engine on the ground truth's int8 ResNet18 (exact and emulated interleaved).
+        & (Join-Path $root 'tests/PtqTools.Benchmarks/Compare-OverflowFixes.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
+        Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
+            'emulation', (Join-Path $root '../shared/ground-truth/ort-1.31.1-avx2/resnet18_int8_default/model.onnx'), '40', '1')
         # Int8 kernels vs ONNX Runtime (BenchmarkDotNet; reports in out/bench/kernels/results).
         Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
             '--filter', '*', '--artifacts', (Join-Path $out 'bench/kernels'))

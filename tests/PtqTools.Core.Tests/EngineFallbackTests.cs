@@ -253,22 +253,6 @@ public class EngineFallbackTests(ITestOutputHelper output)
 
     // ---- MiniLM ----
 
-    internal static string GroundTruth
-    {
-        get
-        {
-            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-                if (File.Exists(Path.Combine(dir.FullName, "PtqPowerShell.sln")))
-                {
-                    var folder = Path.GetFullPath(Path.Combine(dir.FullName, "..", "shared", "ground-truth"));
-                    if (!Directory.Exists(folder))
-                        throw new InvalidOperationException($"The ground-truth folder '{folder}' (../shared/ground-truth beside the repository) does not exist.");
-                    return folder;
-                }
-            throw new InvalidOperationException($"The repository (PtqPowerShell.sln) was not found above {AppContext.BaseDirectory}.");
-        }
-    }
-
     /// <summary>Tokenized sentences as the model's named int64 inputs.</summary>
     static List<Dictionary<string, EngineTensor>> Sentences(int count)
     {
@@ -352,7 +336,7 @@ public class EngineFallbackTests(ITestOutputHelper output)
     [Fact]
     public void MiniLmDynamic_GroundTruth_ExactArithmetic_AgainstAvx2AndThisHost()
     {
-        var folder = Path.Combine(GroundTruth, "ort-1.31.1-avx2", "minilm_dynamic");
+        var folder = Path.Combine(TestPaths.GroundTruth, "minilm_dynamic");
         if (!File.Exists(Path.Combine(folder, "model.onnx")))
             throw new InvalidOperationException($"'{folder}' holds no model.onnx (see ../shared/ground-truth/README.md).");
         var model = OnnxModelIO.Load(Path.Combine(folder, "model.onnx"));
