@@ -54,7 +54,7 @@ $calibrationTime = $clock.Elapsed.TotalSeconds
 $result = $stats | Invoke-Quantization -OutputPath $target -Target Host -DataSet $calibration -Force
 Write-Host ("{0} tensors calibrated on {1} images in {2:N1} s; {3} layers quantized, {4} Relu folded into them, {5} kept in float; written to {6}" -f
     $stats.Count, $calibration.Count, $calibrationTime, $result.QuantizedLayerCount, $result.FoldedLayerCount, $result.FloatLayerCount, $result.OutputPath)
-Write-Host ("Target: {0} (this host: {1}); {2} layers made pair-safe for CPUs without VNNI. Host check: {3}" -f
+Write-Host ("Target: {0} (this host: {1}); {2} layers made pair-safe for CPUs without VNNI. {3}" -f
     $result.Target, $result.HostClass, $result.PairSafeLayers.Count, $result.HostCheck.Summary)
 
 Write-Host "`n== Evaluate on $($evaluation.Count) images the calibration never saw" -ForegroundColor Cyan
