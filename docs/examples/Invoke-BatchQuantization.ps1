@@ -9,7 +9,8 @@
     An output is up to date, and skipped, when its metadata records the SHA-256 of the current source model and the
     options this run would use (Invoke-Quantization writes both into the model: Get-OnnxModel shows them as
     QuantizedFrom and QuantizationOptions). So a second run over unchanged models does no work, and a changed model
-    or changed options are quantized again.
+    or changed options are quantized again. The options include the CPU class the models are written for (-Target;
+    Portable by default, right on every class), so a model written for another class is quantized again too.
 
     Writes a JSON log (one record per model and a summary) and prints a summary table. Exits 1 when any model failed,
     0 otherwise, so a scheduler sees the failure.
@@ -25,6 +26,8 @@ param(
     [Parameter(Mandatory)] [string] $OutputFolder,
     [ValidateSet('UInt8', 'Int8')] [string] $ActivationType = 'UInt8',
     [switch] $PerTensor,
+    # The CPU class the models are written for (Invoke-Quantization -Target); Host is this machine's, resolved once.
+    [ValidateSet('Portable', 'Avx2', 'Avx512', 'Vnni', 'Amx', 'Arm64', 'Host')] [string] $Target = 'Portable',
     [ValidateRange(1, 64)] [int] $ThrottleLimit = 2,
     [string] $ModulePath = 'PtqTools',
     [string] $LogPath
@@ -41,6 +44,9 @@ Add-Type -LiteralPath (Join-Path (Split-Path $module) 'PtqTools.Core.dll')
 $options = [PtqTools.Core.Quantization.QuantizationOptions]::new()
 $options.ActivationType = $ActivationType
 $options.PerChannel = -not $PerTensor
+# The resolved target is part of the recorded options: a model written for another class is quantized again.
+$Target = [PtqTools.Core.Quantization.QuantTargets]::Resolve([PtqTools.Core.Quantization.QuantTarget]$Target).ToString()
+$options.Target = $Target
 $expected = $options.ToString()
 
 $clock = [Diagnostics.Stopwatch]::StartNew()
@@ -60,7 +66,7 @@ $records = Get-ChildItem -LiteralPath $ModelFolder -Filter *.onnx -File | Sort-O
             $dataFile = Join-Path $model.DirectoryName ($model.BaseName + '.dataset.xml')
             if (-not (Test-Path -LiteralPath $dataFile)) { throw "No calibration data: '$dataFile' does not exist (save one with New-PtqDataSet ... | Export-Clixml)." }
             $data = Import-Clixml -LiteralPath $dataFile
-            $quantize = @{ OutputPath = $output; ActivationType = $using:ActivationType; PerTensor = $using:PerTensor; Force = $true; ThreadCount = 1 }
+            $quantize = @{ OutputPath = $output; ActivationType = $using:ActivationType; PerTensor = $using:PerTensor; Target = $using:Target; Force = $true; ThreadCount = 1 }
             $result = Invoke-Quantization -Path $model.FullName -DataSet $data @quantize
             $record.Status = 'Quantized'
             $record.SizeRatio = $result.SizeRatio

@@ -48,6 +48,17 @@ Describe 'The batch script' {
         $third.Log.Summary.Options | Should -Match 'per-tensor'
     }
 
+    It 'quantizes again for another CPU class, and records the resolved class' {
+        $amx = Invoke-Batch @('-Target', 'Amx')
+        $amx.Log.Summary.Quantized | Should -Be 4
+        $amx.Log.Summary.Options | Should -Match ';target=amx'
+        foreach ($m in $amx.Log.Models) { (Get-OnnxModel -LiteralPath $m.Output).QuantizationTarget | Should -Be 'Amx' }
+        # Host is resolved before the comparison: a second run for the same class is up to date.
+        $env:PTQTOOLS_CPU_CLASS = 'Amx'
+        try { $hostRun = Invoke-Batch @('-Target', 'Host') } finally { Remove-Item Env:PTQTOOLS_CPU_CLASS }
+        $hostRun.Log.Summary.UpToDate | Should -Be 4
+    }
+
     It 'exits 1 and logs the error when a model fails' {
         Set-Content (Join-Path $models 'broken.onnx') 'not a model'
         try {

@@ -315,15 +315,21 @@ Describe 'Cancellation at random points' {
         $random = [Random]::new(@{ Calibration = 1; Quantization = 2; Evaluation = 3 }[$_])
         $target = Join-Path $stopFolder "$_.onnx"
         $stopped = 0
-        foreach ($i in 1..6) {
-            $state = Invoke-Stopped $Runs[$_] @($Model, $LongData, $target, $Int8) ($random.Next(20, 500))
+        # Stops at random points of the run; a run that ended before its stop (a fast machine) makes the later delays
+        # shorter, so that four stops land inside the run on any machine.
+        $upper = 500
+        $states = @()
+        for ($i = 0; $i -lt 12 -and $stopped -lt 4; $i++) {
+            $state = Invoke-Stopped $Runs[$_] @($Model, $LongData, $target, $Int8) ($random.Next(20, $upper))
+            $states += $state
             if ($state -eq 'Stopped') { $stopped++ }
+            elseif ($state -eq 'Completed') { $upper = [Math]::Max(40, [int]($upper / 2)) }
             # A stopped quantization never leaves its output or a temporary file.
             if ($state -eq 'Stopped') { Test-Path $target | Should -BeFalse }
             Get-ChildItem $stopFolder -Filter *.tmp -Force | Should -BeNullOrEmpty
             Remove-Item $target -ErrorAction SilentlyContinue
         }
-        $stopped | Should -BeGreaterThan 3
+        $stopped | Should -BeGreaterThan 3 -Because "the runs ended $($states -join ', ')"
         # The same runspace still works.
         $ps = [powershell]::Create(); $ps.Runspace = $rs
         $r = $ps.AddScript({ param($m, $d, $o) Invoke-Quantization -Path $m -DataSet $d -OutputPath $o -Force }).AddArgument($Model).AddArgument($ImageData).AddArgument($target).Invoke()
