@@ -6,7 +6,6 @@ BeforeAll {
     . (Join-Path $PSScriptRoot 'TestData.ps1')
     $calib = New-ResNetDataSet -Split train -Count 8
     $script:stats = Measure-ActivationRange -Path $ResNet18 -DataSet $calib -ThreadCount 2
-    # Full-range int8 weights: the 3-channel stem's u8 x s8 pairs saturate int16 on AVX2 (vpmaddubsw).
     # Full-range weights (written for an exact class, as the default wrote them before targets): their pairs
     # saturate on AVX2. The default (Portable) writes weights whose pairs never do.
     $script:int8 = $stats | Invoke-Quantization -Target Vnni -SkipHostCheck -OutputPath (Join-Path $TestDrive 'r18.int8.onnx')
