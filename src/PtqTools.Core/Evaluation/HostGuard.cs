@@ -30,8 +30,13 @@ public static class HostGuard
     {
         if (data is not null)
         {
-            using var reader = new SampleReader(data);
-            return (reader.Read(cancel).Take(DefaultSamples).ToList(), "calibration data");
+            try
+            {
+                using var reader = new SampleReader(data);
+                return (reader.Read(cancel).Take(DefaultSamples).ToList(), "calibration data");
+            }
+            // A data set the readers cannot replay (a script block) or that fails now: the check is not run.
+            catch (PtqException ex) { return (null, $"the data set gives no samples here ({ex.Message})"); }
         }
         using var ort = OrtRunner.FromFile(modelPath);
         var input = statistics?.FirstOrDefault(s => s.Tensor == ort.InputName);

@@ -152,9 +152,12 @@ public static class PairSaturation
 
     /// <summary>Checks int8 weights quantized by <see cref="QuantMath.QuantizeWeights(ReadOnlySpan{float}, long[], int?, WeightSpec)"/>
     /// (scale per output channel when <paramref name="perChannel"/>, one otherwise) and, with
-    /// <see cref="OverflowFix.Channels"/>, re-quantizes each scale group that is at risk with the largest code range
-    /// (the smallest scale) at which no pair can leave int16, with the codes as they are and, for a nonzero
-    /// <paramref name="offset"/>, with it added (so that both encodings of <see cref="ConvKernel"/> hold the same values). Weights of uint8 (u8 x u8 kernels widen to int16 first: exact) are never at risk.</summary>
+    /// <see cref="OverflowFix.Channels"/>, re-quantizes each scale group that is at risk with a code range at which no
+    /// pair can leave int16 (with the codes as they are and, for a nonzero <paramref name="offset"/>, with it added, so
+    /// that both encodings of <see cref="ConvKernel"/> hold the same values): of the safe ranges from the largest down
+    /// to 7 bits, the one with the least expected output error for the layer's calibrated <paramref name="input"/>
+    /// mean and deviation (weight error alone without them). Weights of uint8 (u8 x u8 kernels widen to int16 first:
+    /// exact) are never at risk.</summary>
     public static PairCheck CheckAndFix(ReadOnlySpan<float> w, PairLayout layout, bool perChannel, WeightSpec spec,
         int[] values, float[] scales, int[] zeroPoints, bool fix, int offset = 0, (double Mean, double Std)? input = null)
     {
@@ -200,7 +203,7 @@ public static class PairSaturation
             // Among the safe ranges, from the largest down to 7 bits (ONNX Runtime's reduce_range), the one whose
             // rounding costs the layer's output least: for inputs of mean m and deviation s, the expected squared output
             // error of a channel is about s^2 * sum(e^2) + m^2 * (sum e)^2 (e the weight errors); without input
-            // statistics, sum(e^2). So the fix is never less faithful than 7-bit weights on the channel by that measure.
+            // statistics, sum(e^2). Where 7-bit codes are safe, the fix is never less faithful than they are by that measure.
             if (spec.Symmetric)
             {
                 double m2 = input is { } moments ? moments.Mean * moments.Mean : 0, s2 = input is { } mo ? mo.Std * mo.Std : 1;
