@@ -113,8 +113,13 @@ public sealed class RecurrentQuantizerTests
                         float w = original[(dir * 4 * Hidden + row) * cols + c];
                         float back = codes[(dir * cols + c) * 4 * Hidden + row] * scale;
                         Assert.True(Math.Abs(back - w) <= scale / 2 + 1e-6f, $"dir {dir} row {row} col {c}: {w} stored as {back}");
+                        // Written for every CPU (Portable): no pair of K (the columns) can saturate vpmaddubsw.
+                        if (c % 2 == 1)
+                            Assert.False(PairSaturation.CanOverflow(codes[(dir * cols + c - 1) * 4 * Hidden + row], codes[(dir * cols + c) * 4 * Hidden + row]),
+                                $"dir {dir} row {row} cols {c - 1},{c}");
                     }
         }
+        Assert.Contains("u8 x s8 pair", reason);
 
         var x = Check.RandomFloats(new Random(seq), seq * Batch * InputSize, 2f);
         var (cos, max) = Compare(model, q, "x", x, new long[] { seq, Batch, InputSize });
