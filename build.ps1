@@ -95,7 +95,29 @@ function Get-TrxCounts([string] $Path) {
     [pscustomobject]@{ Passed = [int]$c.passed; Failed = [int]$c.failed + [int]$c.error + [int]$c.timeout + [int]$c.aborted }
 }
 
+# Debian packages the tests read (Fashion-MNIST, the ONNX conformance corpus) and chromium, which renders the HTML
+# report in a test: installed here when missing, so that the README's test command does its own set-up on a fresh
+# Debian machine. Where they cannot be installed (no apt, not root) the run goes on and says so.
+function Install-TestPackages {
+    $packages = 'dataset-fashion-mnist', 'libonnx-testdata', 'chromium'
+    if (-not $IsLinux -or -not (Get-Command dpkg -ErrorAction SilentlyContinue)) { return }
+    $missing = @($packages | Where-Object { & dpkg -s $_ *> $null; $LASTEXITCODE -ne 0 })
+    if ($missing.Count -eq 0) { return }
+    $apt = Get-Command apt-get -ErrorAction SilentlyContinue
+    $uid = (& id -u) -as [int]
+    if (-not $apt -or $uid -ne 0) {
+        Write-Warning "Debian packages $($missing -join ', ') are missing and cannot be installed here (apt-get as root is needed): the tests that read them will fail."
+        return
+    }
+    Write-Host "== Installing Debian packages: $($missing -join ', ')"
+    $env:DEBIAN_FRONTEND = 'noninteractive'
+    & apt-get update -qq *> $null
+    & apt-get install -y -qq @missing *> $null
+    if ($LASTEXITCODE -ne 0) { Write-Warning "apt-get install $($missing -join ' ') failed (exit code $LASTEXITCODE)." }
+}
+
 function Invoke-Test {
+    Install-TestPackages
     Invoke-Build
     Invoke-Package   # the packaging test installs this nupkg
     $results = Join-Path $out 'test-results'
