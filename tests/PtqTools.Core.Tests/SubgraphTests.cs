@@ -63,6 +63,29 @@ public class SubgraphTests
     static bool TakesThen(float[] x) => x.Average() > 0;
 
     [Fact]
+    public void ExcludeCheck_MatchesWhatExcludeReasonMatches_SubgraphNodesIncluded()
+    {
+        var model = IfModel();
+        // A branch node by its name, a pattern over branch nodes, an op type: all match, nothing to warn about.
+        Assert.Empty(new QuantizationOptions { Exclude = new[] { "conv_t1", "conv_e*", "Gemm" } }.CheckExclude(model));
+        // An op type the quantizer knows but this model lacks: allowed, returned for a warning.
+        Assert.Equal(new[] { "MatMul" }, new QuantizationOptions { Exclude = new[] { "MatMul", "gemm" } }.CheckExclude(model));
+        // The scoped layer name is not what ExcludeReason matches, so it is refused too.
+        foreach (var (entry, hint) in new[] { ("CONV_T2", "did you mean 'conv_t2'?"), ("GEMM", "did you mean 'Gemm'?"), ("Conv_*", "matches 'conv_t1'"),
+                     ("if/then_branch/conv_t1", null), ("nosuch", null) })
+        {
+            var ex = Assert.Throws<PtqException>(() => new QuantizationOptions { Exclude = new[] { "gemm", entry } }.CheckExclude(model, "m.onnx"));
+            Assert.Equal("ExcludeMatchesNothing", ex.ErrorId);
+            Assert.Equal(PtqErrorKind.InvalidArgument, ex.Kind);
+            Assert.Equal(entry, ex.Target);
+            Assert.Contains($"'{entry}'", ex.Message);
+            Assert.Contains("'m.onnx'", ex.Message);
+            if (hint is null) Assert.DoesNotContain("did you mean", ex.Message);
+            else Assert.Contains(hint, ex.Message);
+        }
+    }
+
+    [Fact]
     public void IfBranchLayers_AreListedWithTheirScope()
     {
         TestPaths.UseTempCache();

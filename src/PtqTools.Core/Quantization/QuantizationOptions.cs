@@ -106,6 +106,43 @@ public sealed class QuantizationOptions
         return null;
     }
 
+    /// <summary>Checks the -Exclude entries against a model's layers (every graph, subgraphs included, by node name as
+    /// <see cref="ExcludeReason"/> matches them) before any work: an entry that matches no layer name, no name pattern
+    /// and no op type of the model is refused (ExcludeMatchesNothing), with the name that matches it case-insensitively
+    /// when there is one. An entry that is an op type the quantizer knows (Conv, MatMul, Relu, ...) but this model
+    /// lacks is allowed: it is returned, for a warning.</summary>
+    public IReadOnlyList<string> CheckExclude(ModelProto model, string? modelPath = null)
+    {
+        if (Exclude.Length == 0) return Array.Empty<string>();
+        var nodes = PtqTools.Core.Onnx.OpsetUpgrader.AllNodes(model.Graph).ToList();
+        var absentOpTypes = new List<string>();
+        foreach (var entry in Exclude)
+        {
+            if (nodes.Any(n => ExcludeMatch(entry, n, ignoreCase: false))) continue;
+            if (OpHandlers.OpTypes.Contains(entry) || OpHandlers.FoldedActivations.Contains(entry))
+            {
+                absentOpTypes.Add(entry);
+                continue;
+            }
+            var near = nodes.FirstOrDefault(n => ExcludeMatch(entry, n, ignoreCase: true));
+            var hint = near is null ? "" : HasWildcard(entry)
+                ? $" (-Exclude is case-sensitive: did you mean a pattern that matches '{near.Name}'?)"
+                : $" (-Exclude is case-sensitive: did you mean '{(string.Equals(entry, near.OpType, StringComparison.OrdinalIgnoreCase) ? near.OpType : near.Name)}'?)";
+            throw new PtqException("ExcludeMatchesNothing", PtqErrorKind.InvalidArgument,
+                $"The -Exclude entry '{entry}' matches no layer name, name pattern or op type of {(modelPath is null ? "the model" : $"'{modelPath}'")}{hint}; Get-ModelLayer lists the layers.", entry);
+        }
+        return absentOpTypes;
+    }
+
+    static bool HasWildcard(string pattern) => pattern.IndexOfAny(new[] { '*', '?' }) >= 0;
+
+    static bool ExcludeMatch(string pattern, NodeProto node, bool ignoreCase)
+    {
+        var comparison = ignoreCase ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal;
+        return string.Equals(pattern, node.OpType, comparison) || string.Equals(pattern, node.Name, comparison)
+            || HasWildcard(pattern) && FileSystemName.MatchesSimpleExpression(pattern, node.Name, ignoreCase);
+    }
+
     public void Validate()
     {
         if (Exclude.Any(string.IsNullOrWhiteSpace))

@@ -83,14 +83,16 @@ public sealed class QuantizationPlan
                 }
                 continue;
             }
-            if (selected is not null && !selected.Contains(name))
-            {
-                decision.Reason = "not in the pipeline: kept in float";
-                continue;
-            }
+            // -Exclude first: an excluded layer is not calibrated, so after calibration it is not in the pipeline
+            // either, and its decision names the entry that excluded it.
             if (exclude?.Invoke(node) is { } excluded)
             {
                 decision.Reason = excluded;
+                continue;
+            }
+            if (selected is not null && !selected.Contains(name))
+            {
+                decision.Reason = "not in the pipeline: kept in float";
                 continue;
             }
             var handler = OpHandlers.Get(node)!;

@@ -64,6 +64,7 @@ public static class Quantizer
         string outputPath, CancellationToken cancel)
     {
         options.Validate();
+        options.CheckExclude(prepared.Model, prepared.SourcePath);
         var (plan, ranges) = Plan(prepared, statistics, options);
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
@@ -89,6 +90,7 @@ public static class Quantizer
         if (options.Mode == QuantMode.Static)
             throw new PtqException("StatisticsRequired", PtqErrorKind.InvalidArgument, "Static quantization needs calibration statistics.", prepared.SourcePath);
         CheckOpset(prepared, options);
+        options.CheckExclude(prepared.Model, prepared.SourcePath);
         var plan = WeightQuantizer.Plan(new GraphView(prepared.Model.Graph), selected, options, options.ExcludeReason);
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument,

@@ -41,14 +41,16 @@ public static class WeightQuantizer
                 decision.Reason = $"kept in float: {why}";
                 continue;
             }
-            if (selected is not null && !selected.Contains(node.Name))
-            {
-                decision.Reason = "not in the pipeline: kept in float";
-                continue;
-            }
+            // -Exclude first: an excluded layer is not calibrated, so after calibration it is not in the pipeline
+            // either, and its decision names the entry that excluded it.
             if (exclude?.Invoke(node) is { } excluded)
             {
                 decision.Reason = excluded;
+                continue;
+            }
+            if (selected is not null && !selected.Contains(node.Name))
+            {
+                decision.Reason = "not in the pipeline: kept in float";
                 continue;
             }
             plan.QuantizedLayers.Add(node.Name);

@@ -33,13 +33,26 @@ public sealed class GetModelLayerCommand : ModelPathCmdlet
             {
                 WriteVerbose($"Preparing '{file}' (BatchNormalization folding, opset upgrade); cached in {ModelPreparer.CacheFolder}.");
                 var prepared = ModelPreparer.Prepare(file);
+                var matched = new bool[patterns?.Length ?? 0];
                 foreach (var layer in ModelInspector.Layers(prepared))
                 {
-                    if (patterns is not null && !patterns.Any(p => p.IsMatch(layer.Name))) continue;
+                    if (patterns is not null)
+                    {
+                        bool any = false;
+                        for (int i = 0; i < patterns.Length; i++)
+                            if (patterns[i].IsMatch(layer.Name)) any = matched[i] = true;
+                        if (!any) continue;
+                    }
                     if (OpType is not null && !OpType.Contains(layer.OpType, StringComparer.OrdinalIgnoreCase)) continue;
                     if (Quantizable && !layer.Quantizable) continue;
                     WriteObject(layer);
                 }
+                // A name without wildcards that names no layer is an error, as Get-Item's missing path; a pattern
+                // that matches nothing is not.
+                for (int i = 0; i < matched.Length; i++)
+                    if (!matched[i] && !WildcardPattern.ContainsWildcardCharacters(Name![i]))
+                        WriteError(ToErrorRecord(new PtqException("LayerNotFound", PtqErrorKind.ObjectNotFound,
+                            $"Cannot find layer '{Name[i]}' in '{file}'; Get-ModelLayer without -Name lists its layers.", Name[i])));
             }, file);
         }
     }

@@ -133,9 +133,11 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [Parameter]
     public int BlockSize { get; set; } = 32;
 
-    /// <summary>Layers kept in float: names, wildcard patterns over names, or op types.</summary>
+    /// <summary>Layers kept in float: names, wildcard patterns over names, or op types. Each entry must match a layer
+    /// of each model (ExcludeMatchesNothing otherwise); an op type the model lacks is a warning.</summary>
     [Parameter]
     [SupportsWildcards]
+    [ArgumentCompleter(typeof(LayerNameCompleter))]
     [ValidateNotNullOrEmpty]
     public string[] Exclude { get; set; } = Array.Empty<string>();
 
@@ -326,6 +328,9 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             throw new PtqException("EqualizeNeedsCalibration", PtqErrorKind.InvalidArgument,
                 "-Equalize changes the weights and so the activations between the equalized layers; statistics measured on the model as it was do not apply. Pipe in layers (or use -Path) with -DataSet, and the equalized model is calibrated.", group.ModelPath);
         var prepared = group.Prepare();
+        // Before any work (calibration included): an -Exclude entry that matches nothing in this model is an error.
+        foreach (var opType in _options.CheckExclude(prepared.Model, group.ModelPath))
+            WriteWarning($"The -Exclude op type '{opType}' matches no layer of '{group.ModelPath}': it has no {opType} node.");
         if (_options.Mode != QuantMode.Static)
         {
             // No calibration: statistics, when they come in, only say which layers were selected.
