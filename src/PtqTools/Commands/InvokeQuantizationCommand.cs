@@ -392,10 +392,21 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         const string activity = "Checking the written model on this host";
         var progress = Progress(5, activity);
         progress.Report(new RunProgress(0, Core.Evaluation.HostGuard.DefaultSamples, 0, result.OutputPath));
-        var (samples, source) = Core.Evaluation.HostGuard.Samples(result.OutputPath, DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), stats, Cancel);
-        result.HostCheck = samples is null
-            ? new Core.Evaluation.HostCheck { Status = "NotChecked", HostClass = QuantTargets.HostClass.ToString(), Summary = $"Host check not run: {source}." }
-            : Core.Evaluation.HostGuard.Run(result.OutputPath, samples, source, Cancel);
+        try
+        {
+            var (samples, source) = Core.Evaluation.HostGuard.Samples(result.OutputPath, DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), stats, Cancel);
+            result.HostCheck = samples is null
+                ? new Core.Evaluation.HostCheck { Status = "NotChecked", HostClass = QuantTargets.HostClass.ToString(), Summary = $"Host check not run: {source}." }
+                : Core.Evaluation.HostGuard.Run(result.OutputPath, samples, source, Cancel);
+            Cancel.ThrowIfCancellationRequested();
+        }
+        catch when (Cancel.IsCancellationRequested)
+        {
+            // Stopped before the command completed: like a stop during the quantization, it leaves no output.
+            foreach (var file in new[] { result.OutputPath, result.OutputPath + ".data" })
+                if (File.Exists(file)) File.Delete(file);
+            throw;
+        }
         CompleteProgress(5, activity);
     }
 
