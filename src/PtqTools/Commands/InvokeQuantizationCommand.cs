@@ -344,10 +344,11 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             const string collecting = "Collecting the MatMul inputs' Hessians (GPTQ)";
             var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel, Progress(2, quantizing, "layers"),
                 DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), ThreadCount, Progress(1, collecting));
+            // First, so that a stop from here on removes the written model (see CheckOnHost).
+            CheckOnHost(weightResult, null);
             if (_options.WeightMethod == Core.Quantization.WeightMethod.Gptq) CompleteProgress(1, collecting);
             CompleteProgress(2, quantizing);
             WriteVerbose($"{weightResult.QuantizedLayerCount} layers quantized, {weightResult.FloatLayerCount} kept in float; {weightResult.OutputSizeBytes:N0} bytes ({weightResult.SizeRatio:P1} of the source).");
-            CheckOnHost(weightResult, null);
             WarnAboutTarget(weightResult);
             WriteObject(weightResult);
             return;
@@ -378,8 +379,8 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         {
             result = Quantizer.Run(prepared, stats, _options, target, Cancel);
         }
-        WriteVerbose($"{result.QuantizedLayerCount} layers quantized, {result.FloatLayerCount} kept in float; {result.OutputSizeBytes:N0} bytes ({result.SizeRatio:P1} of the source).");
         CheckOnHost(result, stats);
+        WriteVerbose($"{result.QuantizedLayerCount} layers quantized, {result.FloatLayerCount} kept in float; {result.OutputSizeBytes:N0} bytes ({result.SizeRatio:P1} of the source).");
         WarnAboutTarget(result);
         WriteObject(result);
     }
