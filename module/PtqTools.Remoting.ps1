@@ -76,7 +76,7 @@ function Invoke-PtqHostQueue {
     }
     function Remove-Host($s, [int] $index, $reason) {
         $message = if ($reason -is [System.Management.Automation.ErrorRecord]) { $reason.Exception.Message } else { "$($reason.Message)" }
-        Write-Warning "Host $($s.ComputerName):$($s.Port) ($($s.Name)) dropped ($message); item $index goes to another host."
+        Write-Warning "Host $($s.ComputerName) (session $($s.Name)) dropped ($message); item $index goes to another host."
         $null = $hosts.Remove($s)
         $queue.Enqueue($index)
     }
@@ -91,7 +91,7 @@ function Invoke-PtqHostQueue {
                     $argument = if ($Prepare) { & $Prepare $s $Item[$index] }
                     $job = Invoke-Command -Session $s -ScriptBlock $ScriptBlock -ArgumentList $Item[$index], $argument -AsJob -ErrorAction Stop
                     $running[$job.Id] = @{ Job = $job; Session = $s; Index = $index }
-                    Write-Verbose "Item $index on $($s.ComputerName):$($s.Port) ($($s.Name))."
+                    Write-Verbose "Item $index on $($s.ComputerName) (session $($s.Name))."
                 } catch {
                     if (Test-HostLost $s $_) { Remove-Host $s $index $_ } else { throw }
                 }
@@ -105,7 +105,7 @@ function Invoke-PtqHostQueue {
             $running.Remove($job.Id)
             $errors = $null
             $output = Receive-Job -Job $job -ErrorAction SilentlyContinue -ErrorVariable errors
-            $reason = if ($job.State -ne 'Completed') { $job.ChildJobs[0].JobStateInfo.Reason ?? $errors[0] } elseif ($errors) { $errors[0] }
+            $reason = if ($errors) { $errors[0] } elseif ($job.State -ne 'Completed') { $job.ChildJobs[0].JobStateInfo.Reason ?? "Job $($job.State)." }
             Remove-Job -Job $job -Force
             if ($reason) {
                 # What a lost host sent before it dropped is discarded: the item is done again, whole, elsewhere.

@@ -183,7 +183,7 @@ New-PtqDataSet -Path '$images' -Resize 16 -Skip `$Skip -MaxSamples `$MaxSamples
         $dropped.Count | Should -Be 1
         $sessionB.State | Should -Not -Be 'Opened'
         @($warnings) | Should -HaveCount 1
-        "$($warnings[0])" | Should -BeLike "*($($hostB.Name)) dropped*item $([int]$dropped[0] / 2) goes to another host*"
+        "$($warnings[0])" | Should -BeLike "*(session $($hostB.Name)) dropped*item $([int]$dropped[0] / 2) goes to another host*"
         $startedA = @(Get-Content (Join-Path $hostA.Home 'shards-started'))
         ($startedA | Sort-Object { [int]$_ }) -join ',' | Should -Be '0,2,4,6'
         $startedA[-1] | Should -Be $dropped[0]
@@ -202,5 +202,17 @@ New-PtqDataSet -Path '$images' -Resize 16 -Skip `$Skip -MaxSamples `$MaxSamples
         { Measure-PtqRemoteActivationRange -Session $sessionA -ModelPath $model -DataSet $bad -SampleCount 2 -ShardSize 1 -WarningAction Stop } |
             Should -Throw -ExpectedMessage '*no-such-folder*'
         $sessionA.State | Should -Be 'Opened'
+    }
+}
+
+Describe 'The recipe of about_PtqTools_Calibration' {
+    It 'shows the host queue the module ships, as it is (the code these tests run)' {
+        $doc = Get-Content -Raw (Join-Path $PSScriptRoot '../../docs/en-US/about_PtqTools_Calibration.md')
+        $shown = [regex]::Match($doc, '(?ms)^```powershell\r?\n(function Invoke-PtqHostQueue \{.*?)^```').Groups[1].Value
+        $shown | Should -Not -BeNullOrEmpty
+        $script = Join-Path (Split-Path $env:PTQTOOLS_MODULE) 'PtqTools.Remoting.ps1'
+        $ast = [System.Management.Automation.Language.Parser]::ParseFile($script, [ref]$null, [ref]$null)
+        $shipped = $ast.Find({ param($a) $a -is [System.Management.Automation.Language.FunctionDefinitionAst] -and $a.Name -eq 'Invoke-PtqHostQueue' }, $false).Extent.Text
+        ($shown.TrimEnd() -replace '\r\n', "`n") | Should -Be ($shipped -replace '\r\n', "`n")
     }
 }

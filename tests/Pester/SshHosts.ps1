@@ -33,18 +33,21 @@ function New-SshClientKey([string] $Folder) {
 function Start-SshHost([string] $Name, [string] $Folder, [string] $ClientKey) {
     $dir = Join-Path $Folder $Name
     $homeDir = Join-Path $dir 'home'
-    $null = New-Item -ItemType Directory $dir, $homeDir -Force
+    $tmpDir = Join-Path $dir 'tmp'
+    $null = New-Item -ItemType Directory $dir, $homeDir, $tmpDir -Force
     $hostKey = Join-Path $dir 'ssh_host_ed25519_key'
     & ssh-keygen -q -t ed25519 -N '' -C $Name -f $hostKey
     if ($LASTEXITCODE -ne 0) { throw "ssh-keygen failed ($LASTEXITCODE)." }
     Copy-Item "$ClientKey.pub" (Join-Path $dir 'authorized_keys')
 
-    # The PowerShell subsystem: this pwsh in server mode, with the host's own HOME (user module path, caches).
+    # The PowerShell subsystem: this pwsh in server mode, with the host's own HOME (user module path, caches) and
+    # temporary folder (what a killed host leaves there goes with the test drive).
     $wrapper = Join-Path $dir 'pwsh-subsystem.sh'
     $dotnet = (Get-Command dotnet -CommandType Application | Select-Object -First 1).Source
     Set-Content -Path $wrapper -Value @(
         '#!/bin/sh'
         "export HOME='$homeDir'"
+        "export TMPDIR='$tmpDir'"
         'unset XDG_DATA_HOME XDG_CONFIG_HOME XDG_CACHE_HOME PTQTOOLS_CACHE PSModulePath'
         "exec '$dotnet' '$(Join-Path $PSHOME 'pwsh.dll')' -sshs -NoLogo -NoProfile"
     )
@@ -82,7 +85,7 @@ function Start-SshHost([string] $Name, [string] $Folder, [string] $ClientKey) {
 # The host as PowerShell remoting reaches it (the options keep this test's keys out of ~/.ssh/known_hosts).
 function New-SshHostSession($SshHost, [string] $ClientKey) {
     New-PSSession -HostName 127.0.0.1 -Port $SshHost.Port -UserName root -KeyFilePath $ClientKey -Name $SshHost.Name `
-        -Options @{ StrictHostKeyChecking = 'no'; UserKnownHostsFile = '/dev/null'; LogLevel = 'ERROR' } -ErrorAction Stop
+        -Options @{ StrictHostKeyChecking = 'no'; UserKnownHostsFile = '/dev/null'; LogLevel = 'ERROR'; ServerAliveInterval = '15' } -ErrorAction Stop
 }
 
 # The host drops: its sshd and every process under it (sessions, their pwsh) are killed at once, as a machine that
