@@ -17,6 +17,7 @@ function Install-PtqRemoteModule {
         # The nupkg, or the folder holding it (build.ps1 -Task Package writes out/package/PtqTools.<version>.nupkg).
         [Parameter(Mandatory)] [string] $PackagePath
     )
+    Set-StrictMode -Version Latest
     $package = Get-Item -LiteralPath $PackagePath -ErrorAction Stop
     if ($package.PSIsContainer) {
         $package = Get-ChildItem -LiteralPath $package.FullName -Filter 'PtqTools.*.nupkg' | Sort-Object LastWriteTime | Select-Object -Last 1
@@ -60,6 +61,7 @@ function Invoke-PtqHostQueue {
         # Runs here when a host finished an item: param($Session, $Item, $Output); its output is the item's result.
         [scriptblock] $Complete
     )
+    Set-StrictMode -Version Latest
     $queue = [Collections.Generic.Queue[int]]::new()
     for ($i = 0; $i -lt $Item.Count; $i++) { $queue.Enqueue($i) }
     $hosts = [Collections.Generic.List[object]]::new()
@@ -67,15 +69,19 @@ function Invoke-PtqHostQueue {
     $results = @{}
     $running = @{}   # job id -> @{ Job; Session; Index }
 
-    # A host is lost when its session is no longer open or the transport failed; any other error is the work's own
-    # and would fail on every host, so it stops the run.
+    # A host is lost when the transport failed or its session can no longer run a command; any other error is the
+    # work's own and would fail on every host, so it stops the run.
     function Test-HostLost($s, $reason) {
-        $s.State -ne 'Opened' -or $reason -is [System.Management.Automation.Remoting.PSRemotingTransportException] -or
-            $reason.Exception -is [System.Management.Automation.Remoting.PSRemotingTransportException] -or
-            $reason.Exception -is [System.Management.Automation.Runspaces.InvalidRunspaceStateException]
+        $e = if ($reason -is [System.Management.Automation.ErrorRecord]) { $reason.Exception } else { $reason }
+        if ($e -is [System.Management.Automation.Remoting.PSRemotingTransportException] -or
+            $e -is [System.Management.Automation.Runspaces.InvalidRunspaceStateException]) { return $true }
+        if ($s.State -ne 'Opened') { return $true }
+        $alive = try { Invoke-Command -Session $s -ScriptBlock { $true } -ErrorAction Stop } catch { $false }
+        -not $alive
     }
     function Remove-Host($s, [int] $index, $reason) {
-        $message = if ($reason -is [System.Management.Automation.ErrorRecord]) { $reason.Exception.Message } else { "$($reason.Message)" }
+        $message = if ($reason -is [System.Management.Automation.ErrorRecord]) { $reason.Exception.Message }
+            elseif ($reason -is [Exception]) { $reason.Message } else { "$reason" }
         Write-Warning "Host $($s.ComputerName) (session $($s.Name)) dropped ($message); item $index goes to another host."
         $null = $hosts.Remove($s)
         $queue.Enqueue($index)
@@ -165,6 +171,7 @@ function Measure-PtqRemoteActivationRange {
         # More parameters of Measure-ActivationRange (the same for every shard), e.g. @{ Method = 'Entropy' }.
         [hashtable] $Parameter = @{}
     )
+    Set-StrictMode -Version Latest
     $localModel = (Resolve-Path -LiteralPath $ModelPath -ErrorAction Stop).ProviderPath
     $shards = for ($skip = 0; $skip -lt $SampleCount; $skip += $ShardSize) {
         @{ Skip = $skip; MaxSamples = [Math]::Min($ShardSize, $SampleCount - $skip) }
@@ -214,7 +221,10 @@ function Invoke-PtqRemoteQuantization {
         # More parameters of Invoke-Quantization, e.g. @{ ActivationType = 'Int8' } or @{ Mode = 'Dynamic' }.
         [hashtable] $Parameter = @{}
     )
+    Set-StrictMode -Version Latest
     $models = @(foreach ($p in $Path) { (Resolve-Path -LiteralPath $p -ErrorAction Stop).ProviderPath })
+    $twice = $models | Group-Object { [IO.Path]::GetFileNameWithoutExtension($_) } | Where-Object Count -GT 1
+    if ($twice) { throw "Models with the same name would write the same output: $(@($twice.Group) -join ', ')." }
     $localFolder = (New-Item -ItemType Directory -Force $OutputFolder).FullName
     $remoteFolders = @{}
     $prepare = {

@@ -86,6 +86,17 @@ BeforeAll {
     $null = $single | Invoke-Quantization -OutputPath (Join-Path $TestDrive 'single.int8.onnx')
     $script:singleHash = (Get-FileHash (Join-Path $TestDrive 'single.int8.onnx')).Hash
 
+    # Kills the host (its sshd and every process under it) as soon as its HOME has a file 'dropping'.
+    function Start-DropWatcher($SshHost) {
+        Start-ThreadJob -ArgumentList $SshHost, ${function:Stop-SshHost}.ToString() -ScriptBlock {
+            param($SshHost, $StopSshHost)
+            ${function:Stop-SshHost} = [scriptblock]::Create($StopSshHost)
+            $deadline = [DateTime]::UtcNow.AddSeconds(30)
+            while (-not (Test-Path (Join-Path $SshHost.Home 'dropping')) -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 50 }
+            if (Test-Path (Join-Path $SshHost.Home 'dropping')) { Stop-SshHost $SshHost; 'killed' }
+        }
+    }
+
     function Assert-SameAsSingleRun($Merged) {
         @($Merged).Count | Should -Be $single.Count
         foreach ($one in $single) {
@@ -104,7 +115,7 @@ BeforeAll {
 
 AfterAll {
     Get-PSSession | Remove-PSSession -ErrorAction SilentlyContinue
-    foreach ($h in $hostA, $hostB) { if ($h) { Stop-SshHost $h } }
+    foreach ($h in $hostA, $hostB, $hostC) { if ($h) { Stop-SshHost $h } }
 }
 
 Describe 'PtqTools on two SSH hosts' {
@@ -165,13 +176,7 @@ New-PtqDataSet -Path '$images' -Resize 16 -Skip `$Skip -MaxSamples `$MaxSamples
 "@)
         foreach ($h in $hostA, $hostB) { Remove-Item (Join-Path $h.Home 'shards-started') -ErrorAction SilentlyContinue }
         Set-Content (Join-Path $hostB.Home 'drop-on-first-shard') ''
-        $watcher = Start-ThreadJob -ArgumentList $hostB, ${function:Stop-SshHost}.ToString() -ScriptBlock {
-            param($SshHost, $StopSshHost)
-            ${function:Stop-SshHost} = [scriptblock]::Create($StopSshHost)
-            $deadline = [DateTime]::UtcNow.AddSeconds(30)
-            while (-not (Test-Path (Join-Path $SshHost.Home 'dropping')) -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 50 }
-            if (Test-Path (Join-Path $SshHost.Home 'dropping')) { Stop-SshHost $SshHost; 'killed' }
-        }
+        $watcher = Start-DropWatcher $hostB
         $all = Measure-PtqRemoteActivationRange -Session $sessionA, $sessionB -ModelPath $model -DataSet $trapped `
             -SampleCount 8 -ShardSize 2 -Parameter @{ Method = 'Entropy'; ThreadCount = 1 } 3>&1
         $warnings = @($all | Where-Object { $_ -is [System.Management.Automation.WarningRecord] })
@@ -195,6 +200,38 @@ New-PtqDataSet -Path '$images' -Resize 16 -Skip `$Skip -MaxSamples `$MaxSamples
         $out = Join-Path $TestDrive 'dropped.int8.onnx'
         $null = $merged | Invoke-Quantization -OutputPath $out
         (Get-FileHash $out).Hash | Should -Be $singleHash
+    }
+
+    It 'quantizes again on another host the model of a host that drops, with the same bytes' {
+        # A third host, which drops as soon as it starts calibrating its first model.
+        $script:hostC = Start-SshHost 'hostC' $TestDrive $clientKey
+        $sessionC = New-SshHostSession $hostC $clientKey
+        $null = Install-PtqRemoteModule -Session $sessionC -PackagePath $packageDir
+        Set-Content (Join-Path $hostC.Home 'drop-on-first-model') ''
+        $calibration = [scriptblock]::Create(@"
+Add-Content -Path (Join-Path `$HOME 'models-started') -Value x
+if (Test-Path (Join-Path `$HOME 'drop-on-first-model')) { Set-Content -Path (Join-Path `$HOME 'dropping') -Value x; Start-Sleep -Seconds 30 }
+New-PtqDataSet -Path '$images' -Resize 16
+"@)
+        $models = Join-Path $TestDrive 'batch2'
+        $null = New-Item -ItemType Directory $models
+        $paths = (New-TinyCnn (Join-Path $models 'third.onnx') 13), (New-TinyCnn (Join-Path $models 'fourth.onnx') 14)
+        $watcher = Start-DropWatcher $hostC
+        $all = Invoke-PtqRemoteQuantization -Session $sessionC, $sessionA -Path $paths -OutputFolder (Join-Path $TestDrive 'batch2-out') `
+            -DataSet $calibration -Parameter @{ ThreadCount = 1 } 3>&1
+        $watcher | Receive-Job -Wait -AutoRemoveJob | Should -Be 'killed'
+        $warnings = @($all | Where-Object { $_ -is [System.Management.Automation.WarningRecord] })
+        $results = @($all | Where-Object { $_ -isnot [System.Management.Automation.WarningRecord] })
+        @(Get-Content (Join-Path $hostC.Home 'models-started')).Count | Should -Be 1
+        $warnings | Should -HaveCount 1
+        "$($warnings[0])" | Should -BeLike '*(session hostC) dropped*item 0 goes to another host*'
+        $results.Count | Should -Be 2
+        $results.RunspaceId | Should -Be @($sessionA.InstanceId, $sessionA.InstanceId)
+        foreach ($k in 0, 1) {
+            $local = Join-Path $TestDrive "local2-$k.int8.onnx"
+            $null = Invoke-Quantization -Path $paths[$k] -DataSet (New-PtqDataSet -Path $images -Resize 16) -ThreadCount 1 -OutputPath $local
+            (Get-FileHash $results[$k].OutputPath).Hash | Should -Be (Get-FileHash $local).Hash
+        }
     }
 
     It 'stops with the cause when the work itself fails, not by moving it from host to host' {
