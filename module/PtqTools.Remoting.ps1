@@ -1,6 +1,7 @@
 # PtqTools over PowerShell remoting: calibration shards and batch quantization fanned out to other hosts through
 # PSSessions (SSH or WinRM), with every host's lost work recomputed on the hosts that remain.
-# Dot-source it from the installed module:  . (Join-Path (Get-Module PtqTools -ListAvailable)[0].ModuleBase 'PtqTools.Remoting.ps1')
+# Dot-source it from the installed module:
+#     . (Join-Path (Get-Module PtqTools -ListAvailable)[0].ModuleBase 'PtqTools.Remoting.ps1')
 # Get-Help about_PtqTools_Calibration explains the recipe; the repository's tests/Pester/Remoting.Tests.ps1 runs it
 # over two sshd hosts, one of them killed mid-run.
 
@@ -20,13 +21,15 @@ function Install-PtqRemoteModule {
     Set-StrictMode -Version Latest
     $package = Get-Item -LiteralPath $PackagePath -ErrorAction Stop
     if ($package.PSIsContainer) {
-        $package = Get-ChildItem -LiteralPath $package.FullName -Filter 'PtqTools.*.nupkg' | Sort-Object LastWriteTime | Select-Object -Last 1
+        $package = Get-ChildItem -LiteralPath $package.FullName -Filter 'PtqTools.*.nupkg' |
+            Sort-Object LastWriteTime | Select-Object -Last 1
         if (-not $package) { throw "No PtqTools.*.nupkg in '$PackagePath'." }
     }
     $version = [regex]::Match($package.Name, '^PtqTools\.(.+)\.nupkg$').Groups[1].Value
     foreach ($s in $Session) {
         $feed = Invoke-Command -Session $s -ErrorAction Stop -ScriptBlock {
-            (New-Item -ItemType Directory -Force (Join-Path ([IO.Path]::GetTempPath()) "ptqtools-feed-$([guid]::NewGuid().ToString('N'))")).FullName
+            $name = "ptqtools-feed-$([guid]::NewGuid().ToString('N'))"
+            (New-Item -ItemType Directory -Force (Join-Path ([IO.Path]::GetTempPath()) $name)).FullName
         }
         Copy-Item -LiteralPath $package.FullName -Destination $feed -ToSession $s -ErrorAction Stop
         Invoke-Command -Session $s -ErrorAction Stop -ArgumentList $feed, $version -ScriptBlock {
@@ -34,11 +37,16 @@ function Install-PtqRemoteModule {
             $ErrorActionPreference = 'Stop'
             $name = 'PtqToolsFeed'
             Register-PSResourceRepository -Name $name -Uri $Feed -Trusted -Force
-            try { Install-PSResource -Name PtqTools -Version $Version -Repository $name -Scope CurrentUser -TrustRepository -Reinstall -Quiet }
+            try {
+                Install-PSResource -Name PtqTools -Version $Version -Repository $name -Scope CurrentUser `
+                    -TrustRepository -Reinstall -Quiet
+            }
             finally { Unregister-PSResourceRepository -Name $name; Remove-Item -LiteralPath $Feed -Recurse -Force }
             Import-Module PtqTools -RequiredVersion ($Version -replace '-.*$') -Force
             $m = Get-Module PtqTools
-            [pscustomobject]@{ ComputerName = $env:COMPUTERNAME ?? [Environment]::MachineName; Version = "$($m.Version)"; ModuleBase = $m.ModuleBase }
+            [pscustomobject]@{
+                ComputerName = [Environment]::MachineName; Version = "$($m.Version)"; ModuleBase = $m.ModuleBase
+            }
         }
     }
 }
@@ -82,7 +90,8 @@ function Invoke-PtqHostQueue {
     function Remove-Host($s, [int] $index, $reason) {
         $message = if ($reason -is [System.Management.Automation.ErrorRecord]) { $reason.Exception.Message }
             elseif ($reason -is [Exception]) { $reason.Message } else { "$reason" }
-        Write-Warning "Host $($s.ComputerName) (session $($s.Name)) dropped ($message); item $index goes to another host."
+        Write-Warning ("Host $($s.ComputerName) (session $($s.Name)) dropped ($message); " +
+            "item $index goes to another host.")
         $null = $hosts.Remove($s)
         $queue.Enqueue($index)
     }
@@ -95,7 +104,8 @@ function Invoke-PtqHostQueue {
                 $index = $queue.Dequeue()
                 try {
                     $argument = if ($Prepare) { & $Prepare $s $Item[$index] }
-                    $job = Invoke-Command -Session $s -ScriptBlock $ScriptBlock -ArgumentList $Item[$index], $argument -AsJob -ErrorAction Stop
+                    $job = Invoke-Command -Session $s -ScriptBlock $ScriptBlock -ArgumentList $Item[$index], $argument `
+                        -AsJob -ErrorAction Stop
                     $running[$job.Id] = @{ Job = $job; Session = $s; Index = $index }
                     Write-Verbose "Item $index on $($s.ComputerName) (session $($s.Name))."
                 } catch {
@@ -111,12 +121,18 @@ function Invoke-PtqHostQueue {
             $running.Remove($job.Id)
             $errors = $null
             $output = Receive-Job -Job $job -ErrorAction SilentlyContinue -ErrorVariable errors
-            $reason = if ($errors) { $errors[0] } elseif ($job.State -ne 'Completed') { $job.ChildJobs[0].JobStateInfo.Reason ?? "Job $($job.State)." }
+            $reason = if ($errors) { $errors[0] }
+                elseif ($job.State -ne 'Completed') { $job.ChildJobs[0].JobStateInfo.Reason ?? "Job $($job.State)." }
             Remove-Job -Job $job -Force
             if ($reason) {
                 # What a lost host sent before it dropped is discarded: the item is done again, whole, elsewhere.
-                if (Test-HostLost $entry.Session $reason) { Remove-Host $entry.Session $entry.Index $reason; continue }
-                if ($reason -is [System.Management.Automation.ErrorRecord]) { $PSCmdlet.ThrowTerminatingError($reason) }
+                if (Test-HostLost $entry.Session $reason) {
+                    Remove-Host $entry.Session $entry.Index $reason
+                    continue
+                }
+                if ($reason -is [System.Management.Automation.ErrorRecord]) {
+                    $PSCmdlet.ThrowTerminatingError($reason)
+                }
                 throw $reason
             }
             if ($Complete) {
@@ -137,7 +153,8 @@ function Invoke-PtqHostQueue {
 # A folder of its own on each host (hosts may share a file system), removed at the end.
 function New-PtqRemoteFolder($Session) {
     Invoke-Command -Session $Session -ErrorAction Stop -ScriptBlock {
-        (New-Item -ItemType Directory -Force (Join-Path ([IO.Path]::GetTempPath()) "ptqtools-work-$([guid]::NewGuid().ToString('N'))")).FullName
+        $name = "ptqtools-work-$([guid]::NewGuid().ToString('N'))"
+        (New-Item -ItemType Directory -Force (Join-Path ([IO.Path]::GetTempPath()) $name)).FullName
     }
 }
 function Remove-PtqRemoteFolder([hashtable] $Folders, [System.Management.Automation.Runspaces.PSSession[]] $Session) {
@@ -164,7 +181,8 @@ function Measure-PtqRemoteActivationRange {
         [Parameter(Mandatory)] [System.Management.Automation.Runspaces.PSSession[]] $Session,
         # The model here; it is copied to each host.
         [Parameter(Mandatory)] [string] $ModelPath,
-        # Runs on the host and returns its shard of the data set: param($Skip, $MaxSamples), paths as the host sees them.
+        # Runs on the host and returns its shard of the data set: param($Skip, $MaxSamples), with paths as the host
+        # sees them.
         [Parameter(Mandatory)] [scriptblock] $DataSet,
         [Parameter(Mandatory)] [ValidateRange(1, [int]::MaxValue)] [int] $SampleCount,
         [Parameter(Mandatory)] [ValidateRange(1, [int]::MaxValue)] [int] $ShardSize,
@@ -184,7 +202,10 @@ function Measure-PtqRemoteActivationRange {
             Copy-Item -LiteralPath $localModel -Destination $folder -ToSession $s -ErrorAction Stop
             $remoteFolders[$s.InstanceId] = $folder
         }
-        @{ ModelPath = Join-Path $remoteFolders[$s.InstanceId] (Split-Path -Leaf $localModel); DataSet = "$DataSet"; Parameter = $Parameter }
+        @{
+            ModelPath = Join-Path $remoteFolders[$s.InstanceId] (Split-Path -Leaf $localModel)
+            DataSet = "$DataSet"; Parameter = $Parameter
+        }
     }
     $measure = {
         param($Shard, $Work)
@@ -233,7 +254,10 @@ function Invoke-PtqRemoteQuantization {
         $folder = $remoteFolders[$s.InstanceId]
         Copy-Item -LiteralPath $model -Destination $folder -ToSession $s -ErrorAction Stop
         $name = [IO.Path]::GetFileNameWithoutExtension($model)
-        @{ ModelPath = Join-Path $folder (Split-Path -Leaf $model); OutputPath = Join-Path $folder "$name.int8.onnx"; DataSet = "$DataSet"; Parameter = $Parameter }
+        @{
+            ModelPath = Join-Path $folder (Split-Path -Leaf $model); OutputPath = Join-Path $folder "$name.int8.onnx"
+            DataSet = "$DataSet"; Parameter = $Parameter
+        }
     }
     $quantize = {
         param($Model, $Work)
@@ -253,6 +277,8 @@ function Invoke-PtqRemoteQuantization {
         $result.OutputPath = $target
         $result
     }
-    try { Invoke-PtqHostQueue -Session $Session -Item $models -ScriptBlock $quantize -Prepare $prepare -Complete $complete }
+    try {
+        Invoke-PtqHostQueue -Session $Session -Item $models -ScriptBlock $quantize -Prepare $prepare -Complete $complete
+    }
     finally { Remove-PtqRemoteFolder $remoteFolders $Session }
 }
