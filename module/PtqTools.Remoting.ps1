@@ -198,14 +198,14 @@ function Measure-PtqRemoteActivationRange {
     $prepare = {
         param($s, $shard)
         if (-not $remoteFolders.ContainsKey($s.InstanceId)) {
+            # On the host under a plain name (no wildcard characters); the statistics carry its SHA-256.
             $folder = New-PtqRemoteFolder $s
-            Copy-Item -LiteralPath $localModel -Destination $folder -ToSession $s -ErrorAction Stop
+            Copy-Item -LiteralPath $localModel -Destination (Join-Path $folder 'model.onnx') -ToSession $s `
+                -ErrorAction Stop
             $remoteFolders[$s.InstanceId] = $folder
         }
-        @{
-            ModelPath = Join-Path $remoteFolders[$s.InstanceId] (Split-Path -Leaf $localModel)
-            DataSet = "$DataSet"; Parameter = $Parameter
-        }
+        $remoteModel = Join-Path $remoteFolders[$s.InstanceId] 'model.onnx'
+        @{ ModelPath = $remoteModel; DataSet = "$DataSet"; Parameter = $Parameter }
     }
     $measure = {
         param($Shard, $Work)
@@ -252,10 +252,11 @@ function Invoke-PtqRemoteQuantization {
         param($s, $model)
         if (-not $remoteFolders.ContainsKey($s.InstanceId)) { $remoteFolders[$s.InstanceId] = New-PtqRemoteFolder $s }
         $folder = $remoteFolders[$s.InstanceId]
-        Copy-Item -LiteralPath $model -Destination $folder -ToSession $s -ErrorAction Stop
-        $name = [IO.Path]::GetFileNameWithoutExtension($model)
+        # On the host under a plain name (no wildcard characters).
+        $name = [regex]::Replace([IO.Path]::GetFileNameWithoutExtension($model), '[^\w.-]', '_')
+        Copy-Item -LiteralPath $model -Destination (Join-Path $folder "$name.onnx") -ToSession $s -ErrorAction Stop
         @{
-            ModelPath = Join-Path $folder (Split-Path -Leaf $model); OutputPath = Join-Path $folder "$name.int8.onnx"
+            ModelPath = Join-Path $folder "$name.onnx"; OutputPath = Join-Path $folder "$name.int8.onnx"
             DataSet = "$DataSet"; Parameter = $Parameter
         }
     }
@@ -272,7 +273,7 @@ function Invoke-PtqRemoteQuantization {
         param($s, $model, $result)
         $target = Join-Path $localFolder "$([IO.Path]::GetFileNameWithoutExtension($model)).int8.onnx"
         $remote = $result.OutputPath
-        Copy-Item -Path $remote -Destination $target -FromSession $s -Force -ErrorAction Stop
+        Copy-Item -LiteralPath $remote -Destination $target -FromSession $s -Force -ErrorAction Stop
         Invoke-Command -Session $s -ArgumentList $remote -ScriptBlock { param($f) Remove-Item -LiteralPath $f -Force }
         $result.OutputPath = $target
         $result
