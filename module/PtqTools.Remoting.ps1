@@ -8,47 +8,74 @@
 function Install-PtqRemoteModule {
     <#
     .SYNOPSIS
-        Installs PtqTools on each host from a nupkg (copied over the session), for the current user, and imports it.
+        Installs PtqTools on each host from its nupkg, for the current user, and imports it in every session: the
+        nupkg is copied over the session (-PackagePath), or read by the hosts from a folder they all see (-HostFeed).
     .OUTPUTS
-        One object per host: ComputerName, Version, ModuleBase (the installed module's folder on that host).
+        One object per session: ComputerName, Version, ModuleBase (the installed module's folder on that host).
     #>
-    [CmdletBinding()]
+    [CmdletBinding(DefaultParameterSetName = 'Copy')]
     param(
         [Parameter(Mandatory)] [System.Management.Automation.Runspaces.PSSession[]] $Session,
-        # The nupkg, or the folder holding it (build.ps1 -Task Package writes out/package/PtqTools.<version>.nupkg).
-        [Parameter(Mandatory)] [string] $PackagePath
+        # The nupkg here, or the folder holding it (build.ps1 -Task Package writes
+        # out/package/PtqTools.<version>.nupkg).
+        [Parameter(Mandatory, ParameterSetName = 'Copy')] [string] $PackagePath,
+        # A folder holding the nupkg as the hosts see it (a share, or a copy on each host); nothing is copied.
+        [Parameter(Mandatory, ParameterSetName = 'Feed')] [string] $HostFeed,
+        # The version to install (default: the newest nupkg of -PackagePath; with -HostFeed, the newest in the feed).
+        [string] $Version
     )
     Set-StrictMode -Version Latest
-    $package = Get-Item -LiteralPath $PackagePath -ErrorAction Stop
-    if ($package.PSIsContainer) {
-        $package = Get-ChildItem -LiteralPath $package.FullName -Filter 'PtqTools.*.nupkg' |
-            Sort-Object LastWriteTime | Select-Object -Last 1
-        if (-not $package) { throw "No PtqTools.*.nupkg in '$PackagePath'." }
-    }
-    $version = [regex]::Match($package.Name, '^PtqTools\.(.+)\.nupkg$').Groups[1].Value
-    foreach ($s in $Session) {
-        $feed = Invoke-Command -Session $s -ErrorAction Stop -ScriptBlock {
-            $name = "ptqtools-feed-$([guid]::NewGuid().ToString('N'))"
-            (New-Item -ItemType Directory -Force (Join-Path ([IO.Path]::GetTempPath()) $name)).FullName
+    # One install per host and user (sessions to the same account share its module path), all at the same time;
+    # then every session imports it.
+    $installers = @($Session | Group-Object {
+            $c = $_.Runspace.ConnectionInfo
+            "$($c.ComputerName):$($c.Port):$($c.UserName)"
+        } | ForEach-Object { $_.Group[0] })
+    $copy = $PSCmdlet.ParameterSetName -eq 'Copy'
+    $feed = "ptqtools-feed-$([guid]::NewGuid().ToString('N'))"
+    if ($copy) {
+        $package = Get-Item -LiteralPath $PackagePath -ErrorAction Stop
+        if ($package.PSIsContainer) {
+            $package = Get-ChildItem -LiteralPath $package.FullName -Filter 'PtqTools.*.nupkg' |
+                Where-Object { -not $Version -or $_.Name -eq "PtqTools.$Version.nupkg" } |
+                Sort-Object LastWriteTime | Select-Object -Last 1
+            if (-not $package) { throw "No PtqTools.$($Version ? $Version : '*').nupkg in '$PackagePath'." }
         }
-        Copy-Item -LiteralPath $package.FullName -Destination $feed -ToSession $s -ErrorAction Stop
-        Invoke-Command -Session $s -ErrorAction Stop -ArgumentList $feed, $version -ScriptBlock {
-            param($Feed, $Version)
-            $ErrorActionPreference = 'Stop'
-            $name = 'PtqToolsFeed'
-            Register-PSResourceRepository -Name $name -Uri $Feed -Trusted -Force
-            try {
-                Install-PSResource -Name PtqTools -Version $Version -Repository $name -Scope CurrentUser `
-                    -TrustRepository -Reinstall -Quiet
+        $Version = [regex]::Match($package.Name, '^PtqTools\.(.+)\.nupkg$').Groups[1].Value
+        # A feed folder of the same name in each host's temporary folder.
+        foreach ($s in $installers) {
+            $folder = Invoke-Command -Session $s -ArgumentList $feed -ErrorAction Stop -ScriptBlock {
+                param($Feed)
+                (New-Item -ItemType Directory -Force (Join-Path ([IO.Path]::GetTempPath()) $Feed)).FullName
             }
-            finally { Unregister-PSResourceRepository -Name $name; Remove-Item -LiteralPath $Feed -Recurse -Force }
-            Import-Module PtqTools -RequiredVersion ($Version -replace '-.*$') -Force
-            $m = Get-Module PtqTools
-            [pscustomobject]@{
-                ComputerName = [Environment]::MachineName; Version = "$($m.Version)"; ModuleBase = $m.ModuleBase
-            }
+            Copy-Item -LiteralPath $package.FullName -Destination $folder -ToSession $s -ErrorAction Stop
         }
     }
+    $arguments = $feed, $Version, $HostFeed
+    $installed = Invoke-Command -Session $installers -ErrorAction Stop -ArgumentList $arguments -ScriptBlock {
+        param($Feed, $Version, $HostFeed)
+        $ErrorActionPreference = 'Stop'
+        $folder = if ($HostFeed) { $HostFeed } else { Join-Path ([IO.Path]::GetTempPath()) $Feed }
+        Register-PSResourceRepository -Name $Feed -Uri $folder -Trusted
+        try {
+            $p = @{ Name = 'PtqTools'; Repository = $Feed; Scope = 'CurrentUser'; TrustRepository = $true }
+            if ($Version) { $p.Version = $Version }
+            $r = Install-PSResource @p -Reinstall -Quiet -PassThru | Where-Object Name -EQ 'PtqTools'
+            "$($r.Version)"
+        } finally {
+            Unregister-PSResourceRepository -Name $Feed
+            if (-not $HostFeed) { Remove-Item -LiteralPath $folder -Recurse -Force }
+        }
+    }
+    $required = @($installed)[0]
+    Invoke-Command -Session $Session -ErrorAction Stop -ArgumentList $required -ScriptBlock {
+        param($Version)
+        Import-Module PtqTools -RequiredVersion $Version -Force -ErrorAction Stop
+        $m = Get-Module PtqTools
+        [pscustomobject]@{
+            ComputerName = [Environment]::MachineName; Version = "$($m.Version)"; ModuleBase = $m.ModuleBase
+        }
+    } | Sort-Object { [array]::IndexOf(@($Session.InstanceId), $_.RunspaceId) }
 }
 
 function Invoke-PtqHostQueue {

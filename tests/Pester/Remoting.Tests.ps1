@@ -206,7 +206,9 @@ New-PtqDataSet -Path '$images' -Resize 16 -Skip `$Skip -MaxSamples `$MaxSamples
         # A third host, which drops as soon as it starts calibrating its first model.
         $script:hostC = Start-SshHost 'hostC' $TestDrive $clientKey
         $sessionC = New-SshHostSession $hostC $clientKey
-        $null = Install-PtqRemoteModule -Session $sessionC -PackagePath $packageDir
+        # Installed from a feed the host reads (here the package folder; a share elsewhere), not copied.
+        $c = Install-PtqRemoteModule -Session $sessionC -HostFeed (Resolve-Path $packageDir).Path
+        $c.ModuleBase | Should -BeLike "$($hostC.Home)/*"
         Set-Content (Join-Path $hostC.Home 'drop-on-first-model') ''
         $calibration = [scriptblock]::Create(@"
 Add-Content -Path (Join-Path `$HOME 'models-started') -Value x
