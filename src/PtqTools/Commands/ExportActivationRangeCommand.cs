@@ -21,7 +21,7 @@ public sealed class ExportActivationRangeCommand : PtqCmdlet
     [Parameter]
     public SwitchParameter Force { get; set; }
 
-    /// <summary>Writes the file's FileInfo to the pipeline.</summary>
+    /// <summary>Writes the file to the pipeline, as Get-Item returns it.</summary>
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
@@ -47,7 +47,7 @@ public sealed class ExportActivationRangeCommand : PtqCmdlet
                 throw new PtqException("OutputExists", PtqErrorKind.ResourceExists, $"'{target}' exists; use -Force to replace it.", target);
             if (!ShouldProcess(target, $"Write the ranges of {_stats.Count} tensor(s)")) return;
             ActivationRangeStore.Save(_stats, target);
-            if (PassThru) WriteObject(new FileInfo(target));
+            if (PassThru) WriteObject(FileItem(target));
         }, target);
     }
 }

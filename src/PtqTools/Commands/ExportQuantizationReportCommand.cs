@@ -90,7 +90,7 @@ public sealed class ExportQuantizationReportCommand : PtqCmdlet
             };
             Cancel.ThrowIfCancellationRequested();
             OnnxModelIO.WriteAtomically(target, System.Text.Encoding.UTF8.GetBytes(text));
-            WriteObject(new FileInfo(target));
+            WriteObject(FileItem(target));
         }, target);
     }
 }
