@@ -254,3 +254,48 @@ public sealed class QuantizationDecision
     /// <summary>"name (OpType): reason".</summary>
     public override string ToString() => $"{Layer} ({OpType}): {Reason}";
 }
+
+/// <summary>One entry of the prepared-model cache (Get-PtqCache).</summary>
+public sealed class PtqCacheEntry
+{
+    /// <summary>SHA-256 of the source model the entry was prepared from.</summary>
+    public string Sha256 { get; set; } = "";
+    /// <summary>The preparation version that wrote it; entries of another version are never read again (Stale).</summary>
+    public string Version { get; set; } = "";
+    /// <summary>Ready (reused by the next preparation of that model), Stale (an older version's), InUse (a live process
+    /// is writing it) or Partial (left by a preparation that did not finish).</summary>
+    public string Status { get; set; } = "";
+    /// <summary>The entry's model file (for a partial entry, its first file).</summary>
+    public string Path { get; set; } = "";
+    public string Folder { get; set; } = "";
+    /// <summary>Every file of the entry: the model, its side data, files being written.</summary>
+    public ValueList<string> Files { get; set; } = new();
+    public long SizeBytes { get; set; }
+    public DateTime LastWriteTime { get; set; }
+    /// <summary>The last time a preparation used the entry (its files' last access, or write when later).</summary>
+    public DateTime LastUseTime { get; set; }
+    /// <summary>The live processes writing files of the entry.</summary>
+    public ValueList<int> WriterProcessIds { get; set; } = new();
+}
+
+/// <summary>The prepared-model cache as a whole (Get-PtqCache -Summary).</summary>
+public sealed class PtqCacheSummary
+{
+    public string Folder { get; set; } = "";
+    public int EntryCount { get; set; }
+    public long SizeBytes { get; set; }
+    /// <summary>Entries no preparation reads again (Stale, Partial) and their size.</summary>
+    public int UnusableCount { get; set; }
+    public long UnusableBytes { get; set; }
+    public DateTime? OldestUse { get; set; }
+
+    public static PtqCacheSummary Of(string folder, IReadOnlyCollection<PtqCacheEntry> entries) => new()
+    {
+        Folder = folder,
+        EntryCount = entries.Count,
+        SizeBytes = entries.Sum(e => e.SizeBytes),
+        UnusableCount = entries.Count(e => e.Status is "Stale" or "Partial"),
+        UnusableBytes = entries.Where(e => e.Status is "Stale" or "Partial").Sum(e => e.SizeBytes),
+        OldestUse = entries.Count > 0 ? entries.Min(e => e.LastUseTime) : null,
+    };
+}

@@ -6,7 +6,7 @@ using PtqTools.Core.Model;
 namespace PtqTools.Commands;
 
 /// <summary>Saves statistics from Measure-ActivationRange (or Merge-/Import-ActivationRange) to a versioned JSON file.</summary>
-[Cmdlet(VerbsData.Export, "ActivationRange", SupportsShouldProcess = true)]
+[Cmdlet(VerbsData.Export, "ActivationRange", SupportsShouldProcess = true, HelpUri = HelpLinks.Docs + "Export-ActivationRange.md")]
 [OutputType(typeof(FileInfo))]
 public sealed class ExportActivationRangeCommand : PtqCmdlet
 {

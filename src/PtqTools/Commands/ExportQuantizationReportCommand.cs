@@ -7,7 +7,7 @@ using PtqTools.Core.Reporting;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsData.Export, "QuantizationReport", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsData.Export, "QuantizationReport", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium, HelpUri = HelpLinks.Docs + "Export-QuantizationReport.md")]
 [OutputType(typeof(FileInfo))]
 public sealed class ExportQuantizationReportCommand : PtqCmdlet
 {
