@@ -252,7 +252,7 @@ public sealed class SampleReader : IDisposable
                 {
                     cancel.ThrowIfCancellationRequested();
                     var path = _ds.Paths[i];
-                    int label = _ds.HasLabels ? _ds.Classes.IndexOf(Path.GetFileName(Path.GetDirectoryName(path))) : -1;
+                    int label = _ds.HasLabels ? _ds.Classes.IndexOf(Path.GetFileName(Path.GetDirectoryName(path)) ?? "") : -1;
                     using var bitmap = Decode(path);
                     yield return Finish(i, path, FromBitmap(bitmap), label);
                 }

@@ -17,7 +17,8 @@ public sealed class ValueList<T> : List<T>
     /// <summary>The number of items (scripts written for an array read Length).</summary>
     public int Length => Count;
 
-    public static implicit operator ValueList<T>(T[] items) => new(items);
+    [return: System.Diagnostics.CodeAnalysis.NotNullIfNotNull(nameof(items))]
+    public static implicit operator ValueList<T>?(T[]? items) => items is null ? null : new(items);
 
     public override string ToString() => ValueText.Join(this);
 }
