@@ -839,7 +839,7 @@ function ConvertTo-AboutHelp {
     $files = Get-ChildItem -LiteralPath $source -Filter 'about_*.md' -File | Sort-Object -Property Name
     foreach ($f in $files) {
         $fm = Read-MdFrontMatter -Lines (Split-MdLine -LiteralPath $f.FullName)
-        $blocks = @(Get-MdBlock -Lines $fm.Body)
+        $blocks = [object[]](Get-MdBlock -Lines $fm.Body)
         # The conventional head: Get-Help about_* takes line 5 of the file as the topic's synopsis, so the short
         # description is that one line, whatever its length.
         #   TOPIC / <4 spaces>about_X / blank / SHORT DESCRIPTION / <4 spaces>one line / blank / LONG DESCRIPTION ...

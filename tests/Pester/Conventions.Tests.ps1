@@ -81,12 +81,12 @@ BeforeAll {
     $script:Images = New-ImageFolder (Join-Path $TestDrive 'images') 4
     $script:Data = New-PtqDataSet $Images -Resize 16
     # Two classes, one sub-folder each: a labelled data set.
-    $labelled = Join-Path $TestDrive 'labelled'
-    $null = New-ImageFolder (Join-Path $labelled 'cat') 2
-    $null = New-ImageFolder (Join-Path $labelled 'dog') 2
-    $script:Labelled = New-PtqDataSet $labelled -Resize 16
+    $classFolder = Join-Path $TestDrive 'labelled'
+    $null = New-ImageFolder (Join-Path $classFolder 'cat') 2
+    $null = New-ImageFolder (Join-Path $classFolder 'dog') 2
+    $script:Labelled = New-PtqDataSet $classFolder -Resize 16
     $script:Stats = @(Get-ModelLayer $Model | Measure-ActivationRange -DataSet $Data)
-    $script:Result = $Stats | Invoke-Quantization -OutputPath (Join-Path $TestDrive 'tiny.int8.onnx') -Exclude relu2
+    $script:Result = $Stats | Invoke-Quantization -OutputPath (Join-Path $TestDrive 'tiny.int8.onnx') -Exclude fc
 }
 
 Describe 'Written files come back as Get-Item returns them' {
@@ -130,10 +130,10 @@ Describe 'Properties are typed values, and Export-Csv writes values, not type na
         $conv = $Result.Decisions | Where-Object Layer -eq 'conv1'
         $conv.OpType | Should -Be 'Conv'
         $conv.Quantized | Should -BeTrue
-        $relu = $Result.Decisions | Where-Object Layer -eq 'relu2'
-        $relu.Quantized | Should -BeFalse
-        $relu.Reason | Should -BeLike 'excluded*'
-        "$relu" | Should -BeLike 'relu2 (Relu): excluded*'
+        $fc = $Result.Decisions | Where-Object Layer -eq 'fc'
+        $fc.Quantized | Should -BeFalse
+        $fc.Reason | Should -BeLike 'excluded*'
+        "$fc" | Should -BeLike 'fc (Gemm): excluded*'
         @($Result.Decisions | Where-Object Quantized).Count | Should -Be $Result.QuantizedLayerCount
     }
 
@@ -152,7 +152,7 @@ Describe 'Properties are typed values, and Export-Csv writes values, not type na
         @{ Name = 'TensorStatistics'; Make = { $Stats } }
         @{ Name = 'QuantizationResult'; Make = { $Result } }
         @{ Name = 'AccuracyReport'; Make = { Test-QuantizedModel -FloatModel $Model -QuantizedModel $Result.OutputPath -DataSet $Labelled -LatencyRuns 0 } }
-        @{ Name = 'LayerError'; Make = { Get-ModelLayer $Model | Where-Object Quantizable | Measure-LayerError -DataSet $Data } }
+        @{ Name = 'LayerError'; Make = { $Stats | Measure-LayerError -DataSet $Data } }
         @{ Name = 'ModelPerformance'; Make = { Measure-ModelPerformance -Path $Result.OutputPath -WarmupRuns 1 -Runs 2 } }
         @{ Name = 'InferenceResult'; Make = { Invoke-ModelInference -Path $Model -DataSet $Labelled } }
         @{ Name = 'PtqCacheEntry'; Make = { Get-PtqCache } }
@@ -169,8 +169,8 @@ Describe 'Properties are typed values, and Export-Csv writes values, not type na
         $back = Import-Csv -LiteralPath $path | Select-Object -First 1
         $back.Inputs | Should -Be 'x; w1; b1'
         $back.WeightShape | Should -Be '8, 3, 3, 3'
-        $stats = Import-Csv -LiteralPath (& { $p = Join-Path $TestDrive 'stats.csv'; $Stats | Export-Csv -LiteralPath $p; $p })
-        $merged = @($stats | Merge-ActivationRange)
+        $rows = Import-Csv -LiteralPath (& { $p = Join-Path $TestDrive 'stats.csv'; $Stats | Export-Csv -LiteralPath $p; $p })
+        $merged = @($rows | Merge-ActivationRange)
         $merged.Count | Should -Be $Stats.Count
         ($merged[0].Histogram -join ',') | Should -Be ($Stats[0].Histogram -join ',')
     }
