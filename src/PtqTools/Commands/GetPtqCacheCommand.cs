@@ -11,8 +11,7 @@ namespace PtqTools.Commands;
 public sealed class GetPtqCacheCommand : PtqCmdlet
 {
     /// <summary>Source model hashes (wildcards) of the entries to list.</summary>
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true, ParameterSetName = "Entry")]
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true, ParameterSetName = "Summary")]
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
     [SupportsWildcards]
     public string[] Sha256 { get; set; } = Array.Empty<string>();
 
@@ -54,7 +53,7 @@ public sealed class ClearPtqCacheCommand : PtqCmdlet
     /// <summary>Removes only entries last used before this time: a DateTime, or a TimeSpan counted back from now.</summary>
     [Parameter(Position = 0)]
     [CacheAgeTransformation]
-    public DateTime? OlderThan { get; set; }
+    public DateTime OlderThan { get; set; }
 
     /// <summary>Writes each removed entry to the pipeline.</summary>
     [Parameter]
@@ -65,7 +64,7 @@ public sealed class ClearPtqCacheCommand : PtqCmdlet
         var entries = ParameterSetName == "InputObject" ? InputObject : PreparedModelCache.List().ToArray();
         foreach (var entry in entries)
         {
-            if (OlderThan is { } cutoff && entry.LastUseTime >= cutoff) continue;
+            if (MyInvocation.BoundParameters.ContainsKey(nameof(OlderThan)) && entry.LastUseTime >= OlderThan) continue;
             if (entry.WriterProcessIds.Count > 0)
             {
                 WriteVerbose($"Kept {entry.Sha256} ({entry.Status}): process {string.Join(", ", entry.WriterProcessIds)} is writing it.");
