@@ -163,6 +163,22 @@ Describe 'Properties are typed values, and Export-Csv writes values, not type na
         Get-CsvTypeName $objects | Should -BeNullOrEmpty
     }
 
+    It 'the typed properties survive remoting (a job, the protocol Invoke-Command uses)' {
+        $job = Start-Job -ArgumentList $env:PTQTOOLS_MODULE, $Model, $Stats[0].ModelPath -ScriptBlock {
+            param($module, $model)
+            Import-Module $module
+            Get-OnnxModel $model
+        }
+        $m = $job | Wait-Job | Receive-Job
+        $job | Remove-Job
+        $m.Inputs[0].Name | Should -Be 'x'
+        @($m.Inputs[0].Shape) | Should -Be @('1', '3', '16', '16')
+        ($m.OpTypes | Where-Object OpType -eq 'Conv').Count | Should -Be 2
+        $r = [System.Management.Automation.PSSerializer]::Deserialize([System.Management.Automation.PSSerializer]::Serialize($Result))
+        ($r.Decisions | Where-Object Layer -eq 'fc').Reason | Should -BeLike 'excluded*'
+        ($r | Export-QuantizationReport -Path (Join-Path $TestDrive 'deserialized.md') -Format Markdown) | Should -Not -BeNullOrEmpty
+    }
+
     It 'list properties read back from CSV where they hold names or numbers' {
         $path = Join-Path $TestDrive 'layers.csv'
         Get-ModelLayer $Model | Export-Csv -LiteralPath $path
