@@ -39,7 +39,8 @@ Describe 'Objects survive serialization' {
             ($result | Test-QuantizedModel -DataSet $one -LatencyRuns 0),
             ($conv | Measure-LayerError -DataSet $one -ThreadCount 2),
             (Measure-ModelPerformance -Path $result.OutputPath -DataSet $one -WarmupRuns 1 -Runs 3),
-            (Invoke-ModelInference -Path $result.OutputPath -DataSet $one))
+            (Invoke-ModelInference -Path $result.OutputPath -DataSet $one),
+            (Get-PtqCache), (Get-PtqCache -Summary))
         $viewed = [Collections.Generic.HashSet[string]]::new()
         foreach ($o in $objects) {
             foreach ($form in $o, (Send-Across $o)) {
