@@ -8,7 +8,7 @@ namespace PtqTools.Commands;
 // LiteralPath is the default set: the binder tries the default set's parameters first, and a result piped in must
 // bind SourcePath to -FloatModel together with OutputPath to -LiteralPath (with Path as the default, -FloatModel bound
 // alone kept the binder in that set, and -Path then took the whole object as a string). Positional quantized models
-// and strings piped in still bind to -Path.
+// bind to -Path; -Path takes no pipeline input (a piped string would meet the default set first and bind nowhere).
 [Cmdlet(VerbsDiagnostic.Test, "QuantizedModel", DefaultParameterSetName = "LiteralPath")]
 [OutputType(typeof(AccuracyReport))]
 public sealed class TestQuantizedModelCommand : PtqCmdlet
@@ -22,7 +22,7 @@ public sealed class TestQuantizedModelCommand : PtqCmdlet
     public string FloatModel { get; set; } = "";
 
     /// <summary>The quantized models (wildcards); each is compared with the float model.</summary>
-    [Parameter(Mandatory = true, Position = 1, ParameterSetName = "Path", ValueFromPipeline = true)]
+    [Parameter(Mandatory = true, Position = 1, ParameterSetName = "Path")]
     [Alias("QuantizedModel")]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
