@@ -212,8 +212,10 @@ Describe 'Test-QuantizedModel: -Path expands wildcards, -LiteralPath does not' {
         $e.TargetObject | Should -Be (Join-Path $wild '*.onnx')
     }
 
-    It 'the old parameter name -QuantizedModel still works' {
-        (Test-QuantizedModel -FloatModel $float.FullName -QuantizedModel (Join-Path $wild 'a.int8.onnx') -DataSet $Data -LatencyRuns 0 -ErrorAction Stop) | Should -HaveCount 1
+    It 'the old parameter name -QuantizedModel still works, literally as before, and a report can be piped back in' {
+        $report = Test-QuantizedModel -FloatModel $Model -QuantizedModel $Quantized -DataSet $Data -LatencyRuns 0 -ErrorAction Stop
+        $report.QuantizedModel | Should -Be $Quantized
+        ($report | Test-QuantizedModel -DataSet $Data -LatencyRuns 0 -ErrorAction Stop).Cosine | Should -Be $report.Cosine
     }
 }
 

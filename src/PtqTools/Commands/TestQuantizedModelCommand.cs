@@ -23,15 +23,15 @@ public sealed class TestQuantizedModelCommand : PtqCmdlet
 
     /// <summary>The quantized models (wildcards); each is compared with the float model.</summary>
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = "Path")]
-    [Alias("QuantizedModel")]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
     public string[] Path { get; set; } = Array.Empty<string>();
 
-    /// <summary>The quantized models exactly as typed (OutputPath of a quantization result, and files from
-    /// Get-ChildItem, bind here); the float model is then taken as typed too.</summary>
+    /// <summary>The quantized models exactly as typed (OutputPath of a quantization result, QuantizedModel of a report,
+    /// and files from Get-ChildItem bind here); the float model is then taken as typed too. -QuantizedModel, this
+    /// parameter's name before -Path came, is an alias: it keeps its literal meaning.</summary>
     [Parameter(Mandatory = true, ParameterSetName = "LiteralPath", ValueFromPipelineByPropertyName = true)]
-    [Alias("PSPath", "LP", "FullName", "OutputPath")]
+    [Alias("PSPath", "LP", "FullName", "OutputPath", "QuantizedModel")]
     [ValidateNotNullOrEmpty]
     public string[] LiteralPath { get; set; } = Array.Empty<string>();
 
