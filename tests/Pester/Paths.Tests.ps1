@@ -181,6 +181,31 @@ Describe 'A model file named with brackets works in every cmdlet' {
     }
 }
 
+Describe 'New-PtqDataSet: -LabelPath and -PreprocessModel follow -Path (escaped) or -LiteralPath (as typed)' {
+    BeforeAll {
+        $script:idx = Join-Path $TestDrive 'idx [v1]'
+        $null = New-Item -ItemType Directory $idx
+        $script:images = Copy-Item -LiteralPath (Join-Path $FashionMnist 't10k-images-idx3-ubyte.gz') -Destination (Join-Path $idx 't10k [v1]-images-idx3-ubyte.gz') -PassThru
+        $script:labels = Copy-Item -LiteralPath (Join-Path $FashionMnist 't10k-labels-idx1-ubyte.gz') -Destination (Join-Path $idx 'my labels [v1].gz') -PassThru
+        $script:prep = Copy-Item -LiteralPath $ResNetPreprocess -Destination (Join-Path $idx 'prep [v1].onnx') -PassThru
+    }
+
+    It 'with -Path, escaped brackets name the files' {
+        $ds = New-PtqDataSet -Path ([WildcardPattern]::Escape($images.FullName)) -LabelPath ([WildcardPattern]::Escape($labels.FullName)) `
+            -PreprocessModel ([WildcardPattern]::Escape($prep.FullName)) -Resize 224 -Scale 1 -MaxSamples 2 -ErrorAction Stop
+        $ds.HasLabels | Should -BeTrue
+        $ds.LabelPath | Should -Be $labels.FullName
+        $ds.PreprocessModel | Should -Be $prep.FullName
+    }
+
+    It 'with -LiteralPath, and files piped in, the names are taken as typed' {
+        $ds = New-PtqDataSet -LiteralPath $images.FullName -LabelPath $labels.FullName -PreprocessModel $prep.FullName -Resize 224 -Scale 1 -MaxSamples 2 -ErrorAction Stop
+        $ds.LabelPath | Should -Be $labels.FullName
+        $ds.PreprocessModel | Should -Be $prep.FullName
+        ($images | New-PtqDataSet -LabelPath $labels.FullName -Resize 224 -Scale 1 -MaxSamples 2 -ErrorAction Stop).HasLabels | Should -BeTrue
+    }
+}
+
 Describe 'Test-QuantizedModel: -Path expands wildcards, -LiteralPath does not' {
     BeforeAll {
         $script:wild = Join-Path $TestDrive 'wild'
