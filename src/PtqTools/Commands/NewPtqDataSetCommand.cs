@@ -161,11 +161,13 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
     }
 
     /// <summary>-LabelPath, -VocabPath and -PreprocessModel follow the data's parameter: with -Path a pattern that must
-    /// match one file (so escaped brackets work there as in -Path), else taken as typed.</summary>
+    /// match one file (so escaped brackets work there as in -Path), else taken as typed. A pattern that matches nothing
+    /// is passed on as typed, for the reader's own error (VocabNotFound, ...).</summary>
     string? ResolveSecondary(string? path)
     {
         if (path is null) return null;
         try { return ParameterSetName == "Path" ? ResolveOneExisting(path, literal: false) : ResolveOutput(path); }
+        catch (PtqException ex) when (ex.ErrorId == "PathNotFound") { return ResolveOutput(path); }
         catch (PtqException ex) { Fail(ex); return null; }
     }
 
