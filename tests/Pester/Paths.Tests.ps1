@@ -280,10 +280,10 @@ Describe 'An output folder that cannot be written is found before any calibratio
         $out = Join-Path $plain 'sub/out.onnx'
         $e = Get-ErrorRecord { & $Run $out }
         $e.FullyQualifiedErrorId | Should -Be 'OutputFolderNotFound,PtqTools.Commands.InvokeQuantizationCommand'
+        $calibrated | Should -BeFalse -Because 'the folder is checked before any calibration'
         $e.CategoryInfo.Category | Should -Be 'ObjectNotFound'
         $e.TargetObject | Should -Be (Join-Path $plain 'sub')
         $e.Exception.Message | Should -BeLike "*'$plain' is a file, not a folder*"
-        $calibrated | Should -BeFalse
         $e = Get-ErrorRecord { & $Run (Join-Path $plain 'out.onnx') }
         $e.FullyQualifiedErrorId | Should -BeLike 'OutputFolderNotFound,*'
         $e.TargetObject | Should -Be $plain
@@ -315,11 +315,11 @@ Describe 'An output folder that cannot be written is found before any calibratio
                 $script:calibrated = $false
                 $e = Get-ErrorRecord $run
                 $e.FullyQualifiedErrorId | Should -BeLike 'OutputNotWritable,*' -Because "$run"
+                $calibrated | Should -BeFalse -Because "$run must fail before calibrating"
                 $e.CategoryInfo.Category | Should -Be $category
                 $e.TargetObject | Should -Be $ro
                 $e.Exception.Message | Should -BeLike "*'$ro'*"
                 $e.Exception.Message | Should -Not -BeLike '*.tmp*'
-                $calibrated | Should -BeFalse -Because "$run must fail before calibrating"
             }
             @(Get-ChildItem -LiteralPath $ro -Force) | Should -HaveCount 0
         } finally {
