@@ -242,7 +242,8 @@ Describe 'Data faults end in a clear error, the source untouched and no partial 
             $target = Join-Path $ro 'out.onnx'
             $e = Get-ErrorRecord { Invoke-Quantization -Path $Model -DataSet $ImageData -OutputPath $target -ErrorAction Stop }
             $e.FullyQualifiedErrorId | Should -BeLike 'OutputNotWritable,*'
-            $e.CategoryInfo.Category | Should -Be 'WriteError'
+            # A read-only mount is a write error; a folder that refuses this user, permission denied.
+            $e.CategoryInfo.Category | Should -Be $(if ($IsRoot) { 'WriteError' } else { 'PermissionDenied' })
             $stats = Measure-ActivationRange -Path $Model -DataSet $ImageData
             $e = Get-ErrorRecord { $stats | Export-ActivationRange -Path (Join-Path $ro 'ranges.json') -ErrorAction Stop }
             $e.FullyQualifiedErrorId | Should -BeLike 'OutputNotWritable,*'

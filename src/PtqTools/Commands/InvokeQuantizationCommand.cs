@@ -12,22 +12,32 @@ namespace PtqTools.Commands;
 [OutputType(typeof(QuantizationResult))]
 public sealed class InvokeQuantizationCommand : PtqCmdlet
 {
-    /// <summary>Statistics from Measure-ActivationRange (or Import-Clixml), or layers from Get-ModelLayer with -DataSet.</summary>
+    /// <summary>Statistics from Measure-ActivationRange (or Import-Clixml), or layers from Get-ModelLayer with -DataSet.
+    /// Model files piped in (FileInfo from Get-Item or Get-ChildItem, summaries from Get-OnnxModel) are quantized
+    /// whole, their paths taken literally.</summary>
     [Parameter(Mandatory = true, ParameterSetName = "Pipeline", ValueFromPipeline = true)]
     public PSObject[] InputObject { get; set; } = Array.Empty<PSObject>();
 
-    /// <summary>A float model to calibrate (with -DataSet) and quantize whole.</summary>
+    /// <summary>Float models (wildcards) to calibrate (with -DataSet) and quantize whole.</summary>
     [Parameter(Mandatory = true, Position = 0, ParameterSetName = "Path")]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
-    public string Path { get; set; } = "";
+    public string[] Path { get; set; } = Array.Empty<string>();
+
+    /// <summary>Float models exactly as typed (no wildcards), to calibrate (with -DataSet) and quantize whole.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = "LiteralPath")]
+    [Alias("PSPath", "LP")]
+    [ValidateNotNullOrEmpty]
+    public string[] LiteralPath { get; set; } = Array.Empty<string>();
 
     /// <summary>Calibration data, needed when layers or a model path (not statistics) come in.</summary>
     [Parameter(ParameterSetName = "Pipeline")]
     [Parameter(ParameterSetName = "Path")]
+    [Parameter(ParameterSetName = "LiteralPath")]
     public PSObject? DataSet { get; set; }
 
-    /// <summary>The quantized model file, or an existing folder when several models come in.</summary>
+    /// <summary>The quantized model file, or an existing folder when several models come in. Taken as typed: output
+    /// paths are never wildcard patterns. Its folder must exist and take new files; that is checked before any work.</summary>
     [Parameter(Mandatory = true)]
     [ValidateNotNullOrEmpty]
     public string OutputPath { get; set; } = "";
@@ -167,6 +177,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
 
     readonly Dictionary<string, List<TensorStatistics>> _stats = new(StringComparer.Ordinal);
     readonly LayerCollector _layers = new();
+    readonly List<string> _files = new();
     QuantizationOptions _options = null!;
 
     protected override void BeginProcessing()
@@ -212,6 +223,15 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             Fail(new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument, $"-MaxAccuracyDrop searches over calibrated static models; it cannot be used with -Mode {Mode}.", Mode));
         if (TimeBudget <= TimeSpan.Zero)
             Fail(new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"-TimeBudget must be positive, not {TimeBudget}.", TimeBudget));
+        // Here, before any work: BeginProcessing runs before the commands earlier in the pipeline calibrate
+        // (Measure-ActivationRange measures in its EndProcessing), so a folder that cannot take the model stops them too.
+        try
+        {
+            var output = ResolveOutput(OutputPath);
+            if (Directory.Exists(output)) CheckOutputFolder(output, output);
+            else CheckOutputFile(output);
+        }
+        catch (PtqException ex) { Fail(ex); }
     }
 
     static readonly string[] OverrideKeys = { "Type", "Min", "Max", "Scale", "ZeroPoint" };
@@ -273,15 +293,21 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         }
         else if (!_layers.Add(o))
         {
-            WriteError(PipelineObjects.Unexpected(o, "statistics from Measure-ActivationRange or layers from Get-ModelLayer"));
+            if (LiteralPathOf(o) is { } file) _files.Add(file);
+            else WriteError(PipelineObjects.Unexpected(o, "statistics from Measure-ActivationRange, layers from Get-ModelLayer, or model files"));
         }
     }
 
     protected override void EndProcessing()
     {
         var work = new List<(LayerGroup Group, List<TensorStatistics>? Stats)>();
-        if (ParameterSetName == "Path")
-            work.AddRange(ResolveExisting(new[] { Path }, literal: false).Select(p => (new LayerGroup(p, null, null), (List<TensorStatistics>?)null)));
+        var files = ParameterSetName switch
+        {
+            "Path" => ResolveExisting(Path, literal: false),
+            "LiteralPath" => ResolveExisting(LiteralPath, literal: true),
+            _ => ResolveExisting(_files, literal: true),
+        };
+        work.AddRange(files.Distinct(StringComparer.Ordinal).Select(p => (new LayerGroup(p, null, null), (List<TensorStatistics>?)null)));
         work.AddRange(_stats.Select(kv => (new LayerGroup(kv.Key, kv.Value[0].ModelSha256, null), (List<TensorStatistics>?)kv.Value)));
         foreach (var g in _layers.Groups)
         {
