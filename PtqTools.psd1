@@ -24,6 +24,7 @@
         'Measure-ModelPerformance'
         'Export-QuantizationReport'
         'Invoke-ModelInference'
+        'Get-QuantizationRule'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -81,7 +81,12 @@ public static class Quantizer
         options.CheckExclude(prepared.Model, prepared.SourcePath);
         var (plan, ranges) = Plan(prepared, statistics, options);
         if (plan.QuantizedLayers.Count == 0)
-            throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
+        {
+            var rules = plan.Decisions.Where(d => d.Reason.StartsWith("kept in float (rule ", StringComparison.Ordinal))
+                .Select(d => d.Reason["kept in float (rule ".Length..d.Reason.IndexOf(')')]).Distinct().ToList();
+            throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'"
+                + (rules.Count > 0 ? $": the architecture rules {string.Join(", ", rules)} keep them in float (-SkipRule quantizes them anyway)." : "."), prepared.SourcePath);
+        }
         foreach (var d in plan.Decisions.Where(d => d.Quantized && d.OpType == "Conv"))
             if (OpsetUpgrader.AllNodes(prepared.Model.Graph).FirstOrDefault(n => n.OpType == "Conv" && (d.Layer == n.Name || d.Layer.EndsWith("/" + n.Name, StringComparison.Ordinal))) is { } conv
                 && ConvKernels.ShiftsWeights(conv, options))
