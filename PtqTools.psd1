@@ -29,6 +29,7 @@
         'Invoke-ModelInference'
         'Get-PtqCache'
         'Clear-PtqCache'
+        'Get-QuantizationRule'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -36,3 +36,17 @@ public sealed class LayerNameCompleter : IArgumentCompleter
     static string Quote(string name) => name.Any(c => char.IsWhiteSpace(c) || c is '\'' or '"' or '$' or '`' or ';' or '(' or ')' or '{' or '}' or ',')
         ? "'" + name.Replace("'", "''") + "'" : name;
 }
+
+/// <summary>Completes the names of the architecture rules (-SkipRule).</summary>
+public sealed class RuleNameCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete,
+        CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        var word = wordToComplete.Trim('\'', '"');
+        return Core.Quantization.ArchitectureRules.Names.Append("*")
+            .Where(n => n.StartsWith(word, StringComparison.OrdinalIgnoreCase))
+            .Select(n => new CompletionResult(n == "*" ? "'*'" : n, n, CompletionResultType.ParameterValue, n == "*" ? "every rule" : n))
+            .ToList();
+    }
+}

@@ -258,6 +258,12 @@ internal static class PipelineObjects
         {
             var value = o.Properties[prop.Name]?.Value;
             if (value is null) continue;
+            // A nested description (a statistics object's held-out data set) deserialized by Import-Clixml or remoting.
+            if (prop.PropertyType == typeof(PtqTools.Core.Data.PtqDataSet) && value is PSObject nested && nested.BaseObject is not PtqTools.Core.Data.PtqDataSet)
+            {
+                prop.SetValue(result, To<PtqTools.Core.Data.PtqDataSet>(nested));
+                continue;
+            }
             if (value is PSObject pso) value = pso.BaseObject;
             try
             {

@@ -40,6 +40,7 @@ Describe 'Objects survive serialization' {
             ($conv | Measure-LayerError -DataSet $one -ThreadCount 2),
             (Measure-ModelPerformance -Path $result.OutputPath -DataSet $one -WarmupRuns 1 -Runs 3),
             (Invoke-ModelInference -Path $result.OutputPath -DataSet $one),
+            (Get-QuantizationRule),
             (Get-PtqCache), (Get-PtqCache -Summary))
         $viewed = [Collections.Generic.HashSet[string]]::new()
         foreach ($o in $objects) {

@@ -79,6 +79,23 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     [Parameter]
     public SwitchParameter SkipHostCheck { get; set; }
 
+    /// <summary>Architecture rules not to apply (Static mode): their layers are quantized like any other. * skips them
+    /// all. Get-QuantizationRule lists the rules.</summary>
+    [Parameter]
+    [ArgumentCompleter(typeof(RuleNameCompleter))]
+    [ValidateNotNullOrEmpty]
+    public string[] SkipRule { get; set; } = Array.Empty<string>();
+
+    /// <summary>Skips the fidelity check after writing a static model (the written model against float on held-out
+    /// samples, and the layer search when it falls below -MinCosine).</summary>
+    [Parameter]
+    public SwitchParameter SkipFidelityCheck { get; set; }
+
+    /// <summary>The fidelity check's threshold: every output's mean cosine to the float model's on the held-out samples.</summary>
+    [Parameter]
+    [ValidateRange(0.0, 1.0)]
+    public double MinCosine { get; set; } = Core.Evaluation.FidelityGuard.DefaultMinCosine;
+
     /// <summary>7-bit weights on every layer (ONNX Runtime's reduce_range).</summary>
     [Parameter]
     public SwitchParameter ReduceRange { get; set; }
@@ -193,6 +210,7 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
             BlockSize = BlockSize,
             WeightMethod = Enum.Parse<WeightMethod>(WeightMethod, ignoreCase: true),
             Exclude = Exclude,
+            SkipRules = SkipRule,
             WeightType = Enum.Parse<QuantType>(WeightType, ignoreCase: true),
             WeightSymmetric = WeightSymmetry is null ? null : string.Equals(WeightSymmetry, "Symmetric", StringComparison.OrdinalIgnoreCase),
             ReduceRange = ReduceRange,
@@ -381,15 +399,19 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         }
         prepared = Quantizer.ForOptions(prepared, _options, out var equalized);
         foreach (var pair in equalized) WriteVerbose($"Equalized {pair}");
+        var dataSet = DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet);
+        PtqDataSet? heldOut;
         if (stats is null)
         {
-            var data = PipelineObjects.To<PtqDataSet>(DataSet!);
-            var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), group.Selected, _options.ExcludeReason);
+            var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), group.Selected, _options.FloatReason);
             TensorOverrides.Check(plan, _options);   // before the calibration run
             const string activity = "Calibrating";
-            stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, Progress(1, activity), Cancel);
+            // Every 10th sample is held out of calibration for the fidelity check.
+            stats = ActivationCalibrator.Run(prepared, plan.Activations, Core.Evaluation.FidelityGuard.CalibrationPart(dataSet!), ThreadCount, Progress(1, activity), Cancel);
+            heldOut = Core.Evaluation.FidelityGuard.HeldOutPart(dataSet!);
             CompleteProgress(1, activity);
         }
+        else heldOut = stats.Select(s => s.HeldOut).FirstOrDefault(h => h is not null) ?? (dataSet is null ? null : Core.Evaluation.FidelityGuard.HeldOutPart(dataSet));
         QuantizationResult result;
         if (AccuracyAware)
         {
@@ -404,6 +426,14 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         else
         {
             result = Quantizer.Run(prepared, stats, _options, target, Cancel);
+            if (!SkipFidelityCheck)
+            {
+                const string guard = "Checking the written model against float";
+                var budget = MyInvocation.BoundParameters.ContainsKey(nameof(TimeBudget)) ? TimeBudget : Core.Evaluation.FidelityGuard.DefaultTimeBudget;
+                result = RemoveOutputIfStopped(result.OutputPath, () => Core.Evaluation.FidelityGuard.Run(prepared, stats, _options, result, heldOut,
+                    heldOut is null ? dataSet : null, MinCosine, budget, ThreadCount, Progress(4, guard), Cancel));
+                CompleteProgress(4, guard);
+            }
         }
         CheckOnHost(result, stats);
         WriteVerbose($"{result.QuantizedLayerCount} layers quantized, {result.FloatLayerCount} kept in float; {result.OutputSizeBytes:N0} bytes ({result.SizeRatio:P1} of the source).");
@@ -419,22 +449,29 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
         const string activity = "Checking the written model on this host";
         var progress = Progress(5, activity);
         progress.Report(new RunProgress(0, Core.Evaluation.HostGuard.DefaultSamples, 0, result.OutputPath));
-        try
+        RemoveOutputIfStopped(result.OutputPath, () =>
         {
             var (samples, source) = Core.Evaluation.HostGuard.Samples(result.OutputPath, DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), stats, Cancel);
             result.HostCheck = samples is null
                 ? new Core.Evaluation.HostCheck { Status = "NotChecked", HostClass = QuantTargets.HostClass.ToString(), Summary = $"Host check not run: {source}." }
                 : Core.Evaluation.HostGuard.Run(result.OutputPath, samples, source, Cancel);
             Cancel.ThrowIfCancellationRequested();
-        }
+            return result;
+        });
+        CompleteProgress(5, activity);
+    }
+
+    /// <summary>Runs a check of a written model; a stop before the command completes removes the model (like a stop
+    /// during the quantization, it leaves no output).</summary>
+    T RemoveOutputIfStopped<T>(string output, Func<T> check)
+    {
+        try { return check(); }
         catch when (Cancel.IsCancellationRequested)
         {
-            // Stopped before the command completed: like a stop during the quantization, it leaves no output.
-            foreach (var file in new[] { result.OutputPath, result.OutputPath + ".data" })
+            foreach (var file in new[] { output, output + ".data" })
                 if (File.Exists(file)) File.Delete(file);
             throw;
         }
-        CompleteProgress(5, activity);
     }
 
     /// <summary>The target's figures in -Verbose, and a warning for each way the written model can compute other
@@ -442,6 +479,16 @@ public sealed class InvokeQuantizationCommand : PtqCmdlet
     void WarnAboutTarget(QuantizationResult result)
     {
         WriteVerbose($"Target {result.Target} (this host: {result.HostClass}); {result.PairSafeLayers.Length} layers made pair-safe{(result.OverflowFix.Length > 0 ? $" (-OverflowFix {result.OverflowFix})" : "")}.");
+        if (result.Fidelity is { } fidelity)
+        {
+            // Below the threshold (searched or not) or unchecked is a warning; a check passed is verbose.
+            if (fidelity.Status == "Passed") WriteVerbose(fidelity.Summary);
+            else WriteWarning(fidelity.Summary);
+            if (fidelity.Samples > 0 && fidelity.Speedup < 1)
+                WriteWarning(FormattableString.Invariant($"The written model runs at {fidelity.Speedup:0.##}x the float model's speed on this host (ONNX Runtime, 1 thread): its Q/DQ cost more than its integer kernels save."));
+        }
+        if (result.SizeRatio > 1)
+            WriteWarning(FormattableString.Invariant($"The written model is larger than the float model ({result.SizeRatio:P0} of its size)."));
         if (result.OverflowLayers.Length > 0)
             WriteWarning($"On {QuantTargets.Describe(Enum.Parse<QuantTarget>(result.Target))}, ONNX Runtime's u8 x s8 pair sums can leave int16 and saturate in {result.OverflowLayers.Length} layers ({Core.Evaluation.HostCheck.ListNames(result.OverflowLayers)}), not fixed with -OverflowFix {result.OverflowFix}: use -OverflowFix Channels or ReduceRange.");
         // A check that could not run is a warning only where this host's kernels could saturate the sums.

@@ -106,7 +106,12 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
                     stats = session.Finish();
                 }
                 else
-                    stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, options, onInvalid, progress, Cancel);
+                {
+                    // Every 10th sample is held out of calibration for the fidelity check of the quantized model.
+                    stats = ActivationCalibrator.Run(prepared, plan.Activations, Core.Evaluation.FidelityGuard.CalibrationPart(data), ThreadCount, options, onInvalid, progress, Cancel);
+                    var heldOut = Core.Evaluation.FidelityGuard.HeldOutPart(data);
+                    foreach (var s in stats) s.HeldOut = heldOut;
+                }
                 if (skipped > 0) WriteWarning($"{skipped} of {total} samples were skipped as invalid (-Verbose names them).");
                 CompleteProgress(1, activity);
                 WriteObject(stats, enumerateCollection: true);
