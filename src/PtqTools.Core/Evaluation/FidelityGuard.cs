@@ -28,11 +28,11 @@ public sealed class FidelityCheck
     public double Speedup { get; set; }
     public double SizeRatio { get; set; }
     /// <summary>The layers the search ranked as hurting the output most, worst first (when it ran).</summary>
-    public string[] WorstLayers { get; set; } = Array.Empty<string>();
+    public ValueList<string> WorstLayers { get; set; } = new();
     /// <summary>The layers the search kept in float.</summary>
-    public string[] KeptInFloat { get; set; } = Array.Empty<string>();
+    public ValueList<string> KeptInFloat { get; set; } = new();
     /// <summary>Per output, the written model against float.</summary>
-    public OutputComparison[] Outputs { get; set; } = Array.Empty<OutputComparison>();
+    public ValueList<OutputComparison> Outputs { get; set; } = new();
     public string Summary { get; set; } = "";
 
     public override string ToString() => $"{Status}: cosine {FinalCosine:0.####} (threshold {MinCosine})";
@@ -137,7 +137,7 @@ public static class FidelityGuard
         var searched = AccuracyAwareSearch.Run(prepared, statistics, options, written.OutputPath, sample, metric, 1 - minCosine, budget, threads, progress, cancel);
         searched.Fidelity = check;
         check.KeptInFloat = searched.KeptInFloat;
-        check.WorstLayers = searched.Candidates.OrderByDescending(c => c.FloatLayerCount).FirstOrDefault()?.KeptInFloat ?? Array.Empty<string>();
+        check.WorstLayers = new(searched.Candidates.OrderByDescending(c => c.FloatLayerCount).FirstOrDefault()?.KeptInFloat ?? Enumerable.Empty<string>());
         check.SizeRatio = searched.SizeRatio;
         if (searched.AccuracyDrop is { } drop) check.FinalCosine = 1 - drop.Drop;
         check.Status = searched.GoalMet == true ? "Searched" : "BelowThreshold";

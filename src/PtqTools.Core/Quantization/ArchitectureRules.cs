@@ -113,7 +113,7 @@ public static class ArchitectureRules
     /// values in the end bin, and the rest within 1/32 of the range (fewer than 8 of the 256 levels).</summary>
     public static string? DominatedRange(Model.TensorStatistics s)
     {
-        var h = s.Histogram;
+        var h = s.Histogram.ToArray();
         if (h.Length < 64) return null;
         long total = h.Sum();
         if (total == 0) return null;
