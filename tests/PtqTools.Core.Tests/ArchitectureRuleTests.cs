@@ -151,6 +151,24 @@ public class ArchitectureRuleTests
     }
 
     [Fact]
+    public void LogDomain_PowerFeaturesBeforeLog_StayFloat()
+    {
+        var r = new Random(7);
+        var b = new ModelBuilder(13, 7, "logpower")
+            .Input("x", 1, 4, 16)
+            .RandomInit(r, "w", 0.3f, 8, 4, 3).Init("eps", new[] { 1e-6f }).RandomInit(r, "w2", 0.3f, 8, 8, 3)
+            .Node("Conv", new[] { "x", "w" }, new[] { "f" }, "filterbank", ("pads", new long[] { 1, 1 }))
+            .Node("Mul", new[] { "f", "f" }, new[] { "p" }, "power")
+            .Node("Add", new[] { "p", "eps" }, new[] { "pe" }, "power_eps")
+            .Node("Log", new[] { "pe" }, new[] { "lp" }, "log")
+            .Node("Conv", new[] { "lp", "w2" }, new[] { "y" }, "conv", ("pads", new long[] { 1, 1 }))
+            .Output("y", 1, 8, 16);
+        var plan = Plan(b);
+        KeptBy(plan, "LogDomain", "power", "power_eps");
+        Quantized(plan, "filterbank", "conv");
+    }
+
+    [Fact]
     public void ConstantDominatedRange_ReadsTheHistogram()
     {
         // Half the values at -10000 (a mask fill), the rest within a few bins near zero.

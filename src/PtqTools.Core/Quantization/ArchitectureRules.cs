@@ -83,6 +83,10 @@ public static class ArchitectureRules
             "A Mul by a Sigmoid or HardSigmoid of its own input (HardSwish, SiLU written as ops): the gate's rounding multiplies every value.",
             (node, g) => node.OpType == "Mul" && node.Input.Any(i => Producer(g, i) is { OpType: "Sigmoid" or "HardSigmoid" } p && node.Input.Contains(p.Input[0]))
                 ? "x times a sigmoid of x (HardSwish, SiLU): rounding the product and its gate compounds" : null),
+        new ArchitectureRule("LogDomain",
+            "An Add or Mul whose output reaches Log, Sqrt, Reciprocal or a Div's denominator (directly or through one more Add or Mul): log-power features, epsilon adds. Values near zero, which an 8-bit step erases, become large there.",
+            (node, g) => node.OpType is "Add" or "Mul" && FeedsLogDomain(g, node.Output[0], 0) is { } op
+                ? $"its values reach {op}, where the small values an 8-bit step erases become large" : null),
         new ArchitectureRule("RecurrentState",
             "Ops on the state of an LSTM, GRU or RNN (its Y_h/Y_c outputs, or model inputs that become its initial state): rounding the state compounds over the sequence.",
             (node, g) => RecurrentState(node, g)),
@@ -267,6 +271,19 @@ public static class ArchitectureRules
             if (p is null) return null;
             if (p.OpType is "GlobalAveragePool" or "ReduceMean") return p;
             t = p.Input[0];
+        }
+        return null;
+    }
+
+    /// <summary>The op (Log, Sqrt, Reciprocal, Div) a tensor reaches within one more Add or Mul, as the operand
+    /// whose small values it magnifies, or null.</summary>
+    static string? FeedsLogDomain(GraphView g, string tensor, int depth)
+    {
+        foreach (var c in g.ConsumersOf(tensor))
+        {
+            if (c.OpType is "Log" or "Sqrt" or "Reciprocal") return c.OpType;
+            if (c.OpType == "Div" && c.Input.Count > 1 && c.Input[1] == tensor) return "a Div's denominator";
+            if (depth == 0 && c.OpType is "Add" or "Mul" && FeedsLogDomain(g, c.Output[0], 1) is { } op) return op;
         }
         return null;
     }
