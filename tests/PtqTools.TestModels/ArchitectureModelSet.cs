@@ -95,7 +95,9 @@ public static class ArchitectureModelSet
         var images = TextLines(101, nc + ne, 128, 32, (r, _) => Line(r, 128, 32), null, Half, Half);
         // Set the head as training would: per-class logits centred over the calibration frames, the blank class
         // first on about half of the frames, and confident (mean max-softmax about 0.95).
-        using (var raw = new OrtModel(ImageModels.Crnn(null)))
+        var rawModel = ImageModels.Crnn(null);
+        BatchNormFit.Fit(rawModel, images.Take(20).Select(x => new[] { SampleFiles.Floats("x", x, 1, 3, 32, 128) }).ToList());
+        using (var raw = new OrtModel(rawModel))
         {
             var logits = images.Take(nc).Select(x => raw.Run(new[] { SampleFiles.Floats("x", x, 1, 3, 32, 128) })[0]).ToList();
             int C = ImageModels.CrnnClasses;
@@ -107,21 +109,24 @@ public static class ArchitectureModelSet
             var shifted = centred.Select(f => f.Select((v, c) => v + (c == 0 ? delta : 0)).ToArray()).ToList();
             float scale = Bisect(0.01f, 200, s => shifted.Average(f => MaxSoftmax(f, s)), 0.95);
             var head = new Head(scale, shift);
+            Console.Error.WriteLine($"crnn head: delta {delta}, scale {scale}, centred std {Math.Sqrt(centred.Average(f => f.Average(v => v * v)))}, blank share {centred.Count(f => f[0] + delta >= f.Skip(1).Max()) / (double)centred.Count}");
             WriteImages(calib, eval, nc, images, 32, 128);
-            return ImageModels.Crnn(head);
+            return BatchNormFit.CopyStatistics(rawModel, ImageModels.Crnn(head));
         }
     }
 
     static ModelProto TextDir(string calib, string eval, int nc, int ne)
     {
         var images = TextLines(202, nc + ne, 192, 48, (r, _) => Line(r, 192, 48), i => i % 2 == 1, Half, Half);
-        using var raw = new OrtModel(ImageModels.DirectionClassifier(null));
+        var rawModel = ImageModels.DirectionClassifier(null);
+        BatchNormFit.Fit(rawModel, images.Take(20).Select(x => new[] { SampleFiles.Floats("x", x, 1, 3, 48, 192) }).ToList());
+        using var raw = new OrtModel(rawModel);
         var d = images.Take(nc).Select(x => raw.Run(new[] { SampleFiles.Floats("x", x, 1, 3, 48, 192) })[0]).Select(l => l[1] - l[0]).OrderBy(v => v).ToArray();
         float median = d[d.Length / 2];
         var centred = d.Select(v => v - median).ToArray();
         float scale = Bisect(0.01f, 1000, s => centred.Average(v => 1 / (1 + Math.Exp(-Math.Abs(s * v)))), 0.97);
         WriteImages(calib, eval, nc, images, 48, 192);
-        return ImageModels.DirectionClassifier(new Head(scale, new[] { median / 2, -median / 2 }));
+        return BatchNormFit.CopyStatistics(rawModel, ImageModels.DirectionClassifier(new Head(scale, new[] { median / 2, -median / 2 })));
     }
 
     static ModelProto DbNet(string calib, string eval, int nc, int ne)
@@ -132,14 +137,16 @@ public static class ArchitectureModelSet
                 float size = 10 + (float)r.Random.NextDouble() * 14;
                 return (r.Snippet(Sentences.Value, 3, (int)(140 / (size * 0.55f)), false), (float)r.Random.Next(0, 60), (float)r.Random.Next(16, 158), size);
             }).ToArray(), null, ImageNetMean, ImageNetStd);
-        using var raw = new OrtModel(ImageModels.DbNet(null));
+        var rawModel = ImageModels.DbNet(null);
+        BatchNormFit.Fit(rawModel, images.Take(20).Select(x => new[] { SampleFiles.Floats("x", x, 1, 3, 160, 160) }).ToList());
+        using var raw = new OrtModel(rawModel);
         var z = images.Take(Math.Min(nc, 20)).SelectMany(x => raw.Run(new[] { SampleFiles.Floats("x", x, 1, 3, 160, 160) })[0]).OrderBy(v => v).ToArray();
         float q75 = z[(int)(z.Length * 0.75)];
         double m = z.Average(), std = Math.Sqrt(z.Average(v => (v - m) * (v - m)));
         float scale = (float)(4 / std);
         // 25 % of the pixels above probability 0.3 (logit -0.847), the map sharp as DBNet's are.
         WriteImages(calib, eval, nc, images, 160, 160);
-        return ImageModels.DbNet(new Head(scale, new[] { -0.847f / scale - q75 }));
+        return BatchNormFit.CopyStatistics(rawModel, ImageModels.DbNet(new Head(scale, new[] { -0.847f / scale - q75 })));
     }
 
     static void WriteImages(string calib, string eval, int nc, List<float[]> images, int h, int w)
