@@ -51,9 +51,11 @@ public static class ArchitectureModelPipeline
     {
         var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(modelPath));
         var r = new Random(seed);
+        // BatchNormalization variances stay as they are (noise could make them negative: NaN, not a bad model).
+        var variances = OnnxGraphs(model.Graph).SelectMany(g => g.Node).Where(n => n.OpType == "BatchNormalization").Select(n => n.Input[4]).ToHashSet(StringComparer.Ordinal);
         TensorProto Noisy(TensorProto t)
         {
-            if (t.DataType != (int)OnnxDataType.Float || TensorData.ElementCount(t.Dims) < 16) return t;
+            if (variances.Contains(t.Name) || t.DataType != (int)OnnxDataType.Float || TensorData.ElementCount(t.Dims) < 16) return t;
             var v = TensorData.ReadFloats(t);
             double rms = Math.Sqrt(v.Average(x => (double)x * x));
             for (int i = 0; i < v.Length; i++) v[i] += (float)((r.NextDouble() * 2 - 1) * Math.Sqrt(3) * strength * rms);
@@ -73,6 +75,9 @@ public static class ArchitectureModelPipeline
         File.WriteAllBytes(outputPath, model.ToByteArray());
         return outputPath;
     }
+
+    static IEnumerable<GraphProto> OnnxGraphs(GraphProto g) =>
+        new[] { g }.Concat(g.Node.SelectMany(n => n.Attribute).Where(a => a.G is not null).SelectMany(a => OnnxGraphs(a.G)));
 }
 
 public class ArchitectureModelTests : IClassFixture<ArchitectureModelFixture>

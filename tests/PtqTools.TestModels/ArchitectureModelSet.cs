@@ -109,7 +109,6 @@ public static class ArchitectureModelSet
             var shifted = centred.Select(f => f.Select((v, c) => v + (c == 0 ? delta : 0)).ToArray()).ToList();
             float scale = Bisect(0.01f, 200, s => shifted.Average(f => MaxSoftmax(f, s)), 0.95);
             var head = new Head(scale, shift);
-            Console.Error.WriteLine($"crnn head: delta {delta}, scale {scale}, centred std {Math.Sqrt(centred.Average(f => f.Average(v => v * v)))}, blank share {centred.Count(f => f[0] + delta >= f.Skip(1).Max()) / (double)centred.Count}");
             WriteImages(calib, eval, nc, images, 32, 128);
             return BatchNormFit.CopyStatistics(rawModel, ImageModels.Crnn(head));
         }
