@@ -97,18 +97,21 @@ public static class ArchitectureModelSet
         // first on about half of the frames, and confident (mean max-softmax about 0.95).
         var rawModel = ImageModels.Crnn(null);
         BatchNormFit.Fit(rawModel, images.Take(20).Select(x => new[] { SampleFiles.Floats("x", x, 1, 3, 32, 128) }).ToList());
+        int C = ImageModels.CrnnClasses;
         using (var raw = new OrtModel(rawModel))
         {
-            var logits = images.Take(nc).Select(x => raw.Run(new[] { SampleFiles.Floats("x", x, 1, 3, 32, 128) })[0]).ToList();
-            int C = ImageModels.CrnnClasses;
-            var frames = logits.SelectMany(l => Enumerable.Range(0, l.Length / C).Select(t => l.AsSpan(t * C, C).ToArray())).ToList();
+            var feats = images.Take(nc).Select(x => raw.Run(new[] { SampleFiles.Floats("x", x, 1, 3, 32, 128) })[1])
+                .SelectMany(f => Enumerable.Range(0, f.Length / 64).Select(t => f.AsSpan(t * 64, 64).ToArray())).ToList();
+            // The head reads the features' principal directions, as a trained one does.
+            var weight = Pca.HeadWeight(feats, C, 16, 171);
+            var frames = feats.Select(f => Project(f, weight, C)).ToList();
             var mean = Enumerable.Range(0, C).Select(c => frames.Average(f => f[c])).ToArray();
             var centred = frames.Select(f => f.Select((v, c) => v - (float)mean[c]).ToArray()).ToList();
             float delta = Bisect(-50, 50, d => centred.Count(f => f[0] + d >= f.Skip(1).Max()) / (double)centred.Count, 0.55);
             var shift = Enumerable.Range(0, C).Select(c => (float)-mean[c] + (c == 0 ? delta : 0)).ToArray();
             var shifted = centred.Select(f => f.Select((v, c) => v + (c == 0 ? delta : 0)).ToArray()).ToList();
             float scale = Bisect(0.01f, 200, s => shifted.Average(f => MaxSoftmax(f, s)), 0.95);
-            var head = new Head(scale, shift);
+            var head = new Head(scale, shift, weight);
             WriteImages(calib, eval, nc, images, 32, 128);
             return BatchNormFit.CopyStatistics(rawModel, ImageModels.Crnn(head));
         }
@@ -120,12 +123,14 @@ public static class ArchitectureModelSet
         var rawModel = ImageModels.DirectionClassifier(null);
         BatchNormFit.Fit(rawModel, images.Take(20).Select(x => new[] { SampleFiles.Floats("x", x, 1, 3, 48, 192) }).ToList());
         using var raw = new OrtModel(rawModel);
-        var d = images.Take(nc).Select(x => raw.Run(new[] { SampleFiles.Floats("x", x, 1, 3, 48, 192) })[0]).Select(l => l[1] - l[0]).OrderBy(v => v).ToArray();
+        var feats = images.Take(nc).Select(x => raw.Run(new[] { SampleFiles.Floats("x", x, 1, 3, 48, 192) })[1]).ToList();
+        var weight = Pca.HeadWeight(feats, 2, 2, 272);
+        var d = feats.Select(f => Project(f, weight, 2)).Select(l => l[1] - l[0]).OrderBy(v => v).ToArray();
         float median = d[d.Length / 2];
         var centred = d.Select(v => v - median).ToArray();
         float scale = Bisect(0.01f, 1000, s => centred.Average(v => 1 / (1 + Math.Exp(-Math.Abs(s * v)))), 0.97);
         WriteImages(calib, eval, nc, images, 48, 192);
-        return BatchNormFit.CopyStatistics(rawModel, ImageModels.DirectionClassifier(new Head(scale, new[] { median / 2, -median / 2 })));
+        return BatchNormFit.CopyStatistics(rawModel, ImageModels.DirectionClassifier(new Head(scale, new[] { median / 2, -median / 2 }, weight)));
     }
 
     static ModelProto DbNet(string calib, string eval, int nc, int ne)
@@ -139,19 +144,34 @@ public static class ArchitectureModelSet
         var rawModel = ImageModels.DbNet(null);
         BatchNormFit.Fit(rawModel, images.Take(20).Select(x => new[] { SampleFiles.Floats("x", x, 1, 3, 160, 160) }).ToList());
         using var raw = new OrtModel(rawModel);
-        var z = images.Take(Math.Min(nc, 20)).SelectMany(x => raw.Run(new[] { SampleFiles.Floats("x", x, 1, 3, 160, 160) })[0]).OrderBy(v => v).ToArray();
+        var feats = new List<float[]>();
+        foreach (var x in images.Take(Math.Min(nc, 20)))
+        {
+            var f = raw.Run(new[] { SampleFiles.Floats("x", x, 1, 3, 160, 160) })[1];   // [1,16,80,80]
+            int hw = f.Length / 16;
+            for (int p = 0; p < hw; p += 3) feats.Add(Enumerable.Range(0, 16).Select(c => f[c * hw + p]).ToArray());
+        }
+        var weight = Pca.HeadWeight(feats, 4, 3, 373);   // ConvTranspose [16,1,2,2]: channel-major, then the 2x2 taps
+        var z = feats.SelectMany(f => Project(f, weight, 4)).OrderBy(v => v).ToArray();
         float q75 = z[(int)(z.Length * 0.75)];
         double m = z.Average(), std = Math.Sqrt(z.Average(v => (v - m) * (v - m)));
         float scale = (float)(4 / std);
         // 25 % of the pixels above probability 0.3 (logit -0.847), the map sharp as DBNet's are.
         WriteImages(calib, eval, nc, images, 160, 160);
-        return BatchNormFit.CopyStatistics(rawModel, ImageModels.DbNet(new Head(scale, new[] { -0.847f / scale - q75 })));
+        return BatchNormFit.CopyStatistics(rawModel, ImageModels.DbNet(new Head(scale, new[] { -0.847f / scale - q75 }, weight)));
     }
 
     static void WriteImages(string calib, string eval, int nc, List<float[]> images, int h, int w)
     {
         for (int i = 0; i < images.Count; i++)
             SampleFiles.Write(i < nc ? calib : eval, i < nc ? i : i - nc, SampleFiles.Floats("x", images[i], 1, 3, h, w));
+    }
+
+    static float[] Project(float[] f, float[] w, int outputs)
+    {
+        var z = new float[outputs];
+        for (int i = 0; i < f.Length; i++) for (int o = 0; o < outputs; o++) z[o] += f[i] * w[i * outputs + o];
+        return z;
     }
 
     static double MaxSoftmax(float[] logits, float scale)

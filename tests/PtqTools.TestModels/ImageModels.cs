@@ -4,7 +4,7 @@ namespace PtqTools.TestModels;
 
 /// <summary>How the last layer of a head is set so that the random model answers like a trained one: logits become
 /// Scale * (logits + Shift[class]) (per class; one entry shifts every class).</summary>
-public sealed record Head(float Scale, float[] Shift)
+public sealed record Head(float Scale, float[] Shift, float[]? Weight = null)
 {
     public static readonly Head Raw = new(1, new[] { 0f });
 
@@ -13,8 +13,9 @@ public sealed record Head(float Scale, float[] Shift)
     /// <summary>Applies the head to a weight [in, out] (out the fast axis) and a bias [out].</summary>
     public (float[] W, float[] B) Apply(float[] w, float[] bias, int outputs)
     {
-        var w2 = w.Select(v => v * Scale).ToArray();
-        var b2 = bias.Select((v, c) => Scale * (v + ShiftOf(c % outputs))).ToArray();
+        var w2 = (Weight ?? w).Select(v => v * Scale).ToArray();
+        // A head given its weight (fitted to the features) has no bias but its shift.
+        var b2 = bias.Select((v, c) => Scale * ((Weight is null ? v : 0) + ShiftOf(c % outputs))).ToArray();
         return (w2, b2);
     }
 }
@@ -43,11 +44,11 @@ public static class ImageModels
         h = b.Node("Squeeze", new[] { h, b.InitI64("squeeze_axes", new long[] { 2 }, 1) });   // [1,96,32]
         h = b.Node("Transpose", new[] { h }, null, ("perm", new long[] { 0, 2, 1 }));          // [1,32,96]
         var neck = b.Node("Add", new[] { b.Node("MatMul", new[] { h, b.Init("neck_w", w.He(96 * 64, 96), 96, 64) }), b.Init("neck_b", w.Normals(64, 0.05), 64) });
-        neck = b.HardSwish(neck);
+        neck = b.Node("HardSwish", new[] { neck }, "head_in");
         var (hw, hb) = (head ?? Head.Raw).Apply(w.He(64 * CrnnClasses, 64, 0.5), w.Normals(CrnnClasses, 0.05), CrnnClasses);
         var logits = b.Node("Add", new[] { b.Node("MatMul", new[] { neck, b.Init("head_w", hw, 64, CrnnClasses) }), b.Init("head_b", hb, CrnnClasses) },
             head is null ? "logits" : null);
-        if (head is null) { b.Output("logits", new long[] { 1, CrnnFrames, CrnnClasses }); return b.Model; }
+        if (head is null) { b.Output("logits", new long[] { 1, CrnnFrames, CrnnClasses }); b.Output("head_in", null); return b.Model; }
         b.Node("Softmax", new[] { logits }, "probs", ("axis", -1L));
         b.Output("probs", new long[] { 1, CrnnFrames, CrnnClasses });
         return b.Model;
@@ -65,10 +66,10 @@ public static class ImageModels
         h = b.DepthwiseSeparable(w, h, 32, 48, (2, 2), se: true);      // 48 x 6 x 24
         h = b.DepthwiseSeparable(w, h, 48, 64, (2, 2), se: false);     // 64 x 3 x 12
         h = b.Node("GlobalAveragePool", new[] { h });
-        h = b.Node("Flatten", new[] { h });
+        h = b.Node("Flatten", new[] { h }, "head_in");
         var (hw, hb) = (head ?? Head.Raw).Apply(w.He(64 * 2, 64, 1.0), w.Normals(2, 0.05), 2);
         var logits = b.Node("Gemm", new[] { h, b.Init("fc_w", hw, 64, 2), b.Init("fc_b", hb, 2) }, head is null ? "logits" : null);
-        if (head is null) { b.Output("logits", new long[] { 1, 2 }); return b.Model; }
+        if (head is null) { b.Output("logits", new long[] { 1, 2 }); b.Output("head_in", null); return b.Model; }
         b.Node("Softmax", new[] { logits }, "probs", ("axis", -1L));
         b.Output("probs", new long[] { 1, 2 });
         return b.Model;
@@ -104,11 +105,11 @@ public static class ImageModels
         var hd = b.Relu(b.BatchNorm(w, b.Conv(w, fuse, 32, 16, 3, (1, 1), bias: false), 16));
         var t1w = b.Init("up1_w", w.He(16 * 16 * 4, 16 * 4), 16, 16, 2, 2);
         var t1b = b.Init("up1_b", w.Normals(16, 0.05), 16);
-        hd = b.Relu(b.BatchNorm(w, b.Node("ConvTranspose", new[] { hd, t1w, t1b }, null, ("kernel_shape", new long[] { 2, 2 }), ("strides", new long[] { 2, 2 })), 16));
+        hd = b.Node("Relu", new[] { b.BatchNorm(w, b.Node("ConvTranspose", new[] { hd, t1w, t1b }, null, ("kernel_shape", new long[] { 2, 2 }), ("strides", new long[] { 2, 2 })), 16) }, "head_in");
         var (hw, hb) = (head ?? Head.Raw).Apply(w.He(16 * 4, 16 * 4, 0.5), w.Normals(1, 0.05), 1);
         var logits = b.Node("ConvTranspose", new[] { hd, b.Init("up2_w", hw, 16, 1, 2, 2), b.Init("up2_b", hb, 1) }, head is null ? "logits" : null,
             ("kernel_shape", new long[] { 2, 2 }), ("strides", new long[] { 2, 2 }));
-        if (head is null) { b.Output("logits", new long[] { 1, 1, 160, 160 }); return b.Model; }
+        if (head is null) { b.Output("logits", new long[] { 1, 1, 160, 160 }); b.Output("head_in", null); return b.Model; }
         b.Node("Sigmoid", new[] { logits }, "maps");
         b.Output("maps", new long[] { 1, 1, 160, 160 });
         return b.Model;
