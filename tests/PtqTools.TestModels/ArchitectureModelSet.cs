@@ -124,9 +124,15 @@ public static class ArchitectureModelSet
         BatchNormFit.Fit(rawModel, images.Take(20).Select(x => new[] { SampleFiles.Floats("x", x, 1, 3, 48, 192) }).ToList());
         using var raw = new OrtModel(rawModel);
         var feats = images.Take(nc).Select(x => raw.Run(new[] { SampleFiles.Floats("x", x, 1, 3, 48, 192) })[1]).ToList();
-        var weight = Pca.HeadWeight(feats, 2, 2, 272);
-        var d = feats.Select(f => Project(f, weight, 2)).Select(l => l[1] - l[0]).OrderBy(v => v).ToArray();
-        float median = d[d.Length / 2];
+        // Trained as a classifier is: the direction that separates upright from rotated lines on the calibration
+        // images (Fisher's linear discriminant of the pooled features), so that the margins are bimodal.
+        var labels = Enumerable.Range(0, nc).Select(i => i % 2 == 1).ToArray();
+        var direction = Fisher(feats, labels);
+        var weight = new float[64 * 2];
+        for (int i = 0; i < 64; i++) { weight[i * 2] = (float)(-direction[i] / 2); weight[i * 2 + 1] = (float)(direction[i] / 2); }
+        var d = feats.Select(f => Project(f, weight, 2)).Select(l => l[1] - l[0]).ToArray();
+        double m0 = d.Where((_, i) => !labels[i]).Average(), m1 = d.Where((_, i) => labels[i]).Average();
+        float median = (float)((m0 + m1) / 2);
         var centred = d.Select(v => v - median).ToArray();
         float scale = Bisect(0.01f, 1000, s => centred.Average(v => 1 / (1 + Math.Exp(-Math.Abs(s * v)))), 0.97);
         WriteImages(calib, eval, nc, images, 48, 192);
@@ -165,6 +171,37 @@ public static class ArchitectureModelSet
     {
         for (int i = 0; i < images.Count; i++)
             SampleFiles.Write(i < nc ? calib : eval, i < nc ? i : i - nc, SampleFiles.Floats("x", images[i], 1, 3, h, w));
+    }
+
+    /// <summary>Fisher's discriminant: (covariance + ridge)^-1 (mean of positives - mean of negatives).</summary>
+    static double[] Fisher(IReadOnlyList<float[]> x, bool[] positive)
+    {
+        int d = x[0].Length;
+        var m1 = new double[d]; var m0 = new double[d];
+        int n1 = positive.Count(p => p), n0 = positive.Length - n1;
+        for (int i = 0; i < x.Count; i++) for (int j = 0; j < d; j++) { if (positive[i]) m1[j] += x[i][j] / n1; else m0[j] += x[i][j] / n0; }
+        var a = new double[d, d + 1];
+        for (int i = 0; i < x.Count; i++)
+        {
+            var m = positive[i] ? m1 : m0;
+            for (int j = 0; j < d; j++) for (int k = 0; k < d; k++) a[j, k] += (x[i][j] - m[j]) * (x[i][k] - m[k]) / x.Count;
+        }
+        double trace = Enumerable.Range(0, d).Sum(j => a[j, j]) / d;
+        for (int j = 0; j < d; j++) { a[j, j] += 0.1 * trace + 1e-9; a[j, d] = m1[j] - m0[j]; }
+        for (int c = 0; c < d; c++)   // Gauss-Jordan on the symmetric positive definite system
+        {
+            double pivot = a[c, c];
+            for (int k = c; k <= d; k++) a[c, k] /= pivot;
+            for (int r = 0; r < d; r++)
+            {
+                if (r == c) continue;
+                double f = a[r, c];
+                if (f != 0) for (int k = c; k <= d; k++) a[r, k] -= f * a[c, k];
+            }
+        }
+        var w = Enumerable.Range(0, d).Select(j => a[j, d]).ToArray();
+        double norm = Math.Sqrt(w.Sum(v => v * v));
+        return w.Select(v => v / norm).ToArray();
     }
 
     static float[] Project(float[] f, float[] w, int outputs)

@@ -21,6 +21,8 @@ public sealed record ArchitectureFigures
     public double? FloatConfidence { get; init; }
     /// <summary>textdir: top-1 agreement with float; vad: per-frame decision agreement (at 0.5) with float.</summary>
     public double? Agreement { get; init; }
+    /// <summary>textdir: the float model's accuracy on the true direction (odd evaluation samples are rotated 180 degrees).</summary>
+    public double? FloatAccuracy { get; init; }
     /// <summary>vad: AUC of this model's per-frame probabilities against float's decisions; the share of speech frames by float.</summary>
     public double? Auc { get; init; }
     public double? FloatSpeechShare { get; init; }
@@ -44,7 +46,7 @@ public sealed record ArchitectureFigures
         {
             "bert11" => $"embedding cosine {EmbeddingCosine:F4} (min {EmbeddingCosineMin:F4}), Spearman {Spearman:F4}",
             "crnn" => $"CER vs float {CharacterErrorRate:F4} ({FloatCharacters} float chars, float confidence {FloatConfidence:F3})",
-            "textdir" => $"top-1 agreement {Agreement:F4}",
+            "textdir" => $"top-1 agreement {Agreement:F4} (float accuracy on the true direction {FloatAccuracy:F2})",
             "vad" => $"decision agreement {Agreement:F4}, AUC {Auc:F4} (float speech share {FloatSpeechShare:F2})",
             "dbnet" => $"map IoU {MapIoU:F4} (float share above 0.3: {FloatMapShare:F2})",
             _ => "",
@@ -105,7 +107,11 @@ public static class ArchitectureModels
                 return figures with { CharacterErrorRate = TaskMetrics.CharacterErrorRate(qd, fd), FloatCharacters = fd.Sum(d => d.Length), FloatConfidence = conf };
             }
             case "textdir":
-                return figures with { Agreement = fo.Select((o, i) => ArgMax(o[0]) == ArgMax(qo[i][0]) ? 1.0 : 0).Average() };
+                return figures with
+                {
+                    Agreement = fo.Select((o, i) => ArgMax(o[0]) == ArgMax(qo[i][0]) ? 1.0 : 0).Average(),
+                    FloatAccuracy = fo.Select((o, i) => ArgMax(o[0]) == i % 2 ? 1.0 : 0).Average(),
+                };
             case "vad":
             {
                 var fp = fo.SelectMany(o => o[0]).ToArray();
