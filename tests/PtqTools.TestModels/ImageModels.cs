@@ -35,11 +35,13 @@ public static class ImageModels
         var w = new Weights(seed);
         var b = new OnnxBuilder("crnn", 14);
         var x = b.Input("x", new long[] { 1, 3, 32, 128 });
-        var h = b.ConvBnHs(w, x, 3, 16, 3, (2, 2));                    // 16 x 16 x 64
-        h = b.DepthwiseSeparable(w, h, 16, 32, (1, 1), se: false);     // 32 x 16 x 64
-        h = b.DepthwiseSeparable(w, h, 32, 48, (2, 2), se: true);      // 48 x 8 x 32
-        h = b.DepthwiseSeparable(w, h, 48, 64, (2, 1), se: true);      // 64 x 4 x 32
-        h = b.DepthwiseSeparable(w, h, 64, 96, (2, 1), se: false);     // 96 x 2 x 32
+        string h;
+        using (b.Scope("stem")) h = b.ConvBnHs(w, x, 3, 16, 3, (2, 2));                     // 16 x 16 x 64
+        using (b.Scope("block1")) h = b.DepthwiseSeparable(w, h, 16, 32, (1, 1), se: false);  // 32 x 16 x 64
+        using (b.Scope("block2")) h = b.DepthwiseSeparable(w, h, 32, 48, (2, 2), se: true);   // 48 x 8 x 32
+        using (b.Scope("block3")) h = b.DepthwiseSeparable(w, h, 48, 64, (2, 1), se: true);   // 64 x 4 x 32
+        using (b.Scope("block4")) h = b.DepthwiseSeparable(w, h, 64, 96, (2, 1), se: false);  // 96 x 2 x 32
+        using var headScope = b.Scope("head");
         h = b.Node("MaxPool", new[] { h }, null, ("kernel_shape", new long[] { 2, 1 }), ("strides", new long[] { 2, 1 }));   // 96 x 1 x 32
         h = b.Node("Squeeze", new[] { h, b.InitI64("squeeze_axes", new long[] { 2 }, 1) });   // [1,96,32]
         h = b.Node("Transpose", new[] { h }, null, ("perm", new long[] { 0, 2, 1 }));          // [1,32,96]
@@ -61,10 +63,12 @@ public static class ImageModels
         var w = new Weights(seed);
         var b = new OnnxBuilder("textdir", 14);
         var x = b.Input("x", new long[] { 1, 3, 48, 192 });
-        var h = b.ConvBnHs(w, x, 3, 16, 3, (2, 2));                    // 16 x 24 x 96
-        h = b.DepthwiseSeparable(w, h, 16, 32, (2, 2), se: true);      // 32 x 12 x 48
-        h = b.DepthwiseSeparable(w, h, 32, 48, (2, 2), se: true);      // 48 x 6 x 24
-        h = b.DepthwiseSeparable(w, h, 48, 64, (2, 2), se: false);     // 64 x 3 x 12
+        string h;
+        using (b.Scope("stem")) h = b.ConvBnHs(w, x, 3, 16, 3, (2, 2));                     // 16 x 24 x 96
+        using (b.Scope("block1")) h = b.DepthwiseSeparable(w, h, 16, 32, (2, 2), se: true);   // 32 x 12 x 48
+        using (b.Scope("block2")) h = b.DepthwiseSeparable(w, h, 32, 48, (2, 2), se: true);   // 48 x 6 x 24
+        using (b.Scope("block3")) h = b.DepthwiseSeparable(w, h, 48, 64, (2, 2), se: false);  // 64 x 3 x 12
+        using var headScope = b.Scope("head");
         h = b.Node("GlobalAveragePool", new[] { h });
         h = b.Node("Flatten", new[] { h }, "head_in");
         var (hw, hb) = (head ?? Head.Raw).Apply(w.He(64 * 2, 64, 1.0), w.Normals(2, 0.05), 2);
@@ -83,6 +87,7 @@ public static class ImageModels
         var w = new Weights(seed);
         var b = new OnnxBuilder("dbnet", 13);
         var x = b.Input("x", new long[] { 1, 3, 160, 160 });
+        var backbone = b.Scope("backbone");
         var c2 = b.Relu(b.BatchNorm(w, b.Conv(w, x, 3, 16, 3, (2, 2), bias: false), 16));   // 16 x 80
         c2 = b.Relu(b.BatchNorm(w, b.Conv(w, c2, 16, 24, 3, (2, 2), bias: false), 24));     // 24 x 40
         var c3 = b.Relu(b.Conv(w, c2, 24, 32, 3, (2, 2)));                                  // 32 x 20
@@ -90,6 +95,8 @@ public static class ImageModels
         var c5 = b.Relu(b.Conv(w, c4, 48, 64, 3, (2, 2)));                                  // 64 x 5
         var roi = b.Init("roi", Array.Empty<float>(), 0);
         string Up(string t, float s) => b.Node("Resize", new[] { t, roi, b.Init(b.Fresh("scales"), new[] { 1f, 1f, s, s }, 4) }, null, ("mode", "nearest"));
+        backbone.Dispose();
+        var neck = b.Scope("fpn");
         var in5 = b.Conv(w, c5, 64, 32, 1, (1, 1), bias: false);
         var in4 = b.Conv(w, c4, 48, 32, 1, (1, 1), bias: false);
         var in3 = b.Conv(w, c3, 32, 32, 1, (1, 1), bias: false);
@@ -102,6 +109,8 @@ public static class ImageModels
         var o3 = Up(b.Conv(w, p3, 32, 8, 3, (1, 1), bias: false), 2);
         var o2 = b.Conv(w, p2, 32, 8, 3, (1, 1), bias: false);
         var fuse = b.Node("Concat", new[] { o5, o4, o3, o2 }, null, ("axis", 1L));          // 32 x 40
+        neck.Dispose();
+        using var headScope = b.Scope("head");
         var hd = b.Relu(b.BatchNorm(w, b.Conv(w, fuse, 32, 16, 3, (1, 1), bias: false), 16));
         var t1w = b.Init("up1_w", w.He(16 * 16 * 4, 16 * 4), 16, 16, 2, 2);
         var t1b = b.Init("up1_b", w.Normals(16, 0.05), 16);

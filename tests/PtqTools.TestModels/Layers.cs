@@ -36,6 +36,7 @@ internal static class Layers
     /// <summary>Squeeze-excitation: GlobalAveragePool, 1x1 conv, Relu, 1x1 conv, HardSigmoid, Mul.</summary>
     public static string SqueezeExcite(this OnnxBuilder b, Weights w, string x, int c)
     {
+        using var scope = b.Scope("se");
         var g = b.Node("GlobalAveragePool", new[] { x });
         var s = b.Relu(b.Conv(w, g, c, c / 4, 1, (1, 1)));
         var e = b.HardSigmoid(b.Conv(w, s, c / 4, c, 1, (1, 1), gain: 0.5));
@@ -45,8 +46,9 @@ internal static class Layers
     /// <summary>Depthwise-separable block: depthwise 3x3 (stride), BN, HardSwish, [SE], pointwise 1x1, BN, HardSwish.</summary>
     public static string DepthwiseSeparable(this OnnxBuilder b, Weights w, string x, int cin, int cout, (int, int) stride, bool se)
     {
-        var d = b.ConvBnHs(w, x, cin, cin, 3, stride, group: cin);
+        string d;
+        using (b.Scope("dw")) d = b.ConvBnHs(w, x, cin, cin, 3, stride, group: cin);
         if (se) d = b.SqueezeExcite(w, d, cin);
-        return b.ConvBnHs(w, d, cin, cout, 1, (1, 1));
+        using (b.Scope("pw")) return b.ConvBnHs(w, d, cin, cout, 1, (1, 1));
     }
 }

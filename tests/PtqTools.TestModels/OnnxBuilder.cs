@@ -35,6 +35,19 @@ public sealed class OnnxBuilder
 
     public string Fresh(string stem) => $"{_prefix}{stem}_{_next++}";
 
+    string _scope = "";
+
+    /// <summary>Names the nodes added until the result is disposed "scope/Op_N" (nested scopes join with '/'), so
+    /// that layer names say which block they are in; tensor names are not affected.</summary>
+    public IDisposable Scope(string name)
+    {
+        var previous = _scope;
+        _scope = previous + name + "/";
+        return new Restore(() => _scope = previous);
+    }
+
+    sealed class Restore(Action action) : IDisposable { public void Dispose() => action(); }
+
     public static ValueInfoProto Value(string name, long[]? dims, int elemType = (int)OnnxDataType.Float)
     {
         var tensor = new TypeProto.Types.Tensor { ElemType = elemType };
@@ -91,7 +104,7 @@ public sealed class OnnxBuilder
 
     public string[] NodeMulti(string op, string[] inputs, string[] outputs, params (string Name, object Value)[] attributes)
     {
-        var node = new NodeProto { OpType = op, Name = Fresh(op) };
+        var node = new NodeProto { OpType = op, Name = _scope + Fresh(op) };
         node.Input.AddRange(inputs);
         node.Output.AddRange(outputs);
         foreach (var (an, av) in attributes) node.Attribute.Add(Attribute(an, av));

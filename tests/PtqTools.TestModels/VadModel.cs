@@ -33,6 +33,7 @@ public static class VadModel
     static GraphProto Branch(OnnxBuilder parent, string name, Weights w, int sampleRate, Head? head)
     {
         var b = parent.Subgraph(name);
+        using var scope = b.Scope(sampleRate == 16000 ? "vad16k" : "vad8k");
         // Filterbank: Hann-windowed cosines at log-spaced frequencies (an STFT-like conv, as Silero's first layer).
         var fb = new float[Bands * 256];
         for (int k = 0; k < Bands; k++)
