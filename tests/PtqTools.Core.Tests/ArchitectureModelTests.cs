@@ -213,4 +213,34 @@ public class ArchitectureModelTests : IClassFixture<ArchitectureModelFixture>
                              $"with all {e.AccumulatedSqnrDb:F1} dB; weight {e.WeightSqnrDb:F1} dB, activation {e.ActivationSqnrDb:F1} dB");
         Assert.NotEmpty(errors);
     }
+
+    /// <summary>Which op types carry the baseline's loss: the default pipeline with some op types kept in float
+    /// (-Exclude), figures printed for the baseline table; asserts nothing about them.</summary>
+    [Theory]
+    [InlineData("bert11", "Softmax")]
+    [InlineData("bert11", "Add")]
+    [InlineData("bert11", "Add,Softmax")]
+    [InlineData("bert11", "Add,Softmax,Mul,Div,Sub,Pow,Sqrt,ReduceMean,Erf")]
+    [InlineData("crnn", "Mul,HardSigmoid")]
+    [InlineData("crnn", "MatMul,Softmax")]
+    [InlineData("crnn", "Mul,HardSigmoid,MatMul,Softmax")]
+    [InlineData("crnn", "Conv")]
+    [InlineData("textdir", "Mul,HardSigmoid")]
+    [InlineData("textdir", "Gemm,Softmax")]
+    [InlineData("vad", "LSTM")]
+    [InlineData("vad", "Mul,Add,Log")]
+    [InlineData("vad", "MatMul,Sigmoid")]
+    [InlineData("vad", "Conv")]
+    [InlineData("dbnet", "Concat,Resize,Add")]
+    [InlineData("dbnet", "ConvTranspose,Sigmoid")]
+    public void Baseline_KeepingOpTypesFloat(string kind, string opTypes)
+    {
+        var path = fixture.Model(kind);
+        using var dir = new TempDir();
+        var quantized = dir.File("model.int8.onnx");
+        var result = ArchitectureModelPipeline.QuantizeDefault(path, quantized, new QuantizationOptions { Exclude = opTypes.Split(',') });
+        var figures = ArchitectureModels.Evaluate(path, quantized, latencyRuns: 20);
+        output.WriteLine($"KEEPFLOAT [{opTypes}] {figures.Summary()}; {result.QuantizedLayerCount} layers int8, {result.FloatLayerCount} float");
+        Assert.True(double.IsFinite(figures.OutputCosine));
+    }
 }
