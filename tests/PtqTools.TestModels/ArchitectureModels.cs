@@ -35,7 +35,9 @@ public sealed record ArchitectureFigures
     public long FloatBytes { get; init; }
     public long ModelBytes { get; init; }
     public double SizeRatio => FloatBytes == 0 ? double.NaN : ModelBytes / (double)FloatBytes;
-    /// <summary>Median latency at one ONNX Runtime thread (informative; never asserted), and float / this: above 1 is faster.</summary>
+    /// <summary>Median latency at one ONNX Runtime thread, the two models timed in alternation on the first evaluation
+    /// sample (informative, never asserted: tiny models on a shared machine vary by tens of percent), and float / this:
+    /// above 1 is faster.</summary>
     public double FloatMs { get; init; }
     public double ModelMs { get; init; }
     public double SpeedRatio => ModelMs == 0 ? double.NaN : FloatMs / ModelMs;
@@ -84,9 +86,12 @@ public static class ArchitectureModels
             OutputCosineMin = cos.Min(),
             FloatBytes = new FileInfo(modelPath).Length,
             ModelBytes = new FileInfo(quantizedPath).Length,
-            FloatMs = latencyRuns > 0 ? f.Latency(samples[0], latencyRuns) : 0,
-            ModelMs = latencyRuns > 0 ? q.Latency(samples[0], latencyRuns) : 0,
         };
+        if (latencyRuns > 0)
+        {
+            var (fm, qm) = OrtModel.Latencies(f, q, samples[0], latencyRuns);
+            figures = figures with { FloatMs = fm, ModelMs = qm };
+        }
         switch (kind)
         {
             case "bert11":
