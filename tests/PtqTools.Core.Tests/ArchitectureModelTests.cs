@@ -243,4 +243,22 @@ public class ArchitectureModelTests : IClassFixture<ArchitectureModelFixture>
         output.WriteLine($"KEEPFLOAT [{opTypes}] {figures.Summary()}; {result.QuantizedLayerCount} layers int8, {result.FloatLayerCount} float");
         Assert.True(double.IsFinite(figures.OutputCosine));
     }
+
+    /// <summary>The baseline with -ReduceRange (7-bit weights), as issue 17 also measured: printed, not asserted.</summary>
+    [Theory]
+    [InlineData("bert11")]
+    [InlineData("crnn")]
+    [InlineData("textdir")]
+    [InlineData("vad")]
+    [InlineData("dbnet")]
+    public void Baseline_ReduceRange(string kind)
+    {
+        var path = fixture.Model(kind);
+        using var dir = new TempDir();
+        var quantized = dir.File("model.int8.onnx");
+        var result = ArchitectureModelPipeline.QuantizeDefault(path, quantized, new QuantizationOptions { ReduceRange = true });
+        var figures = ArchitectureModels.Evaluate(path, quantized, latencyRuns: 20);
+        output.WriteLine($"REDUCERANGE {figures.Summary()}; {result.QuantizedLayerCount} layers int8, {result.FloatLayerCount} float");
+        Assert.True(double.IsFinite(figures.OutputCosine));
+    }
 }
