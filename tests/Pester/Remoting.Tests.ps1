@@ -10,64 +10,8 @@ BeforeAll {
     . (Join-Path $moduleDir 'PtqTools.Remoting.ps1')
     $script:packageDir = Join-Path $PSScriptRoot '../../out/package'
 
-    # Small models and images, built here (the generated ONNX classes and SkiaSharp the module ships).
-    Add-Type -Path (Join-Path $moduleDir 'Google.Protobuf.dll'), (Join-Path $moduleDir 'OnnxSharp.dll'), (Join-Path $moduleDir 'SkiaSharp.dll')
-    function New-Tensor([string] $Name, [long[]] $Dims, [Random] $Random) {
-        $n = 1; foreach ($d in $Dims) { $n *= $d }
-        $values = [float[]]::new($n)
-        for ($i = 0; $i -lt $n; $i++) { $values[$i] = [float]($Random.NextDouble() - 0.5) }
-        $bytes = [byte[]]::new($n * 4)
-        [Buffer]::BlockCopy($values, 0, $bytes, 0, $bytes.Length)
-        $t = [Onnx.TensorProto]::new(); $t.Name = $Name; $t.DataType = 1; $t.Dims.AddRange($Dims)
-        $t.RawData = [Google.Protobuf.ByteString]::CopyFrom($bytes)
-        $t
-    }
-    function New-Value([string] $Name, [long[]] $Dims) {
-        $shape = [Onnx.TensorShapeProto]::new()
-        foreach ($d in $Dims) { $dim = [Onnx.TensorShapeProto+Types+Dimension]::new(); $dim.DimValue = $d; $shape.Dim.Add($dim) }
-        $tensor = [Onnx.TypeProto+Types+Tensor]::new(); $tensor.ElemType = 1; $tensor.Shape = $shape
-        $type = [Onnx.TypeProto]::new(); $type.TensorType = $tensor
-        $v = [Onnx.ValueInfoProto]::new(); $v.Name = $Name; $v.Type = $type
-        $v
-    }
-    function New-Node([string] $Op, [string] $Name, [string[]] $Inputs, [string[]] $Outputs, [hashtable] $Ints = @{}) {
-        $n = [Onnx.NodeProto]::new(); $n.OpType = $Op; $n.Name = $Name
-        $n.Input.AddRange($Inputs); $n.Output.AddRange($Outputs)
-        foreach ($k in $Ints.Keys) {
-            $a = [Onnx.AttributeProto]::new(); $a.Name = $k; $a.Type = 'Ints'; $a.Ints.AddRange([long[]]$Ints[$k]); $n.Attribute.Add($a)
-        }
-        $n
-    }
-    # A small CNN on 3x16x16 images: Conv, Relu, Conv, Relu, GlobalAveragePool, Flatten, Gemm.
-    function New-TinyCnn([string] $Path, [int] $Seed) {
-        $r = [Random]::new($Seed)
-        $m = [Onnx.ModelProto]::new(); $m.IrVersion = 8; $m.ProducerName = 'Remoting.Tests'
-        $op = [Onnx.OperatorSetIdProto]::new(); $op.Version = 13; $m.OpsetImport.Add($op)
-        $g = [Onnx.GraphProto]::new(); $g.Name = 'tiny'; $m.Graph = $g
-        $g.Input.Add((New-Value 'x' 1, 3, 16, 16))
-        $g.Initializer.Add((New-Tensor 'w1' (8, 3, 3, 3) $r)); $g.Initializer.Add((New-Tensor 'b1' (, 8) $r))
-        $g.Initializer.Add((New-Tensor 'w2' (8, 8, 3, 3) $r)); $g.Initializer.Add((New-Tensor 'b2' (, 8) $r))
-        $g.Initializer.Add((New-Tensor 'w3' (10, 8) $r)); $g.Initializer.Add((New-Tensor 'b3' (, 10) $r))
-        $g.Node.Add((New-Node Conv conv1 x, w1, b1 c1 @{ pads = 1, 1, 1, 1 }))
-        $g.Node.Add((New-Node Relu relu1 c1 r1))
-        $g.Node.Add((New-Node Conv conv2 r1, w2, b2 c2 @{ pads = 1, 1, 1, 1 }))
-        $g.Node.Add((New-Node Relu relu2 c2 r2))
-        $g.Node.Add((New-Node GlobalAveragePool gap r2 p))
-        $g.Node.Add((New-Node Flatten flat p f))
-        $g.Node.Add((New-Node Gemm fc f, w3, b3 y))
-        $g.Node[6].Attribute.Add([Onnx.AttributeProto]@{ Name = 'transB'; Type = 'Int'; I = 1 })
-        $g.Output.Add((New-Value 'y' 1, 10))
-        [IO.File]::WriteAllBytes($Path, [Google.Protobuf.MessageExtensions]::ToByteArray($m))
-        $Path
-    }
-    $script:images = Join-Path $TestDrive 'images'
-    $null = New-Item -ItemType Directory $images
-    foreach ($i in 1..8) {
-        $bmp = [SkiaSharp.SKBitmap]::new(16, 16)
-        $r = [Random]::new($i)
-        for ($y = 0; $y -lt 16; $y++) { for ($x = 0; $x -lt 16; $x++) { $bmp.SetPixel($x, $y, [SkiaSharp.SKColor]::new($r.Next(256), $r.Next(256), $r.Next(256))) } }
-        [IO.File]::WriteAllBytes((Join-Path $images "img$i.png"), [SkiaSharp.SKImage]::FromBitmap($bmp).Encode([SkiaSharp.SKEncodedImageFormat]::Png, 100).ToArray())
-    }
+    . (Join-Path $PSScriptRoot 'TinyModels.ps1')
+    $script:images = New-ImageFolder (Join-Path $TestDrive 'images') 8
     $script:model = New-TinyCnn (Join-Path $TestDrive 'tiny.onnx') 1
 
     # The two hosts. No openssh-server is a failure, with the reason, not a skip.
