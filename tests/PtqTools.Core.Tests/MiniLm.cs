@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using Microsoft.ML.OnnxRuntime;
 
 namespace PtqTools.Core.Tests;
