@@ -24,6 +24,8 @@
         'Measure-ModelPerformance'
         'Export-QuantizationReport'
         'Invoke-ModelInference'
+        'Update-QuantizedModel'
+        'Get-QuantizationStatus'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -59,7 +59,8 @@ function Invoke-Build {
     if (Test-Path $moduleDir) { Remove-Item $moduleDir -Recurse -Force }
     $null = New-Item -ItemType Directory -Path $moduleDir, (Join-Path $moduleDir 'en-US')
     Copy-Item (Join-Path $root 'PtqTools.psd1'), (Join-Path $root 'LICENSE') $moduleDir
-    Copy-Item (Join-Path $root 'module/*.ps1xml') $moduleDir
+    # Format and type files, and the scheduler wrapper of Update-QuantizedModel (Invoke-PtqBatch.ps1).
+    Copy-Item (Join-Path $root 'module/*.ps1xml'), (Join-Path $root 'module/*.ps1') $moduleDir
     # The engine, its managed dependencies and the linux-x64 natives; pwsh brings its own PowerShell assemblies.
     Get-ChildItem $publish -File |
         Where-Object { $_.Extension -in '.dll', '.so' -and $_.Name -notlike 'System.Management.Automation*' -and $_.Name -notlike '*.Tests.dll' } |

@@ -1,0 +1,51 @@
+<#
+.SYNOPSIS
+    Runs Update-QuantizedModel for a scheduler: a JSON log, a summary line, and an exit code.
+.DESCRIPTION
+    Shipped in the PtqTools module folder, for Windows Task Scheduler, systemd timers and cron:
+
+        pwsh -NoProfile -File <module folder>/Invoke-PtqBatch.ps1 -Path /srv/models -OutputFolder /srv/int8
+
+    It imports the PtqTools module it is shipped with and takes every parameter of Update-QuantizedModel (they are
+    copied from the cmdlet, so Get-Help Update-QuantizedModel documents them). Without -LogPath the log is
+    <OutputFolder>/batch-log.json.
+
+    Exit codes: 0 when every model is quantized or up to date; 1 when one or more models failed (the log and the
+    error stream name them, with their error ids); 2 when the run itself failed (invalid options, an output folder
+    or log that cannot be written) or was stopped.
+    See Get-Help about_PtqTools_Batch.
+.EXAMPLE
+    pwsh -NoProfile -File /opt/microsoft/powershell/7/Modules/PtqTools/0.1.0/Invoke-PtqBatch.ps1 -Path /srv/models -OutputFolder /srv/int8
+#>
+[CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium', DefaultParameterSetName = 'Path')]
+param()
+dynamicparam {
+    Import-Module (Join-Path $PSScriptRoot 'PtqTools.psd1')
+    $common = [System.Management.Automation.Cmdlet]::CommonParameters + [System.Management.Automation.Cmdlet]::OptionalCommonParameters
+    $parameters = [System.Management.Automation.RuntimeDefinedParameterDictionary]::new()
+    foreach ($p in (Get-Command Update-QuantizedModel -Module PtqTools).Parameters.Values) {
+        if ($p.Name -in $common) { continue }
+        $parameters.Add($p.Name, [System.Management.Automation.RuntimeDefinedParameter]::new($p.Name, $p.ParameterType, $p.Attributes))
+    }
+    $parameters
+}
+end {
+    $run = @{} + $PSBoundParameters
+    if (-not $run.ContainsKey('LogPath')) { $run.LogPath = Join-Path $run.OutputFolder 'batch-log.json' }
+    $results = [System.Collections.Generic.List[object]]::new()
+    try {
+        Update-QuantizedModel @run -ErrorAction Continue | ForEach-Object { $results.Add($_) }
+    } catch {
+        # A terminating error: the run did not complete (the log, when it was written, says Stopped).
+        Write-Error -ErrorRecord $_ -ErrorAction Continue
+        exit 2
+    }
+    if ($WhatIfPreference -or $run.WhatIf) { exit 0 }
+    $failed = @($results | Where-Object Status -EQ 'Failed').Count
+    $results | Format-Table | Out-Host
+    Write-Host ('{0} models: {1} quantized, {2} up to date, {3} failed, {4} skipped; log: {5}' -f $results.Count,
+        @($results | Where-Object Status -EQ 'Quantized').Count, @($results | Where-Object Status -EQ 'UpToDate').Count,
+        $failed, @($results | Where-Object Status -EQ 'Skipped').Count, $run.LogPath)
+    if ($failed -gt 0) { exit 1 }
+    exit 0
+}
