@@ -51,6 +51,7 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
 
     const int BatchActivity = 10;
     QuantizationOptions _options = null!;
+    Core.Data.PtqDataSet? _data;
     string _folder = "";
     string? _log;
     readonly BlockingCollection<Action> _messages = new();
@@ -63,6 +64,9 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
         try
         {
             _options = BuildOptions();
+            // A data set given here is read in other runspaces: a copy of the description, so that a script data set
+            // runs there from its text rather than as a script block of this session.
+            if (DataSet is not null) _data = PipelineObjects.To<Core.Data.PtqDataSet>(DataSet).Clone();
             _folder = ResolveOutput(OutputFolder);
             if (File.Exists(_folder))
                 throw new PtqException("OutputFolderIsFile", PtqErrorKind.InvalidArgument, $"-OutputFolder '{_folder}' is a file; give a folder.", _folder);
@@ -258,8 +262,7 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
         using var pool = RunspaceFactory.CreateRunspacePool(state);
         pool.SetMaxRunspaces(ThrottleLimit);
         pool.Open();
-        // A data set given here runs in other runspaces: pass it as data (a script data set then runs from its text).
-        var shared = DataSet is null ? null : PSSerializer.Deserialize(PSSerializer.Serialize(DataSet, 3));
+        var shared = _data is null ? null : PSObject.AsPSObject(_data);
         var free = new Queue<int>(Enumerable.Range(0, ThrottleLimit));
         int next = 0, finished = 0;
         void ShowProgress() => WriteProgress(new ProgressRecord(BatchActivity, "Updating quantized models",
@@ -322,7 +325,7 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
         if (data is not null) ps.AddParameter("DataSet", data);
         if (SkipHostCheck) ps.AddParameter("SkipHostCheck", true);
         foreach (var name in OptionParameters)
-            if (MyInvocation.BoundParameters.TryGetValue(name, out var value)) ps.AddParameter(name, value);
+            if (name != nameof(Target) && MyInvocation.BoundParameters.TryGetValue(name, out var value)) ps.AddParameter(name, value);
         // Host is resolved once for the whole run.
         ps.AddParameter("Target", _options.Target.ToString());
         string prefix = job.Name + ": ";
@@ -386,7 +389,7 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
         if (result is not null && error is null && thrown is null)
         {
             record.Status = nameof(UpdateStatus.Quantized);
-            record.Message = job.Status.Reason;
+            record.Message = job.Reason == "Forced" ? "Quantized again (-Force); the output was current." : job.Status.Reason;
             record.SizeRatio = result.SizeRatio;
             record.SourceSha256 = result.SourceSha256;
             record.OutputSha256 = result.OutputSha256;
