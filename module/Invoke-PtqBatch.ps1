@@ -12,7 +12,7 @@
 
     Exit codes: 0 when every model is quantized or up to date; 1 when one or more models failed (the log and the
     error stream name them, with their error ids); 2 when the run itself failed (invalid options, an output folder
-    or log that cannot be written) or was stopped.
+    or log folder that cannot be used); 143 when SIGTERM ended it (the log then says Stopped).
     See Get-Help about_PtqTools_Batch.
 .EXAMPLE
     pwsh -NoProfile -File /opt/microsoft/powershell/7/Modules/PtqTools/0.1.0/Invoke-PtqBatch.ps1 -Path /srv/models -OutputFolder /srv/int8
@@ -36,7 +36,7 @@ end {
     try {
         Update-QuantizedModel @run -ErrorAction Continue | ForEach-Object { $results.Add($_) }
     } catch {
-        # A terminating error: the run did not complete (the log, when it was written, says Stopped).
+        # A terminating error: the run did not complete (the log, when one was written, has the models done).
         Write-Error -ErrorRecord $_ -ErrorAction Continue
         exit 2
     }

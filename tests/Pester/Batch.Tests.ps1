@@ -265,4 +265,33 @@ Describe 'The scheduler wrapper Invoke-PtqBatch.ps1' {
         try { $hostRun = Invoke-Wrapper @('-Target', 'Host') } finally { Remove-Item Env:PTQTOOLS_CPU_CLASS }
         $hostRun.Log.Summary.UpToDate | Should -Be 3 -Because $hostRun.Text
     }
+
+    It 'on SIGTERM (systemd stopping the unit) stops the run, writes the log and leaves no partial output' -Skip:(-not $IsLinux) {
+        $slow = Join-Path $TestDrive 'slow'
+        $slowOut = Join-Path $TestDrive 'slow-out'
+        $null = New-Item -ItemType Directory $slow
+        # ResNet18 on 5,000 images: the calibration is still running when the signal comes.
+        Copy-Item $ResNet18 (Join-Path $slow 'resnet18.onnx')
+        New-ResNetDataSet -Split train -Count 5000 | Export-Clixml (Join-Path $slow 'resnet18.dataset.xml')
+        $log = Join-Path $TestDrive 'slow.json'
+        $psi = [Diagnostics.ProcessStartInfo]::new('dotnet')
+        foreach ($a in (Join-Path $PSHOME 'pwsh.dll'), '-NoProfile', '-NonInteractive', '-File', $wrapper, '-Path', $slow, '-OutputFolder', $slowOut, '-LogPath', $log) { $psi.ArgumentList.Add($a) }
+        $psi.RedirectStandardOutput = $true
+        $psi.RedirectStandardError = $true
+        $p = [Diagnostics.Process]::Start($psi)
+        $null = $p.StandardOutput.ReadToEndAsync(); $null = $p.StandardError.ReadToEndAsync()
+        try {
+            $deadline = [DateTime]::UtcNow.AddSeconds(60)
+            while (-not (Test-Path $slowOut) -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 100 }
+            Start-Sleep -Seconds 2   # into the calibration
+            $p.HasExited | Should -BeFalse
+            & kill -TERM $p.Id
+            $p.WaitForExit(30000) | Should -BeTrue
+            $p.ExitCode | Should -Be 143   # 128 + SIGTERM: the process ends as the signal asks
+        } finally { if (-not $p.HasExited) { $p.Kill($true) } }
+        $summary = (Get-Content -Raw $log | ConvertFrom-Json).Summary
+        $summary.Stopped | Should -BeTrue
+        $summary.Quantized | Should -Be 0
+        Get-ChildItem $slowOut -Force | Should -BeNullOrEmpty
+    }
 }

@@ -64,8 +64,8 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
         try
         {
             _options = BuildOptions();
-            // A data set given here is read in other runspaces: a copy of the description, so that a script data set
-            // runs there from its text rather than as a script block of this session.
+            // A data set given here is read in other runspaces: a copy of the description, never a script block
+            // of this session (Invoke-Quantization refuses script data sets anyway).
             if (DataSet is not null) _data = PipelineObjects.To<Core.Data.PtqDataSet>(DataSet).Clone();
             _folder = ResolveOutput(OutputFolder);
             if (File.Exists(_folder))
@@ -100,6 +100,14 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
     {
         var clock = Stopwatch.StartNew();
         var records = new QuantizedModelUpdate?[Sources.Count];
+        // SIGTERM (systemd stopping the unit, docker stop, kill) ends the process; first it stops the run as Ctrl+C
+        // does and waits (up to 30 s) until the running models are stopped and the log is written.
+        using var cleanedUp = new ManualResetEventSlim();
+        using var terminate = OnTerminate(() =>
+        {
+            StopProcessing();
+            cleanedUp.Wait(TimeSpan.FromSeconds(30));
+        });
         try
         {
             Run(records);
@@ -108,6 +116,7 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
         {
             StopAll();
             WriteLog(records, clock, stopped: true, report: false);
+            cleanedUp.Set();
             throw new PipelineStoppedException();
         }
         catch
@@ -118,6 +127,12 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
             throw;
         }
         WriteLog(records, clock, stopped: false, report: true);
+    }
+
+    static IDisposable? OnTerminate(Action handler)
+    {
+        try { return System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, _ => handler()); }
+        catch (Exception ex) when (ex is PlatformNotSupportedException or IOException) { return null; }
     }
 
     void WriteLog(QuantizedModelUpdate?[] records, Stopwatch clock, bool stopped, bool report)
