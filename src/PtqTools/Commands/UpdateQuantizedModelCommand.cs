@@ -102,7 +102,7 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
         var records = new QuantizedModelUpdate?[Sources.Count];
         // SIGTERM (systemd stopping the unit, docker stop, kill) ends the process; first it stops the run as Ctrl+C
         // does and waits (up to 30 s) until the running models are stopped and the log is written.
-        using var cleanedUp = new ManualResetEventSlim();
+        var cleanedUp = new ManualResetEventSlim();   // not disposed: a late signal handler may still wait on it
         using var terminate = OnTerminate(() =>
         {
             StopProcessing();
@@ -111,12 +111,12 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
         try
         {
             Run(records);
+            WriteLog(records, clock, stopped: false, report: true);
         }
         catch (Exception ex) when (ex is PipelineStoppedException or OperationCanceledException)
         {
             StopAll();
             WriteLog(records, clock, stopped: true, report: false);
-            cleanedUp.Set();
             throw new PipelineStoppedException();
         }
         catch
@@ -126,7 +126,10 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
             WriteLog(records, clock, stopped: false, report: false);
             throw;
         }
-        WriteLog(records, clock, stopped: false, report: true);
+        finally
+        {
+            cleanedUp.Set();
+        }
     }
 
     static IDisposable? OnTerminate(Action handler)
@@ -304,7 +307,8 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
                 ShowProgress();
             }
             if (_running.Count == 0) continue;
-            _messages.Take(Cancel)();
+            // A message, or every 250 ms a look at the running models (a completion is also a message).
+            if (_messages.TryTake(out var message, 250, Cancel)) message();
             foreach (var job in _running.Where(j => j.Handle!.IsCompleted && j.Shell!.InvocationStateInfo.State is not PSInvocationState.Running).ToList())
             {
                 _running.Remove(job);
@@ -375,7 +379,7 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
         if (job.Shell is null || !_running.Contains(job)) return;
         int id = 100 + job.Slot * 10 + record.ActivityId;
         job.Activities.Add(id);
-        WriteProgress(new ProgressRecord(id, $"{job.Name}: {record.Activity}", record.StatusDescription)
+        WriteProgress(new ProgressRecord(id, $"{job.Name}: {record.Activity}", string.IsNullOrEmpty(record.StatusDescription) ? "..." : record.StatusDescription)
         {
             ParentActivityId = BatchActivity,
             PercentComplete = record.PercentComplete,
