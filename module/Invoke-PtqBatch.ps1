@@ -15,7 +15,7 @@
     or log folder that cannot be used); 143 when SIGTERM ended it (the log then says Stopped).
     See Get-Help about_PtqTools_Batch.
 .EXAMPLE
-    pwsh -NoProfile -File /opt/microsoft/powershell/7/Modules/PtqTools/0.1.0/Invoke-PtqBatch.ps1 -Path /srv/models -OutputFolder /srv/int8
+    pwsh -NoProfile -File /usr/local/share/powershell/Modules/PtqTools/0.1.0/Invoke-PtqBatch.ps1 -Path /srv/models -OutputFolder /srv/int8
 #>
 [CmdletBinding(SupportsShouldProcess, ConfirmImpact = 'Medium', DefaultParameterSetName = 'Path')]
 param()

@@ -81,6 +81,14 @@ Describe 'Update-QuantizedModel' {
         ($now | Where-Object Name -EQ 'test_Conv2d_strided.int8.onnx').Hash | Should -Not -Be ($afterFirst | Where-Object Name -EQ 'test_Conv2d_strided.int8.onnx').Hash
     }
 
+    It '-Force quantizes current outputs again, and one at a time gives the bytes two at a time gave' {
+        $before = Get-Outputs
+        $forced = @(Update-QuantizedModel -Path $models -OutputFolder $out -Force -ThrottleLimit 1)
+        $forced.Status | Sort-Object -Unique | Should -Be 'Quantized'
+        $forced.Reason | Sort-Object -Unique | Should -Be 'Forced'
+        (Get-Outputs).Hash | Should -Be $before.Hash
+    }
+
     It '-WhatIf writes nothing: no output, no folder, no log' {
         $fresh = Join-Path $TestDrive 'whatif'
         $log = Join-Path $TestDrive 'whatif.json'
