@@ -8,6 +8,9 @@
     Copyright            = '(c) PtqTools developers. MIT licence.'
     Description          = 'Post-training quantization of ONNX models (int8 QDQ) from PowerShell: inspect, calibrate, quantize and evaluate.'
     PowerShellVersion    = '7.4'
+    # Update-Help reads <HelpInfoURI>/PtqTools_<GUID>_HelpInfo.xml; Get-Help -Online opens each cmdlet's HelpUri,
+    # its page of docs/en-US at ProjectUri (src/PtqTools/HelpLinks.cs).
+    HelpInfoURI          = 'https://github.com/ptqtools/PtqTools/releases/latest/download/'
     FormatsToProcess     = @('PtqTools.Format.ps1xml')
     TypesToProcess       = @('PtqTools.Types.ps1xml')
     CmdletsToExport      = @(
@@ -24,6 +27,8 @@
         'Measure-ModelPerformance'
         'Export-QuantizationReport'
         'Invoke-ModelInference'
+        'Get-PtqCache'
+        'Clear-PtqCache'
         'Update-QuantizedModel'
         'Get-QuantizationStatus'
     )
@@ -34,6 +39,7 @@
         PSData = @{
             Tags         = @('onnx', 'quantization', 'int8', 'ptq', 'machine-learning', 'onnxruntime', 'Linux', 'PSEdition_Core')
             LicenseUri   = 'https://opensource.org/licenses/MIT'
+            ProjectUri   = 'https://github.com/ptqtools/PtqTools'
             ReleaseNotes = 'See CHANGELOG.md; the packaged manifest carries the notes of its version.'
         }
     }

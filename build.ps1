@@ -59,8 +59,10 @@ function Invoke-Build {
     if (Test-Path $moduleDir) { Remove-Item $moduleDir -Recurse -Force }
     $null = New-Item -ItemType Directory -Path $moduleDir, (Join-Path $moduleDir 'en-US')
     Copy-Item (Join-Path $root 'PtqTools.psd1'), (Join-Path $root 'LICENSE') $moduleDir
-    # Format and type files, and the scheduler wrapper of Update-QuantizedModel (Invoke-PtqBatch.ps1).
-    Copy-Item (Join-Path $root 'module/*.ps1xml'), (Join-Path $root 'module/*.ps1') $moduleDir
+    Copy-Item (Join-Path $root 'module/*.ps1xml') $moduleDir
+    # Scripts shipped in the module folder: PtqTools.Remoting.ps1 (dot-sourced: fan-out over PowerShell remoting)
+    # and Invoke-PtqBatch.ps1 (run with pwsh -File: the scheduler wrapper of Update-QuantizedModel).
+    Copy-Item (Join-Path $root 'module/*.ps1') $moduleDir
     # The engine, its managed dependencies and the linux-x64 natives; pwsh brings its own PowerShell assemblies.
     Get-ChildItem $publish -File |
         Where-Object { $_.Extension -in '.dll', '.so' -and $_.Name -notlike 'System.Management.Automation*' -and $_.Name -notlike '*.Tests.dll' } |
@@ -96,11 +98,12 @@ function Get-TrxCounts([string] $Path) {
     [pscustomobject]@{ Passed = [int]$c.passed; Failed = [int]$c.failed + [int]$c.error + [int]$c.timeout + [int]$c.aborted }
 }
 
-# Debian packages the tests read (Fashion-MNIST, the ONNX conformance corpus) and chromium, which renders the HTML
-# report in a test: installed here when missing, so that the README's test command does its own set-up on a fresh
-# Debian machine. Where they cannot be installed (no apt, not root) the run goes on and says so.
+# Debian packages the tests read (Fashion-MNIST, the ONNX conformance corpus), chromium, which renders the HTML
+# report in a test, and openssh-server, whose sshd the remoting test starts twice on 127.0.0.1 as two hosts:
+# installed here when missing, so that the README's test command does its own set-up on a fresh Debian machine.
+# Where they cannot be installed (no apt, not root) the run goes on and says so.
 function Install-TestPackages {
-    $packages = 'dataset-fashion-mnist', 'libonnx-testdata', 'chromium'
+    $packages = 'dataset-fashion-mnist', 'libonnx-testdata', 'chromium', 'openssh-server'
     if (-not $IsLinux -or -not (Get-Command dpkg -ErrorAction SilentlyContinue)) { return }
     $missing = @($packages | Where-Object { & dpkg -s $_ *> $null; $LASTEXITCODE -ne 0 })
     if ($missing.Count -eq 0) { return }
@@ -112,9 +115,16 @@ function Install-TestPackages {
     }
     Write-Host "== Installing Debian packages: $($missing -join ', ')"
     $env:DEBIAN_FRONTEND = 'noninteractive'
-    & apt-get update -qq *> $null
-    & apt-get install -y -qq @missing *> $null
-    if ($LASTEXITCODE -ne 0) { Write-Warning "apt-get install $($missing -join ' ') failed (exit code $LASTEXITCODE)." }
+    # The tests start their own sshd (own ports, keys and config) and never use a system one: a policy-rc.d, where
+    # the machine has none, keeps openssh-server's postinst from starting the ssh service while it is installed.
+    $policy = '/usr/sbin/policy-rc.d'
+    $ownPolicy = -not (Test-Path $policy)
+    if ($ownPolicy) { Set-Content -Path $policy -Value "#!/bin/sh`nexit 101"; & chmod 755 $policy }
+    try {
+        & apt-get update -qq *> $null
+        & apt-get install -y -qq @missing *> $null
+        if ($LASTEXITCODE -ne 0) { Write-Warning "apt-get install $($missing -join ' ') failed (exit code $LASTEXITCODE)." }
+    } finally { if ($ownPolicy) { Remove-Item $policy -Force } }
 }
 
 function Invoke-Test {

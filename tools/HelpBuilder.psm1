@@ -816,7 +816,9 @@ function ConvertTo-AboutHelp {
     .SYNOPSIS
         Converts every about_*.md in a folder into about_*.help.txt (plain text about topics).
     .DESCRIPTION
-        Headings lose their # marks (the # title line is kept as is, lower-level headings are upper-cased),
+        The head is the conventional one (TOPIC, the topic name, SHORT DESCRIPTION and the short description on one
+        line, line 5, which Get-Help about_* shows as the synopsis). Below it, headings lose their # marks
+        (lower-level headings are upper-cased),
         paragraphs and list items are re-wrapped at 80 columns, inline markdown (code spans, bold, links) is
         reduced to text, and code blocks are indented by 4 spaces. Output is UTF-8 without BOM. Returns the
         written files.
@@ -837,8 +839,22 @@ function ConvertTo-AboutHelp {
     $files = Get-ChildItem -LiteralPath $source -Filter 'about_*.md' -File | Sort-Object -Property Name
     foreach ($f in $files) {
         $fm = Read-MdFrontMatter -Lines (Split-MdLine -LiteralPath $f.FullName)
-        $blocks = Get-MdBlock -Lines $fm.Body
-        $text = ((ConvertTo-AboutText -Blocks $blocks) -join "`n").TrimEnd() + "`n"
+        $blocks = [object[]](Get-MdBlock -Lines $fm.Body)
+        # The conventional head: Get-Help about_* takes line 5 of the file as the topic's synopsis, so the short
+        # description is that one line, whatever its length.
+        #   TOPIC / <4 spaces>about_X / blank / SHORT DESCRIPTION / <4 spaces>one line / blank / LONG DESCRIPTION ...
+        $head = [System.Collections.Generic.List[string]]::new()
+        $rest = $blocks
+        if ($blocks.Count -gt 0 -and $blocks[0].Kind -eq 'Heading' -and $blocks[0].Level -eq 1) {
+            $head.Add('TOPIC'); $head.Add('    ' + (Format-InlineText $blocks[0].Text).Trim()); $head.Add('')
+            $rest = @($blocks | Select-Object -Skip 1)
+            if ($rest.Count -ge 2 -and $rest[0].Kind -eq 'Heading' -and $rest[0].Text -match '^\s*SHORT DESCRIPTION\s*$' -and $rest[1].Kind -eq 'Para') {
+                $short = Format-InlineText ((@($rest[1].Lines) | ForEach-Object { $_.Trim() }) -join ' ')
+                $head.Add('SHORT DESCRIPTION'); $head.Add('    ' + $short.Trim()); $head.Add('')
+                $rest = @($rest | Select-Object -Skip 2)
+            }
+        }
+        $text = ((@($head) + @(ConvertTo-AboutText -Blocks $rest)) -join "`n").TrimEnd() + "`n"
         $out = [System.IO.Path]::Combine($target, $f.BaseName + '.help.txt')
         [System.IO.File]::WriteAllText($out, $text, $utf8)
         Get-Item -LiteralPath $out

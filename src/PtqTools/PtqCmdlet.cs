@@ -101,6 +101,11 @@ public abstract class PtqCmdlet : PSCmdlet
         return resolved;
     }
 
+    /// <summary>A file this cmdlet wrote, as Get-Item returns it: the FileInfo with PSPath, PSParentPath,
+    /// PSChildName, PSDrive and PSProvider, shown in the FileSystem view.</summary>
+    protected PSObject FileItem(string path) =>
+        SessionState.InvokeProvider.Item.Get(new[] { path }, force: true, literalPath: true).First();
+
     static void RequireFileSystem(ProviderInfo provider, string path)
     {
         if (provider.Name != "FileSystem")
@@ -155,17 +160,18 @@ internal static class PipelineObjects
             if (value is PSObject pso) value = pso.BaseObject;
             try
             {
-                if (prop.PropertyType == typeof(float[][]) && value is IEnumerable rows and not string)
-                    value = rows.Cast<object>().Select(r => LanguagePrimitives.ConvertTo<float[]>(r)).ToArray();
+                if (prop.PropertyType.IsGenericType && prop.PropertyType.GetGenericTypeDefinition() == typeof(PtqTools.Core.Model.ValueList<>))
+                    value = ToValueList(value, prop.PropertyType);
                 prop.SetValue(result, LanguagePrimitives.ConvertTo(value, prop.PropertyType));
             }
-            catch (PSInvalidCastException) when (prop.PropertyType == typeof(PtqTools.Core.Model.MethodRange[]))
+            catch (PSInvalidCastException) when (prop.PropertyType == typeof(PtqTools.Core.Model.ValueList<PtqTools.Core.Model.MethodRange>))
             {
                 // Deserialized per-method ranges: derived data that Merge-ActivationRange recomputes from the histogram.
             }
-            catch (PSInvalidCastException) when (value is string && prop.PropertyType.IsArray)
+            catch (PSInvalidCastException) when (value is string && (prop.PropertyType.IsArray || prop.PropertyType.IsGenericType))
             {
-                // Export-Csv flattens arrays to their type name ("System.Int64[]"): that property is lost, not wrong.
+                // A list Export-Csv flattened to text that cannot be read back item by item (objects; or an older
+                // file's "System.Int64[]"): that property is lost, not wrong.
             }
             catch (PSInvalidCastException ex)
             {
@@ -174,5 +180,35 @@ internal static class PipelineObjects
             }
         }
         return result;
+    }
+
+    /// <summary>A list property from a live or deserialized collection, or from the text Export-Csv wrote for it
+    /// (numbers joined with ", ", names with "; ").</summary>
+    static object ToValueList(object value, Type listType)
+    {
+        var itemType = listType.GetGenericArguments()[0];
+        IEnumerable items;
+        if (value is string text)
+        {
+            if (itemType == typeof(string)) items = text.Length == 0 ? Array.Empty<string>() : text.Split("; ");
+            else if (itemType.IsPrimitive) items = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            else throw new PSInvalidCastException($"A list of {itemType.Name} cannot be read from text.");
+        }
+        else items = value as IEnumerable is { } e and not string ? e : new[] { value };
+        var list = (IList)Activator.CreateInstance(listType)!;
+        foreach (var item in items)
+        {
+            var raw = item is PSObject p ? p.BaseObject : item;
+            if (item is PSObject bag && raw is PSCustomObject && !itemType.IsPrimitive && itemType != typeof(string) && itemType != typeof(float[]))
+            {
+                // A deserialized object (remoting, Import-Clixml): its properties, read into the live type.
+                list.Add(typeof(PipelineObjects).GetMethod(nameof(To))!.MakeGenericMethod(itemType).Invoke(null, new object[] { bag }));
+                continue;
+            }
+            list.Add(itemType == typeof(float[]) && raw is IEnumerable row and not string
+                ? row.Cast<object>().Select(x => LanguagePrimitives.ConvertTo<float>(x)).ToArray()
+                : LanguagePrimitives.ConvertTo(raw, itemType, System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return list;
     }
 }

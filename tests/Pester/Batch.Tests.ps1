@@ -48,7 +48,7 @@ Describe 'Update-QuantizedModel' {
             $r.OutputPath | Should -Be (Join-Path $out ([IO.Path]::GetFileNameWithoutExtension($r.SourcePath) + '.int8.onnx'))
             (Get-OnnxModel -LiteralPath $r.OutputPath).QuantizedFrom | Should -Be (Get-OnnxModel -LiteralPath $r.SourcePath).Sha256
             $r.SizeRatio | Should -BeGreaterThan 0
-            $r.Result.OutputSha256 | Should -Be $r.OutputSha256
+            $r.OutputSha256 | Should -Be (Get-OnnxModel -LiteralPath $r.OutputPath).Sha256
         }
         $log = Get-Content -Raw $log1 | ConvertFrom-Json
         $log.Summary.Models | Should -Be 3

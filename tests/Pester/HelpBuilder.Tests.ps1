@@ -420,10 +420,9 @@ Describe 'ConvertTo-AboutHelp' {
     }
 
     It 'turns headings into plain upper-case headings' {
-        $aboutLines[0] | Should -Be 'about_Fake'
+        $aboutLines[0..5] | Should -Be @('TOPIC', '    about_Fake', '', 'SHORT DESCRIPTION', '    Describes the Fake module.', '')
         $aboutLines | Should -Contain 'SHORT DESCRIPTION'
         $aboutLines | Should -Contain 'LONG DESCRIPTION'
-        $aboutLines | Should -Contain 'Describes the Fake module.'
         ($aboutLines -match '^#') | Should -BeNullOrEmpty
     }
 

@@ -59,7 +59,7 @@ foreach ($model in $Path) {
     $kernels = @($events | Where-Object { $_.cat -eq 'Node' -and $_.name -like '*_kernel_time' -and $_.ts -ge $start })
     $runTotal = ($timed | Measure-Object dur -Sum).Sum / $Runs
     $counts = @{}
-    foreach ($entry in (Get-OnnxModel $optimized).OpTypes) { $op, $count = $entry -split ':'; $counts[$op] = [int]$count }
+    foreach ($entry in (Get-OnnxModel $optimized).OpTypes) { $counts[$entry.OpType] = $entry.Count }
     $kernels | Group-Object { $_.args.op_name } | ForEach-Object {
         $us = ($_.Group | Measure-Object dur -Sum).Sum / $Runs
         [pscustomobject]@{

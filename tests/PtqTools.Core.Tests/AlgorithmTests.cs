@@ -181,7 +181,7 @@ public sealed class SmoothQuantTests
         {
             var path = dir.File(name + ".onnx");
             var result = Quantizer.RunWithoutCalibration(prepared, null, o, path, default, null, calib, 2);
-            if (o.SmoothQuantAlpha == 0.5f) Assert.Equal(36, result.Decisions.Count(d => d.Contains("SmoothQuant alpha 0.5", StringComparison.Ordinal)));
+            if (o.SmoothQuantAlpha == 0.5f) Assert.Equal(36, result.Decisions.Count(d => d.Reason.Contains("SmoothQuant alpha 0.5", StringComparison.Ordinal)));
             using var q = MiniLm.Session(path);
             double worst = 1;
             foreach (var ids in inputs) worst = Math.Min(worst, Check.Cosine(MiniLm.Run(fp32, ids), MiniLm.Run(q, ids)));

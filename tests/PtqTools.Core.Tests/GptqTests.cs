@@ -144,7 +144,7 @@ public sealed class GptqTests
             if (method == WeightMethod.Gptq)
             {
                 Assert.Contains(",gptq;", result.Options);
-                Assert.Contains(result.Decisions, d => d.Contains("(GPTQ, MatMulNBits)", StringComparison.Ordinal));
+                Assert.Contains(result.Decisions, d => d.Reason.Contains("(GPTQ, MatMulNBits)", StringComparison.Ordinal));
                 Assert.Equal(16, progress.Last().Done);
             }
             var q = OnnxModelIO.Load(dir.File(name));

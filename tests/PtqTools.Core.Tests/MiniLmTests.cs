@@ -56,7 +56,7 @@ public class MiniLmTests(ITestOutputHelper output)
         File.WriteAllLines(evalFile, sentences.Skip(100));   // 500 sentences never seen by calibration
 
         var summary = ModelInspector.Summarize(MiniLm.ModelPath);
-        Assert.Contains(summary.Inputs, i => i.StartsWith("input_ids: int64", StringComparison.Ordinal));
+        Assert.Contains(summary.Inputs, i => i.Name == "input_ids" && i.ElementType == "int64");
         var prepared = ModelPreparer.Prepare(MiniLm.ModelPath);
         var matmulLayers = ModelInspector.Layers(prepared).Where(l => l.OpType is "MatMul" or "Gemm" && l.Quantizable && l.WeightName is not null).ToList();
         Assert.Equal(37, matmulLayers.Count);   // MatMuls with a weight: 6 per block (Q, K, V, attention out, FFN up, FFN down) and one more

@@ -187,8 +187,8 @@ public class QuantizerTests : IClassFixture<SyntheticModelFixture>
         }
         // Symmetric, each channel's largest weight at the end of the range, unless the default target (Portable)
         // narrowed the channel so that no u8 x s8 pair can saturate (never below the 7-bit range).
-        var pairs = _f.Result.Decisions.Single(d => d.StartsWith(layer + " (", StringComparison.Ordinal));
-        if (pairs.Contains("rescaled", StringComparison.Ordinal)) Assert.All(peak, p => Assert.InRange(p, 62f, 127f));
+        var pairs = _f.Result.Decisions.Single(d => d.Layer == layer);
+        if (pairs.Reason.Contains("rescaled", StringComparison.Ordinal)) Assert.All(peak, p => Assert.InRange(p, 62f, 127f));
         else Assert.All(peak, p => Assert.Equal(127f, p));
         Assert.Empty(WeightPairs.AtRiskLayers(_f.Quantized));
         Assert.True(wScales.Distinct().Count() > 1, "per-channel scales should differ between channels");
@@ -263,7 +263,7 @@ public class QuantizerTests : IClassFixture<SyntheticModelFixture>
         // Only the weight and bias of conv1 are dequantized constants.
         var constantDqs = g.Model.Graph.Node.Where(n => n.OpType == "DequantizeLinear" && g.View.IsInitializer(n.Input[0])).ToList();
         Assert.Equal(2, constantDqs.Count);
-        Assert.Contains(result.Decisions, d => d.StartsWith("conv2 (Conv): not in the pipeline", StringComparison.Ordinal));
+        Assert.Contains(result.Decisions, d => d.Layer == "conv2" && d.Reason.StartsWith("not in the pipeline", StringComparison.Ordinal));
 
         var report = ModelComparer.Compare(_f.FloatPath, path, _f.Evaluation, 1, 0, null, null, CancellationToken.None);
         _out.WriteLine($"conv1 only: cosine {report.Cosine} (min {report.Outputs[0].MinCosine}), SQNR {report.SqnrDb} dB");

@@ -121,10 +121,10 @@ public class ResNet18Tests : IClassFixture<ResNet18Fixture>
         Assert.Empty(_f.Result.OverflowLayers);
         // Full-range weights would put pairs at risk in most layers; the fix touched some channels, not whole layers.
         Assert.NotEmpty(_f.Result.PairSafeLayers);
-        Assert.Contains(_f.Result.Decisions, d => d.Contains("output channels rescaled so that no u8 x s8 pair sum can leave int16"));
-        Assert.Contains(_f.Result.Decisions, d => d.Contains("no u8 x s8 pair sum can leave int16"));
+        Assert.Contains(_f.Result.Decisions, d => d.Reason.Contains("output channels rescaled so that no u8 x s8 pair sum can leave int16"));
+        Assert.Contains(_f.Result.Decisions, d => d.Reason.Contains("no u8 x s8 pair sum can leave int16"));
         _out.WriteLine($"pair-safe layers: {_f.Result.PairSafeLayers.Length} of {_f.Result.QuantizedLayerCount}");
-        foreach (var d in _f.Result.Decisions.Where(d => d.Contains("rescaled"))) _out.WriteLine(d);
+        foreach (var d in _f.Result.Decisions.Where(d => d.Reason.Contains("rescaled"))) _out.WriteLine(d.ToString());
     }
 
     [Fact]

@@ -91,10 +91,10 @@ public sealed class TensorObserver
     public void Merge(TensorStatistics t)
     {
         if (t.ElementCount == 0) { _samples += t.SampleCount; return; }
-        if (t.Histogram.LongLength == 0 || t.Histogram.Sum() != t.ElementCount)
+        if (t.Histogram.Count == 0 || t.Histogram.Sum() != t.ElementCount)
             throw new PtqException("HistogramInvalid", PtqErrorKind.InvalidData,
                 $"The statistics of tensor '{t.Tensor}' have a histogram of {t.Histogram.Sum()} values for {t.ElementCount} elements: they cannot be merged (were they made by an older PtqTools?).", t.Tensor);
-        _histogram.Merge(StreamingHistogram.FromSnapshot(t.HistogramExponent, t.HistogramStart, t.Histogram));
+        _histogram.Merge(StreamingHistogram.FromSnapshot(t.HistogramExponent, t.HistogramStart, t.Histogram.ToArray()));
         _min = Math.Min(_min, t.Min);
         _max = Math.Max(_max, t.Max);
         _sum += t.Sum; _sumSquares += t.SumSquares; _count += t.ElementCount; _samples += t.SampleCount;

@@ -152,7 +152,7 @@ public static class DataSetReader
         foreach (var v in data)
             if (!float.IsFinite(v))
                 throw new PtqException("SampleNotFinite", PtqErrorKind.InvalidData, $"Sample '{id}' holds NaN or infinity.", id);
-        return new Sample(index, id, data, ds.SampleShape, -1);
+        return new Sample(index, id, data, ds.SampleShape.ToArray(), -1);
     }
 
     static void CheckCommon(PtqDataSet ds)
@@ -252,7 +252,7 @@ public sealed class SampleReader : IDisposable
                 {
                     cancel.ThrowIfCancellationRequested();
                     var path = _ds.Paths[i];
-                    int label = _ds.HasLabels ? Array.IndexOf(_ds.Classes, Path.GetFileName(Path.GetDirectoryName(path))) : -1;
+                    int label = _ds.HasLabels ? _ds.Classes.IndexOf(Path.GetFileName(Path.GetDirectoryName(path)) ?? "") : -1;
                     using var bitmap = Decode(path);
                     yield return Finish(i, path, FromBitmap(bitmap), label);
                 }
@@ -307,7 +307,7 @@ public sealed class SampleReader : IDisposable
                 foreach (int i in indices)
                 {
                     cancel.ThrowIfCancellationRequested();
-                    yield return Finish(i, $"array[{i}]", ((float[])_ds.Data![i].Clone(), _ds.SampleShape), _ds.Labels?[i] ?? -1, raw: true);
+                    yield return Finish(i, $"array[{i}]", ((float[])_ds.Data![i].Clone(), _ds.SampleShape.ToArray()), _ds.Labels?[i] ?? -1, raw: true);
                 }
                 break;
             default:

@@ -10,13 +10,13 @@ public sealed class PtqDataSet
     /// of input_K.pb files, or one .pb file) or Script (samples yielded by a PowerShell script block).</summary>
     public string Kind { get; set; } = "";
     public string Name { get; set; } = "";
-    public string[] Paths { get; set; } = Array.Empty<string>();
+    public Model.ValueList<string> Paths { get; set; } = new();
     public string? LabelPath { get; set; }
     /// <summary>Class names of an image folder with one sub-folder per class.</summary>
-    public string[] Classes { get; set; } = Array.Empty<string>();
+    public Model.ValueList<string> Classes { get; set; } = new();
     public int Count { get; set; }
     /// <summary>Shape of one sample as the model receives it (without the batch dimension).</summary>
-    public int[] SampleShape { get; set; } = Array.Empty<int>();
+    public Model.ValueList<int> SampleShape { get; set; } = new();
     public bool HasLabels { get; set; }
     /// <summary>Number of classes the labels name (0 without labels): an output of this many values per sample
     /// is read as class scores.</summary>
@@ -27,8 +27,8 @@ public sealed class PtqDataSet
     public string Layout { get; set; } = "NCHW";
     public string ChannelOrder { get; set; } = "RGB";
     public float Scale { get; set; } = 1f / 255f;
-    public float[] Mean { get; set; } = Array.Empty<float>();
-    public float[] Std { get; set; } = Array.Empty<float>();
+    public Model.ValueList<float> Mean { get; set; } = new();
+    public Model.ValueList<float> Std { get; set; } = new();
     /// <summary>An ONNX model applied to each prepared sample (the way a model's own preprocessing graph is shipped).</summary>
     public string? PreprocessModel { get; set; }
     /// <summary>The WordPiece vocabulary of a Text data set (one token a line).</summary>
@@ -36,8 +36,8 @@ public sealed class PtqDataSet
     /// <summary>Tokens per sentence of a Text data set, [CLS] and [SEP] included; longer sentences are truncated.</summary>
     public int MaxSequenceLength { get; set; }
     /// <summary>Samples given from PowerShell (Kind Array), each flat in row-major order.</summary>
-    public float[][]? Data { get; set; }
-    public int[]? Labels { get; set; }
+    public Model.ValueList<float[]>? Data { get; set; }
+    public Model.ValueList<int>? Labels { get; set; }
     /// <summary>Samples in the source before Skip and Count apply (0 for a script, which is not counted up front).</summary>
     public int SourceCount { get; set; }
     /// <summary>Read the samples in a random order fixed by <see cref="Seed"/>: a permutation of the samples after

@@ -17,9 +17,11 @@ public sealed class InferenceResult
     public string Engine { get; set; } = "";
     public int Index { get; set; }
     public string SampleId { get; set; } = "";
-    public int Label { get; set; } = -1;
-    public string[] OutputNames { get; set; } = Array.Empty<string>();
-    public float[][] Outputs { get; set; } = Array.Empty<float[]>();
+    /// <summary>The sample's class label; null where the data set has none.</summary>
+    public int? Label { get; set; }
+    public Model.ValueList<string> OutputNames { get; set; } = new();
+    /// <summary>Each output's values, flat in row-major order.</summary>
+    public Model.ValueList<float[]> Outputs { get; set; } = new();
     /// <summary>Index of the largest value of the first output.</summary>
     public int Top { get; set; }
     public double Milliseconds { get; set; }
@@ -91,7 +93,7 @@ public static class ModelInference
                 progress?.Report(new RunProgress(n, data.Count, n / Math.Max(1e-9, clock.Elapsed.TotalSeconds), sample.Id));
                 yield return new InferenceResult
                 {
-                    ModelPath = modelPath, Engine = engine.ToString(), Index = sample.Index, SampleId = sample.Id, Label = sample.Label,
+                    ModelPath = modelPath, Engine = engine.ToString(), Index = sample.Index, SampleId = sample.Id, Label = sample.Label >= 0 ? sample.Label : null,
                     OutputNames = names, Outputs = outputs, Top = ArgMax(outputs.Length > 0 ? outputs[0] : Array.Empty<float>()),
                     Milliseconds = one.Elapsed.TotalMilliseconds,
                     KernelPath = own is null ? "" : KernelDispatch.Clamp(KernelDispatch.Current).ToString(),

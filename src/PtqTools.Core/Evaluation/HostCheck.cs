@@ -16,8 +16,10 @@ public sealed class HostCheck
     /// <summary>The largest difference, in steps of the output's quantization scale (outputs that have one).</summary>
     public double MaxSteps { get; set; }
     /// <summary>The layers whose integer result this host's kernels change (found by emulating the host's class).</summary>
-    public string[] Layers { get; set; } = Array.Empty<string>();
+    public Model.ValueList<string> Layers { get; set; } = new();
     public string Summary { get; set; } = "";
+
+    public override string ToString() => Summary.Length > 0 ? Summary : Status;
 
     /// <summary>At most five names, then how many more.</summary>
     public static string ListNames(IReadOnlyList<string> names) =>

@@ -8,12 +8,15 @@ public sealed class ModelSummary
     public string Sha256 { get; set; } = "";
     public long IrVersion { get; set; }
     public int Opset { get; set; }
-    public string[] OpsetImports { get; set; } = Array.Empty<string>();
+    /// <summary>The operator sets the model imports: domain ("ai.onnx" for the default one) and version.</summary>
+    public ValueList<OpsetImport> OpsetImports { get; set; } = new();
     public string Producer { get; set; } = "";
-    public string[] Inputs { get; set; } = Array.Empty<string>();
-    public string[] Outputs { get; set; } = Array.Empty<string>();
+    /// <summary>The graph's inputs (initializers excepted) and outputs: name, element type and shape.</summary>
+    public ValueList<TensorInfo> Inputs { get; set; } = new();
+    public ValueList<TensorInfo> Outputs { get; set; } = new();
     public int NodeCount { get; set; }
-    public string[] OpTypes { get; set; } = Array.Empty<string>();
+    /// <summary>How many nodes of each operator type (subgraphs included), most frequent first.</summary>
+    public ValueList<OpTypeCount> OpTypes { get; set; } = new();
     public long ParameterCount { get; set; }
     public long SizeBytes { get; set; }
     /// <summary>Set on models this tool wrote: the source's SHA-256 and the options used.</summary>
@@ -34,10 +37,10 @@ public sealed class ModelLayer
     public string Domain { get; set; } = "";
     /// <summary>Path of the subgraph holding the layer; empty for the main graph.</summary>
     public string Scope { get; set; } = "";
-    public string[] Inputs { get; set; } = Array.Empty<string>();
-    public string[] Outputs { get; set; } = Array.Empty<string>();
+    public ValueList<string> Inputs { get; set; } = new();
+    public ValueList<string> Outputs { get; set; } = new();
     public string? WeightName { get; set; }
-    public long[] WeightShape { get; set; } = Array.Empty<long>();
+    public ValueList<long> WeightShape { get; set; } = new();
     public long ParameterCount { get; set; }
     public bool Quantizable { get; set; }
     public string Reason { get; set; } = "";
@@ -60,9 +63,10 @@ public sealed class QuantizationResult
     /// <summary>Layers folded into a quantized neighbour (a Relu into its producer's range).</summary>
     public int FoldedLayerCount { get; set; }
     public int FloatLayerCount { get; set; }
-    public string[] QuantizedLayers { get; set; } = Array.Empty<string>();
-    /// <summary>Every layer's decision as "name (OpType): reason".</summary>
-    public string[] Decisions { get; set; } = Array.Empty<string>();
+    public ValueList<string> QuantizedLayers { get; set; } = new();
+    /// <summary>Every layer's decision: layer, operator type, quantized or not, and why (its text is
+    /// "name (OpType): reason").</summary>
+    public ValueList<QuantizationDecision> Decisions { get; set; } = new();
     /// <summary>The CPU class the model is written for (Portable, or a class; Host is resolved), and the class of
     /// the machine that wrote it.</summary>
     public string Target { get; set; } = "Portable";
@@ -70,8 +74,8 @@ public sealed class QuantizationResult
     /// <summary>The fix applied where u8 x s8 pair sums could leave int16 on the target ("" where the target's
     /// kernels are exact), the layers it changed, and the layers in which such a sum can still leave int16.</summary>
     public string OverflowFix { get; set; } = "";
-    public string[] PairSafeLayers { get; set; } = Array.Empty<string>();
-    public string[] OverflowLayers { get; set; } = Array.Empty<string>();
+    public ValueList<string> PairSafeLayers { get; set; } = new();
+    public ValueList<string> OverflowLayers { get; set; } = new();
     /// <summary>The check after writing : the written model run by this host's
     /// ONNX Runtime against the exact integer result on a few calibration samples.</summary>
     public Evaluation.HostCheck? HostCheck { get; set; }
@@ -80,10 +84,10 @@ public sealed class QuantizationResult
     public double? MaxAccuracyDrop { get; set; }
     public Evaluation.PairedDifference? AccuracyDrop { get; set; }
     public bool? GoalMet { get; set; }
-    public string[] KeptInFloat { get; set; } = Array.Empty<string>();
+    public ValueList<string> KeptInFloat { get; set; } = new();
     public int CandidatesTried { get; set; }
     /// <summary>Every model the search measured, in order: layers kept in float, drop, whether it meets the goal.</summary>
-    public Evaluation.SearchCandidate[] Candidates { get; set; } = Array.Empty<Evaluation.SearchCandidate>();
+    public ValueList<Evaluation.SearchCandidate> Candidates { get; set; } = new();
     /// <summary>Wall time of the search, and the budget it was given.</summary>
     public double SearchSeconds { get; set; }
     public double TimeBudgetSeconds { get; set; }
@@ -103,6 +107,8 @@ public sealed class OutputComparison
     public double Mse { get; set; }
     /// <summary>Share of samples whose arg-max agrees; set when the output holds class scores.</summary>
     public double? Top1Agreement { get; set; }
+
+    public override string ToString() => FormattableString.Invariant($"{Output}: cosine {Cosine:0.####}, SQNR {SqnrDb:0.##} dB");
 }
 
 /// <summary>The float and the quantized model on the same evaluation data (Test-QuantizedModel).</summary>
@@ -120,7 +126,7 @@ public sealed class AccuracyReport
     public double SqnrDb { get; set; }
     public double MaxAbsError { get; set; }
     public double? Top1Agreement { get; set; }
-    public OutputComparison[] Outputs { get; set; } = Array.Empty<OutputComparison>();
+    public ValueList<OutputComparison> Outputs { get; set; } = new();
     public double? FloatAccuracy { get; set; }
     public double? QuantizedAccuracy { get; set; }
     /// <summary>Share of labelled samples whose label is among the 5 highest scores (class scores, more than 5 classes).</summary>
@@ -201,4 +207,95 @@ public sealed class ModelPerformance
     public long SizeBytes { get; set; }
     /// <summary>What was fed: a data set sample, or seeded random values.</summary>
     public string Input { get; set; } = "";
+}
+
+/// <summary>A graph input or output: its name, element type and shape (a dimension is a number, a symbolic name, or
+/// "?" when unknown; Shape is empty when the rank is unknown or the value is a scalar, see <see cref="RankKnown"/>).</summary>
+public sealed class TensorInfo
+{
+    public string Name { get; set; } = "";
+    public string ElementType { get; set; } = "";
+    public ValueList<string> Shape { get; set; } = new();
+    public bool RankKnown { get; set; } = true;
+
+    /// <summary>"name: float32[1,3,224,224]" (the text Get-OnnxModel showed before these were objects).</summary>
+    public override string ToString() => $"{Name}: {ElementType}" + (RankKnown ? "[" + string.Join(",", Shape) + "]" : "?");
+}
+
+/// <summary>An operator set a model imports.</summary>
+public sealed class OpsetImport
+{
+    /// <summary>"ai.onnx" for the default domain.</summary>
+    public string Domain { get; set; } = "";
+    public long Version { get; set; }
+
+    public override string ToString() => $"{Domain}:{Version}";
+}
+
+/// <summary>How many nodes of one operator type a model has.</summary>
+public sealed class OpTypeCount
+{
+    public string OpType { get; set; } = "";
+    public int Count { get; set; }
+
+    public override string ToString() => $"{OpType}:{Count}";
+}
+
+/// <summary>What Invoke-Quantization decided for one layer.</summary>
+public sealed class QuantizationDecision
+{
+    public string Layer { get; set; } = "";
+    public string OpType { get; set; } = "";
+    public bool Quantized { get; set; }
+    /// <summary>Folded into a quantized producer's range (a Relu): it runs in int8 without being quantized itself.</summary>
+    public bool Folded { get; set; }
+    public string Reason { get; set; } = "";
+
+    /// <summary>"name (OpType): reason".</summary>
+    public override string ToString() => $"{Layer} ({OpType}): {Reason}";
+}
+
+/// <summary>One entry of the prepared-model cache (Get-PtqCache).</summary>
+public sealed class PtqCacheEntry
+{
+    /// <summary>SHA-256 of the source model the entry was prepared from.</summary>
+    public string Sha256 { get; set; } = "";
+    /// <summary>The preparation version that wrote it; entries of another version are never read again (Stale).</summary>
+    public string Version { get; set; } = "";
+    /// <summary>Ready (reused by the next preparation of that model), Stale (an older version's), InUse (a live process
+    /// is writing it) or Partial (left by a preparation that did not finish).</summary>
+    public string Status { get; set; } = "";
+    /// <summary>The entry's model file (for a partial entry, its first file).</summary>
+    public string Path { get; set; } = "";
+    public string Folder { get; set; } = "";
+    /// <summary>Every file of the entry: the model, its side data, files being written.</summary>
+    public ValueList<string> Files { get; set; } = new();
+    public long SizeBytes { get; set; }
+    public DateTime LastWriteTime { get; set; }
+    /// <summary>The last time a preparation used the entry (its files' last access, or write when later).</summary>
+    public DateTime LastUseTime { get; set; }
+    /// <summary>The live processes writing files of the entry.</summary>
+    public ValueList<int> WriterProcessIds { get; set; } = new();
+}
+
+/// <summary>The prepared-model cache as a whole (Get-PtqCache -Summary).</summary>
+public sealed class PtqCacheSummary
+{
+    public string Folder { get; set; } = "";
+    public int EntryCount { get; set; }
+    public long SizeBytes { get; set; }
+    /// <summary>Entries no preparation reads again (Stale, Partial) and their size.</summary>
+    public int UnusableCount { get; set; }
+    public long UnusableBytes { get; set; }
+    public DateTime? OldestUse { get; set; }
+
+    public static PtqCacheSummary Of(string folder, IReadOnlyCollection<PtqCacheEntry> entries) => new()
+    {
+        Folder = folder,
+        EntryCount = entries.Count,
+        SizeBytes = entries.Sum(e => e.SizeBytes),
+        UnusableCount = entries.Count(e => e.Status is "Stale" or "Partial"),
+        UnusableBytes = entries.Where(e => e.Status is "Stale" or "Partial").Sum(e => e.SizeBytes),
+        OldestUse = entries.Count > 0 ? entries.Min(e => e.LastUseTime) : null,
+    };
 }

@@ -7,7 +7,7 @@ public sealed class TensorStatistics
     public string ModelSha256 { get; set; } = "";
     public string Tensor { get; set; } = "";
     /// <summary>The selected layers that need this tensor's range.</summary>
-    public string[] Layers { get; set; } = Array.Empty<string>();
+    public ValueList<string> Layers { get; set; } = new();
     public string Method { get; set; } = "MinMax";
     public float Min { get; set; }
     public float Max { get; set; }
@@ -26,7 +26,7 @@ public sealed class TensorStatistics
     /// <summary>For the Auto method: the method whose range it took.</summary>
     public string SelectedMethod { get; set; } = "";
     /// <summary>The range every method gives, and its simulated quantization error (mean squared, on the histogram).</summary>
-    public MethodRange[] Ranges { get; set; } = Array.Empty<MethodRange>();
+    public ValueList<MethodRange> Ranges { get; set; } = new();
     /// <summary>Sums over the samples (for merging shards): values, squares, and each sample's minimum and maximum.</summary>
     public double Sum { get; set; }
     public double SumSquares { get; set; }
@@ -35,7 +35,7 @@ public sealed class TensorStatistics
     /// <summary>Histogram: bin k covers [k, k+1) x 2^HistogramExponent; Histogram[i] counts bin HistogramStart + i.</summary>
     public int HistogramExponent { get; set; }
     public long HistogramStart { get; set; }
-    public long[] Histogram { get; set; } = Array.Empty<long>();
+    public ValueList<long> Histogram { get; set; } = new();
     public double HistogramBinWidth => Math.ScaleB(1.0, HistogramExponent);
 }
 

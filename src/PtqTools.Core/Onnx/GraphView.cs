@@ -86,6 +86,21 @@ public sealed class GraphView
             d.DimParam.Length > 0 ? d.DimParam : "?")) + "]";
     }
 
+    /// <summary>A graph input or output as an object: name, element type, shape.</summary>
+    public static Model.TensorInfo Info(ValueInfoProto vi)
+    {
+        var shape = vi.Type?.TensorType?.Shape;
+        return new Model.TensorInfo
+        {
+            Name = vi.Name,
+            ElementType = OnnxDataTypes.Name(vi.Type?.TensorType?.ElemType ?? 0),
+            RankKnown = shape is not null,
+            Shape = new(shape?.Dim.Select(d =>
+                d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue.ToString(System.Globalization.CultureInfo.InvariantCulture) :
+                d.DimParam.Length > 0 ? d.DimParam : "?") ?? Enumerable.Empty<string>()),
+        };
+    }
+
     public static string Describe(ValueInfoProto vi) =>
         $"{vi.Name}: {OnnxDataTypes.Name(vi.Type?.TensorType?.ElemType ?? 0)}{ShapeText(vi)}";
 

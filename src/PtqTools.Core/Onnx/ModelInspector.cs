@@ -21,13 +21,13 @@ public static class ModelInspector
             Sha256 = OnnxModelIO.Sha256(path, bytes),
             IrVersion = model.IrVersion,
             Opset = OpsetUpgrader.DefaultOpset(model),
-            OpsetImports = model.OpsetImport.Select(o => $"{(o.Domain.Length == 0 ? "ai.onnx" : o.Domain)}:{o.Version}").ToArray(),
+            OpsetImports = new(model.OpsetImport.Select(o => new OpsetImport { Domain = o.Domain.Length == 0 ? "ai.onnx" : o.Domain, Version = o.Version })),
             Producer = $"{model.ProducerName} {model.ProducerVersion}".Trim(),
-            Inputs = g.Input.Where(i => !inits.Contains(i.Name)).Select(GraphView.Describe).ToArray(),
-            Outputs = g.Output.Select(GraphView.Describe).ToArray(),
+            Inputs = new(g.Input.Where(i => !inits.Contains(i.Name)).Select(GraphView.Info)),
+            Outputs = new(g.Output.Select(GraphView.Info)),
             NodeCount = OpsetUpgrader.AllNodes(g).Count(),
-            OpTypes = OpsetUpgrader.AllNodes(g).GroupBy(n => n.OpType).OrderByDescending(x => x.Count()).ThenBy(x => x.Key, StringComparer.Ordinal)
-                .Select(x => $"{x.Key}:{x.Count()}").ToArray(),
+            OpTypes = new(OpsetUpgrader.AllNodes(g).GroupBy(n => n.OpType).OrderByDescending(x => x.Count()).ThenBy(x => x.Key, StringComparer.Ordinal)
+                .Select(x => new OpTypeCount { OpType = x.Key, Count = x.Count() })),
             ParameterCount = g.Initializer.Sum(t => Math.Max(0, TensorData.ElementCount(t.Dims))),
             SizeBytes = OnnxModelIO.SizeOnDisk(path, bytes),
             QuantizedFrom = meta.GetValueOrDefault("ptq.source_sha256"),

@@ -19,16 +19,20 @@ public sealed record PreparedModel(string SourcePath, string SourceSha256, strin
 public static class ModelPreparer
 {
     /// <summary>Bump when preparation changes, so old cache entries are not reused.</summary>
-    const string CacheVersion = "p6";
+    internal const string CacheVersion = "p6";
 
     public static string CacheFolder
     {
         get
         {
+            // PTQTOOLS_CACHE, else XDG_CACHE_HOME, else ~/.cache on Linux and the local application data folder
+            // elsewhere (%LOCALAPPDATA% on Windows, ~/Library/Application Support on macOS).
             var env = Environment.GetEnvironmentVariable("PTQTOOLS_CACHE");
-            if (!string.IsNullOrEmpty(env)) return env;
+            if (!string.IsNullOrEmpty(env)) return Path.GetFullPath(env);
             var xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
-            var root = string.IsNullOrEmpty(xdg) ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache") : xdg;
+            var root = !string.IsNullOrEmpty(xdg) ? xdg
+                : OperatingSystem.IsLinux() ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache")
+                : Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData, Environment.SpecialFolderOption.DoNotVerify);
             return Path.Combine(root, "PtqTools", "prepared");
         }
     }
@@ -43,6 +47,7 @@ public static class ModelPreparer
             try
             {
                 var model = OnnxModelIO.Parse(File.ReadAllBytes(cached), cached, validate: false);
+                PreparedModelCache.Touch(cached);
                 return new PreparedModel(sourcePath, sha, cached, model, false);
             }
             catch (PtqException)

@@ -1,6 +1,4 @@
 using System.Text.Json;
-using System.Text.Json.Serialization;
-using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
 
 namespace PtqTools.Core.Quantization;
@@ -38,9 +36,6 @@ public sealed class QuantizedModelUpdate
     public string? ErrorId { get; set; }
     public string SourceSha256 { get; set; } = "";
     public string? OutputSha256 { get; set; }
-    /// <summary>Invoke-Quantization's result for a model quantized by this run.</summary>
-    [JsonIgnore]
-    public QuantizationResult? Result { get; set; }
 }
 
 /// <summary>The summary record of an Update-QuantizedModel log.</summary>

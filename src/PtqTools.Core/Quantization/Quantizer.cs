@@ -166,7 +166,7 @@ public static class Quantizer
             FoldedLayerCount = plan.Decisions.Count(d => d.Folded),
             FloatLayerCount = plan.Decisions.Count(d => !d.Quantized && !d.Folded),
             QuantizedLayers = plan.Decisions.Where(d => d.Quantized).Select(d => d.Layer).ToArray(),
-            Decisions = plan.Decisions.Select(d => $"{d.Layer} ({d.OpType}): {d.Reason}").ToArray(),
+            Decisions = new(plan.Decisions.Select(d => new QuantizationDecision { Layer = d.Layer, OpType = d.OpType, Quantized = d.Quantized, Folded = d.Folded, Reason = d.Reason })),
             Target = target.ToString(),
             HostClass = QuantTargets.HostClass.ToString(),
             OverflowFix = plan.Decisions.Any(d => d.Pairs is not null) ? options.OverflowFix.ToString() : "",

@@ -6,7 +6,7 @@ using PtqTools.Core.Model;
 namespace PtqTools.Commands;
 
 /// <summary>Saves statistics from Measure-ActivationRange (or Merge-/Import-ActivationRange) to a versioned JSON file.</summary>
-[Cmdlet(VerbsData.Export, "ActivationRange", SupportsShouldProcess = true)]
+[Cmdlet(VerbsData.Export, "ActivationRange", SupportsShouldProcess = true, HelpUri = HelpLinks.Docs + "Export-ActivationRange.md")]
 [OutputType(typeof(FileInfo))]
 public sealed class ExportActivationRangeCommand : PtqCmdlet
 {
@@ -21,7 +21,7 @@ public sealed class ExportActivationRangeCommand : PtqCmdlet
     [Parameter]
     public SwitchParameter Force { get; set; }
 
-    /// <summary>Writes the file's FileInfo to the pipeline.</summary>
+    /// <summary>Writes the file to the pipeline, as Get-Item returns it.</summary>
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
@@ -47,7 +47,7 @@ public sealed class ExportActivationRangeCommand : PtqCmdlet
                 throw new PtqException("OutputExists", PtqErrorKind.ResourceExists, $"'{target}' exists; use -Force to replace it.", target);
             if (!ShouldProcess(target, $"Write the ranges of {_stats.Count} tensor(s)")) return;
             ActivationRangeStore.Save(_stats, target);
-            if (PassThru) WriteObject(new FileInfo(target));
+            if (PassThru) WriteObject(FileItem(target));
         }, target);
     }
 }

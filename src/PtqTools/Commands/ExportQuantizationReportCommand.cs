@@ -7,7 +7,7 @@ using PtqTools.Core.Reporting;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsData.Export, "QuantizationReport", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsData.Export, "QuantizationReport", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium, HelpUri = HelpLinks.Docs + "Export-QuantizationReport.md")]
 [OutputType(typeof(FileInfo))]
 public sealed class ExportQuantizationReportCommand : PtqCmdlet
 {
@@ -59,9 +59,11 @@ public sealed class ExportQuantizationReportCommand : PtqCmdlet
     {
         if (o.BaseObject is QuantizationResult live) return live;
         var copy = new PSObject();
-        foreach (var p in o.Properties.Where(p => p.Name is not ("AccuracyDrop" or "Candidates"))) copy.Properties.Add(new PSNoteProperty(p.Name, p.Value));
+        foreach (var p in o.Properties.Where(p => p.Name is not ("AccuracyDrop" or "Candidates" or "HostCheck"))) copy.Properties.Add(new PSNoteProperty(p.Name, p.Value));
         var result = PipelineObjects.To<QuantizationResult>(copy);
         result.AccuracyDrop = Nested(o, "AccuracyDrop");
+        if (o.Properties["HostCheck"]?.Value is { } check && PSObject.AsPSObject(check).Properties["Status"] is not null)
+            result.HostCheck = PipelineObjects.To<HostCheck>(PSObject.AsPSObject(check));
         if (o.Properties["Candidates"]?.Value is { } candidates)
             result.Candidates = LanguagePrimitives.GetEnumerable(candidates)?.Cast<object>()
                 .Select(c => PipelineObjects.To<SearchCandidate>(PSObject.AsPSObject(c))).ToArray() ?? Array.Empty<SearchCandidate>();
@@ -90,7 +92,7 @@ public sealed class ExportQuantizationReportCommand : PtqCmdlet
             };
             Cancel.ThrowIfCancellationRequested();
             OnnxModelIO.WriteAtomically(target, System.Text.Encoding.UTF8.GetBytes(text));
-            WriteObject(new FileInfo(target));
+            WriteObject(FileItem(target));
         }, target);
     }
 }

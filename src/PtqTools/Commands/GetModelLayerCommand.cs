@@ -5,7 +5,7 @@ using PtqTools.Core.Onnx;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsCommon.Get, "ModelLayer", DefaultParameterSetName = "Path")]
+[Cmdlet(VerbsCommon.Get, "ModelLayer", DefaultParameterSetName = "Path", HelpUri = HelpLinks.Docs + "Get-ModelLayer.md")]
 [OutputType(typeof(ModelLayer))]
 public sealed class GetModelLayerCommand : ModelPathCmdlet
 {

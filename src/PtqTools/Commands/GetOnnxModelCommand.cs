@@ -4,7 +4,7 @@ using PtqTools.Core.Onnx;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsCommon.Get, "OnnxModel", DefaultParameterSetName = "Path")]
+[Cmdlet(VerbsCommon.Get, "OnnxModel", DefaultParameterSetName = "Path", HelpUri = HelpLinks.Docs + "Get-OnnxModel.md")]
 [OutputType(typeof(ModelSummary))]
 public sealed class GetOnnxModelCommand : ModelPathCmdlet
 {

@@ -7,7 +7,7 @@ namespace PtqTools.Commands;
 
 /// <summary>Whether quantized outputs are current for their sources and the given options, and if not, why: the
 /// decision Update-QuantizedModel makes before it quantizes anything.</summary>
-[Cmdlet(VerbsCommon.Get, "QuantizationStatus", DefaultParameterSetName = "Path")]
+[Cmdlet(VerbsCommon.Get, "QuantizationStatus", DefaultParameterSetName = "Path", HelpUri = HelpLinks.Docs + "Get-QuantizationStatus.md")]
 [OutputType(typeof(QuantizationStatus))]
 public sealed class GetQuantizationStatusCommand : SourceModelsCmdlet
 {

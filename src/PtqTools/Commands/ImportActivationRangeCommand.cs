@@ -5,7 +5,7 @@ using PtqTools.Core.Model;
 namespace PtqTools.Commands;
 
 /// <summary>Loads statistics written by Export-ActivationRange, checking that they belong to the model.</summary>
-[Cmdlet(VerbsData.Import, "ActivationRange", DefaultParameterSetName = "Path")]
+[Cmdlet(VerbsData.Import, "ActivationRange", DefaultParameterSetName = "Path", HelpUri = HelpLinks.Docs + "Import-ActivationRange.md")]
 [OutputType(typeof(TensorStatistics))]
 public sealed class ImportActivationRangeCommand : PtqCmdlet
 {

@@ -4,7 +4,7 @@ using PtqTools.Core.Engine;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsLifecycle.Invoke, "ModelInference", DefaultParameterSetName = "Path")]
+[Cmdlet(VerbsLifecycle.Invoke, "ModelInference", DefaultParameterSetName = "Path", HelpUri = HelpLinks.Docs + "Invoke-ModelInference.md")]
 [OutputType(typeof(InferenceResult))]
 public sealed class InvokeModelInferenceCommand : PtqCmdlet
 {

@@ -8,7 +8,7 @@ using PtqTools.Core.Quantization;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsLifecycle.Invoke, "Quantization", DefaultParameterSetName = "Pipeline", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsLifecycle.Invoke, "Quantization", DefaultParameterSetName = "Pipeline", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium, HelpUri = HelpLinks.Docs + "Invoke-Quantization.md")]
 [OutputType(typeof(QuantizationResult))]
 public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
 {

@@ -8,7 +8,7 @@ using PtqTools.Core.Quantization;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsDiagnostic.Measure, "ActivationRange", DefaultParameterSetName = "Layer")]
+[Cmdlet(VerbsDiagnostic.Measure, "ActivationRange", DefaultParameterSetName = "Layer", HelpUri = HelpLinks.Docs + "Measure-ActivationRange.md")]
 [OutputType(typeof(TensorStatistics))]
 public sealed class MeasureActivationRangeCommand : PtqCmdlet
 {

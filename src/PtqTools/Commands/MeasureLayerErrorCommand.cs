@@ -8,7 +8,7 @@ using PtqTools.Core.Quantization;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsDiagnostic.Measure, "LayerError")]
+[Cmdlet(VerbsDiagnostic.Measure, "LayerError", HelpUri = HelpLinks.Docs + "Measure-LayerError.md")]
 [OutputType(typeof(LayerError))]
 public sealed class MeasureLayerErrorCommand : PtqCmdlet
 {

@@ -6,7 +6,7 @@ using PtqTools.Core.Model;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsDiagnostic.Measure, "ModelPerformance")]
+[Cmdlet(VerbsDiagnostic.Measure, "ModelPerformance", HelpUri = HelpLinks.Docs + "Measure-ModelPerformance.md")]
 [OutputType(typeof(ModelPerformance))]
 public sealed class MeasureModelPerformanceCommand : PtqCmdlet
 {

@@ -5,7 +5,7 @@ using PtqTools.Core.Model;
 namespace PtqTools.Commands;
 
 /// <summary>Combines statistics of shards (parts of a data set calibrated apart) into those of one run over all of them.</summary>
-[Cmdlet(VerbsData.Merge, "ActivationRange")]
+[Cmdlet(VerbsData.Merge, "ActivationRange", HelpUri = HelpLinks.Docs + "Merge-ActivationRange.md")]
 [OutputType(typeof(TensorStatistics))]
 public sealed class MergeActivationRangeCommand : PtqCmdlet
 {

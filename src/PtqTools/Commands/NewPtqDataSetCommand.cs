@@ -4,7 +4,7 @@ using PtqTools.Core.Data;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsCommon.New, "PtqDataSet", DefaultParameterSetName = "LiteralPath")]
+[Cmdlet(VerbsCommon.New, "PtqDataSet", DefaultParameterSetName = "LiteralPath", HelpUri = HelpLinks.Docs + "New-PtqDataSet.md")]
 [OutputType(typeof(PtqDataSet))]
 public sealed class NewPtqDataSetCommand : PtqCmdlet
 {

@@ -5,7 +5,7 @@ using PtqTools.Core.Model;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsDiagnostic.Test, "QuantizedModel")]
+[Cmdlet(VerbsDiagnostic.Test, "QuantizedModel", HelpUri = HelpLinks.Docs + "Test-QuantizedModel.md")]
 [OutputType(typeof(AccuracyReport))]
 public sealed class TestQuantizedModelCommand : PtqCmdlet
 {

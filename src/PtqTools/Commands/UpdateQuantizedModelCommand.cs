@@ -13,7 +13,7 @@ namespace PtqTools.Commands;
 /// (<see cref="QuantizationStatusCheck"/>, the decision Get-QuantizationStatus shows); the models whose output is not
 /// current are quantized by Invoke-Quantization, with the same options, in parallel runspaces of this process.
 /// </summary>
-[Cmdlet(VerbsData.Update, "QuantizedModel", DefaultParameterSetName = "Path", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsData.Update, "QuantizedModel", DefaultParameterSetName = "Path", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium, HelpUri = HelpLinks.Docs + "Update-QuantizedModel.md")]
 [OutputType(typeof(QuantizedModelUpdate))]
 public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
 {
@@ -414,7 +414,6 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
             record.SizeRatio = result.SizeRatio;
             record.SourceSha256 = result.SourceSha256;
             record.OutputSha256 = result.OutputSha256;
-            record.Result = result;
             return record;
         }
         // A failure: the error record Invoke-Quantization wrote (or threw), as this cmdlet's, for this source.
