@@ -11,7 +11,8 @@
     <OutputFolder>/batch-log.json.
 
     Exit codes: 0 when every model is quantized or up to date; 1 when one or more models failed (the log and the
-    error stream name them, with their error ids); 2 when the run itself failed (invalid options, an output folder
+    error stream name them, with their error ids) or another error was written (a path not found, a log that
+    could not be written); 2 when the run itself failed (invalid options, an output folder
     or log folder that cannot be used); 143 when SIGTERM ended it (the log then says Stopped).
     See Get-Help about_PtqTools_Batch.
 .EXAMPLE
@@ -34,7 +35,7 @@ end {
     if (-not $run.ContainsKey('LogPath')) { $run.LogPath = Join-Path $run.OutputFolder 'batch-log.json' }
     $results = [System.Collections.Generic.List[object]]::new()
     try {
-        Update-QuantizedModel @run -ErrorAction Continue | ForEach-Object { $results.Add($_) }
+        Update-QuantizedModel @run -ErrorAction Continue -ErrorVariable runErrors | ForEach-Object { $results.Add($_) }
     } catch {
         # A terminating error: the run did not complete (the log, when one was written, has the models done).
         Write-Error -ErrorRecord $_ -ErrorAction Continue
@@ -46,6 +47,7 @@ end {
     Write-Host ('{0} models: {1} quantized, {2} up to date, {3} failed, {4} skipped; log: {5}' -f $results.Count,
         @($results | Where-Object Status -EQ 'Quantized').Count, @($results | Where-Object Status -EQ 'UpToDate').Count,
         $failed, @($results | Where-Object Status -EQ 'Skipped').Count, $run.LogPath)
-    if ($failed -gt 0) { exit 1 }
+    # A failed model, and any other error of the run (a path not found, a log that could not be written).
+    if ($failed -gt 0 -or $runErrors.Count -gt 0) { exit 1 }
     exit 0
 }

@@ -23,9 +23,9 @@ BeforeAll {
             Select-Object Name, LastWriteTimeUtc, @{ n = 'Hash'; e = { (Get-FileHash -LiteralPath $_.FullName).Hash } }
     }
     # The wrapper as a scheduler runs it: a new pwsh process, -File, arguments as text.
-    function Invoke-Wrapper([string[]] $Arguments) {
+    function Invoke-Wrapper([string[]] $Arguments, [string] $Path = $models) {
         $log = Join-Path $TestDrive "log-$([guid]::NewGuid()).json"
-        $text = & dotnet (Join-Path $PSHOME 'pwsh.dll') -NoProfile -NonInteractive -File $wrapper -Path $models -OutputFolder $out `
+        $text = & dotnet (Join-Path $PSHOME 'pwsh.dll') -NoProfile -NonInteractive -File $wrapper -Path $Path -OutputFolder $out `
             -LogPath $log @Arguments 2>&1
         [pscustomobject]@{
             ExitCode = $LASTEXITCODE
@@ -255,6 +255,13 @@ Describe 'The scheduler wrapper Invoke-PtqBatch.ps1' {
             $run.Log.Summary.Failed | Should -Be 1
             $run.Log.Summary.UpToDate | Should -Be 3
         } finally { Remove-Item $broken, (Join-Path $models 'broken.dataset.xml') }
+    }
+
+    It 'exits 1 when a path does not exist' {
+        $run = Invoke-Wrapper -Path (Join-Path $TestDrive 'no-such-folder')
+        $run.ExitCode | Should -Be 1 -Because $run.Text
+        $run.Text | Should -Match 'no-such-folder'
+        $run.Log.Summary.Models | Should -Be 0
     }
 
     It 'exits 2 when the run cannot start' {
