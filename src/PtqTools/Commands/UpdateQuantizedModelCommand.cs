@@ -231,11 +231,11 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
             }
             Interlocked.Increment(ref done);
         }));
-        while (!task.Wait(200))
+        while (!((IAsyncResult)task).AsyncWaitHandle.WaitOne(200))   // (Task.Wait would throw on a stop)
             WriteProgress(new ProgressRecord(BatchActivity, "Updating quantized models", $"Checking outputs: {Volatile.Read(ref done)} of {n} models")
             { PercentComplete = 100 * Volatile.Read(ref done) / n });
         try { task.GetAwaiter().GetResult(); }
-        catch (OperationCanceledException) { throw new PipelineStoppedException(); }
+        catch (Exception ex) when (ex is OperationCanceledException || Cancel.IsCancellationRequested) { throw new PipelineStoppedException(); }
         errors = failures;
         return statuses;
     }
