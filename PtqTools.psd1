@@ -29,6 +29,7 @@
         'Invoke-ModelInference'
         'Get-PtqCache'
         'Clear-PtqCache'
+        'Get-QuantizationRule'
         'Update-QuantizedModel'
         'Get-QuantizationStatus'
     )

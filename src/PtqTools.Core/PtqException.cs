@@ -11,6 +11,7 @@ public enum PtqErrorKind
     WriteError,
     ResourceExists,
     OperationStopped,
+    PermissionDenied,
 }
 
 /// <summary>

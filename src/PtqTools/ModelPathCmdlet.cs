@@ -3,13 +3,15 @@ using System.Management.Automation;
 namespace PtqTools;
 
 /// <summary>
-/// Base of the cmdlets that read model files: -Path (wildcards, by value and by property name) and -LiteralPath
-/// (also FullName from Get-ChildItem, and OutputPath from Invoke-Quantization's result), resolved to existing
-/// file-system paths.
+/// Base of the cmdlets that read model files: -Path (wildcards; strings piped in) and -LiteralPath (taken as typed;
+/// the path properties of piped objects: PSPath of Get-Item/Get-ChildItem and of Get-OnnxModel's summary, FullName,
+/// and OutputPath of Invoke-Quantization's result), resolved to existing file-system paths. A path held in an
+/// object's property names a real file, never a pattern, so it binds literally: -Path does not bind by property
+/// name (a summary's Path would otherwise win over its PSPath, and '[v1]' in its name would be read as a wildcard).
 /// </summary>
 public abstract class ModelPathCmdlet : PtqCmdlet
 {
-    [Parameter(Mandatory = true, Position = 0, ParameterSetName = "Path", ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = "Path", ValueFromPipeline = true)]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
     public string[] Path { get; set; } = Array.Empty<string>();

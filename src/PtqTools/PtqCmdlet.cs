@@ -50,6 +50,7 @@ public abstract class PtqCmdlet : PSCmdlet
             PtqErrorKind.WriteError => ErrorCategory.WriteError,
             PtqErrorKind.ResourceExists => ErrorCategory.ResourceExists,
             PtqErrorKind.OperationStopped => ErrorCategory.OperationStopped,
+            PtqErrorKind.PermissionDenied => ErrorCategory.PermissionDenied,
             _ => ErrorCategory.NotSpecified,
         };
         return new ErrorRecord(ex, ex.ErrorId, category, ex.Target ?? target);
@@ -92,6 +93,106 @@ public abstract class PtqCmdlet : PSCmdlet
         }
         return result;
     }
+
+    /// <summary>One existing file named by a parameter that follows the command's -Path/-LiteralPath choice (the float
+    /// model of Test-QuantizedModel, -ModelPath of Import-ActivationRange): taken as typed when literal, else a pattern
+    /// that must match exactly one file.</summary>
+    protected string ResolveOneExisting(string path, bool literal)
+    {
+        var found = new List<string>();
+        try
+        {
+            if (literal)
+            {
+                var resolved = SessionState.Path.GetUnresolvedProviderPathFromPSPath(path, out var provider, out _);
+                RequireFileSystem(provider, path);
+                if (File.Exists(resolved) || Directory.Exists(resolved)) found.Add(resolved);
+            }
+            else
+            {
+                var resolved = SessionState.Path.GetResolvedProviderPathFromPSPath(path, out var provider);
+                RequireFileSystem(provider, path);
+                found.AddRange(resolved);
+            }
+        }
+        catch (ItemNotFoundException) { }
+        if (found.Count == 0)
+            throw new PtqException("PathNotFound", PtqErrorKind.ObjectNotFound, $"Cannot find path '{path}' because it does not exist.", path);
+        if (found.Count > 1)
+            throw new PtqException("PathAmbiguous", PtqErrorKind.InvalidArgument,
+                $"'{path}' matches {found.Count} files ({string.Join(", ", found.Take(3).Select(System.IO.Path.GetFileName))}{(found.Count > 3 ? ", ..." : "")}); it must name one. Escape wildcard characters with a backtick, or use -LiteralPath.", path);
+        return found[0];
+    }
+
+    /// <summary>The file-system path of a pipeline object that stands for a file: a FileInfo from Get-Item or
+    /// Get-ChildItem (live or deserialized), or any object with a PSPath, such as a model summary of Get-OnnxModel.
+    /// Such a path names a real file and is taken literally. Null for any other object.</summary>
+    protected string? LiteralPathOf(PSObject o)
+    {
+        if (o.BaseObject is FileSystemInfo info) return info.FullName;
+        if (o.Properties["PSPath"]?.Value is not { } value) return null;
+        var psPath = value is PSObject ps ? ps.BaseObject.ToString() : value.ToString();
+        if (string.IsNullOrEmpty(psPath)) return null;
+        var resolved = SessionState.Path.GetUnresolvedProviderPathFromPSPath(psPath, out var provider, out _);
+        RequireFileSystem(provider, psPath);
+        return resolved;
+    }
+
+    /// <summary>Before any work (of this command, or of the commands before it in the pipeline, when called from
+    /// BeginProcessing): the folder an output file goes to must exist, be a folder, and take a new file. The check
+    /// creates and removes an empty file there (the only test that holds for root, read-only mounts and ACLs alike);
+    /// with -WhatIf it only looks. The error names the folder and has it as target.</summary>
+    protected void CheckOutputFolder(string folder, string output)
+    {
+        if (File.Exists(folder))
+            throw new PtqException("OutputFolderNotFound", PtqErrorKind.ObjectNotFound,
+                $"Cannot write '{output}': '{folder}' is a file, not a folder.", folder);
+        if (!Directory.Exists(folder))
+        {
+            // Name the part of the path that is in the way: a file where a folder should be.
+            var up = System.IO.Path.GetDirectoryName(folder);
+            while (up is not null && !Directory.Exists(up) && !File.Exists(up)) up = System.IO.Path.GetDirectoryName(up);
+            var why = up is not null && File.Exists(up) ? $" ('{up}' is a file, not a folder)" : "";
+            throw new PtqException("OutputFolderNotFound", PtqErrorKind.ObjectNotFound,
+                $"Cannot write '{output}': the folder '{folder}' does not exist{why}.", folder);
+        }
+        if (WhatIfInEffect) return;
+        var probe = System.IO.Path.Combine(folder, $".ptqtools-write-check.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (new FileStream(probe, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.DeleteOnClose)) { }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // A read-only file system is a write error, whoever asks; a folder that refuses this user, permission denied.
+            var reason = Reason(ex, probe);
+            bool denied = ex is UnauthorizedAccessException && reason != ReadOnlyFileSystem;
+            throw new PtqException("OutputNotWritable", denied ? PtqErrorKind.PermissionDenied : PtqErrorKind.WriteError,
+                $"Cannot write '{output}': the folder '{folder}' does not take new files ({reason}).", folder, ex);
+        }
+        finally
+        {
+            try { if (File.Exists(probe)) File.Delete(probe); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    /// <summary><see cref="CheckOutputFolder"/> for the folder of an output file.</summary>
+    protected void CheckOutputFile(string output) =>
+        CheckOutputFolder(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(output))!, output);
+
+    const string ReadOnlyFileSystem = "read-only file system";
+
+    // The system's reason, without the name of the probe file, which is no business of the user.
+    static string Reason(Exception ex, string probe)
+    {
+        if (ex.Message.Contains("Read-only file system", StringComparison.OrdinalIgnoreCase)) return ReadOnlyFileSystem;
+        if (ex is UnauthorizedAccessException) return "permission denied";
+        return ex.Message.Replace($"'{probe}'", "").Replace(probe, "").Trim(' ', ':', '.');
+    }
+
+    bool WhatIfInEffect =>
+        MyInvocation.BoundParameters.TryGetValue("WhatIf", out var w) ? LanguagePrimitives.IsTrue(w)
+            : LanguagePrimitives.IsTrue(SessionState.PSVariable.GetValue("WhatIfPreference"));
 
     /// <summary>A file-system path for a file that may not exist yet.</summary>
     protected string ResolveOutput(string path)
@@ -157,6 +258,12 @@ internal static class PipelineObjects
         {
             var value = o.Properties[prop.Name]?.Value;
             if (value is null) continue;
+            // A nested description (a statistics object's held-out data set) deserialized by Import-Clixml or remoting.
+            if (prop.PropertyType == typeof(PtqTools.Core.Data.PtqDataSet) && value is PSObject nested && nested.BaseObject is not PtqTools.Core.Data.PtqDataSet)
+            {
+                prop.SetValue(result, To<PtqTools.Core.Data.PtqDataSet>(nested));
+                continue;
+            }
             if (value is PSObject pso) value = pso.BaseObject;
             try
             {

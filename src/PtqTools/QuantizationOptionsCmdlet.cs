@@ -112,6 +112,13 @@ public abstract class QuantizationOptionsCmdlet : PtqCmdlet
     [ValidateNotNullOrEmpty]
     public string[] Exclude { get; set; } = Array.Empty<string>();
 
+    /// <summary>Architecture rules not to apply (Static mode): their layers are quantized like any other. * skips them
+    /// all. Get-QuantizationRule lists the rules.</summary>
+    [Parameter]
+    [ArgumentCompleter(typeof(RuleNameCompleter))]
+    [ValidateNotNullOrEmpty]
+    public string[] SkipRule { get; set; } = Array.Empty<string>();
+
     /// <summary>The names of the option parameters above, for passing the bound ones on to Invoke-Quantization.</summary>
     internal static readonly string[] OptionParameters = typeof(QuantizationOptionsCmdlet).GetProperties()
         .Where(p => p.DeclaringType == typeof(QuantizationOptionsCmdlet) && p.IsDefined(typeof(ParameterAttribute), false))
@@ -132,6 +139,7 @@ public abstract class QuantizationOptionsCmdlet : PtqCmdlet
             BlockSize = BlockSize,
             WeightMethod = Enum.Parse<WeightMethod>(WeightMethod, ignoreCase: true),
             Exclude = Exclude,
+            SkipRules = SkipRule,
             WeightType = Enum.Parse<QuantType>(WeightType, ignoreCase: true),
             WeightSymmetric = WeightSymmetry is null ? null : string.Equals(WeightSymmetry, "Symmetric", StringComparison.OrdinalIgnoreCase),
             ReduceRange = ReduceRange,

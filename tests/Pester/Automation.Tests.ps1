@@ -41,6 +41,7 @@ Describe 'Objects survive serialization' {
             ($conv | Measure-LayerError -DataSet $one -ThreadCount 2),
             (Measure-ModelPerformance -Path $result.OutputPath -DataSet $one -WarmupRuns 1 -Runs 3),
             (Invoke-ModelInference -Path $result.OutputPath -DataSet $one),
+            (Get-QuantizationRule),
             (Get-PtqCache), (Get-PtqCache -Summary),
             (Get-QuantizationStatus -Path $ResNet18 -OutputPath $result.OutputPath),
             (Update-QuantizedModel -LiteralPath "$conformance/test_Conv2d" -OutputFolder (Join-Path $TestDrive 'views') -DataSet (New-PtqDataSet -LiteralPath "$conformance/test_Conv2d")))

@@ -14,7 +14,7 @@ BeforeAll {
     # Quantizes the saved statistics in a fresh pwsh whose host detection is forced to $Class, and returns the result.
     function Invoke-AsHost([string] $Class, [string] $Target, [string] $Name) {
         $out = Join-Path $work $Name
-        $script = "Import-Module '$env:PTQTOOLS_MODULE'; Import-ActivationRange -Path '$ranges' | Invoke-Quantization -Target $Target -SkipHostCheck -OutputPath '$out' -Force | ConvertTo-Json -Depth 3"
+        $script = "Import-Module '$env:PTQTOOLS_MODULE'; Import-ActivationRange -Path '$ranges' | Invoke-Quantization -Target $Target -SkipHostCheck -OutputPath '$out' -Force -WarningAction SilentlyContinue | ConvertTo-Json -Depth 3"
         $env:PTQTOOLS_CPU_CLASS = $Class
         try { $json = & dotnet $pwsh -NoProfile -NonInteractive -Command $script 2>&1 }
         finally { Remove-Item Env:PTQTOOLS_CPU_CLASS }

@@ -115,7 +115,10 @@ public static class ActivationRangeStore
             var observer = new TensorObserver();
             foreach (var s in group) observer.Merge(s);
             var layers = group.SelectMany(s => s.Layers).Distinct(StringComparer.Ordinal).ToArray();
-            result.Add(observer.ToStatistics(first.ModelPath, model.ModelSha256, first.Tensor, layers, opts));
+            var merged = observer.ToStatistics(first.ModelPath, model.ModelSha256, first.Tensor, layers, opts);
+            // The fidelity check of the merged statistics runs on the held-out samples of the first shard that has some.
+            merged.HeldOut = group.Select(s => s.HeldOut).FirstOrDefault(h => h is not null);
+            result.Add(merged);
         }
         return result;
     }

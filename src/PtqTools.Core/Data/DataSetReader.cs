@@ -166,6 +166,13 @@ public static class DataSetReader
     /// version) of the samples after Skip.</summary>
     public static int[] Indices(PtqDataSet ds)
     {
+        var all = AllIndices(ds);
+        if (ds.HoldOutEvery <= 0) return all;
+        return all.Where(i => (i % ds.HoldOutEvery == ds.HoldOutEvery - 1) == ds.HeldOut).ToArray();
+    }
+
+    static int[] AllIndices(PtqDataSet ds)
+    {
         if (!ds.Shuffle) return Enumerable.Range(ds.Skip, ds.Count).ToArray();
         int available = Math.Max(0, ds.SourceCount - ds.Skip);
         var order = Enumerable.Range(ds.Skip, available).ToArray();

@@ -50,6 +50,13 @@ public sealed class PtqDataSet
     /// calibration runs, on the pipeline thread; never collected up front).</summary>
     public string? ScriptText { get; set; }
 
+    /// <summary>Every this-many-th sample of the source (by its index in the source: 10 holds out samples 9, 19, 29,
+    /// ...) is held out of calibration for the fidelity check (<see cref="Evaluation.FidelityGuard"/>); 0 holds out
+    /// none. By source index, so shards of one data set (Skip/MaxSamples) hold out exactly what one run does.</summary>
+    public int HoldOutEvery { get; set; }
+    /// <summary>With <see cref="HoldOutEvery"/>: read only the held-out samples (true) or only the others (false).</summary>
+    public bool HeldOut { get; set; }
+
     /// <summary>A shallow copy (to read a part of the same samples).</summary>
     public PtqDataSet Clone() => (PtqDataSet)MemberwiseClone();
 }

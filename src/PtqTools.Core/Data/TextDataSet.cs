@@ -86,7 +86,8 @@ public static class TextDataSet
             chosen = indices.Select(i => (i, all[i].File, all[i].Line));
         }
         else
-            chosen = sentences.Select((s, i) => (i, s.File, s.Line)).Skip(ds.Skip).Take(ds.Count);
+            chosen = sentences.Select((s, i) => (i, s.File, s.Line)).Skip(ds.Skip).Take(ds.Count)
+                .Where(c => ds.HoldOutEvery <= 0 || (c.i % ds.HoldOutEvery == ds.HoldOutEvery - 1) == ds.HeldOut);
         foreach (var (index, file, line) in chosen)
         {
             cancel.ThrowIfCancellationRequested();

@@ -185,4 +185,126 @@ public static class TaskMetrics
         }
         return ranks;
     }
+
+    // ---- Metrics of issue 17: padded text, CTC recognizers, per-frame detectors, probability maps ----
+
+    /// <summary>A sentence embedding from token states (tokens x <paramref name="width"/>) averaged over the tokens
+    /// whose attention mask is non-zero only, as sentence-transformers pools padded batches. All-zero mask: zeros.</summary>
+    public static float[] MaskedMeanPooled(float[] hidden, long[] mask, int width)
+    {
+        if (width < 1 || hidden.Length != mask.Length * width)
+            throw new PtqException("MetricLengthMismatch", PtqErrorKind.InvalidArgument, $"{hidden.Length} values are not {mask.Length} tokens of {width}.", width);
+        var e = new double[width];
+        int n = 0;
+        for (int t = 0; t < mask.Length; t++)
+        {
+            if (mask[t] == 0) continue;
+            n++;
+            for (int j = 0; j < width; j++) e[j] += hidden[t * width + j];
+        }
+        return e.Select(v => n == 0 ? 0f : (float)(v / n)).ToArray();
+    }
+
+    /// <summary>CTC greedy (best-path) decoding of per-frame class scores (frames x <paramref name="classes"/>): the
+    /// top class of each frame, repeats collapsed, then blanks dropped.</summary>
+    public static int[] CtcGreedyDecode(float[] scores, int classes, int blank = 0)
+    {
+        if (classes < 2 || scores.Length % classes != 0)
+            throw new PtqException("MetricLengthMismatch", PtqErrorKind.InvalidArgument, $"{scores.Length} scores are not a whole number of frames of {classes} classes.", classes);
+        var result = new List<int>();
+        int previous = -1;
+        for (int f = 0; f < scores.Length / classes; f++)
+        {
+            int best = 0;
+            for (int c = 1; c < classes; c++) if (scores[f * classes + c] > scores[f * classes + best]) best = c;
+            if (best != previous && best != blank) result.Add(best);
+            previous = best;
+        }
+        return result.ToArray();
+    }
+
+    /// <summary>Levenshtein distance (insertions, deletions and substitutions cost 1).</summary>
+    public static int EditDistance(IReadOnlyList<int> a, IReadOnlyList<int> b)
+    {
+        var row = new int[b.Count + 1];
+        for (int j = 0; j <= b.Count; j++) row[j] = j;
+        for (int i = 1; i <= a.Count; i++)
+        {
+            int diagonal = row[0];
+            row[0] = i;
+            for (int j = 1; j <= b.Count; j++)
+            {
+                int up = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diagonal = up;
+            }
+        }
+        return row[b.Count];
+    }
+
+    /// <summary>Character error rate of decoded sequences against references (usually the float model's decode):
+    /// the sum of edit distances over the sum of reference lengths (0 when both are empty everywhere).</summary>
+    public static double CharacterErrorRate(IReadOnlyList<int[]> decoded, IReadOnlyList<int[]> reference)
+    {
+        if (decoded.Count != reference.Count)
+            throw new PtqException("MetricLengthMismatch", PtqErrorKind.InvalidArgument, $"{decoded.Count} decodes for {reference.Count} references.", reference);
+        long edits = 0, length = 0;
+        for (int i = 0; i < decoded.Count; i++) { edits += EditDistance(decoded[i], reference[i]); length += reference[i].Length; }
+        return length == 0 ? (edits == 0 ? 0 : 1) : edits / (double)length;
+    }
+
+    /// <summary>Area under the ROC curve of scores against binary labels (the probability that a random positive
+    /// scores above a random negative, ties counting half), by ranks in O(n log n). NaN without both classes.</summary>
+    public static double Auc(IReadOnlyList<double> scores, IReadOnlyList<bool> positive)
+    {
+        if (scores.Count != positive.Count)
+            throw new PtqException("MetricLengthMismatch", PtqErrorKind.InvalidArgument, $"{scores.Count} scores for {positive.Count} labels.", positive);
+        long p = positive.Count(x => x), n = positive.Count - p;
+        if (p == 0 || n == 0) return double.NaN;
+        var ranks = Ranks(scores.ToArray());
+        double sum = 0;
+        for (int i = 0; i < ranks.Length; i++) if (positive[i]) sum += ranks[i];
+        return (sum - p * (p + 1) / 2.0) / ((double)p * n);
+    }
+
+    /// <summary>The scalar reference of <see cref="Auc"/>: every positive-negative pair compared.</summary>
+    internal static double AucReference(IReadOnlyList<double> scores, IReadOnlyList<bool> positive)
+    {
+        double wins = 0;
+        long pairs = 0;
+        for (int i = 0; i < scores.Count; i++)
+            for (int j = 0; j < scores.Count; j++)
+            {
+                if (!positive[i] || positive[j]) continue;
+                pairs++;
+                wins += scores[i] > scores[j] ? 1 : scores[i] == scores[j] ? 0.5 : 0;
+            }
+        return pairs == 0 ? double.NaN : wins / pairs;
+    }
+
+    /// <summary>The share of values on the same side of <paramref name="threshold"/> in both (per-frame decisions).</summary>
+    public static double DecisionAgreement(IReadOnlyList<float> values, IReadOnlyList<float> reference, float threshold = 0.5f)
+    {
+        if (values.Count != reference.Count || values.Count == 0)
+            throw new PtqException("MetricLengthMismatch", PtqErrorKind.InvalidArgument, $"{values.Count} decisions for {reference.Count} reference decisions.", reference);
+        int same = 0;
+        for (int i = 0; i < values.Count; i++) if (values[i] >= threshold == reference[i] >= threshold) same++;
+        return same / (double)values.Count;
+    }
+
+    /// <summary>Intersection over union of two probability maps binarized at <paramref name="threshold"/> (value at
+    /// or above it is in): 1 when both are empty.</summary>
+    public static double MapIoU(IReadOnlyList<float> map, IReadOnlyList<float> reference, float threshold = 0.3f)
+    {
+        if (map.Count != reference.Count)
+            throw new PtqException("MetricLengthMismatch", PtqErrorKind.InvalidArgument, $"A map of {map.Count} values against one of {reference.Count}.", reference);
+        long both = 0, either = 0;
+        for (int i = 0; i < map.Count; i++)
+        {
+            bool a = map[i] >= threshold, b = reference[i] >= threshold;
+            if (a && b) both++;
+            if (a || b) either++;
+        }
+        return either == 0 ? 1 : both / (double)either;
+    }
 }

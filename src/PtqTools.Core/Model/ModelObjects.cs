@@ -79,6 +79,8 @@ public sealed class QuantizationResult
     /// <summary>The check after writing : the written model run by this host's
     /// ONNX Runtime against the exact integer result on a few calibration samples.</summary>
     public Evaluation.HostCheck? HostCheck { get; set; }
+    /// <summary>The written model against the float model on held-out samples (static mode; null when skipped).</summary>
+    public Evaluation.FidelityCheck? Fidelity { get; set; }
     /// <summary>Accuracy-aware quantization (-MaxAccuracyDrop): the goal, the drop reached with its interval, whether
     /// the goal was met, the layers kept in float for it, and a sentence that says so.</summary>
     public double? MaxAccuracyDrop { get; set; }

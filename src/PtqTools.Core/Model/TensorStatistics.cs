@@ -37,6 +37,10 @@ public sealed class TensorStatistics
     public long HistogramStart { get; set; }
     public ValueList<long> Histogram { get; set; } = new();
     public double HistogramBinWidth => Math.ScaleB(1.0, HistogramExponent);
+    /// <summary>The samples of the data set held out of this calibration, for the fidelity check of the model
+    /// quantized from these statistics (not saved by Export-ActivationRange: give -DataSet there).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public Data.PtqDataSet? HeldOut { get; set; }
 }
 
 /// <summary>The range one calibration method gives a tensor.</summary>

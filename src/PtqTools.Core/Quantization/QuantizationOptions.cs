@@ -106,6 +106,18 @@ public sealed class QuantizationOptions
         return null;
     }
 
+    /// <summary>Architecture rules (<see cref="ArchitectureRules"/>) not applied: their layers are quantized like any
+    /// other. "*" skips them all. Static mode only; the other modes apply none.</summary>
+    public string[] SkipRules { get; set; } = Array.Empty<string>();
+
+    /// <summary>Whether the architecture rules apply at all (Static mode, not all skipped).</summary>
+    public bool RulesApply => Mode == QuantMode.Static && !SkipRules.Contains("*");
+
+    /// <summary>Why this layer stays in float whatever the pipeline says: -Exclude first, then the architecture rules
+    /// (Static mode), or null when neither keeps it.</summary>
+    public string? FloatReason(NodeProto node, PtqTools.Core.Onnx.GraphView graph) =>
+        ExcludeReason(node) ?? (RulesApply ? ArchitectureRules.Reason(node, graph, SkipRules) : null);
+
     /// <summary>Checks the -Exclude entries against a model's layers (every graph, subgraphs included, by node name as
     /// <see cref="ExcludeReason"/> matches them) before any work: an entry that matches no layer name, no name pattern
     /// and no op type of the model is refused (ExcludeMatchesNothing), with the name that matches it case-insensitively
@@ -216,6 +228,10 @@ public sealed class QuantizationOptions
         if (Overrides.Count > 0 && Mode != QuantMode.Static)
             throw new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument,
                 $"Tensor overrides set the type, range or scale of calibrated activations, which only Static mode has; {Mode} mode quantizes no activation ahead of time.", Overrides.Keys.First());
+        foreach (var rule in SkipRules)
+            if (rule != "*" && !ArchitectureRules.Names.Contains(rule, StringComparer.Ordinal))
+                throw new PtqException("UnknownRule", PtqErrorKind.InvalidArgument,
+                    $"There is no architecture rule '{rule}'; the rules are {string.Join(", ", ArchitectureRules.Names)} (or * for all).", rule);
         foreach (var (tensor, o) in Overrides)
         {
             if (string.IsNullOrWhiteSpace(tensor))
@@ -228,6 +244,7 @@ public sealed class QuantizationOptions
         + (SmoothQuantAlpha is { } a ? FormattableString.Invariant($";smoothquant={a:R}") : "")
         + (OutlierThreshold is { } o ? FormattableString.Invariant($";outliers=>{o:R}x-median") : "")
         + (Exclude.Length > 0 ? ";exclude=" + string.Join(",", Exclude) : "")
+        + (Mode == QuantMode.Static ? ";rules=" + ArchitectureRules.Version + (SkipRules.Length > 0 ? ",skip:" + string.Join(",", SkipRules.Order(StringComparer.Ordinal)) : "") : "")
         + (Overrides.Count > 0 ? ";overrides=" + string.Join(",", Overrides.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}:{{{kv.Value}}}")) : "");
 
     /// <summary>The resolved target, and the overflow fix where it matters (modes with integer products on a target

@@ -43,7 +43,7 @@ public sealed class QuantizationPlan
 
     /// <param name="selected">Layer names to quantize; null selects every quantizable layer.</param>
     /// <param name="perChannel">Whether weights get one scale per output channel (only changes the stated reasons).</param>
-    public static QuantizationPlan Create(GraphView graph, IReadOnlySet<string>? selected, Func<NodeProto, string?>? exclude = null, bool perChannel = true)
+    public static QuantizationPlan Create(GraphView graph, IReadOnlySet<string>? selected, Func<NodeProto, GraphView, string?>? exclude = null, bool perChannel = true)
     {
         var plan = new QuantizationPlan();
         plan.AddGraph(graph, selected, exclude, perChannel);
@@ -58,7 +58,7 @@ public sealed class QuantizationPlan
     public static string LayerName(GraphView graph, NodeProto node) => graph.Scope + node.Name;
 
     /// <summary>One graph's layers, then those of its subgraphs (If branches, Loop and Scan bodies) in place.</summary>
-    void AddGraph(GraphView graph, IReadOnlySet<string>? selected, Func<NodeProto, string?>? exclude, bool perChannel)
+    void AddGraph(GraphView graph, IReadOnlySet<string>? selected, Func<NodeProto, GraphView, string?>? exclude, bool perChannel)
     {
         var plan = this;
         if (!LocalTensors.TryGetValue(graph.Scope, out var local)) LocalTensors[graph.Scope] = local = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -83,9 +83,9 @@ public sealed class QuantizationPlan
                 }
                 continue;
             }
-            // -Exclude first: an excluded layer is not calibrated, so after calibration it is not in the pipeline
-            // either, and its decision names the entry that excluded it.
-            if (exclude?.Invoke(node) is { } excluded)
+            // -Exclude and the architecture rules first: such a layer is not calibrated, so after calibration it is not
+            // in the pipeline either, and its decision names the entry or rule that keeps it in float.
+            if (exclude?.Invoke(node, graph) is { } excluded)
             {
                 decision.Reason = excluded;
                 continue;

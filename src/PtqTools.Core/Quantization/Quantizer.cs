@@ -45,7 +45,21 @@ public static class Quantizer
             ranges[s.Tensor] = new TensorRange(s.RangeMin, s.RangeMax, (float)s.Mean, (float)s.Std);
         }
         var selected = statistics.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal);
-        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), selected, options is null ? null : options.ExcludeReason, perChannel: options?.PerChannel ?? true);
+        var graph = new GraphView(prepared.Model.Graph);
+        Func<NodeProto, GraphView, string?>? floatReason = options is null ? null : options.FloatReason;
+        var plan = QuantizationPlan.Create(graph, selected, floatReason, perChannel: options?.PerChannel ?? true);
+        // The statistics rule: the layers that need a range set by one far-off value stay in float.
+        if (options is { RulesApply: true } && !options.SkipRules.Contains(ArchitectureRules.RangeRule))
+        {
+            var byLayer = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var s in statistics)
+                if (plan.Activations.TryGetValue(s.Tensor, out var layers) && ArchitectureRules.DominatedRange(s) is { } why)
+                    foreach (var layer in layers)
+                        byLayer.TryAdd(layer, $"kept in float (rule {ArchitectureRules.RangeRule}): tensor '{s.Tensor}': {why}");
+            if (byLayer.Count > 0)
+                plan = QuantizationPlan.Create(graph, selected,
+                    (node, g) => options.FloatReason(node, g) ?? byLayer.GetValueOrDefault(QuantizationPlan.LayerName(g, node)), options.PerChannel);
+        }
         return (plan, ranges);
     }
 
@@ -67,7 +81,12 @@ public static class Quantizer
         options.CheckExclude(prepared.Model, prepared.SourcePath);
         var (plan, ranges) = Plan(prepared, statistics, options);
         if (plan.QuantizedLayers.Count == 0)
-            throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
+        {
+            var rules = plan.Decisions.Where(d => d.Reason.StartsWith("kept in float (rule ", StringComparison.Ordinal))
+                .Select(d => d.Reason["kept in float (rule ".Length..d.Reason.IndexOf(')')]).Distinct().ToList();
+            throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'"
+                + (rules.Count > 0 ? $": the architecture rules {string.Join(", ", rules)} keep them in float (-SkipRule quantizes them anyway)." : "."), prepared.SourcePath);
+        }
         foreach (var d in plan.Decisions.Where(d => d.Quantized && d.OpType == "Conv"))
             if (OpsetUpgrader.AllNodes(prepared.Model.Graph).FirstOrDefault(n => n.OpType == "Conv" && (d.Layer == n.Name || d.Layer.EndsWith("/" + n.Name, StringComparison.Ordinal))) is { } conv
                 && ConvKernels.ShiftsWeights(conv, options))

@@ -14,6 +14,7 @@ public sealed class ExportActivationRangeCommand : PtqCmdlet
     public PSObject[] InputObject { get; set; } = Array.Empty<PSObject>();
 
     [Parameter(Mandatory = true, Position = 0)]
+    [Alias("LiteralPath", "LP")]
     [ValidateNotNullOrEmpty]
     public string Path { get; set; } = "";
 
@@ -26,6 +27,14 @@ public sealed class ExportActivationRangeCommand : PtqCmdlet
     public SwitchParameter PassThru { get; set; }
 
     readonly List<TensorStatistics> _stats = new();
+
+    // The output path is taken as typed (output paths are never patterns). Its folder is checked here, before the
+    // commands earlier in the pipeline do their work.
+    protected override void BeginProcessing()
+    {
+        try { CheckOutputFile(ResolveOutput(Path)); }
+        catch (PtqException ex) { Fail(ex); }
+    }
 
     protected override void ProcessRecord()
     {

@@ -17,6 +17,7 @@ public sealed class ExportQuantizationReportCommand : PtqCmdlet
 
     /// <summary>The file to write.</summary>
     [Parameter(Mandatory = true, Position = 0)]
+    [Alias("LiteralPath", "LP")]
     [ValidateNotNullOrEmpty]
     public string Path { get; set; } = "";
 
@@ -28,6 +29,14 @@ public sealed class ExportQuantizationReportCommand : PtqCmdlet
     public SwitchParameter Force { get; set; }
 
     readonly QuantizationReportData _data = new();
+
+    // The output path is taken as typed (output paths are never patterns). Its folder is checked here, before the
+    // commands earlier in the pipeline do their work.
+    protected override void BeginProcessing()
+    {
+        try { CheckOutputFile(ResolveOutput(Path)); }
+        catch (PtqException ex) { Fail(ex); }
+    }
 
     protected override void ProcessRecord()
     {

@@ -20,15 +20,18 @@ public sealed class ImportActivationRangeCommand : PtqCmdlet
     public string[] LiteralPath { get; set; } = Array.Empty<string>();
 
     /// <summary>The model the ranges are for (it must have the SHA-256 recorded in the file). Without it, the model at
-    /// the recorded path is checked when it exists.</summary>
+    /// the recorded path is checked when it exists. It follows the command's choice: a pattern that must match one
+    /// file with -Path, taken as typed with -LiteralPath.</summary>
     [Parameter]
+    [SupportsWildcards]
     [ValidateNotNullOrEmpty]
     public string? ModelPath { get; set; }
 
     protected override void ProcessRecord()
     {
         var files = ParameterSetName == "Path" ? ResolveExisting(Path, literal: false) : ResolveExisting(LiteralPath, literal: true);
-        string? model = ModelPath is null ? null : ResolveOutput(ModelPath);
+        string? model = null;
+        if (ModelPath is not null && !Try(() => model = ResolveOneExisting(ModelPath, literal: ParameterSetName == "LiteralPath"), ModelPath)) return;
         foreach (var file in files)
             Try(() =>
             {

@@ -6,18 +6,9 @@ namespace PtqTools.Commands;
 
 [Cmdlet(VerbsLifecycle.Invoke, "ModelInference", DefaultParameterSetName = "Path", HelpUri = HelpLinks.Docs + "Invoke-ModelInference.md")]
 [OutputType(typeof(InferenceResult))]
-public sealed class InvokeModelInferenceCommand : PtqCmdlet
+public sealed class InvokeModelInferenceCommand : ModelPathCmdlet
 {
-    [Parameter(Mandatory = true, Position = 0, ParameterSetName = "Path", ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("OutputPath")]
-    [SupportsWildcards]
-    [ValidateNotNullOrEmpty]
-    public string[] Path { get; set; } = Array.Empty<string>();
-
-    [Parameter(Mandatory = true, ParameterSetName = "LiteralPath", ValueFromPipelineByPropertyName = true)]
-    [Alias("PSPath", "LP", "FullName")]
-    [ValidateNotNullOrEmpty]
-    public string[] LiteralPath { get; set; } = Array.Empty<string>();
+    // -Path and -LiteralPath (FileInfo from Get-ChildItem, the OutputPath of a quantization result) come from ModelPathCmdlet.
 
     /// <summary>The samples, from New-PtqDataSet.</summary>
     [Parameter(Mandatory = true, Position = 1)]
@@ -57,8 +48,7 @@ public sealed class InvokeModelInferenceCommand : PtqCmdlet
 
     protected override void ProcessRecord()
     {
-        bool literal = ParameterSetName == "LiteralPath";
-        var files = ResolveExisting(literal ? LiteralPath : Path, literal);
+        var files = ResolveModelPaths();
         foreach (var file in files)
         {
             const string activity = "Running the model";

@@ -12,22 +12,32 @@ namespace PtqTools.Commands;
 [OutputType(typeof(QuantizationResult))]
 public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
 {
-    /// <summary>Statistics from Measure-ActivationRange (or Import-Clixml), or layers from Get-ModelLayer with -DataSet.</summary>
+    /// <summary>Statistics from Measure-ActivationRange (or Import-Clixml), or layers from Get-ModelLayer with -DataSet.
+    /// Model files piped in (FileInfo from Get-Item or Get-ChildItem, summaries from Get-OnnxModel) are quantized
+    /// whole, their paths taken literally.</summary>
     [Parameter(Mandatory = true, ParameterSetName = "Pipeline", ValueFromPipeline = true)]
     public PSObject[] InputObject { get; set; } = Array.Empty<PSObject>();
 
-    /// <summary>A float model to calibrate (with -DataSet) and quantize whole.</summary>
+    /// <summary>Float models (wildcards) to calibrate (with -DataSet) and quantize whole.</summary>
     [Parameter(Mandatory = true, Position = 0, ParameterSetName = "Path")]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
-    public string Path { get; set; } = "";
+    public string[] Path { get; set; } = Array.Empty<string>();
+
+    /// <summary>Float models exactly as typed (no wildcards), to calibrate (with -DataSet) and quantize whole.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = "LiteralPath")]
+    [Alias("PSPath", "LP")]
+    [ValidateNotNullOrEmpty]
+    public string[] LiteralPath { get; set; } = Array.Empty<string>();
 
     /// <summary>Calibration data, needed when layers or a model path (not statistics) come in.</summary>
     [Parameter(ParameterSetName = "Pipeline")]
     [Parameter(ParameterSetName = "Path")]
+    [Parameter(ParameterSetName = "LiteralPath")]
     public PSObject? DataSet { get; set; }
 
-    /// <summary>The quantized model file, or an existing folder when several models come in.</summary>
+    /// <summary>The quantized model file, or an existing folder when several models come in. Taken as typed: output
+    /// paths are never wildcard patterns. Its folder must exist and take new files; that is checked before any work.</summary>
     [Parameter(Mandatory = true)]
     [ValidateNotNullOrEmpty]
     public string OutputPath { get; set; } = "";
@@ -35,6 +45,16 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
     /// <summary>Skips the check after writing (this host's ONNX Runtime against the exact integer result).</summary>
     [Parameter]
     public SwitchParameter SkipHostCheck { get; set; }
+
+    /// <summary>Skips the fidelity check after writing a static model (the written model against float on held-out
+    /// samples, and the layer search when it falls below -MinCosine).</summary>
+    [Parameter]
+    public SwitchParameter SkipFidelityCheck { get; set; }
+
+    /// <summary>The fidelity check's threshold: every output's mean cosine to the float model's on the held-out samples.</summary>
+    [Parameter]
+    [ValidateRange(0.0, 1.0)]
+    public double MinCosine { get; set; } = Core.Evaluation.FidelityGuard.DefaultMinCosine;
 
     /// <summary>ONNX Runtime threads for the calibration run when layers or a model path come in.</summary>
     [Parameter]
@@ -67,6 +87,7 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
 
     readonly Dictionary<string, List<TensorStatistics>> _stats = new(StringComparer.Ordinal);
     readonly LayerCollector _layers = new();
+    readonly List<string> _files = new();
     QuantizationOptions _options = null!;
 
     protected override void BeginProcessing()
@@ -87,6 +108,15 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
             Fail(new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument, $"-MaxAccuracyDrop searches over calibrated static models; it cannot be used with -Mode {Mode}.", Mode));
         if (TimeBudget <= TimeSpan.Zero)
             Fail(new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"-TimeBudget must be positive, not {TimeBudget}.", TimeBudget));
+        // Here, before any work: BeginProcessing runs before the commands earlier in the pipeline calibrate
+        // (Measure-ActivationRange measures in its EndProcessing), so a folder that cannot take the model stops them too.
+        try
+        {
+            var output = ResolveOutput(OutputPath);
+            if (Directory.Exists(output)) CheckOutputFolder(output, output);
+            else CheckOutputFile(output);
+        }
+        catch (PtqException ex) { Fail(ex); }
     }
 
     protected override void ProcessRecord()
@@ -105,15 +135,21 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
         }
         else if (!_layers.Add(o))
         {
-            WriteError(PipelineObjects.Unexpected(o, "statistics from Measure-ActivationRange or layers from Get-ModelLayer"));
+            if (LiteralPathOf(o) is { } file) _files.Add(file);
+            else WriteError(PipelineObjects.Unexpected(o, "statistics from Measure-ActivationRange, layers from Get-ModelLayer, or model files"));
         }
     }
 
     protected override void EndProcessing()
     {
         var work = new List<(LayerGroup Group, List<TensorStatistics>? Stats)>();
-        if (ParameterSetName == "Path")
-            work.AddRange(ResolveExisting(new[] { Path }, literal: false).Select(p => (new LayerGroup(p, null, null), (List<TensorStatistics>?)null)));
+        var files = ParameterSetName switch
+        {
+            "Path" => ResolveExisting(Path, literal: false),
+            "LiteralPath" => ResolveExisting(LiteralPath, literal: true),
+            _ => ResolveExisting(_files, literal: true),
+        };
+        work.AddRange(files.Distinct(StringComparer.Ordinal).Select(p => (new LayerGroup(p, null, null), (List<TensorStatistics>?)null)));
         work.AddRange(_stats.Select(kv => (new LayerGroup(kv.Key, kv.Value[0].ModelSha256, null), (List<TensorStatistics>?)kv.Value)));
         foreach (var g in _layers.Groups)
         {
@@ -186,15 +222,19 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
         }
         prepared = Quantizer.ForOptions(prepared, _options, out var equalized);
         foreach (var pair in equalized) WriteVerbose($"Equalized {pair}");
+        var dataSet = DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet);
+        PtqDataSet? heldOut;
         if (stats is null)
         {
-            var data = PipelineObjects.To<PtqDataSet>(DataSet!);
-            var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), group.Selected, _options.ExcludeReason);
+            var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), group.Selected, _options.FloatReason);
             TensorOverrides.Check(plan, _options);   // before the calibration run
             const string activity = "Calibrating";
-            stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, Progress(1, activity), Cancel);
+            // Every 10th sample is held out of calibration for the fidelity check.
+            stats = ActivationCalibrator.Run(prepared, plan.Activations, Core.Evaluation.FidelityGuard.CalibrationPart(dataSet!), ThreadCount, Progress(1, activity), Cancel);
+            heldOut = Core.Evaluation.FidelityGuard.HeldOutPart(dataSet!);
             CompleteProgress(1, activity);
         }
+        else heldOut = stats.Select(s => s.HeldOut).FirstOrDefault(h => h is not null) ?? (dataSet is null ? null : Core.Evaluation.FidelityGuard.HeldOutPart(dataSet));
         QuantizationResult result;
         if (AccuracyAware)
         {
@@ -209,6 +249,14 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
         else
         {
             result = Quantizer.Run(prepared, stats, _options, target, Cancel);
+            if (!SkipFidelityCheck)
+            {
+                const string guard = "Checking the written model against float";
+                var budget = MyInvocation.BoundParameters.ContainsKey(nameof(TimeBudget)) ? TimeBudget : Core.Evaluation.FidelityGuard.DefaultTimeBudget;
+                result = RemoveOutputIfStopped(result.OutputPath, () => Core.Evaluation.FidelityGuard.Run(prepared, stats, _options, result, heldOut,
+                    heldOut is null ? dataSet : null, MinCosine, budget, ThreadCount, Progress(4, guard), Cancel));
+                CompleteProgress(4, guard);
+            }
         }
         CheckOnHost(result, stats);
         WriteVerbose($"{result.QuantizedLayerCount} layers quantized, {result.FloatLayerCount} kept in float; {result.OutputSizeBytes:N0} bytes ({result.SizeRatio:P1} of the source).");
@@ -224,22 +272,29 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
         const string activity = "Checking the written model on this host";
         var progress = Progress(5, activity);
         progress.Report(new RunProgress(0, Core.Evaluation.HostGuard.DefaultSamples, 0, result.OutputPath));
-        try
+        RemoveOutputIfStopped(result.OutputPath, () =>
         {
             var (samples, source) = Core.Evaluation.HostGuard.Samples(result.OutputPath, DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), stats, Cancel);
             result.HostCheck = samples is null
                 ? new Core.Evaluation.HostCheck { Status = "NotChecked", HostClass = QuantTargets.HostClass.ToString(), Summary = $"Host check not run: {source}." }
                 : Core.Evaluation.HostGuard.Run(result.OutputPath, samples, source, Cancel);
             Cancel.ThrowIfCancellationRequested();
-        }
+            return result;
+        });
+        CompleteProgress(5, activity);
+    }
+
+    /// <summary>Runs a check of a written model; a stop before the command completes removes the model (like a stop
+    /// during the quantization, it leaves no output).</summary>
+    T RemoveOutputIfStopped<T>(string output, Func<T> check)
+    {
+        try { return check(); }
         catch when (Cancel.IsCancellationRequested)
         {
-            // Stopped before the command completed: like a stop during the quantization, it leaves no output.
-            foreach (var file in new[] { result.OutputPath, result.OutputPath + ".data" })
+            foreach (var file in new[] { output, output + ".data" })
                 if (File.Exists(file)) File.Delete(file);
             throw;
         }
-        CompleteProgress(5, activity);
     }
 
     /// <summary>The target's figures in -Verbose, and a warning for each way the written model can compute other
@@ -247,6 +302,16 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
     void WarnAboutTarget(QuantizationResult result)
     {
         WriteVerbose($"Target {result.Target} (this host: {result.HostClass}); {result.PairSafeLayers.Length} layers made pair-safe{(result.OverflowFix.Length > 0 ? $" (-OverflowFix {result.OverflowFix})" : "")}.");
+        if (result.Fidelity is { } fidelity)
+        {
+            // Below the threshold (searched or not) or unchecked is a warning; a check passed is verbose.
+            if (fidelity.Status == "Passed") WriteVerbose(fidelity.Summary);
+            else WriteWarning(fidelity.Summary);
+            if (fidelity.Samples > 0 && fidelity.Speedup < 1)
+                WriteWarning(FormattableString.Invariant($"The written model runs at {fidelity.Speedup:0.##}x the float model's speed on this host (ONNX Runtime, 1 thread): its Q/DQ cost more than its integer kernels save."));
+        }
+        if (result.SizeRatio > 1)
+            WriteWarning(FormattableString.Invariant($"The written model is larger than the float model ({result.SizeRatio:P0} of its size)."));
         if (result.OverflowLayers.Length > 0)
             WriteWarning($"On {QuantTargets.Describe(Enum.Parse<QuantTarget>(result.Target))}, ONNX Runtime's u8 x s8 pair sums can leave int16 and saturate in {result.OverflowLayers.Length} layers ({Core.Evaluation.HostCheck.ListNames(result.OverflowLayers)}), not fixed with -OverflowFix {result.OverflowFix}: use -OverflowFix Channels or ReduceRange.");
         // A check that could not run is a warning only where this host's kernels could saturate the sums.

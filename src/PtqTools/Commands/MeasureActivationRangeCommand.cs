@@ -12,15 +12,23 @@ namespace PtqTools.Commands;
 [OutputType(typeof(TensorStatistics))]
 public sealed class MeasureActivationRangeCommand : PtqCmdlet
 {
-    /// <summary>Layers from Get-ModelLayer: the tensors these layers need are calibrated.</summary>
+    /// <summary>Layers from Get-ModelLayer: the tensors these layers need are calibrated. Model files piped in
+    /// (FileInfo from Get-Item or Get-ChildItem, summaries from Get-OnnxModel) are calibrated whole, their paths
+    /// taken literally.</summary>
     [Parameter(Mandatory = true, ParameterSetName = "Layer", ValueFromPipeline = true)]
     public PSObject[] InputObject { get; set; } = Array.Empty<PSObject>();
 
-    /// <summary>A model: every quantizable layer is calibrated.</summary>
+    /// <summary>Models (wildcards): every quantizable layer is calibrated.</summary>
     [Parameter(Mandatory = true, Position = 0, ParameterSetName = "Path")]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
-    public string Path { get; set; } = "";
+    public string[] Path { get; set; } = Array.Empty<string>();
+
+    /// <summary>Models, exactly as typed (no wildcards): every quantizable layer is calibrated.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = "LiteralPath")]
+    [Alias("PSPath", "LP")]
+    [ValidateNotNullOrEmpty]
+    public string[] LiteralPath { get; set; } = Array.Empty<string>();
 
     /// <summary>Representative data, from New-PtqDataSet.</summary>
     [Parameter(Mandatory = true)]
@@ -52,6 +60,7 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
     public int ThreadCount { get; set; } = Environment.ProcessorCount;
 
     readonly LayerCollector _layers = new();
+    readonly List<string> _files = new();
 
     protected override void ProcessRecord()
     {
@@ -59,7 +68,9 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
         foreach (var o in InputObject)
             Try(() =>
             {
-                if (!_layers.Add(o)) WriteError(PipelineObjects.Unexpected(o, "layers from Get-ModelLayer"));
+                if (_layers.Add(o)) return;
+                if (LiteralPathOf(o) is { } file) _files.Add(file);
+                else WriteError(PipelineObjects.Unexpected(o, "layers from Get-ModelLayer, or model files"));
             }, o);
     }
 
@@ -67,9 +78,12 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
     {
         PtqDataSet data = null!;
         if (!Try(() => data = PipelineObjects.To<PtqDataSet>(DataSet), DataSet)) return;
-        var groups = ParameterSetName == "Path"
-            ? ResolveExisting(new[] { Path }, literal: false).Select(p => new LayerGroup(p, null, null)).ToList()
-            : _layers.Groups;
+        var groups = ParameterSetName switch
+        {
+            "Path" => ResolveExisting(Path, literal: false).Select(p => new LayerGroup(p, null, null)).ToList(),
+            "LiteralPath" => ResolveExisting(LiteralPath, literal: true).Select(p => new LayerGroup(p, null, null)).ToList(),
+            _ => _layers.Groups.Concat(ResolveExisting(_files, literal: true).Select(p => new LayerGroup(p, null, null))).ToList(),
+        };
         foreach (var group in groups)
         {
             Try(() =>
@@ -92,7 +106,12 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
                     stats = session.Finish();
                 }
                 else
-                    stats = ActivationCalibrator.Run(prepared, plan.Activations, data, ThreadCount, options, onInvalid, progress, Cancel);
+                {
+                    // Every 10th sample is held out of calibration for the fidelity check of the quantized model.
+                    stats = ActivationCalibrator.Run(prepared, plan.Activations, Core.Evaluation.FidelityGuard.CalibrationPart(data), ThreadCount, options, onInvalid, progress, Cancel);
+                    var heldOut = Core.Evaluation.FidelityGuard.HeldOutPart(data);
+                    foreach (var s in stats) s.HeldOut = heldOut;
+                }
                 if (skipped > 0) WriteWarning($"{skipped} of {total} samples were skipped as invalid (-Verbose names them).");
                 CompleteProgress(1, activity);
                 WriteObject(stats, enumerateCollection: true);

@@ -6,15 +6,11 @@ using PtqTools.Core.Model;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsDiagnostic.Measure, "ModelPerformance", HelpUri = HelpLinks.Docs + "Measure-ModelPerformance.md")]
+[Cmdlet(VerbsDiagnostic.Measure, "ModelPerformance", DefaultParameterSetName = "Path", HelpUri = HelpLinks.Docs + "Measure-ModelPerformance.md")]
 [OutputType(typeof(ModelPerformance))]
-public sealed class MeasureModelPerformanceCommand : PtqCmdlet
+public sealed class MeasureModelPerformanceCommand : ModelPathCmdlet
 {
-    /// <summary>Model files; FileInfo from Get-ChildItem and the OutputPath of a quantization result bind here.</summary>
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("FullName", "OutputPath")]
-    [ValidateNotNullOrEmpty]
-    public string[] Path { get; set; } = Array.Empty<string>();
+    // -Path and -LiteralPath (FileInfo from Get-ChildItem, the OutputPath of a quantization result) come from ModelPathCmdlet.
 
     /// <summary>Data whose first sample is fed; without it, seeded random values of the model's input shape.</summary>
     [Parameter]
@@ -45,7 +41,7 @@ public sealed class MeasureModelPerformanceCommand : PtqCmdlet
     {
         PtqDataSet? data = null;
         if (DataSet is not null && !Try(() => data = PipelineObjects.To<PtqDataSet>(DataSet), DataSet)) return;
-        foreach (var path in ResolveExisting(Path, literal: false))
+        foreach (var path in ResolveModelPaths())
             Try(() =>
             {
                 var activity = $"Timing {System.IO.Path.GetFileName(path)} on {Engine}";

@@ -47,11 +47,13 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
     /// <summary>The IDX labels file (found next to the images file when named the usual way).</summary>
     [Parameter(ParameterSetName = "Path")]
     [Parameter(ParameterSetName = "LiteralPath")]
+    [SupportsWildcards]
     public string? LabelPath { get; set; }
 
     /// <summary>A BERT WordPiece vocabulary: the paths are then text files, one sentence a line.</summary>
     [Parameter(ParameterSetName = "Path")]
     [Parameter(ParameterSetName = "LiteralPath")]
+    [SupportsWildcards]
     public string? VocabPath { get; set; }
 
     /// <summary>Tokens per sentence of a text data set, [CLS] and [SEP] included.</summary>
@@ -88,6 +90,7 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
 
     /// <summary>An ONNX model applied to each prepared sample.</summary>
     [Parameter]
+    [SupportsWildcards]
     public string? PreprocessModel { get; set; }
 
     [Parameter]
@@ -157,14 +160,27 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
         }
     }
 
+    /// <summary>-LabelPath, -VocabPath and -PreprocessModel follow the data's parameter: with -Path a pattern that must
+    /// match one file (so escaped brackets work there as in -Path), else taken as typed. A pattern that matches nothing
+    /// is passed on as typed, for the reader's own error (VocabNotFound, ...).</summary>
+    string? ResolveSecondary(string? path)
+    {
+        if (path is null) return null;
+        try { return ParameterSetName == "Path" ? ResolveOneExisting(path, literal: false) : ResolveOutput(path); }
+        catch (PtqException ex) when (ex.ErrorId == "PathNotFound") { return ResolveOutput(path); }
+        catch (PtqException ex) { Fail(ex); return null; }
+    }
+
     protected override void EndProcessing()
     {
+        var labelPath = ResolveSecondary(LabelPath);
+        var vocabPath = ResolveSecondary(VocabPath);
         var options = new PtqDataSet
         {
             Resize = Resize, Channels = Channels, Layout = Layout, ChannelOrder = ChannelOrder, Scale = Scale, Mean = Mean, Std = Std,
             Skip = Skip, Count = MaxSamples, Shuffle = Shuffle.IsPresent, BatchSize = BatchSize,
             Seed = MyInvocation.BoundParameters.ContainsKey(nameof(Seed)) ? Seed : Random.Shared.Next(),
-            PreprocessModel = PreprocessModel is null ? null : ResolveOutput(PreprocessModel),
+            PreprocessModel = ResolveSecondary(PreprocessModel),
         };
         if (MyInvocation.BoundParameters.ContainsKey(nameof(Seed)) && !Shuffle)
             WriteWarning("-Seed has no effect without -Shuffle.");
@@ -189,13 +205,13 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
         }
         var paths = _paths;
         if (paths.Count == 0) return;
-        if (LabelPath is not null && !File.Exists(ResolveOutput(LabelPath)))
+        if (labelPath is not null && !File.Exists(labelPath))
             Fail(new PtqException("PathNotFound", PtqErrorKind.ObjectNotFound, $"The labels file '{LabelPath}' does not exist.", LabelPath));
         Try(() =>
         {
             PtqDataSet ds;
-            if (VocabPath is not null)
-                ds = TextDataSet.FromText(paths, ResolveOutput(VocabPath), new PtqDataSet { Skip = Skip, Count = MaxSamples, MaxSequenceLength = MaxSequenceLength, Shuffle = options.Shuffle, Seed = options.Seed, BatchSize = BatchSize });
+            if (vocabPath is not null)
+                ds = TextDataSet.FromText(paths, vocabPath, new PtqDataSet { Skip = Skip, Count = MaxSamples, MaxSequenceLength = MaxSequenceLength, Shuffle = options.Shuffle, Seed = options.Seed, BatchSize = BatchSize });
             else if (paths.All(IsTensorProtoSample))
                 ds = DataSetReader.FromTensorProto(paths, options);
             else if (paths.Count == 1 && Directory.Exists(paths[0]))
@@ -203,7 +219,7 @@ public sealed class NewPtqDataSetCommand : PtqCmdlet
             else if (paths.All(ArrayFiles.IsArrayFile))
                 ds = DataSetReader.FromNpy(paths, options);
             else if (paths.Count == 1 && IsIdx(paths[0]))
-                ds = DataSetReader.FromIdx(paths[0], LabelPath is null ? null : ResolveOutput(LabelPath), options);
+                ds = DataSetReader.FromIdx(paths[0], labelPath, options);
             else
                 throw new PtqException("DataSetKindUnknown", PtqErrorKind.InvalidArgument,
                     $"'{paths[0]}' is neither a folder of images, .npy/.npz/.csv files, an IDX images file, nor ONNX TensorProto samples (.pb files, folders of input_K.pb).", paths[0]);

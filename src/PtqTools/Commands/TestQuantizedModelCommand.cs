@@ -5,21 +5,35 @@ using PtqTools.Core.Model;
 
 namespace PtqTools.Commands;
 
-[Cmdlet(VerbsDiagnostic.Test, "QuantizedModel", HelpUri = HelpLinks.Docs + "Test-QuantizedModel.md")]
+// LiteralPath is the default set: the binder tries the default set's parameters first, and a result piped in must
+// bind SourcePath to -FloatModel together with OutputPath to -LiteralPath (with Path as the default, -FloatModel bound
+// alone kept the binder in that set, and -Path then took the whole object as a string). Positional quantized models
+// bind to -Path; -Path takes no pipeline input (a piped string would meet the default set first and bind nowhere).
+[Cmdlet(VerbsDiagnostic.Test, "QuantizedModel", DefaultParameterSetName = "LiteralPath", HelpUri = HelpLinks.Docs + "Test-QuantizedModel.md")]
 [OutputType(typeof(AccuracyReport))]
 public sealed class TestQuantizedModelCommand : PtqCmdlet
 {
-    /// <summary>The float model (SourcePath of a quantization result binds here).</summary>
+    /// <summary>The float model the quantized ones are compared with (SourcePath of a quantization result binds here).
+    /// It follows the command's choice: a pattern that must match one file with -Path, taken as typed with -LiteralPath.</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [Alias("SourcePath")]
+    [SupportsWildcards]
     [ValidateNotNullOrEmpty]
     public string FloatModel { get; set; } = "";
 
-    /// <summary>The quantized model (OutputPath of a quantization result binds here).</summary>
-    [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [Alias("OutputPath")]
+    /// <summary>The quantized models (wildcards); each is compared with the float model.</summary>
+    [Parameter(Mandatory = true, Position = 1, ParameterSetName = "Path")]
+    [SupportsWildcards]
     [ValidateNotNullOrEmpty]
-    public string QuantizedModel { get; set; } = "";
+    public string[] Path { get; set; } = Array.Empty<string>();
+
+    /// <summary>The quantized models exactly as typed (OutputPath of a quantization result, QuantizedModel of a report,
+    /// and files from Get-ChildItem bind here); the float model is then taken as typed too. -QuantizedModel, this
+    /// parameter's name before -Path came, is an alias: it keeps its literal meaning.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = "LiteralPath", ValueFromPipelineByPropertyName = true)]
+    [Alias("PSPath", "LP", "FullName", "OutputPath", "QuantizedModel")]
+    [ValidateNotNullOrEmpty]
+    public string[] LiteralPath { get; set; } = Array.Empty<string>();
 
     /// <summary>Evaluation data, from New-PtqDataSet; keep it apart from the calibration data.</summary>
     [Parameter(Mandatory = true)]
@@ -60,19 +74,21 @@ public sealed class TestQuantizedModelCommand : PtqCmdlet
 
     protected override void ProcessRecord()
     {
-        var paths = ResolveExisting(new[] { FloatModel, QuantizedModel }, literal: true);
-        if (paths.Count != 2) return;
-        Try(() =>
-        {
-            var data = PipelineObjects.To<PtqDataSet>(DataSet);
-            var from = Core.Onnx.ModelInspector.Summarize(paths[1]).QuantizedFrom;
-            if (from is not null && !string.Equals(from, Core.Onnx.OnnxModelIO.Sha256(paths[0]), StringComparison.OrdinalIgnoreCase))
-                WriteWarning($"'{paths[1]}' was quantized from a model with SHA-256 {from}, not from '{paths[0]}'.");
-            const string activity = "Comparing the quantized model with the float model";
-            var report = ModelComparer.Compare(paths[0], paths[1], data, ThreadCount, LatencyRuns, ClassScores ? true : null, Progress(2, activity), Cancel,
-                Metric is null ? null : ScriptMetric.From(Metric, MetricName), MetricName, EmulationTargets.Resolve(Target));
-            CompleteProgress(2, activity);
-            WriteObject(report);
-        }, paths[1]);
+        bool literal = ParameterSetName == "LiteralPath";
+        string floatModel = "";
+        if (!Try(() => floatModel = ResolveOneExisting(FloatModel, literal), FloatModel)) return;
+        foreach (var quantized in ResolveExisting(literal ? LiteralPath : Path, literal))
+            Try(() =>
+            {
+                var data = PipelineObjects.To<PtqDataSet>(DataSet);
+                var from = Core.Onnx.ModelInspector.Summarize(quantized).QuantizedFrom;
+                if (from is not null && !string.Equals(from, Core.Onnx.OnnxModelIO.Sha256(floatModel), StringComparison.OrdinalIgnoreCase))
+                    WriteWarning($"'{quantized}' was quantized from a model with SHA-256 {from}, not from '{floatModel}'.");
+                const string activity = "Comparing the quantized model with the float model";
+                var report = ModelComparer.Compare(floatModel, quantized, data, ThreadCount, LatencyRuns, ClassScores ? true : null, Progress(2, activity), Cancel,
+                    Metric is null ? null : ScriptMetric.From(Metric, MetricName), MetricName, EmulationTargets.Resolve(Target));
+                CompleteProgress(2, activity);
+                WriteObject(report);
+            }, quantized);
     }
 }

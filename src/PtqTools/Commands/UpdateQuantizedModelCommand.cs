@@ -49,6 +49,15 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
     [Parameter]
     public SwitchParameter SkipHostCheck { get; set; }
 
+    /// <summary>Passed on to Invoke-Quantization.</summary>
+    [Parameter]
+    public SwitchParameter SkipFidelityCheck { get; set; }
+
+    /// <summary>Passed on to Invoke-Quantization.</summary>
+    [Parameter]
+    [ValidateRange(0.0, 1.0)]
+    public double MinCosine { get; set; } = Core.Evaluation.FidelityGuard.DefaultMinCosine;
+
     const int BatchActivity = 10;
     QuantizationOptions _options = null!;
     Core.Data.PtqDataSet? _data;
@@ -338,13 +347,15 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
         var ps = PowerShell.Create();
         ps.RunspacePool = pool;
         ps.AddCommand("Invoke-Quantization")
-            .AddParameter("Path", WildcardPattern.Escape(job.Source))
+            .AddParameter("LiteralPath", new[] { job.Source })
             .AddParameter("OutputPath", job.Output)
             .AddParameter("ThreadCount", ThreadCount)
             .AddParameter("Force", true)
             .AddParameter("Confirm", false);
         if (data is not null) ps.AddParameter("DataSet", data);
         if (SkipHostCheck) ps.AddParameter("SkipHostCheck", true);
+        if (SkipFidelityCheck) ps.AddParameter("SkipFidelityCheck", true);
+        if (MyInvocation.BoundParameters.ContainsKey(nameof(MinCosine))) ps.AddParameter("MinCosine", MinCosine);
         foreach (var name in OptionParameters)
             if (name != nameof(Target) && MyInvocation.BoundParameters.TryGetValue(name, out var value)) ps.AddParameter(name, value);
         // Host is resolved once for the whole run.

@@ -1,0 +1,264 @@
+using Google.Protobuf;
+using Onnx;
+using PtqTools.Core.Calibration;
+using PtqTools.Core.Data;
+using PtqTools.Core.Evaluation;
+using PtqTools.Core.Onnx;
+using PtqTools.Core.Quantization;
+using PtqTools.Core.Model;
+using PtqTools.TestModels;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace PtqTools.Core.Tests;
+
+/// <summary>The five architecture models of issue 17, written once per test run.</summary>
+public sealed class ArchitectureModelFixture : IDisposable
+{
+    readonly TempDir _dir = new();
+    readonly Dictionary<string, Lazy<string>> _paths;
+
+    public ArchitectureModelFixture()
+    {
+        _paths = ArchitectureModelSet.Kinds.ToDictionary(k => k, k => new Lazy<string>(() => ArchitectureModelSet.Write(k, _dir.File(k))));
+    }
+
+    public string Model(string kind) => _paths[kind].Value;
+    public string Folder => _dir.Path;
+    public void Dispose() => _dir.Dispose();
+}
+
+/// <summary>Helpers over the architecture models: the default static pipeline (what Get-ModelLayer |
+/// Measure-ActivationRange -DataSet | Invoke-Quantization does, with its defaults) and a deliberately broken copy.</summary>
+public static class ArchitectureModelPipeline
+{
+    /// <summary>Calibrates on the model's calibration samples and quantizes every layer with default options (static
+    /// QDQ, u8 activations, s8 per-channel weights, Target Portable).</summary>
+    public static QuantizationResult QuantizeDefault(string modelPath, string outputPath, QuantizationOptions? options = null)
+    {
+        options ??= new QuantizationOptions();
+        options.Target = QuantTargets.Resolve(options.Target);
+        var data = DataSetReader.FromTensorProto(new[] { ArchitectureModels.CalibrationFolder(modelPath) }, new PtqDataSet());
+        var prepared = Quantizer.ForOptions(ModelPreparer.Prepare(modelPath), options, out _);
+        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null, options.ExcludeReason);
+        var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 2, null, CancellationToken.None);
+        return Quantizer.Run(prepared, stats, options, outputPath, CancellationToken.None);
+    }
+
+    /// <summary>A copy with noise of <paramref name="strength"/> times each weight tensor's RMS added to every float
+    /// initializer and Constant (also inside If branches) of 16 or more values.</summary>
+    public static string Broken(string modelPath, string outputPath, double strength = 1.0, int seed = 5)
+    {
+        var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(modelPath));
+        var r = new Random(seed);
+        // BatchNormalization variances stay as they are (noise could make them negative: NaN, not a bad model).
+        var variances = OnnxGraphs(model.Graph).SelectMany(g => g.Node).Where(n => n.OpType == "BatchNormalization").Select(n => n.Input[4]).ToHashSet(StringComparer.Ordinal);
+        TensorProto Noisy(TensorProto t)
+        {
+            if (variances.Contains(t.Name) || t.DataType != (int)OnnxDataType.Float || TensorData.ElementCount(t.Dims) < 16) return t;
+            var v = TensorData.ReadFloats(t);
+            double rms = Math.Sqrt(v.Average(x => (double)x * x));
+            for (int i = 0; i < v.Length; i++) v[i] += (float)((r.NextDouble() * 2 - 1) * Math.Sqrt(3) * strength * rms);
+            return TensorData.FromFloats(t.Name, v, t.Dims.ToArray());
+        }
+        void Walk(GraphProto g)
+        {
+            for (int i = 0; i < g.Initializer.Count; i++) g.Initializer[i] = Noisy(g.Initializer[i]);
+            foreach (var n in g.Node)
+                foreach (var a in n.Attribute)
+                {
+                    if (n.OpType == "Constant" && a.Name == "value" && a.T is not null) a.T = Noisy(a.T);
+                    if (a.G is not null) Walk(a.G);
+                }
+        }
+        Walk(model.Graph);
+        File.WriteAllBytes(outputPath, model.ToByteArray());
+        return outputPath;
+    }
+
+    static IEnumerable<GraphProto> OnnxGraphs(GraphProto g) =>
+        new[] { g }.Concat(g.Node.SelectMany(n => n.Attribute).Where(a => a.G is not null).SelectMany(a => OnnxGraphs(a.G)));
+}
+
+public class ArchitectureModelTests : IClassFixture<ArchitectureModelFixture>
+{
+    readonly ArchitectureModelFixture fixture;
+    readonly ITestOutputHelper output;
+
+    public ArchitectureModelTests(ArchitectureModelFixture fixture, ITestOutputHelper output)
+    {
+        this.fixture = fixture;
+        this.output = output;
+        TestPaths.UseTempCache();
+    }
+
+    [Fact]
+    public void Bert11_IsMiniLmAtOpset11_WithTheSameOutputs()
+    {
+        var path = fixture.Model("bert11");
+        var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
+        Assert.Equal(11, model.OpsetImport.Single(o => o.Domain == "").Version);
+        Assert.All(model.Graph.Node.Where(n => n.OpType == "Unsqueeze"), n => Assert.Single(n.Input));
+        var ops = model.Graph.Node.Select(n => n.OpType).ToHashSet();
+        Assert.Superset(new HashSet<string> { "Erf", "ReduceMean", "Pow", "Sqrt", "Div", "Softmax" }, ops);
+        using var original = new OrtModel(File.ReadAllBytes(MiniLm.ModelPath));
+        using var rewritten = OrtModel.FromFile(path);
+        foreach (var set in SampleFiles.Sets(ArchitectureModels.EvaluationFolder(path)).Take(10))
+        {
+            var inputs = SampleFiles.Read(set);
+            var a = original.Run(inputs)[0];
+            var b = rewritten.Run(inputs)[0];
+            Assert.True(Check.Cosine(a, b) > 0.9999, $"{set}: cosine {Check.Cosine(a, b)}");
+        }
+        // Padded as users batch text: the last tokens have attention_mask 0.
+        var mask = OrtModel.ReadInt64(SampleFiles.Read(SampleFiles.Sets(ArchitectureModels.EvaluationFolder(path))[0]).Single(t => t.Name == "attention_mask"));
+        Assert.Equal(ArchitectureModelSet.BertTokens, mask.Length);
+        Assert.Contains(0L, mask);
+    }
+
+    [Theory]
+    [InlineData("bert11")]
+    [InlineData("crnn")]
+    [InlineData("textdir")]
+    [InlineData("vad")]
+    [InlineData("dbnet")]
+    public void Model_Loads_IsSmall_AndItsMetricIsPerfectAgainstItself_AndBadOnABrokenCopy(string kind)
+    {
+        var path = fixture.Model(kind);
+        Assert.True(Directory.GetDirectories(ArchitectureModels.CalibrationFolder(path), "test_data_set_*").Length >= 50);
+        Assert.True(Directory.GetDirectories(ArchitectureModels.EvaluationFolder(path), "test_data_set_*").Length >= 100);
+        if (kind != "bert11") Assert.True(new FileInfo(path).Length < 5_000_000);
+        // The same data set the cmdlets read (New-PtqDataSet on the folder).
+        var data = DataSetReader.FromTensorProto(new[] { ArchitectureModels.CalibrationFolder(path) }, new PtqDataSet());
+        Assert.Equal(50, data.Count);
+
+        var self = ArchitectureModels.Evaluate(path, path, latencyRuns: 5);
+        output.WriteLine("float vs float: " + self.Summary());
+        Assert.Equal(1.0, self.OutputCosine, 6);
+        if (kind != "bert11") Assert.True(self.FloatMs < 50, $"{self.FloatMs} ms per sample");   // MiniLM is the real model
+        using var dir = new TempDir();
+        var broken = ArchitectureModelPipeline.Broken(path, dir.File("broken.onnx"), kind == "bert11" ? 0.5 : 1.0);
+        var bad = ArchitectureModels.Evaluate(path, broken, latencyRuns: 0);
+        output.WriteLine("broken vs float: " + bad.Summary());
+        switch (kind)
+        {
+            case "bert11":
+                Assert.Equal(1.0, self.EmbeddingCosine!.Value, 6); Assert.Equal(1.0, self.Spearman!.Value, 6);
+                Assert.True(bad.EmbeddingCosine < 0.98 || bad.Spearman < 0.98, bad.Summary());
+                break;
+            case "crnn":
+                Assert.Equal(0.0, self.CharacterErrorRate!.Value);
+                Assert.True(self.FloatConfidence > 0.9, self.Summary());   // confident as a trained head
+                Assert.True(self.FloatCharacters > 100, self.Summary());
+                Assert.True(bad.CharacterErrorRate > 0.1, bad.Summary());
+                break;
+            case "textdir":
+                Assert.Equal(1.0, self.Agreement!.Value);
+                Assert.True(bad.Agreement < 0.99, bad.Summary());
+                break;
+            case "vad":
+                Assert.Equal(1.0, self.Agreement!.Value); Assert.Equal(1.0, self.Auc!.Value, 6);
+                Assert.InRange(self.FloatSpeechShare!.Value, 0.2, 0.8);   // both decisions occur
+                Assert.True(bad.Agreement < 0.98, bad.Summary());
+                break;
+            case "dbnet":
+                Assert.Equal(1.0, self.MapIoU!.Value);
+                Assert.InRange(self.FloatMapShare!.Value, 0.05, 0.6);
+                Assert.True(bad.MapIoU < 0.9, bad.Summary());
+                break;
+        }
+    }
+
+    /// <summary>The baseline of issue 17: today's default static pipeline on each class. Prints the figures; asserts
+    /// only that the pipeline runs and the figures are finite (the issue's thresholds are the quantizer's to meet).</summary>
+    [Theory]
+    [InlineData("bert11")]
+    [InlineData("crnn")]
+    [InlineData("textdir")]
+    [InlineData("vad")]
+    [InlineData("dbnet")]
+    public void Baseline_DefaultStaticPipeline(string kind)
+    {
+        var path = fixture.Model(kind);
+        using var dir = new TempDir();
+        var quantized = dir.File("model.int8.onnx");
+        var result = ArchitectureModelPipeline.QuantizeDefault(path, quantized);
+        var figures = ArchitectureModels.Evaluate(path, quantized, latencyRuns: 30);
+        output.WriteLine($"BASELINE {figures.Summary()}; {result.QuantizedLayerCount} layers int8, {result.FloatLayerCount} float");
+        Assert.True(double.IsFinite(figures.OutputCosine));
+    }
+
+    /// <summary>Which layers of the default int8 model hurt the output most: Measure-LayerError's ranking (the model
+    /// output's SQNR with only that layer quantized), printed for the baseline table; asserts nothing about them.</summary>
+    /// Not on bert11 (217 layers: 1 m 40 s on 4 samples, too slow for the suite; run it by adding the case) nor on vad:
+    /// every layer of the VAD is inside an If branch, and LayerErrorAnalyzer then asks ONNX Runtime for no output at
+    /// all ("At least one output should be requested"), a gap of Measure-LayerError on subgraph layers.
+    [Theory]
+    [InlineData("crnn", 16)]
+    [InlineData("textdir", 16)]
+    [InlineData("dbnet", 16)]
+    public void Baseline_WorstLayers(string kind, int samples)
+    {
+        var path = fixture.Model(kind);
+        var options = new QuantizationOptions();
+        options.Target = QuantTargets.Resolve(options.Target);
+        var data = DataSetReader.FromTensorProto(new[] { ArchitectureModels.CalibrationFolder(path) }, new PtqDataSet());
+        var prepared = ModelPreparer.Prepare(path);
+        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null, options.ExcludeReason);
+        var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 2, null, CancellationToken.None);
+        var few = DataSetReader.FromTensorProto(SampleFiles.Sets(ArchitectureModels.EvaluationFolder(path)).Take(samples).ToList(), new PtqDataSet());
+        var errors = LayerErrorAnalyzer.Run(prepared, stats, options, few, 2, null, CancellationToken.None);
+        foreach (var e in errors.OrderBy(e => e.IsolatedOutputSqnrDb).Take(8))
+            output.WriteLine($"WORST {kind}: {e.Layer} ({e.OpType}) output SQNR alone {e.IsolatedOutputSqnrDb:F1} dB; layer SQNR alone {e.IsolatedSqnrDb:F1} dB, " +
+                             $"with all {e.AccumulatedSqnrDb:F1} dB; weight {e.WeightSqnrDb:F1} dB, activation {e.ActivationSqnrDb:F1} dB");
+        Assert.NotEmpty(errors);
+    }
+
+    /// <summary>Which op types carry the baseline's loss: the default pipeline with some op types kept in float
+    /// (-Exclude), figures printed for the baseline table; asserts nothing about them.</summary>
+    [Theory]
+    [InlineData("bert11", "Softmax")]
+    [InlineData("bert11", "Add")]
+    [InlineData("bert11", "Add,Softmax")]
+    [InlineData("bert11", "Add,Softmax,Mul,Div,Sub,Pow,Sqrt,ReduceMean,Erf")]
+    [InlineData("crnn", "Mul,HardSigmoid")]
+    [InlineData("crnn", "MatMul,Softmax")]
+    [InlineData("crnn", "Mul,HardSigmoid,MatMul,Softmax")]
+    [InlineData("crnn", "Conv")]
+    [InlineData("textdir", "Mul,HardSigmoid")]
+    [InlineData("textdir", "Gemm,Softmax")]
+    [InlineData("vad", "LSTM")]
+    [InlineData("vad", "Mul,Add,Log")]
+    [InlineData("vad", "MatMul,Sigmoid")]
+    [InlineData("vad", "Conv")]
+    [InlineData("dbnet", "Concat,Resize,Add")]
+    [InlineData("dbnet", "ConvTranspose,Sigmoid")]
+    public void Baseline_KeepingOpTypesFloat(string kind, string opTypes)
+    {
+        var path = fixture.Model(kind);
+        using var dir = new TempDir();
+        var quantized = dir.File("model.int8.onnx");
+        var result = ArchitectureModelPipeline.QuantizeDefault(path, quantized, new QuantizationOptions { Exclude = opTypes.Split(',') });
+        var figures = ArchitectureModels.Evaluate(path, quantized, latencyRuns: 20);
+        output.WriteLine($"KEEPFLOAT [{opTypes}] {figures.Summary()}; {result.QuantizedLayerCount} layers int8, {result.FloatLayerCount} float");
+        Assert.True(double.IsFinite(figures.OutputCosine));
+    }
+
+    /// <summary>The baseline with -ReduceRange (7-bit weights), as issue 17 also measured: printed, not asserted.</summary>
+    [Theory]
+    [InlineData("bert11")]
+    [InlineData("crnn")]
+    [InlineData("textdir")]
+    [InlineData("vad")]
+    [InlineData("dbnet")]
+    public void Baseline_ReduceRange(string kind)
+    {
+        var path = fixture.Model(kind);
+        using var dir = new TempDir();
+        var quantized = dir.File("model.int8.onnx");
+        var result = ArchitectureModelPipeline.QuantizeDefault(path, quantized, new QuantizationOptions { ReduceRange = true });
+        var figures = ArchitectureModels.Evaluate(path, quantized, latencyRuns: 20);
+        output.WriteLine($"REDUCERANGE {figures.Summary()}; {result.QuantizedLayerCount} layers int8, {result.FloatLayerCount} float");
+        Assert.True(double.IsFinite(figures.OutputCosine));
+    }
+}
