@@ -282,6 +282,8 @@ public static class AccuracyAwareSearch
 
     static PtqDataSet Subset(PtqDataSet data, int available)
     {
+        // Held-out samples (the fidelity guard's) are at most 16 already; Count there counts the whole source.
+        if (data.HoldOutEvery > 0) return data;
         var copy = data.Clone();
         copy.Count = Math.Min(RankingSamples, available);
         return copy;

@@ -143,7 +143,7 @@ public static class FidelityGuard
         check.Status = searched.GoalMet == true ? "Searched" : "BelowThreshold";
         check.Summary = check.Status == "Searched"
             ? FormattableString.Invariant($"Output cosine {check.Cosine:0.####} to float was below {minCosine} on {check.Samples} held-out samples; {check.KeptInFloat.Length} layer(s) kept in float bring it to {check.FinalCosine:0.####} ({HostCheck.ListNames(check.KeptInFloat)}).")
-            : FormattableString.Invariant($"FIDELITY BELOW THRESHOLD: output cosine {check.Cosine:0.####} to float (SQNR {check.SqnrDb:0.#} dB) on {check.Samples} samples, threshold {minCosine}; the search ({searched.SearchSummary}) wrote its best model, cosine {check.FinalCosine:0.####}. Layers that hurt most: {HostCheck.ListNames(check.WorstLayers)}.");
+            : FormattableString.Invariant($"FIDELITY BELOW THRESHOLD: output cosine {check.Cosine:0.####} to float (SQNR {check.SqnrDb:0.#} dB) on {check.Samples} samples, threshold {minCosine}; the search ({searched.SearchSummary}) wrote its best model, cosine {check.FinalCosine:0.####}.") + (check.WorstLayers.Count > 0 ? $" Layers that hurt most: {HostCheck.ListNames(check.WorstLayers)}." : "");
         return searched;
     }
 
