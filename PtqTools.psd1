@@ -30,6 +30,8 @@
         'Get-PtqCache'
         'Clear-PtqCache'
         'Get-QuantizationRule'
+        'Update-QuantizedModel'
+        'Get-QuantizationStatus'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -60,7 +60,8 @@ function Invoke-Build {
     $null = New-Item -ItemType Directory -Path $moduleDir, (Join-Path $moduleDir 'en-US')
     Copy-Item (Join-Path $root 'PtqTools.psd1'), (Join-Path $root 'LICENSE') $moduleDir
     Copy-Item (Join-Path $root 'module/*.ps1xml') $moduleDir
-    # Scripts users dot-source from the module folder (PtqTools.Remoting.ps1: fan-out over PowerShell remoting).
+    # Scripts shipped in the module folder: PtqTools.Remoting.ps1 (dot-sourced: fan-out over PowerShell remoting)
+    # and Invoke-PtqBatch.ps1 (run with pwsh -File: the scheduler wrapper of Update-QuantizedModel).
     Copy-Item (Join-Path $root 'module/*.ps1') $moduleDir
     # The engine, its managed dependencies and the linux-x64 natives; pwsh brings its own PowerShell assemblies.
     Get-ChildItem $publish -File |

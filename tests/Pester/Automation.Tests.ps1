@@ -32,6 +32,7 @@ Describe 'Objects survive serialization' {
 
     It 'every output type of every cmdlet has a view, live and deserialized, that fits in 120 columns' {
         $one = New-ResNetDataSet -Split t10k -Count 1
+        $conformance = '/usr/share/libonnx-testdata/data/pytorch-converted'
         $conv = $stats | Where-Object { $_.Layers -contains 'Convolution249' }
         $objects = @(
             (Get-OnnxModel $ResNet18), (Get-ModelLayer $ResNet18 | Select-Object -First 3), $calib,
@@ -41,7 +42,9 @@ Describe 'Objects survive serialization' {
             (Measure-ModelPerformance -Path $result.OutputPath -DataSet $one -WarmupRuns 1 -Runs 3),
             (Invoke-ModelInference -Path $result.OutputPath -DataSet $one),
             (Get-QuantizationRule),
-            (Get-PtqCache), (Get-PtqCache -Summary))
+            (Get-PtqCache), (Get-PtqCache -Summary),
+            (Get-QuantizationStatus -Path $ResNet18 -OutputPath $result.OutputPath),
+            (Update-QuantizedModel -LiteralPath "$conformance/test_Conv2d" -OutputFolder (Join-Path $TestDrive 'views') -DataSet (New-PtqDataSet -LiteralPath "$conformance/test_Conv2d")))
         $viewed = [Collections.Generic.HashSet[string]]::new()
         foreach ($o in $objects) {
             foreach ($form in $o, (Send-Across $o)) {

@@ -95,6 +95,8 @@ Describe 'Properties are typed values, and Export-Csv writes values, not type na
         @{ Name = 'InferenceResult'; Make = { Invoke-ModelInference -Path $Model -DataSet $Labelled } }
         @{ Name = 'PtqCacheEntry'; Make = { Get-PtqCache } }
         @{ Name = 'PtqCacheSummary'; Make = { Get-PtqCache -Summary } }
+        @{ Name = 'QuantizationStatus'; Make = { Get-QuantizationStatus -Path $Model -OutputPath $Result.OutputPath -Exclude fc } }
+        @{ Name = 'QuantizedModelUpdate'; Make = { Update-QuantizedModel -Path $Model -OutputFolder (Join-Path $TestDrive 'csv') -DataSet $Data -SkipHostCheck } }
     ) {
         $objects = @(& $Make)
         $objects.Count | Should -BeGreaterThan 0

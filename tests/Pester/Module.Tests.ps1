@@ -32,16 +32,17 @@ Register-PSResourceRepository -Name PtqLocal -Uri '$packageDir' -Trusted
 Install-PSResource -Name PtqTools -Repository PtqLocal -Scope CurrentUser -TrustRepository
 Import-Module PtqTools
 `$m = Get-Module PtqTools
-"`$(`$m.ModuleBase)|`$(`$m.Version)|`$((Get-Command -Module PtqTools).Count)|`$(`$m.PrivateData.PSData.ReleaseNotes -match 'static QDQ')"
+"`$(`$m.ModuleBase)|`$(`$m.Version)|`$((Get-Command -Module PtqTools).Count)|`$(`$m.PrivateData.PSData.ReleaseNotes -match 'static QDQ')|`$(Test-Path (Join-Path `$m.ModuleBase 'Invoke-PtqBatch.ps1'))"
 "@
         $out = Invoke-FreshPwsh $script -Environment @{ HOME = $fakeHome; XDG_DATA_HOME = $null; XDG_CONFIG_HOME = $null }
-        $line = $out | Where-Object { $_ -like '*|*|*|*' } | Select-Object -Last 1
+        $line = $out | Where-Object { $_ -like '*|*|*|*|*' } | Select-Object -Last 1
         $line | Should -Not -BeNullOrEmpty -Because ($out -join "`n")
-        $base, $version, $count, $notes = $line -split '\|'
+        $base, $version, $count, $notes, $wrapper = $line -split '\|'
         $base | Should -BeLike "$fakeHome*"
         $version | Should -Be (Import-PowerShellDataFile $env:PTQTOOLS_MODULE).ModuleVersion
         [int]$count | Should -Be (Import-PowerShellDataFile $env:PTQTOOLS_MODULE).CmdletsToExport.Count
         $notes | Should -Be 'True'
+        $wrapper | Should -Be 'True' -Because 'the package holds the scheduler wrapper of Update-QuantizedModel'
     }
 
     It 'carries tags and licence in the manifest' {
