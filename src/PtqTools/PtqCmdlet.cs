@@ -250,6 +250,13 @@ internal static class PipelineObjects
 
     public static bool Has(PSObject o, params string[] names) => names.All(n => o.Properties[n] is not null);
 
+    static readonly System.Reflection.MethodInfo ToMethod = typeof(PipelineObjects).GetMethod(nameof(To))!;
+
+    /// <summary>A class of the engine's plain data (not a list, not a string) with a parameterless constructor.</summary>
+    static bool IsNestedObject(Type t) =>
+        t.IsClass && !t.IsArray && !t.IsGenericType && t != typeof(string) && t.Namespace?.StartsWith("PtqTools.Core", StringComparison.Ordinal) == true
+        && t.GetConstructor(Type.EmptyTypes) is not null;
+
     public static T To<T>(PSObject o) where T : new()
     {
         if (o.BaseObject is T live) return live;
@@ -258,10 +265,13 @@ internal static class PipelineObjects
         {
             var value = o.Properties[prop.Name]?.Value;
             if (value is null) continue;
-            // A nested description (a statistics object's held-out data set) deserialized by Import-Clixml or remoting.
-            if (prop.PropertyType == typeof(PtqTools.Core.Data.PtqDataSet) && value is PSObject nested && nested.BaseObject is not PtqTools.Core.Data.PtqDataSet)
+            // A nested plain-data object (a statistics object's held-out data set, a result's fidelity check):
+            // deserialized (Import-Clixml, remoting) it is read the same way; flattened to text by Export-Csv it is lost.
+            if (IsNestedObject(prop.PropertyType))
             {
-                prop.SetValue(result, To<PtqTools.Core.Data.PtqDataSet>(nested));
+                var inner = value is PSObject wrapped ? wrapped.BaseObject : value;
+                if (prop.PropertyType.IsInstanceOfType(inner)) prop.SetValue(result, inner);
+                else if (inner is PSCustomObject) prop.SetValue(result, ToMethod.MakeGenericMethod(prop.PropertyType).Invoke(null, new object[] { PSObject.AsPSObject(value) }));
                 continue;
             }
             if (value is PSObject pso) value = pso.BaseObject;
