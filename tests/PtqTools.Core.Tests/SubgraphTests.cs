@@ -1,3 +1,4 @@
+using PtqTools.Core.Evaluation;
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Onnx;
@@ -104,6 +105,23 @@ public class SubgraphTests
         var ifIndex = layers.FindIndex(l => l.Name == "if");
         Assert.True(layers.FindIndex(l => l.Name == "if/then_branch/conv_t1") > ifIndex);
         Assert.True(layers.FindIndex(l => l.Name == "gap") > layers.FindIndex(l => l.Name == "if/else_branch/conv_e"));
+    }
+
+    [Fact]
+    public void LayerAnalysis_OfAModelWhoseLayersAreAllInBranches_SaysSo()
+    {
+        TestPaths.UseTempCache();
+        using var dir = new TempDir();
+        var path = dir.File("if.onnx");
+        File.WriteAllBytes(path, IfModel().ToByteArray());
+        var prepared = ModelPreparer.Prepare(path);
+        var options = new QuantizationOptions { Exclude = new[] { "gemm", "gap", "flatten" } };
+        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null, options.FloatReason);
+        var data = DataSetReader.FromArrays(Inputs(8, 5), new[] { 3, 8, 8 }, null, new PtqDataSet());
+        var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 1, null, CancellationToken.None);
+        // Before: ONNX Runtime's "At least one output should be requested", from a model exposing no tensor.
+        var ex = Check.Throws("LayersInSubgraphs", () => LayerErrorAnalyzer.Run(prepared, stats, options, data, 1, null, CancellationToken.None));
+        Assert.Contains("if/then_branch/conv_t1", ex.Message);
     }
 
     [Fact]

@@ -60,6 +60,10 @@ public static class LayerErrorAnalyzer
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the statistics can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
         var graph = new GraphView(prepared.Model.Graph);
         var layers = prepared.Model.Graph.Node.Where(n => plan.QuantizedLayers.Contains(n.Name)).ToList();
+        // Layers inside If/Loop/Scan subgraphs have no tensor the main graph can expose as an output: they are not ranked.
+        if (layers.Count == 0)
+            throw new PtqException("LayersInSubgraphs", PtqErrorKind.NotSupported,
+                $"The {plan.QuantizedLayers.Count} quantized layers of '{prepared.SourcePath}' are all inside If, Loop or Scan subgraphs ({string.Join(", ", plan.QuantizedLayers.Take(3))}{(plan.QuantizedLayers.Count > 3 ? ", ..." : "")}), whose tensors the layer analysis cannot expose: it ranks the layers of the main graph. Compare the whole model with Test-QuantizedModel instead.", prepared.SourcePath);
         var handlers = layers.ToDictionary(n => n.Name, n => OpHandlers.Get(n)!, StringComparer.Ordinal);
         var outputOf = layers.ToDictionary(n => n.Name, n => n.Output[0], StringComparer.Ordinal);
         var inputsOf = layers.ToDictionary(n => n.Name, n => handlers[n.Name].ActivationInputs(n, graph).Select(i => n.Input[i]).Distinct().ToArray(), StringComparer.Ordinal);
