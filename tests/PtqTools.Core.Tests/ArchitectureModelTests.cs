@@ -194,8 +194,10 @@ public class ArchitectureModelTests : IClassFixture<ArchitectureModelFixture>
         Assert.True(figures.SizeRatio <= 1, figures.Summary());
         Assert.NotNull(result.Fidelity);
         Assert.True(result.Fidelity!.Samples > 0, result.Fidelity.Summary);
-        Assert.Contains(result.Fidelity.Status, new[] { "Passed", "Searched", "BelowThreshold" });
-        Assert.Equal(result.Fidelity.Status == "Passed", result.Fidelity.Cosine >= FidelityGuard.DefaultMinCosine);
+        Assert.Contains(result.Fidelity.Status, new[] { "Passed", "Searched", "KeptFloat" });
+        Assert.Equal(result.Fidelity.Status == "Passed",
+            result.Fidelity.Cosine >= FidelityGuard.DefaultMinCosine && !(result.Fidelity.Agreement < FidelityGuard.DefaultMinAgreement));
+        if (result.Fidelity.Status == "KeptFloat") Assert.Equal(0, result.QuantizedLayerCount);
         // Issue 17's bars where the defaults meet them today (docs/real-models.md has the whole table).
         switch (kind)
         {

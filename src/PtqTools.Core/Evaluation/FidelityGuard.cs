@@ -8,8 +8,9 @@ namespace PtqTools.Core.Evaluation;
 /// <summary>What the fidelity guard found for a written static model.</summary>
 public sealed class FidelityCheck
 {
-    /// <summary>Passed; Searched (below the threshold, and the layer search met it by keeping layers in float);
-    /// BelowThreshold (the search did not meet it in its budget: the best model found is written, with a warning);
+    /// <summary>Passed; Searched (below a threshold, and the layer search met them by keeping layers in float);
+    /// KeptFloat (the search did not meet them in its budget, or what it left in int8 was larger than float: the
+    /// float model is written, with the figures and the layers that hurt most);
     /// NotChecked (no samples, with the reason in <see cref="Summary"/>).</summary>
     public string Status { get; set; } = "NotChecked";
     public bool Passed => Status is "Passed" or "Searched";
@@ -18,13 +19,21 @@ public sealed class FidelityCheck
     /// <summary>Samples the check ran, and where they came from (held out of calibration, or the calibration data).</summary>
     public int Samples { get; set; }
     public string SampleSource { get; set; } = "";
+    /// <summary>The threshold on decisions: outputs of probabilities (every float value in [0, 1]: softmax, sigmoid)
+    /// must agree with float's on which values pass 0.5 (intersection over union of those sets).</summary>
+    public double MinAgreement { get; set; }
+    /// <summary>The lowest such agreement over the probability outputs of the model first written, and of the model
+    /// finally written (null without probability outputs).</summary>
+    public double? Agreement { get; set; }
+    public double? FinalAgreement { get; set; }
     /// <summary>The lowest mean cosine and SQNR over the model's outputs, of the model first written.</summary>
     public double Cosine { get; set; }
     public double SqnrDb { get; set; }
     /// <summary>The same for the model finally written (after the search, when it ran).</summary>
     public double FinalCosine { get; set; }
     public double FinalSqnrDb { get; set; }
-    /// <summary>Float latency over the written model's, 1 thread, ONNX Runtime on this host (above 1: faster).</summary>
+    /// <summary>Float latency over the written model's (the int8 one finally written; not measured again when the float
+    /// model is written), 1 thread, ONNX Runtime on this host (above 1: faster).</summary>
     public double Speedup { get; set; }
     public double SizeRatio { get; set; }
     /// <summary>The layers the search ranked as hurting the output most, worst first (when it ran).</summary>
@@ -50,14 +59,37 @@ public static class FidelityGuard
     /// <summary>The default threshold on every output's mean cosine to float.</summary>
     public const double DefaultMinCosine = 0.99;
 
+    /// <summary>The default threshold on the decisions of probability outputs (agreement at 0.5 with float's).</summary>
+    public const double DefaultMinAgreement = 0.98;
+
     /// <summary>Every this-many-th sample (by index in the source) is held out of calibration.</summary>
     public const int HoldOutEvery = 10;
 
     /// <summary>Samples the check runs at most.</summary>
     public const int MaxSamples = 16;
 
-    /// <summary>Latency runs of each model for the speed figure (after 2 warm-up runs).</summary>
-    const int LatencyRuns = 10;
+    /// <summary>Rounds of the speed figure: in each, a few runs of the float model then of the written one, on one
+    /// sample, 1 thread; the figure is the median over rounds of float's median over the written one's, so that a
+    /// burst of other work on the machine moves both.</summary>
+    const int SpeedRounds = 5, RunsPerRound = 5;
+
+    static double Speedup(string floatPath, string quantizedPath, PtqDataSet data, CancellationToken cancel)
+    {
+        Sample first;
+        using (var reader = new SampleReader(data)) first = reader.Read(cancel).First();
+        using var f = OrtRunner.FromFile(floatPath, 1);
+        using var q = OrtRunner.FromFile(quantizedPath, 1);
+        var ratios = new double[SpeedRounds];
+        for (int round = 0; round < SpeedRounds; round++)
+        {
+            int warmup = round == 0 ? 3 : 0;
+            var (fm, _) = f.MeasureLatency(first, RunsPerRound, warmup, cancel);
+            var (qm, _) = q.MeasureLatency(first, RunsPerRound, warmup, cancel);
+            ratios[round] = qm > 0 ? fm / qm : 0;
+        }
+        Array.Sort(ratios);
+        return Math.Round(ratios[SpeedRounds / 2], 3);
+    }
 
     /// <summary>The default time budget of the search when the check fails.</summary>
     public static readonly TimeSpan DefaultTimeBudget = TimeSpan.FromMinutes(2);
@@ -94,7 +126,7 @@ public static class FidelityGuard
         QuantizationResult written, PtqDataSet? heldOut, PtqDataSet? fallback, double minCosine, TimeSpan budget, int threads,
         IProgress<Calibration.RunProgress>? progress, CancellationToken cancel)
     {
-        var check = new FidelityCheck { MinCosine = minCosine, SizeRatio = written.SizeRatio };
+        var check = new FidelityCheck { MinCosine = minCosine, MinAgreement = DefaultMinAgreement, SizeRatio = written.SizeRatio };
         written.Fidelity = check;
         var data = heldOut ?? fallback;
         if (data is null)
@@ -108,7 +140,7 @@ public static class FidelityGuard
         AccuracyReport report;
         try
         {
-            report = ModelComparer.Compare(prepared.SourcePath, written.OutputPath, sample, 1, LatencyRuns, false, progress, cancel);
+            report = ModelComparer.Compare(prepared.SourcePath, written.OutputPath, sample, 1, 0, false, progress, cancel);
         }
         catch (PtqException ex)
         {
@@ -119,34 +151,109 @@ public static class FidelityGuard
         check.Outputs = report.Outputs;
         check.Cosine = check.FinalCosine = report.Outputs.Min(o => o.Cosine);
         check.SqnrDb = check.FinalSqnrDb = report.Outputs.Min(o => o.SqnrDb);
-        check.Speedup = report.Speedup;
-        if (check.Cosine >= minCosine)
+        check.Speedup = Speedup(prepared.SourcePath, written.OutputPath, sample, cancel);
+        // The float model's outputs (all of them) and the written model's, for the decisions of probability outputs.
+        var reference = new List<float[][]>();
+        var written0 = new List<float[][]>();
+        using (var runner = OrtRunner.FromFile(prepared.PreparedPath, threads))
+        using (var quantized = OrtRunner.FromFile(written.OutputPath, threads))
+        using (var reader = new SampleReader(sample))
+            foreach (var s in reader.Read(cancel)) { reference.Add(runner.Run(s, cancel)); written0.Add(quantized.Run(s, cancel)); }
+        var probability = Enumerable.Range(0, reference[0].Length).Where(k => reference.All(r => IsDecisions(r[k]))).ToArray();
+        check.Agreement = check.FinalAgreement = probability.Length == 0 ? null
+            : probability.Min(k => Agreement(reference.Select(r => r[k]), written0.Select(w => w[k])));
+        if (check.Cosine >= minCosine && !(check.Agreement < check.MinAgreement))
         {
             check.Status = "Passed";
             check.Summary = Figures(check, written) + ".";
             return written;
         }
 
-        // Below the threshold: keep the layers that hurt the output most in float until it holds, within the budget.
-        var reference = new List<float[]>();
-        using (var runner = OrtRunner.FromFile(prepared.PreparedPath, threads))
-        using (var reader = new SampleReader(sample))
-            foreach (var s in reader.Read(cancel)) reference.Add(runner.Run(s, cancel)[0]);
-        var floatOutputs = reference.ToArray();
-        TaskMetric metric = (outputs, _) => TaskMetrics.CosineToReference(outputs, floatOutputs);
-        var searched = AccuracyAwareSearch.Run(prepared, statistics, options, written.OutputPath, sample, metric, 1 - minCosine, budget, threads, progress, cancel);
-        searched.Fidelity = check;
-        check.KeptInFloat = searched.KeptInFloat;
+        // Below a threshold: keep the layers that hurt the first output most in float until both hold, within the
+        // budget. The search's metric per sample is how far it is from the thresholds, in units of their margins
+        // (1 for float; the goal allows one margin): min of (cosine - 1) / (1 - MinCosine) and, for a probability
+        // output, (agreement - 1) / (1 - MinAgreement), plus 1.
+        var floatOutputs = reference.Select(r => r[0]).ToArray();
+        bool decisions = probability.Contains(0);
+        TaskMetric metric = (outputs, _) =>
+        {
+            var cosine = TaskMetrics.CosineToReference(outputs, floatOutputs);
+            return cosine.Select((c, i) => 1 + Math.Min((c - 1) / (1 - minCosine),
+                decisions ? (Agreement(new[] { floatOutputs[i] }, new[] { outputs[i] }) - 1) / (1 - DefaultMinAgreement) : 0)).ToArray();
+        };
+        var searched = AccuracyAwareSearch.Run(prepared, statistics, options, written.OutputPath, sample, metric, 1, budget, threads, progress, cancel);
         check.WorstLayers = new(searched.Candidates.OrderByDescending(c => c.FloatLayerCount).FirstOrDefault()?.KeptInFloat ?? Enumerable.Empty<string>());
-        check.SizeRatio = searched.SizeRatio;
-        if (searched.AccuracyDrop is { } drop) check.FinalCosine = 1 - drop.Drop;
-        check.Status = searched.GoalMet == true ? "Searched" : "BelowThreshold";
-        check.Summary = check.Status == "Searched"
-            ? FormattableString.Invariant($"Output cosine {check.Cosine:0.####} to float was below {minCosine} on {check.Samples} held-out samples; {check.KeptInFloat.Length} layer(s) kept in float bring it to {check.FinalCosine:0.####} ({HostCheck.ListNames(check.KeptInFloat)}).")
-            : FormattableString.Invariant($"FIDELITY BELOW THRESHOLD: output cosine {check.Cosine:0.####} to float (SQNR {check.SqnrDb:0.#} dB) on {check.Samples} samples, threshold {minCosine}; the search ({searched.SearchSummary}) wrote its best model, cosine {check.FinalCosine:0.####}.") + (check.WorstLayers.Count > 0 ? $" Layers that hurt most: {HostCheck.ListNames(check.WorstLayers)}." : "");
-        return searched;
+        string worst = check.WorstLayers.Count > 0 ? $" Layers that hurt most: {HostCheck.ListNames(check.WorstLayers)}." : "";
+        if (searched.GoalMet == true && searched.SizeRatio <= 1)
+        {
+            // The model the search wrote, measured as the first one was.
+            searched.Fidelity = check;
+            check.Status = "Searched";
+            check.KeptInFloat = searched.KeptInFloat;
+            check.SizeRatio = searched.SizeRatio;
+            var final = ModelComparer.Compare(prepared.SourcePath, searched.OutputPath, sample, 1, 0, false, null, cancel);
+            check.FinalCosine = final.Outputs.Min(o => o.Cosine);
+            check.FinalSqnrDb = final.Outputs.Min(o => o.SqnrDb);
+            check.Speedup = Speedup(prepared.SourcePath, searched.OutputPath, sample, cancel);
+            if (probability.Length > 0)
+            {
+                var after = new List<float[][]>();
+                using (var quantized = OrtRunner.FromFile(searched.OutputPath, threads))
+                using (var reader = new SampleReader(sample))
+                    foreach (var s in reader.Read(cancel)) after.Add(quantized.Run(s, cancel));
+                check.FinalAgreement = probability.Min(k => Agreement(reference.Select(r => r[k]), after.Select(w => w[k])));
+            }
+            check.Summary = FormattableString.Invariant($"Output cosine {check.Cosine:0.####}{AgreementText(check.Agreement)} to float was below the thresholds ({minCosine}, {check.MinAgreement}) on {check.Samples} held-out samples; {check.KeptInFloat.Length} layer(s) kept in float bring it to {check.FinalCosine:0.####}{AgreementText(check.FinalAgreement)} ({HostCheck.ListNames(check.KeptInFloat)}).");
+            return searched;
+        }
+
+        // No int8 model that keeps the outputs was found in the budget, or the one found is larger than float (its
+        // Q/DQ pairs cost more bytes than its int8 weights save): the float model is written, and says why.
+        string why = searched.GoalMet == true
+            ? "kept in float: with the layers the fidelity check allows in int8 the model was larger than float, so the float model is written"
+            : "kept in float: no int8 model the fidelity check's search found in its budget kept the float model's outputs, so the float model is written";
+        var (plan, _) = Quantizer.Plan(prepared, statistics, options);
+        var kept = Quantizer.WriteFloat(prepared, plan, options, written.OutputPath, why, cancel);
+        kept.Fidelity = check;
+        check.Status = "KeptFloat";
+        check.KeptInFloat = new(plan.Decisions.Where(d => d.Reason == why).Select(d => d.Layer));
+        check.FinalCosine = 1;
+        check.FinalSqnrDb = double.PositiveInfinity;
+        if (check.Agreement is not null) check.FinalAgreement = 1;
+        check.SizeRatio = kept.SizeRatio;
+        check.Summary = FormattableString.Invariant($"FLOAT MODEL WRITTEN: output cosine {check.Cosine:0.####}{AgreementText(check.Agreement)} to float (SQNR {check.SqnrDb:0.#} dB) was below the thresholds ({minCosine}, {check.MinAgreement}) on {check.Samples} samples, and ")
+            + (searched.GoalMet == true
+                ? FormattableString.Invariant($"the int8 model that meets them was larger than float ({searched.SizeRatio:P1}).")
+                : $"the search did not meet them ({searched.SearchSummary}).")
+            + worst + " -SkipFidelityCheck writes the int8 model anyway; -MinCosine sets the threshold.";
+        return kept;
+    }
+
+    static string AgreementText(double? agreement) => agreement is double a ? FormattableString.Invariant($", decisions {a:0.####}") : "";
+
+    /// <summary>Outputs of at most this many values per sample that hold probabilities are decisions (class scores,
+    /// per-frame probabilities); larger ones (probability maps) are judged by their cosine.</summary>
+    public const int MaxDecisionValues = 4096;
+
+    /// <summary>Whether an output holds decisions: probabilities (every value in [0, 1]), at most
+    /// <see cref="MaxDecisionValues"/> of them.</summary>
+    static bool IsDecisions(float[] values) => values.Length > 0 && values.Length <= MaxDecisionValues && values.All(v => v >= 0 && v <= 1);
+
+    /// <summary>How far two models' decisions agree: of the values either puts above 0.5, the share both do
+    /// (intersection over union; 1 when neither puts any).</summary>
+    public static double Agreement(IEnumerable<float[]> reference, IEnumerable<float[]> other)
+    {
+        long both = 0, either = 0;
+        foreach (var (f, q) in reference.Zip(other))
+            for (int i = 0; i < f.Length; i++)
+            {
+                bool a = f[i] > 0.5f, b = q[i] > 0.5f;
+                if (a && b) both++;
+                if (a || b) either++;
+            }
+        return either == 0 ? 1 : (double)both / either;
     }
 
     static string Figures(FidelityCheck c, QuantizationResult r) => FormattableString.Invariant(
-        $"Output cosine {c.Cosine:0.####} to float (SQNR {c.SqnrDb:0.#} dB) on {c.Samples} samples ({c.SampleSource}), threshold {c.MinCosine}; {c.Speedup:0.##}x float's speed on this host, {r.SizeRatio:P0} of its size");
+        $"Output cosine {c.Cosine:0.####}{AgreementText(c.Agreement)} to float (SQNR {c.SqnrDb:0.#} dB) on {c.Samples} samples ({c.SampleSource}), threshold {c.MinCosine}; {c.Speedup:0.##}x float's speed on this host, {r.SizeRatio:P0} of its size");
 }

@@ -145,6 +145,22 @@ public static class Quantizer
         return Write(prepared, model, plan, options, outputPath, cancel);
     }
 
+    /// <summary>Writes the prepared float model with the metadata of a quantized one (source, options, target), every
+    /// layer the plan would quantize kept in float with <paramref name="reason"/>: what is written when quantizing
+    /// would not pay.</summary>
+    public static QuantizationResult WriteFloat(PreparedModel prepared, QuantizationPlan plan, QuantizationOptions options, string outputPath,
+        string reason, CancellationToken cancel)
+    {
+        foreach (var d in plan.Decisions.Where(d => d.Quantized))
+        {
+            d.Quantized = false;
+            d.Reason = reason;
+        }
+        foreach (var d in plan.Decisions.Where(d => d.Folded)) { d.Folded = false; d.Reason = "kept in float: its producer is not quantized"; }
+        plan.QuantizedLayers.Clear();
+        return Write(prepared, prepared.Model.Clone(), plan, options, outputPath, cancel);
+    }
+
     static QuantizationResult Write(PreparedModel prepared, ModelProto model, QuantizationPlan plan, QuantizationOptions options, string outputPath, CancellationToken cancel)
     {
         SetMetadata(model, "ptq.source_sha256", prepared.SourceSha256);

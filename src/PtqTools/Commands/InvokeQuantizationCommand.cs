@@ -307,7 +307,7 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
             // Below the threshold (searched or not) or unchecked is a warning; a check passed is verbose.
             if (fidelity.Status == "Passed") WriteVerbose(fidelity.Summary);
             else WriteWarning(fidelity.Summary);
-            if (fidelity.Samples > 0 && fidelity.Speedup < 1)
+            if (fidelity.Samples > 0 && fidelity.Speedup < 1 && fidelity.Status != "KeptFloat")
                 WriteWarning(FormattableString.Invariant($"The written model runs at {fidelity.Speedup:0.##}x the float model's speed on this host (ONNX Runtime, 1 thread): its Q/DQ cost more than its integer kernels save."));
         }
         if (result.SizeRatio > 1)
