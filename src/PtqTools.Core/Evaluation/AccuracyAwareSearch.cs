@@ -30,7 +30,8 @@ public sealed class SearchCandidate
 /// Accuracy-aware quantization: quantizes everything, and when the task metric drops by more than the goal, keeps the
 /// layers that hurt most by themselves (LayerErrorAnalyzer's ranking) in float, more of them each round (1, 2, 4, ...
 /// then a bisection back down), until the goal is met or the time budget is spent. Of the candidates that meet the
-/// goal it returns the fastest (measured, when there are several), else the best one found with GoalMet false and the
+/// goal it returns the fastest (measured, when there are several; without timeCandidates the one with the fewest layers
+/// in float, so that the same inputs give the same file), else the best one found with GoalMet false and the
 /// reason. Every candidate is measured in ONNX Runtime with all optimizations, as it will be deployed, and the model
 /// written is the very file that was measured.
 /// The float model and the fully quantized one are always measured (nothing can be said without them); every later
@@ -50,7 +51,7 @@ public static class AccuracyAwareSearch
 
     public static QuantizationResult Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
         string outputPath, PtqDataSet evaluation, TaskMetric? metric, double maxDrop, TimeSpan timeBudget, int threads,
-        IProgress<RunProgress>? progress, CancellationToken cancel)
+        IProgress<RunProgress>? progress, CancellationToken cancel, bool timeCandidates = true)
     {
         options.Validate();
         if (!(maxDrop >= 0) || double.IsInfinity(maxDrop))
@@ -181,7 +182,7 @@ public static class AccuracyAwareSearch
             var meeting = files.Keys.Where(c => c.MeetsGoal).OrderBy(c => c.FloatLayerCount).ToList();
             SearchCandidate? best;
             string choice = "";
-            if (meeting.Count > 1 && !OutOfTime())
+            if (meeting.Count > 1 && timeCandidates && !OutOfTime())
             {
                 // Fewest layers in float is usually the fastest, but not always (a lone int8 layer among float ones
                 // pays for its Q/DQ): time them, interleaved, and keep the fastest.

@@ -181,7 +181,9 @@ public static class FidelityGuard
             return cosine.Select((c, i) => 1 + Math.Min((c - 1) / (1 - minCosine),
                 decisions ? (Agreement(new[] { floatOutputs[i] }, new[] { outputs[i] }) - 1) / (1 - DefaultMinAgreement) : 0)).ToArray();
         };
-        var searched = AccuracyAwareSearch.Run(prepared, statistics, options, written.OutputPath, sample, metric, 1, budget, threads, progress, cancel);
+        // Candidates are not timed: the one with the fewest layers in float is taken, the same on every run.
+        var searched = AccuracyAwareSearch.Run(prepared, statistics, options, written.OutputPath, sample, metric, 1, budget, threads, progress, cancel,
+            timeCandidates: false);
         check.WorstLayers = new(searched.Candidates.OrderByDescending(c => c.FloatLayerCount).FirstOrDefault()?.KeptInFloat ?? Enumerable.Empty<string>());
         string worst = check.WorstLayers.Count > 0 ? $" Layers that hurt most: {HostCheck.ListNames(check.WorstLayers)}." : "";
         if (searched.GoalMet == true && searched.SizeRatio <= 1)
