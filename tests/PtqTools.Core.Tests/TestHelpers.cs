@@ -164,16 +164,8 @@ public sealed class ModelBuilder
     public ModelProto Model { get; }
     public GraphProto Graph => Model.Graph;
 
-    public static ValueInfoProto Value(string name, long[]? dims, int elemType = (int)OnnxDataType.Float)
-    {
-        var tensor = new TypeProto.Types.Tensor { ElemType = elemType };
-        if (dims is not null)
-        {
-            tensor.Shape = new TensorShapeProto();
-            foreach (var d in dims) tensor.Shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = d });
-        }
-        return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = tensor } };
-    }
+    public static ValueInfoProto Value(string name, long[]? dims, int elemType = (int)OnnxDataType.Float) =>
+        PtqTools.TestModels.OnnxBuilder.Value(name, dims, elemType);
 
     public ModelBuilder Input(string name, params long[] dims) { Graph.Input.Add(Value(name, dims)); return this; }
 
