@@ -178,7 +178,8 @@ public static class FidelityGuard
         TaskMetric metric = (outputs, _) =>
         {
             var cosine = TaskMetrics.CosineToReference(outputs, floatOutputs);
-            return cosine.Select((c, i) => 1 + Math.Min((c - 1) / (1 - minCosine),
+            double margin = Math.Max(1 - minCosine, 1e-6);   // -MinCosine 1 asks for float's outputs exactly
+            return cosine.Select((c, i) => 1 + Math.Min((c - 1) / margin,
                 decisions ? (Agreement(new[] { floatOutputs[i] }, new[] { outputs[i] }) - 1) / (1 - DefaultMinAgreement) : 0)).ToArray();
         };
         // Candidates are not timed: the one with the fewest layers in float is taken, the same on every run.
