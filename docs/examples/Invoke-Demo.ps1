@@ -52,8 +52,9 @@ $calibrationTime = $clock.Elapsed.TotalSeconds
 # Written for this machine's CPU class (-Target Host, resolved and recorded in the model): the demo measures speed
 # here. The default, -Target Portable, writes a model that is right on every CPU class.
 $result = $stats | Invoke-Quantization -OutputPath $target -Target Host -DataSet $calibration -Force
-Write-Host ("{0} tensors calibrated on {1} images in {2:N1} s; {3} layers quantized, {4} Relu folded into them, {5} kept in float; written to {6}" -f
-    $stats.Count, $calibration.Count, $calibrationTime, $result.QuantizedLayerCount, $result.FoldedLayerCount, $result.FloatLayerCount, $result.OutputPath)
+Write-Host ("{0} tensors calibrated on {1} of the {2} images (every 10th is held out for the fidelity check) in {3:N1} s; {4} layers quantized, {5} Relu folded into them, {6} kept in float; written to {7}" -f
+    $stats.Count, $stats[0].SampleCount, $calibration.Count, $calibrationTime, $result.QuantizedLayerCount, $result.FoldedLayerCount, $result.FloatLayerCount, $result.OutputPath)
+Write-Host ("Fidelity check: {0}" -f $result.Fidelity.Summary)
 Write-Host ("Target: {0} (this host: {1}); {2} layers made pair-safe for CPUs without VNNI. {3}" -f
     $result.Target, $result.HostClass, $result.PairSafeLayers.Count, $result.HostCheck.Summary)
 
