@@ -105,7 +105,8 @@ function Get-TrxCounts([string] $Path) {
 function Install-TestPackages {
     $packages = 'dataset-fashion-mnist', 'libonnx-testdata', 'chromium', 'openssh-server'
     if (-not $IsLinux -or -not (Get-Command dpkg -ErrorAction SilentlyContinue)) { return }
-    $missing = @($packages | Where-Object { & dpkg -s $_ *> $null; $LASTEXITCODE -ne 0 })
+    # Installed means 'install ok installed': a removed package whose configuration files remain answers dpkg -s too.
+    $missing = @($packages | Where-Object { (& dpkg-query -W -f '${Status}' $_ 2> $null) -ne 'install ok installed' })
     if ($missing.Count -eq 0) { return }
     $apt = Get-Command apt-get -ErrorAction SilentlyContinue
     $uid = (& id -u) -as [int]
