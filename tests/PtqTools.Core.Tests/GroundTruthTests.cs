@@ -106,12 +106,7 @@ public class GroundTruthTests
         Assert.True(r.Differing > 0, $"{name}: the exact arithmetic reproduced all {r.Elements} elements; the case cannot tell saturation apart.");
     }
 
-    public static TheoryData<KernelPath> Paths()
-    {
-        var d = new TheoryData<KernelPath>();
-        foreach (var p in KernelDispatch.Supported()) d.Add(p);
-        return d;
-    }
+    public static TheoryData<KernelPath> Paths() => KernelPaths.Supported();
 
     /// <summary>What an AVX2-only host would run (the Avx2 path), and every other path here, reproduces ONNX Runtime too.</summary>
     [Theory]

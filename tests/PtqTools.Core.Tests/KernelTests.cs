@@ -8,22 +8,9 @@ namespace PtqTools.Core.Tests;
 /// its scalar reference, on random data that includes the extremes of each type.</summary>
 public class KernelTests
 {
-    public static TheoryData<KernelPath> Paths()
-    {
-        var d = new TheoryData<KernelPath>();
-        foreach (var p in KernelDispatch.Supported()) d.Add(p);
-        return d;
-    }
+    public static TheoryData<KernelPath> Paths() => KernelPaths.Supported();
 
-    static T OnPath<T>(KernelPath path, Func<T> f)
-    {
-        lock (typeof(KernelDispatch))
-        {
-            var saved = KernelDispatch.Current;
-            KernelDispatch.Current = path;
-            try { return f(); } finally { KernelDispatch.Current = saved; }
-        }
-    }
+    static T OnPath<T>(KernelPath path, Func<T> f) => KernelPaths.On(path, f);
 
     static byte[] U8(Random r, int n) { var a = new byte[n]; r.NextBytes(a); for (int i = 0; i < Math.Min(n, 4); i++) a[i] = (byte)(i % 2 == 0 ? 255 : 0); return a; }
     static sbyte[] S8(Random r, int n) { var a = new sbyte[n]; for (int i = 0; i < n; i++) a[i] = (sbyte)r.Next(-128, 128); for (int i = 0; i < Math.Min(n, 4); i++) a[i] = (sbyte)(i % 2 == 0 ? -128 : 127); return a; }

@@ -8,22 +8,9 @@ namespace PtqTools.Core.Tests;
 /// every pair saturates.</summary>
 public class SaturatingKernelTests
 {
-    public static TheoryData<KernelPath> Paths()
-    {
-        var d = new TheoryData<KernelPath>();
-        foreach (var p in KernelDispatch.Supported()) d.Add(p);
-        return d;
-    }
+    public static TheoryData<KernelPath> Paths() => KernelPaths.Supported();
 
-    static T OnPath<T>(KernelPath path, Func<T> f)
-    {
-        lock (typeof(KernelDispatch))
-        {
-            var saved = KernelDispatch.Current;
-            KernelDispatch.Current = path;
-            try { return f(); } finally { KernelDispatch.Current = saved; }
-        }
-    }
+    static T OnPath<T>(KernelPath path, Func<T> f) => KernelPaths.On(path, f);
 
     static byte[] U8(Random r, int n, bool adversarial) =>
         Enumerable.Range(0, n).Select(_ => adversarial ? (byte)r.Next(200, 256) : (byte)r.Next(256)).ToArray();

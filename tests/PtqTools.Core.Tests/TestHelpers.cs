@@ -2,6 +2,7 @@ using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using PtqTools.Core;
+using PtqTools.Core.Kernels;
 using PtqTools.Core.Onnx;
 using Xunit;
 
@@ -182,21 +183,7 @@ public sealed class ModelBuilder
         var node = new NodeProto { OpType = op, Name = name ?? "" };
         node.Input.AddRange(inputs);
         node.Output.AddRange(outputs);
-        foreach (var (an, av) in attributes)
-        {
-            var a = new AttributeProto { Name = an };
-            switch (av)
-            {
-                case int i: a.I = i; a.Type = AttributeProto.Types.AttributeType.Int; break;
-                case long l: a.I = l; a.Type = AttributeProto.Types.AttributeType.Int; break;
-                case float f: a.F = f; a.Type = AttributeProto.Types.AttributeType.Float; break;
-                case long[] ls: a.Ints.AddRange(ls); a.Type = AttributeProto.Types.AttributeType.Ints; break;
-                case float[] fs: a.Floats.AddRange(fs); a.Type = AttributeProto.Types.AttributeType.Floats; break;
-                case string s: a.S = ByteString.CopyFromUtf8(s); a.Type = AttributeProto.Types.AttributeType.String; break;
-                default: throw new ArgumentException($"Attribute type {av.GetType()} is not handled.");
-            }
-            node.Attribute.Add(a);
-        }
+        foreach (var (an, av) in attributes) node.Attribute.Add(PtqTools.TestModels.OnnxBuilder.Attribute(an, av));
         Graph.Node.Add(node);
         return this;
     }
@@ -254,4 +241,26 @@ public static class TinyModels
 
     /// <summary>A flat random input of the tiny models' shape.</summary>
     public static float[] RandomInput(Random random) => Check.RandomFloats(random, 3 * 8 * 8, 2f);
+}
+
+/// <summary>The kernel paths this CPU offers, as theory data, and running code on one of them (the dispatch is
+/// process-wide: callers hold its lock).</summary>
+public static class KernelPaths
+{
+    public static TheoryData<KernelPath> Supported()
+    {
+        var d = new TheoryData<KernelPath>();
+        foreach (var p in KernelDispatch.Supported()) d.Add(p);
+        return d;
+    }
+
+    public static T On<T>(KernelPath path, Func<T> f)
+    {
+        lock (typeof(KernelDispatch))
+        {
+            var saved = KernelDispatch.Current;
+            KernelDispatch.Current = path;
+            try { return f(); } finally { KernelDispatch.Current = saved; }
+        }
+    }
 }
