@@ -137,28 +137,30 @@ public static class FidelityGuard
         check.SampleSource = heldOut is not null ? $"{heldOut.Name}: every {HoldOutEvery}th sample, held out of calibration" : $"{data.Name}: calibration samples (too few to hold any out)";
         var sample = data.Clone();
         sample.Count = data.HoldOutEvery > 0 ? Math.Min(data.Count, MaxSamples * data.HoldOutEvery) : Math.Min(data.Count, MaxSamples);
-        AccuracyReport report;
+        // One run of each model over the samples: the float model's outputs (all of them) are the reference of the
+        // cosines, of the decisions and of the search's metric.
+        List<float[][]> reference, written0;
+        string[] names;
         try
         {
-            report = ModelComparer.Compare(prepared.SourcePath, written.OutputPath, sample, 1, 0, false, progress, cancel);
+            (reference, names) = RunAll(prepared.PreparedPath, sample, threads, cancel);
+            (written0, var writtenNames) = RunAll(written.OutputPath, sample, threads, cancel);
+            if (reference.Count == 0)
+                throw new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, $"The data set '{sample.Name}' has no samples.", sample.Name);
+            if (!names.SequenceEqual(writtenNames))
+                throw new PtqException("OutputsDiffer", PtqErrorKind.InvalidData,
+                    $"The models' outputs differ: [{string.Join(", ", names)}] vs [{string.Join(", ", writtenNames)}].", written.OutputPath);
         }
         catch (PtqException ex)
         {
             check.Summary = $"Fidelity not checked: {ex.Message}";
             return written;
         }
-        check.Samples = report.SampleCount;
-        check.Outputs = report.Outputs;
-        check.Cosine = check.FinalCosine = report.Outputs.Min(o => o.Cosine);
-        check.SqnrDb = check.FinalSqnrDb = report.Outputs.Min(o => o.SqnrDb);
+        check.Samples = reference.Count;
+        check.Outputs = new(Compare(names, reference, written0));
+        check.Cosine = check.FinalCosine = check.Outputs.Min(o => o.Cosine);
+        check.SqnrDb = check.FinalSqnrDb = check.Outputs.Min(o => o.SqnrDb);
         check.Speedup = Speedup(prepared.SourcePath, written.OutputPath, sample, cancel);
-        // The float model's outputs (all of them) and the written model's, for the decisions of probability outputs.
-        var reference = new List<float[][]>();
-        var written0 = new List<float[][]>();
-        using (var runner = OrtRunner.FromFile(prepared.PreparedPath, threads))
-        using (var quantized = OrtRunner.FromFile(written.OutputPath, threads))
-        using (var reader = new SampleReader(sample))
-            foreach (var s in reader.Read(cancel)) { reference.Add(runner.Run(s, cancel)); written0.Add(quantized.Run(s, cancel)); }
         var probability = Enumerable.Range(0, reference[0].Length).Where(k => reference.All(r => IsDecisions(r[k]))).ToArray();
         check.Agreement = check.FinalAgreement = probability.Length == 0 ? null
             : probability.Min(k => Agreement(reference.Select(r => r[k]), written0.Select(w => w[k])));
@@ -194,18 +196,13 @@ public static class FidelityGuard
             check.Status = "Searched";
             check.KeptInFloat = searched.KeptInFloat;
             check.SizeRatio = searched.SizeRatio;
-            var final = ModelComparer.Compare(prepared.SourcePath, searched.OutputPath, sample, 1, 0, false, null, cancel);
-            check.FinalCosine = final.Outputs.Min(o => o.Cosine);
-            check.FinalSqnrDb = final.Outputs.Min(o => o.SqnrDb);
+            var (after, _) = RunAll(searched.OutputPath, sample, threads, cancel);
+            var final = Compare(names, reference, after);
+            check.FinalCosine = final.Min(o => o.Cosine);
+            check.FinalSqnrDb = final.Min(o => o.SqnrDb);
             check.Speedup = Speedup(prepared.SourcePath, searched.OutputPath, sample, cancel);
             if (probability.Length > 0)
-            {
-                var after = new List<float[][]>();
-                using (var quantized = OrtRunner.FromFile(searched.OutputPath, threads))
-                using (var reader = new SampleReader(sample))
-                    foreach (var s in reader.Read(cancel)) after.Add(quantized.Run(s, cancel));
                 check.FinalAgreement = probability.Min(k => Agreement(reference.Select(r => r[k]), after.Select(w => w[k])));
-            }
             check.Summary = FormattableString.Invariant($"Output cosine {check.Cosine:0.####}{AgreementText(check.Agreement)} to float was below the thresholds ({minCosine}, {check.MinAgreement}) on {check.Samples} held-out samples; {check.KeptInFloat.Length} layer(s) kept in float bring it to {check.FinalCosine:0.####}{AgreementText(check.FinalAgreement)} ({HostCheck.ListNames(check.KeptInFloat)}).");
             return searched;
         }
@@ -230,6 +227,25 @@ public static class FidelityGuard
                 : $"the search did not meet them ({searched.SearchSummary}).")
             + worst + " -SkipFidelityCheck writes the int8 model anyway; -MinCosine sets the threshold.";
         return kept;
+    }
+
+    /// <summary>Every output of a model on every sample, and the output names.</summary>
+    static (List<float[][]> Outputs, string[] Names) RunAll(string modelPath, PtqDataSet data, int threads, CancellationToken cancel)
+    {
+        var outputs = new List<float[][]>();
+        using var runner = OrtRunner.FromFile(modelPath, threads);
+        using var reader = new SampleReader(data);
+        foreach (var s in reader.Read(cancel)) outputs.Add(runner.Run(s, cancel));
+        return (outputs, runner.OutputNames);
+    }
+
+    /// <summary>Each output of one model against the reference's, over the samples (ModelComparer's figures).</summary>
+    static OutputComparison[] Compare(string[] names, List<float[][]> reference, List<float[][]> other)
+    {
+        var stats = names.Select(_ => new ModelComparer.OutputStats()).ToArray();
+        for (int i = 0; i < reference.Count; i++)
+            for (int k = 0; k < names.Length; k++) stats[k].Add(reference[i][k], other[i][k]);
+        return names.Select((name, k) => stats[k].Result(name, false)).ToArray();
     }
 
     static string AgreementText(double? agreement) => agreement is double a ? FormattableString.Invariant($", decisions {a:0.####}") : "";
