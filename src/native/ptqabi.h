@@ -1,0 +1,13 @@
+/* The ABI version of libptqkernels, shared by every platform's source file (ptqkernels.c for x86-64,
+ * ptqkernels_arm64.c for ARM64). Each library exports ptq_abi_version() returning it; the managed side
+ * (NativeKernels) loads a library only when the number matches its own, so a stale or foreign build is never called.
+ * Bump it whenever an export is added, removed or changes its signature or meaning. */
+#ifndef PTQ_ABI_H
+#define PTQ_ABI_H
+#define PTQ_ABI_VERSION 6
+#if defined(_WIN32)
+#define PTQ_EXPORT __declspec(dllexport)
+#else
+#define PTQ_EXPORT __attribute__((visibility("default")))
+#endif
+#endif
