@@ -45,7 +45,7 @@ public class KernelContextTests
         Assert.Equal(2, c.ThreadsFor(1000));
         Assert.Equal(3, c.ThreadsFor(1_000_000));
         Assert.Equal(1, c.WithThreads(1).ThreadsFor(1_000_000));
-        Assert.Equal(3, (c with { ParallelThreshold = 0 }).ThreadsFor(1));
+        Assert.Equal(3, (c with { ParallelThreshold = 0 }).ThreadsFor(10));
     }
 
     [Fact]
