@@ -2,8 +2,9 @@ using System.Runtime.Intrinsics.X86;
 
 namespace PtqTools.Core.Kernels;
 
-/// <summary>The code paths a kernel can take, slowest first.</summary>
-public enum KernelPath { Scalar, Vector128, Avx2, Avx512BW, NativeVnni }
+/// <summary>The code paths a kernel can take, slowest first (ArmDot, the ARM64 SDOT kernels of <see cref="ArmKernels"/>,
+/// is never offered beside an x86 path).</summary>
+public enum KernelPath { Scalar, Vector128, Avx2, Avx512BW, NativeVnni, ArmDot }
 
 /// <summary>Runtime dispatch: which path this CPU (and the native library, when present) can run.</summary>
 public static class KernelDispatch
@@ -25,6 +26,7 @@ public static class KernelDispatch
         if (NativeKernels.Available && NativeKernels.HasVnni) return KernelPath.NativeVnni;
         if (Avx512BW.IsSupported) return KernelPath.Avx512BW;
         if (Avx2.IsSupported) return KernelPath.Avx2;
+        if (ArmKernels.Supported) return KernelPath.ArmDot;
         if (System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated) return KernelPath.Vector128;
         return KernelPath.Scalar;
     }
@@ -43,6 +45,7 @@ public static class KernelDispatch
         if (Avx2.IsSupported) list.Add(KernelPath.Avx2);
         if (Avx512BW.IsSupported) list.Add(KernelPath.Avx512BW);
         if (NativeKernels.Available && NativeKernels.HasVnni) list.Add(KernelPath.NativeVnni);
+        if (ArmKernels.Supported) list.Add(KernelPath.ArmDot);
         return list.ToArray();
     }
 

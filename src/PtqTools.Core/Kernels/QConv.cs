@@ -195,7 +195,7 @@ public static class QConv
             unsafe { fixed (int* py = y) RunNative(x, xZero, w, default, default, 0, 0, 0, false, py, 4); }
             return;
         }
-        if (path == KernelPath.NativeVnni && w.Groups[0].Quads is not null)
+        if ((path == KernelPath.NativeVnni || path == KernelPath.ArmDot) && w.Groups[0].Quads is not null)
         {
             // Byte im2col (padding holds the zero point, so it contributes nothing) into the native VNNI GEMM.
             bool signed = typeof(TX) == typeof(sbyte);
@@ -216,6 +216,7 @@ public static class QConv
             return;
         }
         if (path == KernelPath.NativeVnni) path = KernelPath.Avx512BW; // the int16 im2col form feeds the managed GEMM
+        if (path == KernelPath.ArmDot) path = KernelPath.Vector128;
         int kp2 = w.Groups[0].KPairs * 2;
         var col = new short[(long)pixels * kp2];
         var outBuf = new int[(long)pixels * ocg];

@@ -1,0 +1,66 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using Onnx;
+using PtqTools.Core.Engine;
+using PtqTools.Core.Kernels;
+using PtqTools.Core.Onnx;
+
+namespace PtqTools.Arm64Check;
+
+/// <summary>
+/// The integer engine on quantized models written on x64: for each model NAME.onnx of a folder and each of its
+/// inputs NAME.in0.pb, NAME.in1.pb, ... (one TensorProto a sample), every tensor the engine computes (each node's
+/// outputs, in execution order) as element type, shape and the SHA-256 of its little-endian values, and the model
+/// outputs' values themselves (floats round-trip, "R"). The lines do not name the kernel path: they are computed on
+/// every path this CPU offers, which must agree, and the x64 engine's lines are compared with the ARM64 ones.
+/// </summary>
+public static class EngineReport
+{
+    /// <summary>The report lines of every model in <paramref name="folder"/>; <paramref name="log"/> gets a line per
+    /// model with the paths that agreed, or the first line where two paths differ (then the lines are null).</summary>
+    public static List<string>? Run(string folder, TextWriter log)
+    {
+        var all = new List<string>();
+        bool agree = true;
+        foreach (var modelPath in Directory.GetFiles(folder, "*.onnx").OrderBy(p => p, StringComparer.Ordinal))
+        {
+            string name = Path.GetFileNameWithoutExtension(modelPath);
+            var inputs = Enumerable.Range(0, 1000).Select(i => Path.Combine(folder, $"{name}.in{i}.pb")).TakeWhile(File.Exists).ToList();
+            var model = OnnxModelIO.Load(modelPath);
+            List<string>? first = null;
+            var paths = KernelDispatch.Supported();
+            foreach (var path in paths)
+            {
+                var lines = KernelChecks.On(path, () => Lines(name, model, inputs));
+                if (first is null) { first = lines; continue; }
+                int differ = Enumerable.Range(0, Math.Max(first.Count, lines.Count)).FirstOrDefault(i => i >= first.Count || i >= lines.Count || first[i] != lines[i], -1);
+                if (differ >= 0)
+                {
+                    log.WriteLine($"engine: {name}: path {path} differs from {paths[0]} at line {differ}: '{(differ < lines.Count ? lines[differ] : "")}' vs '{(differ < first.Count ? first[differ] : "")}'");
+                    agree = false;
+                }
+            }
+            log.WriteLine($"engine: {name}: {inputs.Count} samples, {first!.Count(l => l.StartsWith("tensor ", StringComparison.Ordinal))} tensors, paths {string.Join(", ", paths)} agree" + (agree ? "" : " NOT"));
+            all.AddRange(first);
+        }
+        return agree ? all : null;
+    }
+
+    static List<string> Lines(string name, ModelProto model, List<string> inputs)
+    {
+        var lines = new List<string>();
+        using var engine = new IntegerEngine(model, name);
+        for (int s = 0; s < inputs.Count; s++)
+        {
+            var tensor = EngineTensor.FromProto(TensorProto.Parser.ParseFrom(File.ReadAllBytes(inputs[s])));
+            var values = engine.RunAll(new Dictionary<string, EngineTensor> { [engine.Inputs[0]] = tensor });
+            foreach (var node in engine.Nodes)
+                foreach (var output in node.Output)
+                    if (output.Length > 0 && values.TryGetValue(output, out var t))
+                        lines.Add($"tensor {name}#{s} {output} {t.Type} [{string.Join(",", t.Dims)}] {Convert.ToHexString(SHA256.HashData(t.RawBytes))}");
+            foreach (var output in engine.Outputs)
+                lines.Add($"output {name}#{s} {output} " + string.Join(" ", values[output].ToFloats().Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
+        }
+        return lines;
+    }
+}

@@ -1,0 +1,37 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.Arm;
+using PtqTools.Arm64Check;
+using PtqTools.Core.Kernels;
+
+// ptqtools-arm64check [kernels] [engine FOLDER]: the ARM64 kernels' exactness checks against the scalar references,
+// and the integer engine's report on the quantized models of FOLDER (see EngineReport). Exit code 0 when every check
+// passed and every path agreed, 1 otherwise, 2 on bad arguments.
+var started = System.Diagnostics.Stopwatch.StartNew();
+bool kernels = args.Length == 0 || args.Contains("kernels");
+int e = Array.IndexOf(args, "engine");
+if (e >= 0 && e + 1 >= args.Length) { Console.Error.WriteLine("usage: [kernels] [engine FOLDER]"); return 2; }
+Console.WriteLine($"arch: {RuntimeInformation.ProcessArchitecture}, AdvSimd: {AdvSimd.Arm64.IsSupported}, Dp: {Dp.IsSupported}, " +
+    $"best path: {KernelDispatch.Best}, paths: {string.Join(", ", KernelDispatch.Supported())}, native library: {(NativeKernels.Available ? "loaded" : "none")}, " +
+    $".NET {Environment.Version}, {Environment.ProcessorCount} CPUs");
+int failed = 0, passed = 0;
+if (kernels)
+{
+    var checks = new KernelChecks(Console.Out);
+    checks.RunAll();
+    foreach (var f in checks.Failures.Take(20)) Console.WriteLine($"MISMATCH {f}");
+    failed += checks.Failures.Count;
+    passed += checks.Cases * KernelDispatch.Supported().Count - checks.Failures.Count;
+}
+if (e >= 0)
+{
+    var lines = EngineReport.Run(args[e + 1], Console.Out);
+    if (lines is null) failed++;
+    else
+    {
+        passed++;
+        foreach (var line in lines) Console.WriteLine(line);
+    }
+}
+Console.WriteLine($"time: {started.Elapsed.TotalSeconds:F1} s");
+Console.WriteLine($"{passed} passed, {failed} failed");
+return failed == 0 ? 0 : 1;
