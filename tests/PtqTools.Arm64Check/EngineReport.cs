@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Security.Cryptography;
 using Onnx;
 using PtqTools.Core.Engine;
 using PtqTools.Core.Kernels;
@@ -10,7 +9,8 @@ namespace PtqTools.Arm64Check;
 /// <summary>
 /// The integer engine on quantized models written on x64: for each model NAME.onnx of a folder and each of its
 /// inputs NAME.in0.pb, NAME.in1.pb, ... (one TensorProto a sample), every tensor the engine computes (each node's
-/// outputs, in execution order) as element type, shape and the SHA-256 of its little-endian values, and the model
+/// outputs, in execution order) as element type, shape and a 64-bit FNV-1a hash of its little-endian values (not
+/// SHA-256: .NET computes that with OpenSSL, which the arm64 sysroot lacks), and the model
 /// outputs' values themselves (floats round-trip, "R"). The lines do not name the kernel path: they are computed on
 /// every path this CPU offers, which must agree, and the x64 engine's lines are compared with the ARM64 ones.
 /// </summary>
@@ -40,10 +40,17 @@ public static class EngineReport
                     agree = false;
                 }
             }
-            log.WriteLine($"engine: {name}: {inputs.Count} samples, {first!.Count(l => l.StartsWith("tensor ", StringComparison.Ordinal))} tensors, paths {string.Join(", ", paths)} agree" + (agree ? "" : " NOT"));
-            all.AddRange(first);
+            log.WriteLine($"engine: {name}: {inputs.Count} samples, {first!.Count(l => l.StartsWith("tensor ", StringComparison.Ordinal))} tensor values, paths {string.Join(", ", paths)} agree" + (agree ? "" : " NOT"));
+            all.AddRange(first ?? new List<string>());
         }
         return agree ? all : null;
+    }
+
+    static ulong Fnv1a(ReadOnlySpan<byte> data)
+    {
+        ulong h = 14695981039346656037UL;
+        foreach (var b in data) h = (h ^ b) * 1099511628211UL;
+        return h;
     }
 
     static List<string> Lines(string name, ModelProto model, List<string> inputs)
@@ -57,7 +64,7 @@ public static class EngineReport
             foreach (var node in engine.Nodes)
                 foreach (var output in node.Output)
                     if (output.Length > 0 && values.TryGetValue(output, out var t))
-                        lines.Add($"tensor {name}#{s} {output} {t.Type} [{string.Join(",", t.Dims)}] {Convert.ToHexString(SHA256.HashData(t.RawBytes))}");
+                        lines.Add($"tensor {name}#{s} {output} {t.Type} [{string.Join(",", t.Dims)}] {Fnv1a(t.RawBytes):x16} ({t.RawBytes.Length} bytes)");
             foreach (var output in engine.Outputs)
                 lines.Add($"output {name}#{s} {output} " + string.Join(" ", values[output].ToFloats().Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
         }
