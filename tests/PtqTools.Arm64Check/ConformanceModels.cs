@@ -12,7 +12,8 @@ namespace PtqTools.Arm64Check;
 /// small float models with fixed random weights, calibrated on 8 random samples and quantized by PtqTools.Core, and
 /// 3 further samples of each as NAME.inN.pb. Together they reach every integer kernel of the engine: QLinearConv
 /// (3x3 with padding, depthwise with stride 2, pointwise), QLinearAdd, QLinearGlobalAveragePool, Gemm, MatMul,
-/// MaxPool, with u8 and s8 activations, in QDQ and QOperator form, and a dynamic MatMulInteger.
+/// MaxPool, with u8 and s8 activations, in QDQ and QOperator form, and a dynamic MatMulInteger; one model has full-range
+/// weights (-Target Vnni), whose u8 x s8 pairs can saturate in the emulation of CPUs without VNNI.
 /// </summary>
 public static class ConformanceModels
 {
@@ -33,6 +34,8 @@ public static class ConformanceModels
             Static(cnn, new[] { 3, 8, 8 }, new QuantizationOptions { Format = QuantFormat.QOperator }, folder, "cnn-qop-u8", log);
             Static(dw, new[] { 4, 12, 12 }, new QuantizationOptions(), folder, "dwmm-qdq-u8", log);
             Static(dw, new[] { 4, 12, 12 }, new QuantizationOptions { ActivationType = QuantType.Int8 }, folder, "dwmm-qdq-s8", log);
+            // Full-range weights (for VNNI): pairs of them can saturate where ONNX Runtime lacks VNNI (the @avx2 run).
+            Static(cnn, new[] { 3, 8, 8 }, new QuantizationOptions { Target = QuantTarget.Vnni }, folder, "cnn-qdq-u8-vnni", log);
             var prepared = ModelPreparer.Prepare(mm);
             var output = Path.Combine(folder, "mm-dynamic.onnx");
             Quantizer.RunWithoutCalibration(prepared, null, new QuantizationOptions { Mode = QuantMode.Dynamic }, output, default);

@@ -3,6 +3,7 @@ using Onnx;
 using PtqTools.Core.Engine;
 using PtqTools.Core.Kernels;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Quantization;
 
 namespace PtqTools.Arm64Check;
 
@@ -12,7 +13,8 @@ namespace PtqTools.Arm64Check;
 /// outputs, in execution order) as element type, shape and a 64-bit FNV-1a hash of its little-endian values (not
 /// SHA-256: .NET computes that with OpenSSL, which the arm64 sysroot lacks), and the model
 /// outputs' values themselves (floats round-trip, "R"). The lines do not name the kernel path: they are computed on
-/// every path this CPU offers, which must agree, and the x64 engine's lines are compared with the ARM64 ones.
+/// every path this CPU offers, which must agree, and the x64 engine's lines are compared with the ARM64 ones. Each
+/// model runs twice: with exact sums, and emulating ONNX Runtime on a CPU without VNNI (NAME@avx2).
 /// </summary>
 public static class EngineReport
 {
@@ -31,7 +33,10 @@ public static class EngineReport
             var paths = KernelDispatch.Supported();
             foreach (var path in paths)
             {
-                var lines = KernelChecks.On(path, () => Lines(name, model, inputs));
+                // Exact sums (what ARM64, VNNI and AMX machines compute), then the emulation of ONNX Runtime on a CPU
+                // without VNNI (-Target Avx2: adjacent u8 x s8 pairs saturated at int16), which runs on any host.
+                var lines = KernelChecks.On(path, () => Lines(name, model, inputs, EngineOptions.Default, "")
+                    .Concat(Lines(name, model, inputs, EngineOptions.Emulating(QuantTarget.Avx2), "@avx2")).ToList());
                 if (first is null) { first = lines; continue; }
                 int differ = Enumerable.Range(0, Math.Max(first.Count, lines.Count)).FirstOrDefault(i => i >= first.Count || i >= lines.Count || first[i] != lines[i], -1);
                 if (differ >= 0)
@@ -53,10 +58,11 @@ public static class EngineReport
         return h;
     }
 
-    static List<string> Lines(string name, ModelProto model, List<string> inputs)
+    static List<string> Lines(string name, ModelProto model, List<string> inputs, EngineOptions options, string suffix)
     {
         var lines = new List<string>();
-        using var engine = new IntegerEngine(model, name);
+        using var engine = new IntegerEngine(model, options, name);
+        name += suffix;
         for (int s = 0; s < inputs.Count; s++)
         {
             var tensor = EngineTensor.FromProto(TensorProto.Parser.ParseFrom(File.ReadAllBytes(inputs[s])));
