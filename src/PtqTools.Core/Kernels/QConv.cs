@@ -197,7 +197,8 @@ public static class QConv
         }
         if ((path == KernelPath.NativeVnni || path == KernelPath.ArmDot) && w.Groups[0].Quads is not null)
         {
-            // Byte im2col (padding holds the zero point, so it contributes nothing) into the native VNNI GEMM.
+            // Byte im2col (padding holds the zero point, so it contributes nothing) into the GEMM on the quads (native
+            // VNNI, or SDOT on ARM64).
             bool signed = typeof(TX) == typeof(sbyte);
             var colBytes = new byte[(long)pixels * patch];
             var acc = new int[(long)pixels * ocg];
