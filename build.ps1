@@ -103,7 +103,7 @@ function Get-TrxCounts([string] $Path) {
 # installed here when missing, so that the README's test command does its own set-up on a fresh Debian machine.
 # Where they cannot be installed (no apt, not root) the run goes on and says so.
 function Install-TestPackages {
-    $packages = 'dataset-fashion-mnist', 'libonnx-testdata', 'chromium', 'openssh-server'
+    $packages = 'dataset-fashion-mnist', 'libonnx-testdata', 'chromium', 'openssh-server', 'qemu-user-static', 'gcc-aarch64-linux-gnu'
     if (-not $IsLinux -or -not (Get-Command dpkg -ErrorAction SilentlyContinue)) { return }
     # Installed means 'install ok installed': a removed package whose configuration files remain answers dpkg -s too.
     $missing = @($packages | Where-Object { (& dpkg-query -W -f '${Status}' $_ 2> $null) -ne 'install ok installed' })
