@@ -307,12 +307,12 @@ public static class ExternalData
             // the model must not leave a new side file beside an old model (or beside none).
             File.WriteAllBytes(tempModel, model.ToByteArray());
             cancel.ThrowIfCancellationRequested();
-            File.Move(tempData, dataPath, overwrite: true);
-            File.Move(tempModel, full, overwrite: true);
+            OnnxModelIO.MoveOver(tempData, dataPath);
+            OnnxModelIO.MoveOver(tempModel, full);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            throw new PtqException("OutputNotWritable", PtqErrorKind.WriteError, $"Cannot write '{full}' with external data: {ex.Message}", full, ex);
+            throw new PtqException("OutputNotWritable", PtqErrorKind.WriteError, $"Cannot write '{full}' with external data: {ex.Message}{OnnxModelIO.OpenFileHint(full)}", full, ex);
         }
         finally
         {
