@@ -89,4 +89,26 @@ Describe 'The Windows build under wine' {
         $w.Cosine | Should -BeGreaterThan 0.99
         [math]::Abs($w.Cosine - $l.Cosine) | Should -BeLessOrEqual 1e-4
     }
+
+    It 'runs the batch cmdlet, writes text with LF line endings and keeps its cache in the run''s folder, as on Linux' {
+        if ($skipReason) { Set-ItResult -Skipped -Because $skipReason; return }
+        $w = $windows.Batch
+        $l = $linux.Batch
+        $w.First | Should -Be 'Quantized'
+        $w.Second | Should -Be 'UpToDate'
+        $w.Int8Sha256 | Should -Be $l.Int8Sha256
+        $w.Int8Sha256 | Should -Be ($windows.Models | Where-Object Name -EQ 'cnn').Int8Sha256
+        foreach ($side in $w, $l) {
+            $side.LogLineEndings | Should -Be 'LF'
+            $side.ReportJsonLineEndings | Should -Be 'LF'
+            $side.ReportMarkdownLineEndings | Should -Be 'LF'
+        }
+        $w.CacheFolder | Should -Be ((ConvertTo-WinePath $outputs.windows) + '\cache')
+    }
+
+    It 'replaces an output another handle holds open on Linux, and on Windows says why it cannot' {
+        if ($skipReason) { Set-ItResult -Skipped -Because $skipReason; return }
+        $linux.Batch.ReplaceOpenFile | Should -Be 'Replaced'
+        $windows.Batch.ReplaceOpenFile | Should -BeLike 'OutputNotWritable,*another program has open*'
+    }
 }

@@ -68,10 +68,13 @@ function New-WindowsModuleFolder([string] $LinuxModuleFolder) {
 function ConvertTo-WinePath([string] $Path) { 'Z:' + ($Path -replace '/', '\') }
 
 # Runs the host under wine with a script and its arguments; returns exit code and text. The prefix is out/wine-prefix
-# (made on first use, about 0.7 GB); no display is needed.
+# (made on first use, about 0.7 GB); no display is needed. DOTNET_EnableWriteXorExecute=0: under wine 8.0 .NET's
+# double-mapped code memory breaks when a collected DynamicMethod is freed (PowerShell makes many): 'Internal CLR
+# error (0x80131506)' in DynamicResolver+DestroyScout.Finalize, in a script of [GC]::Collect() and DynamicMethods
+# alone, without the module. Windows itself needs no such setting.
 function Invoke-WineHost([string] $Wine, [string] $HostExe, [string] $Script, [string[]] $Arguments) {
     $saved = @{}
-    $environment = @{ WINEPREFIX = (Join-Path $WineCache 'wine-prefix'); WINEDEBUG = '-all'; DISPLAY = $null
+    $environment = @{ WINEPREFIX = (Join-Path $WineCache 'wine-prefix'); WINEDEBUG = '-all'; DISPLAY = $null; DOTNET_EnableWriteXorExecute = '0'
         DOTNET_CLI_TELEMETRY_OPTOUT = '1'; POWERSHELL_TELEMETRY_OPTOUT = '1'; PTQTOOLS_MODULE = $null; PTQTOOLS_CACHE = $null; PSModulePath = $null }
     foreach ($k in $environment.Keys) { $saved[$k] = [Environment]::GetEnvironmentVariable($k); [Environment]::SetEnvironmentVariable($k, $environment[$k]) }
     try {

@@ -22,6 +22,10 @@ $null = New-Item -ItemType Directory -Path $OutputFolder -Force
 $env:PTQTOOLS_CACHE = Join-Path $OutputFolder 'cache'
 Import-Module $ModulePath -Force
 
+function Get-LineEnding([string] $Path) {
+    $text = Get-Content -Raw -LiteralPath $Path
+    if ($text -match "`r`n") { if ($text -match "[^`r]`n") { 'Mixed' } else { 'CRLF' } } elseif ($text -match "`n") { 'LF' } else { 'None' }
+}
 function Get-TextHash([string] $Text) {
     [Convert]::ToHexString([Security.Cryptography.SHA256]::HashData([Text.Encoding]::UTF8.GetBytes($Text)))
 }
@@ -53,10 +57,39 @@ $runs = foreach ($m in $models) {
         QuantizedFrom = (Get-OnnxModel -LiteralPath $output).QuantizedFrom
         # The range file names the model's path and the time it was written: both differ between the runs.
         RangesSha256 = Get-TextHash ((Get-Content -Raw -LiteralPath $ranges) -replace '"(ModelPath|Created)":"[^"]*"', '"$1":""')
-        RangesLineEndings = if ((Get-Content -Raw -LiteralPath $ranges) -match "`r`n") { 'CRLF' } else { 'LF' }
+        RangesLineEndings = Get-LineEnding $ranges
         Cosine = $test.Cosine
     }
 }
+# The batch cmdlet on a folder (its JSON log, then a second run that finds everything current), the report as JSON
+# and Markdown, and the cache: text written on every platform with LF line endings.
+$batch = Join-Path $OutputFolder 'batch'
+$null = New-Item -ItemType Directory $batch -Force
+Copy-Item (Join-Path $InputFolder 'tiny-cnn.onnx') $batch
+& $models[1].Data | Export-Clixml (Join-Path $batch 'tiny-cnn.dataset.xml')
+$log = Join-Path $OutputFolder 'batch.log.json'
+$first = Update-QuantizedModel -LiteralPath $batch -OutputFolder (Join-Path $OutputFolder 'batch-int8') -LogPath $log -Target Portable
+$second = Update-QuantizedModel -LiteralPath $batch -OutputFolder (Join-Path $OutputFolder 'batch-int8') -Target Portable
+$report = Join-Path $OutputFolder 'cnn.report'
+$null = $test | Export-QuantizationReport -Path "$report.json" -Format Json -Force
+$null = $test | Export-QuantizationReport -Path "$report.md" -Format Markdown -Force
+# Replacing an output that another handle holds open (as a viewer or a virus scanner would): Linux renames over it;
+# Windows cannot, and the cmdlet must say so with its error id.
+$open = [IO.File]::Open((Join-Path $OutputFolder 'cnn.int8.onnx'), 'Open', 'Read', 'Read')
+$replace = try {
+    $null = $stats | Invoke-Quantization -OutputPath (Join-Path $OutputFolder 'cnn.int8.onnx') -DataSet $data -Target Portable -Force -SkipFidelityCheck
+    'Replaced'
+} catch { $_.FullyQualifiedErrorId + ': ' + $_.Exception.Message } finally { $open.Dispose() }
+$batchRun = [ordered]@{
+    First = "$($first.Status)"; Second = "$($second.Status)"
+    Int8Sha256 = (Get-FileHash -LiteralPath $first.OutputPath -Algorithm SHA256).Hash
+    LogLineEndings = Get-LineEnding $log
+    ReportJsonLineEndings = Get-LineEnding "$report.json"
+    ReportMarkdownLineEndings = Get-LineEnding "$report.md"
+    ReplaceOpenFile = $replace
+    CacheFolder = (Get-PtqCache -Summary).Folder
+}
+
 $loaded = [Diagnostics.Process]::GetCurrentProcess().Modules |
     Where-Object { $_.ModuleName -match '^(lib)?onnxruntime\.(dll|so)' } | Select-Object -First 1
 [ordered]@{
@@ -70,4 +103,5 @@ $loaded = [Diagnostics.Process]::GetCurrentProcess().Modules |
     OnnxRuntimeLibrary = if ($loaded) { $loaded.FileName }
     OnnxRuntimeVersion = if ($loaded) { $loaded.FileVersionInfo.FileVersion }
     Models = @($runs)
+    Batch = $batchRun
 } | ConvertTo-Json -Depth 4 | Set-Content -LiteralPath (Join-Path $OutputFolder 'result.json')

@@ -1,6 +1,7 @@
 // Runs one PowerShell script file in PowerShell 7.6.9 hosted by this program, as pwsh -NoProfile -NonInteractive
 // -File would: PtqTools.WinHost.exe <script.ps1> [arguments...]. Exit code: the script's (exit N), 1 when it ended
-// with a terminating error, 2 on a usage error.
+// with a terminating error, 2 on a usage error, else 0. Output and Write-Host go to stdout, errors (with their
+// position), warnings and verbose messages to stderr.
 using System.Management.Automation;
 using System.Management.Automation.Runspaces;
 
@@ -53,10 +54,10 @@ catch (RuntimeException e)
     Console.Error.WriteLine(Describe(e.ErrorRecord));
     return 1;
 }
-// 'exit N' in a script file ends the script and leaves N in $LASTEXITCODE.
+// 'exit N' in a script file ends the script and leaves N in $LASTEXITCODE; a script that ran to its end returns 0
+// (its non-terminating errors were printed), as with pwsh -File.
 var exitCode = runspace.SessionStateProxy.GetVariable("LASTEXITCODE");
-if (exitCode is int code) return code;
-return ps.HadErrors ? 1 : 0;
+return exitCode is int code ? code : 0;
 
 static string Render(PSObject item) => item?.BaseObject is string s ? s : item?.ToString() ?? "";
 
