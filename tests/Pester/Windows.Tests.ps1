@@ -9,8 +9,10 @@
 BeforeAll {
     . (Join-Path $PSScriptRoot 'WindowsHost.ps1')
     $script:wine = Get-WineLoader
+    $corpus = '/usr/share/libonnx-testdata/data/pytorch-converted/test_Conv2d'
     $script:skipReason = if (-not $wine) { "wine is not installed (Debian's wine64: /usr/lib/wine/wine64; build.ps1 -Task Test installs it as root)" }
-    if ($wine) {
+        elseif (-not (Test-Path $corpus)) { "the conformance model $corpus is missing (Debian's libonnx-testdata; build.ps1 -Task Test installs it as root)" }
+    if (-not $skipReason) {
         $clock = [Diagnostics.Stopwatch]::StartNew()
         $linuxModule = $env:PTQTOOLS_MODULE
         $script:windowsModule = if ($env:PTQTOOLS_WINDOWS_MODULE) { $env:PTQTOOLS_WINDOWS_MODULE }
@@ -24,7 +26,7 @@ BeforeAll {
         . (Join-Path $PSScriptRoot 'TinyModels.ps1')
         $script:inputs = Join-Path $TestDrive 'inputs'
         $null = New-Item -ItemType Directory $inputs
-        Copy-Item '/usr/share/libonnx-testdata/data/pytorch-converted/test_Conv2d' $inputs -Recurse
+        Copy-Item $corpus $inputs -Recurse
         $null = New-TinyCnn (Join-Path $inputs 'tiny-cnn.onnx') 3
         $null = New-ImageFolder (Join-Path $inputs 'images') 6
 
