@@ -255,7 +255,7 @@ public static class ExternalData
         var tempModel = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         // The side file written here must not be one the model still reads from (the source's weights).
         foreach (var t in Tensors(model.Graph).Where(IsDeferred))
-            if (string.Equals(Where(t).File, RealPath(dataPath), StringComparison.Ordinal))
+            if (PathNames.Same(Where(t).File, RealPath(dataPath)))
                 throw new PtqException("OutputIsSource", PtqErrorKind.InvalidArgument,
                     $"Writing '{full}' would replace '{dataPath}', which holds the source model's tensor '{t.Name}'; choose another output name.", full);
         var moved = new List<(TensorProto Tensor, ByteString Raw, StringStringEntryProto[] Entries)>();
