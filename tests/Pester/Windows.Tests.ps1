@@ -113,4 +113,10 @@ Describe 'The Windows build under wine' {
         $linux.Batch.ReplaceOpenFile | Should -Be 'Replaced'
         $windows.Batch.ReplaceOpenFile | Should -BeLike 'OutputNotWritable,*another program has open*'
     }
+
+    It 'takes a path in another case for the same file on Windows: the source is not overwritten, the output folder stays one' {
+        if ($skipReason) { Set-ItResult -Skipped -Because $skipReason; return }
+        $windows.Batch.CaseOutput | Should -BeLike 'OutputIsSource,*'
+        $windows.Batch.CaseBatch | Should -Be 'tiny-cnn.onnx UpToDate'
+    }
 }

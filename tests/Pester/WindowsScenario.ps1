@@ -80,6 +80,25 @@ $replace = try {
     $null = $stats | Invoke-Quantization -OutputPath (Join-Path $OutputFolder 'cnn.int8.onnx') -DataSet $data -Target Portable -Force -SkipFidelityCheck
     'Replaced'
 } catch { $_.FullyQualifiedErrorId + ': ' + $_.Exception.Message } finally { $open.Dispose() }
+# On Windows a path in another case names the same file: the source is never overwritten, and an output folder that
+# is the source folder in another case is still the output folder (its int8 models are no sources). Windows only: on
+# Linux those are other paths.
+$caseOutput = $caseBatch = 'NotRun'
+if ($IsWindows) {
+    $case = Join-Path $OutputFolder 'case'
+    $null = New-Item -ItemType Directory $case -Force
+    Copy-Item (Join-Path $batch '*') $case
+    $source = Join-Path $case 'tiny-cnn.onnx'
+    $sourceHash = (Get-FileHash -LiteralPath $source).Hash
+    $caseOutput = try {
+        $null = Invoke-Quantization -LiteralPath $source -DataSet $data -OutputPath $source.ToUpperInvariant() -Target Portable -Force -SkipFidelityCheck
+        'Written'
+    } catch { $_.FullyQualifiedErrorId }
+    if ((Get-FileHash -LiteralPath $source).Hash -ne $sourceHash) { $caseOutput += ', source overwritten' }
+    $null = Update-QuantizedModel -LiteralPath $case -OutputFolder $case -Target Portable -SkipFidelityCheck
+    $caseBatch = (@(Update-QuantizedModel -LiteralPath $case -OutputFolder $case.ToUpperInvariant() -Target Portable -SkipFidelityCheck) |
+        ForEach-Object { "$(Split-Path -Leaf $_.SourcePath) $($_.Status)" }) -join ', '
+}
 $batchRun = [ordered]@{
     First = "$($first.Status)"; Second = "$($second.Status)"
     Int8Sha256 = (Get-FileHash -LiteralPath $first.OutputPath -Algorithm SHA256).Hash
@@ -88,6 +107,8 @@ $batchRun = [ordered]@{
     ReportMarkdownLineEndings = Get-LineEnding "$report.md"
     ReplaceOpenFile = $replace
     CacheFolder = (Get-PtqCache -Summary).Folder
+    CaseOutput = $caseOutput
+    CaseBatch = $caseBatch
 }
 
 $loaded = [Diagnostics.Process]::GetCurrentProcess().Modules |
