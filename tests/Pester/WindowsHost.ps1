@@ -72,17 +72,31 @@ function ConvertTo-WinePath([string] $Path) { 'Z:' + ($Path -replace '/', '\') }
 # double-mapped code memory breaks when a collected DynamicMethod is freed (PowerShell makes many): 'Internal CLR
 # error (0x80131506)' in DynamicResolver+DestroyScout.Finalize, in a script of [GC]::Collect() and DynamicMethods
 # alone, without the module. Windows itself needs no such setting.
-function Invoke-WineHost([string] $Wine, [string] $HostExe, [string] $Script, [string[]] $Arguments) {
-    $saved = @{}
+function Invoke-WineHost([string] $Wine, [string] $HostExe, [string] $Script, [string[]] $Arguments, [int] $TimeoutSeconds = 300) {
+    $start = [Diagnostics.ProcessStartInfo]::new($Wine)
+    $start.ArgumentList.Add($HostExe)
+    $start.ArgumentList.Add((ConvertTo-WinePath $Script))
+    foreach ($a in $Arguments) { $start.ArgumentList.Add($a) }
+    $start.RedirectStandardOutput = $true
+    $start.RedirectStandardError = $true
+    $start.UseShellExecute = $false
     $environment = @{ WINEPREFIX = (Join-Path $WineCache 'wine-prefix'); WINEDEBUG = '-all'; DISPLAY = $null; DOTNET_EnableWriteXorExecute = '0'
         DOTNET_CLI_TELEMETRY_OPTOUT = '1'; POWERSHELL_TELEMETRY_OPTOUT = '1'; PTQTOOLS_MODULE = $null; PTQTOOLS_CACHE = $null; PSModulePath = $null }
-    foreach ($k in $environment.Keys) { $saved[$k] = [Environment]::GetEnvironmentVariable($k); [Environment]::SetEnvironmentVariable($k, $environment[$k]) }
-    try {
-        $text = & $Wine $HostExe (ConvertTo-WinePath $Script) @Arguments 2>&1
-        [pscustomobject]@{ ExitCode = $LASTEXITCODE; Text = ($text | ForEach-Object { "$_" }) -join "`n" }
-    } finally {
-        foreach ($k in $saved.Keys) { [Environment]::SetEnvironmentVariable($k, $saved[$k]) }
+    foreach ($k in $environment.Keys) {
+        if ($null -eq $environment[$k]) { $null = $start.Environment.Remove($k) } else { $start.Environment[$k] = $environment[$k] }
     }
+    $process = [Diagnostics.Process]::Start($start)
+    $stdout = $process.StandardOutput.ReadToEndAsync()
+    $stderr = $process.StandardError.ReadToEndAsync()
+    # A wine program that waits for ever (a dialog nobody sees) must not hold up the suite.
+    if (-not $process.WaitForExit($TimeoutSeconds * 1000)) {
+        $process.Kill($true)
+        Stop-Wine $Wine
+        $null = $process.WaitForExit(10000)
+        return [pscustomobject]@{ ExitCode = -1; Text = "wine did not finish within $TimeoutSeconds s`n$($stdout.Result)`n$($stderr.Result)" }
+    }
+    $process.WaitForExit()
+    [pscustomobject]@{ ExitCode = $process.ExitCode; Text = ($stdout.Result + $stderr.Result).TrimEnd() }
 }
 
 # Ends the prefix's wineserver (it would linger a few seconds after the last program).
