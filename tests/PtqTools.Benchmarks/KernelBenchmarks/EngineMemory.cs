@@ -1,0 +1,87 @@
+using PtqTools.Core.Engine;
+using PtqTools.Core.Evaluation;
+using PtqTools.Core.Kernels;
+
+namespace PtqTools.Benchmarks;
+
+/// <summary>
+/// `memory MODEL [RUNS] [PATH...]`: the peak resident memory growth of the PtqTools engine on a model (load, engine
+/// construction, weight packing and RUNS runs, 1 thread), measured as Measure-ModelPerformance -Engine PtqTools
+/// measures it (<see cref="PerformanceMeter"/>: Linux VmHWM, reset first), once per kernel path named (default: the
+/// managed Avx2 path and the best path).
+/// </summary>
+internal static class EngineMemory
+{
+    public static void Run(string[] args)
+    {
+        var path = args[0];
+        int runs = args.Length > 1 ? int.Parse(args[1]) : 20;
+        var paths = args.Length > 2 ? args[2..].Select(Enum.Parse<KernelPath>).ToArray() : new[] { KernelPath.Avx2, KernelDispatch.Best };
+        long size = new FileInfo(path).Length;
+        if (Environment.GetEnvironmentVariable("PTQ_MEMORY_PHASES") == "1") { Phases(path, runs, paths[0]); return; }
+        foreach (var (row, _) in Measure(path, runs, paths)) Console.WriteLine(row);
+        Console.WriteLine($"(model file {size / 1048576.0:F1} MB; goal: growth <= {2 * size / 1048576.0:F1} MB)");
+    }
+
+    /// <summary>One line per path, and the growth in bytes.</summary>
+    public static IEnumerable<(string Row, long Growth)> Measure(string path, int runs, IEnumerable<KernelPath> paths)
+    {
+        var saved = KernelDispatch.Current;
+        try
+        {
+            foreach (var p in paths.Distinct())
+            {
+                KernelDispatch.Current = p;
+                GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
+                var perf = PerformanceMeter.Measure(path, null, InferenceEngine.PtqTools, 1, 1, 2, runs, null, CancellationToken.None);
+                yield return ($"{Path.GetFileName(path)} path {Clamp(p),-10} peak growth {perf.MemoryGrowthBytes / 1048576.0,7:F1} MB ({perf.PeakMemoryMethod}), p50 {perf.P50Ms:F1} ms, {runs} runs",
+                    perf.MemoryGrowthBytes);
+            }
+        }
+        finally { KernelDispatch.Current = saved; }
+    }
+
+    /// <summary>Resident and managed memory after each phase (load, engine, first run, all runs) on one path.</summary>
+    static void Phases(string path, int runs, KernelPath p)
+    {
+        KernelDispatch.Current = p; KernelDispatch.MaxThreads = 1;
+        static string Now() => $"rss {PerformanceMeterAccess.Resident() / 1048576.0,7:F1} MB, hwm {PerformanceMeterAccess.Peak() / 1048576.0,7:F1} MB, managed {GC.GetTotalMemory(false) / 1048576.0,7:F1} MB, allocated {GC.GetTotalAllocatedBytes() / 1048576.0,8:F1} MB, gen0/1/2 {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}";
+        Console.WriteLine($"start        {Now()}");
+        var model = PtqTools.Core.Onnx.OnnxModelIO.Load(path);
+        Console.WriteLine($"loaded       {Now()}");
+        using var engine = new IntegerEngine(model, Path.GetFileName(path));
+        Console.WriteLine($"engine       {Now()}");
+        var r = new Random(1);
+        var x = new float[3 * 224 * 224];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(r.NextDouble() * 2 - 1);
+        var feed = new Dictionary<string, EngineTensor> { [engine.Inputs[0]] = EngineTensor.Float(x, 1, 3, 224, 224) };
+        engine.Run(feed);
+        Console.WriteLine($"first run    {Now()}");
+        long before = GC.GetTotalAllocatedBytes();
+        for (int i = 0; i < runs; i++) engine.Run(feed);
+        Console.WriteLine($"{runs} runs      {Now()}; {(GC.GetTotalAllocatedBytes() - before) / runs / 1048576.0:F2} MB allocated per run");
+        var trace = engine.MemoryTrace = new EngineMemoryTrace();
+        engine.Run(feed);
+        Console.WriteLine($"engine: constants {engine.ConstantBytes / 1048576.0:F1} MB, packed weights {engine.PackedWeightBytes / 1048576.0:F1} MB, peak held values {trace.PeakHeldBytes / 1048576.0:F2} MB, largest node {trace.LargestNodeBytes / 1048576.0:F2} MB, scratch {trace.ScratchBytes / 1048576.0:F2} MB");
+        GC.KeepAlive(model);
+    }
+
+    /// <summary>The path the kernels take when asked for <paramref name="p"/> (the best supported at or below it).</summary>
+    public static KernelPath Clamp(KernelPath p)
+    {
+        while (!KernelDispatch.Supported().Contains(p)) p--;
+        return p;
+    }
+}
+
+static class PerformanceMeterAccess
+{
+    public static long Resident() => Status("VmRSS:");
+    public static long Peak() => Status("VmHWM:");
+    static long Status(string key)
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith(key, StringComparison.Ordinal)) return long.Parse(line[key.Length..].Trim().Split(' ')[0]) * 1024;
+        return 0;
+    }
+}
