@@ -30,6 +30,7 @@ public sealed record ConvGeometry(int Batch, int Channels, int Height, int Width
 public sealed class PackedConvWeights
 {
     readonly Array _source;           // T[] [OC][patch], byte or sbyte
+    readonly bool _unsigned;          // exact: the CLR lets an sbyte[] pass an 'is byte[]' test
     readonly int[] _zeroPoints;       // 1 or OC values
     PackedWeights[]? _groups;
     NativeConvWeights[]? _native;
@@ -61,9 +62,9 @@ public sealed class PackedConvWeights
         }
     }
 
-    PackedConvWeights(ConvGeometry g, Array source, int[] zeroPoints)
+    PackedConvWeights(ConvGeometry g, Array source, bool unsigned, int[] zeroPoints)
     {
-        Shape = g; _source = source; _zeroPoints = zeroPoints;
+        Shape = g; _source = source; _unsigned = unsigned; _zeroPoints = zeroPoints;
         Depthwise = g.GroupChannels == 1 && g.GroupOutChannels == 1;
     }
 
@@ -83,7 +84,7 @@ public sealed class PackedConvWeights
         g.Check();
         if (w.Length != (long)g.OutChannels * g.PatchSize) throw new ArgumentException($"The weights hold {w.Length} values; {g.OutChannels}x{g.PatchSize} expected.");
         if (zeroPoints.Length != 1 && zeroPoints.Length != g.OutChannels) throw new ArgumentException($"{zeroPoints.Length} weight zero points for {g.OutChannels} channels.");
-        var packed = new PackedConvWeights(g, w, zeroPoints.ToArray());
+        var packed = new PackedConvWeights(g, w, typeof(T) == typeof(byte), zeroPoints.ToArray());
         // Zero points outside the weights' type are refused here, not at the first run.
         if (!packed.Depthwise)
         {
@@ -100,7 +101,7 @@ public sealed class PackedConvWeights
     {
         int patch = Shape.PatchSize;
         var raw = new int[_source.Length];
-        if (_source is byte[] u) for (int i = 0; i < raw.Length; i++) raw[i] = u[i] - ZeroPoint(i / patch);
+        if (_unsigned) { var u = (byte[])_source; for (int i = 0; i < raw.Length; i++) raw[i] = u[i] - ZeroPoint(i / patch); }
         else { var s = (sbyte[])_source; for (int i = 0; i < raw.Length; i++) raw[i] = s[i] - ZeroPoint(i / patch); }
         return raw;
     }
@@ -117,8 +118,9 @@ public sealed class PackedConvWeights
         {
             var zp = new int[ocg];
             for (int j = 0; j < ocg; j++) zp[j] = ZeroPoint(gi * ocg + j);
-            if (_source is byte[] src)
+            if (_unsigned)
             {
+                var src = (byte[])_source;
                 var b = new byte[patch * ocg];
                 for (int k = 0; k < patch; k++) for (int j = 0; j < ocg; j++) b[k * ocg + j] = src[(gi * ocg + j) * patch + k];
                 groups[gi] = PackedWeights.Pack(b, patch, ocg, zp, quads);
@@ -138,7 +140,7 @@ public sealed class PackedConvWeights
     {
         var native = new NativeConvWeights[Shape.Group];
         for (int gi = 0; gi < Shape.Group; gi++)
-            native[gi] = _source is byte[] u ? NativeConvWeights.Pack<byte>(u, _zeroPoints, Shape, gi) : NativeConvWeights.Pack<sbyte>((sbyte[])_source, _zeroPoints, Shape, gi);
+            native[gi] = _unsigned ? NativeConvWeights.Pack<byte>((byte[])_source, _zeroPoints, Shape, gi) : NativeConvWeights.Pack<sbyte>((sbyte[])_source, _zeroPoints, Shape, gi);
         return native;
     }
 }
