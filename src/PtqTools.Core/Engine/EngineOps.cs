@@ -63,6 +63,14 @@ internal static class EngineOps
     static bool Saturating(Dictionary<NodeProto, object> cache, EngineTensor activations, EngineTensor weights) =>
         Arithmetic(cache) == ProductArithmetic.SaturatingPairs && activations.IsUInt8 && weights.IsInt8;
 
+    /// <summary>An output array (contents undefined: the op writes every element), recycled from the engine's
+    /// dropped intermediates when one of that type and length is free (<see cref="EngineBuffers"/>).</summary>
+    static T[] Buffer<T>(Dictionary<NodeProto, object> cache, long length) where T : unmanaged =>
+        cache is EngineState s ? s.Buffers.Rent<T>(length) : GC.AllocateUninitializedArray<T>(checked((int)length));
+
+    /// <summary>Gives back a temporary of the op's own (nothing else holds it).</summary>
+    static void Done(Dictionary<NodeProto, object> cache, Array temporary) { if (cache is EngineState s) s.Buffers.Return(temporary); }
+
     static EngineTensor Need(EngineTensor?[] x, int i, NodeProto n) =>
         i < x.Length && x[i] is { } t ? t : throw new ArgumentException($"input {i} is missing.");
     static EngineTensor? Opt(EngineTensor?[] x, int i) => i < x.Length ? x[i] : null;
@@ -101,11 +109,11 @@ internal static class EngineOps
         long inner = s.Length == 1 ? input.Length : Inner(input.Dims, Axis(n, input.Dims.Length));
         if (Signed(zp))
         {
-            var y = GC.AllocateUninitializedArray<sbyte>((int)(input.Length));
+            var y = Buffer<sbyte>(cache, input.Length);
             QuantizeKernels.Quantize<sbyte>(input.Floats, s, z, inner, y);
             return new[] { new EngineTensor(OnnxDataType.Int8, input.Dims, y) };
         }
-        var u = GC.AllocateUninitializedArray<byte>((int)(input.Length));
+        var u = Buffer<byte>(cache, input.Length);
         QuantizeKernels.Quantize<byte>(input.Floats, s, z, inner, u);
         return new[] { new EngineTensor(OnnxDataType.UInt8, input.Dims, u) };
     }
@@ -114,7 +122,7 @@ internal static class EngineOps
     {
         var input = Need(x, 0, n); var s = Scales(Need(x, 1, n)); var z = Zeros(Opt(x, 2), s.Length);
         long inner = s.Length == 1 ? input.Length : Inner(input.Dims, Axis(n, input.Dims.Length));
-        var y = new float[input.Length];
+        var y = Buffer<float>(cache, input.Length);
         switch (input.Data)
         {
             case byte[] when input.IsUInt8: QuantizeKernels.Dequantize<byte>(input.Bytes, s, z, inner, y); break;
@@ -248,7 +256,7 @@ internal static class EngineOps
                 cache[n] = (w, packed);
             }
         }
-        var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
+        var acc = Buffer<int>(cache, (long)g.Batch * g.OutChannels * g.OutH * g.OutW);
         SaturatingConv.Run(xt.Bytes, xz, packed, acc, bias);
         return acc;
     }
@@ -261,7 +269,7 @@ internal static class EngineOps
         // for uint8 weights only, and its GEMM (weights as A, NCHW im2col as B) is then u8 x u8, which MLAS widens to
         // int16 (vpmaddwd): exact. It has no u8 x s8 form to emulate.
         var packed = ConvWeights(n, w, wz, g, cache);
-        var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
+        var acc = Buffer<int>(cache, (long)g.Batch * g.OutChannels * g.OutH * g.OutW);
         if (xt.IsUInt8) QConv.Run<byte>(xt.Bytes, xz, packed, acc);
         else QConv.Run<sbyte>(xt.SBytes, xz, packed, acc);
         return acc;
@@ -300,18 +308,20 @@ internal static class EngineOps
         {
             // ONNX Runtime without VNNI: saturated raw sums, then bias and the same float32 requantization.
             var acc = SaturatingConvAccumulate(n, xt, xz, w, wz, g, cache, bias);
-            return new[] { Requant(acc, mult, (long)g.OutH * g.OutW, yz, yzT?.Type ?? xt.Type, dims, relu) };
+            var requantized = Requant(acc, mult, (long)g.OutH * g.OutW, yz, yzT?.Type ?? xt.Type, dims, relu, cache);
+            Done(cache, acc);
+            return new[] { requantized };
         }
         var packed = ConvWeights(n, w, wz, g, cache);
         // One fused pass: convolution, bias, requantization and ReLU (native VNNI when present).
         if ((yzT?.Type ?? xt.Type) == OnnxDataType.Int8)
         {
-            var y = GC.AllocateUninitializedArray<sbyte>((int)(count));
+            var y = Buffer<sbyte>(cache, count);
             if (xt.IsUInt8) QConv.RunRequantized<byte, sbyte>(xt.Bytes, xz, packed, bias, mult, yz, relu, y);
             else QConv.RunRequantized<sbyte, sbyte>(xt.SBytes, xz, packed, bias, mult, yz, relu, y);
             return new[] { new EngineTensor(OnnxDataType.Int8, dims, y) };
         }
-        var u = GC.AllocateUninitializedArray<byte>((int)(count));
+        var u = Buffer<byte>(cache, count);
         if (xt.IsUInt8) QConv.RunRequantized<byte, byte>(xt.Bytes, xz, packed, bias, mult, yz, relu, u);
         else QConv.RunRequantized<sbyte, byte>(xt.SBytes, xz, packed, bias, mult, yz, relu, u);
         return new[] { new EngineTensor(OnnxDataType.UInt8, dims, u) };
@@ -342,16 +352,16 @@ internal static class EngineOps
             }
     }
 
-    static EngineTensor Requant(int[] acc, float[] mult, long inner, int yz, OnnxDataType type, long[] dims, bool relu)
+    static EngineTensor Requant(int[] acc, float[] mult, long inner, int yz, OnnxDataType type, long[] dims, bool relu, Dictionary<NodeProto, object> cache)
     {
         if (type == OnnxDataType.Int8)
         {
-            var y = new sbyte[acc.Length];
+            var y = Buffer<sbyte>(cache, acc.Length);
             QuantizeKernels.Requantize<sbyte>(acc, mult, yz, inner, y);
             if (relu) for (int i = 0; i < y.Length; i++) if (y[i] < yz) y[i] = (sbyte)yz;
             return new EngineTensor(type, dims, y);
         }
-        var u = new byte[acc.Length];
+        var u = Buffer<byte>(cache, acc.Length);
         QuantizeKernels.Requantize<byte>(acc, mult, yz, inner, u);
         if (relu) for (int i = 0; i < u.Length; i++) if (u[i] < yz) u[i] = (byte)yz;
         return new EngineTensor(OnnxDataType.UInt8, dims, u);
@@ -369,7 +379,7 @@ internal static class EngineOps
         if (batchB != 1 && batchB != batchA) throw new ArgumentException("the batch dimensions of A and B differ.");
         var lead = (a.Dims.Length >= b.Dims.Length ? a.Dims : b.Dims)[..^2];
         dims = a.Dims.Length == 1 ? new long[] { nCols } : lead.Concat(new long[] { m, nCols }).ToArray();
-        var c = new int[batchA * m * nCols];
+        var c = Buffer<int>(cache, batchA * m * nCols);
         if (Saturating(cache, a, b))
         {
             // ONNX Runtime without VNNI (MlasGemmU8S8KernelAvx2 / Avx512Core): K paired flat, raw codes.
@@ -428,7 +438,9 @@ internal static class EngineOps
         var c = MatMulAccumulate(n, a, az, b, bz, cache, out var dims, out int cols);
         var mult = sb.Select(s => sa * s / sy).ToArray();
         // Per-column multipliers: channel = index % N, i.e. "inner" 1 over N channels.
-        return new[] { Requant(c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0) };
+        var y = Requant(c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0, cache);
+        Done(cache, c);
+        return new[] { y };
     }
 
     /// <summary>QGemm(a, as, az, b, bs, bz, [c, cs], [ys, yz]) with transB; float output when ys is absent.</summary>
@@ -449,10 +461,13 @@ internal static class EngineOps
         {
             var yzT = Opt(x, 9);
             var mult = sb.Select(s => sa * s / ysT.FloatAt(0)).ToArray();
-            return new[] { Requant(c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0) };
+            var q = Requant(c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0, cache);
+            Done(cache, c);
+            return new[] { q };
         }
-        var y = new float[c.Length];
+        var y = Buffer<float>(cache, c.Length);
         for (int i = 0; i < c.Length; i++) y[i] = c[i] * (sa * sb[sb.Length == 1 ? 0 : i % cols]);
+        Done(cache, c);
         return new[] { EngineTensor.Float(y, dims) };
     }
 
@@ -484,12 +499,12 @@ internal static class EngineOps
         bool relu = Int(n, "ptq_relu", 0) != 0;
         if (a.Type == OnnxDataType.Int8)
         {
-            var c = GC.AllocateUninitializedArray<sbyte>((int)(a.Length));
+            var c = Buffer<sbyte>(cache, a.Length);
             QElementwise.Add<sbyte>(a.SBytes, sa, za, b.SBytes, sb, zb, sc, zc, c);
             if (relu) for (int i = 0; i < c.Length; i++) if (c[i] < zc) c[i] = (sbyte)zc;
             return new[] { new EngineTensor(a.Type, a.Dims, c) };
         }
-        var u = GC.AllocateUninitializedArray<byte>((int)(a.Length));
+        var u = Buffer<byte>(cache, a.Length);
         QElementwise.Add<byte>(a.Bytes, sa, za, b.Bytes, sb, zb, sc, zc, u);
         if (relu) for (int i = 0; i < u.Length; i++) if (u[i] < zc) u[i] = (byte)zc;
         return new[] { new EngineTensor(a.Type, a.Dims, u) };
@@ -540,8 +555,8 @@ internal static class EngineOps
         long count = TensorData.ElementCount(dims);
         switch (t.Data)
         {
-            case byte[] when t.IsUInt8: { var y = GC.AllocateUninitializedArray<byte>((int)count); QElementwise.MaxPool<byte>(t.Bytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
-            case sbyte[] when t.IsInt8: { var y = GC.AllocateUninitializedArray<sbyte>((int)count); QElementwise.MaxPool<sbyte>(t.SBytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case byte[] when t.IsUInt8: { var y = Buffer<byte>(cache, count); QElementwise.MaxPool<byte>(t.Bytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case sbyte[] when t.IsInt8: { var y = Buffer<sbyte>(cache, count); QElementwise.MaxPool<sbyte>(t.SBytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
             case float[] f:
             {
                 var y = new float[count];

@@ -39,4 +39,6 @@ internal sealed class EngineState : Dictionary<NodeProto, object>
 {
     public EngineState(ProductArithmetic arithmetic) { Arithmetic = arithmetic; }
     public ProductArithmetic Arithmetic { get; }
+    /// <summary>Recycled value arrays (<see cref="EngineBuffers"/>).</summary>
+    public EngineBuffers Buffers { get; } = new();
 }

@@ -18,6 +18,7 @@ public sealed class IntegerEngine : IDisposable
     readonly Dictionary<string, EngineTensor> _constants = new(StringComparer.Ordinal);
     readonly Dictionary<NodeProto, object> _cache;
     readonly OrtNodeFallback _fallback;
+    readonly HashSet<Array> _constantArrays;
 
     /// <param name="fallbackThreads">ONNX Runtime's intra-op threads for the nodes it runs (<see cref="OrtNodeFallback"/>).</param>
     public IntegerEngine(ModelProto model, string source = "model", int fallbackThreads = 1)
@@ -51,6 +52,7 @@ public sealed class IntegerEngine : IDisposable
         OpsInOnnxRuntime = Nodes.Where(OrtNodeFallback.Handles).Select(n => n.OpType).Distinct().ToList();
         _fallback = new OrtNodeFallback(model, _constants, options.FallbackThreads);
         ReleasedAfter = PlanReleases(Nodes, Outputs, _constants.Keys);
+        _constantArrays = new HashSet<Array>(_constants.Values.Select(c => c.Data), ReferenceEqualityComparer.Instance);
     }
 
     /// <summary>The liveness plan <see cref="Run"/> follows: after node i, the values listed at i are dropped, each at
@@ -170,12 +172,28 @@ public sealed class IntegerEngine : IDisposable
                 if (node.Output[i].Length > 0) values[node.Output[i]] = results[i];
             trace?.Step(node, args, results, values, _constants);
             if (release)
-                foreach (var name in ReleasedAfter[step]) values.Remove(name);
+                foreach (var name in ReleasedAfter[step])
+                    if (values.Remove(name, out var dropped)) Recycle(dropped, values, inputs);
             trace?.Released(values, _constants);
             step++;
         }
         return values;
     }
+
+    /// <summary>Gives a dropped value's array to the engine's pool (<see cref="EngineBuffers"/>) unless something
+    /// may still read it: a live value sharing it (Reshape, Flatten and Identity pass arrays on), a constant, or an
+    /// array of the caller's inputs.</summary>
+    void Recycle(EngineTensor dropped, Dictionary<string, EngineTensor> values, IReadOnlyDictionary<string, EngineTensor> inputs)
+    {
+        var data = dropped.Data;
+        if (_constantArrays.Contains(data)) return;
+        foreach (var t in inputs.Values) if (ReferenceEquals(t.Data, data)) return;
+        foreach (var t in values.Values) if (ReferenceEquals(t.Data, data)) return;
+        ((EngineState)_cache).Buffers.Return(data);
+    }
+
+    /// <summary>Bytes of recycled value arrays the engine holds between runs (at most what one run dropped).</summary>
+    public long RecycledBytes => ((EngineState)_cache).Buffers.Bytes;
 
     /// <summary>Runs one node (layer replay) on the given inputs; missing inputs are taken from the model's constants.</summary>
     public EngineTensor[] RunNode(NodeProto node, IReadOnlyDictionary<string, EngineTensor> inputs)

@@ -118,20 +118,11 @@ public sealed class PackedConvWeights
         {
             var zp = new int[ocg];
             for (int j = 0; j < ocg; j++) zp[j] = ZeroPoint(gi * ocg + j);
-            if (_unsigned)
-            {
-                var src = (byte[])_source;
-                var b = new byte[patch * ocg];
-                for (int k = 0; k < patch; k++) for (int j = 0; j < ocg; j++) b[k * ocg + j] = src[(gi * ocg + j) * patch + k];
-                groups[gi] = PackedWeights.Pack(b, patch, ocg, zp, quads);
-            }
-            else
-            {
-                var ssrc = (sbyte[])_source;
-                var b = new sbyte[patch * ocg];
-                for (int k = 0; k < patch; k++) for (int j = 0; j < ocg; j++) b[k * ocg + j] = ssrc[(gi * ocg + j) * patch + k];
-                groups[gi] = PackedWeights.Pack(b, patch, ocg, zp, quads);
-            }
+            int first = gi * ocg;
+            // Column j of group gi's GEMM matrix is output channel gi * ocg + j; row k is its patch element k.
+            groups[gi] = _unsigned
+                ? PackedWeights.Pack(patch, ocg, (k, j) => ((byte[])_source)[(first + j) * patch + k], zp, unsigned: true, quads)
+                : PackedWeights.Pack(patch, ocg, (k, j) => ((sbyte[])_source)[(first + j) * patch + k], zp, unsigned: false, quads);
         }
         return groups;
     }

@@ -84,6 +84,15 @@ public sealed class PackedWeights
     /// <summary>Packs unsigned int8 weights; the VNNI form stores them minus 128 as signed bytes.</summary>
     public static PackedWeights Pack(ReadOnlySpan<byte> b, int k, int n, ReadOnlySpan<int> zeroPoints) => Pack(b, k, n, zeroPoints, NativeKernels.Available);
 
+    /// <summary>Packs weights read through <paramref name="stored"/>(k, column) — the stored code, unsigned when
+    /// <paramref name="unsigned"/> — without copying them first (convolution weights read in place, transposed).</summary>
+    internal static PackedWeights Pack(int k, int n, Func<int, int, int> stored, ReadOnlySpan<int> zeroPoints, bool unsigned, bool quads)
+    {
+        var z = unsigned ? Zeros(zeroPoints, n, 0, 255) : Zeros(zeroPoints, n, -128, 127);
+        int shift = unsigned ? 128 : 0;
+        return new PackedWeights(k, n, (kk, c) => stored(kk, c) - z[c], (kk, c) => kk < 0 ? z[c] - shift : stored(kk, c) - shift, z, quads);
+    }
+
     /// <param name="quads">Whether to pack the native VNNI form as well (not where nothing will run it).</param>
     internal static PackedWeights Pack(ReadOnlySpan<sbyte> b, int k, int n, ReadOnlySpan<int> zeroPoints, bool quads)
     {
