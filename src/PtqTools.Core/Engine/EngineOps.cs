@@ -140,8 +140,9 @@ internal static class EngineOps
         foreach (var v in input) { if (v < min) min = v; if (v > max) max = v; }
         float scale = (max - min) / 255f;
         int zp = scale == 0 ? 0 : (int)MathF.Round(Math.Clamp(0 - min / scale, 0f, 255f), MidpointRounding.ToEven);
-        var y = new byte[input.Length];
+        var y = Buffer<byte>(cache, input.Length);
         if (scale != 0) QuantizeKernels.Quantize<byte>(input, new[] { scale }, new[] { zp }, input.Length, y);
+        else Array.Clear(y);
         return new[]
         {
             new EngineTensor(OnnxDataType.UInt8, Need(x, 0, n).Dims, y),
@@ -685,7 +686,7 @@ internal static class EngineOps
         var t = Need(x, 0, n);
         long to = Int(n, "to", 0);
         if (to != (long)OnnxDataType.Float) throw new ArgumentException($"Cast to {OnnxDataTypes.Name((int)to)} is not supported (only to float).");
-        var y = new float[t.Length];
+        var y = Buffer<float>(cache, t.Length);
         switch (t.Data)
         {
             case float[] f: f.CopyTo(y, 0); break;
@@ -712,7 +713,7 @@ internal static class EngineOps
             if (da[d] != db[d] && da[d] != 1 && db[d] != 1) throw new ArgumentException($"Mul cannot broadcast [{string.Join(",", a.Dims)}] with [{string.Join(",", b.Dims)}].");
             dims[d] = da[d] == 1 ? db[d] : da[d];
         }
-        var y = new float[TensorData.ElementCount(dims)];
+        var y = Buffer<float>(cache, TensorData.ElementCount(dims));
         if (af.Length == y.Length && bf.Length == y.Length) { for (int i = 0; i < y.Length; i++) y[i] = af[i] * bf[i]; }
         else if (bf.Length == 1) { float s = bf[0]; for (int i = 0; i < y.Length; i++) y[i] = af[i] * s; }
         else if (af.Length == 1) { float s = af[0]; for (int i = 0; i < y.Length; i++) y[i] = s * bf[i]; }

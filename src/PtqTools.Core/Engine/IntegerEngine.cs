@@ -157,7 +157,7 @@ public sealed class IntegerEngine : IDisposable
                 : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) needs '{i}', which nothing produced.", i)).ToArray();
             EngineTensor[] results;
             long started = Profile is null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp();
-            try { results = OrtNodeFallback.Handles(node) ? _fallback.Run(node, args, values.GetValueOrDefault) : EngineOps.Run(node, args, _cache); }
+            try { results = OrtNodeFallback.Handles(node) ? _fallback.Run(node, args, values.GetValueOrDefault, ((EngineState)_cache).Buffers) : EngineOps.Run(node, args, _cache); }
             catch (ArgumentException ex)
             {
                 throw new PtqException("EngineNodeFailed", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) failed: {ex.Message}", node.Name, ex);

@@ -16,14 +16,24 @@ internal static class EngineMemory
     {
         var path = args[0];
         int runs = args.Length > 1 ? int.Parse(args[1]) : 20;
+        bool bytes = args.Contains("--bytes");
+        args = args.Where(a => a != "--bytes").ToArray();
         var paths = args.Length > 2 ? args[2..].Select(Enum.Parse<KernelPath>).ToArray() : new[] { KernelPath.Avx2, KernelDispatch.Best };
         long size = new FileInfo(path).Length;
+        if (bytes)
+        {
+            // One path, machine-readable (HostBench runs each path in a fresh process).
+            foreach (var (row, growth) in Measure(path, runs, paths.Take(1))) { Console.WriteLine(row); Console.WriteLine($"growth-bytes {growth}"); }
+            return;
+        }
         if (Environment.GetEnvironmentVariable("PTQ_MEMORY_PHASES") == "1") { Phases(path, runs, paths[0]); return; }
         foreach (var (row, _) in Measure(path, runs, paths)) Console.WriteLine(row);
         Console.WriteLine($"(model file {size / 1048576.0:F1} MB; goal: growth <= {2 * size / 1048576.0:F1} MB)");
     }
 
-    /// <summary>One line per path, and the growth in bytes.</summary>
+    /// <summary>One line per path, and the growth in bytes: Measure-ModelPerformance's own measurement
+    /// (<see cref="PerformanceMeter"/>) for models with one float input; for others (MiniLM's three int64 inputs, which
+    /// it refuses) the same method here, fed test_data_set_0 beside the model.</summary>
     public static IEnumerable<(string Row, long Growth)> Measure(string path, int runs, IEnumerable<KernelPath> paths)
     {
         var saved = KernelDispatch.Current;
@@ -33,12 +43,53 @@ internal static class EngineMemory
             {
                 KernelDispatch.Current = p;
                 GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
-                var perf = PerformanceMeter.Measure(path, null, InferenceEngine.PtqTools, 1, 1, 2, runs, null, CancellationToken.None);
-                yield return ($"{Path.GetFileName(path)} path {Clamp(p),-10} peak growth {perf.MemoryGrowthBytes / 1048576.0,7:F1} MB ({perf.PeakMemoryMethod}), p50 {perf.P50Ms:F1} ms, {runs} runs",
-                    perf.MemoryGrowthBytes);
+                var feed = TestInputs(path);
+                long growth; double p50; string method;
+                if (feed is null)
+                {
+                    var perf = PerformanceMeter.Measure(path, null, InferenceEngine.PtqTools, 1, 1, 2, runs, null, CancellationToken.None);
+                    (growth, p50, method) = (perf.MemoryGrowthBytes, perf.P50Ms, $"{perf.PeakMemoryMethod}, PerformanceMeter");
+                }
+                else (growth, p50, method) = Growth(path, feed, runs);
+                yield return ($"{Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(path)))}/{Path.GetFileName(path)} path {Clamp(p),-10} peak growth {growth / 1048576.0,7:F1} MB ({method}), p50 {p50:F1} ms, {runs} runs",
+                    growth);
             }
         }
         finally { KernelDispatch.Current = saved; }
+    }
+
+    /// <summary>test_data_set_0/input_*.pb beside a model with more than one input or a non-float one; null otherwise.</summary>
+    static List<Onnx.TensorProto>? TestInputs(string path)
+    {
+        var dir = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "test_data_set_0");
+        var files = Enumerable.Range(0, 16).Select(i => Path.Combine(dir, $"input_{i}.pb")).TakeWhile(File.Exists).ToList();
+        if (files.Count == 0) return null;
+        var tensors = files.Select(PtqTools.Core.Data.TensorProtoFile.Read).ToList();
+        return tensors.Count == 1 && tensors[0].DataType == (int)PtqTools.Core.Onnx.OnnxDataType.Float ? null : tensors;
+    }
+
+    /// <summary>As <see cref="PerformanceMeter"/>: the kernel's high-water mark reset ("5" into clear_refs), then
+    /// load, engine, 2 warm-up runs and the timed runs; growth = VmHWM - the resident size before loading.</summary>
+    static (long Growth, double P50, string Method) Growth(string path, List<Onnx.TensorProto> inputs, int runs)
+    {
+        File.WriteAllText("/proc/self/clear_refs", "5");
+        long baseline = PerformanceMeterAccess.Resident();
+        var model = PtqTools.Core.Onnx.OnnxModelIO.Load(path);
+        using var engine = new IntegerEngine(model, Path.GetFileName(path));
+        model = null;
+        var feed = new Dictionary<string, EngineTensor>();
+        for (int i = 0; i < engine.Inputs.Count && i < inputs.Count; i++) feed[engine.Inputs[i]] = EngineTensor.FromProto(inputs[i]);
+        KernelDispatch.MaxThreads = 1;
+        for (int i = 0; i < 2; i++) engine.Run(feed);
+        var times = new double[runs];
+        for (int i = 0; i < runs; i++)
+        {
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            engine.Run(feed);
+            times[i] = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        }
+        Array.Sort(times);
+        return (Math.Max(0, PerformanceMeterAccess.Peak() - baseline), times[runs / 2], "VmHWM, test_data_set_0");
     }
 
     /// <summary>Resident and managed memory after each phase (load, engine, first run, all runs) on one path.</summary>
@@ -55,6 +106,8 @@ internal static class EngineMemory
         var x = new float[3 * 224 * 224];
         for (int i = 0; i < x.Length; i++) x[i] = (float)(r.NextDouble() * 2 - 1);
         var feed = new Dictionary<string, EngineTensor> { [engine.Inputs[0]] = EngineTensor.Float(x, 1, 3, 224, 224) };
+        if (TestInputs(path) is { } inputs)
+            for (int i = 0; i < engine.Inputs.Count && i < inputs.Count; i++) feed[engine.Inputs[i]] = EngineTensor.FromProto(inputs[i]);
         engine.Run(feed);
         Console.WriteLine($"first run    {Now()}");
         long before = GC.GetTotalAllocatedBytes();
@@ -62,7 +115,7 @@ internal static class EngineMemory
         Console.WriteLine($"{runs} runs      {Now()}; {(GC.GetTotalAllocatedBytes() - before) / runs / 1048576.0:F2} MB allocated per run");
         var trace = engine.MemoryTrace = new EngineMemoryTrace();
         engine.Run(feed);
-        Console.WriteLine($"engine: constants {engine.ConstantBytes / 1048576.0:F1} MB, packed weights {engine.PackedWeightBytes / 1048576.0:F1} MB, peak held values {trace.PeakHeldBytes / 1048576.0:F2} MB, largest node {trace.LargestNodeBytes / 1048576.0:F2} MB, scratch {trace.ScratchBytes / 1048576.0:F2} MB");
+        Console.WriteLine($"engine: ops in ONNX Runtime {string.Join(",", engine.OpsInOnnxRuntime)}; recycled {engine.RecycledBytes / 1048576.0:F2} MB; constants {engine.ConstantBytes / 1048576.0:F1} MB, packed weights {engine.PackedWeightBytes / 1048576.0:F1} MB, peak held values {trace.PeakHeldBytes / 1048576.0:F2} MB, largest node {trace.LargestNodeBytes / 1048576.0:F2} MB, scratch {trace.ScratchBytes / 1048576.0:F2} MB");
         GC.KeepAlive(model);
     }
 
