@@ -1,5 +1,5 @@
-/* The attainable int8 throughput of one core: register-only loops of each int8 dot instruction this CPU has
- * (512-bit vpdpbusd on AVX-512 VNNI, 256-bit vpdpbusd on AVX-VNNI, AMX tdpbusd tiles), 12 independent accumulator
+/* The attainable int8 (and fp32) throughput of one core: register-only loops of each int8 dot instruction this CPU
+ * has (512-bit vpdpbusd on AVX-512 VNNI, 256-bit vpdpbusd on AVX-VNNI, AMX tdpbusd tiles; FMA for fp32), 12 independent accumulator
  * chains (four destination tiles for AMX), timed in short bursts (~0.1 ms), best of 400 (a long loop on a shared
  * machine is always preempted somewhere). One line per instruction that ran:
  *   <name> <GOPS>      (ops = 2 x multiply-adds)
@@ -40,6 +40,22 @@ __attribute__((target("avx2,avxvnni"), noinline)) static int ymm_dpbusd(long ite
 #define DP(c, x, y) _mm256_dpbusd_avx_epi32(c, x, y)
 #define RED256(s) _mm256_extract_epi32(s, 0)
     CHAINS(DP, __m256i, _mm256_setzero_si256(), _mm256_add_epi32, RED256)
+}
+
+#define RED256F(s) ((int)_mm256_cvtss_f32(s))
+__attribute__((target("avx2,fma"), noinline)) static int ymm_fma(long iters)
+{
+    __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-3f);
+#define FMA256(c, x, y) _mm256_fmadd_ps(c, x, y)
+    CHAINS(FMA256, __m256, _mm256_setzero_ps(), _mm256_add_ps, RED256F)
+}
+
+#define RED512F(s) ((int)_mm512_reduce_add_ps(s))
+__attribute__((target("avx512f"), noinline)) static int zmm_fma(long iters)
+{
+    __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-3f);
+#define FMA512(c, x, y) _mm512_fmadd_ps(c, x, y)
+    CHAINS(FMA512, __m512, _mm512_setzero_ps(), _mm512_add_ps, RED512F)
 }
 
 static double best(int (*f)(long), long iters, double macsPerIter)
@@ -89,6 +105,8 @@ int main(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512vnni")) printf("vpdpbusd-zmm %.1f\n", best(zmm_dpbusd, 20000, 12.0 * 64));
     if (__builtin_cpu_supports("avxvnni")) printf("vpdpbusd-ymm %.1f\n", best(ymm_dpbusd, 20000, 12.0 * 32));
+    if (__builtin_cpu_supports("fma")) printf("vfmadd-ymm %.1f\n", best(ymm_fma, 20000, 12.0 * 8));
+    if (__builtin_cpu_supports("avx512f")) printf("vfmadd-zmm %.1f\n", best(zmm_fma, 20000, 12.0 * 16));
 #if defined(__linux__) && defined(__x86_64__)
     if (amx_usable()) printf("amx-tdpbusd %.1f\n", best(amx_tiles, 2000, 4.0 * 16 * 16 * 64));
 #endif
