@@ -176,8 +176,10 @@ public class EngineMemoryTests
         QConv.Reference<byte, sbyte>(x, 7, w, new[] { 0 }, g, expected);
         KernelPaths.On(path, () => { QConv.Run<byte>(x, 7, packed, y); return 0; });
         Assert.Equal(expected, y);
-        // The scalar path reads the int32 weights (4 bytes each); every other path a 1- or 2-byte form, and never both.
+        // The scalar path reads the int32 weights (4 bytes each) and nothing else; every other path a 1-byte (native)
+        // or 2-byte (managed) form — 3 with the VNNI quads a library without the direct convolution runs — never the
+        // int32 copy besides.
         if (path == KernelPath.Scalar || KernelDispatch.Supported().Max() == KernelPath.Scalar) Assert.Equal(4L * w.Length, packed.PackedBytes);
-        else Assert.InRange(packed.PackedBytes, w.Length, 2L * w.Length + 4096);
+        else Assert.InRange(packed.PackedBytes, w.Length, 3L * w.Length + 8192);
     }
 }
