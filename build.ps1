@@ -10,7 +10,9 @@
     Install  builds and copies the module into the user's module path.
     Package  builds and writes out/package/PtqTools.<version>.nupkg, which Install-PSResource installs from a local
              repository (a folder registered with Register-PSResourceRepository).
-    Bench    builds and runs the benchmarks (docs/benchmarks.md records the figures).
+    Bench    builds and runs the benchmarks (docs/benchmarks.md records the figures). -BenchSet Engine runs only the
+             engine against the host's peak (issue 16: same-run int8/fp32 peak, kernels as a fraction of it, ResNet18
+             and MiniLM latency against ONNX Runtime int8 and fp32, memory growth; out/bench/engine/engine-bench.md).
     Corpus   walks Debian's libonnx-testdata conformance corpus (load, list layers, save, identical ORT outputs) and
              writes the figures to docs/corpus.md.
     Accuracy builds and runs the demo on 5,000 Fashion-MNIST test images, 2 threads (the kNN figure of docs/benchmarks.md).
@@ -26,6 +28,8 @@ param(
     [string] $Task = 'Build',
     [ValidateSet('Debug', 'Release')]
     [string] $Configuration = 'Release',
+    [ValidateSet('All', 'Engine')]
+    [string] $BenchSet = 'All',
     [int] $FuzzSeed = 1,
     [int] $FuzzCases = 10000
 )
@@ -203,6 +207,12 @@ switch ($Task) {
             '--cases', $FuzzCases, '--resnet', '0.005', '--synthetic', '0.1', '--out', (Join-Path $out 'fuzz'))
     }
     'Bench' {
+        if ($BenchSet -eq 'Engine') {
+            # Issue 16: a few minutes; the Markdown section it writes goes into docs/benchmarks.md as is.
+            Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
+                'hardware', '--out', (Join-Path $out 'bench/engine'))
+            return
+        }
         Invoke-Build
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Invoke-Benchmarks.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Measure-CalibrationCost.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
@@ -215,6 +225,9 @@ switch ($Task) {
         & (Join-Path $root 'tests/PtqTools.Benchmarks/Compare-OverflowFixes.ps1') -ModulePath (Join-Path $moduleDir 'PtqTools.psd1')
         Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
             'emulation', (Join-Path $root '../shared/ground-truth/ort-1.31.1-avx2/resnet18_int8_default/model.onnx'), '40', '1')
+        # The engine against this host's peak (issue 16; out/bench/engine/engine-bench.md).
+        Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
+            'hardware', '--out', (Join-Path $out 'bench/engine'))
         # Int8 kernels vs ONNX Runtime (BenchmarkDotNet; reports in out/bench/kernels/results).
         Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
             '--filter', '*', '--artifacts', (Join-Path $out 'bench/kernels'))

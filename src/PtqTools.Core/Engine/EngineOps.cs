@@ -66,6 +66,14 @@ internal static class EngineOps
     static bool Saturating(Dictionary<NodeProto, object> cache, EngineTensor activations, EngineTensor weights) =>
         Arithmetic(cache) == ProductArithmetic.SaturatingPairs && activations.IsUInt8 && weights.IsInt8;
 
+    /// <summary>An output array (contents undefined: the op writes every element), recycled from the engine's
+    /// dropped intermediates when one of that type and length is free (<see cref="EngineBuffers"/>).</summary>
+    static T[] Buffer<T>(Dictionary<NodeProto, object> cache, long length) where T : unmanaged =>
+        cache is EngineState s ? s.Buffers.Rent<T>(length) : GC.AllocateUninitializedArray<T>(checked((int)length));
+
+    /// <summary>Gives back a temporary of the op's own (nothing else holds it).</summary>
+    static void Done(Dictionary<NodeProto, object> cache, Array temporary) { if (cache is EngineState s) s.Buffers.Return(temporary); }
+
     static EngineTensor Need(EngineTensor?[] x, int i, NodeProto n) =>
         i < x.Length && x[i] is { } t ? t : throw new ArgumentException($"input {i} is missing.");
     static EngineTensor? Opt(EngineTensor?[] x, int i) => i < x.Length ? x[i] : null;
@@ -104,11 +112,11 @@ internal static class EngineOps
         long inner = s.Length == 1 ? input.Length : Inner(input.Dims, Axis(n, input.Dims.Length));
         if (Signed(zp))
         {
-            var y = GC.AllocateUninitializedArray<sbyte>((int)(input.Length));
+            var y = Buffer<sbyte>(cache, input.Length);
             QuantizeKernels.Quantize<sbyte>(Kernels(cache), input.Floats, s, z, inner, y);
             return new[] { new EngineTensor(OnnxDataType.Int8, input.Dims, y) };
         }
-        var u = GC.AllocateUninitializedArray<byte>((int)(input.Length));
+        var u = Buffer<byte>(cache, input.Length);
         QuantizeKernels.Quantize<byte>(Kernels(cache), input.Floats, s, z, inner, u);
         return new[] { new EngineTensor(OnnxDataType.UInt8, input.Dims, u) };
     }
@@ -117,7 +125,7 @@ internal static class EngineOps
     {
         var input = Need(x, 0, n); var s = Scales(Need(x, 1, n)); var z = Zeros(Opt(x, 2), s.Length);
         long inner = s.Length == 1 ? input.Length : Inner(input.Dims, Axis(n, input.Dims.Length));
-        var y = new float[input.Length];
+        var y = Buffer<float>(cache, input.Length);
         switch (input.Data)
         {
             case byte[] when input.IsUInt8: QuantizeKernels.Dequantize<byte>(Kernels(cache), input.Bytes, s, z, inner, y); break;
@@ -135,8 +143,9 @@ internal static class EngineOps
         foreach (var v in input) { if (v < min) min = v; if (v > max) max = v; }
         float scale = (max - min) / 255f;
         int zp = scale == 0 ? 0 : (int)MathF.Round(Math.Clamp(0 - min / scale, 0f, 255f), MidpointRounding.ToEven);
-        var y = new byte[input.Length];
+        var y = Buffer<byte>(cache, input.Length);
         if (scale != 0) QuantizeKernels.Quantize<byte>(Kernels(cache), input, new[] { scale }, new[] { zp }, input.Length, y);
+        else Array.Clear(y);
         return new[]
         {
             new EngineTensor(OnnxDataType.UInt8, Need(x, 0, n).Dims, y),
@@ -251,7 +260,7 @@ internal static class EngineOps
                 cache[n] = (w, packed);
             }
         }
-        var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
+        var acc = Buffer<int>(cache, (long)g.Batch * g.OutChannels * g.OutH * g.OutW);
         SaturatingConv.Run(Kernels(cache), xt.Bytes, xz, packed, acc, bias);
         return acc;
     }
@@ -264,7 +273,7 @@ internal static class EngineOps
         // for uint8 weights only, and its GEMM (weights as A, NCHW im2col as B) is then u8 x u8, which MLAS widens to
         // int16 (vpmaddwd): exact. It has no u8 x s8 form to emulate.
         var packed = ConvWeights(n, w, wz, g, cache);
-        var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
+        var acc = Buffer<int>(cache, (long)g.Batch * g.OutChannels * g.OutH * g.OutW);
         if (xt.IsUInt8) QConv.Run<byte>(Kernels(cache), xt.Bytes, xz, packed, acc);
         else QConv.Run<sbyte>(Kernels(cache), xt.SBytes, xz, packed, acc);
         return acc;
@@ -303,18 +312,20 @@ internal static class EngineOps
         {
             // ONNX Runtime without VNNI: saturated raw sums, then bias and the same float32 requantization.
             var acc = SaturatingConvAccumulate(n, xt, xz, w, wz, g, cache, bias);
-            return new[] { Requant(Kernels(cache), acc, mult, (long)g.OutH * g.OutW, yz, yzT?.Type ?? xt.Type, dims, relu) };
+            var requantized = Requant(acc, mult, (long)g.OutH * g.OutW, yz, yzT?.Type ?? xt.Type, dims, relu, cache);
+            Done(cache, acc);
+            return new[] { requantized };
         }
         var packed = ConvWeights(n, w, wz, g, cache);
         // One fused pass: convolution, bias, requantization and ReLU (native VNNI when present).
         if ((yzT?.Type ?? xt.Type) == OnnxDataType.Int8)
         {
-            var y = GC.AllocateUninitializedArray<sbyte>((int)(count));
+            var y = Buffer<sbyte>(cache, count);
             if (xt.IsUInt8) QConv.RunRequantized<byte, sbyte>(Kernels(cache), xt.Bytes, xz, packed, bias, mult, yz, relu, y);
             else QConv.RunRequantized<sbyte, sbyte>(Kernels(cache), xt.SBytes, xz, packed, bias, mult, yz, relu, y);
             return new[] { new EngineTensor(OnnxDataType.Int8, dims, y) };
         }
-        var u = GC.AllocateUninitializedArray<byte>((int)(count));
+        var u = Buffer<byte>(cache, count);
         if (xt.IsUInt8) QConv.RunRequantized<byte, byte>(Kernels(cache), xt.Bytes, xz, packed, bias, mult, yz, relu, u);
         else QConv.RunRequantized<sbyte, byte>(Kernels(cache), xt.SBytes, xz, packed, bias, mult, yz, relu, u);
         return new[] { new EngineTensor(OnnxDataType.UInt8, dims, u) };
@@ -345,17 +356,17 @@ internal static class EngineOps
             }
     }
 
-    static EngineTensor Requant(KernelContext kernels, int[] acc, float[] mult, long inner, int yz, OnnxDataType type, long[] dims, bool relu)
+    static EngineTensor Requant(int[] acc, float[] mult, long inner, int yz, OnnxDataType type, long[] dims, bool relu, Dictionary<NodeProto, object> cache)
     {
         if (type == OnnxDataType.Int8)
         {
-            var y = new sbyte[acc.Length];
-            QuantizeKernels.Requantize<sbyte>(kernels, acc, mult, yz, inner, y);
+            var y = Buffer<sbyte>(cache, acc.Length);
+            QuantizeKernels.Requantize<sbyte>(Kernels(cache), acc, mult, yz, inner, y);
             if (relu) for (int i = 0; i < y.Length; i++) if (y[i] < yz) y[i] = (sbyte)yz;
             return new EngineTensor(type, dims, y);
         }
-        var u = new byte[acc.Length];
-        QuantizeKernels.Requantize<byte>(kernels, acc, mult, yz, inner, u);
+        var u = Buffer<byte>(cache, acc.Length);
+        QuantizeKernels.Requantize<byte>(Kernels(cache), acc, mult, yz, inner, u);
         if (relu) for (int i = 0; i < u.Length; i++) if (u[i] < yz) u[i] = (byte)yz;
         return new EngineTensor(OnnxDataType.UInt8, dims, u);
     }
@@ -372,7 +383,7 @@ internal static class EngineOps
         if (batchB != 1 && batchB != batchA) throw new ArgumentException("the batch dimensions of A and B differ.");
         var lead = (a.Dims.Length >= b.Dims.Length ? a.Dims : b.Dims)[..^2];
         dims = a.Dims.Length == 1 ? new long[] { nCols } : lead.Concat(new long[] { m, nCols }).ToArray();
-        var c = new int[batchA * m * nCols];
+        var c = Buffer<int>(cache, batchA * m * nCols);
         if (Saturating(cache, a, b))
         {
             // ONNX Runtime without VNNI (MlasGemmU8S8KernelAvx2 / Avx512Core): K paired flat, raw codes.
@@ -431,7 +442,9 @@ internal static class EngineOps
         var c = MatMulAccumulate(n, a, az, b, bz, cache, out var dims, out int cols);
         var mult = sb.Select(s => sa * s / sy).ToArray();
         // Per-column multipliers: channel = index % N, i.e. "inner" 1 over N channels.
-        return new[] { Requant(Kernels(cache), c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0) };
+        var y = Requant(c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0, cache);
+        Done(cache, c);
+        return new[] { y };
     }
 
     /// <summary>QGemm(a, as, az, b, bs, bz, [c, cs], [ys, yz]) with transB; float output when ys is absent.</summary>
@@ -452,10 +465,13 @@ internal static class EngineOps
         {
             var yzT = Opt(x, 9);
             var mult = sb.Select(s => sa * s / ysT.FloatAt(0)).ToArray();
-            return new[] { Requant(Kernels(cache), c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0) };
+            var q = Requant(c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0, cache);
+            Done(cache, c);
+            return new[] { q };
         }
-        var y = new float[c.Length];
+        var y = Buffer<float>(cache, c.Length);
         for (int i = 0; i < c.Length; i++) y[i] = c[i] * (sa * sb[sb.Length == 1 ? 0 : i % cols]);
+        Done(cache, c);
         return new[] { EngineTensor.Float(y, dims) };
     }
 
@@ -487,12 +503,12 @@ internal static class EngineOps
         bool relu = Int(n, "ptq_relu", 0) != 0;
         if (a.Type == OnnxDataType.Int8)
         {
-            var c = GC.AllocateUninitializedArray<sbyte>((int)(a.Length));
+            var c = Buffer<sbyte>(cache, a.Length);
             QElementwise.Add<sbyte>(Kernels(cache), a.SBytes, sa, za, b.SBytes, sb, zb, sc, zc, c);
             if (relu) for (int i = 0; i < c.Length; i++) if (c[i] < zc) c[i] = (sbyte)zc;
             return new[] { new EngineTensor(a.Type, a.Dims, c) };
         }
-        var u = GC.AllocateUninitializedArray<byte>((int)(a.Length));
+        var u = Buffer<byte>(cache, a.Length);
         QElementwise.Add<byte>(Kernels(cache), a.Bytes, sa, za, b.Bytes, sb, zb, sc, zc, u);
         if (relu) for (int i = 0; i < u.Length; i++) if (u[i] < zc) u[i] = (byte)zc;
         return new[] { new EngineTensor(a.Type, a.Dims, u) };
@@ -543,8 +559,8 @@ internal static class EngineOps
         long count = TensorData.ElementCount(dims);
         switch (t.Data)
         {
-            case byte[] when t.IsUInt8: { var y = GC.AllocateUninitializedArray<byte>((int)count); QElementwise.MaxPool<byte>(Kernels(cache), t.Bytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
-            case sbyte[] when t.IsInt8: { var y = GC.AllocateUninitializedArray<sbyte>((int)count); QElementwise.MaxPool<sbyte>(Kernels(cache), t.SBytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case byte[] when t.IsUInt8: { var y = Buffer<byte>(cache, count); QElementwise.MaxPool<byte>(Kernels(cache), t.Bytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case sbyte[] when t.IsInt8: { var y = Buffer<sbyte>(cache, count); QElementwise.MaxPool<sbyte>(Kernels(cache), t.SBytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
             case float[] f:
             {
                 var y = new float[count];
@@ -673,7 +689,7 @@ internal static class EngineOps
         var t = Need(x, 0, n);
         long to = Int(n, "to", 0);
         if (to != (long)OnnxDataType.Float) throw new ArgumentException($"Cast to {OnnxDataTypes.Name((int)to)} is not supported (only to float).");
-        var y = new float[t.Length];
+        var y = Buffer<float>(cache, t.Length);
         switch (t.Data)
         {
             case float[] f: f.CopyTo(y, 0); break;
@@ -700,7 +716,7 @@ internal static class EngineOps
             if (da[d] != db[d] && da[d] != 1 && db[d] != 1) throw new ArgumentException($"Mul cannot broadcast [{string.Join(",", a.Dims)}] with [{string.Join(",", b.Dims)}].");
             dims[d] = da[d] == 1 ? db[d] : da[d];
         }
-        var y = new float[TensorData.ElementCount(dims)];
+        var y = Buffer<float>(cache, TensorData.ElementCount(dims));
         if (af.Length == y.Length && bf.Length == y.Length) { for (int i = 0; i < y.Length; i++) y[i] = af[i] * bf[i]; }
         else if (bf.Length == 1) { float s = bf[0]; for (int i = 0; i < y.Length; i++) y[i] = af[i] * s; }
         else if (af.Length == 1) { float s = af[0]; for (int i = 0; i < y.Length; i++) y[i] = s * bf[i]; }

@@ -44,4 +44,6 @@ internal sealed class EngineState : Dictionary<NodeProto, object>
     public EngineState(ProductArithmetic arithmetic, KernelContext kernels) { Arithmetic = arithmetic; Kernels = kernels; }
     public ProductArithmetic Arithmetic { get; }
     public KernelContext Kernels { get; }
+    /// <summary>Recycled value arrays (<see cref="EngineBuffers"/>).</summary>
+    public EngineBuffers Buffers { get; } = new();
 }

@@ -18,6 +18,7 @@ public sealed class IntegerEngine : IDisposable
     readonly Dictionary<string, EngineTensor> _constants = new(StringComparer.Ordinal);
     readonly Dictionary<NodeProto, object> _cache;
     readonly OrtNodeFallback _fallback;
+    readonly HashSet<Array> _constantArrays;
 
     /// <param name="fallbackThreads">ONNX Runtime's intra-op threads for the nodes it runs (<see cref="OrtNodeFallback"/>).</param>
     public IntegerEngine(ModelProto model, string source = "model", int fallbackThreads = 1)
@@ -50,6 +51,41 @@ public sealed class IntegerEngine : IDisposable
         }
         OpsInOnnxRuntime = Nodes.Where(OrtNodeFallback.Handles).Select(n => n.OpType).Distinct().ToList();
         _fallback = new OrtNodeFallback(model, _constants, options.FallbackThreads);
+        ReleasedAfter = PlanReleases(Nodes, Outputs, _constants.Keys);
+        _constantArrays = new HashSet<Array>(_constants.Values.Select(c => c.Data), ReferenceEqualityComparer.Instance);
+    }
+
+    /// <summary>The liveness plan <see cref="Run"/> follows: after node i, the values listed at i are dropped, each at
+    /// its last use (a value nothing reads is dropped after the node that makes it). Graph outputs and the model's
+    /// constants are never dropped; names a subgraph (If branches) reads from the outer graph count as uses.</summary>
+    public IReadOnlyList<IReadOnlyList<string>> ReleasedAfter { get; }
+
+    static IReadOnlyList<IReadOnlyList<string>> PlanReleases(IReadOnlyList<NodeProto> nodes, IReadOnlyList<string> outputs, IEnumerable<string> constants)
+    {
+        var keep = new HashSet<string>(outputs, StringComparer.Ordinal);
+        keep.UnionWith(constants);
+        var last = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < nodes.Count; i++)
+        {
+            foreach (var o in nodes[i].Output) if (o.Length > 0) last.TryAdd(o, i); // produced and never read: dropped here
+            foreach (var name in Reads(nodes[i])) last[name] = i;
+        }
+        var plan = Enumerable.Range(0, nodes.Count).Select(_ => new List<string>()).ToArray();
+        foreach (var (name, i) in last)
+            if (!keep.Contains(name)) plan[i].Add(name);
+        foreach (var list in plan) list.Sort(StringComparer.Ordinal);
+        return plan;
+    }
+
+    /// <summary>Every value name a node reads: its inputs, and what its subgraphs' nodes read (a superset of their
+    /// outer-scope names, which is safe: a value is then kept longer, never dropped too early).</summary>
+    static IEnumerable<string> Reads(NodeProto node)
+    {
+        foreach (var i in node.Input) if (i.Length > 0) yield return i;
+        foreach (var a in node.Attribute)
+            foreach (var g in a.G is null ? a.Graphs : a.Graphs.Prepend(a.G))
+                foreach (var n in g.Node)
+                    foreach (var name in Reads(n)) yield return name;
     }
 
     /// <summary>The op types the engine hands to ONNX Runtime (<see cref="OrtNodeFallback"/>), one node at a time.</summary>
@@ -84,17 +120,28 @@ public sealed class IntegerEngine : IDisposable
     /// <summary>The nodes as executed (after QDQ fusion).</summary>
     public IReadOnlyList<NodeProto> Nodes { get; }
 
+    /// <summary>When set, each <see cref="Run"/> records here what it held at each node (see <see cref="EngineMemoryTrace"/>).</summary>
+    public EngineMemoryTrace? MemoryTrace { get; set; }
+
+    /// <summary>Runs the graph and returns its outputs. Intermediate values are dropped at their last use
+    /// (<see cref="ReleasedAfter"/>), so a run holds at once only the values still to be read, and the kernels'
+    /// scratch is shared by all layers (<see cref="Kernels.Workspace"/>).</summary>
     public Dictionary<string, EngineTensor> Run(IReadOnlyDictionary<string, EngineTensor> inputs, CancellationToken cancel = default)
     {
-        var values = RunAll(inputs, cancel);
+        var values = Execute(inputs, release: true, cancel);
         return Outputs.ToDictionary(o => o, o => values.TryGetValue(o, out var v) ? v
             : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"The output '{o}' was not produced.", o));
     }
 
     /// <summary>Runs the graph and returns every tensor it computed (inputs and constants included): the captured
     /// values layer replay and per-layer comparisons start from.</summary>
-    public Dictionary<string, EngineTensor> RunAll(IReadOnlyDictionary<string, EngineTensor> inputs, CancellationToken cancel = default)
+    public Dictionary<string, EngineTensor> RunAll(IReadOnlyDictionary<string, EngineTensor> inputs, CancellationToken cancel = default) =>
+        Execute(inputs, release: false, cancel);
+
+    Dictionary<string, EngineTensor> Execute(IReadOnlyDictionary<string, EngineTensor> inputs, bool release, CancellationToken cancel)
     {
+        var trace = release ? MemoryTrace : null;
+        trace?.Begin(this);
         var values = new Dictionary<string, EngineTensor>(_constants, StringComparer.Ordinal);
         foreach (var name in Inputs)
         {
@@ -102,6 +149,7 @@ public sealed class IntegerEngine : IDisposable
                 throw new PtqException("EngineInputMissing", PtqErrorKind.InvalidArgument, $"The model input '{name}' was not given.", name);
             values[name] = t;
         }
+        int step = 0;
         foreach (var node in Nodes)
         {
             cancel.ThrowIfCancellationRequested();
@@ -109,7 +157,7 @@ public sealed class IntegerEngine : IDisposable
                 : throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) needs '{i}', which nothing produced.", i)).ToArray();
             EngineTensor[] results;
             long started = Profile is null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp();
-            try { results = OrtNodeFallback.Handles(node) ? _fallback.Run(node, args, values.GetValueOrDefault) : EngineOps.Run(node, args, _cache); }
+            try { results = OrtNodeFallback.Handles(node) ? _fallback.Run(node, args, values.GetValueOrDefault, ((EngineState)_cache).Buffers) : EngineOps.Run(node, args, _cache); }
             catch (ArgumentException ex)
             {
                 throw new PtqException("EngineNodeFailed", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) failed: {ex.Message}", node.Name, ex);
@@ -122,9 +170,30 @@ public sealed class IntegerEngine : IDisposable
             }
             for (int i = 0; i < results.Length && i < node.Output.Count; i++)
                 if (node.Output[i].Length > 0) values[node.Output[i]] = results[i];
+            trace?.Step(node, args, results, values, _constants);
+            if (release)
+                foreach (var name in ReleasedAfter[step])
+                    if (values.Remove(name, out var dropped)) Recycle(dropped, values, inputs);
+            trace?.Released(values, _constants);
+            step++;
         }
         return values;
     }
+
+    /// <summary>Gives a dropped value's array to the engine's pool (<see cref="EngineBuffers"/>) unless something
+    /// may still read it: a live value sharing it (Reshape, Flatten and Identity pass arrays on), a constant, or an
+    /// array of the caller's inputs.</summary>
+    void Recycle(EngineTensor dropped, Dictionary<string, EngineTensor> values, IReadOnlyDictionary<string, EngineTensor> inputs)
+    {
+        var data = dropped.Data;
+        if (_constantArrays.Contains(data)) return;
+        foreach (var t in inputs.Values) if (ReferenceEquals(t.Data, data)) return;
+        foreach (var t in values.Values) if (ReferenceEquals(t.Data, data)) return;
+        ((EngineState)_cache).Buffers.Return(data);
+    }
+
+    /// <summary>Bytes of recycled value arrays the engine holds between runs (at most what one run dropped).</summary>
+    public long RecycledBytes => ((EngineState)_cache).Buffers.Bytes;
 
     /// <summary>Runs one node (layer replay) on the given inputs; missing inputs are taken from the model's constants.</summary>
     public EngineTensor[] RunNode(NodeProto node, IReadOnlyDictionary<string, EngineTensor> inputs)
@@ -137,6 +206,27 @@ public sealed class IntegerEngine : IDisposable
     }
 
     internal IReadOnlyDictionary<string, EngineTensor> Constants => _constants;
+
+    /// <summary>Bytes of the model's constants (the weights as stored, each tensor once).</summary>
+    public long ConstantBytes => _constants.Values.Select(t => t.Data).Distinct(ReferenceEqualityComparer.Instance).Cast<Array>()
+        .Sum(a => (long)a.Length * System.Runtime.InteropServices.Marshal.SizeOf(a.GetType().GetElementType() == typeof(bool) ? typeof(byte) : a.GetType().GetElementType()!));
+
+    /// <summary>Bytes of the weights' packed forms built so far (the exact GEMM and convolution forms; each packed on
+    /// first use, only in the form the kernel path that ran needs).</summary>
+    public long PackedWeightBytes
+    {
+        get
+        {
+            lock (_cache)
+                return _cache.Values.Sum(v => v switch
+                {
+                    (EngineTensor, PackedConvWeights p) => p.PackedBytes,
+                    (EngineTensor, PackedWeights[] p) => p.Sum(w => w.Bytes),
+                    (EngineTensor, EngineTensor t) => t.Length,
+                    _ => 0L,
+                });
+        }
+    }
 
     /// <summary>The quantization step of an output: the scale of the DequantizeLinear that produces it (through
     /// shape-only ops), or 0 when it is not produced from quantized values.</summary>

@@ -157,7 +157,10 @@ public sealed class OrtNodeFallback : IDisposable
     /// <summary>Runs one node on its input tensors (null for an omitted optional input); returns one tensor per node
     /// output (null where the output's name is empty). <paramref name="outer"/> gives the outer values an If's
     /// branches read (<see cref="OuterScopeInputs"/>).</summary>
-    public EngineTensor[] Run(NodeProto node, EngineTensor?[] inputs, Func<string, EngineTensor?>? outer = null)
+    public EngineTensor[] Run(NodeProto node, EngineTensor?[] inputs, Func<string, EngineTensor?>? outer = null) => Run(node, inputs, outer, null);
+
+    /// <param name="buffers">Where the outputs' arrays come from (the engine's recycled arrays), or null for new ones.</param>
+    internal EngineTensor[] Run(NodeProto node, EngineTensor?[] inputs, Func<string, EngineTensor?>? outer, EngineBuffers? buffers)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var names = node.Input.ToList();
@@ -179,7 +182,7 @@ public sealed class OrtNodeFallback : IDisposable
             for (int k = 0; k < values.Length; k++) values[k] = ToOrt(inputs[compiled.FedIndex[k]]!);
             using var results = compiled.Session.Run(RunOptionsOnce(), compiled.FedInputs, values, compiled.Outputs);
             var outputs = new EngineTensor[node.Output.Count];
-            for (int k = 0; k < results.Count; k++) outputs[compiled.OutputIndex[k]] = FromOrt(results[k], node, compiled.Outputs[k]);
+            for (int k = 0; k < results.Count; k++) outputs[compiled.OutputIndex[k]] = FromOrt(results[k], node, compiled.Outputs[k], buffers);
             return outputs;
         }
         catch (OnnxRuntimeException ex)
@@ -277,7 +280,7 @@ public sealed class OrtNodeFallback : IDisposable
         }
     }
 
-    static EngineTensor FromOrt(OrtValue value, NodeProto node, string name)
+    static EngineTensor FromOrt(OrtValue value, NodeProto node, string name, EngineBuffers? buffers)
     {
         if (value.OnnxType != OnnxValueType.ONNX_TYPE_TENSOR)
             throw new PtqException("EngineTensorType", PtqErrorKind.NotSupported,
@@ -287,7 +290,23 @@ public sealed class OrtNodeFallback : IDisposable
         if (EngineTensor.ElementType(type) is null)
             throw new PtqException("EngineTensorType", PtqErrorKind.NotSupported,
                 $"Output '{name}' of node '{node.Name}' ({node.OpType}) is of type {OnnxDataTypes.Name((int)type)}, which the engine cannot hold.", name);
-        return EngineTensor.FromBytes(type, info.Shape, value.GetTensorMutableRawData());
+        long count = TensorData.ElementCount(info.Shape);
+        // Into a recycled array of the engine's where one is free (every byte is copied over it).
+        Array? data = buffers is null || count <= 0 ? null : type switch
+        {
+            OnnxDataType.Float => buffers.Rent<float>(count),
+            OnnxDataType.Int32 => buffers.Rent<int>(count),
+            OnnxDataType.UInt8 => buffers.Rent<byte>(count),
+            OnnxDataType.Int8 => buffers.Rent<sbyte>(count),
+            _ => null,
+        };
+        if (data is null) return EngineTensor.FromBytes(type, info.Shape, value.GetTensorMutableRawData());
+        var t = new EngineTensor(type, info.Shape, data);
+        var raw = value.GetTensorMutableRawData();
+        if (raw.Length != t.RawBytes.Length)
+            throw new PtqException("TensorDataSizeMismatch", PtqErrorKind.InvalidData, $"Output '{name}' of node '{node.Name}' holds {raw.Length} bytes for the shape [{string.Join(",", info.Shape)}].", name);
+        raw.CopyTo(t.RawBytes);
+        return t;
     }
 
     public void Dispose()

@@ -23,55 +23,117 @@ public sealed record ConvGeometry(int Batch, int Channels, int Height, int Width
     }
 }
 
-/// <summary>Convolution weights [OC, C/group, kh, kw] packed once per group as the right-hand GEMM matrix.</summary>
+/// <summary>Convolution weights [OC, C/group, kh, kw] packed once per group as the right-hand GEMM matrix.
+/// Each form (the managed GEMM's, the native direct convolution's, the pre-subtracted int32 weights of the depthwise
+/// and scalar loops) is packed on first use by the path that needs it, from the weights themselves (kept by
+/// reference when given as an array: no copy), so that a model holds only the forms its kernel path runs.</summary>
 public sealed class PackedConvWeights
 {
-    internal PackedWeights[] Groups { get; }
-    internal int[] Raw { get; }           // w - zero point, [OC][patch], for the depthwise path
-    internal NativeConvWeights[]? Native { get; }
+    readonly Array _source;           // T[] [OC][patch], byte or sbyte
+    readonly bool _unsigned;          // exact: the CLR lets an sbyte[] pass an 'is byte[]' test
+    readonly int[] _zeroPoints;       // 1 or OC values
+    PackedWeights[]? _groups;
+    NativeConvWeights[]? _native;
+    int[]? _raw;
+    readonly object _sync = new();
+
+    /// <summary>Managed GEMM weights per group (null entries for a depthwise convolution).</summary>
+    internal PackedWeights[] Groups => _groups ?? Init(ref _groups, PackGroups);
+    /// <summary>w - zero point, [OC][patch], for the depthwise and scalar paths.</summary>
+    internal int[] Raw => _raw ?? Init(ref _raw, PackRaw);
+    /// <summary>The native direct convolution's weights per group; null when the library has no convolution or the
+    /// convolution is depthwise.</summary>
+    internal NativeConvWeights[]? Native => Depthwise || !NativeKernels.HasConv ? null : _native ?? Init(ref _native, PackNative);
+    internal bool Depthwise { get; }
     public ConvGeometry Shape { get; }
 
-    PackedConvWeights(ConvGeometry g, PackedWeights[] groups, int[] raw, NativeConvWeights[]? native) { Shape = g; Groups = groups; Raw = raw; Native = native; }
-
-    public static PackedConvWeights Pack<T>(ReadOnlySpan<T> w, ReadOnlySpan<int> zeroPoints, ConvGeometry g) where T : unmanaged
+    /// <summary>Bytes of the forms packed so far (not counting the weights themselves).</summary>
+    public long PackedBytes
     {
-        g.Check();
-        int patch = g.PatchSize, ocg = g.GroupOutChannels;
-        if (w.Length != (long)g.OutChannels * patch) throw new ArgumentException($"The weights hold {w.Length} values; {g.OutChannels}x{patch} expected.");
-        if (zeroPoints.Length != 1 && zeroPoints.Length != g.OutChannels) throw new ArgumentException($"{zeroPoints.Length} weight zero points for {g.OutChannels} channels.");
-        var raw = new int[w.Length];
-        for (int oc = 0; oc < g.OutChannels; oc++)
-            for (int k = 0; k < patch; k++)
-                raw[oc * patch + k] = QGemm.ToInt(w[oc * patch + k]) - zeroPoints[zeroPoints.Length == 1 ? 0 : oc];
-        var groups = new PackedWeights[g.Group];
-        bool depthwise = g.GroupChannels == 1 && ocg == 1;
-        if (!depthwise)
-            for (int gi = 0; gi < g.Group; gi++)
-            {
-                var zp = new int[ocg];
-                for (int j = 0; j < ocg; j++) zp[j] = zeroPoints[zeroPoints.Length == 1 ? 0 : gi * ocg + j];
-                if (typeof(T) == typeof(byte))
-                {
-                    var b = new byte[patch * ocg];
-                    var src = MemoryMarshal.Cast<T, byte>(w);
-                    for (int k = 0; k < patch; k++) for (int j = 0; j < ocg; j++) b[k * ocg + j] = src[(gi * ocg + j) * patch + k];
-                    groups[gi] = PackedWeights.Pack(b, patch, ocg, zp);
-                }
-                else
-                {
-                    var b = new sbyte[patch * ocg];
-                    var src = MemoryMarshal.Cast<T, sbyte>(w);
-                    for (int k = 0; k < patch; k++) for (int j = 0; j < ocg; j++) b[k * ocg + j] = src[(gi * ocg + j) * patch + k];
-                    groups[gi] = PackedWeights.Pack(b, patch, ocg, zp);
-                }
-            }
-        NativeConvWeights[]? native = null;
-        if (!depthwise && NativeKernels.HasConv)
+        get
         {
-            native = new NativeConvWeights[g.Group];
-            for (int gi = 0; gi < g.Group; gi++) native[gi] = NativeConvWeights.Pack(w, zeroPoints, g, gi);
+            lock (_sync)
+            {
+                long bytes = (_raw?.Length ?? 0) * 4L;
+                foreach (var p in _groups ?? Array.Empty<PackedWeights>()) if (p is not null) bytes += p.Bytes;
+                foreach (var p in _native ?? Array.Empty<NativeConvWeights>()) bytes += p.Data.Length + (p.Amx?.Length ?? 0) + p.Sums.Length * 8L;
+                return bytes;
+            }
         }
-        return new PackedConvWeights(g, groups, raw, native);
+    }
+
+    PackedConvWeights(ConvGeometry g, Array source, bool unsigned, int[] zeroPoints)
+    {
+        Shape = g; _source = source; _unsigned = unsigned; _zeroPoints = zeroPoints;
+        Depthwise = g.GroupChannels == 1 && g.GroupOutChannels == 1;
+    }
+
+    T Init<T>(ref T? field, Func<T> pack) where T : class
+    {
+        lock (_sync) return field ??= pack();
+    }
+
+    /// <summary>Packs a copy of the weights (see the array overload to keep them by reference).</summary>
+    public static PackedConvWeights Pack<T>(ReadOnlySpan<T> w, ReadOnlySpan<int> zeroPoints, ConvGeometry g) where T : unmanaged =>
+        Pack(w.ToArray(), zeroPoints, g);
+
+    /// <summary>Packs weights the caller will not change afterwards: they are kept by reference, not copied.</summary>
+    public static PackedConvWeights Pack<T>(T[] w, ReadOnlySpan<int> zeroPoints, ConvGeometry g) where T : unmanaged
+    {
+        if (typeof(T) != typeof(byte) && typeof(T) != typeof(sbyte)) throw new NotSupportedException(typeof(T).Name);
+        g.Check();
+        if (w.Length != (long)g.OutChannels * g.PatchSize) throw new ArgumentException($"The weights hold {w.Length} values; {g.OutChannels}x{g.PatchSize} expected.");
+        if (zeroPoints.Length != 1 && zeroPoints.Length != g.OutChannels) throw new ArgumentException($"{zeroPoints.Length} weight zero points for {g.OutChannels} channels.");
+        var packed = new PackedConvWeights(g, w, typeof(T) == typeof(byte), zeroPoints.ToArray());
+        // Zero points outside the weights' type are refused here, not at the first run.
+        if (!packed.Depthwise)
+        {
+            int min = typeof(T) == typeof(byte) ? 0 : -128, max = min + 255;
+            foreach (int z in packed._zeroPoints)
+                if (z < min || z > max) throw new ArgumentException($"Weight zero point {z} is outside [{min}, {max}].");
+        }
+        return packed;
+    }
+
+    int ZeroPoint(int oc) => _zeroPoints[_zeroPoints.Length == 1 ? 0 : oc];
+
+    int[] PackRaw()
+    {
+        int patch = Shape.PatchSize;
+        var raw = new int[_source.Length];
+        if (_unsigned) { var u = (byte[])_source; for (int i = 0; i < raw.Length; i++) raw[i] = u[i] - ZeroPoint(i / patch); }
+        else { var s = (sbyte[])_source; for (int i = 0; i < raw.Length; i++) raw[i] = s[i] - ZeroPoint(i / patch); }
+        return raw;
+    }
+
+    PackedWeights[] PackGroups()
+    {
+        var g = Shape;
+        int patch = g.PatchSize, ocg = g.GroupOutChannels;
+        var groups = new PackedWeights[g.Group];
+        if (Depthwise) return groups;
+        // The quads of the GEMM form serve the native VNNI GEMM where the library has no direct convolution, and the
+        // ARM64 SDOT GEMM.
+        bool quads = (NativeKernels.Available && !NativeKernels.HasConv) || ArmKernels.Supported;
+        for (int gi = 0; gi < g.Group; gi++)
+        {
+            var zp = new int[ocg];
+            for (int j = 0; j < ocg; j++) zp[j] = ZeroPoint(gi * ocg + j);
+            int first = gi * ocg;
+            // Column j of group gi's GEMM matrix is output channel gi * ocg + j; row k is its patch element k.
+            groups[gi] = _unsigned
+                ? PackedWeights.Pack(patch, ocg, (k, j) => ((byte[])_source)[(first + j) * patch + k], zp, unsigned: true, quads)
+                : PackedWeights.Pack(patch, ocg, (k, j) => ((sbyte[])_source)[(first + j) * patch + k], zp, unsigned: false, quads);
+        }
+        return groups;
+    }
+
+    NativeConvWeights[] PackNative()
+    {
+        var native = new NativeConvWeights[Shape.Group];
+        for (int gi = 0; gi < Shape.Group; gi++)
+            native[gi] = _unsigned ? NativeConvWeights.Pack<byte>((byte[])_source, _zeroPoints, Shape, gi) : NativeConvWeights.Pack<sbyte>((sbyte[])_source, _zeroPoints, Shape, gi);
+        return native;
     }
 }
 
@@ -188,7 +250,7 @@ public static class QConv
             Direct(x, xZero, w, y, all: true);
             return;
         }
-        if (w.Groups[0] is null) { Direct(x, xZero, w, y, all: true); return; }
+        if (w.Depthwise) { Direct(x, xZero, w, y, all: true); return; }
         if (path == KernelPath.NativeVnni && w.Native is not null)
         {
             if (y.Length < (long)g.Batch * g.OutChannels * pixels) throw new ArgumentException("The output is too small.");
@@ -200,14 +262,15 @@ public static class QConv
             // Byte im2col (padding holds the zero point, so it contributes nothing) into the GEMM on the quads (native
             // VNNI, or SDOT on ARM64).
             bool signed = typeof(TX) == typeof(sbyte);
-            var colBytes = new byte[(long)pixels * patch];
-            var acc = new int[(long)pixels * ocg];
+            var colBytes = Workspace.Rent<byte>(Workspace.Slot.Im2Col, (long)pixels * patch);
+            var acc = Workspace.Rent<int>(Workspace.Slot.GemmOut, (long)pixels * ocg);
             for (int n = 0; n < g.Batch; n++)
                 for (int gi = 0; gi < g.Group; gi++)
                 {
                     Im2ColBytes(MemoryMarshal.AsBytes(x), (byte)xZero, g, n, gi, colBytes);
-                    if (signed) QGemm.Multiply(context, MemoryMarshal.Cast<byte, sbyte>(colBytes.AsSpan()), xZero, pixels, w.Groups[gi], acc);
-                    else QGemm.Multiply(context, colBytes, xZero, pixels, w.Groups[gi], acc);
+                    var cols = colBytes.AsSpan(0, pixels * patch);
+                    if (signed) QGemm.Multiply(context, MemoryMarshal.Cast<byte, sbyte>(cols), xZero, pixels, w.Groups[gi], acc);
+                    else QGemm.Multiply(context, cols, xZero, pixels, w.Groups[gi], acc);
                     for (int j = 0; j < ocg; j++)
                     {
                         var dst = y.Slice((n * g.OutChannels + gi * ocg + j) * pixels, pixels);
@@ -219,8 +282,8 @@ public static class QConv
         if (path == KernelPath.NativeVnni) path = KernelPath.Avx512BW; // the int16 im2col form feeds the managed GEMM
         if (path == KernelPath.ArmDot) path = KernelPath.Vector128;
         int kp2 = w.Groups[0].KPairs * 2;
-        var col = new short[(long)pixels * kp2];
-        var outBuf = new int[(long)pixels * ocg];
+        var col = Workspace.Rent<short>(Workspace.Slot.Im2Col, (long)pixels * kp2);
+        var outBuf = Workspace.Rent<int>(Workspace.Slot.GemmOut, (long)pixels * ocg);
         for (int n = 0; n < g.Batch; n++)
             for (int gi = 0; gi < g.Group; gi++)
             {
@@ -246,7 +309,7 @@ public static class QConv
         Finish(default, acc, g, bias, multipliers, yZero, relu, y, reference: true);
     }
 
-    static void Finish<TY>(KernelContext context, int[] acc, ConvGeometry g, ReadOnlySpan<int> bias, ReadOnlySpan<float> multipliers, int yZero, bool relu, Span<TY> y, bool reference) where TY : unmanaged
+    static void Finish<TY>(KernelContext context, Span<int> acc, ConvGeometry g, ReadOnlySpan<int> bias, ReadOnlySpan<float> multipliers, int yZero, bool relu, Span<TY> y, bool reference) where TY : unmanaged
     {
         int pixels = g.OutH * g.OutW;
         if (!bias.IsEmpty)
@@ -286,7 +349,8 @@ public static class QConv
             }
             return;
         }
-        var acc = new int[outLen];
+        // The int32 sums live in this thread's scratch (shared by every layer), not in a new array per call.
+        var acc = Workspace.Rent<int>(Workspace.Slot.ConvAcc, outLen).AsSpan(0, (int)outLen);
         Run(context, x, xZero, w, acc);
         Finish(context, acc, g, bias, multipliers, yZero, relu, y, reference: false);
     }
@@ -372,7 +436,7 @@ public static class QConv
     static void Im2Col<TX>(ReadOnlySpan<TX> x, int xZero, ConvGeometry g, int n, int gi, short[] col, int kp2) where TX : unmanaged
     {
         int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels;
-        Array.Clear(col);
+        col.AsSpan(0, oh * ow * kp2).Clear();
         for (int i = 0; i < oh; i++)
             for (int j = 0; j < ow; j++)
             {

@@ -75,22 +75,42 @@ public sealed class PackedWeights
         return z;
     }
 
+    /// <summary>Bytes this packing holds (the int16 pairs, and the VNNI quads where packed).</summary>
+    internal long Bytes => Data.Length * 2L + (Quads?.Length ?? 0) + (QuadColumnSums?.Length ?? 0) * 8L + ZeroPoints.Length * 4L;
+
     /// <summary>Packs signed int8 weights b[k * n + col] with one zero point or one per column.</summary>
-    public static PackedWeights Pack(ReadOnlySpan<sbyte> b, int k, int n, ReadOnlySpan<int> zeroPoints)
+    public static PackedWeights Pack(ReadOnlySpan<sbyte> b, int k, int n, ReadOnlySpan<int> zeroPoints) => Pack(b, k, n, zeroPoints, QuadsRun);
+
+    /// <summary>Packs unsigned int8 weights; the VNNI form stores them minus 128 as signed bytes.</summary>
+    public static PackedWeights Pack(ReadOnlySpan<byte> b, int k, int n, ReadOnlySpan<int> zeroPoints) => Pack(b, k, n, zeroPoints, QuadsRun);
+
+    /// <summary>Packs weights read through <paramref name="stored"/>(k, column) — the stored code, unsigned when
+    /// <paramref name="unsigned"/> — without copying them first (convolution weights read in place, transposed).</summary>
+    /// <summary>Whether a path that runs the quads (native VNNI/AMX, ARM64 SDOT) can run in this process.</summary>
+    internal static bool QuadsRun => NativeKernels.Available || ArmKernels.Supported;
+
+    internal static PackedWeights Pack(int k, int n, Func<int, int, int> stored, ReadOnlySpan<int> zeroPoints, bool unsigned, bool quads)
+    {
+        var z = unsigned ? Zeros(zeroPoints, n, 0, 255) : Zeros(zeroPoints, n, -128, 127);
+        int shift = unsigned ? 128 : 0;
+        return new PackedWeights(k, n, (kk, c) => stored(kk, c) - z[c], (kk, c) => kk < 0 ? z[c] - shift : stored(kk, c) - shift, z, quads);
+    }
+
+    /// <param name="quads">Whether to pack the native VNNI form as well (not where nothing will run it).</param>
+    internal static PackedWeights Pack(ReadOnlySpan<sbyte> b, int k, int n, ReadOnlySpan<int> zeroPoints, bool quads)
     {
         if (b.Length != (long)k * n) throw new ArgumentException($"The weights hold {b.Length} values; {k}x{n} needs {(long)k * n}.");
         var z = Zeros(zeroPoints, n, -128, 127);
         var copy = b.ToArray();
-        return new PackedWeights(k, n, (kk, c) => copy[kk * n + c] - z[c], (kk, c) => kk < 0 ? z[c] : copy[kk * n + c], z, NativeKernels.Available || ArmKernels.Supported);
+        return new PackedWeights(k, n, (kk, c) => copy[kk * n + c] - z[c], (kk, c) => kk < 0 ? z[c] : copy[kk * n + c], z, quads);
     }
 
-    /// <summary>Packs unsigned int8 weights; the VNNI form stores them minus 128 as signed bytes.</summary>
-    public static PackedWeights Pack(ReadOnlySpan<byte> b, int k, int n, ReadOnlySpan<int> zeroPoints)
+    internal static PackedWeights Pack(ReadOnlySpan<byte> b, int k, int n, ReadOnlySpan<int> zeroPoints, bool quads)
     {
         if (b.Length != (long)k * n) throw new ArgumentException($"The weights hold {b.Length} values; {k}x{n} needs {(long)k * n}.");
         var z = Zeros(zeroPoints, n, 0, 255);
         var copy = b.ToArray();
-        return new PackedWeights(k, n, (kk, c) => copy[kk * n + c] - z[c], (kk, c) => kk < 0 ? z[c] - 128 : copy[kk * n + c] - 128, z, NativeKernels.Available || ArmKernels.Supported);
+        return new PackedWeights(k, n, (kk, c) => copy[kk * n + c] - z[c], (kk, c) => kk < 0 ? z[c] - 128 : copy[kk * n + c] - 128, z, quads);
     }
 }
 
@@ -132,13 +152,13 @@ public static class QGemm
         int threads = context.ThreadsFor((long)m * w.N * w.K);
         int rowsPerTask = (m + threads - 1) / threads;
         if (threads <= 1) { Rows(a, 0, m, w, c, path); return; }
-        var cArr = new int[(long)m * w.N];
+        var cArr = Workspace.Rent<int>(Workspace.Slot.ParallelOut, (long)m * w.N);
         Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
         {
             int r0 = t * rowsPerTask, r1 = Math.Min(m, r0 + rowsPerTask);
             if (r0 < r1) Rows(a, r0, r1, w, cArr, path);
         });
-        cArr.AsSpan().CopyTo(c);
+        cArr.AsSpan(0, m * w.N).CopyTo(c);
     }
 
     static void Run(KernelContext context, ReadOnlySpan<byte> a, int aZero, int m, PackedWeights w, Span<int> c, bool signed)
@@ -158,8 +178,10 @@ public static class QGemm
         }
         if (path == KernelPath.NativeVnni) path = KernelPath.Avx512BW;
         if (path == KernelPath.ArmDot) path = KernelPath.Vector128;
-        var wide = new short[(long)m * w.KPairs * 2];
+        // This thread's scratch (every padding column written below): no new array per call.
         int kp2 = w.KPairs * 2;
+        var wide = Workspace.Rent<short>(Workspace.Slot.WideA, (long)m * kp2);
+        if (w.K < kp2) for (int i = 0; i < m; i++) wide[i * kp2 + kp2 - 1] = 0;
         for (int i = 0; i < m; i++)
             for (int kk = 0; kk < w.K; kk++)
                 wide[i * kp2 + kk] = (short)((signed ? (sbyte)a[i * w.K + kk] : a[i * w.K + kk]) - aZero);
