@@ -10,6 +10,11 @@ public static class OnnxModelIO
     /// <summary>Protobuf cannot hold a message above 2 GB; such models need external data.</summary>
     public const long MaxModelBytes = int.MaxValue;
 
+    /// <summary>(name, op type) of every node of a stored model, subgraphs included, without preparing it: for the
+    /// cmdlets' completers, whose assembly references no ONNX type.</summary>
+    public static IReadOnlyList<(string Name, string OpType)> NodeNames(string path) =>
+        OpsetUpgrader.AllNodes(Load(path).Graph).Select(n => (n.Name, n.OpType)).ToList();
+
     public static ModelProto Load(string path, bool validate = true) => Parse(ReadFile(path), path, validate);
 
     public static byte[] ReadFile(string path)

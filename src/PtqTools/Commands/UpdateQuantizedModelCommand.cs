@@ -68,7 +68,7 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
 
     protected override string? OutputFolderForSkip => _folder;
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         try
         {
