@@ -32,8 +32,8 @@ BeforeAll {
             return [pscustomobject]@{ Format = $class; Arch = @($machine) }
         }
         $cpu = { param($t) switch ($t) { 0x01000007 { 'x64' } 0x0100000C { 'arm64' } default { 'other' } } }
-        if ($b.Length -gt 8 -and (& $u32 0) -eq 0xFEEDFACF) { return [pscustomobject]@{ Format = 'Mach-O'; Arch = @(& $cpu (& $u32 4)) } }
-        if ($b.Length -gt 8 -and (& $be32 0) -eq 0xCAFEBABE) {
+        if ($b.Length -gt 8 -and (& $u32 0) -eq 0xFEEDFACFu) { return [pscustomobject]@{ Format = 'Mach-O'; Arch = @(& $cpu (& $u32 4)) } }
+        if ($b.Length -gt 8 -and (& $be32 0) -eq 0xCAFEBABEu) {
             # A universal binary: one (cputype, cpusubtype, offset, size, align) record per slice, big-endian.
             $slices = foreach ($i in 0..((& $be32 4) - 1)) { & $cpu (& $be32 (8 + 20 * $i)) }
             return [pscustomobject]@{ Format = 'Mach-O-universal'; Arch = @($slices) }

@@ -75,7 +75,7 @@ public static class OnnxModelIO
         foreach (var (location, file) in sideFiles)
         {
             hash.AppendData(System.Text.Encoding.UTF8.GetBytes("\n" + location + "\n"));
-            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1 << 16);
             for (int n; (n = stream.Read(buffer)) > 0;) hash.AppendData(buffer, 0, n);
         }
         return Convert.ToHexString(hash.GetHashAndReset());
@@ -134,7 +134,7 @@ public static class OnnxModelIO
         try
         {
             File.WriteAllBytes(temp, bytes);
-            File.Move(temp, full, overwrite: true);
+            ReplaceWith(temp, full);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
@@ -147,6 +147,36 @@ public static class OnnxModelIO
             throw;
         }
     }
+
+    /// <summary>
+    /// Renames a finished temporary file over its target (File.Move with overwrite: rename(2) on Linux and macOS,
+    /// MoveFileEx with MOVEFILE_REPLACE_EXISTING on Windows). On Windows a target that another process has open
+    /// without FILE_SHARE_DELETE (a virus scanner, an indexer, a reader of another program) makes the rename fail
+    /// with a sharing violation for a moment: it is tried again for up to about 2 seconds before the error stands.
+    /// The module's own readers open files with FileShare.Delete, so they never block it.
+    /// </summary>
+    internal static void ReplaceWith(string temp, string target)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                File.Move(temp, target, overwrite: true);
+                return;
+            }
+            catch (IOException) when (OperatingSystem.IsWindows() && attempt < 10 && File.Exists(temp))
+            {
+                Thread.Sleep(40 * attempt);
+            }
+            catch (UnauthorizedAccessException) when (OperatingSystem.IsWindows() && attempt < 10 && File.Exists(temp) && !IsReadOnly(target))
+            {
+                // Windows reports a target pending deletion or mapped by another process as access denied.
+                Thread.Sleep(40 * attempt);
+            }
+        }
+    }
+
+    static bool IsReadOnly(string path) => File.Exists(path) && new FileInfo(path).IsReadOnly;
 
     static void TryDelete(string path)
     {

@@ -22,7 +22,7 @@ public sealed class QuantizationReportData
 /// JSON views of the same report objects.</summary>
 public static class QuantizationReport
 {
-    static readonly JsonSerializerOptions Json = new() { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+    static readonly JsonSerializerOptions Json = new() { WriteIndented = true, NewLine = "\n", NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
     public static string ToJson(QuantizationReportData data) => JsonSerializer.Serialize(new
     {
