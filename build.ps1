@@ -138,7 +138,7 @@ function Install-TestPackages {
     $apt = Get-Command apt-get -ErrorAction SilentlyContinue
     $uid = (& id -u) -as [int]
     if (-not $apt -or $uid -ne 0) {
-        Write-Warning "Debian packages $($missing -join ', ') are missing and cannot be installed here (apt-get as root is needed): the tests that read them will fail."
+        Write-Warning "Debian packages $($missing -join ', ') are missing and cannot be installed here (apt-get as root is needed): the tests that need them are skipped, each with the reason."
         return
     }
     Write-Host "== Installing Debian packages: $($missing -join ', ')"
@@ -151,7 +151,7 @@ function Install-TestPackages {
     try {
         & apt-get update -qq *> $null
         & apt-get install -y -qq @missing *> $null
-        if ($LASTEXITCODE -ne 0) { Write-Warning "apt-get install $($missing -join ' ') failed (exit code $LASTEXITCODE)." }
+        if ($LASTEXITCODE -ne 0) { Write-Warning "apt-get install $($missing -join ' ') failed (exit code $LASTEXITCODE): the tests that need them are skipped, each with the reason." }
     } finally { if ($ownPolicy) { Remove-Item $policy -Force } }
 }
 
