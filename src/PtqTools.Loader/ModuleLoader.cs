@@ -56,20 +56,35 @@ public sealed class ModuleLoader : IModuleAssemblyInitializer, IModuleAssemblyCl
 
     static bool RegisterAccelerators()
     {
+        try { return Expose(EngineName) > 0; }
+        catch (IOException) { return false; }
+    }
+
+    /// <summary>
+    /// Makes the public types of one of the module's dependencies (Google.Protobuf, OnnxSharp, Microsoft.ML.OnnxRuntime,
+    /// SkiaSharp...) reachable by name from scripts, as the module's own copies: for scripts that hand such objects
+    /// to the engine or take them from it (the benchmarks do). Opt-in, because it hides from scripts the same names
+    /// another module loaded in the default context. Names already registered are left as they are. Returns how
+    /// many types were registered.
+    /// </summary>
+    public static int ExposeDependency(string assemblyName) => Expose(assemblyName);
+
+    static int Expose(string assemblyName)
+    {
         var accelerators = typeof(PSObject).Assembly.GetType("System.Management.Automation.TypeAccelerators");
         var add = accelerators?.GetMethod("Add", BindingFlags.Public | BindingFlags.Static, [typeof(string), typeof(Type)]);
-        if (add is null) return false;
+        if (add is null) return 0;
         var existing = accelerators!.GetProperty("Get", BindingFlags.Public | BindingFlags.Static)?.GetValue(null) as IDictionary<string, Type>;
-        Assembly engine;
-        try { engine = Context.LoadFromAssemblyName(new AssemblyName(EngineName)); }
-        catch (IOException) { return false; }
-        foreach (var type in engine.GetExportedTypes())
+        var assembly = Context.LoadFromAssemblyName(new AssemblyName(assemblyName));
+        int count = 0;
+        foreach (var type in assembly.GetExportedTypes())
         {
-            if (type.FullName is not { } fullName || type.IsNested && !type.DeclaringType!.IsPublic) continue;
+            if (type.FullName is not { } fullName) continue;
             if (existing is not null && existing.ContainsKey(fullName)) continue;
             add.Invoke(null, [fullName, type]);
+            count++;
         }
-        return true;
+        return count;
     }
 
     /// <summary>

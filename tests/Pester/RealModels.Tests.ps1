@@ -84,6 +84,7 @@ Describe 'Text data sets' {
 
 Describe 'External data' -Skip:$noCorpus {
     BeforeAll {
+        . (Join-Path $PSScriptRoot 'TinyModels.ps1')   # the ONNX classes, to write a hostile model
         # The engine writes the conformance Conv2d model with its weights in a side file.
         $script:ExtFolder = Join-Path $TestDrive 'ext'
         $null = New-Item -ItemType Directory $ExtFolder
