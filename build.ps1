@@ -185,10 +185,10 @@ function Invoke-Test {
     $passed = $xunit.Passed + $pester.Passed
     $failed = $xunit.Failed + $pester.Failed
     if ($failed -eq 0 -and ($xunitExit -ne 0 -or $pesterExit -ne 0)) { $failed = 1 }
-    # Skipped: tests whose Debian package is missing here (each printed its reason above).
+    # Skipped: tests that cannot run here, e.g. a Debian package that could not be installed (each printed its reason).
     $skipped = [int]$xunit.Skipped + [int]$pester.Skipped
     Write-Host "xunit: $($xunit.Passed) passed, $($xunit.Failed) failed, $($xunit.Skipped) skipped; Pester: $($pester.Passed) passed, $($pester.Failed) failed, $($pester.Skipped) skipped"
-    Write-Host "Skipped: $skipped (a missing Debian package; each printed its reason)"
+    Write-Host "Skipped: $skipped (each printed its reason above)"
     Write-Host "$passed passed, $failed failed"
     if ($failed -gt 0) { exit 1 }
 }
