@@ -3,7 +3,8 @@
 .SYNOPSIS
     The one front door of the PtqTools build.
 .DESCRIPTION
-    Build    publishes the module folder out/PtqTools (manifest, format file, help, assemblies, native ONNX Runtime).
+    Build    publishes the module folder out/PtqTools (manifest, format file, help, the loader and cmdlet assemblies,
+             dependencies/ with the engine and the natives of win-x64, linux-x64, linux-arm64 and osx-arm64).
     Test     builds, runs the xunit engine tests, then Pester against the built module in a fresh pwsh, and ends with
              the line "N passed, N failed". Exits non-zero when either runner fails.
     Demo     builds, then quantizes the pretrained ResNet18 and reports size, fidelity and latency.
@@ -57,8 +58,9 @@ function Invoke-Build {
     Invoke-Native dotnet @('restore', (Join-Path $root 'tools/tools.proj'), '--verbosity', 'quiet')
     $publish = Join-Path $out 'publish'
     if (Test-Path $publish) { Remove-Item $publish -Recurse -Force }
-    Invoke-Native dotnet @('publish', (Join-Path $root 'src/PtqTools/PtqTools.csproj'), '-c', $Configuration, '-r', 'linux-x64',
-        '--self-contained', 'false', '-o', $publish, '--verbosity', 'quiet', '-p:ErrorOnDuplicatePublishOutputFiles=false')
+    # Portable (no runtime identifier): AnyCPU assemblies and every package's runtimes/<rid>/native.
+    Invoke-Native dotnet @('publish', (Join-Path $root 'src/PtqTools/PtqTools.csproj'), '-c', $Configuration,
+        '-o', $publish, '--verbosity', 'quiet', '-p:ErrorOnDuplicatePublishOutputFiles=false')
 
     if (Test-Path $moduleDir) { Remove-Item $moduleDir -Recurse -Force }
     $null = New-Item -ItemType Directory -Path $moduleDir, (Join-Path $moduleDir 'en-US')
@@ -67,11 +69,7 @@ function Invoke-Build {
     # Scripts shipped in the module folder: PtqTools.Remoting.ps1 (dot-sourced: fan-out over PowerShell remoting)
     # and Invoke-PtqBatch.ps1 (run with pwsh -File: the scheduler wrapper of Update-QuantizedModel).
     Copy-Item (Join-Path $root 'module/*.ps1') $moduleDir
-    # The engine, its managed dependencies and the linux-x64 natives; pwsh brings its own PowerShell assemblies.
-    Get-ChildItem $publish -File |
-        Where-Object { $_.Extension -in '.dll', '.so' -and $_.Name -notlike 'System.Management.Automation*' -and $_.Name -notlike '*.Tests.dll' } |
-        Copy-Item -Destination $moduleDir
-    if (Test-Path (Join-Path $publish 'PtqTools.pdb')) { Copy-Item (Join-Path $publish 'Ptq*.pdb') $moduleDir }
+    Copy-ModuleAssemblies -Publish $publish
 
     Import-Module (Join-Path $root 'tools/HelpBuilder.psm1') -Force
     $null = ConvertTo-MamlHelp -SourcePath (Join-Path $root 'docs/en-US') -OutputPath (Join-Path $moduleDir 'en-US/PtqTools.dll-Help.xml')
@@ -79,13 +77,42 @@ function Invoke-Build {
     Write-Host "Module folder: $moduleDir"
 }
 
+# The module folder's layout (docs/platforms.md): PtqTools.Loader.dll, then PtqTools.dll, the cmdlets, are what pwsh
+# loads; the engine and its managed dependencies go to dependencies/, which the module's own AssemblyLoadContext
+# loads (src/PtqTools.Loader/ModuleLoader.cs), and the natives of each platform to dependencies/runtimes/<rid>/native, which that context
+# resolves for the running platform. pwsh brings its own PowerShell assemblies.
+$script:PackageRids = 'win-x64', 'linux-x64', 'linux-arm64', 'osx-arm64'
+function Copy-ModuleAssemblies([string] $Publish) {
+    $deps = Join-Path $moduleDir 'dependencies'
+    $null = New-Item -ItemType Directory $deps
+    Copy-Item (Join-Path $Publish 'PtqTools.dll'), (Join-Path $Publish 'PtqTools.Loader.dll') $moduleDir
+    if (Test-Path (Join-Path $Publish 'PtqTools.pdb')) { Copy-Item (Join-Path $Publish 'PtqTools.pdb') $moduleDir }
+    if (Test-Path (Join-Path $Publish 'PtqTools.Core.pdb')) { Copy-Item (Join-Path $Publish 'PtqTools.Core.pdb') $deps }
+    Get-ChildItem $Publish -File -Filter *.dll |
+        Where-Object { $_.Name -notin 'PtqTools.dll', 'PtqTools.Loader.dll' -and $_.Name -notlike 'System.Management.Automation*' -and $_.Name -notlike '*.Tests.dll' } |
+        Copy-Item -Destination $deps
+    # A native the build left flat beside the engine (the own kernels where no runtimes/<rid> folder holds them).
+    Get-ChildItem $Publish -File | Where-Object Extension -in '.so', '.dylib' | Copy-Item -Destination $deps
+    foreach ($rid in $script:PackageRids) {
+        $target = Join-Path $deps "runtimes/$rid/native"
+        $null = New-Item -ItemType Directory $target -Force
+        # SkiaSharp and HarfBuzzSharp ship one universal macOS library under runtimes/osx (x64 and arm64 slices).
+        $sources = @(Join-Path $Publish "runtimes/$rid/native")
+        if ($rid -like 'osx-*') { $sources += Join-Path $Publish 'runtimes/osx/native' }
+        foreach ($source in $sources | Where-Object { Test-Path $_ }) {
+            # Import libraries (.lib) link C code against a DLL; nothing loads them.
+            Get-ChildItem $source -File | Where-Object Extension -ne '.lib' | Copy-Item -Destination $target
+        }
+        $natives = @(Get-ChildItem $target -File).Name
+        foreach ($name in 'onnxruntime', 'libSkiaSharp', 'libHarfBuzzSharp') {
+            $file = if ($rid -like 'win-*') { "$name.dll" } elseif ($rid -like 'osx-*') { "lib$($name -replace '^lib').dylib" } else { "lib$($name -replace '^lib').so" }
+            if ($file -notin $natives) { throw "The publish output has no $file for $rid (looked in $($sources -join ', '))." }
+        }
+    }
+}
+
 function Invoke-Package {
-    # Release notes come from CHANGELOG.md (the section of this version), into the packaged manifest only.
-    $changelog = Get-Content -Raw (Join-Path $root 'CHANGELOG.md')
-    $pattern = '(?ms)^## ' + [regex]::Escape($manifest.ModuleVersion) + '\s*$(.*?)(?=^## |\z)'
-    $section = [regex]::Match($changelog, $pattern).Groups[1].Value.Trim()
-    if (-not $section) { throw "CHANGELOG.md has no section '## $($manifest.ModuleVersion)'." }
-    Update-ModuleManifest -Path (Join-Path $moduleDir 'PtqTools.psd1') -ReleaseNotes $section
+    # The release notes, written for users, are the manifest's own (CHANGELOG.md is the developers' history).
     $package = Join-Path $out 'package'
     if (Test-Path $package) { Remove-Item $package -Recurse -Force }
     $null = New-Item -ItemType Directory $package
@@ -99,7 +126,7 @@ function Invoke-Package {
 function Get-TrxCounts([string] $Path) {
     [xml] $trx = Get-Content -Raw $Path
     $c = $trx.TestRun.ResultSummary.Counters
-    [pscustomobject]@{ Passed = [int]$c.passed; Failed = [int]$c.failed + [int]$c.error + [int]$c.timeout + [int]$c.aborted }
+    [pscustomobject]@{ Passed = [int]$c.passed; Failed = [int]$c.failed + [int]$c.error + [int]$c.timeout + [int]$c.aborted; Skipped = [int]$c.notExecuted }
 }
 
 # Debian packages the tests read (Fashion-MNIST, the ONNX conformance corpus), chromium, which renders the HTML
@@ -116,7 +143,7 @@ function Install-TestPackages {
     $apt = Get-Command apt-get -ErrorAction SilentlyContinue
     $uid = (& id -u) -as [int]
     if (-not $apt -or $uid -ne 0) {
-        Write-Warning "Debian packages $($missing -join ', ') are missing and cannot be installed here (apt-get as root is needed): the tests that read them will fail."
+        Write-Warning "Debian packages $($missing -join ', ') are missing and cannot be installed here (apt-get as root is needed): the tests that need them are skipped, each with the reason."
         return
     }
     Write-Host "== Installing Debian packages: $($missing -join ', ')"
@@ -129,7 +156,7 @@ function Install-TestPackages {
     try {
         & apt-get update -qq *> $null
         & apt-get install -y -qq @missing *> $null
-        if ($LASTEXITCODE -ne 0) { Write-Warning "apt-get install $($missing -join ' ') failed (exit code $LASTEXITCODE)." }
+        if ($LASTEXITCODE -ne 0) { Write-Warning "apt-get install $($missing -join ' ') failed (exit code $LASTEXITCODE): the tests that need them are skipped, each with the reason." }
     } finally { if ($ownPolicy) { Remove-Item $policy -Force } }
 }
 
@@ -143,7 +170,7 @@ function Invoke-Test {
 
     # The host's CPU class first: what ONNX Runtime's int8 kernels compute here (tests about a class use explicit
     # targets and the engine's emulation, so the suite holds on every class; this line says which one ran it).
-    $class = & dotnet (Join-Path $PSHOME 'pwsh.dll') -NoProfile -NonInteractive -Command "Add-Type -Path '$(Join-Path $moduleDir 'PtqTools.Core.dll')'; `$c = [PtqTools.Core.Quantization.QuantTargets]::HostClass; '{0} ({1})' -f `$c, [PtqTools.Core.Quantization.QuantTargets]::Describe(`$c)"
+    $class = & dotnet (Join-Path $PSHOME 'pwsh.dll') -NoProfile -NonInteractive -Command "Add-Type -Path '$(Join-Path $moduleDir 'dependencies/PtqTools.Core.dll')'; `$c = [PtqTools.Core.Quantization.QuantTargets]::HostClass; '{0} ({1})' -f `$c, [PtqTools.Core.Quantization.QuantTargets]::Describe(`$c)"
     Write-Host "== Host CPU class: $class"
 
     Write-Host '== xunit (engine)'
@@ -151,19 +178,22 @@ function Invoke-Test {
         --logger 'trx;LogFileName=xunit.trx' --logger 'console;verbosity=normal' --results-directory $results
     $xunitExit = $LASTEXITCODE
     $trxFile = Join-Path $results 'xunit.trx'
-    $xunit = if (Test-Path $trxFile) { Get-TrxCounts $trxFile } else { [pscustomobject]@{ Passed = 0; Failed = 1 } }
+    $xunit = if (Test-Path $trxFile) { Get-TrxCounts $trxFile } else { [pscustomobject]@{ Passed = 0; Failed = 1; Skipped = 0 } }
 
     Write-Host '== Pester (built module, fresh pwsh)'
     $pesterJson = Join-Path $results 'pester.json'
     & dotnet (Join-Path $PSHOME 'pwsh.dll') -NoProfile -NonInteractive -File (Join-Path $root 'tests/Pester/Invoke-PesterSuite.ps1') `
         -ModulePath (Join-Path $moduleDir 'PtqTools.psd1') -PesterPath (Join-Path $nuget 'pester/5.7.1/tools/Pester.psd1') -ResultPath $pesterJson
     $pesterExit = $LASTEXITCODE
-    $pester = if (Test-Path $pesterJson) { Get-Content -Raw $pesterJson | ConvertFrom-Json } else { [pscustomobject]@{ Passed = 0; Failed = 1 } }
+    $pester = if (Test-Path $pesterJson) { Get-Content -Raw $pesterJson | ConvertFrom-Json } else { [pscustomobject]@{ Passed = 0; Failed = 1; Skipped = 0 } }
 
     $passed = $xunit.Passed + $pester.Passed
     $failed = $xunit.Failed + $pester.Failed
     if ($failed -eq 0 -and ($xunitExit -ne 0 -or $pesterExit -ne 0)) { $failed = 1 }
-    Write-Host "xunit: $($xunit.Passed) passed, $($xunit.Failed) failed; Pester: $($pester.Passed) passed, $($pester.Failed) failed"
+    # Skipped: tests that cannot run here, e.g. a Debian package that could not be installed (each printed its reason).
+    $skipped = [int]$xunit.Skipped + [int]$pester.Skipped
+    Write-Host "xunit: $($xunit.Passed) passed, $($xunit.Failed) failed, $($xunit.Skipped) skipped; Pester: $($pester.Passed) passed, $($pester.Failed) failed, $($pester.Skipped) skipped"
+    Write-Host "Skipped: $skipped (each printed its reason above)"
     Write-Host "$passed passed, $failed failed"
     if ($failed -gt 0) { exit 1 }
 }

@@ -22,7 +22,7 @@ public sealed class LayerNameCompleter : IArgumentCompleter
             if (resolved is null || !File.Exists(resolved)) return Array.Empty<CompletionResult>();
             var word = wordToComplete.Trim('\'', '"');
             // The stored graph's names: preparation keeps them (BatchNormalization aside), without running ONNX Runtime.
-            return OpsetUpgrader.AllNodes(OnnxModelIO.Load(resolved).Graph)
+            return OnnxModelIO.NodeNames(resolved)
                 .Where(n => n.Name.Length > 0 && n.Name.StartsWith(word, StringComparison.OrdinalIgnoreCase))
                 .Select(n => new CompletionResult(Quote(n.Name), n.Name, CompletionResultType.ParameterValue, $"{n.OpType} {n.Name}"))
                 .ToList();

@@ -17,6 +17,20 @@ public abstract class PtqCmdlet : PSCmdlet
 
     protected override void StopProcessing() => _stop.Cancel();
 
+    /// <summary>
+    /// Checks once per command that the running platform's natives are in the module folder (one clear
+    /// NativeLibraryMissing error naming the platform and the files), then runs <see cref="Begin"/>.
+    /// </summary>
+    protected sealed override void BeginProcessing()
+    {
+        if (Loader.ModuleLoader.NativeProblem() is { } problem)
+            Fail(new PtqException("NativeLibraryMissing", PtqErrorKind.NotSupported, problem, Loader.NativeAssets.RuntimeId));
+        Begin();
+    }
+
+    /// <summary>What a cmdlet does before its first input (BeginProcessing is the platform check's).</summary>
+    protected virtual void Begin() { }
+
     /// <summary>Runs engine work; an expected failure becomes a non-terminating error for this input.</summary>
     protected bool Try(Action action, object? target = null)
     {

@@ -1,5 +1,10 @@
 # The batch run as a cmdlet (Update-QuantizedModel), the public up-to-date decision (Get-QuantizationStatus) and the
 # scheduler wrapper shipped in the module folder (Invoke-PtqBatch.ps1), on three small conformance models.
+BeforeDiscovery {
+    . (Join-Path $PSScriptRoot 'TestData.ps1')
+    $script:noCorpus = Test-SkipForPackage libonnx-testdata 'the batch tests (Batch.Tests.ps1; three conformance models)'
+}
+
 BeforeAll {
     Import-Module $env:PTQTOOLS_MODULE -Force
     . (Join-Path $PSScriptRoot 'TestData.ps1')
@@ -7,7 +12,7 @@ BeforeAll {
     $script:models = Join-Path $TestDrive 'models'
     $script:out = Join-Path $TestDrive 'int8'
     $null = New-Item -ItemType Directory $models
-    $script:corpus = '/usr/share/libonnx-testdata/data/pytorch-converted'
+    $script:corpus = Join-Path $OnnxTestData 'pytorch-converted'
     $script:names = 'test_Conv2d', 'test_Conv2d_depthwise', 'test_Conv2d_strided'
     foreach ($name in $names) {
         Copy-Item "$corpus/$name/model.onnx" (Join-Path $models "$name.onnx")
@@ -38,7 +43,7 @@ BeforeAll {
     $script:afterFirst = Get-Outputs
 }
 
-Describe 'Update-QuantizedModel' {
+Describe 'Update-QuantizedModel' -Skip:$noCorpus {
     It 'quantizes every model of the folder on the first run, with a JSON log' {
         $first | Should -HaveCount 3
         $first.Status | Sort-Object -Unique | Should -Be 'Quantized'
@@ -175,7 +180,7 @@ Describe 'Update-QuantizedModel' {
     }
 }
 
-Describe 'Get-QuantizationStatus' {
+Describe 'Get-QuantizationStatus' -Skip:$noCorpus {
     BeforeAll {
         $script:source = Join-Path $TestDrive 'status.onnx'
         Copy-Item "$corpus/test_Conv2d/model.onnx" $source
@@ -233,7 +238,7 @@ Describe 'Get-QuantizationStatus' {
     }
 }
 
-Describe 'The scheduler wrapper Invoke-PtqBatch.ps1' {
+Describe 'The scheduler wrapper Invoke-PtqBatch.ps1' -Skip:$noCorpus {
     It 'is in the module folder, exits 0 when all is up to date, and writes the log' {
         Test-Path $wrapper | Should -BeTrue
         $run = Invoke-Wrapper

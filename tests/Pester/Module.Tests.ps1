@@ -21,7 +21,7 @@ Describe 'Import' {
 }
 
 Describe 'Packaging' {
-    It 'builds a nupkg that Install-PSResource installs from a local repository, with release notes from CHANGELOG.md' {
+    It 'builds a nupkg that Install-PSResource installs from a local repository, with the manifest''s release notes' {
         $nupkg = Get-ChildItem $packageDir -Filter 'PtqTools.*.nupkg'
         $nupkg | Should -HaveCount 1
         $fakeHome = Join-Path $TestDrive 'home'
@@ -50,6 +50,32 @@ Import-Module PtqTools
         $data.PrivateData.PSData.Tags | Should -Contain 'quantization'
         $data.PrivateData.PSData.LicenseUri | Should -Not -BeNullOrEmpty
         Test-Path (Join-Path $moduleDir 'LICENSE') | Should -BeTrue
+    }
+
+    It 'asks for the pwsh that runs .NET 10, names the platforms and has release notes for users' {
+        $data = Import-PowerShellDataFile $env:PTQTOOLS_MODULE
+        # The assemblies target .NET 10; pwsh 7.6 is the first on it (7.4: .NET 8, 7.5: .NET 9).
+        $data.PowerShellVersion | Should -Be '7.6'
+        $data.CompatiblePSEditions | Should -Be @('Core')
+        $tf = (Get-Item (Join-Path $moduleDir 'dependencies/PtqTools.Core.dll')).FullName
+        $stream = [IO.File]::OpenRead($tf)
+        try {
+            $reader = [Reflection.Metadata.PEReaderExtensions]::GetMetadataReader([Reflection.PortableExecutable.PEReader]::new($stream))
+            $framework = foreach ($h in $reader.GetAssemblyDefinition().GetCustomAttributes()) {
+                $a = $reader.GetCustomAttribute($h)
+                $ctor = $reader.GetMemberReference([Reflection.Metadata.MemberReferenceHandle]$a.Constructor)
+                if ($reader.GetString($reader.GetTypeReference([Reflection.Metadata.TypeReferenceHandle]$ctor.Parent).Name) -eq 'TargetFrameworkAttribute') {
+                    [Text.Encoding]::UTF8.GetString($reader.GetBlobBytes($a.Value))
+                }
+            }
+        } finally { $stream.Dispose() }
+        $framework | Should -Match 'Version=v10\.0' -Because 'PowerShellVersion follows the engine''s target framework'
+        foreach ($tag in 'Windows', 'Linux', 'MacOS', 'PSEdition_Core') { $data.PrivateData.PSData.Tags | Should -Contain $tag }
+        $data.PrivateData.PSData.ProjectUri | Should -Match '^https://'
+        $data.PrivateData.PSData.LicenseUri | Should -Match '^https://'
+        $notes = $data.PrivateData.PSData.ReleaseNotes
+        $notes | Should -Match 'Windows' -Because 'the notes say where it runs'
+        $notes | Should -Not -Match '(?i)\bissue \d|\bhelpers?\b|\bcommits?\b|\bsession \d' -Because 'the notes are for users, not the project''s history'
     }
 }
 

@@ -1,6 +1,7 @@
 BeforeAll {
     Import-Module $env:PTQTOOLS_MODULE -Force
     . (Join-Path $PSScriptRoot 'TestData.ps1')
+    . (Join-Path $PSScriptRoot 'TinyModels.ps1')   # SkiaSharp, to draw test images
 }
 
 Describe 'The module' {

@@ -189,12 +189,17 @@ Describe 'Invoke-Quantization -Mode' {
     }
 }
 
-Describe 'Invoke-Quantization on an LSTM' {
+BeforeDiscovery {
+    . (Join-Path $PSScriptRoot 'TestData.ps1')
+    $script:noCorpus = Test-SkipForPackage libonnx-testdata 'Invoke-Quantization on an LSTM (a conformance model)'
+}
+
+Describe 'Invoke-Quantization on an LSTM' -Skip:$noCorpus {
     BeforeAll {
         $moduleDir = Split-Path (Get-Module PtqTools).Path
-        Add-Type -Path (Join-Path $moduleDir 'Google.Protobuf.dll'), (Join-Path $moduleDir 'OnnxSharp.dll')
+        Add-Type -Path (Join-Path $moduleDir 'dependencies/Google.Protobuf.dll'), (Join-Path $moduleDir 'dependencies/OnnxSharp.dll')
         # The conformance model's W, R and B are test-data inputs: frozen here as initializers.
-        $dir = '/usr/share/libonnx-testdata/data/node/test_lstm_with_initial_bias'
+        $dir = Join-Path $OnnxTestData 'node/test_lstm_with_initial_bias'
         $m = [Onnx.ModelProto]::Parser.ParseFrom([IO.File]::ReadAllBytes("$dir/model.onnx"))
         $inputs = @($m.Graph.Input)
         for ($i = 1; $i -lt $inputs.Count; $i++) {

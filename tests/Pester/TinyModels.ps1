@@ -1,7 +1,16 @@
 # Small models and images the Pester tests build: dot-source in BeforeAll after importing the module. The generated
-# ONNX classes and SkiaSharp come from the module folder.
-$moduleFolder = Split-Path $env:PTQTOOLS_MODULE
-Add-Type -Path (Join-Path $moduleFolder 'Google.Protobuf.dll'), (Join-Path $moduleFolder 'OnnxSharp.dll'), (Join-Path $moduleFolder 'SkiaSharp.dll')
+# ONNX classes and SkiaSharp come from the module folder's dependencies, loaded here in the default load context (the
+# module runs its own copies in its own context). SkiaSharp's native library is in runtimes/<rid>/native, which only
+# the module's context resolves: a copy beside a copy of SkiaSharp.dll lets the default context find it.
+$moduleFolder = Join-Path (Split-Path $env:PTQTOOLS_MODULE) 'dependencies'
+if (-not ('SkiaSharp.SKBitmap' -as [type])) {
+    $skiaCopy = Join-Path ([IO.Path]::GetTempPath()) "ptqtools-pester-skia-$PID"
+    $null = New-Item -ItemType Directory $skiaCopy -Force
+    $rid = '{0}-{1}' -f $(if ($IsWindows) { 'win' } elseif ($IsMacOS) { 'osx' } else { 'linux' }), [Runtime.InteropServices.RuntimeInformation]::ProcessArchitecture.ToString().ToLowerInvariant()
+    Copy-Item (Join-Path $moduleFolder 'SkiaSharp.dll'), (Join-Path $moduleFolder "runtimes/$rid/native/*SkiaSharp*") $skiaCopy -Force
+    Add-Type -Path (Join-Path $skiaCopy 'SkiaSharp.dll')
+}
+Add-Type -Path (Join-Path $moduleFolder 'Google.Protobuf.dll'), (Join-Path $moduleFolder 'OnnxSharp.dll')
 
 function New-Tensor([string] $Name, [long[]] $Dims, [Random] $Random) {
     $n = 1; foreach ($d in $Dims) { $n *= $d }

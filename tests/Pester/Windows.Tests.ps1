@@ -3,9 +3,8 @@
 # model and a small CNN (WindowsScenario.ps1); the same scenario then runs on Linux in this pwsh, and both must write
 # the same files. Skipped, with the reason, where wine is not installed (build.ps1 -Task Test installs Debian's wine64).
 #
-# The Windows module folder: $env:PTQTOOLS_WINDOWS_MODULE (a manifest path) when set; else the module under test
-# itself when it carries win-x64 natives (runtimes/win-x64/native/onnxruntime.dll: the portable package of issue 18);
-# else an interim one, src/PtqTools published for win-x64 into out/windows/PtqTools (WindowsHost.ps1).
+# The Windows module folder is the module under test itself (one package for every platform: its win-x64 natives are
+# in dependencies/runtimes/win-x64/native), or $env:PTQTOOLS_WINDOWS_MODULE (a manifest path) when set.
 BeforeAll {
     . (Join-Path $PSScriptRoot 'WindowsHost.ps1')
     $script:wine = Get-WineLoader
@@ -15,9 +14,10 @@ BeforeAll {
     if (-not $skipReason) {
         $clock = [Diagnostics.Stopwatch]::StartNew()
         $linuxModule = $env:PTQTOOLS_MODULE
-        $script:windowsModule = if ($env:PTQTOOLS_WINDOWS_MODULE) { $env:PTQTOOLS_WINDOWS_MODULE }
-            elseif (Test-Path (Join-Path (Split-Path $linuxModule) 'runtimes/win-x64/native/onnxruntime.dll')) { $linuxModule }
-            else { New-WindowsModuleFolder (Split-Path $linuxModule) }
+        $script:windowsModule = if ($env:PTQTOOLS_WINDOWS_MODULE) { $env:PTQTOOLS_WINDOWS_MODULE } else { $linuxModule }
+        if (-not (Test-Path (Join-Path (Split-Path $windowsModule) 'dependencies/runtimes/win-x64/native/onnxruntime.dll'))) {
+            throw "The module folder $(Split-Path $windowsModule) has no win-x64 natives (dependencies/runtimes/win-x64/native)."
+        }
         $hostExe = Install-WinHost
         $script:prepareTime = $clock.Elapsed
 

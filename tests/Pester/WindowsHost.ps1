@@ -39,32 +39,6 @@ function Install-WinHost {
     $exe
 }
 
-# INTERIM, until build.ps1 writes one portable module folder (issue 18, item 1): a Windows module folder made from
-# src/PtqTools published for win-x64 (managed assemblies, onnxruntime.dll, libSkiaSharp.dll, libHarfBuzzSharp.dll) and
-# the text files of the built Linux module folder (manifest, format and types files, scripts, help). Returns the
-# manifest's path.
-function New-WindowsModuleFolder([string] $LinuxModuleFolder) {
-    $target = Join-Path $WineCache 'windows/PtqTools'
-    $stamp = Join-Path $WineCache 'windows/published.stamp'
-    $inputs = @(Get-ChildItem (Join-Path $RepoRoot 'src') -Recurse -File -Include *.cs, *.csproj, *.c, *.h) +
-        @(Get-ChildItem $LinuxModuleFolder -Recurse -File) + @(Get-Item (Join-Path $RepoRoot 'Directory.*.props'))
-    if (-not (Test-UpToDate $stamp $inputs)) {
-        $publish = Join-Path $WineCache 'windows/publish'
-        foreach ($folder in $publish, $target) { if (Test-Path $folder) { Remove-Item $folder -Recurse -Force } }
-        Invoke-Dotnet @('publish', (Join-Path $RepoRoot 'src/PtqTools/PtqTools.csproj'), '-c', 'Release', '-r', 'win-x64', '--self-contained', 'false',
-            '-o', $publish, '--verbosity', 'quiet', '-p:ErrorOnDuplicatePublishOutputFiles=false')
-        $null = New-Item -ItemType Directory $target
-        Get-ChildItem $LinuxModuleFolder | Where-Object { $_.PSIsContainer -or $_.Extension -notin '.dll', '.so', '.pdb' } |
-            Copy-Item -Destination $target -Recurse
-        # pwsh brings its own PowerShell assemblies; the Linux kernel library (.so) is no Windows binary.
-        Get-ChildItem $publish -File | Where-Object { $_.Extension -eq '.dll' -and $_.Name -notlike 'System.Management.Automation*' } |
-            Copy-Item -Destination $target
-        Set-Content -Path $stamp -Value (Get-Date -AsUTC -Format o)
-    }
-    Join-Path $target 'PtqTools.psd1'
-}
-
-# A Windows path for a Linux one: wine maps drive Z: to /.
 function ConvertTo-WinePath([string] $Path) { 'Z:' + ($Path -replace '/', '\') }
 
 # Runs the host under wine with a script and its arguments; returns exit code and text. The prefix is out/wine-prefix

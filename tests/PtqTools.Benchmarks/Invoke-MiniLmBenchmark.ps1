@@ -17,7 +17,8 @@ param(
 $ErrorActionPreference = 'Stop'
 Import-Module $ModulePath
 # ONNX Runtime's managed API, from the module folder (the module loads it lazily).
-Add-Type -Path (Join-Path (Split-Path (Resolve-Path $ModulePath)) 'Microsoft.ML.OnnxRuntime.dll')
+# ONNX Runtime's managed API as the module loads it (its own load context, its natives): reachable by name here.
+$null = [PtqTools.Loader.ModuleLoader]::ExposeDependency('Microsoft.ML.OnnxRuntime')
 . (Join-Path $PSScriptRoot '../Pester/MiniLm.ps1')
 $model = Get-MiniLmModel $OutputFolder
 

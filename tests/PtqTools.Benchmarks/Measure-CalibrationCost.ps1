@@ -36,6 +36,8 @@ if ($Child -gt 0) {
 # 1. Cost over plain inference: the same prepared model, data reader and threads, in this process, alternating
 #    runs and taking the median of three.
 $data = New-ResNetDataSet -Split train -Count $CostCount -Skip 5000
+# The ONNX classes and protobuf runtime of the module's own load context, by name: the prepared model is one of them.
+$null = [PtqTools.Loader.ModuleLoader]::ExposeDependency('Google.Protobuf'), [PtqTools.Loader.ModuleLoader]::ExposeDependency('OnnxSharp')
 $prepared = [PtqTools.Core.Onnx.ModelPreparer]::Prepare($ResNet18)
 $bytes = [Google.Protobuf.MessageExtensions]::ToByteArray($prepared.Model)
 $null = Measure-ActivationRange -Path $ResNet18 -DataSet (New-ResNetDataSet -Split train -Count 2) -ThreadCount $ThreadCount   # warm-up

@@ -32,7 +32,7 @@ $modelPath = Join-Path $OutputFolder 'large.onnx'
 $outputPath = Join-Path $OutputFolder 'large.int8.onnx'
 $hidden = 4096; $wide = 16384
 
-$moduleFolder = Split-Path $ModulePath
+$moduleFolder = Join-Path (Split-Path $ModulePath) 'dependencies'   # the engine's dependencies (docs/platforms.md)
 function Import-Assembly([string] $Name) { Add-Type -Path (Join-Path $moduleFolder $Name) }
 function Get-PeakMemoryBytes { [long]((Get-Content /proc/self/status | Select-String '^VmHWM:') -replace '\D', '') * 1024 }
 function New-Samples([int] $Count, [int] $Seed) {

@@ -30,7 +30,7 @@ public sealed record CorpusOutcome(string Suite, string Test, string Status, str
 /// </summary>
 public static class CorpusWalk
 {
-    public const string Root = "/usr/share/libonnx-testdata/data";
+    public static string Root => global::PtqTools.Fuzz.Seeds.CorpusRoot;
     public static readonly string[] Suites = { "node", "pytorch-converted", "pytorch-operator", "simple" };
 
     public static List<string> Models()
@@ -203,7 +203,7 @@ public class CorpusWalkTests
 {
     /// <summary>The whole corpus (about 20 s on 2 cores); PTQ_CORPUS_REPORT names a file for the figures
     /// (build.ps1 -Task Corpus writes docs/corpus.md through it).</summary>
-    [Fact]
+    [OnnxTestDataFact]
     public void ConformanceModels_LoadListAndRoundTripWithIdenticalOutputs()
     {
         TestPaths.UseTempCache();
@@ -229,7 +229,7 @@ public class CorpusQuantizationTests
     readonly Xunit.Abstractions.ITestOutputHelper _out;
     public CorpusQuantizationTests(Xunit.Abstractions.ITestOutputHelper output) => _out = output;
 
-    [Fact]
+    [OnnxTestDataFact]
     public void ConformanceModelsWithWeights_QuantizeAtTheOpsetTheyNeedAndRun()
     {
         TestPaths.UseTempCache();

@@ -10,7 +10,7 @@ namespace PtqTools.Core.Tests;
 /// output must equal the expected tensor bit for bit, on every kernel path this CPU has.</summary>
 public class EngineNodeTests
 {
-    public const string NodeData = "/usr/share/libonnx-testdata/data/node";
+    public static string NodeData => Path.Combine(global::PtqTools.Fuzz.Seeds.CorpusRoot, "node");
 
     public static TheoryData<string> Cases() => new()
     {
@@ -33,7 +33,7 @@ public class EngineNodeTests
         return (model, Read("input"), Read("output"));
     }
 
-    [Theory]
+    [OnnxTestDataTheory]
     [MemberData(nameof(Cases))]
     public void NodeTest_IsBitExact_OnEveryPath(string name)
     {
@@ -58,7 +58,7 @@ public class EngineNodeTests
         }
     }
 
-    [Fact]
+    [OnnxTestDataFact]
     public void UnsupportedOp_IsNamed()
     {
         // Ops outside the engine's table run in ONNX Runtime (OrtNodeFallback); an op that ONNX Runtime does not
@@ -69,7 +69,7 @@ public class EngineNodeTests
         Assert.Contains("NoSuchOp", ex.Message);
     }
 
-    [Fact]
+    [OnnxTestDataFact]
     public void UnsupportedQuantizedOp_IsNamed_NotHandedToOnnxRuntime()
     {
         // Quantized ops are the engine's own to compute; one it does not implement is refused, never run in ONNX Runtime.

@@ -208,7 +208,7 @@ public sealed class RecurrentQuantizerTests
 
     /// <summary>The conformance models, with every input but X frozen as an initializer (their W, R, B, P and
     /// states are test data), quantized in both weight modes and run against the float model on the test's X.</summary>
-    [Theory]
+    [OnnxTestDataTheory]
     [InlineData("test_lstm_defaults")]
     [InlineData("test_lstm_with_initial_bias")]
     [InlineData("test_lstm_with_peepholes")]

@@ -12,7 +12,7 @@ public class ReliabilityTests
 {
     static string FuzzAssembly => typeof(Supervisor).Assembly.Location;
 
-    [Fact]
+    [OnnxTestDataFact]
     public void FuzzSubset_FixedSeed_EveryCaseEndsInAPtqExceptionOrAValidResult()
     {
         // The same cases on every run (seed 20261201, cases 0..299, a tenth from the synthetic models); ResNet18 is
@@ -34,7 +34,7 @@ public class ReliabilityTests
         Assert.Equal(1, summary.WorkerStarts);
     }
 
-    [Fact]
+    [OnnxTestDataFact]
     public void FuzzFindings_OfTheFirstCampaign_NowEndInAPtqException()
     {
         // Seed 1 of build.ps1 -Task Fuzz found these before the fixes (docs/reliability.md): 1069 and 6991 declared
@@ -60,7 +60,7 @@ public class ReliabilityTests
         Assert.Equal(2, summary.Refused);
     }
 
-    [Theory]
+    [OnnxTestDataTheory]
     [InlineData(-2L)]
     [InlineData(long.MinValue)]
     public void GatherNdWithNegativeBatchDims_IsRefusedBeforeOnnxRuntimeAbortsOnIt(long batchDims)
@@ -241,7 +241,7 @@ public class ReliabilityTests
         Check.Throws("ModelNotOnnx", () => Evaluation.OrtRunner.FromFile(path).Dispose());
     }
 
-    [Fact]
+    [OnnxTestDataFact]
     public void NodesOnnxRuntimeAddsWithoutNames_AreNamedInThePreparedModel()
     {
         // SoftmaxCrossEntropyLoss is a function: ONNX Runtime inlines it into nodes without names, which made the

@@ -14,7 +14,7 @@ public class TensorProtoDataSetTests
 {
     static string Corpus(string suiteAndTest) => Path.Combine(CorpusWalk.Root, suiteAndTest);
 
-    [Fact]
+    [OnnxTestDataFact]
     public void MultiInputSampleWithInt64Indices_RunsAndMatchesTheReferenceOutput()
     {
         // Gather: float data and int64 indices, two inputs.
@@ -33,7 +33,7 @@ public class TensorProtoDataSetTests
         Assert.Contains(output, v => v != 0);
     }
 
-    [Fact]
+    [OnnxTestDataFact]
     public void SamplesThatDoNotFitTheModel_AreRefusedNamingTheProblem()
     {
         var gather = Corpus("node/test_gather_0");
@@ -66,7 +66,7 @@ public class TensorProtoDataSetTests
         Check.Throws("DataSetEmpty", () => DataSetReader.FromTensorProto(new[] { dir.Path }, new PtqDataSet()));
     }
 
-    [Fact]
+    [OnnxTestDataFact]
     public void ConvModelFromTheCorpus_CalibratesAndQuantizesOnItsOwnPbData()
     {
         TestPaths.UseTempCache();

@@ -266,3 +266,24 @@ public static class KernelPaths
         if (path == KernelPath.NativeVnni && NativeKernels.HasAmx) yield return context with { AllowAmx = true };
     }
 }
+
+/// <summary>Why a test that reads Debian's libonnx-testdata cannot run here, or null when it can.</summary>
+public static class OnnxTestData
+{
+    static string Root => global::PtqTools.Fuzz.Seeds.CorpusRoot;
+
+    public static string? MissingReason => Directory.Exists(Root) ? null :
+        $"Debian's libonnx-testdata is not installed ({Root} is missing; build.ps1 -Task Test installs it with apt-get when run as root)";
+}
+
+/// <summary>A fact that reads the conformance corpus: skipped with the reason where the package is missing.</summary>
+public sealed class OnnxTestDataFactAttribute : FactAttribute
+{
+    public OnnxTestDataFactAttribute() { if (OnnxTestData.MissingReason is { } reason) Skip = reason; }
+}
+
+/// <summary>A theory that reads the conformance corpus: skipped with the reason where the package is missing.</summary>
+public sealed class OnnxTestDataTheoryAttribute : TheoryAttribute
+{
+    public OnnxTestDataTheoryAttribute() { if (OnnxTestData.MissingReason is { } reason) Skip = reason; }
+}

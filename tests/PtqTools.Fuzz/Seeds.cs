@@ -10,7 +10,9 @@ public sealed record Seed(string Name, byte[] Model, IReadOnlyDictionary<string,
 /// <summary>The seed corpus: small conformance models, synthetic models, and (when asked) the pretrained ResNet18.</summary>
 public static class Seeds
 {
-    public const string CorpusRoot = "/usr/share/libonnx-testdata/data";
+    /// <summary>Debian's libonnx-testdata, or where PTQTOOLS_TEST_ONNX_DATA points (a missing path shows the tests
+    /// that need it skipped).</summary>
+    public static string CorpusRoot { get; } = Environment.GetEnvironmentVariable("PTQTOOLS_TEST_ONNX_DATA") is { Length: > 0 } root ? root : "/usr/share/libonnx-testdata/data";
 
     public static List<Seed> Load(int maxCorpusBytes = 256 << 10)
     {

@@ -23,8 +23,11 @@ public static class PerformanceMeter
         if (runs < 1) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"At least one timed run is needed, not {runs}.", runs);
         if (batchSize < 1) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"The batch size must be at least 1, not {batchSize}.", batchSize);
         // The peak is the kernel's high-water mark of resident memory, reset here so that it covers this measurement
-        // only (Linux); elsewhere, the highest resident size sampled after each run.
+        // only (Linux). Where it cannot be reset (Windows, macOS: the process's peak working set), a high-water mark
+        // that rose during the measurement is this measurement's; otherwise the highest resident size sampled after
+        // each run.
         bool exactPeak = ResetPeak();
+        long? peakBefore = exactPeak ? null : PeakResidentBytes();
         long baseline = ResidentBytes(), sampledPeak = baseline;
         IDisposable? owner = null;
         Action<CancellationToken> runOnce;
@@ -91,7 +94,10 @@ public static class PerformanceMeter
                 sampledPeak = Math.Max(sampledPeak, ResidentBytes());
                 progress?.Report(new RunProgress(i + 1, runs, (i + 1) / Math.Max(1e-9, clock.Elapsed.TotalSeconds), Path.GetFileName(modelPath)));
             }
-            long peak = exactPeak && PeakResidentBytes() is long hwm ? Math.Max(hwm, sampledPeak) : sampledPeak;
+            long? peakAfter = PeakResidentBytes();
+            long peak = exactPeak && peakAfter is long hwm ? Math.Max(hwm, sampledPeak)
+                : peakBefore is long before && peakAfter is long after && after > before ? Math.Max(after, sampledPeak)
+                : sampledPeak;
             double total = times.Sum();
             Array.Sort(times);
             return new ModelPerformance
@@ -170,31 +176,40 @@ public static class PerformanceMeter
         return (new Sample(0, "random", values, dims, -1), "random values (seed 1)");
     }
 
+    /// <summary>Linux's per-process folder; a test points it at a missing folder to run the portable fallbacks (for
+    /// its own async flow only, so that measurements running beside it read the real one).</summary>
+    internal static string ProcSelf { get => ProcSelfOverride.Value ?? "/proc/self"; set => ProcSelfOverride.Value = value; }
+    static readonly AsyncLocal<string?> ProcSelfOverride = new();
+
     /// <summary>Resets the kernel's peak resident size of this process (Linux: "5" into /proc/self/clear_refs).</summary>
     static bool ResetPeak()
     {
         try
         {
-            if (!File.Exists("/proc/self/clear_refs")) return false;
-            File.WriteAllText("/proc/self/clear_refs", "5");
+            if (!File.Exists(Path.Combine(ProcSelf, "clear_refs"))) return false;
+            File.WriteAllText(Path.Combine(ProcSelf, "clear_refs"), "5");
             return PeakResidentBytes() is not null;
         }
         catch (IOException) { return false; }
         catch (UnauthorizedAccessException) { return false; }
     }
 
-    /// <summary>VmHWM of /proc/self/status: the peak resident size since the last reset.</summary>
+    /// <summary>The peak resident size: VmHWM of /proc/self/status on Linux (since the last reset); elsewhere, or
+    /// where /proc cannot be read, the process's peak working set (since it started); null when neither is known.</summary>
     internal static long? PeakResidentBytes()
     {
         try
         {
-            foreach (var line in File.ReadLines("/proc/self/status"))
-                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                    return long.Parse(line[6..].Trim().Split(' ')[0]) * 1024;
+            if (File.Exists(Path.Combine(ProcSelf, "status")))
+                foreach (var line in File.ReadLines(Path.Combine(ProcSelf, "status")))
+                    if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                        return long.Parse(line[6..].Trim().Split(' ')[0]) * 1024;
         }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
-        return null;
+        catch (FormatException) { }
+        using var p = System.Diagnostics.Process.GetCurrentProcess();
+        return p.PeakWorkingSet64 > 0 ? p.PeakWorkingSet64 : null;
     }
 
     /// <summary>The process's resident memory (Linux /proc; the working set elsewhere).</summary>
@@ -202,13 +217,15 @@ public static class PerformanceMeter
     {
         try
         {
-            if (File.Exists("/proc/self/statm"))
+            if (File.Exists(Path.Combine(ProcSelf, "statm")))
             {
-                var fields = File.ReadAllText("/proc/self/statm").Split(' ');
+                var fields = File.ReadAllText(Path.Combine(ProcSelf, "statm")).Split(' ');
                 return long.Parse(fields[1]) * Environment.SystemPageSize;
             }
         }
         catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        catch (FormatException) { }
         using var p = System.Diagnostics.Process.GetCurrentProcess();
         return p.WorkingSet64;
     }

@@ -105,7 +105,7 @@ public static class ExternalData
                 continue;
             }
             var buffer = new byte[length];
-            using (var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16))
+            using (var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1 << 16))
             {
                 stream.Position = offset;
                 stream.ReadExactly(buffer);
@@ -144,7 +144,7 @@ public static class ExternalData
         var (file, offset, length) = Where(t);
         if (destination.Length != length)
             throw Invalid("TensorDataSizeMismatch", $"Tensor '{t.Name}' has {length} bytes of external data, not {destination.Length}.", t.Name);
-        using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1 << 16);
         stream.Position = offset;
         stream.ReadExactly(destination);
     }
@@ -185,7 +185,7 @@ public static class ExternalData
     }
 
     static bool Inside(string root, string path) =>
-        path.StartsWith(Path.TrimEndingDirectorySeparator(root) + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+        path.StartsWith(Path.TrimEndingDirectorySeparator(root) + Path.DirectorySeparatorChar, PlatformPaths.Comparison);
 
     /// <summary>The path with every symbolic link along it resolved (what the file system opens).</summary>
     internal static string RealPath(string path)
@@ -255,7 +255,7 @@ public static class ExternalData
         var tempModel = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         // The side file written here must not be one the model still reads from (the source's weights).
         foreach (var t in Tensors(model.Graph).Where(IsDeferred))
-            if (PathNames.Same(Where(t).File, RealPath(dataPath)))
+            if (PlatformPaths.Same(Where(t).File, RealPath(dataPath)))
                 throw new PtqException("OutputIsSource", PtqErrorKind.InvalidArgument,
                     $"Writing '{full}' would replace '{dataPath}', which holds the source model's tensor '{t.Name}'; choose another output name.", full);
         var moved = new List<(TensorProto Tensor, ByteString Raw, StringStringEntryProto[] Entries)>();
@@ -276,7 +276,7 @@ public static class ExternalData
                     {
                         // Copied from the source side file in chunks: never whole in memory.
                         var (file, from, count) = Where(t);
-                        using var source = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+                        using var source = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1 << 16);
                         source.Position = from;
                         for (long left = count; left > 0;)
                         {
@@ -307,8 +307,8 @@ public static class ExternalData
             // the model must not leave a new side file beside an old model (or beside none).
             File.WriteAllBytes(tempModel, model.ToByteArray());
             cancel.ThrowIfCancellationRequested();
-            OnnxModelIO.MoveOver(tempData, dataPath);
-            OnnxModelIO.MoveOver(tempModel, full);
+            OnnxModelIO.ReplaceWith(tempData, dataPath);
+            OnnxModelIO.ReplaceWith(tempModel, full);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

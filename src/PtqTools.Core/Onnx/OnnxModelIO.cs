@@ -10,6 +10,11 @@ public static class OnnxModelIO
     /// <summary>Protobuf cannot hold a message above 2 GB; such models need external data.</summary>
     public const long MaxModelBytes = int.MaxValue;
 
+    /// <summary>(name, op type) of every node of a stored model, subgraphs included, without preparing it: for the
+    /// cmdlets' completers, whose assembly references no ONNX type.</summary>
+    public static IReadOnlyList<(string Name, string OpType)> NodeNames(string path) =>
+        OpsetUpgrader.AllNodes(Load(path).Graph).Select(n => (n.Name, n.OpType)).ToList();
+
     public static ModelProto Load(string path, bool validate = true) => Parse(ReadFile(path), path, validate);
 
     public static byte[] ReadFile(string path)
@@ -70,7 +75,7 @@ public static class OnnxModelIO
         foreach (var (location, file) in sideFiles)
         {
             hash.AppendData(System.Text.Encoding.UTF8.GetBytes("\n" + location + "\n"));
-            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1 << 16);
             for (int n; (n = stream.Read(buffer)) > 0;) hash.AppendData(buffer, 0, n);
         }
         return Convert.ToHexString(hash.GetHashAndReset());
@@ -129,7 +134,7 @@ public static class OnnxModelIO
         try
         {
             File.WriteAllBytes(temp, bytes);
-            MoveOver(temp, full);
+            ReplaceWith(temp, full);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
@@ -143,21 +148,30 @@ public static class OnnxModelIO
         }
     }
 
-    /// <summary>Renames <paramref name="source"/> over <paramref name="target"/>. On Windows a file that another
-    /// process holds open without delete sharing cannot be replaced ("Access to the path is denied"), and a virus
-    /// scanner or indexer holds a new file open for a moment: five tries 100 ms apart there before giving up.</summary>
-    internal static void MoveOver(string source, string target)
+    /// <summary>
+    /// Renames a finished temporary file over its target (File.Move with overwrite: rename(2) on Linux and macOS,
+    /// MoveFileEx with MOVEFILE_REPLACE_EXISTING on Windows). On Windows a target that another process has open
+    /// without FILE_SHARE_DELETE (a virus scanner, an indexer, a reader of another program) makes the rename fail
+    /// with a sharing violation for a moment: it is tried again for up to about 2 seconds before the error stands.
+    /// The module's own readers open files with FileShare.Delete, so they never block it.
+    /// </summary>
+    internal static void ReplaceWith(string temp, string target)
     {
-        for (var attempt = 1; ; attempt++)
+        for (int attempt = 1; ; attempt++)
         {
             try
             {
-                File.Move(source, target, overwrite: true);
+                File.Move(temp, target, overwrite: true);
                 return;
             }
-            catch (Exception ex) when (OperatingSystem.IsWindows() && attempt < 5 && ex is IOException or UnauthorizedAccessException && File.Exists(target))
+            catch (IOException) when (OperatingSystem.IsWindows() && attempt < 10 && File.Exists(temp))
             {
-                Thread.Sleep(100);
+                Thread.Sleep(40 * attempt);
+            }
+            catch (UnauthorizedAccessException) when (OperatingSystem.IsWindows() && attempt < 10 && File.Exists(temp) && !IsReadOnly(target))
+            {
+                // Windows reports a target pending deletion or mapped by another process as access denied.
+                Thread.Sleep(40 * attempt);
             }
         }
     }
@@ -165,6 +179,8 @@ public static class OnnxModelIO
     /// <summary>What to add to a write error on Windows, where an existing file open in another program cannot be replaced.</summary>
     internal static string OpenFileHint(string target) =>
         OperatingSystem.IsWindows() && File.Exists(target) ? " (on Windows a file that another program has open cannot be replaced: close it there)" : "";
+
+    static bool IsReadOnly(string path) => File.Exists(path) && new FileInfo(path).IsReadOnly;
 
     static void TryDelete(string path)
     {

@@ -110,7 +110,7 @@ public static partial class PreparedModelCache
     {
         // Read the folder again: the entry may have changed since it was listed.
         var now = List(entry.Folder).FirstOrDefault(e => e.Sha256 == entry.Sha256 && e.Version == entry.Version && e.Status == entry.Status
-            || string.Equals(e.Path, entry.Path, StringComparison.Ordinal));
+            || PlatformPaths.Same(e.Path, entry.Path));
         if (now is null) return 0;
         if (now.WriterProcessIds.Count > 0)
             throw new PtqException("CacheEntryInUse", PtqErrorKind.ResourceExists,

@@ -118,6 +118,9 @@ public sealed class QuantizationOptions
     public string? FloatReason(NodeProto node, PtqTools.Core.Onnx.GraphView graph) =>
         ExcludeReason(node) ?? (RulesApply ? ArchitectureRules.Reason(node, graph, SkipRules) : null);
 
+    /// <summary><see cref="CheckExclude(ModelProto, string?)"/> on a prepared model (the cmdlets reference no ONNX type).</summary>
+    public IReadOnlyList<string> CheckExclude(PtqTools.Core.Onnx.PreparedModel prepared, string? modelPath = null) => CheckExclude(prepared.Model, modelPath);
+
     /// <summary>Checks the -Exclude entries against a model's layers (every graph, subgraphs included, by node name as
     /// <see cref="ExcludeReason"/> matches them) before any work: an entry that matches no layer name, no name pattern
     /// and no op type of the model is refused (ExcludeMatchesNothing), with the name that matches it case-insensitively

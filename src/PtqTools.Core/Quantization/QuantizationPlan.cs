@@ -41,6 +41,14 @@ public sealed class QuantizationPlan
     /// <summary>Names of the layers that are quantized.</summary>
     public HashSet<string> QuantizedLayers { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// The plan of a prepared model's graph, with the options' float decisions: for the cmdlets, whose assembly
+    /// references no ONNX or protobuf type (it loads in pwsh's default context, the engine's dependencies in the
+    /// module's own; docs/platforms.md).
+    /// </summary>
+    public static QuantizationPlan Create(PreparedModel prepared, IReadOnlySet<string>? selected, QuantizationOptions? options = null) =>
+        Create(new GraphView(prepared.Model.Graph), selected, options is null ? null : options.FloatReason);
+
     /// <param name="selected">Layer names to quantize; null selects every quantizable layer.</param>
     /// <param name="perChannel">Whether weights get one scale per output channel (only changes the stated reasons).</param>
     public static QuantizationPlan Create(GraphView graph, IReadOnlySet<string>? selected, Func<NodeProto, GraphView, string?>? exclude = null, bool perChannel = true)

@@ -119,7 +119,7 @@ public static class QuantizationStatusCheck
         const int IrVersion = 1, Graph = 7, MetadataProps = 14;
         var result = new Dictionary<string, string>(StringComparer.Ordinal);
         bool hasIr = false, hasGraph = false;
-        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1 << 16);
         try
         {
             using var input = new CodedInputStream(file, leaveOpen: true);

@@ -30,7 +30,7 @@ public sealed class ExportActivationRangeCommand : PtqCmdlet
 
     // The output path is taken as typed (output paths are never patterns). Its folder is checked here, before the
     // commands earlier in the pipeline do their work.
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         try { CheckOutputFile(ResolveOutput(Path)); }
         catch (PtqException ex) { Fail(ex); }

@@ -18,7 +18,7 @@ public sealed class GetQuantizationStatusCommand : SourceModelsCmdlet
 
     QuantizationOptions _options = null!;
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         try { _options = BuildOptions(); }
         catch (PtqException ex) { Fail(ex); }

@@ -35,7 +35,7 @@ public sealed class InvokeModelInferenceCommand : ModelPathCmdlet
     EngineTarget? _target;
     InferenceEngine _engine;
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         _engine = Enum.Parse<InferenceEngine>(Engine, ignoreCase: true);
         try

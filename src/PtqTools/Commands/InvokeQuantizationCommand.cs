@@ -90,7 +90,7 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
     readonly List<string> _files = new();
     QuantizationOptions _options = null!;
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         try
         {
@@ -178,7 +178,7 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
 
     void Quantize(LayerGroup group, List<TensorStatistics>? stats, string target)
     {
-        if (Core.PathNames.Same(System.IO.Path.GetFullPath(group.ModelPath), System.IO.Path.GetFullPath(target)))
+        if (Core.PlatformPaths.Same(System.IO.Path.GetFullPath(group.ModelPath), System.IO.Path.GetFullPath(target)))
             throw new PtqException("OutputIsSource", PtqErrorKind.InvalidArgument, $"The output path '{target}' is the source model; the source is never overwritten.", target);
         if (File.Exists(target) && !Force)
             throw new PtqException("OutputExists", PtqErrorKind.ResourceExists, $"'{target}' exists; use -Force to overwrite it.", target);
@@ -196,7 +196,7 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
                 "-Equalize changes the weights and so the activations between the equalized layers; statistics measured on the model as it was do not apply. Pipe in layers (or use -Path) with -DataSet, and the equalized model is calibrated.", group.ModelPath);
         var prepared = group.Prepare();
         // Before any work (calibration included): an -Exclude entry that matches nothing in this model is an error.
-        foreach (var opType in _options.CheckExclude(prepared.Model, group.ModelPath))
+        foreach (var opType in _options.CheckExclude(prepared, group.ModelPath))
             WriteWarning($"The -Exclude op type '{opType}' matches no layer of '{group.ModelPath}': it has no {opType} node.");
         if (_options.Mode != QuantMode.Static)
         {
@@ -226,7 +226,7 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
         PtqDataSet? heldOut;
         if (stats is null)
         {
-            var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), group.Selected, _options.FloatReason);
+            var plan = QuantizationPlan.Create(prepared, group.Selected, _options);
             TensorOverrides.Check(plan, _options);   // before the calibration run
             const string activity = "Calibrating";
             // Every 10th sample is held out of calibration for the fidelity check.

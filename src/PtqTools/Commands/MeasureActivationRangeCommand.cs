@@ -89,7 +89,7 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
             Try(() =>
             {
                 var prepared = group.Prepare();
-                var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), group.Selected);
+                var plan = QuantizationPlan.Create(prepared, group.Selected);
                 foreach (var t in plan.Activations) WriteVerbose($"Observing '{t.Key}' for {string.Join(", ", t.Value)}.");
                 const string activity = "Measuring activation ranges";
                 var options = new CalibrationOptions(ActivationRangeStore.ParseMethod(Method), Symmetric.IsPresent, Percentile);

@@ -46,7 +46,7 @@ public sealed class MeasureLayerErrorCommand : PtqCmdlet
     readonly Dictionary<string, List<TensorStatistics>> _stats = new(StringComparer.Ordinal);
     QuantizationOptions _options = null!;
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         _options = new QuantizationOptions
         {

@@ -68,7 +68,7 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
 
     protected override string? OutputFolderForSkip => _folder;
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         try
         {
@@ -84,8 +84,7 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
                 _log = ResolveOutput(LogPath);
                 var logFolder = System.IO.Path.GetDirectoryName(_log)!;
                 // The output folder is created when missing, so a log inside it is fine.
-                if (!Directory.Exists(logFolder) && !Core.PathNames.Same(System.IO.Path.TrimEndingDirectorySeparator(logFolder),
-                        System.IO.Path.TrimEndingDirectorySeparator(_folder)))
+                if (!Directory.Exists(logFolder) && !Core.PlatformPaths.Same(logFolder, _folder))
                     throw new PtqException("LogFolderNotFound", PtqErrorKind.ObjectNotFound, $"The folder of the log '{_log}' does not exist.", _log);
                 if (Directory.Exists(_log))
                     throw new PtqException("LogPathIsFolder", PtqErrorKind.InvalidArgument, $"-LogPath '{_log}' is a folder; give a file name.", _log);
