@@ -3,7 +3,7 @@ using System.Runtime.Intrinsics.X86;
 namespace PtqTools.Core.Kernels;
 
 /// <summary>The code paths a kernel can take, slowest first.</summary>
-public enum KernelPath { Scalar, Vector128, Avx2, Avx512BW, NativeVnni }
+public enum KernelPath { Scalar, Vector128, Avx2, Avx512BW, NativeAvx2, NativeVnni }
 
 /// <summary>Runtime dispatch: which path this CPU (and the native library, when present) can run.</summary>
 public static class KernelDispatch
@@ -23,6 +23,7 @@ public static class KernelDispatch
     static KernelPath Detect()
     {
         if (NativeKernels.Available && NativeKernels.HasVnni) return KernelPath.NativeVnni;
+        if (NativeKernels.Available && NativeKernels.HasAvx2) return KernelPath.NativeAvx2;
         if (Avx512BW.IsSupported) return KernelPath.Avx512BW;
         if (Avx2.IsSupported) return KernelPath.Avx2;
         if (System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated) return KernelPath.Vector128;
@@ -42,6 +43,7 @@ public static class KernelDispatch
         if (System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated) list.Add(KernelPath.Vector128);
         if (Avx2.IsSupported) list.Add(KernelPath.Avx2);
         if (Avx512BW.IsSupported) list.Add(KernelPath.Avx512BW);
+        if (NativeKernels.Available && NativeKernels.HasAvx2) list.Add(KernelPath.NativeAvx2);
         if (NativeKernels.Available && NativeKernels.HasVnni) list.Add(KernelPath.NativeVnni);
         return list.ToArray();
     }
