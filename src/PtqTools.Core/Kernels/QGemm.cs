@@ -26,7 +26,7 @@ public sealed class PackedWeights
     internal int[]? QuadZeroPoints { get; }
     /// <summary>Whether no adjacent pair of the quads can saturate vpmaddubsw (max(w0,0) + max(w1,0) &lt;= 128 and
     /// min(w0,0) + min(w1,0) &gt;= -128): the native AVX2 kernel then takes its 7-bit pairs form, else the widened one.</summary>
-    internal bool SevenBitPairs { get; }
+    public bool SevenBitPairs { get; }
 
     PackedWeights(int k, int n, Func<int, int, int> valueMinusZero, Func<int, int, int> storedSigned, int[] zeroPoints, bool quads)
     {
