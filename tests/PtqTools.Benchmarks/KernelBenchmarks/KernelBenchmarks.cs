@@ -262,6 +262,7 @@ public class Avx2GemmBenchmarks
 [MemoryDiagnoser(false)]
 public class Avx2ConvBenchmarks
 {
+    [Params("conv64x56x56")] public string Shape = "";   // read by GopsColumn
     [Params("7-bit", "widened")] public string Form = "";
 
     byte[] _x = null!, _y = null!;
