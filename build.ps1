@@ -69,6 +69,12 @@ function Invoke-Build {
         Where-Object { $_.Extension -in '.dll', '.so' -and $_.Name -notlike 'System.Management.Automation*' -and $_.Name -notlike '*.Tests.dll' } |
         Copy-Item -Destination $moduleDir
     if (Test-Path (Join-Path $publish 'PtqTools.pdb')) { Copy-Item (Join-Path $publish 'Ptq*.pdb') $moduleDir }
+    # The project's native kernels, per platform in runtimes/<rid>/native (NativeKernels looks there first).
+    Get-ChildItem (Join-Path $publish 'runtimes/*/native/*ptqkernels*') -ErrorAction SilentlyContinue | ForEach-Object {
+        $dir = Join-Path $moduleDir ([IO.Path]::GetRelativePath($publish, $_.DirectoryName))
+        $null = New-Item -ItemType Directory -Force -Path $dir
+        Copy-Item $_.FullName $dir
+    }
 
     Import-Module (Join-Path $root 'tools/HelpBuilder.psm1') -Force
     $null = ConvertTo-MamlHelp -SourcePath (Join-Path $root 'docs/en-US') -OutputPath (Join-Path $moduleDir 'en-US/PtqTools.dll-Help.xml')
