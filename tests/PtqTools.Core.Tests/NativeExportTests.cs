@@ -38,6 +38,41 @@ public sealed class NativeExportTests
         Assert.Contains(Path.Combine("runtimes", NativeKernels.RuntimeId, "native"), NativeKernels.LoadedFrom);
     }
 
+    /// <summary>A library of another ABI version, or one missing an export, is refused with the reason (stubs compiled
+    /// here with the gcc the build needs on Linux x64).</summary>
+    [Fact]
+    public void StaleOrIncompleteLibrary_IsRefused_WithTheReason()
+    {
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64) return;   // gcc-built ELF stubs
+        var dir = Directory.CreateTempSubdirectory("ptq-abi-").FullName;
+        try
+        {
+            string Stub(string name, string source)
+            {
+                var c = Path.Combine(dir, name + ".c");
+                var so = Path.Combine(dir, name + ".so");
+                File.WriteAllText(c, source);
+                var gcc = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("gcc", $"-shared -fPIC -o \"{so}\" \"{c}\"") { RedirectStandardError = true })!;
+                gcc.WaitForExit();
+                Assert.Equal(0, gcc.ExitCode);
+                return so;
+            }
+            var stale = Stub("stale", $"int ptq_abi_version(void) {{ return {NativeKernels.AbiVersion - 1}; }}");
+            Assert.Null(NativeKernels.Open(stale, out var why));
+            Assert.Contains($"ABI version {NativeKernels.AbiVersion - 1}, this assembly needs {NativeKernels.AbiVersion}", why);
+            var old = Stub("old", "int ptq_version(void) { return 5; }");
+            Assert.Null(NativeKernels.Open(old, out why));
+            Assert.Contains("no ptq_abi_version export", why);
+            var partial = Stub("partial", $"int ptq_abi_version(void) {{ return {NativeKernels.AbiVersion}; }} int ptq_has_vnni(void) {{ return 0; }}");
+            Assert.Null(NativeKernels.Open(partial, out why));
+            Assert.Contains("missing exports", why);
+            Assert.Contains("ptq_gemm_u8s8_avx2", why);
+            Assert.NotNull(NativeKernels.Open(NativeKernels.LoadedFrom!, out why));
+            Assert.Null(why);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     /// <summary>Defined global functions of .dynsym (ELF64 little endian).</summary>
     static List<string> ElfExports(byte[] f)
     {

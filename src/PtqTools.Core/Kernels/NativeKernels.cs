@@ -53,15 +53,8 @@ public static unsafe class NativeKernels
         foreach (var candidate in Candidates())
         {
             if (!File.Exists(candidate)) continue;
-            if (!NativeLibrary.TryLoad(candidate, out var handle)) { reasons.Add($"{candidate}: could not be loaded"); continue; }
-            var exports = new Dictionary<string, nint>();
-            foreach (var name in BoundExports)
-                if (NativeLibrary.TryGetExport(handle, name, out var f)) exports[name] = f;
-            if (!exports.TryGetValue("ptq_abi_version", out var abi)) { reasons.Add($"{candidate}: no ptq_abi_version export (a build older than ABI {AbiVersion})"); NativeLibrary.Free(handle); continue; }
-            int version = ((delegate* unmanaged<int>)abi)();
-            if (version != AbiVersion) { reasons.Add($"{candidate}: ABI version {version}, this assembly needs {AbiVersion}"); NativeLibrary.Free(handle); continue; }
-            var missing = BoundExports.Where(n => !exports.ContainsKey(n)).ToList();
-            if (missing.Count > 0) { reasons.Add($"{candidate}: missing exports {string.Join(", ", missing)}"); NativeLibrary.Free(handle); continue; }
+            var exports = Open(candidate, out var reason);
+            if (exports is null) { reasons.Add(reason!); continue; }
             GemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void>)exports["ptq_gemm_u8s8_vnni"];
             GemmPlanFn = (delegate* unmanaged<int, int, int, GemmPlan*, void>)exports["ptq_gemm_plan"];
             ConvPackFn = (delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void>)exports["ptq_conv_pack_input"];
@@ -89,6 +82,26 @@ public static unsafe class NativeKernels
                 : $"{FileName} not found (looked in {string.Join(", ", Candidates())})";
         HasConv = HasVnni;
         HasAmxConv = HasAmx;
+    }
+
+    /// <summary>Loads <paramref name="path"/> and returns its bound exports when its ABI version is this assembly's and
+    /// it exports every function bound here; otherwise frees it and says why.</summary>
+    internal static Dictionary<string, nint>? Open(string path, out string? reason)
+    {
+        reason = null;
+        if (!NativeLibrary.TryLoad(path, out var handle)) { reason = $"{path}: could not be loaded"; return null; }
+        var exports = new Dictionary<string, nint>();
+        foreach (var name in BoundExports)
+            if (NativeLibrary.TryGetExport(handle, name, out var f)) exports[name] = f;
+        if (!exports.TryGetValue("ptq_abi_version", out var abi))
+            reason = $"{path}: no ptq_abi_version export (a build older than ABI {AbiVersion})";
+        else if (((delegate* unmanaged<int>)abi)() is var version && version != AbiVersion)
+            reason = $"{path}: ABI version {version}, this assembly needs {AbiVersion}";
+        else if (BoundExports.Where(n => !exports.ContainsKey(n)).ToList() is { Count: > 0 } missing)
+            reason = $"{path}: missing exports {string.Join(", ", missing)}";
+        if (reason is null) return exports;
+        NativeLibrary.Free(handle);
+        return null;
     }
 
     /// <summary>Why the native library is not in use (null when it is): not found, not loadable, another ABI version,
