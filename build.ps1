@@ -53,6 +53,7 @@ function Invoke-Native {
 }
 
 function Invoke-Build {
+    Install-TestPackages 'gcc', 'gcc-mingw-w64-x86-64'
     Write-Host "== Build PtqTools $($manifest.ModuleVersion) ($Configuration)"
     # Packages used by the build and tests but not compiled against: Pester, and the pretrained ResNet18.
     Invoke-Native dotnet @('restore', (Join-Path $root 'tools/tools.proj'), '--verbosity', 'quiet')
@@ -134,8 +135,8 @@ function Get-TrxCounts([string] $Path) {
 # which runs the module's Windows build in the Windows test (tests/Pester/Windows.Tests.ps1):
 # installed here when missing, so that the README's test command does its own set-up on a fresh Debian machine.
 # Where they cannot be installed (no apt, not root) the run goes on and says so.
-function Install-TestPackages {
-    $packages = 'dataset-fashion-mnist', 'libonnx-testdata', 'chromium', 'openssh-server', 'qemu-user-static', 'gcc-aarch64-linux-gnu', 'wine64'
+# Also the compilers of the native kernels (gcc for linux-x64, mingw-w64 for win-x64), before every build.
+function Install-TestPackages([string[]] $packages = @('dataset-fashion-mnist', 'libonnx-testdata', 'chromium', 'openssh-server', 'qemu-user-static', 'gcc-aarch64-linux-gnu', 'wine64')) {
     if (-not $IsLinux -or -not (Get-Command dpkg -ErrorAction SilentlyContinue)) { return }
     # Installed means 'install ok installed': a removed package whose configuration files remain answers dpkg -s too.
     $missing = @($packages | Where-Object { (& dpkg-query -W -f '${Status}' $_ 2> $null) -ne 'install ok installed' })

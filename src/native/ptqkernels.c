@@ -1,352 +1,72 @@
-/* PtqTools native int8 kernels: the AVX-512 VNNI GEMM that .NET cannot emit (no 512-bit vpdpbusd intrinsic).
- * Built by build.ps1 with the machine's gcc; loaded through NativeLibrary; the managed kernels are the fallback.
- * The kernel computes raw u8 x s8 dot products; the caller applies the zero-point corrections (exact in int32). */
+/* PtqTools native int8 kernels for x86-64: the AVX-512 VNNI and AMX-INT8 kernels .NET cannot emit (no 512-bit
+ * vpdpbusd intrinsic, no tiles), the saturating-pairs emulation of ONNX Runtime without VNNI, and AVX2 kernels for
+ * CPUs without VNNI. Built per platform by the PtqNative MSBuild target (gcc for linux-x64, mingw-w64 for win-x64);
+ * loaded through NativeLibrary when ptq_abi_version() matches the managed side; the managed kernels are the fallback.
+ * Kernels compute raw u8 x s8 dot products; the caller applies the zero-point corrections (exact in int32).
+ * Register tiles are written once as always_inline templates whose dimensions are compile-time constants at each
+ * instantiation (gcc unrolls the loops and keeps the accumulator arrays in registers), so each kernel has one body. */
 #include <stdint.h>
 #include <string.h>
 #include <stdlib.h>
 #include <immintrin.h>
+#include "ptqabi.h"
 
-int ptq_version(void) { return 5; }
+#define UNROLL _Pragma("GCC unroll 8")
+#define TILE_INLINE __attribute__((always_inline)) static inline
 
-int ptq_has_vnni(void)
+PTQ_EXPORT int ptq_abi_version(void) { return PTQ_ABI_VERSION; }
+
+PTQ_EXPORT int ptq_has_vnni(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512f");
 }
 
-/* GEMM register tiles: R rows of A (4 bytes of each broadcast per k quad) x C blocks of 16 columns of B (one
- * 64-byte vector each), R * C accumulators in named registers; written out per (R, C) because gcc keeps an array of
- * them in memory. Per k quad: C vector loads and R broadcasts feed R * C vpdpbusd. */
-
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_tile_8x3(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+PTQ_EXPORT int ptq_has_avx2(void)
 {
-    const __m512i z = _mm512_setzero_si512();
-    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
-    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
-    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
-    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
-    const int32_t *a4 = (const int32_t *)(a + (int64_t)4 * lda);
-    const int32_t *a5 = (const int32_t *)(a + (int64_t)5 * lda);
-    const int32_t *a6 = (const int32_t *)(a + (int64_t)6 * lda);
-    const int32_t *a7 = (const int32_t *)(a + (int64_t)7 * lda);
-    const int8_t *b0 = b + (int64_t)0 * kq * 64;
-    const int8_t *b1 = b + (int64_t)1 * kq * 64;
-    const int8_t *b2 = b + (int64_t)2 * kq * 64;
-    __m512i c00 = z, c01 = z, c02 = z;
-    __m512i c10 = z, c11 = z, c12 = z;
-    __m512i c20 = z, c21 = z, c22 = z;
-    __m512i c30 = z, c31 = z, c32 = z;
-    __m512i c40 = z, c41 = z, c42 = z;
-    __m512i c50 = z, c51 = z, c52 = z;
-    __m512i c60 = z, c61 = z, c62 = z;
-    __m512i c70 = z, c71 = z, c72 = z;
-    for (int q = 0; q < kq; q++) {
-        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64); __m512i y2 = _mm512_loadu_si512(b2 + (int64_t)q * 64);
-        __m512i x;
-        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1); c02 = _mm512_dpbusd_epi32(c02, x, y2);
-        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1); c12 = _mm512_dpbusd_epi32(c12, x, y2);
-        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0); c21 = _mm512_dpbusd_epi32(c21, x, y1); c22 = _mm512_dpbusd_epi32(c22, x, y2);
-        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0); c31 = _mm512_dpbusd_epi32(c31, x, y1); c32 = _mm512_dpbusd_epi32(c32, x, y2);
-        x = _mm512_set1_epi32(a4[q]); c40 = _mm512_dpbusd_epi32(c40, x, y0); c41 = _mm512_dpbusd_epi32(c41, x, y1); c42 = _mm512_dpbusd_epi32(c42, x, y2);
-        x = _mm512_set1_epi32(a5[q]); c50 = _mm512_dpbusd_epi32(c50, x, y0); c51 = _mm512_dpbusd_epi32(c51, x, y1); c52 = _mm512_dpbusd_epi32(c52, x, y2);
-        x = _mm512_set1_epi32(a6[q]); c60 = _mm512_dpbusd_epi32(c60, x, y0); c61 = _mm512_dpbusd_epi32(c61, x, y1); c62 = _mm512_dpbusd_epi32(c62, x, y2);
-        x = _mm512_set1_epi32(a7[q]); c70 = _mm512_dpbusd_epi32(c70, x, y0); c71 = _mm512_dpbusd_epi32(c71, x, y1); c72 = _mm512_dpbusd_epi32(c72, x, y2);
-    }
-    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01); _mm512_storeu_si512(c + (int64_t)0 * ldc + 32, c02);
-    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11); _mm512_storeu_si512(c + (int64_t)1 * ldc + 32, c12);
-    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20); _mm512_storeu_si512(c + (int64_t)2 * ldc + 16, c21); _mm512_storeu_si512(c + (int64_t)2 * ldc + 32, c22);
-    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30); _mm512_storeu_si512(c + (int64_t)3 * ldc + 16, c31); _mm512_storeu_si512(c + (int64_t)3 * ldc + 32, c32);
-    _mm512_storeu_si512(c + (int64_t)4 * ldc + 0, c40); _mm512_storeu_si512(c + (int64_t)4 * ldc + 16, c41); _mm512_storeu_si512(c + (int64_t)4 * ldc + 32, c42);
-    _mm512_storeu_si512(c + (int64_t)5 * ldc + 0, c50); _mm512_storeu_si512(c + (int64_t)5 * ldc + 16, c51); _mm512_storeu_si512(c + (int64_t)5 * ldc + 32, c52);
-    _mm512_storeu_si512(c + (int64_t)6 * ldc + 0, c60); _mm512_storeu_si512(c + (int64_t)6 * ldc + 16, c61); _mm512_storeu_si512(c + (int64_t)6 * ldc + 32, c62);
-    _mm512_storeu_si512(c + (int64_t)7 * ldc + 0, c70); _mm512_storeu_si512(c + (int64_t)7 * ldc + 16, c71); _mm512_storeu_si512(c + (int64_t)7 * ldc + 32, c72);
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
 }
 
+/* ---- VNNI GEMM ------------------------------------------------------------------------------------------------------
+ * One register tile template: R rows of A (4 bytes of each broadcast per k quad) x C blocks of 16 columns of B (one
+ * 64-byte vector each), R * C accumulators. Per k quad: C vector loads and R broadcasts feed R * C vpdpbusd. */
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_tile_8x2(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+TILE_INLINE void vnni_tile(const int R, const int C, const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
 {
-    const __m512i z = _mm512_setzero_si512();
-    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
-    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
-    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
-    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
-    const int32_t *a4 = (const int32_t *)(a + (int64_t)4 * lda);
-    const int32_t *a5 = (const int32_t *)(a + (int64_t)5 * lda);
-    const int32_t *a6 = (const int32_t *)(a + (int64_t)6 * lda);
-    const int32_t *a7 = (const int32_t *)(a + (int64_t)7 * lda);
-    const int8_t *b0 = b + (int64_t)0 * kq * 64;
-    const int8_t *b1 = b + (int64_t)1 * kq * 64;
-    __m512i c00 = z, c01 = z;
-    __m512i c10 = z, c11 = z;
-    __m512i c20 = z, c21 = z;
-    __m512i c30 = z, c31 = z;
-    __m512i c40 = z, c41 = z;
-    __m512i c50 = z, c51 = z;
-    __m512i c60 = z, c61 = z;
-    __m512i c70 = z, c71 = z;
-    for (int q = 0; q < kq; q++) {
-        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64);
-        __m512i x;
-        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1);
-        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1);
-        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0); c21 = _mm512_dpbusd_epi32(c21, x, y1);
-        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0); c31 = _mm512_dpbusd_epi32(c31, x, y1);
-        x = _mm512_set1_epi32(a4[q]); c40 = _mm512_dpbusd_epi32(c40, x, y0); c41 = _mm512_dpbusd_epi32(c41, x, y1);
-        x = _mm512_set1_epi32(a5[q]); c50 = _mm512_dpbusd_epi32(c50, x, y0); c51 = _mm512_dpbusd_epi32(c51, x, y1);
-        x = _mm512_set1_epi32(a6[q]); c60 = _mm512_dpbusd_epi32(c60, x, y0); c61 = _mm512_dpbusd_epi32(c61, x, y1);
-        x = _mm512_set1_epi32(a7[q]); c70 = _mm512_dpbusd_epi32(c70, x, y0); c71 = _mm512_dpbusd_epi32(c71, x, y1);
+    __m512i acc[8][3];
+    const int32_t *ar[8];
+    UNROLL for (int r = 0; r < R; r++) {
+        ar[r] = (const int32_t *)(a + (int64_t)r * lda);
+        UNROLL for (int j = 0; j < C; j++) acc[r][j] = _mm512_setzero_si512();
     }
-    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01);
-    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11);
-    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20); _mm512_storeu_si512(c + (int64_t)2 * ldc + 16, c21);
-    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30); _mm512_storeu_si512(c + (int64_t)3 * ldc + 16, c31);
-    _mm512_storeu_si512(c + (int64_t)4 * ldc + 0, c40); _mm512_storeu_si512(c + (int64_t)4 * ldc + 16, c41);
-    _mm512_storeu_si512(c + (int64_t)5 * ldc + 0, c50); _mm512_storeu_si512(c + (int64_t)5 * ldc + 16, c51);
-    _mm512_storeu_si512(c + (int64_t)6 * ldc + 0, c60); _mm512_storeu_si512(c + (int64_t)6 * ldc + 16, c61);
-    _mm512_storeu_si512(c + (int64_t)7 * ldc + 0, c70); _mm512_storeu_si512(c + (int64_t)7 * ldc + 16, c71);
+    for (int q = 0; q < kq; q++) {
+        __m512i y[3];
+        UNROLL for (int j = 0; j < C; j++) y[j] = _mm512_loadu_si512(b + ((int64_t)j * kq + q) * 64);
+        UNROLL for (int r = 0; r < R; r++) {
+            __m512i x = _mm512_set1_epi32(ar[r][q]);
+            UNROLL for (int j = 0; j < C; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], x, y[j]);
+        }
+    }
+    UNROLL for (int r = 0; r < R; r++)
+        UNROLL for (int j = 0; j < C; j++) _mm512_storeu_si512(c + (int64_t)r * ldc + j * 16, acc[r][j]);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_tile_8x1(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
-{
-    const __m512i z = _mm512_setzero_si512();
-    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
-    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
-    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
-    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
-    const int32_t *a4 = (const int32_t *)(a + (int64_t)4 * lda);
-    const int32_t *a5 = (const int32_t *)(a + (int64_t)5 * lda);
-    const int32_t *a6 = (const int32_t *)(a + (int64_t)6 * lda);
-    const int32_t *a7 = (const int32_t *)(a + (int64_t)7 * lda);
-    const int8_t *b0 = b + (int64_t)0 * kq * 64;
-    __m512i c00 = z;
-    __m512i c10 = z;
-    __m512i c20 = z;
-    __m512i c30 = z;
-    __m512i c40 = z;
-    __m512i c50 = z;
-    __m512i c60 = z;
-    __m512i c70 = z;
-    for (int q = 0; q < kq; q++) {
-        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
-        __m512i x;
-        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0);
-        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0);
-        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0);
-        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0);
-        x = _mm512_set1_epi32(a4[q]); c40 = _mm512_dpbusd_epi32(c40, x, y0);
-        x = _mm512_set1_epi32(a5[q]); c50 = _mm512_dpbusd_epi32(c50, x, y0);
-        x = _mm512_set1_epi32(a6[q]); c60 = _mm512_dpbusd_epi32(c60, x, y0);
-        x = _mm512_set1_epi32(a7[q]); c70 = _mm512_dpbusd_epi32(c70, x, y0);
-    }
-    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00);
-    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10);
-    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20);
-    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30);
-    _mm512_storeu_si512(c + (int64_t)4 * ldc + 0, c40);
-    _mm512_storeu_si512(c + (int64_t)5 * ldc + 0, c50);
-    _mm512_storeu_si512(c + (int64_t)6 * ldc + 0, c60);
-    _mm512_storeu_si512(c + (int64_t)7 * ldc + 0, c70);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_tile_4x3(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
-{
-    const __m512i z = _mm512_setzero_si512();
-    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
-    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
-    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
-    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
-    const int8_t *b0 = b + (int64_t)0 * kq * 64;
-    const int8_t *b1 = b + (int64_t)1 * kq * 64;
-    const int8_t *b2 = b + (int64_t)2 * kq * 64;
-    __m512i c00 = z, c01 = z, c02 = z;
-    __m512i c10 = z, c11 = z, c12 = z;
-    __m512i c20 = z, c21 = z, c22 = z;
-    __m512i c30 = z, c31 = z, c32 = z;
-    for (int q = 0; q < kq; q++) {
-        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64); __m512i y2 = _mm512_loadu_si512(b2 + (int64_t)q * 64);
-        __m512i x;
-        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1); c02 = _mm512_dpbusd_epi32(c02, x, y2);
-        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1); c12 = _mm512_dpbusd_epi32(c12, x, y2);
-        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0); c21 = _mm512_dpbusd_epi32(c21, x, y1); c22 = _mm512_dpbusd_epi32(c22, x, y2);
-        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0); c31 = _mm512_dpbusd_epi32(c31, x, y1); c32 = _mm512_dpbusd_epi32(c32, x, y2);
-    }
-    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01); _mm512_storeu_si512(c + (int64_t)0 * ldc + 32, c02);
-    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11); _mm512_storeu_si512(c + (int64_t)1 * ldc + 32, c12);
-    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20); _mm512_storeu_si512(c + (int64_t)2 * ldc + 16, c21); _mm512_storeu_si512(c + (int64_t)2 * ldc + 32, c22);
-    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30); _mm512_storeu_si512(c + (int64_t)3 * ldc + 16, c31); _mm512_storeu_si512(c + (int64_t)3 * ldc + 32, c32);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_tile_4x2(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
-{
-    const __m512i z = _mm512_setzero_si512();
-    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
-    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
-    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
-    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
-    const int8_t *b0 = b + (int64_t)0 * kq * 64;
-    const int8_t *b1 = b + (int64_t)1 * kq * 64;
-    __m512i c00 = z, c01 = z;
-    __m512i c10 = z, c11 = z;
-    __m512i c20 = z, c21 = z;
-    __m512i c30 = z, c31 = z;
-    for (int q = 0; q < kq; q++) {
-        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64);
-        __m512i x;
-        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1);
-        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1);
-        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0); c21 = _mm512_dpbusd_epi32(c21, x, y1);
-        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0); c31 = _mm512_dpbusd_epi32(c31, x, y1);
-    }
-    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01);
-    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11);
-    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20); _mm512_storeu_si512(c + (int64_t)2 * ldc + 16, c21);
-    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30); _mm512_storeu_si512(c + (int64_t)3 * ldc + 16, c31);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_tile_4x1(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
-{
-    const __m512i z = _mm512_setzero_si512();
-    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
-    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
-    const int32_t *a2 = (const int32_t *)(a + (int64_t)2 * lda);
-    const int32_t *a3 = (const int32_t *)(a + (int64_t)3 * lda);
-    const int8_t *b0 = b + (int64_t)0 * kq * 64;
-    __m512i c00 = z;
-    __m512i c10 = z;
-    __m512i c20 = z;
-    __m512i c30 = z;
-    for (int q = 0; q < kq; q++) {
-        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
-        __m512i x;
-        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0);
-        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0);
-        x = _mm512_set1_epi32(a2[q]); c20 = _mm512_dpbusd_epi32(c20, x, y0);
-        x = _mm512_set1_epi32(a3[q]); c30 = _mm512_dpbusd_epi32(c30, x, y0);
-    }
-    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00);
-    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10);
-    _mm512_storeu_si512(c + (int64_t)2 * ldc + 0, c20);
-    _mm512_storeu_si512(c + (int64_t)3 * ldc + 0, c30);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_tile_2x3(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
-{
-    const __m512i z = _mm512_setzero_si512();
-    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
-    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
-    const int8_t *b0 = b + (int64_t)0 * kq * 64;
-    const int8_t *b1 = b + (int64_t)1 * kq * 64;
-    const int8_t *b2 = b + (int64_t)2 * kq * 64;
-    __m512i c00 = z, c01 = z, c02 = z;
-    __m512i c10 = z, c11 = z, c12 = z;
-    for (int q = 0; q < kq; q++) {
-        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64); __m512i y2 = _mm512_loadu_si512(b2 + (int64_t)q * 64);
-        __m512i x;
-        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1); c02 = _mm512_dpbusd_epi32(c02, x, y2);
-        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1); c12 = _mm512_dpbusd_epi32(c12, x, y2);
-    }
-    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01); _mm512_storeu_si512(c + (int64_t)0 * ldc + 32, c02);
-    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11); _mm512_storeu_si512(c + (int64_t)1 * ldc + 32, c12);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_tile_2x2(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
-{
-    const __m512i z = _mm512_setzero_si512();
-    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
-    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
-    const int8_t *b0 = b + (int64_t)0 * kq * 64;
-    const int8_t *b1 = b + (int64_t)1 * kq * 64;
-    __m512i c00 = z, c01 = z;
-    __m512i c10 = z, c11 = z;
-    for (int q = 0; q < kq; q++) {
-        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64);
-        __m512i x;
-        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1);
-        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0); c11 = _mm512_dpbusd_epi32(c11, x, y1);
-    }
-    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01);
-    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10); _mm512_storeu_si512(c + (int64_t)1 * ldc + 16, c11);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_tile_2x1(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
-{
-    const __m512i z = _mm512_setzero_si512();
-    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
-    const int32_t *a1 = (const int32_t *)(a + (int64_t)1 * lda);
-    const int8_t *b0 = b + (int64_t)0 * kq * 64;
-    __m512i c00 = z;
-    __m512i c10 = z;
-    for (int q = 0; q < kq; q++) {
-        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
-        __m512i x;
-        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0);
-        x = _mm512_set1_epi32(a1[q]); c10 = _mm512_dpbusd_epi32(c10, x, y0);
-    }
-    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00);
-    _mm512_storeu_si512(c + (int64_t)1 * ldc + 0, c10);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_tile_1x3(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
-{
-    const __m512i z = _mm512_setzero_si512();
-    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
-    const int8_t *b0 = b + (int64_t)0 * kq * 64;
-    const int8_t *b1 = b + (int64_t)1 * kq * 64;
-    const int8_t *b2 = b + (int64_t)2 * kq * 64;
-    __m512i c00 = z, c01 = z, c02 = z;
-    for (int q = 0; q < kq; q++) {
-        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64); __m512i y2 = _mm512_loadu_si512(b2 + (int64_t)q * 64);
-        __m512i x;
-        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1); c02 = _mm512_dpbusd_epi32(c02, x, y2);
-    }
-    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01); _mm512_storeu_si512(c + (int64_t)0 * ldc + 32, c02);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_tile_1x2(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
-{
-    const __m512i z = _mm512_setzero_si512();
-    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
-    const int8_t *b0 = b + (int64_t)0 * kq * 64;
-    const int8_t *b1 = b + (int64_t)1 * kq * 64;
-    __m512i c00 = z, c01 = z;
-    for (int q = 0; q < kq; q++) {
-        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64); __m512i y1 = _mm512_loadu_si512(b1 + (int64_t)q * 64);
-        __m512i x;
-        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0); c01 = _mm512_dpbusd_epi32(c01, x, y1);
-    }
-    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00); _mm512_storeu_si512(c + (int64_t)0 * ldc + 16, c01);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_tile_1x1(const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
-{
-    const __m512i z = _mm512_setzero_si512();
-    const int32_t *a0 = (const int32_t *)(a + (int64_t)0 * lda);
-    const int8_t *b0 = b + (int64_t)0 * kq * 64;
-    __m512i c00 = z;
-    for (int q = 0; q < kq; q++) {
-        __m512i y0 = _mm512_loadu_si512(b0 + (int64_t)q * 64);
-        __m512i x;
-        x = _mm512_set1_epi32(a0[q]); c00 = _mm512_dpbusd_epi32(c00, x, y0);
-    }
-    _mm512_storeu_si512(c + (int64_t)0 * ldc + 0, c00);
-}
+/* The instantiations: rows 8, 4, 2, 1 x blocks 3, 2, 1 (C a constant in each, R a constant in each case). */
+#define VNNI_TILE_ROWS(R) \
+    __attribute__((target("avx512f,avx512bw,avx512vnni"))) \
+    static void vnni_tile_##R(int cols, const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc) \
+    { if (cols == 3) vnni_tile(R, 3, a, lda, kq, b, c, ldc); else if (cols == 2) vnni_tile(R, 2, a, lda, kq, b, c, ldc); else vnni_tile(R, 1, a, lda, kq, b, c, ldc); }
+VNNI_TILE_ROWS(8)
+VNNI_TILE_ROWS(4)
+VNNI_TILE_ROWS(2)
+VNNI_TILE_ROWS(1)
 
 /* a: rows r0..r1 of an m x (kq*4) u8 matrix (zero padded); quads: [blocks][kq][16][4] s8;
  * c: m x (blocks*16) int32, row stride ldc. Column panels of 3 blocks (a panel of B stays in L1/L2 while every row
  * block streams past it), rows 8 at a time. */
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-void ptq_gemm_u8s8_vnni(const uint8_t *a, int r0, int r1, int kq, const int8_t *quads, int blocks, int32_t *c, int ldc)
+PTQ_EXPORT void ptq_gemm_u8s8_vnni(const uint8_t *a, int r0, int r1, int kq, const int8_t *quads, int blocks, int32_t *c, int ldc)
 {
     const int lda = kq * 4;
     for (int nb = 0; nb < blocks; nb += 3) {
@@ -356,19 +76,11 @@ void ptq_gemm_u8s8_vnni(const uint8_t *a, int r0, int r1, int kq, const int8_t *
             int rows = r1 - i >= 8 ? 8 : r1 - i >= 4 ? 4 : r1 - i >= 2 ? 2 : 1;
             const uint8_t *ap = a + (int64_t)i * lda;
             int32_t *cp = c + (int64_t)i * ldc + nb * 16;
-            switch (rows * 4 + cols) {
-            case 35: gemm_tile_8x3(ap, lda, kq, b, cp, ldc); break;
-            case 34: gemm_tile_8x2(ap, lda, kq, b, cp, ldc); break;
-            case 33: gemm_tile_8x1(ap, lda, kq, b, cp, ldc); break;
-            case 19: gemm_tile_4x3(ap, lda, kq, b, cp, ldc); break;
-            case 18: gemm_tile_4x2(ap, lda, kq, b, cp, ldc); break;
-            case 17: gemm_tile_4x1(ap, lda, kq, b, cp, ldc); break;
-            case 11: gemm_tile_2x3(ap, lda, kq, b, cp, ldc); break;
-            case 10: gemm_tile_2x2(ap, lda, kq, b, cp, ldc); break;
-            case 9: gemm_tile_2x1(ap, lda, kq, b, cp, ldc); break;
-            case 7: gemm_tile_1x3(ap, lda, kq, b, cp, ldc); break;
-            case 6: gemm_tile_1x2(ap, lda, kq, b, cp, ldc); break;
-            case 5: gemm_tile_1x1(ap, lda, kq, b, cp, ldc); break;
+            switch (rows) {
+            case 8: vnni_tile_8(cols, ap, lda, kq, b, cp, ldc); break;
+            case 4: vnni_tile_4(cols, ap, lda, kq, b, cp, ldc); break;
+            case 2: vnni_tile_2(cols, ap, lda, kq, b, cp, ldc); break;
+            default: vnni_tile_1(cols, ap, lda, kq, b, cp, ldc); break;
             }
             i += rows;
         }
@@ -384,7 +96,7 @@ void ptq_gemm_u8s8_vnni(const uint8_t *a, int r0, int r1, int kq, const int8_t *
  * quad, so each accumulator holds 16 pixels of one output channel: the NCHW row, requantized in the same pass. */
 
 __attribute__((target("avx512f,avx512bw,avx512vl")))
-void ptq_conv_pack_input(const uint8_t *x, int channels, int h, int w, int pt, int pl, int hp, int wp,
+PTQ_EXPORT void ptq_conv_pack_input(const uint8_t *x, int channels, int h, int w, int pt, int pl, int hp, int wp,
                          uint8_t fill, int flip, uint8_t *out)
 {
     int cq = (channels + 3) / 4;
@@ -431,17 +143,32 @@ typedef struct {
     int out_signed;
 } ptq_conv_args;
 
-#define CONV_TILE 48   /* pixels per tile: 3 blocks of 16 */
-#define CONV_ROWS 8    /* output channels per register block */
 
-int ptq_conv_tiles(const ptq_conv_args *a)
+#define CONV_TILE 48   /* VNNI: pixels per tile, 3 blocks of 16 */
+#define CONV_ROWS 8    /* VNNI: output channels per register block */
+#define AMX_TILE 32    /* AMX: pixels per tile, 2 blocks of 16 */
+#define AVX2_TILE 16   /* AVX2: pixels per tile, 2 blocks of 8 */
+#define AVX2_ROWS 4    /* AVX2: output channels per register block */
+
+enum { PTQ_VNNI = 0, PTQ_AMX = 1, PTQ_AVX2_PAIRS7 = 2, PTQ_AVX2_WIDENED = 3 };
+
+/* What a convolution needs from the caller, per kernel: packed input bytes (one image and group), per-thread
+ * workspace bytes, the number of pixel tiles, and the output channel step of a thread's channel range. The managed
+ * side asks instead of recomputing the tile geometry. cq16: the AMX weights' channel quads (other kernels: 0). */
+typedef struct { int64_t input_bytes, workspace; int32_t tiles, oc_step; } ptq_conv_plan_t;
+
+PTQ_EXPORT void ptq_conv_plan(const ptq_conv_args *a, int kernel, int cq16, ptq_conv_plan_t *p)
 {
-    int span = a->sh == 1 && a->sw == 1 ? (a->oh - 1) * a->wp + a->ow : a->oh * a->ow;
-    return (span + CONV_TILE - 1) / CONV_TILE;
+    const int wide = a->sh == 1 && a->sw == 1;
+    const int64_t span = wide ? (int64_t)(a->oh - 1) * a->wp + a->ow : (int64_t)a->oh * a->ow;
+    const int tile = kernel == PTQ_VNNI ? CONV_TILE : kernel == PTQ_AMX ? AMX_TILE : AVX2_TILE;
+    const int64_t planes = kernel == PTQ_AMX ? cq16 : a->cq;   /* the AMX kernel reads cq16 channel-quad planes */
+    p->tiles = (int32_t)((span + tile - 1) / tile);
+    p->input_bytes = planes * a->hp * a->wp * 4 + 256;
+    p->oc_step = kernel == PTQ_VNNI ? CONV_ROWS : kernel == PTQ_AMX ? 32 : 8;
+    p->workspace = kernel == PTQ_AMX ? 32 * 32 * 4 + (wide ? 0 : (int64_t)a->kh * a->kw * cq16 * 128) + 128
+                                     : (int64_t)a->kq * (8 + 4 + tile * 4) + 128;
 }
-
-/* Bytes of per-thread workspace ptq_conv_vnni needs. */
-int64_t ptq_conv_workspace(const ptq_conv_args *a) { return (int64_t)a->kq * (8 + 4 + CONV_TILE * 4) + 128; }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 static inline void conv_store(const ptq_conv_args *a, __m512i v, int o, int b, const __mmask16 *mask, const int *start, const __m512i *xsum)
@@ -461,144 +188,33 @@ static inline void conv_store(const ptq_conv_args *a, __m512i v, int o, int b, c
     _mm_mask_storeu_epi8((uint8_t *)a->y + plane, (__mmask16)((1u << cnt) - 1), bytes);
 }
 
-/* 8 output channels from o x NB blocks of 16 pixels, accumulators in named registers (24 at most); written out
- * for NB = 3, 2, 1 because gcc keeps an array of them in memory. */
-
+/* One register block template: 8 output channels (broadcast weight quads) x NB blocks of 16 pixels. */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-static void conv_rows8_3(const ptq_conv_args *a, const uint8_t *const *xp, int o, const __mmask16 *mask, const int *start, const __m512i *xsum)
+TILE_INLINE void vnni_conv_rows(const int NB, const ptq_conv_args *a, const uint8_t *const *xp, int o, const __mmask16 *mask, const int *start, const __m512i *xsum)
 {
     const int kq = a->kq;
-    const int32_t *w0 = (const int32_t *)(a->w + (int64_t)o * kq * 4);
-    const int32_t *w1 = w0 + kq;
-    const int32_t *w2 = w1 + kq;
-    const int32_t *w3 = w2 + kq;
-    const int32_t *w4 = w3 + kq;
-    const int32_t *w5 = w4 + kq;
-    const int32_t *w6 = w5 + kq;
-    const int32_t *w7 = w6 + kq;
-    const __m512i z = _mm512_setzero_si512();
-    __m512i c00 = z, c01 = z, c02 = z;
-    __m512i c10 = z, c11 = z, c12 = z;
-    __m512i c20 = z, c21 = z, c22 = z;
-    __m512i c30 = z, c31 = z, c32 = z;
-    __m512i c40 = z, c41 = z, c42 = z;
-    __m512i c50 = z, c51 = z, c52 = z;
-    __m512i c60 = z, c61 = z, c62 = z;
-    __m512i c70 = z, c71 = z, c72 = z;
+    const int32_t *w[CONV_ROWS];
+    __m512i acc[CONV_ROWS][3];
+    UNROLL for (int r = 0; r < CONV_ROWS; r++) {
+        w[r] = (const int32_t *)(a->w + ((int64_t)o + r) * kq * 4);
+        UNROLL for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_si512();
+    }
     for (int q = 0; q < kq; q++) {
         const uint8_t *p = xp[q];
-        __m512i x0 = _mm512_loadu_si512(p + 0); __m512i x1 = _mm512_loadu_si512(p + 64); __m512i x2 = _mm512_loadu_si512(p + 128);
-        __m512i wv;
-        wv = _mm512_set1_epi32(w0[q]); c00 = _mm512_dpbusd_epi32(c00, x0, wv); c01 = _mm512_dpbusd_epi32(c01, x1, wv); c02 = _mm512_dpbusd_epi32(c02, x2, wv);
-        wv = _mm512_set1_epi32(w1[q]); c10 = _mm512_dpbusd_epi32(c10, x0, wv); c11 = _mm512_dpbusd_epi32(c11, x1, wv); c12 = _mm512_dpbusd_epi32(c12, x2, wv);
-        wv = _mm512_set1_epi32(w2[q]); c20 = _mm512_dpbusd_epi32(c20, x0, wv); c21 = _mm512_dpbusd_epi32(c21, x1, wv); c22 = _mm512_dpbusd_epi32(c22, x2, wv);
-        wv = _mm512_set1_epi32(w3[q]); c30 = _mm512_dpbusd_epi32(c30, x0, wv); c31 = _mm512_dpbusd_epi32(c31, x1, wv); c32 = _mm512_dpbusd_epi32(c32, x2, wv);
-        wv = _mm512_set1_epi32(w4[q]); c40 = _mm512_dpbusd_epi32(c40, x0, wv); c41 = _mm512_dpbusd_epi32(c41, x1, wv); c42 = _mm512_dpbusd_epi32(c42, x2, wv);
-        wv = _mm512_set1_epi32(w5[q]); c50 = _mm512_dpbusd_epi32(c50, x0, wv); c51 = _mm512_dpbusd_epi32(c51, x1, wv); c52 = _mm512_dpbusd_epi32(c52, x2, wv);
-        wv = _mm512_set1_epi32(w6[q]); c60 = _mm512_dpbusd_epi32(c60, x0, wv); c61 = _mm512_dpbusd_epi32(c61, x1, wv); c62 = _mm512_dpbusd_epi32(c62, x2, wv);
-        wv = _mm512_set1_epi32(w7[q]); c70 = _mm512_dpbusd_epi32(c70, x0, wv); c71 = _mm512_dpbusd_epi32(c71, x1, wv); c72 = _mm512_dpbusd_epi32(c72, x2, wv);
+        __m512i x[3];
+        UNROLL for (int b = 0; b < NB; b++) x[b] = _mm512_loadu_si512(p + b * 64);
+        UNROLL for (int r = 0; r < CONV_ROWS; r++) {
+            __m512i wv = _mm512_set1_epi32(w[r][q]);
+            UNROLL for (int b = 0; b < NB; b++) acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], x[b], wv);
+        }
     }
-    conv_store(a, c00, o + 0, 0, mask, start, xsum); conv_store(a, c01, o + 0, 1, mask, start, xsum); conv_store(a, c02, o + 0, 2, mask, start, xsum);
-    conv_store(a, c10, o + 1, 0, mask, start, xsum); conv_store(a, c11, o + 1, 1, mask, start, xsum); conv_store(a, c12, o + 1, 2, mask, start, xsum);
-    conv_store(a, c20, o + 2, 0, mask, start, xsum); conv_store(a, c21, o + 2, 1, mask, start, xsum); conv_store(a, c22, o + 2, 2, mask, start, xsum);
-    conv_store(a, c30, o + 3, 0, mask, start, xsum); conv_store(a, c31, o + 3, 1, mask, start, xsum); conv_store(a, c32, o + 3, 2, mask, start, xsum);
-    conv_store(a, c40, o + 4, 0, mask, start, xsum); conv_store(a, c41, o + 4, 1, mask, start, xsum); conv_store(a, c42, o + 4, 2, mask, start, xsum);
-    conv_store(a, c50, o + 5, 0, mask, start, xsum); conv_store(a, c51, o + 5, 1, mask, start, xsum); conv_store(a, c52, o + 5, 2, mask, start, xsum);
-    conv_store(a, c60, o + 6, 0, mask, start, xsum); conv_store(a, c61, o + 6, 1, mask, start, xsum); conv_store(a, c62, o + 6, 2, mask, start, xsum);
-    conv_store(a, c70, o + 7, 0, mask, start, xsum); conv_store(a, c71, o + 7, 1, mask, start, xsum); conv_store(a, c72, o + 7, 2, mask, start, xsum);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-static void conv_rows8_2(const ptq_conv_args *a, const uint8_t *const *xp, int o, const __mmask16 *mask, const int *start, const __m512i *xsum)
-{
-    const int kq = a->kq;
-    const int32_t *w0 = (const int32_t *)(a->w + (int64_t)o * kq * 4);
-    const int32_t *w1 = w0 + kq;
-    const int32_t *w2 = w1 + kq;
-    const int32_t *w3 = w2 + kq;
-    const int32_t *w4 = w3 + kq;
-    const int32_t *w5 = w4 + kq;
-    const int32_t *w6 = w5 + kq;
-    const int32_t *w7 = w6 + kq;
-    const __m512i z = _mm512_setzero_si512();
-    __m512i c00 = z, c01 = z;
-    __m512i c10 = z, c11 = z;
-    __m512i c20 = z, c21 = z;
-    __m512i c30 = z, c31 = z;
-    __m512i c40 = z, c41 = z;
-    __m512i c50 = z, c51 = z;
-    __m512i c60 = z, c61 = z;
-    __m512i c70 = z, c71 = z;
-    for (int q = 0; q < kq; q++) {
-        const uint8_t *p = xp[q];
-        __m512i x0 = _mm512_loadu_si512(p + 0); __m512i x1 = _mm512_loadu_si512(p + 64);
-        __m512i wv;
-        wv = _mm512_set1_epi32(w0[q]); c00 = _mm512_dpbusd_epi32(c00, x0, wv); c01 = _mm512_dpbusd_epi32(c01, x1, wv);
-        wv = _mm512_set1_epi32(w1[q]); c10 = _mm512_dpbusd_epi32(c10, x0, wv); c11 = _mm512_dpbusd_epi32(c11, x1, wv);
-        wv = _mm512_set1_epi32(w2[q]); c20 = _mm512_dpbusd_epi32(c20, x0, wv); c21 = _mm512_dpbusd_epi32(c21, x1, wv);
-        wv = _mm512_set1_epi32(w3[q]); c30 = _mm512_dpbusd_epi32(c30, x0, wv); c31 = _mm512_dpbusd_epi32(c31, x1, wv);
-        wv = _mm512_set1_epi32(w4[q]); c40 = _mm512_dpbusd_epi32(c40, x0, wv); c41 = _mm512_dpbusd_epi32(c41, x1, wv);
-        wv = _mm512_set1_epi32(w5[q]); c50 = _mm512_dpbusd_epi32(c50, x0, wv); c51 = _mm512_dpbusd_epi32(c51, x1, wv);
-        wv = _mm512_set1_epi32(w6[q]); c60 = _mm512_dpbusd_epi32(c60, x0, wv); c61 = _mm512_dpbusd_epi32(c61, x1, wv);
-        wv = _mm512_set1_epi32(w7[q]); c70 = _mm512_dpbusd_epi32(c70, x0, wv); c71 = _mm512_dpbusd_epi32(c71, x1, wv);
-    }
-    conv_store(a, c00, o + 0, 0, mask, start, xsum); conv_store(a, c01, o + 0, 1, mask, start, xsum);
-    conv_store(a, c10, o + 1, 0, mask, start, xsum); conv_store(a, c11, o + 1, 1, mask, start, xsum);
-    conv_store(a, c20, o + 2, 0, mask, start, xsum); conv_store(a, c21, o + 2, 1, mask, start, xsum);
-    conv_store(a, c30, o + 3, 0, mask, start, xsum); conv_store(a, c31, o + 3, 1, mask, start, xsum);
-    conv_store(a, c40, o + 4, 0, mask, start, xsum); conv_store(a, c41, o + 4, 1, mask, start, xsum);
-    conv_store(a, c50, o + 5, 0, mask, start, xsum); conv_store(a, c51, o + 5, 1, mask, start, xsum);
-    conv_store(a, c60, o + 6, 0, mask, start, xsum); conv_store(a, c61, o + 6, 1, mask, start, xsum);
-    conv_store(a, c70, o + 7, 0, mask, start, xsum); conv_store(a, c71, o + 7, 1, mask, start, xsum);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-static void conv_rows8_1(const ptq_conv_args *a, const uint8_t *const *xp, int o, const __mmask16 *mask, const int *start, const __m512i *xsum)
-{
-    const int kq = a->kq;
-    const int32_t *w0 = (const int32_t *)(a->w + (int64_t)o * kq * 4);
-    const int32_t *w1 = w0 + kq;
-    const int32_t *w2 = w1 + kq;
-    const int32_t *w3 = w2 + kq;
-    const int32_t *w4 = w3 + kq;
-    const int32_t *w5 = w4 + kq;
-    const int32_t *w6 = w5 + kq;
-    const int32_t *w7 = w6 + kq;
-    const __m512i z = _mm512_setzero_si512();
-    __m512i c00 = z;
-    __m512i c10 = z;
-    __m512i c20 = z;
-    __m512i c30 = z;
-    __m512i c40 = z;
-    __m512i c50 = z;
-    __m512i c60 = z;
-    __m512i c70 = z;
-    for (int q = 0; q < kq; q++) {
-        const uint8_t *p = xp[q];
-        __m512i x0 = _mm512_loadu_si512(p + 0);
-        __m512i wv;
-        wv = _mm512_set1_epi32(w0[q]); c00 = _mm512_dpbusd_epi32(c00, x0, wv);
-        wv = _mm512_set1_epi32(w1[q]); c10 = _mm512_dpbusd_epi32(c10, x0, wv);
-        wv = _mm512_set1_epi32(w2[q]); c20 = _mm512_dpbusd_epi32(c20, x0, wv);
-        wv = _mm512_set1_epi32(w3[q]); c30 = _mm512_dpbusd_epi32(c30, x0, wv);
-        wv = _mm512_set1_epi32(w4[q]); c40 = _mm512_dpbusd_epi32(c40, x0, wv);
-        wv = _mm512_set1_epi32(w5[q]); c50 = _mm512_dpbusd_epi32(c50, x0, wv);
-        wv = _mm512_set1_epi32(w6[q]); c60 = _mm512_dpbusd_epi32(c60, x0, wv);
-        wv = _mm512_set1_epi32(w7[q]); c70 = _mm512_dpbusd_epi32(c70, x0, wv);
-    }
-    conv_store(a, c00, o + 0, 0, mask, start, xsum);
-    conv_store(a, c10, o + 1, 0, mask, start, xsum);
-    conv_store(a, c20, o + 2, 0, mask, start, xsum);
-    conv_store(a, c30, o + 3, 0, mask, start, xsum);
-    conv_store(a, c40, o + 4, 0, mask, start, xsum);
-    conv_store(a, c50, o + 5, 0, mask, start, xsum);
-    conv_store(a, c60, o + 6, 0, mask, start, xsum);
-    conv_store(a, c70, o + 7, 0, mask, start, xsum);
+    UNROLL for (int r = 0; r < CONV_ROWS; r++)
+        UNROLL for (int b = 0; b < NB; b++) conv_store(a, acc[r][b], o + r, b, mask, start, xsum);
 }
 
 /* Output tiles [t0, t1) (48 pixels each) for channels [o0, o1) (o0 a multiple of 8). */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, int o1, uint8_t *ws)
+PTQ_EXPORT void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, int o1, uint8_t *ws)
 {
     const int kq = a->kq, wide = a->sh == 1 && a->sw == 1;
     const int pixels = a->oh * a->ow, span = wide ? (a->oh - 1) * a->wp + a->ow : pixels;
@@ -659,69 +275,51 @@ void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, int o1, uint8
             for (int q = 0; q < kq; q++)
                 for (int b = 0; b < nb; b++) xsum[b] = _mm512_dpbusd_epi32(xsum[b], _mm512_loadu_si512(xp[q] + b * 64), ones);
         for (int o = o0; o < o1; o += CONV_ROWS) {
-            if (nb == 3) conv_rows8_3(a, xp, o, mask, start, xsum);
-            else if (nb == 2) conv_rows8_2(a, xp, o, mask, start, xsum);
-            else conv_rows8_1(a, xp, o, mask, start, xsum);
+            if (nb == 3) vnni_conv_rows(3, a, xp, o, mask, start, xsum);
+            else if (nb == 2) vnni_conv_rows(2, a, xp, o, mask, start, xsum);
+            else vnni_conv_rows(1, a, xp, o, mask, start, xsum);
         }
     }
 }
-
 /* ---- AMX-INT8 GEMM ----------------------------------------------------------------------------------------------
  * The packed weights' quads ([blocks][kq][16][4]) are exactly the B tiles tdpbusd wants: 16 quads of one block are a
  * 16 x 64-byte tile. A is the row-major u8 copy, K padded with zeros to a multiple of 64 and rows to a multiple of 16,
  * so a tile that runs past K multiplies zeros (the quads read past it belong to the next block or the padding the
- * packer leaves). The OS must grant the tile state first (arch_prctl ARCH_REQ_XCOMP_PERM). */
+ * packer leaves). On Linux the process must ask for the tile state first (arch_prctl ARCH_REQ_XCOMP_PERM); elsewhere
+ * the OS must have enabled it in XCR0. */
+#include <cpuid.h>
+#if defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <cpuid.h>
+#endif
 
-int ptq_has_amx(void)
+PTQ_EXPORT int ptq_has_amx(void)
 {
     unsigned int a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
     if (!(d & (1u << 24)) || !(d & (1u << 25))) return 0;     /* AMX-TILE, AMX-INT8 */
+#if defined(__linux__)
     return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;   /* OSXSAVE */
+    unsigned int lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & (3u << 17)) == (3u << 17);                               /* XTILECFG, XTILEDATA enabled */
+#endif
 }
 
 typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } ptq_tilecfg;
 
-/* Rows [r0, r1) (multiples of 16 of the padded A) x all blocks; lda a multiple of 64; kq16 = lda / 4. */
-__attribute__((target("amx-tile,amx-int8,avx512f")))
-void ptq_gemm_u8s8_amx(const uint8_t *a, int lda, int r0, int r1, const int8_t *quads, int kq, int blocks, int32_t *c, int ldc)
-{
-    ptq_tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
-    _tile_loadconfig(&cfg);
-    const int kq16 = lda / 4;
-    const int64_t bstride = (int64_t)kq * 64, cs = (int64_t)ldc * 4;
-    for (int nb = 0; nb < blocks; nb += 2) {
-        int two = nb + 1 < blocks;
-        const int8_t *b0 = quads + nb * bstride, *b1 = b0 + bstride;
-        for (int i = r0; i < r1; i += 32) {
-            int pair = i + 16 < r1;
-            const uint8_t *a0 = a + (int64_t)i * lda, *a1 = a0 + (int64_t)16 * lda;
-            int32_t *c0 = c + (int64_t)i * ldc + nb * 16, *c1 = c0 + (int64_t)16 * ldc;
-            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-            for (int q = 0; q < kq16; q += 16) {
-                _tile_loadd(4, a0 + q * 4, lda);
-                _tile_loadd(6, b0 + (int64_t)q * 64, 64);
-                _tile_dpbusd(0, 4, 6);
-                if (two) { _tile_loadd(7, b1 + (int64_t)q * 64, 64); _tile_dpbusd(1, 4, 7); }
-                if (pair) {
-                    _tile_loadd(5, a1 + q * 4, lda);
-                    _tile_dpbusd(2, 5, 6);
-                    if (two) _tile_dpbusd(3, 5, 7);
-                }
-            }
-            _tile_stored(0, c0, cs);
-            if (two) _tile_stored(1, c0 + 16, cs);
-            if (pair) { _tile_stored(2, c1, cs); if (two) _tile_stored(3, c1 + 16, cs); }
-        }
-    }
-    _tile_release();
-}
+#if defined(_WIN32)
+/* gcc 12's tile load/store macros pass the stride as long, 32 bits on Windows x64 (LLP64), which is no valid index
+ * register: the same instructions with a 64-bit stride. */
+#undef _tile_loadd
+#define _tile_loadd(dst, base, stride) \
+    __asm__ volatile("tileloadd\t(%0,%1,1), %%tmm" #dst :: "r"((const void *)(base)), "r"((long long)(stride)))
+#undef _tile_stored
+#define _tile_stored(src, base, stride) \
+    __asm__ volatile("tilestored\t%%tmm" #src ", (%0,%1,1)" :: "r"((void *)(base)), "r"((long long)(stride)) : "memory")
+#endif
 
 /* ---- AMX-INT8 direct convolution (symmetric weights, 64+ channels per group) -------------------------------------
  * tdpbsud multiplies signed A by unsigned B: A is a weight tile, 16 output channels x 16 channel quads of one tap
@@ -729,10 +327,8 @@ void ptq_gemm_u8s8_amx(const uint8_t *a, int lda, int r0, int r1, const int8_t *
  * the packed input, read in place (the planes of consecutive channel quads are hp * wp * 4 bytes apart, the pixels
  * run over wide rows as in ptq_conv_vnni; with other strides a tile's pixels are gathered first). C tiles are 16
  * channels x 16 pixels: NCHW rows, requantized by conv_store. Padded channels have zero weights, so whatever the padded planes hold adds nothing. */
-#define AMX_TILE 32    /* pixels per tile: 2 blocks of 16 */
-
 __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni")))
-void ptq_conv_amx(const ptq_conv_args *a, const int8_t *wamx, int cq16, int t0, int t1, int o0, int o1, uint8_t *ws)
+PTQ_EXPORT void ptq_conv_amx(const ptq_conv_args *a, const int8_t *wamx, int cq16, int t0, int t1, int o0, int o1, uint8_t *ws)
 {
     ptq_tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -820,10 +416,10 @@ void ptq_conv_amx(const ptq_conv_args *a, const int8_t *wamx, int cq16, int t0, 
  * to a multiple of 64, rows to a multiple of 16) with their sums, so the caller runs nothing serial but the column
  * terms; the tiles of each 32 x 32 block go through an aligned scratch block (in L1) into C (ldc = n) with the
  * correction, so C needs no alignment and no extra pass. Integer arithmetic throughout: any split of rows or blocks
- * gives the same bits. ws: ptq_gemm_amx_workspace(rows, k) bytes. zb may be null (all zero). */
-long long ptq_gemm_amx_workspace(int rows, int k)
+ * gives the same bits. ws: ptq_gemm_plan's workspace bytes. zb may be null (all zero). */
+static int64_t amx_gemm_workspace(int rows, int k)
 {
-    return (long long)(rows + 15) / 16 * 16 * ((k + 63) / 64 * 64) + (long long)(rows + 15) / 16 * 16 * 4 + 2 * 32 * 32 * 4 + 128;
+    return (int64_t)(rows + 15) / 16 * 16 * ((k + 63) / 64 * 64) + (int64_t)(rows + 15) / 16 * 16 * 4 + 2 * 32 * 32 * 4 + 128;
 }
 
 typedef struct {
@@ -884,7 +480,7 @@ static inline void amx_gemm_correct(const amx_gemm_ctx *x, int i, int nb, int tw
 }
 
 __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw")))
-void ptq_gemm_amx_fused(const uint8_t *a, int m, int k, int flip, int r0, int r1, const int8_t *quads, int kq, int nb0, int nb1,
+PTQ_EXPORT void ptq_gemm_amx_fused(const uint8_t *a, int m, int k, int flip, int r0, int r1, const int8_t *quads, int kq, int nb0, int nb1,
                         const int32_t *colterm, const int32_t *zb, int32_t *c, int n, uint8_t *ws)
 {
     (void)m;
@@ -958,7 +554,7 @@ static inline __m512i sat_bcast(const uint8_t *p)
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-void ptq_gemm_u8s8_satsplit(const uint8_t *a, int lda, int rows, int quads, const int8_t *safe, int blocks,
+PTQ_EXPORT void ptq_gemm_u8s8_satsplit(const uint8_t *a, int lda, int rows, int quads, const int8_t *safe, int blocks,
                             const int8_t *risky, const int32_t *riskyStart, const int32_t *riskyQ, int32_t *out, int ldo)
 {
     const __m512i ones = _mm512_set1_epi16(1);
@@ -1019,5 +615,321 @@ void ptq_gemm_u8s8_satsplit(const uint8_t *a, int lda, int rows, int quads, cons
             if (rr > 2) _mm512_storeu_si512(o + 2 * ldo, c2);
             if (rr > 3) _mm512_storeu_si512(o + 3 * ldo, c3);
         }
+    }
+}
+
+/* ---- AVX2 kernels (CPUs without VNNI) -------------------------------------------------------------------------------
+ * Two exact forms of the u8 x s8 dot product, chosen per weight tensor when it is packed:
+ * - "7-bit pairs": vpmaddubsw adds two adjacent u8 x s8 products into a saturating int16, then vpmaddwd with ones
+ *   adds the pairs into int32. With a in 0..255 a pair (w0, w1) cannot saturate when max(w0,0) + max(w1,0) <= 128
+ *   and min(w0,0) + min(w1,0) >= -128 (255 * 128 = 32640); the packer checks every pair and uses this form only then
+ *   (weights within 7 bits, |w| <= 64, always pass). Same quads, same zero-point corrections as the VNNI kernels.
+ * - "widened": A and B as int16 pairs (A widened per row panel, minus its zero point; B already packed as int16
+ *   pairs minus its zero point), vpmaddwd adds each pair exactly into int32: no saturation, no correction.
+ * One unit of K (a quad of bytes or a pair of int16) is 4 bytes per row of A and 64 bytes per block of 16 columns of
+ * B in both forms, so one register tile template serves both; only the dot product differs. */
+#define AVX2_GEMM_ROWS 4
+
+__attribute__((target("avx2")))
+TILE_INLINE __m256i avx2_dot(const int widened, __m256i acc, __m256i x, __m256i w)
+{
+    if (widened) return _mm256_add_epi32(acc, _mm256_madd_epi16(x, w));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), _mm256_set1_epi16(1)));
+}
+
+/* AVX2_GEMM_ROWS rows of A (u8 quads or int16 pairs, one 4-byte unit broadcast per row) x one block of 16 columns
+ * (two vectors). Leftover rows are handled inside the tile, as XNNPACK's micro-kernels do: the pointers of rows past
+ * rr alias the last valid row and their results are not stored. */
+__attribute__((target("avx2")))
+TILE_INLINE void avx2_tile(const int W, const int32_t *a, int64_t lda32, int rr, int units, const int8_t *b, int32_t *c, int ldc)
+{
+    __m256i acc[AVX2_GEMM_ROWS][2];
+    const int32_t *ar[AVX2_GEMM_ROWS];
+    UNROLL for (int r = 0; r < AVX2_GEMM_ROWS; r++) {
+        ar[r] = a + (r < rr ? r : rr - 1) * lda32;
+        acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    }
+    for (int u = 0; u < units; u++) {
+        __m256i y0 = _mm256_loadu_si256((const __m256i *)(b + (int64_t)u * 64));
+        __m256i y1 = _mm256_loadu_si256((const __m256i *)(b + (int64_t)u * 64 + 32));
+        UNROLL for (int r = 0; r < AVX2_GEMM_ROWS; r++) {
+            __m256i x = _mm256_set1_epi32(ar[r][u]);
+            acc[r][0] = avx2_dot(W, acc[r][0], x, y0);
+            acc[r][1] = avx2_dot(W, acc[r][1], x, y1);
+        }
+    }
+    UNROLL for (int r = 0; r < AVX2_GEMM_ROWS; r++)
+        if (r < rr) {
+            _mm256_storeu_si256((__m256i *)(c + (int64_t)r * ldc), acc[r][0]);
+            _mm256_storeu_si256((__m256i *)(c + (int64_t)r * ldc + 8), acc[r][1]);
+        }
+}
+
+__attribute__((target("avx2"))) static void avx2_tile_pairs7(const int32_t *a, int64_t lda32, int rr, int units, const int8_t *b, int32_t *c, int ldc)
+{ avx2_tile(0, a, lda32, rr, units, b, c, ldc); }
+__attribute__((target("avx2"))) static void avx2_tile_widened(const int32_t *a, int64_t lda32, int rr, int units, const int8_t *b, int32_t *c, int ldc)
+{ avx2_tile(1, a, lda32, rr, units, b, c, ldc); }
+
+/* Rows [r0, r1) of C (row stride ldc) = A x B over all blocks. a: the u8 copy of A (rows of lda bytes, zero padded,
+ * signed A sign-flipped). 7-bit pairs (widened = 0): b = the quads [blocks][kq][16][4], units = kq, raw sums (the
+ * caller corrects the zero points). Widened: b = int16 pairs [blocks][kp][16][2] of w minus its zero point,
+ * units = kp; the rows are widened into ws (ptq_gemm_plan's workspace) minus az, so C is exact as it stands.
+ * Column blocks outer (a block of B stays in L1/L2 while the rows stream past it). */
+__attribute__((target("avx2")))
+PTQ_EXPORT void ptq_gemm_u8s8_avx2(const uint8_t *a, int lda, int r0, int r1, int widened, int az, int units,
+                                   const int8_t *b, int blocks, int32_t *c, int ldc, uint8_t *ws)
+{
+    const int32_t *ap = (const int32_t *)(a + (int64_t)r0 * lda);
+    int64_t lda32 = lda / 4;
+    if (widened) {
+        int16_t *w16 = (int16_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+        const int kk = units * 2;
+        const __m256i z = _mm256_set1_epi16((short)az);
+        for (int i = r0; i < r1; i++) {
+            const uint8_t *src = a + (int64_t)i * lda;
+            int16_t *dst = w16 + (int64_t)(i - r0) * kk;
+            int k = 0;
+            for (; k + 16 <= kk; k += 16)
+                _mm256_storeu_si256((__m256i *)(dst + k), _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(src + k))), z));
+            for (; k < kk; k++) dst[k] = (int16_t)(src[k] - az);
+        }
+        ap = (const int32_t *)w16;
+        lda32 = units;
+    }
+    for (int nb = 0; nb < blocks; nb++) {
+        const int8_t *bp = b + (int64_t)nb * units * 64;
+        for (int i = r0; i < r1; i += AVX2_GEMM_ROWS) {
+            int rr = r1 - i < AVX2_GEMM_ROWS ? r1 - i : AVX2_GEMM_ROWS;
+            const int32_t *ai = ap + (int64_t)(i - r0) * lda32;
+            int32_t *cp = c + (int64_t)i * ldc + nb * 16;
+            if (widened) avx2_tile_widened(ai, lda32, rr, units, bp, cp, ldc);
+            else avx2_tile_pairs7(ai, lda32, rr, units, bp, cp, ldc);
+        }
+    }
+}
+
+/* What a GEMM kernel needs from the caller: the per-thread workspace for `rows` rows, the row step a thread's share
+ * is a multiple of, and the row length (bytes) of the u8 copy of A. */
+typedef struct { int64_t workspace; int32_t row_step, lda; } ptq_gemm_plan_t;
+
+PTQ_EXPORT void ptq_gemm_plan(int kernel, int rows, int k, ptq_gemm_plan_t *p)
+{
+    const int kq = (k + 3) / 4;
+    p->lda = kq * 4;
+    p->workspace = 0;
+    p->row_step = 8;
+    if (kernel == PTQ_AMX) { p->workspace = amx_gemm_workspace(rows, k) + 64; p->row_step = 32; p->lda = (k + 63) / 64 * 64; }
+    else if (kernel == PTQ_AVX2_PAIRS7) p->row_step = AVX2_GEMM_ROWS;
+    else if (kernel == PTQ_AVX2_WIDENED) { p->row_step = AVX2_GEMM_ROWS; p->workspace = (int64_t)rows * ((k + 1) / 2) * 4 + 64; }
+}
+
+/* ---- AVX2 direct convolution ---------------------------------------------------------------------------------------
+ * ptq_conv_vnni's structure with 8-pixel vectors: the input of one image and group is packed once per call as
+ * [units][hp][wp][4 bytes]: channel quads of u8 (7-bit pairs; pads and missing channels hold the zero point, the
+ * weights are the VNNI quads [oc rounded up to 8][kq][4] and the corrections those of the VNNI kernel) or channel
+ * pairs of int16 x minus its zero point (widened; pads 0, the weights [oc rounded up to 8][kp][2] int16 w minus its
+ * zero point, so only the bias is added). 8 pixels x one unit are one 32-byte vector either way; one weight unit is
+ * broadcast per output channel. */
+PTQ_EXPORT void ptq_conv_pack_input_avx2(const uint8_t *x, int channels, int h, int w, int pt, int pl, int hp, int wp,
+                                         uint8_t fill, int flip, int widened, uint8_t *out)
+{
+    const int per = widened ? 2 : 4, units = (channels + per - 1) / per;
+    const uint8_t sign = flip ? 0x80 : 0;
+    memset(out, widened ? 0 : fill, (size_t)units * hp * wp * 4 + 256);
+    for (int c = 0; c < channels; c++) {
+        int u = c / per, t = c % per;
+        for (int r = 0; r < h; r++) {
+            const uint8_t *src = x + ((int64_t)c * h + r) * w;
+            int64_t at = ((int64_t)u * hp + r + pt) * wp + pl;
+            if (widened) {
+                int16_t *dst = (int16_t *)out + at * 2 + t;
+                for (int j = 0; j < w; j++) dst[j * 2] = (int16_t)((src[j] ^ sign) - fill);
+            } else {
+                uint8_t *dst = out + at * 4 + t;
+                for (int j = 0; j < w; j++) dst[j * 4] = src[j] ^ sign;
+            }
+        }
+    }
+}
+
+/* Requantization epilogue (QuantMath.Requantize, 8 lanes): round_half_even(float(v) * m) + zp, clamped. */
+__attribute__((target("avx2")))
+TILE_INLINE __m256i avx2_requantize(__m256i v, float m, float zp, float lo, float hi)
+{
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(m));
+    f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    f = _mm256_add_ps(f, _mm256_set1_ps(zp));
+    f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
+    return _mm256_cvtps_epi32(f);
+}
+
+/* The valid lanes (mask) of one block, in output order from start: int32 as they are, or requantized bytes. */
+__attribute__((target("avx2")))
+TILE_INLINE void avx2_store_lanes(void *y, int64_t at, int out_bytes, __m256i v, unsigned mask)
+{
+    int32_t t[8];
+    _mm256_storeu_si256((__m256i *)t, v);
+    int n = 0;
+    if (out_bytes) { uint8_t *p = (uint8_t *)y + at; for (int i = 0; i < 8; i++) if (mask >> i & 1) p[n++] = (uint8_t)t[i]; }
+    else { int32_t *p = (int32_t *)y + at; for (int i = 0; i < 8; i++) if (mask >> i & 1) p[n++] = t[i]; }
+}
+
+__attribute__((target("avx2")))
+TILE_INLINE void avx2_conv_store(const ptq_conv_args *a, __m256i v, int o, int b, const uint8_t *mask, const int *start, const __m256i *xsum)
+{
+    if (!mask[b] || o >= a->oc) return;
+    if (a->wzero) v = _mm256_sub_epi32(v, _mm256_mullo_epi32(_mm256_set1_epi32(a->wzero[o]), xsum[b]));
+    v = _mm256_add_epi32(v, _mm256_set1_epi32(a->corr[o]));
+    if (a->mult) v = avx2_requantize(v, a->mult[o], a->zp, a->qlo, a->qhi);
+    avx2_store_lanes(a->y, (int64_t)o * a->oh * a->ow + start[b], a->mult != 0, v, mask[b]);
+}
+
+/* One register block template: AVX2_ROWS output channels x NB blocks of 8 pixels, one dot product form W. */
+__attribute__((target("avx2")))
+TILE_INLINE void avx2_conv_rows(const int W, const int NB, const ptq_conv_args *a, const uint8_t *const *xp, int o, const uint8_t *mask, const int *start, const __m256i *xsum)
+{
+    const int kq = a->kq;
+    const int32_t *w[AVX2_ROWS];
+    __m256i acc[AVX2_ROWS][2];
+    UNROLL for (int r = 0; r < AVX2_ROWS; r++) {
+        w[r] = (const int32_t *)a->w + ((int64_t)o + r) * kq;
+        UNROLL for (int b = 0; b < NB; b++) acc[r][b] = _mm256_setzero_si256();
+    }
+    for (int q = 0; q < kq; q++) {
+        __m256i x[2];
+        UNROLL for (int b = 0; b < NB; b++) x[b] = _mm256_loadu_si256((const __m256i *)(xp[q] + b * 32));
+        UNROLL for (int r = 0; r < AVX2_ROWS; r++) {
+            __m256i wv = _mm256_set1_epi32(w[r][q]);
+            UNROLL for (int b = 0; b < NB; b++) acc[r][b] = avx2_dot(W, acc[r][b], x[b], wv);
+        }
+    }
+    UNROLL for (int r = 0; r < AVX2_ROWS; r++)
+        UNROLL for (int b = 0; b < NB; b++) avx2_conv_store(a, acc[r][b], o + r, b, mask, start, xsum);
+}
+
+__attribute__((target("avx2"))) static void avx2_conv_block(int widened, int nb, const ptq_conv_args *a, const uint8_t *const *xp, int o, const uint8_t *mask, const int *start, const __m256i *xsum)
+{
+    if (widened) { if (nb == 2) avx2_conv_rows(1, 2, a, xp, o, mask, start, xsum); else avx2_conv_rows(1, 1, a, xp, o, mask, start, xsum); }
+    else { if (nb == 2) avx2_conv_rows(0, 2, a, xp, o, mask, start, xsum); else avx2_conv_rows(0, 1, a, xp, o, mask, start, xsum); }
+}
+
+/* Output tiles [t0, t1) (AVX2_TILE pixels each) for channels [o0, o1) (o0 a multiple of 8); a->kq counts units
+ * (quads or pairs), a->cq channel units; ws: ptq_conv_plan's workspace. */
+__attribute__((target("avx2")))
+PTQ_EXPORT void ptq_conv_avx2(const ptq_conv_args *a, int widened, int t0, int t1, int o0, int o1, uint8_t *ws)
+{
+    const int kq = a->kq, wide = a->sh == 1 && a->sw == 1;
+    const int pixels = a->oh * a->ow, span = wide ? (a->oh - 1) * a->wp + a->ow : pixels;
+    uint8_t *tile = (uint8_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);   /* kq * 64 bytes (gathered pixels) */
+    const uint8_t **xp = (const uint8_t **)(tile + (int64_t)kq * AVX2_TILE * 4);
+    int32_t *qoff = (int32_t *)(xp + kq);
+    for (int cq = 0, q = 0; cq < a->cq; cq++)
+        for (int ki = 0; ki < a->kh; ki++)
+            for (int kj = 0; kj < a->kw; kj++, q++)
+                qoff[q] = ((cq * a->hp + ki * a->dh) * a->wp + kj * a->dw) * 4;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), zero = _mm256_setzero_si256();
+    for (int t = t0; t < t1; t++) {
+        int l0 = t * AVX2_TILE;
+        int nb = (span - l0 + 7) / 8;
+        if (nb > 2) nb = 2;
+        uint8_t mask[2];
+        int start[2];
+        for (int b = 0; b < 2; b++) {
+            int lb = l0 + b * 8, first = 1;
+            mask[b] = 0; start[b] = 0;
+            for (int i = 0; i < 8 && b < nb; i++) {
+                int l = lb + i;
+                if (l >= span) break;
+                if (wide && l % a->wp >= a->ow) continue;
+                if (first) { start[b] = wide ? l / a->wp * a->ow + l % a->wp : l; first = 0; }
+                mask[b] |= (uint8_t)(1u << i);
+            }
+        }
+        if (wide) {
+            for (int q = 0; q < kq; q++) xp[q] = a->x + qoff[q] + (int64_t)l0 * 4;
+        } else {
+            __m256i off[2];
+            for (int b = 0; b < 2; b++) {
+                __m256i p = _mm256_add_epi32(_mm256_set1_epi32(l0 + b * 8), lane);
+                __m256i in = _mm256_cmpgt_epi32(_mm256_set1_epi32(pixels), p);
+                /* p / ow by float division is exact here (p < 2^24), then rounded down. */
+                __m256i r = _mm256_cvttps_epi32(_mm256_div_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps((float)a->ow)));
+                __m256i c = _mm256_sub_epi32(p, _mm256_mullo_epi32(r, _mm256_set1_epi32(a->ow)));
+                __m256i neg = _mm256_cmpgt_epi32(zero, c);                /* -1 where the quotient rounded up */
+                r = _mm256_add_epi32(r, neg);
+                c = _mm256_add_epi32(c, _mm256_and_si256(neg, _mm256_set1_epi32(a->ow)));
+                __m256i o = _mm256_add_epi32(_mm256_mullo_epi32(r, _mm256_set1_epi32(a->sh * a->wp)), _mm256_mullo_epi32(c, _mm256_set1_epi32(a->sw)));
+                off[b] = _mm256_and_si256(o, in);
+            }
+            for (int q = 0; q < kq; q++) {
+                const int *src = (const int *)(a->x + qoff[q]);
+                for (int b = 0; b < nb; b++)
+                    _mm256_store_si256((__m256i *)(tile + (int64_t)q * AVX2_TILE * 4 + b * 32), _mm256_i32gather_epi32(src, off[b], 4));
+                xp[q] = tile + (int64_t)q * AVX2_TILE * 4;
+            }
+        }
+        __m256i xsum[2] = { zero, zero };
+        if (a->wzero && !widened) {
+            const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+            for (int q = 0; q < kq; q++)
+                for (int b = 0; b < nb; b++)
+                    xsum[b] = _mm256_add_epi32(xsum[b], _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(xp[q] + b * 32)), ones8), ones16));
+        }
+        for (int o = o0; o < o1; o += AVX2_ROWS) avx2_conv_block(widened, nb, a, xp, o, mask, start, xsum);
+    }
+}
+
+/* ---- AVX2 depthwise convolution ------------------------------------------------------------------------------------
+ * One channel per input plane: the plane is laid out once per channel as int32 x minus its zero point, padded with
+ * zeros (plus slack for the vector reads past a row's end), and 8 output pixels of a row accumulate w[tap] * x over
+ * the taps with vpmulld (exact: |x - xz|, |w - wz| <= 255). Stride 1 reads straight from the plane, other strides
+ * gather. The epilogue adds the bias and requantizes (or stores int32). */
+typedef struct {
+    const uint8_t *x;      /* the image's planes [channels][h][w] */
+    const int32_t *w;      /* [channels][kh * kw], w minus its zero point */
+    const int32_t *bias;   /* per channel, or null */
+    const float *mult;     /* per channel requantize multiplier, or null for int32 output */
+    void *y;               /* the image's output planes [channels][oh * ow] */
+    int h, w_, pt, pl, hp, wp, kh, kw, sh, sw, dh, dw, oh, ow, xz, flip;
+    float zp, qlo, qhi;
+} ptq_dw_args;
+
+/* Bytes of per-thread workspace ptq_dwconv_avx2 needs. */
+PTQ_EXPORT int64_t ptq_dwconv_workspace(const ptq_dw_args *a) { return ((int64_t)a->hp * a->wp + 8 * (int64_t)a->sw + 16) * 4 + 64; }
+
+/* Channels [c0, c1) of one image. */
+__attribute__((target("avx2")))
+PTQ_EXPORT void ptq_dwconv_avx2(const ptq_dw_args *a, int c0, int c1, uint8_t *ws)
+{
+    int32_t *plane = (int32_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    const int taps = a->kh * a->kw, pixels = a->oh * a->ow;
+    const int64_t size = (int64_t)a->hp * a->wp + 8 * (int64_t)a->sw + 16;
+    const uint8_t sign = a->flip ? 0x80 : 0;
+    const __m256i step = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(a->sw));
+    for (int c = c0; c < c1; c++) {
+        memset(plane, 0, (size_t)size * 4);
+        for (int r = 0; r < a->h; r++) {
+            const uint8_t *src = a->x + ((int64_t)c * a->h + r) * a->w_;
+            int32_t *dst = plane + (int64_t)(r + a->pt) * a->wp + a->pl;
+            for (int j = 0; j < a->w_; j++) dst[j] = (src[j] ^ sign) - a->xz;
+        }
+        const int32_t *wc = a->w + (int64_t)c * taps;
+        const __m256i bias = _mm256_set1_epi32(a->bias ? a->bias[c] : 0);
+        for (int i = 0; i < a->oh; i++)
+            for (int j = 0; j < a->ow; j += 8) {
+                __m256i acc = _mm256_setzero_si256();
+                for (int ki = 0; ki < a->kh; ki++) {
+                    const int32_t *row = plane + (int64_t)(i * a->sh + ki * a->dh) * a->wp + (int64_t)j * a->sw;
+                    for (int kj = 0; kj < a->kw; kj++) {
+                        const int32_t *p = row + kj * a->dw;
+                        __m256i v = a->sw == 1 ? _mm256_loadu_si256((const __m256i *)p) : _mm256_i32gather_epi32((const int *)p, step, 4);
+                        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(v, _mm256_set1_epi32(wc[ki * a->kw + kj])));
+                    }
+                }
+                acc = _mm256_add_epi32(acc, bias);
+                if (a->mult) acc = avx2_requantize(acc, a->mult[c], a->zp, a->qlo, a->qhi);
+                int n = a->ow - j < 8 ? a->ow - j : 8;
+                avx2_store_lanes(a->y, (int64_t)c * pixels + (int64_t)i * a->ow + j, a->mult != 0, acc, (1u << n) - 1);
+            }
     }
 }

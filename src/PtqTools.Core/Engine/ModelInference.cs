@@ -100,7 +100,7 @@ public static class ModelInference
                     ModelPath = modelPath, Engine = engine.ToString(), Index = sample.Index, SampleId = sample.Id, Label = sample.Label >= 0 ? sample.Label : null,
                     OutputNames = names, Outputs = outputs, Top = ArgMax(outputs.Length > 0 ? outputs[0] : Array.Empty<float>()),
                     Milliseconds = one.Elapsed.TotalMilliseconds,
-                    KernelPath = own is null ? "" : kernels.EffectivePath.ToString(),
+                    KernelPath = own is null ? "" : NativeKernels.Describe(kernels.EffectivePath),
                     Threads = own is null ? threads : kernels.MaxThreads,
                     Target = target?.Name ?? "",
                 };

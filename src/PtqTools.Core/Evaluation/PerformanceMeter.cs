@@ -104,7 +104,8 @@ public static class PerformanceMeter
             {
                 Model = Path.GetFullPath(modelPath),
                 Engine = engine.ToString(),
-                KernelPath = kernel,
+                // After the runs: for NativeAvx2 the forms that ran (7-bit pairs, widened).
+                KernelPath = kernel is "" ? "" : NativeKernels.Describe(Enum.Parse<KernelPath>(kernel)),
                 Threads = reportedThreads,
                 BatchSize = batchSize,
                 WarmupRuns = warmup,

@@ -7,65 +7,125 @@ using System.Runtime.Intrinsics.X86;
 namespace PtqTools.Core.Kernels;
 
 /// <summary>
-/// The optional native library (src/native/ptqkernels.c, compiled by build.ps1 with gcc) that runs the AVX-512 VNNI
-/// GEMM .NET cannot emit. Loaded with NativeLibrary from beside this assembly (or $env:PTQTOOLS_NATIVE); when it is
-/// absent or the CPU lacks VNNI, the managed kernels run instead.
+/// The native library (src/native/ptqkernels.c, built per platform by the PtqNative MSBuild target: libptqkernels.so
+/// for linux-x64, ptqkernels.dll for win-x64) with the AVX-512 VNNI and AMX kernels .NET cannot emit and the AVX2
+/// kernels for CPUs without VNNI. Looked for in runtimes/&lt;rid&gt;/native beside this assembly, then beside it, then
+/// at $env:PTQTOOLS_NATIVE; loaded only when its ptq_abi_version() equals <see cref="AbiVersion"/> and it exports every
+/// function bound here. Otherwise the managed kernels run and <see cref="LoadError"/> says why.
 /// </summary>
 public static unsafe class NativeKernels
 {
-    const string FileName = "libptqkernels.so";
-    static readonly delegate* unmanaged<int> HasVnniFn;
+    /// <summary>The ABI version this assembly was built against (PTQ_ABI_VERSION in src/native/ptqabi.h).</summary>
+    public const int AbiVersion = 6;
+
+    /// <summary>Kernel ids of ptq_gemm_plan and ptq_conv_plan (the enum in ptqkernels.c).</summary>
+    internal enum Kernel { Vnni = 0, Amx = 1, Avx2Pairs7 = 2, Avx2Widened = 3 }
+
+    static string FileName => OperatingSystem.IsWindows() ? "ptqkernels.dll" : OperatingSystem.IsMacOS() ? "libptqkernels.dylib" : "libptqkernels.so";
+
+    /// <summary>Every export the managed side binds; the library must export exactly these (a test reads its symbol
+    /// table).</summary>
+    public static IReadOnlyList<string> BoundExports { get; } = new[]
+    {
+        "ptq_abi_version", "ptq_has_vnni", "ptq_has_avx2", "ptq_has_amx",
+        "ptq_gemm_plan", "ptq_gemm_u8s8_vnni", "ptq_gemm_amx_fused", "ptq_gemm_u8s8_satsplit", "ptq_gemm_u8s8_avx2",
+        "ptq_conv_plan", "ptq_conv_pack_input", "ptq_conv_vnni", "ptq_conv_amx", "ptq_conv_pack_input_avx2", "ptq_conv_avx2",
+        "ptq_dwconv_workspace", "ptq_dwconv_avx2",
+    };
+
     static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void> GemmFn;
+    static readonly delegate* unmanaged<int, int, int, GemmPlan*, void> GemmPlanFn;
     static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void> ConvPackFn;
     static readonly delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void> ConvFn;
-    static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void> AmxGemmFn;
+    static readonly delegate* unmanaged<ConvArgs*, int, int, ConvPlan*, void> ConvPlanFn;
     static readonly delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void> AmxConvFn;
     static readonly delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void> AmxFusedFn;
-    static readonly delegate* unmanaged<int, int, long> AmxWorkspaceFn;
     static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, sbyte*, int*, int*, int*, int, void> SatPairsFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, sbyte*, int, int*, int, byte*, void> Avx2GemmFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, int, byte*, void> Avx2PackFn;
+    static readonly delegate* unmanaged<ConvArgs*, int, int, int, int, int, byte*, void> Avx2ConvFn;
+    static readonly delegate* unmanaged<DwArgs*, long> DwWorkspaceFn;
+    static readonly delegate* unmanaged<DwArgs*, int, int, byte*, void> DwConvFn;
 
     static NativeKernels()
     {
+        var reasons = new List<string>();
         foreach (var candidate in Candidates())
         {
-            if (!File.Exists(candidate) || !NativeLibrary.TryLoad(candidate, out var handle)) continue;
-            if (!NativeLibrary.TryGetExport(handle, "ptq_has_vnni", out var has) ||
-                !NativeLibrary.TryGetExport(handle, "ptq_gemm_u8s8_vnni", out var gemm)) continue;
-            HasVnniFn = (delegate* unmanaged<int>)has;
-            GemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void>)gemm;
+            if (!File.Exists(candidate)) continue;
+            var exports = Open(candidate, out var reason);
+            if (exports is null) { reasons.Add(reason!); continue; }
+            GemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void>)exports["ptq_gemm_u8s8_vnni"];
+            GemmPlanFn = (delegate* unmanaged<int, int, int, GemmPlan*, void>)exports["ptq_gemm_plan"];
+            ConvPackFn = (delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void>)exports["ptq_conv_pack_input"];
+            ConvFn = (delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void>)exports["ptq_conv_vnni"];
+            ConvPlanFn = (delegate* unmanaged<ConvArgs*, int, int, ConvPlan*, void>)exports["ptq_conv_plan"];
+            AmxConvFn = (delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void>)exports["ptq_conv_amx"];
+            AmxFusedFn = (delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void>)exports["ptq_gemm_amx_fused"];
+            SatPairsFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, sbyte*, int*, int*, int*, int, void>)exports["ptq_gemm_u8s8_satsplit"];
+            Avx2GemmFn = (delegate* unmanaged<byte*, int, int, int, int, int, int, sbyte*, int, int*, int, byte*, void>)exports["ptq_gemm_u8s8_avx2"];
+            Avx2PackFn = (delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, int, byte*, void>)exports["ptq_conv_pack_input_avx2"];
+            Avx2ConvFn = (delegate* unmanaged<ConvArgs*, int, int, int, int, int, byte*, void>)exports["ptq_conv_avx2"];
+            DwWorkspaceFn = (delegate* unmanaged<DwArgs*, long>)exports["ptq_dwconv_workspace"];
+            DwConvFn = (delegate* unmanaged<DwArgs*, int, int, byte*, void>)exports["ptq_dwconv_avx2"];
             LoadedFrom = candidate;
-            // AMX-INT8 tiles for the GEMM where the CPU has them and the OS grants the tile state (ptq_has_amx asks, as
-            // ONNX Runtime's MLAS does in the same process); a KernelContext without AllowAmx (PTQTOOLS_AMX=0 seeds the
+            Available = true;
+            HasVnni = ((delegate* unmanaged<int>)exports["ptq_has_vnni"])() != 0;
+            HasAvx2 = ((delegate* unmanaged<int>)exports["ptq_has_avx2"])() != 0;
+            // AMX-INT8 tiles where the CPU has them and the OS grants the tile state (ptq_has_amx asks, as ONNX
+            // Runtime's MLAS does in the same process); a KernelContext without AllowAmx (PTQTOOLS_AMX=0 seeds the
             // default one) keeps a call on the VNNI kernels.
-            if (NativeLibrary.TryGetExport(handle, "ptq_has_amx", out var hasAmx) && NativeLibrary.TryGetExport(handle, "ptq_gemm_u8s8_amx", out var amx)
-                && ((delegate* unmanaged<int>)hasAmx)() != 0)
-            {
-                AmxGemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void>)amx;
-                // Version 3: each thread copies its rows of A and corrects its block of C itself (nothing serial).
-                if (NativeLibrary.TryGetExport(handle, "ptq_gemm_amx_fused", out var fused) && NativeLibrary.TryGetExport(handle, "ptq_gemm_amx_workspace", out var fusedWs))
-                {
-                    AmxFusedFn = (delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void>)fused;
-                    AmxWorkspaceFn = (delegate* unmanaged<int, int, long>)fusedWs;
-                }
-                if (NativeLibrary.TryGetExport(handle, "ptq_conv_amx", out var amxConv))
-                    AmxConvFn = (delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void>)amxConv;
-            }
-            // The saturating-pairs kernel (emulating ONNX Runtime on CPUs without VNNI) came with version 5.
-            if (NativeLibrary.TryGetExport(handle, "ptq_gemm_u8s8_satsplit", out var sat))
-                SatPairsFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, sbyte*, int*, int*, int*, int, void>)sat;
-            // The direct convolution came with version 2 of the library; an older build still serves the GEMM.
-            if (NativeLibrary.TryGetExport(handle, "ptq_conv_pack_input", out var pack) && NativeLibrary.TryGetExport(handle, "ptq_conv_vnni", out var conv))
-            {
-                ConvPackFn = (delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void>)pack;
-                ConvFn = (delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void>)conv;
-            }
+            HasAmx = HasVnni && ((delegate* unmanaged<int>)exports["ptq_has_amx"])() != 0;
             break;
         }
-        Available = GemmFn != null;
-        HasVnni = Available && HasVnniFn() != 0;
-        HasConv = HasVnni && ConvFn != null;
-        HasAmx = HasVnni && AmxGemmFn != null;
-        HasAmxConv = HasConv && HasAmx && AmxConvFn != null;
+        if (!Available)
+            LoadError = reasons.Count > 0 ? string.Join("; ", reasons)
+                : $"{FileName} not found (looked in {string.Join(", ", Candidates())})";
+        HasConv = HasVnni;
+        HasAmxConv = HasAmx;
+    }
+
+    /// <summary>Loads <paramref name="path"/> and returns its bound exports when its ABI version is this assembly's and
+    /// it exports every function bound here; otherwise frees it and says why.</summary>
+    internal static Dictionary<string, nint>? Open(string path, out string? reason)
+    {
+        reason = null;
+        if (!NativeLibrary.TryLoad(path, out var handle)) { reason = $"{path}: could not be loaded"; return null; }
+        var exports = new Dictionary<string, nint>();
+        foreach (var name in BoundExports)
+            if (NativeLibrary.TryGetExport(handle, name, out var f)) exports[name] = f;
+        if (!exports.TryGetValue("ptq_abi_version", out var abi))
+            reason = $"{path}: no ptq_abi_version export (a build older than ABI {AbiVersion})";
+        else if (((delegate* unmanaged<int>)abi)() is var version && version != AbiVersion)
+            reason = $"{path}: ABI version {version}, this assembly needs {AbiVersion}";
+        else if (BoundExports.Where(n => !exports.ContainsKey(n)).ToList() is { Count: > 0 } missing)
+            reason = $"{path}: missing exports {string.Join(", ", missing)}";
+        if (reason is null) return exports;
+        NativeLibrary.Free(handle);
+        return null;
+    }
+
+    /// <summary>Why the native library is not in use (null when it is): not found, not loadable, another ABI version,
+    /// or missing exports.</summary>
+    public static string? LoadError { get; }
+
+    /// <summary>Whether this CPU runs the library's AVX2 kernels (<see cref="KernelPath.NativeAvx2"/>).</summary>
+    public static bool HasAvx2 { get; }
+
+    /// <summary>The runtime identifier of the running platform as the package lays out its natives (linux-x64, win-x64,
+    /// linux-arm64, osx-arm64, ...).</summary>
+    public static string RuntimeId
+    {
+        get
+        {
+            string os = OperatingSystem.IsWindows() ? "win" : OperatingSystem.IsMacOS() ? "osx" : "linux";
+            string arch = RuntimeInformation.ProcessArchitecture switch
+            {
+                Architecture.X64 => "x64", Architecture.Arm64 => "arm64", Architecture.X86 => "x86", Architecture.Arm => "arm",
+                var other => other.ToString().ToLowerInvariant(),
+            };
+            return $"{os}-{arch}";
+        }
     }
 
     /// <summary>Whether the saturating-pairs GEMM (vpdpbusd for the pairs that cannot saturate, vpmaddubsw +
@@ -96,10 +156,13 @@ public static unsafe class NativeKernels
 
     static IEnumerable<string> Candidates()
     {
-        if (Environment.GetEnvironmentVariable("PTQTOOLS_NATIVE") is { Length: > 0 } env) yield return env;
+        var dirs = new List<string>();
         var dir = Path.GetDirectoryName(typeof(NativeKernels).Assembly.Location);
-        if (!string.IsNullOrEmpty(dir)) yield return Path.Combine(dir, FileName);
-        yield return Path.Combine(AppContext.BaseDirectory, FileName);
+        if (!string.IsNullOrEmpty(dir)) dirs.Add(dir);
+        if (!dirs.Contains(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar))) dirs.Add(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        foreach (var d in dirs) yield return Path.Combine(d, "runtimes", RuntimeId, "native", FileName);
+        foreach (var d in dirs) yield return Path.Combine(d, FileName);
+        if (Environment.GetEnvironmentVariable("PTQTOOLS_NATIVE") is { Length: > 0 } env) yield return env;
     }
 
     /// <summary>Whether the library was found and loaded.</summary>
@@ -109,22 +172,34 @@ public static unsafe class NativeKernels
     /// <summary>The file the library was loaded from, or null.</summary>
     public static string? LoadedFrom { get; }
 
-    /// <summary>C = (A - aZero)(B - bZero) through vpdpbusd: A is mapped to u8 (signed A + 128) and B to s8 (stored in
-    /// the quads), so the raw products are exact; the zero points are corrected with row and column sums.</summary>
-    internal static void Gemm(KernelContext context, ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
+    /// <summary>C = (A - aZero)(B - bZero) through vpdpbusd (<paramref name="avx2"/> false) or the AVX2 kernel: A is
+    /// copied as u8 (signed A + 128). VNNI and 7-bit pairs multiply it by B's s8 quads and correct the zero points with
+    /// row and column sums; the widened AVX2 form multiplies A minus its zero point by B's int16 pairs (B minus its
+    /// zero points) and needs no correction.</summary>
+    internal static void Gemm(KernelContext context, ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c, bool avx2 = false)
     {
-        if (!HasVnni) throw new InvalidOperationException("The native VNNI kernel is not available on this machine.");
+        Kernel kernel;
+        if (avx2)
+        {
+            if (!HasAvx2) throw new InvalidOperationException("The native AVX2 kernel is not available on this machine.");
+            kernel = w.SevenBitPairs ? Kernel.Avx2Pairs7 : Kernel.Avx2Widened;
+            if (kernel == Kernel.Avx2Pairs7) Interlocked.Increment(ref s_pairs7Calls); else Interlocked.Increment(ref s_widenedCalls);
+        }
+        else
+        {
+            if (!HasVnni) throw new InvalidOperationException("The native VNNI kernel is not available on this machine.");
+            if (context.AllowAmx && HasAmx && m >= AmxMinRows) { GemmAmx(context, a, aZero, aSigned, m, w, c); return; }
+            kernel = Kernel.Vnni;
+        }
+        bool widened = kernel == Kernel.Avx2Widened;
         int k = w.K, kq = (k + 3) / 4, ldc = w.Blocks * PackedWeights.Block;
-        bool amx = context.AllowAmx && HasAmx && m >= AmxMinRows;
-        if (amx && AmxFusedFn != null) { GemmAmx(context, a, aZero, aSigned, m, w, c); return; }
-        // AMX tiles take 64 k values and 16 rows at a time: K and M are padded (zero K columns add nothing; the extra
-        // rows are computed into the scratch result and dropped).
-        int lda = amx ? (k + 63) / 64 * 64 : kq * 4, rowsPadded = amx ? (m + 15) / 16 * 16 : m;
+        GemmPlan plan;
+        GemmPlanFn((int)kernel, m, k, &plan);
+        int lda = plan.Lda;
         // A is copied (sign flipped for s8, K padded) once per call into the calling thread's reusable buffer.
-        var a8 = Buffer(ref t_gemmA, (long)rowsPadded * lda + 64);
+        var a8 = Buffer(ref t_gemmA, (long)m * lda + 64);
         int ao = AlignmentOffset(a8);
-        if (rowsPadded > m) a8.AsSpan(ao + m * lda, (rowsPadded - m) * lda).Clear();
-        Span<int> rowSums = m <= 1024 ? stackalloc int[m] : new int[m];
+        Span<int> rowSums = widened ? default : m <= 1024 ? stackalloc int[m] : new int[m];
         int za = aSigned ? aZero + 128 : aZero;
         for (int i = 0; i < m; i++)
         {
@@ -132,31 +207,37 @@ public static unsafe class NativeKernels
             a8.AsSpan(ao + i * lda + k, lda - k).Clear();
             a.Slice(i * k, k).CopyTo(row);
             if (aSigned) FlipSign(row);
-            rowSums[i] = SumBytes(row);
+            if (!widened) rowSums[i] = SumBytes(row);
         }
         // When N fills whole blocks the kernel writes straight into C and the correction runs in place.
-        bool direct = ldc == w.N && c.Length >= (long)m * ldc && rowsPadded == m;
+        bool direct = ldc == w.N && c.Length >= (long)m * ldc;
         int[]? raw = null;
         if (!direct)
         {
-            if (t_gemmC is null || t_gemmC.Length < (long)rowsPadded * ldc) t_gemmC = GC.AllocateUninitializedArray<int>(rowsPadded * ldc, pinned: true);
+            if (t_gemmC is null || t_gemmC.Length < (long)m * ldc) t_gemmC = GC.AllocateUninitializedArray<int>(m * ldc, pinned: true);
             raw = t_gemmC;
         }
         int threads = context.ThreadsFor((long)m * w.N * k);
-        fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (int* pc = direct ? c : raw!.AsSpan())
+        fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (short* pd = w.Data) fixed (int* pc = direct ? c : raw!.AsSpan())
         {
-            byte* ppa = pa + ao; sbyte* ppq = pq + w.QuadsOffset; int* ppc = pc;
-            int step = amx ? 32 : 8, rowsAll = amx ? rowsPadded : m;
+            int per = threads <= 1 ? m : ((m + threads - 1) / threads + plan.RowStep - 1) / plan.RowStep * plan.RowStep;
+            GemmPlan part;
+            GemmPlanFn((int)kernel, per, k, &part);
             var job = new RowsJob
             {
-                A = ppa, Lda = lda, Kq = kq, Quads = ppq, Blocks = w.Blocks, C = ppc, Ldc = ldc, Amx = amx, Rows = rowsAll,
-                Per = threads <= 1 ? rowsAll : ((rowsPadded + threads - 1) / threads + step - 1) / step * step,
+                A = pa + ao, Lda = lda, Kq = kq, Quads = widened ? (sbyte*)pd : pq + w.QuadsOffset, Blocks = w.Blocks, C = pc, Ldc = ldc,
+                Kernel = kernel, Za = za, Units = widened ? w.KPairs : kq, Workspace = part.Workspace, Rows = m, Per = per,
             };
             KernelWorkers.Run(Math.Max(1, threads), &RowsPart, &job);
         }
+        int n = w.N;
+        if (widened)
+        {
+            if (!direct) for (int i = 0; i < m; i++) raw.AsSpan(i * ldc, n).CopyTo(c.Slice(i * n, n));
+            return;
+        }
         var colSums = w.QuadColumnSums!;
         var zb = w.QuadZeroPoints!;
-        int n = w.N;
         Span<int> colTerm = n <= 4096 ? stackalloc int[n] : new int[n];
         for (int j = 0; j < n; j++) colTerm[j] = unchecked(k * za * zb[j] - za * colSums[j]);
         bool anyZb = false;
@@ -178,6 +259,32 @@ public static unsafe class NativeKernels
             }
             for (; j < n; j++) dst[j] = unchecked(src[j] + colTerm[j] - zb[j] * rs);
         }
+    }
+
+    static long s_pairs7Calls, s_widenedCalls;
+
+    /// <summary>How the AVX2 kernels have multiplied so far in this process: calls in the 7-bit pairs form
+    /// (vpmaddubsw, weights whose pairs cannot saturate) and in the widened form (vpmaddwd on int16).</summary>
+    public static (long SevenBitPairs, long Widened) Avx2Forms => (Interlocked.Read(ref s_pairs7Calls), Interlocked.Read(ref s_widenedCalls));
+
+    internal static void CountAvx2Form(bool sevenBit)
+    {
+        if (sevenBit) Interlocked.Increment(ref s_pairs7Calls); else Interlocked.Increment(ref s_widenedCalls);
+    }
+
+    /// <summary>The kernel path as reported to users: for NativeAvx2, which dot product forms ran ("7-bit pairs",
+    /// "widened"); for a managed path on x64, why the native library is not in use.</summary>
+    public static string Describe(KernelPath path)
+    {
+        if (path == KernelPath.NativeAvx2)
+        {
+            var (p7, wd) = Avx2Forms;
+            string forms = p7 > 0 && wd > 0 ? "7-bit pairs + widened" : p7 > 0 ? "7-bit pairs" : wd > 0 ? "widened" : "7-bit pairs or widened";
+            return $"NativeAvx2 ({forms})";
+        }
+        if (path < KernelPath.NativeAvx2 && LoadError is not null && RuntimeInformation.ProcessArchitecture == Architecture.X64)
+            return $"{path} (native kernels not loaded: {LoadError})";
+        return path.ToString();
     }
 
     /// <summary>The AMX GEMM with the A copy and the zero-point correction inside the native pass, split over threads:
@@ -216,7 +323,7 @@ public static unsafe class NativeKernels
 
     struct ConvJob
     {
-        public ConvArgs* Args; public sbyte* Weights; public int Cq16, Tiles, OcRounded; public long Workspace; public bool ByTiles; public int Per;
+        public ConvArgs* Args; public sbyte* Weights; public int Cq16, Tiles, OcRounded; public long Workspace; public bool ByTiles; public int Per; public Kernel Kernel;
     }
 
     /// <summary>Part t of a convolution: a range of tiles (or of output channels when there are fewer tiles than parts);
@@ -229,12 +336,14 @@ public static unsafe class NativeKernels
         int tl = j.ByTiles ? lo : 0, th = j.ByTiles ? hi : j.Tiles, ol = j.ByTiles ? 0 : lo, oh = j.ByTiles ? j.OcRounded : hi;
         fixed (byte* ws = Buffer(ref t_workspace, j.Workspace))
             if (j.Weights != null) AmxConvFn(j.Args, j.Weights, j.Cq16, tl, th, ol, oh, ws);
-            else ConvFn(j.Args, tl, th, ol, oh, ws);
+            else if (j.Kernel == Kernel.Vnni) ConvFn(j.Args, tl, th, ol, oh, ws);
+            else Avx2ConvFn(j.Args, j.Kernel == Kernel.Avx2Widened ? 1 : 0, tl, th, ol, oh, ws);
     }
 
     struct RowsJob
     {
-        public byte* A; public int Lda, Kq; public sbyte* Quads; public int Blocks; public int* C; public int Ldc; public bool Amx; public int Rows, Per;
+        public byte* A; public int Lda, Kq; public sbyte* Quads; public int Blocks; public int* C; public int Ldc;
+        public Kernel Kernel; public int Za, Units; public long Workspace; public int Rows, Per;
     }
 
     static void RowsPart(void* state, int t)
@@ -242,8 +351,9 @@ public static unsafe class NativeKernels
         ref var j = ref *(RowsJob*)state;
         int r0 = t * j.Per, r1 = Math.Min(j.Rows, r0 + j.Per);
         if (r0 >= r1) return;
-        if (j.Amx) AmxGemmFn(j.A, j.Lda, r0, r1, j.Quads, j.Kq, j.Blocks, j.C, j.Ldc);
-        else GemmFn(j.A, r0, r1, j.Kq, j.Quads, j.Blocks, j.C, j.Ldc);
+        if (j.Kernel == Kernel.Vnni) { GemmFn(j.A, r0, r1, j.Kq, j.Quads, j.Blocks, j.C, j.Ldc); return; }
+        fixed (byte* ws = Buffer(ref t_gemmWs, Math.Max(64, j.Workspace)))
+            Avx2GemmFn(j.A, j.Lda, r0, r1, j.Kernel == Kernel.Avx2Widened ? 1 : 0, j.Za, j.Units, j.Quads, j.Blocks, j.C, j.Ldc, ws);
     }
 
     struct AmxGemmJob
@@ -258,7 +368,9 @@ public static unsafe class NativeKernels
         int r0 = j.ByRows ? t * j.RowsPer : 0, r1 = j.ByRows ? Math.Min(j.M, r0 + j.RowsPer) : j.M;
         int b0 = j.ByRows ? 0 : t * j.BlocksPer, b1 = j.ByRows ? j.Blocks : Math.Min(j.Blocks, b0 + j.BlocksPer);
         if (r0 >= r1 || b0 >= b1) return;
-        fixed (byte* ws = Buffer(ref t_gemmWs, AmxWorkspaceFn(r1 - r0, j.K) + 64))
+        GemmPlan plan;
+        GemmPlanFn((int)Kernel.Amx, r1 - r0, j.K, &plan);
+        fixed (byte* ws = Buffer(ref t_gemmWs, plan.Workspace))
             AmxFusedFn(j.A, j.M, j.K, j.Flip, r0, r1, j.Quads, j.Kq, b0, b1, j.ColTerm, j.ZeroPoints, j.C, j.N, ws);
     }
 
@@ -298,11 +410,23 @@ public static unsafe class NativeKernels
         public float Zp, QLo, QHi;
         public int OutSigned;
 
-        public readonly bool Wide => Sh == 1 && Sw == 1;
-        // Tiles of 48 pixels and blocks of 8 output channels (CONV_TILE and CONV_ROWS in ptqkernels.c).
-        public readonly int Tiles => ((Wide ? (Oh - 1) * Wp + Ow : Oh * Ow) + 47) / 48;
-        public readonly long Workspace => (long)Kq * (8 + 4 + 192) + 128;
-        public readonly long PackedInput => (long)Cq * Hp * Wp * 4 + 256;
+    }
+
+    /// <summary>ptq_conv_plan's answer: packed input bytes, per-thread workspace, tiles and the channel step.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct ConvPlan { public long InputBytes, Workspace; public int Tiles, OcStep; }
+
+    /// <summary>ptq_gemm_plan's answer: per-thread workspace, the row step of a thread's share, A's row length.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct GemmPlan { public long Workspace; public int RowStep, Lda; }
+
+    /// <summary>The arguments of ptq_dwconv_avx2 (the C struct ptq_dw_args, field for field).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct DwArgs
+    {
+        public byte* X; public int* W; public int* Bias; public float* Mult; public void* Y;
+        public int H, Wd, Pt, Pl, Hp, Wp, Kh, Kw, Sh, Sw, Dh, Dw, Oh, Ow, Xz, Flip;
+        public float Zp, QLo, QHi;
     }
 
     [ThreadStatic] static byte[]? t_workspace;
@@ -332,35 +456,64 @@ public static unsafe class NativeKernels
         return cache;
     }
 
-    /// <summary>One image and group of a convolution through ptq_conv_vnni: the input planes (channels of this group)
-    /// are packed into the calling thread's reusable buffer, then tiles or channel ranges run on up to
-    /// <paramref name="threads"/> threads, each with its own reusable workspace. Output planes at <paramref name="y"/>.</summary>
+    /// <summary>One image and group of a convolution through ptq_conv_vnni, ptq_conv_amx (<paramref name="amxWeights"/>
+    /// set) or ptq_conv_avx2 (<paramref name="kernel"/> Avx2Pairs7 or Avx2Widened, args.W its weights): the input
+    /// planes (channels of this group) are packed into the calling thread's reusable buffer, then tiles or channel
+    /// ranges run on up to <paramref name="threads"/> threads, each with its own reusable workspace; the library
+    /// answers the sizes and tile counts (ptq_conv_plan). Output planes at args.Y.</summary>
     /// <param name="amxWeights">The group's AMX weights ([oc rounded up to 32][tap][<paramref name="cq16"/>][4]), or
-    /// null for the VNNI kernel.</param>
+    /// null.</param>
     internal static void Conv(byte* x, int channels, int height, int width, int padTop, int padLeft, byte fill, bool flip, ConvArgs args, int threads,
-        sbyte* amxWeights = null, int cq16 = 0)
+        sbyte* amxWeights = null, int cq16 = 0, Kernel kernel = Kernel.Vnni)
     {
-        bool amx = amxWeights != null;
+        if (amxWeights != null) kernel = Kernel.Amx;
+        bool avx2 = kernel is Kernel.Avx2Pairs7 or Kernel.Avx2Widened;
+        if (avx2 && !HasAvx2) throw new InvalidOperationException("The native AVX2 kernel is not available on this machine.");
+        if (!avx2 && !HasConv) throw new InvalidOperationException("The native VNNI convolution is not available on this machine.");
+        if (avx2) CountAvx2Form(kernel == Kernel.Avx2Pairs7);
+        ConvPlan plan;
+        ConvPlanFn(&args, (int)kernel, cq16, &plan);
         // The AMX kernel reads cq16 channel-quad planes; those past the input's hold whatever the buffer held (their
         // weights are zero).
-        var input = Buffer(ref t_input, (amx ? (long)cq16 * args.Hp * args.Wp * 4 + 256 : args.PackedInput) + 64);
+        var input = Buffer(ref t_input, plan.InputBytes + 64);
         fixed (byte* pinned = input)
         {
             byte* pin = pinned + AlignmentOffset(input);
-            ConvPackFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, fill, flip ? 1 : 0, pin);
+            if (avx2) Avx2PackFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, fill, flip ? 1 : 0, kernel == Kernel.Avx2Widened ? 1 : 0, pin);
+            else ConvPackFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, fill, flip ? 1 : 0, pin);
             args.X = pin;
-            int tiles = amx ? ((args.Oh - 1) * args.Wp + args.Ow + 31) / 32 : args.Tiles, oc = args.Oc;
-            int ocStep = amx ? 32 : 8, ocRounded = (oc + ocStep - 1) / ocStep * ocStep;
-            long wsSize = amx ? 32 * 32 * 4 + (args.Wide ? 0 : (long)args.Kh * args.Kw * cq16 * 128) + 128 : args.Workspace;
+            int tiles = plan.Tiles, oc = args.Oc, ocStep = plan.OcStep, ocRounded = (oc + ocStep - 1) / ocStep * ocStep;
             threads = Math.Max(1, threads);
             bool byTiles = tiles >= threads;
             var job = new ConvJob
             {
-                Args = &args, Weights = amxWeights, Cq16 = cq16, Tiles = tiles, OcRounded = ocRounded, Workspace = wsSize, ByTiles = byTiles,
+                Args = &args, Weights = amxWeights, Cq16 = cq16, Tiles = tiles, OcRounded = ocRounded, Workspace = plan.Workspace, ByTiles = byTiles,
                 Per = threads <= 1 ? tiles : byTiles ? (tiles + threads - 1) / threads : ((ocRounded / ocStep + threads - 1) / threads) * ocStep,
+                Kernel = kernel,
             };
             if (threads <= 1) job.ByTiles = true;
             KernelWorkers.Run(threads, &ConvPart, &job);
         }
+    }
+
+    /// <summary>A depthwise convolution (one input channel per output channel) of one image through ptq_dwconv_avx2,
+    /// channels split over up to <paramref name="threads"/> threads.</summary>
+    internal static void DepthwiseConv(DwArgs args, int channels, int threads)
+    {
+        if (!HasAvx2) throw new InvalidOperationException("The native AVX2 kernel is not available on this machine.");
+        var job = new DwJob { Args = &args, Workspace = DwWorkspaceFn(&args), Channels = channels };
+        threads = Math.Max(1, Math.Min(threads, channels));
+        job.Per = (channels + threads - 1) / threads;
+        KernelWorkers.Run(threads, &DwPart, &job);
+    }
+
+    struct DwJob { public DwArgs* Args; public long Workspace; public int Channels, Per; }
+
+    static void DwPart(void* state, int t)
+    {
+        ref var j = ref *(DwJob*)state;
+        int c0 = t * j.Per, c1 = Math.Min(j.Channels, c0 + j.Per);
+        if (c0 >= c1) return;
+        fixed (byte* ws = Buffer(ref t_workspace, j.Workspace)) DwConvFn(j.Args, c0, c1, ws);
     }
 }

@@ -41,9 +41,9 @@ public sealed class PackedConvWeights
     internal PackedWeights[] Groups => _groups ?? Init(ref _groups, PackGroups);
     /// <summary>w - zero point, [OC][patch], for the depthwise and scalar paths.</summary>
     internal int[] Raw => _raw ?? Init(ref _raw, PackRaw);
-    /// <summary>The native direct convolution's weights per group; null when the library has no convolution or the
-    /// convolution is depthwise.</summary>
-    internal NativeConvWeights[]? Native => Depthwise || !NativeKernels.HasConv ? null : _native ?? Init(ref _native, PackNative);
+    /// <summary>The native direct convolution's weights per group (VNNI, AMX and AVX2 kernels); null when the library
+    /// has no convolution for this CPU or the convolution is depthwise.</summary>
+    internal NativeConvWeights[]? Native => Depthwise || !(NativeKernels.HasConv || NativeKernels.HasAvx2) ? null : _native ?? Init(ref _native, PackNative);
     internal bool Depthwise { get; }
     public ConvGeometry Shape { get; }
 
@@ -56,7 +56,7 @@ public sealed class PackedConvWeights
             {
                 long bytes = (_raw?.Length ?? 0) * 4L;
                 foreach (var p in _groups ?? Array.Empty<PackedWeights>()) if (p is not null) bytes += p.Bytes;
-                foreach (var p in _native ?? Array.Empty<NativeConvWeights>()) bytes += p.Data.Length + (p.Amx?.Length ?? 0) + p.Sums.Length * 8L;
+                foreach (var p in _native ?? Array.Empty<NativeConvWeights>()) bytes += p.Data.Length + (p.Amx?.Length ?? 0) + p.Sums.Length * 8L + p.WidenedBytes;
                 return bytes;
             }
         }
@@ -153,10 +153,40 @@ internal sealed class NativeConvWeights
     public sbyte[]? Amx { get; private set; }
     public int AmxChannelQuads { get; private set; }
     public int AmxOffset { get; private set; }
+    /// <summary>Whether no adjacent pair of the quads can saturate vpmaddubsw: the AVX2 kernel then runs on the quads
+    /// ("7-bit pairs"); otherwise on <see cref="Widened"/>.</summary>
+    public bool SevenBitPairs { get; }
+    public int KernelH { get; }
+    public int KernelW { get; }
+    /// <summary>Channel pairs per tap and K pairs (channel pairs x taps) of the widened form.</summary>
+    public int ChannelPairs => (Channels + 1) / 2;
+    public int KPairs => ChannelPairs * KernelH * KernelW;
+    public int Channels { get; }
+    short[]? _widened;
+    /// <summary>Bytes of the widened form, where built.</summary>
+    public long WidenedBytes => (Volatile.Read(ref _widened)?.Length ?? 0) * 2L;
 
-    NativeConvWeights(int kq, int cq, sbyte[] data, int[] sums, int[] zeros)
+    /// <summary>The widened form for the AVX2 kernel, built from the quads on first use: int16 [OC rounded up to 8][K
+    /// pairs][2], w minus its zero point, pair p = (channel pair * kh + ki) * kw + kj; missing channels 0.</summary>
+    public short[] Widened => LazyInitializer.EnsureInitialized(ref _widened, () =>
+    {
+        int rows = Data.Length / (Kq * 4), cp = ChannelPairs, taps = KernelH * KernelW, kp = KPairs;
+        var wide = new short[(long)rows * kp * 2];
+        for (int j = 0; j < Zeros.Length; j++)
+            for (int c = 0; c < Channels; c++)
+                for (int tap = 0; tap < taps; tap++)
+                {
+                    int v = Data[((long)j * Kq + (c / 4) * taps + tap) * 4 + c % 4] - Zeros[j];
+                    wide[((long)j * kp + (c / 2) * taps + tap) * 2 + c % 2] = (short)v;
+                }
+        return wide;
+    });
+
+    NativeConvWeights(int kq, int cq, sbyte[] data, int[] sums, int[] zeros, int channels, int kh, int kw)
     {
         Kq = kq; ChannelQuads = cq; Data = data; Sums = sums; Zeros = zeros; AnyZero = zeros.Any(z => z != 0);
+        Channels = channels; KernelH = kh; KernelW = kw;
+        SevenBitPairs = PackedWeights.PairsCannotSaturate(data);
     }
 
     void PackAmx(ConvGeometry g)
@@ -196,7 +226,7 @@ internal sealed class NativeConvWeights
                         }
             sums[j] = sum;
         }
-        var packed = new NativeConvWeights(kq, cq, data, sums, zeros);
+        var packed = new NativeConvWeights(kq, cq, data, sums, zeros, cg, kh, kw);
         if (NativeKernels.HasAmxConv && !packed.AnyZero && cg >= 64) packed.PackAmx(g);
         return packed;
     }
@@ -250,11 +280,17 @@ public static class QConv
             Direct(x, xZero, w, y, all: true);
             return;
         }
-        if (w.Depthwise) { Direct(x, xZero, w, y, all: true); return; }
-        if (path == KernelPath.NativeVnni && w.Native is not null)
+        if (y.Length < (long)g.Batch * g.OutChannels * pixels) throw new ArgumentException("The output is too small.");
+        bool native = path is KernelPath.NativeAvx2 or KernelPath.NativeVnni;
+        if (w.Depthwise && native && NativeKernels.HasAvx2)
         {
-            if (y.Length < (long)g.Batch * g.OutChannels * pixels) throw new ArgumentException("The output is too small.");
-            unsafe { fixed (int* py = y) RunNative(context, x, xZero, w, default, default, 0, 0, 0, false, py, 4); }
+            unsafe { fixed (int* py = y) RunDepthwiseNative(context, x, xZero, w, default, default, 0, 0, 0, py, 4); }
+            return;
+        }
+        if (w.Depthwise) { Direct(x, xZero, w, y, all: true); return; }
+        if (native && w.Native is not null)
+        {
+            unsafe { fixed (int* py = y) RunNative(context, x, xZero, w, default, default, 0, 0, 0, false, py, 4, avx2: path == KernelPath.NativeAvx2); }
             return;
         }
         if ((path == KernelPath.NativeVnni || path == KernelPath.ArmDot) && w.Groups[0].Quads is not null)
@@ -279,7 +315,8 @@ public static class QConv
                 }
             return;
         }
-        if (path == KernelPath.NativeVnni) path = KernelPath.Avx512BW; // the int16 im2col form feeds the managed GEMM
+        // The int16 im2col form feeds the managed GEMM.
+        if (path is KernelPath.NativeAvx2 or KernelPath.NativeVnni) path = KernelDispatch.Clamp(KernelPath.Avx512BW);
         if (path == KernelPath.ArmDot) path = KernelPath.Vector128;
         int kp2 = w.Groups[0].KPairs * 2;
         var col = Workspace.Rent<short>(Workspace.Slot.Im2Col, (long)pixels * kp2);
@@ -337,15 +374,19 @@ public static class QConv
         if (!bias.IsEmpty && bias.Length != g.OutChannels) throw new ArgumentException($"The bias has {bias.Length} values for {g.OutChannels} channels.");
         var (qmin, qmax) = QuantizeKernels.Limits<TY>();
         var path = context.EffectivePath;
-        if (path == KernelPath.NativeVnni && w.Native is not null)
+        bool native = path is KernelPath.NativeAvx2 or KernelPath.NativeVnni;
+        bool depthwiseNative = w.Depthwise && native && NativeKernels.HasAvx2;
+        if ((native && w.Native is not null) || depthwiseNative)
         {
             if (x.Length != (long)g.Batch * g.Channels * g.Height * g.Width) throw new ArgumentException("The input does not match the convolution shape.");
             var mult = new float[g.OutChannels];
             for (int c = 0; c < mult.Length; c++) mult[c] = multipliers[multipliers.Length == 1 ? 0 : c];
+            int lo = relu ? Math.Max(qmin, yZero) : qmin;
             unsafe
             {
                 fixed (TY* py = y) fixed (float* pm = mult)
-                    RunNative(context, x, xZero, w, bias, new ReadOnlySpan<float>(pm, mult.Length), yZero, relu ? Math.Max(qmin, yZero) : qmin, qmax, typeof(TY) == typeof(sbyte), py, 1);
+                    if (depthwiseNative) RunDepthwiseNative(context, x, xZero, w, bias, new ReadOnlySpan<float>(pm, mult.Length), yZero, lo, qmax, py, 1);
+                    else RunNative(context, x, xZero, w, bias, new ReadOnlySpan<float>(pm, mult.Length), yZero, lo, qmax, typeof(TY) == typeof(sbyte), py, 1, avx2: path == KernelPath.NativeAvx2);
             }
             return;
         }
@@ -357,7 +398,7 @@ public static class QConv
 
     /// <summary>ptq_conv_vnni per image and group; int32 output when <paramref name="mult"/> is empty.</summary>
     static unsafe void RunNative<TX>(KernelContext context, ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, ReadOnlySpan<int> bias, ReadOnlySpan<float> mult,
-        int yZero, int qlo, int qhi, bool outSigned, void* y, int elementSize) where TX : unmanaged
+        int yZero, int qlo, int qhi, bool outSigned, void* y, int elementSize, bool avx2 = false) where TX : unmanaged
     {
         var g = w.Shape;
         bool flip = typeof(TX) == typeof(sbyte);
@@ -371,25 +412,55 @@ public static class QConv
             for (int gi = 0; gi < g.Group; gi++)
             {
                 var nw = w.Native![gi];
+                // The AVX2 kernel's widened form multiplies x and w minus their zero points: only the bias remains.
+                var kernel = !avx2 ? NativeKernels.Kernel.Vnni : nw.SevenBitPairs ? NativeKernels.Kernel.Avx2Pairs7 : NativeKernels.Kernel.Avx2Widened;
+                bool widened = kernel == NativeKernels.Kernel.Avx2Widened;
                 int kAll = nw.Kq * 4;
                 for (int j = 0; j < ocg; j++)
-                    corr[j] = unchecked((bias.IsEmpty ? 0 : bias[gi * ocg + j]) - xz * nw.Sums[j] + kAll * xz * nw.Zeros[j]);
-                fixed (sbyte* pw = nw.Data) fixed (int* pc = corr, pz = nw.Zeros)
+                    corr[j] = widened ? (bias.IsEmpty ? 0 : bias[gi * ocg + j])
+                        : unchecked((bias.IsEmpty ? 0 : bias[gi * ocg + j]) - xz * nw.Sums[j] + kAll * xz * nw.Zeros[j]);
+                fixed (sbyte* pq = nw.Data) fixed (short* pwide = widened ? nw.Widened : null) fixed (int* pc = corr, pz = nw.Zeros)
                     for (int n = 0; n < g.Batch; n++)
                     {
                         var args = new NativeKernels.ConvArgs
                         {
-                            W = pw, Corr = pc, WZero = nw.AnyZero ? pz : null, Mult = mult.IsEmpty ? null : pm + gi * ocg,
+                            W = widened ? (sbyte*)pwide : pq, Corr = pc, WZero = nw.AnyZero && !widened ? pz : null, Mult = mult.IsEmpty ? null : pm + gi * ocg,
                             Y = (byte*)y + (long)(n * g.OutChannels + gi * ocg) * pixels * elementSize,
-                            Kq = nw.Kq, Kh = g.KernelH, Kw = g.KernelW, Cq = nw.ChannelQuads,
+                            Kq = widened ? nw.KPairs : nw.Kq, Kh = g.KernelH, Kw = g.KernelW, Cq = widened ? nw.ChannelPairs : nw.ChannelQuads,
                             Hp = g.Height + g.PadTop + g.PadBottom, Wp = g.Width + g.PadLeft + g.PadRight,
                             Sh = g.StrideH, Sw = g.StrideW, Dh = g.DilationH, Dw = g.DilationW, Oh = g.OutH, Ow = g.OutW, Oc = ocg,
                             Zp = yZero, QLo = qlo, QHi = qhi, OutSigned = outSigned ? 1 : 0,
                         };
-                        fixed (sbyte* pa = amx ? nw.Amx : null)
+                        fixed (sbyte* pa = amx && !avx2 ? nw.Amx : null)
                             NativeKernels.Conv(px + (long)(n * g.Channels + gi * cg) * g.Height * g.Width, cg, g.Height, g.Width,
-                                g.PadTop, g.PadLeft, (byte)xz, flip, args, threads, pa == null ? null : pa + nw.AmxOffset, nw.AmxChannelQuads);
+                                g.PadTop, g.PadLeft, (byte)xz, flip, args, threads, pa == null ? null : pa + nw.AmxOffset, nw.AmxChannelQuads, kernel);
                     }
+            }
+    }
+
+    /// <summary>ptq_dwconv_avx2 per image (one input channel per output channel): int32 output when
+    /// <paramref name="mult"/> is empty, else bias, requantization and clamping to [qlo, qhi] in the same pass.</summary>
+    static unsafe void RunDepthwiseNative<TX>(KernelContext context, ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, ReadOnlySpan<int> bias, ReadOnlySpan<float> mult,
+        int yZero, int qlo, int qhi, void* y, int elementSize) where TX : unmanaged
+    {
+        var g = w.Shape;
+        bool flip = typeof(TX) == typeof(sbyte);
+        int xz = flip ? xZero + 128 : xZero;
+        if (xz < 0 || xz > 255) throw new ArgumentException($"The input zero point {xZero} is outside the input type's range.");
+        int pixels = g.OutH * g.OutW, plane = g.Height * g.Width;
+        int threads = context.ThreadsFor((long)g.Channels * pixels * g.KernelH * g.KernelW);
+        fixed (byte* px = MemoryMarshal.AsBytes(x)) fixed (int* pw = w.Raw) fixed (int* pb = bias) fixed (float* pm = mult)
+            for (int n = 0; n < g.Batch; n++)
+            {
+                var args = new NativeKernels.DwArgs
+                {
+                    X = px + (long)n * g.Channels * plane, W = pw, Bias = bias.IsEmpty ? null : pb, Mult = mult.IsEmpty ? null : pm,
+                    Y = (byte*)y + (long)n * g.OutChannels * pixels * elementSize,
+                    H = g.Height, Wd = g.Width, Pt = g.PadTop, Pl = g.PadLeft, Hp = g.Height + g.PadTop + g.PadBottom, Wp = g.Width + g.PadLeft + g.PadRight,
+                    Kh = g.KernelH, Kw = g.KernelW, Sh = g.StrideH, Sw = g.StrideW, Dh = g.DilationH, Dw = g.DilationW, Oh = g.OutH, Ow = g.OutW,
+                    Xz = xz, Flip = flip ? 1 : 0, Zp = yZero, QLo = qlo, QHi = qhi,
+                };
+                NativeKernels.DepthwiseConv(args, g.Channels, threads);
             }
     }
 

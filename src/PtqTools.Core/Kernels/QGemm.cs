@@ -24,6 +24,9 @@ public sealed class PackedWeights
     internal int QuadsOffset { get; }
     internal int[]? QuadColumnSums { get; }
     internal int[]? QuadZeroPoints { get; }
+    /// <summary>Whether no adjacent pair of the quads can saturate vpmaddubsw (max(w0,0) + max(w1,0) &lt;= 128 and
+    /// min(w0,0) + min(w1,0) &gt;= -128): the native AVX2 kernel then takes its 7-bit pairs form, else the widened one.</summary>
+    public bool SevenBitPairs { get; }
 
     PackedWeights(int k, int n, Func<int, int, int> valueMinusZero, Func<int, int, int> storedSigned, int[] zeroPoints, bool quads)
     {
@@ -59,7 +62,20 @@ public sealed class PackedWeights
                             QuadColumnSums[col] += v;
                         }
                     }
+        SevenBitPairs = PairsCannotSaturate(packed);
         (Quads, QuadsOffset) = NativeKernels.Aligned(packed);
+    }
+
+    /// <summary>Whether every adjacent pair (bytes 2i, 2i + 1) of s8 weights multiplied by u8 values sums exactly in
+    /// int16 through vpmaddubsw: 255 * 128 = 32640 is the largest magnitude a pair may reach.</summary>
+    internal static bool PairsCannotSaturate(ReadOnlySpan<sbyte> pairs)
+    {
+        for (int i = 0; i + 1 < pairs.Length; i += 2)
+        {
+            int w0 = pairs[i], w1 = pairs[i + 1];
+            if (Math.Max(w0, 0) + Math.Max(w1, 0) > 128 || Math.Min(w0, 0) + Math.Min(w1, 0) < -128) return false;
+        }
+        return true;
     }
 
     static int[] Zeros(ReadOnlySpan<int> zp, int n, int min, int max)
@@ -176,7 +192,12 @@ public static class QGemm
             ArmKernels.Gemm(context, a, aZero, signed, m, w, c);
             return;
         }
-        if (path == KernelPath.NativeVnni) path = KernelPath.Avx512BW;
+        if (path == KernelPath.NativeAvx2 && w.Quads is not null)
+        {
+            NativeKernels.Gemm(context, a, aZero, signed, m, w, c, avx2: true);
+            return;
+        }
+        if (path is KernelPath.NativeAvx2 or KernelPath.NativeVnni) path = KernelDispatch.Clamp(KernelPath.Avx512BW);
         if (path == KernelPath.ArmDot) path = KernelPath.Vector128;
         // This thread's scratch (every padding column written below): no new array per call.
         int kp2 = w.KPairs * 2;

@@ -232,6 +232,7 @@ public static class SaturatingGemm
                     case KernelPath.NativeVnni when NativeKernels.HasSaturatingPairs: RowsNative(pa, kq4, r0, r1, w, pb, o); break;
                     case KernelPath.NativeVnni:
                     case KernelPath.Avx512BW: Rows512(pa, kq4, r0, r1, w, pb, o); break;
+                    case KernelPath.NativeAvx2:
                     case KernelPath.Avx2: Rows256(pa, kq4, r0, r1, w, pb, o); break;
                     // No portable vpmaddubsw: Vector128 (ARM64 included) and Scalar take the packed scalar loop.
                     default: RowsScalar(pa, kq4, r0, r1, w, pb, o); break;

@@ -24,7 +24,7 @@ public static class Program
         if (args.Length > 0 && args[0] == "threads") { Probe.Run(args[1..]); return; }
         if (args.Length > 1 && args[0] == "memory") { EngineMemory.Run(args[1..]); return; }
         if (args.Length > 0 && args[0] == "hardware") { HostBench.Run(args[1..]); return; }
-        Console.WriteLine($"PtqTools kernel path: {KernelDispatch.Best} (native library: {NativeKernels.LoadedFrom ?? "absent"})");
+        Console.WriteLine($"PtqTools kernel path: {KernelDispatch.Best} (native library: {NativeKernels.LoadedFrom ?? "absent: " + NativeKernels.LoadError})");
         var config = DefaultConfig.Instance
             .AddJob(Job.Default.WithWarmupCount(3).WithIterationCount(7))
             .AddColumn(StatisticColumn.Min)
@@ -190,6 +190,129 @@ public class ConvBenchmarks
 
     [Benchmark]
     public void PtqTools() => QConv.RunRequantized<byte, byte>(_kernels, _x, 128, _packed, default, _mult, 128, false, _y);
+
+    [GlobalCleanup]
+    public void Cleanup() { _session.Dispose(); _input.Dispose(); _run.Dispose(); }
+}
+
+/// <summary>The native AVX2 GEMM (KernelPath.NativeAvx2, forced: runs on any x64 host) on the GEMM shapes of MiniLM
+/// (M x N x K: the attention projections and the feed-forward layers at 128 tokens) and ResNet18 (its convolutions as
+/// im2col GEMMs: layer1, layer3 and layer4 3x3, the classifier), in both forms: weights within 7 bits ("7-bit pairs",
+/// vpmaddubsw) and full-range int8 ("widened", vpmaddwd). Peers: the managed Avx2 path and ONNX Runtime's
+/// MatMulInteger on the same weights.</summary>
+[MemoryDiagnoser(false)]
+public class Avx2GemmBenchmarks
+{
+    [Params("128x384x384", "128x1536x384", "128x384x1536", "3136x64x576", "196x256x2304", "49x512x4608", "1x1000x512")] public string Shape = "";
+    [Params("7-bit", "widened")] public string Form = "";
+    [Params(1)] public int Threads;
+
+    int _m, _n, _k;
+    byte[] _a = null!;
+    int[] _c = null!;
+    PackedWeights _packed = null!;
+    InferenceSession _session = null!;
+    OrtValue _input = null!;
+    RunOptions _run = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var d = Shape.Split('x').Select(int.Parse).ToArray();
+        (_m, _n, _k) = (d[0], d[1], d[2]);
+        var r = new Random(1);
+        _a = new byte[_m * _k]; r.NextBytes(_a);
+        int limit = Form == "7-bit" ? 64 : 127;
+        var b = new sbyte[_k * _n]; for (int i = 0; i < b.Length; i++) b[i] = (sbyte)r.Next(-limit, limit + 1);
+        _packed = PackedWeights.Pack(b, _k, _n, new[] { 0 });
+        if (_packed.SevenBitPairs != (Form == "7-bit")) throw new InvalidOperationException($"The {Form} weights packed as SevenBitPairs = {_packed.SevenBitPairs}.");
+        _c = new int[_m * _n];
+        var node = new NodeProto { OpType = "MatMulInteger", Name = "mm" };
+        node.Input.AddRange(new[] { "A", "B", "az", "bz" }); node.Output.Add("C");
+        var model = Models.Single(node, new[] { Models.Value("A", (int)OnnxDataType.UInt8, _m, _k) }, Models.Value("C", (int)OnnxDataType.Int32, _m, _n),
+            new[] { TensorData.FromInt8("B", b, _k, _n), TensorData.FromUInt8("az", new byte[] { 128 }), TensorData.FromInt8("bz", new sbyte[] { 0 }) });
+        _session = Models.Session(model, Threads);
+        _input = OrtValue.CreateTensorValueFromMemory(_a, new long[] { _m, _k });
+        _run = new RunOptions();
+    }
+
+    [Benchmark(Baseline = true)]
+    public void OnnxRuntime()
+    {
+        using var results = _session.Run(_run, new[] { "A" }, new[] { _input }, new[] { "C" });
+    }
+
+    [Benchmark]
+    public void ManagedAvx2() => QGemm.Multiply(On(KernelPath.Avx2, Threads), _a, 128, _m, _packed, _c);
+
+    [Benchmark]
+    public void NativeAvx2() => QGemm.Multiply(On(KernelPath.NativeAvx2, Threads), _a, 128, _m, _packed, _c);
+
+    /// <summary>The context of a benchmark on <paramref name="path"/>, which must run here (no silent fallback).</summary>
+    internal static KernelContext On(KernelPath path, int threads)
+    {
+        if (!KernelDispatch.Supported().Contains(path)) throw new InvalidOperationException($"{path} cannot run here: {NativeKernels.LoadError}");
+        return KernelContext.Default.WithThreads(threads).WithPath(path);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup() { _session.Dispose(); _input.Dispose(); _run.Dispose(); }
+}
+
+/// <summary>The native AVX2 convolution on ResNet18's 3x3 64 -> 64 layer (1x64x56x56, pad 1, requantized per
+/// channel) in both forms, against the managed Avx2 path (im2col + GEMM) and ONNX Runtime's QLinearConv.</summary>
+[MemoryDiagnoser(false)]
+public class Avx2ConvBenchmarks
+{
+    [Params("conv64x56x56")] public string Shape = "";   // read by GopsColumn
+    [Params("7-bit", "widened")] public string Form = "";
+
+    byte[] _x = null!, _y = null!;
+    float[] _mult = null!;
+    PackedConvWeights _packed = null!;
+    InferenceSession _session = null!;
+    OrtValue _input = null!;
+    RunOptions _run = null!;
+    readonly ConvGeometry _g = new(1, 64, 56, 56, 64, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1);
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var r = new Random(2);
+        _x = new byte[64 * 56 * 56]; r.NextBytes(_x);
+        int limit = Form == "7-bit" ? 64 : 127;
+        var w = new sbyte[64 * 64 * 9]; for (int i = 0; i < w.Length; i++) w[i] = (sbyte)r.Next(-limit, limit + 1);
+        var ws = Enumerable.Range(0, 64).Select(i => 0.001f + i * 1e-5f).ToArray();
+        _packed = PackedConvWeights.Pack<sbyte>(w, new[] { 0 }, _g);
+        _y = new byte[64 * 56 * 56];
+        _mult = ws.Select(s => 0.02f * s / 0.05f).ToArray();
+        var node = new NodeProto { OpType = "QLinearConv", Name = "conv" };
+        node.Input.AddRange(new[] { "x", "xs", "xz", "w", "ws", "wz", "ys", "yz" }); node.Output.Add("y");
+        node.Attribute.Add(new AttributeProto { Name = "pads", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 1, 1, 1, 1 } });
+        node.Attribute.Add(new AttributeProto { Name = "kernel_shape", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 3, 3 } });
+        var model = Models.Single(node, new[] { Models.Value("x", (int)OnnxDataType.UInt8, 1, 64, 56, 56) }, Models.Value("y", (int)OnnxDataType.UInt8, 1, 64, 56, 56),
+            new[]
+            {
+                TensorData.FromFloats("xs", new[] { 0.02f }), TensorData.FromUInt8("xz", new byte[] { 128 }),
+                TensorData.FromInt8("w", w, 64, 64, 3, 3), TensorData.FromFloats("ws", ws, 64), TensorData.FromInt8("wz", new sbyte[64], 64),
+                TensorData.FromFloats("ys", new[] { 0.05f }), TensorData.FromUInt8("yz", new byte[] { 128 }),
+            });
+        _session = Models.Session(model, 1);
+        _input = OrtValue.CreateTensorValueFromMemory(_x, new long[] { 1, 64, 56, 56 });
+        _run = new RunOptions();
+    }
+
+    [Benchmark(Baseline = true)]
+    public void OnnxRuntime()
+    {
+        using var results = _session.Run(_run, new[] { "x" }, new[] { _input }, new[] { "y" });
+    }
+
+    [Benchmark]
+    public void ManagedAvx2() => QConv.RunRequantized<byte, byte>(Avx2GemmBenchmarks.On(KernelPath.Avx2, 1), _x, 128, _packed, default, _mult, 128, false, _y);
+
+    [Benchmark]
+    public void NativeAvx2() => QConv.RunRequantized<byte, byte>(Avx2GemmBenchmarks.On(KernelPath.NativeAvx2, 1), _x, 128, _packed, default, _mult, 128, false, _y);
 
     [GlobalCleanup]
     public void Cleanup() { _session.Dispose(); _input.Dispose(); _run.Dispose(); }
