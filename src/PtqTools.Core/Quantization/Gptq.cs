@@ -283,8 +283,8 @@ public static class Gptq
         int threads, IProgress<RunProgress>? progress, CancellationToken cancel)
     {
         var consumer = new HessianConsumer(model, layers, threads);
-        int done = TensorTap.Collect(model, prepared.SourcePath, data, threads, new[] { consumer }, progress, cancel);
-        return consumer.Finish(done, data);
+        TensorTap.Collect(model, prepared.SourcePath, data, threads, new[] { consumer }, progress, cancel);
+        return consumer.Finish(data);
     }
 
     /// <summary>The Hessians of the MatMul inputs of <c>layers</c>, summed over the runs it is fed.</summary>
@@ -294,6 +294,7 @@ public static class Gptq
         readonly Dictionary<string, int> _width = new(StringComparer.Ordinal);
         readonly Hessian[] _hessians;
         readonly int _threads;
+        int _samples;
 
         public HessianConsumer(ModelProto model, IReadOnlyCollection<string> layers, int threads)
         {
@@ -320,12 +321,13 @@ public static class Gptq
                         throw new PtqException("ActivationNotFinite", PtqErrorKind.InvalidData, $"Tensor '{name}' holds NaN or infinity on sample '{sample.Id}'.", name);
                 _hessians[t].Add(values, _threads);
             }
+            _samples += Math.Max(1, sample.BatchCount);
         }
 
         /// <summary>Per weight, the sum of the Hessians of the inputs of the MatMuls that read it.</summary>
-        public Dictionary<string, double[]> Finish(int samples, PtqDataSet data)
+        public Dictionary<string, double[]> Finish(PtqDataSet data)
         {
-            if (samples == 0)
+            if (_samples == 0)
                 throw new PtqException("NoValidSamples", PtqErrorKind.InvalidData, $"The data set '{data.Name}' gave no samples for GPTQ.", data.Name);
             var byInput = Tensors.Select((t, i) => (t, i)).ToDictionary(p => p.t, p => _hessians[p.i].Finish(_threads), StringComparer.Ordinal);
             var result = new Dictionary<string, double[]>(StringComparer.Ordinal);
