@@ -100,15 +100,8 @@ public sealed class TensorTap : IDisposable
             done += Math.Max(1, sample.BatchCount);
             progress?.Report(new RunProgress(done, data.Count, done / Math.Max(1e-9, clock.Elapsed.TotalSeconds), sample.Id));
         }
-        Interlocked.Increment(ref _passes);
         return done;
     }
-
-    static long _passes;
-
-    /// <summary>Runs over data made by <see cref="Collect"/> in this process (a diagnostic: how many times the data
-    /// was run for the statistics of the algorithms).</summary>
-    public static long Passes => Interlocked.Read(ref _passes);
 }
 
 /// <summary>The values of one run of a <see cref="TensorTap"/>, read in place; disposing releases them.</summary>
