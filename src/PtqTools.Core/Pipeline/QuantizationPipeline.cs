@@ -275,11 +275,21 @@ public sealed class CalibrateStep : PipelineStep
         var data = c.Request.Data!;
         var plan = QuantizationPlan.Create(new GraphView(c.Prepared.Model.Graph), c.Request.Selected, c.Options.FloatReason);
         TensorOverrides.Check(plan, c.Options);   // before the calibration run
-        c.Statistics = ActivationCalibrator.Run(c.Prepared, plan.Activations, FidelityGuard.CalibrationPart(data), c.Request.Threads,
+        (c.Statistics, c.HeldOut) = Calibrate(c.Prepared, plan.Activations, data, c.Request.Threads, new CalibrationOptions(), null,
             c.Reporter.Progress(1, Activity_), c.Cancel);
         c.DataPasses++;
-        c.HeldOut = FidelityGuard.HeldOutPart(data);
         c.Reporter.Complete(1, Activity_);
+    }
+
+    /// <summary>Calibration of stored samples as every command does it: every 10th sample held out of the run for
+    /// the fidelity check (<see cref="FidelityGuard.CalibrationPart"/>); the statistics carry the held-out part.</summary>
+    public static (List<TensorStatistics> Statistics, PtqDataSet? HeldOut) Calibrate(PreparedModel prepared, IReadOnlyDictionary<string, List<string>> tensors,
+        PtqDataSet data, int threads, CalibrationOptions options, Action<PtqException>? onInvalid, IProgress<RunProgress>? progress, CancellationToken cancel)
+    {
+        var stats = ActivationCalibrator.Run(prepared, tensors, FidelityGuard.CalibrationPart(data), threads, options, onInvalid, progress, cancel);
+        var heldOut = FidelityGuard.HeldOutPart(data);
+        foreach (var s in stats) s.HeldOut = heldOut;
+        return (stats, heldOut);
     }
 }
 
