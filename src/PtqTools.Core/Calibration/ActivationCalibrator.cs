@@ -55,7 +55,7 @@ public sealed class CalibrationSession : IDisposable
     readonly CancellationToken _cancel;
     readonly string[] _names;
     readonly TensorObserver[] _observers;
-    readonly OrtRunner _runner;
+    readonly TensorTap _tap;
     readonly List<Sample> _pending = new();
     readonly System.Diagnostics.Stopwatch _clock = System.Diagnostics.Stopwatch.StartNew();
     readonly ParallelOptions _parallel;
@@ -72,12 +72,9 @@ public sealed class CalibrationSession : IDisposable
             throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"BatchSize must be at least 1, not {data.BatchSize}.", data.BatchSize);
         (_prepared, _tensors, _data, _options, _onInvalid, _progress, _cancel) = (prepared, tensors, data, options, onInvalid, progress, cancel);
         _names = tensors.Keys.ToArray();
-        var augmented = prepared.Model.Clone();
-        // Tensors inside If/Loop/Scan subgraphs are passed out through their owners (an untaken branch yields none).
-        var outputNames = SubgraphTensors.Expose(augmented, _names);
         _observers = _names.Select(_ => new TensorObserver()).ToArray();
-        var (bytes, dataFolder) = ExternalData.ForRuntime(augmented);
-        _runner = new OrtRunner(bytes, prepared.SourcePath, threads, outputNames, externalDataFolder: dataFolder);
+        // Tensors inside If/Loop/Scan subgraphs are passed out through their owners (an untaken branch yields none).
+        _tap = new TensorTap(prepared.Model, prepared.SourcePath, _names, threads);
         _parallel = new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, threads), CancellationToken = cancel };
     }
 
@@ -112,10 +109,10 @@ public sealed class CalibrationSession : IDisposable
     void RunBatch(Sample[] batch)
     {
         var combined = SampleBatcher.Combine(batch);
-        Microsoft.ML.OnnxRuntime.IDisposableReadOnlyCollection<Microsoft.ML.OnnxRuntime.OrtValue> results;
+        TapValues results;
         try
         {
-            results = _runner.RunValues(combined, _cancel);
+            results = _tap.Run(combined, _cancel);
         }
         catch (PtqException ex) when (ex.ErrorId == "DataShapeMismatch" && batch.Length > 1)
         {
@@ -210,5 +207,5 @@ public sealed class CalibrationSession : IDisposable
         return result.ToList();
     }
 
-    public void Dispose() => _runner.Dispose();
+    public void Dispose() => _tap.Dispose();
 }

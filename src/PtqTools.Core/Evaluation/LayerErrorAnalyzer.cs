@@ -90,7 +90,8 @@ public static class LayerErrorAnalyzer
             progress?.Report(new RunProgress(done, total, done / Math.Max(1e-9, clock.Elapsed.TotalSeconds), what));
         }
 
-        using var floatRunner = new OrtRunner(Expose(prepared.Model, observed).ToByteArray(), prepared.SourcePath, threads, observed, Level);
+        using var floatTap = new TensorTap(prepared.Model, prepared.SourcePath, observed, threads, Level);
+        var floatRunner = floatTap.Runner;
         var index = observed.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
 
         // Accumulated: the whole plan quantized; activation error: each input against its fake-quantized self.
@@ -120,7 +121,8 @@ public static class LayerErrorAnalyzer
         else
         {
             var outputs = outputOf.Values.Distinct(StringComparer.Ordinal).ToArray();
-            using var runner = new OrtRunner(Expose(full, outputs).ToByteArray(), prepared.SourcePath, threads, outputs, Level);
+            using var tap = new TensorTap(full, prepared.SourcePath, outputs, threads, Level);
+            var runner = tap.Runner;
             var outIndex = outputs.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
             foreach (var sample in samples)
             {
@@ -151,7 +153,8 @@ public static class LayerErrorAnalyzer
             else
             {
                 var names = new[] { name, modelOutput }.Distinct(StringComparer.Ordinal).ToArray();
-                using var runner = new OrtRunner(Expose(model, names).ToByteArray(), prepared.SourcePath, threads, names, Level);
+                using var tap = new TensorTap(model, prepared.SourcePath, names, threads, Level);
+                var runner = tap.Runner;
                 foreach (var sample in samples)
                 {
                     var f = floatRunner.Run(sample, cancel);
@@ -421,16 +424,6 @@ public static class LayerErrorAnalyzer
             bool unrounded = !renamed && replay.HasUnrounded(floatLayer.Name);
             return new Compared(unrounded ? floatLayer.Output[0] : FloatName(source), unrounded);
         }
-    }
-
-    /// <summary>A copy of the model with the given tensors added as float outputs (as calibration does).</summary>
-    internal static ModelProto Expose(ModelProto model, IEnumerable<string> tensors)
-    {
-        var copy = model.Clone();
-        var existing = copy.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var t in tensors.Where(t => !existing.Contains(t)))
-            copy.Graph.Output.Add(new ValueInfoProto { Name = t, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
-        return copy;
     }
 
     /// <summary>What QuantizeLinear then DequantizeLinear make of a tensor with this range.</summary>

@@ -282,52 +282,67 @@ public static class Gptq
     public static Dictionary<string, double[]> Hessians(PreparedModel prepared, ModelProto model, IReadOnlyCollection<string> layers, PtqDataSet data,
         int threads, IProgress<RunProgress>? progress, CancellationToken cancel)
     {
-        var view = new GraphView(model.Graph);
-        var nodes = model.Graph.Node.Where(n => layers.Contains(n.Name) && n.OpType == "MatMul").ToList();
-        var width = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var n in nodes) width[n.Input[0]] = checked((int)view.Initializers[n.Input[1]].Dims[0]);
-        var names = width.Keys.OrderBy(t => t, StringComparer.Ordinal).ToArray();
-        var augmented = model.Clone();
-        var existing = augmented.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var t in names.Where(t => !existing.Contains(t)))
-            augmented.Graph.Output.Add(new ValueInfoProto { Name = t, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
-        var hessians = names.Select(t => new Hessian(width[t])).ToArray();
-        var (bytes, folder) = ExternalData.ForRuntime(augmented);
-        using var runner = new OrtRunner(bytes, prepared.SourcePath, threads, names, externalDataFolder: folder);
-        using var reader = new SampleReader(data);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        int done = 0;
-        foreach (var sample in reader.Read(cancel))
+        var consumer = new HessianConsumer(model, layers, threads);
+        TensorTap.Collect(model, prepared.SourcePath, data, threads, new[] { consumer }, progress, cancel);
+        return consumer.Finish(data);
+    }
+
+    /// <summary>The Hessians of the MatMul inputs of <c>layers</c>, summed over the runs it is fed.</summary>
+    public sealed class HessianConsumer : ITensorConsumer
+    {
+        readonly List<NodeProto> _nodes;
+        readonly Dictionary<string, int> _width = new(StringComparer.Ordinal);
+        readonly Hessian[] _hessians;
+        readonly int _threads;
+        int _samples;
+
+        public HessianConsumer(ModelProto model, IReadOnlyCollection<string> layers, int threads)
         {
-            using (var outputs = runner.RunValues(sample, cancel))
-                for (int t = 0; t < names.Length; t++)
-                {
-                    var values = outputs[t].GetTensorDataAsSpan<float>();
-                    if (values.Length % width[names[t]] != 0)
-                        throw new PtqException("DataShapeMismatch", PtqErrorKind.InvalidData, $"Tensor '{names[t]}' has {values.Length} values on sample '{sample.Id}', not rows of {width[names[t]]}.", names[t]);
-                    foreach (var v in values)
-                        if (!float.IsFinite(v))
-                            throw new PtqException("ActivationNotFinite", PtqErrorKind.InvalidData, $"Tensor '{names[t]}' holds NaN or infinity on sample '{sample.Id}'.", names[t]);
-                    hessians[t].Add(values, threads);
-                }
-            done += Math.Max(1, sample.BatchCount);
-            progress?.Report(new RunProgress(done, data.Count, done / Math.Max(1e-9, clock.Elapsed.TotalSeconds), sample.Id));
+            var view = new GraphView(model.Graph);
+            _nodes = model.Graph.Node.Where(n => layers.Contains(n.Name) && n.OpType == "MatMul").ToList();
+            foreach (var n in _nodes) _width[n.Input[0]] = checked((int)view.Initializers[n.Input[1]].Dims[0]);
+            Tensors = _width.Keys.OrderBy(t => t, StringComparer.Ordinal).ToArray();
+            _hessians = Tensors.Select(t => new Hessian(_width[t])).ToArray();
+            _threads = threads;
         }
-        if (done == 0)
-            throw new PtqException("NoValidSamples", PtqErrorKind.InvalidData, $"The data set '{data.Name}' gave no samples for GPTQ.", data.Name);
-        var byInput = names.Select((t, i) => (t, i)).ToDictionary(p => p.t, p => hessians[p.i].Finish(threads), StringComparer.Ordinal);
-        var result = new Dictionary<string, double[]>(StringComparer.Ordinal);
-        foreach (var n in nodes)
+
+        public IReadOnlyList<string> Tensors { get; }
+
+        public void Add(Sample sample, TapValues outputs)
         {
-            var h = byInput[n.Input[0]];
-            if (!result.TryGetValue(n.Input[1], out var sum)) result[n.Input[1]] = h;
-            else if (!ReferenceEquals(sum, h))
+            for (int t = 0; t < Tensors.Count; t++)
             {
-                var copy = sum.ToArray();
-                for (int i = 0; i < copy.Length; i++) copy[i] += h[i];
-                result[n.Input[1]] = copy;
+                var name = Tensors[t];
+                var values = outputs.Span(t);
+                if (values.Length % _width[name] != 0)
+                    throw new PtqException("DataShapeMismatch", PtqErrorKind.InvalidData, $"Tensor '{name}' has {values.Length} values on sample '{sample.Id}', not rows of {_width[name]}.", name);
+                foreach (var v in values)
+                    if (!float.IsFinite(v))
+                        throw new PtqException("ActivationNotFinite", PtqErrorKind.InvalidData, $"Tensor '{name}' holds NaN or infinity on sample '{sample.Id}'.", name);
+                _hessians[t].Add(values, _threads);
             }
+            _samples += Math.Max(1, sample.BatchCount);
         }
-        return result;
+
+        /// <summary>Per weight, the sum of the Hessians of the inputs of the MatMuls that read it.</summary>
+        public Dictionary<string, double[]> Finish(PtqDataSet data)
+        {
+            if (_samples == 0)
+                throw new PtqException("NoValidSamples", PtqErrorKind.InvalidData, $"The data set '{data.Name}' gave no samples for GPTQ.", data.Name);
+            var byInput = Tensors.Select((t, i) => (t, i)).ToDictionary(p => p.t, p => _hessians[p.i].Finish(_threads), StringComparer.Ordinal);
+            var result = new Dictionary<string, double[]>(StringComparer.Ordinal);
+            foreach (var n in _nodes)
+            {
+                var h = byInput[n.Input[0]];
+                if (!result.TryGetValue(n.Input[1], out var sum)) result[n.Input[1]] = h;
+                else if (!ReferenceEquals(sum, h))
+                {
+                    var copy = sum.ToArray();
+                    for (int i = 0; i < copy.Length; i++) copy[i] += h[i];
+                    result[n.Input[1]] = copy;
+                }
+            }
+            return result;
+        }
     }
 }

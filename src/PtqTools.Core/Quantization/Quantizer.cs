@@ -21,7 +21,7 @@ public static class Quantizer
     };
 
     /// <summary>Refuses, before any work, a model whose opset cannot be raised as far as these options need.</summary>
-    static void CheckOpset(PreparedModel prepared, QuantizationOptions? options)
+    internal static void CheckOpset(PreparedModel prepared, QuantizationOptions? options)
     {
         if (OpsetUpgrader.RaiseBlocked(prepared.Model, RequiredOpset(options ?? new QuantizationOptions())) is { } blocked)
             throw new PtqException("OpsetUpgradeBlocked", PtqErrorKind.NotSupported, blocked, prepared.SourcePath);
@@ -74,75 +74,38 @@ public static class Quantizer
         return prepared with { Model = model };
     }
 
+    /// <summary>Static quantization from statistics measured on <paramref name="prepared"/> as it is (equalized
+    /// already when the options say -Equalize: <see cref="ForOptions"/>); no checks after writing. The steps are
+    /// those of <see cref="Pipeline.QuantizationPipeline"/>.</summary>
     public static QuantizationResult Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
-        string outputPath, CancellationToken cancel)
-    {
-        options.Validate();
-        options.CheckExclude(prepared.Model, prepared.SourcePath);
-        var (plan, ranges) = Plan(prepared, statistics, options);
-        if (plan.QuantizedLayers.Count == 0)
+        string outputPath, CancellationToken cancel) =>
+        new Pipeline.QuantizationPipeline(new Pipeline.PipelineRequest
         {
-            var rules = plan.Decisions.Where(d => d.Reason.StartsWith("kept in float (rule ", StringComparison.Ordinal))
-                .Select(d => d.Reason["kept in float (rule ".Length..d.Reason.IndexOf(')')]).Distinct().ToList();
-            throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'"
-                + (rules.Count > 0 ? $": the architecture rules {string.Join(", ", rules)} keep them in float (-SkipRule quantizes them anyway)." : "."), prepared.SourcePath);
-        }
-        foreach (var d in plan.Decisions.Where(d => d.Quantized && d.OpType == "Conv"))
-            if (OpsetUpgrader.AllNodes(prepared.Model.Graph).FirstOrDefault(n => n.OpType == "Conv" && (d.Layer == n.Name || d.Layer.EndsWith("/" + n.Name, StringComparison.Ordinal))) is { } conv
-                && ConvKernels.ShiftsWeights(conv, options))
-                d.Reason += ConvKernels.Reason;
-        var model = QdqQuantizer.Quantize(prepared.Model, plan, ranges, options, cancel);
-        if (options.Format == QuantFormat.QOperator) model = QOperatorConverter.Convert(model, cancel);
-        return Write(prepared, model, plan, options, outputPath, cancel);
-    }
+            Prepared = prepared, Options = options, OutputPath = outputPath, Statistics = statistics, StatisticsOfEqualizedModel = true,
+        }).Run(cancel).Result!;
 
     /// <summary>Dynamic and weight-only quantization: no calibration statistics; <paramref name="selected"/> (null
-    /// for all) names the layers that came through the pipeline.</summary>
+    /// for all) names the layers that came through the pipeline. The steps are those of
+    /// <see cref="Pipeline.QuantizationPipeline"/>; <paramref name="progress"/> follows the weights,
+    /// <paramref name="calibrationProgress"/> the run over <paramref name="data"/>.</summary>
     public static QuantizationResult RunWithoutCalibration(PreparedModel prepared, IReadOnlySet<string>? selected, QuantizationOptions options,
         string outputPath, CancellationToken cancel, IProgress<Calibration.RunProgress>? progress = null, Data.PtqDataSet? data = null, int threads = 1,
         IProgress<Calibration.RunProgress>? calibrationProgress = null)
     {
-        options.Validate();
-        if (options.WeightMethod == WeightMethod.Gptq && data is null)
-            throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument,
-                "-WeightMethod GPTQ needs calibration data (-DataSet): it feeds each row's rounding error back through the Hessian of the MatMul's inputs.", prepared.SourcePath);
         if (options.Mode == QuantMode.Static)
             throw new PtqException("StatisticsRequired", PtqErrorKind.InvalidArgument, "Static quantization needs calibration statistics.", prepared.SourcePath);
-        CheckOpset(prepared, options);
-        options.CheckExclude(prepared.Model, prepared.SourcePath);
-        var plan = WeightQuantizer.Plan(new GraphView(prepared.Model.Graph), selected, options, options.ExcludeReason);
-        if (plan.QuantizedLayers.Count == 0)
-            throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument,
-                $"None of the layers in the pipeline can be quantized in {options.Mode} mode in '{prepared.SourcePath}' (it quantizes MatMul layers with a constant 2-D weight, Gather from a constant table and LSTM/GRU weights).", prepared.SourcePath);
-        var source = prepared.Model;
-        if (options.SmoothQuantAlpha is { } alpha)
+        return new Pipeline.QuantizationPipeline(new Pipeline.PipelineRequest
         {
-            if (data is null)
-                throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument, "-SmoothQuant needs calibration data (-DataSet) for the activations' channel maxima.", prepared.SourcePath);
-            var matmuls = plan.QuantizedLayers.Where(l => prepared.Model.Graph.Node.First(n => n.Name == l).OpType == "MatMul").ToList();
-            var maxima = SmoothQuant.ChannelMaxima(prepared, matmuls, data, threads, cancel);
-            (source, var smoothed) = SmoothQuant.Apply(prepared.Model, matmuls, maxima, alpha);
-            var inputs = source.Graph.Node.Where(n => n.OpType == "Mul" && n.Name.EndsWith("_SmoothQuant", StringComparison.Ordinal)).ToDictionary(n => n.Output[0], n => n.Input[0], StringComparer.Ordinal);
-            foreach (var d in plan.Decisions.Where(d => d.Quantized && d.OpType == "MatMul"))
-            {
-                var node = source.Graph.Node.First(n => n.Name == d.Layer);
-                if (inputs.ContainsKey(node.Input[0])) d.Reason += FormattableString.Invariant($"; SmoothQuant alpha {alpha}");
-            }
-        }
-        if (options.OutlierThreshold is { } threshold)
-        {
-            if (data is null)
-                throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument, "-OutlierThreshold needs calibration data (-DataSet) for the activations' channel maxima.", prepared.SourcePath);
-            var matmuls = plan.QuantizedLayers.Where(l => source.Graph.Node.First(n => n.Name == l).OpType == "MatMul").ToList();
-            var maxima = SmoothQuant.ChannelMaxima(prepared with { Model = source }, matmuls, data, threads, cancel);
-            (source, var split) = OutlierSplit.Apply(source, matmuls, maxima, threshold);
-            foreach (var d in plan.Decisions.Where(d => d.Quantized && split.ContainsKey(d.Layer)))
-                d.Reason += OutlierSplit.Reason(split[d.Layer]);
-        }
-        var hessians = options.WeightMethod == WeightMethod.Gptq
-            ? Gptq.Hessians(prepared, source, plan.QuantizedLayers, data!, threads, calibrationProgress, cancel) : null;
-        var model = WeightQuantizer.Quantize(source, plan, options, cancel, progress, hessians, threads);
-        return Write(prepared, model, plan, options, outputPath, cancel);
+            Prepared = prepared, Options = options, OutputPath = outputPath, Selected = selected, Data = data, Threads = threads,
+        }, new ProgressOnly(progress, calibrationProgress)).Run(cancel).Result!;
+    }
+
+    sealed class ProgressOnly(IProgress<Calibration.RunProgress>? weights, IProgress<Calibration.RunProgress>? data) : Pipeline.IPipelineReporter
+    {
+        public IProgress<Calibration.RunProgress>? Progress(int id, string activity, string unit = "samples") => id == 2 ? weights : id == 1 ? data : null;
+        public void Complete(int id, string activity) { }
+        public void Verbose(string message) { }
+        public void Warning(string message) { }
     }
 
     /// <summary>Writes the prepared float model with the metadata of a quantized one (source, options, target), every
@@ -161,7 +124,7 @@ public static class Quantizer
         return Write(prepared, prepared.Model.Clone(), plan, options, outputPath, cancel);
     }
 
-    static QuantizationResult Write(PreparedModel prepared, ModelProto model, QuantizationPlan plan, QuantizationOptions options, string outputPath, CancellationToken cancel)
+    internal static QuantizationResult Write(PreparedModel prepared, ModelProto model, QuantizationPlan plan, QuantizationOptions options, string outputPath, CancellationToken cancel)
     {
         SetMetadata(model, "ptq.source_sha256", prepared.SourceSha256);
         SetMetadata(model, "ptq.options", options.ToString());

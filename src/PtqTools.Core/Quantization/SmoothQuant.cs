@@ -18,36 +18,40 @@ namespace PtqTools.Core.Quantization;
 public static class SmoothQuant
 {
     /// <summary>Per input tensor of the <paramref name="layers"/>, the largest |x| of each channel of its last axis
-    /// over <paramref name="data"/>.</summary>
+    /// over <paramref name="data"/> (one run of its own; the pipeline shares the run through <see cref="MaximaConsumer"/>).</summary>
     public static Dictionary<string, float[]> ChannelMaxima(PreparedModel prepared, IEnumerable<string> layers, PtqDataSet data, int threads, CancellationToken cancel)
     {
-        var view = new GraphView(prepared.Model.Graph);
-        var nodes = prepared.Model.Graph.Node.Where(n => layers.Contains(n.Name)).ToList();
-        var width = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var n in nodes) width[n.Input[0]] = checked((int)view.Initializers[n.Input[1]].Dims[0]);
-        var names = width.Keys.OrderBy(k => k, StringComparer.Ordinal).ToArray();
-        var augmented = prepared.Model.Clone();
-        var existing = augmented.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        var graphInputs = augmented.Graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
-        var scope = new NameScope(augmented.Graph);
-        // A graph input cannot be requested as an output: it is observed through an Identity.
-        var observed = names.Select(t => graphInputs.Contains(t) ? scope.Fresh(t + "_observed") : t).ToArray();
-        for (int i = 0; i < names.Length; i++)
+        var consumer = new MaximaConsumer(prepared.Model, layers);
+        TensorTap.Collect(prepared.Model, prepared.SourcePath, data, threads, new[] { consumer }, null, cancel);
+        return consumer.Maxima;
+    }
+
+    /// <summary>The channel maxima of the MatMul inputs of <c>layers</c>, gathered from the runs it is fed.</summary>
+    public sealed class MaximaConsumer : ITensorConsumer
+    {
+        readonly float[][] _maxima;
+
+        public MaximaConsumer(ModelProto model, IEnumerable<string> layers)
         {
-            if (observed[i] != names[i]) augmented.Graph.Node.Add(QdqQuantizer.Node("Identity", scope.Fresh(names[i] + "_Observe"), new[] { names[i] }, observed[i]));
-            if (!existing.Contains(observed[i]))
-                augmented.Graph.Output.Add(new ValueInfoProto { Name = observed[i], Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
+            var view = new GraphView(model.Graph);
+            var set = layers.ToHashSet(StringComparer.Ordinal);
+            var width = new Dictionary<string, int>(StringComparer.Ordinal);
+            foreach (var n in model.Graph.Node.Where(n => set.Contains(n.Name))) width[n.Input[0]] = checked((int)view.Initializers[n.Input[1]].Dims[0]);
+            Tensors = width.Keys.OrderBy(k => k, StringComparer.Ordinal).ToArray();
+            _maxima = Tensors.Select(t => new float[width[t]]).ToArray();
         }
-        var maxima = names.ToDictionary(n => n, n => new float[width[n]], StringComparer.Ordinal);
-        using var runner = new OrtRunner(augmented.ToByteArray(), prepared.SourcePath, threads, observed);
-        using var reader = new SampleReader(data);
-        foreach (var sample in reader.Read(cancel))
+
+        public IReadOnlyList<string> Tensors { get; }
+
+        /// <summary>Per input tensor, the largest |x| of each channel seen so far.</summary>
+        public Dictionary<string, float[]> Maxima => Tensors.Select((t, i) => (t, i)).ToDictionary(p => p.t, p => _maxima[p.i], StringComparer.Ordinal);
+
+        public void Add(Sample sample, TapValues values)
         {
-            var outputs = runner.Run(sample, cancel);
-            for (int t = 0; t < names.Length; t++)
+            for (int t = 0; t < _maxima.Length; t++)
             {
-                var m = maxima[names[t]];
-                var v = outputs[t];
+                var m = _maxima[t];
+                var v = values.Span(t);
                 for (int i = 0; i < v.Length; i++)
                 {
                     float a = Math.Abs(v[i]);
@@ -55,7 +59,6 @@ public static class SmoothQuant
                 }
             }
         }
-        return maxima;
     }
 
     /// <summary>The smoothed copy of <paramref name="model"/> and the tensors smoothed. Each weight must be read

@@ -95,19 +95,11 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
         try
         {
             _options = BuildOptions();
-            if (_options.WeightMethod == Core.Quantization.WeightMethod.Gptq && DataSet is null)
-                throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument,
-                    "-WeightMethod GPTQ needs -DataSet: it feeds each row's rounding error back through the Hessian of the MatMul's calibration inputs.", null);
+            Core.Pipeline.QuantizationPipeline.ValidateCall(_options, DataSet is not null, Search());
         }
         catch (PtqException ex) { Fail(ex); }
-        if (AccuracyAware && EvaluationDataSet is null)
-            Fail(new PtqException("EvaluationDataSetRequired", PtqErrorKind.InvalidArgument, "-MaxAccuracyDrop needs -EvaluationDataSet: labelled data to measure the drop on.", null));
         if (!AccuracyAware && (EvaluationDataSet is not null || Metric is not null))
             WriteWarning("-EvaluationDataSet and -Metric are used only with -MaxAccuracyDrop; they are ignored.");
-        if (AccuracyAware && _options.Mode != QuantMode.Static)
-            Fail(new PtqException("InvalidOptionCombination", PtqErrorKind.InvalidArgument, $"-MaxAccuracyDrop searches over calibrated static models; it cannot be used with -Mode {Mode}.", Mode));
-        if (TimeBudget <= TimeSpan.Zero)
-            Fail(new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"-TimeBudget must be positive, not {TimeBudget}.", TimeBudget));
         // Here, before any work: BeginProcessing runs before the commands earlier in the pipeline calibrate
         // (Measure-ActivationRange measures in its EndProcessing), so a folder that cannot take the model stops them too.
         try
@@ -165,9 +157,8 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
         if (work.Count > 1 && !folder)
             Fail(new PtqException("OutputPathNotFolder", PtqErrorKind.InvalidArgument,
                 $"{work.Count} models came in; -OutputPath must then be an existing folder, and '{output}' is not.", output));
-        if (_options.Mode == QuantMode.Static && work.Any(w => w.Stats is null) && DataSet is null)
-            Fail(new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument,
-                "Layers or a model path came in without statistics: give -DataSet to calibrate them, or pipe in the output of Measure-ActivationRange.", null));
+        try { Core.Pipeline.QuantizationPipeline.ValidateCalibration(_options, work.Any(w => w.Stats is null), DataSet is not null); }
+        catch (PtqException ex) { Fail(ex); }
 
         foreach (var (group, stats) in work)
         {
@@ -176,14 +167,23 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
         }
     }
 
+    /// <summary>The accuracy-aware search of -MaxAccuracyDrop, or null.</summary>
+    Core.Pipeline.SearchRequest? Search() => !AccuracyAware ? null : new(
+        EvaluationDataSet is null ? null : PipelineObjects.To<PtqDataSet>(EvaluationDataSet),
+        Metric is null ? null : ScriptMetric.From(Metric, "Metric"), MaxAccuracyDrop, TimeBudget);
+
     void Quantize(LayerGroup group, List<TensorStatistics>? stats, string target)
     {
-        if (Core.PlatformPaths.Same(System.IO.Path.GetFullPath(group.ModelPath), System.IO.Path.GetFullPath(target)))
-            throw new PtqException("OutputIsSource", PtqErrorKind.InvalidArgument, $"The output path '{target}' is the source model; the source is never overwritten.", target);
-        if (File.Exists(target) && !Force)
-            throw new PtqException("OutputExists", PtqErrorKind.ResourceExists, $"'{target}' exists; use -Force to overwrite it.", target);
-        if (!Directory.Exists(System.IO.Path.GetDirectoryName(target)))
-            throw new PtqException("OutputFolderNotFound", PtqErrorKind.ObjectNotFound, $"The folder of '{target}' does not exist.", target);
+        var request = new Core.Pipeline.PipelineRequest
+        {
+            Prepare = group.Prepare, ModelPath = group.ModelPath, Options = _options, OutputPath = target, Statistics = stats,
+            Selected = group.Selected, Data = DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), Threads = ThreadCount,
+            Force = Force, CheckOutput = true, HostCheck = !SkipHostCheck, Search = Search(),
+            Fidelity = SkipFidelityCheck ? null : new(MinCosine,
+                MyInvocation.BoundParameters.ContainsKey(nameof(TimeBudget)) ? TimeBudget : Core.Evaluation.FidelityGuard.DefaultTimeBudget),
+        };
+        var pipeline = new Core.Pipeline.QuantizationPipeline(request, new Reporter(this));
+        pipeline.Validate();
         var what = _options.Mode switch
         {
             QuantMode.Dynamic => "dynamic int8",
@@ -191,110 +191,20 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
             _ => $"int8 {_options.Format}",
         };
         if (!ShouldProcess(target, $"Write the {what} model quantized from '{group.ModelPath}'")) return;
-        if (stats is not null && _options.Equalize)
-            throw new PtqException("EqualizeNeedsCalibration", PtqErrorKind.InvalidArgument,
-                "-Equalize changes the weights and so the activations between the equalized layers; statistics measured on the model as it was do not apply. Pipe in layers (or use -Path) with -DataSet, and the equalized model is calibrated.", group.ModelPath);
-        var prepared = group.Prepare();
-        // Before any work (calibration included): an -Exclude entry that matches nothing in this model is an error.
-        foreach (var opType in _options.CheckExclude(prepared, group.ModelPath))
-            WriteWarning($"The -Exclude op type '{opType}' matches no layer of '{group.ModelPath}': it has no {opType} node.");
-        if (_options.Mode != QuantMode.Static)
-        {
-            // No calibration: statistics, when they come in, only say which layers were selected.
-            var selected = stats is not null ? stats.SelectMany(s => s.Layers).ToHashSet(StringComparer.Ordinal) : group.Selected;
-            string? needsData = _options.SmoothQuantAlpha is not null ? "-SmoothQuant" : _options.OutlierThreshold is not null ? "-OutlierThreshold" : null;
-            bool usesData = needsData is not null || _options.WeightMethod == Core.Quantization.WeightMethod.Gptq;
-            if (DataSet is not null && !usesData) WriteWarning($"-DataSet is not used in {_options.Mode} mode: it needs no calibration.");
-            if (DataSet is null && needsData is not null)
-                throw new PtqException("DataSetRequired", PtqErrorKind.InvalidArgument, $"{needsData} needs -DataSet: the activations' channel maxima come from calibration data.", null);
-            const string quantizing = "Quantizing weights";
-            const string collecting = "Collecting the MatMul inputs' Hessians (GPTQ)";
-            var weightResult = Quantizer.RunWithoutCalibration(prepared, selected, _options, target, Cancel, Progress(2, quantizing, "layers"),
-                DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), ThreadCount, Progress(1, collecting));
-            // First, so that a stop from here on removes the written model (see CheckOnHost).
-            CheckOnHost(weightResult, null);
-            if (_options.WeightMethod == Core.Quantization.WeightMethod.Gptq) CompleteProgress(1, collecting);
-            CompleteProgress(2, quantizing);
-            WriteVerbose($"{weightResult.QuantizedLayerCount} layers quantized, {weightResult.FloatLayerCount} kept in float; {weightResult.OutputSizeBytes:N0} bytes ({weightResult.SizeRatio:P1} of the source).");
-            WarnAboutTarget(weightResult);
-            WriteObject(weightResult);
-            return;
-        }
-        prepared = Quantizer.ForOptions(prepared, _options, out var equalized);
-        foreach (var pair in equalized) WriteVerbose($"Equalized {pair}");
-        var dataSet = DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet);
-        PtqDataSet? heldOut;
-        if (stats is null)
-        {
-            var plan = QuantizationPlan.Create(prepared, group.Selected, _options);
-            TensorOverrides.Check(plan, _options);   // before the calibration run
-            const string activity = "Calibrating";
-            // Every 10th sample is held out of calibration for the fidelity check.
-            stats = ActivationCalibrator.Run(prepared, plan.Activations, Core.Evaluation.FidelityGuard.CalibrationPart(dataSet!), ThreadCount, Progress(1, activity), Cancel);
-            heldOut = Core.Evaluation.FidelityGuard.HeldOutPart(dataSet!);
-            CompleteProgress(1, activity);
-        }
-        else heldOut = stats.Select(s => s.HeldOut).FirstOrDefault(h => h is not null) ?? (dataSet is null ? null : Core.Evaluation.FidelityGuard.HeldOutPart(dataSet));
-        QuantizationResult result;
-        if (AccuracyAware)
-        {
-            double maxDrop = MaxAccuracyDrop;
-            var evaluation = PipelineObjects.To<PtqDataSet>(EvaluationDataSet!);
-            const string search = "Accuracy-aware quantization";
-            result = Core.Evaluation.AccuracyAwareSearch.Run(prepared, stats, _options, target, evaluation,
-                Metric is null ? null : ScriptMetric.From(Metric, "Metric"), maxDrop, TimeBudget, ThreadCount, Progress(4, search), Cancel);
-            CompleteProgress(4, search);
-            if (result.GoalMet == true) WriteVerbose(result.SearchSummary); else WriteWarning(result.SearchSummary);
-        }
-        else
-        {
-            result = Quantizer.Run(prepared, stats, _options, target, Cancel);
-            if (!SkipFidelityCheck)
-            {
-                const string guard = "Checking the written model against float";
-                var budget = MyInvocation.BoundParameters.ContainsKey(nameof(TimeBudget)) ? TimeBudget : Core.Evaluation.FidelityGuard.DefaultTimeBudget;
-                result = RemoveOutputIfStopped(result.OutputPath, () => Core.Evaluation.FidelityGuard.Run(prepared, stats, _options, result, heldOut,
-                    heldOut is null ? dataSet : null, MinCosine, budget, ThreadCount, Progress(4, guard), Cancel));
-                CompleteProgress(4, guard);
-            }
-        }
-        CheckOnHost(result, stats);
+        var result = pipeline.Run(Cancel).Result!;
         WriteVerbose($"{result.QuantizedLayerCount} layers quantized, {result.FloatLayerCount} kept in float; {result.OutputSizeBytes:N0} bytes ({result.SizeRatio:P1} of the source).");
         WarnAboutTarget(result);
         WriteObject(result);
     }
 
-    /// <summary>The host check (<see cref="Core.Evaluation.HostGuard"/>) of a written model that has integer
-    /// products, unless -SkipHostCheck.</summary>
-    void CheckOnHost(QuantizationResult result, IReadOnlyCollection<TensorStatistics>? stats)
+    /// <summary>The pipeline's progress, verbose and warning records, written by this command (the pipeline runs
+    /// on the pipeline thread).</summary>
+    sealed class Reporter(InvokeQuantizationCommand cmdlet) : Core.Pipeline.IPipelineReporter
     {
-        if (SkipHostCheck || _options.Mode == QuantMode.WeightOnly) return;
-        const string activity = "Checking the written model on this host";
-        var progress = Progress(5, activity);
-        progress.Report(new RunProgress(0, Core.Evaluation.HostGuard.DefaultSamples, 0, result.OutputPath));
-        RemoveOutputIfStopped(result.OutputPath, () =>
-        {
-            var (samples, source) = Core.Evaluation.HostGuard.Samples(result.OutputPath, DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), stats, Cancel);
-            result.HostCheck = samples is null
-                ? new Core.Evaluation.HostCheck { Status = "NotChecked", HostClass = QuantTargets.HostClass.ToString(), Summary = $"Host check not run: {source}." }
-                : Core.Evaluation.HostGuard.Run(result.OutputPath, samples, source, Cancel);
-            Cancel.ThrowIfCancellationRequested();
-            return result;
-        });
-        CompleteProgress(5, activity);
-    }
-
-    /// <summary>Runs a check of a written model; a stop before the command completes removes the model (like a stop
-    /// during the quantization, it leaves no output).</summary>
-    T RemoveOutputIfStopped<T>(string output, Func<T> check)
-    {
-        try { return check(); }
-        catch when (Cancel.IsCancellationRequested)
-        {
-            foreach (var file in new[] { output, output + ".data" })
-                if (File.Exists(file)) File.Delete(file);
-            throw;
-        }
+        public IProgress<RunProgress>? Progress(int id, string activity, string unit = "samples") => cmdlet.Progress(id, activity, unit);
+        public void Complete(int id, string activity) => cmdlet.CompleteProgress(id, activity);
+        public void Verbose(string message) => cmdlet.WriteVerbose(message);
+        public void Warning(string message) => cmdlet.WriteWarning(message);
     }
 
     /// <summary>The target's figures in -Verbose, and a warning for each way the written model can compute other

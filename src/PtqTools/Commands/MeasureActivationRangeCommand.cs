@@ -108,9 +108,7 @@ public sealed class MeasureActivationRangeCommand : PtqCmdlet
                 else
                 {
                     // Every 10th sample is held out of calibration for the fidelity check of the quantized model.
-                    stats = ActivationCalibrator.Run(prepared, plan.Activations, Core.Evaluation.FidelityGuard.CalibrationPart(data), ThreadCount, options, onInvalid, progress, Cancel);
-                    var heldOut = Core.Evaluation.FidelityGuard.HeldOutPart(data);
-                    foreach (var s in stats) s.HeldOut = heldOut;
+                    stats = Core.Pipeline.CalibrateStep.Calibrate(prepared, plan.Activations, data, ThreadCount, options, onInvalid, progress, Cancel).Statistics;
                 }
                 if (skipped > 0) WriteWarning($"{skipped} of {total} samples were skipped as invalid (-Verbose names them).");
                 CompleteProgress(1, activity);
