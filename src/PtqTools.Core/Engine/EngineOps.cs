@@ -50,10 +50,10 @@ internal static class EngineOps
     }
 
     // ---- attributes and parameters ----
-    static long Int(NodeProto n, string name, long def) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.I : def;
-    static float Float(NodeProto n, string name, float def) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.F : def;
-    static long[]? Ints(NodeProto n, string name) => n.Attribute.FirstOrDefault(a => a.Name == name)?.Ints.ToArray();
-    static string Str(NodeProto n, string name, string def) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.S.ToStringUtf8() : def;
+    static long Int(NodeProto n, string name, long def) => n.IntAttr(name, def);
+    static float Float(NodeProto n, string name, float def) => n.FloatAttr(name, def);
+    static long[]? Ints(NodeProto n, string name) => n.IntsAttr(name);
+    static string Str(NodeProto n, string name, string def) => n.StringAttr(name, def);
 
     /// <summary>The product arithmetic of the engine running the op (exact when called without engine state).</summary>
     static ProductArithmetic Arithmetic(Dictionary<NodeProto, object> cache) => cache is EngineState s ? s.Arithmetic : ProductArithmetic.Exact;

@@ -67,7 +67,7 @@ internal static class QdqFuser
                             db?.Input[0] ?? "", db?.Input[1] ?? "", q?.Input[1] ?? "", q is null ? "" : In(q, 2) });
                     fused.Attribute.AddRange(op.Attribute);
                     fused.Output.Add(q?.Output[0] ?? op.Output[0]);
-                    if (relu) fused.Attribute.Add(new AttributeProto { Name = "ptq_relu", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+                    if (relu) fused.Attribute.Add(GraphEditor.Int("ptq_relu", 1));
                     break;
                 }
                 case "Add":
@@ -78,7 +78,7 @@ internal static class QdqFuser
                     fused = new NodeProto { OpType = "QLinearAdd", Name = op.Name };
                     fused.Input.AddRange(new[] { da.Input[0], da.Input[1], In(da, 2), db.Input[0], db.Input[1], In(db, 2), q.Input[1], In(q, 2) });
                     fused.Output.Add(q.Output[0]);
-                    if (relu) fused.Attribute.Add(new AttributeProto { Name = "ptq_relu", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+                    if (relu) fused.Attribute.Add(GraphEditor.Int("ptq_relu", 1));
                     break;
                 }
                 case "GlobalAveragePool" or "AveragePool":

@@ -16,7 +16,7 @@ public static class EmbeddingQuantizer
     static int? Axis(NodeProto node, GraphView g, bool perChannel)
     {
         var table = g.Initializers[node.Input[0]];
-        long axis = node.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0;
+        long axis = node.IntAttr("axis", 0);
         return perChannel && table.Dims.Count >= 2 && (axis == 0 || axis == -table.Dims.Count) ? table.Dims.Count - 1 : null;
     }
 
@@ -35,7 +35,7 @@ public static class EmbeddingQuantizer
         var (values, scales, zeroPoints) = QuantMath.QuantizeWeights(TensorData.ReadFloats(table), dims, axis, spec);
         var type = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
         var qName = names.Fresh(tName + "_quantized");
-        graph.Initializer.Add(QdqQuantizer.QuantizedTensor(qName, values, type, dims));
+        graph.Initializer.Add(GraphEditor.QuantizedTensor(qName, values, type, dims));
 
         var output = node.Output[0];
         var gathered = names.Fresh(output + "_quantized");
@@ -44,10 +44,10 @@ public static class EmbeddingQuantizer
         var scaleName = names.Fresh(tName + "_scale");
         var zpName = names.Fresh(tName + "_zero_point");
         graph.Initializer.Add(axis is null ? TensorData.FromFloats(scaleName, scales) : TensorData.FromFloats(scaleName, scales, scales.Length));
-        graph.Initializer.Add(axis is null ? QdqQuantizer.QuantizedTensor(zpName, zeroPoints, type) : QdqQuantizer.QuantizedTensor(zpName, zeroPoints, type, zeroPoints.Length));
-        var dq = QdqQuantizer.Node("DequantizeLinear", names.Fresh(node.Name + "_DequantizeLinear"), new[] { gathered, scaleName, zpName }, output);
+        graph.Initializer.Add(axis is null ? GraphEditor.QuantizedTensor(zpName, zeroPoints, type) : GraphEditor.QuantizedTensor(zpName, zeroPoints, type, zeroPoints.Length));
+        var dq = GraphEditor.Node("DequantizeLinear", names.Fresh(node.Name + "_DequantizeLinear"), new[] { gathered, scaleName, zpName }, output);
         // The gathered rows keep the table's last axis last, whatever the rank of the indices.
-        if (axis is not null) dq.Attribute.Add(new AttributeProto { Name = "axis", I = -1, Type = AttributeProto.Types.AttributeType.Int });
+        if (axis is not null) dq.Attribute.Add(GraphEditor.Int("axis", -1));
         added.Add(dq);
     }
 }

@@ -42,12 +42,6 @@ public abstract class OpHandler
     /// <summary>The decision's reason when the node is quantized, or null for the plan's generic one.</summary>
     public virtual string? Describe(NodeProto node, GraphView graph, bool perChannel) => null;
 
-    protected static long Attr(NodeProto node, string name, long fallback) =>
-        node.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? fallback;
-
-    protected static float AttrF(NodeProto node, string name, float fallback) =>
-        node.Attribute.FirstOrDefault(a => a.Name == name)?.F ?? fallback;
-
     protected static bool IsFloatInitializer(GraphView g, NodeProto node, int index) =>
         node.Input.Count > index && g.Initializers.TryGetValue(node.Input[index], out var t) && t.DataType == (int)OnnxDataType.Float;
 }
@@ -67,7 +61,7 @@ sealed class ConvTransposeHandler : OpHandler
     public override string? CannotQuantize(NodeProto node, GraphView g) =>
         base.CannotQuantize(node, g) ?? (IsFloatInitializer(g, node, 1) && g.Initializers[node.Input[1]].Dims.Count >= 3 ? null : "its weight is not a float32 initializer");
     public override (int Input, int Axis)? Weight(NodeProto node, GraphView g) => (1, 1);
-    public override int? Bias(NodeProto node, GraphView g) => IsFloatInitializer(g, node, 2) && Attr(node, "group", 1) == 1 ? 2 : null;
+    public override int? Bias(NodeProto node, GraphView g) => IsFloatInitializer(g, node, 2) && node.IntAttr("group", 1) == 1 ? 2 : null;
 }
 
 /// <summary>Softmax: its input and output are calibrated like any op with its own output range; ONNX Runtime fuses
@@ -91,12 +85,12 @@ sealed class GemmHandler : OpHandler
         base.CannotQuantize(node, g) ?? (IsFloatInitializer(g, node, 1) && g.Initializers[node.Input[1]].Dims.Count == 2
             ? null : "its B input is not a 2-D float32 initializer");
     // B is [K, N], or [N, K] with transB: one scale per output column N.
-    public override (int Input, int Axis)? Weight(NodeProto node, GraphView g) => (1, Attr(node, "transB", 0) == 1 ? 0 : 1);
+    public override (int Input, int Axis)? Weight(NodeProto node, GraphView g) => (1, node.IntAttr("transB", 0) == 1 ? 0 : 1);
     public override int? Bias(NodeProto node, GraphView g)
     {
-        if (!IsFloatInitializer(g, node, 2) || AttrF(node, "alpha", 1f) != 1f || AttrF(node, "beta", 1f) != 1f) return null;
+        if (!IsFloatInitializer(g, node, 2) || node.FloatAttr("alpha", 1f) != 1f || node.FloatAttr("beta", 1f) != 1f) return null;
         var b = g.Initializers[node.Input[1]];
-        long n = Attr(node, "transB", 0) == 1 ? b.Dims[0] : b.Dims[1];
+        long n = node.IntAttr("transB", 0) == 1 ? b.Dims[0] : b.Dims[1];
         var c = g.Initializers[node.Input[2]];
         return c.Dims.Count == 1 && c.Dims[0] == n ? 2 : null;
     }
@@ -180,8 +174,8 @@ public static class OpHandlers
         if (node.OpType == "Relu") return (0f, float.PositiveInfinity);
         if (node.OpType != "Clip") return null;
         float min = float.NegativeInfinity, max = float.PositiveInfinity;
-        if (node.Attribute.FirstOrDefault(a => a.Name == "min") is { } amin) min = amin.F;
-        if (node.Attribute.FirstOrDefault(a => a.Name == "max") is { } amax) max = amax.F;
+        if (node.Attr("min") is { } amin) min = amin.F;
+        if (node.Attr("max") is { } amax) max = amax.F;
         for (int i = 1; i <= 2 && i < node.Input.Count; i++)
         {
             if (node.Input[i].Length == 0) continue;

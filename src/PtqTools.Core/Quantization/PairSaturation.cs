@@ -1,4 +1,5 @@
 using Onnx;
+using PtqTools.Core.Onnx;
 
 namespace PtqTools.Core.Quantization;
 
@@ -87,11 +88,11 @@ public sealed class PairLayout
     {
         // A depthwise convolution (one input and one output channel per group) runs in MLAS's depthwise kernels,
         // which widen to int16 or int32 before they multiply: exact on every class.
-        "Conv" when dims.Length >= 3 && dims[1] == 1 && dims[0] == (node.Attribute.FirstOrDefault(a => a.Name == "group")?.I ?? 1) && dims[0] > 1 => null,
+        "Conv" when dims.Length >= 3 && dims[1] == 1 && dims[0] == node.IntAttr("group", 1) && dims[0] > 1 => null,
         "Conv" when dims.Length >= 3 => Conv(dims),
         "ConvTranspose" when dims.Length >= 3 => ConvTranspose(dims),
         "MatMul" when dims.Length == 2 => MatMul(dims[0], dims[1]),
-        "Gemm" when dims.Length == 2 => (node.Attribute.FirstOrDefault(a => a.Name == "transB")?.I ?? 0) == 1 ? Rows(dims[0], dims[1]) : MatMul(dims[0], dims[1]),
+        "Gemm" when dims.Length == 2 => node.IntAttr("transB", 0) == 1 ? Rows(dims[0], dims[1]) : MatMul(dims[0], dims[1]),
         _ => null,
     };
 }

@@ -66,8 +66,8 @@ public static class QOperatorConverter
         graph.Node.AddRange(nodes);
         if (usesMs && !model.OpsetImport.Any(o => o.Domain == Ms))
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = Ms, Version = 1 });
-        QdqQuantizer.RemoveUnusedInitializers(graph);
-        QdqQuantizer.SortTopologically(graph);
+        GraphEditor.RemoveUnusedInitializers(graph);
+        GraphEditor.SortTopologically(graph);
         return model;
     }
 
@@ -106,14 +106,8 @@ public static class QOperatorConverter
     static IEnumerable<string>? Dequantized(string tensor, Dictionary<string, NodeProto> dq) =>
         dq.TryGetValue(tensor, out var d) && d.Input.Count == 3 ? d.Input : null;
 
-    static NodeProto New(string op, string domain, string name, IEnumerable<string> inputs, string output, IEnumerable<AttributeProto>? attributes = null)
-    {
-        var n = new NodeProto { OpType = op, Domain = domain, Name = name };
-        n.Input.AddRange(inputs);
-        n.Output.Add(output);
-        if (attributes is not null) n.Attribute.AddRange(attributes.Select(a => a.Clone()));
-        return n;
-    }
+    static NodeProto New(string op, string domain, string name, IEnumerable<string> inputs, string output, IEnumerable<AttributeProto>? attributes = null) =>
+        GraphEditor.Node(op, domain, name, inputs, output, attributes);
 
     static NodeProto? Conv(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q, GraphView g)
     {
@@ -137,7 +131,7 @@ public static class QOperatorConverter
     {
         if (Dequantized(node.Input[0], dq) is not { } x) return null;
         var n = New(op, Ms, node.Name, x.Concat(q.Input.Skip(1)), q.Output[0], copyAttributes ? node.Attribute : null);
-        if (!copyAttributes) n.Attribute.Add(new AttributeProto { Name = "channels_last", I = 0, Type = AttributeProto.Types.AttributeType.Int });
+        if (!copyAttributes) n.Attribute.Add(GraphEditor.Int("channels_last", 0));
         return n;
     }
 
@@ -148,7 +142,7 @@ public static class QOperatorConverter
         if (Dequantized(node.Input[0], dq) is not { } x) return null;
         var n = New("QLinearSoftmax", Ms, node.Name, x.Concat(q.Input.Skip(1)), q.Output[0], node.Attribute);
         long opset = model.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 13;
-        n.Attribute.Add(new AttributeProto { Name = "opset", I = opset, Type = AttributeProto.Types.AttributeType.Int });
+        n.Attribute.Add(GraphEditor.Int("opset", opset));
         return n;
     }
 

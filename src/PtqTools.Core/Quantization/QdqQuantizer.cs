@@ -41,8 +41,7 @@ public static class QdqQuantizer
         // Per-axis DequantizeLinear (the float layers' own input copies below) needs opset 13.
         bool perAxis = OpsetUpgrader.DefaultOpset(model) >= 13;
         QuantizeGraph(new GraphView(model.Graph), plan, ranges, qparams, qtypes, perAxis, names, options, cancel);
-        if (OpsetUpgrader.AllNodes(model.Graph).Any(n => n.Domain == MsDomain) && !model.OpsetImport.Any(o => o.Domain == MsDomain))
-            model.OpsetImport.Add(new OperatorSetIdProto { Domain = MsDomain, Version = 1 });
+        GraphEditor.ImportMsDomainIfUsed(model);
         return model;
     }
 
@@ -110,8 +109,8 @@ public static class QdqQuantizer
                     plan.RecordPairs(QuantizationPlan.LayerName(view, node), pairs, options);
                     var qName = names.Fresh(wName + "_quantized");
                     var wType = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
-                    graph.Initializer.Add(QuantizedTensor(qName, values, wType, dims));
-                    var dq = AddDequantize(graph, newNodes, names, wName, qName, scales, zeroPoints, wType, axis, zeroPoints[0]);
+                    graph.Initializer.Add(GraphEditor.QuantizedTensor(qName, values, wType, dims));
+                    var dq = GraphEditor.AddDequantize(graph, newNodes, names, wName, qName, scales, zeroPoints, wType, axis, zeroPoints[0]);
                     var errors = options.BiasCorrection && biasInput is not null
                         ? BiasCorrection.ErrorSums(TensorData.ReadFloats(init), dims, w.Axis, values, scales, zeroPoints, axis) : null;
                     quantizedWeights[(wName, axis)] = done = (dq, scales, errors);
@@ -130,7 +129,7 @@ public static class QdqQuantizer
                 var qName = names.Fresh(bName + "_quantized");
                 graph.Initializer.Add(TensorData.FromInt32(qName, values, bias.Length));
                 // Per-tensor weights give one bias scale: a per-tensor DequantizeLinear, valid from opset 10.
-                node.Input[b] = AddDequantize(graph, newNodes, names, bName, qName, scales, new int[scales.Length], OnnxDataType.Int32, weightScales.Length == 1 ? null : 0);
+                node.Input[b] = GraphEditor.AddDequantize(graph, newNodes, names, bName, qName, scales, new int[scales.Length], OnnxDataType.Int32, weightScales.Length == 1 ? null : 0);
             }
             foreach (var c in handler.ConstantInputs(node, view))
             {
@@ -141,8 +140,8 @@ public static class QdqQuantizer
                 var p = QuantMath.FromRange(min, max, actType, options.ActivationSymmetric);
                 var qName = names.Fresh(cName + "_quantized");
                 var dims = init.Dims.ToArray();
-                graph.Initializer.Add(QuantizedTensor(qName, values.Select(v => QuantMath.Quantize(v, p, qmin, qmax)), zpType, dims));
-                node.Input[c] = AddDequantize(graph, newNodes, names, cName, qName, new[] { p.Scale }, null, zpType, null, p.ZeroPoint);
+                graph.Initializer.Add(GraphEditor.QuantizedTensor(qName, values.Select(v => QuantMath.Quantize(v, p, qmin, qmax)), zpType, dims));
+                node.Input[c] = GraphEditor.AddDequantize(graph, newNodes, names, cName, qName, new[] { p.Scale }, null, zpType, null, p.ZeroPoint);
             }
         }
 
@@ -155,7 +154,7 @@ public static class QdqQuantizer
             var zpName = names.Fresh(tensor + "_zero_point");
             var type = qtypes[key];
             graph.Initializer.Add(TensorData.FromFloats(scaleName, new[] { p.Scale }));
-            graph.Initializer.Add(QuantizedTensor(zpName, new[] { p.ZeroPoint }, OnnxType(type)));
+            graph.Initializer.Add(GraphEditor.QuantizedTensor(zpName, new[] { p.ZeroPoint }, OnnxType(type)));
             var quantized = names.Fresh(tensor + "_QuantizeLinear_Output");
             // An output this graph produces keeps its name; one it only passes on (an input, an outer tensor) stays float.
             bool isGraphOutput = view.GraphOutputs.Contains(tensor) && view.Producers.ContainsKey(tensor);
@@ -179,9 +178,9 @@ public static class QdqQuantizer
                     for (int k = 0; k < consumer.Input.Count; k++) if (consumer.Input[k] == tensor) consumer.Input[k] = dequantized;
             }
             // 16-bit Q/DQ are ONNX Runtime's com.microsoft operators (ai.onnx has them only from opset 21).
-            string domain = QuantMath.Is16Bit(type) ? MsDomain : "";
-            newNodes.Add(Node("QuantizeLinear", names.Fresh(tensor + "_QuantizeLinear"), new[] { source, scaleName, zpName }, quantized, domain));
-            newNodes.Add(Node("DequantizeLinear", names.Fresh(tensor + "_DequantizeLinear"), new[] { quantized, scaleName, zpName }, dequantized, domain));
+            string domain = QuantMath.Is16Bit(type) ? GraphEditor.MsDomain : "";
+            newNodes.Add(GraphEditor.Node("QuantizeLinear", names.Fresh(tensor + "_QuantizeLinear"), new[] { source, scaleName, zpName }, quantized, domain));
+            newNodes.Add(GraphEditor.Node("DequantizeLinear", names.Fresh(tensor + "_DequantizeLinear"), new[] { quantized, scaleName, zpName }, dequantized, domain));
             // A Conv/ConvTranspose/Gemm kept in float that reads this tensor gets its own DequantizeLinear, with the same
             // scale and zero point repeated per input channel: ONNX Runtime's WeightBiasQuantization (basic level and up)
             // quantizes the float weight of such a layer to per-tensor int8 when its input comes from a per-tensor DQ and
@@ -193,9 +192,9 @@ public static class QdqQuantizer
                     var dqScale = names.Fresh(own + "_scale");
                     var dqZero = names.Fresh(own + "_zero_point");
                     graph.Initializer.Add(TensorData.FromFloats(dqScale, Enumerable.Repeat(p.Scale, channels).ToArray(), channels));
-                    graph.Initializer.Add(QuantizedTensor(dqZero, Enumerable.Repeat(p.ZeroPoint, channels), OnnxType(type), channels));
-                    var dq = Node("DequantizeLinear", names.Fresh(own + "_DequantizeLinear"), new[] { quantized, dqScale, dqZero }, own, domain);
-                    dq.Attribute.Add(new AttributeProto { Name = "axis", I = axis, Type = AttributeProto.Types.AttributeType.Int });
+                    graph.Initializer.Add(GraphEditor.QuantizedTensor(dqZero, Enumerable.Repeat(p.ZeroPoint, channels), OnnxType(type), channels));
+                    var dq = GraphEditor.Node("DequantizeLinear", names.Fresh(own + "_DequantizeLinear"), new[] { quantized, dqScale, dqZero }, own, domain);
+                    dq.Attribute.Add(GraphEditor.Int("axis", axis));
                     newNodes.Add(dq);
                     consumer.Input[0] = own;
                 }
@@ -203,11 +202,9 @@ public static class QdqQuantizer
 
         graph.Node.AddRange(newNodes);
         foreach (var sub in subgraphs) QuantizeGraph(sub, plan, ranges, qparams, qtypes, perAxis, names, options, cancel);
-        RemoveUnusedInitializers(graph);
-        SortTopologically(graph);
+        GraphEditor.RemoveUnusedInitializers(graph);
+        GraphEditor.SortTopologically(graph);
     }
-
-    const string MsDomain = "com.microsoft";
 
     internal static OnnxDataType OnnxType(QuantType type) => type switch
     {
@@ -224,117 +221,17 @@ public static class QdqQuantizer
     {
         if (plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(view, node)) || node.Input.Count < 2 || !view.Initializers.TryGetValue(node.Input[1], out var w)
             || w.DataType != (int)OnnxDataType.Float || w.Dims.Count < 2) return null;
-        long Attr(string name, long fallback) => node.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.I : fallback;
         long channels; int axis = 1;
         switch (node.OpType)
         {
-            case "Conv": channels = w.Dims[1] * Attr("group", 1); break;
+            case "Conv": channels = w.Dims[1] * node.IntAttr("group", 1); break;
             case "ConvTranspose": channels = w.Dims[0]; break;
             case "Gemm":
-                channels = Attr("transB", 0) == 1 ? w.Dims[1] : w.Dims[0];
-                if (Attr("transA", 0) == 1) axis = 0;
+                channels = node.IntAttr("transB", 0) == 1 ? w.Dims[1] : w.Dims[0];
+                if (node.IntAttr("transA", 0) == 1) axis = 0;
                 break;
             default: return null;
         }
         return channels is > 0 and < int.MaxValue ? (axis, (int)channels) : null;
-    }
-
-    /// <summary>A DequantizeLinear of a quantized initializer; <paramref name="zeroPoints"/> per axis (zeros when null).</summary>
-    internal static string AddDequantize(GraphProto graph, List<NodeProto> nodes, NameScope names, string baseName, string quantized,
-        float[] scales, int[]? zeroPoints, OnnxDataType zpType, int? axis, int scalarZeroPoint = 0)
-    {
-        bool perAxis = axis is not null;
-        var scaleName = names.Fresh(baseName + "_scale");
-        var zpName = names.Fresh(baseName + "_zero_point");
-        graph.Initializer.Add(perAxis ? TensorData.FromFloats(scaleName, scales, scales.Length) : TensorData.FromFloats(scaleName, scales[..1]));
-        var zps = perAxis ? (IEnumerable<int>?)zeroPoints ?? Enumerable.Repeat(0, scales.Length) : new[] { scalarZeroPoint };
-        graph.Initializer.Add(perAxis ? QuantizedTensor(zpName, zps, zpType, scales.Length) : QuantizedTensor(zpName, zps, zpType));
-        var output = names.Fresh(baseName + "_DequantizeLinear_Output");
-        var dq = Node("DequantizeLinear", names.Fresh(baseName + "_DequantizeLinear"), new[] { quantized, scaleName, zpName }, output,
-            zpType is OnnxDataType.UInt16 or OnnxDataType.Int16 ? MsDomain : "");
-        if (perAxis) dq.Attribute.Add(new AttributeProto { Name = "axis", I = axis!.Value, Type = AttributeProto.Types.AttributeType.Int });
-        nodes.Add(dq);
-        return output;
-    }
-
-    internal static TensorProto QuantizedTensor(string name, IEnumerable<int> values, OnnxDataType type, params long[] dims) => type switch
-    {
-        OnnxDataType.UInt16 or OnnxDataType.Int16 => Typed16(name, values, type, dims),
-        OnnxDataType.UInt8 => TensorData.FromUInt8(name, values.Select(v => (byte)v).ToArray(), dims),
-        OnnxDataType.Int8 => TensorData.FromInt8(name, values.Select(v => (sbyte)v).ToArray(), dims),
-        OnnxDataType.Int32 => TensorData.FromInt32(name, values.ToArray(), dims),
-        _ => throw new ArgumentOutOfRangeException(nameof(type)),
-    };
-
-    /// <summary>16-bit values in int32_data (ONNX's field for them), which every reader takes.</summary>
-    static TensorProto Typed16(string name, IEnumerable<int> values, OnnxDataType type, long[] dims)
-    {
-        var t = new TensorProto { Name = name, DataType = (int)type };
-        t.Dims.AddRange(dims);
-        t.Int32Data.AddRange(values);
-        return t;
-    }
-
-    internal static NodeProto Node(string op, string name, string[] inputs, string output, string domain = "")
-    {
-        var node = new NodeProto { OpType = op, Name = name, Domain = domain };
-        node.Input.AddRange(inputs);
-        node.Output.Add(output);
-        return node;
-    }
-
-    internal static void RemoveUnusedInitializers(GraphProto graph)
-    {
-        var used = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var n in OpsetUpgrader.AllNodes(graph)) used.UnionWith(n.Input);
-        used.UnionWith(graph.Output.Select(o => o.Name));
-        var keep = graph.Initializer.Where(t => used.Contains(t.Name)).ToList();
-        graph.Initializer.Clear();
-        graph.Initializer.AddRange(keep);
-    }
-
-    /// <summary>Tensors a node's subgraphs read from the scopes around them (the node's implicit inputs).</summary>
-    internal static IEnumerable<string> OuterReferences(NodeProto node)
-    {
-        foreach (var attr in node.Attribute)
-            foreach (var g in attr.G is null ? attr.Graphs : attr.Graphs.Prepend(attr.G))
-            {
-                var defined = g.Input.Select(i => i.Name).Concat(g.Initializer.Select(t => t.Name)).Concat(g.Node.SelectMany(n => n.Output)).ToHashSet(StringComparer.Ordinal);
-                foreach (var n in g.Node)
-                    foreach (var i in n.Input.Concat(OuterReferences(n)))
-                        if (i.Length > 0 && !defined.Contains(i)) yield return i;
-                foreach (var o in g.Output) if (!defined.Contains(o.Name)) yield return o.Name;
-            }
-    }
-
-    /// <summary>Stable topological order (Kahn, ties broken by current position).</summary>
-    internal static void SortTopologically(GraphProto graph)
-    {
-        var nodes = graph.Node.ToList();
-        var producer = new Dictionary<string, int>(StringComparer.Ordinal);
-        for (int i = 0; i < nodes.Count; i++) foreach (var o in nodes[i].Output) if (o.Length > 0) producer[o] = i;
-        var indegree = new int[nodes.Count];
-        var dependents = new List<int>[nodes.Count];
-        for (int i = 0; i < nodes.Count; i++)
-            foreach (var input in nodes[i].Input.Concat(OuterReferences(nodes[i])).Distinct())
-                if (input.Length > 0 && producer.TryGetValue(input, out var p) && p != i)
-                {
-                    indegree[i]++;
-                    (dependents[p] ??= new List<int>()).Add(i);
-                }
-        var ready = new SortedSet<int>(Enumerable.Range(0, nodes.Count).Where(i => indegree[i] == 0));
-        var order = new List<NodeProto>(nodes.Count);
-        while (ready.Count > 0)
-        {
-            var n = ready.Min;
-            ready.Remove(n);
-            order.Add(nodes[n]);
-            if (dependents[n] is null) continue;
-            foreach (var d in dependents[n]) if (--indegree[d] == 0) ready.Add(d);
-        }
-        if (order.Count != nodes.Count)
-            throw new PtqException("GraphCycle", PtqErrorKind.InvalidData, "The quantized graph would contain a cycle.", null);
-        graph.Node.Clear();
-        graph.Node.AddRange(order);
     }
 }

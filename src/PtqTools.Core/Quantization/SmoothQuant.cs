@@ -34,7 +34,7 @@ public static class SmoothQuant
         var observed = names.Select(t => graphInputs.Contains(t) ? scope.Fresh(t + "_observed") : t).ToArray();
         for (int i = 0; i < names.Length; i++)
         {
-            if (observed[i] != names[i]) augmented.Graph.Node.Add(QdqQuantizer.Node("Identity", scope.Fresh(names[i] + "_Observe"), new[] { names[i] }, observed[i]));
+            if (observed[i] != names[i]) augmented.Graph.Node.Add(GraphEditor.Node("Identity", scope.Fresh(names[i] + "_Observe"), new[] { names[i] }, observed[i]));
             if (!existing.Contains(observed[i]))
                 augmented.Graph.Output.Add(new ValueInfoProto { Name = observed[i], Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)OnnxDataType.Float } } });
         }
@@ -104,12 +104,12 @@ public static class SmoothQuant
             var scaleName = names.Fresh(x + "_smooth_scale");
             graph.Initializer.Add(TensorData.FromFloats(scaleName, s.Select(v => 1f / v).ToArray(), k));
             var output = names.Fresh(x + "_smoothed");
-            added.Add(QdqQuantizer.Node("Mul", names.Fresh(x + "_SmoothQuant"), new[] { x, scaleName }, output));
+            added.Add(GraphEditor.Node("Mul", names.Fresh(x + "_SmoothQuant"), new[] { x, scaleName }, output));
             foreach (var m in matmuls) m.Input[0] = output;
             smoothed.Add(x);
         }
         graph.Node.AddRange(added);
-        QdqQuantizer.SortTopologically(graph);
+        GraphEditor.SortTopologically(graph);
         return (copy, smoothed);
     }
 }

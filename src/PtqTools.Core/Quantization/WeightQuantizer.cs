@@ -138,8 +138,8 @@ public static class WeightQuantizer
         graph.Node.AddRange(rewritten);
         if (graph.Node.Any(n => n.Domain == "com.microsoft") && !model.OpsetImport.Any(o => o.Domain == "com.microsoft"))
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
-        QdqQuantizer.RemoveUnusedInitializers(graph);
-        QdqQuantizer.SortTopologically(graph);
+        GraphEditor.RemoveUnusedInitializers(graph);
+        GraphEditor.SortTopologically(graph);
         return model;
     }
 
@@ -159,21 +159,21 @@ public static class WeightQuantizer
     internal static string FoldedDequantize(GraphProto graph, List<NodeProto> nodes, NameScope names, string baseName, string quantized,
         float[] scales, int[] zeroPoints, long[] paramDims)
     {
-        var cast = QdqQuantizer.Node("Cast", names.Fresh(baseName + "_Cast"), new[] { quantized }, names.Fresh(baseName + "_Cast_Output"));
-        cast.Attribute.Add(IntAttr("to", (int)OnnxDataType.Float));
+        var cast = GraphEditor.Node("Cast", names.Fresh(baseName + "_Cast"), new[] { quantized }, names.Fresh(baseName + "_Cast_Output"));
+        cast.Attribute.Add(GraphEditor.Int("to", (int)OnnxDataType.Float));
         nodes.Add(cast);
         var codes = cast.Output[0];
         if (zeroPoints.Any(z => z != 0))
         {
             var zpName = names.Fresh(baseName + "_zero_point");
             graph.Initializer.Add(TensorData.FromFloats(zpName, zeroPoints.Select(z => (float)z).ToArray(), paramDims));
-            var sub = QdqQuantizer.Node("Sub", names.Fresh(baseName + "_Sub"), new[] { codes, zpName }, names.Fresh(baseName + "_Sub_Output"));
+            var sub = GraphEditor.Node("Sub", names.Fresh(baseName + "_Sub"), new[] { codes, zpName }, names.Fresh(baseName + "_Sub_Output"));
             nodes.Add(sub);
             codes = sub.Output[0];
         }
         var scaleName = names.Fresh(baseName + "_scale");
         graph.Initializer.Add(TensorData.FromFloats(scaleName, scales, paramDims));
-        var mul = QdqQuantizer.Node("Mul", names.Fresh(baseName + "_Mul"), new[] { codes, scaleName }, names.Fresh(baseName + "_dequantized"));
+        var mul = GraphEditor.Node("Mul", names.Fresh(baseName + "_Mul"), new[] { codes, scaleName }, names.Fresh(baseName + "_dequantized"));
         nodes.Add(mul);
         return mul.Output[0];
     }
@@ -215,19 +215,19 @@ public static class WeightQuantizer
             options.Mode == QuantMode.Dynamic ? PairLayout.MatMul(k, n) : null, options, firstLayer);
         pairs = check;
         var type = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
-        graph.Initializer.Add(QdqQuantizer.QuantizedTensor(valuesName, values, type, dims));
+        graph.Initializer.Add(GraphEditor.QuantizedTensor(valuesName, values, type, dims));
         if (options.Mode == QuantMode.WeightOnly)
             return new WeightTensors(valuesName, "", "", k, n,
                 FoldedDequantize(graph, nodes, names, init.Name, valuesName, weightScales, zeroPoints, axis is null ? Array.Empty<long>() : new[] { n }));
         if (axis is null)
         {
             graph.Initializer.Add(TensorData.FromFloats(scaleName, weightScales));
-            graph.Initializer.Add(QdqQuantizer.QuantizedTensor(zpName, zeroPoints, type));
+            graph.Initializer.Add(GraphEditor.QuantizedTensor(zpName, zeroPoints, type));
         }
         else
         {
             graph.Initializer.Add(TensorData.FromFloats(scaleName, weightScales, weightScales.Length));
-            graph.Initializer.Add(QdqQuantizer.QuantizedTensor(zpName, zeroPoints, type, weightScales.Length));
+            graph.Initializer.Add(GraphEditor.QuantizedTensor(zpName, zeroPoints, type, weightScales.Length));
         }
         return new WeightTensors(valuesName, scaleName, zpName, k, n);
     }
@@ -243,27 +243,24 @@ public static class WeightQuantizer
         var dql = new NodeProto { OpType = "DynamicQuantizeLinear", Name = names.Fresh(baseName + "_DynamicQuantizeLinear") };
         dql.Input.Add(x);
         dql.Output.AddRange(new[] { xq, xs, xzp });
-        var integer = QdqQuantizer.Node("MatMulInteger", names.Fresh(baseName + "_MatMulInteger"),
+        var integer = GraphEditor.Node("MatMulInteger", names.Fresh(baseName + "_MatMulInteger"),
             new[] { xq, w.Values, xzp, w.ZeroPoint }, names.Fresh(baseName + "_MatMulInteger_Output"));
-        var scale = QdqQuantizer.Node("Mul", names.Fresh(baseName + "_scale_Mul"), new[] { xs, w.Scale }, names.Fresh(baseName + "_scale_Mul_Output"));
-        var cast = QdqQuantizer.Node("Cast", names.Fresh(baseName + "_Cast"), new[] { integer.Output[0] }, names.Fresh(baseName + "_Cast_Output"));
-        cast.Attribute.Add(IntAttr("to", (int)OnnxDataType.Float));
-        var output = QdqQuantizer.Node("Mul", baseName, new[] { cast.Output[0], scale.Output[0] }, y);
+        var scale = GraphEditor.Node("Mul", names.Fresh(baseName + "_scale_Mul"), new[] { xs, w.Scale }, names.Fresh(baseName + "_scale_Mul_Output"));
+        var cast = GraphEditor.Node("Cast", names.Fresh(baseName + "_Cast"), new[] { integer.Output[0] }, names.Fresh(baseName + "_Cast_Output"));
+        cast.Attribute.Add(GraphEditor.Int("to", (int)OnnxDataType.Float));
+        var output = GraphEditor.Node("Mul", baseName, new[] { cast.Output[0], scale.Output[0] }, y);
         return new[] { dql, integer, scale, cast, output };
     }
 
     static NodeProto MatMulNBits(NodeProto node, WeightTensors w, QuantizationOptions options)
     {
         var inputs = w.ZeroPoint.Length == 0 ? new[] { node.Input[0], w.Values, w.Scale } : new[] { node.Input[0], w.Values, w.Scale, w.ZeroPoint };
-        var q = QdqQuantizer.Node("MatMulNBits", node.Name, inputs, node.Output[0]);
+        var q = GraphEditor.Node("MatMulNBits", node.Name, inputs, node.Output[0]);
         q.Domain = "com.microsoft";
-        q.Attribute.Add(IntAttr("K", w.K));
-        q.Attribute.Add(IntAttr("N", w.N));
-        q.Attribute.Add(IntAttr("bits", 4));
-        q.Attribute.Add(IntAttr("block_size", options.BlockSize));
+        q.Attribute.Add(GraphEditor.Int("K", w.K));
+        q.Attribute.Add(GraphEditor.Int("N", w.N));
+        q.Attribute.Add(GraphEditor.Int("bits", 4));
+        q.Attribute.Add(GraphEditor.Int("block_size", options.BlockSize));
         return q;
     }
-
-    static AttributeProto IntAttr(string name, long value) =>
-        new() { Name = name, I = value, Type = AttributeProto.Types.AttributeType.Int };
 }
