@@ -39,8 +39,10 @@ internal static class EngineOps
 
     public static IReadOnlySet<string> Supported { get; } = Table.Keys.ToHashSet();
 
-    /// <summary>Float ops the engine runs only once fused into a quantized op.</summary>
-    public static IReadOnlySet<string> OnlyQuantized { get; } = new HashSet<string> { "Conv", "MatMul", "Add" };
+    /// <summary>Float ops the engine runs only once fused into a quantized op: those whose handler names an engine
+    /// fusion (<see cref="OpHandler.Engine"/>) and that have no float entry in the table.</summary>
+    public static IReadOnlySet<string> OnlyQuantized { get; } =
+        OpHandlers.OpTypes.Where(op => OpHandlers.ForOpType(op)!.Engine(op) is not null && !Table.ContainsKey(op)).ToHashSet();
 
     public static EngineTensor[] Run(NodeProto node, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
     {

@@ -78,11 +78,7 @@ public static class QdqQuantizer
         {
             cancel.ThrowIfCancellationRequested();
             var handler = OpHandlers.Get(node)!;
-            if (handler is GatherHandler)
-            {
-                EmbeddingQuantizer.Rewrite(graph, view, node, newNodes, names, options);
-                continue;
-            }
+            if (handler.RewriteStatic(new QdqRewrite(graph, view, newNodes, names, options), node)) continue;
             // Asked before the weight input is renamed below: handlers look at the float weight initializer.
             var biasInput = handler.Bias(node, view);
             float[]? weightScales = null;
@@ -215,23 +211,14 @@ public static class QdqQuantizer
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 
-    /// <summary>For a float (not planned) Conv, ConvTranspose or Gemm with a float weight initializer: the channel axis
-    /// of its first input and the number of channels there; null for anything else.</summary>
+    /// <summary>For a float (not planned) layer with a float weight initializer whose handler asks for its own
+    /// per-channel input DequantizeLinear (Conv, ConvTranspose, Gemm): the channel axis of its first input and the
+    /// number of channels there; null for anything else.</summary>
     static (int Axis, int Channels)? FloatLayerChannels(NodeProto node, GraphView view, QuantizationPlan plan)
     {
         if (plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(view, node)) || node.Input.Count < 2 || !view.Initializers.TryGetValue(node.Input[1], out var w)
             || w.DataType != (int)OnnxDataType.Float || w.Dims.Count < 2) return null;
-        long channels; int axis = 1;
-        switch (node.OpType)
-        {
-            case "Conv": channels = w.Dims[1] * node.IntAttr("group", 1); break;
-            case "ConvTranspose": channels = w.Dims[0]; break;
-            case "Gemm":
-                channels = node.IntAttr("transB", 0) == 1 ? w.Dims[1] : w.Dims[0];
-                if (node.IntAttr("transA", 0) == 1) axis = 0;
-                break;
-            default: return null;
-        }
+        if (OpHandlers.ForOpType(node.OpType)?.FloatInputChannels(node, w) is not (int axis, long channels)) return null;
         return channels is > 0 and < int.MaxValue ? (axis, (int)channels) : null;
     }
 }

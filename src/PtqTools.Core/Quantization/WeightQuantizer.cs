@@ -28,15 +28,13 @@ public static class WeightQuantizer
         {
             var decision = new LayerDecision { Layer = node.Name, OpType = node.OpType };
             plan.Decisions.Add(decision);
-            bool gather = node.OpType == "Gather" && node.Domain is "" or "ai.onnx";
-            bool recurrent = RecurrentQuantizer.Handles(node);
-            if (node.OpType != "MatMul" && !gather && !recurrent || node.Domain is not ("" or "ai.onnx"))
+            var handler = OpHandlers.Get(node);
+            if (handler is not { InWeightModes: true })
             {
                 decision.Reason = $"kept in float: {mode} mode quantizes MatMul layers with a constant weight, Gather from a constant table and the weights of LSTM and GRU";
                 continue;
             }
-            if ((gather ? OpHandlers.Get(node)!.CannotQuantize(node, graph) : recurrent ? RecurrentQuantizer.CannotQuantize(node, graph, options)
-                    : CannotQuantize(node, graph, options)) is { } why)
+            if (handler.CannotQuantizeWeights(node, graph, options) is { } why)
             {
                 decision.Reason = $"kept in float: {why}";
                 continue;
@@ -55,26 +53,9 @@ public static class WeightQuantizer
             }
             plan.QuantizedLayers.Add(node.Name);
             decision.Quantized = true;
-            decision.Reason = gather ? $"{mode}: {EmbeddingQuantizer.Describe(node, graph, options.PerChannel)}"
-                : recurrent ? RecurrentQuantizer.Describe(node, options)
-                : options.Mode == QuantMode.Dynamic
-                ? $"dynamic: {options.WeightType.ToString().ToLowerInvariant()} weights {(options.PerChannel ? "per column" : "per tensor")}, uint8 activations quantized at run time (MatMulInteger)"
-                : options.WeightBits == 4
-                    ? $"weight-only: int4 weights in blocks of {options.BlockSize} along K ({options.WeightMethod.ToString().ToUpperInvariant()}, MatMulNBits), float activations"
-                    : $"weight-only: {options.WeightType.ToString().ToLowerInvariant()} weights {(options.PerChannel ? "per column" : "per tensor")}, float activations";
+            decision.Reason = handler.DescribeWeights(node, graph, options);
         }
         return plan;
-    }
-
-    static string? CannotQuantize(NodeProto node, GraphView g, QuantizationOptions options)
-    {
-        if (node.Input.Count < 2 || !g.IsFloat(node.Input[0]) || g.IsInitializer(node.Input[0])) return "its A input is not a float32 activation";
-        if (!g.Initializers.TryGetValue(node.Input[1], out var w) || w.DataType != (int)OnnxDataType.Float || w.Dims.Count != 2)
-            return "its B input is not a 2-D float32 initializer";
-        if (w.Dims[0] == 0 || w.Dims[1] == 0) return "its weight is empty";
-        if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4 && w.Dims[0] < 16)
-            return $"K = {w.Dims[0]} is below MatMulNBits' smallest block";
-        return null;
     }
 
     /// <param name="hessians">With -WeightMethod GPTQ: H of each MatMul weight (<see cref="Gptq.Hessians"/>).</param>
@@ -91,10 +72,14 @@ public static class WeightQuantizer
         var graph = model.Graph;
         var view = new GraphView(graph);
         var names = new NameScope(graph);
-        var done = new Dictionary<string, WeightTensors>(StringComparer.Ordinal);
         var rewritten = new List<NodeProto>();
         // The first layer with an integer product (for -OverflowFix FirstLayer).
-        var firstLayer = graph.Node.FirstOrDefault(n => plan.QuantizedLayers.Contains(n.Name) && n.OpType != "Gather");
+        var firstLayer = graph.Node.FirstOrDefault(n => plan.QuantizedLayers.Contains(n.Name) && OpHandlers.Get(n)!.IntegerProductInWeightModes);
+        var rewrite = new WeightRewrite
+        {
+            Graph = graph, View = view, Names = names, Nodes = rewritten, Options = options, Plan = plan, FirstLayer = firstLayer,
+            Hessians = hessians, Threads = threads, Cancel = cancel,
+        };
         foreach (var node in graph.Node)
         {
             if (!plan.QuantizedLayers.Contains(node.Name))
@@ -105,33 +90,7 @@ public static class WeightQuantizer
             cancel.ThrowIfCancellationRequested();
             progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), node.Name));
             doneLayers++;
-            if (node.OpType == "Gather")
-            {
-                rewritten.Add(node);
-                EmbeddingQuantizer.Rewrite(graph, view, node, rewritten, names, options);
-                continue;
-            }
-            if (RecurrentQuantizer.Handles(node))
-            {
-                plan.RecordPairs(node.Name, RecurrentQuantizer.Rewrite(graph, view, node, rewritten, names, options, node == firstLayer), options);
-                continue;
-            }
-            var wName = node.Input[1];
-            if (!done.TryGetValue(wName, out var weight))
-            {
-                done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options, rewritten, hessians, threads, cancel,
-                    node == firstLayer, out var pairs);
-                plan.RecordPairs(node.Name, pairs, options);
-            }
-            switch (options.Mode)
-            {
-                case QuantMode.Dynamic: rewritten.AddRange(Dynamic(node, weight, names)); break;
-                case QuantMode.WeightOnly when options.WeightBits == 4: rewritten.Add(MatMulNBits(node, weight, options)); break;
-                default:
-                    node.Input[1] = weight.Dequantized!;
-                    rewritten.Add(node);
-                    break;
-            }
+            OpHandlers.Get(node)!.QuantizeWeights(rewrite, node);
         }
         progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), ""));
         graph.Node.Clear();
@@ -145,7 +104,7 @@ public static class WeightQuantizer
 
     /// <summary>Names of the initializers that hold one quantized weight, and its shape; for weight-only 8-bit, the
     /// float tensor its Cast and Mul write.</summary>
-    sealed record WeightTensors(string Values, string Scale, string ZeroPoint, long K, long N, string? Dequantized = null);
+    internal sealed record WeightTensors(string Values, string Scale, string ZeroPoint, long K, long N, string? Dequantized = null);
 
     /// <summary>
     /// Weight-only 8-bit weights turned back to float as Cast → (Sub zero point) → Mul scale, all on initializers,
@@ -178,7 +137,7 @@ public static class WeightQuantizer
         return mul.Output[0];
     }
 
-    static WeightTensors QuantizeWeight(GraphProto graph, NameScope names, TensorProto init, QuantizationOptions options, List<NodeProto> nodes,
+    internal static WeightTensors QuantizeWeight(GraphProto graph, NameScope names, TensorProto init, QuantizationOptions options, List<NodeProto> nodes,
         IReadOnlyDictionary<string, double[]>? hessians, int threads, CancellationToken cancel, bool firstLayer, out PairCheck? pairs)
     {
         pairs = null;
@@ -230,37 +189,5 @@ public static class WeightQuantizer
             graph.Initializer.Add(GraphEditor.QuantizedTensor(zpName, zeroPoints, type, weightScales.Length));
         }
         return new WeightTensors(valuesName, scaleName, zpName, k, n);
-    }
-
-    /// <summary>DynamicQuantizeLinear → MatMulInteger → Cast → Mul(input scale × weight scale): the pattern of
-    /// ONNX Runtime's DynamicQuantizeMatMulFusion. The last Mul writes the MatMul's output and carries its name.</summary>
-    static IEnumerable<NodeProto> Dynamic(NodeProto node, WeightTensors w, NameScope names)
-    {
-        string x = node.Input[0], y = node.Output[0], baseName = node.Name;
-        var xq = names.Fresh(x + "_quantized_" + baseName);
-        var xs = names.Fresh(x + "_scale_" + baseName);
-        var xzp = names.Fresh(x + "_zero_point_" + baseName);
-        var dql = new NodeProto { OpType = "DynamicQuantizeLinear", Name = names.Fresh(baseName + "_DynamicQuantizeLinear") };
-        dql.Input.Add(x);
-        dql.Output.AddRange(new[] { xq, xs, xzp });
-        var integer = GraphEditor.Node("MatMulInteger", names.Fresh(baseName + "_MatMulInteger"),
-            new[] { xq, w.Values, xzp, w.ZeroPoint }, names.Fresh(baseName + "_MatMulInteger_Output"));
-        var scale = GraphEditor.Node("Mul", names.Fresh(baseName + "_scale_Mul"), new[] { xs, w.Scale }, names.Fresh(baseName + "_scale_Mul_Output"));
-        var cast = GraphEditor.Node("Cast", names.Fresh(baseName + "_Cast"), new[] { integer.Output[0] }, names.Fresh(baseName + "_Cast_Output"));
-        cast.Attribute.Add(GraphEditor.Int("to", (int)OnnxDataType.Float));
-        var output = GraphEditor.Node("Mul", baseName, new[] { cast.Output[0], scale.Output[0] }, y);
-        return new[] { dql, integer, scale, cast, output };
-    }
-
-    static NodeProto MatMulNBits(NodeProto node, WeightTensors w, QuantizationOptions options)
-    {
-        var inputs = w.ZeroPoint.Length == 0 ? new[] { node.Input[0], w.Values, w.Scale } : new[] { node.Input[0], w.Values, w.Scale, w.ZeroPoint };
-        var q = GraphEditor.Node("MatMulNBits", node.Name, inputs, node.Output[0]);
-        q.Domain = "com.microsoft";
-        q.Attribute.Add(GraphEditor.Int("K", w.K));
-        q.Attribute.Add(GraphEditor.Int("N", w.N));
-        q.Attribute.Add(GraphEditor.Int("bits", 4));
-        q.Attribute.Add(GraphEditor.Int("block_size", options.BlockSize));
-        return q;
     }
 }

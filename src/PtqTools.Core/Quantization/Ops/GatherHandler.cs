@@ -3,6 +3,38 @@ using PtqTools.Core.Onnx;
 
 namespace PtqTools.Core.Quantization;
 
+/// <summary>Gather from a constant table (embeddings), in every mode: the table is stored quantized, the rows are
+/// gathered as integers and only they are dequantized (<see cref="EmbeddingQuantizer"/>). No QOperator form or engine
+/// fusion is needed: the Gather itself runs on the integer table.</summary>
+sealed class GatherHandler : OpHandler
+{
+    public override IReadOnlyList<string> OpTypes { get; } = new[] { "Gather" };
+
+    public override OutputRule Output => OutputRule.Dequantized;
+    public override string? CannotQuantize(NodeProto node, GraphView g) =>
+        node.Input.Count == 2 && IsFloatInitializer(g, node, 0) && !g.IsFloat(node.Input[1]) ? null : "its data input is not a float32 initializer (a table)";
+    public override IEnumerable<int> ActivationInputs(NodeProto node, GraphView g) => Array.Empty<int>();
+    public override string? Describe(NodeProto node, GraphView g, bool perChannel) => EmbeddingQuantizer.Describe(node, g, perChannel);
+
+    internal override bool RewriteStatic(QdqRewrite r, NodeProto node)
+    {
+        EmbeddingQuantizer.Rewrite(r.Graph, r.View, node, r.Added, r.Names, r.Options);
+        return true;
+    }
+
+    public override bool InWeightModes => true;
+    public override string? CannotQuantizeWeights(NodeProto node, GraphView g, QuantizationOptions options) => CannotQuantize(node, g);
+    public override string DescribeWeights(NodeProto node, GraphView g, QuantizationOptions options) =>
+        $"{(options.Mode == QuantMode.Dynamic ? "dynamic" : "weight-only")}: {EmbeddingQuantizer.Describe(node, g, options.PerChannel)}";
+    public override bool IntegerProductInWeightModes => false;
+
+    internal override void QuantizeWeights(WeightRewrite r, NodeProto node)
+    {
+        r.Nodes.Add(node);
+        EmbeddingQuantizer.Rewrite(r.Graph, r.View, node, r.Nodes, r.Names, r.Options);
+    }
+}
+
 /// <summary>
 /// Gather from a constant table (word and position embeddings): the table is stored as 8-bit weights (the options'
 /// weight type, symmetry and range; per column of the last axis when it is gathered along axis 0 and weights are

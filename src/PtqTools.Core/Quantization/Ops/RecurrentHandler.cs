@@ -8,9 +8,18 @@ namespace PtqTools.Core.Quantization;
 /// activations; the weight modes quantize their weights through <see cref="RecurrentQuantizer"/>.</summary>
 sealed class RecurrentHandler : OpHandler
 {
+    public override IReadOnlyList<string> OpTypes { get; } = new[] { "LSTM", "GRU" };
+
     public override string? CannotQuantize(NodeProto node, GraphView g) => node.OpType == "LSTM"
         ? "static mode: ONNX Runtime has no LSTM kernel for calibrated int8 activations (its quantized LSTM, com.microsoft DynamicQuantizeLSTM, quantizes them at run time: -Mode Dynamic); it stays float between Q/DQ"
         : "static mode: ONNX Runtime has no quantized GRU kernel (-Mode WeightOnly stores its weights in 8 bits); it stays float between Q/DQ";
+
+    public override bool InWeightModes => true;
+    public override string? CannotQuantizeWeights(NodeProto node, GraphView g, QuantizationOptions options) => RecurrentQuantizer.CannotQuantize(node, g, options);
+    public override string DescribeWeights(NodeProto node, GraphView g, QuantizationOptions options) => RecurrentQuantizer.Describe(node, options);
+
+    internal override void QuantizeWeights(WeightRewrite r, NodeProto node) =>
+        r.Plan.RecordPairs(node.Name, RecurrentQuantizer.Rewrite(r.Graph, r.View, node, r.Nodes, r.Names, r.Options, node == r.FirstLayer), r.Options);
 }
 
 /// <summary>
