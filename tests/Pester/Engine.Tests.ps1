@@ -39,6 +39,35 @@ Describe 'Invoke-ModelInference' {
         }
     }
 
+    It 'runs in parallel runspaces with different thread counts, each run with its own threads and the serial outputs' {
+        # The kernels' threads are each run's own value (no process-wide setting to race on): three runspaces at once,
+        # on 1, 2 and 3 threads, each inferring and timing; each reports its own count and the outputs of a serial run.
+        $module = $env:PTQTOOLS_MODULE
+        $serial = (Invoke-ModelInference -Path $int8 -DataSet $data -Engine PtqTools -ThreadCount 1 | ForEach-Object { [string]::Join(',', $_.Outputs[0]) }) -join ';'
+        $runs = 1, 2, 3 | ForEach-Object -ThrottleLimit 3 -Parallel {
+            Import-Module $using:module
+            $results = @()
+            $timed = @()
+            foreach ($rep in 1..2) {
+                $results += @(Invoke-ModelInference -Path $using:int8 -DataSet $using:data -Engine PtqTools -ThreadCount $_)
+                $timed += Measure-ModelPerformance -Path $using:int8 -DataSet $using:data -Engine PtqTools -ThreadCount $_ -WarmupRuns 0 -Runs 2
+            }
+            [pscustomobject]@{
+                Asked = $_
+                Threads = @($results.Threads + $timed.Threads | Select-Object -Unique)
+                Paths = @($results.KernelPath + $timed.KernelPath | Select-Object -Unique)
+                Outputs = @(foreach ($i in 0, 3) { ($results[$i..($i + 2)] | ForEach-Object { [string]::Join(',', $_.Outputs[0]) }) -join ';' })
+            }
+        }
+        $runs | Should -HaveCount 3
+        $path = (Invoke-ModelInference -Path $int8 -DataSet $data -Engine PtqTools | Select-Object -First 1).KernelPath
+        foreach ($r in $runs) {
+            $r.Threads | Should -Be @($r.Asked) -Because "the run asked for $($r.Asked) thread(s)"
+            $r.Paths | Should -Be @($path)
+            foreach ($o in $r.Outputs) { $o | Should -Be $serial -Because "the outputs on $($r.Asked) thread(s) are those of one" }
+        }
+    }
+
     It 'takes the model from the pipeline and the result survives Export-Clixml' {
         $r = Get-Item $int8 | Invoke-ModelInference -DataSet $data -Engine PtqTools | Select-Object -First 1
         $file = Join-Path $TestDrive 'r.xml'

@@ -416,47 +416,38 @@ public class EngineFallbackTests(ITestOutputHelper output)
         using var dir = new TempDir();
         var path = DynamicMiniLm(dir);
         var sentences = Sentences(6);
-        lock (typeof(KernelDispatch))
+        using var engine = new IntegerEngine(OnnxModelIO.Load(path), EngineOptions.Default with { FallbackThreads = 1, Kernels = KernelContext.Default.WithThreads(1) }, "minilm.dynamic");
+        using var ort = OrtReference.Session(File.ReadAllBytes(path));
+        using var asWritten = OrtReference.Session(File.ReadAllBytes(path), GraphOptimizationLevel.ORT_DISABLE_ALL);
+        var feeds = sentences.Select(f => Only(f, engine.Inputs)).ToList();
+        if (long128)
         {
-            int saved = KernelDispatch.MaxThreads;
-            KernelDispatch.MaxThreads = 1;
-            try
-            {
-                using var engine = new IntegerEngine(OnnxModelIO.Load(path), "minilm.dynamic", fallbackThreads: 1);
-                using var ort = OrtReference.Session(File.ReadAllBytes(path));
-                using var asWritten = OrtReference.Session(File.ReadAllBytes(path), GraphOptimizationLevel.ORT_DISABLE_ALL);
-                var feeds = sentences.Select(f => Only(f, engine.Inputs)).ToList();
-                if (long128)
-                {
-                    var ids = MiniLm.TokenIds(128);
-                    feeds = Enumerable.Range(0, 6).Select(k => engine.Inputs.ToDictionary(n => n, n => new EngineTensor(OnnxDataType.Int64, new long[] { 1, 128 },
-                        n == "input_ids" ? MiniLm.TokenIds(128, k) : n == "attention_mask" ? Enumerable.Repeat(1L, 128).ToArray() : new long[128]), StringComparer.Ordinal)).ToList();
-                }
-                foreach (var f in feeds) { engine.Run(f); OrtReference.Run(ort, f); OrtReference.Run(asWritten, f); }   // warm-up: node sessions, packing
-                var own = new List<double>(); var theirs = new List<double>(); var plain = new List<double>();
-                engine.Profile = new();
-                for (int rep = 0; rep < 3; rep++)
-                    foreach (var f in feeds)
-                    {
-                        long t0 = Stopwatch.GetTimestamp();
-                        engine.Run(f);
-                        own.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
-                        t0 = Stopwatch.GetTimestamp();
-                        OrtReference.Run(ort, f);
-                        theirs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
-                        t0 = Stopwatch.GetTimestamp();
-                        OrtReference.Run(asWritten, f);
-                        plain.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
-                    }
-                static double Median(List<double> l) { var s = l.OrderBy(v => v).ToList(); return s[s.Count / 2]; }
-                int tokens = (int)feeds.Average(f => f[engine.Inputs[0]].Dims[^1]);
-                output.WriteLine($"MiniLM dynamic, 1 thread, {feeds.Count} sentences (~{tokens} tokens) x 3, interleaved: engine median {Median(own):F2} ms (min {own.Min():F2}), " +
-                                 $"ONNX Runtime median {Median(theirs):F2} ms (min {theirs.Min():F2}), ONNX Runtime without graph optimizations median {Median(plain):F2} ms (min {plain.Min():F2}); " +
-                                 $"engine / ORT {Median(own) / Median(theirs):F2}x (medians), {own.Min() / theirs.Min():F2}x (minima)");
-                foreach (var kv in engine.Profile.OrderByDescending(k => k.Value.Milliseconds).Take(12))
-                    output.WriteLine($"    {kv.Key,-24} {kv.Value.Count,5} calls {kv.Value.Milliseconds / own.Count,8:F3} ms per run");
-            }
-            finally { KernelDispatch.MaxThreads = saved; }
+            var ids = MiniLm.TokenIds(128);
+            feeds = Enumerable.Range(0, 6).Select(k => engine.Inputs.ToDictionary(n => n, n => new EngineTensor(OnnxDataType.Int64, new long[] { 1, 128 },
+                n == "input_ids" ? MiniLm.TokenIds(128, k) : n == "attention_mask" ? Enumerable.Repeat(1L, 128).ToArray() : new long[128]), StringComparer.Ordinal)).ToList();
         }
+        foreach (var f in feeds) { engine.Run(f); OrtReference.Run(ort, f); OrtReference.Run(asWritten, f); }   // warm-up: node sessions, packing
+        var own = new List<double>(); var theirs = new List<double>(); var plain = new List<double>();
+        engine.Profile = new();
+        for (int rep = 0; rep < 3; rep++)
+            foreach (var f in feeds)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                engine.Run(f);
+                own.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+                t0 = Stopwatch.GetTimestamp();
+                OrtReference.Run(ort, f);
+                theirs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+                t0 = Stopwatch.GetTimestamp();
+                OrtReference.Run(asWritten, f);
+                plain.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+            }
+        static double Median(List<double> l) { var s = l.OrderBy(v => v).ToList(); return s[s.Count / 2]; }
+        int tokens = (int)feeds.Average(f => f[engine.Inputs[0]].Dims[^1]);
+        output.WriteLine($"MiniLM dynamic, 1 thread, {feeds.Count} sentences (~{tokens} tokens) x 3, interleaved: engine median {Median(own):F2} ms (min {own.Min():F2}), " +
+                         $"ONNX Runtime median {Median(theirs):F2} ms (min {theirs.Min():F2}), ONNX Runtime without graph optimizations median {Median(plain):F2} ms (min {plain.Min():F2}); " +
+                         $"engine / ORT {Median(own) / Median(theirs):F2}x (medians), {own.Min() / theirs.Min():F2}x (minima)");
+        foreach (var kv in engine.Profile.OrderByDescending(k => k.Value.Milliseconds).Take(12))
+            output.WriteLine($"    {kv.Key,-24} {kv.Value.Count,5} calls {kv.Value.Milliseconds / own.Count,8:F3} ms per run");
     }
 }

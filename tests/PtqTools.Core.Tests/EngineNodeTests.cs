@@ -38,32 +38,23 @@ public class EngineNodeTests
     public void NodeTest_IsBitExact_OnEveryPath(string name)
     {
         var (model, inputs, outputs) = Load(name);
-        lock (typeof(KernelDispatch))
+        foreach (var path in KernelDispatch.Supported())
         {
-        var saved = KernelDispatch.Current;
-        try
-        {
-            foreach (var path in KernelDispatch.Supported())
+            using var engine = new IntegerEngine(model, EngineOptions.Default with { Kernels = KernelPaths.Context(path) }, name);
+            Assert.Equal(inputs.Count, engine.Inputs.Count);
+            var feed = engine.Inputs.Select((n, i) => (n, t: EngineTensor.FromProto(inputs[i]))).ToDictionary(p => p.n, p => p.t);
+            var result = engine.Run(feed);
+            for (int i = 0; i < outputs.Count; i++)
             {
-                KernelDispatch.Current = path;
-                using var engine = new IntegerEngine(model, name);
-                Assert.Equal(inputs.Count, engine.Inputs.Count);
-                var feed = engine.Inputs.Select((n, i) => (n, t: EngineTensor.FromProto(inputs[i]))).ToDictionary(p => p.n, p => p.t);
-                var result = engine.Run(feed);
-                for (int i = 0; i < outputs.Count; i++)
-                {
-                    var expected = EngineTensor.FromProto(outputs[i]);
-                    var actual = result[engine.Outputs[i]];
-                    Assert.Equal(expected.Type, actual.Type);
-                    Assert.Equal(expected.Dims, actual.Dims);
-                    var e = expected.ToFloats(); var a = actual.ToFloats();
-                    for (int k = 0; k < e.Length; k++)
-                        Assert.True(BitConverter.SingleToInt32Bits(e[k]) == BitConverter.SingleToInt32Bits(a[k]),
-                            $"{name} on {path}: output {i} element {k} is {a[k]}, expected {e[k]}");
-                }
+                var expected = EngineTensor.FromProto(outputs[i]);
+                var actual = result[engine.Outputs[i]];
+                Assert.Equal(expected.Type, actual.Type);
+                Assert.Equal(expected.Dims, actual.Dims);
+                var e = expected.ToFloats(); var a = actual.ToFloats();
+                for (int k = 0; k < e.Length; k++)
+                    Assert.True(BitConverter.SingleToInt32Bits(e[k]) == BitConverter.SingleToInt32Bits(a[k]),
+                        $"{name} on {path}: output {i} element {k} is {a[k]}, expected {e[k]}");
             }
-        }
-        finally { KernelDispatch.Current = saved; }
         }
     }
 

@@ -113,19 +113,10 @@ public class GroundTruthTests
     [MemberData(nameof(Paths))]
     public void SaturatingPairs_OnEveryKernelPath_ReproducesOrt(KernelPath path)
     {
-        lock (typeof(KernelDispatch))
+        foreach (var name in new[] { "qlinearconv_3x3_c64", "qdqconv_stem_7x7_c3", "matmulinteger_128x768x768" })
         {
-            var saved = KernelDispatch.Current;
-            KernelDispatch.Current = path;
-            try
-            {
-                foreach (var name in new[] { "qlinearconv_3x3_c64", "qdqconv_stem_7x7_c3", "matmulinteger_128x768x768" })
-                {
-                    var r = Compare(name, EngineOptions.Emulating(QuantTarget.Avx2));
-                    Assert.True(r.Differing == 0, $"{path} {name}: {r.Differing} of {r.Elements} differ; first: {r.FirstDifference}");
-                }
-            }
-            finally { KernelDispatch.Current = saved; }
+            var r = Compare(name, EngineOptions.Emulating(QuantTarget.Avx2) with { Kernels = KernelPaths.Context(path) });
+            Assert.True(r.Differing == 0, $"{path} {name}: {r.Differing} of {r.Elements} differ; first: {r.FirstDifference}");
         }
     }
 

@@ -10,7 +10,7 @@ public class KernelTests
 {
     public static TheoryData<KernelPath> Paths() => KernelPaths.Supported();
 
-    static T OnPath<T>(KernelPath path, Func<T> f) => KernelPaths.On(path, f);
+    static KernelContext On(KernelPath path) => KernelPaths.Context(path);
 
     static byte[] U8(Random r, int n) { var a = new byte[n]; r.NextBytes(a); for (int i = 0; i < Math.Min(n, 4); i++) a[i] = (byte)(i % 2 == 0 ? 255 : 0); return a; }
     static sbyte[] S8(Random r, int n) { var a = new sbyte[n]; for (int i = 0; i < n; i++) a[i] = (sbyte)r.Next(-128, 128); for (int i = 0; i < Math.Min(n, 4); i++) a[i] = (sbyte)(i % 2 == 0 ? -128 : 127); return a; }
@@ -27,15 +27,15 @@ public class KernelTests
             int az = 255;   // the extremes: (0 - 255) * (127 - -128) stays exact
             var expected = new int[m * n]; var actual = new int[m * n];
             QGemm.Reference<byte, sbyte>(a, az, m, k, b, zpCols, n, expected);
-            OnPath(path, () => { QGemm.Multiply(a, az, m, PackedWeights.Pack(b, k, n, zpCols), actual); return 0; });
+            QGemm.Multiply(On(path), a, az, m, PackedWeights.Pack(b, k, n, zpCols), actual);
             Assert.Equal(expected, actual);
 
             QGemm.Reference<sbyte, sbyte>(sa, -128, m, k, b, new[] { 127 }, n, expected);
-            OnPath(path, () => { QGemm.Multiply(sa, -128, m, PackedWeights.Pack(b, k, n, new[] { 127 }), actual); return 0; });
+            QGemm.Multiply(On(path), sa, -128, m, PackedWeights.Pack(b, k, n, new[] { 127 }), actual);
             Assert.Equal(expected, actual);
 
             QGemm.Reference<byte, byte>(a, 3, m, k, ub, new[] { 200 }, n, expected);
-            OnPath(path, () => { QGemm.Multiply(a, 3, m, PackedWeights.Pack(ub, k, n, new[] { 200 }), actual); return 0; });
+            QGemm.Multiply(On(path), a, 3, m, PackedWeights.Pack(ub, k, n, new[] { 200 }), actual);
             Assert.Equal(expected, actual);
         }
     }
@@ -49,13 +49,7 @@ public class KernelTests
         var a = U8(r, m * k); var b = S8(r, k * n);
         var expected = new int[m * n]; var actual = new int[m * n];
         QGemm.Reference<byte, sbyte>(a, 128, m, k, b, new[] { 0 }, n, expected);
-        var saved = KernelDispatch.ParallelThreshold;
-        try
-        {
-            KernelDispatch.ParallelThreshold = 1 << 12;
-            OnPath(path, () => { QGemm.Multiply(a, 128, m, PackedWeights.Pack(b, k, n, new[] { 0 }), actual); return 0; });
-        }
-        finally { KernelDispatch.ParallelThreshold = saved; }
+        QGemm.Multiply(On(path) with { ParallelThreshold = 1 << 12, MaxThreads = 2 }, a, 128, m, PackedWeights.Pack(b, k, n, new[] { 0 }), actual);
         Assert.Equal(expected, actual);
     }
 
@@ -67,27 +61,21 @@ public class KernelTests
     public void Gemm_SplitOverThreads_IsBitIdenticalToOneThread(KernelPath path)
     {
         var r = new Random(7);
-        var (savedThreshold, savedThreads) = (KernelDispatch.ParallelThreshold, KernelDispatch.MaxThreads);
-        try
+        foreach (var (m, n, k) in new[] { (100, 200, 300), (20, 150, 70), (16, 40, 64), (64, 33, 129), (97, 16, 1000) })
         {
-            foreach (var (m, n, k) in new[] { (100, 200, 300), (20, 150, 70), (16, 40, 64), (64, 33, 129), (97, 16, 1000) })
-            {
-                var sa = S8(r, m * k); var b = S8(r, k * n);
-                var zp = Enumerable.Range(0, n).Select(_ => r.Next(-128, 128)).ToArray();
-                var packed = PackedWeights.Pack(b, k, n, zp);
-                var expected = new int[m * n];
-                QGemm.Reference<sbyte, sbyte>(sa, -3, m, k, b, zp, n, expected);
-                KernelDispatch.ParallelThreshold = 1 << 10;
+            var sa = S8(r, m * k); var b = S8(r, k * n);
+            var zp = Enumerable.Range(0, n).Select(_ => r.Next(-128, 128)).ToArray();
+            var packed = PackedWeights.Pack(b, k, n, zp);
+            var expected = new int[m * n];
+            QGemm.Reference<sbyte, sbyte>(sa, -3, m, k, b, zp, n, expected);
+            foreach (var context in KernelPaths.Contexts(path))
                 foreach (int threads in new[] { 1, 2, 3 })
                 {
-                    KernelDispatch.MaxThreads = threads;
                     var actual = new int[m * n];
-                    OnPath(path, () => { QGemm.Multiply(sa, -3, m, packed, actual); return 0; });
-                    Assert.True(expected.AsSpan().SequenceEqual(actual), $"{m}x{n}x{k} on {threads} thread(s) differs from the reference");
+                    QGemm.Multiply(context with { ParallelThreshold = 1 << 10, MaxThreads = threads }, sa, -3, m, packed, actual);
+                    Assert.True(expected.AsSpan().SequenceEqual(actual), $"{m}x{n}x{k} on {threads} thread(s) ({context}) differs from the reference");
                 }
-            }
         }
-        finally { (KernelDispatch.ParallelThreshold, KernelDispatch.MaxThreads) = (savedThreshold, savedThreads); }
     }
 
     static unsafe void RecordThread(void* state, int part)
@@ -140,7 +128,7 @@ public class KernelTests
             int outLen = g.Batch * g.OutChannels * g.OutH * g.OutW;
             var expected = new int[outLen]; var actual = new int[outLen];
             QConv.Reference<byte, sbyte>(x, 97, w, wz, g, expected);
-            OnPath(path, () => { QConv.Run<byte>(x, 97, PackedConvWeights.Pack<sbyte>(w, wz, g), actual); return 0; });
+            QConv.Run<byte>(On(path), x, 97, PackedConvWeights.Pack<sbyte>(w, wz, g), actual);
             Assert.Equal(expected, actual);
         }
     }
@@ -187,19 +175,19 @@ public class KernelTests
             var x = U8(r, inLen); var w = S8(r, g.OutChannels * g.PatchSize);
             var e = new byte[outLen]; var a = new byte[outLen];
             QConv.RequantizedReference<byte, sbyte, byte>(x, 131, w, wz, g, bias, mult, 77, relu, e);
-            OnPath(path, () => { QConv.RunRequantized<byte, byte>(x, 131, PackedConvWeights.Pack<sbyte>(w, wz, g), bias, mult, 77, relu, a); return 0; });
+            QConv.RunRequantized<byte, byte>(On(path), x, 131, PackedConvWeights.Pack<sbyte>(w, wz, g), bias, mult, 77, relu, a);
             Assert.True(e.SequenceEqual(a), $"u8 shape {i} on {path}");
             // s8 input, u8 weights, s8 output, one multiplier, no bias.
             var sx = S8(r, inLen); var uw = U8(r, g.OutChannels * g.PatchSize);
             var uwz = new[] { 119 };
             var es = new sbyte[outLen]; var asx = new sbyte[outLen];
             QConv.RequantizedReference<sbyte, byte, sbyte>(sx, -9, uw, uwz, g, default, new[] { 2.5e-4f }, 4, relu, es);
-            OnPath(path, () => { QConv.RunRequantized<sbyte, sbyte>(sx, -9, PackedConvWeights.Pack<byte>(uw, uwz, g), default, new[] { 2.5e-4f }, 4, relu, asx); return 0; });
+            QConv.RunRequantized<sbyte, sbyte>(On(path), sx, -9, PackedConvWeights.Pack<byte>(uw, uwz, g), default, new[] { 2.5e-4f }, 4, relu, asx);
             Assert.True(es.SequenceEqual(asx), $"s8 shape {i} on {path}");
             // The int32 accumulators of the same weights (ConvInteger).
             var ei = new int[outLen]; var ai = new int[outLen];
             QConv.Reference<sbyte, byte>(sx, -9, uw, uwz, g, ei);
-            OnPath(path, () => { QConv.Run<sbyte>(sx, -9, PackedConvWeights.Pack<byte>(uw, uwz, g), ai); return 0; });
+            QConv.Run<sbyte>(On(path), sx, -9, PackedConvWeights.Pack<byte>(uw, uwz, g), ai);
             Assert.True(ei.SequenceEqual(ai), $"int32 shape {i} on {path}");
         }
     }
@@ -209,35 +197,29 @@ public class KernelTests
     public void Conv_OnSeveralThreads_MatchesTheReference(KernelPath path)
     {
         var r = new Random(32);
-        var (saved, savedThreads) = (KernelDispatch.ParallelThreshold, KernelDispatch.MaxThreads);
-        try
+        // Many tiles (split by tiles) and one tile with many channels (split by channels), on the VNNI kernel and
+        // (64 channels, symmetric weights) on the AMX kernel where the CPU has it, stride 1 and 2.
+        foreach (var g in new ConvGeometry[]
         {
-            KernelDispatch.ParallelThreshold = 1 << 10;
-            // Many tiles (split by tiles) and one tile with many channels (split by channels), on the VNNI kernel and
-            // (64 channels, symmetric weights) on the AMX kernel where the CPU has it, stride 1 and 2.
-            foreach (var g in new ConvGeometry[]
-            {
-                new(1, 8, 20, 20, 12, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1), new(1, 16, 5, 5, 40, 3, 3, StrideH: 2, StrideW: 2),
-                new(1, 64, 12, 12, 64, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1), new(1, 64, 3, 3, 96, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
-                new(1, 64, 11, 11, 64, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
-            })
-            {
-                var x = U8(r, g.Channels * g.Height * g.Width); var w = S8(r, g.OutChannels * g.PatchSize);
-                for (int i = 0; i < w.Length; i++) if (w[i] == -128) w[i] = -127;
-                var mult = new[] { 1e-3f };
-                var e = new byte[g.OutChannels * g.OutH * g.OutW];
-                QConv.RequantizedReference<byte, sbyte, byte>(x, 128, w, new[] { 0 }, g, default, mult, 128, false, e);
-                var packed = PackedConvWeights.Pack<sbyte>(w, new[] { 0 }, g);
+            new(1, 8, 20, 20, 12, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1), new(1, 16, 5, 5, 40, 3, 3, StrideH: 2, StrideW: 2),
+            new(1, 64, 12, 12, 64, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1), new(1, 64, 3, 3, 96, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            new(1, 64, 11, 11, 64, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        })
+        {
+            var x = U8(r, g.Channels * g.Height * g.Width); var w = S8(r, g.OutChannels * g.PatchSize);
+            for (int i = 0; i < w.Length; i++) if (w[i] == -128) w[i] = -127;
+            var mult = new[] { 1e-3f };
+            var e = new byte[g.OutChannels * g.OutH * g.OutW];
+            QConv.RequantizedReference<byte, sbyte, byte>(x, 128, w, new[] { 0 }, g, default, mult, 128, false, e);
+            var packed = PackedConvWeights.Pack<sbyte>(w, new[] { 0 }, g);
+            foreach (var context in KernelPaths.Contexts(path))
                 foreach (int threads in new[] { 1, 2, 3 })
                 {
-                    KernelDispatch.MaxThreads = threads;
                     var a = new byte[e.Length];
-                    OnPath(path, () => { QConv.RunRequantized<byte, byte>(x, 128, packed, default, mult, 128, false, a); return 0; });
-                    Assert.True(e.AsSpan().SequenceEqual(a), $"{g} on {threads} thread(s) differs from the reference");
+                    QConv.RunRequantized<byte, byte>(context with { ParallelThreshold = 1 << 10, MaxThreads = threads }, x, 128, packed, default, mult, 128, false, a);
+                    Assert.True(e.AsSpan().SequenceEqual(a), $"{g} on {threads} thread(s) ({context}) differs from the reference");
                 }
-            }
         }
-        finally { (KernelDispatch.ParallelThreshold, KernelDispatch.MaxThreads) = (saved, savedThreads); }
     }
 
     [Theory]
@@ -250,21 +232,21 @@ public class KernelTests
         var scales = new[] { 0.1f, 0.05f, 1f }; var zp = new[] { 3, -7, 0 };
         var e8 = new sbyte[x.Length]; var a8 = new sbyte[x.Length];
         QuantizeKernels.QuantizeReference<sbyte>(x, scales, zp, 7, e8);
-        OnPath(path, () => { QuantizeKernels.Quantize<sbyte>(x, scales, zp, 7, a8); return 0; });
+        QuantizeKernels.Quantize<sbyte>(On(path), x, scales, zp, 7, a8);
         Assert.Equal(e8, a8);
         var eu = new byte[x.Length]; var au = new byte[x.Length];
         QuantizeKernels.QuantizeReference<byte>(x, new[] { 0.07f }, new[] { 128 }, x.Length, eu);
-        OnPath(path, () => { QuantizeKernels.Quantize<byte>(x, new[] { 0.07f }, new[] { 128 }, x.Length, au); return 0; });
+        QuantizeKernels.Quantize<byte>(On(path), x, new[] { 0.07f }, new[] { 128 }, x.Length, au);
         Assert.Equal(eu, au);
         // The reference is QuantMath itself.
         Assert.Equal(QuantMath.Quantize(x[5], new QuantParams(0.07f, 128), 0, 255), eu[5]);
 
         var fe = new float[x.Length]; var fa = new float[x.Length];
         QuantizeKernels.DequantizeReference<sbyte>(e8, scales, zp, 7, fe);
-        OnPath(path, () => { QuantizeKernels.Dequantize<sbyte>(e8, scales, zp, 7, fa); return 0; });
+        QuantizeKernels.Dequantize<sbyte>(On(path), e8, scales, zp, 7, fa);
         Assert.Equal(fe, fa);
         QuantizeKernels.DequantizeReference<byte>(eu, new[] { 0.07f }, new[] { 128 }, x.Length, fe);
-        OnPath(path, () => { QuantizeKernels.Dequantize<byte>(eu, new[] { 0.07f }, new[] { 128 }, x.Length, fa); return 0; });
+        QuantizeKernels.Dequantize<byte>(On(path), eu, new[] { 0.07f }, new[] { 128 }, x.Length, fa);
         Assert.Equal(fe, fa);
     }
 
@@ -278,14 +260,14 @@ public class KernelTests
         var mult = new[] { 0.0012f, 0.5f, 3.7e-5f, 1.25f };
         var e = new sbyte[acc.Length]; var a = new sbyte[acc.Length];
         QuantizeKernels.RequantizeReference<sbyte>(acc, mult, -3, 33, e);
-        OnPath(path, () => { QuantizeKernels.Requantize<sbyte>(acc, mult, -3, 33, a); return 0; });
+        QuantizeKernels.Requantize<sbyte>(On(path), acc, mult, -3, 33, a);
         Assert.Equal(e, a);
 
         var q = mult.Select(m => QuantMath.QuantizeMultiplier(m)).ToArray();
         var fixedM = q.Select(v => v.Fixed).ToArray(); var shifts = q.Select(v => v.Shift).ToArray();
         var eu = new byte[acc.Length]; var au = new byte[acc.Length];
         QuantizeKernels.RequantizeFixedPointReference<byte>(acc, fixedM, shifts, 120, 33, eu);
-        OnPath(path, () => { QuantizeKernels.RequantizeFixedPoint<byte>(acc, fixedM, shifts, 120, 33, au); return 0; });
+        QuantizeKernels.RequantizeFixedPoint<byte>(On(path), acc, fixedM, shifts, 120, 33, au);
         Assert.Equal(eu, au);
         // Fixed point agrees with the real multiplier to within one step away from the rounding ties.
         for (int i = 4; i < acc.Length; i++)
@@ -314,7 +296,7 @@ public class KernelTests
         var a = U8(r, 103); var b = U8(r, 103);
         var e = new byte[103]; var act = new byte[103];
         QElementwise.AddReference<byte>(a, 0.02f, 120, b, 0.05f, 3, 0.06f, 7, e);
-        OnPath(path, () => { QElementwise.Add<byte>(a, 0.02f, 120, b, 0.05f, 3, 0.06f, 7, act); return 0; });
+        QElementwise.Add<byte>(On(path), a, 0.02f, 120, b, 0.05f, 3, 0.06f, 7, act);
         Assert.Equal(e, act);
     }
 
@@ -328,10 +310,10 @@ public class KernelTests
             var a = S8(r, n); var b = S8(r, n); var one = S8(r, 1);
             var e = new sbyte[n]; var act = new sbyte[n];
             QElementwise.AddReference<sbyte>(a, 0.031f, -3, b, 0.047f, 11, 0.052f, -7, e);
-            OnPath(path, () => { QElementwise.Add<sbyte>(a, 0.031f, -3, b, 0.047f, 11, 0.052f, -7, act); return 0; });
+            QElementwise.Add<sbyte>(On(path), a, 0.031f, -3, b, 0.047f, 11, 0.052f, -7, act);
             Assert.Equal(e, act);
             QElementwise.AddReference<sbyte>(a, 0.031f, -3, one, 0.047f, 11, 0.052f, -7, e);
-            OnPath(path, () => { QElementwise.Add<sbyte>(a, 0.031f, -3, one, 0.047f, 11, 0.052f, -7, act); return 0; });
+            QElementwise.Add<sbyte>(On(path), a, 0.031f, -3, one, 0.047f, 11, 0.052f, -7, act);
             Assert.Equal(e, act);
         }
     }
@@ -383,8 +365,8 @@ public class KernelTests
             var ort = result[0].GetTensorDataAsSpan<byte>().ToArray();
             var mine = new byte[n];
             if (signed)
-                QElementwise.Add<sbyte>(Array.ConvertAll(a, v => (sbyte)v), sa, za, Array.ConvertAll(b, v => (sbyte)v), sb, zb, sc, zc, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(mine.AsSpan()));
-            else QElementwise.Add<byte>(a, sa, za, b, sb, zb, sc, zc, mine);
+                QElementwise.Add<sbyte>(KernelContext.Default, Array.ConvertAll(a, v => (sbyte)v), sa, za, Array.ConvertAll(b, v => (sbyte)v), sb, zb, sc, zc, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(mine.AsSpan()));
+            else QElementwise.Add<byte>(KernelContext.Default, a, sa, za, b, sb, zb, sc, zc, mine);
             Assert.Equal(ort, mine);
         }
     }
@@ -407,7 +389,7 @@ public class KernelTests
             var e = new byte[outLen]; var a = new byte[outLen]; var es = new sbyte[outLen]; var asx = new sbyte[outLen];
             QElementwise.MaxPoolReference<byte>(x, g, e);
             QElementwise.MaxPoolReference<sbyte>(sx, g, es);
-            OnPath(path, () => { QElementwise.MaxPool<byte>(x, g, a); QElementwise.MaxPool<sbyte>(sx, g, asx); return 0; });
+            QElementwise.MaxPool<byte>(On(path), x, g, a); QElementwise.MaxPool<sbyte>(On(path), sx, g, asx);
             Assert.Equal(e, a);
             Assert.Equal(es, asx);
         }
@@ -420,7 +402,7 @@ public class KernelTests
         var g = new ConvGeometry(1, 2, 6, 6, 2, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1);
         var x = S8(r, 72);
         var max = new sbyte[2 * g.OutH * g.OutW];
-        QElementwise.MaxPool<sbyte>(x, g, max);
+        QElementwise.MaxPool<sbyte>(KernelContext.Default, x, g, max);
         Assert.Equal(x.Take(36).Max(), max.Take(9).Max());
         var avg = new sbyte[max.Length];
         QElementwise.AveragePool<sbyte>(x, 0.1f, 0, g, false, 0.1f, 0, avg);

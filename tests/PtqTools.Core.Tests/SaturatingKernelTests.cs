@@ -10,7 +10,7 @@ public class SaturatingKernelTests
 {
     public static TheoryData<KernelPath> Paths() => KernelPaths.Supported();
 
-    static T OnPath<T>(KernelPath path, Func<T> f) => KernelPaths.On(path, f);
+    static KernelContext On(KernelPath path) => KernelPaths.Context(path);
 
     static byte[] U8(Random r, int n, bool adversarial) =>
         Enumerable.Range(0, n).Select(_ => adversarial ? (byte)r.Next(200, 256) : (byte)r.Next(256)).ToArray();
@@ -55,7 +55,7 @@ public class SaturatingKernelTests
                     var want = new int[m * n];
                     SaturatingGemm.Reference(a, az, m, k, b, bz, n, want);
                     var packed = SaturatingPackedWeights.Pack(b, k, n, bz);
-                    var got = OnPath(path, () => { var c = new int[m * n]; SaturatingGemm.Multiply(a, az, m, packed, c); return c; });
+                    var got = new int[m * n]; SaturatingGemm.Multiply(On(path), a, az, m, packed, got);
                     Assert.True(want.AsSpan().SequenceEqual(got), $"{path} m={m} n={n} k={k} az={az} adversarial={adversarial}");
                 }
             }
@@ -72,7 +72,7 @@ public class SaturatingKernelTests
             var want = new int[m * n];
             SaturatingGemm.Reference(a, 131, m, k, b, new[] { 0 }, n, want);
             var packed = SaturatingPackedWeights.Pack(b, k, n, new[] { 0 });
-            var got = OnPath(path, () => { var c = new int[m * n]; SaturatingGemm.Multiply(a, 131, m, packed, c); return c; });
+            var got = new int[m * n]; SaturatingGemm.Multiply(On(path), a, 131, m, packed, got);
             Assert.True(want.AsSpan().SequenceEqual(got), $"{path} m={m} n={n} k={k}");
         }
     }
@@ -87,14 +87,12 @@ public class SaturatingKernelTests
         var packed = SaturatingPackedWeights.Pack(b, k, n, new[] { 0 });
         var want = new int[m * n];
         SaturatingGemm.Reference(a, 128, m, k, b, new[] { 0 }, n, want);
-        long saved = KernelDispatch.ParallelThreshold;
-        try
+        foreach (int threads in new[] { 1, 2, 3 })
         {
-            KernelDispatch.ParallelThreshold = 1 << 12;
-            var got = OnPath(path, () => { var c = new int[m * n]; SaturatingGemm.Multiply(a, 128, m, packed, c); return c; });
+            var got = new int[m * n];
+            SaturatingGemm.Multiply(On(path) with { ParallelThreshold = 1 << 12, MaxThreads = threads }, a, 128, m, packed, got);
             Assert.Equal(want, got);
         }
-        finally { KernelDispatch.ParallelThreshold = saved; }
     }
 
     [Fact]
@@ -173,11 +171,11 @@ public class SaturatingKernelTests
                     var packed = SaturatingConvWeights.Pack(w, wz, g, pairing);
                     foreach (var path in KernelDispatch.Supported())
                     {
-                        var got = OnPath(path, () => { var y = new int[want.Length]; SaturatingConv.Run(x, xz, packed, y); return y; });
+                        var got = new int[want.Length]; SaturatingConv.Run(On(path), x, xz, packed, got);
                         Assert.True(want.AsSpan().SequenceEqual(got), $"{path} {g} xz={xz} {pairing} adversarial={adversarial}");
                         // The bias folded into the correction is the bias added afterwards.
                         var bias = Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-100000, 100000)).ToArray();
-                        var biased = OnPath(path, () => { var y = new int[want.Length]; SaturatingConv.Run(x, xz, packed, y, bias); return y; });
+                        var biased = new int[want.Length]; SaturatingConv.Run(On(path), x, xz, packed, biased, bias);
                         int pixels = g.OutH * g.OutW;
                         for (int i = 0; i < want.Length; i++) Assert.Equal(want[i] + bias[i / pixels % g.OutChannels], biased[i]);
                     }

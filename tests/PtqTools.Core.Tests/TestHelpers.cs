@@ -243,8 +243,8 @@ public static class TinyModels
     public static float[] RandomInput(Random random) => Check.RandomFloats(random, 3 * 8 * 8, 2f);
 }
 
-/// <summary>The kernel paths this CPU offers, as theory data, and running code on one of them (the dispatch is
-/// process-wide: callers hold its lock).</summary>
+/// <summary>The kernel paths this CPU offers, as theory data, and the contexts that run a kernel on one of them (a
+/// value per call: nothing process-wide to set or lock).</summary>
 public static class KernelPaths
 {
     public static TheoryData<KernelPath> Supported()
@@ -254,13 +254,15 @@ public static class KernelPaths
         return d;
     }
 
-    public static T On<T>(KernelPath path, Func<T> f)
+    /// <summary>This host's default context on <paramref name="path"/>.</summary>
+    public static KernelContext Context(KernelPath path) => KernelContext.Default.WithPath(path);
+
+    /// <summary>The contexts that cover <paramref name="path"/>: without AMX tiles and, where the CPU and library have
+    /// them (native path only), with them.</summary>
+    public static IEnumerable<KernelContext> Contexts(KernelPath path)
     {
-        lock (typeof(KernelDispatch))
-        {
-            var saved = KernelDispatch.Current;
-            KernelDispatch.Current = path;
-            try { return f(); } finally { KernelDispatch.Current = saved; }
-        }
+        var context = Context(path);
+        yield return context with { AllowAmx = false };
+        if (path == KernelPath.NativeVnni && NativeKernels.HasAmx) yield return context with { AllowAmx = true };
     }
 }

@@ -60,6 +60,9 @@ internal static class EngineOps
     /// <summary>The product arithmetic of the engine running the op (exact when called without engine state).</summary>
     static ProductArithmetic Arithmetic(Dictionary<NodeProto, object> cache) => cache is EngineState s ? s.Arithmetic : ProductArithmetic.Exact;
 
+    /// <summary>The kernels' context of the engine running the op (the host's default without engine state).</summary>
+    static KernelContext Kernels(Dictionary<NodeProto, object> cache) => cache is EngineState s ? s.Kernels : KernelContext.Default;
+
     /// <summary>Whether this u8 x s8 product is summed in saturating pairs: MLAS's vpmaddubsw kernels take uint8
     /// activations and int8 weights only (u8 x u8 widens to int16 with vpmaddwd, exact).</summary>
     static bool Saturating(Dictionary<NodeProto, object> cache, EngineTensor activations, EngineTensor weights) =>
@@ -104,11 +107,11 @@ internal static class EngineOps
         if (Signed(zp))
         {
             var y = GC.AllocateUninitializedArray<sbyte>((int)(input.Length));
-            QuantizeKernels.Quantize<sbyte>(input.Floats, s, z, inner, y);
+            QuantizeKernels.Quantize<sbyte>(Kernels(cache), input.Floats, s, z, inner, y);
             return new[] { new EngineTensor(OnnxDataType.Int8, input.Dims, y) };
         }
         var u = GC.AllocateUninitializedArray<byte>((int)(input.Length));
-        QuantizeKernels.Quantize<byte>(input.Floats, s, z, inner, u);
+        QuantizeKernels.Quantize<byte>(Kernels(cache), input.Floats, s, z, inner, u);
         return new[] { new EngineTensor(OnnxDataType.UInt8, input.Dims, u) };
     }
 
@@ -119,9 +122,9 @@ internal static class EngineOps
         var y = new float[input.Length];
         switch (input.Data)
         {
-            case byte[] when input.IsUInt8: QuantizeKernels.Dequantize<byte>(input.Bytes, s, z, inner, y); break;
-            case sbyte[] when input.IsInt8: QuantizeKernels.Dequantize<sbyte>(input.SBytes, s, z, inner, y); break;
-            case int[] b: QuantizeKernels.Dequantize<int>(b, s, z, inner, y); break;
+            case byte[] when input.IsUInt8: QuantizeKernels.Dequantize<byte>(Kernels(cache), input.Bytes, s, z, inner, y); break;
+            case sbyte[] when input.IsInt8: QuantizeKernels.Dequantize<sbyte>(Kernels(cache), input.SBytes, s, z, inner, y); break;
+            case int[] b: QuantizeKernels.Dequantize<int>(Kernels(cache), b, s, z, inner, y); break;
             default: throw new ArgumentException($"DequantizeLinear of {input.Type} is not supported.");
         }
         return new[] { EngineTensor.Float(y, input.Dims) };
@@ -135,7 +138,7 @@ internal static class EngineOps
         float scale = (max - min) / 255f;
         int zp = scale == 0 ? 0 : (int)MathF.Round(Math.Clamp(0 - min / scale, 0f, 255f), MidpointRounding.ToEven);
         var y = new byte[input.Length];
-        if (scale != 0) QuantizeKernels.Quantize<byte>(input, new[] { scale }, new[] { zp }, input.Length, y);
+        if (scale != 0) QuantizeKernels.Quantize<byte>(Kernels(cache), input, new[] { scale }, new[] { zp }, input.Length, y);
         return new[]
         {
             new EngineTensor(OnnxDataType.UInt8, Need(x, 0, n).Dims, y),
@@ -251,7 +254,7 @@ internal static class EngineOps
             }
         }
         var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
-        SaturatingConv.Run(xt.Bytes, xz, packed, acc, bias);
+        SaturatingConv.Run(Kernels(cache), xt.Bytes, xz, packed, acc, bias);
         return acc;
     }
 
@@ -264,8 +267,8 @@ internal static class EngineOps
         // int16 (vpmaddwd): exact. It has no u8 x s8 form to emulate.
         var packed = ConvWeights(n, w, wz, g, cache);
         var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
-        if (xt.IsUInt8) QConv.Run<byte>(xt.Bytes, xz, packed, acc);
-        else QConv.Run<sbyte>(xt.SBytes, xz, packed, acc);
+        if (xt.IsUInt8) QConv.Run<byte>(Kernels(cache), xt.Bytes, xz, packed, acc);
+        else QConv.Run<sbyte>(Kernels(cache), xt.SBytes, xz, packed, acc);
         return acc;
     }
 
@@ -302,20 +305,20 @@ internal static class EngineOps
         {
             // ONNX Runtime without VNNI: saturated raw sums, then bias and the same float32 requantization.
             var acc = SaturatingConvAccumulate(n, xt, xz, w, wz, g, cache, bias);
-            return new[] { Requant(acc, mult, (long)g.OutH * g.OutW, yz, yzT?.Type ?? xt.Type, dims, relu) };
+            return new[] { Requant(Kernels(cache), acc, mult, (long)g.OutH * g.OutW, yz, yzT?.Type ?? xt.Type, dims, relu) };
         }
         var packed = ConvWeights(n, w, wz, g, cache);
         // One fused pass: convolution, bias, requantization and ReLU (native VNNI when present).
         if ((yzT?.Type ?? xt.Type) == OnnxDataType.Int8)
         {
             var y = GC.AllocateUninitializedArray<sbyte>((int)(count));
-            if (xt.IsUInt8) QConv.RunRequantized<byte, sbyte>(xt.Bytes, xz, packed, bias, mult, yz, relu, y);
-            else QConv.RunRequantized<sbyte, sbyte>(xt.SBytes, xz, packed, bias, mult, yz, relu, y);
+            if (xt.IsUInt8) QConv.RunRequantized<byte, sbyte>(Kernels(cache), xt.Bytes, xz, packed, bias, mult, yz, relu, y);
+            else QConv.RunRequantized<sbyte, sbyte>(Kernels(cache), xt.SBytes, xz, packed, bias, mult, yz, relu, y);
             return new[] { new EngineTensor(OnnxDataType.Int8, dims, y) };
         }
         var u = GC.AllocateUninitializedArray<byte>((int)(count));
-        if (xt.IsUInt8) QConv.RunRequantized<byte, byte>(xt.Bytes, xz, packed, bias, mult, yz, relu, u);
-        else QConv.RunRequantized<sbyte, byte>(xt.SBytes, xz, packed, bias, mult, yz, relu, u);
+        if (xt.IsUInt8) QConv.RunRequantized<byte, byte>(Kernels(cache), xt.Bytes, xz, packed, bias, mult, yz, relu, u);
+        else QConv.RunRequantized<sbyte, byte>(Kernels(cache), xt.SBytes, xz, packed, bias, mult, yz, relu, u);
         return new[] { new EngineTensor(OnnxDataType.UInt8, dims, u) };
     }
 
@@ -344,17 +347,17 @@ internal static class EngineOps
             }
     }
 
-    static EngineTensor Requant(int[] acc, float[] mult, long inner, int yz, OnnxDataType type, long[] dims, bool relu)
+    static EngineTensor Requant(KernelContext kernels, int[] acc, float[] mult, long inner, int yz, OnnxDataType type, long[] dims, bool relu)
     {
         if (type == OnnxDataType.Int8)
         {
             var y = new sbyte[acc.Length];
-            QuantizeKernels.Requantize<sbyte>(acc, mult, yz, inner, y);
+            QuantizeKernels.Requantize<sbyte>(kernels, acc, mult, yz, inner, y);
             if (relu) for (int i = 0; i < y.Length; i++) if (y[i] < yz) y[i] = (sbyte)yz;
             return new EngineTensor(type, dims, y);
         }
         var u = new byte[acc.Length];
-        QuantizeKernels.Requantize<byte>(acc, mult, yz, inner, u);
+        QuantizeKernels.Requantize<byte>(kernels, acc, mult, yz, inner, u);
         if (relu) for (int i = 0; i < u.Length; i++) if (u[i] < yz) u[i] = (byte)yz;
         return new EngineTensor(OnnxDataType.UInt8, dims, u);
     }
@@ -386,7 +389,7 @@ internal static class EngineOps
                 }
             }
             for (long i = 0; i < batchA; i++)
-                SaturatingGemm.Multiply(a.Bytes.AsSpan((int)(i * m * k), m * k), az, m, sat[batchB == 1 ? 0 : i], c.AsSpan((int)(i * m * nCols), m * nCols));
+                SaturatingGemm.Multiply(Kernels(cache), a.Bytes.AsSpan((int)(i * m * k), m * k), az, m, sat[batchB == 1 ? 0 : i], c.AsSpan((int)(i * m * nCols), m * nCols));
             cols = nCols;
             return c;
         }
@@ -406,8 +409,8 @@ internal static class EngineOps
         {
             var cs = c.AsSpan((int)(i * m * nCols), m * nCols);
             var pk = packs[batchB == 1 ? 0 : i];
-            if (a.IsUInt8) QGemm.Multiply(a.Bytes.AsSpan((int)(i * m * k), m * k), az, m, pk, cs);
-            else QGemm.Multiply(a.SBytes.AsSpan((int)(i * m * k), m * k), az, m, pk, cs);
+            if (a.IsUInt8) QGemm.Multiply(Kernels(cache), a.Bytes.AsSpan((int)(i * m * k), m * k), az, m, pk, cs);
+            else QGemm.Multiply(Kernels(cache), a.SBytes.AsSpan((int)(i * m * k), m * k), az, m, pk, cs);
         }
         cols = nCols;
         return c;
@@ -430,7 +433,7 @@ internal static class EngineOps
         var c = MatMulAccumulate(n, a, az, b, bz, cache, out var dims, out int cols);
         var mult = sb.Select(s => sa * s / sy).ToArray();
         // Per-column multipliers: channel = index % N, i.e. "inner" 1 over N channels.
-        return new[] { Requant(c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0) };
+        return new[] { Requant(Kernels(cache), c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0) };
     }
 
     /// <summary>QGemm(a, as, az, b, bs, bz, [c, cs], [ys, yz]) with transB; float output when ys is absent.</summary>
@@ -451,7 +454,7 @@ internal static class EngineOps
         {
             var yzT = Opt(x, 9);
             var mult = sb.Select(s => sa * s / ysT.FloatAt(0)).ToArray();
-            return new[] { Requant(c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0) };
+            return new[] { Requant(Kernels(cache), c, mult, 1, yzT?.IntAt(0) ?? 0, yzT?.Type ?? a.Type, dims, Int(n, "ptq_relu", 0) != 0) };
         }
         var y = new float[c.Length];
         for (int i = 0; i < c.Length; i++) y[i] = c[i] * (sa * sb[sb.Length == 1 ? 0 : i % cols]);
@@ -487,12 +490,12 @@ internal static class EngineOps
         if (a.Type == OnnxDataType.Int8)
         {
             var c = GC.AllocateUninitializedArray<sbyte>((int)(a.Length));
-            QElementwise.Add<sbyte>(a.SBytes, sa, za, b.SBytes, sb, zb, sc, zc, c);
+            QElementwise.Add<sbyte>(Kernels(cache), a.SBytes, sa, za, b.SBytes, sb, zb, sc, zc, c);
             if (relu) for (int i = 0; i < c.Length; i++) if (c[i] < zc) c[i] = (sbyte)zc;
             return new[] { new EngineTensor(a.Type, a.Dims, c) };
         }
         var u = GC.AllocateUninitializedArray<byte>((int)(a.Length));
-        QElementwise.Add<byte>(a.Bytes, sa, za, b.Bytes, sb, zb, sc, zc, u);
+        QElementwise.Add<byte>(Kernels(cache), a.Bytes, sa, za, b.Bytes, sb, zb, sc, zc, u);
         if (relu) for (int i = 0; i < u.Length; i++) if (u[i] < zc) u[i] = (byte)zc;
         return new[] { new EngineTensor(a.Type, a.Dims, u) };
     }
@@ -542,8 +545,8 @@ internal static class EngineOps
         long count = TensorData.ElementCount(dims);
         switch (t.Data)
         {
-            case byte[] when t.IsUInt8: { var y = GC.AllocateUninitializedArray<byte>((int)count); QElementwise.MaxPool<byte>(t.Bytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
-            case sbyte[] when t.IsInt8: { var y = GC.AllocateUninitializedArray<sbyte>((int)count); QElementwise.MaxPool<sbyte>(t.SBytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case byte[] when t.IsUInt8: { var y = GC.AllocateUninitializedArray<byte>((int)count); QElementwise.MaxPool<byte>(Kernels(cache), t.Bytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
+            case sbyte[] when t.IsInt8: { var y = GC.AllocateUninitializedArray<sbyte>((int)count); QElementwise.MaxPool<sbyte>(Kernels(cache), t.SBytes, g, y); return new[] { new EngineTensor(t.Type, dims, y) }; }
             case float[] f:
             {
                 var y = new float[count];

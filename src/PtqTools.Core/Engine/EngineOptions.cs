@@ -13,6 +13,9 @@ public sealed record EngineOptions
 
     public ProductArithmetic Arithmetic { get; init; } = ProductArithmetic.Exact;
 
+    /// <summary>How the engine's kernels run (path, threads, AMX): this engine's own value, nothing process-wide.</summary>
+    public KernelContext Kernels { get; init; } = KernelContext.Default;
+
     /// <summary>ONNX Runtime's intra-op threads for the nodes the engine hands to it (<see cref="OrtNodeFallback"/>).</summary>
     public int FallbackThreads { get; init; } = 1;
 
@@ -34,9 +37,11 @@ public sealed record EngineTarget(string Name, EngineOptions Options)
     public EngineTarget(QuantTarget cpu) : this(QuantTargets.Resolve(cpu).ToString(), EngineOptions.Emulating(cpu)) { }
 }
 
-/// <summary>The per-engine state the ops receive: the packed-weight cache, and the arithmetic to compute with.</summary>
+/// <summary>The per-engine state the ops receive: the packed-weight cache, the arithmetic to compute with and the
+/// kernels' context.</summary>
 internal sealed class EngineState : Dictionary<NodeProto, object>
 {
-    public EngineState(ProductArithmetic arithmetic) { Arithmetic = arithmetic; }
+    public EngineState(ProductArithmetic arithmetic, KernelContext kernels) { Arithmetic = arithmetic; Kernels = kernels; }
     public ProductArithmetic Arithmetic { get; }
+    public KernelContext Kernels { get; }
 }

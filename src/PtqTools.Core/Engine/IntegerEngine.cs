@@ -28,7 +28,7 @@ public sealed class IntegerEngine : IDisposable
     public IntegerEngine(ModelProto model, EngineOptions options, string source = "model")
     {
         Options = options ?? throw new ArgumentNullException(nameof(options));
-        _cache = new EngineState(options.Arithmetic);
+        _cache = new EngineState(options.Arithmetic, options.Kernels);
         var graph = model.Graph;
         foreach (var t in graph.Initializer) _constants[t.Name] = EngineTensor.FromProto(t);
         foreach (var n in graph.Node.Where(n => n.OpType == "Constant"))

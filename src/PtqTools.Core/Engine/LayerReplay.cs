@@ -226,14 +226,14 @@ public sealed class LayerReplay : IDisposable
         return (1f, 0);
     }
 
-    static float[] Dequantize(EngineTensor t, float scale, int zero)
+    float[] Dequantize(EngineTensor t, float scale, int zero)
     {
         var y = new float[t.Length];
         switch (t.Type)
         {
-            case OnnxDataType.UInt8: QuantizeKernels.Dequantize<byte>(t.Bytes, new[] { scale }, new[] { zero }, t.Length, y); break;
-            case OnnxDataType.Int8: QuantizeKernels.Dequantize<sbyte>(t.SBytes, new[] { scale }, new[] { zero }, t.Length, y); break;
-            case OnnxDataType.Int32: QuantizeKernels.Dequantize<int>(t.Ints, new[] { scale }, new[] { zero }, t.Length, y); break;
+            case OnnxDataType.UInt8: QuantizeKernels.Dequantize<byte>(_engine.Options.Kernels, t.Bytes, new[] { scale }, new[] { zero }, t.Length, y); break;
+            case OnnxDataType.Int8: QuantizeKernels.Dequantize<sbyte>(_engine.Options.Kernels, t.SBytes, new[] { scale }, new[] { zero }, t.Length, y); break;
+            case OnnxDataType.Int32: QuantizeKernels.Dequantize<int>(_engine.Options.Kernels, t.Ints, new[] { scale }, new[] { zero }, t.Length, y); break;
             default: throw new PtqException("ReplayOutputType", PtqErrorKind.NotSupported, $"A {t.Type} output cannot be dequantized.", t.Type);
         }
         return y;

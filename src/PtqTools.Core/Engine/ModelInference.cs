@@ -27,6 +27,9 @@ public sealed class InferenceResult
     public double Milliseconds { get; set; }
     /// <summary>The kernel path the PtqTools engine took (empty for ONNX Runtime).</summary>
     public string KernelPath { get; set; } = "";
+    /// <summary>The threads the run could use: the PtqTools kernels' (its <see cref="Kernels.KernelContext"/>) or ONNX
+    /// Runtime's intra-op threads.</summary>
+    public int Threads { get; set; }
     /// <summary>The CPU class whose ONNX Runtime int8 arithmetic the PtqTools engine emulated (empty: exact int32 sums
     /// on the PtqTools engine, or ONNX Runtime itself).</summary>
     public string Target { get; set; } = "";
@@ -37,11 +40,13 @@ public static class ModelInference
 {
     /// <param name="target">For the PtqTools engine: the CPU class whose ONNX Runtime int8 arithmetic it emulates (null:
     /// exact int32 sums). ONNX Runtime computes what this host computes, so a target with it is refused, before any work.</param>
+    /// <param name="kernels">For the PtqTools engine: how its kernels run (null: this host's default on
+    /// <paramref name="threads"/> threads). This run's own value: nothing process-wide is changed.</param>
     public static IEnumerable<InferenceResult> Run(string modelPath, PtqDataSet data, InferenceEngine engine, int threads,
-        IProgress<RunProgress>? progress, CancellationToken cancel, EngineTarget? target = null)
+        IProgress<RunProgress>? progress, CancellationToken cancel, EngineTarget? target = null, KernelContext? kernels = null)
     {
         CheckTarget(engine, target);
-        return RunSamples(modelPath, data, engine, threads, progress, cancel, target);
+        return RunSamples(modelPath, data, engine, threads, progress, cancel, target, kernels ?? KernelContext.Default.WithThreads(threads));
     }
 
     /// <summary>Refuses a target with ONNX Runtime (error InvalidOptionCombination).</summary>
@@ -53,7 +58,7 @@ public static class ModelInference
     }
 
     static IEnumerable<InferenceResult> RunSamples(string modelPath, PtqDataSet data, InferenceEngine engine, int threads,
-        IProgress<RunProgress>? progress, CancellationToken cancel, EngineTarget? target)
+        IProgress<RunProgress>? progress, CancellationToken cancel, EngineTarget? target, KernelContext kernels)
     {
         var clock = Stopwatch.StartNew();
         using var reader = new SampleReader(data);
@@ -66,9 +71,8 @@ public static class ModelInference
             {
                 // A model of several inputs (MiniLM's token ids, mask and types) takes samples of whole input
                 // tensors; EngineParity.Feed refuses a float sample for it (EngineInputCount).
-                own = new IntegerEngine(OnnxModelIO.Load(modelPath), (target?.Options ?? EngineOptions.Default) with { FallbackThreads = threads },
+                own = new IntegerEngine(OnnxModelIO.Load(modelPath), (target?.Options ?? EngineOptions.Default) with { FallbackThreads = threads, Kernels = kernels },
                     Path.GetFileName(modelPath));
-                KernelDispatch.MaxThreads = threads;
             }
             int n = 0;
             foreach (var sample in reader.Read(cancel))
@@ -96,7 +100,8 @@ public static class ModelInference
                     ModelPath = modelPath, Engine = engine.ToString(), Index = sample.Index, SampleId = sample.Id, Label = sample.Label >= 0 ? sample.Label : null,
                     OutputNames = names, Outputs = outputs, Top = ArgMax(outputs.Length > 0 ? outputs[0] : Array.Empty<float>()),
                     Milliseconds = one.Elapsed.TotalMilliseconds,
-                    KernelPath = own is null ? "" : KernelDispatch.Clamp(KernelDispatch.Current).ToString(),
+                    KernelPath = own is null ? "" : kernels.EffectivePath.ToString(),
+                    Threads = own is null ? threads : kernels.MaxThreads,
                     Target = target?.Name ?? "",
                 };
             }
@@ -105,7 +110,6 @@ public static class ModelInference
         {
             ort?.Dispose();
             own?.Dispose();
-            KernelDispatch.MaxThreads = Environment.ProcessorCount;
         }
     }
 

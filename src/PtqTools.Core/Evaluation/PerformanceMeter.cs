@@ -15,8 +15,10 @@ public static class PerformanceMeter
         IProgress<RunProgress>? progress, CancellationToken cancel) =>
         Measure(modelPath, data, InferenceEngine.OnnxRuntime, threads, batchSize, warmup, runs, progress, cancel);
 
+    /// <param name="kernels">For the PtqTools engine: how its kernels run (null: this host's default on
+    /// <paramref name="threads"/> threads). This measurement's own value: nothing process-wide is changed.</param>
     public static ModelPerformance Measure(string modelPath, PtqDataSet? data, InferenceEngine engine, int threads, int batchSize, int warmup, int runs,
-        IProgress<RunProgress>? progress, CancellationToken cancel)
+        IProgress<RunProgress>? progress, CancellationToken cancel, KernelContext? kernels = null)
     {
         if (runs < 1) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"At least one timed run is needed, not {runs}.", runs);
         if (batchSize < 1) throw new PtqException("InvalidOption", PtqErrorKind.InvalidArgument, $"The batch size must be at least 1, not {batchSize}.", batchSize);
@@ -28,7 +30,7 @@ public static class PerformanceMeter
         Action<CancellationToken> runOnce;
         string source;
         string kernel = "";
-        int previousThreads = KernelDispatch.MaxThreads;
+        int reportedThreads = threads;
         try
         {
             if (engine == InferenceEngine.OnnxRuntime)
@@ -53,7 +55,8 @@ public static class PerformanceMeter
             else
             {
                 var loaded = OnnxModelIO.Load(modelPath);
-                var own = new IntegerEngine(loaded, Path.GetFileName(modelPath), threads);
+                var context = kernels ?? KernelContext.Default.WithThreads(threads);
+                var own = new IntegerEngine(loaded, EngineOptions.Default with { FallbackThreads = threads, Kernels = context }, Path.GetFileName(modelPath));
                 owner = own;
                 if (own.Inputs.Count != 1)
                     throw new PtqException("EngineInputCount", PtqErrorKind.NotSupported,
@@ -66,13 +69,13 @@ public static class PerformanceMeter
                 if (input.Sample.Inputs is not null)
                     throw new PtqException("EngineInputCount", PtqErrorKind.NotSupported, "The PtqTools engine is timed on a float sample, not on whole input tensors.", data?.Name);
                 source = input.Source;
-                KernelDispatch.MaxThreads = threads;
                 var feed = new Dictionary<string, EngineTensor>
                 {
                     [own.Inputs[0]] = EngineTensor.Float(Repeat(input.Sample.Data, batchSize), new long[] { batchSize }.Concat(input.Sample.Shape.Select(d => (long)d)).ToArray()),
                 };
                 runOnce = c => own.Run(feed, c);
-                kernel = KernelDispatch.Clamp(KernelDispatch.Current).ToString();
+                kernel = context.EffectivePath.ToString();
+                reportedThreads = context.MaxThreads;
             }
             sampledPeak = Math.Max(sampledPeak, ResidentBytes());
 
@@ -96,7 +99,7 @@ public static class PerformanceMeter
                 Model = Path.GetFullPath(modelPath),
                 Engine = engine.ToString(),
                 KernelPath = kernel,
-                Threads = threads,
+                Threads = reportedThreads,
                 BatchSize = batchSize,
                 WarmupRuns = warmup,
                 Runs = runs,
@@ -115,7 +118,6 @@ public static class PerformanceMeter
         finally
         {
             owner?.Dispose();
-            KernelDispatch.MaxThreads = previousThreads;
         }
     }
 

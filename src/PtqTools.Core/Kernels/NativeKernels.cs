@@ -35,9 +35,10 @@ public static unsafe class NativeKernels
             GemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void>)gemm;
             LoadedFrom = candidate;
             // AMX-INT8 tiles for the GEMM where the CPU has them and the OS grants the tile state (ptq_has_amx asks, as
-            // ONNX Runtime's MLAS does in the same process); PTQTOOLS_AMX=0 turns it off.
+            // ONNX Runtime's MLAS does in the same process); a KernelContext without AllowAmx (PTQTOOLS_AMX=0 seeds the
+            // default one) keeps a call on the VNNI kernels.
             if (NativeLibrary.TryGetExport(handle, "ptq_has_amx", out var hasAmx) && NativeLibrary.TryGetExport(handle, "ptq_gemm_u8s8_amx", out var amx)
-                && Environment.GetEnvironmentVariable("PTQTOOLS_AMX") != "0" && ((delegate* unmanaged<int>)hasAmx)() != 0)
+                && ((delegate* unmanaged<int>)hasAmx)() != 0)
             {
                 AmxGemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int, int*, int, void>)amx;
                 // Version 3: each thread copies its rows of A and corrects its block of C itself (nothing serial).
@@ -79,10 +80,12 @@ public static unsafe class NativeKernels
         SatPairsFn(a, lda, rows, quads, safe, blocks, risky, riskyStart, riskyQuads, output, ldo);
     }
 
-    /// <summary>Whether convolutions with symmetric weights and 64+ channels per group run on AMX tiles.</summary>
+    /// <summary>Whether convolutions with symmetric weights and 64+ channels per group can run on AMX tiles (under a
+    /// context that allows them).</summary>
     public static bool HasAmxConv { get; }
 
-    /// <summary>Whether the GEMM runs on AMX-INT8 tiles (from 16 rows of A; fewer rows take the VNNI kernel).</summary>
+    /// <summary>Whether the GEMM can run on AMX-INT8 tiles (from 16 rows of A, under a context that allows them; fewer
+    /// rows take the VNNI kernel).</summary>
     public static bool HasAmx { get; }
 
     /// <summary>Rows of A from which the AMX kernel is used.</summary>
@@ -108,12 +111,12 @@ public static unsafe class NativeKernels
 
     /// <summary>C = (A - aZero)(B - bZero) through vpdpbusd: A is mapped to u8 (signed A + 128) and B to s8 (stored in
     /// the quads), so the raw products are exact; the zero points are corrected with row and column sums.</summary>
-    internal static void Gemm(ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
+    internal static void Gemm(KernelContext context, ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
     {
         if (!HasVnni) throw new InvalidOperationException("The native VNNI kernel is not available on this machine.");
         int k = w.K, kq = (k + 3) / 4, ldc = w.Blocks * PackedWeights.Block;
-        bool amx = HasAmx && m >= AmxMinRows;
-        if (amx && AmxFusedFn != null) { GemmAmx(a, aZero, aSigned, m, w, c); return; }
+        bool amx = context.AllowAmx && HasAmx && m >= AmxMinRows;
+        if (amx && AmxFusedFn != null) { GemmAmx(context, a, aZero, aSigned, m, w, c); return; }
         // AMX tiles take 64 k values and 16 rows at a time: K and M are padded (zero K columns add nothing; the extra
         // rows are computed into the scratch result and dropped).
         int lda = amx ? (k + 63) / 64 * 64 : kq * 4, rowsPadded = amx ? (m + 15) / 16 * 16 : m;
@@ -139,7 +142,7 @@ public static unsafe class NativeKernels
             if (t_gemmC is null || t_gemmC.Length < (long)rowsPadded * ldc) t_gemmC = GC.AllocateUninitializedArray<int>(rowsPadded * ldc, pinned: true);
             raw = t_gemmC;
         }
-        int threads = KernelDispatch.ThreadsFor((long)m * w.N * k);
+        int threads = context.ThreadsFor((long)m * w.N * k);
         fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (int* pc = direct ? c : raw!.AsSpan())
         {
             byte* ppa = pa + ao; sbyte* ppq = pq + w.QuadsOffset; int* ppc = pc;
@@ -181,7 +184,7 @@ public static unsafe class NativeKernels
     /// by strips of 32 rows when there are enough for every thread, otherwise by pairs of 16-column blocks. Each
     /// thread copies the rows it needs into its own reusable workspace and configures its own tiles, so only the
     /// column terms (N values) are computed serially; the result does not depend on the split (integer sums).</summary>
-    static void GemmAmx(ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
+    static void GemmAmx(KernelContext context, ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
     {
         int k = w.K, n = w.N, kq = (k + 3) / 4, blocks = w.Blocks, za = aSigned ? aZero + 128 : aZero;
         var colSums = w.QuadColumnSums!;
@@ -192,7 +195,7 @@ public static unsafe class NativeKernels
         // Padded to whole blocks: the native pass loads 16 column terms at a time.
         var colTerm = padded <= 4096 ? stackalloc int[padded] : (t_colTerm is { } ct && ct.Length >= padded ? ct : t_colTerm = new int[padded]).AsSpan(0, padded);
         for (int j = 0; j < padded; j++) colTerm[j] = unchecked(k * za * zb[j] - za * colSums[j]);
-        int threads = KernelDispatch.ThreadsFor((long)m * n * k);
+        int threads = context.ThreadsFor((long)m * n * k);
         int strips = (m + 31) / 32, pairs = (blocks + 1) / 2;
         bool byRows = strips >= threads;
         if (!byRows && pairs < threads) threads = pairs;

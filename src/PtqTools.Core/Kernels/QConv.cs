@@ -176,12 +176,12 @@ public static class QConv
     /// <summary>The fast form, int32 accumulators: the native direct convolution (VNNI or AMX) when the library is
     /// present; otherwise im2col (int16, zero point subtracted) then the packed GEMM per group. Depthwise convolutions
     /// run a direct loop over the pre-subtracted weights.</summary>
-    public static void Run<TX>(ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, Span<int> y) where TX : unmanaged
+    public static void Run<TX>(KernelContext context, ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, Span<int> y) where TX : unmanaged
     {
         var g = w.Shape;
         int oh = g.OutH, ow = g.OutW, cg = g.GroupChannels, ocg = g.GroupOutChannels, patch = g.PatchSize, pixels = oh * ow;
         if (x.Length != (long)g.Batch * g.Channels * g.Height * g.Width) throw new ArgumentException("The input does not match the convolution shape.");
-        var path = KernelDispatch.Clamp(KernelDispatch.Current);
+        var path = context.EffectivePath;
         if (path == KernelPath.Scalar)
         {
             // The scalar path is the reference itself, over the pre-subtracted weights.
@@ -192,7 +192,7 @@ public static class QConv
         if (path == KernelPath.NativeVnni && w.Native is not null)
         {
             if (y.Length < (long)g.Batch * g.OutChannels * pixels) throw new ArgumentException("The output is too small.");
-            unsafe { fixed (int* py = y) RunNative(x, xZero, w, default, default, 0, 0, 0, false, py, 4); }
+            unsafe { fixed (int* py = y) RunNative(context, x, xZero, w, default, default, 0, 0, 0, false, py, 4); }
             return;
         }
         if (path == KernelPath.NativeVnni && w.Groups[0].Quads is not null)
@@ -205,8 +205,8 @@ public static class QConv
                 for (int gi = 0; gi < g.Group; gi++)
                 {
                     Im2ColBytes(MemoryMarshal.AsBytes(x), (byte)xZero, g, n, gi, colBytes);
-                    if (signed) QGemm.Multiply(MemoryMarshal.Cast<byte, sbyte>(colBytes.AsSpan()), xZero, pixels, w.Groups[gi], acc);
-                    else QGemm.Multiply(colBytes, xZero, pixels, w.Groups[gi], acc);
+                    if (signed) QGemm.Multiply(context, MemoryMarshal.Cast<byte, sbyte>(colBytes.AsSpan()), xZero, pixels, w.Groups[gi], acc);
+                    else QGemm.Multiply(context, colBytes, xZero, pixels, w.Groups[gi], acc);
                     for (int j = 0; j < ocg; j++)
                     {
                         var dst = y.Slice((n * g.OutChannels + gi * ocg + j) * pixels, pixels);
@@ -223,7 +223,7 @@ public static class QConv
             for (int gi = 0; gi < g.Group; gi++)
             {
                 Im2Col(x, xZero, g, n, gi, col, kp2);
-                QGemm.MultiplyWide(col, pixels, w.Groups[gi], outBuf, path);
+                QGemm.MultiplyWide(context, col, pixels, w.Groups[gi], outBuf, path);
                 for (int j = 0; j < ocg; j++)
                 {
                     var dst = y.Slice(((n * g.OutChannels + gi * ocg + j) * pixels), pixels);
@@ -241,10 +241,10 @@ public static class QConv
     {
         var acc = new int[(long)g.Batch * g.OutChannels * g.OutH * g.OutW];
         Reference(x, xZero, w, wZero, g, acc);
-        Finish(acc, g, bias, multipliers, yZero, relu, y, reference: true);
+        Finish(default, acc, g, bias, multipliers, yZero, relu, y, reference: true);
     }
 
-    static void Finish<TY>(int[] acc, ConvGeometry g, ReadOnlySpan<int> bias, ReadOnlySpan<float> multipliers, int yZero, bool relu, Span<TY> y, bool reference) where TY : unmanaged
+    static void Finish<TY>(KernelContext context, int[] acc, ConvGeometry g, ReadOnlySpan<int> bias, ReadOnlySpan<float> multipliers, int yZero, bool relu, Span<TY> y, bool reference) where TY : unmanaged
     {
         int pixels = g.OutH * g.OutW;
         if (!bias.IsEmpty)
@@ -255,14 +255,14 @@ public static class QConv
                     for (int p = 0; p < pixels; p++) acc[o + p] = unchecked(acc[o + p] + b);
                 }
         if (reference) QuantizeKernels.RequantizeReference(acc, multipliers, yZero, pixels, y);
-        else QuantizeKernels.Requantize(acc, multipliers, yZero, pixels, y);
+        else QuantizeKernels.Requantize(context, acc, multipliers, yZero, pixels, y);
         if (!relu) return;
         for (int i = 0; i < y.Length; i++) if (QGemm.ToInt(y[i]) < yZero) y[i] = QuantizeKernels.From<TY>(yZero);
     }
 
     /// <summary>The convolution with bias, requantization (to u8 or s8) and optional ReLU in one pass: on the native
     /// path the accumulators never leave registers; elsewhere <see cref="Run"/> then requantize.</summary>
-    public static void RunRequantized<TX, TY>(ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, ReadOnlySpan<int> bias,
+    public static void RunRequantized<TX, TY>(KernelContext context, ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, ReadOnlySpan<int> bias,
         ReadOnlySpan<float> multipliers, int yZero, bool relu, Span<TY> y) where TX : unmanaged where TY : unmanaged
     {
         var g = w.Shape;
@@ -271,7 +271,7 @@ public static class QConv
         if (multipliers.Length != 1 && multipliers.Length != g.OutChannels) throw new ArgumentException($"{multipliers.Length} multipliers for {g.OutChannels} channels.");
         if (!bias.IsEmpty && bias.Length != g.OutChannels) throw new ArgumentException($"The bias has {bias.Length} values for {g.OutChannels} channels.");
         var (qmin, qmax) = QuantizeKernels.Limits<TY>();
-        var path = KernelDispatch.Clamp(KernelDispatch.Current);
+        var path = context.EffectivePath;
         if (path == KernelPath.NativeVnni && w.Native is not null)
         {
             if (x.Length != (long)g.Batch * g.Channels * g.Height * g.Width) throw new ArgumentException("The input does not match the convolution shape.");
@@ -280,17 +280,17 @@ public static class QConv
             unsafe
             {
                 fixed (TY* py = y) fixed (float* pm = mult)
-                    RunNative(x, xZero, w, bias, new ReadOnlySpan<float>(pm, mult.Length), yZero, relu ? Math.Max(qmin, yZero) : qmin, qmax, typeof(TY) == typeof(sbyte), py, 1);
+                    RunNative(context, x, xZero, w, bias, new ReadOnlySpan<float>(pm, mult.Length), yZero, relu ? Math.Max(qmin, yZero) : qmin, qmax, typeof(TY) == typeof(sbyte), py, 1);
             }
             return;
         }
         var acc = new int[outLen];
-        Run(x, xZero, w, acc);
-        Finish(acc, g, bias, multipliers, yZero, relu, y, reference: false);
+        Run(context, x, xZero, w, acc);
+        Finish(context, acc, g, bias, multipliers, yZero, relu, y, reference: false);
     }
 
     /// <summary>ptq_conv_vnni per image and group; int32 output when <paramref name="mult"/> is empty.</summary>
-    static unsafe void RunNative<TX>(ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, ReadOnlySpan<int> bias, ReadOnlySpan<float> mult,
+    static unsafe void RunNative<TX>(KernelContext context, ReadOnlySpan<TX> x, int xZero, PackedConvWeights w, ReadOnlySpan<int> bias, ReadOnlySpan<float> mult,
         int yZero, int qlo, int qhi, bool outSigned, void* y, int elementSize) where TX : unmanaged
     {
         var g = w.Shape;
@@ -298,7 +298,8 @@ public static class QConv
         int xz = flip ? xZero + 128 : xZero;
         if (xz < 0 || xz > 255) throw new ArgumentException($"The input zero point {xZero} is outside the input type's range.");
         int pixels = g.OutH * g.OutW, cg = g.GroupChannels, ocg = g.GroupOutChannels;
-        int threads = KernelDispatch.ThreadsFor((long)ocg * pixels * g.PatchSize);
+        int threads = context.ThreadsFor((long)ocg * pixels * g.PatchSize);
+        bool amx = context.UsesAmx;
         var corr = new int[ocg];
         fixed (byte* px = MemoryMarshal.AsBytes(x)) fixed (float* pm = mult)
             for (int gi = 0; gi < g.Group; gi++)
@@ -319,7 +320,7 @@ public static class QConv
                             Sh = g.StrideH, Sw = g.StrideW, Dh = g.DilationH, Dw = g.DilationW, Oh = g.OutH, Ow = g.OutW, Oc = ocg,
                             Zp = yZero, QLo = qlo, QHi = qhi, OutSigned = outSigned ? 1 : 0,
                         };
-                        fixed (sbyte* pa = nw.Amx)
+                        fixed (sbyte* pa = amx ? nw.Amx : null)
                             NativeKernels.Conv(px + (long)(n * g.Channels + gi * cg) * g.Height * g.Width, cg, g.Height, g.Width,
                                 g.PadTop, g.PadLeft, (byte)xz, flip, args, threads, pa == null ? null : pa + nw.AmxOffset, nw.AmxChannelQuads);
                     }

@@ -30,9 +30,9 @@ public static class QElementwise
         }
     }
 
-    public static unsafe void Add<T>(ReadOnlySpan<T> a, float sa, int za, ReadOnlySpan<T> b, float sb, int zb, float sc, int zc, Span<T> c) where T : unmanaged
+    public static unsafe void Add<T>(KernelContext context, ReadOnlySpan<T> a, float sa, int za, ReadOnlySpan<T> b, float sb, int zb, float sc, int zc, Span<T> c) where T : unmanaged
     {
-        if (KernelDispatch.Current == KernelPath.Scalar || !Fma.IsSupported || !Avx2.IsSupported || a.Length != c.Length || (b.Length != c.Length && b.Length != 1))
+        if (context.EffectivePath == KernelPath.Scalar || !Fma.IsSupported || !Avx2.IsSupported || a.Length != c.Length || (b.Length != c.Length && b.Length != 1))
         {
             AddReference(a, sa, za, b, sb, zb, sc, zc, c);
             return;
@@ -78,9 +78,9 @@ public static class QElementwise
 
     /// <summary>Max pooling, fast form: per output row the window's input rows are reduced with vector maxima, then
     /// each output takes the maximum over its columns of that row. Same result as <see cref="MaxPoolReference"/>.</summary>
-    public static unsafe void MaxPool<T>(ReadOnlySpan<T> x, ConvGeometry g, Span<T> y) where T : unmanaged
+    public static unsafe void MaxPool<T>(KernelContext context, ReadOnlySpan<T> x, ConvGeometry g, Span<T> y) where T : unmanaged
     {
-        if (KernelDispatch.Current == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { MaxPoolReference(x, g, y); return; }
+        if (context.EffectivePath == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { MaxPoolReference(x, g, y); return; }
         if (typeof(T) == typeof(sbyte)) { MaxPoolRows<sbyte>(MemoryMarshal.Cast<T, sbyte>(x), g, MemoryMarshal.Cast<T, sbyte>(y)); return; }
         if (typeof(T) == typeof(byte)) { MaxPoolRows<byte>(MemoryMarshal.Cast<T, byte>(x), g, MemoryMarshal.Cast<T, byte>(y)); return; }
         MaxPoolReference(x, g, y);

@@ -122,13 +122,14 @@ public static class QGemm
         throw new NotSupportedException(typeof(T).Name);
     }
 
-    public static void Multiply(ReadOnlySpan<byte> a, int aZero, int m, PackedWeights w, Span<int> c) => Run(a, aZero, m, w, c, false);
-    public static void Multiply(ReadOnlySpan<sbyte> a, int aZero, int m, PackedWeights w, Span<int> c) => Run(MemoryMarshal.AsBytes(a), aZero, m, w, c, true);
+    /// <summary>C[m, w.N] from A[m, w.K] on the path, threads and AMX setting of <paramref name="context"/>.</summary>
+    public static void Multiply(KernelContext context, ReadOnlySpan<byte> a, int aZero, int m, PackedWeights w, Span<int> c) => Run(context, a, aZero, m, w, c, false);
+    public static void Multiply(KernelContext context, ReadOnlySpan<sbyte> a, int aZero, int m, PackedWeights w, Span<int> c) => Run(context, MemoryMarshal.AsBytes(a), aZero, m, w, c, true);
 
     /// <summary>A already widened and zero-point-corrected to int16 (the im2col form), row length w.K.</summary>
-    internal static void MultiplyWide(short[] a, int m, PackedWeights w, Span<int> c, KernelPath path)
+    internal static void MultiplyWide(KernelContext context, short[] a, int m, PackedWeights w, Span<int> c, KernelPath path)
     {
-        int threads = KernelDispatch.ThreadsFor((long)m * w.N * w.K);
+        int threads = context.ThreadsFor((long)m * w.N * w.K);
         int rowsPerTask = (m + threads - 1) / threads;
         if (threads <= 1) { Rows(a, 0, m, w, c, path); return; }
         var cArr = new int[(long)m * w.N];
@@ -140,14 +141,14 @@ public static class QGemm
         cArr.AsSpan().CopyTo(c);
     }
 
-    static void Run(ReadOnlySpan<byte> a, int aZero, int m, PackedWeights w, Span<int> c, bool signed)
+    static void Run(KernelContext context, ReadOnlySpan<byte> a, int aZero, int m, PackedWeights w, Span<int> c, bool signed)
     {
         if (a.Length != (long)m * w.K) throw new ArgumentException($"A holds {a.Length} values; {m}x{w.K} needs {(long)m * w.K}.");
         if (c.Length < (long)m * w.N) throw new ArgumentException("C is too small.");
-        var path = KernelDispatch.Clamp(KernelDispatch.Current);
+        var path = context.EffectivePath;
         if (path == KernelPath.NativeVnni && w.Quads is not null)
         {
-            NativeKernels.Gemm(a, aZero, signed, m, w, c);
+            NativeKernels.Gemm(context, a, aZero, signed, m, w, c);
             return;
         }
         if (path == KernelPath.NativeVnni) path = KernelPath.Avx512BW;
@@ -156,7 +157,7 @@ public static class QGemm
         for (int i = 0; i < m; i++)
             for (int kk = 0; kk < w.K; kk++)
                 wide[i * kp2 + kk] = (short)((signed ? (sbyte)a[i * w.K + kk] : a[i * w.K + kk]) - aZero);
-        MultiplyWide(wide, m, w, c, path);
+        MultiplyWide(context, wide, m, w, c, path);
     }
 
     /// <summary>Rows [r0, r1) of C; A rows are int16 of length KPairs * 2 (zero padded).</summary>

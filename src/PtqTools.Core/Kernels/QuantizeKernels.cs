@@ -34,10 +34,10 @@ public static class QuantizeKernels
     }
 
     /// <summary>y = saturate(round_half_even(x / scale[c]) + zeroPoint[c]); T is byte or sbyte.</summary>
-    public static void Quantize<T>(ReadOnlySpan<float> x, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeroPoints, long inner, Span<T> y) where T : unmanaged
+    public static void Quantize<T>(KernelContext context, ReadOnlySpan<float> x, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeroPoints, long inner, Span<T> y) where T : unmanaged
     {
         CheckParams(scales.Length, zeroPoints.Length, scales.Length);
-        if (KernelDispatch.Current == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { QuantizeReference(x, scales, zeroPoints, inner, y); return; }
+        if (context.EffectivePath == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { QuantizeReference(x, scales, zeroPoints, inner, y); return; }
         var (qmin, qmax) = Limits<T>();
         long segment = scales.Length == 1 ? x.Length : inner;
         Span<int> tmp = stackalloc int[4];
@@ -75,10 +75,10 @@ public static class QuantizeKernels
     }
 
     /// <summary>y = (q - zeroPoint[c]) * scale[c]; T is byte, sbyte or int.</summary>
-    public static void Dequantize<T>(ReadOnlySpan<T> q, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeroPoints, long inner, Span<float> y) where T : unmanaged
+    public static void Dequantize<T>(KernelContext context, ReadOnlySpan<T> q, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeroPoints, long inner, Span<float> y) where T : unmanaged
     {
         CheckParams(scales.Length, zeroPoints.Length, scales.Length);
-        if (KernelDispatch.Current == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { DequantizeReference(q, scales, zeroPoints, inner, y); return; }
+        if (context.EffectivePath == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { DequantizeReference(q, scales, zeroPoints, inner, y); return; }
         long segment = scales.Length == 1 ? q.Length : inner;
         Span<int> tmp = stackalloc int[4];
         for (long start = 0; start < q.Length; start += segment)
@@ -108,9 +108,9 @@ public static class QuantizeKernels
     }
 
     /// <summary>int32 accumulators to T with a float multiplier per tensor or per channel (as MLAS does).</summary>
-    public static void Requantize<T>(ReadOnlySpan<int> acc, ReadOnlySpan<float> multipliers, int zeroPoint, long inner, Span<T> y) where T : unmanaged
+    public static void Requantize<T>(KernelContext context, ReadOnlySpan<int> acc, ReadOnlySpan<float> multipliers, int zeroPoint, long inner, Span<T> y) where T : unmanaged
     {
-        if (KernelDispatch.Current == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { RequantizeReference(acc, multipliers, zeroPoint, inner, y); return; }
+        if (context.EffectivePath == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { RequantizeReference(acc, multipliers, zeroPoint, inner, y); return; }
         var (qmin, qmax) = Limits<T>();
         long segment = multipliers.Length == 1 ? acc.Length : inner;
         Span<int> tmp = stackalloc int[4];
@@ -145,9 +145,9 @@ public static class QuantizeKernels
 
     /// <summary>int32 accumulators to T with a Q31 multiplier and shift per tensor or per channel; the vector form
     /// does the doubling high multiply in int64 lanes.</summary>
-    public static void RequantizeFixedPoint<T>(ReadOnlySpan<int> acc, ReadOnlySpan<int> fixedMultipliers, ReadOnlySpan<int> shifts, int zeroPoint, long inner, Span<T> y) where T : unmanaged
+    public static void RequantizeFixedPoint<T>(KernelContext context, ReadOnlySpan<int> acc, ReadOnlySpan<int> fixedMultipliers, ReadOnlySpan<int> shifts, int zeroPoint, long inner, Span<T> y) where T : unmanaged
     {
-        if (KernelDispatch.Current == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { RequantizeFixedPointReference(acc, fixedMultipliers, shifts, zeroPoint, inner, y); return; }
+        if (context.EffectivePath == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { RequantizeFixedPointReference(acc, fixedMultipliers, shifts, zeroPoint, inner, y); return; }
         var (qmin, qmax) = Limits<T>();
         long segment = fixedMultipliers.Length == 1 ? acc.Length : inner;
         Span<long> tmp = stackalloc long[2];

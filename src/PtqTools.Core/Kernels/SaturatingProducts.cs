@@ -179,8 +179,8 @@ public static class SaturatingGemm
         }
     }
 
-    /// <summary>C[m, w.N] from A[m, w.K] (uint8 codes) on the path <see cref="KernelDispatch.Current"/> allows.</summary>
-    public static void Multiply(ReadOnlySpan<byte> a, int aZero, int m, SaturatingPackedWeights w, Span<int> c)
+    /// <summary>C[m, w.N] from A[m, w.K] (uint8 codes) on the path and threads of <paramref name="context"/>.</summary>
+    public static void Multiply(KernelContext context, ReadOnlySpan<byte> a, int aZero, int m, SaturatingPackedWeights w, Span<int> c)
     {
         if (a.Length != (long)m * w.K) throw new ArgumentException($"A holds {a.Length} values; {m}x{w.K} needs {(long)m * w.K}.");
         if (c.Length < (long)m * w.N) throw new ArgumentException("C is too small.");
@@ -190,14 +190,14 @@ public static class SaturatingGemm
         if (kq4 == w.K) a.CopyTo(padded);
         else for (int i = 0; i < m; i++) a.Slice(i * w.K, w.K).CopyTo(padded.AsSpan(i * kq4));
         var result = new int[(long)m * w.N];
-        Run(padded, aZero, m, w, result, 0, transposed: false, ldc: w.N);
+        Run(context, padded, aZero, m, w, result, 0, transposed: false, ldc: w.N);
         result.CopyTo(c);
     }
 
     /// <summary>The core: A in rows of whole quads (w.Quads * 4 bytes, zeros past K); C[row, col] stored at
     /// c[offset + row * ldc + col], or at c[offset + col * ldc + row] when <paramref name="transposed"/> (NCHW planes).
     /// The zero-point correction is applied as each tile is stored.</summary>
-    internal static unsafe void Run(byte[] a, int aZero, int m, SaturatingPackedWeights w, int[] c, long offset, bool transposed, int ldc, ReadOnlySpan<int> bias = default)
+    internal static unsafe void Run(KernelContext context, byte[] a, int aZero, int m, SaturatingPackedWeights w, int[] c, long offset, bool transposed, int ldc, ReadOnlySpan<int> bias = default)
     {
         if (!bias.IsEmpty && bias.Length != w.N) throw new ArgumentException($"The bias has {bias.Length} values for {w.N} columns.");
         if (aZero is < 0 or > 255) throw new ArgumentException($"The activation zero point {aZero} is outside [0, 255].");
@@ -216,8 +216,8 @@ public static class SaturatingGemm
             rowSums = new int[m];
             for (int i = 0; i < m; i++) { int s = 0; for (int kk = 0; kk < kq4; kk++) s += a[(long)i * kq4 + kk]; rowSums[i] = s; }
         }
-        var path = KernelDispatch.Clamp(KernelDispatch.Current);
-        int threads = m < 8 ? 1 : KernelDispatch.ThreadsFor((long)m * n * w.K);
+        var path = context.EffectivePath;
+        int threads = m < 8 ? 1 : context.ThreadsFor((long)m * n * w.K);
         int chunk = ((m + threads - 1) / threads + 3) / 4 * 4;
         int parts = (m + chunk - 1) / chunk;
         void Part(int t)
@@ -510,20 +510,20 @@ public static class SaturatingConv
     /// <summary>The fast form: per image, the input to NHWC, an im2col in (ki, kj, channel slot) order (a 1x1,
     /// stride-1, unpadded convolution reads the NHWC image itself), then the saturating GEMM per group, stored
     /// straight into the NCHW output planes.</summary>
-    public static void Run(ReadOnlySpan<byte> x, int xZero, SaturatingConvWeights w, Span<int> y)
+    public static void Run(KernelContext context, ReadOnlySpan<byte> x, int xZero, SaturatingConvWeights w, Span<int> y)
     {
         var g = w.Shape;
         long outLen = (long)g.Batch * g.OutChannels * g.OutH * g.OutW;
         if (y.Length < outLen) throw new ArgumentException("The output is too small.");
         var result = new int[outLen];
-        Run(x, xZero, w, result);
+        Run(context, x, xZero, w, result);
         result.CopyTo(y);
     }
 
-    /// <summary><see cref="Run(ReadOnlySpan{byte}, int, SaturatingConvWeights, Span{int})"/> into an array (no copy),
+    /// <summary><see cref="Run(KernelContext, ReadOnlySpan{byte}, int, SaturatingConvWeights, Span{int})"/> into an array (no copy),
     /// with an optional int32 bias per output channel added to the sums (as ONNX Runtime folds it into the
     /// zero-point correction).</summary>
-    public static unsafe void Run(ReadOnlySpan<byte> x, int xZero, SaturatingConvWeights w, int[] y, ReadOnlySpan<int> bias = default)
+    public static unsafe void Run(KernelContext context, ReadOnlySpan<byte> x, int xZero, SaturatingConvWeights w, int[] y, ReadOnlySpan<int> bias = default)
     {
         if (!bias.IsEmpty && bias.Length != w.Shape.OutChannels) throw new ArgumentException($"The bias has {bias.Length} values for {w.Shape.OutChannels} channels.");
         var g = w.Shape;
@@ -546,7 +546,7 @@ public static class SaturatingConv
             for (int gi = 0; gi < g.Group; gi++)
             {
                 if (!direct) Im2Col(nhwc, (byte)xZero, g, gi, slots, stride, col);
-                SaturatingGemm.Run(col, xZero, pixels, w.Groups[gi], y, (long)(n * g.OutChannels + gi * ocg) * pixels, transposed: true, ldc: pixels,
+                SaturatingGemm.Run(context, col, xZero, pixels, w.Groups[gi], y, (long)(n * g.OutChannels + gi * ocg) * pixels, transposed: true, ldc: pixels,
                     bias.IsEmpty ? default : bias.Slice(gi * ocg, ocg));
             }
         }

@@ -19,10 +19,10 @@ internal static class EmulationCost
     {
         var path = args[0];
         int runs = args.Length > 1 ? int.Parse(args[1]) : 30, threads = args.Length > 2 ? int.Parse(args[2]) : 1;
-        KernelDispatch.MaxThreads = threads;
+        var kernels = KernelContext.Default.WithThreads(threads);
         var model = OnnxModelIO.Load(path);
-        using var exact = new IntegerEngine(model, EngineOptions.Default, Path.GetFileName(path));
-        using var emulated = new IntegerEngine(model, EngineOptions.Emulating(QuantTarget.Avx2), Path.GetFileName(path));
+        using var exact = new IntegerEngine(model, EngineOptions.Default with { Kernels = kernels }, Path.GetFileName(path));
+        using var emulated = new IntegerEngine(model, EngineOptions.Emulating(QuantTarget.Avx2) with { Kernels = kernels }, Path.GetFileName(path));
         var pb = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "test_data_set_0", "input_0.pb");
         EngineTensor input;
         if (File.Exists(pb)) input = EngineTensor.FromProto(TensorProtoFile.Read(pb));
@@ -68,7 +68,7 @@ internal static class SaturatingGemmProbe
     public static void Run(string[] args)
     {
         int m = int.Parse(args[0]), n = int.Parse(args[1]), k = int.Parse(args[2]), runs = args.Length > 3 ? int.Parse(args[3]) : 20;
-        KernelDispatch.MaxThreads = 1;
+        var one = KernelContext.Default.WithThreads(1);
         var r = new Random(1);
         var a = new byte[m * k]; r.NextBytes(a);
         var b = new sbyte[k * n]; for (int i = 0; i < b.Length; i++) b[i] = (sbyte)r.Next(-128, 128);
@@ -77,8 +77,8 @@ internal static class SaturatingGemmProbe
         var c = new int[m * n];
         double Time(Action f) { f(); var best = double.MaxValue; for (int i = 0; i < runs; i++) { long t0 = Stopwatch.GetTimestamp(); f(); best = Math.Min(best, Stopwatch.GetElapsedTime(t0).TotalMilliseconds); } return best; }
         double ops = 2.0 * m * n * k;
-        double ts = Time(() => SaturatingGemm.Multiply(a, 0, m, sat, c));
-        double te = Time(() => QGemm.Multiply(a, 0, m, exact, c));
+        double ts = Time(() => SaturatingGemm.Multiply(one, a, 0, m, sat, c));
+        double te = Time(() => QGemm.Multiply(one, a, 0, m, exact, c));
         Console.WriteLine($"{m}x{n}x{k}: saturating {ts:F2} ms ({ops / ts / 1e6:F1} GOPS), exact ({KernelDispatch.Best}) {te:F2} ms ({ops / te / 1e6:F1} GOPS)");
     }
 }
@@ -90,7 +90,7 @@ internal static class SaturatingConvProbe
     {
         int c = int.Parse(args[0]), h = int.Parse(args[1]), wd = int.Parse(args[2]), oc = int.Parse(args[3]), k = int.Parse(args[4]), s = int.Parse(args[5]);
         int runs = args.Length > 6 ? int.Parse(args[6]) : 20;
-        KernelDispatch.MaxThreads = 1;
+        var one = KernelContext.Default.WithThreads(1);
         var g = new ConvGeometry(1, c, h, wd, oc, k, k, s, s, k / 2, k / 2, k / 2, k / 2);
         var r = new Random(1);
         var x = new byte[c * h * wd]; r.NextBytes(x);
@@ -101,8 +101,8 @@ internal static class SaturatingConvProbe
         double Time(Action f) { f(); var best = double.MaxValue; for (int i = 0; i < runs; i++) { long t0 = Stopwatch.GetTimestamp(); f(); best = Math.Min(best, Stopwatch.GetElapsedTime(t0).TotalMilliseconds); } return best; }
         double ops = 2.0 * oc * g.OutH * g.OutW * g.PatchSize;
 
-        double ts = Time(() => SaturatingConv.Run(x, 0, sat, y));
-        double te = Time(() => QConv.Run<byte>(x, 0, exact, y));
+        double ts = Time(() => SaturatingConv.Run(one, x, 0, sat, y));
+        double te = Time(() => QConv.Run<byte>(one, x, 0, exact, y));
         Console.WriteLine($"conv {c}x{h}x{wd} -> {oc} k{k} s{s}: saturating {ts:F2} ms ({ops / ts / 1e6:F1} GOPS), exact {te:F2} ms ({ops / te / 1e6:F1} GOPS)");
     }
 }

@@ -17,8 +17,7 @@ internal static class EngineProfile
     {
         var path = args[0];
         int runs = args.Length > 1 ? int.Parse(args[1]) : 50, threads = args.Length > 2 ? int.Parse(args[2]) : 1;
-        KernelDispatch.MaxThreads = threads;
-        using var engine = new IntegerEngine(OnnxModelIO.Load(path), Path.GetFileName(path));
+        using var engine = new IntegerEngine(OnnxModelIO.Load(path), EngineOptions.Default with { Kernels = KernelContext.Default.WithThreads(threads) }, Path.GetFileName(path));
         var r = new Random(1);
         var x = new float[3 * 224 * 224];
         for (int i = 0; i < x.Length; i++) x[i] = (float)(r.NextDouble() * 200 - 100);

@@ -30,8 +30,7 @@ internal static class Interleaved
     public static void Run(string[] args)
     {
         int runs = args.Length > 0 ? int.Parse(args[0]) : 40, threads = args.Length > 1 ? int.Parse(args[1]) : 1;
-        KernelDispatch.MaxThreads = threads;
-        Console.WriteLine($"{threads} thread(s), best of {runs} interleaved calls; path {KernelDispatch.Best}, AMX GEMM {NativeKernels.HasAmx}, AMX conv {NativeKernels.HasAmxConv}");
+        Console.WriteLine($"{threads} thread(s), best of {runs} interleaved calls; {KernelContext.Default.WithThreads(threads)}, AMX GEMM {NativeKernels.HasAmx}, AMX conv {NativeKernels.HasAmxConv}");
         Console.WriteLine("| case | ONNX Runtime (µs) | PtqTools (µs) | PtqTools / ORT time | ORT GOPS | PtqTools GOPS |");
         Console.WriteLine("|---|---|---|---|---|---|");
         foreach (var (name, g) in Convs) Conv(name, g, runs, threads);
@@ -83,7 +82,7 @@ internal static class Interleaved
         using var run = new RunOptions();
         Report("QLinearConv " + name, 2.0 * g.OutChannels * g.OutH * g.OutW * g.PatchSize,
             () => { using var _ = session.Run(run, new[] { "x" }, new[] { input }, new[] { "y" }); },
-            () => QConv.RunRequantized<byte, byte>(x, 128, packed, default, mult, 128, false, y), runs);
+            () => QConv.RunRequantized<byte, byte>(KernelContext.Default.WithThreads(threads), x, 128, packed, default, mult, 128, false, y), runs);
     }
 
     static void Gemm(int m, int n, int k, int runs, int threads)
@@ -102,6 +101,6 @@ internal static class Interleaved
         using var run = new RunOptions();
         Report($"MatMulInteger {m}x{n}x{k}", 2.0 * m * n * k,
             () => { using var _ = session.Run(run, new[] { "A" }, new[] { input }, new[] { "C" }); },
-            () => QGemm.Multiply(a, 128, m, packed, c), runs);
+            () => QGemm.Multiply(KernelContext.Default.WithThreads(threads), a, 128, m, packed, c), runs);
     }
 }

@@ -97,6 +97,7 @@ public class GemmBenchmarks
     int _m, _n, _k;
     byte[] _a = null!;
     int[] _c = null!;
+    KernelContext _kernels;
     PackedWeights _packed = null!;
     InferenceSession _session = null!;
     OrtValue _input = null!;
@@ -112,7 +113,7 @@ public class GemmBenchmarks
         var b = new sbyte[_k * _n]; for (int i = 0; i < b.Length; i++) b[i] = (sbyte)r.Next(-128, 128);
         _packed = PackedWeights.Pack(b, _k, _n, new[] { 0 });
         _c = new int[_m * _n];
-        KernelDispatch.MaxThreads = Threads;
+        _kernels = KernelContext.Default.WithThreads(Threads);
         var node = new NodeProto { OpType = "MatMulInteger", Name = "mm" };
         node.Input.AddRange(new[] { "A", "B", "az", "bz" }); node.Output.Add("C");
         var model = Models.Single(node, new[] { Models.Value("A", (int)OnnxDataType.UInt8, _m, _k) }, Models.Value("C", (int)OnnxDataType.Int32, _m, _n),
@@ -129,10 +130,10 @@ public class GemmBenchmarks
     }
 
     [Benchmark]
-    public void PtqTools() => QGemm.Multiply(_a, 128, _m, _packed, _c);
+    public void PtqTools() => QGemm.Multiply(_kernels, _a, 128, _m, _packed, _c);
 
     [GlobalCleanup]
-    public void Cleanup() { _session.Dispose(); _input.Dispose(); _run.Dispose(); KernelDispatch.MaxThreads = Environment.ProcessorCount; }
+    public void Cleanup() { _session.Dispose(); _input.Dispose(); _run.Dispose(); }
 }
 
 /// <summary>3x3 convolution 64 -> 64 on 1x64x56x56 (pad 1), requantized per channel: ONNX Runtime QLinearConv vs
@@ -145,6 +146,7 @@ public class ConvBenchmarks
 
     byte[] _x = null!, _y = null!;
     float[] _mult = null!;
+    KernelContext _kernels;
     PackedConvWeights _packed = null!;
     InferenceSession _session = null!;
     OrtValue _input = null!;
@@ -161,7 +163,7 @@ public class ConvBenchmarks
         _packed = PackedConvWeights.Pack<sbyte>(w, new[] { 0 }, _g);
         _y = new byte[64 * 56 * 56];
         _mult = ws.Select(s => 0.02f * s / 0.05f).ToArray();
-        KernelDispatch.MaxThreads = Threads;
+        _kernels = KernelContext.Default.WithThreads(Threads);
         var node = new NodeProto { OpType = "QLinearConv", Name = "conv" };
         node.Input.AddRange(new[] { "x", "xs", "xz", "w", "ws", "wz", "ys", "yz" }); node.Output.Add("y");
         node.Attribute.Add(new AttributeProto { Name = "pads", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 1, 1, 1, 1 } });
@@ -185,8 +187,8 @@ public class ConvBenchmarks
     }
 
     [Benchmark]
-    public void PtqTools() => QConv.RunRequantized<byte, byte>(_x, 128, _packed, default, _mult, 128, false, _y);
+    public void PtqTools() => QConv.RunRequantized<byte, byte>(_kernels, _x, 128, _packed, default, _mult, 128, false, _y);
 
     [GlobalCleanup]
-    public void Cleanup() { _session.Dispose(); _input.Dispose(); _run.Dispose(); KernelDispatch.MaxThreads = Environment.ProcessorCount; }
+    public void Cleanup() { _session.Dispose(); _input.Dispose(); _run.Dispose(); }
 }

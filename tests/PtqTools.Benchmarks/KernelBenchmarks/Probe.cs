@@ -19,10 +19,8 @@ internal static class Probe
         double b1 = 1e30, b2 = 1e30;
         for (int it = 0; it < 200; it++)
         {
-            KernelDispatch.MaxThreads = 1;
-            long t = Stopwatch.GetTimestamp(); QGemm.Multiply(a, 128, m, packed, c); b1 = Math.Min(b1, Stopwatch.GetElapsedTime(t).TotalMicroseconds);
-            KernelDispatch.MaxThreads = 2;
-            t = Stopwatch.GetTimestamp(); QGemm.Multiply(a, 128, m, packed, c); b2 = Math.Min(b2, Stopwatch.GetElapsedTime(t).TotalMicroseconds);
+            long t = Stopwatch.GetTimestamp(); QGemm.Multiply(KernelContext.Default.WithThreads(1), a, 128, m, packed, c); b1 = Math.Min(b1, Stopwatch.GetElapsedTime(t).TotalMicroseconds);
+            t = Stopwatch.GetTimestamp(); QGemm.Multiply(KernelContext.Default.WithThreads(2), a, 128, m, packed, c); b2 = Math.Min(b2, Stopwatch.GetElapsedTime(t).TotalMicroseconds);
         }
         double p1 = 1e30, p2 = 1e30; var ids = new int[2]; int distinct = 0;
         static void Spin() { long t0 = Stopwatch.GetTimestamp(); while (Stopwatch.GetElapsedTime(t0).TotalMicroseconds < 250) { } }
@@ -38,9 +36,9 @@ internal static class Probe
         Console.WriteLine($"512x1024x1024 best of 200: 1 thread {b1:F1} us, 2 threads {b2:F1} us");
         foreach (int threads in new[] { 1, 2 })
         {
-            KernelDispatch.MaxThreads = threads;
+            var context = KernelContext.Default.WithThreads(threads);
             long before = GC.GetAllocatedBytesForCurrentThread();
-            for (int i = 0; i < 100; i++) QGemm.Multiply(a, 128, m, packed, c);
+            for (int i = 0; i < 100; i++) QGemm.Multiply(context, a, 128, m, packed, c);
             Console.WriteLine($"allocated on the calling thread per call, {threads} thread(s): {(GC.GetAllocatedBytesForCurrentThread() - before) / 100.0:F0} bytes");
         }
     }
