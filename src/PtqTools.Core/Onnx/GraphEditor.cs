@@ -105,6 +105,41 @@ public static class GraphEditor
         return output;
     }
 
+    /// <summary>
+    /// Puts a QuantizeLinear → DequantizeLinear pair on <paramref name="tensor"/> (scale and zero point already in the
+    /// graph), the nodes added to <paramref name="added"/>, and gives every reader the dequantized copy. A graph output
+    /// this graph produces keeps its name (the producer writes a renamed float tensor and the DequantizeLinear writes
+    /// the output); one it only passes on stays float. Returns the quantized and the dequantized tensor's names.
+    /// </summary>
+    public static (string Quantized, string Dequantized) InsertQdqPair(GraphView view, List<NodeProto> added, NameScope names, string tensor,
+        string scaleName, string zpName, string domain)
+    {
+        var graph = view.Graph;
+        var quantized = names.Fresh(tensor + "_QuantizeLinear_Output");
+        bool isGraphOutput = view.GraphOutputs.Contains(tensor) && view.Producers.ContainsKey(tensor);
+        string source = tensor, dequantized;
+        if (isGraphOutput)
+        {
+            source = names.Fresh(tensor + "_float");
+            // Looked up now, not in the view: a rewrite before this (Gather) may have given the tensor a new producer.
+            var producer = graph.Node.Concat(added).FirstOrDefault(n => n.Output.Contains(tensor));
+            if (producer is not null)
+                for (int k = 0; k < producer.Output.Count; k++) if (producer.Output[k] == tensor) producer.Output[k] = source;
+            foreach (var consumer in view.ConsumersOf(tensor))
+                for (int k = 0; k < consumer.Input.Count; k++) if (consumer.Input[k] == tensor) consumer.Input[k] = source;
+            dequantized = tensor;
+        }
+        else
+        {
+            dequantized = names.Fresh(tensor + "_DequantizeLinear_Output");
+            foreach (var consumer in view.ConsumersOf(tensor))
+                for (int k = 0; k < consumer.Input.Count; k++) if (consumer.Input[k] == tensor) consumer.Input[k] = dequantized;
+        }
+        added.Add(Node("QuantizeLinear", names.Fresh(tensor + "_QuantizeLinear"), new[] { source, scaleName, zpName }, quantized, domain));
+        added.Add(Node("DequantizeLinear", names.Fresh(tensor + "_DequantizeLinear"), new[] { quantized, scaleName, zpName }, dequantized, domain));
+        return (quantized, dequantized);
+    }
+
     /// <summary>Adds the com.microsoft opset import when a node of the graph (or a subgraph) uses that domain.</summary>
     public static void ImportMsDomainIfUsed(ModelProto model)
     {
