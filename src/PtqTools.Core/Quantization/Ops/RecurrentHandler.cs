@@ -41,8 +41,6 @@ public static class RecurrentQuantizer
 {
     const string MsDomain = "com.microsoft";
 
-    public static bool Handles(NodeProto node) => node.Domain is "" or "ai.onnx" && node.OpType is "LSTM" or "GRU";
-
     static int Gates(NodeProto node) => node.OpType == "LSTM" ? 4 : 3;
 
     static int Directions(NodeProto node) =>
