@@ -99,11 +99,12 @@ function Get-TrxCounts([string] $Path) {
 }
 
 # Debian packages the tests read (Fashion-MNIST, the ONNX conformance corpus), chromium, which renders the HTML
-# report in a test, and openssh-server, whose sshd the remoting test starts twice on 127.0.0.1 as two hosts:
+# report in a test, openssh-server, whose sshd the remoting test starts twice on 127.0.0.1 as two hosts, and wine64,
+# which runs the module's Windows build in the Windows test (tests/Pester/Windows.Tests.ps1):
 # installed here when missing, so that the README's test command does its own set-up on a fresh Debian machine.
 # Where they cannot be installed (no apt, not root) the run goes on and says so.
 function Install-TestPackages {
-    $packages = 'dataset-fashion-mnist', 'libonnx-testdata', 'chromium', 'openssh-server'
+    $packages = 'dataset-fashion-mnist', 'libonnx-testdata', 'chromium', 'openssh-server', 'qemu-user-static', 'gcc-aarch64-linux-gnu', 'wine64'
     if (-not $IsLinux -or -not (Get-Command dpkg -ErrorAction SilentlyContinue)) { return }
     # Installed means 'install ok installed': a removed package whose configuration files remain answers dpkg -s too.
     $missing = @($packages | Where-Object { (& dpkg-query -W -f '${Status}' $_ 2> $null) -ne 'install ok installed' })

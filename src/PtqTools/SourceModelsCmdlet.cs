@@ -39,8 +39,8 @@ public abstract class SourceModelsCmdlet : QuantizationOptionsCmdlet
                 Add(path);
                 continue;
             }
-            bool outputs = OutputFolderForSkip is { } folder && string.Equals(System.IO.Path.GetFullPath(folder).TrimEnd('/', '\\'),
-                System.IO.Path.GetFullPath(path).TrimEnd('/', '\\'), StringComparison.Ordinal);
+            bool outputs = OutputFolderForSkip is { } folder && Core.PathNames.Same(System.IO.Path.GetFullPath(folder).TrimEnd('/', '\\'),
+                System.IO.Path.GetFullPath(path).TrimEnd('/', '\\'));
             foreach (var file in Directory.EnumerateFiles(path, "*.onnx").Order(StringComparer.Ordinal))
             {
                 if (outputs && (file.EndsWith(".int8.onnx", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".int4.onnx", StringComparison.OrdinalIgnoreCase)))

@@ -23,7 +23,11 @@ public sealed class OrtNodeFallback : IDisposable
     // By node identity (a protobuf message hashes and compares its whole content); each node keeps one session per
     // input signature (element type and rank of every input), almost always one.
     readonly Dictionary<NodeProto, List<Compiled>> _sessions = new(ReferenceEqualityComparer.Instance);
-    readonly RunOptions _runOptions = new();
+    // Created with the first session: an engine whose nodes are all its own never loads ONNX Runtime (which is how
+    // it runs under qemu-user on ARM64, where ONNX Runtime's initialization crashes; docs/platforms.md).
+    RunOptions? _runOptions;
+
+    RunOptions RunOptionsOnce() { lock (_sessions) return _runOptions ??= new RunOptions(); }
     bool _disposed;
 
     sealed record Compiled(int[] Signature, InferenceSession Session, string[] FedInputs, int[] FedIndex, string[] Outputs, int[] OutputIndex);
@@ -173,7 +177,7 @@ public sealed class OrtNodeFallback : IDisposable
         try
         {
             for (int k = 0; k < values.Length; k++) values[k] = ToOrt(inputs[compiled.FedIndex[k]]!);
-            using var results = compiled.Session.Run(_runOptions, compiled.FedInputs, values, compiled.Outputs);
+            using var results = compiled.Session.Run(RunOptionsOnce(), compiled.FedInputs, values, compiled.Outputs);
             var outputs = new EngineTensor[node.Output.Count];
             for (int k = 0; k < results.Count; k++) outputs[compiled.OutputIndex[k]] = FromOrt(results[k], node, compiled.Outputs[k]);
             return outputs;
@@ -294,7 +298,7 @@ public sealed class OrtNodeFallback : IDisposable
             _disposed = true;
             foreach (var c in _sessions.Values.SelectMany(l => l)) c.Session.Dispose();
             _sessions.Clear();
-            _runOptions.Dispose();
+            _runOptions?.Dispose();
         }
     }
 }

@@ -3,8 +3,9 @@ using System.Runtime.Intrinsics.X86;
 namespace PtqTools.Core.Kernels;
 
 /// <summary>The code paths a kernel can take, in order of preference (slowest first): <see cref="KernelDispatch.Best"/>
-/// is the last one this machine runs, and <see cref="KernelDispatch.Clamp"/> steps down this list to one it runs.</summary>
-public enum KernelPath { Scalar, Vector128, Avx2, Avx512BW, NativeVnni }
+/// is the last one this machine runs (ArmDot, the ARM64 SDOT kernels of <see cref="ArmKernels"/>, is never offered
+/// beside an x86 path), and <see cref="KernelDispatch.Clamp"/> steps down this list to one it runs.</summary>
+public enum KernelPath { Scalar, Vector128, Avx2, Avx512BW, NativeVnni, ArmDot }
 
 /// <summary>Read-only runtime detection: which paths this CPU (and the native library, when present) can run. What a
 /// kernel call actually takes is the <see cref="KernelContext"/> it is given.</summary>
@@ -18,6 +19,7 @@ public static class KernelDispatch
         KernelPath.Avx2 => Avx2.IsSupported,
         KernelPath.Avx512BW => Avx512BW.IsSupported,
         KernelPath.NativeVnni => NativeKernels.Available && NativeKernels.HasVnni,
+        KernelPath.ArmDot => ArmKernels.Supported,
         _ => false,
     };
 

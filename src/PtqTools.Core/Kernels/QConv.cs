@@ -195,9 +195,10 @@ public static class QConv
             unsafe { fixed (int* py = y) RunNative(context, x, xZero, w, default, default, 0, 0, 0, false, py, 4); }
             return;
         }
-        if (path == KernelPath.NativeVnni && w.Groups[0].Quads is not null)
+        if ((path == KernelPath.NativeVnni || path == KernelPath.ArmDot) && w.Groups[0].Quads is not null)
         {
-            // Byte im2col (padding holds the zero point, so it contributes nothing) into the native VNNI GEMM.
+            // Byte im2col (padding holds the zero point, so it contributes nothing) into the GEMM on the quads (native
+            // VNNI, or SDOT on ARM64).
             bool signed = typeof(TX) == typeof(sbyte);
             var colBytes = new byte[(long)pixels * patch];
             var acc = new int[(long)pixels * ocg];
@@ -216,6 +217,7 @@ public static class QConv
             return;
         }
         if (path == KernelPath.NativeVnni) path = KernelPath.Avx512BW; // the int16 im2col form feeds the managed GEMM
+        if (path == KernelPath.ArmDot) path = KernelPath.Vector128;
         int kp2 = w.Groups[0].KPairs * 2;
         var col = new short[(long)pixels * kp2];
         var outBuf = new int[(long)pixels * ocg];

@@ -32,6 +32,11 @@ public static class QElementwise
 
     public static unsafe void Add<T>(KernelContext context, ReadOnlySpan<T> a, float sa, int za, ReadOnlySpan<T> b, float sb, int zb, float sc, int zc, Span<T> c) where T : unmanaged
     {
+        if (context.EffectivePath != KernelPath.Scalar && ArmKernels.AdvSimdSupported && a.Length == c.Length && (b.Length == c.Length || b.Length == 1))
+        {
+            ArmKernels.Add(a, sa, za, b, sb, zb, sc, zc, c);
+            return;
+        }
         if (context.EffectivePath == KernelPath.Scalar || !Fma.IsSupported || !Avx2.IsSupported || a.Length != c.Length || (b.Length != c.Length && b.Length != 1))
         {
             AddReference(a, sa, za, b, sb, zb, sc, zc, c);

@@ -81,7 +81,7 @@ public sealed class PackedWeights
         if (b.Length != (long)k * n) throw new ArgumentException($"The weights hold {b.Length} values; {k}x{n} needs {(long)k * n}.");
         var z = Zeros(zeroPoints, n, -128, 127);
         var copy = b.ToArray();
-        return new PackedWeights(k, n, (kk, c) => copy[kk * n + c] - z[c], (kk, c) => kk < 0 ? z[c] : copy[kk * n + c], z, NativeKernels.Available);
+        return new PackedWeights(k, n, (kk, c) => copy[kk * n + c] - z[c], (kk, c) => kk < 0 ? z[c] : copy[kk * n + c], z, NativeKernels.Available || ArmKernels.Supported);
     }
 
     /// <summary>Packs unsigned int8 weights; the VNNI form stores them minus 128 as signed bytes.</summary>
@@ -90,7 +90,7 @@ public sealed class PackedWeights
         if (b.Length != (long)k * n) throw new ArgumentException($"The weights hold {b.Length} values; {k}x{n} needs {(long)k * n}.");
         var z = Zeros(zeroPoints, n, 0, 255);
         var copy = b.ToArray();
-        return new PackedWeights(k, n, (kk, c) => copy[kk * n + c] - z[c], (kk, c) => kk < 0 ? z[c] - 128 : copy[kk * n + c] - 128, z, NativeKernels.Available);
+        return new PackedWeights(k, n, (kk, c) => copy[kk * n + c] - z[c], (kk, c) => kk < 0 ? z[c] - 128 : copy[kk * n + c] - 128, z, NativeKernels.Available || ArmKernels.Supported);
     }
 }
 
@@ -151,7 +151,13 @@ public static class QGemm
             NativeKernels.Gemm(context, a, aZero, signed, m, w, c);
             return;
         }
+        if (path == KernelPath.ArmDot && w.Quads is not null)
+        {
+            ArmKernels.Gemm(context, a, aZero, signed, m, w, c);
+            return;
+        }
         if (path == KernelPath.NativeVnni) path = KernelPath.Avx512BW;
+        if (path == KernelPath.ArmDot) path = KernelPath.Vector128;
         var wide = new short[(long)m * w.KPairs * 2];
         int kp2 = w.KPairs * 2;
         for (int i = 0; i < m; i++)

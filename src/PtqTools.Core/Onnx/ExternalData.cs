@@ -255,7 +255,7 @@ public static class ExternalData
         var tempModel = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         // The side file written here must not be one the model still reads from (the source's weights).
         foreach (var t in Tensors(model.Graph).Where(IsDeferred))
-            if (string.Equals(Where(t).File, RealPath(dataPath), StringComparison.Ordinal))
+            if (PathNames.Same(Where(t).File, RealPath(dataPath)))
                 throw new PtqException("OutputIsSource", PtqErrorKind.InvalidArgument,
                     $"Writing '{full}' would replace '{dataPath}', which holds the source model's tensor '{t.Name}'; choose another output name.", full);
         var moved = new List<(TensorProto Tensor, ByteString Raw, StringStringEntryProto[] Entries)>();
@@ -307,12 +307,12 @@ public static class ExternalData
             // the model must not leave a new side file beside an old model (or beside none).
             File.WriteAllBytes(tempModel, model.ToByteArray());
             cancel.ThrowIfCancellationRequested();
-            File.Move(tempData, dataPath, overwrite: true);
-            File.Move(tempModel, full, overwrite: true);
+            OnnxModelIO.MoveOver(tempData, dataPath);
+            OnnxModelIO.MoveOver(tempModel, full);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            throw new PtqException("OutputNotWritable", PtqErrorKind.WriteError, $"Cannot write '{full}' with external data: {ex.Message}", full, ex);
+            throw new PtqException("OutputNotWritable", PtqErrorKind.WriteError, $"Cannot write '{full}' with external data: {ex.Message}{OnnxModelIO.OpenFileHint(full)}", full, ex);
         }
         finally
         {

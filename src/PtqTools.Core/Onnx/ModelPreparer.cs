@@ -221,7 +221,31 @@ public static class ModelPreparer
         bytes = Array.Empty<byte>();
         var optimized = OnnxModelIO.Parse(File.ReadAllBytes(temp), temp, validate: false);
         if (optimized.MetadataProps.Count == 0) optimized.MetadataProps.Add(model.MetadataProps);
+        SortOpsetImports(optimized);
         return optimized;
+    }
+
+    /// <summary>The order in which ONNX Runtime 1.31 on Linux (libstdc++) writes its built-in domains.</summary>
+    static readonly string[] RuntimeDomainOrder =
+    {
+        "", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview", "com.microsoft", "ai.onnx.preview.training",
+        "com.microsoft.experimental", "com.microsoft.nchwc", "org.pytorch.aten",
+    };
+
+    /// <summary>ONNX Runtime writes a model's opset imports in the order of a hash map, which differs by C++ library
+    /// (on Windows com.microsoft.nchwc came second): put them in one order, the one it writes on Linux, then any
+    /// other domain by name, so that every platform writes the same bytes.</summary>
+    internal static void SortOpsetImports(ModelProto model)
+    {
+        static int Rank(string domain)
+        {
+            var i = Array.IndexOf(RuntimeDomainOrder, domain);
+            return i < 0 ? RuntimeDomainOrder.Length : i;
+        }
+        var sorted = model.OpsetImport.OrderBy(o => Rank(o.Domain)).ThenBy(o => o.Domain, StringComparer.Ordinal).ToList();
+        if (sorted.SequenceEqual(model.OpsetImport)) return;
+        model.OpsetImport.Clear();
+        model.OpsetImport.AddRange(sorted);
     }
 
     static ModelProto OptimizeWithRuntime(ModelProto model, string sourcePath)
@@ -248,6 +272,7 @@ public static class ModelPreparer
             var optimized = OnnxModelIO.Parse(File.ReadAllBytes(temp), sourcePath, validate: false);
             // ONNX Runtime keeps names and metadata; carry over what it may drop.
             if (optimized.MetadataProps.Count == 0) optimized.MetadataProps.Add(model.MetadataProps);
+            SortOpsetImports(optimized);
             return optimized;
         }
         finally

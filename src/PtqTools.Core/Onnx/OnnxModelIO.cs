@@ -129,12 +129,12 @@ public static class OnnxModelIO
         try
         {
             File.WriteAllBytes(temp, bytes);
-            File.Move(temp, full, overwrite: true);
+            MoveOver(temp, full);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             TryDelete(temp);
-            throw new PtqException("OutputNotWritable", PtqErrorKind.WriteError, $"Cannot write '{full}': {ex.Message}", full, ex);
+            throw new PtqException("OutputNotWritable", PtqErrorKind.WriteError, $"Cannot write '{full}': {ex.Message}{OpenFileHint(full)}", full, ex);
         }
         catch
         {
@@ -142,6 +142,29 @@ public static class OnnxModelIO
             throw;
         }
     }
+
+    /// <summary>Renames <paramref name="source"/> over <paramref name="target"/>. On Windows a file that another
+    /// process holds open without delete sharing cannot be replaced ("Access to the path is denied"), and a virus
+    /// scanner or indexer holds a new file open for a moment: five tries 100 ms apart there before giving up.</summary>
+    internal static void MoveOver(string source, string target)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                File.Move(source, target, overwrite: true);
+                return;
+            }
+            catch (Exception ex) when (OperatingSystem.IsWindows() && attempt < 5 && ex is IOException or UnauthorizedAccessException && File.Exists(target))
+            {
+                Thread.Sleep(100);
+            }
+        }
+    }
+
+    /// <summary>What to add to a write error on Windows, where an existing file open in another program cannot be replaced.</summary>
+    internal static string OpenFileHint(string target) =>
+        OperatingSystem.IsWindows() && File.Exists(target) ? " (on Windows a file that another program has open cannot be replaced: close it there)" : "";
 
     static void TryDelete(string path)
     {

@@ -74,7 +74,9 @@ public sealed class UpdateSummary
 /// <summary>The JSON log of a batch run: { "Summary": {...}, "Models": [ {...}, ... ] }, written atomically.</summary>
 public static class UpdateLog
 {
-    static readonly JsonSerializerOptions Json = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    // NewLine "\n": indented JSON takes Environment.NewLine by default, and the log ends with "\n" (on Windows it had
+    // CRLF lines and an LF end); every platform writes the same text.
+    static readonly JsonSerializerOptions Json = new() { WriteIndented = true, NewLine = "\n", Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     public static string ToJson(UpdateSummary summary, IEnumerable<QuantizedModelUpdate> records) =>
         JsonSerializer.Serialize(new { Summary = summary, Models = records.ToArray() }, Json);

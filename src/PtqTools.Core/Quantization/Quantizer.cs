@@ -172,7 +172,7 @@ public static class Quantizer
         model.ProducerVersion = ToolVersion;
         cancel.ThrowIfCancellationRequested();
         var sideFile = ExternalData.RealPath(Path.GetFullPath(outputPath) + ".data");
-        if (File.Exists(sideFile) && OnnxModelIO.SideFiles(prepared.SourcePath, File.ReadAllBytes(prepared.SourcePath)).Any(f => f.File == sideFile))
+        if (File.Exists(sideFile) && OnnxModelIO.SideFiles(prepared.SourcePath, File.ReadAllBytes(prepared.SourcePath)).Any(f => PathNames.Same(f.File, sideFile)))
             throw new PtqException("OutputIsSource", PtqErrorKind.InvalidArgument,
                 $"Writing '{outputPath}' would replace '{sideFile}', which holds the source model's tensors; choose another output name.", outputPath);
         // A model whose weights came in side files (above 2 GB) is written with external data too.

@@ -22,7 +22,8 @@ public sealed class QuantizationReportData
 /// JSON views of the same report objects.</summary>
 public static class QuantizationReport
 {
-    static readonly JsonSerializerOptions Json = new() { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+    // NewLine "\n", as the Markdown and HTML views: indented JSON takes Environment.NewLine (CRLF on Windows) by default.
+    static readonly JsonSerializerOptions Json = new() { WriteIndented = true, NewLine = "\n", NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
     public static string ToJson(QuantizationReportData data) => JsonSerializer.Serialize(new
     {

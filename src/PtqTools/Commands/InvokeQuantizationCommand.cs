@@ -178,7 +178,7 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
 
     void Quantize(LayerGroup group, List<TensorStatistics>? stats, string target)
     {
-        if (string.Equals(System.IO.Path.GetFullPath(group.ModelPath), System.IO.Path.GetFullPath(target), StringComparison.Ordinal))
+        if (Core.PathNames.Same(System.IO.Path.GetFullPath(group.ModelPath), System.IO.Path.GetFullPath(target)))
             throw new PtqException("OutputIsSource", PtqErrorKind.InvalidArgument, $"The output path '{target}' is the source model; the source is never overwritten.", target);
         if (File.Exists(target) && !Force)
             throw new PtqException("OutputExists", PtqErrorKind.ResourceExists, $"'{target}' exists; use -Force to overwrite it.", target);

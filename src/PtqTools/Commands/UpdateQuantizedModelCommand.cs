@@ -84,8 +84,8 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
                 _log = ResolveOutput(LogPath);
                 var logFolder = System.IO.Path.GetDirectoryName(_log)!;
                 // The output folder is created when missing, so a log inside it is fine.
-                if (!Directory.Exists(logFolder) && !string.Equals(System.IO.Path.TrimEndingDirectorySeparator(logFolder),
-                        System.IO.Path.TrimEndingDirectorySeparator(_folder), StringComparison.Ordinal))
+                if (!Directory.Exists(logFolder) && !Core.PathNames.Same(System.IO.Path.TrimEndingDirectorySeparator(logFolder),
+                        System.IO.Path.TrimEndingDirectorySeparator(_folder)))
                     throw new PtqException("LogFolderNotFound", PtqErrorKind.ObjectNotFound, $"The folder of the log '{_log}' does not exist.", _log);
                 if (Directory.Exists(_log))
                     throw new PtqException("LogPathIsFolder", PtqErrorKind.InvalidArgument, $"-LogPath '{_log}' is a folder; give a file name.", _log);
