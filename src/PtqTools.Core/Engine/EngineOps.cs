@@ -39,8 +39,10 @@ internal static class EngineOps
 
     public static IReadOnlySet<string> Supported { get; } = Table.Keys.ToHashSet();
 
-    /// <summary>Float ops the engine runs only once fused into a quantized op.</summary>
-    public static IReadOnlySet<string> OnlyQuantized { get; } = new HashSet<string> { "Conv", "MatMul", "Add" };
+    /// <summary>Float ops the engine runs only once fused into a quantized op: those whose handler names an engine
+    /// fusion (<see cref="OpHandler.Engine"/>) and that have no float entry in the table.</summary>
+    public static IReadOnlySet<string> OnlyQuantized { get; } =
+        OpHandlers.OpTypes.Where(op => OpHandlers.ForOpType(op)!.Engine(op) is not null && !Table.ContainsKey(op)).ToHashSet();
 
     public static EngineTensor[] Run(NodeProto node, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
     {
@@ -50,10 +52,10 @@ internal static class EngineOps
     }
 
     // ---- attributes and parameters ----
-    static long Int(NodeProto n, string name, long def) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.I : def;
-    static float Float(NodeProto n, string name, float def) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.F : def;
-    static long[]? Ints(NodeProto n, string name) => n.Attribute.FirstOrDefault(a => a.Name == name)?.Ints.ToArray();
-    static string Str(NodeProto n, string name, string def) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.S.ToStringUtf8() : def;
+    static long Int(NodeProto n, string name, long def) => n.IntAttr(name, def);
+    static float Float(NodeProto n, string name, float def) => n.FloatAttr(name, def);
+    static long[]? Ints(NodeProto n, string name) => n.IntsAttr(name);
+    static string Str(NodeProto n, string name, string def) => n.StringAttr(name, def);
 
     /// <summary>The product arithmetic of the engine running the op (exact when called without engine state).</summary>
     static ProductArithmetic Arithmetic(Dictionary<NodeProto, object> cache) => cache is EngineState s ? s.Arithmetic : ProductArithmetic.Exact;

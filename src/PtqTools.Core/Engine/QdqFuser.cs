@@ -1,11 +1,12 @@
 using Onnx;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Quantization;
 
 namespace PtqTools.Core.Engine;
 
 /// <summary>
 /// Turns the QDQ form into the operator form the engine executes in integers, the way ONNX Runtime's QDQ
-/// transformer does: DequantizeLinear → Conv/MatMul/Gemm/Add/pool [→ Relu] → QuantizeLinear becomes one
+/// transformer does, by the pattern each op's handler names (<see cref="OpHandler.Engine"/>): DequantizeLinear → Conv/MatMul/Gemm/Add/pool [→ Relu] → QuantizeLinear becomes one
 /// QLinearConv / QLinearMatMul / QGemm / QLinearAdd / QLinearAveragePool / QLinearGlobalAveragePool node (a fused
 /// Relu is the attribute ptq_relu), and DequantizeLinear → MaxPool/Reshape/Flatten → QuantizeLinear with the same
 /// scale and zero point runs on the quantized values. Nodes nothing needs any more are then dropped.
@@ -43,62 +44,64 @@ internal static class QdqFuser
         foreach (var op in nodes.ToList())
         {
             NodeProto? fused = null;
-            switch (op.OpType)
+            // The op's handler names the pattern and the engine op it fuses into (OpHandler.Engine).
+            var fusion = OpHandlers.ForOpType(op.OpType)?.Engine(op.OpType);
+            switch (fusion?.Pattern)
             {
-                case "Conv" or "MatMul" or "Gemm":
+                case FusionPattern.WeightedProduct:
                 {
                     var dx = Dq(In(op, 0)); var dw = Dq(In(op, 1));
                     if (dx is null || dw is null || !IsConst(dw.Input[0])) break;
                     var (q, relu) = FollowingQ(op);
                     NodeProto? db = In(op, 2) is { Length: > 0 } b ? Dq(b) : null;
                     if (In(op, 2) is { Length: > 0 } && (db is null || !IsConst(db.Input[0]))) break;
-                    if (op.OpType != "Gemm" && q is null) break;
-                    var type = op.OpType switch { "Conv" => "QLinearConv", "MatMul" => "QLinearMatMul", _ => "QGemm" };
+                    var type = fusion.FusedOp;
+                    if (type != "QGemm" && q is null) break;
                     fused = new NodeProto { OpType = type, Name = op.Name };
-                    if (op.OpType == "Conv")
+                    if (type == "QLinearConv")
                     {
                         fused.Input.AddRange(new[] { dx.Input[0], dx.Input[1], In(dx, 2), dw.Input[0], dw.Input[1], In(dw, 2), q!.Input[1], In(q, 2) });
                         if (db is not null) fused.Input.AddRange(new[] { db.Input[0], db.Input[1] });
                     }
-                    else if (op.OpType == "MatMul")
+                    else if (type == "QLinearMatMul")
                         fused.Input.AddRange(new[] { dx.Input[0], dx.Input[1], In(dx, 2), dw.Input[0], dw.Input[1], In(dw, 2), q!.Input[1], In(q, 2) });
                     else
                         fused.Input.AddRange(new[] { dx.Input[0], dx.Input[1], In(dx, 2), dw.Input[0], dw.Input[1], In(dw, 2),
                             db?.Input[0] ?? "", db?.Input[1] ?? "", q?.Input[1] ?? "", q is null ? "" : In(q, 2) });
                     fused.Attribute.AddRange(op.Attribute);
                     fused.Output.Add(q?.Output[0] ?? op.Output[0]);
-                    if (relu) fused.Attribute.Add(new AttributeProto { Name = "ptq_relu", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+                    if (relu) fused.Attribute.Add(GraphEditor.Int("ptq_relu", 1));
                     break;
                 }
-                case "Add":
+                case FusionPattern.Binary:
                 {
                     var da = Dq(In(op, 0)); var db = Dq(In(op, 1));
                     var (q, relu) = FollowingQ(op);
                     if (da is null || db is null || q is null) break;
-                    fused = new NodeProto { OpType = "QLinearAdd", Name = op.Name };
+                    fused = new NodeProto { OpType = fusion.FusedOp, Name = op.Name };
                     fused.Input.AddRange(new[] { da.Input[0], da.Input[1], In(da, 2), db.Input[0], db.Input[1], In(db, 2), q.Input[1], In(q, 2) });
                     fused.Output.Add(q.Output[0]);
-                    if (relu) fused.Attribute.Add(new AttributeProto { Name = "ptq_relu", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+                    if (relu) fused.Attribute.Add(GraphEditor.Int("ptq_relu", 1));
                     break;
                 }
-                case "GlobalAveragePool" or "AveragePool":
+                case FusionPattern.Pool:
                 {
                     var dx = Dq(In(op, 0));
                     var (q, relu) = FollowingQ(op);
                     if (dx is null || q is null || relu) break;
-                    fused = new NodeProto { OpType = "QLinear" + op.OpType, Name = op.Name };
+                    fused = new NodeProto { OpType = fusion.FusedOp, Name = op.Name };
                     fused.Input.AddRange(new[] { dx.Input[0], dx.Input[1], In(dx, 2), q.Input[1], In(q, 2) });
                     fused.Attribute.AddRange(op.Attribute);
                     fused.Output.Add(q.Output[0]);
                     break;
                 }
-                case "MaxPool" or "Reshape" or "Flatten":
+                case FusionPattern.SameScale:
                 {
                     var dx = Dq(In(op, 0));
                     var (q, relu) = FollowingQ(op);
                     if (dx is null || q is null || relu || op.Output.Count != 1) break;
                     if (!SameParams(dx, q, constants)) break;
-                    fused = new NodeProto { OpType = op.OpType, Name = op.Name };
+                    fused = new NodeProto { OpType = fusion.FusedOp, Name = op.Name };
                     fused.Input.Add(dx.Input[0]);
                     fused.Input.AddRange(op.Input.Skip(1));
                     fused.Attribute.AddRange(op.Attribute);

@@ -129,10 +129,10 @@ public sealed class GraphView
             {
                 "Shape" or "Size" or "NonZero" or "ArgMax" or "ArgMin" => (int)OnnxDataType.Int64,
                 "Equal" or "Less" or "Greater" or "LessOrEqual" or "GreaterOrEqual" or "Not" or "And" or "Or" or "Xor" or "IsNaN" or "IsInf" => (int)OnnxDataType.Bool,
-                "Cast" => (int?)node.Attribute.FirstOrDefault(a => a.Name == "to")?.I,
-                "Constant" => node.Attribute.FirstOrDefault(a => a.Name == "value")?.T?.DataType
+                "Cast" => (int?)node.Attr("to")?.I,
+                "Constant" => node.TensorAttr("value")?.DataType
                     ?? (node.Attribute.Any(a => a.Name is "value_int" or "value_ints") ? (int)OnnxDataType.Int64 : (int)OnnxDataType.Float),
-                "ConstantOfShape" => node.Attribute.FirstOrDefault(a => a.Name == "value")?.T?.DataType ?? (int)OnnxDataType.Float,
+                "ConstantOfShape" => node.TensorAttr("value")?.DataType ?? (int)OnnxDataType.Float,
                 "QuantizeLinear" => node.Input.Count > 2 && ElementTypes.TryGetValue(node.Input[2], out var zt) ? zt : (int)OnnxDataType.UInt8,
                 "DequantizeLinear" => (int)OnnxDataType.Float,
                 "Where" => node.Input.Count > 1 && ElementTypes.TryGetValue(node.Input[1], out var wt) ? wt : null,

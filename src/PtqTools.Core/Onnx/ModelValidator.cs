@@ -211,7 +211,7 @@ public static class ModelValidator
         var d = new Dictionary<string, TensorProto>(StringComparer.Ordinal);
         foreach (var t in graph.Initializer) d.TryAdd(t.Name, t);
         foreach (var n in graph.Node)
-            if (n.OpType == "Constant" && n.Output.Count == 1 && n.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t)
+            if (n.OpType == "Constant" && n.Output.Count == 1 && n.TensorAttr("value") is { } t)
                 d.TryAdd(n.Output[0], t);
         return d;
     }

@@ -229,10 +229,10 @@ public static class OpsetUpgrader
         shapeNode.Input.Add(x); shapeNode.Output.Add(shape);
         var flatten = new NodeProto { OpType = "Flatten", Name = names.Fresh(node.Name + "_Flatten") };
         flatten.Input.Add(x); flatten.Output.Add(flat);
-        flatten.Attribute.Add(new AttributeProto { Name = "axis", I = axis, Type = AttributeProto.Types.AttributeType.Int });
+        flatten.Attribute.Add(GraphEditor.Int("axis", axis));
         node.Input[0] = flat;
         node.Output[0] = inner;
-        node.Attribute.Add(new AttributeProto { Name = "axis", I = -1, Type = AttributeProto.Types.AttributeType.Int });
+        node.Attribute.Add(GraphEditor.Int("axis", -1));
         var reshape = new NodeProto { OpType = "Reshape", Name = names.Fresh(node.Name + "_Reshape") };
         reshape.Input.Add(inner); reshape.Input.Add(shape); reshape.Output.Add(y);
         return new[] { shapeNode, flatten, node, reshape };
@@ -250,7 +250,7 @@ public static class OpsetUpgrader
 
     static AttributeProto? Take(NodeProto node, string name)
     {
-        var attr = node.Attribute.FirstOrDefault(a => a.Name == name);
+        var attr = node.Attr(name);
         if (attr is not null) node.Attribute.Remove(attr);
         return attr;
     }

@@ -23,11 +23,11 @@ public static class SparseTensors
                 foreach (var g in attr.Graphs) Densify(g);
             }
             if (node.OpType != "Constant" || node.Domain is not ("" or "ai.onnx")) continue;
-            var sparseAttr = node.Attribute.FirstOrDefault(a => a.Name == "sparse_value");
+            var sparseAttr = node.Attr("sparse_value");
             if (sparseAttr?.SparseTensor is null) continue;
             var dense = ToDense(sparseAttr.SparseTensor, "");
             node.Attribute.Remove(sparseAttr);
-            node.Attribute.Add(new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = dense });
+            node.Attribute.Add(GraphEditor.Tensor("value", dense));
         }
     }
 

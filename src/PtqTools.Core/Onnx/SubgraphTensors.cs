@@ -68,14 +68,14 @@ public static class SubgraphTensors
         body.Node.Add(identity);
         if (owner.OpType == "If")
         {
-            var other = owner.Attribute.First(a => a.Name == (attribute == "then_branch" ? "else_branch" : "then_branch")).G;
+            var other = owner.Attr(attribute == "then_branch" ? "else_branch" : "then_branch")!.G;
             Pad(owner, Math.Max(body.Output.Count, other.Output.Count), names);
             var empty = names.Fresh(local + "_not_taken");
             var constant = new NodeProto { OpType = "Constant", Name = names.Fresh(local + "_NotTaken") };
             constant.Output.Add(empty);
             var tensor = new TensorProto { Name = "", DataType = (int)OnnxDataType.Float };
             tensor.Dims.Add(0);
-            constant.Attribute.Add(new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = tensor });
+            constant.Attribute.Add(GraphEditor.Tensor("value", tensor));
             other.Node.Add(constant);
             other.Output.Add(FloatValue(empty));
         }

@@ -148,7 +148,7 @@ public static class ArchitectureRules
     static float ConstantMagnitude(GraphView g, string tensor)
     {
         TensorProto? t = g.Initializers.TryGetValue(tensor, out var init) ? init
-            : Producer(g, tensor) is { OpType: "Constant" } c ? c.Attribute.FirstOrDefault(a => a.Name == "value")?.T : null;
+            : Producer(g, tensor) is { OpType: "Constant" } c ? c.TensorAttr("value") : null;
         if (t is null || t.DataType != (int)OnnxDataType.Float || t.DataLocation == TensorProto.Types.DataLocation.External) return 0;
         if (TensorData.ElementCount(t.Dims) > 1 << 16) return 0;
         float m = 0;

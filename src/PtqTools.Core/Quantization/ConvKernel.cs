@@ -51,7 +51,7 @@ public static class ConvKernels
     /// kernel is chosen): the pair check makes them safe in both encodings, so both hold the same values.</summary>
     public static bool Shiftable(NodeProto node, QuantizationOptions options) =>
         node.OpType == "Conv" && options.Weights is { Type: QuantType.Int8, Symmetric: true, ReduceRange: false }
-        && (node.Attribute.FirstOrDefault(a => a.Name == "group")?.I ?? 1) == 1;
+        && node.IntAttr("group", 1) == 1;
 
     /// <summary>q - 1 with zero point -1: the same dequantized values. Symmetric int8 codes are in [-127, 127],
     /// so q - 1 fits; left as it is if a code is already -128 or a zero point is not 0.</summary>

@@ -37,7 +37,7 @@ public static class CrossLayerEqualization
     static bool IsPlainConv(NodeProto node, GraphView g, Dictionary<string, int> used)
     {
         if (node.OpType != "Conv" || node.Domain is not ("" or "ai.onnx") || node.Input.Count < 2) return false;
-        if ((node.Attribute.FirstOrDefault(a => a.Name == "group")?.I ?? 1) != 1) return false;
+        if (node.IntAttr("group", 1) != 1) return false;
         for (int i = 1; i < node.Input.Count; i++)
         {
             if (node.Input[i].Length == 0) continue;

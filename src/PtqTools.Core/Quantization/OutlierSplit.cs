@@ -56,12 +56,12 @@ public static class OutlierSplit
             var maskName = names.Fresh(x + "_outlier_mask");
             graph.Initializer.Add(TensorData.FromFloats(maskName, mask, k));
             var masked = names.Fresh(x + "_masked");
-            added.Add(QdqQuantizer.Node("Mul", names.Fresh(x + "_OutlierMask"), new[] { x, maskName }, masked));
+            added.Add(GraphEditor.Node("Mul", names.Fresh(x + "_OutlierMask"), new[] { x, maskName }, masked));
             var indexName = names.Fresh(x + "_outlier_channels");
             graph.Initializer.Add(TensorData.FromInt32(indexName, outliers, outliers.Length));
             var gathered = names.Fresh(x + "_outliers");
-            var gather = QdqQuantizer.Node("Gather", names.Fresh(x + "_OutlierGather"), new[] { x, indexName }, gathered);
-            gather.Attribute.Add(new AttributeProto { Name = "axis", I = -1, Type = AttributeProto.Types.AttributeType.Int });
+            var gather = GraphEditor.Node("Gather", names.Fresh(x + "_OutlierGather"), new[] { x, indexName }, gathered);
+            gather.Attribute.Add(GraphEditor.Int("axis", -1));
             added.Add(gather);
 
             foreach (var m in matmuls)
@@ -89,13 +89,13 @@ public static class OutlierSplit
                 var floatPart = names.Fresh(y + "_float_part");
                 m.Input[0] = masked;
                 tail.Output[0] = quantizedPart;
-                added.Add(QdqQuantizer.Node("MatMul", names.Fresh(m.Name + "_outliers"), new[] { gathered, rowsName }, floatPart));
-                added.Add(QdqQuantizer.Node("Add", names.Fresh(m.Name + "_outlier_add"), new[] { quantizedPart, floatPart }, y));
+                added.Add(GraphEditor.Node("MatMul", names.Fresh(m.Name + "_outliers"), new[] { gathered, rowsName }, floatPart));
+                added.Add(GraphEditor.Node("Add", names.Fresh(m.Name + "_outlier_add"), new[] { quantizedPart, floatPart }, y));
                 split[m.Name] = outliers;
             }
         }
         graph.Node.AddRange(added);
-        QdqQuantizer.SortTopologically(graph);
+        GraphEditor.SortTopologically(graph);
         return (copy, split);
     }
 

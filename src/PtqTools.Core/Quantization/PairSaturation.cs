@@ -1,4 +1,5 @@
 using Onnx;
+using PtqTools.Core.Onnx;
 
 namespace PtqTools.Core.Quantization;
 
@@ -83,17 +84,7 @@ public sealed class PairLayout
 
     /// <summary>The layout of a node's weight, or null for an op ONNX Runtime does not run as a u8 x s8 product
     /// that can saturate.</summary>
-    public static PairLayout? For(NodeProto node, long[] dims) => node.OpType switch
-    {
-        // A depthwise convolution (one input and one output channel per group) runs in MLAS's depthwise kernels,
-        // which widen to int16 or int32 before they multiply: exact on every class.
-        "Conv" when dims.Length >= 3 && dims[1] == 1 && dims[0] == (node.Attribute.FirstOrDefault(a => a.Name == "group")?.I ?? 1) && dims[0] > 1 => null,
-        "Conv" when dims.Length >= 3 => Conv(dims),
-        "ConvTranspose" when dims.Length >= 3 => ConvTranspose(dims),
-        "MatMul" when dims.Length == 2 => MatMul(dims[0], dims[1]),
-        "Gemm" when dims.Length == 2 => (node.Attribute.FirstOrDefault(a => a.Name == "transB")?.I ?? 0) == 1 ? Rows(dims[0], dims[1]) : MatMul(dims[0], dims[1]),
-        _ => null,
-    };
+    public static PairLayout? For(NodeProto node, long[] dims) => OpHandlers.ForOpType(node.OpType)?.Pairs(node, dims);
 }
 
 /// <summary>What the pair check found and did for one weight.</summary>

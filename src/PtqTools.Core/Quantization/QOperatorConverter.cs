@@ -5,8 +5,8 @@ namespace PtqTools.Core.Quantization;
 
 /// <summary>
 /// Turns a static QDQ model into the QOperator format: every float op whose activation inputs all come from
-/// DequantizeLinear and whose output (past a folded Relu) goes only to a QuantizeLinear becomes its integer
-/// operator, reading and writing the quantized tensors directly: QLinearConv, QLinearMatMul, com.microsoft
+/// DequantizeLinear and whose output (past a folded Relu) goes only to a QuantizeLinear becomes the integer
+/// operator its <see cref="OpHandler"/> lowers it to (<see cref="OpHandler.ToQOperator"/>), reading and writing the quantized tensors directly: QLinearConv, QLinearMatMul, com.microsoft
 /// QLinearAdd, QLinearMul, QLinearConcat, QLinearAveragePool and QLinearGlobalAveragePool; MaxPool and the
 /// reshapes run on the integer tensor itself. The Q/DQ nodes left without readers are removed; ops that do not
 /// match stay float between their DequantizeLinear and QuantizeLinear, exactly as in QDQ.
@@ -15,15 +15,13 @@ public static class QOperatorConverter
 {
     const string Ms = "com.microsoft";
 
-    static readonly HashSet<string> IntegerPassThrough = new(StringComparer.Ordinal)
-        { "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Resize" };
-
     public static ModelProto Convert(ModelProto qdq, CancellationToken cancel = default)
     {
         var model = qdq.Clone();
         var graph = model.Graph;
         var view = new GraphView(graph);
         var dq = graph.Node.Where(n => n.OpType == "DequantizeLinear" && n.Domain is "" or "ai.onnx").ToDictionary(n => n.Output[0], StringComparer.Ordinal);
+        var lowering = new QOperatorLowering(model, view, dq);
         var remove = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance);
         var added = new List<NodeProto>();
         bool usesMs = false;
@@ -33,19 +31,8 @@ public static class QOperatorConverter
             if (node.Domain is not ("" or "ai.onnx") || remove.Contains(node)) continue;
             var (output, relu) = QuantizedOutput(node, view);
             if (output is null) continue;
-            NodeProto? replacement = node.OpType switch
-            {
-                "Conv" => Conv(node, dq, output, view),
-                "MatMul" => Binary(node, dq, output, "QLinearMatMul", ""),
-                "Add" => Binary(node, dq, output, "QLinearAdd", Ms),
-                "Mul" => Binary(node, dq, output, "QLinearMul", Ms),
-                "AveragePool" => Unary(node, dq, output, "QLinearAveragePool", copyAttributes: true),
-                "GlobalAveragePool" => Unary(node, dq, output, "QLinearGlobalAveragePool", copyAttributes: false),
-                "Concat" => Concat(node, dq, output),
-                "Softmax" when relu is null => Softmax(node, dq, output, model),
-                var op when IntegerPassThrough.Contains(op) && relu is null => PassThrough(node, dq, output, view),
-                _ => null,
-            };
+            // The op's handler says what it lowers to (OpHandler.ToQOperator); null: it stays float between Q/DQ.
+            var replacement = OpHandlers.Get(node)?.ToQOperator(lowering, node, output, relu);
             if (replacement is null) continue;
             usesMs |= replacement.Domain == Ms;
             added.Add(replacement);
@@ -66,8 +53,8 @@ public static class QOperatorConverter
         graph.Node.AddRange(nodes);
         if (usesMs && !model.OpsetImport.Any(o => o.Domain == Ms))
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = Ms, Version = 1 });
-        QdqQuantizer.RemoveUnusedInitializers(graph);
-        QdqQuantizer.SortTopologically(graph);
+        GraphEditor.RemoveUnusedInitializers(graph);
+        GraphEditor.SortTopologically(graph);
         return model;
     }
 
@@ -103,73 +90,32 @@ public static class QOperatorConverter
         return (q, relu);
     }
 
-    static IEnumerable<string>? Dequantized(string tensor, Dictionary<string, NodeProto> dq) =>
-        dq.TryGetValue(tensor, out var d) && d.Input.Count == 3 ? d.Input : null;
+    // ---- the lowerings several handlers share ----
 
-    static NodeProto New(string op, string domain, string name, IEnumerable<string> inputs, string output, IEnumerable<AttributeProto>? attributes = null)
+    /// <summary>DQ(a), DQ(b) → op → Q as one two-input QLinear op (QLinearMatMul, QLinearAdd, QLinearMul).</summary>
+    internal static NodeProto? Binary(QOperatorLowering l, NodeProto node, NodeProto q, string op, string domain)
     {
-        var n = new NodeProto { OpType = op, Domain = domain, Name = name };
-        n.Input.AddRange(inputs);
-        n.Output.Add(output);
-        if (attributes is not null) n.Attribute.AddRange(attributes.Select(a => a.Clone()));
+        if (node.Input.Count != 2 || l.Dequantized(node.Input[0]) is not { } a || l.Dequantized(node.Input[1]) is not { } b) return null;
+        return GraphEditor.Node(op, domain, node.Name, a.Concat(b).Concat(q.Input.Skip(1)), q.Output[0], null);
+    }
+
+    /// <summary>DQ(x) → op → Q as one com.microsoft QLinear op (the pools).</summary>
+    internal static NodeProto? Unary(QOperatorLowering l, NodeProto node, NodeProto q, string op, bool copyAttributes)
+    {
+        if (l.Dequantized(node.Input[0]) is not { } x) return null;
+        var n = GraphEditor.Node(op, Ms, node.Name, x.Concat(q.Input.Skip(1)), q.Output[0], copyAttributes ? node.Attribute : null);
+        if (!copyAttributes) n.Attribute.Add(GraphEditor.Int("channels_last", 0));
         return n;
-    }
-
-    static NodeProto? Conv(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q, GraphView g)
-    {
-        if (node.Input.Count < 2 || Dequantized(node.Input[0], dq) is not { } x || Dequantized(node.Input[1], dq) is not { } w) return null;
-        var inputs = x.Concat(w).Concat(q.Input.Skip(1)).ToList();
-        if (node.Input.Count > 2 && node.Input[2].Length > 0)
-        {
-            if (Dequantized(node.Input[2], dq) is not { } b || !g.Initializers.TryGetValue(b.First(), out var bias) || bias.DataType != (int)OnnxDataType.Int32) return null;
-            inputs.Add(b.First());
-        }
-        return New("QLinearConv", "", node.Name, inputs, q.Output[0], node.Attribute);
-    }
-
-    static NodeProto? Binary(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q, string op, string domain)
-    {
-        if (node.Input.Count != 2 || Dequantized(node.Input[0], dq) is not { } a || Dequantized(node.Input[1], dq) is not { } b) return null;
-        return New(op, domain, node.Name, a.Concat(b).Concat(q.Input.Skip(1)), q.Output[0]);
-    }
-
-    static NodeProto? Unary(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q, string op, bool copyAttributes)
-    {
-        if (Dequantized(node.Input[0], dq) is not { } x) return null;
-        var n = New(op, Ms, node.Name, x.Concat(q.Input.Skip(1)), q.Output[0], copyAttributes ? node.Attribute : null);
-        if (!copyAttributes) n.Attribute.Add(new AttributeProto { Name = "channels_last", I = 0, Type = AttributeProto.Types.AttributeType.Int });
-        return n;
-    }
-
-    /// <summary>com.microsoft QLinearSoftmax (a lookup table over the 256 input codes), with the opset the
-    /// Softmax was written in (its axis meaning changed at 13).</summary>
-    static NodeProto? Softmax(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q, ModelProto model)
-    {
-        if (Dequantized(node.Input[0], dq) is not { } x) return null;
-        var n = New("QLinearSoftmax", Ms, node.Name, x.Concat(q.Input.Skip(1)), q.Output[0], node.Attribute);
-        long opset = model.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 13;
-        n.Attribute.Add(new AttributeProto { Name = "opset", I = opset, Type = AttributeProto.Types.AttributeType.Int });
-        return n;
-    }
-
-    static NodeProto? Concat(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q)
-    {
-        var inputs = new List<string>(q.Input.Skip(1));
-        foreach (var i in node.Input)
-        {
-            if (Dequantized(i, dq) is not { } x) return null;
-            inputs.AddRange(x);
-        }
-        return New("QLinearConcat", Ms, node.Name, inputs, q.Output[0], node.Attribute);
     }
 
     /// <summary>MaxPool and the reshapes on the integer tensor, when input and output share scale and zero point.</summary>
-    static NodeProto? PassThrough(NodeProto node, Dictionary<string, NodeProto> dq, NodeProto q, GraphView g)
+    internal static NodeProto? PassThrough(QOperatorLowering l, NodeProto node, NodeProto q)
     {
-        if (!dq.TryGetValue(node.Input[0], out var d) || d.Input.Count != 3 || q.Input.Count != 3) return null;
+        var g = l.View;
+        if (!l.Dq.TryGetValue(node.Input[0], out var d) || d.Input.Count != 3 || q.Input.Count != 3) return null;
         // The QDQ writer gives a shared-scale output its own initializers with equal values.
         if (!Same(d.Input[1], q.Input[1]) || !Same(d.Input[2], q.Input[2])) return null;
-        return New(node.OpType, node.Domain, node.Name, new[] { d.Input[0] }.Concat(node.Input.Skip(1)), q.Output[0], node.Attribute);
+        return GraphEditor.Node(node.OpType, node.Domain, node.Name, new[] { d.Input[0] }.Concat(node.Input.Skip(1)), q.Output[0], node.Attribute);
 
         bool Same(string a, string b) => a == b || (g.Initializers.TryGetValue(a, out var ta) && g.Initializers.TryGetValue(b, out var tb)
             && ta.DataType == tb.DataType && TensorData.ReadFloats(ta).SequenceEqual(TensorData.ReadFloats(tb)));

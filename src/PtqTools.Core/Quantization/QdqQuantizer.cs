@@ -41,9 +41,17 @@ public static class QdqQuantizer
         // Per-axis DequantizeLinear (the float layers' own input copies below) needs opset 13.
         bool perAxis = OpsetUpgrader.DefaultOpset(model) >= 13;
         QuantizeGraph(new GraphView(model.Graph), plan, ranges, qparams, qtypes, perAxis, names, options, cancel);
-        if (OpsetUpgrader.AllNodes(model.Graph).Any(n => n.Domain == MsDomain) && !model.OpsetImport.Any(o => o.Domain == MsDomain))
-            model.OpsetImport.Add(new OperatorSetIdProto { Domain = MsDomain, Version = 1 });
+        GraphEditor.ImportMsDomainIfUsed(model);
         return model;
+    }
+
+    /// <summary>What one graph's pass shares: the plan, ranges and parameters, the names, and the nodes it adds.</summary>
+    sealed record GraphPass(GraphView View, QuantizationPlan Plan, IReadOnlyDictionary<string, TensorRange> Ranges, Dictionary<string, QuantParams> QParams,
+        Dictionary<string, QuantType> QTypes, bool PerAxis, NameScope Names, QuantizationOptions Options, List<NodeProto> Added)
+    {
+        public GraphProto Graph => View.Graph;
+        /// <summary>Weights already quantized, by name and axis (a weight two layers share is quantized once).</summary>
+        public Dictionary<(string, int?), (string Output, float[] Scales, double[]? ErrorSums)> Weights { get; } = new();
     }
 
     /// <summary>Quantizes the planned layers of one graph in place, then those of its subgraphs (If branches,
@@ -53,161 +61,155 @@ public static class QdqQuantizer
         Dictionary<string, QuantType> qtypes, bool perAxis, NameScope names, QuantizationOptions options, CancellationToken cancel)
     {
         var graph = view.Graph;
-        var actType = options.ActivationType;
-        var zpType = OnnxType(actType);
-        var (qmin, qmax) = QuantMath.Limits(actType, options.ActivationSymmetric);
         var subgraphs = graph.Node.SelectMany(view.Subgraphs).ToList();
-
-        // This graph's tensors (local name -> key), in graph order so pass-through outputs find their input's parameters.
-        var local = plan.LocalTensors.TryGetValue(view.Scope, out var needed)
-            ? needed.Where(kv => qparams.ContainsKey(kv.Value)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal)
-            : new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var node in graph.Node)
-            if (node.Output.Count > 0 && plan.SharedOutputs.TryGetValue(view.Key(node.Output[0]), out var input) && qparams.TryGetValue(input, out var p))
-            {
-                qparams[view.Key(node.Output[0])] = p;
-                qtypes[view.Key(node.Output[0])] = qtypes[input];
-                local[node.Output[0]] = view.Key(node.Output[0]);
-            }
-
-        var newNodes = new List<NodeProto>();
-        var quantizedWeights = new Dictionary<(string, int?), (string Output, float[] Scales, double[]? ErrorSums)>();
+        var local = LocalTensors(view, plan, qparams, qtypes);
+        var pass = new GraphPass(view, plan, ranges, qparams, qtypes, perAxis, names, options, new List<NodeProto>());
         // The first quantized layer with a weight in the main graph (for -OverflowFix FirstLayer).
         var firstWeighted = view.Scope.Length > 0 ? null : graph.Node.FirstOrDefault(n =>
             plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(view, n)) && OpHandlers.Get(n)?.Weight(n, view) is not null);
         foreach (var node in graph.Node.Where(n => plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(view, n))).ToList())
         {
             cancel.ThrowIfCancellationRequested();
-            var handler = OpHandlers.Get(node)!;
-            if (handler is GatherHandler)
-            {
-                EmbeddingQuantizer.Rewrite(graph, view, node, newNodes, names, options);
-                continue;
-            }
-            // Asked before the weight input is renamed below: handlers look at the float weight initializer.
-            var biasInput = handler.Bias(node, view);
-            float[]? weightScales = null;
-            double[]? weightErrors = null;
-            if (handler.Weight(node, view) is { } w)
-            {
-                var wName = node.Input[w.Input];
-                int? axis = options.PerChannel ? w.Axis : null;
-                if (!quantizedWeights.TryGetValue((wName, axis), out var done))
-                {
-                    var init = view.Initializers[wName];
-                    var dims = init.Dims.ToArray();
-                    var spec = options.Weights;
-                    bool shift = ConvKernels.ShiftsWeights(node, options);
-                    ranges.TryGetValue(view.Key(node.Input[0]), out var inputRange);
-                    var (values, scales, zeroPoints, pairs) = PairSaturation.QuantizeWeights(TensorData.ReadFloats(init), dims, axis, spec,
-                        // Only uint8 activations meet the weights in a u8 x s8 product that can saturate (int8 ones
-                        // run as |a| x sign-adjusted w, at most 2 x 128 x 127; 16-bit ones have no integer kernel).
-                        options.TypeOf(view.Key(node.Input[0])) == QuantType.UInt8 ? PairLayout.For(node, dims) : null,
-                        options, firstLayer: node == firstWeighted, offset: ConvKernels.Shiftable(node, options) ? -1 : 0,
-                        input: float.IsFinite(inputRange.Mean) && float.IsFinite(inputRange.Std) ? (inputRange.Mean, inputRange.Std) : null);
-                    // 7-bit codes stored as q - 1 could reach -65: such a layer keeps zero point 0.
-                    if (shift && pairs is not { ReducedTo7Bits: true }) ConvKernels.ShiftToMinusOne(values, zeroPoints);
-                    plan.RecordPairs(QuantizationPlan.LayerName(view, node), pairs, options);
-                    var qName = names.Fresh(wName + "_quantized");
-                    var wType = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
-                    graph.Initializer.Add(QuantizedTensor(qName, values, wType, dims));
-                    var dq = AddDequantize(graph, newNodes, names, wName, qName, scales, zeroPoints, wType, axis, zeroPoints[0]);
-                    var errors = options.BiasCorrection && biasInput is not null
-                        ? BiasCorrection.ErrorSums(TensorData.ReadFloats(init), dims, w.Axis, values, scales, zeroPoints, axis) : null;
-                    quantizedWeights[(wName, axis)] = done = (dq, scales, errors);
-                }
-                node.Input[w.Input] = done.Output;
-                weightScales = done.Scales;
-                weightErrors = done.ErrorSums;
-            }
-            if (biasInput is int b && weightScales is not null && qparams.TryGetValue(view.Key(node.Input[0]), out var inParams))
-            {
-                var bName = node.Input[b];
-                var bias = TensorData.ReadFloats(view.Initializers[bName]);
-                if (weightErrors is not null && ranges.TryGetValue(view.Key(node.Input[0]), out var inRange) && float.IsFinite(inRange.Mean))
-                    bias = BiasCorrection.Correct(bias, weightErrors, inRange.Mean);
-                var (values, scales) = QuantMath.QuantizeBias(bias, inParams.Scale, weightScales);
-                var qName = names.Fresh(bName + "_quantized");
-                graph.Initializer.Add(TensorData.FromInt32(qName, values, bias.Length));
-                // Per-tensor weights give one bias scale: a per-tensor DequantizeLinear, valid from opset 10.
-                node.Input[b] = AddDequantize(graph, newNodes, names, bName, qName, scales, new int[scales.Length], OnnxDataType.Int32, weightScales.Length == 1 ? null : 0);
-            }
-            foreach (var c in handler.ConstantInputs(node, view))
-            {
-                var cName = node.Input[c];
-                var init = view.Initializers[cName];
-                var values = TensorData.ReadFloats(init);
-                float min = values.Length == 0 ? 0 : values.Min(), max = values.Length == 0 ? 0 : values.Max();
-                var p = QuantMath.FromRange(min, max, actType, options.ActivationSymmetric);
-                var qName = names.Fresh(cName + "_quantized");
-                var dims = init.Dims.ToArray();
-                graph.Initializer.Add(QuantizedTensor(qName, values.Select(v => QuantMath.Quantize(v, p, qmin, qmax)), zpType, dims));
-                node.Input[c] = AddDequantize(graph, newNodes, names, cName, qName, new[] { p.Scale }, null, zpType, null, p.ZeroPoint);
-            }
+            QuantizeLayer(pass, node, node == firstWeighted);
         }
-
         // One Q/DQ pair per quantized activation tensor; every reader takes the dequantized copy.
         foreach (var (tensor, key) in local.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             cancel.ThrowIfCancellationRequested();
-            var p = qparams[key];
-            var scaleName = names.Fresh(tensor + "_scale");
-            var zpName = names.Fresh(tensor + "_zero_point");
-            var type = qtypes[key];
-            graph.Initializer.Add(TensorData.FromFloats(scaleName, new[] { p.Scale }));
-            graph.Initializer.Add(QuantizedTensor(zpName, new[] { p.ZeroPoint }, OnnxType(type)));
-            var quantized = names.Fresh(tensor + "_QuantizeLinear_Output");
-            // An output this graph produces keeps its name; one it only passes on (an input, an outer tensor) stays float.
-            bool isGraphOutput = view.GraphOutputs.Contains(tensor) && view.Producers.ContainsKey(tensor);
-            string source = tensor, dequantized;
-            if (isGraphOutput)
-            {
-                // The graph output keeps its name: the producer writes a renamed tensor, and DQ writes the output.
-                source = names.Fresh(tensor + "_float");
-                // Looked up now, not in the view: a rewrite above (Gather) may have given the tensor a new producer.
-                var producer = graph.Node.Concat(newNodes).FirstOrDefault(n => n.Output.Contains(tensor));
-                if (producer is not null)
-                    for (int k = 0; k < producer.Output.Count; k++) if (producer.Output[k] == tensor) producer.Output[k] = source;
-                foreach (var consumer in view.ConsumersOf(tensor))
-                    for (int k = 0; k < consumer.Input.Count; k++) if (consumer.Input[k] == tensor) consumer.Input[k] = source;
-                dequantized = tensor;
-            }
-            else
-            {
-                dequantized = names.Fresh(tensor + "_DequantizeLinear_Output");
-                foreach (var consumer in view.ConsumersOf(tensor))
-                    for (int k = 0; k < consumer.Input.Count; k++) if (consumer.Input[k] == tensor) consumer.Input[k] = dequantized;
-            }
-            // 16-bit Q/DQ are ONNX Runtime's com.microsoft operators (ai.onnx has them only from opset 21).
-            string domain = QuantMath.Is16Bit(type) ? MsDomain : "";
-            newNodes.Add(Node("QuantizeLinear", names.Fresh(tensor + "_QuantizeLinear"), new[] { source, scaleName, zpName }, quantized, domain));
-            newNodes.Add(Node("DequantizeLinear", names.Fresh(tensor + "_DequantizeLinear"), new[] { quantized, scaleName, zpName }, dequantized, domain));
-            // A Conv/ConvTranspose/Gemm kept in float that reads this tensor gets its own DequantizeLinear, with the same
-            // scale and zero point repeated per input channel: ONNX Runtime's WeightBiasQuantization (basic level and up)
-            // quantizes the float weight of such a layer to per-tensor int8 when its input comes from a per-tensor DQ and
-            // its output goes to a QuantizeLinear, so the layer would not be float. The values it reads are unchanged.
-            foreach (var consumer in view.ConsumersOf(tensor))
-                if (perAxis && consumer.Input.Count > 0 && consumer.Input[0] == dequantized && FloatLayerChannels(consumer, view, plan) is (int axis, int channels))
-                {
-                    var own = names.Fresh(tensor + "_" + consumer.Name + "_float_input");
-                    var dqScale = names.Fresh(own + "_scale");
-                    var dqZero = names.Fresh(own + "_zero_point");
-                    graph.Initializer.Add(TensorData.FromFloats(dqScale, Enumerable.Repeat(p.Scale, channels).ToArray(), channels));
-                    graph.Initializer.Add(QuantizedTensor(dqZero, Enumerable.Repeat(p.ZeroPoint, channels), OnnxType(type), channels));
-                    var dq = Node("DequantizeLinear", names.Fresh(own + "_DequantizeLinear"), new[] { quantized, dqScale, dqZero }, own, domain);
-                    dq.Attribute.Add(new AttributeProto { Name = "axis", I = axis, Type = AttributeProto.Types.AttributeType.Int });
-                    newNodes.Add(dq);
-                    consumer.Input[0] = own;
-                }
+            QuantizeActivation(pass, tensor, key);
         }
-
-        graph.Node.AddRange(newNodes);
+        graph.Node.AddRange(pass.Added);
         foreach (var sub in subgraphs) QuantizeGraph(sub, plan, ranges, qparams, qtypes, perAxis, names, options, cancel);
-        RemoveUnusedInitializers(graph);
-        SortTopologically(graph);
+        GraphEditor.RemoveUnusedInitializers(graph);
+        GraphEditor.SortTopologically(graph);
     }
 
-    const string MsDomain = "com.microsoft";
+    /// <summary>This graph's tensors (local name -> key), in graph order so pass-through outputs find their input's
+    /// parameters (which they take over).</summary>
+    static Dictionary<string, string> LocalTensors(GraphView view, QuantizationPlan plan, Dictionary<string, QuantParams> qparams, Dictionary<string, QuantType> qtypes)
+    {
+        var local = plan.LocalTensors.TryGetValue(view.Scope, out var needed)
+            ? needed.Where(kv => qparams.ContainsKey(kv.Value)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal)
+            : new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var node in view.Graph.Node)
+            if (node.Output.Count > 0 && plan.SharedOutputs.TryGetValue(view.Key(node.Output[0]), out var input) && qparams.TryGetValue(input, out var p))
+            {
+                qparams[view.Key(node.Output[0])] = p;
+                qtypes[view.Key(node.Output[0])] = qtypes[input];
+                local[node.Output[0]] = view.Key(node.Output[0]);
+            }
+        return local;
+    }
+
+    /// <summary>One planned layer: its weight, int32 bias and quantized constants behind DequantizeLinear (or the
+    /// handler's own rewrite).</summary>
+    static void QuantizeLayer(GraphPass pass, NodeProto node, bool firstLayer)
+    {
+        var (view, options) = (pass.View, pass.Options);
+        var handler = OpHandlers.Get(node)!;
+        if (handler.RewriteStatic(new QdqRewrite(pass.Graph, view, pass.Added, pass.Names, options), node)) return;
+        // Asked before the weight input is renamed below: handlers look at the float weight initializer.
+        var biasInput = handler.Bias(node, view);
+        float[]? weightScales = null;
+        double[]? weightErrors = null;
+        if (handler.Weight(node, view) is { } w)
+        {
+            var done = QuantizeWeight(pass, node, w, biasInput is not null, firstLayer);
+            node.Input[w.Input] = done.Output;
+            weightScales = done.Scales;
+            weightErrors = done.ErrorSums;
+        }
+        if (biasInput is int b && weightScales is not null && pass.QParams.TryGetValue(view.Key(node.Input[0]), out var inParams))
+        {
+            var bName = node.Input[b];
+            var bias = TensorData.ReadFloats(view.Initializers[bName]);
+            if (weightErrors is not null && pass.Ranges.TryGetValue(view.Key(node.Input[0]), out var inRange) && float.IsFinite(inRange.Mean))
+                bias = BiasCorrection.Correct(bias, weightErrors, inRange.Mean);
+            var (values, scales) = QuantMath.QuantizeBias(bias, inParams.Scale, weightScales);
+            var qName = pass.Names.Fresh(bName + "_quantized");
+            pass.Graph.Initializer.Add(TensorData.FromInt32(qName, values, bias.Length));
+            // Per-tensor weights give one bias scale: a per-tensor DequantizeLinear, valid from opset 10.
+            node.Input[b] = GraphEditor.AddDequantize(pass.Graph, pass.Added, pass.Names, bName, qName, scales, new int[scales.Length], OnnxDataType.Int32, weightScales.Length == 1 ? null : 0);
+        }
+        var actType = options.ActivationType;
+        var zpType = OnnxType(actType);
+        var (qmin, qmax) = QuantMath.Limits(actType, options.ActivationSymmetric);
+        foreach (var c in handler.ConstantInputs(node, view))
+        {
+            var cName = node.Input[c];
+            var init = view.Initializers[cName];
+            var values = TensorData.ReadFloats(init);
+            float min = values.Length == 0 ? 0 : values.Min(), max = values.Length == 0 ? 0 : values.Max();
+            var p = QuantMath.FromRange(min, max, actType, options.ActivationSymmetric);
+            var qName = pass.Names.Fresh(cName + "_quantized");
+            var dims = init.Dims.ToArray();
+            pass.Graph.Initializer.Add(GraphEditor.QuantizedTensor(qName, values.Select(v => QuantMath.Quantize(v, p, qmin, qmax)), zpType, dims));
+            node.Input[c] = GraphEditor.AddDequantize(pass.Graph, pass.Added, pass.Names, cName, qName, new[] { p.Scale }, null, zpType, null, p.ZeroPoint);
+        }
+    }
+
+    /// <summary>A layer's weight quantized (pair-safe where uint8 activations meet it, shifted for the GEMM
+    /// convolution path where chosen) behind a DequantizeLinear, once per weight and axis.</summary>
+    static (string Output, float[] Scales, double[]? ErrorSums) QuantizeWeight(GraphPass pass, NodeProto node, (int Input, int Axis) w, bool hasBias, bool firstLayer)
+    {
+        var (view, options, names, graph) = (pass.View, pass.Options, pass.Names, pass.Graph);
+        var wName = node.Input[w.Input];
+        int? axis = options.PerChannel ? w.Axis : null;
+        if (pass.Weights.TryGetValue((wName, axis), out var done)) return done;
+        var init = view.Initializers[wName];
+        var dims = init.Dims.ToArray();
+        var spec = options.Weights;
+        bool shift = ConvKernels.ShiftsWeights(node, options);
+        pass.Ranges.TryGetValue(view.Key(node.Input[0]), out var inputRange);
+        var (values, scales, zeroPoints, pairs) = PairSaturation.QuantizeWeights(TensorData.ReadFloats(init), dims, axis, spec,
+            // Only uint8 activations meet the weights in a u8 x s8 product that can saturate (int8 ones
+            // run as |a| x sign-adjusted w, at most 2 x 128 x 127; 16-bit ones have no integer kernel).
+            options.TypeOf(view.Key(node.Input[0])) == QuantType.UInt8 ? PairLayout.For(node, dims) : null,
+            options, firstLayer: firstLayer, offset: ConvKernels.Shiftable(node, options) ? -1 : 0,
+            input: float.IsFinite(inputRange.Mean) && float.IsFinite(inputRange.Std) ? (inputRange.Mean, inputRange.Std) : null);
+        // 7-bit codes stored as q - 1 could reach -65: such a layer keeps zero point 0.
+        if (shift && pairs is not { ReducedTo7Bits: true }) ConvKernels.ShiftToMinusOne(values, zeroPoints);
+        pass.Plan.RecordPairs(QuantizationPlan.LayerName(view, node), pairs, options);
+        var qName = names.Fresh(wName + "_quantized");
+        var wType = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
+        graph.Initializer.Add(GraphEditor.QuantizedTensor(qName, values, wType, dims));
+        var dq = GraphEditor.AddDequantize(graph, pass.Added, names, wName, qName, scales, zeroPoints, wType, axis, zeroPoints[0]);
+        var errors = options.BiasCorrection && hasBias
+            ? BiasCorrection.ErrorSums(TensorData.ReadFloats(init), dims, w.Axis, values, scales, zeroPoints, axis) : null;
+        return pass.Weights[(wName, axis)] = (dq, scales, errors);
+    }
+
+    /// <summary>One activation tensor's Q/DQ pair, and the per-channel DequantizeLinear of each float layer that reads it.</summary>
+    static void QuantizeActivation(GraphPass pass, string tensor, string key)
+    {
+        var (view, names, graph) = (pass.View, pass.Names, pass.Graph);
+        var p = pass.QParams[key];
+        var scaleName = names.Fresh(tensor + "_scale");
+        var zpName = names.Fresh(tensor + "_zero_point");
+        var type = pass.QTypes[key];
+        graph.Initializer.Add(TensorData.FromFloats(scaleName, new[] { p.Scale }));
+        graph.Initializer.Add(GraphEditor.QuantizedTensor(zpName, new[] { p.ZeroPoint }, OnnxType(type)));
+        // 16-bit Q/DQ are ONNX Runtime's com.microsoft operators (ai.onnx has them only from opset 21).
+        string domain = QuantMath.Is16Bit(type) ? GraphEditor.MsDomain : "";
+        var (quantized, dequantized) = GraphEditor.InsertQdqPair(view, pass.Added, names, tensor, scaleName, zpName, domain);
+        // A Conv/ConvTranspose/Gemm kept in float that reads this tensor gets its own DequantizeLinear, with the same
+        // scale and zero point repeated per input channel: ONNX Runtime's WeightBiasQuantization (basic level and up)
+        // quantizes the float weight of such a layer to per-tensor int8 when its input comes from a per-tensor DQ and
+        // its output goes to a QuantizeLinear, so the layer would not be float. The values it reads are unchanged.
+        foreach (var consumer in view.ConsumersOf(tensor))
+            if (pass.PerAxis && consumer.Input.Count > 0 && consumer.Input[0] == dequantized && FloatLayerChannels(consumer, view, pass.Plan) is (int axis, int channels))
+            {
+                var own = names.Fresh(tensor + "_" + consumer.Name + "_float_input");
+                var dqScale = names.Fresh(own + "_scale");
+                var dqZero = names.Fresh(own + "_zero_point");
+                graph.Initializer.Add(TensorData.FromFloats(dqScale, Enumerable.Repeat(p.Scale, channels).ToArray(), channels));
+                graph.Initializer.Add(GraphEditor.QuantizedTensor(dqZero, Enumerable.Repeat(p.ZeroPoint, channels), OnnxType(type), channels));
+                var dq = GraphEditor.Node("DequantizeLinear", names.Fresh(own + "_DequantizeLinear"), new[] { quantized, dqScale, dqZero }, own, domain);
+                dq.Attribute.Add(GraphEditor.Int("axis", axis));
+                pass.Added.Add(dq);
+                consumer.Input[0] = own;
+            }
+    }
 
     internal static OnnxDataType OnnxType(QuantType type) => type switch
     {
@@ -218,123 +220,14 @@ public static class QdqQuantizer
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 
-    /// <summary>For a float (not planned) Conv, ConvTranspose or Gemm with a float weight initializer: the channel axis
-    /// of its first input and the number of channels there; null for anything else.</summary>
+    /// <summary>For a float (not planned) layer with a float weight initializer whose handler asks for its own
+    /// per-channel input DequantizeLinear (Conv, ConvTranspose, Gemm): the channel axis of its first input and the
+    /// number of channels there; null for anything else.</summary>
     static (int Axis, int Channels)? FloatLayerChannels(NodeProto node, GraphView view, QuantizationPlan plan)
     {
         if (plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(view, node)) || node.Input.Count < 2 || !view.Initializers.TryGetValue(node.Input[1], out var w)
             || w.DataType != (int)OnnxDataType.Float || w.Dims.Count < 2) return null;
-        long Attr(string name, long fallback) => node.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.I : fallback;
-        long channels; int axis = 1;
-        switch (node.OpType)
-        {
-            case "Conv": channels = w.Dims[1] * Attr("group", 1); break;
-            case "ConvTranspose": channels = w.Dims[0]; break;
-            case "Gemm":
-                channels = Attr("transB", 0) == 1 ? w.Dims[1] : w.Dims[0];
-                if (Attr("transA", 0) == 1) axis = 0;
-                break;
-            default: return null;
-        }
+        if (OpHandlers.ForOpType(node.OpType)?.FloatInputChannels(node, w) is not (int axis, long channels)) return null;
         return channels is > 0 and < int.MaxValue ? (axis, (int)channels) : null;
-    }
-
-    /// <summary>A DequantizeLinear of a quantized initializer; <paramref name="zeroPoints"/> per axis (zeros when null).</summary>
-    internal static string AddDequantize(GraphProto graph, List<NodeProto> nodes, NameScope names, string baseName, string quantized,
-        float[] scales, int[]? zeroPoints, OnnxDataType zpType, int? axis, int scalarZeroPoint = 0)
-    {
-        bool perAxis = axis is not null;
-        var scaleName = names.Fresh(baseName + "_scale");
-        var zpName = names.Fresh(baseName + "_zero_point");
-        graph.Initializer.Add(perAxis ? TensorData.FromFloats(scaleName, scales, scales.Length) : TensorData.FromFloats(scaleName, scales[..1]));
-        var zps = perAxis ? (IEnumerable<int>?)zeroPoints ?? Enumerable.Repeat(0, scales.Length) : new[] { scalarZeroPoint };
-        graph.Initializer.Add(perAxis ? QuantizedTensor(zpName, zps, zpType, scales.Length) : QuantizedTensor(zpName, zps, zpType));
-        var output = names.Fresh(baseName + "_DequantizeLinear_Output");
-        var dq = Node("DequantizeLinear", names.Fresh(baseName + "_DequantizeLinear"), new[] { quantized, scaleName, zpName }, output,
-            zpType is OnnxDataType.UInt16 or OnnxDataType.Int16 ? MsDomain : "");
-        if (perAxis) dq.Attribute.Add(new AttributeProto { Name = "axis", I = axis!.Value, Type = AttributeProto.Types.AttributeType.Int });
-        nodes.Add(dq);
-        return output;
-    }
-
-    internal static TensorProto QuantizedTensor(string name, IEnumerable<int> values, OnnxDataType type, params long[] dims) => type switch
-    {
-        OnnxDataType.UInt16 or OnnxDataType.Int16 => Typed16(name, values, type, dims),
-        OnnxDataType.UInt8 => TensorData.FromUInt8(name, values.Select(v => (byte)v).ToArray(), dims),
-        OnnxDataType.Int8 => TensorData.FromInt8(name, values.Select(v => (sbyte)v).ToArray(), dims),
-        OnnxDataType.Int32 => TensorData.FromInt32(name, values.ToArray(), dims),
-        _ => throw new ArgumentOutOfRangeException(nameof(type)),
-    };
-
-    /// <summary>16-bit values in int32_data (ONNX's field for them), which every reader takes.</summary>
-    static TensorProto Typed16(string name, IEnumerable<int> values, OnnxDataType type, long[] dims)
-    {
-        var t = new TensorProto { Name = name, DataType = (int)type };
-        t.Dims.AddRange(dims);
-        t.Int32Data.AddRange(values);
-        return t;
-    }
-
-    internal static NodeProto Node(string op, string name, string[] inputs, string output, string domain = "")
-    {
-        var node = new NodeProto { OpType = op, Name = name, Domain = domain };
-        node.Input.AddRange(inputs);
-        node.Output.Add(output);
-        return node;
-    }
-
-    internal static void RemoveUnusedInitializers(GraphProto graph)
-    {
-        var used = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var n in OpsetUpgrader.AllNodes(graph)) used.UnionWith(n.Input);
-        used.UnionWith(graph.Output.Select(o => o.Name));
-        var keep = graph.Initializer.Where(t => used.Contains(t.Name)).ToList();
-        graph.Initializer.Clear();
-        graph.Initializer.AddRange(keep);
-    }
-
-    /// <summary>Tensors a node's subgraphs read from the scopes around them (the node's implicit inputs).</summary>
-    internal static IEnumerable<string> OuterReferences(NodeProto node)
-    {
-        foreach (var attr in node.Attribute)
-            foreach (var g in attr.G is null ? attr.Graphs : attr.Graphs.Prepend(attr.G))
-            {
-                var defined = g.Input.Select(i => i.Name).Concat(g.Initializer.Select(t => t.Name)).Concat(g.Node.SelectMany(n => n.Output)).ToHashSet(StringComparer.Ordinal);
-                foreach (var n in g.Node)
-                    foreach (var i in n.Input.Concat(OuterReferences(n)))
-                        if (i.Length > 0 && !defined.Contains(i)) yield return i;
-                foreach (var o in g.Output) if (!defined.Contains(o.Name)) yield return o.Name;
-            }
-    }
-
-    /// <summary>Stable topological order (Kahn, ties broken by current position).</summary>
-    internal static void SortTopologically(GraphProto graph)
-    {
-        var nodes = graph.Node.ToList();
-        var producer = new Dictionary<string, int>(StringComparer.Ordinal);
-        for (int i = 0; i < nodes.Count; i++) foreach (var o in nodes[i].Output) if (o.Length > 0) producer[o] = i;
-        var indegree = new int[nodes.Count];
-        var dependents = new List<int>[nodes.Count];
-        for (int i = 0; i < nodes.Count; i++)
-            foreach (var input in nodes[i].Input.Concat(OuterReferences(nodes[i])).Distinct())
-                if (input.Length > 0 && producer.TryGetValue(input, out var p) && p != i)
-                {
-                    indegree[i]++;
-                    (dependents[p] ??= new List<int>()).Add(i);
-                }
-        var ready = new SortedSet<int>(Enumerable.Range(0, nodes.Count).Where(i => indegree[i] == 0));
-        var order = new List<NodeProto>(nodes.Count);
-        while (ready.Count > 0)
-        {
-            var n = ready.Min;
-            ready.Remove(n);
-            order.Add(nodes[n]);
-            if (dependents[n] is null) continue;
-            foreach (var d in dependents[n]) if (--indegree[d] == 0) ready.Add(d);
-        }
-        if (order.Count != nodes.Count)
-            throw new PtqException("GraphCycle", PtqErrorKind.InvalidData, "The quantized graph would contain a cycle.", null);
-        graph.Node.Clear();
-        graph.Node.AddRange(order);
     }
 }

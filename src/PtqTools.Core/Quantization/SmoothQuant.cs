@@ -107,12 +107,12 @@ public static class SmoothQuant
             var scaleName = names.Fresh(x + "_smooth_scale");
             graph.Initializer.Add(TensorData.FromFloats(scaleName, s.Select(v => 1f / v).ToArray(), k));
             var output = names.Fresh(x + "_smoothed");
-            added.Add(QdqQuantizer.Node("Mul", names.Fresh(x + "_SmoothQuant"), new[] { x, scaleName }, output));
+            added.Add(GraphEditor.Node("Mul", names.Fresh(x + "_SmoothQuant"), new[] { x, scaleName }, output));
             foreach (var m in matmuls) m.Input[0] = output;
             smoothed.Add(x);
         }
         graph.Node.AddRange(added);
-        QdqQuantizer.SortTopologically(graph);
+        GraphEditor.SortTopologically(graph);
         return (copy, smoothed);
     }
 }

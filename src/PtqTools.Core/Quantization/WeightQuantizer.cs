@@ -28,15 +28,13 @@ public static class WeightQuantizer
         {
             var decision = new LayerDecision { Layer = node.Name, OpType = node.OpType };
             plan.Decisions.Add(decision);
-            bool gather = node.OpType == "Gather" && node.Domain is "" or "ai.onnx";
-            bool recurrent = RecurrentQuantizer.Handles(node);
-            if (node.OpType != "MatMul" && !gather && !recurrent || node.Domain is not ("" or "ai.onnx"))
+            var handler = OpHandlers.Get(node);
+            if (handler is not { InWeightModes: true })
             {
                 decision.Reason = $"kept in float: {mode} mode quantizes MatMul layers with a constant weight, Gather from a constant table and the weights of LSTM and GRU";
                 continue;
             }
-            if ((gather ? OpHandlers.Get(node)!.CannotQuantize(node, graph) : recurrent ? RecurrentQuantizer.CannotQuantize(node, graph, options)
-                    : CannotQuantize(node, graph, options)) is { } why)
+            if (handler.CannotQuantizeWeights(node, graph, options) is { } why)
             {
                 decision.Reason = $"kept in float: {why}";
                 continue;
@@ -55,26 +53,9 @@ public static class WeightQuantizer
             }
             plan.QuantizedLayers.Add(node.Name);
             decision.Quantized = true;
-            decision.Reason = gather ? $"{mode}: {EmbeddingQuantizer.Describe(node, graph, options.PerChannel)}"
-                : recurrent ? RecurrentQuantizer.Describe(node, options)
-                : options.Mode == QuantMode.Dynamic
-                ? $"dynamic: {options.WeightType.ToString().ToLowerInvariant()} weights {(options.PerChannel ? "per column" : "per tensor")}, uint8 activations quantized at run time (MatMulInteger)"
-                : options.WeightBits == 4
-                    ? $"weight-only: int4 weights in blocks of {options.BlockSize} along K ({options.WeightMethod.ToString().ToUpperInvariant()}, MatMulNBits), float activations"
-                    : $"weight-only: {options.WeightType.ToString().ToLowerInvariant()} weights {(options.PerChannel ? "per column" : "per tensor")}, float activations";
+            decision.Reason = handler.DescribeWeights(node, graph, options);
         }
         return plan;
-    }
-
-    static string? CannotQuantize(NodeProto node, GraphView g, QuantizationOptions options)
-    {
-        if (node.Input.Count < 2 || !g.IsFloat(node.Input[0]) || g.IsInitializer(node.Input[0])) return "its A input is not a float32 activation";
-        if (!g.Initializers.TryGetValue(node.Input[1], out var w) || w.DataType != (int)OnnxDataType.Float || w.Dims.Count != 2)
-            return "its B input is not a 2-D float32 initializer";
-        if (w.Dims[0] == 0 || w.Dims[1] == 0) return "its weight is empty";
-        if (options.Mode == QuantMode.WeightOnly && options.WeightBits == 4 && w.Dims[0] < 16)
-            return $"K = {w.Dims[0]} is below MatMulNBits' smallest block";
-        return null;
     }
 
     /// <param name="hessians">With -WeightMethod GPTQ: H of each MatMul weight (<see cref="Gptq.Hessians"/>).</param>
@@ -91,10 +72,14 @@ public static class WeightQuantizer
         var graph = model.Graph;
         var view = new GraphView(graph);
         var names = new NameScope(graph);
-        var done = new Dictionary<string, WeightTensors>(StringComparer.Ordinal);
         var rewritten = new List<NodeProto>();
         // The first layer with an integer product (for -OverflowFix FirstLayer).
-        var firstLayer = graph.Node.FirstOrDefault(n => plan.QuantizedLayers.Contains(n.Name) && n.OpType != "Gather");
+        var firstLayer = graph.Node.FirstOrDefault(n => plan.QuantizedLayers.Contains(n.Name) && OpHandlers.Get(n)!.IntegerProductInWeightModes);
+        var rewrite = new WeightRewrite
+        {
+            Graph = graph, View = view, Names = names, Nodes = rewritten, Options = options, Plan = plan, FirstLayer = firstLayer,
+            Hessians = hessians, Threads = threads, Cancel = cancel,
+        };
         foreach (var node in graph.Node)
         {
             if (!plan.QuantizedLayers.Contains(node.Name))
@@ -105,47 +90,21 @@ public static class WeightQuantizer
             cancel.ThrowIfCancellationRequested();
             progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), node.Name));
             doneLayers++;
-            if (node.OpType == "Gather")
-            {
-                rewritten.Add(node);
-                EmbeddingQuantizer.Rewrite(graph, view, node, rewritten, names, options);
-                continue;
-            }
-            if (RecurrentQuantizer.Handles(node))
-            {
-                plan.RecordPairs(node.Name, RecurrentQuantizer.Rewrite(graph, view, node, rewritten, names, options, node == firstLayer), options);
-                continue;
-            }
-            var wName = node.Input[1];
-            if (!done.TryGetValue(wName, out var weight))
-            {
-                done[wName] = weight = QuantizeWeight(graph, names, view.Initializers[wName], options, rewritten, hessians, threads, cancel,
-                    node == firstLayer, out var pairs);
-                plan.RecordPairs(node.Name, pairs, options);
-            }
-            switch (options.Mode)
-            {
-                case QuantMode.Dynamic: rewritten.AddRange(Dynamic(node, weight, names)); break;
-                case QuantMode.WeightOnly when options.WeightBits == 4: rewritten.Add(MatMulNBits(node, weight, options)); break;
-                default:
-                    node.Input[1] = weight.Dequantized!;
-                    rewritten.Add(node);
-                    break;
-            }
+            OpHandlers.Get(node)!.QuantizeWeights(rewrite, node);
         }
         progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), ""));
         graph.Node.Clear();
         graph.Node.AddRange(rewritten);
         if (graph.Node.Any(n => n.Domain == "com.microsoft") && !model.OpsetImport.Any(o => o.Domain == "com.microsoft"))
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
-        QdqQuantizer.RemoveUnusedInitializers(graph);
-        QdqQuantizer.SortTopologically(graph);
+        GraphEditor.RemoveUnusedInitializers(graph);
+        GraphEditor.SortTopologically(graph);
         return model;
     }
 
     /// <summary>Names of the initializers that hold one quantized weight, and its shape; for weight-only 8-bit, the
     /// float tensor its Cast and Mul write.</summary>
-    sealed record WeightTensors(string Values, string Scale, string ZeroPoint, long K, long N, string? Dequantized = null);
+    internal sealed record WeightTensors(string Values, string Scale, string ZeroPoint, long K, long N, string? Dequantized = null);
 
     /// <summary>
     /// Weight-only 8-bit weights turned back to float as Cast → (Sub zero point) → Mul scale, all on initializers,
@@ -159,26 +118,26 @@ public static class WeightQuantizer
     internal static string FoldedDequantize(GraphProto graph, List<NodeProto> nodes, NameScope names, string baseName, string quantized,
         float[] scales, int[] zeroPoints, long[] paramDims)
     {
-        var cast = QdqQuantizer.Node("Cast", names.Fresh(baseName + "_Cast"), new[] { quantized }, names.Fresh(baseName + "_Cast_Output"));
-        cast.Attribute.Add(IntAttr("to", (int)OnnxDataType.Float));
+        var cast = GraphEditor.Node("Cast", names.Fresh(baseName + "_Cast"), new[] { quantized }, names.Fresh(baseName + "_Cast_Output"));
+        cast.Attribute.Add(GraphEditor.Int("to", (int)OnnxDataType.Float));
         nodes.Add(cast);
         var codes = cast.Output[0];
         if (zeroPoints.Any(z => z != 0))
         {
             var zpName = names.Fresh(baseName + "_zero_point");
             graph.Initializer.Add(TensorData.FromFloats(zpName, zeroPoints.Select(z => (float)z).ToArray(), paramDims));
-            var sub = QdqQuantizer.Node("Sub", names.Fresh(baseName + "_Sub"), new[] { codes, zpName }, names.Fresh(baseName + "_Sub_Output"));
+            var sub = GraphEditor.Node("Sub", names.Fresh(baseName + "_Sub"), new[] { codes, zpName }, names.Fresh(baseName + "_Sub_Output"));
             nodes.Add(sub);
             codes = sub.Output[0];
         }
         var scaleName = names.Fresh(baseName + "_scale");
         graph.Initializer.Add(TensorData.FromFloats(scaleName, scales, paramDims));
-        var mul = QdqQuantizer.Node("Mul", names.Fresh(baseName + "_Mul"), new[] { codes, scaleName }, names.Fresh(baseName + "_dequantized"));
+        var mul = GraphEditor.Node("Mul", names.Fresh(baseName + "_Mul"), new[] { codes, scaleName }, names.Fresh(baseName + "_dequantized"));
         nodes.Add(mul);
         return mul.Output[0];
     }
 
-    static WeightTensors QuantizeWeight(GraphProto graph, NameScope names, TensorProto init, QuantizationOptions options, List<NodeProto> nodes,
+    internal static WeightTensors QuantizeWeight(GraphProto graph, NameScope names, TensorProto init, QuantizationOptions options, List<NodeProto> nodes,
         IReadOnlyDictionary<string, double[]>? hessians, int threads, CancellationToken cancel, bool firstLayer, out PairCheck? pairs)
     {
         pairs = null;
@@ -215,55 +174,20 @@ public static class WeightQuantizer
             options.Mode == QuantMode.Dynamic ? PairLayout.MatMul(k, n) : null, options, firstLayer);
         pairs = check;
         var type = spec.Type == QuantType.UInt8 ? OnnxDataType.UInt8 : OnnxDataType.Int8;
-        graph.Initializer.Add(QdqQuantizer.QuantizedTensor(valuesName, values, type, dims));
+        graph.Initializer.Add(GraphEditor.QuantizedTensor(valuesName, values, type, dims));
         if (options.Mode == QuantMode.WeightOnly)
             return new WeightTensors(valuesName, "", "", k, n,
                 FoldedDequantize(graph, nodes, names, init.Name, valuesName, weightScales, zeroPoints, axis is null ? Array.Empty<long>() : new[] { n }));
         if (axis is null)
         {
             graph.Initializer.Add(TensorData.FromFloats(scaleName, weightScales));
-            graph.Initializer.Add(QdqQuantizer.QuantizedTensor(zpName, zeroPoints, type));
+            graph.Initializer.Add(GraphEditor.QuantizedTensor(zpName, zeroPoints, type));
         }
         else
         {
             graph.Initializer.Add(TensorData.FromFloats(scaleName, weightScales, weightScales.Length));
-            graph.Initializer.Add(QdqQuantizer.QuantizedTensor(zpName, zeroPoints, type, weightScales.Length));
+            graph.Initializer.Add(GraphEditor.QuantizedTensor(zpName, zeroPoints, type, weightScales.Length));
         }
         return new WeightTensors(valuesName, scaleName, zpName, k, n);
     }
-
-    /// <summary>DynamicQuantizeLinear → MatMulInteger → Cast → Mul(input scale × weight scale): the pattern of
-    /// ONNX Runtime's DynamicQuantizeMatMulFusion. The last Mul writes the MatMul's output and carries its name.</summary>
-    static IEnumerable<NodeProto> Dynamic(NodeProto node, WeightTensors w, NameScope names)
-    {
-        string x = node.Input[0], y = node.Output[0], baseName = node.Name;
-        var xq = names.Fresh(x + "_quantized_" + baseName);
-        var xs = names.Fresh(x + "_scale_" + baseName);
-        var xzp = names.Fresh(x + "_zero_point_" + baseName);
-        var dql = new NodeProto { OpType = "DynamicQuantizeLinear", Name = names.Fresh(baseName + "_DynamicQuantizeLinear") };
-        dql.Input.Add(x);
-        dql.Output.AddRange(new[] { xq, xs, xzp });
-        var integer = QdqQuantizer.Node("MatMulInteger", names.Fresh(baseName + "_MatMulInteger"),
-            new[] { xq, w.Values, xzp, w.ZeroPoint }, names.Fresh(baseName + "_MatMulInteger_Output"));
-        var scale = QdqQuantizer.Node("Mul", names.Fresh(baseName + "_scale_Mul"), new[] { xs, w.Scale }, names.Fresh(baseName + "_scale_Mul_Output"));
-        var cast = QdqQuantizer.Node("Cast", names.Fresh(baseName + "_Cast"), new[] { integer.Output[0] }, names.Fresh(baseName + "_Cast_Output"));
-        cast.Attribute.Add(IntAttr("to", (int)OnnxDataType.Float));
-        var output = QdqQuantizer.Node("Mul", baseName, new[] { cast.Output[0], scale.Output[0] }, y);
-        return new[] { dql, integer, scale, cast, output };
-    }
-
-    static NodeProto MatMulNBits(NodeProto node, WeightTensors w, QuantizationOptions options)
-    {
-        var inputs = w.ZeroPoint.Length == 0 ? new[] { node.Input[0], w.Values, w.Scale } : new[] { node.Input[0], w.Values, w.Scale, w.ZeroPoint };
-        var q = QdqQuantizer.Node("MatMulNBits", node.Name, inputs, node.Output[0]);
-        q.Domain = "com.microsoft";
-        q.Attribute.Add(IntAttr("K", w.K));
-        q.Attribute.Add(IntAttr("N", w.N));
-        q.Attribute.Add(IntAttr("bits", 4));
-        q.Attribute.Add(IntAttr("block_size", options.BlockSize));
-        return q;
-    }
-
-    static AttributeProto IntAttr(string name, long value) =>
-        new() { Name = name, I = value, Type = AttributeProto.Types.AttributeType.Int };
 }

@@ -8,9 +8,18 @@ namespace PtqTools.Core.Quantization;
 /// activations; the weight modes quantize their weights through <see cref="RecurrentQuantizer"/>.</summary>
 sealed class RecurrentHandler : OpHandler
 {
+    public override IReadOnlyList<string> OpTypes { get; } = new[] { "LSTM", "GRU" };
+
     public override string? CannotQuantize(NodeProto node, GraphView g) => node.OpType == "LSTM"
         ? "static mode: ONNX Runtime has no LSTM kernel for calibrated int8 activations (its quantized LSTM, com.microsoft DynamicQuantizeLSTM, quantizes them at run time: -Mode Dynamic); it stays float between Q/DQ"
         : "static mode: ONNX Runtime has no quantized GRU kernel (-Mode WeightOnly stores its weights in 8 bits); it stays float between Q/DQ";
+
+    public override bool InWeightModes => true;
+    public override string? CannotQuantizeWeights(NodeProto node, GraphView g, QuantizationOptions options) => RecurrentQuantizer.CannotQuantize(node, g, options);
+    public override string DescribeWeights(NodeProto node, GraphView g, QuantizationOptions options) => RecurrentQuantizer.Describe(node, options);
+
+    internal override void QuantizeWeights(WeightRewrite r, NodeProto node) =>
+        r.Plan.RecordPairs(node.Name, RecurrentQuantizer.Rewrite(r.Graph, r.View, node, r.Nodes, r.Names, r.Options, node == r.FirstLayer), r.Options);
 }
 
 /// <summary>
@@ -32,14 +41,10 @@ public static class RecurrentQuantizer
 {
     const string MsDomain = "com.microsoft";
 
-    public static bool Handles(NodeProto node) => node.Domain is "" or "ai.onnx" && node.OpType is "LSTM" or "GRU";
-
     static int Gates(NodeProto node) => node.OpType == "LSTM" ? 4 : 3;
 
-    static long Attr(NodeProto node, string name, long fallback) => node.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? fallback;
-
     static int Directions(NodeProto node) =>
-        node.Attribute.FirstOrDefault(a => a.Name == "direction")?.S.ToStringUtf8() == "bidirectional" ? 2 : 1;
+        node.StringAttr("direction") == "bidirectional" ? 2 : 1;
 
     static bool DynamicLstm(NodeProto node, QuantizationOptions options) => options.Mode == QuantMode.Dynamic && node.OpType == "LSTM";
 
@@ -47,7 +52,7 @@ public static class RecurrentQuantizer
     public static string? CannotQuantize(NodeProto node, GraphView g, QuantizationOptions options)
     {
         if (node.Input.Count < 3 || !g.IsFloat(node.Input[0]) || g.IsInitializer(node.Input[0])) return "its X input is not a float32 activation";
-        if (Attr(node, "layout", 0) != 0) return "its layout is batch-first (layout = 1), which ONNX Runtime's recurrent kernels do not take";
+        if (node.IntAttr("layout", 0) != 0) return "its layout is batch-first (layout = 1), which ONNX Runtime's recurrent kernels do not take";
         int d = Directions(node), gates = Gates(node);
         if (!g.Initializers.TryGetValue(node.Input[1], out var w) || w.DataType != (int)OnnxDataType.Float || w.Dims.Count != 3)
             return "its W input is not a 3-D float32 initializer";
@@ -55,8 +60,8 @@ public static class RecurrentQuantizer
             return "its R input is not a 3-D float32 initializer";
         long h = r.Dims[2];
         if (h <= 0 || w.Dims[2] <= 0 || w.Dims[0] != d || r.Dims[0] != d || w.Dims[1] != gates * h || r.Dims[1] != gates * h
-            || Attr(node, "hidden_size", h) != h)
-            return $"its W {Shape(w)} and R {Shape(r)} do not match {d} direction(s) of {gates} gates of hidden size {Attr(node, "hidden_size", h)}";
+            || node.IntAttr("hidden_size", h) != h)
+            return $"its W {Shape(w)} and R {Shape(r)} do not match {d} direction(s) of {gates} gates of hidden size {node.IntAttr("hidden_size", h)}";
         if (options.Mode == QuantMode.Dynamic && node.OpType == "GRU")
             return "ONNX Runtime has no quantized GRU kernel, so dynamic mode has nothing faster to run; -Mode WeightOnly stores its weights in 8 bits for size";
         if (DynamicLstm(node, options) && options.PerChannel && !options.Weights.Symmetric)
@@ -128,12 +133,12 @@ public static class RecurrentQuantizer
             }
             var name = init.Name;
             var qName = names.Fresh(name + "_quantized");
-            graph.Initializer.Add(QdqQuantizer.QuantizedTensor(qName, values, type, d, cols, rows));
+            graph.Initializer.Add(GraphEditor.QuantizedTensor(qName, values, type, d, cols, rows));
             long[] paramDims = options.PerChannel ? new[] { d, rows } : new[] { d };
             var scaleName = names.Fresh(name + "_scale");
             var zpName = names.Fresh(name + "_zero_point");
             graph.Initializer.Add(TensorData.FromFloats(scaleName, scales.ToArray(), paramDims));
-            graph.Initializer.Add(QdqQuantizer.QuantizedTensor(zpName, zeroPoints, type, paramDims));
+            graph.Initializer.Add(GraphEditor.QuantizedTensor(zpName, zeroPoints, type, paramDims));
             inputs.Add(qName);
             parameters.Add(scaleName);
             parameters.Add(zpName);
@@ -158,7 +163,7 @@ public static class RecurrentQuantizer
         var dims = init.Dims.ToArray();
         var (values, scales, zeroPoints) = QuantizeSlice(TensorData.ReadFloats(init), dims[0] * dims[1], dims[2], options.PerChannel, spec);
         var qName = names.Fresh(init.Name + "_quantized");
-        graph.Initializer.Add(QdqQuantizer.QuantizedTensor(qName, values, type, dims));
+        graph.Initializer.Add(GraphEditor.QuantizedTensor(qName, values, type, dims));
         return WeightQuantizer.FoldedDequantize(graph, added, names, init.Name, qName, scales, zeroPoints,
             options.PerChannel ? new[] { dims[0], dims[1], 1L } : Array.Empty<long>());
     }
