@@ -40,11 +40,13 @@ public sealed class EngineMemoryTrace
     internal void Step(NodeProto node, EngineTensor?[] args, EngineTensor[] results, Dictionary<string, EngineTensor> values, IReadOnlyDictionary<string, EngineTensor> constants)
     {
         var constantArrays = ConstantArrays(constants);
-        _pendingNode = (node, Bytes(args.Concat(results).Where(t => t is not null).Select(t => t!), constantArrays));
+        _pendingNode = (node.Name, node.OpType, Bytes(args.Concat(results).Where(t => t is not null).Select(t => t!), constantArrays));
         _held = Bytes(values.Where(kv => !constants.ContainsKey(kv.Key)).Select(kv => kv.Value), constantArrays);
     }
 
-    (NodeProto Node, long Bytes) _pendingNode;
+    // Names, not the NodeProto: a value-tuple field of an ONNX type would load OnnxSharp with this public type, which
+    // the module's import registers (Module.Tests: nothing of ONNX loads before a cmdlet needs it).
+    (string Name, string OpType, long Bytes) _pendingNode;
     HashSet<Array>? _constantArrays;
     IReadOnlyDictionary<string, EngineTensor>? _constantsSeen;
 
@@ -62,8 +64,8 @@ public sealed class EngineMemoryTrace
     {
         var constantArrays = ConstantArrays(constants);
         var live = values.Where(kv => !constants.ContainsKey(kv.Key)).ToList();
-        var (node, nodeBytes) = _pendingNode;
-        _steps.Add(new EngineMemoryStep(node.Name, node.OpType, nodeBytes, _held, live.Select(kv => kv.Key).OrderBy(n => n, StringComparer.Ordinal).ToArray(),
+        var (name, opType, nodeBytes) = _pendingNode;
+        _steps.Add(new EngineMemoryStep(name, opType, nodeBytes, _held, live.Select(kv => kv.Key).OrderBy(n => n, StringComparer.Ordinal).ToArray(),
             Bytes(live.Select(kv => kv.Value), constantArrays), Workspace.Bytes));
     }
 
