@@ -77,8 +77,14 @@ internal static class HostBench
 
         // (2) Kernels.
         int budgetMs = quick ? 150 : 400;
-        Line("| kernel | shape (M x N x K) | PtqTools Avx2 GOPS (% int8 peak, % AVX2 peak) | PtqTools " + best + " GOPS (% int8 peak) | ORT MatMulInteger GOPS (% int8 peak) | ORT fp32 MatMul GFLOPS (% fp32 peak) |");
-        Line("|---|---|---:|---:|---:|---:|");
+        // The engine's paths side by side: the managed Avx2 path, the native AVX2 kernels (what a CPU without VNNI runs),
+        // and this host's best path; the AVX2 ones also as a fraction of the AVX2 triple's peak.
+        var paths = new[] { KernelPath.Avx2, KernelPath.NativeAvx2, best }.Where(p => KernelDispatch.Supported().Contains(p)).Distinct().ToArray();
+        static bool Avx2Class(KernelPath p) => p is KernelPath.Avx2 or KernelPath.NativeAvx2;
+        Line("| kernel | shape (M x N x K) | " + string.Join(" | ", paths.Select(p => $"PtqTools {p} GOPS (% int8 peak{(Avx2Class(p) ? ", % AVX2 peak" : "")})")) +
+             " | ORT MatMulInteger GOPS (% int8 peak) | ORT fp32 MatMul GFLOPS (% fp32 peak) |");
+        Line("|---|---|" + string.Concat(paths.Select(_ => "---:|")) + "---:|---:|");
+        string Cells(double ops, double[] times) => string.Join(" | ", paths.Select((p, i) => Avx2Class(p) ? Cell(ops, times[i], int8Peak, avx2Peak) : Cell(ops, times[i], int8Peak)));
         var gemms = new (string Name, int M, int N, int K)[]
         {
             ("MiniLM Q/K/V/out", 128, 384, 384), ("MiniLM FFN up", 128, 1536, 384), ("MiniLM FFN down", 128, 384, 1536),
@@ -87,9 +93,9 @@ internal static class HostBench
         };
         foreach (var (name, m, n, k) in gemms)
         {
-            var (avx2, bestPath, ortInt8, ortFp32) = Gemm(m, n, k, budgetMs);
+            var (engine, ortInt8, ortFp32) = Gemm(m, n, k, budgetMs, paths);
             double ops = 2.0 * m * n * k;
-            Line($"| {name} | {m}x{n}x{k} | {Cell(ops, avx2, int8Peak, avx2Peak)} | {Cell(ops, bestPath, int8Peak)} | {Cell(ops, ortInt8, int8Peak)} | {Cell(ops, ortFp32, fp32Peak)} |");
+            Line($"| {name} | {m}x{n}x{k} | {Cells(ops, engine)} | {Cell(ops, ortInt8, int8Peak)} | {Cell(ops, ortFp32, fp32Peak)} |");
         }
         var convs = new (string Name, ConvGeometry G)[]
         {
@@ -101,9 +107,9 @@ internal static class HostBench
         };
         foreach (var (name, g) in convs)
         {
-            var (avx2, bestPath) = Conv(g, budgetMs);
+            var engine = Conv(g, budgetMs, paths);
             double ops = 2.0 * g.OutChannels * g.OutH * g.OutW * g.PatchSize;
-            Line($"| {name} | {g.OutH * g.OutW}x{g.OutChannels}x{g.PatchSize} | {Cell(ops, avx2, int8Peak, avx2Peak)} | {Cell(ops, bestPath, int8Peak)} | - | - |");
+            Line($"| {name} | {g.OutH * g.OutW}x{g.OutChannels}x{g.PatchSize} | {Cells(ops, engine)} | - | - |");
         }
         Line();
 
@@ -111,12 +117,12 @@ internal static class HostBench
         int runs = quick ? 8 : 20;
         Line($"Model latency, 1 thread, {runs} runs interleaved (median / min, ms):");
         Line();
-        Line($"| model | PtqTools Avx2 | PtqTools {best} | ONNX Runtime int8 | ONNX Runtime fp32 |");
-        Line("|---|---:|---:|---:|---:|");
+        Line("| model | " + string.Join(" | ", paths.Select(p => $"PtqTools {p}")) + " | ONNX Runtime int8 | ONNX Runtime fp32 |");
+        Line("|---|" + string.Concat(paths.Select(_ => "---:|")) + "---:|---:|");
         foreach (var (name, int8, fp32) in new[] { ("ResNet18", resnetInt8, resnetFp32), ("MiniLM", minilmInt8, minilmFp32) })
         {
             if (!File.Exists(int8)) { Line($"| {name} | int8 model '{int8}' not found | | | |"); continue; }
-            var times = Latency(int8, fp32, runs);
+            var times = Latency(int8, fp32, runs, paths);
             Line($"| {name} | {string.Join(" | ", times.Select(t => t is null ? "-" : $"{Median(t):F1} / {t.Min():F1}"))} |");
         }
         Line();
@@ -130,7 +136,7 @@ internal static class HostBench
         {
             if (!File.Exists(model)) continue;
             double mb = new FileInfo(model).Length / 1048576.0;
-            foreach (var path in new[] { KernelPath.Avx2, best }.Distinct())
+            foreach (var path in paths)
             {
                 var growth = MemoryInChild(model, path);
                 Line($"| {name} | {mb:F1} | {EngineMemory.Clamp(path)} | {(growth is long g ? (g / 1048576.0).ToString("F1", Inv) : "failed")} | {(growth is long g2 ? (g2 / 1048576.0 / mb).ToString("F2", Inv) : "-")} |");
@@ -171,15 +177,14 @@ internal static class HostBench
     /// <summary>One thread on <paramref name="path"/>: the context every kernel figure of this benchmark runs with.</summary>
     static KernelContext OnPath(KernelPath path) => KernelContext.Default.WithThreads(1).WithPath(path);
 
-    static (double Avx2, double Best, double OrtInt8, double OrtFp32) Gemm(int m, int n, int k, int budgetMs)
+    static (double[] Engine, double OrtInt8, double OrtFp32) Gemm(int m, int n, int k, int budgetMs, KernelPath[] paths)
     {
         var r = new Random(1);
         var a = new byte[m * k]; r.NextBytes(a);
         var b = new sbyte[k * n]; for (int i = 0; i < b.Length; i++) b[i] = (sbyte)r.Next(-128, 128);
         var c = new int[m * n];
         var p = PackedWeights.Pack(b, k, n, new[] { 0 });
-        double avx2 = Time(() => QGemm.Multiply(OnPath(KernelPath.Avx2), a, 128, m, p, c), budgetMs);
-        double best = Time(() => QGemm.Multiply(OnPath(KernelDispatch.Best), a, 128, m, p, c), budgetMs);
+        var engine = paths.Select(path => Time(() => QGemm.Multiply(OnPath(path), a, 128, m, p, c), budgetMs)).ToArray();
 
         var node = new NodeProto { OpType = "MatMulInteger", Name = "mm" };
         node.Input.AddRange(new[] { "A", "B", "az", "bz" }); node.Output.Add("C");
@@ -196,10 +201,10 @@ internal static class HostBench
         double ortFp32;
         using (var s = Models.Session(f, 1)) using (var input = OrtValue.CreateTensorValueFromMemory(af, new long[] { m, k })) using (var run = new RunOptions())
             ortFp32 = Time(() => { using var o = s.Run(run, new[] { "A" }, new[] { input }, new[] { "C" }); }, budgetMs);
-        return (avx2, best, ortInt8, ortFp32);
+        return (engine, ortInt8, ortFp32);
     }
 
-    static (double Avx2, double Best) Conv(ConvGeometry g, int budgetMs)
+    static double[] Conv(ConvGeometry g, int budgetMs, KernelPath[] paths)
     {
         var r = new Random(2);
         var x = new byte[g.Channels * g.Height * g.Width]; r.NextBytes(x);
@@ -207,17 +212,17 @@ internal static class HostBench
         var mult = Enumerable.Range(0, g.OutChannels).Select(i => 1e-4f + i * 1e-7f).ToArray();
         var y = new byte[g.OutChannels * g.OutH * g.OutW];
         double Run(KernelPath p) { var packed = PackedConvWeights.Pack(w, new[] { 0 }, g); return Time(() => QConv.RunRequantized<byte, byte>(OnPath(p), x, 128, packed, default, mult, 128, false, y), budgetMs); }
-        return (Run(KernelPath.Avx2), Run(KernelDispatch.Best));
+        return paths.Select(Run).ToArray();
     }
 
-    /// <summary>Per column (engine Avx2, engine best, ORT int8, ORT fp32): the times of runs interleaved, or null.</summary>
-    static List<double>?[] Latency(string int8Path, string fp32Path, int runs)
+    /// <summary>Per column (the engine on each path, ORT int8, ORT fp32): the times of runs interleaved, or null.</summary>
+    static List<double>?[] Latency(string int8Path, string fp32Path, int runs, KernelPath[] paths)
     {
         var dir = Path.GetDirectoryName(int8Path)!;
         var pbs = Enumerable.Range(0, 16).Select(i => Path.Combine(dir, "test_data_set_0", $"input_{i}.pb")).TakeWhile(File.Exists).ToList();
         var model = OnnxModelIO.Load(int8Path);
-        using var engine = new IntegerEngine(model, EngineOptions.Default with { Kernels = OnPath(KernelPath.Avx2) }, Path.GetFileName(int8Path));
-        using var bestEngine = new IntegerEngine(model, EngineOptions.Default with { Kernels = OnPath(KernelDispatch.Best) }, Path.GetFileName(int8Path));
+        var engines = paths.Select(p => new IntegerEngine(model, EngineOptions.Default with { Kernels = OnPath(p) }, Path.GetFileName(int8Path))).ToList();
+        var engine = engines[0];
         var graphInputs = model.Graph.Input.Where(i => !model.Graph.Initializer.Any(t => t.Name == i.Name)).ToList();
         var tensors = pbs.Count > 0 ? pbs.Select(TensorProtoFile.Read).ToList() : new List<TensorProto> { RandomImage() };
         var feed = new Dictionary<string, EngineTensor>();
@@ -235,11 +240,7 @@ internal static class HostBench
             var values = names.Select((n, i) => ToOrt(tensors.FirstOrDefault(t => t.Name == n) ?? tensors[Math.Min(i, tensors.Count - 1)])).ToArray();
             ortInputs.Add((s, names, values));
         }
-        var actions = new List<Action?>
-        {
-            () => engine.Run(feed),
-            () => bestEngine.Run(feed),
-        };
+        var actions = new List<Action?>(engines.Select(e => (Action?)(() => e.Run(feed))));
         using var ro = new RunOptions();
         foreach (var (s, names, values) in ortInputs)
             actions.Add(s is null ? null : () => { using var o = s.Run(ro, names, values, s.OutputNames.ToArray()); });
@@ -253,6 +254,7 @@ internal static class HostBench
                 times[j]!.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
             }
         foreach (var (_, _, values) in ortInputs) foreach (var v in values) v.Dispose();
+        foreach (var e in engines) e.Dispose();
         return times;
     }
 
