@@ -186,10 +186,7 @@ internal static class HostBench
         var p = PackedWeights.Pack(b, k, n, new[] { 0 });
         var engine = paths.Select(path => Time(() => QGemm.Multiply(OnPath(path), a, 128, m, p, c), budgetMs)).ToArray();
 
-        var node = new NodeProto { OpType = "MatMulInteger", Name = "mm" };
-        node.Input.AddRange(new[] { "A", "B", "az", "bz" }); node.Output.Add("C");
-        var q = Models.Single(node, new[] { Models.Value("A", (int)OnnxDataType.UInt8, m, k) }, Models.Value("C", (int)OnnxDataType.Int32, m, n),
-            new[] { TensorData.FromInt8("B", b, k, n), TensorData.FromUInt8("az", new byte[] { 128 }), TensorData.FromInt8("bz", new sbyte[] { 0 }) });
+        var q = Models.MatMulInteger(b, m, k, n);
         double ortInt8;
         using (var s = Models.Session(q, 1)) using (var input = OrtValue.CreateTensorValueFromMemory(a, new long[] { m, k })) using (var run = new RunOptions())
             ortInt8 = Time(() => { using var o = s.Run(run, new[] { "A" }, new[] { input }, new[] { "C" }); }, budgetMs);

@@ -92,10 +92,7 @@ internal static class Interleaved
         var b = new sbyte[k * n]; for (int i = 0; i < b.Length; i++) b[i] = (sbyte)r.Next(-128, 128);
         var packed = PackedWeights.Pack(b, k, n, new[] { 0 });
         var c = new int[m * n];
-        var node = new NodeProto { OpType = "MatMulInteger", Name = "mm" };
-        node.Input.AddRange(new[] { "A", "B", "az", "bz" }); node.Output.Add("C");
-        var model = Models.Single(node, new[] { Models.Value("A", (int)OnnxDataType.UInt8, m, k) }, Models.Value("C", (int)OnnxDataType.Int32, m, n),
-            new[] { TensorData.FromInt8("B", b, k, n), TensorData.FromUInt8("az", new byte[] { 128 }), TensorData.FromInt8("bz", new sbyte[] { 0 }) });
+        var model = Models.MatMulInteger(b, m, k, n);
         using var session = Session(model, threads);
         using var input = OrtValue.CreateTensorValueFromMemory(a, new long[] { m, k });
         using var run = new RunOptions();

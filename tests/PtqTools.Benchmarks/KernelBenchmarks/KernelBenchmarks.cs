@@ -81,6 +81,16 @@ internal static class Models
         return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = elemType, Shape = shape } } };
     }
 
+    /// <summary>ONNX Runtime's MatMulInteger of u8 A [m, k] (zero point 128) by the constant s8 B [k, n] (zero point 0):
+    /// the int8 GEMM the kernel benchmarks hold the engine's against.</summary>
+    public static ModelProto MatMulInteger(sbyte[] b, int m, int k, int n)
+    {
+        var node = new NodeProto { OpType = "MatMulInteger", Name = "mm" };
+        node.Input.AddRange(new[] { "A", "B", "az", "bz" }); node.Output.Add("C");
+        return Single(node, new[] { Value("A", (int)OnnxDataType.UInt8, m, k) }, Value("C", (int)OnnxDataType.Int32, m, n),
+            new[] { TensorData.FromInt8("B", b, k, n), TensorData.FromUInt8("az", new byte[] { 128 }), TensorData.FromInt8("bz", new sbyte[] { 0 }) });
+    }
+
     public static InferenceSession Session(ModelProto m, int threads)
     {
         var o = new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
@@ -116,10 +126,7 @@ public class GemmBenchmarks
         _packed = PackedWeights.Pack(b, _k, _n, new[] { 0 });
         _c = new int[_m * _n];
         _kernels = KernelContext.Default.WithThreads(Threads);
-        var node = new NodeProto { OpType = "MatMulInteger", Name = "mm" };
-        node.Input.AddRange(new[] { "A", "B", "az", "bz" }); node.Output.Add("C");
-        var model = Models.Single(node, new[] { Models.Value("A", (int)OnnxDataType.UInt8, _m, _k) }, Models.Value("C", (int)OnnxDataType.Int32, _m, _n),
-            new[] { TensorData.FromInt8("B", b, _k, _n), TensorData.FromUInt8("az", new byte[] { 128 }), TensorData.FromInt8("bz", new sbyte[] { 0 }) });
+        var model = Models.MatMulInteger(b, _m, _k, _n);
         _session = Models.Session(model, Threads);
         _input = OrtValue.CreateTensorValueFromMemory(_a, new long[] { _m, _k });
         _run = new RunOptions();
@@ -227,10 +234,7 @@ public class Avx2GemmBenchmarks
         _packed = PackedWeights.Pack(b, _k, _n, new[] { 0 });
         if (_packed.SevenBitPairs != (Form == "7-bit")) throw new InvalidOperationException($"The {Form} weights packed as SevenBitPairs = {_packed.SevenBitPairs}.");
         _c = new int[_m * _n];
-        var node = new NodeProto { OpType = "MatMulInteger", Name = "mm" };
-        node.Input.AddRange(new[] { "A", "B", "az", "bz" }); node.Output.Add("C");
-        var model = Models.Single(node, new[] { Models.Value("A", (int)OnnxDataType.UInt8, _m, _k) }, Models.Value("C", (int)OnnxDataType.Int32, _m, _n),
-            new[] { TensorData.FromInt8("B", b, _k, _n), TensorData.FromUInt8("az", new byte[] { 128 }), TensorData.FromInt8("bz", new sbyte[] { 0 }) });
+        var model = Models.MatMulInteger(b, _m, _k, _n);
         _session = Models.Session(model, Threads);
         _input = OrtValue.CreateTensorValueFromMemory(_a, new long[] { _m, _k });
         _run = new RunOptions();
