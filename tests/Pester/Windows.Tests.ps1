@@ -92,6 +92,17 @@ Describe 'The Windows build under wine' {
         [math]::Abs($w.Cosine - $l.Cosine) | Should -BeLessOrEqual 1e-4
     }
 
+    It 'runs the <_> int8 model on the engine''s native kernels on Windows (the mingw-w64 DLL) with the outputs of Linux, bit for bit' -ForEach 'conformance', 'cnn' {
+        if ($skipReason) { Set-ItResult -Skipped -Because $skipReason; return }
+        $w = $windows.Models | Where-Object Name -EQ $_
+        $l = $linux.Models | Where-Object Name -EQ $_
+        # Every x64 CPU that runs this suite has AVX2, so the native library serves one of its paths on both sides;
+        # which one is the host's business, and both sides see the same CPU.
+        $l.EngineKernelPath | Should -BeLike 'Native*'
+        $w.EngineKernelPath | Should -Be $l.EngineKernelPath
+        $w.EngineOutputsSha256 | Should -Be $l.EngineOutputsSha256
+    }
+
     It 'runs the batch cmdlet, writes text with LF line endings and keeps its cache in the run''s folder, as on Linux' {
         if ($skipReason) { Set-ItResult -Skipped -Because $skipReason; return }
         $w = $windows.Batch

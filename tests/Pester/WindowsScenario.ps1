@@ -46,6 +46,10 @@ $runs = foreach ($m in $models) {
     # An explicit target: the bytes written do not depend on the CPU that runs this.
     $quantized = $stats | Invoke-Quantization -OutputPath $output -DataSet $data -Target Portable -Force
     $test = $quantized | Test-QuantizedModel -DataSet $data -LatencyRuns 0
+    # The int8 model on the module's own engine: its native kernels (ptqkernels.dll on Windows, built by mingw-w64;
+    # libptqkernels.so on Linux) where the CPU runs them, and the outputs bit for bit.
+    $engine = @(Invoke-ModelInference -LiteralPath $output -DataSet $data -Engine PtqTools -ThreadCount 1)
+    $engineBytes = [byte[]]@($engine | ForEach-Object { foreach ($o in $_.Outputs) { foreach ($v in $o) { [BitConverter]::GetBytes([float]$v) } } } | ForEach-Object { $_ })
     [ordered]@{
         Name = $m.Name
         ModelSha256 = $summary.Sha256
@@ -59,6 +63,8 @@ $runs = foreach ($m in $models) {
         RangesSha256 = Get-TextHash ((Get-Content -Raw -LiteralPath $ranges) -replace '"(ModelPath|Created)":"[^"]*"', '"$1":""')
         RangesLineEndings = Get-LineEnding $ranges
         Cosine = $test.Cosine
+        EngineKernelPath = $engine[0].KernelPath
+        EngineOutputsSha256 = [Convert]::ToHexString([Security.Cryptography.SHA256]::HashData($engineBytes))
     }
 }
 # The batch cmdlet on a folder (its JSON log, then a second run that finds everything current), the report as JSON
