@@ -1,5 +1,6 @@
 using System.Collections;
 using System.Management.Automation;
+using PtqTools.Core.Model;
 using PtqTools.Core;
 using PtqTools.Core.Calibration;
 

@@ -1,5 +1,6 @@
 using System.Management.Automation;
 using System.Runtime.CompilerServices;
+using PtqTools.Core.Model;
 using PtqTools.Core;
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;

@@ -2,7 +2,9 @@ using Google.Protobuf;
 using Onnx;
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 
 namespace PtqTools.Arm64Check;
@@ -38,7 +40,7 @@ public static class ConformanceModels
             Static(cnn, new[] { 3, 8, 8 }, new QuantizationOptions { Target = QuantTarget.Vnni }, folder, "cnn-qdq-u8-vnni", log);
             var prepared = ModelPreparer.Prepare(mm);
             var output = Path.Combine(folder, "mm-dynamic.onnx");
-            Quantizer.RunWithoutCalibration(prepared, null, new QuantizationOptions { Mode = QuantMode.Dynamic }, output, default);
+            QuantizationPipeline.RunWithoutCalibration(prepared, null, new QuantizationOptions { Mode = QuantMode.Dynamic }, output, default);
             Samples("mm-dynamic", prepared.Model, new[] { 5, 24 }, folder, new Random(31), 3);
             log.WriteLine($"write: mm-dynamic.onnx ({Ops(output)})");
         }
@@ -54,7 +56,7 @@ public static class ConformanceModels
         var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null);
         var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 1, null, default);
         var output = Path.Combine(folder, name + ".onnx");
-        Quantizer.Run(prepared, stats, options, output, default);
+        QuantizationPipeline.Run(prepared, stats, options, output, default);
         Samples(name, prepared.Model, shape, folder, random, 3);
         log.WriteLine($"write: {name}.onnx ({Ops(output)})");
     }

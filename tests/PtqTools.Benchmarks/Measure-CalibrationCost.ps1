@@ -44,7 +44,7 @@ $null = Measure-ActivationRange -Path $ResNet18 -DataSet (New-ResNetDataSet -Spl
 $plain = @(); $calib = @()
 foreach ($round in 1..3) {
     $clock = [Diagnostics.Stopwatch]::StartNew()
-    $runner = [PtqTools.Core.Evaluation.OrtRunner]::new($bytes, $ResNet18, $ThreadCount, $null)
+    $runner = [PtqTools.Core.Runtime.OrtRunner]::new($bytes, $ResNet18, $ThreadCount, $null)
     $reader = [PtqTools.Core.Data.SampleReader]::new($data)
     foreach ($sample in $reader.Read([Threading.CancellationToken]::None)) { $null = $runner.Run($sample, [Threading.CancellationToken]::None) }
     $reader.Dispose(); $runner.Dispose()
@@ -69,8 +69,8 @@ foreach ($t in $names) {
 $reader = [PtqTools.Core.Data.SampleReader]::new($data)
 $samples = @($reader.Read($none) | Select-Object -First ([math]::Min(20, $CostCount)))
 $reader.Dispose()
-$plainRunner = [PtqTools.Core.Evaluation.OrtRunner]::new($bytes, $ResNet18, $ThreadCount, $null)
-$augmentedRunner = [PtqTools.Core.Evaluation.OrtRunner]::new([Google.Protobuf.MessageExtensions]::ToByteArray($augmented), $ResNet18, $ThreadCount, $names)
+$plainRunner = [PtqTools.Core.Runtime.OrtRunner]::new($bytes, $ResNet18, $ThreadCount, $null)
+$augmentedRunner = [PtqTools.Core.Runtime.OrtRunner]::new([Google.Protobuf.MessageExtensions]::ToByteArray($augmented), $ResNet18, $ThreadCount, $names)
 $session = [PtqTools.Core.Calibration.CalibrationSession]::new($prepared, $plan.Activations, $data, $ThreadCount, [PtqTools.Core.Calibration.CalibrationOptions]::new('Auto', $false, 99.99), $null, $null, $none)
 $times = @{ Plain = [Collections.Generic.List[double]]::new(); Augmented = [Collections.Generic.List[double]]::new(); Observed = [Collections.Generic.List[double]]::new() }
 foreach ($round in 0..2) {

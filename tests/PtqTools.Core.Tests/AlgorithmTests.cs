@@ -2,7 +2,9 @@ using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 using Xunit.Abstractions;
@@ -180,7 +182,7 @@ public sealed class SmoothQuantTests
         double Fidelity(QuantizationOptions o, string name)
         {
             var path = dir.File(name + ".onnx");
-            var result = Quantizer.RunWithoutCalibration(prepared, null, o, path, default, null, calib, 2);
+            var result = QuantizationPipeline.RunWithoutCalibration(prepared, null, o, path, default, null, calib, 2);
             if (o.SmoothQuantAlpha == 0.5f) Assert.Equal(36, result.Decisions.Count(d => d.Reason.Contains("SmoothQuant alpha 0.5", StringComparison.Ordinal)));
             using var q = MiniLm.Session(path);
             double worst = 1;
@@ -195,7 +197,7 @@ public sealed class SmoothQuantTests
         _out.WriteLine($"dynamic int8 last_hidden_state cosine (worst of 2 inputs): plain {plain:F4}, SmoothQuant 0.5 {half:F4}, 0.65 {best:F4}");
         Assert.True(best >= 0.985 && half >= 0.975, $"SmoothQuant dynamic cosine {half} (0.5), {best} (0.65)");
         Assert.True(best > half, "alpha 0.65 should beat 0.5 on MiniLM");
-        Check.Throws("DataSetRequired", () => Quantizer.RunWithoutCalibration(prepared, null, new QuantizationOptions { Mode = QuantMode.Dynamic, SmoothQuantAlpha = 0.5f }, dir.File("x.onnx"), default));
+        Check.Throws("DataSetRequired", () => QuantizationPipeline.RunWithoutCalibration(prepared, null, new QuantizationOptions { Mode = QuantMode.Dynamic, SmoothQuantAlpha = 0.5f }, dir.File("x.onnx"), default));
         Check.Throws("InvalidOptionCombination", new QuantizationOptions { SmoothQuantAlpha = 0.5f }.Validate);
         Check.Throws("InvalidOption", new QuantizationOptions { Mode = QuantMode.Dynamic, SmoothQuantAlpha = 1.5f }.Validate);
     }

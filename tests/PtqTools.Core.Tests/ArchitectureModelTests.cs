@@ -4,6 +4,7 @@ using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
 using PtqTools.Core.Evaluation;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using PtqTools.Core.Model;
 using PtqTools.TestModels;
@@ -45,7 +46,7 @@ public static class ArchitectureModelPipeline
         var prepared = Quantizer.ForOptions(ModelPreparer.Prepare(modelPath), options, out _);
         var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null, options.FloatReason);
         var stats = ActivationCalibrator.Run(prepared, plan.Activations, asBefore ? data : FidelityGuard.CalibrationPart(data), 2, null, CancellationToken.None);
-        var result = Quantizer.Run(prepared, stats, options, outputPath, CancellationToken.None);
+        var result = QuantizationPipeline.Run(prepared, stats, options, outputPath, CancellationToken.None);
         return asBefore ? result : FidelityGuard.Run(prepared, stats, options, result, FidelityGuard.HeldOutPart(data), data,
             FidelityGuard.DefaultMinCosine, FidelityGuard.DefaultTimeBudget, 2, null, CancellationToken.None);
     }

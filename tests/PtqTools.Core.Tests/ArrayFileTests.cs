@@ -1,6 +1,7 @@
 using System.IO.Compression;
 using PtqTools.Core.Data;
 using Xunit;
+using PtqTools.Core.Model;
 
 namespace PtqTools.Core.Tests;
 

@@ -268,14 +268,14 @@ public sealed class SkipInvalidTests
         var random = new Random(3);
         var huge = Enumerable.Repeat(float.MaxValue, 3 * 8 * 8).ToArray();   // overflows in the convolutions
         var samples = new[] { TinyModels.RandomInput(random), huge, TinyModels.RandomInput(random) };
-        var data = PtqTools.Core.Data.DataSetReader.FromArrays(samples, new[] { 3, 8, 8 }, null, new PtqTools.Core.Data.PtqDataSet());
+        var data = PtqTools.Core.Data.DataSetReader.FromArrays(samples, new[] { 3, 8, 8 }, null, new PtqTools.Core.Model.PtqDataSet());
         Check.Throws("ActivationNotFinite", () => ActivationCalibrator.Run(prepared, plan.Activations, data, 1, null, CancellationToken.None));
         var skipped = new List<PtqException>();
         var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 1, new CalibrationOptions(), skipped.Add, null, CancellationToken.None);
         Assert.Equal("ActivationNotFinite", Assert.Single(skipped).ErrorId);
         Assert.All(stats, s => Assert.Equal(2, s.SampleCount));
         // The skipped sample left no trace: the statistics equal those of the two good samples alone.
-        var good = PtqTools.Core.Data.DataSetReader.FromArrays(new[] { samples[0], samples[2] }, new[] { 3, 8, 8 }, null, new PtqTools.Core.Data.PtqDataSet());
+        var good = PtqTools.Core.Data.DataSetReader.FromArrays(new[] { samples[0], samples[2] }, new[] { 3, 8, 8 }, null, new PtqTools.Core.Model.PtqDataSet());
         var reference = ActivationCalibrator.Run(prepared, plan.Activations, good, 1, null, CancellationToken.None);
         for (int i = 0; i < stats.Count; i++)
         {

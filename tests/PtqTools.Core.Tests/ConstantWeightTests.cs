@@ -2,7 +2,9 @@ using Google.Protobuf;
 using Onnx;
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 
@@ -84,7 +86,7 @@ public class ConstantWeightTests
         var data = DataSetReader.FromArrays(inputs, new[] { 3, 8, 8 }, null, new PtqDataSet());
         var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 1, null, CancellationToken.None);
         var output = dir.File($"const-{kind}.int8.onnx");
-        var result = Quantizer.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
+        var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
         Assert.Contains("conv1", result.QuantizedLayers);
         Assert.Contains("gemm", result.QuantizedLayers);
         var quantized = OnnxModelIO.Load(output);

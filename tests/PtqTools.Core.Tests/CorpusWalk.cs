@@ -4,8 +4,11 @@ using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using PtqTools.Core.Data;
 using PtqTools.Core.Evaluation;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
 using Xunit;
+using PtqTools.Core.Quantization;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Tests;
 
@@ -273,7 +276,7 @@ public class CorpusQuantizationTests
                 {
                     // Every op the quantizer handles, at every opset: the architecture rules (which keep whole
                     // one-op models such as a lone Softmax in float) are held by ArchitectureRuleTests.
-                    Quantization.Quantizer.Run(prepared, stats, new Quantization.QuantizationOptions { PerChannel = perChannel, SkipRules = new[] { "*" } }, output, CancellationToken.None);
+                    Pipeline.QuantizationPipeline.Run(prepared, stats, new Quantization.QuantizationOptions { PerChannel = perChannel, SkipRules = new[] { "*" } }, output, CancellationToken.None);
                     var quantized = OnnxModelIO.Load(output);
                     int expected = Math.Max(opset, perChannel ? 13 : 10);
                     if (OpsetUpgrader.DefaultOpset(quantized) != expected && OpsetUpgrader.RaiseKind(prepared.Model, perChannel ? 13 : 10) != "rewrite")

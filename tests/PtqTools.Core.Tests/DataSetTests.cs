@@ -1,6 +1,7 @@
 using PtqTools.Core.Data;
 using SkiaSharp;
 using Xunit;
+using PtqTools.Core.Model;
 
 namespace PtqTools.Core.Tests;
 

@@ -4,6 +4,7 @@ using PtqTools.Core.Engine;
 using PtqTools.Core.Evaluation;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 using Xunit.Abstractions;
@@ -68,8 +69,8 @@ public class EmulatedEvaluationTests
     {
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir);
-        var full = Quantizer.Run(prepared, stats, FullRange, dir.File("q8.onnx"), default).OutputPath;
-        var reduced = Quantizer.Run(prepared, stats, new QuantizationOptions { ReduceRange = true }, dir.File("q7.onnx"), default).OutputPath;
+        var full = QuantizationPipeline.Run(prepared, stats, FullRange, dir.File("q8.onnx"), default).OutputPath;
+        var reduced = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions { ReduceRange = true }, dir.File("q7.onnx"), default).OutputPath;
         AccuracyReport Compare(string q, EngineTarget? target) => ModelComparer.Compare(prepared.SourcePath, q, eval, 1, 0, null, null, default, target: target);
 
         var vnni = Compare(full, Vnni);
@@ -98,7 +99,7 @@ public class EmulatedEvaluationTests
         // host's ONNX Runtime computes the same int32 sums): the figures agree closely.
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir);
-        var reduced = Quantizer.Run(prepared, stats, new QuantizationOptions { ReduceRange = true }, dir.File("q7.onnx"), default).OutputPath;
+        var reduced = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions { ReduceRange = true }, dir.File("q7.onnx"), default).OutputPath;
         var ort = ModelComparer.Compare(prepared.SourcePath, reduced, eval, 1, 0, null, null, default);
         var engine = ModelComparer.Compare(prepared.SourcePath, reduced, eval, 1, 0, null, null, default, target: Vnni);
         _out.WriteLine($"ONNX Runtime cosine {ort.Cosine} SQNR {ort.SqnrDb}; engine (Vnni) cosine {engine.Cosine} SQNR {engine.SqnrDb}");
@@ -204,7 +205,7 @@ public class EmulatedEvaluationTests
     {
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir);
-        var full = Quantizer.Run(prepared, stats, FullRange, dir.File("q8.onnx"), default).OutputPath;
+        var full = QuantizationPipeline.Run(prepared, stats, FullRange, dir.File("q8.onnx"), default).OutputPath;
         // Refused at the call, before any sample is read.
         Check.Throws("InvalidOptionCombination", () => ModelInference.Run(full, eval, InferenceEngine.OnnxRuntime, 1, null, default, Avx2));
         var exact = ModelInference.Run(full, eval, InferenceEngine.PtqTools, 1, null, default).ToList();

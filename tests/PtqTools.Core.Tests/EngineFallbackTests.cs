@@ -6,10 +6,13 @@ using PtqTools.Core.Data;
 using PtqTools.Core.Engine;
 using PtqTools.Core.Evaluation;
 using PtqTools.Core.Kernels;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 using Xunit.Abstractions;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Tests;
 
@@ -272,7 +275,7 @@ public class EngineFallbackTests(ITestOutputHelper output)
     {
         TestPaths.UseTempCache();
         var path = dir.File("minilm.dynamic.onnx");
-        Quantizer.RunWithoutCalibration(ModelPreparer.Prepare(MiniLm.ModelPath), null, new QuantizationOptions { Mode = QuantMode.Dynamic }, path, default);
+        QuantizationPipeline.RunWithoutCalibration(ModelPreparer.Prepare(MiniLm.ModelPath), null, new QuantizationOptions { Mode = QuantMode.Dynamic }, path, default);
         return path;
     }
 

@@ -3,6 +3,7 @@ using PtqTools.Core.Engine;
 using PtqTools.Core.Evaluation;
 using Xunit;
 using Xunit.Abstractions;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Tests;
 

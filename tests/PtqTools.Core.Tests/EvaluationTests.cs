@@ -2,6 +2,7 @@ using Google.Protobuf;
 using Onnx;
 using PtqTools.Core.Data;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using PtqTools.Core.Evaluation;
 using PtqTools.Core.Model;
@@ -309,7 +310,7 @@ public class LayerErrorTests
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir, DamagedCnn());
         var withoutConv2 = stats.Select(s => { s.Layers = s.Layers.Where(l => l != "conv2").ToArray(); return s; }).Where(s => s.Layers.Length > 0).ToList();
-        var result = Quantizer.Run(prepared, withoutConv2, new QuantizationOptions(), dir.File("q.onnx"), default);
+        var result = QuantizationPipeline.Run(prepared, withoutConv2, new QuantizationOptions(), dir.File("q.onnx"), default);
         Assert.DoesNotContain("conv2", result.QuantizedLayers);
         Assert.Contains("conv1", result.QuantizedLayers);
         Assert.Contains("add", result.QuantizedLayers);
@@ -381,7 +382,7 @@ public class AccuracyAwareSearchTests
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir);
         var output = dir.File("out.onnx");
-        var plain = ModelComparer.Compare(prepared.SourcePath, Quantizer.Run(prepared, stats, new QuantizationOptions(), dir.File("plain.onnx"), default).OutputPath,
+        var plain = ModelComparer.Compare(prepared.SourcePath, QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), dir.File("plain.onnx"), default).OutputPath,
             eval, 1, 0, null, null, default);
         Assert.True(plain.AccuracyDrop!.Drop > 0.05, $"the plain int8 model should miss the goal: drop {plain.AccuracyDrop.Drop}");
 

@@ -3,6 +3,7 @@ using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using PtqTools.Core.Onnx;
 using Xunit;
+using PtqTools.Core.Quantization;
 
 namespace PtqTools.Core.Tests;
 
@@ -163,7 +164,7 @@ public class ExternalDataTests
             var random = new Random(9);
             var inputs = Enumerable.Range(0, 8).Select(_ => TinyModels.RandomInput(random)).ToArray();
             var plan = Quantization.QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null);
-            var data = Data.DataSetReader.FromArrays(inputs, new[] { 3, 8, 8 }, null, new Data.PtqDataSet());
+            var data = Data.DataSetReader.FromArrays(inputs, new[] { 3, 8, 8 }, null, new Model.PtqDataSet());
             var stats = Calibration.ActivationCalibrator.Run(prepared, plan.Activations, data, 1, null, CancellationToken.None);
             // The same ranges as calibrating the model held in memory.
             var reference = Calibration.ActivationCalibrator.Run(new PreparedModel(path, prepared.SourceSha256, path, ModelPreparer.PrepareModel(model, path, out _), false),
@@ -171,7 +172,7 @@ public class ExternalDataTests
             foreach (var s in stats) Assert.Equal(reference.Single(r => r.Tensor == s.Tensor).Max, s.Max, 5);
 
             var output = dir.File("big.int8.onnx");
-            var result = Quantization.Quantizer.Run(prepared, stats, new Quantization.QuantizationOptions(), output, CancellationToken.None);
+            var result = Pipeline.QuantizationPipeline.Run(prepared, stats, new Quantization.QuantizationOptions(), output, CancellationToken.None);
             Assert.True(File.Exists(output + ".data"), "the output is written with external data");
             var stored = ModelProto.Parser.ParseFrom(File.ReadAllBytes(output));
             // Tensors of 1 KiB and more are in the side file (the int8 weights of this small model are smaller).
@@ -188,7 +189,7 @@ public class ExternalDataTests
             var alias = dir.File("alias.onnx");
             File.Copy(path, alias);
             var aliasPrepared = ModelPreparer.Prepare(alias);
-            Check.Throws("OutputIsSource", () => Quantization.Quantizer.Run(aliasPrepared, stats,
+            Check.Throws("OutputIsSource", () => Pipeline.QuantizationPipeline.Run(aliasPrepared, stats,
                 new Quantization.QuantizationOptions(), path, CancellationToken.None));
             Assert.Equal(sourceBytes, File.ReadAllBytes(path + ".data"));
         }

@@ -1,6 +1,8 @@
 using Onnx;
 using PtqTools.Core.Data;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 using Xunit.Abstractions;
@@ -138,8 +140,8 @@ public sealed class GptqTests
         double Error(WeightMethod method, string name)
         {
             var options = new QuantizationOptions { Mode = QuantMode.WeightOnly, WeightBits = 4, BlockSize = block, WeightMethod = method };
-            var progress = new List<Calibration.RunProgress>();
-            var result = Quantizer.RunWithoutCalibration(prepared, null, options, dir.File(name), default, data: data, threads: 2,
+            var progress = new List<Model.RunProgress>();
+            var result = QuantizationPipeline.RunWithoutCalibration(prepared, null, options, dir.File(name), default, data: data, threads: 2,
                 calibrationProgress: new SyncProgress(progress.Add));
             if (method == WeightMethod.Gptq)
             {
@@ -166,14 +168,14 @@ public sealed class GptqTests
         Assert.Equal(sourceBytes, File.ReadAllBytes(source));
         // No data: refused before any work, and nothing is written.
         var options = new QuantizationOptions { Mode = QuantMode.WeightOnly, WeightBits = 4, WeightMethod = WeightMethod.Gptq };
-        Check.Throws("DataSetRequired", () => Quantizer.RunWithoutCalibration(prepared, null, options, dir.File("none.onnx"), default));
+        Check.Throws("DataSetRequired", () => QuantizationPipeline.RunWithoutCalibration(prepared, null, options, dir.File("none.onnx"), default));
         Assert.False(File.Exists(dir.File("none.onnx")));
         Check.Throws("InvalidOptionCombination", new QuantizationOptions { Mode = QuantMode.Dynamic, WeightMethod = WeightMethod.Gptq }.Validate);
     }
 
-    sealed class SyncProgress(Action<Calibration.RunProgress> report) : IProgress<Calibration.RunProgress>
+    sealed class SyncProgress(Action<Model.RunProgress> report) : IProgress<Model.RunProgress>
     {
-        public void Report(Calibration.RunProgress value) => report(value);
+        public void Report(Model.RunProgress value) => report(value);
     }
 }
 
@@ -213,7 +215,7 @@ public sealed class MiniLmGptqTests
                 var options = new QuantizationOptions { Mode = QuantMode.WeightOnly, WeightBits = 4, BlockSize = block, WeightMethod = method, WeightSymmetric = symmetric ? true : null };
                 var path = dir.File($"w4b{block}{method}{symmetric}.onnx");
                 var clock = System.Diagnostics.Stopwatch.StartNew();
-                Quantizer.RunWithoutCalibration(prepared, null, options, path, default, data: calib, threads: 2);
+                QuantizationPipeline.RunWithoutCalibration(prepared, null, options, path, default, data: calib, threads: 2);
                 var seconds = clock.Elapsed.TotalSeconds;
                 var model = OnnxModelIO.Load(path);
                 long bytes = model.Graph.Node.Where(n => n.OpType == "MatMulNBits").SelectMany(n => n.Input.Skip(1)).Distinct()

@@ -5,6 +5,7 @@ using PtqTools.Core.Engine;
 using PtqTools.Core.Kernels;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 
@@ -128,7 +129,7 @@ public class KernelContextTests
         var evaluation = DataSetReader.FromArrays(samples[6..], new[] { 3, 8, 8 }, null, new PtqDataSet());
         var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null);
         var stats = ActivationCalibrator.Run(prepared, plan.Activations, calibration, 1, null, default);
-        var quantized = Quantizer.Run(prepared, stats, new QuantizationOptions(), dir.File("q.onnx"), default).OutputPath;
+        var quantized = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), dir.File("q.onnx"), default).OutputPath;
 
         using var reference = new IntegerEngine(OnnxModelIO.Load(quantized), EngineOptions.Default with { Kernels = Scalar });
         using var reader = new SampleReader(evaluation);

@@ -5,10 +5,13 @@ using Onnx;
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
 using PtqTools.Core.Evaluation;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 using Xunit.Abstractions;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Tests;
 
@@ -74,7 +77,7 @@ public class MiniLmTests(ITestOutputHelper output)
         var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), matmuls);
         var stats = ActivationCalibrator.Run(prepared, plan.Activations, calib, 2, null, CancellationToken.None);
         var quantizedPath = dir.File("minilm.int8.onnx");
-        var result = Quantizer.Run(prepared, stats, new QuantizationOptions(), quantizedPath, CancellationToken.None);
+        var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), quantizedPath, CancellationToken.None);
         Assert.Equal(matmuls.Count, result.QuantizedLayerCount);
         // The MatMul weights shrink to a quarter (the word-embedding table, a Gather, stays float).
         Assert.True(result.OutputSizeBytes < result.SourceSizeBytes - 0.7 * weightBytes, $"{result.OutputSizeBytes} vs {result.SourceSizeBytes} bytes, {weightBytes} of MatMul weights");

@@ -1,7 +1,9 @@
 using Onnx;
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 
@@ -55,7 +57,7 @@ public class OpsetRaiseTests
         foreach (var perChannel in new[] { true, false })
         {
             var output = dir.File($"cnn{opset}.{perChannel}.int8.onnx");
-            var result = Quantizer.Run(prepared, stats, new QuantizationOptions { PerChannel = perChannel }, output, CancellationToken.None);
+            var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions { PerChannel = perChannel }, output, CancellationToken.None);
             Assert.Contains("conv", result.QuantizedLayers);
             var quantized = OnnxModelIO.Load(output);
             Assert.Equal(Math.Max(opset, perChannel ? 13 : 10), OpsetUpgrader.DefaultOpset(quantized));
@@ -90,7 +92,7 @@ public class OpsetRaiseTests
         foreach (var perChannel in new[] { true, false })
         {
             var output = dir.File($"blocked.{perChannel}.onnx");
-            var ex = Check.Throws("OpsetUpgradeBlocked", () => Quantizer.Run(prepared, stats, new QuantizationOptions { PerChannel = perChannel }, output, CancellationToken.None));
+            var ex = Check.Throws("OpsetUpgradeBlocked", () => QuantizationPipeline.Run(prepared, stats, new QuantizationOptions { PerChannel = perChannel }, output, CancellationToken.None));
             Assert.Contains("Upsample", ex.Message);
             Assert.Contains(perChannel ? "opset 13" : "opset 10", ex.Message);
             Assert.False(File.Exists(output));

@@ -1,6 +1,8 @@
 using Onnx;
 using PtqTools.Core.Data;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 using Xunit.Abstractions;
@@ -74,10 +76,10 @@ public sealed class OutlierSplitTests
 
         double Cosine(QuantizationOptions options)
         {
-            var result = Quantizer.RunWithoutCalibration(prepared, null, options, dir.File($"q{options.OutlierThreshold}.onnx"), default, null, data, 1);
+            var result = QuantizationPipeline.RunWithoutCalibration(prepared, null, options, dir.File($"q{options.OutlierThreshold}.onnx"), default, null, data, 1);
             if (options.OutlierThreshold is not null)
                 Assert.Contains(result.Decisions, d => d.Layer == "matmul" && d.OpType == "MatMul" && d.Reason.Contains("1 outlier input channel (5)", StringComparison.Ordinal));
-            Assert.Equal(result.OutputSha256, Quantizer.RunWithoutCalibration(prepared, null, options, dir.File("again.onnx"), default, null, data, 1).OutputSha256);
+            Assert.Equal(result.OutputSha256, QuantizationPipeline.RunWithoutCalibration(prepared, null, options, dir.File("again.onnx"), default, null, data, 1).OutputSha256);
             return Check.Cosine(reference, Ort.Run(File.ReadAllBytes(result.OutputPath), "x", x, shape)["y"]);
         }
         double plain = Cosine(new QuantizationOptions { Mode = QuantMode.Dynamic });
@@ -85,7 +87,7 @@ public sealed class OutlierSplitTests
         _out.WriteLine($"dynamic int8 cosine: plain {plain:F5}, split {withSplit:F5}");
         Assert.True(1 - withSplit < (1 - plain) / 4, $"split {withSplit}, plain {plain}");
 
-        Check.Throws("DataSetRequired", () => Quantizer.RunWithoutCalibration(prepared, null, new QuantizationOptions { Mode = QuantMode.Dynamic, OutlierThreshold = 8 }, dir.File("x.onnx"), default));
+        Check.Throws("DataSetRequired", () => QuantizationPipeline.RunWithoutCalibration(prepared, null, new QuantizationOptions { Mode = QuantMode.Dynamic, OutlierThreshold = 8 }, dir.File("x.onnx"), default));
         Check.Throws("InvalidOptionCombination", new QuantizationOptions { OutlierThreshold = 8 }.Validate);
         Check.Throws("InvalidOption", new QuantizationOptions { Mode = QuantMode.Dynamic, OutlierThreshold = 0.5f }.Validate);
     }
@@ -104,7 +106,7 @@ public sealed class OutlierSplitTests
         double Worst(QuantizationOptions o, string name)
         {
             var path = dir.File(name + ".onnx");
-            Quantizer.RunWithoutCalibration(prepared, null, o, path, default, null, calib, 2);
+            QuantizationPipeline.RunWithoutCalibration(prepared, null, o, path, default, null, calib, 2);
             using var q = MiniLm.Session(path);
             return inputs.Min(ids => Check.Cosine(MiniLm.Run(fp32, ids), MiniLm.Run(q, ids)));
         }

@@ -1,10 +1,12 @@
 using Onnx;
 using PtqTools.Core.Data;
 using PtqTools.Core.Evaluation;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
 using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Tests;
 
@@ -78,7 +80,7 @@ public sealed class PipelineTests
         Assert.Equal(new[] { "Plan", "GPTQ", "Weights", "Save" }, context.Steps);
         Assert.Equal(1, context.DataPasses);
         // The library entry point is the same pipeline: the same bytes.
-        var again = Quantizer.RunWithoutCalibration(prepared, null, options, dir.File("q2.onnx"), default, data: data);
+        var again = QuantizationPipeline.RunWithoutCalibration(prepared, null, options, dir.File("q2.onnx"), default, data: data);
         Assert.Equal(context.Result!.OutputSha256, again.OutputSha256);
     }
 

@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using PtqTools.Core.Evaluation;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 using Xunit.Abstractions;
@@ -23,7 +24,7 @@ public sealed class QOperatorTests : IClassFixture<ResNet18Fixture>
     public void ResNet18_BecomesQLinearOperators_AndAgreesWithFloatAndQdq()
     {
         var path = _f.Dir.File("resnet18.qop.onnx");
-        var result = Quantizer.Run(_f.Prepared, _f.Statistics, new QuantizationOptions { Format = QuantFormat.QOperator }, path, default);
+        var result = QuantizationPipeline.Run(_f.Prepared, _f.Statistics, new QuantizationOptions { Format = QuantFormat.QOperator }, path, default);
         Assert.Equal("QOperator", result.Format);
         var model = OnnxModelIO.Load(path);
         var ops = model.Graph.Node.GroupBy(n => n.OpType).ToDictionary(g => g.Key, g => g.Count());

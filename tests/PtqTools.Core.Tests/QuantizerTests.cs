@@ -4,6 +4,7 @@ using PtqTools.Core.Data;
 using PtqTools.Core.Evaluation;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 
@@ -26,7 +27,7 @@ public sealed class SyntheticModelFixture : IDisposable
             Evaluation = DataSetReader.FromArrays(Enumerable.Range(0, 24).Select(_ => TinyModels.RandomInput(random)).ToArray(), new[] { 3, 8, 8 }, null, new PtqDataSet());
             Statistics = ActivationCalibrator.Run(Prepared, Plan.Activations, Calibration, 1, null, CancellationToken.None);
             QuantizedPath = Dir.File("residual.int8.onnx");
-            Result = Quantizer.Run(Prepared, Statistics, Options, QuantizedPath, CancellationToken.None);
+            Result = QuantizationPipeline.Run(Prepared, Statistics, Options, QuantizedPath, CancellationToken.None);
             Quantized = OnnxModelIO.Load(QuantizedPath);
         }
         catch
@@ -237,7 +238,7 @@ public class QuantizerTests : IClassFixture<SyntheticModelFixture>
         Assert.Equal(_f.Statistics.Select(s => (s.Tensor, s.RangeMin, s.RangeMax)), stats.Select(s => (s.Tensor, s.RangeMin, s.RangeMax)));
         var again = _f.Dir.File("again.int8.onnx");
         var prepared = ModelPreparer.Prepare(_f.FloatPath);
-        var result = Quantizer.Run(prepared, stats, new QuantizationOptions(), again, CancellationToken.None);
+        var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), again, CancellationToken.None);
         Assert.Equal(File.ReadAllBytes(_f.QuantizedPath), File.ReadAllBytes(again));
         Assert.Equal(_f.Result.OutputSha256, result.OutputSha256);
     }
@@ -250,7 +251,7 @@ public class QuantizerTests : IClassFixture<SyntheticModelFixture>
         Assert.Equal(new[] { "r1", "x" }, plan.Activations.Keys.OrderBy(k => k, StringComparer.Ordinal));
         var stats = ActivationCalibrator.Run(_f.Prepared, plan.Activations, _f.Calibration, 1, null, CancellationToken.None);
         var path = _f.Dir.File("subset.int8.onnx");
-        var result = Quantizer.Run(_f.Prepared, stats, _f.Options, path, CancellationToken.None);
+        var result = QuantizationPipeline.Run(_f.Prepared, stats, _f.Options, path, CancellationToken.None);
         Assert.Equal(new[] { "conv1" }, result.QuantizedLayers);
 
         var g = new QdqGraph(OnnxModelIO.Load(path));
@@ -275,7 +276,7 @@ public class QuantizerTests : IClassFixture<SyntheticModelFixture>
     {
         var options = new QuantizationOptions { ActivationType = QuantType.Int8, ActivationSymmetric = true, PerChannel = false };
         var path = _f.Dir.File("sym.int8.onnx");
-        Quantizer.Run(_f.Prepared, _f.Statistics, options, path, CancellationToken.None);
+        QuantizationPipeline.Run(_f.Prepared, _f.Statistics, options, path, CancellationToken.None);
         var g = new QdqGraph(OnnxModelIO.Load(path));
         var wdq = g.Dequantizer(g.Node("conv2").Input[1])!;
         Assert.Single(g.Floats(wdq.Input[1]));
@@ -289,7 +290,7 @@ public class QuantizerTests : IClassFixture<SyntheticModelFixture>
         _out.WriteLine($"int8 symmetric, per-tensor: cosine {report.Cosine} (min {report.Outputs[0].MinCosine}), SQNR {report.SqnrDb} dB");
         Assert.True(report.Cosine > 0.98, $"cosine {report.Cosine}");
 
-        Check.Throws("InvalidOptionCombination", () => Quantizer.Run(_f.Prepared, _f.Statistics,
+        Check.Throws("InvalidOptionCombination", () => QuantizationPipeline.Run(_f.Prepared, _f.Statistics,
             new QuantizationOptions { ActivationType = QuantType.UInt8, ActivationSymmetric = true }, _f.Dir.File("never.onnx"), CancellationToken.None));
         Assert.False(File.Exists(_f.Dir.File("never.onnx")));
     }
@@ -306,7 +307,7 @@ public class QuantizerTests : IClassFixture<SyntheticModelFixture>
         var stats = _f.Statistics.Select(Copy).ToList();
         stats[1].ModelSha256 = new string('A', 64);
         var path = _f.Dir.File("mismatch.onnx");
-        var ex = Check.Throws("StatisticsModelMismatch", () => Quantizer.Run(_f.Prepared, stats, _f.Options, path, CancellationToken.None));
+        var ex = Check.Throws("StatisticsModelMismatch", () => QuantizationPipeline.Run(_f.Prepared, stats, _f.Options, path, CancellationToken.None));
         Assert.Equal(stats[1].Tensor, ex.Target);
         Assert.False(File.Exists(path));
     }
@@ -318,13 +319,13 @@ public class QuantizerTests : IClassFixture<SyntheticModelFixture>
         var dropped = _f.Statistics.First(s => s.Layers.All(l => _f.Statistics.Any(o => o != s && o.Layers.Contains(l))));
         var stats = _f.Statistics.Where(s => s != dropped).ToList();
         var path = _f.Dir.File("missing.onnx");
-        var ex = Check.Throws("MissingActivationRange", () => Quantizer.Run(_f.Prepared, stats, _f.Options, path, CancellationToken.None));
+        var ex = Check.Throws("MissingActivationRange", () => QuantizationPipeline.Run(_f.Prepared, stats, _f.Options, path, CancellationToken.None));
         Assert.Equal(dropped.Tensor, ex.Target);
         Assert.False(File.Exists(path));
 
         var nonFinite = _f.Statistics.Select(Copy).ToList();
         nonFinite[0].RangeMax = float.NaN;
-        Check.Throws("RangeNotFinite", () => Quantizer.Run(_f.Prepared, nonFinite, _f.Options, path, CancellationToken.None));
+        Check.Throws("RangeNotFinite", () => QuantizationPipeline.Run(_f.Prepared, nonFinite, _f.Options, path, CancellationToken.None));
     }
 
     [Fact]

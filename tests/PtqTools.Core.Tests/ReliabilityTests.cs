@@ -235,10 +235,10 @@ public class ReliabilityTests
         w2.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = "../../../../etc/passwd" });
         var path = dir.File("escape.onnx");
         File.WriteAllBytes(path, model.ToByteArray());
-        var ex = Check.Throws("ExternalDataOutsideModelFolder", () => Evaluation.OrtRunner.FromFile(path).Dispose());
+        var ex = Check.Throws("ExternalDataOutsideModelFolder", () => Runtime.OrtRunner.FromFile(path).Dispose());
         Assert.Equal(PtqErrorKind.SecurityError, ex.Kind);
         File.WriteAllBytes(path, Encoding.UTF8.GetBytes("not a model"));
-        Check.Throws("ModelNotOnnx", () => Evaluation.OrtRunner.FromFile(path).Dispose());
+        Check.Throws("ModelNotOnnx", () => Runtime.OrtRunner.FromFile(path).Dispose());
     }
 
     [OnnxTestDataFact]

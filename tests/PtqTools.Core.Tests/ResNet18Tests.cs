@@ -5,6 +5,7 @@ using PtqTools.Core.Data;
 using PtqTools.Core.Evaluation;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 using Xunit.Abstractions;
@@ -35,7 +36,7 @@ public sealed class ResNet18Fixture : IDisposable
                 new PtqDataSet { Resize = 224, Scale = 1, PreprocessModel = preprocess, Skip = 100, Count = 32 });
             Statistics = ActivationCalibrator.Run(Prepared, Plan.Activations, Calibration, 2, null, CancellationToken.None);
             QuantizedPath = Dir.File("resnet18.int8.onnx");
-            Result = Quantizer.Run(Prepared, Statistics, new QuantizationOptions(), QuantizedPath, CancellationToken.None);
+            Result = QuantizationPipeline.Run(Prepared, Statistics, new QuantizationOptions(), QuantizedPath, CancellationToken.None);
             Quantized = OnnxModelIO.Load(QuantizedPath);
             Report = ModelComparer.Compare(FloatPath, QuantizedPath, Evaluation, 2, 0, null, null, CancellationToken.None);
         }

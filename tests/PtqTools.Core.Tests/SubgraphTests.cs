@@ -4,7 +4,9 @@ using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 
@@ -161,7 +163,7 @@ public class SubgraphTests
         Assert.Equal(referenceMax, tr1.Max, 4);
 
         var output = dir.File("if.int8.onnx");
-        var result = Quantizer.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
+        var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
         foreach (var layer in new[] { "if/then_branch/conv_t1", "if/then_branch/conv_t2", "if/else_branch/conv_e", "gemm" })
             Assert.Contains(layer, result.QuantizedLayers);
 
@@ -258,7 +260,7 @@ public class SubgraphTests
         Assert.True(conv.SampleCount == inputs.Length && conv.ElementCount == inputs.Length * 3L * 3 * 8 * 8, $"{conv.SampleCount} samples, {conv.ElementCount} values");
 
         var output = dir.File("loop.int8.onnx");
-        var result = Quantizer.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
+        var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
         Assert.Contains("loop/body/conv_body", result.QuantizedLayers);
         var quantized = OnnxModelIO.Load(output);
         foreach (var x in inputs)

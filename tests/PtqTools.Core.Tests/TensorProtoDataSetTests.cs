@@ -3,9 +3,12 @@ using Onnx;
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
 using PtqTools.Core.Evaluation;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Tests;
 
@@ -79,7 +82,7 @@ public class TensorProtoDataSetTests
         Assert.All(stats, s => Assert.True(s.RangeMax > s.RangeMin));
         using var dir = new TempDir();
         var output = dir.File("conv.int8.onnx");
-        Quantizer.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
+        QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
         using var reader = new SampleReader(ds);
         var sample = reader.Read(CancellationToken.None).Single();
         using var f = OrtRunner.FromFile(Path.Combine(test, "model.onnx"));

@@ -2,6 +2,7 @@ using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Pipeline;
 using PtqTools.Core.Quantization;
 using Xunit;
 using Xunit.Abstractions;
@@ -254,7 +255,7 @@ public sealed class WeightQuantizerTests
         foreach (var (name, options, minHidden, minEmbedding) in cases)
         {
             var path = dir.File(name + ".onnx");
-            var result = Quantizer.RunWithoutCalibration(prepared, null, options, path, default);
+            var result = QuantizationPipeline.RunWithoutCalibration(prepared, null, options, path, default);
             // 6 layers x (Q, K, V, attention output, FFN in, FFN out), less the excluded one; and the word, position
             // and token-type embedding tables
             Assert.Equal(36 - options.Exclude.Length, result.QuantizedLayers.Count(l => opTypes[l] == "MatMul"));
@@ -283,7 +284,7 @@ public sealed class WeightQuantizerTests
             if (name == "w4b32")
             {
                 var again = dir.File(name + ".again.onnx");
-                Quantizer.RunWithoutCalibration(prepared, null, options, again, default);
+                QuantizationPipeline.RunWithoutCalibration(prepared, null, options, again, default);
                 Assert.Equal(File.ReadAllBytes(path), File.ReadAllBytes(again));
             }
         }

@@ -1,4 +1,7 @@
 using Onnx;
+using PtqTools.Core.Model;
+using PtqTools.Core.Pipeline;
+using PtqTools.Core.Runtime;
 using PtqTools.Core;
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
@@ -54,7 +57,7 @@ public static class CaseRunner
                 stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 1, new CalibrationOptions(), null, CancellationToken.None);
                 stage = "quantize";
                 var options = new QuantizationOptions { Format = (variant & 1) == 0 ? QuantFormat.QDQ : QuantFormat.QOperator };
-                Quantizer.Run(prepared, stats, options, output, CancellationToken.None);
+                QuantizationPipeline.Run(prepared, stats, options, output, CancellationToken.None);
                 detail += $", {plan.QuantizedLayers.Count} quantized ({options.Format})";
             }
             else
@@ -62,7 +65,7 @@ public static class CaseRunner
                 stage = "quantize-dynamic";
                 try
                 {
-                    Quantizer.RunWithoutCalibration(prepared, null, new QuantizationOptions { Mode = QuantMode.Dynamic }, output, CancellationToken.None);
+                    QuantizationPipeline.RunWithoutCalibration(prepared, null, new QuantizationOptions { Mode = QuantMode.Dynamic }, output, CancellationToken.None);
                     detail += ", dynamic";
                 }
                 catch (PtqException ex) when (ex.ErrorId == "NothingToQuantize")

@@ -4,11 +4,9 @@ using PtqTools.Core.Data;
 using PtqTools.Core.Evaluation;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Calibration;
-
-/// <summary>Progress of a run over a data set.</summary>
-public readonly record struct RunProgress(int Done, int Total, double SamplesPerSecond, string Current);
 
 /// <summary>
 /// MinMax calibration: runs the prepared float model in ONNX Runtime over the data set with the planned

@@ -1,5 +1,6 @@
 using Microsoft.ML.Tokenizers;
 using Onnx;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
 
 namespace PtqTools.Core.Data;

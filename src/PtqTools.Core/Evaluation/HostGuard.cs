@@ -3,6 +3,7 @@ using PtqTools.Core.Engine;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
 using PtqTools.Core.Quantization;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Evaluation;
 

@@ -1,32 +1,6 @@
+using PtqTools.Core.Model;
+
 namespace PtqTools.Core.Evaluation;
-
-/// <summary>The difference of one per-sample measure between the float and the quantized model on the same samples,
-/// with a paired 95% confidence interval: whether a drop of a few tenths of a point is real or noise.</summary>
-public sealed class PairedDifference
-{
-    /// <summary>What was measured: "Top1Accuracy", "Top5Accuracy" or the name of a task metric.</summary>
-    public string Measure { get; set; } = "";
-    public int SampleCount { get; set; }
-    public double Float { get; set; }
-    public double Quantized { get; set; }
-    /// <summary>Float minus quantized: positive is a drop.</summary>
-    public double Drop { get; set; }
-    /// <summary>Bounds of the paired bootstrap 95% interval of the drop; null when the metric gave one value, not one per sample.</summary>
-    public double? DropLow { get; set; }
-    public double? DropHigh { get; set; }
-    /// <summary>Exact McNemar p-value when the per-sample values are 0/1 (correct or not); null otherwise.</summary>
-    public double? McNemarPValue { get; set; }
-    /// <summary>Samples the float model gets right and the quantized one wrong, and the other way round (0/1 measures).</summary>
-    public int? FloatOnly { get; set; }
-    public int? QuantizedOnly { get; set; }
-    public string Method { get; set; } = "";
-    /// <summary>Whether the interval excludes zero (a real difference at 95%).</summary>
-    public bool? Significant { get; set; }
-
-    public override string ToString() => DropLow is null
-        ? $"{Measure}: {Float:0.####} vs {Quantized:0.####} (drop {Drop:0.####})"
-        : $"{Measure}: {Float:0.####} vs {Quantized:0.####} (drop {Drop:0.####}, 95% CI [{DropLow:0.####}, {DropHigh:0.####}])";
-}
 
 /// <summary>Paired comparisons of per-sample scores: bootstrap intervals and McNemar's exact test.</summary>
 public static class PairedStatistics

@@ -5,6 +5,7 @@ using PtqTools.Core.Engine;
 using PtqTools.Core.Kernels;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Evaluation;
 

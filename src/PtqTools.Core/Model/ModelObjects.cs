@@ -78,18 +78,18 @@ public sealed class QuantizationResult
     public ValueList<string> OverflowLayers { get; set; } = new();
     /// <summary>The check after writing : the written model run by this host's
     /// ONNX Runtime against the exact integer result on a few calibration samples.</summary>
-    public Evaluation.HostCheck? HostCheck { get; set; }
+    public Model.HostCheck? HostCheck { get; set; }
     /// <summary>The written model against the float model on held-out samples (static mode; null when skipped).</summary>
-    public Evaluation.FidelityCheck? Fidelity { get; set; }
+    public Model.FidelityCheck? Fidelity { get; set; }
     /// <summary>Accuracy-aware quantization (-MaxAccuracyDrop): the goal, the drop reached with its interval, whether
     /// the goal was met, the layers kept in float for it, and a sentence that says so.</summary>
     public double? MaxAccuracyDrop { get; set; }
-    public Evaluation.PairedDifference? AccuracyDrop { get; set; }
+    public Model.PairedDifference? AccuracyDrop { get; set; }
     public bool? GoalMet { get; set; }
     public ValueList<string> KeptInFloat { get; set; } = new();
     public int CandidatesTried { get; set; }
     /// <summary>Every model the search measured, in order: layers kept in float, drop, whether it meets the goal.</summary>
-    public ValueList<Evaluation.SearchCandidate> Candidates { get; set; } = new();
+    public ValueList<Model.SearchCandidate> Candidates { get; set; } = new();
     /// <summary>Wall time of the search, and the budget it was given.</summary>
     public double SearchSeconds { get; set; }
     public double TimeBudgetSeconds { get; set; }
@@ -135,12 +135,12 @@ public sealed class AccuracyReport
     public double? FloatTop5Accuracy { get; set; }
     public double? QuantizedTop5Accuracy { get; set; }
     /// <summary>Top-1 accuracy drop (float minus quantized) with its paired 95% interval and McNemar's p-value.</summary>
-    public Evaluation.PairedDifference? AccuracyDrop { get; set; }
+    public Model.PairedDifference? AccuracyDrop { get; set; }
     /// <summary>The task metric given with -Metric: its name, its mean on each model, and the drop with its interval.</summary>
     public string? MetricName { get; set; }
     public double? FloatMetric { get; set; }
     public double? QuantizedMetric { get; set; }
-    public Evaluation.PairedDifference? MetricDrop { get; set; }
+    public Model.PairedDifference? MetricDrop { get; set; }
     public int Threads { get; set; }
     public double FloatLatencyMs { get; set; }
     public double QuantizedLatencyMs { get; set; }

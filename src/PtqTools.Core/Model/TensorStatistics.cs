@@ -40,7 +40,7 @@ public sealed class TensorStatistics
     /// <summary>The samples of the data set held out of this calibration, for the fidelity check of the model
     /// quantized from these statistics (not saved by Export-ActivationRange: give -DataSet there).</summary>
     [System.Text.Json.Serialization.JsonIgnore]
-    public Data.PtqDataSet? HeldOut { get; set; }
+    public Model.PtqDataSet? HeldOut { get; set; }
 }
 
 /// <summary>The range one calibration method gives a tensor.</summary>

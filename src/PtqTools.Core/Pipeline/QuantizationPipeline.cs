@@ -5,6 +5,7 @@ using PtqTools.Core.Evaluation;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
 using PtqTools.Core.Quantization;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Pipeline;
 
@@ -229,6 +230,40 @@ public sealed class QuantizationPipeline
                 if (File.Exists(file)) File.Delete(file);
             throw;
         }
+    }
+
+    /// <summary>Static quantization from statistics measured on <paramref name="prepared"/> as it is (equalized
+    /// already when the options say -Equalize: <see cref="Quantizer.ForOptions"/>); no checks after writing. The steps are this
+    /// pipeline's.</summary>
+    public static QuantizationResult Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
+        string outputPath, CancellationToken cancel) =>
+        new QuantizationPipeline(new PipelineRequest
+        {
+            Prepared = prepared, Options = options, OutputPath = outputPath, Statistics = statistics, StatisticsOfEqualizedModel = true,
+        }).Run(cancel).Result!;
+
+    /// <summary>Dynamic and weight-only quantization: no calibration statistics; <paramref name="selected"/> (null
+    /// for all) names the layers that came through the pipeline. The steps are this pipeline's;
+    /// <paramref name="progress"/> follows the weights,
+    /// <paramref name="calibrationProgress"/> the run over <paramref name="data"/>.</summary>
+    public static QuantizationResult RunWithoutCalibration(PreparedModel prepared, IReadOnlySet<string>? selected, QuantizationOptions options,
+        string outputPath, CancellationToken cancel, IProgress<RunProgress>? progress = null, PtqDataSet? data = null, int threads = 1,
+        IProgress<RunProgress>? calibrationProgress = null)
+    {
+        if (options.Mode == QuantMode.Static)
+            throw new PtqException("StatisticsRequired", PtqErrorKind.InvalidArgument, "Static quantization needs calibration statistics.", prepared.SourcePath);
+        return new QuantizationPipeline(new PipelineRequest
+        {
+            Prepared = prepared, Options = options, OutputPath = outputPath, Selected = selected, Data = data, Threads = threads,
+        }, new ProgressOnly(progress, calibrationProgress)).Run(cancel).Result!;
+    }
+
+    sealed class ProgressOnly(IProgress<RunProgress>? weights, IProgress<RunProgress>? data) : IPipelineReporter
+    {
+        public IProgress<RunProgress>? Progress(int id, string activity, string unit = "samples") => id == 2 ? weights : id == 1 ? data : null;
+        public void Complete(int id, string activity) { }
+        public void Verbose(string message) { }
+        public void Warning(string message) { }
     }
 }
 

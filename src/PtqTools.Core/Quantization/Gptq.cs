@@ -3,7 +3,9 @@ using Onnx;
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
 using PtqTools.Core.Evaluation;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Quantization;
 

@@ -74,40 +74,6 @@ public static class Quantizer
         return prepared with { Model = model };
     }
 
-    /// <summary>Static quantization from statistics measured on <paramref name="prepared"/> as it is (equalized
-    /// already when the options say -Equalize: <see cref="ForOptions"/>); no checks after writing. The steps are
-    /// those of <see cref="Pipeline.QuantizationPipeline"/>.</summary>
-    public static QuantizationResult Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
-        string outputPath, CancellationToken cancel) =>
-        new Pipeline.QuantizationPipeline(new Pipeline.PipelineRequest
-        {
-            Prepared = prepared, Options = options, OutputPath = outputPath, Statistics = statistics, StatisticsOfEqualizedModel = true,
-        }).Run(cancel).Result!;
-
-    /// <summary>Dynamic and weight-only quantization: no calibration statistics; <paramref name="selected"/> (null
-    /// for all) names the layers that came through the pipeline. The steps are those of
-    /// <see cref="Pipeline.QuantizationPipeline"/>; <paramref name="progress"/> follows the weights,
-    /// <paramref name="calibrationProgress"/> the run over <paramref name="data"/>.</summary>
-    public static QuantizationResult RunWithoutCalibration(PreparedModel prepared, IReadOnlySet<string>? selected, QuantizationOptions options,
-        string outputPath, CancellationToken cancel, IProgress<Calibration.RunProgress>? progress = null, Data.PtqDataSet? data = null, int threads = 1,
-        IProgress<Calibration.RunProgress>? calibrationProgress = null)
-    {
-        if (options.Mode == QuantMode.Static)
-            throw new PtqException("StatisticsRequired", PtqErrorKind.InvalidArgument, "Static quantization needs calibration statistics.", prepared.SourcePath);
-        return new Pipeline.QuantizationPipeline(new Pipeline.PipelineRequest
-        {
-            Prepared = prepared, Options = options, OutputPath = outputPath, Selected = selected, Data = data, Threads = threads,
-        }, new ProgressOnly(progress, calibrationProgress)).Run(cancel).Result!;
-    }
-
-    sealed class ProgressOnly(IProgress<Calibration.RunProgress>? weights, IProgress<Calibration.RunProgress>? data) : Pipeline.IPipelineReporter
-    {
-        public IProgress<Calibration.RunProgress>? Progress(int id, string activity, string unit = "samples") => id == 2 ? weights : id == 1 ? data : null;
-        public void Complete(int id, string activity) { }
-        public void Verbose(string message) { }
-        public void Warning(string message) { }
-    }
-
     /// <summary>Writes the prepared float model with the metadata of a quantized one (source, options, target), every
     /// layer the plan would quantize kept in float with <paramref name="reason"/>: what is written when quantizing
     /// would not pay.</summary>

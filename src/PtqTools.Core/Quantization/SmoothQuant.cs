@@ -2,7 +2,9 @@ using Google.Protobuf;
 using Onnx;
 using PtqTools.Core.Data;
 using PtqTools.Core.Evaluation;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Quantization;
 

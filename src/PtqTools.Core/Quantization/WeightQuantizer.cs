@@ -60,7 +60,7 @@ public static class WeightQuantizer
 
     /// <param name="hessians">With -WeightMethod GPTQ: H of each MatMul weight (<see cref="Gptq.Hessians"/>).</param>
     public static ModelProto Quantize(ModelProto prepared, QuantizationPlan plan, QuantizationOptions options, CancellationToken cancel = default,
-        IProgress<Calibration.RunProgress>? progress = null, IReadOnlyDictionary<string, double[]>? hessians = null, int threads = 1)
+        IProgress<Model.RunProgress>? progress = null, IReadOnlyDictionary<string, double[]>? hessians = null, int threads = 1)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         int doneLayers = 0;
@@ -88,11 +88,11 @@ public static class WeightQuantizer
                 continue;
             }
             cancel.ThrowIfCancellationRequested();
-            progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), node.Name));
+            progress?.Report(new Model.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), node.Name));
             doneLayers++;
             OpHandlers.Get(node)!.QuantizeWeights(rewrite, node);
         }
-        progress?.Report(new Calibration.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), ""));
+        progress?.Report(new Model.RunProgress(doneLayers, plan.QuantizedLayers.Count, doneLayers / Math.Max(1e-9, clock.Elapsed.TotalSeconds), ""));
         graph.Node.Clear();
         graph.Node.AddRange(rewritten);
         if (graph.Node.Any(n => n.Domain == "com.microsoft") && !model.OpsetImport.Any(o => o.Domain == "com.microsoft"))

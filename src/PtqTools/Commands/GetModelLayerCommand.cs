@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using PtqTools.Core.Quantization;
 using PtqTools.Core;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;

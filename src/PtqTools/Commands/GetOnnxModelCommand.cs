@@ -1,6 +1,7 @@
 using System.Management.Automation;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Quantization;
 
 namespace PtqTools.Commands;
 

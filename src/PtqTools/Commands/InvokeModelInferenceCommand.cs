@@ -1,6 +1,7 @@
 using System.Management.Automation;
 using PtqTools.Core.Data;
 using PtqTools.Core.Engine;
+using PtqTools.Core.Model;
 
 namespace PtqTools.Commands;
 

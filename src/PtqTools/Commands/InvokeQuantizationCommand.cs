@@ -54,7 +54,7 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
     /// <summary>The fidelity check's threshold: every output's mean cosine to the float model's on the held-out samples.</summary>
     [Parameter]
     [ValidateRange(0.0, 1.0)]
-    public double MinCosine { get; set; } = Core.Evaluation.FidelityGuard.DefaultMinCosine;
+    public double MinCosine { get; set; } = Core.Pipeline.FidelityGuard.DefaultMinCosine;
 
     /// <summary>ONNX Runtime threads for the calibration run when layers or a model path come in.</summary>
     [Parameter]
@@ -180,7 +180,7 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
             Selected = group.Selected, Data = DataSet is null ? null : PipelineObjects.To<PtqDataSet>(DataSet), Threads = ThreadCount,
             Force = Force, CheckOutput = true, HostCheck = !SkipHostCheck, Search = Search(),
             Fidelity = SkipFidelityCheck ? null : new(MinCosine,
-                MyInvocation.BoundParameters.ContainsKey(nameof(TimeBudget)) ? TimeBudget : Core.Evaluation.FidelityGuard.DefaultTimeBudget),
+                MyInvocation.BoundParameters.ContainsKey(nameof(TimeBudget)) ? TimeBudget : Core.Pipeline.FidelityGuard.DefaultTimeBudget),
         };
         var pipeline = new Core.Pipeline.QuantizationPipeline(request, new Reporter(this));
         pipeline.Validate();
@@ -223,7 +223,7 @@ public sealed class InvokeQuantizationCommand : QuantizationOptionsCmdlet
         if (result.SizeRatio > 1)
             WriteWarning(FormattableString.Invariant($"The written model is larger than the float model ({result.SizeRatio:P0} of its size)."));
         if (result.OverflowLayers.Length > 0)
-            WriteWarning($"On {QuantTargets.Describe(Enum.Parse<QuantTarget>(result.Target))}, ONNX Runtime's u8 x s8 pair sums can leave int16 and saturate in {result.OverflowLayers.Length} layers ({Core.Evaluation.HostCheck.ListNames(result.OverflowLayers)}), not fixed with -OverflowFix {result.OverflowFix}: use -OverflowFix Channels or ReduceRange.");
+            WriteWarning($"On {QuantTargets.Describe(Enum.Parse<QuantTarget>(result.Target))}, ONNX Runtime's u8 x s8 pair sums can leave int16 and saturate in {result.OverflowLayers.Length} layers ({Core.Model.HostCheck.ListNames(result.OverflowLayers)}), not fixed with -OverflowFix {result.OverflowFix}: use -OverflowFix Channels or ReduceRange.");
         // A check that could not run is a warning only where this host's kernels could saturate the sums.
         if (result.HostCheck is { Status: "Failed" } failed) WriteWarning(failed.Summary);
         else if (result.HostCheck is { Status: "NotChecked" } notRun && QuantTargets.SaturatesPairs(QuantTargets.HostClass) && result.OverflowFix.Length == 0)

@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using PtqTools.Core.Model;
 using PtqTools.Core;
 using PtqTools.Core.Data;
 

@@ -81,7 +81,7 @@ public sealed class TestQuantizedModelCommand : PtqCmdlet
             Try(() =>
             {
                 var data = PipelineObjects.To<PtqDataSet>(DataSet);
-                var from = Core.Onnx.ModelInspector.Summarize(quantized).QuantizedFrom;
+                var from = Core.Quantization.ModelInspector.Summarize(quantized).QuantizedFrom;
                 if (from is not null && !string.Equals(from, Core.Onnx.OnnxModelIO.Sha256(floatModel), StringComparison.OrdinalIgnoreCase))
                     WriteWarning($"'{quantized}' was quantized from a model with SHA-256 {from}, not from '{floatModel}'.");
                 const string activity = "Comparing the quantized model with the float model";

@@ -56,11 +56,11 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
     /// <summary>Passed on to Invoke-Quantization.</summary>
     [Parameter]
     [ValidateRange(0.0, 1.0)]
-    public double MinCosine { get; set; } = Core.Evaluation.FidelityGuard.DefaultMinCosine;
+    public double MinCosine { get; set; } = Core.Pipeline.FidelityGuard.DefaultMinCosine;
 
     const int BatchActivity = 10;
     QuantizationOptions _options = null!;
-    Core.Data.PtqDataSet? _data;
+    Core.Model.PtqDataSet? _data;
     string _folder = "";
     string? _log;
     readonly BlockingCollection<Action> _messages = new();
@@ -75,7 +75,7 @@ public sealed class UpdateQuantizedModelCommand : SourceModelsCmdlet
             _options = BuildOptions();
             // A data set given here is read in other runspaces: a copy of the description, never a script block
             // of this session (Invoke-Quantization refuses script data sets anyway).
-            if (DataSet is not null) _data = PipelineObjects.To<Core.Data.PtqDataSet>(DataSet).Clone();
+            if (DataSet is not null) _data = PipelineObjects.To<Core.Model.PtqDataSet>(DataSet).Clone();
             _folder = ResolveOutput(OutputFolder);
             if (File.Exists(_folder))
                 throw new PtqException("OutputFolderIsFile", PtqErrorKind.InvalidArgument, $"-OutputFolder '{_folder}' is a file; give a folder.", _folder);

@@ -61,7 +61,7 @@ internal static class EngineMemory
         var dir = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "test_data_set_0");
         var files = Enumerable.Range(0, 16).Select(i => Path.Combine(dir, $"input_{i}.pb")).TakeWhile(File.Exists).ToList();
         if (files.Count == 0) return null;
-        var tensors = files.Select(PtqTools.Core.Data.TensorProtoFile.Read).ToList();
+        var tensors = files.Select(PtqTools.Core.Onnx.TensorProtoFile.Read).ToList();
         return tensors.Count == 1 && tensors[0].DataType == (int)PtqTools.Core.Onnx.OnnxDataType.Float ? null : tensors;
     }
 

@@ -2,9 +2,10 @@ using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
+using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
 
-namespace PtqTools.Core.Evaluation;
+namespace PtqTools.Core.Runtime;
 
 /// <summary>What one run over the data feeds: the tensors it reads, and what it does with each run's values.</summary>
 public interface ITensorConsumer

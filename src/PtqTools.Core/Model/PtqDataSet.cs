@@ -1,8 +1,8 @@
-namespace PtqTools.Core.Data;
+namespace PtqTools.Core.Model;
 
 /// <summary>
 /// A description of a data set: where the samples are and how to prepare them. Plain data (it survives
-/// Export-Clixml, ConvertTo-Json and remoting); <see cref="DataSetReader"/> reads the samples when they are needed.
+/// Export-Clixml, ConvertTo-Json and remoting); <see cref="Data.DataSetReader"/> reads the samples when they are needed.
 /// </summary>
 public sealed class PtqDataSet
 {
@@ -10,13 +10,13 @@ public sealed class PtqDataSet
     /// of input_K.pb files, or one .pb file) or Script (samples yielded by a PowerShell script block).</summary>
     public string Kind { get; set; } = "";
     public string Name { get; set; } = "";
-    public Model.ValueList<string> Paths { get; set; } = new();
+    public ValueList<string> Paths { get; set; } = new();
     public string? LabelPath { get; set; }
     /// <summary>Class names of an image folder with one sub-folder per class.</summary>
-    public Model.ValueList<string> Classes { get; set; } = new();
+    public ValueList<string> Classes { get; set; } = new();
     public int Count { get; set; }
     /// <summary>Shape of one sample as the model receives it (without the batch dimension).</summary>
-    public Model.ValueList<int> SampleShape { get; set; } = new();
+    public ValueList<int> SampleShape { get; set; } = new();
     public bool HasLabels { get; set; }
     /// <summary>Number of classes the labels name (0 without labels): an output of this many values per sample
     /// is read as class scores.</summary>
@@ -27,8 +27,8 @@ public sealed class PtqDataSet
     public string Layout { get; set; } = "NCHW";
     public string ChannelOrder { get; set; } = "RGB";
     public float Scale { get; set; } = 1f / 255f;
-    public Model.ValueList<float> Mean { get; set; } = new();
-    public Model.ValueList<float> Std { get; set; } = new();
+    public ValueList<float> Mean { get; set; } = new();
+    public ValueList<float> Std { get; set; } = new();
     /// <summary>An ONNX model applied to each prepared sample (the way a model's own preprocessing graph is shipped).</summary>
     public string? PreprocessModel { get; set; }
     /// <summary>The WordPiece vocabulary of a Text data set (one token a line).</summary>
@@ -36,8 +36,8 @@ public sealed class PtqDataSet
     /// <summary>Tokens per sentence of a Text data set, [CLS] and [SEP] included; longer sentences are truncated.</summary>
     public int MaxSequenceLength { get; set; }
     /// <summary>Samples given from PowerShell (Kind Array), each flat in row-major order.</summary>
-    public Model.ValueList<float[]>? Data { get; set; }
-    public Model.ValueList<int>? Labels { get; set; }
+    public ValueList<float[]>? Data { get; set; }
+    public ValueList<int>? Labels { get; set; }
     /// <summary>Samples in the source before Skip and Count apply (0 for a script, which is not counted up front).</summary>
     public int SourceCount { get; set; }
     /// <summary>Read the samples in a random order fixed by <see cref="Seed"/>: a permutation of the samples after
@@ -51,7 +51,7 @@ public sealed class PtqDataSet
     public string? ScriptText { get; set; }
 
     /// <summary>Every this-many-th sample of the source (by its index in the source: 10 holds out samples 9, 19, 29,
-    /// ...) is held out of calibration for the fidelity check (<see cref="Evaluation.FidelityGuard"/>); 0 holds out
+    /// ...) is held out of calibration for the fidelity check (<see cref="Pipeline.FidelityGuard"/>); 0 holds out
     /// none. By source index, so shards of one data set (Skip/MaxSamples) hold out exactly what one run does.</summary>
     public int HoldOutEvery { get; set; }
     /// <summary>With <see cref="HoldOutEvery"/>: read only the held-out samples (true) or only the others (false).</summary>
@@ -59,18 +59,4 @@ public sealed class PtqDataSet
 
     /// <summary>A shallow copy (to read a part of the same samples).</summary>
     public PtqDataSet Clone() => (PtqDataSet)MemberwiseClone();
-}
-
-/// <summary>One prepared sample.</summary>
-public sealed record Sample(int Index, string Id, float[] Data, int[] Shape, int Label)
-{
-    /// <summary>A sample of whole model inputs (TensorProto files): the K-th tensor feeds the model's K-th input,
-    /// with its own element type (int64 token ids, floats, ...) and its full shape, batch included. Null for the
-    /// single float input that <see cref="Data"/> holds.</summary>
-    public IReadOnlyList<global::Onnx.TensorProto>? Inputs { get; init; }
-
-    /// <summary>How many samples this one holds (<see cref="SampleBatcher.Combine"/>): <see cref="Data"/> then holds
-    /// them one after the other, each of <see cref="Shape"/>, and each of <see cref="Inputs"/> has them along its first
-    /// dimension.</summary>
-    public int BatchCount { get; init; } = 1;
 }

@@ -1,8 +1,7 @@
 using Google.Protobuf;
 using Onnx;
-using PtqTools.Core.Onnx;
 
-namespace PtqTools.Core.Data;
+namespace PtqTools.Core.Onnx;
 
 /// <summary>
 /// Reads ONNX TensorProto files (the <c>test_data_set_K/input_K.pb</c> layout of the ONNX test data): one serialized

@@ -1,51 +1,11 @@
 using PtqTools.Core.Data;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Evaluation;
 using PtqTools.Core.Quantization;
+using PtqTools.Core.Runtime;
 
-namespace PtqTools.Core.Evaluation;
-
-/// <summary>What the fidelity guard found for a written static model.</summary>
-public sealed class FidelityCheck
-{
-    /// <summary>Passed; Searched (below a threshold, and the layer search met them by keeping layers in float);
-    /// KeptFloat (the search did not meet them in its budget, or what it left in int8 was larger than float: the
-    /// float model is written, with the figures and the layers that hurt most);
-    /// NotChecked (no samples, with the reason in <see cref="Summary"/>).</summary>
-    public string Status { get; set; } = "NotChecked";
-    public bool Passed => Status is "Passed" or "Searched";
-    /// <summary>The threshold: every output's mean cosine to the float model's must reach it.</summary>
-    public double MinCosine { get; set; }
-    /// <summary>Samples the check ran, and where they came from (held out of calibration, or the calibration data).</summary>
-    public int Samples { get; set; }
-    public string SampleSource { get; set; } = "";
-    /// <summary>The threshold on decisions: outputs of probabilities (every float value in [0, 1]: softmax, sigmoid)
-    /// must agree with float's on which values pass 0.5 (intersection over union of those sets).</summary>
-    public double MinAgreement { get; set; }
-    /// <summary>The lowest such agreement over the probability outputs of the model first written, and of the model
-    /// finally written (null without probability outputs).</summary>
-    public double? Agreement { get; set; }
-    public double? FinalAgreement { get; set; }
-    /// <summary>The lowest mean cosine and SQNR over the model's outputs, of the model first written.</summary>
-    public double Cosine { get; set; }
-    public double SqnrDb { get; set; }
-    /// <summary>The same for the model finally written (after the search, when it ran).</summary>
-    public double FinalCosine { get; set; }
-    public double FinalSqnrDb { get; set; }
-    /// <summary>Float latency over the written model's (the int8 one finally written; not measured again when the float
-    /// model is written), 1 thread, ONNX Runtime on this host (above 1: faster).</summary>
-    public double Speedup { get; set; }
-    public double SizeRatio { get; set; }
-    /// <summary>The layers the search ranked as hurting the output most, worst first (when it ran).</summary>
-    public ValueList<string> WorstLayers { get; set; } = new();
-    /// <summary>The layers the search kept in float.</summary>
-    public ValueList<string> KeptInFloat { get; set; } = new();
-    /// <summary>Per output, the written model against float.</summary>
-    public ValueList<OutputComparison> Outputs { get; set; } = new();
-    public string Summary { get; set; } = "";
-
-    public override string ToString() => $"{Status}: cosine {FinalCosine:0.####} (threshold {MinCosine})";
-}
+namespace PtqTools.Core.Pipeline;
 
 /// <summary>
 /// The fidelity guard every static quantization runs by default: the written model against the float model on
@@ -124,7 +84,7 @@ public static class FidelityGuard
     /// calibration data), or not at all when both are null.</param>
     public static QuantizationResult Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
         QuantizationResult written, PtqDataSet? heldOut, PtqDataSet? fallback, double minCosine, TimeSpan budget, int threads,
-        IProgress<Calibration.RunProgress>? progress, CancellationToken cancel)
+        IProgress<Model.RunProgress>? progress, CancellationToken cancel)
     {
         var check = new FidelityCheck { MinCosine = minCosine, MinAgreement = DefaultMinAgreement, SizeRatio = written.SizeRatio };
         written.Fidelity = check;

@@ -1,7 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using PtqTools.Core.Data;
 
-namespace PtqTools.Core.Evaluation;
+namespace PtqTools.Core.Runtime;
 
 /// <summary>One ONNX Runtime session fed with data set samples (one float input, or whole input tensors of any type;
 /// a sample of <see cref="Sample.BatchCount"/> > 1 is a batch that <see cref="SampleBatcher"/> combined).</summary>

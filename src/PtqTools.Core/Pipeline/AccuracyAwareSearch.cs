@@ -1,30 +1,12 @@
 using PtqTools.Core.Calibration;
 using PtqTools.Core.Data;
+using PtqTools.Core.Evaluation;
 using PtqTools.Core.Model;
 using PtqTools.Core.Onnx;
 using PtqTools.Core.Quantization;
+using PtqTools.Core.Runtime;
 
-namespace PtqTools.Core.Evaluation;
-
-/// <summary>One model the accuracy-aware search measured.</summary>
-public sealed class SearchCandidate
-{
-    /// <summary>Order in which it was measured (0 is the fully quantized model).</summary>
-    public int Round { get; set; }
-    public int FloatLayerCount { get; set; }
-    public string[] KeptInFloat { get; set; } = Array.Empty<string>();
-    /// <summary>Float metric minus this model's (null when the candidate could not be measured).</summary>
-    public double? Drop { get; set; }
-    public double? DropLow { get; set; }
-    public double? DropHigh { get; set; }
-    public bool MeetsGoal { get; set; }
-    /// <summary>Median latency of one evaluation sample, measured when several candidates meet the goal.</summary>
-    public double? LatencyMs { get; set; }
-    /// <summary>Why the candidate has no measurement (it failed, or the time budget interrupted it).</summary>
-    public string? Error { get; set; }
-
-    public override string ToString() => $"{FloatLayerCount} in float: " + (Drop is double d ? $"drop {d:0.####}{(MeetsGoal ? " (meets the goal)" : "")}" : Error);
-}
+namespace PtqTools.Core.Pipeline;
 
 /// <summary>
 /// Accuracy-aware quantization: quantizes everything, and when the task metric drops by more than the goal, keeps the
@@ -105,7 +87,7 @@ public static class AccuracyAwareSearch
                     }
                     else
                     {
-                        result = Quantizer.Run(prepared, Without(statistics, kept), options, path, token);
+                        result = QuantizationPipeline.Run(prepared, Without(statistics, kept), options, path, token);
                         float[][] q;
                         using (var runner = OrtRunner.FromFile(path, threads))
                             q = samples.Select(s => runner.Run(s, token)[0]).ToArray();
@@ -219,7 +201,7 @@ public static class AccuracyAwareSearch
             if (best is null)
             {
                 // Nothing could be measured: the fully quantized model, written without a measurement, says so.
-                result = Quantizer.Run(prepared, statistics, options, outputPath, cancel);
+                result = QuantizationPipeline.Run(prepared, statistics, options, outputPath, cancel);
                 result.KeptInFloat = Array.Empty<string>();
             }
             else

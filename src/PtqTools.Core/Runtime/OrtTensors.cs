@@ -5,7 +5,7 @@ using Onnx;
 using PtqTools.Core.Data;
 using PtqTools.Core.Onnx;
 
-namespace PtqTools.Core.Evaluation;
+namespace PtqTools.Core.Runtime;
 
 /// <summary>Converts between ONNX TensorProtos and ONNX Runtime values of any element type.</summary>
 public static class OrtTensors

@@ -1,8 +1,8 @@
 using Onnx;
 using PtqTools.Core.Model;
-using PtqTools.Core.Quantization;
+using PtqTools.Core.Onnx;
 
-namespace PtqTools.Core.Onnx;
+namespace PtqTools.Core.Quantization;
 
 /// <summary>Summaries and layer lists of models, as plain objects.</summary>
 public static class ModelInspector
