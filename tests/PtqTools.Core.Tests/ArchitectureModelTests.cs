@@ -122,6 +122,29 @@ public class ArchitectureModelTests : IClassFixture<ArchitectureModelFixture>
         Assert.Contains(0L, mask);
     }
 
+    [Fact]
+    public void Bert11_Dynamic_RaisesToOpset13ForItsPerColumnTables_AndOnnxRuntimeRunsIt()
+    {
+        // Before: the embedding tables' DequantizeLinear had an axis at opset 11, which ONNX Runtime refuses
+        // ("Unrecognized attribute: axis for operator DequantizeLinear").
+        var path = fixture.Model("bert11");
+        using var dir = new TempDir();
+        var options = new QuantizationOptions { Mode = QuantMode.Dynamic };
+        var result = QuantizationPipeline.RunWithoutCalibration(ModelPreparer.Prepare(path), null, options, dir.File("dyn.onnx"), default);
+        Assert.Contains(result.Decisions, d => d.Quantized && d.OpType == "Gather" && d.Reason.Contains("per column"));
+        var written = ModelProto.Parser.ParseFrom(File.ReadAllBytes(result.OutputPath));
+        Assert.Equal(13, written.OpsetImport.Single(o => o.Domain == "").Version);
+        Assert.Contains(written.Graph.Node, n => n.OpType == "DequantizeLinear" && n.Attribute.Any(a => a.Name == "axis"));
+        using var quantized = OrtModel.FromFile(result.OutputPath);
+        using var original = OrtModel.FromFile(path);
+        foreach (var set in SampleFiles.Sets(ArchitectureModels.EvaluationFolder(path)).Take(3))
+        {
+            var inputs = SampleFiles.Read(set);
+            double cosine = Check.Cosine(original.Run(inputs)[0], quantized.Run(inputs)[0]);
+            Assert.True(cosine > 0.9, $"{set}: cosine {cosine}");
+        }
+    }
+
     [Theory]
     [InlineData("bert11")]
     [InlineData("crnn")]

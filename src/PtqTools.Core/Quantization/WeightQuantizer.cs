@@ -68,7 +68,11 @@ public static class WeightQuantizer
         if (options.Mode == QuantMode.Static)
             throw new ArgumentException("Static mode is written by QdqQuantizer.", nameof(options));
         var model = prepared.Clone();
-        OpsetUpgrader.RaiseFor(model, Quantizer.RequiredOpset(options));
+        // A per-column embedding table is dequantized with DequantizeLinear's axis, which opset 13 brought: a model below
+        // it (a BERT exported at opset 11) is raised that far, as per-channel static quantization raises it.
+        var source = new GraphView(prepared.Graph);
+        bool perColumnTables = prepared.Graph.Node.Any(n => n.OpType == "Gather" && plan.QuantizedLayers.Contains(n.Name) && EmbeddingQuantizer.PerColumn(n, source, options.PerChannel));
+        OpsetUpgrader.RaiseFor(model, perColumnTables ? Math.Max(13, Quantizer.RequiredOpset(options)) : Quantizer.RequiredOpset(options));
         var graph = model.Graph;
         var view = new GraphView(graph);
         var names = new NameScope(graph);

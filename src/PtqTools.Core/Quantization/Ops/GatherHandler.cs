@@ -52,6 +52,9 @@ public static class EmbeddingQuantizer
         return perChannel && table.Dims.Count >= 2 && (axis == 0 || axis == -table.Dims.Count) ? table.Dims.Count - 1 : null;
     }
 
+    /// <summary>Whether the table is quantized per column (its DequantizeLinear then has an axis: opset 13).</summary>
+    public static bool PerColumn(NodeProto node, GraphView g, bool perChannel) => Axis(node, g, perChannel) is not null;
+
     public static string Describe(NodeProto node, GraphView g, bool perChannel) =>
         $"8-bit table {(Axis(node, g, perChannel) is { } a ? $"per column (axis {a})" : "per tensor")}: gathered as integers, the rows dequantized after the Gather";
 
