@@ -195,11 +195,7 @@ public static unsafe class ArmKernels
     internal static void Add<T>(ReadOnlySpan<T> a, float sa, int za, ReadOnlySpan<T> b, float sb, int zb, float sc, int zc, Span<T> c) where T : unmanaged
     {
         if (!AdvSimdSupported) throw new InvalidOperationException("ARM64 AdvSimd is not available on this machine.");
-        var (qmin, qmax) = QuantizeKernels.Limits<T>();
-        float ra = sa / sc, rb = sb / sc;
-        float f = zc - (ra * za + rb * zb);
-        bool scalarB = b.Length == 1 && c.Length != 1;
-        if (scalarB) f += QGemm.ToInt(b[0]) * rb;
+        var (qmin, qmax, ra, rb, f, scalarB) = QElementwise.AddTerms(b, sa, za, sb, zb, sc, zc, c.Length);
         bool signed = typeof(T) == typeof(sbyte);
         var vra = Vector128.Create(ra); var vrb = Vector128.Create(rb); var vf = Vector128.Create(f);
         var vmin = Vector128.Create((float)qmin); var vmax = Vector128.Create((float)qmax);

@@ -14,6 +14,19 @@ public static class QElementwise
     /// <summary>Reference, in the order of operations of ONNX Runtime's x64 kernel (MLAS qladd_avx2), so that results
     /// agree bit for bit: with ratios ra = sa / sc and rb = sb / sc and the constant f = zc - (ra * za + rb * zb),
     /// c = saturate(round_half_even(fma(a, ra, fma(b, rb, f)))); when b is one element, f absorbs f + b * rb
+
+    /// <summary>The terms every fast Add computes with: c = clamp(round(a * ra + b * rb + f)) where ra = sa / sc,
+    /// rb = sb / sc and f = zc - (ra * za + rb * zb); a one-value B (broadcast) is folded into f.</summary>
+    internal static (int QMin, int QMax, float Ra, float Rb, float F, bool ScalarB) AddTerms<T>(ReadOnlySpan<T> b, float sa, int za, float sb, int zb,
+        float sc, int zc, int length) where T : unmanaged
+    {
+        var (qmin, qmax) = QuantizeKernels.Limits<T>();
+        float ra = sa / sc, rb = sb / sc;
+        float f = zc - (ra * za + rb * zb);
+        bool scalarB = b.Length == 1 && length != 1;
+        if (scalarB) f += QGemm.ToInt(b[0]) * rb;
+        return (qmin, qmax, ra, rb, f, scalarB);
+    }
     /// (unfused) and c = saturate(round_half_even(fma(a, ra, f))).</summary>
     public static void AddReference<T>(ReadOnlySpan<T> a, float sa, int za, ReadOnlySpan<T> b, float sb, int zb, float sc, int zc, Span<T> c) where T : unmanaged
     {
@@ -42,11 +55,7 @@ public static class QElementwise
             AddReference(a, sa, za, b, sb, zb, sc, zc, c);
             return;
         }
-        var (qmin, qmax) = QuantizeKernels.Limits<T>();
-        float ra = sa / sc, rb = sb / sc;
-        float f = zc - (ra * za + rb * zb);
-        bool scalarB = b.Length == 1 && c.Length != 1;
-        if (scalarB) f += QGemm.ToInt(b[0]) * rb;
+        var (qmin, qmax, ra, rb, f, scalarB) = AddTerms(b, sa, za, sb, zb, sc, zc, c.Length);
         bool signed = typeof(T) == typeof(sbyte);
         var vra = Vector256.Create(ra); var vrb = Vector256.Create(rb); var vf = Vector256.Create(f);
         var vmin = Vector256.Create((float)qmin); var vmax = Vector256.Create((float)qmax);
