@@ -1,5 +1,5 @@
-/* The ABI version of libptqkernels, shared by every platform's source file (ptqkernels.c for x86-64,
- * ptqkernels_arm64.c for ARM64). Each library exports ptq_abi_version() returning it; the managed side
+/* The ABI version of libptqkernels (ptqkernels.c, built for linux-x64 and win-x64; ARM64 runs the engine's managed
+ * SDOT kernels and has no native library). The library exports ptq_abi_version() returning it; the managed side
  * (NativeKernels) loads a library only when the number matches its own, so a stale or foreign build is never called.
  * Bump it whenever an export is added, removed or changes its signature or meaning. */
 #ifndef PTQ_ABI_H
