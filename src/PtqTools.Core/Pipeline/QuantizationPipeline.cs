@@ -466,7 +466,9 @@ public sealed class AccuracySearchStep : PipelineStep
         var result = AccuracyAwareSearch.Run(c.Prepared, c.Statistics!, c.Options, c.Request.OutputPath, s.Evaluation!, s.Metric, s.MaxDrop, s.Budget,
             c.Request.Threads, c.Reporter.Progress(4, Activity_), c.Cancel);
         c.Reporter.Complete(4, Activity_);
-        if (result.GoalMet == true) c.Reporter.Verbose(result.SearchSummary); else c.Reporter.Warning(result.SearchSummary);
+        // The search always writes its summary; the fallback only keeps a missing one from becoming an empty message.
+        var summary = result.SearchSummary ?? $"The accuracy-aware search {(result.GoalMet == true ? "met" : "did not meet")} its goal.";
+        if (result.GoalMet == true) c.Reporter.Verbose(summary); else c.Reporter.Warning(summary);
         c.Result = result;
     }
 }
