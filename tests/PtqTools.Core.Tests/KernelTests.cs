@@ -322,10 +322,9 @@ public class KernelTests
     /// u8 or s8 values under random scales and zero points, and a one-element B, through a single-node model, bit for
     /// bit (the plain formula round(ra (a - za) + rb (b - zb) + zc) misses a few ties per million). ARM64 builds of ONNX Runtime use a
     /// fixed-point kernel instead, so the comparison runs on x64 only.</summary>
-    [Fact]
+    [HostFact(HostNeed.Avx2)]
     public void Add_IsBitExactWithOnnxRuntime()
     {
-        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) return;
         var r = new Random(10);
         const int n = 65536;   // every (a, b) pair of byte values
         for (int trial = 0; trial < 24; trial++)

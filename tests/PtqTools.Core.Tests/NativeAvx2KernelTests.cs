@@ -7,10 +7,9 @@ namespace PtqTools.Core.Tests;
 /// <summary>The native AVX2 kernels (KernelPath.NativeAvx2), forced on whatever x64 host runs the suite (every x64 CI
 /// host has AVX2; VNNI is not needed): GEMM, convolution and depthwise convolution against the scalar references, in
 /// both dot product forms (7-bit pairs where the weights' pairs cannot saturate vpmaddubsw, widened otherwise), with
-/// leftover rows, columns, channels and pixels. On other architectures there is no native library (nothing to test).</summary>
+/// leftover rows, columns, channels and pixels. On other architectures there is no native library: the tests report as skipped, with the reason.</summary>
 public sealed class NativeAvx2KernelTests
 {
-    static bool X64 => RuntimeInformation.ProcessArchitecture == Architecture.X64;
     /// <summary>The native AVX2 path, forced whatever the host's best path is.</summary>
     static readonly KernelContext avx2 = KernelPaths.Context(KernelPath.NativeAvx2);
 
@@ -32,11 +31,10 @@ public sealed class NativeAvx2KernelTests
         return d;
     }
 
-    [Theory]
+    [HostTheory(HostNeed.X64)]
     [MemberData(nameof(GemmShapes))]
     public void Gemm_IsExact_InBothForms(int m, int k, int n, int limit, bool signedA)
     {
-        if (!X64) return;   // no native library off x64
         RequireLibrary();
         var r = new Random(m * 7919 + k * 31 + n + limit);
         var b = Weights(r, k * n, limit);
@@ -62,10 +60,9 @@ public sealed class NativeAvx2KernelTests
         Assert.Equal(expected, actual);
     }
 
-    [Fact]
+    [HostFact(HostNeed.X64)]
     public void Gemm_UnsignedWeights_WithZeroPoints_AreExact()
     {
-        if (!X64) return;
         RequireLibrary();
         var r = new Random(5);
         int m = 9, k = 37, n = 21;
@@ -101,11 +98,10 @@ public sealed class NativeAvx2KernelTests
         ["asymmetric pads, odd width"] = new ConvGeometry(1, 9, 7, 23, 9, 3, 2, PadTop: 0, PadLeft: 1, PadBottom: 2, PadRight: 0),
     };
 
-    [Theory]
+    [HostTheory(HostNeed.X64)]
     [MemberData(nameof(ConvShapes))]
     public void Conv_IsExact_Int32AndRequantized(string shape, int limit, bool asymmetric)
     {
-        if (!X64) return;
         RequireLibrary();
         var g = Geometries[shape];
         var r = new Random(shape.Length * 131 + limit + (asymmetric ? 1 : 0));
@@ -148,11 +144,10 @@ public sealed class NativeAvx2KernelTests
         { 5, 2, 2, 1 },   // 5x5
     };
 
-    [Theory]
+    [HostTheory(HostNeed.X64)]
     [MemberData(nameof(DepthwiseShapes))]
     public void DepthwiseConv_IsExact_Int32AndRequantized(int kernel, int stride, int pad, int dilation)
     {
-        if (!X64) return;
         RequireLibrary();
         var g = new ConvGeometry(2, 10, 13, 19, 10, kernel, kernel, stride, stride, pad, pad, pad, pad, dilation, dilation, Group: 10);
         var r = new Random(kernel * 100 + stride * 10 + pad + dilation);
@@ -175,10 +170,9 @@ public sealed class NativeAvx2KernelTests
         Assert.Equal(yRef, y);
     }
 
-    [Fact]
+    [HostFact(HostNeed.X64)]
     public void KernelPath_SaysWhichFormRan()
     {
-        if (!X64) return;
         RequireLibrary();
         var r = new Random(3);
         var seven = PackedWeights.Pack(Weights(r, 32 * 16, 64), 32, 16, new[] { 0 });

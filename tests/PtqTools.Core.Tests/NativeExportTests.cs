@@ -29,10 +29,9 @@ public sealed class NativeExportTests
         Assert.Equal(NativeKernels.BoundExports.Order(), exports.Order());
     }
 
-    [Fact]
+    [HostFact(HostNeed.X64)]
     public void LoadedLibrary_HasThisAssemblysAbi()
     {
-        if (RuntimeInformation.ProcessArchitecture != Architecture.X64) return;   // x64 only: no native library elsewhere
         Assert.True(NativeKernels.Available, NativeKernels.LoadError);
         Assert.Null(NativeKernels.LoadError);
         Assert.Contains(Path.Combine("runtimes", NativeKernels.RuntimeId, "native"), NativeKernels.LoadedFrom);
@@ -40,10 +39,9 @@ public sealed class NativeExportTests
 
     /// <summary>A library of another ABI version, or one missing an export, is refused with the reason (stubs compiled
     /// here with the gcc the build needs on Linux x64).</summary>
-    [Fact]
+    [HostFact(HostNeed.LinuxX64)]
     public void StaleOrIncompleteLibrary_IsRefused_WithTheReason()
     {
-        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64) return;   // gcc-built ELF stubs
         var dir = Directory.CreateTempSubdirectory("ptq-abi-").FullName;
         try
         {

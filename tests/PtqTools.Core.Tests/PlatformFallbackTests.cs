@@ -31,10 +31,9 @@ public class PlatformFallbackTests
         finally { PerformanceMeter.ProcSelf = saved; }
     }
 
-    [Fact]
+    [HostFact(HostNeed.Linux)]
     public void LinuxReadsTheKernelHighWaterMark()
     {
-        if (!OperatingSystem.IsLinux()) return;   // the /proc reading exists on Linux only
         var peak = PerformanceMeter.PeakResidentBytes();
         var status = File.ReadAllLines("/proc/self/status").Single(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
         Assert.NotNull(peak);

@@ -287,3 +287,37 @@ public sealed class OnnxTestDataTheoryAttribute : TheoryAttribute
 {
     public OnnxTestDataTheoryAttribute() { if (OnnxTestData.MissingReason is { } reason) Skip = reason; }
 }
+
+/// <summary>What a host must be for a test, and why a host is not: a test that cannot run here is reported as skipped
+/// with the reason, never passed by returning early.</summary>
+public enum HostNeed { X64, LinuxX64, Linux, Avx2, NoArmDot, Root }
+
+public static class HostNeeds
+{
+    public static string? MissingReason(HostNeed need)
+    {
+        bool x64 = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64;
+        return need switch
+        {
+            HostNeed.X64 when !x64 => "needs an x64 process: the native kernels are built for x64 only",
+            HostNeed.LinuxX64 when !(x64 && OperatingSystem.IsLinux()) => "needs Linux x64: the check compiles ELF stubs with gcc",
+            HostNeed.Linux when !OperatingSystem.IsLinux() => "needs Linux: the /proc reading exists on Linux only",
+            HostNeed.Avx2 when !System.Runtime.Intrinsics.X86.Avx2.IsSupported => "needs an x64 CPU with AVX2 (ONNX Runtime's x64 kernels are the reference)",
+            HostNeed.NoArmDot when PtqTools.Core.Kernels.ArmKernels.Supported => "on ARM64 with the dot product ArmDot runs itself: PtqTools.Arm64Check holds it to the references",
+            HostNeed.Root when Environment.UserName != "root" => "needs root (it mounts a tmpfs)",
+            _ => null,
+        };
+    }
+}
+
+/// <summary>A fact that needs a kind of host (<see cref="HostNeed"/>): skipped with the reason elsewhere.</summary>
+public sealed class HostFactAttribute : FactAttribute
+{
+    public HostFactAttribute(HostNeed need) { if (HostNeeds.MissingReason(need) is { } reason) Skip = reason; }
+}
+
+/// <summary>A theory that needs a kind of host (<see cref="HostNeed"/>): skipped with the reason elsewhere.</summary>
+public sealed class HostTheoryAttribute : TheoryAttribute
+{
+    public HostTheoryAttribute(HostNeed need) { if (HostNeeds.MissingReason(need) is { } reason) Skip = reason; }
+}
