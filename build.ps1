@@ -242,6 +242,9 @@ switch ($Task) {
             # Issue 16: a few minutes; the Markdown section it writes goes into docs/benchmarks.md as is.
             Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
                 'hardware', '--out', (Join-Path $out 'bench/engine'))
+            # Where ONNX Runtime's int8 convolution pays (the ShallowConv rule; out/bench/engine/conv-depth.md).
+            Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
+                'convdepth', '--out', (Join-Path $out 'bench/engine'))
             return
         }
         Invoke-Build
@@ -259,6 +262,8 @@ switch ($Task) {
         # The engine against this host's peak (issue 16; out/bench/engine/engine-bench.md).
         Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
             'hardware', '--out', (Join-Path $out 'bench/engine'))
+        Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
+            'convdepth', '--out', (Join-Path $out 'bench/engine'))
         # Int8 kernels vs ONNX Runtime (BenchmarkDotNet; reports in out/bench/kernels/results).
         Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $root 'tests/PtqTools.Benchmarks/KernelBenchmarks'), '--',
             '--filter', '*', '--artifacts', (Join-Path $out 'bench/kernels'))

@@ -37,7 +37,7 @@ Describe 'Invoke-Quantization -SkipRule' {
 
     It 'records the rule set and the skipped rules in the options' {
         $r = Invoke-Quantization -Path $Model -DataSet $Data -OutputPath (Join-Path $work 'skip.onnx') -SkipRule Softmax, Gate -SkipFidelityCheck -Force
-        $r.Options | Should -BeLike '*;rules=1,skip:Gate,Softmax*'
+        $r.Options | Should -BeLike '*;rules=2,skip:Gate,Softmax*'
         (Get-OnnxModel (Join-Path $work 'skip.onnx')).QuantizationOptions | Should -Be $r.Options
     }
 }

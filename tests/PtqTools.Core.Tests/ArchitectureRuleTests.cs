@@ -156,12 +156,12 @@ public class ArchitectureRuleTests
         var r = new Random(7);
         var b = new ModelBuilder(13, 7, "logpower")
             .Input("x", 1, 4, 16)
-            .RandomInit(r, "w", 0.3f, 8, 4, 3).Init("eps", new[] { 1e-6f }).RandomInit(r, "w2", 0.3f, 8, 8, 3)
-            .Node("Conv", new[] { "x", "w" }, new[] { "f" }, "filterbank", ("pads", new long[] { 1, 1 }))
+            .RandomInit(r, "w", 0.3f, 8, 4, 9).Init("eps", new[] { 1e-6f }).RandomInit(r, "w2", 0.3f, 8, 8, 5)
+            .Node("Conv", new[] { "x", "w" }, new[] { "f" }, "filterbank", ("pads", new long[] { 4, 4 }))
             .Node("Mul", new[] { "f", "f" }, new[] { "p" }, "power")
             .Node("Add", new[] { "p", "eps" }, new[] { "pe" }, "power_eps")
             .Node("Log", new[] { "pe" }, new[] { "lp" }, "log")
-            .Node("Conv", new[] { "lp", "w2" }, new[] { "y" }, "conv", ("pads", new long[] { 1, 1 }))
+            .Node("Conv", new[] { "lp", "w2" }, new[] { "y" }, "conv", ("pads", new long[] { 2, 2 }))
             .Output("y", 1, 8, 16);
         var plan = Plan(b);
         KeptBy(plan, "LogDomain", "power", "power_eps");
@@ -180,6 +180,64 @@ public class ArchitectureRuleTests
         // Spread values: no rule.
         var flat = Enumerable.Repeat(10L, 2048).ToArray();
         Assert.Null(ArchitectureRules.DominatedRange(new TensorStatistics { Tensor = "u", Histogram = flat, RangeMin = -8, RangeMax = 8 }));
+    }
+
+    /// <summary>A mobile CNN: a 3x3 stem on an RGB image (27 products per output), a depthwise 3x3 (9), a 1x1
+    /// pointwise on 8 channels, a 3x3 on 8 channels (72) and a 7x7 stem on RGB (147, ResNet's).</summary>
+    [Fact]
+    public void ShallowConv_KeepsDepthwiseAndRgbStemsFloat_NotPointwiseOrDeepConvs()
+    {
+        var r = new Random(9);
+        var b = new ModelBuilder(13, 7, "mobile")
+            .Input("x", 1, 3, 16, 16)
+            .RandomInit(r, "ws", 0.3f, 8, 3, 3, 3).RandomInit(r, "wd", 0.3f, 8, 1, 3, 3).RandomInit(r, "wp", 0.3f, 8, 8, 1, 1)
+            .RandomInit(r, "w3", 0.3f, 8, 8, 3, 3).RandomInit(r, "w7", 0.3f, 8, 3, 7, 7)
+            .Node("Conv", new[] { "x", "ws" }, new[] { "s" }, "stem3x3", ("pads", new long[] { 1, 1, 1, 1 }))
+            .Node("Conv", new[] { "s", "wd" }, new[] { "d" }, "depthwise", ("pads", new long[] { 1, 1, 1, 1 }), ("group", 8L))
+            .Node("Conv", new[] { "d", "wp" }, new[] { "p" }, "pointwise")
+            .Node("Conv", new[] { "p", "w3" }, new[] { "c3" }, "conv3x3", ("pads", new long[] { 1, 1, 1, 1 }))
+            .Node("Conv", new[] { "x", "w7" }, new[] { "c7" }, "stem7x7", ("pads", new long[] { 3, 3, 3, 3 }))
+            .Node("Add", new[] { "c3", "c7" }, new[] { "y" }, "sum")
+            .Output("y", 1, 8, 16, 16);
+        var plan = Plan(b);
+        KeptBy(plan, "ShallowConv", "stem3x3", "depthwise");
+        Assert.Contains("only 27 products", Decision(plan, "stem3x3").Reason);
+        Assert.Contains("only 9 products", Decision(plan, "depthwise").Reason);
+        Quantized(plan, "pointwise", "conv3x3", "stem7x7");
+        Quantized(Plan(b, "ShallowConv"), "stem3x3", "depthwise");
+    }
+
+    /// <summary>SlowRegion: a lone small 1x1 conv between float ops (its Q/DQ cost more than its products save), and a
+    /// lone pool, stay float; a deep 3x3 conv on a larger map keeps int8; element counts come from the statistics.</summary>
+    [Fact]
+    public void SlowRegion_SmallIslandsStayFloat_DeepConvsKeepInt8()
+    {
+        var r = new Random(11);
+        var b = new ModelBuilder(13, 7, "islands")
+            .Input("x", 1, 16, 12, 12)
+            .RandomInit(r, "wp", 0.3f, 16, 16, 1, 1).RandomInit(r, "wd", 0.3f, 64, 16, 3, 3)
+            .Node("Conv", new[] { "x", "wp" }, new[] { "p" }, "pointwise")
+            .Node("Sigmoid", new[] { "p" }, new[] { "ps" }, "act")
+            .Node("Conv", new[] { "ps", "wd" }, new[] { "d" }, "deep", ("pads", new long[] { 1, 1, 1, 1 }))
+            .Node("Tanh", new[] { "d" }, new[] { "dt" }, "act2")
+            .Node("MaxPool", new[] { "dt" }, new[] { "y" }, "pool", ("kernel_shape", new long[] { 2, 2 }), ("strides", new long[] { 2, 2 }))
+            .Output("y", 1, 64, 6, 6);
+        var options = new QuantizationOptions();
+        options.Validate();
+        var graph = new GraphView(b.Model.Graph);
+        var plan = QuantizationPlan.Create(graph, null, options.FloatReason);
+        Quantized(plan, "pointwise", "deep", "pool");
+        var elements = new Dictionary<string, long> { ["x"] = 16 * 144, ["p"] = 16 * 144, ["ps"] = 16 * 144, ["d"] = 64 * 144, ["dt"] = 64 * 144, ["y"] = 64 * 36 };
+        var stats = elements.Select(e => new TensorStatistics { Tensor = e.Key, SampleCount = 4, ElementCount = 4 * e.Value }).ToList();
+        var slow = RegionCost.SlowLayers(graph, plan, stats);
+        Assert.Contains("pointwise", slow.Keys);
+        Assert.Contains("pool", slow.Keys);
+        Assert.DoesNotContain("deep", slow.Keys);
+        Assert.Contains("(rule SlowRegion)", slow["pointwise"]);
+        // pointwise: 2,304 outputs x 16 products save ~0.3 us; its Q and DQ (2 x 2,304 elements) cost ~2.6 us.
+        Assert.Contains("save about 0.3 us", slow["pointwise"]);
+        // Without element counts nothing is estimated, and nothing is kept in float.
+        Assert.Empty(RegionCost.SlowLayers(graph, plan, Array.Empty<TensorStatistics>()));
     }
 
     [Fact]

@@ -46,6 +46,10 @@ public sealed class PipelineContext
     /// <summary>The quantized model before it is written.</summary>
     public ModelProto? Quantized { get; set; }
 
+    /// <summary>Set when the rules keep every layer of the pipeline in float (int8 would lose the task or run slower
+    /// than float): the float model is written, with every layer's reason, and this says so.</summary>
+    public string? KeptFloatByRules { get; set; }
+
     public QuantizationResult? Result { get; set; }
 
     /// <summary>ONNX Runtime runs over the calibration data made for the statistics of the steps.</summary>
@@ -347,8 +351,12 @@ public sealed class StaticPlanStep : PipelineStep
         {
             var rules = plan.Decisions.Where(d => d.Reason.StartsWith("kept in float (rule ", StringComparison.Ordinal))
                 .Select(d => d.Reason["kept in float (rule ".Length..d.Reason.IndexOf(')')]).Distinct().ToList();
-            throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'"
-                + (rules.Count > 0 ? $": the architecture rules {string.Join(", ", rules)} keep them in float (-SkipRule quantizes them anyway)." : "."), prepared.SourcePath);
+            if (rules.Count == 0 || c.Request.Search is not null)
+                throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'"
+                    + (rules.Count > 0 ? $": the architecture rules {string.Join(", ", rules)} keep them in float (-SkipRule quantizes them anyway)." : "."), prepared.SourcePath);
+            // The rules keep every layer in float: int8 would lose the task or run slower. The float model is written
+            // with each layer's reason, and the result says so.
+            c.KeptFloatByRules = $"FLOAT MODEL WRITTEN: the rules {string.Join(", ", rules)} keep every layer of the pipeline in float (each layer's decision says why: int8 would lose the model's task there or run slower than float); -SkipRule quantizes them anyway.";
         }
         foreach (var d in plan.Decisions.Where(d => d.Quantized && d.OpType == "Conv"))
             if (OpsetUpgrader.AllNodes(prepared.Model.Graph).FirstOrDefault(n => n.OpType == "Conv" && (d.Layer == n.Name || d.Layer.EndsWith("/" + n.Name, StringComparison.Ordinal))) is { } conv
@@ -480,14 +488,16 @@ public sealed class QdqWriteStep : PipelineStep
 {
     public override string Name => "QDQ";
     public override bool Applies(PipelineContext c) => Static(c) && c.Request.Search is null;
-    public override void Apply(PipelineContext c) => c.Quantized = QdqQuantizer.Quantize(c.Prepared.Model, c.Plan!, c.Ranges!, c.Options, c.Cancel);
+    public override void Apply(PipelineContext c) => c.Quantized = c.KeptFloatByRules is null
+        ? QdqQuantizer.Quantize(c.Prepared.Model, c.Plan!, c.Ranges!, c.Options, c.Cancel)
+        : c.Prepared.Model.Clone();
 }
 
 /// <summary>The QOperator lowering of the QDQ model (<see cref="QOperatorConverter"/>).</summary>
 public sealed class QOperatorStep : PipelineStep
 {
     public override string Name => "QOperator";
-    public override bool Applies(PipelineContext c) => Static(c) && c.Request.Search is null && c.Options.Format == QuantFormat.QOperator;
+    public override bool Applies(PipelineContext c) => Static(c) && c.Request.Search is null && c.Options.Format == QuantFormat.QOperator && c.KeptFloatByRules is null;
     public override void Apply(PipelineContext c) => c.Quantized = QOperatorConverter.Convert(c.Quantized!, c.Cancel);
 }
 
@@ -511,8 +521,18 @@ public sealed class SaveStep : PipelineStep
     public override string Name => "Save";
     public override bool Applies(PipelineContext c) => c.Quantized is not null || c.Request.Search is null;
 
-    public override void Apply(PipelineContext c) =>
+    public override void Apply(PipelineContext c)
+    {
         c.Result = Quantizer.Write(c.Prepared, c.Quantized!, c.Plan!, c.Options, c.Request.OutputPath, c.Cancel);
+        if (c.KeptFloatByRules is { } summary)
+            c.Result.Fidelity = new FidelityCheck
+            {
+                Status = "KeptFloat", Summary = summary, Cosine = 1, FinalCosine = 1, SqnrDb = double.PositiveInfinity, FinalSqnrDb = double.PositiveInfinity,
+                Speedup = 1, SizeRatio = c.Result.SizeRatio, MinCosine = c.Request.Fidelity?.MinCosine ?? FidelityGuard.DefaultMinCosine,
+                MinAgreement = FidelityGuard.DefaultMinAgreement, SampleSource = "none needed: the float model itself is written",
+                KeptInFloat = new(c.Plan!.Decisions.Where(d => d.Reason.StartsWith("kept in float (rule ", StringComparison.Ordinal)).Select(d => d.Layer)),
+            };
+    }
 }
 
 /// <summary>The fidelity check of a written static model on held-out samples, and the search below the threshold
@@ -521,7 +541,7 @@ public sealed class FidelityStep : PipelineStep
 {
     const string Activity_ = "Checking the written model against float";
     public override string Name => "Fidelity";
-    public override bool Applies(PipelineContext c) => Static(c) && c.Request.Search is null && c.Request.Fidelity is not null;
+    public override bool Applies(PipelineContext c) => Static(c) && c.Request.Search is null && c.Request.Fidelity is not null && c.KeptFloatByRules is null;
 
     public override void Apply(PipelineContext c)
     {

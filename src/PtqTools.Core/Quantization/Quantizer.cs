@@ -48,17 +48,26 @@ public static class Quantizer
         var graph = new GraphView(prepared.Model.Graph);
         Func<NodeProto, GraphView, string?>? floatReason = options is null ? null : options.FloatReason;
         var plan = QuantizationPlan.Create(graph, selected, floatReason, perChannel: options?.PerChannel ?? true);
-        // The statistics rule: the layers that need a range set by one far-off value stay in float.
-        if (options is { RulesApply: true } && !options.SkipRules.Contains(ArchitectureRules.RangeRule))
+        // The statistics rules: the layers that need a range set by one far-off value, then the int8 regions that would
+        // run slower than float (RegionCost), stay in float.
+        if (options is { RulesApply: true })
         {
             var byLayer = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var s in statistics)
-                if (plan.Activations.TryGetValue(s.Tensor, out var layers) && ArchitectureRules.DominatedRange(s) is { } why)
-                    foreach (var layer in layers)
-                        byLayer.TryAdd(layer, $"kept in float (rule {ArchitectureRules.RangeRule}): tensor '{s.Tensor}': {why}");
-            if (byLayer.Count > 0)
-                plan = QuantizationPlan.Create(graph, selected,
-                    (node, g) => options.FloatReason(node, g) ?? byLayer.GetValueOrDefault(QuantizationPlan.LayerName(g, node)), options.PerChannel);
+            QuantizationPlan Replan() => QuantizationPlan.Create(graph, selected,
+                (node, g) => options.FloatReason(node, g) ?? byLayer.GetValueOrDefault(QuantizationPlan.LayerName(g, node)), options.PerChannel);
+            if (!options.SkipRules.Contains(ArchitectureRules.RangeRule))
+            {
+                foreach (var s in statistics)
+                    if (plan.Activations.TryGetValue(s.Tensor, out var layers) && ArchitectureRules.DominatedRange(s) is { } why)
+                        foreach (var layer in layers)
+                            byLayer.TryAdd(layer, $"kept in float (rule {ArchitectureRules.RangeRule}): tensor '{s.Tensor}': {why}");
+                if (byLayer.Count > 0) plan = Replan();
+            }
+            if (!options.SkipRules.Contains(RegionCost.Rule) && RegionCost.SlowLayers(graph, plan, statistics) is { Count: > 0 } slow)
+            {
+                foreach (var (layer, why) in slow) byLayer.TryAdd(layer, why);
+                plan = Replan();
+            }
         }
         return (plan, ranges);
     }

@@ -24,6 +24,7 @@ public static class Program
         if (args.Length > 0 && args[0] == "threads") { Probe.Run(args[1..]); return; }
         if (args.Length > 1 && args[0] == "memory") { EngineMemory.Run(args[1..]); return; }
         if (args.Length > 0 && args[0] == "hardware") { HostBench.Run(args[1..]); return; }
+        if (args.Length > 0 && args[0] == "convdepth") { ConvDepth.Run(args[1..]); return; }
         Console.WriteLine($"PtqTools kernel path: {KernelDispatch.Best} (native library: {NativeKernels.LoadedFrom ?? "absent: " + NativeKernels.LoadError})");
         var config = DefaultConfig.Instance
             .AddJob(Job.Default.WithWarmupCount(3).WithIterationCount(7))

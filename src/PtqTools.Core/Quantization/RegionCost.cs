@@ -1,0 +1,110 @@
+using Onnx;
+using PtqTools.Core.Model;
+using PtqTools.Core.Onnx;
+
+namespace PtqTools.Core.Quantization;
+
+/// <summary>
+/// The speed rule (<see cref="Rule"/>): a region of connected int8 layers runs in ONNX Runtime as fused integer
+/// kernels, with a QuantizeLinear on every tensor entering it and a DequantizeLinear on every tensor leaving it. Such a
+/// region pays only when the time its integer matrix products save over float exceeds the time of those Q/DQ nodes;
+/// a region where it does not (small maps, few channels, a lone pool or add between float ops) stays in float. The
+/// estimate is deterministic (shapes from the weights, element counts from the calibration statistics), so the same
+/// model, statistics and options give the same file on every host. Its constants were measured with ONNX Runtime
+/// 1.31.1 at one thread (docs/benchmarks.md, "Where int8 convolutions do not pay").
+/// </summary>
+public static class RegionCost
+{
+    public const string Rule = "SlowRegion";
+
+    public const string Description =
+        "A region of connected int8 layers whose matrix products save less time over float than the QuantizeLinear and DequantizeLinear nodes around it cost (estimated from the weights' shapes and the calibrated element counts): it would run slower than float.";
+
+    /// <summary>Time an int8 multiply-accumulate saves over a float one, ns (float ~100, int8 ~400 GMAC/s).</summary>
+    public const double SavedNsPerMac = 1.0 / 100 - 1.0 / 400;
+
+    /// <summary>Cost of each Q or DQ node at the region's edge: per node, and per element it converts (with the
+    /// layout change ONNX Runtime's int8 convolutions add), ns.</summary>
+    public const double EdgeNsPerNode = 1000, EdgeNsPerElement = 0.12;
+
+    /// <summary>Ops whose int8 form saves no time (elementwise, pooling, data movement): gain 0.</summary>
+    static readonly HashSet<string> NoGain = new(StringComparer.Ordinal)
+    {
+        "Add", "Mul", "Sub", "Concat", "GlobalAveragePool", "AveragePool", "MaxPool", "Relu", "Clip", "Reshape", "Transpose",
+        "Flatten", "Squeeze", "Unsqueeze", "Resize", "Split", "Slice", "Pad", "Identity", "Sigmoid", "Tanh", "LeakyRelu",
+    };
+
+    /// <summary>Layers of regions that would run slower than float, each with its decision's reason.</summary>
+    public static Dictionary<string, string> SlowLayers(GraphView graph, QuantizationPlan plan, IReadOnlyCollection<TensorStatistics> statistics)
+    {
+        var elements = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var s in statistics)
+            if (s.SampleCount > 0 && s.ElementCount > 0) elements[s.Tensor] = (double)s.ElementCount / s.SampleCount;
+        var slow = new Dictionary<string, string>(StringComparer.Ordinal);
+        Visit(graph, plan, elements, slow);
+        return slow;
+    }
+
+    static void Visit(GraphView g, QuantizationPlan plan, Dictionary<string, double> elements, Dictionary<string, string> slow)
+    {
+        var nodes = g.Graph.Node.Where(n => plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(g, n))).ToList();
+        // A layer's output is the tensor its range quantizes (past a folded Relu), or its own output when it shares
+        // its input's scale.
+        var output = nodes.ToDictionary(n => n, n => OpHandlers.Get(n)!.Output == OutputRule.Own ? QuantizationPlan.FoldedOutput(n, g) : n.Output[0]);
+        var inputs = nodes.ToDictionary(n => n, n => OpHandlers.Get(n)!.ActivationInputs(n, g).Select(i => n.Input[i]).ToArray());
+        var producedBy = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+        foreach (var n in nodes) producedBy[output[n]] = n;
+        // Regions: layers joined by a tensor one produces and the other reads.
+        var parent = nodes.ToDictionary(n => n, n => n);
+        NodeProto Root(NodeProto n) { while (parent[n] != n) n = parent[n] = parent[parent[n]]; return n; }
+        foreach (var n in nodes)
+            foreach (var t in inputs[n])
+                if (producedBy.TryGetValue(t, out var p)) parent[Root(n)] = Root(p);
+        foreach (var region in nodes.GroupBy(Root))
+        {
+            var members = region.ToHashSet();
+            double gain = 0;
+            bool known = true;
+            foreach (var n in members)
+            {
+                if (Macs(g, n, output[n], elements) is double macs) gain += macs * SavedNsPerMac;
+                else if (!NoGain.Contains(n.OpType)) known = false;
+            }
+            if (!known) continue;
+            var edges = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var n in members)
+            {
+                edges.UnionWith(inputs[n].Where(t => !(producedBy.TryGetValue(t, out var p) && members.Contains(p))));
+                var o = output[n];
+                if (g.GraphOutputs.Contains(o) || g.ConsumersOf(o).Any(c => !(members.Contains(c) && inputs[c].Contains(o)))) edges.Add(o);
+            }
+            double cost = 0;
+            foreach (var t in edges)
+            {
+                if (!elements.TryGetValue(g.Key(t), out var count)) { known = false; break; }
+                cost += EdgeNsPerNode + count * EdgeNsPerElement;
+            }
+            if (!known || gain >= cost) continue;
+            var why = FormattableString.Invariant(
+                $"kept in float (rule {Rule}): its int8 region ({members.Count} layer(s)) would save about {gain / 1000:0.#} us of matrix products over float but spend about {cost / 1000:0.#} us in the {edges.Count} QuantizeLinear/DequantizeLinear node(s) around it, so it would run slower than float");
+            foreach (var n in members) slow[QuantizationPlan.LayerName(g, n)] = why;
+        }
+        foreach (var node in g.Graph.Node)
+            foreach (var sub in g.Subgraphs(node))
+                Visit(sub, plan, elements, slow);
+    }
+
+    /// <summary>Multiply-accumulates of a Conv, MatMul or Gemm with a constant weight: output elements times the
+    /// products per output (the weight's elements over its output channels); null for any other layer.</summary>
+    static double? Macs(GraphView g, NodeProto n, string output, Dictionary<string, double> elements)
+    {
+        if (n.OpType is not ("Conv" or "MatMul" or "Gemm")) return null;
+        if (OpHandlers.Get(n)!.Weight(n, g) is not { } w) return null;
+        var name = n.Input[w.Input];
+        TensorProto? t = g.Initializers.TryGetValue(name, out var init) ? init
+            : g.Producers.TryGetValue(name, out var p) && p.OpType == "Constant" ? p.TensorAttr("value") : null;
+        if (t is null || t.Dims.Count < 2 || !elements.TryGetValue(g.Key(output), out var outElements)) return null;
+        double all = t.Dims.Aggregate(1.0, (a, d) => a * d);
+        return outElements * all / t.Dims[w.Axis];
+    }
+}
