@@ -86,7 +86,7 @@ public class ConstantWeightTests
         var data = DataSetReader.FromArrays(inputs, new[] { 3, 8, 8 }, null, new PtqDataSet());
         var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 1, null, CancellationToken.None);
         var output = dir.File($"const-{kind}.int8.onnx");
-        var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
+        var result = QuantizationPipeline.Run(prepared, stats, TinyModel.Options(), output, CancellationToken.None);
         Assert.Contains("conv1", result.QuantizedLayers);
         Assert.Contains("gemm", result.QuantizedLayers);
         var quantized = OnnxModelIO.Load(output);

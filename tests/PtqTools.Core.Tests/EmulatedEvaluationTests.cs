@@ -62,7 +62,7 @@ public class EmulatedEvaluationTests
 
     /// <summary>Full-range weights (written for an exact class), whose pairs saturate on AVX2; the default target
     /// (Portable) writes weights whose pairs never do.</summary>
-    static QuantizationOptions FullRange => new() { Target = QuantTarget.Vnni };
+    static QuantizationOptions FullRange => new() { Target = QuantTarget.Vnni, SkipRules = TinyModel.SpeedRules };
 
     [Fact]
     public void Comparer_Avx2TargetLosesCosineToSaturation_AndMatchesVnniWithReducedRangeWeights()
@@ -70,7 +70,7 @@ public class EmulatedEvaluationTests
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir);
         var full = QuantizationPipeline.Run(prepared, stats, FullRange, dir.File("q8.onnx"), default).OutputPath;
-        var reduced = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions { ReduceRange = true }, dir.File("q7.onnx"), default).OutputPath;
+        var reduced = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions { SkipRules = TinyModel.SpeedRules, ReduceRange = true }, dir.File("q7.onnx"), default).OutputPath;
         AccuracyReport Compare(string q, EngineTarget? target) => ModelComparer.Compare(prepared.SourcePath, q, eval, 1, 0, null, null, default, target: target);
 
         var vnni = Compare(full, Vnni);
@@ -99,7 +99,7 @@ public class EmulatedEvaluationTests
         // host's ONNX Runtime computes the same int32 sums): the figures agree closely.
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir);
-        var reduced = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions { ReduceRange = true }, dir.File("q7.onnx"), default).OutputPath;
+        var reduced = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions { SkipRules = TinyModel.SpeedRules, ReduceRange = true }, dir.File("q7.onnx"), default).OutputPath;
         var ort = ModelComparer.Compare(prepared.SourcePath, reduced, eval, 1, 0, null, null, default);
         var engine = ModelComparer.Compare(prepared.SourcePath, reduced, eval, 1, 0, null, null, default, target: Vnni);
         _out.WriteLine($"ONNX Runtime cosine {ort.Cosine} SQNR {ort.SqnrDb}; engine (Vnni) cosine {engine.Cosine} SQNR {engine.SqnrDb}");
@@ -158,7 +158,7 @@ public class EmulatedEvaluationTests
         Assert.Equal(ort["conv"].ActivationSqnrDb, avx2["conv"].ActivationSqnrDb);
 
         // Reduced-range weights never saturate: both targets give the same figures for every layer.
-        var options7 = new QuantizationOptions { ReduceRange = true };
+        var options7 = new QuantizationOptions { SkipRules = TinyModel.SpeedRules, ReduceRange = true };
         var vnni7 = Run(Vnni, options7).ToDictionary(e => e.Layer);
         var avx27 = Run(Avx2, options7).ToDictionary(e => e.Layer);
         foreach (var (name, e) in avx27)
@@ -186,8 +186,8 @@ public class EmulatedEvaluationTests
         var evaluation = DataSetReader.FromArrays(samples[8..], new[] { 3, 8, 8 }, null, new PtqDataSet());
         var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null);
         var stats = ActivationCalibrator.Run(prepared, plan.Activations, calibration, 1, null, default);
-        var ort = LayerErrorAnalyzer.Run(prepared, stats, new QuantizationOptions(), evaluation, 1, null, default).ToDictionary(e => e.Layer);
-        var vnni = LayerErrorAnalyzer.Run(prepared, stats, new QuantizationOptions(), evaluation, 1, null, default, Vnni);
+        var ort = LayerErrorAnalyzer.Run(prepared, stats, TinyModel.Options(), evaluation, 1, null, default).ToDictionary(e => e.Layer);
+        var vnni = LayerErrorAnalyzer.Run(prepared, stats, TinyModel.Options(), evaluation, 1, null, default, Vnni);
         foreach (var e in vnni)
         {
             var o = ort[e.Layer];

@@ -279,7 +279,7 @@ public class LayerErrorTests
     {
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir, DamagedCnn());
-        var errors = LayerErrorAnalyzer.Run(prepared, stats, new QuantizationOptions(), eval, 1, null, default);
+        var errors = LayerErrorAnalyzer.Run(prepared, stats, TinyModel.Options(), eval, 1, null, default);
         Assert.Equal(new[] { "conv1", "conv2", "add", "gap", "flatten", "gemm" }.OrderBy(n => n), errors.Select(e => e.Layer).OrderBy(n => n));
         Assert.Equal("conv2", errors[0].Layer);
         Assert.Equal(1, errors[0].Rank);
@@ -310,7 +310,7 @@ public class LayerErrorTests
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir, DamagedCnn());
         var withoutConv2 = stats.Select(s => { s.Layers = s.Layers.Where(l => l != "conv2").ToArray(); return s; }).Where(s => s.Layers.Length > 0).ToList();
-        var result = QuantizationPipeline.Run(prepared, withoutConv2, new QuantizationOptions(), dir.File("q.onnx"), default);
+        var result = QuantizationPipeline.Run(prepared, withoutConv2, TinyModel.Options(), dir.File("q.onnx"), default);
         Assert.DoesNotContain("conv2", result.QuantizedLayers);
         Assert.Contains("conv1", result.QuantizedLayers);
         Assert.Contains("add", result.QuantizedLayers);
@@ -333,7 +333,7 @@ public class LayerErrorTests
     {
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir, TinyModels.ResidualCnn(1));
-        var errors = LayerErrorAnalyzer.Run(prepared, stats, new QuantizationOptions { PerChannel = false }, eval, 1, null, default);
+        var errors = LayerErrorAnalyzer.Run(prepared, stats, new QuantizationOptions { SkipRules = TinyModel.SpeedRules, PerChannel = false }, eval, 1, null, default);
         // gemm's weight wg [8, 10], per tensor: scale = max|w| / 127, round half to even.
         var wg = TensorData.ReadFloats(prepared.Model.Graph.Initializer.First(t => t.Name == "wg"));
         double scale = wg.Max(Math.Abs) / 127.0, signal = 0, noise = 0;
@@ -382,11 +382,11 @@ public class AccuracyAwareSearchTests
         using var dir = new TempDir();
         var (prepared, stats, eval) = Setup(dir);
         var output = dir.File("out.onnx");
-        var plain = ModelComparer.Compare(prepared.SourcePath, QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), dir.File("plain.onnx"), default).OutputPath,
+        var plain = ModelComparer.Compare(prepared.SourcePath, QuantizationPipeline.Run(prepared, stats, TinyModel.Options(), dir.File("plain.onnx"), default).OutputPath,
             eval, 1, 0, null, null, default);
         Assert.True(plain.AccuracyDrop!.Drop > 0.05, $"the plain int8 model should miss the goal: drop {plain.AccuracyDrop.Drop}");
 
-        var result = AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, eval, null, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
+        var result = AccuracyAwareSearch.Run(prepared, stats, TinyModel.Options(), output, eval, null, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
         Assert.True(result.GoalMet, result.SearchSummary);
         Assert.Contains("conv2", result.KeptInFloat);
         Assert.True(result.KeptInFloat.Length < 6, string.Join(",", result.KeptInFloat) + " / " + string.Join("; ", result.Candidates.Select(c => c.ToString() + " " + string.Join(",", c.KeptInFloat))));
@@ -416,7 +416,7 @@ public class AccuracyAwareSearchTests
         // Calls: 1 the float model, 2 the fully quantized one, 3 the first candidate (conv2 in float), which fails.
         int calls = 0;
         TaskMetric failingOnce = (outputs, labels) => ++calls == 3 ? throw new InvalidOperationException("metric broke") : TaskMetrics.TopKCorrect(outputs, labels, 1);
-        var result = AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), dir.File("a.onnx"), eval, failingOnce, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
+        var result = AccuracyAwareSearch.Run(prepared, stats, TinyModel.Options(), dir.File("a.onnx"), eval, failingOnce, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
         Assert.True(result.GoalMet, result.SearchSummary);
         Assert.Contains("failed: metric broke", result.Candidates[1].Error);
         Assert.Null(result.Candidates[1].Drop);
@@ -428,7 +428,7 @@ public class AccuracyAwareSearchTests
         calls = 0;
         TaskMetric failingAfterTwo = (outputs, labels) => ++calls > 2 ? throw new InvalidOperationException("metric broke") : TaskMetrics.TopKCorrect(outputs, labels, 1);
         var output = dir.File("b.onnx");
-        var floatOnly = AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, eval, failingAfterTwo, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
+        var floatOnly = AccuracyAwareSearch.Run(prepared, stats, TinyModel.Options(), output, eval, failingAfterTwo, 0.05, TimeSpan.FromMinutes(5), 1, null, default);
         Assert.True(floatOnly.GoalMet, floatOnly.SearchSummary);
         Assert.Equal(6, floatOnly.KeptInFloat.Length);
         Assert.Equal("Float", floatOnly.Mode);
@@ -444,17 +444,17 @@ public class AccuracyAwareSearchTests
         var (prepared, stats, eval) = Setup(dir);
         var output = dir.File("out.onnx");
         // A budget already spent: the fully quantized model is the only candidate.
-        var result = AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, eval, null, 0.0, TimeSpan.FromTicks(1), 1, null, default);
+        var result = AccuracyAwareSearch.Run(prepared, stats, TinyModel.Options(), output, eval, null, 0.0, TimeSpan.FromTicks(1), 1, null, default);
         Assert.False(result.GoalMet);
         Assert.StartsWith("GOAL MISSED", result.SearchSummary);
         Assert.Contains("time budget", result.SearchSummary);
         Assert.True(File.Exists(output));
         Assert.Equal(1, result.CandidatesTried);
-        Check.Throws("InvalidOption", () => AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, eval, null, double.NaN, TimeSpan.FromMinutes(1), 1, null, default));
+        Check.Throws("InvalidOption", () => AccuracyAwareSearch.Run(prepared, stats, TinyModel.Options(), output, eval, null, double.NaN, TimeSpan.FromMinutes(1), 1, null, default));
         var unlabelled = eval.Clone();
         unlabelled.Labels = null;
         unlabelled.HasLabels = false;
         unlabelled.ClassCount = 0;
-        Check.Throws("MetricRequired", () => AccuracyAwareSearch.Run(prepared, stats, new QuantizationOptions(), output, unlabelled, null, 0.01, TimeSpan.FromMinutes(1), 1, null, default));
+        Check.Throws("MetricRequired", () => AccuracyAwareSearch.Run(prepared, stats, TinyModel.Options(), output, unlabelled, null, 0.01, TimeSpan.FromMinutes(1), 1, null, default));
     }
 }

@@ -78,7 +78,11 @@ public class MiniLmTests(ITestOutputHelper output)
         var stats = ActivationCalibrator.Run(prepared, plan.Activations, calib, 2, null, CancellationToken.None);
         var quantizedPath = dir.File("minilm.int8.onnx");
         var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), quantizedPath, CancellationToken.None);
-        Assert.Equal(matmuls.Count, result.QuantizedLayerCount);
+        // The one MatMul that reads a single token (the pooler's dense layer on [CLS]) saves less time in int8 than
+        // its Q/DQ cost: the SlowRegion rule keeps it in float, and only it.
+        var slow = result.Decisions.Where(d => d.Reason.Contains("(rule SlowRegion)")).ToList();
+        Assert.True(slow.Count <= 1, string.Join("; ", slow));
+        Assert.Equal(matmuls.Count - slow.Count, result.QuantizedLayerCount);
         // The MatMul weights shrink to a quarter (the word-embedding table, a Gather, stays float).
         Assert.True(result.OutputSizeBytes < result.SourceSizeBytes - 0.7 * weightBytes, $"{result.OutputSizeBytes} vs {result.SourceSizeBytes} bytes, {weightBytes} of MatMul weights");
 

@@ -57,7 +57,7 @@ public class OpsetRaiseTests
         foreach (var perChannel in new[] { true, false })
         {
             var output = dir.File($"cnn{opset}.{perChannel}.int8.onnx");
-            var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions { PerChannel = perChannel }, output, CancellationToken.None);
+            var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions { SkipRules = TinyModel.SpeedRules, PerChannel = perChannel }, output, CancellationToken.None);
             Assert.Contains("conv", result.QuantizedLayers);
             var quantized = OnnxModelIO.Load(output);
             Assert.Equal(Math.Max(opset, perChannel ? 13 : 10), OpsetUpgrader.DefaultOpset(quantized));
@@ -92,7 +92,7 @@ public class OpsetRaiseTests
         foreach (var perChannel in new[] { true, false })
         {
             var output = dir.File($"blocked.{perChannel}.onnx");
-            var ex = Check.Throws("OpsetUpgradeBlocked", () => QuantizationPipeline.Run(prepared, stats, new QuantizationOptions { PerChannel = perChannel }, output, CancellationToken.None));
+            var ex = Check.Throws("OpsetUpgradeBlocked", () => QuantizationPipeline.Run(prepared, stats, new QuantizationOptions { SkipRules = TinyModel.SpeedRules, PerChannel = perChannel }, output, CancellationToken.None));
             Assert.Contains("Upsample", ex.Message);
             Assert.Contains(perChannel ? "opset 13" : "opset 10", ex.Message);
             Assert.False(File.Exists(output));

@@ -75,7 +75,7 @@ public sealed class PipelineTests
         TestPaths.UseTempCache();
         using var dir = new TempDir();
         var (prepared, data) = Setup(dir);
-        var options = new QuantizationOptions { Mode = QuantMode.WeightOnly, WeightBits = 4, BlockSize = 16, WeightMethod = WeightMethod.Gptq };
+        var options = new QuantizationOptions { SkipRules = TinyModel.SpeedRules, Mode = QuantMode.WeightOnly, WeightBits = 4, BlockSize = 16, WeightMethod = WeightMethod.Gptq };
         var context = new QuantizationPipeline(new PipelineRequest { Prepared = prepared, Options = options, OutputPath = dir.File("q.onnx"), Data = data }).Run(default);
         Assert.Equal(new[] { "Plan", "GPTQ", "Weights", "Save" }, context.Steps);
         Assert.Equal(1, context.DataPasses);
@@ -91,7 +91,7 @@ public sealed class PipelineTests
         TestPaths.UseTempCache();
         using var dir = new TempDir();
         var (prepared, data) = Setup(dir);
-        var options = new QuantizationOptions { Mode = QuantMode.Dynamic, SmoothQuantAlpha = 0.5f, OutlierThreshold = 2f };
+        var options = new QuantizationOptions { SkipRules = TinyModel.SpeedRules, Mode = QuantMode.Dynamic, SmoothQuantAlpha = 0.5f, OutlierThreshold = 2f };
         var context = new QuantizationPipeline(new PipelineRequest { Prepared = prepared, Options = options, OutputPath = dir.File("q.onnx"), Data = data }).Run(default);
         Assert.Equal(new[] { "Plan", "SmoothQuant", "OutlierSplit", "Weights", "Save" }, context.Steps);
         Assert.Equal(2, context.DataPasses);
@@ -104,7 +104,7 @@ public sealed class PipelineTests
         TestPaths.UseTempCache();
         using var dir = new TempDir();
         var (prepared, data) = Setup(dir);
-        var options = new QuantizationOptions { Equalize = true, BiasCorrection = true, Format = QuantFormat.QOperator };
+        var options = new QuantizationOptions { SkipRules = TinyModel.SpeedRules, Equalize = true, BiasCorrection = true, Format = QuantFormat.QOperator };
         var context = new QuantizationPipeline(new PipelineRequest { Prepared = prepared, Options = options, OutputPath = dir.File("q.onnx"), Data = data }).Run(default);
         Assert.Equal(new[] { "Equalize", "Calibrate", "Plan", "QDQ", "QOperator", "Save" }, context.Steps);
         Assert.Equal(1, context.DataPasses);

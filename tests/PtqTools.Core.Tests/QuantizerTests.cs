@@ -44,7 +44,7 @@ public sealed class SyntheticModelFixture : IDisposable
     public PtqDataSet Calibration { get; }
     public PtqDataSet Evaluation { get; }
     public List<TensorStatistics> Statistics { get; }
-    public QuantizationOptions Options { get; } = new();
+    public QuantizationOptions Options { get; } = TinyModel.Options();
     public string QuantizedPath { get; }
     public QuantizationResult Result { get; }
     public ModelProto Quantized { get; }
@@ -238,7 +238,7 @@ public class QuantizerTests : IClassFixture<SyntheticModelFixture>
         Assert.Equal(_f.Statistics.Select(s => (s.Tensor, s.RangeMin, s.RangeMax)), stats.Select(s => (s.Tensor, s.RangeMin, s.RangeMax)));
         var again = _f.Dir.File("again.int8.onnx");
         var prepared = ModelPreparer.Prepare(_f.FloatPath);
-        var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), again, CancellationToken.None);
+        var result = QuantizationPipeline.Run(prepared, stats, TinyModel.Options(), again, CancellationToken.None);
         Assert.Equal(File.ReadAllBytes(_f.QuantizedPath), File.ReadAllBytes(again));
         Assert.Equal(_f.Result.OutputSha256, result.OutputSha256);
     }
@@ -274,7 +274,7 @@ public class QuantizerTests : IClassFixture<SyntheticModelFixture>
     [Fact]
     public void Int8SymmetricActivations_AndPerTensorWeights()
     {
-        var options = new QuantizationOptions { ActivationType = QuantType.Int8, ActivationSymmetric = true, PerChannel = false };
+        var options = new QuantizationOptions { SkipRules = TinyModel.SpeedRules, ActivationType = QuantType.Int8, ActivationSymmetric = true, PerChannel = false };
         var path = _f.Dir.File("sym.int8.onnx");
         QuantizationPipeline.Run(_f.Prepared, _f.Statistics, options, path, CancellationToken.None);
         var g = new QdqGraph(OnnxModelIO.Load(path));
@@ -291,7 +291,7 @@ public class QuantizerTests : IClassFixture<SyntheticModelFixture>
         Assert.True(report.Cosine > 0.98, $"cosine {report.Cosine}");
 
         Check.Throws("InvalidOptionCombination", () => QuantizationPipeline.Run(_f.Prepared, _f.Statistics,
-            new QuantizationOptions { ActivationType = QuantType.UInt8, ActivationSymmetric = true }, _f.Dir.File("never.onnx"), CancellationToken.None));
+            new QuantizationOptions { SkipRules = TinyModel.SpeedRules, ActivationType = QuantType.UInt8, ActivationSymmetric = true }, _f.Dir.File("never.onnx"), CancellationToken.None));
         Assert.False(File.Exists(_f.Dir.File("never.onnx")));
     }
 

@@ -70,14 +70,14 @@ public class SubgraphTests
     {
         var model = IfModel();
         // A branch node by its name, a pattern over branch nodes, an op type: all match, nothing to warn about.
-        Assert.Empty(new QuantizationOptions { Exclude = new[] { "conv_t1", "conv_e*", "Gemm" } }.CheckExclude(model));
+        Assert.Empty(new QuantizationOptions { SkipRules = TinyModel.SpeedRules, Exclude = new[] { "conv_t1", "conv_e*", "Gemm" } }.CheckExclude(model));
         // An op type the quantizer knows but this model lacks: allowed, returned for a warning.
-        Assert.Equal(new[] { "MatMul" }, new QuantizationOptions { Exclude = new[] { "MatMul", "gemm" } }.CheckExclude(model));
+        Assert.Equal(new[] { "MatMul" }, new QuantizationOptions { SkipRules = TinyModel.SpeedRules, Exclude = new[] { "MatMul", "gemm" } }.CheckExclude(model));
         // The scoped layer name is not what ExcludeReason matches, so it is refused too.
         foreach (var (entry, hint) in new[] { ("CONV_T2", "did you mean 'conv_t2'?"), ("GEMM", "did you mean 'Gemm'?"), ("Conv_*", "matches 'conv_t1'"),
                      ("if/then_branch/conv_t1", null), ("nosuch", null) })
         {
-            var ex = Assert.Throws<PtqException>(() => new QuantizationOptions { Exclude = new[] { "gemm", entry } }.CheckExclude(model, "m.onnx"));
+            var ex = Assert.Throws<PtqException>(() => new QuantizationOptions { SkipRules = TinyModel.SpeedRules, Exclude = new[] { "gemm", entry } }.CheckExclude(model, "m.onnx"));
             Assert.Equal("ExcludeMatchesNothing", ex.ErrorId);
             Assert.Equal(PtqErrorKind.InvalidArgument, ex.Kind);
             Assert.Equal(entry, ex.Target);
@@ -117,7 +117,7 @@ public class SubgraphTests
         var path = dir.File("if.onnx");
         File.WriteAllBytes(path, IfModel().ToByteArray());
         var prepared = ModelPreparer.Prepare(path);
-        var options = new QuantizationOptions { Exclude = new[] { "gemm", "gap", "flatten" } };
+        var options = new QuantizationOptions { SkipRules = TinyModel.SpeedRules, Exclude = new[] { "gemm", "gap", "flatten" } };
         var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null, options.FloatReason);
         var data = DataSetReader.FromArrays(Inputs(8, 5), new[] { 3, 8, 8 }, null, new PtqDataSet());
         var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 1, null, CancellationToken.None);
@@ -163,7 +163,7 @@ public class SubgraphTests
         Assert.Equal(referenceMax, tr1.Max, 4);
 
         var output = dir.File("if.int8.onnx");
-        var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
+        var result = QuantizationPipeline.Run(prepared, stats, TinyModel.Options(), output, CancellationToken.None);
         foreach (var layer in new[] { "if/then_branch/conv_t1", "if/then_branch/conv_t2", "if/else_branch/conv_e", "gemm" })
             Assert.Contains(layer, result.QuantizedLayers);
 
@@ -260,7 +260,7 @@ public class SubgraphTests
         Assert.True(conv.SampleCount == inputs.Length && conv.ElementCount == inputs.Length * 3L * 3 * 8 * 8, $"{conv.SampleCount} samples, {conv.ElementCount} values");
 
         var output = dir.File("loop.int8.onnx");
-        var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
+        var result = QuantizationPipeline.Run(prepared, stats, TinyModel.Options(), output, CancellationToken.None);
         Assert.Contains("loop/body/conv_body", result.QuantizedLayers);
         var quantized = OnnxModelIO.Load(output);
         foreach (var x in inputs)

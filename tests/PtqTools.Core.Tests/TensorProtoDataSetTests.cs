@@ -82,7 +82,7 @@ public class TensorProtoDataSetTests
         Assert.All(stats, s => Assert.True(s.RangeMax > s.RangeMin));
         using var dir = new TempDir();
         var output = dir.File("conv.int8.onnx");
-        QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
+        QuantizationPipeline.Run(prepared, stats, TinyModel.Options(), output, CancellationToken.None);
         using var reader = new SampleReader(ds);
         var sample = reader.Read(CancellationToken.None).Single();
         using var f = OrtRunner.FromFile(Path.Combine(test, "model.onnx"));

@@ -4,6 +4,7 @@ using Onnx;
 using PtqTools.Core;
 using PtqTools.Core.Kernels;
 using PtqTools.Core.Onnx;
+using PtqTools.Core.Quantization;
 using Xunit;
 
 namespace PtqTools.Core.Tests;
@@ -320,4 +321,17 @@ public sealed class HostFactAttribute : FactAttribute
 public sealed class HostTheoryAttribute : TheoryAttribute
 {
     public HostTheoryAttribute(HostNeed need) { if (HostNeeds.MissingReason(need) is { } reason) Skip = reason; }
+}
+
+/// <summary>
+/// The small synthetic models of the mechanics tests (a few channels, maps of 16x16 and less) would run slower in int8
+/// than in float, so the speed rules (ShallowConv, SlowRegion) keep their layers in float by default, as they should. The
+/// tests of the quantizer's mechanics on such models skip those two rules; ArchitectureRuleTests and
+/// ArchitectureModelTests test the rules themselves.
+/// </summary>
+public static class TinyModel
+{
+    public static readonly string[] SpeedRules = { "ShallowConv", "SlowRegion" };
+
+    public static QuantizationOptions Options() => new() { SkipRules = SpeedRules };
 }

@@ -56,7 +56,7 @@ public static class LayerErrorAnalyzer
         PtqDataSet data, int threads, IProgress<RunProgress>? progress, CancellationToken cancel, EngineTarget? target = null)
     {
         options.Validate();
-        var (plan, ranges) = Quantizer.Plan(prepared, statistics, options);
+        var (plan, ranges) = Quantizer.Plan(prepared, statistics, options, speedRules: false);
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the statistics can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
         var graph = new GraphView(prepared.Model.Graph);

@@ -31,7 +31,7 @@ public sealed class ArchitectureRule
 
 /// <summary>
 /// The architecture rules, in one place: patterns of transformer, mobile CNN, recurrent and detection models whose
-/// layers lose the model's task in static int8, or run slower in it than in float (ShallowConv) (as ONNX Runtime's op exclusions and transformer recipes, NNCF's
+/// layers lose the model's task in static int8 (the speed rules, which keep in float what would run slower in int8 than in float, are <see cref="RegionCost"/>'s) (as ONNX Runtime's op exclusions and transformer recipes, NNCF's
 /// model-type ignored patterns and INC's recipes keep them in float). Static mode applies every rule unless the
 /// options skip it; each kept layer's decision names its rule.
 /// </summary>
@@ -44,12 +44,6 @@ public static class ArchitectureRules
     /// <summary>A constant of at least this magnitude in an Add or Mul (an attention mask's -10000, a padding fill)
     /// sets its range, and an 8-bit step of magnitude/128 erases every ordinary value.</summary>
     public const float LargeConstant = 1000f;
-
-    /// <summary>A convolution with a kernel wider than 1x1 whose outputs each sum fewer products than this (input
-    /// channels per group x kernel height x width) runs slower in ONNX Runtime's int8 kernels, with its Q/DQ, than in
-    /// float: depthwise 3x3 (9) and 5x5 (25), a 3x3 stem on an RGB (27) or grey (9) image. Measured per shape with
-    /// ONNX Runtime 1.31.1 at 1 thread (docs/benchmarks.md, "Where int8 convolutions do not pay").</summary>
-    public const int MinConvDepth = 32;
 
     /// <summary>Ops that carry a mask from the model's inputs to the scores without computing anything else.</summary>
     static readonly HashSet<string> MaskOps = new(StringComparer.Ordinal)
@@ -93,10 +87,6 @@ public static class ArchitectureRules
             "An Add or Mul whose output reaches Log, Sqrt, Reciprocal or a Div's denominator (directly or through one more Add or Mul): log-power features, epsilon adds. Values near zero, which an 8-bit step erases, become large there.",
             (node, g) => node.OpType is "Add" or "Mul" && FeedsLogDomain(g, node.Output[0], 0) is { } op
                 ? $"its values reach {op}, where the small values an 8-bit step erases become large" : null),
-        new ArchitectureRule("ShallowConv",
-            $"A Conv with a kernel wider than 1x1 whose outputs each sum fewer than {MinConvDepth} products (depthwise convs, 3x3 stems on RGB or grey images): ONNX Runtime's int8 convolution and its Q/DQ run slower there than its float convolution, and its few weights save almost no size.",
-            (node, g) => node.OpType == "Conv" && ConvDepth(g, node) is (long depth, true) && depth < MinConvDepth
-                ? $"each output sums only {depth} products (input channels per group x kernel), too few for ONNX Runtime's int8 convolution and its Q/DQ to run faster than the float one" : null),
         new ArchitectureRule("RecurrentState",
             "Ops on the state of an LSTM, GRU or RNN (its Y_h/Y_c outputs, or model inputs that become its initial state): rounding the state compounds over the sequence.",
             (node, g) => RecurrentState(node, g)),
@@ -109,7 +99,7 @@ public static class ArchitectureRules
     public const string RangeDescription =
         "A layer whose calibrated input or output range is set by one value far from the rest (a fill or mask constant): at least 2 % of the values at one end, the rest within 1/32 of the range.";
 
-    public static IEnumerable<string> Names => All.Select(r => r.Name).Append(RangeRule).Append(RegionCost.Rule);
+    public static IEnumerable<string> Names => All.Select(r => r.Name).Append(RangeRule).Concat(RegionCost.Rules);
 
     /// <summary>The first rule (not skipped) that keeps this node in float, with the decision's reason, or null.</summary>
     public static string? Reason(NodeProto node, GraphView graph, IReadOnlyCollection<string> skipped)
@@ -164,20 +154,6 @@ public static class ArchitectureRules
         float m = 0;
         foreach (var v in TensorData.ReadFloats(t)) m = Math.Max(m, float.IsNaN(v) ? 0 : Math.Abs(v));
         return m;
-    }
-
-    /// <summary>A Conv's products per output (input channels per group x kernel size, from its constant weight's
-    /// shape) and whether its kernel is wider than 1x1; null when the weight is not a constant.</summary>
-    static (long Depth, bool Spatial)? ConvDepth(GraphView g, NodeProto conv)
-    {
-        if (conv.Input.Count < 2) return null;
-        TensorProto? w = g.Initializers.TryGetValue(conv.Input[1], out var init) ? init
-            : Producer(g, conv.Input[1]) is { OpType: "Constant" } c ? c.TensorAttr("value") : null;
-        if (w is null || w.Dims.Count < 3) return null;
-        long depth = 1, kernel = 1;
-        for (int i = 1; i < w.Dims.Count; i++) depth *= w.Dims[i];
-        for (int i = 2; i < w.Dims.Count; i++) kernel *= w.Dims[i];
-        return (depth, kernel > 1);
     }
 
     static bool IsConstant(GraphView g, string tensor) =>

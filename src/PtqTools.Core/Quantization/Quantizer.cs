@@ -29,8 +29,10 @@ public static class Quantizer
 
     /// <summary>Checks everything that can be checked before work starts: the statistics belong to this model,
     /// are finite, and cover every tensor the selected layers need.</summary>
+    /// <param name="speedRules">Whether the speed rules (<see cref="RegionCost"/>) apply: to what is written, yes;
+    /// to Measure-LayerError's per-layer figures, no.</param>
     public static (QuantizationPlan Plan, Dictionary<string, TensorRange> Ranges) Plan(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics,
-        QuantizationOptions? options = null)
+        QuantizationOptions? options = null, bool speedRules = true)
     {
         CheckOpset(prepared, options);
         var foreign = statistics.FirstOrDefault(s => !string.Equals(s.ModelSha256, prepared.SourceSha256, StringComparison.OrdinalIgnoreCase));
@@ -48,8 +50,8 @@ public static class Quantizer
         var graph = new GraphView(prepared.Model.Graph);
         Func<NodeProto, GraphView, string?>? floatReason = options is null ? null : options.FloatReason;
         var plan = QuantizationPlan.Create(graph, selected, floatReason, perChannel: options?.PerChannel ?? true);
-        // The statistics rules: the layers that need a range set by one far-off value, then the int8 regions that would
-        // run slower than float (RegionCost), stay in float.
+        // The statistics rule: the layers that need a range set by one far-off value stay in float; then the speed rules
+        // (RegionCost): Convs too shallow for int8 to pay, and int8 regions that would run slower than float.
         if (options is { RulesApply: true })
         {
             var byLayer = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -63,7 +65,12 @@ public static class Quantizer
                             byLayer.TryAdd(layer, $"kept in float (rule {ArchitectureRules.RangeRule}): tensor '{s.Tensor}': {why}");
                 if (byLayer.Count > 0) plan = Replan();
             }
-            if (!options.SkipRules.Contains(RegionCost.Rule) && RegionCost.SlowLayers(graph, plan, statistics) is { Count: > 0 } slow)
+            if (speedRules && !options.SkipRules.Contains(RegionCost.ShallowRule) && RegionCost.ShallowLayers(graph, plan) is { Count: > 0 } shallow)
+            {
+                foreach (var (layer, why) in shallow) byLayer.TryAdd(layer, why);
+                plan = Replan();
+            }
+            if (speedRules && !options.SkipRules.Contains(RegionCost.Rule) && RegionCost.SlowLayers(graph, plan, statistics) is { Count: > 0 } slow)
             {
                 foreach (var (layer, why) in slow) byLayer.TryAdd(layer, why);
                 plan = Replan();

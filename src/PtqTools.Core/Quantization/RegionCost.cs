@@ -5,7 +5,10 @@ using PtqTools.Core.Onnx;
 namespace PtqTools.Core.Quantization;
 
 /// <summary>
-/// The speed rule (<see cref="Rule"/>): a region of connected int8 layers runs in ONNX Runtime as fused integer
+/// The speed rules, applied to the plan of what is written (not to calibration, nor to Measure-LayerError's per-layer
+/// figures). <see cref="ShallowRule"/>: a Conv with a kernel wider than 1x1 whose outputs each sum fewer than
+/// <see cref="MinConvDepth"/> products (depthwise 3x3 and 5x5, a 3x3 stem on an RGB or grey image) runs slower in ONNX
+/// Runtime's int8 kernels, with its Q/DQ, than in float. <see cref="Rule"/>: a region of connected int8 layers runs in ONNX Runtime as fused integer
 /// kernels, with a QuantizeLinear on every tensor entering it and a DequantizeLinear on every tensor leaving it. Such a
 /// region pays only when the time its integer matrix products save over float exceeds the time of those Q/DQ nodes;
 /// a region where it does not (small maps, few channels, a lone pool or add between float ops) stays in float. The
@@ -15,7 +18,15 @@ namespace PtqTools.Core.Quantization;
 /// </summary>
 public static class RegionCost
 {
-    public const string Rule = "SlowRegion";
+    public const string Rule = "SlowRegion", ShallowRule = "ShallowConv";
+
+    public static IReadOnlyList<string> Rules { get; } = new[] { ShallowRule, Rule };
+
+    /// <summary>Products per output below which a Conv wider than 1x1 stays float (<see cref="ShallowRule"/>).</summary>
+    public const int MinConvDepth = 32;
+
+    public const string ShallowDescription =
+        "A Conv with a kernel wider than 1x1 whose outputs each sum fewer than 32 products (depthwise convs, 3x3 stems on RGB or grey images): ONNX Runtime's int8 convolution and its Q/DQ run slower there than its float convolution, and its few weights save almost no size.";
 
     public const string Description =
         "A region of connected int8 layers whose matrix products save less time over float than the QuantizeLinear and DequantizeLinear nodes around it cost (estimated from the weights' shapes and the calibrated element counts): it would run slower than float.";
@@ -33,6 +44,38 @@ public static class RegionCost
         "Add", "Mul", "Sub", "Concat", "GlobalAveragePool", "AveragePool", "MaxPool", "Relu", "Clip", "Reshape", "Transpose",
         "Flatten", "Squeeze", "Unsqueeze", "Resize", "Split", "Slice", "Pad", "Identity", "Sigmoid", "Tanh", "LeakyRelu",
     };
+
+    /// <summary>Quantized Convs too shallow for int8 to pay (<see cref="ShallowRule"/>), each with its decision's reason.</summary>
+    public static Dictionary<string, string> ShallowLayers(GraphView graph, QuantizationPlan plan)
+    {
+        var shallow = new Dictionary<string, string>(StringComparer.Ordinal);
+        void Visit(GraphView g)
+        {
+            foreach (var n in g.Graph.Node)
+            {
+                if (n.OpType == "Conv" && plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(g, n)) && Weight(g, n) is { Dims.Count: >= 3 } w)
+                {
+                    long depth = 1, kernel = 1;
+                    for (int i = 1; i < w.Dims.Count; i++) depth *= w.Dims[i];
+                    for (int i = 2; i < w.Dims.Count; i++) kernel *= w.Dims[i];
+                    if (kernel > 1 && depth < MinConvDepth)
+                        shallow[QuantizationPlan.LayerName(g, n)] = $"kept in float (rule {ShallowRule}): each output sums only {depth} products (input channels per group x kernel), too few for ONNX Runtime's int8 convolution and its Q/DQ to run faster than the float one";
+                }
+                foreach (var sub in g.Subgraphs(n)) Visit(sub);
+            }
+        }
+        Visit(graph);
+        return shallow;
+    }
+
+    /// <summary>A layer's constant weight (an initializer or a Constant node's value), or null.</summary>
+    static TensorProto? Weight(GraphView g, NodeProto n)
+    {
+        if (OpHandlers.Get(n)?.Weight(n, g) is not { } w) return null;
+        var name = n.Input[w.Input];
+        return g.Initializers.TryGetValue(name, out var init) ? init
+            : g.Producers.TryGetValue(name, out var p) && p.OpType == "Constant" ? p.TensorAttr("value") : null;
+    }
 
     /// <summary>Layers of regions that would run slower than float, each with its decision's reason.</summary>
     public static Dictionary<string, string> SlowLayers(GraphView graph, QuantizationPlan plan, IReadOnlyCollection<TensorStatistics> statistics)
@@ -99,11 +142,8 @@ public static class RegionCost
     static double? Macs(GraphView g, NodeProto n, string output, Dictionary<string, double> elements)
     {
         if (n.OpType is not ("Conv" or "MatMul" or "Gemm")) return null;
-        if (OpHandlers.Get(n)!.Weight(n, g) is not { } w) return null;
-        var name = n.Input[w.Input];
-        TensorProto? t = g.Initializers.TryGetValue(name, out var init) ? init
-            : g.Producers.TryGetValue(name, out var p) && p.OpType == "Constant" ? p.TensorAttr("value") : null;
-        if (t is null || t.Dims.Count < 2 || !elements.TryGetValue(g.Key(output), out var outElements)) return null;
+        if (OpHandlers.Get(n)!.Weight(n, g) is not { } w || Weight(g, n) is not { } t) return null;
+        if (t.Dims.Count < 2 || !elements.TryGetValue(g.Key(output), out var outElements)) return null;
         double all = t.Dims.Aggregate(1.0, (a, d) => a * d);
         return outElements * all / t.Dims[w.Axis];
     }

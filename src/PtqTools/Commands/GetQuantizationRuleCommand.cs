@@ -27,7 +27,8 @@ public sealed class GetQuantizationRuleCommand : PtqCmdlet
     {
         var rules = ArchitectureRules.All.Select(r => new QuantizationRule { Name = r.Name, Kind = "Graph", Description = r.Description })
             .Append(new QuantizationRule { Name = ArchitectureRules.RangeRule, Kind = "Statistics", Description = ArchitectureRules.RangeDescription })
-            .Append(new QuantizationRule { Name = RegionCost.Rule, Kind = "Statistics", Description = RegionCost.Description })
+            .Append(new QuantizationRule { Name = RegionCost.ShallowRule, Kind = "Speed", Description = RegionCost.ShallowDescription })
+            .Append(new QuantizationRule { Name = RegionCost.Rule, Kind = "Speed", Description = RegionCost.Description })
             .ToList();
         foreach (var pattern in Name)
         {
