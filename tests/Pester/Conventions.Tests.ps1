@@ -124,7 +124,7 @@ Describe 'Properties are typed values, and Export-Csv writes values, not type na
         Get-ModelLayer $Model | Export-Csv -LiteralPath $path
         $back = Import-Csv -LiteralPath $path | Select-Object -First 1
         $back.Inputs | Should -Be 'x; w1; b1'
-        $back.WeightShape | Should -Be '8, 3, 3, 3'
+        $back.WeightShape | Should -Be '32, 3, 5, 5'
         $rows = Import-Csv -LiteralPath (& { $p = Join-Path $TestDrive 'stats.csv'; $Stats | Export-Csv -LiteralPath $p; $p })
         $merged = @($rows | Merge-ActivationRange)
         $merged.Count | Should -Be $Stats.Count

@@ -41,17 +41,19 @@ function New-Node([string] $Op, [string] $Name, [string[]] $Inputs, [string[]] $
     }
     $n
 }
-# A small CNN on 3x16x16 images: Conv, Relu, Conv, GlobalAveragePool, Flatten, Gemm. Different seeds give different weights.
+# A small CNN on 3x16x16 images: Conv 5x5, Relu, Conv 3x3, GlobalAveragePool, Flatten, Gemm. Different seeds give
+# different weights. Wide enough (32 channels, 75 and 288 products per output) that its int8 layers pay in ONNX Runtime,
+# so the speed rules (ShallowConv, SlowRegion) quantize it; a narrower one would be written as the float model.
 function New-TinyCnn([string] $Path, [int] $Seed = 1) {
     $r = [Random]::new($Seed)
     $m = [Onnx.ModelProto]::new(); $m.IrVersion = 8; $m.ProducerName = 'PtqTools.Tests'
     $op = [Onnx.OperatorSetIdProto]::new(); $op.Version = 13; $m.OpsetImport.Add($op)
     $g = [Onnx.GraphProto]::new(); $g.Name = 'tiny'; $m.Graph = $g
     $g.Input.Add((New-Value 'x' 1, 3, 16, 16))
-    $g.Initializer.Add((New-Tensor 'w1' (8, 3, 3, 3) $r)); $g.Initializer.Add((New-Tensor 'b1' (, 8) $r))
-    $g.Initializer.Add((New-Tensor 'w2' (8, 8, 3, 3) $r)); $g.Initializer.Add((New-Tensor 'b2' (, 8) $r))
-    $g.Initializer.Add((New-Tensor 'w3' (10, 8) $r)); $g.Initializer.Add((New-Tensor 'b3' (, 10) $r))
-    $g.Node.Add((New-Node Conv conv1 x, w1, b1 c1 @{ pads = @(1, 1, 1, 1) }))
+    $g.Initializer.Add((New-Tensor 'w1' (32, 3, 5, 5) $r)); $g.Initializer.Add((New-Tensor 'b1' (, 32) $r))
+    $g.Initializer.Add((New-Tensor 'w2' (32, 32, 3, 3) $r)); $g.Initializer.Add((New-Tensor 'b2' (, 32) $r))
+    $g.Initializer.Add((New-Tensor 'w3' (10, 32) $r)); $g.Initializer.Add((New-Tensor 'b3' (, 10) $r))
+    $g.Node.Add((New-Node Conv conv1 x, w1, b1 c1 @{ pads = @(2, 2, 2, 2) }))
     $g.Node.Add((New-Node Relu relu1 c1 r1))
     $g.Node.Add((New-Node Conv conv2 r1, w2, b2 c2 @{ pads = @(1, 1, 1, 1) }))
     $g.Node.Add((New-Node Relu relu2 c2 r2))
