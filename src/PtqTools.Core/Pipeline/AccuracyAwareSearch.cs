@@ -55,8 +55,17 @@ public static class AccuracyAwareSearch
             throw new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, $"The evaluation data set '{evaluation.Name}' has no samples.", evaluation.Name);
         var labels = samples.Select(s => s.Label).ToArray();
         float[][] floatOutputs;
+        // A model with an attention mask: the metric sees its first output at the tokens that count only (TokenMask),
+        // the float model's and every candidate's alike.
+        TokenMask? mask;
+        long[]?[] masks;
         using (var runner = new OrtRunner(File.ReadAllBytes(prepared.PreparedPath), prepared.SourcePath, threads))
-            floatOutputs = samples.Select(s => runner.Run(s, cancel)[0]).ToArray();
+        {
+            mask = runner.TokenMask;
+            masks = samples.Select(s => mask?.Read(s)).ToArray();
+            floatOutputs = samples.Select((s, i) => Masked(runner.Run(s, cancel)[0], i)).ToArray();
+        }
+        float[] Masked(float[] output, int i) => mask is null ? output : mask.Keep(output, 0, masks[i]);
         metric ??= DefaultMetric(evaluation, floatOutputs, labels);
         var floatScores = metric(floatOutputs, labels);
 
@@ -90,7 +99,7 @@ public static class AccuracyAwareSearch
                         result = QuantizationPipeline.Run(prepared, Without(statistics, kept), options, path, token);
                         float[][] q;
                         using (var runner = OrtRunner.FromFile(path, threads))
-                            q = samples.Select(s => runner.Run(s, token)[0]).ToArray();
+                            q = samples.Select((s, i) => Masked(runner.Run(s, token)[0], i)).ToArray();
                         d = PairedStatistics.Compare("metric", floatScores, metric(q, labels));
                     }
                     c.Drop = d.Drop; c.DropLow = d.DropLow; c.DropHigh = d.DropHigh;
@@ -228,6 +237,7 @@ public static class AccuracyAwareSearch
                 $"drop {drop.Drop:0.####} (float {drop.Float:0.####}, quantized {drop.Quantized:0.####}" +
                 (drop.DropLow is null ? ")" : $", 95% CI of the drop [{drop.DropLow:0.####}, {drop.DropHigh:0.####}])");
             string tail = $"{candidates.Count} candidate(s) in {clock.Elapsed.TotalSeconds:0.#} s of a {timeBudget.TotalSeconds:0.#} s budget.";
+            if (mask is not null && mask.PerToken[0]) tail += $" Padding excluded from the metric: tokens whose '{mask.Input}' is 0.";
             result.SearchSummary = goalMet
                 ? $"Goal met: {figures} <= {maxDrop:0.####} with {result.KeptInFloat.Length} layer(s) kept in float{choice}; {tail}"
                 : $"GOAL MISSED: {stopReason}. The best model found: {figures}, goal {maxDrop:0.####}, with {result.KeptInFloat.Length} layer(s) kept in float; {tail}";
