@@ -54,6 +54,13 @@ public static class LayerErrorAnalyzer
     /// ONNX Runtime int8 arithmetic (see <see cref="RunEmulated"/>); null runs them in ONNX Runtime on this host.</param>
     public static List<LayerError> Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
         PtqDataSet data, int threads, IProgress<RunProgress>? progress, CancellationToken cancel, EngineTarget? target = null)
+        => Run(prepared, statistics, options, data, threads, progress, cancel, target, null);
+
+    /// <param name="isolatedOutputs">Called with each layer's name and the model's first output on every sample (in
+    /// order) with only that layer quantized (ONNX Runtime path): the accuracy-aware search scores these with its metric.</param>
+    internal static List<LayerError> Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
+        PtqDataSet data, int threads, IProgress<RunProgress>? progress, CancellationToken cancel, EngineTarget? target,
+        Action<string, float[][]>? isolatedOutputs)
     {
         options.Validate();
         var (plan, ranges) = Quantizer.Plan(prepared, statistics, options);
@@ -64,15 +71,7 @@ public static class LayerErrorAnalyzer
         // too, by their scoped names (if/then_branch/conv), their tensors by model-wide key (GraphView.Key), which
         // TensorTap exposes through the op that owns the subgraph (a sample that takes the other If branch gives no
         // values). The engine (-Target) runs main-graph layers only.
-        var all = new List<(NodeProto Node, GraphView View)>();
-        void Walk(GraphView view)
-        {
-            foreach (var n in view.Graph.Node)
-                if (plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(view, n))) all.Add((n, view));
-            foreach (var n in view.Graph.Node)
-                foreach (var sub in view.Subgraphs(n)) Walk(sub);
-        }
-        Walk(graph);
+        var all = plan.QuantizedNodes(graph);
         if (target is not null) all.RemoveAll(l => l.View.Scope.Length > 0);
         if (all.Count == 0)
             throw new PtqException("LayersInSubgraphs", PtqErrorKind.NotSupported,
@@ -171,14 +170,18 @@ public static class LayerErrorAnalyzer
                 var names = new[] { name, modelOutput }.Distinct(StringComparer.Ordinal).ToArray();
                 using var tap = new TensorTap(model, prepared.SourcePath, names, threads, Level);
                 var runner = tap.Runner;
-                foreach (var sample in samples)
+                var firstOutputs = isolatedOutputs is null ? null : new float[samples.Count][];
+                for (int i = 0; i < samples.Count; i++)
                 {
+                    var sample = samples[i];
                     var f = floatRunner.Run(sample, cancel);
                     var q = runner.Run(sample, cancel);
                     isolated.Add(f[index[name]], q[0]);
                     atOutput.Add(f[index[modelOutput]], q[names.Length - 1]);
+                    if (firstOutputs is not null) firstOutputs[i] = q[names.Length - 1];
                     Step(nameOf[layer]);
                 }
+                if (firstOutputs is not null) isolatedOutputs!(nameOf[layer], firstOutputs);
             }
             var w = WeightError(layer, handlers[nameOf[layer]], viewOf[nameOf[layer]], options);
             results.Add(new LayerError
