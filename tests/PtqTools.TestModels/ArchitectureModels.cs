@@ -1,5 +1,6 @@
 using Onnx;
 using PtqTools.Core.Evaluation;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.TestModels;
 

@@ -1,4 +1,5 @@
 using System.Numerics;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Evaluation;
 

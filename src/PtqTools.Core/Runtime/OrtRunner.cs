@@ -79,12 +79,12 @@ public sealed class OrtRunner : IDisposable
     public string[] OutputNames { get; }
 
     /// <summary>The model's attention mask and which of the outputs this session returns are per token
-    /// (<see cref="Evaluation.TokenMask"/>, from the session's declared inputs and outputs); null when it has none.</summary>
-    public Evaluation.TokenMask? TokenMask => _tokenMask.Value;
+    /// (<see cref="TokenMask"/>, from the session's declared inputs and outputs); null when it has none.</summary>
+    public TokenMask? TokenMask => _tokenMask.Value;
 
-    Lazy<Evaluation.TokenMask?> _tokenMask => _mask ??= new(() =>
+    Lazy<TokenMask?> _tokenMask => _mask ??= new(() =>
     {
-        static Evaluation.TokenMask.Tensor Of(string name, NodeMetadata m)
+        static TokenMask.Tensor Of(string name, NodeMetadata m)
         {
             bool integer = m.IsTensor && m.ElementDataType is Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int64
                 or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int32 or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int16
@@ -98,10 +98,10 @@ public sealed class OrtRunner : IDisposable
             return new(name, integer, dims);
         }
         var outputs = _session.OutputMetadata;
-        return Evaluation.TokenMask.Find(_inputs.Select(i => Of(i.Name, i.Meta)).ToList(),
-            OutputNames.Select(o => outputs.TryGetValue(o, out var m) ? Of(o, m) : new Evaluation.TokenMask.Tensor(o, false, Array.Empty<string>())).ToList());
+        return TokenMask.Find(_inputs.Select(i => Of(i.Name, i.Meta)).ToList(),
+            OutputNames.Select(o => outputs.TryGetValue(o, out var m) ? Of(o, m) : new TokenMask.Tensor(o, false, Array.Empty<string>())).ToList());
     });
-    Lazy<Evaluation.TokenMask?>? _mask;
+    Lazy<TokenMask?>? _mask;
 
     /// <summary>Refuses a sample whose shape does not fit the model input (batch dimension first).</summary>
     public void CheckShape(int[] sampleShape, string sampleId, int batch = 1)

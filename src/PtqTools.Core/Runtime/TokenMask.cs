@@ -1,11 +1,11 @@
 using PtqTools.Core.Data;
 using PtqTools.Core.Onnx;
 
-namespace PtqTools.Core.Evaluation;
+namespace PtqTools.Core.Runtime;
 
 /// <summary>
 /// Which positions of a model's per-token outputs count when two models' outputs are compared: the one place that
-/// decides it, for the fidelity guard, Compare-Model / Test-QuantizedModel (<see cref="ModelComparer"/>) and the
+/// decides it, for the fidelity guard, Compare-Model / Test-QuantizedModel (ModelComparer) and the
 /// embedding metrics. A model has a token mask when one of its inputs is an attention mask: its name contains "mask",
 /// it holds integers or booleans, and it has rank 2 ([batch, sequence]). An output is per token when its leading two
 /// dimensions are the mask's (the same fixed size, or the same symbolic name: [batch, sequence, ...]). On such an
