@@ -186,6 +186,7 @@ public class SubgraphTests
         var result = AccuracyAwareSearch.Run(prepared, stats, options, output, data, metric, 0.002, TimeSpan.FromMinutes(2), 1, null, CancellationToken.None,
             timeCandidates: false);
         Assert.True(result.GoalMet, result.SearchSummary);
+        Assert.Contains("ranked by the metric's drop", result.SearchSummary);
         // The fully quantized model misses the goal: the search had to keep a layer in float, the branch's conv_t2.
         Assert.True(result.Candidates[0].Drop > 0.002, result.SearchSummary);
         Assert.Equal(new[] { "if/then_branch/conv_t2" }, result.KeptInFloat);
