@@ -105,7 +105,7 @@ public static class FidelityGuard
         TokenMask? mask;
         try
         {
-            (reference, names, mask) = RunAll(prepared.PreparedPath, sample, threads, cancel, null);
+            (reference, names, mask) = RunAll(prepared.PreparedPath, sample, threads, cancel, null, ownMask: true);
             (written0, var writtenNames, _) = RunAll(written.OutputPath, sample, threads, cancel, mask);
             if (reference.Count == 0)
                 throw new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, $"The data set '{sample.Name}' has no samples.", sample.Name);
@@ -193,12 +193,14 @@ public static class FidelityGuard
     }
 
     /// <summary>Every output of a model on every sample (per-token outputs at the tokens that count), the output names,
-    /// and the token mask: <paramref name="mask"/> when given (the float model's), else this model's own.</summary>
-    static (List<float[][]> Outputs, string[] Names, TokenMask? Mask) RunAll(string modelPath, PtqDataSet data, int threads, CancellationToken cancel, TokenMask? mask)
+    /// and the token mask: with <paramref name="ownMask"/> this model's own (the float model's), else
+    /// <paramref name="mask"/> (the float model's, for the models compared with it: the same positions on both sides).</summary>
+    static (List<float[][]> Outputs, string[] Names, TokenMask? Mask) RunAll(string modelPath, PtqDataSet data, int threads, CancellationToken cancel,
+        TokenMask? mask, bool ownMask = false)
     {
         var outputs = new List<float[][]>();
         using var runner = OrtRunner.FromFile(modelPath, threads);
-        mask ??= runner.TokenMask;
+        if (ownMask) mask = runner.TokenMask;
         using var reader = new SampleReader(data);
         foreach (var s in reader.Read(cancel))
         {
