@@ -343,6 +343,13 @@ public class SubgraphTests
         var conv = stats.Single(t => t.Tensor == "loop/body/s_conv");
         Assert.True(conv.SampleCount == inputs.Length && conv.ElementCount == inputs.Length * 3L * 3 * 8 * 8, $"{conv.SampleCount} samples, {conv.ElementCount} values");
 
+        // The layer analysis measures the body's Conv over every iteration (3 of [1,3,8,8] per sample).
+        var error = LayerErrorAnalyzer.Run(prepared, stats, new QuantizationOptions(), data, 1, null, CancellationToken.None).Single();
+        Assert.Equal("loop/body/conv_body", error.Layer);
+        Assert.Equal(3L * 3 * 8 * 8, error.ElementCount);
+        Assert.InRange(error.IsolatedSqnrDb, 10, 150);
+        Assert.InRange(error.IsolatedOutputSqnrDb, 10, 150);
+
         var output = dir.File("loop.int8.onnx");
         var result = QuantizationPipeline.Run(prepared, stats, new QuantizationOptions(), output, CancellationToken.None);
         Assert.Contains("loop/body/conv_body", result.QuantizedLayers);
