@@ -28,6 +28,22 @@ Describe 'Test-QuantizedModel -Metric' {
         ($r | Format-List | Out-String) | Should -Match 'MetricDrop\s+: -?\d\.\d{4} \(95% CI'
     }
 
+    It 'says when padded tokens are left out of the figures, and only then' {
+        # MiniLM has an attention_mask input and a per-token last_hidden_state: compared at the real tokens only.
+        . (Join-Path $PSScriptRoot 'MiniLm.ps1')
+        $model = Get-MiniLmModel (Join-Path $TestDrive 'minilm-pad')
+        $text = Join-Path $TestDrive 'pad.txt'
+        Set-Content $text -Value 'Free software is software that gives you the user the freedom to share it.', 'A second sentence.'
+        $data = New-PtqDataSet -Path $text -VocabPath (Join-Path $TestDrive 'minilm-pad/vocab.txt')
+        $r = Test-QuantizedModel -FloatModel $model -LiteralPath $model -DataSet $data -LatencyRuns 0
+        $r.PaddingExcluded | Should -Match "'attention_mask' is 0"
+        $r.Cosine | Should -Be 1
+        ($r | Format-List | Out-String) | Should -Match 'PaddingExcluded\s+: padding excluded'
+        $resnet = $int8 | Test-QuantizedModel -DataSet $small -LatencyRuns 0 -ThreadCount 2
+        $resnet.PaddingExcluded | Should -Be ''
+        ($resnet | Format-List | Out-String) | Should -Not -Match 'PaddingExcluded'
+    }
+
     It 'takes a metric that returns one value' {
         $r = $int8 | Test-QuantizedModel -DataSet $small -LatencyRuns 0 -ThreadCount 2 -Metric { param($o) $o.Count }
         $r.FloatMetric | Should -Be 3

@@ -247,6 +247,14 @@ public class ArchitectureModelTests : IClassFixture<ArchitectureModelFixture>
                 Assert.Contains(result.Decisions, d => d.Reason.Contains("(rule SlowRegion)"));
                 Assert.True(figures.Agreement >= 0.99, figures.Summary());
                 break;
+            case "vad":
+                // Its layers all sit inside If branches: before, the search could rank none of them and the guard wrote
+                // the float model; now it keeps the layers that flip decisions in float and writes an int8 model.
+                Assert.Equal("Searched", result.Fidelity.Status);
+                Assert.True(result.QuantizedLayerCount > 0 && result.Fidelity.KeptInFloat.Count > 0, result.Fidelity.Summary);
+                Assert.All(result.Fidelity.KeptInFloat, l => Assert.StartsWith("If_1/", l));
+                Assert.True(figures.Agreement >= 0.98 && figures.SizeRatio < 0.95, figures.Summary());
+                break;
         }
     }
 

@@ -110,8 +110,10 @@ public class SubgraphTests
     }
 
     [Fact]
-    public void LayerAnalysis_OfAModelWhoseLayersAreAllInBranches_SaysSo()
+    public void LayerAnalysis_RanksTheLayersInsideBranches()
     {
+        // Before: a LayersInSubgraphs error (the layer analysis exposed main-graph tensors only), so the accuracy-aware
+        // search and the fidelity guard could not rank, nor keep in float, any layer of a model such as a VAD.
         TestPaths.UseTempCache();
         using var dir = new TempDir();
         var path = dir.File("if.onnx");
@@ -119,11 +121,93 @@ public class SubgraphTests
         var prepared = ModelPreparer.Prepare(path);
         var options = new QuantizationOptions { SkipRules = TinyModel.SpeedRules, Exclude = new[] { "gemm", "gap", "flatten" } };
         var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null, options.FloatReason);
-        var data = DataSetReader.FromArrays(Inputs(8, 5), new[] { 3, 8, 8 }, null, new PtqDataSet());
+        var inputs = Inputs(8, 5);
+        Assert.Contains(inputs, TakesThen);
+        Assert.Contains(inputs, x => !TakesThen(x));
+        var data = DataSetReader.FromArrays(inputs, new[] { 3, 8, 8 }, null, new PtqDataSet());
         var stats = ActivationCalibrator.Run(prepared, plan.Activations, data, 1, null, CancellationToken.None);
-        // Before: ONNX Runtime's "At least one output should be requested", from a model exposing no tensor.
-        var ex = Check.Throws("LayersInSubgraphs", () => LayerErrorAnalyzer.Run(prepared, stats, options, data, 1, null, CancellationToken.None));
-        Assert.Contains("if/then_branch/conv_t1", ex.Message);
+        var errors = LayerErrorAnalyzer.Run(prepared, stats, options, data, 1, null, CancellationToken.None);
+        Assert.Equal(new[] { "if/else_branch/conv_e", "if/then_branch/conv_t1", "if/then_branch/conv_t2" }, errors.Select(e => e.Layer).Order());
+        Assert.Equal(new[] { 1, 2, 3 }, errors.Select(e => e.Rank));
+        foreach (var e in errors)
+        {
+            // Quantization error at the layer's own output (a tensor of the branch) and at the model's output: finite,
+            // neither perfect nor nothing (a layer of the branch not taken gives no values on that sample).
+            Assert.StartsWith(e.Layer[..(e.Layer.LastIndexOf('/') + 1)], e.Tensor);
+            Assert.InRange(e.IsolatedSqnrDb, 10, 150);
+            Assert.InRange(e.IsolatedOutputSqnrDb, 10, 150);
+            Assert.InRange(e.AccumulatedSqnrDb, 5, 150);
+            Assert.NotNull(e.WeightSqnrDb);
+            Assert.True(e.ElementCount > 0);
+        }
+        // The then branch's conv_t1 reads x of the main graph: its input quantization error is measured on x.
+        Assert.NotNull(errors.Single(e => e.Layer == "if/then_branch/conv_t1").ActivationSqnrDb);
+    }
+
+    /// <summary>The If model with one outlier weight in the then branch's conv_t2 (a Constant in the branch), so that
+    /// per-tensor int8 weights round its other weights away, in an output channel the head ignores: the layer that
+    /// hurts most sits inside a branch.</summary>
+    static ModelProto IfModelWithOutlier()
+    {
+        var model = IfModel();
+        var then = model.Graph.Node.Single(n => n.OpType == "If").Attribute.Single(a => a.Name == "then_branch").G;
+        var w2 = then.Node.Single(n => n.Output[0] == "w2").Attribute.Single(a => a.Name == "value");
+        var values = TensorData.ReadFloats(w2.T);
+        values[0] = 400;   // output channel 0, input channel 0
+        w2.T = TensorData.FromFloats("", values, w2.T.Dims.ToArray());
+        // The head ignores channel 0: what counts is channels 1 to 3, which per-tensor int8 rounds away in conv_t2.
+        var wg = model.Graph.Initializer.Single(t => t.Name == "wg");
+        var head = TensorData.ReadFloats(wg);
+        for (int j = 0; j < 10; j++) head[j] = 0;
+        model.Graph.Initializer[model.Graph.Initializer.IndexOf(wg)] = TensorData.FromFloats("wg", head, 4, 10);
+        return model;
+    }
+
+    [Fact]
+    public void AccuracyAwareSearch_KeepsABranchLayerInFloat_AndTheWrittenModelHasIt()
+    {
+        TestPaths.UseTempCache();
+        using var dir = new TempDir();
+        var path = dir.File("if.onnx");
+        var model = IfModelWithOutlier();
+        File.WriteAllBytes(path, model.ToByteArray());
+        var prepared = ModelPreparer.Prepare(path);
+        // Only the branch layers are quantized, their weights per tensor: conv_t2's outlier ruins its int8 copy.
+        var options = new QuantizationOptions { PerChannel = false, Exclude = new[] { "gemm", "gap", "flatten" } };
+        var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null, options.FloatReason);
+        var calibration = Inputs(24, 5);
+        var evaluation = Inputs(16, 6);
+        Assert.True(evaluation.Count(TakesThen) >= 4 && evaluation.Count(x => !TakesThen(x)) >= 4);
+        var stats = ActivationCalibrator.Run(prepared, plan.Activations, DataSetReader.FromArrays(calibration, new[] { 3, 8, 8 }, null, new PtqDataSet()), 1, null, CancellationToken.None);
+        var data = DataSetReader.FromArrays(evaluation, new[] { 3, 8, 8 }, null, new PtqDataSet());
+        var reference = evaluation.Select(x => Ort.Run(model, "x", x, TinyModels.InputShape)["y"]).ToArray();
+        TaskMetric metric = (outputs, _) => TaskMetrics.CosineToReference(outputs, reference);
+        var output = dir.File("if.int8.onnx");
+        var result = AccuracyAwareSearch.Run(prepared, stats, options, output, data, metric, 0.002, TimeSpan.FromMinutes(2), 1, null, CancellationToken.None,
+            timeCandidates: false);
+        Assert.True(result.GoalMet, result.SearchSummary);
+        Assert.Contains("ranked by the metric's drop", result.SearchSummary);
+        // The fully quantized model misses the goal: the search had to keep a layer in float, the branch's conv_t2.
+        Assert.True(result.Candidates[0].Drop > 0.002, result.SearchSummary);
+        Assert.Equal(new[] { "if/then_branch/conv_t2" }, result.KeptInFloat);
+        Assert.Contains("if/then_branch/conv_t1", result.QuantizedLayers);
+        Assert.Contains("if/else_branch/conv_e", result.QuantizedLayers);
+        Assert.DoesNotContain("if/then_branch/conv_t2", result.QuantizedLayers);
+
+        // The written model: conv_t2 reads its float weight, the other branch convs their int8 ones.
+        var written = OnnxModelIO.Load(output);
+        var ifNode = written.Graph.Node.Single(n => n.OpType == "If");
+        var thenGraph = ifNode.Attribute.Single(a => a.Name == "then_branch").G;
+        var producers = thenGraph.Node.SelectMany(n => n.Output.Select(o => (o, n))).ToDictionary(p => p.o, p => p.n);
+        var t2 = thenGraph.Node.Single(n => n.Name == "conv_t2");
+        Assert.False(producers.TryGetValue(t2.Input[1], out var p2) && p2.OpType == "DequantizeLinear");
+        Assert.Contains(thenGraph.Initializer, t => t.Name == t2.Input[1] && t.DataType == (int)OnnxDataType.Float);
+        Assert.Equal("DequantizeLinear", producers[thenGraph.Node.Single(n => n.Name == "conv_t1").Input[1]].OpType);
+        foreach (var (x, expected) in evaluation.Zip(reference))
+        {
+            var actual = Ort.Run(written, "x", x, TinyModels.InputShape)["y"];
+            Assert.True(Check.Cosine(expected, actual) > 0.99, $"cosine {Check.Cosine(expected, actual)}");
+        }
     }
 
     [Fact]
@@ -258,6 +342,13 @@ public class SubgraphTests
         Assert.Equal(inputs.Min(x => x.Min()), s.Min, 5);
         var conv = stats.Single(t => t.Tensor == "loop/body/s_conv");
         Assert.True(conv.SampleCount == inputs.Length && conv.ElementCount == inputs.Length * 3L * 3 * 8 * 8, $"{conv.SampleCount} samples, {conv.ElementCount} values");
+
+        // The layer analysis measures the body's Conv over every iteration (3 of [1,3,8,8] per sample).
+        var error = LayerErrorAnalyzer.Run(prepared, stats, new QuantizationOptions(), data, 1, null, CancellationToken.None).Single();
+        Assert.Equal("loop/body/conv_body", error.Layer);
+        Assert.Equal(3L * 3 * 8 * 8, error.ElementCount);
+        Assert.InRange(error.IsolatedSqnrDb, 10, 150);
+        Assert.InRange(error.IsolatedOutputSqnrDb, 10, 150);
 
         var output = dir.File("loop.int8.onnx");
         var result = QuantizationPipeline.Run(prepared, stats, TinyModel.Options(), output, CancellationToken.None);

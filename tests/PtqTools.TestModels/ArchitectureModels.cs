@@ -1,5 +1,6 @@
 using Onnx;
 using PtqTools.Core.Evaluation;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.TestModels;
 
@@ -29,7 +30,8 @@ public sealed record ArchitectureFigures
     /// <summary>dbnet: mean IoU of the maps binarized at 0.3 against float's; float's share of pixels above 0.3.</summary>
     public double? MapIoU { get; init; }
     public double? FloatMapShare { get; init; }
-    /// <summary>Output cosine against float over every output value (all outputs of all samples, concatenated per sample).</summary>
+    /// <summary>Output cosine against float over every output value (all outputs of all samples, concatenated per sample;
+    /// per-token outputs at the tokens whose attention mask is non-zero, TokenMask).</summary>
     public double OutputCosine { get; init; }
     public double OutputCosineMin { get; init; }
     public long FloatBytes { get; init; }
@@ -77,7 +79,12 @@ public static class ArchitectureModels
         List<float[][]> fo, qo;
         if (kind == "vad") { fo = RunStreams(f, samples); qo = RunStreams(q, samples); }
         else { fo = samples.Select(f.Run).ToList(); qo = samples.Select(q.Run).ToList(); }
-        var cos = fo.Select((o, i) => Cosine(o.SelectMany(v => v).ToArray(), qo[i].SelectMany(v => v).ToArray())).ToArray();
+        // Per-token outputs of a model with an attention mask (bert11) at the real tokens only, as the guard and
+        // Test-QuantizedModel compare them (TokenMask).
+        var mask = TokenMask.Find(ModelProto.Parser.ParseFrom(File.ReadAllBytes(modelPath)));
+        float[][] Kept(float[][] o, int i) => mask is null ? o
+            : mask.Keep(o, mask.Read(new PtqTools.Core.Data.Sample(i, "", Array.Empty<float>(), Array.Empty<int>(), -1) { Inputs = samples[i] }));
+        var cos = fo.Select((o, i) => Cosine(Kept(o, i).SelectMany(v => v).ToArray(), Kept(qo[i], i).SelectMany(v => v).ToArray())).ToArray();
         var figures = new ArchitectureFigures
         {
             Kind = kind,

@@ -54,20 +54,34 @@ public static class LayerErrorAnalyzer
     /// ONNX Runtime int8 arithmetic (see <see cref="RunEmulated"/>); null runs them in ONNX Runtime on this host.</param>
     public static List<LayerError> Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
         PtqDataSet data, int threads, IProgress<RunProgress>? progress, CancellationToken cancel, EngineTarget? target = null)
+        => Run(prepared, statistics, options, data, threads, progress, cancel, target, null);
+
+    /// <param name="isolatedOutputs">Called with each layer's name and the model's first output on every sample (in
+    /// order) with only that layer quantized (ONNX Runtime path): the accuracy-aware search scores these with its metric.</param>
+    internal static List<LayerError> Run(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
+        PtqDataSet data, int threads, IProgress<RunProgress>? progress, CancellationToken cancel, EngineTarget? target,
+        Action<string, float[][]>? isolatedOutputs)
     {
         options.Validate();
         var (plan, ranges) = Quantizer.Plan(prepared, statistics, options, speedRules: false);
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the statistics can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
         var graph = new GraphView(prepared.Model.Graph);
-        var layers = prepared.Model.Graph.Node.Where(n => plan.QuantizedLayers.Contains(n.Name)).ToList();
-        // Layers inside If/Loop/Scan subgraphs have no tensor the main graph can expose as an output: they are not ranked.
-        if (layers.Count == 0)
+        // Every quantized layer with the view of the graph that holds it: those inside If branches and Loop/Scan bodies
+        // too, by their scoped names (if/then_branch/conv), their tensors by model-wide key (GraphView.Key), which
+        // TensorTap exposes through the op that owns the subgraph (a sample that takes the other If branch gives no
+        // values). The engine (-Target) runs main-graph layers only.
+        var all = plan.QuantizedNodes(graph);
+        if (target is not null) all.RemoveAll(l => l.View.Scope.Length > 0);
+        if (all.Count == 0)
             throw new PtqException("LayersInSubgraphs", PtqErrorKind.NotSupported,
-                $"The {plan.QuantizedLayers.Count} quantized layers of '{prepared.SourcePath}' are all inside If, Loop or Scan subgraphs ({string.Join(", ", plan.QuantizedLayers.Take(3))}{(plan.QuantizedLayers.Count > 3 ? ", ..." : "")}), whose tensors the layer analysis cannot expose: it ranks the layers of the main graph. Compare the whole model with Test-QuantizedModel instead.", prepared.SourcePath);
-        var handlers = layers.ToDictionary(n => n.Name, n => OpHandlers.Get(n)!, StringComparer.Ordinal);
-        var outputOf = layers.ToDictionary(n => n.Name, n => n.Output[0], StringComparer.Ordinal);
-        var inputsOf = layers.ToDictionary(n => n.Name, n => handlers[n.Name].ActivationInputs(n, graph).Select(i => n.Input[i]).Distinct().ToArray(), StringComparer.Ordinal);
+                $"The {plan.QuantizedLayers.Count} quantized layers of '{prepared.SourcePath}' are all inside If, Loop or Scan subgraphs ({string.Join(", ", plan.QuantizedLayers.Take(3))}{(plan.QuantizedLayers.Count > 3 ? ", ..." : "")}), which the engine emulating a CPU class (-Target) does not run: it ranks the layers of the main graph. Leave out -Target to rank them on ONNX Runtime.", prepared.SourcePath);
+        var layers = all.Select(l => l.Node).ToList();
+        var nameOf = all.ToDictionary(l => l.Node, l => QuantizationPlan.LayerName(l.View, l.Node));
+        var viewOf = all.ToDictionary(l => nameOf[l.Node], l => l.View, StringComparer.Ordinal);
+        var handlers = layers.ToDictionary(n => nameOf[n], n => OpHandlers.Get(n)!, StringComparer.Ordinal);
+        var outputOf = layers.ToDictionary(n => nameOf[n], n => viewOf[nameOf[n]].Key(n.Output[0]), StringComparer.Ordinal);
+        var inputsOf = layers.ToDictionary(n => nameOf[n], n => handlers[nameOf[n]].ActivationInputs(n, viewOf[nameOf[n]]).Select(i => viewOf[nameOf[n]].Key(n.Input[i])).Distinct().ToArray(), StringComparer.Ordinal);
         // The model's first output too: how much one layer quantized alone changes what the model returns.
         var modelOutput = prepared.Model.Graph.Output[0].Name;
 
@@ -96,14 +110,14 @@ public static class LayerErrorAnalyzer
         var index = observed.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
 
         // Accumulated: the whole plan quantized; activation error: each input against its fake-quantized self.
-        var accumulated = layers.ToDictionary(n => n.Name, _ => new ErrorAccumulator(), StringComparer.Ordinal);
-        var activation = layers.ToDictionary(n => n.Name, _ => new ErrorAccumulator(), StringComparer.Ordinal);
+        var accumulated = layers.ToDictionary(n => nameOf[n], _ => new ErrorAccumulator(), StringComparer.Ordinal);
+        var activation = layers.ToDictionary(n => nameOf[n], _ => new ErrorAccumulator(), StringComparer.Ordinal);
         void AddActivation(NodeProto layer, float[][] f)
         {
-            foreach (var input in inputsOf[layer.Name])
+            foreach (var input in inputsOf[nameOf[layer]])
             {
                 var reference = f[index[input]];
-                activation[layer.Name].Add(reference, FakeQuantize(reference, ranges[input], options));
+                activation[nameOf[layer]].Add(reference, FakeQuantize(reference, ranges[input], options));
             }
         }
         if (emulated is not null)
@@ -132,7 +146,7 @@ public static class LayerErrorAnalyzer
                 var q = runner.Run(sample, cancel);
                 foreach (var layer in layers)
                 {
-                    accumulated[layer.Name].Add(f[index[outputOf[layer.Name]]], q[outIndex[outputOf[layer.Name]]]);
+                    accumulated[nameOf[layer]].Add(f[index[outputOf[nameOf[layer]]]], q[outIndex[outputOf[nameOf[layer]]]]);
                     AddActivation(layer, f);
                 }
                 Step("whole model quantized");
@@ -144,9 +158,9 @@ public static class LayerErrorAnalyzer
         foreach (var layer in layers)
         {
             cancel.ThrowIfCancellationRequested();
-            var single = QuantizationPlan.Create(graph, new HashSet<string>(StringComparer.Ordinal) { layer.Name }, perChannel: options.PerChannel);
+            var single = QuantizationPlan.Create(graph, new HashSet<string>(StringComparer.Ordinal) { nameOf[layer] }, perChannel: options.PerChannel);
             var model = QdqQuantizer.Quantize(prepared.Model, single, ranges, options, cancel);
-            var name = outputOf[layer.Name];
+            var name = outputOf[nameOf[layer]];
             var isolated = new ErrorAccumulator();
             var atOutput = new ErrorAccumulator();
             if (emulated is not null)
@@ -156,21 +170,25 @@ public static class LayerErrorAnalyzer
                 var names = new[] { name, modelOutput }.Distinct(StringComparer.Ordinal).ToArray();
                 using var tap = new TensorTap(model, prepared.SourcePath, names, threads, Level);
                 var runner = tap.Runner;
-                foreach (var sample in samples)
+                var firstOutputs = isolatedOutputs is null ? null : new float[samples.Count][];
+                for (int i = 0; i < samples.Count; i++)
                 {
+                    var sample = samples[i];
                     var f = floatRunner.Run(sample, cancel);
                     var q = runner.Run(sample, cancel);
                     isolated.Add(f[index[name]], q[0]);
                     atOutput.Add(f[index[modelOutput]], q[names.Length - 1]);
-                    Step(layer.Name);
+                    if (firstOutputs is not null) firstOutputs[i] = q[names.Length - 1];
+                    Step(nameOf[layer]);
                 }
+                if (firstOutputs is not null) isolatedOutputs!(nameOf[layer], firstOutputs);
             }
-            var w = WeightError(layer, handlers[layer.Name], graph, options);
+            var w = WeightError(layer, handlers[nameOf[layer]], viewOf[nameOf[layer]], options);
             results.Add(new LayerError
             {
                 ModelPath = prepared.SourcePath,
                 ModelSha256 = prepared.SourceSha256,
-                Layer = layer.Name,
+                Layer = nameOf[layer],
                 OpType = layer.OpType,
                 Tensor = name,
                 SampleCount = samples.Count,
@@ -178,10 +196,10 @@ public static class LayerErrorAnalyzer
                 IsolatedSqnrDb = isolated.SqnrDb,
                 IsolatedMse = isolated.Mse,
                 IsolatedOutputSqnrDb = atOutput.SqnrDb,
-                AccumulatedSqnrDb = accumulated[layer.Name].SqnrDb,
-                AccumulatedMse = accumulated[layer.Name].Mse,
+                AccumulatedSqnrDb = accumulated[nameOf[layer]].SqnrDb,
+                AccumulatedMse = accumulated[nameOf[layer]].Mse,
                 WeightSqnrDb = w,
-                ActivationSqnrDb = activation[layer.Name].Count > 0 ? activation[layer.Name].SqnrDb : null,
+                ActivationSqnrDb = activation[nameOf[layer]].Count > 0 ? activation[nameOf[layer]].SqnrDb : null,
                 Target = target?.Name ?? "",
             });
         }

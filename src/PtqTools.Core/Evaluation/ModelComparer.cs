@@ -38,6 +38,7 @@ public static class ModelComparer
             return quantRunner.OutputNames.Select(o => result[o].ToFloats()).ToArray();
         }
         int outputs = floatRunner.OutputNames.Length;
+        var mask = floatRunner.TokenMask;
         var stats = Enumerable.Range(0, outputs).Select(_ => new OutputStats()).ToArray();
         int floatCorrect = 0, quantCorrect = 0, labelled = 0, n = 0;
         // Per-sample correctness (paired intervals) and, for a task metric, every sample's first output and label.
@@ -53,8 +54,11 @@ public static class ModelComparer
             foreach (var sample in reader.Read(cancel))
             {
                 first ??= sample;
+                // Per-token outputs of a model with an attention mask: only the tokens that count (TokenMask).
+                var m = mask?.Read(sample);
                 var f = floatRunner.Run(sample, cancel);
                 var q = RunQuantized(sample);
+                if (mask is not null) { f = mask.Keep(f, m); q = mask.Keep(q, m); }
                 for (int k = 0; k < outputs; k++) stats[k].Add(f[k], q[k]);
                 scores ??= classScores ?? (data.ClassCount > 1 && f[0].Length == data.ClassCount);
                 classes = f[0].Length;
@@ -127,6 +131,7 @@ public static class ModelComparer
             FloatSizeBytes = floatSize,
             QuantizedSizeBytes = quantSize,
             SizeRatio = Math.Round((double)quantSize / floatSize, 4),
+            PaddingExcluded = mask?.Text ?? "",
         };
     }
 

@@ -1,4 +1,5 @@
 using System.Numerics;
+using PtqTools.Core.Runtime;
 
 namespace PtqTools.Core.Evaluation;
 
@@ -194,14 +195,12 @@ public static class TaskMetrics
     {
         if (width < 1 || hidden.Length != mask.Length * width)
             throw new PtqException("MetricLengthMismatch", PtqErrorKind.InvalidArgument, $"{hidden.Length} values are not {mask.Length} tokens of {width}.", width);
+        // The tokens that count are TokenMask's (mask non-zero), as everywhere figures leave padding out.
+        var kept = TokenMask.Keep(hidden, mask);
+        int n = kept.Length / width;
         var e = new double[width];
-        int n = 0;
-        for (int t = 0; t < mask.Length; t++)
-        {
-            if (mask[t] == 0) continue;
-            n++;
-            for (int j = 0; j < width; j++) e[j] += hidden[t * width + j];
-        }
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < width; j++) e[j] += kept[t * width + j];
         return e.Select(v => n == 0 ? 0f : (float)(v / n)).ToArray();
     }
 

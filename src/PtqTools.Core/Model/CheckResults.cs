@@ -65,6 +65,9 @@ public sealed class FidelityCheck
     public ValueList<string> KeptInFloat { get; set; } = new();
     /// <summary>Per output, the written model against float.</summary>
     public ValueList<OutputComparison> Outputs { get; set; } = new();
+    /// <summary>When the model has an attention mask (<see cref="Runtime.TokenMask"/>): which positions were left out
+    /// of the figures of its per-token outputs; empty when every position counts.</summary>
+    public string PaddingExcluded { get; set; } = "";
     public string Summary { get; set; } = "";
 
     public override string ToString() => $"{Status}: cosine {FinalCosine:0.####} (threshold {MinCosine})";

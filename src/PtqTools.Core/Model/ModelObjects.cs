@@ -148,6 +148,9 @@ public sealed class AccuracyReport
     public long FloatSizeBytes { get; set; }
     public long QuantizedSizeBytes { get; set; }
     public double SizeRatio { get; set; }
+    /// <summary>When the model has an attention mask (<see cref="Runtime.TokenMask"/>): which positions were left
+    /// out of the figures of its per-token outputs (and of what -Metric receives); empty when every position counts.</summary>
+    public string PaddingExcluded { get; set; } = "";
 }
 
 /// <summary>The quantization error of one layer's output against float (Measure-LayerError).</summary>

@@ -47,6 +47,8 @@ public static class AccuracyAwareSearch
         var (plan, _) = Quantizer.Plan(prepared, statistics, options);
         if (plan.QuantizedLayers.Count == 0)
             throw new PtqException("NothingToQuantize", PtqErrorKind.InvalidArgument, $"None of the layers in the pipeline can be quantized in '{prepared.SourcePath}'.", prepared.SourcePath);
+        bool subgraphLayers = plan.QuantizedNodes(new GraphView(prepared.Model.Graph)).Any(l => l.View.Scope.Length > 0);
+        string rankedBy = "";
 
         var samples = new List<Sample>();
         using (var reader = new SampleReader(evaluation))
@@ -55,8 +57,17 @@ public static class AccuracyAwareSearch
             throw new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, $"The evaluation data set '{evaluation.Name}' has no samples.", evaluation.Name);
         var labels = samples.Select(s => s.Label).ToArray();
         float[][] floatOutputs;
+        // A model with an attention mask: the metric sees its first output at the tokens that count only (TokenMask),
+        // the float model's and every candidate's alike.
+        TokenMask? mask;
+        long[]?[] masks;
         using (var runner = new OrtRunner(File.ReadAllBytes(prepared.PreparedPath), prepared.SourcePath, threads))
-            floatOutputs = samples.Select(s => runner.Run(s, cancel)[0]).ToArray();
+        {
+            mask = runner.TokenMask;
+            masks = samples.Select(s => mask?.Read(s)).ToArray();
+            floatOutputs = samples.Select((s, i) => Masked(runner.Run(s, cancel)[0], i)).ToArray();
+        }
+        float[] Masked(float[] output, int i) => mask is null ? output : mask.Keep(output, 0, masks[i]);
         metric ??= DefaultMetric(evaluation, floatOutputs, labels);
         var floatScores = metric(floatOutputs, labels);
 
@@ -90,7 +101,7 @@ public static class AccuracyAwareSearch
                         result = QuantizationPipeline.Run(prepared, Without(statistics, kept), options, path, token);
                         float[][] q;
                         using (var runner = OrtRunner.FromFile(path, threads))
-                            q = samples.Select(s => runner.Run(s, token)[0]).ToArray();
+                            q = samples.Select((s, i) => Masked(runner.Run(s, token)[0], i)).ToArray();
                         d = PairedStatistics.Compare("metric", floatScores, metric(q, labels));
                     }
                     c.Drop = d.Drop; c.DropLow = d.DropLow; c.DropHigh = d.DropHigh;
@@ -130,8 +141,32 @@ public static class AccuracyAwareSearch
                 {
                     try
                     {
-                        ranking = LayerErrorAnalyzer.Run(prepared, statistics, options, Subset(evaluation, samples.Count), threads, null, budget.Token)
-                            .OrderBy(e => e.IsolatedOutputSqnrDb).ThenBy(e => e.Rank).Select(e => e.Layer).ToArray();
+                        // A model with layers inside If/Loop/Scan subgraphs: each layer by what it costs the metric when
+                        // it alone is quantized (the models the layer analysis runs anyway), then by the SQNR at the
+                        // model's output. A branch layer runs on some samples only, and a metric of decisions (a
+                        // detector's per-frame speech/non-speech) flips on errors that the SQNR ranks as small: on the
+                        // VAD of issue 17 the SQNR order put the layers that flip decisions last. Other models keep the
+                        // SQNR order (the same inputs write the same file as before).
+                        var ranked = Subset(evaluation, samples.Count);
+                        var layerDrops = subgraphLayers ? new Dictionary<string, double>(StringComparer.Ordinal) : null;
+                        string? metricFailed = null;
+                        void Score(string layer, float[][] outputs)
+                        {
+                            if (layerDrops is null || metricFailed is not null) return;
+                            try
+                            {
+                                // Samples past those ranked (at most RankingSamples) count as float's.
+                                var all = Enumerable.Range(0, samples.Count).Select(i => i < outputs.Length ? Masked(outputs[i], i) : floatOutputs[i]).ToArray();
+                                layerDrops[layer] = floatScores.Average() - metric!(all, labels).Average();
+                            }
+                            catch (Exception ex) when (ex is not OperationCanceledException) { metricFailed = ex.Message; }
+                        }
+                        var errors = LayerErrorAnalyzer.Run(prepared, statistics, options, ranked, threads, null, budget.Token, null, layerDrops is null ? null : Score);
+                        if (metricFailed is not null) layerDrops = null;
+                        ranking = errors.OrderByDescending(e => layerDrops is null ? 0 : Math.Round(layerDrops.GetValueOrDefault(e.Layer), 9))
+                            .ThenBy(e => e.IsolatedOutputSqnrDb).ThenBy(e => e.Rank).Select(e => e.Layer).ToArray();
+                        rankedBy = layerDrops is not null ? " Layers ranked by the metric's drop with each alone in int8 (the model has layers inside subgraphs)."
+                            : metricFailed is not null ? $" Layers ranked by SQNR at the output: the metric failed on a model with one layer in int8 ({metricFailed})." : "";
                     }
                     catch (OperationCanceledException) when (!cancel.IsCancellationRequested) { stopReason = "the time budget ran out during the layer ranking"; }
                     catch (Exception ex) when (ex is not OperationCanceledException) { stopReason = $"the layer ranking failed: {ex.Message}"; }
@@ -227,7 +262,8 @@ public static class AccuracyAwareSearch
             string figures = drop is null ? "no candidate could be measured" :
                 $"drop {drop.Drop:0.####} (float {drop.Float:0.####}, quantized {drop.Quantized:0.####}" +
                 (drop.DropLow is null ? ")" : $", 95% CI of the drop [{drop.DropLow:0.####}, {drop.DropHigh:0.####}])");
-            string tail = $"{candidates.Count} candidate(s) in {clock.Elapsed.TotalSeconds:0.#} s of a {timeBudget.TotalSeconds:0.#} s budget.";
+            string tail = $"{candidates.Count} candidate(s) in {clock.Elapsed.TotalSeconds:0.#} s of a {timeBudget.TotalSeconds:0.#} s budget.{rankedBy}";
+            if (mask is not null && mask.PerToken[0]) tail += $" Padding excluded from the metric: tokens whose '{mask.Input}' is 0.";
             result.SearchSummary = goalMet
                 ? $"Goal met: {figures} <= {maxDrop:0.####} with {result.KeptInFloat.Length} layer(s) kept in float{choice}; {tail}"
                 : $"GOAL MISSED: {stopReason}. The best model found: {figures}, goal {maxDrop:0.####}, with {result.KeptInFloat.Length} layer(s) kept in float; {tail}";

@@ -101,10 +101,12 @@ public static class FidelityGuard
         // cosines, of the decisions and of the search's metric.
         List<float[][]> reference, written0;
         string[] names;
+        // A model with an attention mask: its per-token outputs are compared at the tokens that count only (TokenMask).
+        TokenMask? mask;
         try
         {
-            (reference, names) = RunAll(prepared.PreparedPath, sample, threads, cancel);
-            (written0, var writtenNames) = RunAll(written.OutputPath, sample, threads, cancel);
+            (reference, names, mask) = RunAll(prepared.PreparedPath, sample, threads, cancel, null, ownMask: true);
+            (written0, var writtenNames, _) = RunAll(written.OutputPath, sample, threads, cancel, mask);
             if (reference.Count == 0)
                 throw new PtqException("DataSetEmpty", PtqErrorKind.InvalidData, $"The data set '{sample.Name}' has no samples.", sample.Name);
             if (!names.SequenceEqual(writtenNames))
@@ -117,6 +119,7 @@ public static class FidelityGuard
             return written;
         }
         check.Samples = reference.Count;
+        check.PaddingExcluded = mask?.Text ?? "";
         check.Outputs = new(Compare(names, reference, written0));
         check.Cosine = check.FinalCosine = check.Outputs.Min(o => o.Cosine);
         check.SqnrDb = check.FinalSqnrDb = check.Outputs.Min(o => o.SqnrDb);
@@ -127,7 +130,7 @@ public static class FidelityGuard
         if (check.Cosine >= minCosine && !(check.Agreement < check.MinAgreement))
         {
             check.Status = "Passed";
-            check.Summary = Figures(check, written) + ".";
+            check.Summary = Figures(check, written) + "." + Padding(check);
             return written;
         }
 
@@ -156,14 +159,14 @@ public static class FidelityGuard
             check.Status = "Searched";
             check.KeptInFloat = searched.KeptInFloat;
             check.SizeRatio = searched.SizeRatio;
-            var (after, _) = RunAll(searched.OutputPath, sample, threads, cancel);
+            var (after, _, _) = RunAll(searched.OutputPath, sample, threads, cancel, mask);
             var final = Compare(names, reference, after);
             check.FinalCosine = final.Min(o => o.Cosine);
             check.FinalSqnrDb = final.Min(o => o.SqnrDb);
             check.Speedup = Speedup(prepared.SourcePath, searched.OutputPath, sample, cancel);
             if (probability.Length > 0)
                 check.FinalAgreement = probability.Min(k => Agreement(reference.Select(r => r[k]), after.Select(w => w[k])));
-            check.Summary = FormattableString.Invariant($"Output cosine {check.Cosine:0.####}{AgreementText(check.Agreement)} to float was below the thresholds ({minCosine}, {check.MinAgreement}) on {check.Samples} held-out samples; {check.KeptInFloat.Length} layer(s) kept in float bring it to {check.FinalCosine:0.####}{AgreementText(check.FinalAgreement)} ({HostCheck.ListNames(check.KeptInFloat)}).");
+            check.Summary = FormattableString.Invariant($"Output cosine {check.Cosine:0.####}{AgreementText(check.Agreement)} to float was below the thresholds ({minCosine}, {check.MinAgreement}) on {check.Samples} held-out samples; {check.KeptInFloat.Length} layer(s) kept in float bring it to {check.FinalCosine:0.####}{AgreementText(check.FinalAgreement)} ({HostCheck.ListNames(check.KeptInFloat)}).") + Padding(check);
             return searched;
         }
 
@@ -185,18 +188,26 @@ public static class FidelityGuard
             + (searched.GoalMet == true
                 ? FormattableString.Invariant($"the int8 model that meets them was larger than float ({searched.SizeRatio:P1}).")
                 : $"the search did not meet them ({searched.SearchSummary}).")
-            + worst + " -SkipFidelityCheck writes the int8 model anyway; -MinCosine sets the threshold.";
+            + worst + Padding(check) + " -SkipFidelityCheck writes the int8 model anyway; -MinCosine sets the threshold.";
         return kept;
     }
 
-    /// <summary>Every output of a model on every sample, and the output names.</summary>
-    static (List<float[][]> Outputs, string[] Names) RunAll(string modelPath, PtqDataSet data, int threads, CancellationToken cancel)
+    /// <summary>Every output of a model on every sample (per-token outputs at the tokens that count), the output names,
+    /// and the token mask: with <paramref name="ownMask"/> this model's own (the float model's), else
+    /// <paramref name="mask"/> (the float model's, for the models compared with it: the same positions on both sides).</summary>
+    static (List<float[][]> Outputs, string[] Names, TokenMask? Mask) RunAll(string modelPath, PtqDataSet data, int threads, CancellationToken cancel,
+        TokenMask? mask, bool ownMask = false)
     {
         var outputs = new List<float[][]>();
         using var runner = OrtRunner.FromFile(modelPath, threads);
+        if (ownMask) mask = runner.TokenMask;
         using var reader = new SampleReader(data);
-        foreach (var s in reader.Read(cancel)) outputs.Add(runner.Run(s, cancel));
-        return (outputs, runner.OutputNames);
+        foreach (var s in reader.Read(cancel))
+        {
+            var o = runner.Run(s, cancel);
+            outputs.Add(mask is null ? o : mask.Keep(o, mask.Read(s)));
+        }
+        return (outputs, runner.OutputNames, mask);
     }
 
     /// <summary>Each output of one model against the reference's, over the samples (ModelComparer's figures).</summary>
@@ -207,6 +218,9 @@ public static class FidelityGuard
             for (int k = 0; k < names.Length; k++) stats[k].Add(reference[i][k], other[i][k]);
         return names.Select((name, k) => stats[k].Result(name, false)).ToArray();
     }
+
+    /// <summary>The sentence that says padded tokens were left out of the figures; empty for a model without a token mask.</summary>
+    static string Padding(FidelityCheck c) => c.PaddingExcluded.Length == 0 ? "" : $" {char.ToUpperInvariant(c.PaddingExcluded[0])}{c.PaddingExcluded[1..]}.";
 
     static string AgreementText(double? agreement) => agreement is double a ? FormattableString.Invariant($", decisions {a:0.####}") : "";
 

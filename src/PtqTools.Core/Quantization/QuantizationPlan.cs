@@ -62,6 +62,22 @@ public sealed class QuantizationPlan
     /// there by its quantized layers, by local name, with their model-wide keys (the keys of <see cref="Activations"/>).</summary>
     public Dictionary<string, Dictionary<string, string>> LocalTensors { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>The nodes of the quantized layers, each with the view of the graph that holds it (the main graph's
+    /// first, then those inside If branches and Loop/Scan bodies, as <see cref="Decisions"/> orders them).</summary>
+    public List<(NodeProto Node, GraphView View)> QuantizedNodes(GraphView main)
+    {
+        var result = new List<(NodeProto, GraphView)>();
+        void Walk(GraphView view)
+        {
+            foreach (var n in view.Graph.Node)
+                if (QuantizedLayers.Contains(LayerName(view, n))) result.Add((n, view));
+            foreach (var n in view.Graph.Node)
+                foreach (var sub in view.Subgraphs(n)) Walk(sub);
+        }
+        Walk(main);
+        return result;
+    }
+
     /// <summary>The layer name the plan uses for a node: its scope path, then its name.</summary>
     public static string LayerName(GraphView graph, NodeProto node) => graph.Scope + node.Name;
 

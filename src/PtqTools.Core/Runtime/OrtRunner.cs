@@ -78,6 +78,31 @@ public sealed class OrtRunner : IDisposable
     public int[] InputShape { get; }
     public string[] OutputNames { get; }
 
+    /// <summary>The model's attention mask and which of the outputs this session returns are per token
+    /// (<see cref="TokenMask"/>, from the session's declared inputs and outputs); null when it has none.</summary>
+    public TokenMask? TokenMask => _tokenMask.Value;
+
+    Lazy<TokenMask?> _tokenMask => _mask ??= new(() =>
+    {
+        static TokenMask.Tensor Of(string name, NodeMetadata m)
+        {
+            bool integer = m.IsTensor && m.ElementDataType is Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int64
+                or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int32 or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int16
+                or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int8 or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.UInt8
+                or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.UInt16 or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.UInt32
+                or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.UInt64 or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Bool;
+            var dims = m.IsTensor && m.Dimensions is { } d
+                ? d.Select((v, k) => v >= 0 ? v.ToString(System.Globalization.CultureInfo.InvariantCulture)
+                    : m.SymbolicDimensions is { } s && k < s.Length && s[k].Length > 0 ? s[k] : "?").ToArray()
+                : Array.Empty<string>();
+            return new(name, integer, dims);
+        }
+        var outputs = _session.OutputMetadata;
+        return TokenMask.Find(_inputs.Select(i => Of(i.Name, i.Meta)).ToList(),
+            OutputNames.Select(o => outputs.TryGetValue(o, out var m) ? Of(o, m) : new TokenMask.Tensor(o, false, Array.Empty<string>())).ToList());
+    });
+    Lazy<TokenMask?>? _mask;
+
     /// <summary>Refuses a sample whose shape does not fit the model input (batch dimension first).</summary>
     public void CheckShape(int[] sampleShape, string sampleId, int batch = 1)
     {
