@@ -248,12 +248,12 @@ public class ArchitectureModelTests : IClassFixture<ArchitectureModelFixture>
                 Assert.True(figures.Agreement >= 0.99, figures.Summary());
                 break;
             case "vad":
-                // Its layers all sit inside If branches: before, the search could rank none of them and the guard wrote
-                // the float model; now it keeps the layers that flip decisions in float and writes an int8 model.
-                Assert.Equal("Searched", result.Fidelity.Status);
-                Assert.True(result.QuantizedLayerCount > 0 && result.Fidelity.KeptInFloat.Count > 0, result.Fidelity.Summary);
-                Assert.All(result.Fidelity.KeptInFloat, l => Assert.StartsWith("If_1/", l));
-                Assert.True(figures.Agreement >= 0.98 && figures.SizeRatio < 0.95, figures.Summary());
+                // Its layers all sit inside If branches, and the search ranks them (SubgraphTests). Its filterbank convs
+                // (one per branch, few frames) would run slower in int8 (SlowRegion) and hold most of its weights, so
+                // the int8 model that keeps the decisions is larger than float: the float model is written.
+                Assert.Contains(result.Decisions, d => d.Layer.StartsWith("If_1/", StringComparison.Ordinal) && d.Reason.Contains("(rule SlowRegion)"));
+                Assert.True(figures.Agreement >= 0.98, figures.Summary());
+                if (result.Fidelity.Status == "Searched") Assert.All(result.Fidelity.KeptInFloat, l => Assert.StartsWith("If_1/", l));
                 break;
         }
     }

@@ -151,7 +151,7 @@ public class TokenMaskTests
         using var dir = new TempDir();
         var reference = Model(dir.File("float.onnx"), "none");
         var data = Data(dir.File("data"));
-        var options = new QuantizationOptions();
+        var options = TinyModel.Options();
         var prepared = ModelPreparer.Prepare(reference);
         var plan = QuantizationPlan.Create(new GraphView(prepared.Model.Graph), null, options.FloatReason);
         var stats = ActivationCalibrator.Run(prepared, plan.Activations, FidelityGuard.CalibrationPart(data), 1, null, CancellationToken.None);

@@ -152,7 +152,9 @@ public static class FidelityGuard
             timeCandidates: false);
         check.WorstLayers = new(searched.Candidates.OrderByDescending(c => c.FloatLayerCount).FirstOrDefault()?.KeptInFloat ?? Enumerable.Empty<string>());
         string worst = check.WorstLayers.Count > 0 ? $" Layers that hurt most: {HostCheck.ListNames(check.WorstLayers)}." : "";
-        if (searched.GoalMet == true && searched.SizeRatio <= 1)
+        // A search that met the goal only by keeping every layer in float wrote the float model: said as such below.
+        bool allFloat = searched.GoalMet == true && searched.QuantizedLayerCount == 0;
+        if (searched.GoalMet == true && searched.SizeRatio <= 1 && !allFloat)
         {
             // The model the search wrote, measured as the first one was.
             searched.Fidelity = check;
@@ -166,13 +168,18 @@ public static class FidelityGuard
             check.Speedup = Speedup(prepared.SourcePath, searched.OutputPath, sample, cancel);
             if (probability.Length > 0)
                 check.FinalAgreement = probability.Min(k => Agreement(reference.Select(r => r[k]), after.Select(w => w[k])));
-            check.Summary = FormattableString.Invariant($"Output cosine {check.Cosine:0.####}{AgreementText(check.Agreement)} to float was below the thresholds ({minCosine}, {check.MinAgreement}) on {check.Samples} held-out samples; {check.KeptInFloat.Length} layer(s) kept in float bring it to {check.FinalCosine:0.####}{AgreementText(check.FinalAgreement)} ({HostCheck.ListNames(check.KeptInFloat)}).") + Padding(check);
+            check.Summary = FormattableString.Invariant($"Output cosine {check.Cosine:0.####}{AgreementText(check.Agreement)} to float was below the thresholds ({minCosine}, {check.MinAgreement}) on {check.Samples} held-out samples; {check.KeptInFloat.Length} layer(s) kept in float bring it to {check.FinalCosine:0.####}{AgreementText(check.FinalAgreement)} ({HostCheck.ListNames(check.KeptInFloat)})")
+                + (check.FinalCosine < minCosine || check.FinalAgreement < check.MinAgreement
+                    ? "; still below the thresholds on these samples (the search's goal allows one margin per sample on average)." : ".")
+                + Padding(check);
             return searched;
         }
 
         // No int8 model that keeps the outputs was found in the budget, or the one found is larger than float (its
         // Q/DQ pairs cost more bytes than its int8 weights save): the float model is written, and says why.
-        string why = searched.GoalMet == true
+        string why = allFloat
+            ? "kept in float: the fidelity check's search kept every layer in float to keep the float model's outputs, so the float model is written"
+            : searched.GoalMet == true
             ? "kept in float: with the layers the fidelity check allows in int8 the model was larger than float, so the float model is written"
             : "kept in float: no int8 model the fidelity check's search found in its budget kept the float model's outputs, so the float model is written";
         var (plan, _) = Quantizer.Plan(prepared, statistics, options);
@@ -185,7 +192,8 @@ public static class FidelityGuard
         if (check.Agreement is not null) check.FinalAgreement = 1;
         check.SizeRatio = kept.SizeRatio;
         check.Summary = FormattableString.Invariant($"FLOAT MODEL WRITTEN: output cosine {check.Cosine:0.####}{AgreementText(check.Agreement)} to float (SQNR {check.SqnrDb:0.#} dB) was below the thresholds ({minCosine}, {check.MinAgreement}) on {check.Samples} samples, and ")
-            + (searched.GoalMet == true
+            + (allFloat ? "only with every layer in float did the search meet them."
+                : searched.GoalMet == true
                 ? FormattableString.Invariant($"the int8 model that meets them was larger than float ({searched.SizeRatio:P1}).")
                 : $"the search did not meet them ({searched.SearchSummary}).")
             + worst + Padding(check) + " -SkipFidelityCheck writes the int8 model anyway; -MinCosine sets the threshold.";
