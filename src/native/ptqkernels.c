@@ -28,61 +28,151 @@ PTQ_EXPORT int ptq_has_avx2(void)
     return __builtin_cpu_supports("avx2");
 }
 
-/* ---- VNNI GEMM ------------------------------------------------------------------------------------------------------
- * One register tile template: R rows of A (4 bytes of each broadcast per k quad) x C blocks of 16 columns of B (one
- * 64-byte vector each), R * C accumulators. Per k quad: C vector loads and R broadcasts feed R * C vpdpbusd. */
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-TILE_INLINE void vnni_tile(const int R, const int C, const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+/* ---- VNNI GEMM, one thread's share, A copy and zero-point correction fused ------------------------------------------
+ * C[i, j] = sum_k A'[i, k] * B'[k, j] + colterm[j] - zb[j] * rowsum(A'[i]) for rows [r0, r1) and column blocks
+ * [nb0, nb1) (C row-major, ldc = n), A' being A (m x k bytes, row-major as the caller holds it) with the sign bit
+ * flipped when flip is set, B' the s8 quads [blocks][kq][16][4] (zero past K). Rows are copied in chunks (about
+ * VNNI_CHUNK bytes, in L2) into the workspace, K padded with zeros to whole quads, with their sums; each chunk then
+ * runs over the column panels (4 blocks, B of a panel from L1/L2) and, in a panel, over register tiles of rows.
+ * The tiles store C once, corrected, with the last block of N masked: no staging buffer and no second pass. */
+#define VNNI_CHUNK (384 << 10)
+
+/* The epilogue of a tile: C = sums + colterm - zb * rowsum (zb null: none), the last block under lastmask. */
+__attribute__((target("avx512f,avx512bw")))
+TILE_INLINE void vnni_tile_store(const int R, const int C, const int32_t *out, int32_t *c, int ldc, __mmask16 lastmask,
+                                 const int32_t *colterm, const int32_t *zb, const int32_t *rowsum)
 {
-    __m512i acc[8][3];
+    UNROLL for (int j = 0; j < C; j++) {
+        const __mmask16 mk = j == C - 1 ? lastmask : (__mmask16)0xFFFF;
+        const __m512i ct = _mm512_loadu_si512(colterm + j * 16);
+        if (zb) {
+            const __m512i z = _mm512_loadu_si512(zb + j * 16);
+            for (int r = 0; r < R; r++)
+                _mm512_mask_storeu_epi32(c + (int64_t)r * ldc + j * 16, mk, _mm512_sub_epi32(_mm512_add_epi32(_mm512_load_si512(out + (r * C + j) * 16), ct),
+                                                                                            _mm512_mullo_epi32(z, _mm512_set1_epi32(rowsum[r]))));
+        } else
+            for (int r = 0; r < R; r++)
+                _mm512_mask_storeu_epi32(c + (int64_t)r * ldc + j * 16, mk, _mm512_add_epi32(_mm512_load_si512(out + (r * C + j) * 16), ct));
+    }
+}
+
+/* One register tile template: R rows of A (4 bytes of each broadcast per k quad) x C blocks of 16 columns of B (one
+ * 64-byte vector each), R * C accumulators. Per k quad: C vector loads and R broadcasts feed R * C vpdpbusd; the
+ * epilogue adds the column terms, subtracts zb * rowsum when zb is set, and stores (the last block under lastmask). */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+TILE_INLINE void vnni_tile(const int R, const int C, const uint8_t *a, int lda, int kq, const int8_t *b, int64_t bstride,
+                           int32_t *c, int ldc, __mmask16 lastmask, const int32_t *colterm, const int32_t *zb, const int32_t *rowsum,
+                           int32_t *out)
+{
+    __m512i acc[24];   /* R * C <= 24: [r * C + j] (an array of this size stays in registers) */
     const int32_t *ar[8];
     UNROLL for (int r = 0; r < R; r++) {
         ar[r] = (const int32_t *)(a + (int64_t)r * lda);
-        UNROLL for (int j = 0; j < C; j++) acc[r][j] = _mm512_setzero_si512();
+        UNROLL for (int j = 0; j < C; j++) acc[r * C + j] = _mm512_setzero_si512();
     }
     for (int q = 0; q < kq; q++) {
-        __m512i y[3];
-        UNROLL for (int j = 0; j < C; j++) y[j] = _mm512_loadu_si512(b + ((int64_t)j * kq + q) * 64);
+        __m512i y[4];
+        UNROLL for (int j = 0; j < C; j++) y[j] = _mm512_loadu_si512(b + j * bstride + (int64_t)q * 64);
         UNROLL for (int r = 0; r < R; r++) {
             __m512i x = _mm512_set1_epi32(ar[r][q]);
-            UNROLL for (int j = 0; j < C; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], x, y[j]);
+            UNROLL for (int j = 0; j < C; j++) acc[r * C + j] = _mm512_dpbusd_epi32(acc[r * C + j], x, y[j]);
         }
     }
+    /* The epilogue reads the sums back from an aligned block of the workspace (in L1): corrected in registers, or
+     * through a block on the stack, gcc 12 spills the accumulators inside the k loop. */
     UNROLL for (int r = 0; r < R; r++)
-        UNROLL for (int j = 0; j < C; j++) _mm512_storeu_si512(c + (int64_t)r * ldc + j * 16, acc[r][j]);
+        UNROLL for (int j = 0; j < C; j++) _mm512_store_si512(out + (r * C + j) * 16, acc[r * C + j]);
+    vnni_tile_store(R, C, out, c, ldc, lastmask, colterm, zb, rowsum);
 }
 
-/* The instantiations: rows 8, 4, 2, 1 x blocks 3, 2, 1 (C a constant in each, R a constant in each case). */
-#define VNNI_TILE_ROWS(R) \
+typedef void (*vnni_tile_fn)(const uint8_t *, int, int, const int8_t *, int64_t, int32_t *, int, __mmask16, const int32_t *, const int32_t *, const int32_t *, int32_t *);
+#define VNNI_TILE(R, C) \
     __attribute__((target("avx512f,avx512bw,avx512vnni"))) \
-    static void vnni_tile_##R(int cols, const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc) \
-    { if (cols == 3) vnni_tile(R, 3, a, lda, kq, b, c, ldc); else if (cols == 2) vnni_tile(R, 2, a, lda, kq, b, c, ldc); else vnni_tile(R, 1, a, lda, kq, b, c, ldc); }
-VNNI_TILE_ROWS(8)
-VNNI_TILE_ROWS(4)
-VNNI_TILE_ROWS(2)
-VNNI_TILE_ROWS(1)
+    static void vnni_tile_##R##x##C(const uint8_t *a, int lda, int kq, const int8_t *b, int64_t bs, int32_t *c, int ldc, __mmask16 lm, \
+                                    const int32_t *ct, const int32_t *zb, const int32_t *rs, int32_t *out) \
+    { vnni_tile(R, C, a, lda, kq, b, bs, c, ldc, lm, ct, zb, rs, out); }
+/* Panels of 4 blocks: 6 rows (24 accumulators; 4 loads + 6 broadcasts per 24 vpdpbusd), tails of 1-5 rows exact.
+ * Narrower panels (what N leaves, 1-3 blocks): 8 rows, tails of 4, 2, 1. */
+VNNI_TILE(6, 4) VNNI_TILE(5, 4) VNNI_TILE(4, 4) VNNI_TILE(3, 4) VNNI_TILE(2, 4) VNNI_TILE(1, 4)
+VNNI_TILE(8, 3) VNNI_TILE(4, 3) VNNI_TILE(2, 3) VNNI_TILE(1, 3)
+VNNI_TILE(8, 2) VNNI_TILE(4, 2) VNNI_TILE(2, 2) VNNI_TILE(1, 2)
+VNNI_TILE(8, 1) VNNI_TILE(4, 1) VNNI_TILE(2, 1) VNNI_TILE(1, 1)
+static const vnni_tile_fn vnni_tiles4[7] = { 0, vnni_tile_1x4, vnni_tile_2x4, vnni_tile_3x4, vnni_tile_4x4, vnni_tile_5x4, vnni_tile_6x4 };
+static const vnni_tile_fn vnni_tiles_narrow[4][4] = {
+    { 0, 0, 0, 0 },
+    { vnni_tile_8x1, vnni_tile_4x1, vnni_tile_2x1, vnni_tile_1x1 },
+    { vnni_tile_8x2, vnni_tile_4x2, vnni_tile_2x2, vnni_tile_1x2 },
+    { vnni_tile_8x3, vnni_tile_4x3, vnni_tile_2x3, vnni_tile_1x3 },
+};
 
-/* a: rows r0..r1 of an m x (kq*4) u8 matrix (zero padded); quads: [blocks][kq][16][4] s8;
- * c: m x (blocks*16) int32, row stride ldc. Column panels of 3 blocks (a panel of B stays in L1/L2 while every row
- * block streams past it), rows 8 at a time. */
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-PTQ_EXPORT void ptq_gemm_u8s8_vnni(const uint8_t *a, int r0, int r1, int kq, const int8_t *quads, int blocks, int32_t *c, int ldc)
+/* The blocks of the next column panel from nb (of nb1): 4, or what is left (3, 2, 1), with 5 left split 3 + 2 so no
+ * 1-block panel runs unless N has a single block. */
+static inline int vnni_panel(int nb, int nb1)
 {
-    const int lda = kq * 4;
-    for (int nb = 0; nb < blocks; nb += 3) {
-        int cols = blocks - nb < 3 ? blocks - nb : 3;
-        const int8_t *b = quads + (int64_t)nb * kq * 64;
-        for (int i = r0; i < r1;) {
-            int rows = r1 - i >= 8 ? 8 : r1 - i >= 4 ? 4 : r1 - i >= 2 ? 2 : 1;
-            const uint8_t *ap = a + (int64_t)i * lda;
-            int32_t *cp = c + (int64_t)i * ldc + nb * 16;
-            switch (rows) {
-            case 8: vnni_tile_8(cols, ap, lda, kq, b, cp, ldc); break;
-            case 4: vnni_tile_4(cols, ap, lda, kq, b, cp, ldc); break;
-            case 2: vnni_tile_2(cols, ap, lda, kq, b, cp, ldc); break;
-            default: vnni_tile_1(cols, ap, lda, kq, b, cp, ldc); break;
+    int left = nb1 - nb;
+    return left == 5 ? 3 : left >= 4 ? 4 : left;
+}
+
+/* Rows per chunk: about VNNI_CHUNK bytes of A' (a multiple of 24 rows, the tiles' row steps), at least 24. */
+static int vnni_chunk_rows(int rows, int k)
+{
+    int64_t lda = ((int64_t)k + 3) / 4 * 4;
+    if (lda < 4) lda = 4;
+    int64_t cr = VNNI_CHUNK / lda / 24 * 24;
+    if (cr < 24) cr = 24;
+    return (int)(cr < rows ? cr : rows);
+}
+
+static int64_t vnni_gemm_workspace(int rows, int k)
+{
+    int cr = vnni_chunk_rows(rows, k);
+    return (int64_t)cr * (((int64_t)k + 3) / 4 * 4) + 64 + 24 * 16 * 4 + (int64_t)cr * 4 + 64;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+PTQ_EXPORT void ptq_gemm_vnni_fused(const uint8_t *a, int k, int flip, int r0, int r1, const int8_t *quads, int kq, int nb0, int nb1,
+                                    const int32_t *colterm, const int32_t *zb, int32_t *c, int n, uint8_t *ws)
+{
+    const int lda = kq * 4, rows = r1 - r0;
+    if (rows <= 0 || nb0 >= nb1) return;
+    const int cr = vnni_chunk_rows(rows, k);
+    uint8_t *ap = (uint8_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    int32_t *out = (int32_t *)(ap + ((int64_t)cr * lda + 63) / 64 * 64);   /* a tile's sums, 24 x 16 */
+    int32_t *rowsum = out + 24 * 16;
+    const __m512i sign = _mm512_set1_epi8(flip ? (char)0x80 : 0), zero = _mm512_setzero_si512();
+    const int64_t bstride = (int64_t)kq * 64;
+    for (int i0 = r0; i0 < r1; i0 += cr) {
+        const int ch = r1 - i0 < cr ? r1 - i0 : cr;
+        /* the chunk's rows: sign flipped, K padded with zeros to whole quads, summed */
+        for (int i = 0; i < ch; i++) {
+            const uint8_t *src = a + (int64_t)(i0 + i) * k;
+            uint8_t *dst = ap + (int64_t)i * lda;
+            __m512i sum = zero;
+            for (int q = 0; q < lda; q += 64) {
+                int left = k - q, room = lda - q;
+                __mmask64 mk = left >= 64 ? ~(__mmask64)0 : left <= 0 ? 0 : (((__mmask64)1 << left) - 1);
+                __mmask64 ms = room >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << room) - 1);
+                __m512i v = _mm512_maskz_mov_epi8(mk, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, src + q), sign));
+                _mm512_mask_storeu_epi8(dst + q, ms, v);
+                sum = _mm512_add_epi64(sum, _mm512_sad_epu8(v, zero));
             }
-            i += rows;
+            rowsum[i] = (int32_t)_mm512_reduce_add_epi64(sum);
+        }
+        for (int nb = nb0; nb < nb1;) {
+            const int cols = vnni_panel(nb, nb1);
+            const int col = nb * 16, tailcols = n - (nb + cols - 1) * 16;
+            const __mmask16 lastmask = tailcols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << tailcols) - 1);
+            const int8_t *b = quads + (int64_t)nb * bstride;
+            const int32_t *ct = colterm + col, *z = zb ? zb + col : 0;
+            for (int i = 0; i < ch;) {
+                int left = ch - i, rr;
+                vnni_tile_fn f;
+                if (cols == 4) { rr = left >= 6 ? 6 : left; f = vnni_tiles4[rr]; }
+                else { int s = left >= 8 ? 0 : left >= 4 ? 1 : left >= 2 ? 2 : 3; rr = 8 >> s; f = vnni_tiles_narrow[cols][s]; }
+                f(ap + (int64_t)i * lda, lda, kq, b, bstride, c + (int64_t)(i0 + i) * n + col, n, lastmask, ct, z, rowsum + i, out);
+                i += rr;
+            }
+            nb += cols;
         }
     }
 }
@@ -716,7 +806,7 @@ PTQ_EXPORT void ptq_gemm_plan(int kernel, int rows, int k, ptq_gemm_plan_t *p)
 {
     const int kq = (k + 3) / 4;
     p->lda = kq * 4;
-    p->workspace = 0;
+    p->workspace = kernel == PTQ_VNNI ? vnni_gemm_workspace(rows, k) : 0;
     p->row_step = 8;
     if (kernel == PTQ_AMX) { p->workspace = amx_gemm_workspace(rows, k) + 64; p->row_step = 32; p->lda = (k + 63) / 64 * 64; }
     else if (kernel == PTQ_AVX2_PAIRS7) p->row_step = AVX2_GEMM_ROWS;

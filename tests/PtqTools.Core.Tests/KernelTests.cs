@@ -78,6 +78,46 @@ public class KernelTests
         }
     }
 
+    /// <summary>The register tiles' edges: rows 1 to 13 and 25 (every tail of the 6- and 8-row tiles, M = 1 included),
+    /// N from under one 16-column block to 7 blocks (a partial last block, panels of 4, 3 and 2 blocks, 5 blocks split
+    /// 3 + 2), K = 1, 3 and 147 to 150 (a partial last quad, as the ResNet18 stem's 147); unsigned and signed A, one and
+    /// per-column weight zero points; then shapes whose rows span more than one of the native VNNI kernel's row chunks.
+    /// Every result equals the scalar reference.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Gemm_EveryTileEdge_MatchesTheReference(KernelPath path)
+    {
+        var r = new Random(11);
+        var shapes = new List<(int M, int N, int K)>();
+        foreach (int m in new[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 25 })
+            foreach (int n in new[] { 1, 15, 16, 17, 48, 64, 65, 80, 112 })
+                foreach (int k in new[] { 1, 3, 147, 150 })
+                    shapes.Add((m, n, k));
+        shapes.AddRange(new[] { (150, 70, 3000), (200, 16, 4100), (130, 64, 147) });
+        int i = 0;
+        foreach (var (m, n, k) in shapes)
+        {
+            bool signedA = i % 2 == 1, perColumn = i++ % 3 != 0;
+            var b = S8(r, k * n);
+            int[] zp = perColumn ? Enumerable.Range(0, n).Select(_ => r.Next(-128, 128)).ToArray() : new[] { 0 };
+            var packed = PackedWeights.Pack(b, k, n, zp);
+            var expected = new int[m * n]; var actual = new int[m * n];
+            if (signedA)
+            {
+                var sa = S8(r, m * k);
+                QGemm.Reference<sbyte, sbyte>(sa, -5, m, k, b, zp, n, expected);
+                QGemm.Multiply(On(path), sa, -5, m, packed, actual);
+            }
+            else
+            {
+                var a = U8(r, m * k);
+                QGemm.Reference<byte, sbyte>(a, 131, m, k, b, zp, n, expected);
+                QGemm.Multiply(On(path), a, 131, m, packed, actual);
+            }
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"{m}x{n}x{k} (signed A {signedA}, per-column zero points {perColumn}) on {path} differs from the reference");
+        }
+    }
+
     static unsafe void RecordThread(void* state, int part)
     {
         var ids = (int*)state;
