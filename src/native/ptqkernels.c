@@ -31,10 +31,11 @@ PTQ_EXPORT int ptq_has_avx2(void)
 /* ---- VNNI GEMM, one thread's share, A copy and zero-point correction fused ------------------------------------------
  * C[i, j] = sum_k A'[i, k] * B'[k, j] + colterm[j] - zb[j] * rowsum(A'[i]) for rows [r0, r1) and column blocks
  * [nb0, nb1) (C row-major, ldc = n), A' being A (m x k bytes, row-major as the caller holds it) with the sign bit
- * flipped when flip is set, B' the s8 quads [blocks][kq][16][4] (zero past K). Rows are copied in chunks (about
- * VNNI_CHUNK bytes, in L2) into the workspace, K padded with zeros to whole quads, with their sums; each chunk then
- * runs over the column panels (4 blocks, B of a panel from L1/L2) and, in a panel, over register tiles of rows.
- * The tiles store C once, corrected, with the last block of N masked: no staging buffer and no second pass. */
+ * flipped when flip is set, B' the s8 quads [blocks][kq][16][4] (zero past K). Rows go in chunks (about VNNI_CHUNK
+ * bytes, in L2): read in place when zb is null (no row sums needed), otherwise copied into the workspace (flipped, K
+ * padded with zeros to whole quads) with their sums; each chunk then runs over the column panels (4 blocks, B of a
+ * panel from L1/L2) and, in a panel, over register tiles of rows. The tiles store C once, corrected, with the last
+ * block of N masked: no staging buffer and no second pass. zb may be null (all zero). */
 #define VNNI_CHUNK (384 << 10)
 
 /* The epilogue of a tile: C = sums + colterm - zb * rowsum (zb null: none), the last block under lastmask. */
@@ -56,25 +57,28 @@ TILE_INLINE void vnni_tile_store(const int R, const int C, const int32_t *out, i
     }
 }
 
+/* A's rows read in place start anywhere: 4-byte loads without alignment. */
+typedef int32_t __attribute__((aligned(1), may_alias)) ptq_i32u;
+
 /* One register tile template: R rows of A (4 bytes of each broadcast per k quad) x C blocks of 16 columns of B (one
  * 64-byte vector each), R * C accumulators. Per k quad: C vector loads and R broadcasts feed R * C vpdpbusd; the
  * epilogue adds the column terms, subtracts zb * rowsum when zb is set, and stores (the last block under lastmask). */
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-TILE_INLINE void vnni_tile(const int R, const int C, const uint8_t *a, int lda, int kq, const int8_t *b, int64_t bstride,
+TILE_INLINE void vnni_tile(const int R, const int C, const uint8_t *a, int64_t lda, int kq, const int8_t *b, int64_t bstride,
                            int32_t *c, int ldc, __mmask16 lastmask, const int32_t *colterm, const int32_t *zb, const int32_t *rowsum,
-                           int32_t *out)
+                           int32_t *out, __m512i sign)
 {
     __m512i acc[24];   /* R * C <= 24: [r * C + j] (an array of this size stays in registers) */
-    const int32_t *ar[8];
+    const ptq_i32u *ar[8];
     UNROLL for (int r = 0; r < R; r++) {
-        ar[r] = (const int32_t *)(a + (int64_t)r * lda);
+        ar[r] = (const ptq_i32u *)(a + r * lda);
         UNROLL for (int j = 0; j < C; j++) acc[r * C + j] = _mm512_setzero_si512();
     }
     for (int q = 0; q < kq; q++) {
         __m512i y[4];
         UNROLL for (int j = 0; j < C; j++) y[j] = _mm512_loadu_si512(b + j * bstride + (int64_t)q * 64);
         UNROLL for (int r = 0; r < R; r++) {
-            __m512i x = _mm512_set1_epi32(ar[r][q]);
+            __m512i x = _mm512_xor_si512(_mm512_set1_epi32(ar[r][q]), sign);
             UNROLL for (int j = 0; j < C; j++) acc[r * C + j] = _mm512_dpbusd_epi32(acc[r * C + j], x, y[j]);
         }
     }
@@ -85,12 +89,12 @@ TILE_INLINE void vnni_tile(const int R, const int C, const uint8_t *a, int lda, 
     vnni_tile_store(R, C, out, c, ldc, lastmask, colterm, zb, rowsum);
 }
 
-typedef void (*vnni_tile_fn)(const uint8_t *, int, int, const int8_t *, int64_t, int32_t *, int, __mmask16, const int32_t *, const int32_t *, const int32_t *, int32_t *);
+typedef void (*vnni_tile_fn)(const uint8_t *, int64_t, int, const int8_t *, int64_t, int32_t *, int, __mmask16, const int32_t *, const int32_t *, const int32_t *, int32_t *, __m512i);
 #define VNNI_TILE(R, C) \
     __attribute__((target("avx512f,avx512bw,avx512vnni"))) \
-    static void vnni_tile_##R##x##C(const uint8_t *a, int lda, int kq, const int8_t *b, int64_t bs, int32_t *c, int ldc, __mmask16 lm, \
-                                    const int32_t *ct, const int32_t *zb, const int32_t *rs, int32_t *out) \
-    { vnni_tile(R, C, a, lda, kq, b, bs, c, ldc, lm, ct, zb, rs, out); }
+    static void vnni_tile_##R##x##C(const uint8_t *a, int64_t lda, int kq, const int8_t *b, int64_t bs, int32_t *c, int ldc, __mmask16 lm, \
+                                    const int32_t *ct, const int32_t *zb, const int32_t *rs, int32_t *out, __m512i sign) \
+    { vnni_tile(R, C, a, lda, kq, b, bs, c, ldc, lm, ct, zb, rs, out, sign); }
 /* Panels of 4 blocks: 6 rows (24 accumulators; 4 loads + 6 broadcasts per 24 vpdpbusd), tails of 1-5 rows exact.
  * Narrower panels (what N leaves, 1-3 blocks): 8 rows, tails of 4, 2, 1. */
 VNNI_TILE(6, 4) VNNI_TILE(5, 4) VNNI_TILE(4, 4) VNNI_TILE(3, 4) VNNI_TILE(2, 4) VNNI_TILE(1, 4)
@@ -130,7 +134,7 @@ static int64_t vnni_gemm_workspace(int rows, int k)
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-PTQ_EXPORT void ptq_gemm_vnni_fused(const uint8_t *a, int k, int flip, int r0, int r1, const int8_t *quads, int kq, int nb0, int nb1,
+PTQ_EXPORT void ptq_gemm_vnni_fused(const uint8_t *a, int m, int k, int flip, int r0, int r1, const int8_t *quads, int kq, int nb0, int nb1,
                                     const int32_t *colterm, const int32_t *zb, int32_t *c, int n, uint8_t *ws)
 {
     const int lda = kq * 4, rows = r1 - r0;
@@ -143,21 +147,29 @@ PTQ_EXPORT void ptq_gemm_vnni_fused(const uint8_t *a, int k, int flip, int r0, i
     const int64_t bstride = (int64_t)kq * 64;
     for (int i0 = r0; i0 < r1; i0 += cr) {
         const int ch = r1 - i0 < cr ? r1 - i0 : cr;
-        /* the chunk's rows: sign flipped, K padded with zeros to whole quads, summed */
-        for (int i = 0; i < ch; i++) {
-            const uint8_t *src = a + (int64_t)(i0 + i) * k;
-            uint8_t *dst = ap + (int64_t)i * lda;
-            __m512i sum = zero;
-            for (int q = 0; q < lda; q += 64) {
-                int left = k - q, room = lda - q;
-                __mmask64 mk = left >= 64 ? ~(__mmask64)0 : left <= 0 ? 0 : (((__mmask64)1 << left) - 1);
-                __mmask64 ms = room >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << room) - 1);
-                __m512i v = _mm512_maskz_mov_epi8(mk, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, src + q), sign));
-                _mm512_mask_storeu_epi8(dst + q, ms, v);
-                sum = _mm512_add_epi64(sum, _mm512_sad_epu8(v, zero));
+        /* Without weight zero points no row sums are needed: the rows are read in place (quads straddle rows where K
+         * is not a multiple of 4, the weights past K are zero) and the sign flipped after each broadcast; only a chunk
+         * whose last quad would read past A's end (A's last rows with a partial last quad) is copied. */
+        const int inplace = !zb && (int64_t)(i0 + ch - 1) * k + lda <= (int64_t)m * k;
+        const uint8_t *rows_at = inplace ? a + (int64_t)i0 * k : ap;
+        const int64_t stride = inplace ? k : lda;
+        if (!inplace)
+            /* the chunk's rows: sign flipped, K padded with zeros to whole quads, summed */
+            for (int i = 0; i < ch; i++) {
+                const uint8_t *src = a + (int64_t)(i0 + i) * k;
+                uint8_t *dst = ap + (int64_t)i * lda;
+                __m512i sum = zero;
+                for (int q = 0; q < lda; q += 64) {
+                    int left = k - q, room = lda - q;
+                    __mmask64 mk = left >= 64 ? ~(__mmask64)0 : left <= 0 ? 0 : (((__mmask64)1 << left) - 1);
+                    __mmask64 ms = room >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << room) - 1);
+                    __m512i v = _mm512_maskz_mov_epi8(mk, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, src + q), sign));
+                    _mm512_mask_storeu_epi8(dst + q, ms, v);
+                    sum = _mm512_add_epi64(sum, _mm512_sad_epu8(v, zero));
+                }
+                rowsum[i] = (int32_t)_mm512_reduce_add_epi64(sum);
             }
-            rowsum[i] = (int32_t)_mm512_reduce_add_epi64(sum);
-        }
+        const __m512i tsign = inplace ? sign : zero;
         for (int nb = nb0; nb < nb1;) {
             const int cols = vnni_panel(nb, nb1);
             const int col = nb * 16, tailcols = n - (nb + cols - 1) * 16;
@@ -169,7 +181,7 @@ PTQ_EXPORT void ptq_gemm_vnni_fused(const uint8_t *a, int k, int flip, int r0, i
                 vnni_tile_fn f;
                 if (cols == 4) { rr = left >= 6 ? 6 : left; f = vnni_tiles4[rr]; }
                 else { int s = left >= 8 ? 0 : left >= 4 ? 1 : left >= 2 ? 2 : 3; rr = 8 >> s; f = vnni_tiles_narrow[cols][s]; }
-                f(ap + (int64_t)i * lda, lda, kq, b, bstride, c + (int64_t)(i0 + i) * n + col, n, lastmask, ct, z, rowsum + i, out);
+                f(rows_at + i * stride, stride, kq, b, bstride, c + (int64_t)(i0 + i) * n + col, n, lastmask, ct, z, rowsum + i, out, tsign);
                 i += rr;
             }
             nb += cols;

@@ -33,7 +33,7 @@ public static unsafe class NativeKernels
         "ptq_dwconv_workspace", "ptq_dwconv_avx2",
     };
 
-    static readonly delegate* unmanaged<byte*, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void> VnniFusedFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void> VnniFusedFn;
     static readonly delegate* unmanaged<int, int, int, GemmPlan*, void> GemmPlanFn;
     static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void> ConvPackFn;
     static readonly delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void> ConvFn;
@@ -55,7 +55,7 @@ public static unsafe class NativeKernels
             if (!File.Exists(candidate)) continue;
             var exports = Open(candidate, out var reason);
             if (exports is null) { reasons.Add(reason!); continue; }
-            VnniFusedFn = (delegate* unmanaged<byte*, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void>)exports["ptq_gemm_vnni_fused"];
+            VnniFusedFn = (delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void>)exports["ptq_gemm_vnni_fused"];
             GemmPlanFn = (delegate* unmanaged<int, int, int, GemmPlan*, void>)exports["ptq_gemm_plan"];
             ConvPackFn = (delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void>)exports["ptq_conv_pack_input"];
             ConvFn = (delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void>)exports["ptq_conv_vnni"];
@@ -322,8 +322,8 @@ public static unsafe class NativeKernels
         }
     }
 
-    /// <summary>The VNNI GEMM with the A copy (sign flip, K padded to whole quads, row sums) and the zero-point
-    /// correction inside the native pass (ptq_gemm_vnni_fused), split over threads by rows (multiples of the plan's
+    /// <summary>The VNNI GEMM with A read in place (or, with weight zero points, copied with its row sums) and the
+    /// zero-point correction inside the native pass (ptq_gemm_vnni_fused), split over threads by rows (multiples of the plan's
     /// row step) when there are enough for every thread, otherwise by 16-column blocks. C is written once, in place;
     /// only the column terms (N values) are computed here. Integer sums: any split gives the same bits.</summary>
     static void GemmVnni(KernelContext context, ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
@@ -371,7 +371,7 @@ public static unsafe class NativeKernels
         int b0 = j.ByRows ? 0 : t * j.BlocksPer, b1 = j.ByRows ? j.Blocks : Math.Min(j.Blocks, b0 + j.BlocksPer);
         if (r0 >= r1 || b0 >= b1) return;
         fixed (byte* ws = Buffer(ref t_gemmWs, j.Workspace))
-            VnniFusedFn(j.A, j.K, j.Flip, r0, r1, j.Quads, j.Kq, b0, b1, j.ColTerm, j.ZeroPoints, j.C, j.N, ws);
+            VnniFusedFn(j.A, j.M, j.K, j.Flip, r0, r1, j.Quads, j.Kq, b0, b1, j.ColTerm, j.ZeroPoints, j.C, j.N, ws);
     }
 
     struct ConvJob
