@@ -365,10 +365,41 @@ PTQ_EXPORT void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, in
                 __m512i o = _mm512_add_epi32(_mm512_mullo_epi32(r, _mm512_set1_epi32(a->sh * a->wp)), _mm512_mullo_epi32(c, _mm512_set1_epi32(a->sw)));
                 off[b] = _mm512_maskz_mov_epi32(in, o);
             }
+            /* Column stride 2 (ResNet's downsampling convolutions): a block whose 16 pixels lie in one output row, or
+             * run from one row into the next, is the even dwords of one or two 32-dword windows of the packed input:
+             * two loads and a permute each (the second window's loads masked below the lanes it gives, so they read
+             * nothing before it), blended; other blocks are gathered. The windows read at most 31 dwords past a
+             * pixel the block uses: inside the packed input or its 256 bytes of slack. */
+            int mode[3], split[3];
+            int64_t base1[3], base2[3];
+            __mmask16 m2lo[3], m2hi[3];
+            for (int b = 0; b < 3; b++) {
+                int p0 = l0 + b * 16, r = p0 / a->ow, c0 = p0 % a->ow, left = a->ow - c0;
+                mode[b] = b < nb && a->sw == 2 && p0 + 16 <= pixels && (left >= 16 || (left + a->ow >= 16));
+                split[b] = left >= 16 ? 16 : left;
+                base1[b] = ((int64_t)r * a->sh * a->wp + (int64_t)c0 * 2) * 4;
+                base2[b] = ((int64_t)(r + 1) * a->sh * a->wp - 2 * split[b]) * 4;
+                int e = 2 * split[b];   /* the second window's first dword used */
+                m2lo[b] = e >= 16 ? 0 : (__mmask16)(0xFFFFu << e);
+                m2hi[b] = e >= 16 ? (__mmask16)(0xFFFFu << (e - 16)) : (__mmask16)0xFFFF;
+            }
+            const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
             for (int q = 0; q < kq; q++) {
                 const uint8_t *src = a->x + qoff[q];
-                for (int b = 0; b < nb; b++)
-                    _mm512_store_si512(tile + (int64_t)q * CONV_TILE * 4 + b * 64, _mm512_i32gather_epi32(off[b], src, 4));
+                for (int b = 0; b < nb; b++) {
+                    __m512i v;
+                    if (mode[b]) {
+                        const uint8_t *w1 = src + base1[b];
+                        v = _mm512_permutex2var_epi32(_mm512_loadu_si512(w1), evens, _mm512_loadu_si512(w1 + 64));
+                        if (split[b] < 16) {
+                            const uint8_t *w2 = src + base2[b];
+                            __m512i v2 = _mm512_permutex2var_epi32(_mm512_maskz_loadu_epi32(m2lo[b], w2), evens, _mm512_maskz_loadu_epi32(m2hi[b], w2 + 64));
+                            v = _mm512_mask_blend_epi32((__mmask16)(0xFFFFu << split[b]), v, v2);
+                        }
+                    } else
+                        v = _mm512_i32gather_epi32(off[b], src, 4);
+                    _mm512_store_si512(tile + (int64_t)q * CONV_TILE * 4 + b * 64, v);
+                }
                 xp[q] = tile + (int64_t)q * CONV_TILE * 4;
             }
         }

@@ -197,6 +197,49 @@ public class KernelTests
         new(1, 64, 14, 14, 50, 1, 1, StrideH: 2, StrideW: 2),
     };
 
+    /// <summary>Column stride 2, where the native VNNI convolution reads a block of 16 pixels as the even dwords of the
+    /// packed input: output rows of 16 pixels or more (a block in one row), of 8 to 15 (a block running into the next
+    /// row), of fewer (gathered), a partial last block, dilation, uneven pads, two images, signed input, with and
+    /// without weight zero points. Every output equals the scalar reference.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Conv_StrideTwo_EveryBlockLayout_MatchesTheReference(KernelPath path)
+    {
+        var r = new Random(5);
+        var shapes = new[]
+        {
+            new ConvGeometry(1, 3, 37, 40, 8, 7, 7, StrideH: 2, StrideW: 2, PadTop: 3, PadLeft: 3, PadBottom: 3, PadRight: 3),
+            new ConvGeometry(1, 5, 30, 64, 9, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            new ConvGeometry(1, 4, 21, 23, 16, 1, 1, StrideH: 2, StrideW: 2),
+            new ConvGeometry(2, 6, 26, 50, 8, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1),
+            new ConvGeometry(1, 3, 17, 13, 8, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, DilationH: 2, DilationW: 2),
+            new ConvGeometry(1, 7, 19, 35, 12, 3, 3, StrideH: 1, StrideW: 2, PadTop: 0, PadLeft: 2, PadBottom: 1, PadRight: 0, DilationW: 3),
+            new ConvGeometry(1, 64, 16, 16, 16, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        };
+        int i = 0;
+        foreach (var g in shapes)
+        {
+            var w = S8(r, g.OutChannels * g.PatchSize);
+            var wz = i % 2 == 0 ? new int[g.OutChannels] : Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-5, 5)).ToArray();
+            int outLen = g.Batch * g.OutChannels * g.OutH * g.OutW, inLen = g.Batch * g.Channels * g.Height * g.Width;
+            var expected = new int[outLen]; var actual = new int[outLen];
+            var packed = PackedConvWeights.Pack<sbyte>(w, wz, g);
+            if (i++ % 3 == 2)
+            {
+                var x = S8(r, inLen);
+                QConv.Reference<sbyte, sbyte>(x, -7, w, wz, g, expected);
+                QConv.Run<sbyte>(On(path), x, -7, packed, actual);
+            }
+            else
+            {
+                var x = U8(r, inLen);
+                QConv.Reference<byte, sbyte>(x, 97, w, wz, g, expected);
+                QConv.Run<byte>(On(path), x, 97, packed, actual);
+            }
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"{g} on {path} differs from the reference");
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Paths))]
     public void Conv_FusedRequantize_MatchesTheReference(KernelPath path)
