@@ -233,6 +233,46 @@ PTQ_EXPORT void ptq_conv_pack_input(const uint8_t *x, int channels, int h, int w
         }
 }
 
+/* The input for convolutions with few channels (the image stem: 3 channels), where channel quads would be mostly
+ * padding: [channels][hp][wp][4] u8, the 4 bytes at (c, r, j) being the padded input at columns j, j + dw, j + 2 dw,
+ * j + 3 dw of row r (the zero point outside the image, plus 256 bytes of slack). A K quad is then 4 taps of one
+ * channel and kernel row, q = (c * kh + ki) * ceil(kw / 4) + jq (weights past kw hold the weight zero point), and the
+ * convolution reads it exactly as the channel quads (ptq_conv_vnni with taps4 set, cq = channels). */
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+PTQ_EXPORT void ptq_conv_pack_input_taps(const uint8_t *x, int channels, int h, int w, int pt, int pl, int hp, int wp, int dw,
+                                         uint8_t fill, int flip, uint8_t *out)
+{
+    /* the image rows are written whole (pad columns included): only the pad rows and the slack are filled first */
+    const int64_t rowb = (int64_t)wp * 4;
+    for (int c = 0; c < channels; c++) {
+        uint8_t *plane = out + (int64_t)c * hp * rowb;
+        memset(plane, fill, (size_t)(pt * rowb));
+        if (hp > pt + h) memset(plane + (pt + h) * rowb, fill, (size_t)((hp - pt - h) * rowb));
+    }
+    memset(out + (int64_t)channels * hp * rowb, fill, 256);
+    const __m128i f = _mm_set1_epi8((char)fill), sign = _mm_set1_epi8(flip ? (char)0x80 : 0);
+    for (int c = 0; c < channels; c++)
+        for (int r = 0; r < h; r++) {
+            const uint8_t *src = x + ((int64_t)c * h + r) * w;
+            uint8_t *dst = out + ((int64_t)c * hp + r + pt) * wp * 4;
+            for (int j = 0; j < wp; j += 16) {
+                __m128i v[4];
+                for (int t = 0; t < 4; t++) {
+                    /* padded columns j + t dw + i, i < 16: image columns (that minus pl) inside [0, w) */
+                    int start = j + t * dw - pl, lo = start < 0 ? -start : 0, hi = w - start;
+                    if (hi > 16) hi = 16;
+                    __mmask16 m = hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+                    v[t] = _mm_mask_mov_epi8(f, m, _mm_xor_si128(_mm_maskz_loadu_epi8(m, src + start), sign));
+                }
+                /* pixel i's dword: its 4 bytes v[0][i] .. v[3][i] */
+                __m512i d = _mm512_or_si512(_mm512_or_si512(_mm512_cvtepu8_epi32(v[0]), _mm512_slli_epi32(_mm512_cvtepu8_epi32(v[1]), 8)),
+                                            _mm512_or_si512(_mm512_slli_epi32(_mm512_cvtepu8_epi32(v[2]), 16), _mm512_slli_epi32(_mm512_cvtepu8_epi32(v[3]), 24)));
+                int n = wp - j < 16 ? wp - j : 16;
+                _mm512_mask_storeu_epi32(dst + j * 4, (__mmask16)((1u << n) - 1), d);
+            }
+        }
+}
+
 typedef struct {
     const uint8_t *x;      /* packed input [cq][hp][wp][4] */
     const int8_t *w;       /* weights [oc rounded up to 8][kq][4] */
@@ -243,6 +283,7 @@ typedef struct {
     int kq, kh, kw, cq, hp, wp, sh, sw, dh, dw, oh, ow, oc;
     float zp, qlo, qhi;
     int out_signed;
+    int taps4;             /* VNNI only: the input packed by ptq_conv_pack_input_taps, cq its channels, quads of 4 taps */
 } ptq_conv_args;
 
 
@@ -279,11 +320,21 @@ static inline void conv_store(const ptq_conv_args *a, __m512i v, int o, int b, c
     if (a->wzero) v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_set1_epi32(a->wzero[o]), xsum[b]));
     v = _mm512_add_epi32(v, _mm512_set1_epi32(a->corr[o]));
     int64_t plane = (int64_t)o * a->oh * a->ow + start[b];
-    if (!a->mult) { _mm512_mask_compressstoreu_epi32((int32_t *)a->y + plane, mask[b], v); return; }
+    const int full = mask[b] == (__mmask16)0xFFFF;   /* 16 consecutive output pixels: no compress */
+    if (!a->mult) {
+        if (full) _mm512_storeu_si512((int32_t *)a->y + plane, v);
+        else _mm512_mask_compressstoreu_epi32((int32_t *)a->y + plane, mask[b], v);
+        return;
+    }
     __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(a->mult[o]));
     f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     f = _mm512_add_ps(f, _mm512_set1_ps(a->zp));
     f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(a->qlo)), _mm512_set1_ps(a->qhi));
+    if (full) {
+        __m512i r = _mm512_cvtps_epi32(f);
+        _mm_storeu_si128((__m128i *)((uint8_t *)a->y + plane), a->out_signed ? _mm512_cvtsepi32_epi8(r) : _mm512_cvtusepi32_epi8(r));
+        return;
+    }
     __m512i r = _mm512_maskz_compress_epi32(mask[b], _mm512_cvtps_epi32(f));
     __m128i bytes = a->out_signed ? _mm512_cvtsepi32_epi8(r) : _mm512_cvtusepi32_epi8(r);
     int cnt = __builtin_popcount(mask[b]);
@@ -324,10 +375,16 @@ PTQ_EXPORT void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, in
     uint8_t *tile = base;                                   /* kq * 192 bytes (gathered pixels) */
     const uint8_t **xp = (const uint8_t **)(tile + (int64_t)kq * CONV_TILE * 4);
     int32_t *qoff = (int32_t *)(xp + kq);
-    for (int cq = 0, q = 0; cq < a->cq; cq++)
-        for (int ki = 0; ki < a->kh; ki++)
-            for (int kj = 0; kj < a->kw; kj++, q++)
-                qoff[q] = ((cq * a->hp + ki * a->dh) * a->wp + kj * a->dw) * 4;
+    if (a->taps4)   /* quad q = (c * kh + ki) * ceil(kw / 4) + jq: taps 4 jq .. 4 jq + 3 of one channel */
+        for (int c = 0, q = 0; c < a->cq; c++)
+            for (int ki = 0; ki < a->kh; ki++)
+                for (int jq = 0; jq < (a->kw + 3) / 4; jq++, q++)
+                    qoff[q] = ((c * a->hp + ki * a->dh) * a->wp + jq * 4 * a->dw) * 4;
+    else
+        for (int cq = 0, q = 0; cq < a->cq; cq++)
+            for (int ki = 0; ki < a->kh; ki++)
+                for (int kj = 0; kj < a->kw; kj++, q++)
+                    qoff[q] = ((cq * a->hp + ki * a->dh) * a->wp + kj * a->dw) * 4;
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512i ones = _mm512_set1_epi32(0x01010101);
     for (int t = t0; t < t1; t++) {

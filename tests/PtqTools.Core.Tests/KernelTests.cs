@@ -197,6 +197,52 @@ public class KernelTests
         new(1, 64, 14, 14, 50, 1, 1, StrideH: 2, StrideW: 2),
     };
 
+    /// <summary>Convolutions with 1 to 3 input channels, where the native VNNI kernel reads quads of 4 taps of one channel
+    /// instead of mostly padded channel quads (the image stem): kernel widths 2, 3, 5 and 7 (a partial last tap quad),
+    /// column dilation, strides 1 and 2, uneven pads, two images and two groups, signed input, with and without weight
+    /// zero points; int32 and requantized outputs. Every output equals the scalar reference.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Conv_FewChannels_MatchTheReference(KernelPath path)
+    {
+        var r = new Random(9);
+        var shapes = new[]
+        {
+            new ConvGeometry(1, 3, 40, 44, 16, 7, 7, StrideH: 2, StrideW: 2, PadTop: 3, PadLeft: 3, PadBottom: 3, PadRight: 3),
+            new ConvGeometry(1, 1, 20, 37, 8, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            new ConvGeometry(2, 2, 15, 30, 9, 3, 5, StrideW: 2, PadTop: 0, PadLeft: 2, PadBottom: 1, PadRight: 0, DilationW: 2),
+            new ConvGeometry(1, 3, 11, 50, 5, 1, 7, PadLeft: 3, PadRight: 3),
+            new ConvGeometry(1, 2, 12, 13, 4, 2, 2, StrideH: 2, StrideW: 2),
+            new ConvGeometry(1, 4, 18, 21, 6, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, Group: 2),
+            new ConvGeometry(1, 3, 9, 70, 8, 7, 7, StrideH: 1, StrideW: 2, PadTop: 3, PadLeft: 1, PadBottom: 0, PadRight: 3, DilationH: 1, DilationW: 3),
+        };
+        int i = 0;
+        foreach (var g in shapes)
+        {
+            var w = S8(r, g.OutChannels * g.PatchSize);
+            var wz = i % 2 == 0 ? new int[g.OutChannels] : Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-5, 5)).ToArray();
+            int outLen = g.Batch * g.OutChannels * g.OutH * g.OutW, inLen = g.Batch * g.Channels * g.Height * g.Width;
+            var expected = new int[outLen]; var actual = new int[outLen];
+            var packed = PackedConvWeights.Pack<sbyte>(w, wz, g);
+            bool signedX = i++ % 3 == 1;
+            var ux = U8(r, inLen); var sx = S8(r, inLen);
+            if (signedX) { QConv.Reference<sbyte, sbyte>(sx, -7, w, wz, g, expected); QConv.Run<sbyte>(On(path), sx, -7, packed, actual); }
+            else { QConv.Reference<byte, sbyte>(ux, 97, w, wz, g, expected); QConv.Run<byte>(On(path), ux, 97, packed, actual); }
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"{g} on {path} differs from the reference");
+            // requantized in the same pass, and unsigned weights with a zero point (stored minus 128)
+            var bias = Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-3000, 3000)).ToArray();
+            var mult = Enumerable.Range(0, g.OutChannels).Select(j => 0.002f + j * 1e-4f).ToArray();
+            var e = new byte[outLen]; var y = new byte[outLen];
+            QConv.RequantizedReference<byte, sbyte, byte>(ux, 97, w, wz, g, bias, mult, 128, false, e);
+            QConv.RunRequantized<byte, byte>(On(path), ux, 97, packed, bias, mult, 128, false, y);
+            Assert.True(e.SequenceEqual(y), $"{g} requantized on {path} differs from the reference");
+            var uw = U8(r, g.OutChannels * g.PatchSize);
+            QConv.Reference<byte, byte>(ux, 97, uw, new[] { 119 }, g, expected);
+            QConv.Run<byte>(On(path), ux, 97, PackedConvWeights.Pack<byte>(uw, new[] { 119 }, g), actual);
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"{g} (u8 weights) on {path} differs from the reference");
+        }
+    }
+
     /// <summary>Column stride 2, where the native VNNI convolution reads a block of 16 pixels as the even dwords of the
     /// packed input: output rows of 16 pixels or more (a block in one row), of 8 to 15 (a block running into the next
     /// row), of fewer (gathered), a partial last block, dilation, uneven pads, two images, signed input, with and

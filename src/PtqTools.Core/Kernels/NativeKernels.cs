@@ -29,13 +29,14 @@ public static unsafe class NativeKernels
     {
         "ptq_abi_version", "ptq_has_vnni", "ptq_has_avx2", "ptq_has_amx",
         "ptq_gemm_plan", "ptq_gemm_vnni_fused", "ptq_gemm_amx_fused", "ptq_gemm_u8s8_satsplit", "ptq_gemm_u8s8_avx2",
-        "ptq_conv_plan", "ptq_conv_pack_input", "ptq_conv_vnni", "ptq_conv_amx", "ptq_conv_pack_input_avx2", "ptq_conv_avx2",
+        "ptq_conv_plan", "ptq_conv_pack_input", "ptq_conv_pack_input_taps", "ptq_conv_vnni", "ptq_conv_amx", "ptq_conv_pack_input_avx2", "ptq_conv_avx2",
         "ptq_dwconv_workspace", "ptq_dwconv_avx2",
     };
 
     static readonly delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void> VnniFusedFn;
     static readonly delegate* unmanaged<int, int, int, GemmPlan*, void> GemmPlanFn;
     static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void> ConvPackFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, int, int, byte, int, byte*, void> ConvPackTapsFn;
     static readonly delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void> ConvFn;
     static readonly delegate* unmanaged<ConvArgs*, int, int, ConvPlan*, void> ConvPlanFn;
     static readonly delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void> AmxConvFn;
@@ -58,6 +59,7 @@ public static unsafe class NativeKernels
             VnniFusedFn = (delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void>)exports["ptq_gemm_vnni_fused"];
             GemmPlanFn = (delegate* unmanaged<int, int, int, GemmPlan*, void>)exports["ptq_gemm_plan"];
             ConvPackFn = (delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void>)exports["ptq_conv_pack_input"];
+            ConvPackTapsFn = (delegate* unmanaged<byte*, int, int, int, int, int, int, int, int, byte, int, byte*, void>)exports["ptq_conv_pack_input_taps"];
             ConvFn = (delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void>)exports["ptq_conv_vnni"];
             ConvPlanFn = (delegate* unmanaged<ConvArgs*, int, int, ConvPlan*, void>)exports["ptq_conv_plan"];
             AmxConvFn = (delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void>)exports["ptq_conv_amx"];
@@ -461,7 +463,9 @@ public static unsafe class NativeKernels
         public int Kq, Kh, Kw, Cq, Hp, Wp, Sh, Sw, Dh, Dw, Oh, Ow, Oc;
         public float Zp, QLo, QHi;
         public int OutSigned;
-
+        /// <summary>VNNI only: the input packed as quads of 4 taps of one channel (ptq_conv_pack_input_taps), Cq its
+        /// channels (the weights' <see cref="NativeConvWeights.Taps"/>).</summary>
+        public int Taps4;
     }
 
     /// <summary>ptq_conv_plan's answer: packed input bytes, per-thread workspace, tiles and the channel step.</summary>
@@ -522,6 +526,7 @@ public static unsafe class NativeKernels
         bool avx2 = kernel is Kernel.Avx2Pairs7 or Kernel.Avx2Widened;
         if (avx2 && !HasAvx2) throw new InvalidOperationException("The native AVX2 kernel is not available on this machine.");
         if (!avx2 && !HasConv) throw new InvalidOperationException("The native VNNI convolution is not available on this machine.");
+        if (args.Taps4 != 0 && kernel != Kernel.Vnni) throw new InvalidOperationException("Tap quads are read by the VNNI convolution only.");
         if (avx2) CountAvx2Form(kernel == Kernel.Avx2Pairs7);
         ConvPlan plan;
         ConvPlanFn(&args, (int)kernel, cq16, &plan);
@@ -532,6 +537,7 @@ public static unsafe class NativeKernels
         {
             byte* pin = pinned + AlignmentOffset(input);
             if (avx2) Avx2PackFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, fill, flip ? 1 : 0, kernel == Kernel.Avx2Widened ? 1 : 0, pin);
+            else if (args.Taps4 != 0) ConvPackTapsFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, args.Dw, fill, flip ? 1 : 0, pin);
             else ConvPackFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, fill, flip ? 1 : 0, pin);
             args.X = pin;
             int tiles = plan.Tiles, oc = args.Oc, ocStep = plan.OcStep, ocRounded = (oc + ocStep - 1) / ocStep * ocStep;
