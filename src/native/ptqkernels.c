@@ -287,7 +287,7 @@ typedef struct {
 } ptq_conv_args;
 
 
-#define CONV_TILE 48   /* VNNI: pixels per tile, 3 blocks of 16 */
+#define CONV_TILE 48   /* VNNI: pixels per tile, 3 blocks of 16 (or 2, see conv_vnni_tile) */
 #define CONV_ROWS 8    /* VNNI: output channels per register block */
 #define AMX_TILE 32    /* AMX: pixels per tile, 2 blocks of 16 */
 #define AVX2_TILE 16   /* AVX2: pixels per tile, 2 blocks of 8 */
@@ -300,17 +300,24 @@ enum { PTQ_VNNI = 0, PTQ_AMX = 1, PTQ_AVX2_PAIRS7 = 2, PTQ_AVX2_WIDENED = 3 };
  * side asks instead of recomputing the tile geometry. cq16: the AMX weights' channel quads (other kernels: 0). */
 typedef struct { int64_t input_bytes, workspace; int32_t tiles, oc_step; } ptq_conv_plan_t;
 
+/* The VNNI kernel's pixels per tile: 48 (8 channels x 3 blocks in registers), or 32 when the output spans 4 blocks
+ * (a 7x7 output, ResNet's last stage): 2 + 2 blocks instead of 3 + 1, whose 8 accumulators are bound by their loads. */
+static int conv_vnni_tile(int64_t span)
+{
+    return (span + 15) / 16 == 4 ? 32 : CONV_TILE;
+}
+
 PTQ_EXPORT void ptq_conv_plan(const ptq_conv_args *a, int kernel, int cq16, ptq_conv_plan_t *p)
 {
     const int wide = a->sh == 1 && a->sw == 1;
     const int64_t span = wide ? (int64_t)(a->oh - 1) * a->wp + a->ow : (int64_t)a->oh * a->ow;
-    const int tile = kernel == PTQ_VNNI ? CONV_TILE : kernel == PTQ_AMX ? AMX_TILE : AVX2_TILE;
+    const int tile = kernel == PTQ_VNNI ? conv_vnni_tile(span) : kernel == PTQ_AMX ? AMX_TILE : AVX2_TILE;
     const int64_t planes = kernel == PTQ_AMX ? cq16 : a->cq;   /* the AMX kernel reads cq16 channel-quad planes */
     p->tiles = (int32_t)((span + tile - 1) / tile);
     p->input_bytes = planes * a->hp * a->wp * 4 + 256;
     p->oc_step = kernel == PTQ_VNNI ? CONV_ROWS : kernel == PTQ_AMX ? 32 : 8;
     p->workspace = kernel == PTQ_AMX ? 32 * 32 * 4 + (wide ? 0 : (int64_t)a->kh * a->kw * cq16 * 128) + 128
-                                     : (int64_t)a->kq * (8 + 4 + tile * 4) + 128;
+                                     : (int64_t)a->kq * (8 + 4 + (kernel == PTQ_VNNI ? CONV_TILE : tile) * 4) + 128;
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
@@ -387,10 +394,11 @@ PTQ_EXPORT void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, in
                     qoff[q] = ((cq * a->hp + ki * a->dh) * a->wp + kj * a->dw) * 4;
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512i ones = _mm512_set1_epi32(0x01010101);
+    const int tw = conv_vnni_tile(span), maxnb = tw / 16;
     for (int t = t0; t < t1; t++) {
-        int l0 = t * CONV_TILE;
+        int l0 = t * tw;
         int nb = (span - l0 + 15) / 16;
-        if (nb > 3) nb = 3;
+        if (nb > maxnb) nb = maxnb;
         __mmask16 mask[3];
         int start[3];
         for (int b = 0; b < 3; b++) {

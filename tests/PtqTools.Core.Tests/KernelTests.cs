@@ -197,6 +197,42 @@ public class KernelTests
         new(1, 64, 14, 14, 50, 1, 1, StrideH: 2, StrideW: 2),
     };
 
+    /// <summary>Outputs spanning 4 blocks of 16 pixels (7x7 with its pad columns, as ResNet18's last stage; 5x9; 8x8 by
+    /// stride 2), which the native VNNI kernel runs as two tiles of 32 pixels, on one and two threads (split by tiles
+    /// and by channels), with and without weight zero points, int32 and requantized: equal to the references.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Conv_FourBlockOutputs_MatchTheReference(KernelPath path)
+    {
+        var r = new Random(13);
+        var shapes = new[]
+        {
+            new ConvGeometry(1, 40, 7, 7, 24, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            new ConvGeometry(1, 9, 5, 9, 17, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            new ConvGeometry(1, 8, 16, 16, 8, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        };
+        int i = 0;
+        foreach (var g in shapes)
+            foreach (int threads in new[] { 1, 2 })
+            {
+                var x = U8(r, g.Channels * g.Height * g.Width); var w = S8(r, g.OutChannels * g.PatchSize);
+                var wz = i++ % 2 == 0 ? new int[g.OutChannels] : Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-5, 5)).ToArray();
+                var context = On(path) with { ParallelThreshold = 1, MaxThreads = threads };
+                int outLen = g.OutChannels * g.OutH * g.OutW;
+                var expected = new int[outLen]; var actual = new int[outLen];
+                var packed = PackedConvWeights.Pack<sbyte>(w, wz, g);
+                QConv.Reference<byte, sbyte>(x, 101, w, wz, g, expected);
+                QConv.Run<byte>(context, x, 101, packed, actual);
+                Assert.True(expected.AsSpan().SequenceEqual(actual), $"{g} on {path}, {threads} thread(s)");
+                var bias = Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-3000, 3000)).ToArray();
+                var mult = Enumerable.Range(0, g.OutChannels).Select(j => 0.001f + j * 1e-4f).ToArray();
+                var e = new byte[outLen]; var y = new byte[outLen];
+                QConv.RequantizedReference<byte, sbyte, byte>(x, 101, w, wz, g, bias, mult, 128, false, e);
+                QConv.RunRequantized<byte, byte>(context, x, 101, packed, bias, mult, 128, false, y);
+                Assert.True(e.SequenceEqual(y), $"{g} requantized on {path}, {threads} thread(s)");
+            }
+    }
+
     /// <summary>Convolutions with 1 to 3 input channels, where the native VNNI kernel reads quads of 4 taps of one channel
     /// instead of mostly padded channel quads (the image stem): kernel widths 2, 3, 5 and 7 (a partial last tap quad),
     /// column dilation, strides 1 and 2, uneven pads, two images and two groups, signed input, with and without weight
