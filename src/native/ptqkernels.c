@@ -257,7 +257,9 @@ PTQ_EXPORT void ptq_conv_pack_input_taps(const uint8_t *x, int channels, int h, 
             uint8_t *dst = out + ((int64_t)c * hp + r + pt) * wp * 4;
             for (int j = 0; j < wp; j += 16) {
                 __m128i v[4];
-                for (int t = 0; t < 4; t++) {
+                if (j - pl >= 0 && j + 3 * dw - pl + 16 <= w)   /* inside the image: plain loads */
+                    for (int t = 0; t < 4; t++) v[t] = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(src + j + t * dw - pl)), sign);
+                else for (int t = 0; t < 4; t++) {
                     /* padded columns j + t dw + i, i < 16: image columns (that minus pl) inside [0, w) */
                     int start = j + t * dw - pl, lo = start < 0 ? -start : 0, hi = w - start;
                     if (hi > 16) hi = 16;
