@@ -174,10 +174,11 @@ public static unsafe class NativeKernels
     /// <summary>The file the library was loaded from, or null.</summary>
     public static string? LoadedFrom { get; }
 
-    /// <summary>C = (A - aZero)(B - bZero) through vpdpbusd (<paramref name="avx2"/> false) or the AVX2 kernel: A is
-    /// copied as u8 (signed A + 128). VNNI and 7-bit pairs multiply it by B's s8 quads and correct the zero points with
-    /// row and column sums; the widened AVX2 form multiplies A minus its zero point by B's int16 pairs (B minus its
-    /// zero points) and needs no correction.</summary>
+    /// <summary>C = (A - aZero)(B - bZero) through vpdpbusd (<paramref name="avx2"/> false: AMX tiles from 16 rows
+    /// where allowed, else <see cref="GemmVnni"/>, A and the correction inside the native pass) or the AVX2 kernel: A
+    /// is copied as u8 (signed A + 128); 7-bit pairs multiply it by B's s8 quads and correct the zero points with row
+    /// and column sums; the widened AVX2 form multiplies A minus its zero point by B's int16 pairs (B minus its zero
+    /// points) and needs no correction.</summary>
     internal static void Gemm(KernelContext context, ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c, bool avx2 = false)
     {
         Kernel kernel;
@@ -344,7 +345,7 @@ public static unsafe class NativeKernels
         int threads = Math.Max(1, context.ThreadsFor((long)m * n * k));
         int steps = (m + plan.RowStep - 1) / plan.RowStep;
         bool byRows = threads <= 1 || steps >= threads;
-        if (!byRows && blocks < threads) threads = blocks;
+        if (!byRows && blocks < threads) threads = Math.Max(1, blocks);
         int rowsPer = byRows ? (threads <= 1 ? m : (steps + threads - 1) / threads * plan.RowStep) : m;
         GemmPlan part;
         GemmPlanFn((int)Kernel.Vnni, rowsPer, k, &part);
