@@ -4,7 +4,7 @@
  * Bump it whenever an export is added, removed or changes its signature or meaning. */
 #ifndef PTQ_ABI_H
 #define PTQ_ABI_H
-#define PTQ_ABI_VERSION 6
+#define PTQ_ABI_VERSION 7
 #if defined(_WIN32)
 #define PTQ_EXPORT __declspec(dllexport)
 #else

@@ -28,61 +28,163 @@ PTQ_EXPORT int ptq_has_avx2(void)
     return __builtin_cpu_supports("avx2");
 }
 
-/* ---- VNNI GEMM ------------------------------------------------------------------------------------------------------
- * One register tile template: R rows of A (4 bytes of each broadcast per k quad) x C blocks of 16 columns of B (one
- * 64-byte vector each), R * C accumulators. Per k quad: C vector loads and R broadcasts feed R * C vpdpbusd. */
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-TILE_INLINE void vnni_tile(const int R, const int C, const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc)
+/* ---- VNNI GEMM, one thread's share, A copy and zero-point correction fused ------------------------------------------
+ * C[i, j] = sum_k A'[i, k] * B'[k, j] + colterm[j] - zb[j] * rowsum(A'[i]) for rows [r0, r1) and column blocks
+ * [nb0, nb1) (C row-major, ldc = n), A' being A (m x k bytes, row-major as the caller holds it) with the sign bit
+ * flipped when flip is set, B' the s8 quads [blocks][kq][16][4] (zero past K). Rows go in chunks (about VNNI_CHUNK
+ * bytes, in L2): read in place when zb is null (no row sums needed), otherwise copied into the workspace (flipped, K
+ * padded with zeros to whole quads) with their sums; each chunk then runs over the column panels (4 blocks, B of a
+ * panel from L1/L2) and, in a panel, over register tiles of rows. The tiles store C once, corrected, with the last
+ * block of N masked: no staging buffer and no second pass. zb may be null (all zero). */
+#define VNNI_CHUNK (384 << 10)
+
+/* The epilogue of a tile: C = sums + colterm - zb * rowsum (zb null: none), the last block under lastmask. */
+__attribute__((target("avx512f,avx512bw")))
+TILE_INLINE void vnni_tile_store(const int R, const int C, const int32_t *out, int32_t *c, int ldc, __mmask16 lastmask,
+                                 const int32_t *colterm, const int32_t *zb, const int32_t *rowsum)
 {
-    __m512i acc[8][3];
-    const int32_t *ar[8];
-    UNROLL for (int r = 0; r < R; r++) {
-        ar[r] = (const int32_t *)(a + (int64_t)r * lda);
-        UNROLL for (int j = 0; j < C; j++) acc[r][j] = _mm512_setzero_si512();
+    UNROLL for (int j = 0; j < C; j++) {
+        const __mmask16 mk = j == C - 1 ? lastmask : (__mmask16)0xFFFF;
+        const __m512i ct = _mm512_loadu_si512(colterm + j * 16);
+        if (zb) {
+            const __m512i z = _mm512_loadu_si512(zb + j * 16);
+            for (int r = 0; r < R; r++)
+                _mm512_mask_storeu_epi32(c + (int64_t)r * ldc + j * 16, mk, _mm512_sub_epi32(_mm512_add_epi32(_mm512_load_si512(out + (r * C + j) * 16), ct),
+                                                                                            _mm512_mullo_epi32(z, _mm512_set1_epi32(rowsum[r]))));
+        } else
+            for (int r = 0; r < R; r++)
+                _mm512_mask_storeu_epi32(c + (int64_t)r * ldc + j * 16, mk, _mm512_add_epi32(_mm512_load_si512(out + (r * C + j) * 16), ct));
     }
-    for (int q = 0; q < kq; q++) {
-        __m512i y[3];
-        UNROLL for (int j = 0; j < C; j++) y[j] = _mm512_loadu_si512(b + ((int64_t)j * kq + q) * 64);
-        UNROLL for (int r = 0; r < R; r++) {
-            __m512i x = _mm512_set1_epi32(ar[r][q]);
-            UNROLL for (int j = 0; j < C; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], x, y[j]);
-        }
-    }
-    UNROLL for (int r = 0; r < R; r++)
-        UNROLL for (int j = 0; j < C; j++) _mm512_storeu_si512(c + (int64_t)r * ldc + j * 16, acc[r][j]);
 }
 
-/* The instantiations: rows 8, 4, 2, 1 x blocks 3, 2, 1 (C a constant in each, R a constant in each case). */
-#define VNNI_TILE_ROWS(R) \
-    __attribute__((target("avx512f,avx512bw,avx512vnni"))) \
-    static void vnni_tile_##R(int cols, const uint8_t *a, int lda, int kq, const int8_t *b, int32_t *c, int ldc) \
-    { if (cols == 3) vnni_tile(R, 3, a, lda, kq, b, c, ldc); else if (cols == 2) vnni_tile(R, 2, a, lda, kq, b, c, ldc); else vnni_tile(R, 1, a, lda, kq, b, c, ldc); }
-VNNI_TILE_ROWS(8)
-VNNI_TILE_ROWS(4)
-VNNI_TILE_ROWS(2)
-VNNI_TILE_ROWS(1)
+/* A's rows read in place start anywhere: 4-byte loads without alignment. */
+typedef int32_t __attribute__((aligned(1), may_alias)) ptq_i32u;
 
-/* a: rows r0..r1 of an m x (kq*4) u8 matrix (zero padded); quads: [blocks][kq][16][4] s8;
- * c: m x (blocks*16) int32, row stride ldc. Column panels of 3 blocks (a panel of B stays in L1/L2 while every row
- * block streams past it), rows 8 at a time. */
+/* One register tile template: R rows of A (4 bytes of each broadcast per k quad) x C blocks of 16 columns of B (one
+ * 64-byte vector each), R * C accumulators. Per k quad: C vector loads and R broadcasts feed R * C vpdpbusd; the
+ * epilogue adds the column terms, subtracts zb * rowsum when zb is set, and stores (the last block under lastmask). */
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-PTQ_EXPORT void ptq_gemm_u8s8_vnni(const uint8_t *a, int r0, int r1, int kq, const int8_t *quads, int blocks, int32_t *c, int ldc)
+TILE_INLINE void vnni_tile(const int R, const int C, const uint8_t *a, int64_t lda, int kq, const int8_t *b, int64_t bstride,
+                           int32_t *c, int ldc, __mmask16 lastmask, const int32_t *colterm, const int32_t *zb, const int32_t *rowsum,
+                           int32_t *out, __m512i sign)
 {
-    const int lda = kq * 4;
-    for (int nb = 0; nb < blocks; nb += 3) {
-        int cols = blocks - nb < 3 ? blocks - nb : 3;
-        const int8_t *b = quads + (int64_t)nb * kq * 64;
-        for (int i = r0; i < r1;) {
-            int rows = r1 - i >= 8 ? 8 : r1 - i >= 4 ? 4 : r1 - i >= 2 ? 2 : 1;
-            const uint8_t *ap = a + (int64_t)i * lda;
-            int32_t *cp = c + (int64_t)i * ldc + nb * 16;
-            switch (rows) {
-            case 8: vnni_tile_8(cols, ap, lda, kq, b, cp, ldc); break;
-            case 4: vnni_tile_4(cols, ap, lda, kq, b, cp, ldc); break;
-            case 2: vnni_tile_2(cols, ap, lda, kq, b, cp, ldc); break;
-            default: vnni_tile_1(cols, ap, lda, kq, b, cp, ldc); break;
+    __m512i acc[24];   /* R * C <= 24: [r * C + j] (an array of this size stays in registers) */
+    const ptq_i32u *ar[8];
+    UNROLL for (int r = 0; r < R; r++) {
+        ar[r] = (const ptq_i32u *)(a + r * lda);
+        UNROLL for (int j = 0; j < C; j++) acc[r * C + j] = _mm512_setzero_si512();
+    }
+    for (int q = 0; q < kq; q++) {
+        __m512i y[4];
+        UNROLL for (int j = 0; j < C; j++) y[j] = _mm512_loadu_si512(b + j * bstride + (int64_t)q * 64);
+        UNROLL for (int r = 0; r < R; r++) {
+            __m512i x = _mm512_xor_si512(_mm512_set1_epi32(ar[r][q]), sign);
+            UNROLL for (int j = 0; j < C; j++) acc[r * C + j] = _mm512_dpbusd_epi32(acc[r * C + j], x, y[j]);
+        }
+    }
+    /* The epilogue reads the sums back from an aligned block of the workspace (in L1): corrected in registers, or
+     * through a block on the stack, gcc 12 spills the accumulators inside the k loop. */
+    UNROLL for (int r = 0; r < R; r++)
+        UNROLL for (int j = 0; j < C; j++) _mm512_store_si512(out + (r * C + j) * 16, acc[r * C + j]);
+    vnni_tile_store(R, C, out, c, ldc, lastmask, colterm, zb, rowsum);
+}
+
+typedef void (*vnni_tile_fn)(const uint8_t *, int64_t, int, const int8_t *, int64_t, int32_t *, int, __mmask16, const int32_t *, const int32_t *, const int32_t *, int32_t *, __m512i);
+#define VNNI_TILE(R, C) \
+    __attribute__((target("avx512f,avx512bw,avx512vnni"))) \
+    static void vnni_tile_##R##x##C(const uint8_t *a, int64_t lda, int kq, const int8_t *b, int64_t bs, int32_t *c, int ldc, __mmask16 lm, \
+                                    const int32_t *ct, const int32_t *zb, const int32_t *rs, int32_t *out, __m512i sign) \
+    { vnni_tile(R, C, a, lda, kq, b, bs, c, ldc, lm, ct, zb, rs, out, sign); }
+/* Panels of 4 blocks: 6 rows (24 accumulators; 4 loads + 6 broadcasts per 24 vpdpbusd), tails of 1-5 rows exact.
+ * Narrower panels (what N leaves, 1-3 blocks): 8 rows, tails of 4, 2, 1. */
+VNNI_TILE(6, 4) VNNI_TILE(5, 4) VNNI_TILE(4, 4) VNNI_TILE(3, 4) VNNI_TILE(2, 4) VNNI_TILE(1, 4)
+VNNI_TILE(8, 3) VNNI_TILE(4, 3) VNNI_TILE(2, 3) VNNI_TILE(1, 3)
+VNNI_TILE(8, 2) VNNI_TILE(4, 2) VNNI_TILE(2, 2) VNNI_TILE(1, 2)
+VNNI_TILE(8, 1) VNNI_TILE(4, 1) VNNI_TILE(2, 1) VNNI_TILE(1, 1)
+static const vnni_tile_fn vnni_tiles4[7] = { 0, vnni_tile_1x4, vnni_tile_2x4, vnni_tile_3x4, vnni_tile_4x4, vnni_tile_5x4, vnni_tile_6x4 };
+static const vnni_tile_fn vnni_tiles_narrow[4][4] = {
+    { 0, 0, 0, 0 },
+    { vnni_tile_8x1, vnni_tile_4x1, vnni_tile_2x1, vnni_tile_1x1 },
+    { vnni_tile_8x2, vnni_tile_4x2, vnni_tile_2x2, vnni_tile_1x2 },
+    { vnni_tile_8x3, vnni_tile_4x3, vnni_tile_2x3, vnni_tile_1x3 },
+};
+
+/* The blocks of the next column panel from nb (of nb1): 4, or what is left (3, 2, 1), with 5 left split 3 + 2 so no
+ * 1-block panel runs unless N has a single block. */
+static inline int vnni_panel(int nb, int nb1)
+{
+    int left = nb1 - nb;
+    return left == 5 ? 3 : left >= 4 ? 4 : left;
+}
+
+/* Rows per chunk: about VNNI_CHUNK bytes of A' (a multiple of 24 rows, the tiles' row steps), at least 24. */
+static int vnni_chunk_rows(int rows, int k)
+{
+    int64_t lda = ((int64_t)k + 3) / 4 * 4;
+    if (lda < 4) lda = 4;
+    int64_t cr = VNNI_CHUNK / lda / 24 * 24;
+    if (cr < 24) cr = 24;
+    return (int)(cr < rows ? cr : rows);
+}
+
+static int64_t vnni_gemm_workspace(int rows, int k)
+{
+    int cr = vnni_chunk_rows(rows, k);
+    return (int64_t)cr * (((int64_t)k + 3) / 4 * 4) + 64 + 24 * 16 * 4 + (int64_t)cr * 4 + 64;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+PTQ_EXPORT void ptq_gemm_vnni_fused(const uint8_t *a, int m, int k, int flip, int r0, int r1, const int8_t *quads, int kq, int nb0, int nb1,
+                                    const int32_t *colterm, const int32_t *zb, int32_t *c, int n, uint8_t *ws)
+{
+    const int lda = kq * 4, rows = r1 - r0;
+    if (rows <= 0 || nb0 >= nb1) return;
+    const int cr = vnni_chunk_rows(rows, k);
+    uint8_t *ap = (uint8_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    int32_t *out = (int32_t *)(ap + ((int64_t)cr * lda + 63) / 64 * 64);   /* a tile's sums, 24 x 16 */
+    int32_t *rowsum = out + 24 * 16;
+    const __m512i sign = _mm512_set1_epi8(flip ? (char)0x80 : 0), zero = _mm512_setzero_si512();
+    const int64_t bstride = (int64_t)kq * 64;
+    for (int i0 = r0; i0 < r1; i0 += cr) {
+        const int ch = r1 - i0 < cr ? r1 - i0 : cr;
+        /* Without weight zero points no row sums are needed: the rows are read in place (quads straddle rows where K
+         * is not a multiple of 4, the weights past K are zero) and the sign flipped after each broadcast; only a chunk
+         * whose last quad would read past A's end (A's last rows with a partial last quad) is copied. */
+        const int inplace = !zb && (int64_t)(i0 + ch - 1) * k + lda <= (int64_t)m * k;
+        const uint8_t *rows_at = inplace ? a + (int64_t)i0 * k : ap;
+        const int64_t stride = inplace ? k : lda;
+        if (!inplace)
+            /* the chunk's rows: sign flipped, K padded with zeros to whole quads, summed */
+            for (int i = 0; i < ch; i++) {
+                const uint8_t *src = a + (int64_t)(i0 + i) * k;
+                uint8_t *dst = ap + (int64_t)i * lda;
+                __m512i sum = zero;
+                for (int q = 0; q < lda; q += 64) {
+                    int left = k - q, room = lda - q;
+                    __mmask64 mk = left >= 64 ? ~(__mmask64)0 : left <= 0 ? 0 : (((__mmask64)1 << left) - 1);
+                    __mmask64 ms = room >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << room) - 1);
+                    __m512i v = _mm512_maskz_mov_epi8(mk, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, src + q), sign));
+                    _mm512_mask_storeu_epi8(dst + q, ms, v);
+                    sum = _mm512_add_epi64(sum, _mm512_sad_epu8(v, zero));
+                }
+                rowsum[i] = (int32_t)_mm512_reduce_add_epi64(sum);
             }
-            i += rows;
+        const __m512i tsign = inplace ? sign : zero;
+        for (int nb = nb0; nb < nb1;) {
+            const int cols = vnni_panel(nb, nb1);
+            const int col = nb * 16, tailcols = n - (nb + cols - 1) * 16;
+            const __mmask16 lastmask = tailcols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << tailcols) - 1);
+            const int8_t *b = quads + (int64_t)nb * bstride;
+            const int32_t *ct = colterm + col, *z = zb ? zb + col : 0;
+            for (int i = 0; i < ch;) {
+                int left = ch - i, rr;
+                vnni_tile_fn f;
+                if (cols == 4) { rr = left >= 6 ? 6 : left; f = vnni_tiles4[rr]; }
+                else { int s = left >= 8 ? 0 : left >= 4 ? 1 : left >= 2 ? 2 : 3; rr = 8 >> s; f = vnni_tiles_narrow[cols][s]; }
+                f(rows_at + i * stride, stride, kq, b, bstride, c + (int64_t)(i0 + i) * n + col, n, lastmask, ct, z, rowsum + i, out, tsign);
+                i += rr;
+            }
+            nb += cols;
         }
     }
 }
@@ -131,6 +233,48 @@ PTQ_EXPORT void ptq_conv_pack_input(const uint8_t *x, int channels, int h, int w
         }
 }
 
+/* The input for convolutions with few channels (the image stem: 3 channels), where channel quads would be mostly
+ * padding: [channels][hp][wp][4] u8, the 4 bytes at (c, r, j) being the padded input at columns j, j + dw, j + 2 dw,
+ * j + 3 dw of row r (the zero point outside the image, plus 256 bytes of slack). A K quad is then 4 taps of one
+ * channel and kernel row, q = (c * kh + ki) * ceil(kw / 4) + jq (weights past kw hold the weight zero point), and the
+ * convolution reads it exactly as the channel quads (ptq_conv_vnni with taps4 set, cq = channels). */
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+PTQ_EXPORT void ptq_conv_pack_input_taps(const uint8_t *x, int channels, int h, int w, int pt, int pl, int hp, int wp, int dw,
+                                         uint8_t fill, int flip, uint8_t *out)
+{
+    /* the image rows are written whole (pad columns included): only the pad rows and the slack are filled first */
+    const int64_t rowb = (int64_t)wp * 4;
+    for (int c = 0; c < channels; c++) {
+        uint8_t *plane = out + (int64_t)c * hp * rowb;
+        memset(plane, fill, (size_t)(pt * rowb));
+        if (hp > pt + h) memset(plane + (pt + h) * rowb, fill, (size_t)((hp - pt - h) * rowb));
+    }
+    memset(out + (int64_t)channels * hp * rowb, fill, 256);
+    const __m128i f = _mm_set1_epi8((char)fill), sign = _mm_set1_epi8(flip ? (char)0x80 : 0);
+    for (int c = 0; c < channels; c++)
+        for (int r = 0; r < h; r++) {
+            const uint8_t *src = x + ((int64_t)c * h + r) * w;
+            uint8_t *dst = out + ((int64_t)c * hp + r + pt) * wp * 4;
+            for (int j = 0; j < wp; j += 16) {
+                __m128i v[4];
+                if (j - pl >= 0 && j + 3 * dw - pl + 16 <= w)   /* inside the image: plain loads */
+                    for (int t = 0; t < 4; t++) v[t] = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(src + j + t * dw - pl)), sign);
+                else for (int t = 0; t < 4; t++) {
+                    /* padded columns j + t dw + i, i < 16: image columns (that minus pl) inside [0, w) */
+                    int start = j + t * dw - pl, lo = start < 0 ? -start : 0, hi = w - start;
+                    if (hi > 16) hi = 16;
+                    __mmask16 m = hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+                    v[t] = _mm_mask_mov_epi8(f, m, _mm_xor_si128(_mm_maskz_loadu_epi8(m, src + start), sign));
+                }
+                /* pixel i's dword: its 4 bytes v[0][i] .. v[3][i] */
+                __m512i d = _mm512_or_si512(_mm512_or_si512(_mm512_cvtepu8_epi32(v[0]), _mm512_slli_epi32(_mm512_cvtepu8_epi32(v[1]), 8)),
+                                            _mm512_or_si512(_mm512_slli_epi32(_mm512_cvtepu8_epi32(v[2]), 16), _mm512_slli_epi32(_mm512_cvtepu8_epi32(v[3]), 24)));
+                int n = wp - j < 16 ? wp - j : 16;
+                _mm512_mask_storeu_epi32(dst + j * 4, (__mmask16)((1u << n) - 1), d);
+            }
+        }
+}
+
 typedef struct {
     const uint8_t *x;      /* packed input [cq][hp][wp][4] */
     const int8_t *w;       /* weights [oc rounded up to 8][kq][4] */
@@ -141,10 +285,11 @@ typedef struct {
     int kq, kh, kw, cq, hp, wp, sh, sw, dh, dw, oh, ow, oc;
     float zp, qlo, qhi;
     int out_signed;
+    int taps4;             /* VNNI only: the input packed by ptq_conv_pack_input_taps, cq its channels, quads of 4 taps */
 } ptq_conv_args;
 
 
-#define CONV_TILE 48   /* VNNI: pixels per tile, 3 blocks of 16 */
+#define CONV_TILE 48   /* VNNI: pixels per tile, 3 blocks of 16 (or 2, see conv_vnni_tile) */
 #define CONV_ROWS 8    /* VNNI: output channels per register block */
 #define AMX_TILE 32    /* AMX: pixels per tile, 2 blocks of 16 */
 #define AVX2_TILE 16   /* AVX2: pixels per tile, 2 blocks of 8 */
@@ -157,17 +302,24 @@ enum { PTQ_VNNI = 0, PTQ_AMX = 1, PTQ_AVX2_PAIRS7 = 2, PTQ_AVX2_WIDENED = 3 };
  * side asks instead of recomputing the tile geometry. cq16: the AMX weights' channel quads (other kernels: 0). */
 typedef struct { int64_t input_bytes, workspace; int32_t tiles, oc_step; } ptq_conv_plan_t;
 
+/* The VNNI kernel's pixels per tile: 48 (8 channels x 3 blocks in registers), or 32 when the output spans 4 blocks
+ * (a 7x7 output, ResNet's last stage): 2 + 2 blocks instead of 3 + 1, whose 8 accumulators are bound by their loads. */
+static int conv_vnni_tile(int64_t span)
+{
+    return (span + 15) / 16 == 4 ? 32 : CONV_TILE;
+}
+
 PTQ_EXPORT void ptq_conv_plan(const ptq_conv_args *a, int kernel, int cq16, ptq_conv_plan_t *p)
 {
     const int wide = a->sh == 1 && a->sw == 1;
     const int64_t span = wide ? (int64_t)(a->oh - 1) * a->wp + a->ow : (int64_t)a->oh * a->ow;
-    const int tile = kernel == PTQ_VNNI ? CONV_TILE : kernel == PTQ_AMX ? AMX_TILE : AVX2_TILE;
+    const int tile = kernel == PTQ_VNNI ? conv_vnni_tile(span) : kernel == PTQ_AMX ? AMX_TILE : AVX2_TILE;
     const int64_t planes = kernel == PTQ_AMX ? cq16 : a->cq;   /* the AMX kernel reads cq16 channel-quad planes */
     p->tiles = (int32_t)((span + tile - 1) / tile);
     p->input_bytes = planes * a->hp * a->wp * 4 + 256;
     p->oc_step = kernel == PTQ_VNNI ? CONV_ROWS : kernel == PTQ_AMX ? 32 : 8;
     p->workspace = kernel == PTQ_AMX ? 32 * 32 * 4 + (wide ? 0 : (int64_t)a->kh * a->kw * cq16 * 128) + 128
-                                     : (int64_t)a->kq * (8 + 4 + tile * 4) + 128;
+                                     : (int64_t)a->kq * (8 + 4 + (kernel == PTQ_VNNI ? CONV_TILE : tile) * 4) + 128;
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
@@ -177,11 +329,21 @@ static inline void conv_store(const ptq_conv_args *a, __m512i v, int o, int b, c
     if (a->wzero) v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_set1_epi32(a->wzero[o]), xsum[b]));
     v = _mm512_add_epi32(v, _mm512_set1_epi32(a->corr[o]));
     int64_t plane = (int64_t)o * a->oh * a->ow + start[b];
-    if (!a->mult) { _mm512_mask_compressstoreu_epi32((int32_t *)a->y + plane, mask[b], v); return; }
+    const int full = mask[b] == (__mmask16)0xFFFF;   /* 16 consecutive output pixels: no compress */
+    if (!a->mult) {
+        if (full) _mm512_storeu_si512((int32_t *)a->y + plane, v);
+        else _mm512_mask_compressstoreu_epi32((int32_t *)a->y + plane, mask[b], v);
+        return;
+    }
     __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(a->mult[o]));
     f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     f = _mm512_add_ps(f, _mm512_set1_ps(a->zp));
     f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(a->qlo)), _mm512_set1_ps(a->qhi));
+    if (full) {
+        __m512i r = _mm512_cvtps_epi32(f);
+        _mm_storeu_si128((__m128i *)((uint8_t *)a->y + plane), a->out_signed ? _mm512_cvtsepi32_epi8(r) : _mm512_cvtusepi32_epi8(r));
+        return;
+    }
     __m512i r = _mm512_maskz_compress_epi32(mask[b], _mm512_cvtps_epi32(f));
     __m128i bytes = a->out_signed ? _mm512_cvtsepi32_epi8(r) : _mm512_cvtusepi32_epi8(r);
     int cnt = __builtin_popcount(mask[b]);
@@ -222,16 +384,23 @@ PTQ_EXPORT void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, in
     uint8_t *tile = base;                                   /* kq * 192 bytes (gathered pixels) */
     const uint8_t **xp = (const uint8_t **)(tile + (int64_t)kq * CONV_TILE * 4);
     int32_t *qoff = (int32_t *)(xp + kq);
-    for (int cq = 0, q = 0; cq < a->cq; cq++)
-        for (int ki = 0; ki < a->kh; ki++)
-            for (int kj = 0; kj < a->kw; kj++, q++)
-                qoff[q] = ((cq * a->hp + ki * a->dh) * a->wp + kj * a->dw) * 4;
+    if (a->taps4)   /* quad q = (c * kh + ki) * ceil(kw / 4) + jq: taps 4 jq .. 4 jq + 3 of one channel */
+        for (int c = 0, q = 0; c < a->cq; c++)
+            for (int ki = 0; ki < a->kh; ki++)
+                for (int jq = 0; jq < (a->kw + 3) / 4; jq++, q++)
+                    qoff[q] = ((c * a->hp + ki * a->dh) * a->wp + jq * 4 * a->dw) * 4;
+    else
+        for (int cq = 0, q = 0; cq < a->cq; cq++)
+            for (int ki = 0; ki < a->kh; ki++)
+                for (int kj = 0; kj < a->kw; kj++, q++)
+                    qoff[q] = ((cq * a->hp + ki * a->dh) * a->wp + kj * a->dw) * 4;
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512i ones = _mm512_set1_epi32(0x01010101);
+    const int tw = conv_vnni_tile(span), maxnb = tw / 16;
     for (int t = t0; t < t1; t++) {
-        int l0 = t * CONV_TILE;
+        int l0 = t * tw;
         int nb = (span - l0 + 15) / 16;
-        if (nb > 3) nb = 3;
+        if (nb > maxnb) nb = maxnb;
         __mmask16 mask[3];
         int start[3];
         for (int b = 0; b < 3; b++) {
@@ -263,10 +432,41 @@ PTQ_EXPORT void ptq_conv_vnni(const ptq_conv_args *a, int t0, int t1, int o0, in
                 __m512i o = _mm512_add_epi32(_mm512_mullo_epi32(r, _mm512_set1_epi32(a->sh * a->wp)), _mm512_mullo_epi32(c, _mm512_set1_epi32(a->sw)));
                 off[b] = _mm512_maskz_mov_epi32(in, o);
             }
+            /* Column stride 2 (ResNet's downsampling convolutions): a block whose 16 pixels lie in one output row, or
+             * run from one row into the next, is the even dwords of one or two 32-dword windows of the packed input:
+             * two loads and a permute each (the second window's loads masked below the lanes it gives, so they read
+             * nothing before it), blended; other blocks are gathered. The windows read at most 31 dwords past a
+             * pixel the block uses: inside the packed input or its 256 bytes of slack. */
+            int mode[3], split[3];
+            int64_t base1[3], base2[3];
+            __mmask16 m2lo[3], m2hi[3];
+            for (int b = 0; b < 3; b++) {
+                int p0 = l0 + b * 16, r = p0 / a->ow, c0 = p0 % a->ow, left = a->ow - c0;
+                mode[b] = b < nb && a->sw == 2 && p0 + 16 <= pixels && (left >= 16 || (left + a->ow >= 16));
+                split[b] = left >= 16 ? 16 : left;
+                base1[b] = ((int64_t)r * a->sh * a->wp + (int64_t)c0 * 2) * 4;
+                base2[b] = ((int64_t)(r + 1) * a->sh * a->wp - 2 * split[b]) * 4;
+                int e = 2 * split[b];   /* the second window's first dword used */
+                m2lo[b] = e >= 16 ? 0 : (__mmask16)(0xFFFFu << e);
+                m2hi[b] = e >= 16 ? (__mmask16)(0xFFFFu << (e - 16)) : (__mmask16)0xFFFF;
+            }
+            const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
             for (int q = 0; q < kq; q++) {
                 const uint8_t *src = a->x + qoff[q];
-                for (int b = 0; b < nb; b++)
-                    _mm512_store_si512(tile + (int64_t)q * CONV_TILE * 4 + b * 64, _mm512_i32gather_epi32(off[b], src, 4));
+                for (int b = 0; b < nb; b++) {
+                    __m512i v;
+                    if (mode[b]) {
+                        const uint8_t *w1 = src + base1[b];
+                        v = _mm512_permutex2var_epi32(_mm512_loadu_si512(w1), evens, _mm512_loadu_si512(w1 + 64));
+                        if (split[b] < 16) {
+                            const uint8_t *w2 = src + base2[b];
+                            __m512i v2 = _mm512_permutex2var_epi32(_mm512_maskz_loadu_epi32(m2lo[b], w2), evens, _mm512_maskz_loadu_epi32(m2hi[b], w2 + 64));
+                            v = _mm512_mask_blend_epi32((__mmask16)(0xFFFFu << split[b]), v, v2);
+                        }
+                    } else
+                        v = _mm512_i32gather_epi32(off[b], src, 4);
+                    _mm512_store_si512(tile + (int64_t)q * CONV_TILE * 4 + b * 64, v);
+                }
                 xp[q] = tile + (int64_t)q * CONV_TILE * 4;
             }
         }
@@ -716,7 +916,7 @@ PTQ_EXPORT void ptq_gemm_plan(int kernel, int rows, int k, ptq_gemm_plan_t *p)
 {
     const int kq = (k + 3) / 4;
     p->lda = kq * 4;
-    p->workspace = 0;
+    p->workspace = kernel == PTQ_VNNI ? vnni_gemm_workspace(rows, k) : 0;
     p->row_step = 8;
     if (kernel == PTQ_AMX) { p->workspace = amx_gemm_workspace(rows, k) + 64; p->row_step = 32; p->lda = (k + 63) / 64 * 64; }
     else if (kernel == PTQ_AVX2_PAIRS7) p->row_step = AVX2_GEMM_ROWS;

@@ -78,6 +78,46 @@ public class KernelTests
         }
     }
 
+    /// <summary>The register tiles' edges: rows 1 to 13 and 25 (every tail of the 6- and 8-row tiles, M = 1 included),
+    /// N from under one 16-column block to 7 blocks (a partial last block, panels of 4, 3 and 2 blocks, 5 blocks split
+    /// 3 + 2), K = 1, 3 and 147 to 150 (a partial last quad, as the ResNet18 stem's 147); unsigned and signed A, one and
+    /// per-column weight zero points; then shapes whose rows span more than one of the native VNNI kernel's row chunks.
+    /// Every result equals the scalar reference.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Gemm_EveryTileEdge_MatchesTheReference(KernelPath path)
+    {
+        var r = new Random(11);
+        var shapes = new List<(int M, int N, int K)>();
+        foreach (int m in new[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 25 })
+            foreach (int n in new[] { 1, 15, 16, 17, 48, 64, 65, 80, 112 })
+                foreach (int k in new[] { 1, 3, 147, 150 })
+                    shapes.Add((m, n, k));
+        shapes.AddRange(new[] { (150, 70, 3000), (200, 16, 4100), (130, 64, 147) });
+        int i = 0;
+        foreach (var (m, n, k) in shapes)
+        {
+            bool signedA = i % 2 == 1, perColumn = i++ % 3 != 0;
+            var b = S8(r, k * n);
+            int[] zp = perColumn ? Enumerable.Range(0, n).Select(_ => r.Next(-128, 128)).ToArray() : new[] { 0 };
+            var packed = PackedWeights.Pack(b, k, n, zp);
+            var expected = new int[m * n]; var actual = new int[m * n];
+            if (signedA)
+            {
+                var sa = S8(r, m * k);
+                QGemm.Reference<sbyte, sbyte>(sa, -5, m, k, b, zp, n, expected);
+                QGemm.Multiply(On(path), sa, -5, m, packed, actual);
+            }
+            else
+            {
+                var a = U8(r, m * k);
+                QGemm.Reference<byte, sbyte>(a, 131, m, k, b, zp, n, expected);
+                QGemm.Multiply(On(path), a, 131, m, packed, actual);
+            }
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"{m}x{n}x{k} (signed A {signedA}, per-column zero points {perColumn}) on {path} differs from the reference");
+        }
+    }
+
     static unsafe void RecordThread(void* state, int part)
     {
         var ids = (int*)state;
@@ -156,6 +196,131 @@ public class KernelTests
         new(1, 64, 11, 13, 36, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
         new(1, 64, 14, 14, 50, 1, 1, StrideH: 2, StrideW: 2),
     };
+
+    /// <summary>Outputs spanning 4 blocks of 16 pixels (7x7 with its pad columns, as ResNet18's last stage; 5x9; 8x8 by
+    /// stride 2), which the native VNNI kernel runs as two tiles of 32 pixels, on one and two threads (split by tiles
+    /// and by channels), with and without weight zero points, int32 and requantized: equal to the references.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Conv_FourBlockOutputs_MatchTheReference(KernelPath path)
+    {
+        var r = new Random(13);
+        var shapes = new[]
+        {
+            new ConvGeometry(1, 40, 7, 7, 24, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            new ConvGeometry(1, 9, 5, 9, 17, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            new ConvGeometry(1, 8, 16, 16, 8, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        };
+        int i = 0;
+        foreach (var g in shapes)
+            foreach (int threads in new[] { 1, 2 })
+            {
+                var x = U8(r, g.Channels * g.Height * g.Width); var w = S8(r, g.OutChannels * g.PatchSize);
+                var wz = i++ % 2 == 0 ? new int[g.OutChannels] : Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-5, 5)).ToArray();
+                var context = On(path) with { ParallelThreshold = 1, MaxThreads = threads };
+                int outLen = g.OutChannels * g.OutH * g.OutW;
+                var expected = new int[outLen]; var actual = new int[outLen];
+                var packed = PackedConvWeights.Pack<sbyte>(w, wz, g);
+                QConv.Reference<byte, sbyte>(x, 101, w, wz, g, expected);
+                QConv.Run<byte>(context, x, 101, packed, actual);
+                Assert.True(expected.AsSpan().SequenceEqual(actual), $"{g} on {path}, {threads} thread(s)");
+                var bias = Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-3000, 3000)).ToArray();
+                var mult = Enumerable.Range(0, g.OutChannels).Select(j => 0.001f + j * 1e-4f).ToArray();
+                var e = new byte[outLen]; var y = new byte[outLen];
+                QConv.RequantizedReference<byte, sbyte, byte>(x, 101, w, wz, g, bias, mult, 128, false, e);
+                QConv.RunRequantized<byte, byte>(context, x, 101, packed, bias, mult, 128, false, y);
+                Assert.True(e.SequenceEqual(y), $"{g} requantized on {path}, {threads} thread(s)");
+            }
+    }
+
+    /// <summary>Convolutions with 1 to 3 input channels, where the native VNNI kernel reads quads of 4 taps of one channel
+    /// instead of mostly padded channel quads (the image stem): kernel widths 2, 3, 5 and 7 (a partial last tap quad),
+    /// column dilation, strides 1 and 2, uneven pads, two images and two groups, signed input, with and without weight
+    /// zero points; int32 and requantized outputs. Every output equals the scalar reference.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Conv_FewChannels_MatchTheReference(KernelPath path)
+    {
+        var r = new Random(9);
+        var shapes = new[]
+        {
+            new ConvGeometry(1, 3, 40, 44, 16, 7, 7, StrideH: 2, StrideW: 2, PadTop: 3, PadLeft: 3, PadBottom: 3, PadRight: 3),
+            new ConvGeometry(1, 1, 20, 37, 8, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            new ConvGeometry(2, 2, 15, 30, 9, 3, 5, StrideW: 2, PadTop: 0, PadLeft: 2, PadBottom: 1, PadRight: 0, DilationW: 2),
+            new ConvGeometry(1, 3, 11, 50, 5, 1, 7, PadLeft: 3, PadRight: 3),
+            new ConvGeometry(1, 2, 12, 13, 4, 2, 2, StrideH: 2, StrideW: 2),
+            new ConvGeometry(1, 4, 18, 21, 6, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, Group: 2),
+            new ConvGeometry(1, 3, 9, 70, 8, 7, 7, StrideH: 1, StrideW: 2, PadTop: 3, PadLeft: 1, PadBottom: 0, PadRight: 3, DilationH: 1, DilationW: 3),
+        };
+        int i = 0;
+        foreach (var g in shapes)
+        {
+            var w = S8(r, g.OutChannels * g.PatchSize);
+            var wz = i % 2 == 0 ? new int[g.OutChannels] : Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-5, 5)).ToArray();
+            int outLen = g.Batch * g.OutChannels * g.OutH * g.OutW, inLen = g.Batch * g.Channels * g.Height * g.Width;
+            var expected = new int[outLen]; var actual = new int[outLen];
+            var packed = PackedConvWeights.Pack<sbyte>(w, wz, g);
+            bool signedX = i++ % 3 == 1;
+            var ux = U8(r, inLen); var sx = S8(r, inLen);
+            if (signedX) { QConv.Reference<sbyte, sbyte>(sx, -7, w, wz, g, expected); QConv.Run<sbyte>(On(path), sx, -7, packed, actual); }
+            else { QConv.Reference<byte, sbyte>(ux, 97, w, wz, g, expected); QConv.Run<byte>(On(path), ux, 97, packed, actual); }
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"{g} on {path} differs from the reference");
+            // requantized in the same pass, and unsigned weights with a zero point (stored minus 128)
+            var bias = Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-3000, 3000)).ToArray();
+            var mult = Enumerable.Range(0, g.OutChannels).Select(j => 0.002f + j * 1e-4f).ToArray();
+            var e = new byte[outLen]; var y = new byte[outLen];
+            QConv.RequantizedReference<byte, sbyte, byte>(ux, 97, w, wz, g, bias, mult, 128, false, e);
+            QConv.RunRequantized<byte, byte>(On(path), ux, 97, packed, bias, mult, 128, false, y);
+            Assert.True(e.SequenceEqual(y), $"{g} requantized on {path} differs from the reference");
+            var uw = U8(r, g.OutChannels * g.PatchSize);
+            QConv.Reference<byte, byte>(ux, 97, uw, new[] { 119 }, g, expected);
+            QConv.Run<byte>(On(path), ux, 97, PackedConvWeights.Pack<byte>(uw, new[] { 119 }, g), actual);
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"{g} (u8 weights) on {path} differs from the reference");
+        }
+    }
+
+    /// <summary>Column stride 2, where the native VNNI convolution reads a block of 16 pixels as the even dwords of the
+    /// packed input: output rows of 16 pixels or more (a block in one row), of 8 to 15 (a block running into the next
+    /// row), of fewer (gathered), a partial last block, dilation, uneven pads, two images, signed input, with and
+    /// without weight zero points. Every output equals the scalar reference.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Conv_StrideTwo_EveryBlockLayout_MatchesTheReference(KernelPath path)
+    {
+        var r = new Random(5);
+        var shapes = new[]
+        {
+            new ConvGeometry(1, 3, 37, 40, 8, 7, 7, StrideH: 2, StrideW: 2, PadTop: 3, PadLeft: 3, PadBottom: 3, PadRight: 3),
+            new ConvGeometry(1, 5, 30, 64, 9, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+            new ConvGeometry(1, 4, 21, 23, 16, 1, 1, StrideH: 2, StrideW: 2),
+            new ConvGeometry(2, 6, 26, 50, 8, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1),
+            new ConvGeometry(1, 3, 17, 13, 8, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1, DilationH: 2, DilationW: 2),
+            new ConvGeometry(1, 7, 19, 35, 12, 3, 3, StrideH: 1, StrideW: 2, PadTop: 0, PadLeft: 2, PadBottom: 1, PadRight: 0, DilationW: 3),
+            new ConvGeometry(1, 64, 16, 16, 16, 3, 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1),
+        };
+        int i = 0;
+        foreach (var g in shapes)
+        {
+            var w = S8(r, g.OutChannels * g.PatchSize);
+            var wz = i % 2 == 0 ? new int[g.OutChannels] : Enumerable.Range(0, g.OutChannels).Select(_ => r.Next(-5, 5)).ToArray();
+            int outLen = g.Batch * g.OutChannels * g.OutH * g.OutW, inLen = g.Batch * g.Channels * g.Height * g.Width;
+            var expected = new int[outLen]; var actual = new int[outLen];
+            var packed = PackedConvWeights.Pack<sbyte>(w, wz, g);
+            if (i++ % 3 == 2)
+            {
+                var x = S8(r, inLen);
+                QConv.Reference<sbyte, sbyte>(x, -7, w, wz, g, expected);
+                QConv.Run<sbyte>(On(path), x, -7, packed, actual);
+            }
+            else
+            {
+                var x = U8(r, inLen);
+                QConv.Reference<byte, sbyte>(x, 97, w, wz, g, expected);
+                QConv.Run<byte>(On(path), x, 97, packed, actual);
+            }
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"{g} on {path} differs from the reference");
+        }
+    }
 
     [Theory]
     [MemberData(nameof(Paths))]

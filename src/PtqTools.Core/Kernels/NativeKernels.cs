@@ -16,7 +16,7 @@ namespace PtqTools.Core.Kernels;
 public static unsafe class NativeKernels
 {
     /// <summary>The ABI version this assembly was built against (PTQ_ABI_VERSION in src/native/ptqabi.h).</summary>
-    public const int AbiVersion = 6;
+    public const int AbiVersion = 7;
 
     /// <summary>Kernel ids of ptq_gemm_plan and ptq_conv_plan (the enum in ptqkernels.c).</summary>
     internal enum Kernel { Vnni = 0, Amx = 1, Avx2Pairs7 = 2, Avx2Widened = 3 }
@@ -28,14 +28,15 @@ public static unsafe class NativeKernels
     public static IReadOnlyList<string> BoundExports { get; } = new[]
     {
         "ptq_abi_version", "ptq_has_vnni", "ptq_has_avx2", "ptq_has_amx",
-        "ptq_gemm_plan", "ptq_gemm_u8s8_vnni", "ptq_gemm_amx_fused", "ptq_gemm_u8s8_satsplit", "ptq_gemm_u8s8_avx2",
-        "ptq_conv_plan", "ptq_conv_pack_input", "ptq_conv_vnni", "ptq_conv_amx", "ptq_conv_pack_input_avx2", "ptq_conv_avx2",
+        "ptq_gemm_plan", "ptq_gemm_vnni_fused", "ptq_gemm_amx_fused", "ptq_gemm_u8s8_satsplit", "ptq_gemm_u8s8_avx2",
+        "ptq_conv_plan", "ptq_conv_pack_input", "ptq_conv_pack_input_taps", "ptq_conv_vnni", "ptq_conv_amx", "ptq_conv_pack_input_avx2", "ptq_conv_avx2",
         "ptq_dwconv_workspace", "ptq_dwconv_avx2",
     };
 
-    static readonly delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void> GemmFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void> VnniFusedFn;
     static readonly delegate* unmanaged<int, int, int, GemmPlan*, void> GemmPlanFn;
     static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void> ConvPackFn;
+    static readonly delegate* unmanaged<byte*, int, int, int, int, int, int, int, int, byte, int, byte*, void> ConvPackTapsFn;
     static readonly delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void> ConvFn;
     static readonly delegate* unmanaged<ConvArgs*, int, int, ConvPlan*, void> ConvPlanFn;
     static readonly delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void> AmxConvFn;
@@ -55,9 +56,10 @@ public static unsafe class NativeKernels
             if (!File.Exists(candidate)) continue;
             var exports = Open(candidate, out var reason);
             if (exports is null) { reasons.Add(reason!); continue; }
-            GemmFn = (delegate* unmanaged<byte*, int, int, int, sbyte*, int, int*, int, void>)exports["ptq_gemm_u8s8_vnni"];
+            VnniFusedFn = (delegate* unmanaged<byte*, int, int, int, int, int, sbyte*, int, int, int, int*, int*, int*, int, byte*, void>)exports["ptq_gemm_vnni_fused"];
             GemmPlanFn = (delegate* unmanaged<int, int, int, GemmPlan*, void>)exports["ptq_gemm_plan"];
             ConvPackFn = (delegate* unmanaged<byte*, int, int, int, int, int, int, int, byte, int, byte*, void>)exports["ptq_conv_pack_input"];
+            ConvPackTapsFn = (delegate* unmanaged<byte*, int, int, int, int, int, int, int, int, byte, int, byte*, void>)exports["ptq_conv_pack_input_taps"];
             ConvFn = (delegate* unmanaged<ConvArgs*, int, int, int, int, byte*, void>)exports["ptq_conv_vnni"];
             ConvPlanFn = (delegate* unmanaged<ConvArgs*, int, int, ConvPlan*, void>)exports["ptq_conv_plan"];
             AmxConvFn = (delegate* unmanaged<ConvArgs*, sbyte*, int, int, int, int, int, byte*, void>)exports["ptq_conv_amx"];
@@ -172,10 +174,11 @@ public static unsafe class NativeKernels
     /// <summary>The file the library was loaded from, or null.</summary>
     public static string? LoadedFrom { get; }
 
-    /// <summary>C = (A - aZero)(B - bZero) through vpdpbusd (<paramref name="avx2"/> false) or the AVX2 kernel: A is
-    /// copied as u8 (signed A + 128). VNNI and 7-bit pairs multiply it by B's s8 quads and correct the zero points with
-    /// row and column sums; the widened AVX2 form multiplies A minus its zero point by B's int16 pairs (B minus its
-    /// zero points) and needs no correction.</summary>
+    /// <summary>C = (A - aZero)(B - bZero) through vpdpbusd (<paramref name="avx2"/> false: AMX tiles from 16 rows
+    /// where allowed, else <see cref="GemmVnni"/>, A and the correction inside the native pass) or the AVX2 kernel: A
+    /// is copied as u8 (signed A + 128); 7-bit pairs multiply it by B's s8 quads and correct the zero points with row
+    /// and column sums; the widened AVX2 form multiplies A minus its zero point by B's int16 pairs (B minus its zero
+    /// points) and needs no correction.</summary>
     internal static void Gemm(KernelContext context, ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c, bool avx2 = false)
     {
         Kernel kernel;
@@ -188,8 +191,9 @@ public static unsafe class NativeKernels
         else
         {
             if (!HasVnni) throw new InvalidOperationException("The native VNNI kernel is not available on this machine.");
-            if (context.AllowAmx && HasAmx && m >= AmxMinRows) { GemmAmx(context, a, aZero, aSigned, m, w, c); return; }
-            kernel = Kernel.Vnni;
+            if (context.AllowAmx && HasAmx && m >= AmxMinRows) GemmAmx(context, a, aZero, aSigned, m, w, c);
+            else GemmVnni(context, a, aZero, aSigned, m, w, c);
+            return;
         }
         bool widened = kernel == Kernel.Avx2Widened;
         int k = w.K, kq = (k + 3) / 4, ldc = w.Blocks * PackedWeights.Block;
@@ -321,6 +325,58 @@ public static unsafe class NativeKernels
         }
     }
 
+    /// <summary>The VNNI GEMM with A read in place (or, with weight zero points, copied with its row sums) and the
+    /// zero-point correction inside the native pass (ptq_gemm_vnni_fused), split over threads by rows (multiples of the plan's
+    /// row step) when there are enough for every thread, otherwise by 16-column blocks. C is written once, in place;
+    /// only the column terms (N values) are computed here. Integer sums: any split gives the same bits.</summary>
+    static void GemmVnni(KernelContext context, ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
+    {
+        int k = w.K, n = w.N, kq = (k + 3) / 4, blocks = w.Blocks, za = aSigned ? aZero + 128 : aZero;
+        var colSums = w.QuadColumnSums!;
+        var zb = w.QuadZeroPoints!;
+        int padded = blocks * PackedWeights.Block;
+        bool anyZb = false;
+        for (int j = 0; j < n; j++) anyZb |= zb[j] != 0;
+        // Padded to whole blocks: the native pass loads 16 column terms at a time.
+        var colTerm = padded <= 4096 ? stackalloc int[padded] : (t_colTerm is { } ct && ct.Length >= padded ? ct : t_colTerm = new int[padded]).AsSpan(0, padded);
+        for (int j = 0; j < padded; j++) colTerm[j] = unchecked(k * za * zb[j] - za * colSums[j]);
+        GemmPlan plan;
+        GemmPlanFn((int)Kernel.Vnni, m, k, &plan);
+        int threads = Math.Max(1, context.ThreadsFor((long)m * n * k));
+        int steps = (m + plan.RowStep - 1) / plan.RowStep;
+        bool byRows = threads <= 1 || steps >= threads;
+        if (!byRows && blocks < threads) threads = Math.Max(1, blocks);
+        int rowsPer = byRows ? (threads <= 1 ? m : (steps + threads - 1) / threads * plan.RowStep) : m;
+        GemmPlan part;
+        GemmPlanFn((int)Kernel.Vnni, rowsPer, k, &part);
+        fixed (byte* pa = a) fixed (sbyte* pq = w.Quads) fixed (int* pc = c, pct = colTerm, pzb = zb)
+        {
+            var job = new VnniGemmJob
+            {
+                A = pa, M = m, K = k, Flip = aSigned ? 1 : 0, Quads = pq + w.QuadsOffset, Kq = kq, Blocks = blocks,
+                ColTerm = pct, ZeroPoints = anyZb ? pzb : null, C = pc, N = n, ByRows = byRows, RowsPer = rowsPer,
+                BlocksPer = byRows ? blocks : (blocks + threads - 1) / threads, Workspace = part.Workspace,
+            };
+            KernelWorkers.Run(threads, &VnniGemmPart, &job);
+        }
+    }
+
+    struct VnniGemmJob
+    {
+        public byte* A; public int M, K, Flip; public sbyte* Quads; public int Kq, Blocks;
+        public int* ColTerm, ZeroPoints, C; public int N; public bool ByRows; public int RowsPer, BlocksPer; public long Workspace;
+    }
+
+    static void VnniGemmPart(void* state, int t)
+    {
+        ref var j = ref *(VnniGemmJob*)state;
+        int r0 = j.ByRows ? t * j.RowsPer : 0, r1 = j.ByRows ? Math.Min(j.M, r0 + j.RowsPer) : j.M;
+        int b0 = j.ByRows ? 0 : t * j.BlocksPer, b1 = j.ByRows ? j.Blocks : Math.Min(j.Blocks, b0 + j.BlocksPer);
+        if (r0 >= r1 || b0 >= b1) return;
+        fixed (byte* ws = Buffer(ref t_gemmWs, j.Workspace))
+            VnniFusedFn(j.A, j.M, j.K, j.Flip, r0, r1, j.Quads, j.Kq, b0, b1, j.ColTerm, j.ZeroPoints, j.C, j.N, ws);
+    }
+
     struct ConvJob
     {
         public ConvArgs* Args; public sbyte* Weights; public int Cq16, Tiles, OcRounded; public long Workspace; public bool ByTiles; public int Per; public Kernel Kernel;
@@ -351,7 +407,6 @@ public static unsafe class NativeKernels
         ref var j = ref *(RowsJob*)state;
         int r0 = t * j.Per, r1 = Math.Min(j.Rows, r0 + j.Per);
         if (r0 >= r1) return;
-        if (j.Kernel == Kernel.Vnni) { GemmFn(j.A, r0, r1, j.Kq, j.Quads, j.Blocks, j.C, j.Ldc); return; }
         fixed (byte* ws = Buffer(ref t_gemmWs, Math.Max(64, j.Workspace)))
             Avx2GemmFn(j.A, j.Lda, r0, r1, j.Kernel == Kernel.Avx2Widened ? 1 : 0, j.Za, j.Units, j.Quads, j.Blocks, j.C, j.Ldc, ws);
     }
@@ -409,7 +464,9 @@ public static unsafe class NativeKernels
         public int Kq, Kh, Kw, Cq, Hp, Wp, Sh, Sw, Dh, Dw, Oh, Ow, Oc;
         public float Zp, QLo, QHi;
         public int OutSigned;
-
+        /// <summary>VNNI only: the input packed as quads of 4 taps of one channel (ptq_conv_pack_input_taps), Cq its
+        /// channels (the weights' <see cref="NativeConvWeights.Taps"/>).</summary>
+        public int Taps4;
     }
 
     /// <summary>ptq_conv_plan's answer: packed input bytes, per-thread workspace, tiles and the channel step.</summary>
@@ -470,6 +527,7 @@ public static unsafe class NativeKernels
         bool avx2 = kernel is Kernel.Avx2Pairs7 or Kernel.Avx2Widened;
         if (avx2 && !HasAvx2) throw new InvalidOperationException("The native AVX2 kernel is not available on this machine.");
         if (!avx2 && !HasConv) throw new InvalidOperationException("The native VNNI convolution is not available on this machine.");
+        if (args.Taps4 != 0 && kernel != Kernel.Vnni) throw new InvalidOperationException("Tap quads are read by the VNNI convolution only.");
         if (avx2) CountAvx2Form(kernel == Kernel.Avx2Pairs7);
         ConvPlan plan;
         ConvPlanFn(&args, (int)kernel, cq16, &plan);
@@ -480,6 +538,7 @@ public static unsafe class NativeKernels
         {
             byte* pin = pinned + AlignmentOffset(input);
             if (avx2) Avx2PackFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, fill, flip ? 1 : 0, kernel == Kernel.Avx2Widened ? 1 : 0, pin);
+            else if (args.Taps4 != 0) ConvPackTapsFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, args.Dw, fill, flip ? 1 : 0, pin);
             else ConvPackFn(x, channels, height, width, padTop, padLeft, args.Hp, args.Wp, fill, flip ? 1 : 0, pin);
             args.X = pin;
             int tiles = plan.Tiles, oc = args.Oc, ocStep = plan.OcStep, ocRounded = (oc + ocStep - 1) / ocStep * ocStep;

@@ -56,7 +56,7 @@ public sealed class PackedConvWeights
             {
                 long bytes = (_raw?.Length ?? 0) * 4L;
                 foreach (var p in _groups ?? Array.Empty<PackedWeights>()) if (p is not null) bytes += p.Bytes;
-                foreach (var p in _native ?? Array.Empty<NativeConvWeights>()) bytes += p.Data.Length + (p.Amx?.Length ?? 0) + p.Sums.Length * 8L + p.WidenedBytes;
+                foreach (var p in _native ?? Array.Empty<NativeConvWeights>()) bytes += p.Data.Length + (p.Amx?.Length ?? 0) + (p.Taps?.Length ?? 0) + p.Sums.Length * 8L + p.WidenedBytes;
                 return bytes;
             }
         }
@@ -162,6 +162,13 @@ internal sealed class NativeConvWeights
     public int ChannelPairs => (Channels + 1) / 2;
     public int KPairs => ChannelPairs * KernelH * KernelW;
     public int Channels { get; }
+    /// <summary>For the VNNI kernel where few channels would leave channel quads mostly padding (the image stem's 3):
+    /// [OC rounded up to 8][<see cref="TapKq"/>][4], quad q = (c * kh + ki) * ceil(kw / 4) + jq holding taps 4 jq ..
+    /// 4 jq + 3 of channel c (the zero point past kw, so those slots add nothing whatever input they meet); null where
+    /// it would not take fewer quads than <see cref="Data"/>.</summary>
+    public sbyte[]? Taps { get; private set; }
+    public int TapKq { get; private set; }
+    public int[]? TapSums { get; private set; }
     short[]? _widened;
     /// <summary>Bytes of the widened form, where built.</summary>
     public long WidenedBytes => (Volatile.Read(ref _widened)?.Length ?? 0) * 2L;
@@ -228,6 +235,28 @@ internal sealed class NativeConvWeights
         }
         var packed = new NativeConvWeights(kq, cq, data, sums, zeros, cg, kh, kw);
         if (NativeKernels.HasAmxConv && !packed.AnyZero && cg >= 64) packed.PackAmx(g);
+        int kwq = (kw + 3) / 4, tapKq = cg * kh * kwq;
+        if (NativeKernels.HasConv && tapKq < kq)
+        {
+            var taps = new sbyte[(long)rows * tapKq * 4];
+            var tapSums = new int[ocg];
+            for (int j = 0; j < ocg; j++)
+            {
+                int oc = gi * ocg + j, sum = 0;
+                for (int c = 0, q = 0; c < cg; c++)
+                    for (int ki = 0; ki < kh; ki++)
+                        for (int jq = 0; jq < kwq; jq++, q++)
+                            for (int t = 0; t < 4; t++)
+                            {
+                                int kj = jq * 4 + t;
+                                int v = kj < kw ? QGemm.ToInt(w[oc * patch + (c * kh + ki) * kw + kj]) - shift : zeros[j];
+                                taps[((long)j * tapKq + q) * 4 + t] = (sbyte)v;
+                                sum += v;
+                            }
+                tapSums[j] = sum;
+            }
+            (packed.Taps, packed.TapKq, packed.TapSums) = (taps, tapKq, tapSums);
+        }
         return packed;
     }
 }
@@ -415,21 +444,24 @@ public static class QConv
                 // The AVX2 kernel's widened form multiplies x and w minus their zero points: only the bias remains.
                 var kernel = !avx2 ? NativeKernels.Kernel.Vnni : nw.SevenBitPairs ? NativeKernels.Kernel.Avx2Pairs7 : NativeKernels.Kernel.Avx2Widened;
                 bool widened = kernel == NativeKernels.Kernel.Avx2Widened;
-                int kAll = nw.Kq * 4;
+                // Few channels: the VNNI kernel reads quads of 4 taps of one channel (AMX needs 64+ channels, never here).
+                bool taps = kernel == NativeKernels.Kernel.Vnni && nw.Taps is not null && !(amx && nw.Amx is not null);
+                int kq = taps ? nw.TapKq : nw.Kq, kAll = kq * 4;
+                var sums = taps ? nw.TapSums! : nw.Sums;
                 for (int j = 0; j < ocg; j++)
                     corr[j] = widened ? (bias.IsEmpty ? 0 : bias[gi * ocg + j])
-                        : unchecked((bias.IsEmpty ? 0 : bias[gi * ocg + j]) - xz * nw.Sums[j] + kAll * xz * nw.Zeros[j]);
-                fixed (sbyte* pq = nw.Data) fixed (short* pwide = widened ? nw.Widened : null) fixed (int* pc = corr, pz = nw.Zeros)
+                        : unchecked((bias.IsEmpty ? 0 : bias[gi * ocg + j]) - xz * sums[j] + kAll * xz * nw.Zeros[j]);
+                fixed (sbyte* pq = taps ? nw.Taps : nw.Data) fixed (short* pwide = widened ? nw.Widened : null) fixed (int* pc = corr, pz = nw.Zeros)
                     for (int n = 0; n < g.Batch; n++)
                     {
                         var args = new NativeKernels.ConvArgs
                         {
                             W = widened ? (sbyte*)pwide : pq, Corr = pc, WZero = nw.AnyZero && !widened ? pz : null, Mult = mult.IsEmpty ? null : pm + gi * ocg,
                             Y = (byte*)y + (long)(n * g.OutChannels + gi * ocg) * pixels * elementSize,
-                            Kq = widened ? nw.KPairs : nw.Kq, Kh = g.KernelH, Kw = g.KernelW, Cq = widened ? nw.ChannelPairs : nw.ChannelQuads,
+                            Kq = widened ? nw.KPairs : kq, Kh = g.KernelH, Kw = g.KernelW, Cq = widened ? nw.ChannelPairs : taps ? nw.Channels : nw.ChannelQuads,
                             Hp = g.Height + g.PadTop + g.PadBottom, Wp = g.Width + g.PadLeft + g.PadRight,
                             Sh = g.StrideH, Sw = g.StrideW, Dh = g.DilationH, Dw = g.DilationW, Oh = g.OutH, Ow = g.OutW, Oc = ocg,
-                            Zp = yZero, QLo = qlo, QHi = qhi, OutSigned = outSigned ? 1 : 0,
+                            Zp = yZero, QLo = qlo, QHi = qhi, OutSigned = outSigned ? 1 : 0, Taps4 = taps ? 1 : 0,
                         };
                         fixed (sbyte* pa = amx && !avx2 ? nw.Amx : null)
                             NativeKernels.Conv(px + (long)(n * g.Channels + gi * cg) * g.Height * g.Width, cg, g.Height, g.Width,
