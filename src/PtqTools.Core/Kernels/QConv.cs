@@ -29,7 +29,8 @@ public sealed record ConvGeometry(int Batch, int Channels, int Height, int Width
 /// reference when given as an array: no copy), so that a model holds only the forms its kernel path runs.</summary>
 public sealed class PackedConvWeights
 {
-    readonly Array _source;           // T[] [OC][patch], byte or sbyte
+    Array? _source;                   // T[] [OC][patch], byte or sbyte; null once released (read back on demand)
+    Func<Array>? _reload;
     readonly bool _unsigned;          // exact: the CLR lets an sbyte[] pass an 'is byte[]' test
     readonly int[] _zeroPoints;       // 1 or OC values
     PackedWeights[]? _groups;
@@ -97,12 +98,32 @@ public sealed class PackedConvWeights
 
     int ZeroPoint(int oc) => _zeroPoints[_zeroPoints.Length == 1 ? 0 : oc];
 
+    /// <summary>The weights these forms are packed from (read back through the release's function when released).</summary>
+    Array Source
+    {
+        get
+        {
+            lock (_sync) return _source ??= (_reload ?? throw new InvalidOperationException("Released weights have no way back."))();
+        }
+    }
+
+    /// <summary>Whether the weights were given as <paramref name="array"/> (kept by reference: no copy).</summary>
+    internal bool PackedFrom(Array array) { lock (_sync) return ReferenceEquals(_source, array); }
+
+    /// <summary>Drops the reference to the weights, once the forms the kernel path runs are packed: a form packed later
+    /// (another path's, or the depthwise/scalar loop's) reads them back through <paramref name="reload"/>.</summary>
+    internal void ReleaseSource(Func<Array> reload)
+    {
+        lock (_sync) { _reload = reload; _source = null; }
+    }
+
     int[] PackRaw()
     {
         int patch = Shape.PatchSize;
-        var raw = new int[_source.Length];
-        if (_unsigned) { var u = (byte[])_source; for (int i = 0; i < raw.Length; i++) raw[i] = u[i] - ZeroPoint(i / patch); }
-        else { var s = (sbyte[])_source; for (int i = 0; i < raw.Length; i++) raw[i] = s[i] - ZeroPoint(i / patch); }
+        var source = Source;
+        var raw = new int[source.Length];
+        if (_unsigned) { var u = (byte[])source; for (int i = 0; i < raw.Length; i++) raw[i] = u[i] - ZeroPoint(i / patch); }
+        else { var s = (sbyte[])source; for (int i = 0; i < raw.Length; i++) raw[i] = s[i] - ZeroPoint(i / patch); }
         return raw;
     }
 
@@ -115,6 +136,7 @@ public sealed class PackedConvWeights
         // The quads of the GEMM form serve the native VNNI GEMM where the library has no direct convolution, and the
         // ARM64 SDOT GEMM.
         bool quads = (NativeKernels.Available && !NativeKernels.HasConv) || ArmKernels.Supported;
+        var source = Source;
         for (int gi = 0; gi < g.Group; gi++)
         {
             var zp = new int[ocg];
@@ -122,8 +144,8 @@ public sealed class PackedConvWeights
             int first = gi * ocg;
             // Column j of group gi's GEMM matrix is output channel gi * ocg + j; row k is its patch element k.
             groups[gi] = _unsigned
-                ? PackedWeights.Pack(patch, ocg, (k, j) => ((byte[])_source)[(first + j) * patch + k], zp, unsigned: true, quads)
-                : PackedWeights.Pack(patch, ocg, (k, j) => ((sbyte[])_source)[(first + j) * patch + k], zp, unsigned: false, quads);
+                ? PackedWeights.Pack(patch, ocg, (k, j) => ((byte[])source)[(first + j) * patch + k], zp, unsigned: true, quads)
+                : PackedWeights.Pack(patch, ocg, (k, j) => ((sbyte[])source)[(first + j) * patch + k], zp, unsigned: false, quads);
         }
         return groups;
     }
@@ -131,8 +153,9 @@ public sealed class PackedConvWeights
     NativeConvWeights[] PackNative()
     {
         var native = new NativeConvWeights[Shape.Group];
+        var source = Source;
         for (int gi = 0; gi < Shape.Group; gi++)
-            native[gi] = _unsigned ? NativeConvWeights.Pack<byte>((byte[])_source, _zeroPoints, Shape, gi) : NativeConvWeights.Pack<sbyte>((sbyte[])_source, _zeroPoints, Shape, gi);
+            native[gi] = _unsigned ? NativeConvWeights.Pack<byte>((byte[])source, _zeroPoints, Shape, gi) : NativeConvWeights.Pack<sbyte>((sbyte[])source, _zeroPoints, Shape, gi);
         return native;
     }
 }
