@@ -141,6 +141,7 @@ public sealed class IntegerEngine : IDisposable
             {
                 case (EngineTensor from, PackedConvWeights p) when ReferenceEquals(from, w):
                     if (p.PackedFrom(data)) p.ReleaseSource(() => w.Data);
+                    Freed(p.DropUnusedForms());
                     break;
                 case (EngineTensor from, PackedWeights[]) when ReferenceEquals(from, w): break;
                 case (EngineTensor from, SaturatingConvWeights) when ReferenceEquals(from, w): break;

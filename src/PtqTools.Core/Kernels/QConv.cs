@@ -57,7 +57,7 @@ public sealed class PackedConvWeights
             {
                 long bytes = (_raw?.Length ?? 0) * 4L;
                 foreach (var p in _groups ?? Array.Empty<PackedWeights>()) if (p is not null) bytes += p.Bytes;
-                foreach (var p in _native ?? Array.Empty<NativeConvWeights>()) bytes += p.Data.Length + (p.Amx?.Length ?? 0) + p.Sums.Length * 8L + p.WidenedBytes;
+                foreach (var p in _native ?? Array.Empty<NativeConvWeights>()) bytes += p.QuadBytes + (p.Amx?.Length ?? 0) + p.Sums.Length * 8L + p.WidenedBytes;
                 return bytes;
             }
         }
@@ -117,6 +117,13 @@ public sealed class PackedConvWeights
         lock (_sync) { _reload = reload; _source = null; }
     }
 
+    /// <summary>Keeps one form per native group: the quads go where the widened form was built (the AVX2 kernel on
+    /// weights whose pairs could saturate), see <see cref="NativeConvWeights.DropQuads"/>. Returns the bytes let go.</summary>
+    internal long DropUnusedForms()
+    {
+        lock (_sync) return (_native ?? Array.Empty<NativeConvWeights>()).Sum(n => n.DropQuads());
+    }
+
     int[] PackRaw()
     {
         int patch = Shape.PatchSize;
@@ -167,7 +174,13 @@ internal sealed class NativeConvWeights
 {
     public int Kq { get; }
     public int ChannelQuads { get; }
-    public sbyte[] Data { get; }
+    /// <summary>The quads. Dropped by <see cref="DropQuads"/> once the widened form holds the same weights (the AVX2
+    /// kernel then reads only that); rebuilt from it, exactly, if read again.</summary>
+    public sbyte[] Data => Volatile.Read(ref _data) ?? QuadsFromWidened();
+    sbyte[]? _data;
+    readonly object _sync = new();
+    /// <summary>Bytes of the quads held now.</summary>
+    public long QuadBytes => Volatile.Read(ref _data)?.Length ?? 0;
     public int[] Sums { get; }
     public int[] Zeros { get; }
     public bool AnyZero { get; }
@@ -193,13 +206,14 @@ internal sealed class NativeConvWeights
     /// pairs][2], w minus its zero point, pair p = (channel pair * kh + ki) * kw + kj; missing channels 0.</summary>
     public short[] Widened => LazyInitializer.EnsureInitialized(ref _widened, () =>
     {
-        int rows = Data.Length / (Kq * 4), cp = ChannelPairs, taps = KernelH * KernelW, kp = KPairs;
+        var data = Data;
+        int rows = data.Length / (Kq * 4), cp = ChannelPairs, taps = KernelH * KernelW, kp = KPairs;
         var wide = new short[(long)rows * kp * 2];
         for (int j = 0; j < Zeros.Length; j++)
             for (int c = 0; c < Channels; c++)
                 for (int tap = 0; tap < taps; tap++)
                 {
-                    int v = Data[((long)j * Kq + (c / 4) * taps + tap) * 4 + c % 4] - Zeros[j];
+                    int v = data[((long)j * Kq + (c / 4) * taps + tap) * 4 + c % 4] - Zeros[j];
                     wide[((long)j * kp + (c / 2) * taps + tap) * 2 + c % 2] = (short)v;
                 }
         return wide;
@@ -207,9 +221,44 @@ internal sealed class NativeConvWeights
 
     NativeConvWeights(int kq, int cq, sbyte[] data, int[] sums, int[] zeros, int channels, int kh, int kw)
     {
-        Kq = kq; ChannelQuads = cq; Data = data; Sums = sums; Zeros = zeros; AnyZero = zeros.Any(z => z != 0);
+        Kq = kq; ChannelQuads = cq; _data = data; Sums = sums; Zeros = zeros; AnyZero = zeros.Any(z => z != 0);
         Channels = channels; KernelH = kh; KernelW = kw;
         SevenBitPairs = PackedWeights.PairsCannotSaturate(data);
+    }
+
+    /// <summary>Drops the quads when the widened form is built and nothing else reads them (no AMX form): the weights
+    /// are then held once, as the AVX2 kernel reads them. Returns the bytes let go.</summary>
+    internal long DropQuads()
+    {
+        lock (_sync)
+        {
+            if (Volatile.Read(ref _widened) is null || Amx is not null || _data is not { } quads) return 0;
+            _data = null;
+            return quads.Length;
+        }
+    }
+
+    /// <summary>The quads again from the widened form (w - zero point, so w = widened + zero point; missing channels
+    /// hold the zero point, padding rows zero), exactly as <see cref="Pack"/> wrote them.</summary>
+    sbyte[] QuadsFromWidened()
+    {
+        lock (_sync)
+        {
+            if (_data is { } held) return held;
+            var wide = Volatile.Read(ref _widened)!;
+            int taps = KernelH * KernelW, kp = KPairs;
+            var data = new sbyte[(long)(wide.Length / (kp * 2)) * Kq * 4];
+            for (int j = 0; j < Zeros.Length; j++)
+                for (int c4 = 0, q = 0; c4 < ChannelQuads; c4++)
+                    for (int tap = 0; tap < taps; tap++, q++)
+                        for (int t = 0; t < 4; t++)
+                        {
+                            int c = c4 * 4 + t;
+                            int v = c < Channels ? wide[((long)j * kp + (c / 2) * taps + tap) * 2 + c % 2] + Zeros[j] : Zeros[j];
+                            data[((long)j * Kq + q) * 4 + t] = (sbyte)v;
+                        }
+            return _data = data;
+        }
     }
 
     void PackAmx(ConvGeometry g)
@@ -442,7 +491,7 @@ public static class QConv
                 for (int j = 0; j < ocg; j++)
                     corr[j] = widened ? (bias.IsEmpty ? 0 : bias[gi * ocg + j])
                         : unchecked((bias.IsEmpty ? 0 : bias[gi * ocg + j]) - xz * nw.Sums[j] + kAll * xz * nw.Zeros[j]);
-                fixed (sbyte* pq = nw.Data) fixed (short* pwide = widened ? nw.Widened : null) fixed (int* pc = corr, pz = nw.Zeros)
+                fixed (sbyte* pq = widened ? null : nw.Data) fixed (short* pwide = widened ? nw.Widened : null) fixed (int* pc = corr, pz = nw.Zeros)
                     for (int n = 0; n < g.Batch; n++)
                     {
                         var args = new NativeKernels.ConvArgs
