@@ -334,5 +334,31 @@ public class EngineMemoryTests
         Assert.Equal(quads, nw.Data);
         Assert.Equal(wide, nw.Widened);
     }
+
+    /// <summary>The GEMM form's int16 pairs, dropped on a path that runs the quads, come back exactly from them (odd K
+    /// and N: padded quads and blocks; per-column zero points; s8 and u8), and a managed path's drop keeps them.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void GemmPairs_DroppedForTheQuads_AreRebuiltExactly(bool unsigned)
+    {
+        int k = 37, n = 21;
+        var r = new Random(13);
+        var b = new byte[k * n];
+        r.NextBytes(b);
+        var zp = Enumerable.Range(0, n).Select(_ => unsigned ? r.Next(0, 256) : r.Next(-128, 128)).ToArray();
+        PackedWeights Pack() => unsigned ? PackedWeights.Pack(b, k, n, zp, quads: true)
+            : PackedWeights.Pack(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(b), k, n, zp, quads: true);
+        var vnni = Pack();
+        var pairs = vnni.Data.ToArray();
+        Assert.Equal(2L * pairs.Length, vnni.DropUnusedForms(KernelPath.NativeVnni));
+        Assert.Equal(0, vnni.DropUnusedForms(KernelPath.NativeVnni));
+        Assert.Equal(pairs, vnni.Data);
+        Assert.NotNull(vnni.Quads);
+        var managed = Pack();
+        Assert.True(managed.DropUnusedForms(KernelPath.Avx2) > 0);
+        Assert.Null(managed.Quads);
+        Assert.Equal(pairs, managed.Data);
+    }
 }
 

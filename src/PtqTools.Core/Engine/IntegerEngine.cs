@@ -141,9 +141,12 @@ public sealed class IntegerEngine : IDisposable
             {
                 case (EngineTensor from, PackedConvWeights p) when ReferenceEquals(from, w):
                     if (p.PackedFrom(data)) p.ReleaseSource(() => w.Data);
-                    Freed(p.DropUnusedForms());
+                    Freed(p.DropUnusedForms(Options.Kernels.EffectivePath));
                     break;
-                case (EngineTensor from, PackedWeights[]) when ReferenceEquals(from, w): break;
+                case (EngineTensor from, PackedWeights[] packs) when ReferenceEquals(from, w):
+                    var path = Options.Kernels.EffectivePath;
+                    Freed(packs.Sum(pw => pw.DropUnusedForms(path)));
+                    break;
                 case (EngineTensor from, SaturatingConvWeights) when ReferenceEquals(from, w): break;
                 case (EngineTensor from, SaturatingPackedWeights[]) when ReferenceEquals(from, w): break;
                 default: return;

@@ -117,11 +117,14 @@ public sealed class PackedConvWeights
         lock (_sync) { _reload = reload; _source = null; }
     }
 
-    /// <summary>Keeps one form per native group: the quads go where the widened form was built (the AVX2 kernel on
-    /// weights whose pairs could saturate), see <see cref="NativeConvWeights.DropQuads"/>. Returns the bytes let go.</summary>
-    internal long DropUnusedForms()
+    /// <summary>Keeps one form per group: the native quads go where the widened form was built (the AVX2 kernel on
+    /// weights whose pairs could saturate, <see cref="NativeConvWeights.DropQuads"/>), and the GEMM form keeps what
+    /// <paramref name="path"/> runs (<see cref="PackedWeights.DropUnusedForms"/>). Returns the bytes let go.</summary>
+    internal long DropUnusedForms(KernelPath path)
     {
-        lock (_sync) return (_native ?? Array.Empty<NativeConvWeights>()).Sum(n => n.DropQuads());
+        lock (_sync)
+            return (_native ?? Array.Empty<NativeConvWeights>()).Sum(n => n.DropQuads())
+                + (_groups ?? Array.Empty<PackedWeights>()).Sum(p => p?.DropUnusedForms(path) ?? 0);
     }
 
     int[] PackRaw()
