@@ -360,5 +360,41 @@ public class EngineMemoryTests
         Assert.Null(managed.Quads);
         Assert.Equal(pairs, managed.Data);
     }
+
+    /// <summary>Nodes ONNX Runtime runs that are alike (same op, attributes, input types and constants) share one
+    /// session; a large constant such a node reads lives in its session, so an engine loaded from its file drops its
+    /// own copy after the node ran, and reads it back when a new input signature compiles the node again.</summary>
+    [Fact]
+    public void LoadedEngine_SharesSessionsOfAlikeNodes_AndReleasesWhatOnnxRuntimeHolds()
+    {
+        var r = new Random(17);
+        var b = new ModelBuilder(13, 8, "fallback");
+        b.Graph.Input.Add(ModelBuilder.Value("ids", new long[] { 3 }, (int)OnnxDataType.Int64));
+        var table = new float[2048 * 16];
+        for (int i = 0; i < table.Length; i++) table[i] = (float)(r.NextDouble() * 4 - 2);
+        b.Init("table", table, 2048, 16);
+        b.Node("Gather", new[] { "table", "ids" }, new[] { "e" }, "gather");
+        b.Node("Tanh", new[] { "e" }, new[] { "a" }, "tanh1");
+        b.Node("Tanh", new[] { "a" }, new[] { "y" }, "tanh2");
+        b.Output("y");
+        var model = b.Model;
+        var file = Save(model);
+        try
+        {
+            using var kept = new IntegerEngine(model, Vector128);
+            using var loaded = IntegerEngine.Load(file, Vector128);
+            var feed = new Dictionary<string, EngineTensor> { ["ids"] = new(OnnxDataType.Int64, new long[] { 3 }, new long[] { 5, 2047, 0 }) };
+            Assert.Equal(kept.Run(feed)["y"].Floats, loaded.Run(feed)["y"].Floats);
+            Assert.Equal((3, 2), loaded.FallbackSessions);
+            Assert.Equal(table.Length * 4L, loaded.ReleasedWeightBytes);
+            Assert.False(loaded.Constants["table"].IsHeld);
+            Assert.True(kept.Constants["table"].IsHeld);
+            var rank2 = new Dictionary<string, EngineTensor> { ["ids"] = new(OnnxDataType.Int64, new long[] { 1, 3 }, new long[] { 7, 1, 2000 }) };
+            Assert.Equal(kept.Run(rank2)["y"].Floats, loaded.Run(rank2)["y"].Floats);
+            Assert.Equal((6, 4), loaded.FallbackSessions);
+            Assert.False(loaded.Constants["table"].IsHeld);
+        }
+        finally { File.Delete(file); }
+    }
 }
 

@@ -50,6 +50,8 @@ public sealed class IntegerEngine : IDisposable
     /// <summary>Constants the engine may release once packed: initializers of its own model read by one packing node only.</summary>
     readonly Dictionary<string, (NodeProto Node, EngineTensor Tensor)>? _releasable;
     readonly HashSet<NodeProto>? _packers;
+    /// <summary>Constants of nodes ONNX Runtime runs that the engine releases once the node's session holds them.</summary>
+    readonly Dictionary<NodeProto, List<string>> _fallbackReleases = new(ReferenceEqualityComparer.Instance);
     long _releasedBytes;
 
     /// <summary>The packing ops and the input each packs (the weights).</summary>
@@ -114,11 +116,19 @@ public sealed class IntegerEngine : IDisposable
                 var node = nodes[0];
                 int input = PackedInput(node.OpType);
                 // Read once, as the weights of a packing node (and nowhere else in it), and still the initializer's tensor.
-                if (nodes.Count == 1 && input >= 0 && node.Input.Count > input && node.Input[input] == name
-                    && node.Input.Count(i => i == name) == 1 && !Outputs.Contains(name) && ReferenceEquals(_constants[name], fromFile[name]))
+                if (nodes.Count != 1 || Outputs.Contains(name) || !ReferenceEquals(_constants[name], fromFile[name])) continue;
+                if (input >= 0 && node.Input.Count > input && node.Input[input] == name && node.Input.Count(i => i == name) == 1)
                     _releasable[name] = (node, fromFile[name]);
+                // A constant of a node ONNX Runtime runs is an initializer of that node's session, which holds its own
+                // copy (a MiniLM's embedding table): the engine's goes after the node ran. Large ones only.
+                else if (OrtNodeFallback.Handles(node) && node.Attribute.All(a => a.G is null && a.Graphs.Count == 0)
+                    && node.Input.Contains(name) && fromFile[name].Length * (long)OnnxDataTypes.ElementSize(fromFile[name].Type) >= 64 << 10)
+                {
+                    _releasable[name] = (node, fromFile[name]);
+                    (_fallbackReleases.TryGetValue(node, out var list) ? list : _fallbackReleases[node] = new()).Add(name);
+                }
             }
-            _packers = _releasable.Values.Select(v => v.Node).ToHashSet();
+            _packers = _releasable.Where(kv => !OrtNodeFallback.Handles(kv.Value.Node)).Select(kv => kv.Value.Node).ToHashSet();
         }
     }
 
@@ -178,6 +188,24 @@ public sealed class IntegerEngine : IDisposable
     long CollectEvery => Math.Max(4L << 20, _constantBytesLoaded / 4);
     long _constantBytesLoaded;
 
+    /// <summary>After a node ONNX Runtime ran: its large constants live in the node's session now; the engine's copy goes
+    /// (read back if a new input signature compiles the node again).</summary>
+    void ReleaseAfterFallback(List<string> names)
+    {
+        foreach (var name in names)
+        {
+            var w = _releasable![name].Tensor;
+            lock (_cache)
+            {
+                if (w.HeldData is not { } data) continue;
+                lock (_constantArrays) _constantArrays.Remove(data);
+                w.Release(() => ReadBack(name));
+                Interlocked.Add(ref _releasedBytes, (long)data.Length * OnnxDataTypes.ElementSize(w.Type));
+            }
+            Freed((long)w.Length * OnnxDataTypes.ElementSize(w.Type));
+        }
+    }
+
     /// <summary>A released weight, read back from the model file (parsed again: rare, e.g. a new input shape).</summary>
     Array ReadBack(string name)
     {
@@ -236,6 +264,9 @@ public sealed class IntegerEngine : IDisposable
 
     /// <summary>The op types the engine hands to ONNX Runtime (<see cref="OrtNodeFallback"/>), one node at a time.</summary>
     public IReadOnlyList<string> OpsInOnnxRuntime { get; }
+
+    /// <summary>The nodes ONNX Runtime ran so far, and the distinct sessions they took (nodes alike share one).</summary>
+    public (int Nodes, int Sessions) FallbackSessions => (_fallback.SessionCount, _fallback.DistinctSessionCount);
 
     /// <summary>Releases the ONNX Runtime sessions of the nodes it ran.</summary>
     public void Dispose() => _fallback.Dispose();
@@ -319,6 +350,7 @@ public sealed class IntegerEngine : IDisposable
             for (int i = 0; i < results.Length && i < node.Output.Count; i++)
                 if (node.Output[i].Length > 0) values[node.Output[i]] = results[i];
             if (_packers is not null && _packers.Contains(node)) ReleasePacked(node);
+            else if (_fallbackReleases.Count > 0 && _fallbackReleases.TryGetValue(node, out var held)) ReleaseAfterFallback(held);
             trace?.Step(node, args, results, values, _constants);
             if (release)
                 foreach (var name in ReleasedAfter[step])

@@ -115,7 +115,7 @@ internal static class EngineMemory
         Console.WriteLine($"{runs} runs      {Now()}; {(GC.GetTotalAllocatedBytes() - before) / runs / 1048576.0:F2} MB allocated per run");
         var trace = engine.MemoryTrace = new EngineMemoryTrace();
         engine.Run(feed);
-        Console.WriteLine($"engine: ops in ONNX Runtime {string.Join(",", engine.OpsInOnnxRuntime)}; recycled {engine.RecycledBytes / 1048576.0:F2} MB; constants held {engine.ConstantBytes / 1048576.0:F1} MB, released after packing {engine.ReleasedWeightBytes / 1048576.0:F1} MB, packed weights {engine.PackedWeightBytes / 1048576.0:F1} MB, peak held values {trace.PeakHeldBytes / 1048576.0:F2} MB, largest node {trace.LargestNodeBytes / 1048576.0:F2} MB, scratch {trace.ScratchBytes / 1048576.0:F2} MB");
+        Console.WriteLine($"engine: ops in ONNX Runtime {string.Join(",", engine.OpsInOnnxRuntime)} ({engine.FallbackSessions.Nodes} node sessions, {engine.FallbackSessions.Sessions} distinct); recycled {engine.RecycledBytes / 1048576.0:F2} MB; constants held {engine.ConstantBytes / 1048576.0:F1} MB, released after packing {engine.ReleasedWeightBytes / 1048576.0:F1} MB, packed weights {engine.PackedWeightBytes / 1048576.0:F1} MB, peak held values {trace.PeakHeldBytes / 1048576.0:F2} MB, largest node {trace.LargestNodeBytes / 1048576.0:F2} MB, scratch {trace.ScratchBytes / 1048576.0:F2} MB");
     }
 
     /// <summary>The path the kernels take when asked for <paramref name="p"/> (the best supported at or below it).</summary>
