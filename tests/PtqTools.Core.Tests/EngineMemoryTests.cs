@@ -183,4 +183,218 @@ public class EngineMemoryTests
         if (path == KernelPath.Scalar || KernelDispatch.Supported().Max() == KernelPath.Scalar) Assert.Equal(4L * w.Length, packed.PackedBytes);
         else Assert.InRange(packed.PackedBytes, w.Length, 3L * w.Length + 8192);
     }
+
+    /// <summary>x [4,16] float -> DynamicQuantizeLinear -> MatMulInteger with int8 weights "b" [16,24] (zero point
+    /// -3) -> "c" int32 [4,24]: a MiniLM-style weight the engine packs (and may release).</summary>
+    static ModelProto DynamicMatMul()
+    {
+        var r = new Random(11);
+        var b = new ModelBuilder(13, 8, "dynmatmul").Input("x", 4, 16);
+        var w = new sbyte[16 * 24];
+        for (int i = 0; i < w.Length; i++) w[i] = (sbyte)r.Next(-128, 128);
+        b.Graph.Initializer.Add(TensorData.FromInt8("b", w, 16, 24));
+        b.Graph.Initializer.Add(TensorData.FromInt8("bz", new sbyte[] { -3 }));
+        b.Node("DynamicQuantizeLinear", new[] { "x" }, new[] { "q", "qs", "qz" }, "dql");
+        b.Node("MatMulInteger", new[] { "q", "b", "qz", "bz" }, new[] { "c" }, "mm");
+        b.Graph.Output.Add(ModelBuilder.Value("c", new long[] { 4, 24 }, (int)OnnxDataType.Int32));
+        return b.Model;
+    }
+
+    static string Save(ModelProto model)
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"ptq-engine-load-{Guid.NewGuid():N}.onnx");
+        File.WriteAllBytes(file, Google.Protobuf.MessageExtensions.ToByteArray(model));
+        return file;
+    }
+
+    static Dictionary<string, EngineTensor> Feed(int seed, int h, int w)
+    {
+        var r = new Random(seed);
+        var x = new float[C * h * w];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(r.NextDouble() * 8 - 4);
+        return new() { ["x"] = EngineTensor.Float(x, 1, C, h, w) };
+    }
+
+    /// <summary>An engine that parses its own model (<see cref="IntegerEngine.Load"/>, as Measure-ModelPerformance
+    /// runs it) computes the same bits as one on the caller's model, on every path, and holds each convolution weight
+    /// once: after the first run the constants it keeps are the model's minus the packed weights.</summary>
+    [Theory]
+    [InlineData(KernelPath.Scalar)]
+    [InlineData(KernelPath.Vector128)]
+    [InlineData(KernelPath.Avx2)]
+    [InlineData(KernelPath.NativeAvx2)]
+    [InlineData(KernelPath.NativeVnni)]
+    public void LoadedEngine_ReleasesEachWeightOncePacked_AndComputesTheSameBits(KernelPath path)
+    {
+        var model = ResidualChain(2);
+        var file = Save(model);
+        try
+        {
+            var options = EngineOptions.Default with { Kernels = KernelPaths.Context(path) };
+            using var kept = new IntegerEngine(model, options);
+            using var loaded = IntegerEngine.Load(file, options);
+            long constants = kept.ConstantBytes, weights = 4L * C * C * 9;
+            Assert.Equal(constants, loaded.ConstantBytes);
+            Assert.Equal(0, loaded.ReleasedWeightBytes);
+            for (int seed = 1; seed <= 3; seed++)
+            {
+                var expected = kept.Run(Feed(seed));
+                var actual = loaded.Run(Feed(seed));
+                Assert.Equal(expected["y"].Floats, actual["y"].Floats);
+                Assert.Equal(expected["flat"].Bytes, actual["flat"].Bytes);
+                Assert.Equal(weights, loaded.ReleasedWeightBytes);
+                Assert.Equal(constants - weights, loaded.ConstantBytes);
+            }
+            Assert.All(Enumerable.Range(0, 4), i => Assert.False(loaded.Constants[$"w{i}"].IsHeld));
+            // The caller's model and its engine keep everything (the engine never releases what it does not own).
+            Assert.Equal(constants, kept.ConstantBytes);
+            Assert.Equal(0, kept.ReleasedWeightBytes);
+            Assert.All(model.Graph.Initializer, t => Assert.False(t.RawData.IsEmpty && t.Int64Data.Count == 0));
+
+            // A new input shape repacks every layer: the weights are read back from the file, bit for bit, and
+            // released again once packed.
+            var small = kept.Run(Feed(4, 8, 8));
+            var again = loaded.Run(Feed(4, 8, 8));
+            Assert.Equal(small["y"].Floats, again["y"].Floats);
+            Assert.Equal(weights, loaded.ReleasedWeightBytes);
+            // Reading a released weight (replay, RunAll) reads it back too.
+            Assert.Equal(kept.Constants["w3"].SBytes, loaded.Constants["w3"].SBytes);
+            Assert.True(loaded.Constants["w3"].IsHeld);
+        }
+        finally { File.Delete(file); }
+    }
+
+    /// <summary>MatMulInteger weights (MiniLM's form) are released once packed too, with the same outputs.</summary>
+    [Theory]
+    [InlineData(KernelPath.Scalar)]
+    [InlineData(KernelPath.Avx2)]
+    [InlineData(KernelPath.NativeAvx2)]
+    [InlineData(KernelPath.NativeVnni)]
+    public void LoadedEngine_ReleasesMatMulWeights_AndComputesTheSameBits(KernelPath path)
+    {
+        var model = DynamicMatMul();
+        var file = Save(model);
+        try
+        {
+            var options = EngineOptions.Default with { Kernels = KernelPaths.Context(path) };
+            using var kept = new IntegerEngine(model, options);
+            using var loaded = IntegerEngine.Load(file, options);
+            var r = new Random(5);
+            for (int run = 0; run < 2; run++)
+            {
+                var x = new float[4 * 16];
+                for (int i = 0; i < x.Length; i++) x[i] = (float)(r.NextDouble() * 6 - 3);
+                var feed = new Dictionary<string, EngineTensor> { ["x"] = EngineTensor.Float(x, 4, 16) };
+                Assert.Equal(kept.Run(feed)["c"].Ints, loaded.Run(feed)["c"].Ints);
+            }
+            Assert.Equal(16L * 24, loaded.ReleasedWeightBytes);
+            Assert.False(loaded.Constants["b"].IsHeld);
+            Assert.True(loaded.Constants["bz"].IsHeld); // a zero point is read every run: never released
+        }
+        finally { File.Delete(file); }
+    }
+
+    /// <summary>A released weight is read back only from the file as it was loaded: a changed file is an error, not
+    /// other weights.</summary>
+    [Fact]
+    public void LoadedEngine_RefusesToReadBackFromAChangedFile()
+    {
+        var file = Save(ResidualChain(1));
+        try
+        {
+            using var loaded = IntegerEngine.Load(file, Vector128);
+            loaded.Run(Feed(1));
+            Assert.Equal(2L * C * C * 9, loaded.ReleasedWeightBytes);
+            File.WriteAllBytes(file, Google.Protobuf.MessageExtensions.ToByteArray(ResidualChain(1, seed: 2)));
+            File.SetLastWriteTimeUtc(file, DateTime.UtcNow.AddMinutes(1));
+            var ex = Assert.Throws<PtqException>(() => loaded.Run(Feed(1, 8, 8)));
+            Assert.Equal("EngineModelChanged", ex.ErrorId);
+        }
+        finally { File.Delete(file); }
+    }
+
+    /// <summary>The native convolution's quads, dropped once the AVX2 kernel's widened form holds the weights, come
+    /// back exactly from it (odd channel counts: padded quads and rows; per-channel zero points; u8 and s8).</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void NativeConvQuads_DroppedForTheWidenedForm_AreRebuiltExactly(bool unsigned)
+    {
+        var g = new ConvGeometry(1, 5, 6, 6, 11, 3, 3, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1);
+        var r = new Random(9);
+        var zp = Enumerable.Range(0, 11).Select(_ => unsigned ? r.Next(0, 256) : r.Next(-128, 128)).ToArray();
+        var w = new byte[11 * g.PatchSize];
+        r.NextBytes(w);
+        var nw = unsigned ? NativeConvWeights.Pack<byte>(w, zp, g, 0) : NativeConvWeights.Pack<sbyte>(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(w), zp, g, 0);
+        var quads = nw.Data.ToArray();
+        Assert.Equal(0, nw.DropQuads()); // no widened form yet: the quads are the only form
+        var wide = nw.Widened.ToArray();
+        Assert.Equal(quads.Length, nw.DropQuads());
+        Assert.Equal(0, nw.QuadBytes);
+        Assert.Equal(quads, nw.Data);
+        Assert.Equal(wide, nw.Widened);
+    }
+
+    /// <summary>The GEMM form's int16 pairs, dropped on a path that runs the quads, come back exactly from them (odd K
+    /// and N: padded quads and blocks; per-column zero points; s8 and u8), and a managed path's drop keeps them.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void GemmPairs_DroppedForTheQuads_AreRebuiltExactly(bool unsigned)
+    {
+        int k = 37, n = 21;
+        var r = new Random(13);
+        var b = new byte[k * n];
+        r.NextBytes(b);
+        var zp = Enumerable.Range(0, n).Select(_ => unsigned ? r.Next(0, 256) : r.Next(-128, 128)).ToArray();
+        PackedWeights Pack() => unsigned ? PackedWeights.Pack(b, k, n, zp, quads: true)
+            : PackedWeights.Pack(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(b), k, n, zp, quads: true);
+        var vnni = Pack();
+        var pairs = vnni.Data.ToArray();
+        Assert.Equal(2L * pairs.Length, vnni.DropUnusedForms(KernelPath.NativeVnni));
+        Assert.Equal(0, vnni.DropUnusedForms(KernelPath.NativeVnni));
+        Assert.Equal(pairs, vnni.Data);
+        Assert.NotNull(vnni.Quads);
+        var managed = Pack();
+        Assert.True(managed.DropUnusedForms(KernelPath.Avx2) > 0);
+        Assert.Null(managed.Quads);
+        Assert.Equal(pairs, managed.Data);
+    }
+
+    /// <summary>Nodes ONNX Runtime runs that are alike (same op, attributes, input types and constants) share one
+    /// session; a large constant such a node reads lives in its session, so an engine loaded from its file drops its
+    /// own copy after the node ran, and reads it back when a new input signature compiles the node again.</summary>
+    [Fact]
+    public void LoadedEngine_SharesSessionsOfAlikeNodes_AndReleasesWhatOnnxRuntimeHolds()
+    {
+        var r = new Random(17);
+        var b = new ModelBuilder(13, 8, "fallback");
+        b.Graph.Input.Add(ModelBuilder.Value("ids", new long[] { 3 }, (int)OnnxDataType.Int64));
+        var table = new float[2048 * 16];
+        for (int i = 0; i < table.Length; i++) table[i] = (float)(r.NextDouble() * 4 - 2);
+        b.Init("table", table, 2048, 16);
+        b.Node("Gather", new[] { "table", "ids" }, new[] { "e" }, "gather");
+        b.Node("Tanh", new[] { "e" }, new[] { "a" }, "tanh1");
+        b.Node("Tanh", new[] { "a" }, new[] { "y" }, "tanh2");
+        b.Output("y");
+        var model = b.Model;
+        var file = Save(model);
+        try
+        {
+            using var kept = new IntegerEngine(model, Vector128);
+            using var loaded = IntegerEngine.Load(file, Vector128);
+            var feed = new Dictionary<string, EngineTensor> { ["ids"] = new(OnnxDataType.Int64, new long[] { 3 }, new long[] { 5, 2047, 0 }) };
+            Assert.Equal(kept.Run(feed)["y"].Floats, loaded.Run(feed)["y"].Floats);
+            Assert.Equal((3, 2), loaded.FallbackSessions);
+            Assert.Equal(table.Length * 4L, loaded.ReleasedWeightBytes);
+            Assert.False(loaded.Constants["table"].IsHeld);
+            Assert.True(kept.Constants["table"].IsHeld);
+            var rank2 = new Dictionary<string, EngineTensor> { ["ids"] = new(OnnxDataType.Int64, new long[] { 1, 3 }, new long[] { 7, 1, 2000 }) };
+            Assert.Equal(kept.Run(rank2)["y"].Floats, loaded.Run(rank2)["y"].Floats);
+            Assert.Equal((6, 4), loaded.FallbackSessions);
+            Assert.False(loaded.Constants["table"].IsHeld);
+        }
+        finally { File.Delete(file); }
+    }
 }
+

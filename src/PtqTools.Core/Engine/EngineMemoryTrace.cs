@@ -35,7 +35,7 @@ public sealed class EngineMemoryTrace
     /// <summary>The planned peak working set: the values held at the busiest node plus the shared scratch.</summary>
     public long PeakWorkingSetBytes => PeakHeldBytes + ScratchBytes;
 
-    internal void Begin(IntegerEngine engine) { _steps.Clear(); _held = 0; }
+    internal void Begin(IntegerEngine engine) { _steps.Clear(); _held = 0; _constantArrays = null; }
 
     internal void Step(NodeProto node, EngineTensor?[] args, EngineTensor[] results, Dictionary<string, EngineTensor> values, IReadOnlyDictionary<string, EngineTensor> constants)
     {
@@ -54,7 +54,7 @@ public sealed class EngineMemoryTrace
     {
         if (_constantArrays is null || !ReferenceEquals(_constantsSeen, constants))
         {
-            _constantArrays = new HashSet<Array>(constants.Values.Select(c => c.Data), ReferenceEqualityComparer.Instance);
+            _constantArrays = new HashSet<Array>(constants.Values.Select(c => c.HeldData).OfType<Array>(), ReferenceEqualityComparer.Instance);
             _constantsSeen = constants;
         }
         return _constantArrays;
@@ -74,7 +74,8 @@ public sealed class EngineMemoryTrace
         var seen = new HashSet<Array>(ReferenceEqualityComparer.Instance);
         long bytes = 0;
         foreach (var t in tensors)
-            if (!exclude.Contains(t.Data) && seen.Add(t.Data)) bytes += (long)t.Data.Length * OnnxDataTypes.ElementSize(t.Type);
+            // A weight released after packing (IntegerEngine.Load) is not held: nothing to count, nothing to read back.
+            if (t.HeldData is { } data && !exclude.Contains(data) && seen.Add(data)) bytes += (long)data.Length * OnnxDataTypes.ElementSize(t.Type);
         return bytes;
     }
 }

@@ -17,7 +17,7 @@ public sealed class EngineTensor
         var expected = ElementType(type) ?? throw new ArgumentException($"The engine does not compute with {type}.");
         // Exact type test: the CLR lets an sbyte[] pass as byte[], a uint[] as int[] (and so on) in type tests.
         if (data.GetType() != expected.MakeArrayType()) throw new ArgumentException($"A {type} tensor cannot hold {data.GetType().Name}.");
-        Type = type; Dims = dims; Data = data;
+        Type = type; Dims = dims; _data = data; _arrayType = data.GetType(); Length = data.Length;
     }
 
     /// <summary>The .NET element type that holds an ONNX element type, or null when the engine cannot hold it.</summary>
@@ -32,14 +32,52 @@ public sealed class EngineTensor
 
     public OnnxDataType Type { get; }
     public long[] Dims { get; }
-    public Array Data { get; }
-    public int Length => Data.Length;
+    /// <summary>The values. A weight the engine released after packing it (<see cref="Release"/>) is read again from
+    /// its model file on first access (<see cref="IntegerEngine.Load"/>), so every reader sees the same values.</summary>
+    public Array Data => Volatile.Read(ref _data) ?? Reloaded();
+    public int Length { get; }
+
+    Array? _data;
+    readonly Type _arrayType;
+    Func<Array>? _reload;
+    static readonly object s_release = new(); // releases and read-backs are rare: one lock for all
+
+    /// <summary>Whether the values are held now (false after <see cref="Release"/>, until something reads them).</summary>
+    internal bool IsHeld => Volatile.Read(ref _data) is not null;
+
+    /// <summary>The array when held, else null: for accounting that must not read a released weight back.</summary>
+    internal Array? HeldData => Volatile.Read(ref _data);
+
+    /// <summary>Drops the values (the engine's packed forms hold what its kernels read); <paramref name="reload"/>
+    /// gives them back, of the same type and length, if something reads <see cref="Data"/> later.</summary>
+    internal void Release(Func<Array> reload)
+    {
+        lock (s_release)
+        {
+            _reload = reload;
+            Volatile.Write(ref _data, null);
+        }
+    }
+
+    Array Reloaded()
+    {
+        lock (s_release)
+        {
+            if (_data is { } held) return held;
+            var a = (_reload ?? throw new InvalidOperationException("A released tensor has no way back."))();
+            if (a.GetType() != _arrayType || a.Length != Length)
+                throw new PtqException("EngineModelChanged", PtqErrorKind.InvalidData,
+                    $"A weight read back from the model file is a {a.GetType().Name} of {a.Length} values, not the {_arrayType.Name} of {Length} the engine packed: the file changed.", Length);
+            Volatile.Write(ref _data, a);
+            return a;
+        }
+    }
 
     bool Is(OnnxDataType t) => Type == t;
     public float[] Floats => Is(OnnxDataType.Float) ? (float[])Data : throw Wrong(OnnxDataType.Float);
     // The CLR lets an sbyte[] pass as byte[] (and back) in type tests, so the element type is checked exactly.
-    public bool IsUInt8 => Data.GetType() == typeof(byte[]);
-    public bool IsInt8 => Data.GetType() == typeof(sbyte[]);
+    public bool IsUInt8 => _arrayType == typeof(byte[]);
+    public bool IsInt8 => _arrayType == typeof(sbyte[]);
     public byte[] Bytes => IsUInt8 ? (byte[])Data : throw Wrong(OnnxDataType.UInt8);
     public sbyte[] SBytes => IsInt8 ? (sbyte[])Data : throw Wrong(OnnxDataType.Int8);
     public int[] Ints => Is(OnnxDataType.Int32) ? (int[])Data : throw Wrong(OnnxDataType.Int32);

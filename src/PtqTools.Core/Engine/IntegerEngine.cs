@@ -26,17 +26,68 @@ public sealed class IntegerEngine : IDisposable
 
     /// <summary>An engine computing with the given options (e.g. <c>EngineOptions.Emulating(QuantTarget.Avx2)</c>
     /// to reproduce ONNX Runtime's saturating int8 sums on CPUs without VNNI).</summary>
-    public IntegerEngine(ModelProto model, EngineOptions options, string source = "model")
+    public IntegerEngine(ModelProto model, EngineOptions options, string source = "model") : this(model, options, source, null) { }
+
+    /// <summary>An engine on the model file at <paramref name="path"/>, which it parses itself and owns: each
+    /// initializer's bytes are dropped from the parsed model as soon as its constant is made, and a weight that only
+    /// one packing node reads (QLinearConv, ConvInteger, QLinearMatMul, MatMulInteger) is released once that node has
+    /// packed it, so the engine holds its weights once, in the packed form its kernel path runs (issue 16: peak
+    /// memory). A released weight read again (a new input shape, <see cref="RunAll"/>, <see cref="RunNode"/>) is read
+    /// back from the file, which must not have changed (<c>EngineModelChanged</c> otherwise).</summary>
+    public static IntegerEngine Load(string path, EngineOptions options, string? source = null)
+    {
+        var info = new FileInfo(path);
+        var stamp = (info.Exists ? info.Length : -1, info.Exists ? info.LastWriteTimeUtc : default);
+        var model = OnnxModelIO.Load(path);
+        return new IntegerEngine(model, options, source ?? Path.GetFileName(path), new ModelFile(Path.GetFullPath(path), stamp.Item1, stamp.Item2));
+    }
+
+    /// <summary>The file an engine made by <see cref="Load"/> reads released weights back from, as it was loaded.</summary>
+    sealed record ModelFile(string Path, long Length, DateTime Written);
+
+    readonly ModelFile? _file;
+    WeakReference<ModelProto>? _readBack;
+    /// <summary>Constants the engine may release once packed: initializers of its own model read by one packing node only.</summary>
+    readonly Dictionary<string, (NodeProto Node, EngineTensor Tensor)>? _releasable;
+    readonly HashSet<NodeProto>? _packers;
+    /// <summary>Constants of nodes ONNX Runtime runs that the engine releases once the node's session holds them.</summary>
+    readonly Dictionary<NodeProto, List<string>> _fallbackReleases = new(ReferenceEqualityComparer.Instance);
+    long _releasedBytes;
+
+    /// <summary>The packing ops and the input each packs (the weights).</summary>
+    static int PackedInput(string opType) => opType switch
+    {
+        "QLinearConv" or "QLinearMatMul" => 3,
+        "ConvInteger" or "MatMulInteger" => 1,
+        _ => -1,
+    };
+
+    IntegerEngine(ModelProto model, EngineOptions options, string source, ModelFile? file)
     {
         Options = options ?? throw new ArgumentNullException(nameof(options));
         _cache = new EngineState(options.Arithmetic, options.Kernels);
+        _file = file;
         var graph = model.Graph;
-        foreach (var t in graph.Initializer) _constants[t.Name] = EngineTensor.FromProto(t);
+        var fromFile = file is null ? null : new Dictionary<string, EngineTensor>(StringComparer.Ordinal);
+        if (file is not null) _constantBytesLoaded = file.Length;
+        foreach (var t in graph.Initializer)
+        {
+            var c = _constants[t.Name] = EngineTensor.FromProto(t);
+            if (fromFile is null) continue;
+            // The model is the engine's own: its copy of the bytes goes now, not when the model does.
+            fromFile[t.Name] = c;
+            t.RawData = Google.Protobuf.ByteString.Empty;
+            t.FloatData.Clear(); t.Int32Data.Clear(); t.Int64Data.Clear(); t.DoubleData.Clear(); t.Uint64Data.Clear();
+            Freed((long)c.Length * OnnxDataTypes.ElementSize(c.Type));
+        }
         foreach (var n in graph.Node.Where(n => n.OpType == "Constant"))
         {
             _constants[n.Output[0]] = ConstantValue(n);
         }
         Inputs = graph.Input.Where(i => !_constants.ContainsKey(i.Name)).Select(i => i.Name).ToArray();
+        InputShapes = graph.Input.Where(i => !_constants.ContainsKey(i.Name)).ToDictionary(i => i.Name,
+            i => i.Type?.TensorType?.Shape?.Dim.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : -1L).ToArray() ?? Array.Empty<long>(),
+            StringComparer.Ordinal);
         Outputs = graph.Output.Select(o => o.Name).ToArray();
         Nodes = QdqFuser.Fuse(graph, _constants).Where(n => n.OpType != "Constant").ToList();
         // Ops outside the engine's table run in ONNX Runtime; what cannot run there either is refused here.
@@ -53,6 +104,129 @@ public sealed class IntegerEngine : IDisposable
         _fallback = new OrtNodeFallback(model, _constants, options.FallbackThreads);
         ReleasedAfter = PlanReleases(Nodes, Outputs, _constants.Keys);
         _constantArrays = new HashSet<Array>(_constants.Values.Select(c => c.Data), ReferenceEqualityComparer.Instance);
+        if (fromFile is not null)
+        {
+            var readers = new Dictionary<string, List<NodeProto>>(StringComparer.Ordinal);
+            foreach (var node in Nodes)
+                foreach (var name in Reads(node).Distinct())
+                    if (fromFile.ContainsKey(name)) (readers.TryGetValue(name, out var list) ? list : readers[name] = new()).Add(node);
+            _releasable = new(StringComparer.Ordinal);
+            foreach (var (name, nodes) in readers)
+            {
+                var node = nodes[0];
+                int input = PackedInput(node.OpType);
+                // Read once, as the weights of a packing node (and nowhere else in it), and still the initializer's tensor.
+                if (nodes.Count != 1 || Outputs.Contains(name) || !ReferenceEquals(_constants[name], fromFile[name])) continue;
+                if (input >= 0 && node.Input.Count > input && node.Input[input] == name && node.Input.Count(i => i == name) == 1)
+                    _releasable[name] = (node, fromFile[name]);
+                // A constant of a node ONNX Runtime runs is an initializer of that node's session, which holds its own
+                // copy (a MiniLM's embedding table): the engine's goes after the node ran. Large ones only.
+                else if (OrtNodeFallback.Handles(node) && node.Attribute.All(a => a.G is null && a.Graphs.Count == 0)
+                    && node.Input.Contains(name) && fromFile[name].Length * (long)OnnxDataTypes.ElementSize(fromFile[name].Type) >= 64 << 10)
+                {
+                    _releasable[name] = (node, fromFile[name]);
+                    (_fallbackReleases.TryGetValue(node, out var list) ? list : _fallbackReleases[node] = new()).Add(name);
+                }
+            }
+            _packers = _releasable.Where(kv => !OrtNodeFallback.Handles(kv.Value.Node)).Select(kv => kv.Value.Node).ToHashSet();
+        }
+    }
+
+    /// <summary>Bytes of weights released after packing (<see cref="Load"/>); a weight read back counts until released again.</summary>
+    public long ReleasedWeightBytes => Interlocked.Read(ref _releasedBytes);
+
+    /// <summary>After a packing node ran: releases its weights when the packed form in the cache was made from them
+    /// and no longer needs them (a form packed later reads them back).</summary>
+    void ReleasePacked(NodeProto node)
+    {
+        var name = node.Input[PackedInput(node.OpType)];
+        if (!_releasable!.TryGetValue(name, out var entry) || !ReferenceEquals(entry.Node, node)) return;
+        var w = entry.Tensor;
+        lock (_cache)
+        {
+            if (w.HeldData is not { } data) return;
+            // The forms the cache may hold for this node; only the convolution's keeps the weights (by reference).
+            if (!_cache.TryGetValue(node, out var o)) return;
+            switch (o)
+            {
+                case (EngineTensor from, PackedConvWeights p) when ReferenceEquals(from, w):
+                    if (p.PackedFrom(data)) p.ReleaseSource(() => w.Data);
+                    Freed(p.DropUnusedForms(Options.Kernels.EffectivePath));
+                    break;
+                case (EngineTensor from, PackedWeights[] packs) when ReferenceEquals(from, w):
+                    var path = Options.Kernels.EffectivePath;
+                    Freed(packs.Sum(pw => pw.DropUnusedForms(path)));
+                    break;
+                case (EngineTensor from, SaturatingConvWeights) when ReferenceEquals(from, w): break;
+                case (EngineTensor from, SaturatingPackedWeights[]) when ReferenceEquals(from, w): break;
+                default: return;
+            }
+            lock (_constantArrays) _constantArrays.Remove(data);
+            w.Release(() => ReadBack(name));
+            Interlocked.Add(ref _releasedBytes, (long)data.Length * OnnxDataTypes.ElementSize(w.Type));
+        }
+        Freed((long)w.Length * OnnxDataTypes.ElementSize(w.Type));
+    }
+
+    long _freedSinceCollect;
+
+    /// <summary>Counts bytes the engine let go of (an initializer's copy while loading, a weight after packing); past
+    /// <see cref="CollectEvery"/>, a full collection, so that the next large arrays (constants, packed forms) reuse
+    /// that memory instead of growing the process.</summary>
+    void Freed(long bytes)
+    {
+        if (Interlocked.Add(ref _freedSinceCollect, bytes) < CollectEvery) return;
+        Interlocked.Exchange(ref _freedSinceCollect, 0);
+        // Aggressive: compacts the large-object heap and gives free pages back, so the process does not keep what it
+        // freed beside what it allocates next (measured on the int8 ResNet18: 44 MB peak growth with a plain full
+        // collection, 32 MB with this; without collections 69 MB).
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    }
+
+    /// <summary>Bytes freed between collections: a quarter of the model's constants, at least 4 MB (a handful of
+    /// collections while loading and while packing, whatever the model's size).</summary>
+    long CollectEvery => Math.Max(4L << 20, _constantBytesLoaded / 4);
+    long _constantBytesLoaded;
+
+    /// <summary>After a node ONNX Runtime ran: its large constants live in the node's session now; the engine's copy goes
+    /// (read back if a new input signature compiles the node again).</summary>
+    void ReleaseAfterFallback(List<string> names)
+    {
+        foreach (var name in names)
+        {
+            var w = _releasable![name].Tensor;
+            lock (_cache)
+            {
+                if (w.HeldData is not { } data) continue;
+                lock (_constantArrays) _constantArrays.Remove(data);
+                w.Release(() => ReadBack(name));
+                Interlocked.Add(ref _releasedBytes, (long)data.Length * OnnxDataTypes.ElementSize(w.Type));
+            }
+            Freed((long)w.Length * OnnxDataTypes.ElementSize(w.Type));
+        }
+    }
+
+    /// <summary>A released weight, read back from the model file (parsed again: rare, e.g. a new input shape).</summary>
+    Array ReadBack(string name)
+    {
+        var file = _file!;
+        var info = new FileInfo(file.Path);
+        if (!info.Exists || info.Length != file.Length || info.LastWriteTimeUtc != file.Written)
+            throw new PtqException("EngineModelChanged", PtqErrorKind.InvalidData,
+                $"The engine released the packed weight '{name}' and must read it back from '{file.Path}', which changed or went since it was loaded.", file.Path);
+        // Several weights are read back together (a new input shape repacks every layer): one parse serves them.
+        ModelProto? model;
+        lock (file)
+        {
+            if (_readBack is null || !_readBack.TryGetTarget(out model))
+                _readBack = new WeakReference<ModelProto>(model = OnnxModelIO.Load(file.Path, validate: false));
+        }
+        var t = model.Graph.Initializer.FirstOrDefault(i => i.Name == name)
+            ?? throw new PtqException("EngineModelChanged", PtqErrorKind.InvalidData, $"'{file.Path}' no longer has the weight '{name}'.", name);
+        var data = EngineTensor.FromProto(t).Data;
+        Interlocked.Add(ref _releasedBytes, -(long)data.Length * OnnxDataTypes.ElementSize((OnnxDataType)t.DataType));
+        lock (_constantArrays) _constantArrays.Add(data);
+        return data;
     }
 
     /// <summary>The liveness plan <see cref="Run"/> follows: after node i, the values listed at i are dropped, each at
@@ -91,6 +265,9 @@ public sealed class IntegerEngine : IDisposable
     /// <summary>The op types the engine hands to ONNX Runtime (<see cref="OrtNodeFallback"/>), one node at a time.</summary>
     public IReadOnlyList<string> OpsInOnnxRuntime { get; }
 
+    /// <summary>The nodes ONNX Runtime ran so far, and the distinct sessions they took (nodes alike share one).</summary>
+    public (int Nodes, int Sessions) FallbackSessions => (_fallback.SessionCount, _fallback.DistinctSessionCount);
+
     /// <summary>Releases the ONNX Runtime sessions of the nodes it ran.</summary>
     public void Dispose() => _fallback.Dispose();
 
@@ -116,6 +293,8 @@ public sealed class IntegerEngine : IDisposable
     public Dictionary<string, (int Count, double Milliseconds)>? Profile { get; set; }
 
     public IReadOnlyList<string> Inputs { get; }
+    /// <summary>Each input's dimensions as the model declares them (-1 where symbolic; empty when it declares none).</summary>
+    public IReadOnlyDictionary<string, long[]> InputShapes { get; }
     public IReadOnlyList<string> Outputs { get; }
     /// <summary>The nodes as executed (after QDQ fusion).</summary>
     public IReadOnlyList<NodeProto> Nodes { get; }
@@ -170,6 +349,8 @@ public sealed class IntegerEngine : IDisposable
             }
             for (int i = 0; i < results.Length && i < node.Output.Count; i++)
                 if (node.Output[i].Length > 0) values[node.Output[i]] = results[i];
+            if (_packers is not null && _packers.Contains(node)) ReleasePacked(node);
+            else if (_fallbackReleases.Count > 0 && _fallbackReleases.TryGetValue(node, out var held)) ReleaseAfterFallback(held);
             trace?.Step(node, args, results, values, _constants);
             if (release)
                 foreach (var name in ReleasedAfter[step])
@@ -185,10 +366,10 @@ public sealed class IntegerEngine : IDisposable
     /// array of the caller's inputs.</summary>
     void Recycle(EngineTensor dropped, Dictionary<string, EngineTensor> values, IReadOnlyDictionary<string, EngineTensor> inputs)
     {
-        var data = dropped.Data;
-        if (_constantArrays.Contains(data)) return;
-        foreach (var t in inputs.Values) if (ReferenceEquals(t.Data, data)) return;
-        foreach (var t in values.Values) if (ReferenceEquals(t.Data, data)) return;
+        if (dropped.HeldData is not { } data) return;
+        lock (_constantArrays) if (_constantArrays.Contains(data)) return;
+        foreach (var t in inputs.Values) if (ReferenceEquals(t.HeldData, data)) return;
+        foreach (var t in values.Values) if (ReferenceEquals(t.HeldData, data)) return;
         ((EngineState)_cache).Buffers.Return(data);
     }
 
@@ -207,8 +388,9 @@ public sealed class IntegerEngine : IDisposable
 
     internal IReadOnlyDictionary<string, EngineTensor> Constants => _constants;
 
-    /// <summary>Bytes of the model's constants (the weights as stored, each tensor once).</summary>
-    public long ConstantBytes => _constants.Values.Select(t => t.Data).Distinct(ReferenceEqualityComparer.Instance).Cast<Array>()
+    /// <summary>Bytes of the model's constants the engine holds now (the weights as stored, each tensor once; not
+    /// those released after packing: <see cref="ReleasedWeightBytes"/>).</summary>
+    public long ConstantBytes => _constants.Values.Select(t => t.HeldData).OfType<Array>().Distinct(ReferenceEqualityComparer.Instance).Cast<Array>()
         .Sum(a => (long)a.Length * System.Runtime.InteropServices.Marshal.SizeOf(a.GetType().GetElementType() == typeof(bool) ? typeof(byte) : a.GetType().GetElementType()!));
 
     /// <summary>Bytes of the weights' packed forms built so far (the exact GEMM and convolution forms; each packed on

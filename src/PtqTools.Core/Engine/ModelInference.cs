@@ -73,8 +73,7 @@ public static class ModelInference
             {
                 // A model of several inputs (MiniLM's token ids, mask and types) takes samples of whole input
                 // tensors; EngineParity.Feed refuses a float sample for it (EngineInputCount).
-                own = new IntegerEngine(OnnxModelIO.Load(modelPath), (target?.Options ?? EngineOptions.Default) with { FallbackThreads = threads, Kernels = kernels },
-                    Path.GetFileName(modelPath));
+                own = IntegerEngine.Load(modelPath, (target?.Options ?? EngineOptions.Default) with { FallbackThreads = threads, Kernels = kernels });
             }
             int n = 0;
             foreach (var sample in reader.Read(cancel))

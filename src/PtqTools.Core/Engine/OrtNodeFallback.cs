@@ -23,6 +23,8 @@ public sealed class OrtNodeFallback : IDisposable
     // By node identity (a protobuf message hashes and compares its whole content); each node keeps one session per
     // input signature (element type and rank of every input), almost always one.
     readonly Dictionary<NodeProto, List<Compiled>> _sessions = new(ReferenceEqualityComparer.Instance);
+    // The distinct sessions, by the SHA-256 of their node model: nodes alike share one (see Compile).
+    readonly Dictionary<string, InferenceSession> _shared = new(StringComparer.Ordinal);
     // Created with the first session: an engine whose nodes are all its own never loads ONNX Runtime (which is how
     // it runs under qemu-user on ARM64, where ONNX Runtime's initialization crashes; docs/platforms.md).
     RunOptions? _runOptions;
@@ -154,6 +156,9 @@ public sealed class OrtNodeFallback : IDisposable
     /// <summary>How many node sessions were built so far.</summary>
     public int SessionCount { get { lock (_sessions) return _sessions.Values.Sum(l => l.Count); } }
 
+    /// <summary>How many distinct ONNX Runtime sessions those are (nodes alike share one).</summary>
+    public int DistinctSessionCount { get { lock (_sessions) return _shared.Count; } }
+
     /// <summary>Runs one node on its input tensors (null for an omitted optional input); returns one tensor per node
     /// output (null where the output's name is empty). <paramref name="outer"/> gives the outer values an If's
     /// branches read (<see cref="OuterScopeInputs"/>).</summary>
@@ -182,7 +187,7 @@ public sealed class OrtNodeFallback : IDisposable
             for (int k = 0; k < values.Length; k++) values[k] = ToOrt(inputs[compiled.FedIndex[k]]!);
             using var results = compiled.Session.Run(RunOptionsOnce(), compiled.FedInputs, values, compiled.Outputs);
             var outputs = new EngineTensor[node.Output.Count];
-            for (int k = 0; k < results.Count; k++) outputs[compiled.OutputIndex[k]] = FromOrt(results[k], node, compiled.Outputs[k], buffers);
+            for (int k = 0; k < results.Count; k++) outputs[compiled.OutputIndex[k]] = FromOrt(results[k], node, node.Output[compiled.OutputIndex[k]], buffers);
             return outputs;
         }
         catch (OnnxRuntimeException ex)
@@ -206,20 +211,38 @@ public sealed class OrtNodeFallback : IDisposable
             foreach (var c in list)
                 if (c.Signature.AsSpan().SequenceEqual(signature)) return c;
             var graph = new GraphProto { Name = "ptq_fallback_" + node.OpType };
-            graph.Node.Add(node.Clone());
+            // Values renamed by position (x0, x1, ..., y0, ...) and the node unnamed, where no branch reads outer names:
+            // nodes alike (same op, attributes, input types and constants: a LayerNorm's ReduceMean in every layer)
+            // then make the same model, and share one session (issue 16: each session holds its own memory).
+            var clone = node.Clone();
+            bool canonical = !node.Attribute.Any(a => a.G is not null || a.Graphs.Count > 0);
+            var renamed = new Dictionary<string, string>(StringComparer.Ordinal);
+            string Canon(string name, string prefix)
+            {
+                if (!canonical || name.Length == 0) return name;
+                if (!renamed.TryGetValue(name, out var c)) renamed[name] = c = prefix + renamed.Count.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                return c;
+            }
+            if (canonical)
+            {
+                clone.Name = "";
+                for (int i = 0; i < clone.Input.Count; i++) clone.Input[i] = Canon(clone.Input[i], "x");
+                for (int i = 0; i < clone.Output.Count; i++) clone.Output[i] = Canon(clone.Output[i], "y");
+            }
+            graph.Node.Add(clone);
             var fed = new List<string>();
             var fedIndex = new List<int>();
             var seen = new HashSet<string>(StringComparer.Ordinal);
             for (int i = 0; i < names.Count; i++)
             {
-                var name = names[i];
+                var name = Canon(names[i], "x");
                 if (name.Length == 0 || !seen.Add(name)) continue;
                 var t = i < inputs.Length ? inputs[i] : null;
                 if (t is null)
-                    throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) needs '{name}', which nothing produced.", name);
+                    throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData, $"Node '{node.Name}' ({node.OpType}) needs '{names[i]}', which nothing produced.", names[i]);
                 // The model's constants stay constants, as ONNX Runtime sees them in the whole model (weights of a
                 // float MatMul are pre-packed, for example).
-                if (_constants.TryGetValue(name, out var c) && ReferenceEquals(c, t)) { graph.Initializer.Add(t.ToProto(name)); continue; }
+                if (_constants.TryGetValue(names[i], out var c) && ReferenceEquals(c, t)) { graph.Initializer.Add(t.ToProto(name)); continue; }
                 var shape = new TensorShapeProto();
                 for (int d = 0; d < t.Dims.Length; d++) shape.Dim.Add(new TensorShapeProto.Types.Dimension());
                 graph.Input.Add(new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)t.Type, Shape = shape } } });
@@ -231,8 +254,9 @@ public sealed class OrtNodeFallback : IDisposable
             for (int i = 0; i < node.Output.Count; i++)
             {
                 if (node.Output[i].Length == 0) continue;
-                graph.Output.Add(new ValueInfoProto { Name = node.Output[i] });
-                outputs.Add(node.Output[i]);
+                var output = Canon(node.Output[i], "y");
+                graph.Output.Add(new ValueInfoProto { Name = output });
+                outputs.Add(output);
                 outputIndex.Add(i);
             }
             var model = new ModelProto { IrVersion = _irVersion, ProducerName = "PtqTools engine fallback", Graph = graph };
@@ -246,10 +270,19 @@ public sealed class OrtNodeFallback : IDisposable
                 LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
             };
             options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+            var bytes = model.ToByteArray();
+            var key = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(bytes));
+            if (_shared.TryGetValue(key, out var shared))
+            {
+                var reused = new Compiled(signature, shared, fed.ToArray(), fedIndex.ToArray(), outputs.ToArray(), outputIndex.ToArray());
+                list.Add(reused);
+                return reused;
+            }
             InferenceSession session;
             try
             {
-                session = new InferenceSession(model.ToByteArray(), options);
+                session = new InferenceSession(bytes, options);
+                _shared[key] = session;
             }
             catch (OnnxRuntimeException ex)
             {
@@ -315,7 +348,8 @@ public sealed class OrtNodeFallback : IDisposable
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (var c in _sessions.Values.SelectMany(l => l)) c.Session.Dispose();
+            foreach (var session in _shared.Values) session.Dispose();
+            _shared.Clear();
             _sessions.Clear();
             _runOptions?.Dispose();
         }

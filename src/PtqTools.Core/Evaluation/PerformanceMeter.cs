@@ -58,14 +58,14 @@ public static class PerformanceMeter
             }
             else
             {
-                var loaded = OnnxModelIO.Load(modelPath);
                 var context = kernels ?? KernelContext.Default.WithThreads(threads);
-                var own = new IntegerEngine(loaded, EngineOptions.Default with { FallbackThreads = threads, Kernels = context }, Path.GetFileName(modelPath));
+                // The engine parses and owns the model: it holds the weights once, packed (issue 16).
+                var own = IntegerEngine.Load(modelPath, EngineOptions.Default with { FallbackThreads = threads, Kernels = context });
                 owner = own;
                 if (own.Inputs.Count != 1)
                     throw new PtqException("EngineInputCount", PtqErrorKind.NotSupported,
                         $"'{Path.GetFileName(modelPath)}' has {own.Inputs.Count} inputs; the PtqTools engine is timed on models with one float input.", modelPath);
-                var dims = GraphInputShape(loaded, own.Inputs[0]);
+                var dims = own.InputShapes[own.Inputs[0]];
                 if (dims.Length > 0 && dims[0] > 0 && dims[0] != batchSize)
                     throw new PtqException("BatchSizeNotSupported", PtqErrorKind.InvalidArgument,
                         $"Input '{own.Inputs[0]}' of '{Path.GetFileName(modelPath)}' has the batch dimension {dims[0]}; it cannot take a batch of {batchSize}.", batchSize);
@@ -149,14 +149,6 @@ public static class PerformanceMeter
         copy.Dims.Add(t.Dims[0] * times);
         copy.Dims.AddRange(t.Dims.Skip(1));
         return copy;
-    }
-
-    /// <summary>The declared shape of a graph input (-1 for a dynamic dimension).</summary>
-    static long[] GraphInputShape(ModelProto model, string input)
-    {
-        var info = model.Graph.Input.FirstOrDefault(i => i.Name == input);
-        return info?.Type?.TensorType?.Shape?.Dim.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : -1L).ToArray()
-            ?? Array.Empty<long>();
     }
 
     /// <summary>The first sample of the data set, or (without one) seeded random values of the model's fixed input shape.</summary>

@@ -222,7 +222,7 @@ public static unsafe class NativeKernels
             raw = t_gemmC;
         }
         int threads = context.ThreadsFor((long)m * w.N * k);
-        fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (short* pd = w.Data) fixed (int* pc = direct ? c : raw!.AsSpan())
+        fixed (byte* pa = a8) fixed (sbyte* pq = w.Quads) fixed (short* pd = widened ? w.Data : null) fixed (int* pc = direct ? c : raw!.AsSpan())
         {
             int per = threads <= 1 ? m : ((m + threads - 1) / threads + plan.RowStep - 1) / plan.RowStep * plan.RowStep;
             GemmPlan part;

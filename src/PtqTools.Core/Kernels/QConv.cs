@@ -29,7 +29,8 @@ public sealed record ConvGeometry(int Batch, int Channels, int Height, int Width
 /// reference when given as an array: no copy), so that a model holds only the forms its kernel path runs.</summary>
 public sealed class PackedConvWeights
 {
-    readonly Array _source;           // T[] [OC][patch], byte or sbyte
+    Array? _source;                   // T[] [OC][patch], byte or sbyte; null once released (read back on demand)
+    Func<Array>? _reload;
     readonly bool _unsigned;          // exact: the CLR lets an sbyte[] pass an 'is byte[]' test
     readonly int[] _zeroPoints;       // 1 or OC values
     PackedWeights[]? _groups;
@@ -56,7 +57,7 @@ public sealed class PackedConvWeights
             {
                 long bytes = (_raw?.Length ?? 0) * 4L;
                 foreach (var p in _groups ?? Array.Empty<PackedWeights>()) if (p is not null) bytes += p.Bytes;
-                foreach (var p in _native ?? Array.Empty<NativeConvWeights>()) bytes += p.Data.Length + (p.Amx?.Length ?? 0) + (p.Taps?.Length ?? 0) + p.Sums.Length * 8L + p.WidenedBytes;
+                foreach (var p in _native ?? Array.Empty<NativeConvWeights>()) bytes += p.QuadBytes + (p.Amx?.Length ?? 0) + (p.Taps?.Length ?? 0) + p.Sums.Length * 8L + p.WidenedBytes;
                 return bytes;
             }
         }
@@ -97,12 +98,42 @@ public sealed class PackedConvWeights
 
     int ZeroPoint(int oc) => _zeroPoints[_zeroPoints.Length == 1 ? 0 : oc];
 
+    /// <summary>The weights these forms are packed from (read back through the release's function when released).</summary>
+    Array Source
+    {
+        get
+        {
+            lock (_sync) return _source ??= (_reload ?? throw new InvalidOperationException("Released weights have no way back."))();
+        }
+    }
+
+    /// <summary>Whether the weights were given as <paramref name="array"/> (kept by reference: no copy).</summary>
+    internal bool PackedFrom(Array array) { lock (_sync) return ReferenceEquals(_source, array); }
+
+    /// <summary>Drops the reference to the weights, once the forms the kernel path runs are packed: a form packed later
+    /// (another path's, or the depthwise/scalar loop's) reads them back through <paramref name="reload"/>.</summary>
+    internal void ReleaseSource(Func<Array> reload)
+    {
+        lock (_sync) { _reload = reload; _source = null; }
+    }
+
+    /// <summary>Keeps one form per group: the native quads go where the widened form was built (the AVX2 kernel on
+    /// weights whose pairs could saturate, <see cref="NativeConvWeights.DropQuads"/>), and the GEMM form keeps what
+    /// <paramref name="path"/> runs (<see cref="PackedWeights.DropUnusedForms"/>). Returns the bytes let go.</summary>
+    internal long DropUnusedForms(KernelPath path)
+    {
+        lock (_sync)
+            return (_native ?? Array.Empty<NativeConvWeights>()).Sum(n => n.DropQuads())
+                + (_groups ?? Array.Empty<PackedWeights>()).Sum(p => p?.DropUnusedForms(path) ?? 0);
+    }
+
     int[] PackRaw()
     {
         int patch = Shape.PatchSize;
-        var raw = new int[_source.Length];
-        if (_unsigned) { var u = (byte[])_source; for (int i = 0; i < raw.Length; i++) raw[i] = u[i] - ZeroPoint(i / patch); }
-        else { var s = (sbyte[])_source; for (int i = 0; i < raw.Length; i++) raw[i] = s[i] - ZeroPoint(i / patch); }
+        var source = Source;
+        var raw = new int[source.Length];
+        if (_unsigned) { var u = (byte[])source; for (int i = 0; i < raw.Length; i++) raw[i] = u[i] - ZeroPoint(i / patch); }
+        else { var s = (sbyte[])source; for (int i = 0; i < raw.Length; i++) raw[i] = s[i] - ZeroPoint(i / patch); }
         return raw;
     }
 
@@ -115,6 +146,7 @@ public sealed class PackedConvWeights
         // The quads of the GEMM form serve the native VNNI GEMM where the library has no direct convolution, and the
         // ARM64 SDOT GEMM.
         bool quads = (NativeKernels.Available && !NativeKernels.HasConv) || ArmKernels.Supported;
+        var source = Source;
         for (int gi = 0; gi < g.Group; gi++)
         {
             var zp = new int[ocg];
@@ -122,8 +154,8 @@ public sealed class PackedConvWeights
             int first = gi * ocg;
             // Column j of group gi's GEMM matrix is output channel gi * ocg + j; row k is its patch element k.
             groups[gi] = _unsigned
-                ? PackedWeights.Pack(patch, ocg, (k, j) => ((byte[])_source)[(first + j) * patch + k], zp, unsigned: true, quads)
-                : PackedWeights.Pack(patch, ocg, (k, j) => ((sbyte[])_source)[(first + j) * patch + k], zp, unsigned: false, quads);
+                ? PackedWeights.Pack(patch, ocg, (k, j) => ((byte[])source)[(first + j) * patch + k], zp, unsigned: true, quads)
+                : PackedWeights.Pack(patch, ocg, (k, j) => ((sbyte[])source)[(first + j) * patch + k], zp, unsigned: false, quads);
         }
         return groups;
     }
@@ -131,8 +163,9 @@ public sealed class PackedConvWeights
     NativeConvWeights[] PackNative()
     {
         var native = new NativeConvWeights[Shape.Group];
+        var source = Source;
         for (int gi = 0; gi < Shape.Group; gi++)
-            native[gi] = _unsigned ? NativeConvWeights.Pack<byte>((byte[])_source, _zeroPoints, Shape, gi) : NativeConvWeights.Pack<sbyte>((sbyte[])_source, _zeroPoints, Shape, gi);
+            native[gi] = _unsigned ? NativeConvWeights.Pack<byte>((byte[])source, _zeroPoints, Shape, gi) : NativeConvWeights.Pack<sbyte>((sbyte[])source, _zeroPoints, Shape, gi);
         return native;
     }
 }
@@ -144,7 +177,13 @@ internal sealed class NativeConvWeights
 {
     public int Kq { get; }
     public int ChannelQuads { get; }
-    public sbyte[] Data { get; }
+    /// <summary>The quads. Dropped by <see cref="DropQuads"/> once the widened form holds the same weights (the AVX2
+    /// kernel then reads only that); rebuilt from it, exactly, if read again.</summary>
+    public sbyte[] Data => Volatile.Read(ref _data) ?? QuadsFromWidened();
+    sbyte[]? _data;
+    readonly object _sync = new();
+    /// <summary>Bytes of the quads held now.</summary>
+    public long QuadBytes => Volatile.Read(ref _data)?.Length ?? 0;
     public int[] Sums { get; }
     public int[] Zeros { get; }
     public bool AnyZero { get; }
@@ -177,13 +216,14 @@ internal sealed class NativeConvWeights
     /// pairs][2], w minus its zero point, pair p = (channel pair * kh + ki) * kw + kj; missing channels 0.</summary>
     public short[] Widened => LazyInitializer.EnsureInitialized(ref _widened, () =>
     {
-        int rows = Data.Length / (Kq * 4), cp = ChannelPairs, taps = KernelH * KernelW, kp = KPairs;
+        var data = Data;
+        int rows = data.Length / (Kq * 4), cp = ChannelPairs, taps = KernelH * KernelW, kp = KPairs;
         var wide = new short[(long)rows * kp * 2];
         for (int j = 0; j < Zeros.Length; j++)
             for (int c = 0; c < Channels; c++)
                 for (int tap = 0; tap < taps; tap++)
                 {
-                    int v = Data[((long)j * Kq + (c / 4) * taps + tap) * 4 + c % 4] - Zeros[j];
+                    int v = data[((long)j * Kq + (c / 4) * taps + tap) * 4 + c % 4] - Zeros[j];
                     wide[((long)j * kp + (c / 2) * taps + tap) * 2 + c % 2] = (short)v;
                 }
         return wide;
@@ -191,9 +231,44 @@ internal sealed class NativeConvWeights
 
     NativeConvWeights(int kq, int cq, sbyte[] data, int[] sums, int[] zeros, int channels, int kh, int kw)
     {
-        Kq = kq; ChannelQuads = cq; Data = data; Sums = sums; Zeros = zeros; AnyZero = zeros.Any(z => z != 0);
+        Kq = kq; ChannelQuads = cq; _data = data; Sums = sums; Zeros = zeros; AnyZero = zeros.Any(z => z != 0);
         Channels = channels; KernelH = kh; KernelW = kw;
         SevenBitPairs = PackedWeights.PairsCannotSaturate(data);
+    }
+
+    /// <summary>Drops the quads when the widened form is built and nothing else reads them (no AMX form): the weights
+    /// are then held once, as the AVX2 kernel reads them. Returns the bytes let go.</summary>
+    internal long DropQuads()
+    {
+        lock (_sync)
+        {
+            if (Volatile.Read(ref _widened) is null || Amx is not null || _data is not { } quads) return 0;
+            _data = null;
+            return quads.Length;
+        }
+    }
+
+    /// <summary>The quads again from the widened form (w - zero point, so w = widened + zero point; missing channels
+    /// hold the zero point, padding rows zero), exactly as <see cref="Pack"/> wrote them.</summary>
+    sbyte[] QuadsFromWidened()
+    {
+        lock (_sync)
+        {
+            if (_data is { } held) return held;
+            var wide = Volatile.Read(ref _widened)!;
+            int taps = KernelH * KernelW, kp = KPairs;
+            var data = new sbyte[(long)(wide.Length / (kp * 2)) * Kq * 4];
+            for (int j = 0; j < Zeros.Length; j++)
+                for (int c4 = 0, q = 0; c4 < ChannelQuads; c4++)
+                    for (int tap = 0; tap < taps; tap++, q++)
+                        for (int t = 0; t < 4; t++)
+                        {
+                            int c = c4 * 4 + t;
+                            int v = c < Channels ? wide[((long)j * kp + (c / 2) * taps + tap) * 2 + c % 2] + Zeros[j] : Zeros[j];
+                            data[((long)j * Kq + q) * 4 + t] = (sbyte)v;
+                        }
+            return _data = data;
+        }
     }
 
     void PackAmx(ConvGeometry g)
@@ -451,7 +526,7 @@ public static class QConv
                 for (int j = 0; j < ocg; j++)
                     corr[j] = widened ? (bias.IsEmpty ? 0 : bias[gi * ocg + j])
                         : unchecked((bias.IsEmpty ? 0 : bias[gi * ocg + j]) - xz * sums[j] + kAll * xz * nw.Zeros[j]);
-                fixed (sbyte* pq = taps ? nw.Taps : nw.Data) fixed (short* pwide = widened ? nw.Widened : null) fixed (int* pc = corr, pz = nw.Zeros)
+                fixed (sbyte* pq = widened ? null : taps ? nw.Taps : nw.Data) fixed (short* pwide = widened ? nw.Widened : null) fixed (int* pc = corr, pz = nw.Zeros)
                     for (int n = 0; n < g.Batch; n++)
                     {
                         var args = new NativeKernels.ConvArgs

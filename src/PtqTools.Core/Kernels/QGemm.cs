@@ -17,13 +17,17 @@ public sealed class PackedWeights
     public int N { get; }
     internal int KPairs { get; }
     internal int Blocks { get; }
-    internal short[] Data { get; }
+    /// <summary>The int16 pairs (w minus its zero point) the managed and widened AVX2 kernels read. Dropped by
+    /// <see cref="DropUnusedForms"/> on a path that runs the quads, and then rebuilt exactly from them if read.</summary>
+    internal short[] Data => _data ?? DataFromQuads();
+    short[]? _data;
     internal int[] ZeroPoints { get; }
-    internal sbyte[]? Quads { get; }
+    internal sbyte[]? Quads { get; private set; }
     /// <summary>Where the quads start in <see cref="Quads"/> (a 64-byte boundary of the pinned array).</summary>
     internal int QuadsOffset { get; }
-    internal int[]? QuadColumnSums { get; }
-    internal int[]? QuadZeroPoints { get; }
+    internal int[]? QuadColumnSums { get; private set; }
+    internal int[]? QuadZeroPoints { get; private set; }
+    readonly object _sync = new();
     /// <summary>Whether no adjacent pair of the quads can saturate vpmaddubsw (max(w0,0) + max(w1,0) &lt;= 128 and
     /// min(w0,0) + min(w1,0) &gt;= -128): the native AVX2 kernel then takes its 7-bit pairs form, else the widened one.</summary>
     public bool SevenBitPairs { get; }
@@ -33,14 +37,14 @@ public sealed class PackedWeights
         K = k; N = n; ZeroPoints = zeroPoints;
         KPairs = (k + 1) / 2;
         Blocks = (n + Block - 1) / Block;
-        Data = new short[Blocks * KPairs * Block * 2];
+        var data = _data = new short[Blocks * KPairs * Block * 2];
         for (int nb = 0; nb < Blocks; nb++)
             for (int kp = 0; kp < KPairs; kp++)
                 for (int j = 0; j < Block; j++)
                     for (int t = 0; t < 2; t++)
                     {
                         int kk = kp * 2 + t, col = nb * Block + j;
-                        if (kk < k && col < n) Data[((nb * KPairs + kp) * Block + j) * 2 + t] = (short)valueMinusZero(kk, col);
+                        if (kk < k && col < n) data[((nb * KPairs + kp) * Block + j) * 2 + t] = (short)valueMinusZero(kk, col);
                     }
         if (!quads) return;
         int kq = (k + 3) / 4;
@@ -92,7 +96,53 @@ public sealed class PackedWeights
     }
 
     /// <summary>Bytes this packing holds (the int16 pairs, and the VNNI quads where packed).</summary>
-    internal long Bytes => Data.Length * 2L + (Quads?.Length ?? 0) + (QuadColumnSums?.Length ?? 0) * 8L + ZeroPoints.Length * 4L;
+    internal long Bytes => (_data?.Length ?? 0) * 2L + (Quads?.Length ?? 0) + (QuadColumnSums?.Length ?? 0) * 8L + ZeroPoints.Length * 4L;
+
+    /// <summary>Keeps the one form <paramref name="path"/> runs (issue 16: weights held once): on the quads' paths
+    /// (native VNNI, ARM64 SDOT, native AVX2 on 7-bit pairs) the int16 pairs go (rebuilt exactly from the quads if
+    /// read again); on the managed paths the quads go (nothing there reads them). The native AVX2 kernel on
+    /// widened pairs keeps both: its dispatch needs the quads. Returns the bytes let go.</summary>
+    internal long DropUnusedForms(KernelPath path)
+    {
+        lock (_sync)
+        {
+            if (Quads is not { } quads) return 0;
+            if (path is KernelPath.NativeVnni or KernelPath.ArmDot || path == KernelPath.NativeAvx2 && SevenBitPairs)
+            {
+                if (_data is not { } data) return 0;
+                _data = null;
+                return data.Length * 2L;
+            }
+            if (path is KernelPath.NativeAvx2) return 0;
+            long bytes = quads.Length + (QuadColumnSums?.Length ?? 0) * 4L + (QuadZeroPoints?.Length ?? 0) * 4L;
+            Quads = null; QuadColumnSums = null; QuadZeroPoints = null;
+            return bytes;
+        }
+    }
+
+    /// <summary>The int16 pairs again from the quads: stored code minus its zero point, both as the quads hold them
+    /// (unsigned ones minus 128), so exactly the value minus its zero point <see cref="PackedWeights"/> wrote; zero
+    /// past K and N.</summary>
+    short[] DataFromQuads()
+    {
+        lock (_sync)
+        {
+            if (_data is { } held) return held;
+            var quads = Quads!; var zb = QuadZeroPoints!;
+            int kq = (K + 3) / 4;
+            var data = new short[Blocks * KPairs * Block * 2];
+            for (int nb = 0; nb < Blocks; nb++)
+                for (int kp = 0; kp < KPairs; kp++)
+                    for (int j = 0; j < Block; j++)
+                        for (int t = 0; t < 2; t++)
+                        {
+                            int kk = kp * 2 + t, col = nb * Block + j;
+                            if (kk < K && col < N)
+                                data[((nb * KPairs + kp) * Block + j) * 2 + t] = (short)(quads[QuadsOffset + ((nb * kq + kk / 4) * Block + j) * 4 + kk % 4] - zb[col]);
+                        }
+            return _data = data;
+        }
+    }
 
     /// <summary>Packs signed int8 weights b[k * n + col] with one zero point or one per column.</summary>
     public static PackedWeights Pack(ReadOnlySpan<sbyte> b, int k, int n, ReadOnlySpan<int> zeroPoints) => Pack(b, k, n, zeroPoints, QuadsRun);

@@ -15,9 +15,25 @@ public static class OnnxModelIO
     public static IReadOnlyList<(string Name, string OpType)> NodeNames(string path) =>
         OpsetUpgrader.AllNodes(Load(path).Graph).Select(n => (n.Name, n.OpType)).ToList();
 
-    public static ModelProto Load(string path, bool validate = true) => Parse(ReadFile(path), path, validate);
+    /// <summary>Parses the model file as it is read (a FileStream through protobuf's CodedInputStream): the file's bytes
+    /// are never held whole beside the parsed model (issue 16: the engine's peak memory).</summary>
+    public static ModelProto Load(string path, bool validate = true)
+    {
+        CheckFile(path);
+        return Parse(() =>
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1 << 16);
+            return ModelProto.Parser.ParseFrom(stream);
+        }, path, validate, out _);
+    }
 
     public static byte[] ReadFile(string path)
+    {
+        CheckFile(path);
+        return File.ReadAllBytes(path);
+    }
+
+    static void CheckFile(string path)
     {
         var info = new FileInfo(path);
         if (!info.Exists)
@@ -25,20 +41,22 @@ public static class OnnxModelIO
         if (info.Length > MaxModelBytes)
             throw new PtqException("ModelTooLarge", PtqErrorKind.NotSupported,
                 $"The model file '{path}' is {info.Length:N0} bytes; models above 2 GB must keep their weights in external data files.", path);
-        return File.ReadAllBytes(path);
     }
 
     public static ModelProto Parse(byte[] bytes, string source, bool validate = true) => Parse(bytes, source, validate, out _);
 
     /// <param name="sideFiles">The external-data files the model reads (checked to lie inside its folder).</param>
-    public static ModelProto Parse(byte[] bytes, string source, bool validate, out IReadOnlyList<string> sideFiles)
+    public static ModelProto Parse(byte[] bytes, string source, bool validate, out IReadOnlyList<string> sideFiles) =>
+        Parse(() => ModelProto.Parser.ParseFrom(bytes), source, validate, out sideFiles);
+
+    static ModelProto Parse(Func<ModelProto> parse, string source, bool validate, out IReadOnlyList<string> sideFiles)
     {
         sideFiles = Array.Empty<string>();
         ModelProto model;
         try
         {
             // The parser's default recursion limit (100) refuses nesting bombs before they exhaust the stack.
-            model = ModelProto.Parser.ParseFrom(bytes);
+            model = parse();
         }
         catch (Exception ex) when (ex is InvalidProtocolBufferException or InvalidOperationException or ArgumentException)
         {
