@@ -127,6 +127,14 @@ public static class FidelityGuard
         var probability = Enumerable.Range(0, reference[0].Length).Where(k => reference.All(r => IsDecisions(r[k]))).ToArray();
         check.Agreement = check.FinalAgreement = probability.Length == 0 ? null
             : probability.Min(k => Agreement(reference.Select(r => r[k]), written0.Select(w => w[k])));
+        if (check.Cosine >= minCosine && !(check.Agreement < check.MinAgreement) && written.SizeRatio > 1)
+        {
+            // It keeps the outputs but is larger than float (its Q/DQ cost more bytes than its int8 weights save).
+            const string larger = "kept in float: the int8 model was larger than float, so the float model is written";
+            var size = written.SizeRatio;
+            return KeepFloat(prepared, statistics, options, written, check, larger, cancel,
+                FormattableString.Invariant($"FLOAT MODEL WRITTEN: output cosine {check.Cosine:0.####}{AgreementText(check.Agreement)} to float held the thresholds on {check.Samples} samples, but the int8 model was larger than float ({size:P1}).") + Padding(check));
+        }
         if (check.Cosine >= minCosine && !(check.Agreement < check.MinAgreement))
         {
             check.Status = "Passed";
@@ -182,6 +190,20 @@ public static class FidelityGuard
             : searched.GoalMet == true
             ? "kept in float: with the layers the fidelity check allows in int8 the model was larger than float, so the float model is written"
             : "kept in float: no int8 model the fidelity check's search found in its budget kept the float model's outputs, so the float model is written";
+        return KeepFloat(prepared, statistics, options, written, check, why, cancel,
+            FormattableString.Invariant($"FLOAT MODEL WRITTEN: output cosine {check.Cosine:0.####}{AgreementText(check.Agreement)} to float (SQNR {check.SqnrDb:0.#} dB) was below the thresholds ({minCosine}, {check.MinAgreement}) on {check.Samples} samples, and ")
+            + (allFloat ? "only with every layer in float did the search meet them."
+                : searched.GoalMet == true
+                ? FormattableString.Invariant($"the int8 model that meets them was larger than float ({searched.SizeRatio:P1}).")
+                : $"the search did not meet them ({searched.SearchSummary}).")
+            + worst + Padding(check) + " -SkipFidelityCheck writes the int8 model anyway; -MinCosine sets the threshold.");
+    }
+
+    /// <summary>Writes the float model in place of the written one, every layer the plan would quantize kept in float
+    /// with <paramref name="why"/>; the check says KeptFloat with <paramref name="summary"/>.</summary>
+    static QuantizationResult KeepFloat(PreparedModel prepared, IReadOnlyCollection<TensorStatistics> statistics, QuantizationOptions options,
+        QuantizationResult written, FidelityCheck check, string why, CancellationToken cancel, string summary)
+    {
         var (plan, _) = Quantizer.Plan(prepared, statistics, options);
         var kept = Quantizer.WriteFloat(prepared, plan, options, written.OutputPath, why, cancel);
         kept.Fidelity = check;
@@ -191,12 +213,7 @@ public static class FidelityGuard
         check.FinalSqnrDb = double.PositiveInfinity;
         if (check.Agreement is not null) check.FinalAgreement = 1;
         check.SizeRatio = kept.SizeRatio;
-        check.Summary = FormattableString.Invariant($"FLOAT MODEL WRITTEN: output cosine {check.Cosine:0.####}{AgreementText(check.Agreement)} to float (SQNR {check.SqnrDb:0.#} dB) was below the thresholds ({minCosine}, {check.MinAgreement}) on {check.Samples} samples, and ")
-            + (allFloat ? "only with every layer in float did the search meet them."
-                : searched.GoalMet == true
-                ? FormattableString.Invariant($"the int8 model that meets them was larger than float ({searched.SizeRatio:P1}).")
-                : $"the search did not meet them ({searched.SearchSummary}).")
-            + worst + Padding(check) + " -SkipFidelityCheck writes the int8 model anyway; -MinCosine sets the threshold.";
+        check.Summary = summary;
         return kept;
     }
 
