@@ -23,6 +23,8 @@ public sealed class OrtNodeFallback : IDisposable
     // By node identity (a protobuf message hashes and compares its whole content); each node keeps one session per
     // input signature (element type and rank of every input), almost always one.
     readonly Dictionary<NodeProto, List<Compiled>> _sessions = new(ReferenceEqualityComparer.Instance);
+    // The regions whose sessions were built (OrtRegion holds its own session).
+    readonly HashSet<OrtRegion> _regions = new(ReferenceEqualityComparer.Instance);
     // Created with the first session: an engine whose nodes are all its own never loads ONNX Runtime (which is how
     // it runs under qemu-user on ARM64, where ONNX Runtime's initialization crashes; docs/platforms.md).
     RunOptions? _runOptions;
@@ -152,7 +154,7 @@ public sealed class OrtNodeFallback : IDisposable
     public static bool Handles(NodeProto node) => !EngineOps.Supported.Contains(node.OpType);
 
     /// <summary>How many node sessions were built so far.</summary>
-    public int SessionCount { get { lock (_sessions) return _sessions.Values.Sum(l => l.Count); } }
+    public int SessionCount { get { lock (_sessions) return _sessions.Values.Sum(l => l.Count) + _regions.Count; } }
 
     /// <summary>Runs one node on its input tensors (null for an omitted optional input); returns one tensor per node
     /// output (null where the output's name is empty). <paramref name="outer"/> gives the outer values an If's
@@ -196,6 +198,90 @@ public sealed class OrtNodeFallback : IDisposable
         }
     }
 
+    /// <summary>Runs a region of nodes as one ONNX Runtime session (<see cref="OrtRegion"/>): reads its inputs from
+    /// <paramref name="values"/> and returns its outputs in <see cref="OrtRegion.Outputs"/> order.</summary>
+    internal EngineTensor[] Run(OrtRegion region, Func<string, EngineTensor?> values, EngineBuffers? buffers)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var inputs = new EngineTensor[region.Inputs.Length];
+        for (int k = 0; k < inputs.Length; k++)
+            inputs[k] = values(region.Inputs[k]) ?? throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData,
+                $"The nodes {region.Name} need '{region.Inputs[k]}', which nothing produced.", region.Inputs[k]);
+        var session = Compile(region, inputs);
+        var ort = new OrtValue[inputs.Length];
+        try
+        {
+            for (int k = 0; k < ort.Length; k++) ort[k] = ToOrt(inputs[k]);
+            using var results = session.Run(RunOptionsOnce(), region.Inputs, ort, region.Outputs);
+            var outputs = new EngineTensor[region.Outputs.Length];
+            for (int k = 0; k < results.Count; k++) outputs[k] = FromOrt(results[k], region.Nodes[0], region.Outputs[k], buffers);
+            return outputs;
+        }
+        catch (OnnxRuntimeException ex)
+        {
+            throw new PtqException("EngineNodeFailed", PtqErrorKind.InvalidData,
+                $"The nodes {region.Name} failed in ONNX Runtime: {ex.Message}", region.Nodes[0].Name, ex);
+        }
+        finally
+        {
+            foreach (var v in ort) v?.Dispose();
+        }
+    }
+
+    InferenceSession Compile(OrtRegion region, EngineTensor[] inputs)
+    {
+        var signature = new int[inputs.Length];
+        for (int i = 0; i < inputs.Length; i++) signature[i] = (int)inputs[i].Type * 64 + inputs[i].Dims.Length;
+        lock (_sessions)
+        {
+            // One session per region, rebuilt only if its inputs' types or ranks change (never within one model).
+            if (region.Session is { } s && region.Signature.AsSpan().SequenceEqual(signature)) return s;
+            var graph = new GraphProto { Name = "ptq_region" };
+            graph.Node.AddRange(region.Nodes.Select(n => n.Clone()));
+            foreach (var name in region.ConstantInputs) graph.Initializer.Add(_constants[name].ToProto(name));
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                var shape = new TensorShapeProto();
+                for (int d = 0; d < inputs[i].Dims.Length; d++) shape.Dim.Add(new TensorShapeProto.Types.Dimension());
+                graph.Input.Add(new ValueInfoProto { Name = region.Inputs[i], Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)inputs[i].Type, Shape = shape } } });
+            }
+            foreach (var o in region.Outputs) graph.Output.Add(new ValueInfoProto { Name = o });
+            InferenceSession session;
+            try
+            {
+                session = NewSession(graph);
+            }
+            catch (OnnxRuntimeException ex)
+            {
+                throw new PtqException("EngineNodeFailed", PtqErrorKind.NotSupported,
+                    $"The nodes {region.Name} ({string.Join(", ", region.Nodes.Select(n => n.OpType).Distinct())}) cannot run in ONNX Runtime: {ex.Message}", region.Nodes[0].Name, ex);
+            }
+            region.Session?.Dispose();
+            region.Session = session;
+            region.Signature = signature;
+            _regions.Add(region);
+            return session;
+        }
+    }
+
+    /// <summary>A session of the given graph with the source model's opsets, graph optimizations disabled (each node
+    /// computes as written), the fallback's threads and no spinning.</summary>
+    InferenceSession NewSession(GraphProto graph)
+    {
+        var model = new ModelProto { IrVersion = _irVersion, ProducerName = "PtqTools engine fallback", Graph = graph };
+        model.OpsetImport.AddRange(_opsets.Select(o => o.Clone()));
+        using var options = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL,
+            IntraOpNumThreads = _threads,
+            InterOpNumThreads = 1,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+        return new InferenceSession(model.ToByteArray(), options);
+    }
+
     Compiled Compile(NodeProto node, List<string> names, EngineTensor?[] inputs)
     {
         var signature = new int[inputs.Length];
@@ -235,21 +321,10 @@ public sealed class OrtNodeFallback : IDisposable
                 outputs.Add(node.Output[i]);
                 outputIndex.Add(i);
             }
-            var model = new ModelProto { IrVersion = _irVersion, ProducerName = "PtqTools engine fallback", Graph = graph };
-            model.OpsetImport.AddRange(_opsets.Select(o => o.Clone()));
-            using var options = new SessionOptions
-            {
-                GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL,
-                IntraOpNumThreads = _threads,
-                InterOpNumThreads = 1,
-                ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-                LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
-            };
-            options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
             InferenceSession session;
             try
             {
-                session = new InferenceSession(model.ToByteArray(), options);
+                session = NewSession(graph);
             }
             catch (OnnxRuntimeException ex)
             {
@@ -317,6 +392,8 @@ public sealed class OrtNodeFallback : IDisposable
             _disposed = true;
             foreach (var c in _sessions.Values.SelectMany(l => l)) c.Session.Dispose();
             _sessions.Clear();
+            foreach (var r in _regions) { r.Session?.Dispose(); r.Session = null; }
+            _regions.Clear();
             _runOptions?.Dispose();
         }
     }

@@ -1,0 +1,117 @@
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using Onnx;
+using PtqTools.Core.Engine;
+using PtqTools.Core.Onnx;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace PtqTools.Core.Tests;
+
+/// <summary>The engine's runs by regions (<see cref="OrtRegionPlan"/>: connected nodes for ONNX Runtime as one
+/// session each) and its float Mul (<see cref="FloatOps"/>).</summary>
+public class EngineRegionTests(ITestOutputHelper output)
+{
+    static bool SameBits(float[] a, float[] b) =>
+        a.Length == b.Length && a.Select(BitConverter.SingleToInt32Bits).SequenceEqual(b.Select(BitConverter.SingleToInt32Bits));
+
+    public static TheoryData<long[], long[]> MulShapes => new()
+    {
+        { new long[] { 2, 3, 37 }, new long[] { 2, 3, 37 } },   // same shape (vector product, odd tail)
+        { new long[] { 2, 3, 37 }, new long[] { 1 } },          // scalar
+        { new long[] { 1 }, new long[] { 4, 19 } },             // scalar first
+        { new long[] { 1, 7, 384 }, new long[] { 384 } },       // LayerNorm's scale: a row broadcast
+        { new long[] { 2, 5, 33 }, new long[] { 5, 1 } },       // a column broadcast: row times scalar
+        { new long[] { 2, 1, 9 }, new long[] { 1, 4, 1 } },     // both broadcast
+        { new long[] { 3, 1 }, new long[] { 1, 6 } },           // outer product
+        { new long[] { 0, 3 }, new long[] { 3 } },              // empty
+    };
+
+    [Theory]
+    [MemberData(nameof(MulShapes))]
+    public void FloatMul_Broadcasting_BitForBit_AsScalarReference_AndOnnxRuntime(long[] aDims, long[] bDims)
+    {
+        var r = new Random(5);
+        var a = Check.RandomFloats(r, (int)TensorData.ElementCount(aDims), 3f);
+        var b = Check.RandomFloats(r, (int)TensorData.ElementCount(bDims), 3f);
+        if (a.Length > 2) { a[0] = float.NaN; a[1] = float.PositiveInfinity; a[2] = -0f; }
+        var dims = FloatOps.BroadcastDims(aDims, bDims)!;
+        var expected = new float[TensorData.ElementCount(dims)];
+        FloatOps.MultiplyReference(a, aDims, b, bDims, dims, expected);
+        var fast = new float[expected.Length];
+        FloatOps.Multiply(a, aDims, b, bDims, dims, fast);
+        Assert.True(SameBits(expected, fast), "the vector path differs from the scalar reference");
+        // Through the engine's op table, and as ONNX Runtime computes Mul: one IEEE product per element, bit for bit.
+        var builder = new ModelBuilder(13, 7, "mul").Input("a", aDims).Input("b", bDims).Node("Mul", new[] { "a", "b" }, new[] { "y" }, "mul").Output("y", dims);
+        using var engine = new IntegerEngine(builder.Model, "mul");
+        var feed = new Dictionary<string, EngineTensor> { ["a"] = EngineTensor.Float(a, aDims), ["b"] = EngineTensor.Float(b, bDims) };
+        var mine = engine.Run(feed)["y"];
+        Assert.Equal(dims, mine.Dims);
+        Assert.True(SameBits(expected, mine.Floats), "the engine's Mul differs from the scalar reference");
+        using var ort = OrtReference.Session(builder.Bytes(), GraphOptimizationLevel.ORT_DISABLE_ALL);
+        Assert.True(SameBits(expected, OrtReference.Run(ort, feed)["y"].Floats), "ONNX Runtime's Mul differs from the scalar reference");
+        Assert.Null(FloatOps.BroadcastDims(new long[] { 2, 3 }, new long[] { 4 }));
+    }
+
+    [Fact]
+    public void SyntheticBlock_RunsByRegions_BitForBit_AsNodeByNode_AndOnnxRuntime()
+    {
+        var model = EngineFallbackTests.TransformerBlock();
+        using var engine = new IntegerEngine(model, "block");
+        var plan = engine.RegionPlan;
+        var (regions, inRegions) = engine.OnnxRuntimeRegions;
+        output.WriteLine($"{engine.Nodes.Count} nodes; {regions} regions holding {inRegions} nodes: " +
+                         string.Join(" | ", plan.Regions.Select(g => string.Join(",", g.Nodes.Select(n => n.Name)))));
+        Assert.True(regions >= 1 && regions < engine.Nodes.Count(OrtNodeFallback.Handles), "the nodes for ONNX Runtime are not grouped");
+        // No quantized op in a region; every node in exactly one unit.
+        Assert.DoesNotContain(plan.Regions.SelectMany(g => g.Nodes), n => OrtNodeFallback.IsQuantizedOp(n.OpType));
+        var placed = plan.Units.SelectMany(u => u.Region?.Nodes ?? new[] { u.Node! }).ToList();
+        Assert.Equal(engine.Nodes.Count, placed.Count);
+        Assert.Equal(engine.Nodes.ToHashSet(ReferenceEqualityComparer.Instance).Count, placed.ToHashSet(ReferenceEqualityComparer.Instance).Count);
+        // LayerNorm's output h feeds the quantized MatMul and, later, the context MatMul: one region holding both
+        // would need its own output back through the engine (a cycle).
+        var lnRegion = plan.Regions.Single(g => g.Nodes.Any(n => n.Name == "ln_beta"));
+        Assert.DoesNotContain(lnRegion.Nodes, n => n.Name == "context");
+        Assert.Contains("h", lnRegion.Outputs);
+        using var asWritten = OrtReference.Session(model.ToByteArray(), GraphOptimizationLevel.ORT_DISABLE_ALL);
+        var r = new Random(3);
+        for (int run = 0; run < 3; run++)
+        {
+            var ids = Enumerable.Range(0, 12).Select(i => i >= 12 - run ? 0L : r.Next(1, 50)).ToArray();
+            var feed = new Dictionary<string, EngineTensor> { ["ids"] = new(OnnxDataType.Int64, new long[] { 1, 12 }, ids) };
+            var byRegions = engine.Run(feed);
+            var byNodes = engine.RunAll(feed);
+            var ort = OrtReference.Run(asWritten, feed);
+            Assert.True(SameBits(byNodes["y"].Floats, byRegions["y"].Floats), "regions differ from node by node");
+            Assert.True(SameBits(ort["y"].Floats, byRegions["y"].Floats), "regions differ from ONNX Runtime computing the graph as written");
+            Assert.Equal(ort["isPad"].Bools, byRegions["isPad"].Bools);
+        }
+    }
+
+    [Fact]
+    public void MiniLmGroundTruth_RunsByRegions_BitForBit_AsNodeByNode()
+    {
+        var path = Path.Combine(TestPaths.GroundTruth, "minilm_dynamic", "model.onnx");
+        if (!File.Exists(path)) throw new InvalidOperationException($"'{path}' is missing (see ../shared/ground-truth/README.md).");
+        var model = OnnxModelIO.Load(path);
+        using var engine = new IntegerEngine(model, "minilm_dynamic");
+        var (regions, inRegions) = engine.OnnxRuntimeRegions;
+        int forOrt = engine.Nodes.Count(OrtNodeFallback.Handles);
+        output.WriteLine($"{engine.Nodes.Count} nodes, {forOrt} for ONNX Runtime; {regions} regions holding {inRegions} nodes; " +
+                         $"{engine.RegionPlan.Units.Count} units per run");
+        Assert.True(regions * 4 < forOrt, $"{regions} regions for {forOrt} nodes");
+        var folder = Path.GetDirectoryName(path)!;
+        foreach (var set in Directory.GetDirectories(folder, "test_data_set_*").OrderBy(d => d, StringComparer.Ordinal).Take(2))
+        {
+            var feed = new Dictionary<string, EngineTensor>();
+            for (int i = 0; i < engine.Inputs.Count; i++) feed[engine.Inputs[i]] = EngineTensor.FromProto(TensorProtoFile.Read(Path.Combine(set, $"input_{i}.pb")));
+            var byRegions = engine.Run(feed);
+            var byNodes = engine.RunAll(feed);
+            foreach (var o in engine.Outputs)
+                Assert.True(SameBits(byNodes[o].ToFloats(), byRegions[o].ToFloats()), $"{Path.GetFileName(set)}: output {o} differs between regions and node by node");
+        }
+        // The regions' sessions, built once, are reused by later runs.
+        int sessions = engine.RegionPlan.Regions.Count(g => g.Session is not null);
+        Assert.Equal(regions, sessions);
+    }
+}
