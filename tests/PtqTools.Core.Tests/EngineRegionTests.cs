@@ -110,8 +110,35 @@ public class EngineRegionTests(ITestOutputHelper output)
             foreach (var o in engine.Outputs)
                 Assert.True(SameBits(byNodes[o].ToFloats(), byRegions[o].ToFloats()), $"{Path.GetFileName(set)}: output {o} differs between regions and node by node");
         }
+        // The query, key and value projections quantize one input three times: computed once, taken twice.
+        var shared = engine.RegionPlan.Units.Where(u => u.SameAs is not null).ToList();
+        output.WriteLine($"{shared.Count} nodes take an earlier node's outputs: {string.Join(", ", shared.Select(u => u.Node!.OpType).Distinct())}; " +
+                         $"region inputs read in place: {engine.RegionPlan.Regions.Sum(g => g.ReadInPlace.Count(b => b))} of {engine.RegionPlan.Regions.Sum(g => g.Inputs.Length)}");
+        Assert.NotEmpty(shared);
+        Assert.All(shared, u => Assert.False(OrtNodeFallback.Handles(u.Node!)));
+        Assert.Contains(engine.RegionPlan.Regions, g => g.ReadInPlace.Any(b => b));
         // The regions' sessions, built once, are reused by later runs.
         int sessions = engine.RegionPlan.Regions.Count(g => g.Session is not null);
         Assert.Equal(regions, sessions);
+    }
+
+    [Fact]
+    public void DynamicQuantizeRange_Vector_SameAsScalarReference()
+    {
+        var r = new Random(11);
+        foreach (int length in new[] { 0, 1, 7, 8, 15, 16, 17, 64, 1000, 49152 })
+        {
+            var x = Check.RandomFloats(r, length, 5f);
+            var shifted = x.Select(v => v + 7f).ToArray();   // all positive: min stays 0
+            var special = x.ToArray();
+            if (length > 3) { special[length / 2] = float.NaN; special[0] = -0f; special[^1] = float.NegativeInfinity; }
+            foreach (var data in new[] { x, shifted, special })
+            {
+                var (min, max) = FloatOps.RangeWithZero(data);
+                var (rmin, rmax) = FloatOps.RangeWithZeroReference(data);
+                Assert.Equal(BitConverter.SingleToInt32Bits(rmin), BitConverter.SingleToInt32Bits(min));
+                Assert.Equal(BitConverter.SingleToInt32Bits(rmax), BitConverter.SingleToInt32Bits(max));
+            }
+        }
     }
 }

@@ -141,8 +141,7 @@ internal static class EngineOps
     static EngineTensor[] DynamicQuantizeLinear(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
     {
         var input = Need(x, 0, n).Floats;
-        float min = 0, max = 0;
-        foreach (var v in input) { if (v < min) min = v; if (v > max) max = v; }
+        var (min, max) = FloatOps.RangeWithZero(input);
         float scale = (max - min) / 255f;
         int zp = scale == 0 ? 0 : (int)MathF.Round(Math.Clamp(0 - min / scale, 0f, 255f), MidpointRounding.ToEven);
         var y = Buffer<byte>(cache, input.Length);

@@ -106,4 +106,35 @@ internal static class FloatOps
             for (int k = rank - 1; k >= 0; k--) { if (++idx[k] < dims[k]) break; idx[k] = 0; }
         }
     }
+
+    /// <summary>The smallest and largest value with 0 included (DynamicQuantizeLinear's range): each element
+    /// compared as <c>v &lt; min</c> and <c>v &gt; max</c>, so NaN is skipped; min and max are exact, so lanes
+    /// reduce to the same result as the scalar walk (<see cref="RangeWithZeroReference"/>), whatever the order.</summary>
+    public static (float Min, float Max) RangeWithZero(ReadOnlySpan<float> x)
+    {
+        float min = 0, max = 0;
+        int i = 0;
+        if (Vector.IsHardwareAccelerated && x.Length >= 2 * Vector<float>.Count)
+        {
+            int w = Vector<float>.Count;
+            Vector<float> vmin = Vector<float>.Zero, vmax = Vector<float>.Zero;
+            for (; i <= x.Length - w; i += w)
+            {
+                var v = new Vector<float>(x.Slice(i));
+                vmin = Vector.ConditionalSelect(Vector.LessThan(v, vmin), v, vmin);
+                vmax = Vector.ConditionalSelect(Vector.GreaterThan(v, vmax), v, vmax);
+            }
+            for (int k = 0; k < w; k++) { if (vmin[k] < min) min = vmin[k]; if (vmax[k] > max) max = vmax[k]; }
+        }
+        for (; i < x.Length; i++) { float v = x[i]; if (v < min) min = v; if (v > max) max = v; }
+        return (min, max);
+    }
+
+    /// <summary>The scalar reference of <see cref="RangeWithZero"/>.</summary>
+    public static (float Min, float Max) RangeWithZeroReference(ReadOnlySpan<float> x)
+    {
+        float min = 0, max = 0;
+        foreach (var v in x) { if (v < min) min = v; if (v > max) max = v; }
+        return (min, max);
+    }
 }

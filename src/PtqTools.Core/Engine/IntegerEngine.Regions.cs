@@ -39,6 +39,12 @@ public sealed partial class IntegerEngine
                 var results = _fallback.Run(region, lookup, state.Buffers);
                 for (int i = 0; i < results.Length; i++) values[region.Outputs[i]] = results[i];
             }
+            else if (unit.SameAs is { } same)
+            {
+                var node = unit.Node!;
+                opType = "(same as an earlier node)";
+                for (int i = 0; i < same.Length; i++) values[node.Output[i]] = values[same[i]];
+            }
             else
             {
                 var node = unit.Node!;

@@ -211,7 +211,7 @@ public sealed class OrtNodeFallback : IDisposable
         var ort = new OrtValue[inputs.Length];
         try
         {
-            for (int k = 0; k < ort.Length; k++) ort[k] = ToOrt(inputs[k]);
+            for (int k = 0; k < ort.Length; k++) ort[k] = region.ReadInPlace[k] ? InPlace(inputs[k]) ?? ToOrt(inputs[k]) : ToOrt(inputs[k]);
             using var results = session.Run(RunOptionsOnce(), region.Inputs, ort, region.Outputs);
             var outputs = new EngineTensor[region.Outputs.Length];
             for (int k = 0; k < results.Count; k++) outputs[k] = FromOrt(results[k], region.Nodes[0], region.Outputs[k], buffers);
@@ -354,6 +354,17 @@ public sealed class OrtNodeFallback : IDisposable
             throw;
         }
     }
+
+    /// <summary>The engine's own array as ONNX Runtime's input, pinned while the value lives (no copy), for inputs only
+    /// exact element-wise ops and data movement read (<see cref="OrtRegion.ReadInPlace"/>), whose results do not depend
+    /// on the buffer's alignment; null for element types it does not wrap.</summary>
+    static OrtValue? InPlace(EngineTensor t) => t.Data switch
+    {
+        float[] f when f.Length == t.Length => OrtValue.CreateTensorValueFromMemory(f, t.Dims),
+        int[] i when i.Length == t.Length => OrtValue.CreateTensorValueFromMemory(i, t.Dims),
+        long[] l when l.Length == t.Length => OrtValue.CreateTensorValueFromMemory(l, t.Dims),
+        _ => null,
+    };
 
     static EngineTensor FromOrt(OrtValue value, NodeProto node, string name, EngineBuffers? buffers)
     {

@@ -15,8 +15,11 @@ namespace PtqTools.Core.Engine;
 /// </summary>
 internal sealed class OrtRegionPlan
 {
-    /// <summary>One step of a run: <see cref="Node"/> alone, or <see cref="Region"/>.</summary>
-    public sealed record Unit(NodeProto? Node, OrtRegion? Region, IReadOnlyList<string> ReleasedAfter);
+    /// <summary>One step of a run: <see cref="Node"/> alone, or <see cref="Region"/>. A node with
+    /// <see cref="SameAs"/> is not run: an earlier node of the same op, inputs and attributes made its outputs, which
+    /// it takes under its own names (as ONNX Runtime's common subexpression elimination does; the engine's ops are
+    /// functions of their inputs and attributes).</summary>
+    public sealed record Unit(NodeProto? Node, OrtRegion? Region, IReadOnlyList<string> ReleasedAfter, string[]? SameAs = null);
 
     public IReadOnlyList<Unit> Units { get; }
 
@@ -50,6 +53,20 @@ internal sealed class OrtRegionPlan
         var producer = new Dictionary<string, int>(StringComparer.Ordinal);
         for (int i = 0; i < n; i++) foreach (var o in nodes[i].Output) if (o.Length > 0) producer.TryAdd(o, i);
         var nodeReads = nodes.Select(x => reads(x).Distinct(StringComparer.Ordinal).ToArray()).ToArray();
+        // Repeated engine nodes (MiniLM's query, key and value projections each quantize the same input): the later
+        // ones read the first one's outputs instead of computing them again.
+        var sameAs = new int[n];
+        var firstOf = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < n; i++)
+        {
+            sameAs[i] = -1;
+            var node = nodes[i];
+            if (OrtNodeFallback.Handles(node) || node.Output.Count == 0 || node.Output.Any(o => o.Length == 0) || node.Attribute.Any(a => a.G is not null || a.Graphs.Count > 0)) continue;
+            var key = $"{node.Domain}\u0001{node.OpType}\u0001{string.Join("\u0001", node.Input)}\u0001{node.Output.Count}\u0001" +
+                      Convert.ToBase64String(node.Attribute.Select(a => a.ToByteArray()).SelectMany(b => b).ToArray());
+            if (firstOf.TryGetValue(key, out int first)) { sameAs[i] = first; nodeReads[i] = nodes[first].Output.ToArray(); }
+            else firstOf[key] = i;
+        }
         // Node-level edges (producer -> consumer).
         var succ = Enumerable.Range(0, n).Select(_ => new List<int>()).ToArray();
         for (int i = 0; i < n; i++)
@@ -60,7 +77,7 @@ internal sealed class OrtRegionPlan
         var parent = Enumerable.Range(0, n).ToArray();
         int Find(int x) { while (parent[x] != x) x = parent[x] = parent[parent[x]]; return x; }
         var members = Enumerable.Range(0, n).Select(i => new List<int> { i }).ToArray();
-        var eligible = nodes.Select(Eligible).ToArray();
+        var eligible = nodes.Select((x, i) => sameAs[i] < 0 && Eligible(x)).ToArray();
 
         // Whether a unit other than a and b lies on a path from unit a to unit b (merging them would then close a cycle).
         bool PathThroughOthers(int a, int b)
@@ -160,7 +177,7 @@ internal sealed class OrtRegionPlan
             var (g, external, makes) = units[k];
             var inside = groups[g];
             result.Add(inside.Length == 1
-                ? new Unit(nodes[inside[0]], null, release[k])
+                ? new Unit(nodes[inside[0]], null, release[k], sameAs[inside[0]] >= 0 ? nodes[sameAs[inside[0]]].Output.ToArray() : null)
                 : new Unit(null, new OrtRegion(inside.Select(i => nodes[i]).ToArray(), external.Where(r => !constants.ContainsKey(r)).ToArray(),
                     external.Where(constants.ContainsKey).ToArray(), makes.ToArray()), release[k]));
         }
@@ -182,7 +199,22 @@ internal sealed class OrtRegion
         ConstantInputs = constantInputs;
         Outputs = outputs;
         Name = $"{nodes[0].Name}..{nodes[^1].Name} ({nodes.Length} nodes)";
+        ReadInPlace = inputs.Select(i => nodes.Where(n => n.Input.Contains(i)).All(n => ExactAnyAlignment.Contains(n.OpType) && n.Domain is "" or "ai.onnx")).ToArray();
     }
+
+    /// <summary>Ops whose results do not depend on where their inputs lie in memory: correctly rounded element-wise
+    /// arithmetic (one IEEE operation per element, in any vector width) and data movement. An input only these read
+    /// is handed to ONNX Runtime in place (the engine's array, pinned); any other input is copied into a buffer ONNX
+    /// Runtime allocates, since MLAS's reductions and GEMMs take other paths on other alignments and round differently
+    /// (<see cref="OrtNodeFallback"/>).</summary>
+    static readonly HashSet<string> ExactAnyAlignment = new(StringComparer.Ordinal)
+    {
+        "Cast", "Add", "Sub", "Mul", "Div", "Sqrt", "Neg", "Abs", "Relu", "Where", "Equal", "Less", "Greater", "Not",
+        "Reshape", "Flatten", "Identity", "Transpose", "Unsqueeze", "Squeeze", "Shape", "Gather", "Slice", "Concat", "Expand",
+    };
+
+    /// <summary>Per input: whether it may be read in place (see <see cref="ExactAnyAlignment"/>).</summary>
+    public bool[] ReadInPlace { get; }
 
     public IReadOnlyList<NodeProto> Nodes { get; }
     /// <summary>Values it reads from the rest of the graph (not constants).</summary>
