@@ -9,7 +9,8 @@ public sealed partial class IntegerEngine
     /// <summary>The plan <see cref="Run"/> follows when the model has nodes for ONNX Runtime: each maximal
     /// connected region of them (with the engine's shape and float ops between them) one session call
     /// (<see cref="OrtRegionPlan"/>), built once on first use.</summary>
-    internal OrtRegionPlan RegionPlan => _plan ??= OrtRegionPlan.Build(Nodes, Reads, Outputs.ToArray(), _constants);
+    internal OrtRegionPlan RegionPlan =>
+        _plan ?? Interlocked.CompareExchange(ref _plan, OrtRegionPlan.Build(Nodes, Reads, Outputs.ToArray(), _constants), null) ?? _plan!;
 
     /// <summary>How many regions of nodes <see cref="Run"/> hands to ONNX Runtime as one session each, and how many
     /// nodes they hold (the rest runs node by node: the engine's kernels, or an If in ONNX Runtime).</summary>

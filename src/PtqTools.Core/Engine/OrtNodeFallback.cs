@@ -154,7 +154,7 @@ public sealed class OrtNodeFallback : IDisposable
     public static bool Handles(NodeProto node) => !EngineOps.Supported.Contains(node.OpType);
 
     /// <summary>How many node sessions were built so far.</summary>
-    public int SessionCount { get { lock (_sessions) return _sessions.Values.Sum(l => l.Count) + _regions.Count; } }
+    public int SessionCount { get { lock (_sessions) return _sessions.Values.Sum(l => l.Count) + _regions.Sum(r => r.Sessions.Count); } }
 
     /// <summary>Runs one node on its input tensors (null for an omitted optional input); returns one tensor per node
     /// output (null where the output's name is empty). <paramref name="outer"/> gives the outer values an If's
@@ -234,8 +234,8 @@ public sealed class OrtNodeFallback : IDisposable
         for (int i = 0; i < inputs.Length; i++) signature[i] = (int)inputs[i].Type * 64 + inputs[i].Dims.Length;
         lock (_sessions)
         {
-            // One session per region, rebuilt only if its inputs' types or ranks change (never within one model).
-            if (region.Session is { } s && region.Signature.AsSpan().SequenceEqual(signature)) return s;
+            foreach (var (sig, s) in region.Sessions)
+                if (sig.AsSpan().SequenceEqual(signature)) return s;
             var graph = new GraphProto { Name = "ptq_region" };
             graph.Node.AddRange(region.Nodes.Select(n => n.Clone()));
             foreach (var name in region.ConstantInputs) graph.Initializer.Add(_constants[name].ToProto(name));
@@ -256,9 +256,7 @@ public sealed class OrtNodeFallback : IDisposable
                 throw new PtqException("EngineNodeFailed", PtqErrorKind.NotSupported,
                     $"The nodes {region.Name} ({string.Join(", ", region.Nodes.Select(n => n.OpType).Distinct())}) cannot run in ONNX Runtime: {ex.Message}", region.Nodes[0].Name, ex);
             }
-            region.Session?.Dispose();
-            region.Session = session;
-            region.Signature = signature;
+            region.Sessions.Add((signature, session));
             _regions.Add(region);
             return session;
         }
@@ -403,7 +401,7 @@ public sealed class OrtNodeFallback : IDisposable
             _disposed = true;
             foreach (var c in _sessions.Values.SelectMany(l => l)) c.Session.Dispose();
             _sessions.Clear();
-            foreach (var r in _regions) { r.Session?.Dispose(); r.Session = null; }
+            foreach (var r in _regions) { foreach (var (_, session) in r.Sessions) session.Dispose(); r.Sessions.Clear(); }
             _regions.Clear();
             _runOptions?.Dispose();
         }

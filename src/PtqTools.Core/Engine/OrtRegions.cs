@@ -79,12 +79,16 @@ internal sealed class OrtRegionPlan
         var members = Enumerable.Range(0, n).Select(i => new List<int> { i }).ToArray();
         var eligible = nodes.Select((x, i) => sameAs[i] < 0 && Eligible(x)).ToArray();
 
-        // Whether a unit other than a and b lies on a path from unit a to unit b (merging them would then close a cycle).
+        // Whether a unit other than a and b lies on a path from unit a to unit b (merging them would then close a
+        // cycle): a depth-first walk over the units (a visit stamp per root, no allocation per query).
+        var stamp = new int[n];
+        int query = 0;
+        var stack = new Stack<int>();
         bool PathThroughOthers(int a, int b)
         {
-            var seen = new HashSet<int>();
-            var stack = new Stack<int>();
-            foreach (var m in members[a]) foreach (var s in succ[m]) { int u = Find(s); if (u != a && u != b && seen.Add(u)) stack.Push(u); }
+            query++;
+            stack.Clear();
+            foreach (var m in members[a]) foreach (var s in succ[m]) { int u = Find(s); if (u != a && u != b && stamp[u] != query) { stamp[u] = query; stack.Push(u); } }
             while (stack.Count > 0)
             {
                 int u = stack.Pop();
@@ -93,7 +97,7 @@ internal sealed class OrtRegionPlan
                     {
                         int v = Find(s);
                         if (v == b) return true;
-                        if (v != a && seen.Add(v)) stack.Push(v);
+                        if (v != a && stamp[v] != query) { stamp[v] = query; stack.Push(v); }
                     }
             }
             return false;
@@ -225,6 +229,7 @@ internal sealed class OrtRegion
     public string[] Outputs { get; }
     public string Name { get; }
 
-    internal int[]? Signature;
-    internal InferenceSession? Session;
+    /// <summary>The region's sessions, one per input signature (element type and rank of each input; almost always
+    /// one), built by <see cref="OrtNodeFallback"/> under its lock and disposed with it.</summary>
+    internal readonly List<(int[] Signature, InferenceSession Session)> Sessions = new();
 }
