@@ -2,6 +2,7 @@ using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using PtqTools.Core.Engine;
+using PtqTools.Core.Kernels;
 using PtqTools.Core.Onnx;
 using Xunit;
 using Xunit.Abstractions;
@@ -143,6 +144,40 @@ public class EngineRegionTests(ITestOutputHelper output)
                 var (rmin, rmax) = FloatOps.RangeWithZeroReference(data);
                 Assert.Equal(BitConverter.SingleToInt32Bits(rmin), BitConverter.SingleToInt32Bits(min));
                 Assert.Equal(BitConverter.SingleToInt32Bits(rmax), BitConverter.SingleToInt32Bits(max));
+            }
+        }
+    }
+
+    /// <summary>DequantizeLinear of u8 and s8 codes (MiniLM's embeddings), 16 codes at a time on the vector paths:
+    /// bit for bit as the scalar reference, every code value, per tensor and per channel, with tails.</summary>
+    [Theory]
+    [MemberData(nameof(KernelTests.Paths), MemberType = typeof(KernelTests))]
+    public void DequantizeBytes_EveryLengthAndCode_SameAsReference(KernelPath path)
+    {
+        var context = KernelPaths.Context(path);
+        var r = new Random(13);
+        foreach (int length in new[] { 1, 6, 15, 16, 17, 33, 36, 256, 1002, 24576 })
+        {
+            var u = new byte[length]; r.NextBytes(u);
+            if (length >= 256) for (int i = 0; i < 256; i++) u[i] = (byte)i;
+            var s = u.Select(b => (sbyte)b).ToArray();
+            var last = Enumerable.Range(0, 6).Select(c => 0.01f * (c + 1)).ToArray();
+            foreach (var (scales, zps, inner) in new[]
+            {
+                (new[] { 0.037f }, new[] { 131 }, (long)length),
+                (new[] { 0.5f, 1e-3f, 3f }, new[] { 0, -7, 12 }, (long)Math.Max(1, length / 3)),   // channels first
+                (last, new[] { 3, 0, -2, 9, 1, 5 }, 1L),                                             // channels last (inner 1)
+                (last, new[] { 7 }, 1L),
+            })
+            {
+                if (scales.Length > 1 && length % (inner == 1 ? scales.Length : 3) != 0) continue;
+                var expected = new float[length]; var actual = new float[length];
+                QuantizeKernels.DequantizeReference<byte>(u, scales, zps, inner, expected);
+                QuantizeKernels.Dequantize<byte>(context, u, scales, zps, inner, actual);
+                Assert.True(SameBits(expected, actual), $"u8, {length} codes, {scales.Length} scale(s)");
+                QuantizeKernels.DequantizeReference<sbyte>(s, scales, zps, inner, expected);
+                QuantizeKernels.Dequantize<sbyte>(context, s, scales, zps, inner, actual);
+                Assert.True(SameBits(expected, actual), $"s8, {length} codes, {scales.Length} scale(s)");
             }
         }
     }
