@@ -181,4 +181,31 @@ public class EngineRegionTests(ITestOutputHelper output)
             }
         }
     }
+
+    /// <summary>Quantize to u8 and s8 (DynamicQuantizeLinear's codes), 32 values at a time on 256-bit paths: the same
+    /// codes as the scalar reference, with NaN, infinities, values past the range and exact halves (ties to even).</summary>
+    [Theory]
+    [MemberData(nameof(KernelTests.Paths), MemberType = typeof(KernelTests))]
+    public void QuantizeBytes_EveryLength_SameAsReference(KernelPath path)
+    {
+        var context = KernelPaths.Context(path);
+        var r = new Random(17);
+        foreach (int length in new[] { 1, 31, 32, 33, 64, 100, 1000, 24576 })
+        {
+            var x = Check.RandomFloats(r, length, 40f);
+            for (int i = 0; i < length; i += 7) x[i] = (r.Next(-300, 300) + 0.5f) * 0.25f;   // halves of the step
+            if (length > 40) { x[3] = float.NaN; x[5] = float.PositiveInfinity; x[9] = float.NegativeInfinity; x[11] = 1e9f; x[13] = -0f; }
+            foreach (var (scale, zp) in new[] { (0.25f, 0), (0.25f, 128), (0.13f, -5), (0.5f, 17) })
+            {
+                var eu = new byte[length]; var au = new byte[length];
+                QuantizeKernels.QuantizeReference<byte>(x, new[] { scale }, new[] { Math.Clamp(zp, 0, 255) }, length, eu);
+                QuantizeKernels.Quantize<byte>(context, x, new[] { scale }, new[] { Math.Clamp(zp, 0, 255) }, length, au);
+                Assert.Equal(eu, au);
+                var es = new sbyte[length]; var @as = new sbyte[length];
+                QuantizeKernels.QuantizeReference<sbyte>(x, new[] { scale }, new[] { Math.Clamp(zp, -128, 127) }, length, es);
+                QuantizeKernels.Quantize<sbyte>(context, x, new[] { scale }, new[] { Math.Clamp(zp, -128, 127) }, length, @as);
+                Assert.Equal(es, @as);
+            }
+        }
+    }
 }
