@@ -89,7 +89,7 @@ public sealed partial class IntegerEngine : IDisposable
                     foreach (var name in Reads(n)) yield return name;
     }
 
-    /// <summary>The op types the engine hands to ONNX Runtime (<see cref="OrtNodeFallback"/>), one node at a time.</summary>
+    /// <summary>The op types outside the engine's table, which it hands to ONNX Runtime (<see cref="OrtNodeFallback"/>; by regions in <see cref="Run"/>).</summary>
     public IReadOnlyList<string> OpsInOnnxRuntime { get; }
 
     /// <summary>Releases the ONNX Runtime sessions of the nodes it ran.</summary>

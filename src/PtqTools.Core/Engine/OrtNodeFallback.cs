@@ -11,8 +11,9 @@ namespace PtqTools.Core.Engine;
 /// model's opset imports, the node as written, its inputs typed from the actual tensors (element type and rank,
 /// dimensions left open), the inputs that are model constants as initializers, and untyped outputs. One
 /// <see cref="InferenceSession"/> per node (and input signature), created on the node's first run, with graph
-/// optimizations disabled so that it computes the node as written. Quantized ops are never run here: the engine
-/// computes them itself (see <see cref="Refusal"/>).
+/// optimizations disabled so that it computes the node as written. <see cref="IntegerEngine.Run"/> hands it whole
+/// regions of such nodes instead (<see cref="OrtRegionPlan"/>), each one model and one session built the same way.
+/// Quantized ops are never run here: the engine computes them itself (see <see cref="Refusal"/>).
 /// </summary>
 public sealed class OrtNodeFallback : IDisposable
 {
@@ -153,7 +154,7 @@ public sealed class OrtNodeFallback : IDisposable
     /// <summary>Whether the node goes to ONNX Runtime: every op outside the engine's own table.</summary>
     public static bool Handles(NodeProto node) => !EngineOps.Supported.Contains(node.OpType);
 
-    /// <summary>How many node sessions were built so far.</summary>
+    /// <summary>How many sessions were built so far (one-node models and regions).</summary>
     public int SessionCount { get { lock (_sessions) return _sessions.Values.Sum(l => l.Count) + _regions.Sum(r => r.Sessions.Count); } }
 
     /// <summary>Runs one node on its input tensors (null for an omitted optional input); returns one tensor per node
