@@ -208,4 +208,29 @@ public class EngineRegionTests(ITestOutputHelper output)
             }
         }
     }
+
+    /// <summary>A region ONNX Runtime cannot build fails on its first run with a stable id, naming its nodes' ops;
+    /// the same model node by node fails the same way at the node ONNX Runtime lacks.</summary>
+    [Fact]
+    public void RegionOnnxRuntimeCannotBuild_FailsWithStableId()
+    {
+        var builder = new ModelBuilder(13, 7, "bad").Input("x", 2, 3).Init("one", new[] { 1f })
+            .Node("Add", new[] { "x", "one" }, new[] { "a" }, "add")
+            .Node("Sub", new[] { "a", "one" }, new[] { "b" }, "sub")
+            .Output("b", 2, 3);
+        var bad = new NodeProto { OpType = "NoSuchOpInOnnxRuntime", Domain = "com.microsoft", Name = "missing" };
+        bad.Input.Add("b"); bad.Output.Add("c");
+        builder.Graph.Node.Add(bad);
+        builder.Graph.Output.Clear();
+        builder.Graph.Output.Add(ModelBuilder.Value("c", null));
+        builder.Model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
+        using var engine = new IntegerEngine(builder.Model, "bad");
+        Assert.Equal(1, engine.OnnxRuntimeRegions.Regions);
+        var feed = new Dictionary<string, EngineTensor> { ["x"] = EngineTensor.Float(new float[6], 2, 3) };
+        var e = Assert.Throws<PtqException>(() => engine.Run(feed));
+        Assert.Equal("EngineNodeFailed", e.ErrorId);
+        Assert.Contains("NoSuchOpInOnnxRuntime", e.Message);
+        var perNode = Assert.Throws<PtqException>(() => engine.RunAll(feed));
+        Assert.Equal("EngineNodeFailed", perNode.ErrorId);
+    }
 }
