@@ -56,7 +56,7 @@ public class EngineFallbackTests(ITestOutputHelper output)
     /// <summary>ids int64 [1,T] -> Gather(embeddings) -> LayerNorm as ReduceMean/Sub/Pow/Sqrt/Div -> dynamic int8
     /// MatMul (DynamicQuantizeLinear, MatMulInteger, Cast, Mul) -> Transpose -> MatMul scores -> mask from
     /// Equal(ids, 0) through Where -> Softmax -> MatMul -> Erf GELU -> Reshape to [T, D] by Shape/Slice.</summary>
-    static ModelProto TransformerBlock()
+    internal static ModelProto TransformerBlock()
     {
         var r = new Random(7);
         var w = new sbyte[Dim * Dim];

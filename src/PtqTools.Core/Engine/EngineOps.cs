@@ -141,8 +141,7 @@ internal static class EngineOps
     static EngineTensor[] DynamicQuantizeLinear(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
     {
         var input = Need(x, 0, n).Floats;
-        float min = 0, max = 0;
-        foreach (var v in input) { if (v < min) min = v; if (v > max) max = v; }
+        var (min, max) = FloatOps.RangeWithZero(input);
         float scale = (max - min) / 255f;
         int zp = scale == 0 ? 0 : (int)MathF.Round(Math.Clamp(0 - min / scale, 0f, 255f), MidpointRounding.ToEven);
         var y = Buffer<byte>(cache, input.Length);
@@ -704,43 +703,15 @@ internal static class EngineOps
         return new[] { EngineTensor.Float(y, t.Dims) };
     }
 
-    /// <summary>Float Mul with multidirectional (NumPy) broadcasting; one IEEE float32 product per element.</summary>
+    /// <summary>Float Mul with multidirectional (NumPy) broadcasting; one IEEE float32 product per element
+    /// (<see cref="FloatOps.Multiply(ReadOnlySpan{float}, long[], ReadOnlySpan{float}, long[], long[], Span{float})"/>).</summary>
     static EngineTensor[] Mul(NodeProto n, EngineTensor?[] x, Dictionary<NodeProto, object> cache)
     {
         var a = Need(x, 0, n); var b = Need(x, 1, n);
-        var af = a.Floats; var bf = b.Floats;
-        int rank = Math.Max(a.Dims.Length, b.Dims.Length);
-        long[] Pad(long[] d) => Enumerable.Repeat(1L, rank - d.Length).Concat(d).ToArray();
-        var da = Pad(a.Dims); var db = Pad(b.Dims);
-        var dims = new long[rank];
-        for (int d = 0; d < rank; d++)
-        {
-            if (da[d] != db[d] && da[d] != 1 && db[d] != 1) throw new ArgumentException($"Mul cannot broadcast [{string.Join(",", a.Dims)}] with [{string.Join(",", b.Dims)}].");
-            dims[d] = da[d] == 1 ? db[d] : da[d];
-        }
+        var dims = FloatOps.BroadcastDims(a.Dims, b.Dims)
+            ?? throw new ArgumentException($"Mul cannot broadcast [{string.Join(",", a.Dims)}] with [{string.Join(",", b.Dims)}].");
         var y = Buffer<float>(cache, TensorData.ElementCount(dims));
-        if (af.Length == y.Length && bf.Length == y.Length) { for (int i = 0; i < y.Length; i++) y[i] = af[i] * bf[i]; }
-        else if (bf.Length == 1) { float s = bf[0]; for (int i = 0; i < y.Length; i++) y[i] = af[i] * s; }
-        else if (af.Length == 1) { float s = af[0]; for (int i = 0; i < y.Length; i++) y[i] = s * bf[i]; }
-        else
-        {
-            // Element strides, 0 along broadcast dimensions.
-            long[] Strides(long[] d)
-            {
-                var st = new long[rank]; long acc = 1;
-                for (int k = rank - 1; k >= 0; k--) { st[k] = d[k] == 1 ? 0 : acc; acc *= d[k]; }
-                return st;
-            }
-            var sa = Strides(da); var sb = Strides(db);
-            var idx = new long[rank];
-            for (long i = 0; i < y.Length; i++)
-            {
-                long oa = 0, ob = 0;
-                for (int k = 0; k < rank; k++) { oa += idx[k] * sa[k]; ob += idx[k] * sb[k]; }
-                y[i] = af[oa] * bf[ob];
-                for (int k = rank - 1; k >= 0; k--) { if (++idx[k] < dims[k]) break; idx[k] = 0; }
-            }
-        }
+        FloatOps.Multiply(a.Floats, a.Dims, b.Floats, b.Dims, dims, y);
         return new[] { EngineTensor.Float(y, dims) };
     }
 

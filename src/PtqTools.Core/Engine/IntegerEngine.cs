@@ -8,12 +8,13 @@ namespace PtqTools.Core.Engine;
 /// <summary>
 /// Executes quantized QDQ and QOperator models (CNNs and MLPs) with the engine's own int8 kernels. QDQ groups are
 /// fused into operator form first (<see cref="QdqFuser"/>); the graph is then run node by node in topological order.
-/// Nodes whose op is outside <see cref="EngineOps.Supported"/> run in ONNX Runtime, one node at a time
-/// (<see cref="OrtNodeFallback"/>; an If whole, its branches reading the outer values they name), except quantized
-/// ops, loops and ops ONNX Runtime does not know either, which are refused up front, by name.
+/// Nodes whose op is outside <see cref="EngineOps.Supported"/> run in ONNX Runtime (<see cref="OrtNodeFallback"/>;
+/// an If whole, its branches reading the outer values they name): in <see cref="Run"/> each connected region of them
+/// as one session (<see cref="OrtRegionPlan"/>), in <see cref="RunAll"/> and <see cref="RunNode"/> one node at a time;
+/// quantized ops, loops and ops ONNX Runtime does not know either are refused up front, by name.
 /// Dispose the engine to release the fallback's ONNX Runtime sessions.
 /// </summary>
-public sealed class IntegerEngine : IDisposable
+public sealed partial class IntegerEngine : IDisposable
 {
     readonly Dictionary<string, EngineTensor> _constants = new(StringComparer.Ordinal);
     readonly Dictionary<NodeProto, object> _cache;
@@ -262,7 +263,7 @@ public sealed class IntegerEngine : IDisposable
                     foreach (var name in Reads(n)) yield return name;
     }
 
-    /// <summary>The op types the engine hands to ONNX Runtime (<see cref="OrtNodeFallback"/>), one node at a time.</summary>
+    /// <summary>The op types outside the engine's table, which it hands to ONNX Runtime (<see cref="OrtNodeFallback"/>; by regions in <see cref="Run"/>).</summary>
     public IReadOnlyList<string> OpsInOnnxRuntime { get; }
 
     /// <summary>The nodes ONNX Runtime ran so far, and the distinct sessions they took (nodes alike share one).</summary>
@@ -320,6 +321,9 @@ public sealed class IntegerEngine : IDisposable
     Dictionary<string, EngineTensor> Execute(IReadOnlyDictionary<string, EngineTensor> inputs, bool release, CancellationToken cancel)
     {
         var trace = release ? MemoryTrace : null;
+        // Regions of ONNX Runtime's nodes run as one session each; node by node where every value is wanted (RunAll)
+        // or traced (the same arithmetic: IntegerEngine.Regions.cs).
+        if (release && trace is null && RegionPlan.Regions.Count > 0) return ExecuteUnits(inputs, cancel);
         trace?.Begin(this);
         var values = new Dictionary<string, EngineTensor>(_constants, StringComparer.Ordinal);
         foreach (var name in Inputs)

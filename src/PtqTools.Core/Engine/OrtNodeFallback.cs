@@ -11,8 +11,9 @@ namespace PtqTools.Core.Engine;
 /// model's opset imports, the node as written, its inputs typed from the actual tensors (element type and rank,
 /// dimensions left open), the inputs that are model constants as initializers, and untyped outputs. One
 /// <see cref="InferenceSession"/> per node (and input signature), created on the node's first run, with graph
-/// optimizations disabled so that it computes the node as written. Quantized ops are never run here: the engine
-/// computes them itself (see <see cref="Refusal"/>).
+/// optimizations disabled so that it computes the node as written. <see cref="IntegerEngine.Run"/> hands it whole
+/// regions of such nodes instead (<see cref="OrtRegionPlan"/>), each one model and one session built the same way.
+/// Quantized ops are never run here: the engine computes them itself (see <see cref="Refusal"/>).
 /// </summary>
 public sealed class OrtNodeFallback : IDisposable
 {
@@ -25,6 +26,8 @@ public sealed class OrtNodeFallback : IDisposable
     readonly Dictionary<NodeProto, List<Compiled>> _sessions = new(ReferenceEqualityComparer.Instance);
     // The distinct sessions, by the SHA-256 of their node model: nodes alike share one (see Compile).
     readonly Dictionary<string, InferenceSession> _shared = new(StringComparer.Ordinal);
+    // The regions whose sessions were built (OrtRegion holds its own session).
+    readonly HashSet<OrtRegion> _regions = new(ReferenceEqualityComparer.Instance);
     // Created with the first session: an engine whose nodes are all its own never loads ONNX Runtime (which is how
     // it runs under qemu-user on ARM64, where ONNX Runtime's initialization crashes; docs/platforms.md).
     RunOptions? _runOptions;
@@ -153,8 +156,8 @@ public sealed class OrtNodeFallback : IDisposable
     /// <summary>Whether the node goes to ONNX Runtime: every op outside the engine's own table.</summary>
     public static bool Handles(NodeProto node) => !EngineOps.Supported.Contains(node.OpType);
 
-    /// <summary>How many node sessions were built so far.</summary>
-    public int SessionCount { get { lock (_sessions) return _sessions.Values.Sum(l => l.Count); } }
+    /// <summary>How many sessions were built so far (one-node models and regions).</summary>
+    public int SessionCount { get { lock (_sessions) return _sessions.Values.Sum(l => l.Count) + _regions.Sum(r => r.Sessions.Count); } }
 
     /// <summary>How many distinct ONNX Runtime sessions those are (nodes alike share one).</summary>
     public int DistinctSessionCount { get { lock (_sessions) return _shared.Count; } }
@@ -199,6 +202,96 @@ public sealed class OrtNodeFallback : IDisposable
         {
             foreach (var v in values) v?.Dispose();
         }
+    }
+
+    /// <summary>Runs a region of nodes as one ONNX Runtime session (<see cref="OrtRegion"/>): reads its inputs from
+    /// <paramref name="values"/> and returns its outputs in <see cref="OrtRegion.Outputs"/> order.</summary>
+    internal EngineTensor[] Run(OrtRegion region, Func<string, EngineTensor?> values, EngineBuffers? buffers)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var inputs = new EngineTensor[region.Inputs.Length];
+        for (int k = 0; k < inputs.Length; k++)
+            inputs[k] = values(region.Inputs[k]) ?? throw new PtqException("EngineTensorMissing", PtqErrorKind.InvalidData,
+                $"The nodes {region.Name} need '{region.Inputs[k]}', which nothing produced.", region.Inputs[k]);
+        var session = Compile(region, inputs);
+        var ort = new OrtValue[inputs.Length];
+        try
+        {
+            for (int k = 0; k < ort.Length; k++) ort[k] = region.ReadInPlace[k] ? InPlace(inputs[k]) ?? ToOrt(inputs[k]) : ToOrt(inputs[k]);
+            using var results = session.Run(RunOptionsOnce(), region.Inputs, ort, region.Outputs);
+            var outputs = new EngineTensor[region.Outputs.Length];
+            for (int k = 0; k < results.Count; k++) outputs[k] = FromOrt(results[k], region.Nodes[0], region.Outputs[k], buffers);
+            return outputs;
+        }
+        catch (OnnxRuntimeException ex)
+        {
+            throw new PtqException("EngineNodeFailed", PtqErrorKind.InvalidData,
+                $"The nodes {region.Name} failed in ONNX Runtime: {ex.Message}", region.Nodes[0].Name, ex);
+        }
+        finally
+        {
+            foreach (var v in ort) v?.Dispose();
+        }
+    }
+
+    InferenceSession Compile(OrtRegion region, EngineTensor[] inputs)
+    {
+        var signature = new int[inputs.Length];
+        for (int i = 0; i < inputs.Length; i++) signature[i] = (int)inputs[i].Type * 64 + inputs[i].Dims.Length;
+        lock (_sessions)
+        {
+            foreach (var (sig, s) in region.Sessions)
+                if (sig.AsSpan().SequenceEqual(signature)) return s;
+            var graph = new GraphProto { Name = "ptq_region" };
+            graph.Node.AddRange(region.Nodes.Select(n => n.Clone()));
+            foreach (var name in region.ConstantInputs) graph.Initializer.Add(_constants[name].ToProto(name));
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                var shape = new TensorShapeProto();
+                for (int d = 0; d < inputs[i].Dims.Length; d++) shape.Dim.Add(new TensorShapeProto.Types.Dimension());
+                graph.Input.Add(new ValueInfoProto { Name = region.Inputs[i], Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)inputs[i].Type, Shape = shape } } });
+            }
+            foreach (var o in region.Outputs) graph.Output.Add(new ValueInfoProto { Name = o });
+            InferenceSession session;
+            try
+            {
+                session = NewSession(graph);
+            }
+            catch (OnnxRuntimeException ex)
+            {
+                throw new PtqException("EngineNodeFailed", PtqErrorKind.NotSupported,
+                    $"The nodes {region.Name} ({string.Join(", ", region.Nodes.Select(n => n.OpType).Distinct())}) cannot run in ONNX Runtime: {ex.Message}", region.Nodes[0].Name, ex);
+            }
+            region.Sessions.Add((signature, session));
+            _regions.Add(region);
+            return session;
+        }
+    }
+
+    /// <summary>A session of the given graph with the source model's opsets, graph optimizations disabled (each node
+    /// computes as written), the fallback's threads and no spinning.</summary>
+    InferenceSession NewSession(GraphProto graph) => NewSession(ModelBytes(graph));
+
+    /// <summary>The model of a graph with the source model's opsets and IR version.</summary>
+    byte[] ModelBytes(GraphProto graph)
+    {
+        var model = new ModelProto { IrVersion = _irVersion, ProducerName = "PtqTools engine fallback", Graph = graph };
+        model.OpsetImport.AddRange(_opsets.Select(o => o.Clone()));
+        return model.ToByteArray();
+    }
+
+    InferenceSession NewSession(byte[] model)
+    {
+        using var options = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL,
+            IntraOpNumThreads = _threads,
+            InterOpNumThreads = 1,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+        return new InferenceSession(model, options);
     }
 
     Compiled Compile(NodeProto node, List<string> names, EngineTensor?[] inputs)
@@ -259,18 +352,7 @@ public sealed class OrtNodeFallback : IDisposable
                 outputs.Add(output);
                 outputIndex.Add(i);
             }
-            var model = new ModelProto { IrVersion = _irVersion, ProducerName = "PtqTools engine fallback", Graph = graph };
-            model.OpsetImport.AddRange(_opsets.Select(o => o.Clone()));
-            using var options = new SessionOptions
-            {
-                GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL,
-                IntraOpNumThreads = _threads,
-                InterOpNumThreads = 1,
-                ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-                LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
-            };
-            options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
-            var bytes = model.ToByteArray();
+            var bytes = ModelBytes(graph);
             var key = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(bytes));
             if (_shared.TryGetValue(key, out var shared))
             {
@@ -281,7 +363,7 @@ public sealed class OrtNodeFallback : IDisposable
             InferenceSession session;
             try
             {
-                session = new InferenceSession(bytes, options);
+                session = NewSession(bytes);
                 _shared[key] = session;
             }
             catch (OnnxRuntimeException ex)
@@ -312,6 +394,17 @@ public sealed class OrtNodeFallback : IDisposable
             throw;
         }
     }
+
+    /// <summary>The engine's own array as ONNX Runtime's input, pinned while the value lives (no copy), for inputs only
+    /// exact element-wise ops and data movement read (<see cref="OrtRegion.ReadInPlace"/>), whose results do not depend
+    /// on the buffer's alignment; null for element types it does not wrap.</summary>
+    static OrtValue? InPlace(EngineTensor t) => t.Data switch
+    {
+        float[] f when f.Length == t.Length => OrtValue.CreateTensorValueFromMemory(f, t.Dims),
+        int[] i when i.Length == t.Length => OrtValue.CreateTensorValueFromMemory(i, t.Dims),
+        long[] l when l.Length == t.Length => OrtValue.CreateTensorValueFromMemory(l, t.Dims),
+        _ => null,
+    };
 
     static EngineTensor FromOrt(OrtValue value, NodeProto node, string name, EngineBuffers? buffers)
     {
@@ -351,6 +444,8 @@ public sealed class OrtNodeFallback : IDisposable
             foreach (var session in _shared.Values) session.Dispose();
             _shared.Clear();
             _sessions.Clear();
+            foreach (var r in _regions) { foreach (var (_, session) in r.Sessions) session.Dispose(); r.Sessions.Clear(); }
+            _regions.Clear();
             _runOptions?.Dispose();
         }
     }

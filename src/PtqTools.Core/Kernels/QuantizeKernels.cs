@@ -51,6 +51,8 @@ public static class QuantizeKernels
             var ys = y.Slice((int)start, len);
             var vs = Vector128.Create(s); var vz = Vector128.Create((float)zp);
             var vmin = Vector128.Create((float)qmin); var vmax = Vector128.Create((float)qmax);
+            if (Vector256.IsHardwareAccelerated && len >= 32)
+                i = Quantize32(xs, s, zp, qmin, qmax, System.Runtime.InteropServices.MemoryMarshal.AsBytes(ys), typeof(T) == typeof(sbyte));
             for (; i + 4 <= len; i += 4)
             {
                 var v = Vector128.Round(Vector128.LoadUnsafe(ref Unsafe.AsRef(in xs[i])) / vs) + vz;
@@ -62,6 +64,34 @@ public static class QuantizeKernels
                 for (int t = 0; t < 4; t++) ys[i + t] = From<T>(tmp[t]);
             }
             for (; i < len; i++) ys[i] = From<T>(QuantMath.Quantize(xs[i], new QuantParams(s, zp), qmin, qmax));
+        }
+    }
+
+    /// <summary>The body of <see cref="Quantize{T}"/> 32 values at a time in 256-bit vectors (the same IEEE division,
+    /// round half to even, NaN to the zero point and clamping as the 128-bit loop; the clamped integers narrowed to
+    /// bytes exactly); returns how many it wrote.</summary>
+    static int Quantize32(ReadOnlySpan<float> xs, float s, int zp, int qmin, int qmax, Span<byte> ys, bool signed)
+    {
+        var vs = Vector256.Create(s); var vz = Vector256.Create((float)zp);
+        var vmin = Vector256.Create((float)qmin); var vmax = Vector256.Create((float)qmax);
+        int i = 0;
+        for (; i + 32 <= xs.Length; i += 32)
+        {
+            var q0 = Step(Vector256.Create(xs.Slice(i, 8)), vs, vz, vmin, vmax);
+            var q1 = Step(Vector256.Create(xs.Slice(i + 8, 8)), vs, vz, vmin, vmax);
+            var q2 = Step(Vector256.Create(xs.Slice(i + 16, 8)), vs, vz, vmin, vmax);
+            var q3 = Step(Vector256.Create(xs.Slice(i + 24, 8)), vs, vz, vmin, vmax);
+            var lo = Vector256.Narrow(q0, q1); var hi = Vector256.Narrow(q2, q3);
+            var bytes = signed ? Vector256.Narrow(lo, hi).AsByte() : Vector256.Narrow(lo.AsUInt16(), hi.AsUInt16());
+            bytes.CopyTo(ys.Slice(i, 32));
+        }
+        return i;
+
+        static Vector256<int> Step(Vector256<float> x, Vector256<float> vs, Vector256<float> vz, Vector256<float> vmin, Vector256<float> vmax)
+        {
+            var v = Vector256.Round(x / vs) + vz;
+            v = Vector256.ConditionalSelect(~Vector256.Equals(v, v), vz, v);
+            return Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(v, vmin), vmax));
         }
     }
 
@@ -79,8 +109,29 @@ public static class QuantizeKernels
     {
         CheckParams(scales.Length, zeroPoints.Length, scales.Length);
         if (context.EffectivePath == KernelPath.Scalar || !Vector128.IsHardwareAccelerated) { DequantizeReference(q, scales, zeroPoints, inner, y); return; }
-        long segment = scales.Length == 1 ? q.Length : inner;
         Span<int> tmp = stackalloc int[4];
+        if (scales.Length > 1 && inner == 1 && q.Length % scales.Length == 0)
+        {
+            // Channels along the last axis (per-channel embeddings after a Gather): row by row, 4 channels a vector.
+            int ch = scales.Length;
+            Span<int> zrow = ch <= 4096 ? stackalloc int[ch] : new int[ch];
+            for (int c = 0; c < ch; c++) zrow[c] = zeroPoints[zeroPoints.Length == 1 ? 0 : c];
+            for (long row = 0; row < q.Length; row += ch)
+            {
+                var qs = q.Slice((int)row, ch);
+                var ys = y.Slice((int)row, ch);
+                int c = 0;
+                for (; c + 4 <= ch; c += 4)
+                {
+                    for (int t = 0; t < 4; t++) tmp[t] = QGemm.ToInt(qs[c + t]);
+                    var v = Vector128.ConvertToSingle(Vector128.Create<int>(tmp) - Vector128.Create<int>(zrow.Slice(c, 4))) * Vector128.Create<float>(scales.Slice(c, 4));
+                    v.CopyTo(ys.Slice(c, 4));
+                }
+                for (; c < ch; c++) ys[c] = QuantMath.Dequantize(QGemm.ToInt(qs[c]), new QuantParams(scales[c], zrow[c]));
+            }
+            return;
+        }
+        long segment = scales.Length == 1 ? q.Length : inner;
         for (long start = 0; start < q.Length; start += segment)
         {
             int c = Channel(start, scales.Length, inner);
@@ -90,6 +141,33 @@ public static class QuantizeKernels
             var qs = q.Slice((int)start, len);
             var ys = y.Slice((int)start, len);
             var vs = Vector128.Create(s); var vz = Vector128.Create(zp);
+            // u8 and s8 codes widened 16 at a time (the same int subtraction, exact conversion and IEEE product).
+            if (typeof(T) == typeof(byte) || typeof(T) == typeof(sbyte))
+            {
+                var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(qs);
+                for (; i + 16 <= len; i += 16)
+                {
+                    var b = Vector128.Create<byte>(bytes.Slice(i, 16));
+                    Vector128<int> q0, q1, q2, q3;
+                    if (typeof(T) == typeof(byte))
+                    {
+                        var lo = Vector128.WidenLower(b); var hi = Vector128.WidenUpper(b);
+                        q0 = Vector128.WidenLower(lo).AsInt32(); q1 = Vector128.WidenUpper(lo).AsInt32();
+                        q2 = Vector128.WidenLower(hi).AsInt32(); q3 = Vector128.WidenUpper(hi).AsInt32();
+                    }
+                    else
+                    {
+                        var sb = b.AsSByte();
+                        var lo = Vector128.WidenLower(sb); var hi = Vector128.WidenUpper(sb);
+                        q0 = Vector128.WidenLower(lo); q1 = Vector128.WidenUpper(lo);
+                        q2 = Vector128.WidenLower(hi); q3 = Vector128.WidenUpper(hi);
+                    }
+                    (Vector128.ConvertToSingle(q0 - vz) * vs).CopyTo(ys.Slice(i, 4));
+                    (Vector128.ConvertToSingle(q1 - vz) * vs).CopyTo(ys.Slice(i + 4, 4));
+                    (Vector128.ConvertToSingle(q2 - vz) * vs).CopyTo(ys.Slice(i + 8, 4));
+                    (Vector128.ConvertToSingle(q3 - vz) * vs).CopyTo(ys.Slice(i + 12, 4));
+                }
+            }
             for (; i + 4 <= len; i += 4)
             {
                 for (int t = 0; t < 4; t++) tmp[t] = QGemm.ToInt(qs[i + t]);
