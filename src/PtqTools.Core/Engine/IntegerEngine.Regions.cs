@@ -38,6 +38,10 @@ public sealed partial class IntegerEngine
             {
                 opType = "(ONNX Runtime region)";
                 var results = _fallback.Run(region, lookup, state.Buffers);
+                // The region's large constants live in its session now (an engine loaded from its file drops its own).
+                if (_fallbackReleases.Count > 0)
+                    foreach (var n in region.Nodes)
+                        if (_fallbackReleases.TryGetValue(n, out var held)) ReleaseAfterFallback(held);
                 for (int i = 0; i < results.Length; i++) values[region.Outputs[i]] = results[i];
             }
             else if (unit.SameAs is { } same)
