@@ -163,7 +163,9 @@ public static class AccuracyAwareSearch
                         }
                         var errors = LayerErrorAnalyzer.Run(prepared, statistics, options, ranked, threads, null, budget.Token, null, layerDrops is null ? null : Score);
                         if (metricFailed is not null) layerDrops = null;
-                        ranking = errors.OrderByDescending(e => layerDrops is null ? 0 : Math.Round(layerDrops.GetValueOrDefault(e.Layer), 9))
+                        // The layer analysis plans without the speed rules: the layers they keep in float are not candidates.
+                        ranking = errors.Where(e => plan.QuantizedLayers.Contains(e.Layer))
+                            .OrderByDescending(e => layerDrops is null ? 0 : Math.Round(layerDrops.GetValueOrDefault(e.Layer), 9))
                             .ThenBy(e => e.IsolatedOutputSqnrDb).ThenBy(e => e.Rank).Select(e => e.Layer).ToArray();
                         rankedBy = layerDrops is not null ? " Layers ranked by the metric's drop with each alone in int8 (the model has layers inside subgraphs)."
                             : metricFailed is not null ? $" Layers ranked by SQNR at the output: the metric failed on a model with one layer in int8 ({metricFailed})." : "";
