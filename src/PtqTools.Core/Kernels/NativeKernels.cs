@@ -298,14 +298,8 @@ public static unsafe class NativeKernels
     static void GemmAmx(KernelContext context, ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
     {
         int k = w.K, n = w.N, kq = (k + 3) / 4, blocks = w.Blocks, za = aSigned ? aZero + 128 : aZero;
-        var colSums = w.QuadColumnSums!;
         var zb = w.QuadZeroPoints!;
-        int padded = blocks * PackedWeights.Block;
-        bool anyZb = false;
-        for (int j = 0; j < n; j++) anyZb |= zb[j] != 0;
-        // Padded to whole blocks: the native pass loads 16 column terms at a time.
-        var colTerm = padded <= 4096 ? stackalloc int[padded] : (t_colTerm is { } ct && ct.Length >= padded ? ct : t_colTerm = new int[padded]).AsSpan(0, padded);
-        for (int j = 0; j < padded; j++) colTerm[j] = unchecked(k * za * zb[j] - za * colSums[j]);
+        var colTerm = ColumnTerms(w, za, out bool anyZb);
         int threads = context.ThreadsFor((long)m * n * k);
         int strips = (m + 31) / 32, pairs = (blocks + 1) / 2;
         bool byRows = strips >= threads;
@@ -325,6 +319,20 @@ public static unsafe class NativeKernels
         }
     }
 
+    /// <summary>The column terms of the quads' GEMMs (k·za·zb[j] − za·Σw[j]), padded to whole blocks (the native pass
+    /// loads 16 at a time), in this thread's buffer; and whether any weight zero point is not 0.</summary>
+    static int[] ColumnTerms(PackedWeights w, int za, out bool anyZb)
+    {
+        int k = w.K, padded = w.Blocks * PackedWeights.Block;
+        var colSums = w.QuadColumnSums!;
+        var zb = w.QuadZeroPoints!;
+        anyZb = false;
+        for (int j = 0; j < w.N; j++) anyZb |= zb[j] != 0;
+        var terms = t_colTerm is { } ct && ct.Length >= padded ? ct : t_colTerm = new int[padded];
+        for (int j = 0; j < padded; j++) terms[j] = unchecked(k * za * zb[j] - za * colSums[j]);
+        return terms;
+    }
+
     /// <summary>The VNNI GEMM with A read in place (or, with weight zero points, copied with its row sums) and the
     /// zero-point correction inside the native pass (ptq_gemm_vnni_fused), split over threads by rows (multiples of the plan's
     /// row step) when there are enough for every thread, otherwise by 16-column blocks. C is written once, in place;
@@ -332,14 +340,8 @@ public static unsafe class NativeKernels
     static void GemmVnni(KernelContext context, ReadOnlySpan<byte> a, int aZero, bool aSigned, int m, PackedWeights w, Span<int> c)
     {
         int k = w.K, n = w.N, kq = (k + 3) / 4, blocks = w.Blocks, za = aSigned ? aZero + 128 : aZero;
-        var colSums = w.QuadColumnSums!;
         var zb = w.QuadZeroPoints!;
-        int padded = blocks * PackedWeights.Block;
-        bool anyZb = false;
-        for (int j = 0; j < n; j++) anyZb |= zb[j] != 0;
-        // Padded to whole blocks: the native pass loads 16 column terms at a time.
-        var colTerm = padded <= 4096 ? stackalloc int[padded] : (t_colTerm is { } ct && ct.Length >= padded ? ct : t_colTerm = new int[padded]).AsSpan(0, padded);
-        for (int j = 0; j < padded; j++) colTerm[j] = unchecked(k * za * zb[j] - za * colSums[j]);
+        var colTerm = ColumnTerms(w, za, out bool anyZb);
         GemmPlan plan;
         GemmPlanFn((int)Kernel.Vnni, m, k, &plan);
         int threads = Math.Max(1, context.ThreadsFor((long)m * n * k));
