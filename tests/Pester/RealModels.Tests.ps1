@@ -27,6 +27,19 @@ Describe 'ONNX TensorProto samples (the conformance corpus layout)' -Skip:$noCor
         $report.Cosine | Should -BeLessThan 1.0
     }
 
+    It 'writes the float model, with the reasons and a warning, when the speed rules keep every layer in float' {
+        $test = Join-Path $Corpus 'pytorch-converted/test_Conv2d'
+        $ds = New-PtqDataSet -Path $test
+        $out = Join-Path $TestDrive 'conv2d.kept.onnx'
+        $result = Get-ModelLayer (Join-Path $test 'model.onnx') | Invoke-Quantization -DataSet $ds -OutputPath $out -WarningVariable warned -WarningAction SilentlyContinue
+        $result.QuantizedLayerCount | Should -Be 0
+        $result.Fidelity.Status | Should -Be 'KeptFloat'
+        $result.Fidelity.Summary | Should -BeLike 'FLOAT MODEL WRITTEN: the rules *'
+        ($warned | Out-String) | Should -BeLike '*FLOAT MODEL WRITTEN*'
+        $result.Decisions | Where-Object OpType -eq 'Conv' | ForEach-Object { $_.Reason | Should -Match '\(rule (ShallowConv|SlowRegion)\)' }
+        (Get-OnnxModel $out).OpTypes | Should -Not -Contain 'QuantizeLinear'
+    }
+
     It 'feeds a two-input model with an int64 input' {
         $test = Join-Path $Corpus 'node/test_gather_0'
         $ds = New-PtqDataSet -Path (Join-Path $test 'test_data_set_0')
