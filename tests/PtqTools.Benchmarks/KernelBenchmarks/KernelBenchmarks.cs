@@ -102,34 +102,47 @@ internal static class Models
 /// <summary>u8 x s8 -> s32 GEMM: ONNX Runtime MatMulInteger (weights a constant initializer, which it pre-packs)
 /// vs QGemm with pre-packed weights, 1 and 2 threads.</summary>
 [MemoryDiagnoser(false)]
-public class GemmBenchmarks
+public class GemmBenchmarks : GemmAgainstOnnxRuntime
 {
     [Params("1x768x768", "128x768x768", "128x3072x768", "512x1024x1024")] public string Shape = "";
     [Params(1, 2)] public int Threads;
 
-    int _m, _n, _k;
-    byte[] _a = null!;
-    int[] _c = null!;
     KernelContext _kernels;
-    PackedWeights _packed = null!;
-    InferenceSession _session = null!;
-    OrtValue _input = null!;
-    RunOptions _run = null!;
 
     [GlobalSetup]
     public void Setup()
     {
-        var d = Shape.Split('x').Select(int.Parse).ToArray();
-        (_m, _n, _k) = (d[0], d[1], d[2]);
-        var r = new Random(1);
-        _a = new byte[_m * _k]; r.NextBytes(_a);
-        var b = new sbyte[_k * _n]; for (int i = 0; i < b.Length; i++) b[i] = (sbyte)r.Next(-128, 128);
-        _packed = PackedWeights.Pack(b, _k, _n, new[] { 0 });
-        _c = new int[_m * _n];
+        Setup(Shape, Threads, -128, 128);
         _kernels = KernelContext.Default.WithThreads(Threads);
-        var model = Models.MatMulInteger(b, _m, _k, _n);
-        _session = Models.Session(model, Threads);
-        _input = OrtValue.CreateTensorValueFromMemory(_a, new long[] { _m, _k });
+    }
+
+    [Benchmark]
+    public void PtqTools() => QGemm.Multiply(_kernels, A, 128, M, Packed, C);
+}
+
+/// <summary>The shared part of the GEMM benchmarks: A (u8) and B (s8, in [low, high)) of an M x N x K shape, B packed,
+/// and ONNX Runtime's MatMulInteger on the same weights (a constant initializer, which it pre-packs) as the baseline.</summary>
+public abstract class GemmAgainstOnnxRuntime
+{
+    protected int M, N, K;
+    protected byte[] A = null!;
+    protected int[] C = null!;
+    protected PackedWeights Packed = null!;
+    InferenceSession _session = null!;
+    OrtValue _input = null!;
+    RunOptions _run = null!;
+
+    protected void Setup(string shape, int threads, int low, int high)
+    {
+        var d = shape.Split('x').Select(int.Parse).ToArray();
+        (M, N, K) = (d[0], d[1], d[2]);
+        var r = new Random(1);
+        A = new byte[M * K]; r.NextBytes(A);
+        var b = new sbyte[K * N]; for (int i = 0; i < b.Length; i++) b[i] = (sbyte)r.Next(low, high);
+        Packed = PackedWeights.Pack(b, K, N, new[] { 0 });
+        C = new int[M * N];
+        _session = Models.Session(Models.MatMulInteger(b, M, K, N), threads);
+        _input = OrtValue.CreateTensorValueFromMemory(A, new long[] { M, K });
         _run = new RunOptions();
     }
 
@@ -138,9 +151,6 @@ public class GemmBenchmarks
     {
         using var results = _session.Run(_run, new[] { "A" }, new[] { _input }, new[] { "C" });
     }
-
-    [Benchmark]
-    public void PtqTools() => QGemm.Multiply(_kernels, _a, 128, _m, _packed, _c);
 
     [GlobalCleanup]
     public void Cleanup() { _session.Dispose(); _input.Dispose(); _run.Dispose(); }
@@ -209,49 +219,25 @@ public class ConvBenchmarks
 /// vpmaddubsw) and full-range int8 ("widened", vpmaddwd). Peers: the managed Avx2 path and ONNX Runtime's
 /// MatMulInteger on the same weights.</summary>
 [MemoryDiagnoser(false)]
-public class Avx2GemmBenchmarks
+public class Avx2GemmBenchmarks : GemmAgainstOnnxRuntime
 {
     [Params("128x384x384", "128x1536x384", "128x384x1536", "3136x64x576", "196x256x2304", "49x512x4608", "1x1000x512")] public string Shape = "";
     [Params("7-bit", "widened")] public string Form = "";
     [Params(1)] public int Threads;
 
-    int _m, _n, _k;
-    byte[] _a = null!;
-    int[] _c = null!;
-    PackedWeights _packed = null!;
-    InferenceSession _session = null!;
-    OrtValue _input = null!;
-    RunOptions _run = null!;
-
     [GlobalSetup]
     public void Setup()
     {
-        var d = Shape.Split('x').Select(int.Parse).ToArray();
-        (_m, _n, _k) = (d[0], d[1], d[2]);
-        var r = new Random(1);
-        _a = new byte[_m * _k]; r.NextBytes(_a);
         int limit = Form == "7-bit" ? 64 : 127;
-        var b = new sbyte[_k * _n]; for (int i = 0; i < b.Length; i++) b[i] = (sbyte)r.Next(-limit, limit + 1);
-        _packed = PackedWeights.Pack(b, _k, _n, new[] { 0 });
-        if (_packed.SevenBitPairs != (Form == "7-bit")) throw new InvalidOperationException($"The {Form} weights packed as SevenBitPairs = {_packed.SevenBitPairs}.");
-        _c = new int[_m * _n];
-        var model = Models.MatMulInteger(b, _m, _k, _n);
-        _session = Models.Session(model, Threads);
-        _input = OrtValue.CreateTensorValueFromMemory(_a, new long[] { _m, _k });
-        _run = new RunOptions();
-    }
-
-    [Benchmark(Baseline = true)]
-    public void OnnxRuntime()
-    {
-        using var results = _session.Run(_run, new[] { "A" }, new[] { _input }, new[] { "C" });
+        Setup(Shape, Threads, -limit, limit + 1);
+        if (Packed.SevenBitPairs != (Form == "7-bit")) throw new InvalidOperationException($"The {Form} weights packed as SevenBitPairs = {Packed.SevenBitPairs}.");
     }
 
     [Benchmark]
-    public void ManagedAvx2() => QGemm.Multiply(On(KernelPath.Avx2, Threads), _a, 128, _m, _packed, _c);
+    public void ManagedAvx2() => QGemm.Multiply(On(KernelPath.Avx2, Threads), A, 128, M, Packed, C);
 
     [Benchmark]
-    public void NativeAvx2() => QGemm.Multiply(On(KernelPath.NativeAvx2, Threads), _a, 128, _m, _packed, _c);
+    public void NativeAvx2() => QGemm.Multiply(On(KernelPath.NativeAvx2, Threads), A, 128, M, Packed, C);
 
     /// <summary>The context of a benchmark on <paramref name="path"/>, which must run here (no silent fallback).</summary>
     internal static KernelContext On(KernelPath path, int threads)
@@ -259,9 +245,6 @@ public class Avx2GemmBenchmarks
         if (!KernelDispatch.Supported().Contains(path)) throw new InvalidOperationException($"{path} cannot run here: {NativeKernels.LoadError}");
         return KernelContext.Default.WithThreads(threads).WithPath(path);
     }
-
-    [GlobalCleanup]
-    public void Cleanup() { _session.Dispose(); _input.Dispose(); _run.Dispose(); }
 }
 
 /// <summary>The native AVX2 convolution on ResNet18's 3x3 64 -> 64 layer (1x64x56x56, pad 1, requantized per
