@@ -93,19 +93,21 @@ public static class RegionCost
         var nodes = g.Graph.Node.Where(n => plan.QuantizedLayers.Contains(QuantizationPlan.LayerName(g, n))).ToList();
         // A layer's output is the tensor its range quantizes (past a folded Relu), or its own output when it shares
         // its input's scale.
-        var output = nodes.ToDictionary(n => n, n => OpHandlers.Get(n)!.Output == OutputRule.Own ? QuantizationPlan.FoldedOutput(n, g) : n.Output[0]);
-        var inputs = nodes.ToDictionary(n => n, n => OpHandlers.Get(n)!.ActivationInputs(n, g).Select(i => n.Input[i]).ToArray());
+        // By node identity: a protobuf message hashes and compares its whole content.
+        IEqualityComparer<NodeProto> byNode = ReferenceEqualityComparer.Instance;
+        var output = nodes.ToDictionary(n => n, n => OpHandlers.Get(n)!.Output == OutputRule.Own ? QuantizationPlan.FoldedOutput(n, g) : n.Output[0], byNode);
+        var inputs = nodes.ToDictionary(n => n, n => OpHandlers.Get(n)!.ActivationInputs(n, g).Select(i => n.Input[i]).ToArray(), byNode);
         var producedBy = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
         foreach (var n in nodes) producedBy[output[n]] = n;
         // Regions: layers joined by a tensor one produces and the other reads.
-        var parent = nodes.ToDictionary(n => n, n => n);
+        var parent = nodes.ToDictionary(n => n, n => n, byNode);
         NodeProto Root(NodeProto n) { while (parent[n] != n) n = parent[n] = parent[parent[n]]; return n; }
         foreach (var n in nodes)
             foreach (var t in inputs[n])
                 if (producedBy.TryGetValue(t, out var p)) parent[Root(n)] = Root(p);
-        foreach (var region in nodes.GroupBy(Root))
+        foreach (var region in nodes.GroupBy(Root, byNode))
         {
-            var members = region.ToHashSet();
+            var members = region.ToHashSet(byNode);
             double gain = 0;
             bool known = true;
             foreach (var n in members)
